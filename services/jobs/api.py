@@ -1,0 +1,51 @@
+"""Thin gRPC adapter: convert, await one service call, convert back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from pixmesh.jobs.v1 import jobs_pb2 as pb
+from pixmesh.jobs.v1 import jobs_pb2_grpc
+from services.jobs.service import JobsService
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
+    def __init__(self, service: JobsService) -> None:
+        self.service = service
+
+    async def CreateJob(self, request: pb.CreateJobRequest, context: Ctx) -> pb.CreateJobResponse:
+        job, created = await self.service.create_job(
+            request.tenant_id, request.image, request.operations, request.idempotency_key
+        )
+        return pb.CreateJobResponse(job=job, created=created)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:
+        return pb.GetJobResponse(job=await self.service.get_job(request.tenant_id, request.job_id))
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Ctx) -> pb.ListJobsResponse:
+        jobs, token = await self.service.list_jobs(
+            request.tenant_id, request.page_size, request.page_token, request.state
+        )
+        return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    async def WatchJob(  # type: ignore[override]
+        self, request: pb.WatchJobRequest, context: Ctx
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        async for job in self.service.watch_job(request.tenant_id, request.job_id):
+            yield pb.WatchJobResponse(job=job)
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
+        return pb.CancelJobResponse(
+            job=await self.service.cancel_job(request.tenant_id, request.job_id)
+        )
+
+    async def GetOutput(self, request: pb.GetOutputRequest, context: Ctx) -> pb.GetOutputResponse:
+        output, key = await self.service.get_output(
+            request.tenant_id, request.job_id, request.index
+        )
+        return pb.GetOutputResponse(output=output, key=key)

@@ -1,0 +1,46 @@
+"""Composition root of the job registry: the only place that names concrete adapters."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from services.jobs.api import JobsApi
+from services.jobs.consumers import task_events_consumer
+from services.jobs.repository import JobsRepository
+from services.jobs.service import JobsService
+from services.jobs.settings import JobsSettings
+from services.runtime import db
+from services.runtime.bus import Bus
+from services.runtime.server import App, GrpcService
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@asynccontextmanager
+async def build(settings: JobsSettings) -> AsyncIterator[App]:
+    pool = await db.create_pool(settings.database_url)
+    bus = await Bus.connect(settings.nats_url, "pixmesh-jobs")
+    try:
+        await db.migrate(pool, "jobs", MIGRATIONS)
+        await bus.ensure_streams()
+        service = JobsService(JobsRepository(pool, job_timeout_s=settings.job_timeout_s), bus)
+        consumer = task_events_consumer(bus, service, settings)
+        await consumer.setup()
+        api = JobsApi(service)
+        name = jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name
+        yield App(
+            services=[
+                GrpcService(name, lambda s: jobs_pb2_grpc.add_JobsServiceServicer_to_server(api, s))
+            ],
+            workers=[
+                consumer.run,
+                service.relay_outbox,
+                lambda stop: service.reap_overdue(stop, settings.reaper_interval_s),
+            ],
+        )
+    finally:
+        await bus.close()
+        await pool.close()

@@ -1,0 +1,464 @@
+"""Postgres access for the job registry. Every state change and the messages that announce it
+(tasks, job events) are written in ONE transaction; the outbox relay publishes them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from google.protobuf.message import Message
+
+from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2, operations_pb2
+from pixmesh.events.v1 import events_pb2
+from services.jobs import errors
+from services.jobs import statemachine as sm
+from services.runtime import bus
+from services.runtime.pipeline import plan_stages
+from services.runtime.storage import input_key
+from services.runtime.telemetry import inject_headers
+
+OUTBOX_CHANNEL = "jobs_outbox"
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    subject: str
+    msg_id: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+def _ops_blob(ops: Sequence[operations_pb2.Operation]) -> bytes:
+    return job_pb2.Job(operations=ops).SerializeToString()
+
+
+def _ops_from_blob(blob: bytes) -> list[operations_pb2.Operation]:
+    return list(job_pb2.Job.FromString(blob).operations)
+
+
+def _ts(value: datetime | None, target: Any) -> None:
+    if value is not None:
+        target.FromDatetime(value)
+
+
+def _error(row: asyncpg.Record) -> job_pb2.JobError | None:
+    if not row["error_code"]:
+        return None
+    return job_pb2.JobError(
+        code=row["error_code"], reason=row["error_reason"], message=row["error_message"]
+    )
+
+
+class JobsRepository:
+    def __init__(self, pool: asyncpg.Pool, *, job_timeout_s: float) -> None:
+        self.pool = pool
+        self.job_timeout = timedelta(seconds=job_timeout_s)
+
+    # ---- commands -------------------------------------------------------------------------
+
+    async def create_job(
+        self,
+        tenant_id: str,
+        image: image_pb2.Image,
+        ops: Sequence[operations_pb2.Operation],
+        idempotency_key: str,
+        req_hash: str,
+    ) -> tuple[job_pb2.Job, bool]:
+        if idempotency_key:
+            existing = await self._find_by_key(tenant_id, idempotency_key, req_hash)
+            if existing is not None:
+                return existing, False
+        job_id = f"job_{uuid.uuid4().hex}"
+        stages = plan_stages(ops)
+        now = datetime.now(UTC)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    """INSERT INTO jobs.jobs (job_id, tenant_id, image_id, state, operations, source,
+                         idempotency_key, request_hash, deadline, created_at, updated_at)
+                       VALUES ($1,$2,$3,'PENDING',$4,$5,$6,$7,$8,$9,$9)""",
+                    job_id,
+                    tenant_id,
+                    image.image_id,
+                    _ops_blob(ops),
+                    image.SerializeToString(),
+                    idempotency_key or None,
+                    req_hash,
+                    now + self.job_timeout,
+                    now,
+                )
+                await conn.executemany(
+                    """INSERT INTO jobs.stages (job_id, idx, service, operations, state, input_key)
+                       VALUES ($1,$2,$3,$4,'PENDING',$5)""",
+                    [
+                        (
+                            job_id,
+                            i,
+                            st.service,
+                            _ops_blob(st.operations),
+                            input_key(image.sha256) if i == 0 else None,
+                        )
+                        for i, st in enumerate(stages)
+                    ],
+                )
+                await self._enqueue_task(conn, job_id, 0)
+                job = await self._load(conn, job_id)
+                await self._enqueue_job_event(conn, tenant_id, job)
+        except asyncpg.UniqueViolationError:
+            # A concurrent request with the same key won the race: answer like a retry.
+            existing = await self._find_by_key(tenant_id, idempotency_key, req_hash)
+            if existing is None:
+                raise
+            return existing, False
+        return job, True
+
+    async def cancel(self, tenant_id: str, job_id: str) -> job_pb2.Job:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT state FROM jobs.jobs WHERE job_id=$1 AND tenant_id=$2 FOR UPDATE",
+                job_id,
+                tenant_id,
+            )
+            if row is None:
+                raise errors.job_not_found(job_id)
+            if row["state"] in sm.TERMINAL:
+                raise errors.job_finished(job_id, row["state"])
+            await self._finish(
+                conn, job_id, sm.CANCELLED, "CANCELLED", "CANCELLED", "cancelled by the caller"
+            )
+            job = await self._load(conn, job_id)
+            await self._enqueue_job_event(conn, tenant_id, job)
+            return job
+
+    async def apply_event(self, event: events_pb2.TaskEvent) -> None:
+        """Apply a worker's event exactly once; duplicates and late events are no-ops."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await conn.fetchval(
+                "INSERT INTO jobs.processed_events (event_id) VALUES ($1)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                event.event_id,
+            )
+            if not fresh:
+                return
+            job = await conn.fetchrow(
+                "SELECT tenant_id, state, source FROM jobs.jobs WHERE job_id=$1 FOR UPDATE",
+                event.job_id,
+            )
+            if job is None or job["state"] in sm.TERMINAL:
+                return  # unknown job, or a late event for a cancelled/failed job
+            idx = event.stage_index
+            kind = event.WhichOneof("outcome")
+            if kind == "started":
+                await conn.execute(
+                    """UPDATE jobs.stages SET state='RUNNING', attempts=GREATEST(attempts,$3),
+                         started_at=COALESCE(started_at, now())
+                       WHERE job_id=$1 AND idx=$2 AND state IN ('PENDING','RUNNING')""",
+                    event.job_id,
+                    idx,
+                    event.started.attempt,
+                )
+                await conn.execute(
+                    "UPDATE jobs.jobs SET state='RUNNING', updated_at=now()"
+                    " WHERE job_id=$1 AND state='PENDING'",
+                    event.job_id,
+                )
+            elif kind == "completed":
+                await self._complete_stage(conn, event, job["source"])
+            elif kind == "failed":
+                err = event.failed.error
+                await conn.execute(
+                    """UPDATE jobs.stages SET state='FAILED', attempts=GREATEST(attempts,$3),
+                         error_code=$4, error_reason=$5, error_message=$6, finished_at=now()
+                       WHERE job_id=$1 AND idx=$2""",
+                    event.job_id,
+                    idx,
+                    event.failed.attempts,
+                    err.code,
+                    err.reason,
+                    err.message,
+                )
+                await self._finish(conn, event.job_id, sm.FAILED, err.code, err.reason, err.message)
+            else:
+                return
+            await self._enqueue_job_event(
+                conn, job["tenant_id"], await self._load(conn, event.job_id)
+            )
+
+    async def expire_overdue(self) -> int:
+        """Fail open jobs whose deadline passed (a worker died for good, a queue stalled)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT job_id, tenant_id FROM jobs.jobs
+                   WHERE state IN ('PENDING','RUNNING') AND deadline < now()
+                   ORDER BY deadline LIMIT 100 FOR UPDATE SKIP LOCKED"""
+            )
+            for r in rows:
+                await self._finish(
+                    conn,
+                    r["job_id"],
+                    sm.FAILED,
+                    "DEADLINE_EXCEEDED",
+                    "DEADLINE_EXCEEDED",
+                    "the job did not finish before its deadline",
+                )
+                await self._enqueue_job_event(
+                    conn, r["tenant_id"], await self._load(conn, r["job_id"])
+                )
+            return len(rows)
+
+    # ---- queries --------------------------------------------------------------------------
+
+    async def get(self, tenant_id: str, job_id: str) -> job_pb2.Job:
+        async with self.pool.acquire() as conn:
+            owner = await conn.fetchval("SELECT tenant_id FROM jobs.jobs WHERE job_id=$1", job_id)
+            if owner != tenant_id:
+                raise errors.job_not_found(job_id)
+            return await self._load(conn, job_id)
+
+    async def list(
+        self, tenant_id: str, page_size: int, page_token: str, state: str | None
+    ) -> tuple[list[job_pb2.Job], str]:
+        args: list[Any] = [tenant_id, page_size + 1]
+        where = ["tenant_id=$1"]
+        if state:
+            args.append(state)
+            where.append(f"state=${len(args)}")
+        if page_token:
+            created, last_id = sm.decode_page_token(page_token)
+            args += [created, last_id]
+            where.append(f"(created_at, job_id) < (${len(args) - 1}, ${len(args)})")
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT job_id, created_at FROM jobs.jobs WHERE {' AND '.join(where)}"
+                " ORDER BY created_at DESC, job_id DESC LIMIT $2",
+                *args,
+            )
+            jobs = [await self._load(conn, r["job_id"]) for r in rows[:page_size]]
+        token = ""
+        if len(rows) > page_size:
+            last = rows[page_size - 1]
+            token = sm.encode_page_token(last["created_at"], last["job_id"])
+        return jobs, token
+
+    async def output(self, tenant_id: str, job_id: str, index: int) -> tuple[job_pb2.Output, str]:
+        job = await self.get(tenant_id, job_id)
+        if job.state != job_pb2.Job.SUCCEEDED or index >= len(job.outputs):
+            if job.state == job_pb2.Job.SUCCEEDED:
+                raise errors.output_not_found(job_id, index)
+            raise errors.output_not_ready(job_id)
+        async with self.pool.acquire() as conn:
+            key = await conn.fetchval(
+                """SELECT output_key FROM jobs.stages WHERE job_id=$1 AND output_key IS NOT NULL
+                   ORDER BY idx DESC LIMIT 1""",
+                job_id,
+            )
+        return job.outputs[index], str(key)
+
+    # ---- outbox ---------------------------------------------------------------------------
+
+    async def claim_outbox(self, conn: asyncpg.Connection, limit: int = 100) -> list[OutboxMessage]:
+        rows = await conn.fetch(
+            """SELECT id, subject, msg_id, payload, headers FROM jobs.outbox
+               WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+            limit,
+        )
+        return [
+            OutboxMessage(
+                r["id"], r["subject"], r["msg_id"], bytes(r["payload"]), json.loads(r["headers"])
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    async def mark_published(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
+        await conn.execute(
+            "UPDATE jobs.outbox SET published_at=now() WHERE id = ANY($1::bigint[])", list(ids)
+        )
+
+    # ---- internals ------------------------------------------------------------------------
+
+    async def _find_by_key(self, tenant_id: str, key: str, req_hash: str) -> job_pb2.Job | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT job_id, request_hash FROM jobs.jobs WHERE tenant_id=$1 AND idempotency_key=$2",
+                tenant_id,
+                key,
+            )
+            if row is None:
+                return None
+            if row["request_hash"] != req_hash:
+                raise errors.idempotency_mismatch()
+            return await self._load(conn, row["job_id"])
+
+    async def _complete_stage(
+        self, conn: asyncpg.Connection, event: events_pb2.TaskEvent, source_blob: bytes
+    ) -> None:
+        done = event.completed
+        await conn.execute(
+            """UPDATE jobs.stages SET state='SUCCEEDED', output_key=$3, output=$4,
+                 started_at=COALESCE(started_at, now()), finished_at=now()
+               WHERE job_id=$1 AND idx=$2""",
+            event.job_id,
+            event.stage_index,
+            done.output_key or None,
+            done.output.SerializeToString() if done.HasField("output") else None,
+        )
+        if done.HasField("metadata"):
+            await conn.execute(
+                "UPDATE jobs.jobs SET metadata=$2 WHERE job_id=$1",
+                event.job_id,
+                done.metadata.SerializeToString(),
+            )
+        stages = await self._stage_views(conn, event.job_id)
+        if event.stage_index + 1 < len(stages):
+            source = image_pb2.Image.FromString(source_blob)
+            key = sm.next_input_key(stages, event.stage_index, input_key(source.sha256))
+            await conn.execute(
+                "UPDATE jobs.stages SET input_key=$3 WHERE job_id=$1 AND idx=$2",
+                event.job_id,
+                event.stage_index + 1,
+                key,
+            )
+            await conn.execute(
+                "UPDATE jobs.jobs SET state='RUNNING', updated_at=now() WHERE job_id=$1",
+                event.job_id,
+            )
+            await self._enqueue_task(conn, event.job_id, event.stage_index + 1)
+        else:
+            await conn.execute(
+                "UPDATE jobs.jobs SET state='SUCCEEDED', updated_at=now(), finished_at=now()"
+                " WHERE job_id=$1",
+                event.job_id,
+            )
+
+    async def _finish(
+        self,
+        conn: asyncpg.Connection,
+        job_id: str,
+        state: str,
+        code: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        await conn.execute(
+            """UPDATE jobs.jobs SET state=$2, error_code=$3, error_reason=$4, error_message=$5,
+                 updated_at=now(), finished_at=now() WHERE job_id=$1""",
+            job_id,
+            state,
+            code,
+            reason,
+            message,
+        )
+        await conn.execute(
+            "UPDATE jobs.stages SET state='CANCELLED', finished_at=now()"
+            " WHERE job_id=$1 AND state IN ('PENDING','RUNNING')",
+            job_id,
+        )
+
+    async def _stage_views(self, conn: asyncpg.Connection, job_id: str) -> list[sm.StageView]:
+        rows = await conn.fetch(
+            "SELECT idx, service, state, input_key, output_key FROM jobs.stages"
+            " WHERE job_id=$1 ORDER BY idx",
+            job_id,
+        )
+        return [
+            sm.StageView(r["idx"], r["service"], r["state"], r["input_key"], r["output_key"])
+            for r in rows
+        ]
+
+    async def _enqueue_task(self, conn: asyncpg.Connection, job_id: str, idx: int) -> None:
+        job = await conn.fetchrow(
+            "SELECT tenant_id, source, deadline FROM jobs.jobs WHERE job_id=$1", job_id
+        )
+        stage = await conn.fetchrow(
+            "SELECT service, operations, input_key FROM jobs.stages WHERE job_id=$1 AND idx=$2",
+            job_id,
+            idx,
+        )
+        source = image_pb2.Image.FromString(job["source"])
+        task = events_pb2.Task(
+            task_id=f"{job_id}.{idx}",
+            job_id=job_id,
+            tenant_id=job["tenant_id"],
+            stage_index=idx,
+            service=stage["service"],
+            operations=_ops_from_blob(stage["operations"]),
+            input_key=stage["input_key"],
+            source=source,
+        )
+        task.deadline.FromDatetime(job["deadline"])
+        await self._enqueue(conn, bus.task_subject(stage["service"]), task.task_id, task)
+
+    async def _enqueue_job_event(
+        self, conn: asyncpg.Connection, tenant_id: str, job: job_pb2.Job
+    ) -> None:
+        event_id = f"{job.job_id}.{uuid.uuid4().hex[:12]}"
+        msg = events_pb2.JobStateChanged(event_id=event_id, tenant_id=tenant_id, job=job)
+        await self._enqueue(conn, bus.job_event_subject(job.job_id), event_id, msg)
+
+    @staticmethod
+    async def _enqueue(conn: asyncpg.Connection, subject: str, msg_id: str, msg: Message) -> None:
+        # The trace context of the request that caused the message travels with it.
+        headers = dict(inject_headers({}))
+        await conn.execute(
+            "INSERT INTO jobs.outbox (subject, msg_id, payload, headers) VALUES ($1,$2,$3,$4)",
+            subject,
+            msg_id,
+            msg.SerializeToString(),
+            json.dumps(headers),
+        )
+        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+
+    async def _load(self, conn: asyncpg.Connection, job_id: str) -> job_pb2.Job:
+        row = await conn.fetchrow("SELECT * FROM jobs.jobs WHERE job_id=$1", job_id)
+        if row is None:
+            raise errors.job_not_found(job_id)
+        stage_rows = await conn.fetch(
+            "SELECT * FROM jobs.stages WHERE job_id=$1 ORDER BY idx", job_id
+        )
+        job = job_pb2.Job(
+            job_id=job_id,
+            image_id=row["image_id"],
+            state=job_pb2.Job.State.Value(row["state"]),
+            operations=_ops_from_blob(row["operations"]),
+            idempotency_key=row["idempotency_key"] or "",
+        )
+        for s in stage_rows:
+            stage = job.stages.add(
+                index=s["idx"],
+                service=s["service"],
+                operations=_ops_from_blob(s["operations"]),
+                state=job_pb2.Stage.State.Value(s["state"]),
+                attempts=s["attempts"],
+            )
+            if (err := _error(s)) is not None:
+                stage.error.CopyFrom(err)
+            _ts(s["started_at"], stage.started_at)
+            _ts(s["finished_at"], stage.finished_at)
+        views = [
+            sm.StageView(s["idx"], s["service"], s["state"], s["input_key"], s["output_key"])
+            for s in stage_rows
+        ]
+        job.progress = sm.progress(views)
+        final = sm.final_output_stage(views)
+        if job.state == job_pb2.Job.SUCCEEDED and final is not None:
+            out_blob = next(s["output"] for s in stage_rows if s["idx"] == final.idx)
+            out = job.outputs.add()
+            if out_blob:
+                out.MergeFromString(out_blob)
+            out.index = 0
+            out.download_path = f"/v1/jobs/{job_id}/outputs/0"
+        if row["metadata"]:
+            job.metadata.CopyFrom(metadata_pb2.ImageMetadata.FromString(row["metadata"]))
+        if (err := _error(row)) is not None:
+            job.error.CopyFrom(err)
+        _ts(row["created_at"], job.created_at)
+        _ts(row["updated_at"], job.updated_at)
+        _ts(row["finished_at"], job.finished_at)
+        return job

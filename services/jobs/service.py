@@ -1,0 +1,169 @@
+"""The job registry's logic: create/read/cancel jobs, apply worker events, watch jobs live,
+relay the outbox to JetStream and fail jobs that outlive their deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+from opentelemetry import trace
+
+from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
+from pixmesh.events.v1 import events_pb2
+from services.jobs import statemachine as sm
+from services.jobs.repository import OUTBOX_CHANNEL, JobsRepository
+from services.runtime import bus as busmod
+from services.runtime.bus import Bus
+from services.runtime.errors import invalid
+from services.runtime.pipeline import op_name
+from services.runtime.telemetry import extract_context, inject_headers
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+# WatchJob re-reads the job this often even without events, so a missed event costs latency,
+# never correctness.
+WATCH_RESYNC_S = 5.0
+
+_TERMINAL = {job_pb2.Job.SUCCEEDED, job_pb2.Job.FAILED, job_pb2.Job.CANCELLED}
+
+
+class JobsService:
+    def __init__(self, repo: JobsRepository, bus: Bus) -> None:
+        self.repo = repo
+        self.bus = bus
+
+    async def create_job(
+        self,
+        tenant_id: str,
+        image: image_pb2.Image,
+        ops: Sequence[operations_pb2.Operation],
+        idempotency_key: str,
+    ) -> tuple[job_pb2.Job, bool]:
+        if not tenant_id:
+            raise invalid("tenant_id", "required")
+        if not image.image_id or not image.sha256:
+            raise invalid("image", "image_id and sha256 are required")
+        if not ops:
+            raise invalid("operations", "at least one operation is required")
+        for i, op in enumerate(ops):
+            op_name(op, i)
+        req_hash = sm.request_hash(image, ops)
+        return await self.repo.create_job(tenant_id, image, ops, idempotency_key, req_hash)
+
+    async def get_job(self, tenant_id: str, job_id: str) -> job_pb2.Job:
+        return await self.repo.get(tenant_id, job_id)
+
+    async def list_jobs(
+        self, tenant_id: str, page_size: int, page_token: str, state: int
+    ) -> tuple[list[job_pb2.Job], str]:
+        if page_size > MAX_PAGE_SIZE:
+            raise invalid("page_size", f"at most {MAX_PAGE_SIZE}")
+        state_name = job_pb2.Job.State.Name(state) if state else None  # type: ignore[arg-type]
+        return await self.repo.list(
+            tenant_id, page_size or DEFAULT_PAGE_SIZE, page_token, state_name
+        )
+
+    async def cancel_job(self, tenant_id: str, job_id: str) -> job_pb2.Job:
+        return await self.repo.cancel(tenant_id, job_id)
+
+    async def get_output(
+        self, tenant_id: str, job_id: str, index: int
+    ) -> tuple[job_pb2.Output, str]:
+        return await self.repo.output(tenant_id, job_id, index)
+
+    async def watch_job(self, tenant_id: str, job_id: str) -> AsyncIterator[job_pb2.Job]:
+        # Subscribe before the first read so no change can slip between the two.
+        async with self.bus.subscribe(busmod.job_event_subject(job_id)) as messages:
+            job = await self.repo.get(tenant_id, job_id)
+            yield job
+            last = job.updated_at.ToNanoseconds()
+            it = aiter(messages)
+            while job.state not in _TERMINAL:
+                try:
+                    msg = await asyncio.wait_for(anext(it), WATCH_RESYNC_S)
+                    job = events_pb2.JobStateChanged.FromString(msg.data).job
+                except TimeoutError:
+                    job = await self.repo.get(tenant_id, job_id)
+                stamp = job.updated_at.ToNanoseconds()
+                if stamp > last or job.state in _TERMINAL:
+                    last = stamp
+                    yield job
+
+    async def apply_event(self, event: events_pb2.TaskEvent) -> None:
+        await self.repo.apply_event(event)
+
+    # ---- background loops -----------------------------------------------------------------
+
+    async def relay_outbox(self, stop: asyncio.Event) -> None:
+        """Publish outbox rows in order; woken by NOTIFY, with a 1 s poll as the safety net."""
+        wake = asyncio.Event()
+        listener = await self.repo.pool.acquire()
+
+        def on_notify(*_: object) -> None:
+            wake.set()
+
+        await listener.add_listener(OUTBOX_CHANNEL, on_notify)
+        try:
+            while not stop.is_set():
+                try:
+                    published = await self._relay_batch()
+                except Exception:
+                    log.exception("outbox relay failed; retrying")
+                    published = 0
+                    await asyncio.sleep(1.0)
+                if published:
+                    continue
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_first(wake, stop), 1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(OUTBOX_CHANNEL, on_notify)
+            await self.repo.pool.release(listener)
+
+    async def _relay_batch(self) -> int:
+        async with self.repo.pool.acquire() as conn, conn.transaction():
+            batch = await self.repo.claim_outbox(conn)
+            for m in batch:
+                # Continue the trace of the request that wrote the row.
+                with _tracer.start_as_current_span(
+                    "outbox relay", context=extract_context(m.headers)
+                ):
+                    await self.bus.js.publish(
+                        m.subject,
+                        m.payload,
+                        headers={**_trace_headers(), "Nats-Msg-Id": m.msg_id},
+                        timeout=5.0,
+                    )
+            if batch:
+                await self.repo.mark_published(conn, [m.id for m in batch])
+            return len(batch)
+
+    async def reap_overdue(self, stop: asyncio.Event, interval: float) -> None:
+        while not stop.is_set():
+            try:
+                if n := await self.repo.expire_overdue():
+                    log.warning("failed overdue jobs", extra={"count": n})
+            except (asyncpg.PostgresError, OSError):
+                log.exception("reaper failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+
+def _trace_headers() -> dict[str, str]:
+    return dict(inject_headers({}))
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

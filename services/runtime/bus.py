@@ -1,0 +1,336 @@
+"""The JetStream bus: streams, durable consumers, a tracing publisher and the consumer loop.
+
+Delivery is at-least-once. A handler either returns (ack), raises a retryable ServiceError
+(nak with a delay from our own backoff table; the consumer BackOff setting is not used because
+it rewrites AckWait) or a permanent one (term, after `on_give_up` has recorded it). Long work is
+kept alive with in_progress() every ack_wait/3. A task delivered more than `max_deliver` times
+(for example because it keeps killing the worker) is given up before it is processed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import nats
+from google.protobuf.message import Message
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from services.runtime.errors import Internal, ServiceError
+from services.runtime.telemetry import extract_context, inject_headers
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+TASKS_STREAM = "PIXMESH_TASKS"
+EVENTS_STREAM = "PIXMESH_EVENTS"
+DLQ_STREAM = "PIXMESH_DLQ"
+
+DAY = 24 * 3600.0
+
+STREAMS: Mapping[str, js_api.StreamConfig] = {
+    TASKS_STREAM: js_api.StreamConfig(
+        name=TASKS_STREAM,
+        subjects=["pixmesh.task.>"],
+        retention=js_api.RetentionPolicy.WORK_QUEUE,
+        storage=js_api.StorageType.FILE,
+        duplicate_window=120.0,
+        max_age=7 * DAY,
+    ),
+    EVENTS_STREAM: js_api.StreamConfig(
+        name=EVENTS_STREAM,
+        subjects=["pixmesh.event.>"],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        duplicate_window=120.0,
+        max_age=7 * DAY,
+    ),
+    DLQ_STREAM: js_api.StreamConfig(
+        name=DLQ_STREAM,
+        subjects=["pixmesh.dlq.>"],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        max_age=30 * DAY,
+    ),
+}
+
+# Seconds before redelivering a task after a retryable failure, indexed by attempt - 1.
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
+
+
+def task_subject(service: str) -> str:
+    return f"pixmesh.task.{service}"
+
+
+def dlq_subject(service: str) -> str:
+    return f"pixmesh.dlq.{service}"
+
+
+def job_event_subject(job_id: str) -> str:
+    return f"pixmesh.event.job.{job_id}"
+
+
+def task_event_subject(kind: str) -> str:
+    return f"pixmesh.event.task.{kind}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    # 1 on the first delivery.
+    attempt: int
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+GiveUp = Callable[[Delivery, ServiceError], Awaitable[None]]
+
+
+class Bus:
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+
+    @classmethod
+    async def connect(cls, url: str, name: str) -> Bus:
+        async def on_disconnect() -> None:
+            log.warning("nats disconnected")
+
+        async def on_reconnect() -> None:
+            log.info("nats reconnected")
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats error: %s", exc)
+
+        nc = await nats.connect(
+            url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            error_cb=on_error,
+        )
+        return cls(nc)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+    async def ensure_streams(self) -> None:
+        """Create the pixmesh streams if missing; existing ones are left as configured."""
+        for name, config in STREAMS.items():
+            try:
+                await self.js.stream_info(name)
+            except NotFoundError:
+                await self.js.add_stream(config)
+                log.info("created stream", extra={"stream": name})
+
+    async def ensure_consumer(
+        self,
+        stream: str,
+        durable: str,
+        subject: str,
+        *,
+        ack_wait: float,
+        max_deliver: int,
+        max_ack_pending: int,
+    ) -> None:
+        # nats-py's add_consumer is create-or-update: look first so a running consumer is not
+        # silently reconfigured by a process started with different settings.
+        try:
+            await self.js.consumer_info(stream, durable)
+            return
+        except NotFoundError:
+            pass
+        await self.js.add_consumer(
+            stream,
+            js_api.ConsumerConfig(
+                durable_name=durable,
+                filter_subject=subject,
+                ack_policy=js_api.AckPolicy.EXPLICIT,
+                deliver_policy=js_api.DeliverPolicy.ALL,
+                ack_wait=ack_wait,
+                max_deliver=max_deliver,
+                max_ack_pending=max_ack_pending,
+            ),
+        )
+        log.info("created consumer", extra={"stream": stream, "durable": durable})
+
+    async def publish(
+        self,
+        subject: str,
+        message: Message,
+        *,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        """Publish to JetStream and wait for the stream's ack. `msg_id` enables dedup."""
+        with _tracer.start_as_current_span(
+            f"publish {subject}",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "nats", "messaging.destination.name": subject},
+        ):
+            hdrs: dict[str, str] = dict(headers or {})
+            inject_headers(hdrs)
+            if msg_id:
+                hdrs["Nats-Msg-Id"] = msg_id
+            await self.js.publish(
+                subject, message.SerializeToString(), headers=hdrs, timeout=timeout
+            )
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, subject: str) -> AsyncIterator[AsyncIterator[Msg]]:
+        """A plain (non-durable) subscription, e.g. to follow one job's events live."""
+        sub = await self.nc.subscribe(subject)
+        try:
+            yield sub.messages
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+class Consumer:
+    """Pulls from a durable consumer and runs `handler` with bounded concurrency."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        stream: str,
+        durable: str,
+        subject: str,
+        handler: Handler,
+        on_give_up: GiveUp,
+        concurrency: int,
+        ack_wait: float,
+        max_deliver: int,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    ) -> None:
+        self.bus = bus
+        self.stream = stream
+        self.durable = durable
+        self.subject = subject
+        self.handler = handler
+        self.on_give_up = on_give_up
+        self.concurrency = concurrency
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.retry_delays = tuple(retry_delays) or DEFAULT_RETRY_DELAYS
+
+    async def setup(self) -> None:
+        # One extra server-side delivery lets us see (and dead-letter) a task that crashed the
+        # worker on every one of its max_deliver tries, instead of JetStream dropping it silently.
+        await self.bus.ensure_consumer(
+            self.stream,
+            self.durable,
+            self.subject,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver + 1,
+            max_ack_pending=max(self.concurrency * 4, 16),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        inflight: set[asyncio.Task[None]] = set()
+        psub: JetStreamContext.PullSubscription | None = None
+        while not stop.is_set():
+            if len(inflight) >= self.concurrency:
+                await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                if psub is None:
+                    psub = await self.bus.js.pull_subscribe_bind(self.durable, self.stream)
+                msgs = await psub.fetch(self.concurrency - len(inflight), timeout=1.0)
+            except TimeoutError:
+                continue
+            except Exception as exc:  # connection loss, consumer gone after a server restart
+                log.warning("fetch failed, re-binding: %s", exc)
+                psub = None
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await self.setup()
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+        if inflight:
+            log.info("finishing in-flight tasks", extra={"count": len(inflight)})
+            await asyncio.gather(*inflight, return_exceptions=True)
+        if psub is not None:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _handle(self, msg: Msg) -> None:
+        delivery = Delivery(
+            subject=msg.subject,
+            data=msg.data,
+            headers=dict(msg.headers or {}),
+            attempt=msg.metadata.num_delivered,
+        )
+        ctx = extract_context(delivery.headers)
+        with _tracer.start_as_current_span(
+            f"process {msg.subject}",
+            context=ctx,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": msg.subject,
+                "messaging.message.delivery_count": delivery.attempt,
+            },
+        ) as span:
+            heartbeat = asyncio.create_task(self._heartbeat(msg))
+            try:
+                if delivery.attempt > self.max_deliver:
+                    raise Internal(
+                        message=f"gave up after {self.max_deliver} deliveries",
+                        reason="MAX_DELIVERIES",
+                        retryable=False,
+                    )
+                await self.handler(delivery)
+            except ServiceError as err:
+                span.set_attribute("pixmesh.error.reason", err.reason)
+                await self._settle_failure(msg, delivery, err)
+            except Exception as exc:
+                log.exception("handler crashed", extra={"subject": msg.subject})
+                span.record_exception(exc)
+                await self._settle_failure(msg, delivery, Internal())
+            else:
+                await msg.ack()
+            finally:
+                heartbeat.cancel()
+
+    async def _settle_failure(self, msg: Msg, delivery: Delivery, err: ServiceError) -> None:
+        if err.retryable and delivery.attempt < self.max_deliver:
+            delay = self.retry_delays[min(delivery.attempt - 1, len(self.retry_delays) - 1)]
+            log.info(
+                "task failed, will retry",
+                extra={"reason": err.reason, "attempt": delivery.attempt, "delay_s": delay},
+            )
+            await msg.nak(delay=delay)
+            return
+        try:
+            await self.on_give_up(delivery, err)
+        except Exception:
+            # Could not record the failure: leave the message for redelivery.
+            log.exception("could not record a failed task; it will be redelivered")
+            await msg.nak(delay=self.retry_delays[0])
+            return
+        await msg.term()
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()

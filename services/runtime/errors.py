@@ -1,0 +1,116 @@
+"""One error model for every service.
+
+A `ServiceError` carries a gRPC status code, a message that is safe to show to clients, a
+machine-readable reason and whether retrying can help. The gRPC interceptor turns it into a
+`google.rpc.Status` with ErrorInfo/BadRequest details; the bus consumer turns a retryable error
+into nak(delay) and anything else into term + TaskFailed. Internal text never reaches clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+DOMAIN = "pixmesh.dev"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclass
+class ServiceError(Exception):
+    message: str
+    reason: str = "INTERNAL"
+    violations: Sequence[FieldViolation] = field(default_factory=tuple)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    retryable: bool = False
+
+    def __post_init__(self) -> None:
+        Exception.__init__(self, self.message)
+
+    def __str__(self) -> str:
+        return f"{self.code.name}/{self.reason}: {self.message}"
+
+
+@dataclass
+class InvalidArgument(ServiceError):
+    reason: str = "INVALID_ARGUMENT"
+    code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@dataclass
+class NotFound(ServiceError):
+    reason: str = "NOT_FOUND"
+    code: grpc.StatusCode = grpc.StatusCode.NOT_FOUND
+
+
+@dataclass
+class AlreadyExists(ServiceError):
+    reason: str = "ALREADY_EXISTS"
+    code: grpc.StatusCode = grpc.StatusCode.ALREADY_EXISTS
+
+
+@dataclass
+class FailedPrecondition(ServiceError):
+    reason: str = "FAILED_PRECONDITION"
+    code: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION
+
+
+@dataclass
+class Unauthenticated(ServiceError):
+    reason: str = "UNAUTHENTICATED"
+    code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
+
+
+@dataclass
+class PermissionDenied(ServiceError):
+    reason: str = "PERMISSION_DENIED"
+    code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED
+
+
+@dataclass
+class ResourceExhausted(ServiceError):
+    reason: str = "RESOURCE_EXHAUSTED"
+    code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retryable: bool = True
+
+
+@dataclass
+class DeadlineExceeded(ServiceError):
+    reason: str = "DEADLINE_EXCEEDED"
+    code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@dataclass
+class Unavailable(ServiceError):
+    """A dependency is down or overloaded; the same request may succeed later."""
+
+    reason: str = "UNAVAILABLE"
+    code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+    retryable: bool = True
+
+
+@dataclass
+class Internal(ServiceError):
+    """A bug or an unexpected failure. Retryable: at-least-once delivery gives it another go."""
+
+    message: str = "internal error"
+    reason: str = "INTERNAL"
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    retryable: bool = True
+
+
+def invalid(field_name: str, description: str, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
+    """Shorthand for a single field violation."""
+    return InvalidArgument(
+        message=f"{field_name}: {description}",
+        reason=reason,
+        violations=(FieldViolation(field_name, description),),
+    )

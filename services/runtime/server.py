@@ -1,0 +1,240 @@
+"""gRPC server bootstrap shared by every service.
+
+`serve(settings, build)` is all a service's `__main__` calls: it sets up logs and tracing, enters
+the service's composition root (`build`, an async context manager yielding an `App`), serves the
+App's servicers with health, reflection and the error interceptor, runs its background workers
+(JetStream consumers), and drains gracefully on SIGTERM/SIGINT: health -> NOT_SERVING, workers
+stop fetching and finish in-flight tasks, then the server stops with a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime.errors import DOMAIN, ServiceError
+from services.runtime.logs import setup_logging
+from services.runtime.settings import ServiceSettings
+from services.runtime.telemetry import setup_telemetry, shutdown_telemetry
+
+log = logging.getLogger(__name__)
+
+Worker = Callable[[asyncio.Event], Awaitable[None]]
+"""A background loop: runs until the event is set, then finishes in-flight work and returns."""
+
+
+@dataclass(frozen=True)
+class GrpcService:
+    """A servicer to expose: its full proto name (for health/reflection) and how to add it."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class App:
+    services: Sequence[GrpcService]
+    workers: Sequence[Worker] = field(default_factory=tuple)
+
+
+S = TypeVar("S", bound=ServiceSettings)
+AppFactory = Callable[[S], AbstractAsyncContextManager[App]]
+
+
+def serve(settings: S, build: AppFactory[S]) -> None:
+    setup_logging(settings.service_name, settings.log_level)
+    setup_telemetry(f"pixmesh-{settings.service_name}")
+    try:
+        asyncio.run(_serve(settings, build))
+    finally:
+        shutdown_telemetry()
+
+
+async def _serve(settings: S, build: AppFactory[S]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with build(settings) as app:
+        server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+            ],
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = [s.name for s in app.services]
+        for svc in app.services:
+            svc.register(server)
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        port = server.add_insecure_port(settings.grpc_address)
+        if port == 0:
+            raise RuntimeError(f"cannot bind gRPC port {settings.grpc_address}")
+        await server.start()
+
+        workers = [
+            asyncio.create_task(w(stop), name=f"worker-{i}") for i, w in enumerate(app.workers)
+        ]
+        for name in ("", *names):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"address": settings.grpc_address, "services": names})
+
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *workers], return_when=asyncio.FIRST_COMPLETED)
+        crashed = [t for t in done if t is not stopper and t.exception() is not None]
+        for t in crashed:
+            log.error("background worker crashed", exc_info=t.exception())
+
+        log.info("draining", extra={"timeout_s": settings.drain_timeout_s})
+        await health_servicer.enter_graceful_shutdown()
+        stop.set()
+        stopper.cancel()
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=settings.drain_timeout_s)
+            for t in pending:
+                t.cancel()
+        await server.stop(grace=min(5.0, settings.drain_timeout_s))
+        log.info("stopped")
+        if crashed:
+            raise SystemExit(1)
+
+
+def time_left(context: grpc.aio.ServicerContext[Any, Any], default: float) -> float:
+    """Deadline for an outbound call: the caller's remaining time, capped at `default`.
+
+    Python gRPC does not propagate deadlines, so every hop passes this explicitly.
+    """
+    remaining = context.time_remaining()
+    return default if remaining is None else max(0.0, min(remaining, default))
+
+
+def status_details(err: ServiceError) -> status_pb2.Status:
+    status = status_pb2.Status(code=err.code.value[0], message=err.message)
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=dict(err.metadata))
+    )
+    if err.violations:
+        status.details.add().Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in err.violations
+                ]
+            )
+        )
+    return status
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    if isinstance(exc, ServiceError):
+        err = exc
+        log.info("request failed", extra={"code": err.code.name, "reason": err.reason})
+    else:
+        # Internal text never reaches clients; the log keeps it, joined by trace id.
+        log.exception("unhandled error", exc_info=exc)
+        from services.runtime.errors import Internal
+
+        err = Internal()
+    details = status_details(err).SerializeToString()
+    await context.abort(
+        err.code, err.message, trailing_metadata=(("grpc-status-details-bin", details),)
+    )
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps ServiceError (and anything unexpected) to a google.rpc.Status with details."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return handler
+
+
+def _wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await fn(request, context)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return wrapper
+
+
+def _wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+    async def wrapper(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in fn(request, context):
+                yield item
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return wrapper
+
+
+@contextlib.asynccontextmanager
+async def channel(target: str) -> AsyncIterator[grpc.aio.Channel]:
+    """An insecure channel to a sibling service (the mesh runs on a trusted network)."""
+    ch = grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.max_receive_message_length", 80 * 1024 * 1024),
+            ("grpc.enable_retries", 1),
+        ],
+    )
+    try:
+        yield ch
+    finally:
+        await ch.close()

@@ -1,0 +1,55 @@
+"""Typed settings shared by every service.
+
+Each service subclasses `ServiceSettings` in its own `settings.py`, the only place that reads the
+environment. Variables are prefixed `PIXMESH_` (e.g. `PIXMESH_NATS_URL`); OpenTelemetry is
+configured by the standard `OTEL_*` variables, read by the SDK itself.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PIXMESH_", extra="ignore", frozen=True)
+
+    # Name used for logs, traces (unless OTEL_SERVICE_NAME is set) and the task subject.
+    service_name: str = "pixmesh"
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    database_url: str = "postgresql://pixmesh@127.0.0.1:5432/pixmesh"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_bucket: str = "pixmesh"
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr = SecretStr("pixmesh")
+    s3_secret_key: SecretStr = SecretStr("pixmesh-secret")
+
+    # Seconds to finish in-flight work after SIGTERM before the server is stopped.
+    drain_timeout_s: float = Field(default=20.0, gt=0)
+    # Default deadline for outbound calls when the caller gave none.
+    call_timeout_s: float = Field(default=10.0, gt=0)
+    # Largest gRPC message accepted or sent (raw REST uploads arrive as one message).
+    max_message_bytes: int = Field(default=80 * 1024 * 1024, ge=4 * 1024 * 1024)
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.grpc_host}:{self.grpc_port}"
+
+
+class WorkerSettings(ServiceSettings):
+    """Settings of a service that pulls tasks from JetStream."""
+
+    # Tasks processed at once by this process (also the consumer's max_ack_pending share).
+    concurrency: int = Field(default=2, ge=1, le=256)
+    # Threads for CPU work (Pillow, onnxruntime); never the event loop.
+    cpu_workers: int = Field(default=2, ge=1, le=256)
+    # Redelivery timer of the durable consumer; in_progress() is sent every ack_wait/3.
+    ack_wait_s: float = Field(default=30.0, gt=1)
+    # Deliveries before a task is dead-lettered.
+    max_deliver: int = Field(default=5, ge=1, le=100)

@@ -1,0 +1,154 @@
+"""The task-worker flow shared by imaging, inference and metadata.
+
+Pull a Task from `pixmesh.task.<service>`, report TaskStarted, read the stage input from object
+storage, run the service's processor, store the result under a content-addressed key, report
+TaskCompleted, then ack. Permanent failures (and tasks out of deliveries) become a TaskFailed
+event plus a copy in PIXMESH_DLQ. Every event carries a unique id (also its Nats-Msg-Id) so the
+jobs service can apply it exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2
+from pixmesh.events.v1 import events_pb2
+from services.runtime import bus as busmod
+from services.runtime.bus import Bus, Consumer, Delivery
+from services.runtime.errors import DeadlineExceeded, InvalidArgument, ServiceError
+from services.runtime.settings import WorkerSettings
+from services.runtime.storage import Storage, output_key
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    data: bytes
+    format: image_pb2.ImageFormat.ValueType
+    content_type: str
+    extension: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a processor returns: an image, metadata, or both."""
+
+    image: ImageResult | None = None
+    metadata: metadata_pb2.ImageMetadata | None = None
+
+
+Processor = Callable[[events_pb2.Task, bytes], Awaitable[StageResult]]
+
+
+def now_ts() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def seconds_left(task: events_pb2.Task) -> float | None:
+    """Seconds until the job's deadline, or None when the task has none."""
+    if not task.HasField("deadline"):
+        return None
+    return task.deadline.ToNanoseconds() / 1e9 - time.time()
+
+
+class TaskWorker:
+    def __init__(
+        self, bus: Bus, storage: Storage, settings: WorkerSettings, process: Processor
+    ) -> None:
+        self.bus = bus
+        self.storage = storage
+        self.settings = settings
+        self.service = settings.service_name
+        self.process = process
+
+    def consumer(self) -> Consumer:
+        return Consumer(
+            self.bus,
+            stream=busmod.TASKS_STREAM,
+            durable=f"{self.service}-tasks",
+            subject=busmod.task_subject(self.service),
+            handler=self.handle,
+            on_give_up=self.give_up,
+            concurrency=self.settings.concurrency,
+            ack_wait=self.settings.ack_wait_s,
+            max_deliver=self.settings.max_deliver,
+        )
+
+    async def handle(self, delivery: Delivery) -> None:
+        task = _parse(delivery)
+        left = seconds_left(task)
+        if left is not None and left <= 0:
+            raise DeadlineExceeded(message="the job's deadline passed before this stage ran")
+        await self._emit(
+            task,
+            f"started.{delivery.attempt}",
+            started=events_pb2.TaskStarted(attempt=delivery.attempt),
+        )
+        data = await self.storage.get(task.input_key)
+        result = await self.process(task, data)
+        completed = events_pb2.TaskCompleted()
+        if result.image is not None:
+            img = result.image
+            spec = b"".join(op.SerializeToString(deterministic=True) for op in task.operations)
+            key = output_key(task.input_key, spec, img.extension)
+            if not await self.storage.exists(key):
+                await self.storage.put(key, img.data, img.content_type)
+            completed.output_key = key
+            completed.output.CopyFrom(
+                job_pb2.Output(
+                    format=img.format,
+                    content_type=img.content_type,
+                    width=img.width,
+                    height=img.height,
+                    size_bytes=len(img.data),
+                    sha256=key.rsplit("/", 1)[-1].split(".", 1)[0],
+                )
+            )
+        if result.metadata is not None:
+            completed.metadata.CopyFrom(result.metadata)
+        await self._emit(task, "completed", completed=completed)
+
+    async def give_up(self, delivery: Delivery, err: ServiceError) -> None:
+        error = job_pb2.JobError(code=err.code.name, reason=err.reason, message=err.message)
+        try:
+            task = _parse(delivery)
+        except InvalidArgument:
+            task = events_pb2.Task()
+        await self.bus.publish(
+            busmod.dlq_subject(self.service),
+            events_pb2.DeadLetter(
+                task=task, error=error, deliveries=delivery.attempt, time=now_ts()
+            ),
+            msg_id=f"{task.task_id or 'unparsable'}.dead.{delivery.attempt}",
+        )
+        if task.task_id:
+            await self._emit(
+                task, "failed", failed=events_pb2.TaskFailed(error=error, attempts=delivery.attempt)
+            )
+
+    async def _emit(self, task: events_pb2.Task, suffix: str, **outcome: object) -> None:
+        event_id = f"{task.task_id}.{suffix}"
+        event = events_pb2.TaskEvent(
+            event_id=event_id,
+            task_id=task.task_id,
+            job_id=task.job_id,
+            stage_index=task.stage_index,
+            time=now_ts(),
+            **outcome,  # type: ignore[arg-type]
+        )
+        kind = suffix.split(".", 1)[0]
+        await self.bus.publish(busmod.task_event_subject(kind), event, msg_id=event_id)
+
+
+def _parse(delivery: Delivery) -> events_pb2.Task:
+    try:
+        return events_pb2.Task.FromString(delivery.data)
+    except Exception as exc:
+        raise InvalidArgument(message="malformed task message", reason="BAD_TASK") from exc
