@@ -20,7 +20,11 @@ class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
 
     async def CreateJob(self, request: pb.CreateJobRequest, context: Ctx) -> pb.CreateJobResponse:
         job, created = await self.service.create_job(
-            request.tenant_id, request.image, request.operations, request.idempotency_key
+            request.tenant_id,
+            request.image,
+            request.operations,
+            request.idempotency_key,
+            request.request_hash,
         )
         return pb.CreateJobResponse(job=job, created=created)
 

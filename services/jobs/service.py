@@ -13,12 +13,11 @@ from opentelemetry import trace
 
 from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
-from services.jobs import statemachine as sm
 from services.jobs.repository import OUTBOX_CHANNEL, JobsRepository
 from services.runtime import bus as busmod
 from services.runtime.bus import Bus
 from services.runtime.errors import invalid
-from services.runtime.pipeline import op_name
+from services.runtime.pipeline import op_name, request_hash
 from services.runtime.telemetry import extract_context, inject_headers
 
 log = logging.getLogger(__name__)
@@ -44,6 +43,7 @@ class JobsService:
         image: image_pb2.Image,
         ops: Sequence[operations_pb2.Operation],
         idempotency_key: str,
+        req_hash: str = "",
     ) -> tuple[job_pb2.Job, bool]:
         if not tenant_id:
             raise invalid("tenant_id", "required")
@@ -53,7 +53,7 @@ class JobsService:
             raise invalid("operations", "at least one operation is required")
         for i, op in enumerate(ops):
             op_name(op, i)
-        req_hash = sm.request_hash(image, ops)
+        req_hash = req_hash or request_hash(image, ops)
         return await self.repo.create_job(tenant_id, image, ops, idempotency_key, req_hash)
 
     async def get_job(self, tenant_id: str, job_id: str) -> job_pb2.Job:

@@ -7,12 +7,10 @@ one transaction per event.
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import invalid
 from services.runtime.pipeline import METADATA
 
@@ -60,15 +58,6 @@ def progress(stages: Sequence[StageView]) -> float:
     if not stages:
         return 0.0
     return sum(1 for s in stages if s.state == SUCCEEDED) / len(stages)
-
-
-def request_hash(image: image_pb2.Image, ops: Sequence[operations_pb2.Operation]) -> str:
-    """Canonical hash of what a CreateJob asks for, to compare idempotent retries."""
-    h = hashlib.sha256(image.image_id.encode())
-    for op in ops:
-        h.update(b"\0")
-        h.update(op.SerializeToString(deterministic=True))
-    return h.hexdigest()
 
 
 def encode_page_token(created_at: datetime, job_id: str) -> str:

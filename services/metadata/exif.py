@@ -58,9 +58,7 @@ class Notes:
         return list(self._items)
 
 
-def decode(
-    exif: Image.Exif, notes: Notes, xmp: bytes | str | None = None
-) -> metadata_pb2.Exif:
+def decode(exif: Image.Exif, notes: Notes, xmp: bytes | str | None = None) -> metadata_pb2.Exif:
     """Decode IFD0, the Exif IFD and the GPS IFD; `xmp` supplies a missing orientation."""
     out = metadata_pb2.Exif()
     _decode_ifd0(exif, out, notes)
@@ -104,7 +102,12 @@ def _decode_exif_ifd(ifd: Mapping[int, Any], out: metadata_pb2.Exif, notes: Note
     # Digitized is the fallback: digital cameras write both, scanners only the latter.
     for when, offset_tag, subsec_tag, name in (
         (_Base.DateTimeOriginal, _Base.OffsetTimeOriginal, _Base.SubsecTimeOriginal, "Original"),
-        (_Base.DateTimeDigitized, _Base.OffsetTimeDigitized, _Base.SubsecTimeDigitized, "Digitized"),
+        (
+            _Base.DateTimeDigitized,
+            _Base.OffsetTimeDigitized,
+            _Base.SubsecTimeDigitized,
+            "Digitized",
+        ),
     ):
         taken = _timestamp(ifd, when, subsec_tag, name, section, notes)
         if taken is None:
@@ -175,7 +178,7 @@ def _coordinate(
     if not 1 <= len(values) <= 3 or any(v is None or v < 0 for v in values):
         notes.add("exif.gps", f"malformed {name}")
         return None
-    degrees = sum(v / 60**i for i, v in enumerate(values) if v is not None)
+    degrees = sum(v / 60.0**i for i, v in enumerate(values) if v is not None)
     if degrees > limit:
         notes.add("exif.gps", f"malformed {name}")
         return None
@@ -222,7 +225,8 @@ def _timestamp(
     try:
         if match is None:
             raise ValueError(text)
-        local = datetime(*(int(g) for g in match.groups()), tzinfo=UTC)
+        year, month, day, hour, minute, second = (int(g) for g in match.groups())
+        local = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:
         notes.add(section, f"malformed DateTime{name}")
         return None

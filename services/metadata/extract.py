@@ -15,8 +15,8 @@ from typing import Final
 from PIL import Image
 
 from pixmesh.common.v1 import image_pb2, metadata_pb2
+from services.metadata import errors
 from services.metadata.exif import Notes, decode
-from services.runtime.errors import InvalidArgument
 
 # Pillow format id -> wire enum. Opening is restricted to these, so bytes that merely resemble
 # an exotic format (EPS, PSD, ...) never reach that format's parser.
@@ -42,26 +42,22 @@ def extract(data: bytes) -> metadata_pb2.ImageMetadata:
     when the bytes cannot be opened as a supported image.
     """
     _register_plugins()
-    md = metadata_pb2.ImageMetadata(
-        size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
-    )
+    md = metadata_pb2.ImageMetadata(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     notes = Notes()
     try:
         image = Image.open(io.BytesIO(data), formats=list(_FORMATS))
     except Image.DecompressionBombError as exc:
-        raise InvalidArgument("image has too many pixels", reason="IMAGE_TOO_LARGE") from exc
+        raise errors.image_too_large() from exc
     except Exception as exc:
         # Pillow signals bad input with many types (OSError, SyntaxError, ValueError, struct.error).
-        raise InvalidArgument(
-            "image could not be read: corrupt or unsupported format", reason="IMAGE_CORRUPT"
-        ) from exc
+        raise errors.image_corrupt() from exc
     with image:
         md.format = _FORMATS.get(image.format or "", image_pb2.IMAGE_FORMAT_UNSPECIFIED)
         md.width, md.height = image.size
         md.mode = image.mode
         exif = _read_exif(image, notes)
-        if exif is not None:
-            md.exif.CopyFrom(decode(exif, notes, xmp=_xmp(image)))
+        if exif is not None and (decoded := decode(exif, notes, xmp=_xmp(image))).ListFields():
+            md.exif.CopyFrom(decoded)
         md.frame_count = _frame_count(image, notes)
     md.warnings.extend(notes.items)
     return md

@@ -114,3 +114,32 @@ def invalid(field_name: str, description: str, reason: str = "INVALID_ARGUMENT")
         reason=reason,
         violations=(FieldViolation(field_name, description),),
     )
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> ServiceError:
+    """Rebuild the ServiceError a downstream service raised, from its status and details,
+    so a hop passes the code, reason and field violations on unchanged."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    reason = exc.code().name
+    violations: list[FieldViolation] = []
+    meta: dict[str, str] = {}
+    for key, value in exc.trailing_metadata() or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(info):
+                reason, meta = info.reason, dict(info.metadata)
+            elif detail.Unpack(bad):
+                violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+    return ServiceError(
+        message=exc.details() or exc.code().name,
+        reason=reason,
+        violations=tuple(violations),
+        metadata=meta,
+        code=exc.code(),
+        retryable=exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    )

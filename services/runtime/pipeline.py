@@ -7,10 +7,11 @@ round-tripped through object storage between two imaging ops.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pixmesh.common.v1 import operations_pb2
+from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import invalid
 
 IMAGING = "imaging"
@@ -47,3 +48,12 @@ def plan_stages(ops: Sequence[operations_pb2.Operation]) -> list[PlannedStage]:
             stages.append(PlannedStage(svc))
         stages[-1].operations.append(op)
     return stages
+
+
+def request_hash(image: image_pb2.Image, ops: Sequence[operations_pb2.Operation]) -> str:
+    """Canonical hash of what a CreateJob asks for, to compare idempotent retries."""
+    h = hashlib.sha256(image.image_id.encode())
+    for op in ops:
+        h.update(b"\0")
+        h.update(op.SerializeToString(deterministic=True))
+    return h.hexdigest()

@@ -1,0 +1,122 @@
+"""Thin gRPC adapter for the public API: authenticate, convert, await one service call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.api import httpbody_pb2
+
+from pixmesh.gateway.v1 import gateway_pb2 as pb
+from pixmesh.gateway.v1 import gateway_pb2_grpc
+from services.gateway.service import GatewayService, Upload
+from services.gateway.settings import GatewaySettings
+from services.runtime.errors import invalid
+from services.runtime.server import time_left
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def _authorization(context: Ctx) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, service: GatewayService, settings: GatewaySettings) -> None:
+        self.service = service
+        self.timeout = settings.call_timeout_s
+
+    async def _tenant(self, context: Ctx) -> str:
+        return await self.service.authenticate(_authorization(context))
+
+    async def UploadImage(
+        self, request_iterator: AsyncIterator[pb.UploadImageRequest], context: Ctx
+    ) -> pb.UploadImageResponse:
+        tenant = await self._tenant(context)
+        info = pb.UploadInfo()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for msg in request_iterator:
+                if msg.HasField("info"):
+                    info.CopyFrom(msg.info)
+                elif msg.chunk:
+                    yield msg.chunk
+
+        data = await self.service.collect(chunks())
+        upload = Upload(data=data, content_type=info.content_type, filename=info.filename)
+        return pb.UploadImageResponse(image=await self.service.upload(tenant, upload))
+
+    async def UploadImageRaw(
+        self, request: pb.UploadImageRawRequest, context: Ctx
+    ) -> pb.UploadImageRawResponse:
+        tenant = await self._tenant(context)
+        upload = Upload(
+            data=request.body.data,
+            content_type=request.body.content_type,
+            filename=request.filename,
+        )
+        return pb.UploadImageRawResponse(image=await self.service.upload(tenant, upload))
+
+    async def CreateJob(self, request: pb.CreateJobRequest, context: Ctx) -> pb.CreateJobResponse:
+        tenant = await self._tenant(context)
+        job = await self.service.create_job(
+            tenant,
+            request.image_id,
+            request.operations,
+            request.idempotency_key,
+            time_left(context, self.timeout),
+        )
+        return pb.CreateJobResponse(job=job)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:
+        tenant = await self._tenant(context)
+        job = await self.service.get_job(tenant, request.job_id, time_left(context, self.timeout))
+        return pb.GetJobResponse(job=job)
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Ctx) -> pb.ListJobsResponse:
+        tenant = await self._tenant(context)
+        jobs, token = await self.service.list_jobs(
+            tenant,
+            request.page_size,
+            request.page_token,
+            request.state,
+            time_left(context, self.timeout),
+        )
+        return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    async def WatchJob(  # type: ignore[override]
+        self, request: pb.WatchJobRequest, context: Ctx
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        tenant = await self._tenant(context)
+        async for job in self.service.watch_job(tenant, request.job_id):
+            yield pb.WatchJobResponse(job=job)
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
+        tenant = await self._tenant(context)
+        job = await self.service.cancel_job(
+            tenant, request.job_id, time_left(context, self.timeout)
+        )
+        return pb.CancelJobResponse(job=job)
+
+    async def DownloadOutput(
+        self, request: pb.DownloadOutputRequest, context: Ctx
+    ) -> pb.DownloadOutputResponse:
+        tenant = await self._tenant(context)
+        if not request.job_id:
+            raise invalid("job_id", "required")
+        content_type, data = await self.service.download(
+            tenant, request.job_id, request.index, time_left(context, self.timeout)
+        )
+        return pb.DownloadOutputResponse(
+            body=httpbody_pb2.HttpBody(content_type=content_type, data=data)
+        )
+
+    async def ListOperations(
+        self, request: pb.ListOperationsRequest, context: Ctx
+    ) -> pb.ListOperationsResponse:
+        await self._tenant(context)
+        return await self.service.list_operations()

@@ -1,0 +1,87 @@
+"""Composition root of the gateway: the only place that names concrete adapters."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import redis.asyncio as redis
+
+from pixmesh.common.v1 import operations_pb2
+from pixmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from pixmesh.imaging.v1 import imaging_pb2, imaging_pb2_grpc
+from pixmesh.inference.v1 import inference_pb2, inference_pb2_grpc
+from pixmesh.jobs.v1 import jobs_pb2_grpc
+from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
+from services.gateway.api import GatewayApi
+from services.gateway.capabilities import CapabilityCache, Fetch
+from services.gateway.idempotency import IdempotencyCache
+from services.gateway.repository import GatewayRepository
+from services.gateway.service import GatewayService
+from services.gateway.settings import GatewaySettings
+from services.runtime import db
+from services.runtime.imageprobe import configure_pillow
+from services.runtime.server import App, GrpcService, channel
+from services.runtime.storage import Storage
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _fetch(stub: object, request: object) -> Fetch:
+    async def fetch(timeout: float) -> operations_pb2.Capabilities:
+        resp = await stub.ListOperations(request, timeout=timeout)  # type: ignore[attr-defined]
+        return resp.capabilities  # type: ignore[no-any-return]
+
+    return fetch
+
+
+@asynccontextmanager
+async def build(settings: GatewaySettings) -> AsyncIterator[App]:
+    configure_pillow(settings.max_pixels)
+    async with AsyncExitStack() as stack:
+        pool = await db.create_pool(settings.database_url)
+        stack.push_async_callback(pool.close)
+        await db.migrate(pool, "gateway", MIGRATIONS)
+        cache = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+        stack.push_async_callback(cache.aclose)
+        storage = Storage.from_settings(settings)
+        await storage.ensure_bucket()
+        jobs = await stack.enter_async_context(channel(settings.jobs_addr))
+        imaging = await stack.enter_async_context(channel(settings.imaging_addr))
+        inference = await stack.enter_async_context(channel(settings.inference_addr))
+        metadata = await stack.enter_async_context(channel(settings.metadata_addr))
+        capabilities = CapabilityCache(
+            {
+                "imaging": _fetch(
+                    imaging_pb2_grpc.ImagingServiceStub(imaging),
+                    imaging_pb2.ListOperationsRequest(),
+                ),
+                "inference": _fetch(
+                    inference_pb2_grpc.InferenceServiceStub(inference),
+                    inference_pb2.ListOperationsRequest(),
+                ),
+                "metadata": _fetch(
+                    metadata_pb2_grpc.MetadataServiceStub(metadata),
+                    metadata_pb2.ListOperationsRequest(),
+                ),
+            },
+            ttl_s=settings.cache_ttl_s,
+        )
+        service = GatewayService(
+            settings,
+            GatewayRepository(pool),
+            IdempotencyCache(cache, settings.idempotency_ttl_s),
+            storage,
+            jobs_pb2_grpc.JobsServiceStub(jobs),
+            capabilities,
+        )
+        api = GatewayApi(service, settings)
+        name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+        yield App(
+            services=[
+                GrpcService(
+                    name, lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(api, s)
+                )
+            ]
+        )

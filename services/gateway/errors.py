@@ -1,0 +1,34 @@
+"""Errors raised by the gateway (runtime ServiceError subclasses)."""
+
+from __future__ import annotations
+
+from services.runtime.errors import FailedPrecondition, NotFound, Unauthenticated
+
+
+def missing_key() -> Unauthenticated:
+    return Unauthenticated(
+        message="missing API key: send 'authorization: Bearer <key>'", reason="API_KEY_MISSING"
+    )
+
+
+def bad_key() -> Unauthenticated:
+    return Unauthenticated(message="invalid or revoked API key", reason="API_KEY_INVALID")
+
+
+def image_not_found(image_id: str) -> NotFound:
+    return NotFound(message=f"image {image_id} not found", reason="IMAGE_NOT_FOUND")
+
+
+def operation_unavailable(index: int, name: str, why: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        message=f"operations[{index}]: {name} is not available in this deployment: {why}",
+        reason="OPERATION_UNAVAILABLE",
+        metadata={"operation": name},
+    )
+
+
+def idempotency_mismatch() -> FailedPrecondition:
+    return FailedPrecondition(
+        message="idempotency key was already used with a different request",
+        reason="IDEMPOTENCY_KEY_REUSED",
+    )

@@ -1,0 +1,90 @@
+"""Postgres (gateway schema): tenants, API keys and uploaded images."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+import asyncpg
+
+from pixmesh.common.v1 import image_pb2
+
+KEY_PREFIX = "pm_"
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256-bit random tokens, so a plain sha256 is enough (no password stretching).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class GatewayRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def tenant_for_key(self, key: str) -> str | None:
+        return await self.pool.fetchval(  # type: ignore[no-any-return]
+            "SELECT tenant_id FROM gateway.api_keys WHERE key_sha256=$1 AND revoked_at IS NULL",
+            hash_key(key),
+        )
+
+    async def create_key(self, tenant_id: str, name: str = "") -> str:
+        """Create the tenant if needed and a new API key for it; returns the key (shown once)."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO gateway.tenants (tenant_id, name) VALUES ($1,$2)"
+                " ON CONFLICT DO NOTHING",
+                tenant_id,
+                name or tenant_id,
+            )
+            await conn.execute(
+                "INSERT INTO gateway.api_keys (key_id, tenant_id, key_sha256) VALUES ($1,$2,$3)",
+                f"key_{uuid.uuid4().hex[:16]}",
+                tenant_id,
+                hash_key(key),
+            )
+        return key
+
+    async def save_image(self, tenant_id: str, image: image_pb2.Image) -> image_pb2.Image:
+        """Record an upload; the same bytes uploaded again return the first record."""
+        row = await self.pool.fetchrow(
+            """INSERT INTO gateway.images (image_id, tenant_id, sha256, format, width, height,
+                 frame_count, size_bytes, content_type, filename)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)
+               ON CONFLICT (tenant_id, sha256) DO UPDATE SET sha256 = EXCLUDED.sha256
+               RETURNING *""",
+            f"img_{uuid.uuid4().hex}",
+            tenant_id,
+            image.sha256,
+            image.format,
+            image.width,
+            image.height,
+            image.frame_count,
+            image.size_bytes,
+            image.content_type,
+            image.filename,
+        )
+        return _image(row)
+
+    async def get_image(self, tenant_id: str, image_id: str) -> image_pb2.Image | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM gateway.images WHERE tenant_id=$1 AND image_id=$2", tenant_id, image_id
+        )
+        return None if row is None else _image(row)
+
+
+def _image(row: asyncpg.Record) -> image_pb2.Image:
+    image = image_pb2.Image(
+        image_id=row["image_id"],
+        format=row["format"],
+        width=row["width"],
+        height=row["height"],
+        frame_count=row["frame_count"],
+        size_bytes=row["size_bytes"],
+        sha256=row["sha256"],
+        content_type=row["content_type"],
+        filename=row["filename"],
+    )
+    image.created_at.FromDatetime(row["created_at"])
+    return image

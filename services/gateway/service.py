@@ -1,0 +1,214 @@
+"""The public API's logic: authenticate, take uploads, validate pipelines, forward to jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
+from pixmesh.gateway.v1 import gateway_pb2
+from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from services.gateway import errors
+from services.gateway.capabilities import CapabilityCache
+from services.gateway.idempotency import IdempotencyCache
+from services.gateway.repository import GatewayRepository
+from services.gateway.settings import GatewaySettings
+from services.gateway.validation import OUTPUT_FORMATS, validate_pipeline
+from services.runtime.errors import InvalidArgument, from_rpc_error, invalid
+from services.runtime.imageprobe import ProbeLimits, probe
+from services.runtime.pipeline import request_hash
+from services.runtime.storage import Storage, input_key
+
+INPUT_FORMATS = [
+    f for f in image_pb2.ImageFormat.values() if f != image_pb2.IMAGE_FORMAT_UNSPECIFIED
+]
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    content_type: str = ""
+    filename: str = ""
+
+
+class GatewayService:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        repo: GatewayRepository,
+        idempotency: IdempotencyCache,
+        storage: Storage,
+        jobs: jobs_pb2_grpc.JobsServiceStub,
+        capabilities: CapabilityCache,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.idempotency = idempotency
+        self.storage = storage
+        self.jobs = jobs
+        self.capabilities = capabilities
+        self.limits = ProbeLimits(
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_pixels,
+            max_frames=settings.max_frames,
+        )
+        self._key_cache: dict[str, tuple[str, float]] = {}
+
+    # ---- auth -----------------------------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> str:
+        """Tenant id for an `authorization: Bearer <key>` header value."""
+        if not authorization:
+            raise errors.missing_key()
+        scheme, _, key = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise errors.missing_key()
+        key = key.strip()
+        cached = self._key_cache.get(key)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        tenant = await self.repo.tenant_for_key(key)
+        if tenant is None:
+            raise errors.bad_key()
+        self._key_cache[key] = (tenant, time.monotonic() + self.settings.cache_ttl_s)
+        return tenant
+
+    # ---- uploads --------------------------------------------------------------------------
+
+    async def collect(self, chunks: AsyncIterator[bytes]) -> bytes:
+        """Join streamed chunks, failing as soon as the size limit is crossed."""
+        buf = bytearray()
+        async for chunk in chunks:
+            buf += chunk
+            if len(buf) > self.settings.max_upload_bytes:
+                raise InvalidArgument(
+                    message=f"image is larger than {self.settings.max_upload_bytes} bytes",
+                    reason="IMAGE_TOO_LARGE",
+                )
+        return bytes(buf)
+
+    async def upload(self, tenant_id: str, upload: Upload) -> image_pb2.Image:
+        header = probe(upload.data, self.limits)
+        sha = hashlib.sha256(upload.data).hexdigest()
+        key = input_key(sha)
+        if not await self.storage.exists(key):
+            await self.storage.put(key, upload.data, header.mime_type)
+        image = image_pb2.Image(
+            format=header.format,
+            width=header.width,
+            height=header.height,
+            frame_count=header.frame_count,
+            size_bytes=len(upload.data),
+            sha256=sha,
+            content_type=header.mime_type,
+            filename=upload.filename[:255],
+        )
+        return await self.repo.save_image(tenant_id, image)
+
+    # ---- jobs -----------------------------------------------------------------------------
+
+    async def create_job(
+        self,
+        tenant_id: str,
+        image_id: str,
+        ops: Sequence[operations_pb2.Operation],
+        idempotency_key: str,
+        timeout: float,
+    ) -> job_pb2.Job:
+        if not image_id:
+            raise invalid("image_id", "required")
+        if len(idempotency_key) > 255:
+            raise invalid("idempotency_key", "at most 255 characters")
+        image = await self.repo.get_image(tenant_id, image_id)
+        if image is None:
+            raise errors.image_not_found(image_id)
+        validate_pipeline(
+            ops,
+            max_operations=self.settings.max_operations,
+            max_dimension=self.settings.max_output_dimension,
+            unavailable=await self.capabilities.unavailable(),
+        )
+        req_hash = request_hash(image, ops)
+        if idempotency_key:
+            seen = await self.idempotency.get(tenant_id, idempotency_key)
+            if seen is not None:
+                job_id, seen_hash = seen
+                if seen_hash != req_hash:
+                    raise errors.idempotency_mismatch()
+                return await self.get_job(tenant_id, job_id, timeout)
+        resp = await self._jobs_call(
+            self.jobs.CreateJob,
+            jobs_pb2.CreateJobRequest(
+                tenant_id=tenant_id,
+                image=image,
+                operations=ops,
+                idempotency_key=idempotency_key,
+                request_hash=req_hash,
+            ),
+            timeout,
+        )
+        if idempotency_key:
+            await self.idempotency.remember(tenant_id, idempotency_key, resp.job.job_id, req_hash)
+        return resp.job  # type: ignore[no-any-return]
+
+    async def get_job(self, tenant_id: str, job_id: str, timeout: float) -> job_pb2.Job:
+        req = jobs_pb2.GetJobRequest(tenant_id=tenant_id, job_id=job_id)
+        return (await self._jobs_call(self.jobs.GetJob, req, timeout)).job  # type: ignore[no-any-return]
+
+    async def list_jobs(
+        self, tenant_id: str, page_size: int, page_token: str, state: int, timeout: float
+    ) -> tuple[Iterable[job_pb2.Job], str]:
+        req = jobs_pb2.ListJobsRequest(
+            tenant_id=tenant_id,
+            page_size=page_size,
+            page_token=page_token,
+            state=state,  # type: ignore[arg-type]
+        )
+        resp = await self._jobs_call(self.jobs.ListJobs, req, timeout)
+        return resp.jobs, resp.next_page_token
+
+    async def watch_job(self, tenant_id: str, job_id: str) -> AsyncIterator[job_pb2.Job]:
+        call = self.jobs.WatchJob(jobs_pb2.WatchJobRequest(tenant_id=tenant_id, job_id=job_id))
+        try:
+            async for resp in call:
+                yield resp.job
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        finally:
+            call.cancel()
+
+    async def cancel_job(self, tenant_id: str, job_id: str, timeout: float) -> job_pb2.Job:
+        req = jobs_pb2.CancelJobRequest(tenant_id=tenant_id, job_id=job_id)
+        return (await self._jobs_call(self.jobs.CancelJob, req, timeout)).job  # type: ignore[no-any-return]
+
+    async def download(
+        self, tenant_id: str, job_id: str, index: int, timeout: float
+    ) -> tuple[str, bytes]:
+        req = jobs_pb2.GetOutputRequest(tenant_id=tenant_id, job_id=job_id, index=index)
+        resp = await self._jobs_call(self.jobs.GetOutput, req, timeout)
+        return resp.output.content_type, await self.storage.get(resp.key)
+
+    async def _jobs_call(self, method: object, request: object, timeout: float) -> object:
+        try:
+            return await method(request, timeout=timeout)  # type: ignore[operator]
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def list_operations(self) -> gateway_pb2.ListOperationsResponse:
+        s = self.settings
+        return gateway_pb2.ListOperationsResponse(
+            operations=await self.capabilities.operations(),
+            limits=image_pb2.Limits(
+                max_input_bytes=s.max_upload_bytes,
+                max_pixels=s.max_pixels,
+                max_frames=s.max_frames,
+                max_output_dimension=s.max_output_dimension,
+                max_operations=s.max_operations,
+            ),
+            input_formats=INPUT_FORMATS,
+            output_formats=sorted(OUTPUT_FORMATS),
+        )
