@@ -40,12 +40,14 @@ class Notes:
     def __init__(self, limit: int = MAX_NOTES) -> None:
         self._limit = limit
         self._items: list[str] = []
+        self._seen: set[str] = set()
         self._dropped = 0
 
     def add(self, section: str, problem: str) -> None:
         line = f"{section}: {problem}"
-        if line in self._items:
+        if line in self._seen:
             return
+        self._seen.add(line)
         if len(self._items) < self._limit:
             self._items.append(line)
         else:

@@ -32,6 +32,8 @@ _FORMATS: Final[dict[str, image_pb2.ImageFormat.ValueType]] = {
     "ICO": image_pb2.ICO,
     "HEIF": image_pb2.HEIF,
 }
+# MPO has no opener of its own: JPEG's recognises it.
+_OPEN: Final = [name for name in _FORMATS if name != "MPO"]
 _EXIF_HEADER: Final = b"Exif\x00\x00"
 
 
@@ -45,7 +47,7 @@ def extract(data: bytes) -> metadata_pb2.ImageMetadata:
     md = metadata_pb2.ImageMetadata(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     notes = Notes()
     try:
-        image = Image.open(io.BytesIO(data), formats=list(_FORMATS))
+        image = Image.open(io.BytesIO(data), formats=_OPEN)
     except Image.DecompressionBombError as exc:
         raise errors.image_too_large() from exc
     except Exception as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -152,3 +153,20 @@ def _parse(delivery: Delivery) -> events_pb2.Task:
         return events_pb2.Task.FromString(delivery.data)
     except Exception as exc:
         raise InvalidArgument(message="malformed task message", reason="BAD_TASK") from exc
+
+
+async def connect_worker(
+    stack: AsyncExitStack, settings: WorkerSettings, process: Processor
+) -> Consumer:
+    """Connect a worker service to NATS and object storage and return its ready consumer.
+
+    Resources are closed by `stack`, after the consumer has drained.
+    """
+    bus = await Bus.connect(settings.nats_url, f"pixmesh-{settings.service_name}")
+    stack.push_async_callback(bus.close)
+    await bus.ensure_streams()
+    storage = Storage.from_settings(settings)
+    await storage.ensure_bucket()
+    consumer = TaskWorker(bus, storage, settings, process).consumer()
+    await consumer.setup()
+    return consumer

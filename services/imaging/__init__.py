@@ -1,0 +1,1 @@
+"""The imaging worker: resize, crop, rotate, flip and convert images with Pillow."""

@@ -1,0 +1,37 @@
+"""The limits every image and pipeline must respect, checked before any pixel is decoded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pixmesh.common.v1 import image_pb2
+from services.runtime.imageprobe import ProbeLimits
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_input_bytes: int = 50 * 1024 * 1024
+    # Per frame, and for all frames of an animation together.
+    max_pixels: int = 50_000_000
+    max_frames: int = 100
+    # Widest/tallest image any step may produce (WebP cannot exceed 16383).
+    max_output_dimension: int = 8192
+    max_operations: int = 16
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+
+    @property
+    def probe(self) -> ProbeLimits:
+        return ProbeLimits(self.max_input_bytes, self.max_pixels, self.max_frames)
+
+    def to_proto(self) -> image_pb2.Limits:
+        return image_pb2.Limits(
+            max_input_bytes=self.max_input_bytes,
+            max_pixels=self.max_pixels,
+            max_frames=self.max_frames,
+            max_output_dimension=self.max_output_dimension,
+            max_operations=self.max_operations,
+        )

@@ -1,0 +1,43 @@
+"""Composition root of the metadata worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
+from services.metadata.api import MetadataApi
+from services.metadata.consumers import processor
+from services.metadata.repository import MetadataRepository
+from services.metadata.service import MetadataService
+from services.metadata.settings import MetadataSettings
+from services.runtime import db
+from services.runtime.server import App, GrpcService
+from services.runtime.worker import connect_worker
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@asynccontextmanager
+async def build(settings: MetadataSettings) -> AsyncIterator[App]:
+    async with AsyncExitStack() as stack:
+        pool = await db.create_pool(settings.database_url)
+        stack.push_async_callback(pool.close)
+        await db.migrate(pool, "metadata", MIGRATIONS)
+        executor = stack.enter_context(
+            ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="metadata")
+        )
+        service = MetadataService(MetadataRepository(pool), executor)
+        consumer = await connect_worker(stack, settings, processor(service))
+        api = MetadataApi(service)
+        name = metadata_pb2.DESCRIPTOR.services_by_name["MetadataService"].full_name
+        yield App(
+            services=[
+                GrpcService(
+                    name, lambda s: metadata_pb2_grpc.add_MetadataServiceServicer_to_server(api, s)
+                )
+            ],
+            workers=[consumer.run],
+        )
