@@ -5,19 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 
 from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from services.metadata.api import MetadataApi
 from services.metadata.consumers import processor
-from services.metadata.repository import MetadataRepository
+from services.metadata.repository import MIGRATIONS, SCHEMA, MetadataRepository
 from services.metadata.service import MetadataService
 from services.metadata.settings import MetadataSettings
 from services.runtime import db
 from services.runtime.server import App, GrpcService
 from services.runtime.worker import connect_worker
-
-MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 @asynccontextmanager
@@ -25,7 +22,7 @@ async def build(settings: MetadataSettings) -> AsyncIterator[App]:
     async with AsyncExitStack() as stack:
         pool = await db.create_pool(settings.database_url)
         stack.push_async_callback(pool.close)
-        await db.migrate(pool, "metadata", MIGRATIONS)
+        await db.migrate(pool, SCHEMA, MIGRATIONS)
         executor = stack.enter_context(
             ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="metadata")
         )
