@@ -1,0 +1,131 @@
+"""A small OTLP/gRPC trace receiver that stands in for Tempo on a machine without Docker.
+
+Every span it receives becomes one JSON line in a file (see spans.py for the record), which tests
+read with `read_spans` and people read with `show`:
+
+    python -m deploy.observability.otlp_sink serve --port 4317 --file .pixmesh/run/traces.jsonl
+    python -m deploy.observability.otlp_sink show                  # the last 10 traces, as trees
+    python -m deploy.observability.otlp_sink show --trace-id 4bf9  # one trace (id prefix works)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from concurrent import futures
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from deploy.observability.spans import (
+    format_trace,
+    group_traces,
+    read_spans,
+    request_records,
+)
+
+__all__ = ["DEFAULT_FILE", "TraceSink", "main", "read_spans", "serve"]
+
+DEFAULT_FILE = Path(".pixmesh/run/traces.jsonl")  # where `make up` points the sink
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+
+class TraceSink(trace_service_pb2_grpc.TraceServiceServicer):
+    """Appends each span as a JSON line; flushed per request so readers see it at once."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+        self._lock = threading.Lock()  # the gRPC server calls us from several threads
+
+    def Export(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        lines = "".join(
+            json.dumps(r, separators=(",", ":")) + "\n" for r in request_records(request)
+        )
+        with self._lock:
+            self._out.write(lines)
+            self._out.flush()
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def serve(host: str, port: int, path: Path) -> grpc.Server:
+    """Start the sink (OTLP trace service + grpc.health.v1) and return the running server."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = path.open("a", encoding="utf-8")
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4),
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+    )
+    sink = TraceSink(out)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(sink, server)  # type: ignore[no-untyped-call]
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    server.start()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server
+
+
+def _serve_forever(args: argparse.Namespace) -> int:
+    server = serve(args.host, args.port, Path(args.file))
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"otlp sink on {args.host}:{args.port} -> {args.file}", flush=True)
+    stopped.wait()
+    server.stop(grace=1).wait()
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    traces = group_traces(read_spans(args.file))
+    if args.trace_id:
+        traces = {k: v for k, v in traces.items() if k.startswith(args.trace_id.lower())}
+        if not traces:
+            print(f"no trace {args.trace_id} in {args.file}", file=sys.stderr)
+            return 1
+    elif args.service:
+        traces = {k: v for k, v in traces.items() if any(s["service"] == args.service for s in v)}
+    selected = list(traces.values())[-args.limit :] if args.limit > 0 else list(traces.values())
+    for spans in selected:
+        print(format_trace(spans, show_attributes=args.attributes))
+        print()
+    if not selected:
+        print(f"no traces in {args.file}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.observability.otlp_sink")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="receive OTLP/gRPC traces into a JSON-lines file")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=4317)
+    serve_cmd.add_argument("--file", default=str(DEFAULT_FILE))
+    show_cmd = commands.add_parser("show", help="print traces as indented span trees")
+    show_cmd.add_argument("--file", default=str(DEFAULT_FILE))
+    show_cmd.add_argument("--trace-id", help="one trace (a prefix of its hex id is enough)")
+    show_cmd.add_argument("--service", help="only traces that touch this service.name")
+    show_cmd.add_argument("--limit", type=int, default=10, help="most recent N traces (0: all)")
+    show_cmd.add_argument("--attributes", action="store_true", help="print span attributes")
+    args = parser.parse_args(argv)
+    return _serve_forever(args) if args.command == "serve" else _show(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
