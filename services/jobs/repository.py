@@ -127,6 +127,9 @@ class JobsRepository:
             )
             if row is None:
                 raise errors.job_not_found(job_id)
+            if row["state"] == sm.CANCELLED:
+                # A retried cancel (its first reply lost) answers like the first one did.
+                return await self._load(conn, job_id)
             if row["state"] in sm.TERMINAL:
                 raise errors.job_finished(job_id, row["state"])
             await self._finish(

@@ -1,0 +1,249 @@
+"""The asyncio pixmesh client, a mirror of `pixmesh.Client` on grpc.aio.
+
+    async with pixmesh.AsyncClient() as client:
+        job = await client.process("photo.jpg", ["resize=800x600", "convert=webp"])
+
+Create it inside the running event loop: a grpc.aio channel belongs to one loop. File reads run
+on a worker thread so a large upload does not stall the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import grpc
+from google.protobuf.message import Message
+from grpc import aio
+
+from pixmesh import errors, ops
+from pixmesh._common import (
+    CHUNK_SIZE,
+    DEFAULT_TARGET,
+    Deadline,
+    Settings,
+    Source,
+    UploadSource,
+    is_terminal,
+    job_state,
+    new_idempotency_key,
+    retry_delay,
+    write_atomically,
+)
+from pixmesh.common.v1.image_pb2 import Image
+from pixmesh.common.v1.job_pb2 import Job
+from pixmesh.gateway.v1 import gateway_pb2 as gw
+from pixmesh.gateway.v1.gateway_pb2_grpc import GatewayServiceStub
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient:
+    """Same arguments and behaviour as `pixmesh.Client`; every method is a coroutine, and
+    list_jobs / watch_job are async iterators (wrap watch_job in `contextlib.aclosing` when you
+    may stop early, so the stream is cancelled at once)."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        watch_timeout: float = 3600.0,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.settings = Settings.resolve(target, api_key, timeout, retries, watch_timeout)
+        options = self.settings.channel_options()
+        self._channel = (
+            aio.secure_channel(target, credentials, options)
+            if credentials is not None
+            else aio.insecure_channel(target, options)
+        )
+        self._stub = GatewayServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- images -------------------------------------------------------------------------------
+
+    async def upload(
+        self, source: Source, filename: str | None = None, *, timeout: float | None = None
+    ) -> Image:
+        src = UploadSource(source, filename)
+        deadline = Deadline(timeout or self.settings.timeout)
+        retries = self.settings.retries if src.replayable else 0
+        attempt = 0
+        while True:
+            try:
+                with src.open() as reader:
+                    resp: gw.UploadImageResponse = await self._stub.UploadImage(
+                        _requests(src, reader),
+                        timeout=deadline.timeout(),
+                        metadata=self.settings.metadata,
+                    )
+                return resp.image
+            except grpc.RpcError as exc:
+                error = errors.from_rpc_error(exc)
+                delay = retry_delay(error, attempt, retries, deadline)
+                if delay is None:
+                    raise error from exc
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    async def create_job(
+        self,
+        image_id: str,
+        operations: Iterable[ops.OperationLike],
+        idempotency_key: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Job:
+        request = gw.CreateJobRequest(
+            image_id=image_id,
+            operations=ops.coerce(operations),
+            idempotency_key=idempotency_key or new_idempotency_key(),
+        )
+        resp: gw.CreateJobResponse = await self._unary(self._stub.CreateJob, request, timeout)
+        return resp.job
+
+    async def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+        resp: gw.GetJobResponse = await self._unary(
+            self._stub.GetJob, gw.GetJobRequest(job_id=job_id), timeout
+        )
+        return resp.job
+
+    async def list_jobs(
+        self,
+        state: int | str | None = None,
+        *,
+        page_size: int = 50,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Job]:
+        if not 1 <= page_size <= 100:
+            raise ValueError("page_size must be within 1..100")
+        request = gw.ListJobsRequest(page_size=page_size, state=job_state(state))
+        while True:
+            resp: gw.ListJobsResponse = await self._unary(self._stub.ListJobs, request, timeout)
+            for job in resp.jobs:
+                yield job
+            if not resp.next_page_token:
+                return
+            request.page_token = resp.next_page_token
+
+    async def watch_job(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Job]:
+        deadline = Deadline(timeout or self.settings.watch_timeout)
+        request = gw.WatchJobRequest(job_id=job_id)
+        last: Job | None = None
+        failures = 0
+        while True:
+            call = self._stub.WatchJob(
+                request, timeout=deadline.timeout(), metadata=self.settings.metadata
+            )
+            cause: grpc.RpcError | None = None
+            try:
+                async for resp in call:
+                    if resp.job == last:
+                        continue
+                    last = resp.job
+                    failures = 0  # only progress resets the budget, not a repeated state
+                    yield last
+                    if is_terminal(last):
+                        return
+                error: errors.PixmeshError = errors.Unavailable(
+                    "the watch stream ended before the job finished"
+                )
+            except grpc.RpcError as exc:
+                error, cause = errors.from_rpc_error(exc), exc
+            finally:
+                call.cancel()
+            delay = retry_delay(error, failures, self.settings.retries, deadline)
+            if delay is None:
+                raise error from cause
+            await asyncio.sleep(delay)
+            failures += 1
+
+    async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+        resp: gw.CancelJobResponse = await self._unary(
+            self._stub.CancelJob, gw.CancelJobRequest(job_id=job_id), timeout
+        )
+        return resp.job
+
+    async def download_output(
+        self, job_id: str, index: int = 0, *, timeout: float | None = None
+    ) -> bytes:
+        request = gw.DownloadOutputRequest(job_id=job_id, index=index)
+        resp: gw.DownloadOutputResponse = await self._unary(
+            self._stub.DownloadOutput, request, timeout
+        )
+        return bytes(resp.body.data)  # google.api messages are untyped
+
+    async def save_output(
+        self,
+        job_id: str,
+        path: str | os.PathLike[str],
+        index: int = 0,
+        *,
+        timeout: float | None = None,
+    ) -> Path:
+        data = await self.download_output(job_id, index, timeout=timeout)
+        return await asyncio.to_thread(write_atomically, Path(path), data)
+
+    async def list_operations(self, *, timeout: float | None = None) -> gw.ListOperationsResponse:
+        resp: gw.ListOperationsResponse = await self._unary(
+            self._stub.ListOperations, gw.ListOperationsRequest(), timeout
+        )
+        return resp
+
+    async def process(
+        self,
+        source: Source,
+        operations: Iterable[ops.OperationLike],
+        *,
+        filename: str | None = None,
+        idempotency_key: str | None = None,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        pipeline = ops.coerce(operations)
+        image = await self.upload(source, filename)
+        job = await self.create_job(image.image_id, pipeline, idempotency_key)
+        if on_update:
+            on_update(job)
+        if is_terminal(job):
+            return job
+        async for update in self.watch_job(job.job_id):
+            if on_update and update != job:  # the stream starts with the state we just saw
+                on_update(update)
+            job = update
+        return job
+
+    async def _unary(self, rpc: Any, request: Message, timeout: float | None) -> Any:
+        try:
+            return await rpc(
+                request, timeout=timeout or self.settings.timeout, metadata=self.settings.metadata
+            )
+        except grpc.RpcError as exc:
+            raise errors.from_rpc_error(exc) from exc
+
+
+async def _requests(src: UploadSource, reader: BinaryIO) -> AsyncIterator[gw.UploadImageRequest]:
+    yield src.info_request()
+    while chunk := await asyncio.to_thread(reader.read, CHUNK_SIZE):
+        yield gw.UploadImageRequest(chunk=chunk)

@@ -1,0 +1,244 @@
+"""The `pixmesh` command line, built on `pixmesh.Client`.
+
+    pixmesh process photo.jpg --op resize=800x600 --op convert=webp -o out/
+    pixmesh jobs list --state running
+    pixmesh download JOB_ID -i 0 -o photo.webp
+
+Results go to stdout, progress and errors to stderr. Exit status: 0 on success, 1 when a call or
+the job failed, 2 for a usage error, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from itertools import islice
+from pathlib import Path
+
+from pixmesh import errors, ops
+from pixmesh._common import API_KEY_ENV, API_KEY_FILE, DEFAULT_TARGET, VERSION
+from pixmesh._render import (
+    Progress,
+    error_text,
+    jobs_table,
+    operations_table,
+    output_name,
+    progress_line,
+    to_json,
+)
+from pixmesh.client import Client
+from pixmesh.common.v1.job_pb2 import Job
+
+TARGET_ENV = "PIXMESH_TARGET"
+Command = Callable[[Client, argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: Command = args.command
+    try:
+        with Client(args.target, args.api_key, timeout=args.timeout) as client:
+            return command(client, args)
+    except errors.PixmeshError as exc:
+        reason = "" if exc.reason == exc.code.name else f" {exc.reason}"
+        _fail(f"{exc.code.name}{reason}: {exc.message}")
+        for violation in exc.violations:
+            print(f"  - {violation.field}: {violation.description}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixmesh", description="Process images on a pixmesh deployment."
+    )
+    parser.add_argument("--version", action="version", version=f"pixmesh {VERSION}")
+    _add_globals(parser, suppress=False)
+    # The same options after the subcommand (`pixmesh jobs list --target ...`); SUPPRESS keeps
+    # the subparser from overwriting a value given before it with its default.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_globals(common, suppress=True)
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    process = commands.add_parser(
+        "process", parents=[common], help="upload, run a pipeline, download the outputs"
+    )
+    process.add_argument("file", help="image to process")
+    process.add_argument(
+        "--op",
+        action="append",
+        required=True,
+        type=_operation,
+        metavar="OP",
+        help="operation, repeatable, in order: resize=800x600[,fill|force][,enlarge], "
+        "crop=X,Y,W,H, rotate=90, flip=vertical, convert=webp[:80], metadata, denoise=auto",
+    )
+    process.add_argument("-o", "--output", default=".", help="directory for outputs (default .)")
+    process.add_argument("--idempotency-key", help="reuse to make a retried command safe")
+    process.set_defaults(command=_process)
+
+    upload = commands.add_parser("upload", parents=[common], help="upload an image")
+    upload.add_argument("file")
+    upload.set_defaults(command=_upload)
+
+    jobs = commands.add_parser("jobs", help="list, inspect, follow or cancel jobs")
+    job_commands = jobs.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    listing = job_commands.add_parser("list", parents=[common], help="list jobs, newest first")
+    listing.add_argument("--state", choices=[s.lower() for s in Job.State.keys()[1:]])
+    listing.add_argument("--limit", type=int, default=20, help="at most N jobs (0: all)")
+    listing.set_defaults(command=_jobs_list)
+    for name, handler, text in (
+        ("get", _jobs_get, "print a job as JSON"),
+        ("watch", _jobs_watch, "follow a job until it finishes"),
+        ("cancel", _jobs_cancel, "cancel a job"),
+    ):
+        sub = job_commands.add_parser(name, parents=[common], help=text)
+        sub.add_argument("job_id")
+        sub.set_defaults(command=handler)
+
+    download = commands.add_parser("download", parents=[common], help="download an output")
+    download.add_argument("job_id")
+    download.add_argument("-i", "--index", type=int, default=0, help="output index (default 0)")
+    download.add_argument("-o", "--output", help="file to write, - for stdout")
+    download.set_defaults(command=_download)
+
+    operations = commands.add_parser("ops", parents=[common], help="list supported operations")
+    operations.set_defaults(command=_ops)
+    return parser
+
+
+def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--target",
+        default=default(os.environ.get(TARGET_ENV, DEFAULT_TARGET)),
+        help=f"gateway host:port (env {TARGET_ENV}, default {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=default(None),
+        help=f"API key (env {API_KEY_ENV}, else the file {API_KEY_FILE})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=default(30.0),
+        help="deadline in seconds for each call (default 30)",
+    )
+
+
+def _operation(text: str) -> ops.Operation:
+    try:
+        return ops.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None  # argparse hides a plain ValueError
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def _process(client: Client, args: argparse.Namespace) -> int:
+    source = Path(args.file)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(sys.stderr)
+    try:
+        job = client.process(
+            source, args.op, idempotency_key=args.idempotency_key, on_update=progress.update
+        )
+    finally:
+        progress.finish()
+    if job.state != Job.SUCCEEDED:
+        return _job_failed(job)
+    for output in job.outputs:
+        path = out_dir / output_name(source.stem, output, len(job.outputs))
+        if path.resolve() == source.resolve():
+            path = path.with_stem(path.stem + "-out")  # never overwrite the input
+        client.save_output(job.job_id, path, output.index)
+        print(f"saved {path} ({output.width}x{output.height}, {output.size_bytes} bytes)")
+    if job.HasField("metadata"):
+        print(to_json(job.metadata))
+    return 0
+
+
+def _upload(client: Client, args: argparse.Namespace) -> int:
+    print(to_json(client.upload(Path(args.file))))
+    return 0
+
+
+def _jobs_list(client: Client, args: argparse.Namespace) -> int:
+    jobs = client.list_jobs(args.state)
+    for line in jobs_table(islice(jobs, args.limit) if args.limit > 0 else jobs):
+        print(line)
+    return 0
+
+
+def _jobs_get(client: Client, args: argparse.Namespace) -> int:
+    print(to_json(client.get_job(args.job_id)))
+    return 0
+
+
+def _jobs_watch(client: Client, args: argparse.Namespace) -> int:
+    progress = Progress(sys.stderr)
+    job: Job | None = None
+    try:
+        for job in client.watch_job(args.job_id):
+            progress.update(job)
+    finally:
+        progress.finish()
+    if job is None or job.state != Job.SUCCEEDED:
+        return _job_failed(job) if job is not None else 1
+    print(progress_line(job))
+    return 0
+
+
+def _jobs_cancel(client: Client, args: argparse.Namespace) -> int:
+    print(to_json(client.cancel_job(args.job_id)))
+    return 0
+
+
+def _download(client: Client, args: argparse.Namespace) -> int:
+    if args.output == "-":
+        sys.stdout.buffer.write(client.download_output(args.job_id, args.index))
+        sys.stdout.flush()
+        return 0
+    if args.output:
+        path = Path(args.output)
+    else:
+        job = client.get_job(args.job_id)
+        output = next((o for o in job.outputs if o.index == args.index), None)
+        if output is None:
+            raise ValueError(f"job {args.job_id} has no output {args.index}")
+        path = Path(output_name(args.job_id, output, len(job.outputs)))
+    print(f"saved {client.save_output(args.job_id, path, args.index)}")
+    return 0
+
+
+def _ops(client: Client, args: argparse.Namespace) -> int:
+    for line in operations_table(client.list_operations()):
+        print(line)
+    return 0
+
+
+def _job_failed(job: Job) -> int:
+    state = Job.State.Name(job.state)
+    _fail(f"job {job.job_id} {state}: {error_text(job.error)}" if job.HasField("error") else state)
+    return 1
+
+
+def _fail(message: str) -> None:
+    print(f"pixmesh: error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The synchronous pixmesh client.
+
+    import pixmesh
+    from pixmesh import ops
+
+    with pixmesh.Client() as client:
+        job = client.process("photo.jpg", [ops.resize(800, 600), ops.convert("webp")])
+        if job.state == job.SUCCEEDED:
+            client.save_output(job.job_id, "photo.webp")
+
+Every call carries a deadline and the API key; failures raise `pixmesh.errors.PixmeshError`
+subclasses. See `pixmesh._common` for what is retried.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from pixmesh import errors, ops
+from pixmesh._common import (
+    DEFAULT_TARGET,
+    Deadline,
+    Settings,
+    Source,
+    UploadSource,
+    is_terminal,
+    job_state,
+    new_idempotency_key,
+    retry_delay,
+    write_atomically,
+)
+from pixmesh.common.v1.image_pb2 import Image
+from pixmesh.common.v1.job_pb2 import Job
+from pixmesh.gateway.v1 import gateway_pb2 as gw
+from pixmesh.gateway.v1.gateway_pb2_grpc import GatewayServiceStub
+
+__all__ = ["Client"]
+
+
+class Client:
+    """A connection to the pixmesh gateway (directly, or through Envoy's gRPC listener).
+
+    api_key: defaults to $PIXMESH_API_KEY, then the file .pixmesh/api-key.
+    timeout: deadline in seconds for each unary call and for a whole upload.
+    retries: how many times an UNAVAILABLE call is retried (0..4).
+    watch_timeout: deadline for following a job with watch_job / process.
+    credentials: pass grpc.ssl_channel_credentials() for a TLS endpoint.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        watch_timeout: float = 3600.0,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.settings = Settings.resolve(target, api_key, timeout, retries, watch_timeout)
+        options = self.settings.channel_options()
+        self._channel = (
+            grpc.secure_channel(target, credentials, options)
+            if credentials is not None
+            else grpc.insecure_channel(target, options)
+        )
+        self._stub = GatewayServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- images -------------------------------------------------------------------------------
+
+    def upload(
+        self, source: Source, filename: str | None = None, *, timeout: float | None = None
+    ) -> Image:
+        """Upload bytes, a file path or a binary file object; returns the sniffed Image."""
+        src = UploadSource(source, filename)
+        deadline = Deadline(timeout or self.settings.timeout)
+        retries = self.settings.retries if src.replayable else 0
+        attempt = 0
+        while True:
+            try:
+                with src.open() as reader:
+                    resp: gw.UploadImageResponse = self._stub.UploadImage(
+                        src.requests(reader),
+                        timeout=deadline.timeout(),
+                        metadata=self.settings.metadata,
+                    )
+                return resp.image
+            except grpc.RpcError as exc:
+                error = errors.from_rpc_error(exc)
+                delay = retry_delay(error, attempt, retries, deadline)
+                if delay is None:
+                    raise error from exc
+            time.sleep(delay)
+            attempt += 1
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        image_id: str,
+        operations: Iterable[ops.OperationLike],
+        idempotency_key: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Job:
+        """Start a pipeline. Without a key one is generated, so gRPC's retries cannot duplicate
+        the job; pass your own to make a retry of the whole program safe too."""
+        request = gw.CreateJobRequest(
+            image_id=image_id,
+            operations=ops.coerce(operations),
+            idempotency_key=idempotency_key or new_idempotency_key(),
+        )
+        resp: gw.CreateJobResponse = self._unary(self._stub.CreateJob, request, timeout)
+        return resp.job
+
+    def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+        resp: gw.GetJobResponse = self._unary(
+            self._stub.GetJob, gw.GetJobRequest(job_id=job_id), timeout
+        )
+        return resp.job
+
+    def list_jobs(
+        self,
+        state: int | str | None = None,
+        *,
+        page_size: int = 50,
+        timeout: float | None = None,
+    ) -> Iterator[Job]:
+        """Every job of the caller, newest first, fetching pages lazily (one deadline each)."""
+        if not 1 <= page_size <= 100:
+            raise ValueError("page_size must be within 1..100")
+        request = gw.ListJobsRequest(page_size=page_size, state=job_state(state))
+        while True:
+            resp: gw.ListJobsResponse = self._unary(self._stub.ListJobs, request, timeout)
+            yield from resp.jobs
+            if not resp.next_page_token:
+                return
+            request.page_token = resp.next_page_token
+
+    def watch_job(self, job_id: str, *, timeout: float | None = None) -> Iterator[Job]:
+        """Yield the job on every change; stops after the terminal state.
+
+        A broken stream (UNAVAILABLE, or an end before a terminal state) is re-opened up to
+        `retries` times without progress; the repeated current state a new stream starts with is
+        skipped.
+        """
+        deadline = Deadline(timeout or self.settings.watch_timeout)
+        request = gw.WatchJobRequest(job_id=job_id)
+        last: Job | None = None
+        failures = 0
+        while True:
+            call = self._stub.WatchJob(
+                request, timeout=deadline.timeout(), metadata=self.settings.metadata
+            )
+            cause: grpc.RpcError | None = None
+            try:
+                for resp in call:
+                    if resp.job == last:
+                        continue
+                    last = resp.job
+                    failures = 0  # only progress resets the budget, not a repeated state
+                    yield last
+                    if is_terminal(last):
+                        return
+                error: errors.PixmeshError = errors.Unavailable(
+                    "the watch stream ended before the job finished"
+                )
+            except grpc.RpcError as exc:
+                error, cause = errors.from_rpc_error(exc), exc
+            finally:
+                call.cancel()  # a no-op when finished; frees the stream when the caller stops
+            delay = retry_delay(error, failures, self.settings.retries, deadline)
+            if delay is None:
+                raise error from cause
+            time.sleep(delay)
+            failures += 1
+
+    def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+        resp: gw.CancelJobResponse = self._unary(
+            self._stub.CancelJob, gw.CancelJobRequest(job_id=job_id), timeout
+        )
+        return resp.job
+
+    def download_output(
+        self, job_id: str, index: int = 0, *, timeout: float | None = None
+    ) -> bytes:
+        """The bytes of one output of a succeeded job."""
+        request = gw.DownloadOutputRequest(job_id=job_id, index=index)
+        resp: gw.DownloadOutputResponse = self._unary(self._stub.DownloadOutput, request, timeout)
+        return bytes(resp.body.data)  # google.api messages are untyped
+
+    def save_output(
+        self,
+        job_id: str,
+        path: str | os.PathLike[str],
+        index: int = 0,
+        *,
+        timeout: float | None = None,
+    ) -> Path:
+        """Download one output into `path` (written whole, then renamed into place)."""
+        return write_atomically(Path(path), self.download_output(job_id, index, timeout=timeout))
+
+    def list_operations(self, *, timeout: float | None = None) -> gw.ListOperationsResponse:
+        """Supported operations with their parameters, the limits and the formats."""
+        resp: gw.ListOperationsResponse = self._unary(
+            self._stub.ListOperations, gw.ListOperationsRequest(), timeout
+        )
+        return resp
+
+    def process(
+        self,
+        source: Source,
+        operations: Iterable[ops.OperationLike],
+        *,
+        filename: str | None = None,
+        idempotency_key: str | None = None,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Upload, create the job and follow it to its terminal state, which is returned (check
+        `job.state`: a failed job is a result, not an exception). `on_update` sees every change."""
+        pipeline = ops.coerce(operations)  # fail on a bad op before uploading anything
+        image = self.upload(source, filename)
+        job = self.create_job(image.image_id, pipeline, idempotency_key)
+        if on_update:
+            on_update(job)
+        if is_terminal(job):
+            return job
+        for update in self.watch_job(job.job_id):
+            if on_update and update != job:  # the stream starts with the state we just saw
+                on_update(update)
+            job = update
+        return job
+
+    def _unary(self, rpc: Any, request: Message, timeout: float | None) -> Any:
+        try:
+            return rpc(
+                request, timeout=timeout or self.settings.timeout, metadata=self.settings.metadata
+            )
+        except grpc.RpcError as exc:
+            raise errors.from_rpc_error(exc) from exc

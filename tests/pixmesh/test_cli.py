@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pixmesh import ops
+from pixmesh._render import Progress, output_name, progress_line
+from pixmesh.cli import main
+from pixmesh.common.v1 import image_pb2
+from pixmesh.common.v1.job_pb2 import Job, Output, Stage
+from tests.pixmesh.conftest import API_KEY
+from tests.pixmesh.fake_gateway import Abort, FakeGateway
+
+
+def run(target: str, *args: str) -> int:
+    return main(["--target", target, "--api-key", API_KEY, *args])
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"jpeg bytes")
+    return path
+
+
+def test_process_writes_the_output_and_reports_progress(
+    sync_target: str,
+    fake: FakeGateway,
+    photo: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    code = run(
+        sync_target, "process", str(photo), "--op", "resize=800x600", "--op", "convert=webp",
+        "-o", str(out),
+    )  # fmt: skip
+    assert code == 0
+    assert (out / "photo.webp").read_bytes() == b"out:jpeg bytes"
+    assert list(out.iterdir()) == [out / "photo.webp"]
+    captured = capsys.readouterr()
+    assert f"saved {out / 'photo.webp'}" in captured.out
+    # Not a terminal: one plain line per change, with the stage and its service.
+    lines = captured.err.splitlines()
+    assert len(lines) == 3
+    assert "PENDING" in lines[0]
+    assert "RUNNING stage 1/1 imaging [imaging running] 0%" in lines[1]
+    assert "SUCCEEDED" in lines[2] and "100%" in lines[2]
+    request = fake.create_requests[0]
+    assert list(request.operations) == [ops.resize(800, 600), ops.convert("webp")]
+
+
+def test_process_prints_extracted_metadata(
+    sync_target: str, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(sync_target, "process", str(photo), "--op", "metadata", "-o", str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    metadata = json.loads(out[out.index("{") :])
+    assert metadata == {"width": 640, "height": 480, "mode": "RGB"}
+
+
+def test_process_never_overwrites_its_input(
+    sync_target: str, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        run(sync_target, "process", str(photo), "--op", "rotate=90", "-o", str(photo.parent)) == 0
+    )
+    assert photo.read_bytes() == b"jpeg bytes"
+    assert (photo.parent / "photo-out.jpg").read_bytes() == b"out:jpeg bytes"
+
+
+def test_a_failed_job_exits_non_zero_with_its_reason(
+    sync_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"CORRUPT")
+    code = run(sync_target, "process", str(bad), "--op", "resize=10x10", "-o", str(tmp_path / "o"))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "FAILED: IMAGE_CORRUPT: the image data is truncated" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_rejected_call_exits_non_zero_with_reason_and_violations(
+    sync_target: str, fake: FakeGateway, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.fail_next(
+        "CreateJob",
+        Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid pipeline",
+            "OPERATION_INVALID",
+            [("operations[0].resize.width", "must be at most 16384")],
+        ),
+    )
+    assert run(sync_target, "process", str(photo), "--op", "resize=99999x1") == 1
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT OPERATION_INVALID: invalid pipeline" in err
+    assert "operations[0].resize.width: must be at most 16384" in err
+
+
+def test_a_status_without_details_is_reported_once(
+    sync_target: str, fake: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.fail_next("ListOperations", Abort(grpc.StatusCode.UNAUTHENTICATED, "missing API key"))
+    assert run(sync_target, "ops") == 1
+    assert capsys.readouterr().err == "pixmesh: error: UNAUTHENTICATED: missing API key\n"
+
+
+def test_a_bad_op_is_a_usage_error(sync_target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        run(sync_target, "process", "x.jpg", "--op", "resize=800")
+    assert info.value.code == 2
+    assert "resize needs WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_a_missing_file_exits_non_zero(
+    sync_target: str, fake: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(sync_target, "upload", "nope.jpg") == 1
+    assert "nope.jpg" in capsys.readouterr().err
+    assert fake.calls == []
+
+
+def test_jobs_commands(
+    sync_target: str, fake: FakeGateway, photo: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    assert run(sync_target, "upload", str(photo)) == 0
+    image = json.loads(capsys.readouterr().out)
+    assert image["filename"] == "photo.jpg"
+
+    assert run(sync_target, "process", str(photo), "--op", "flip", "-o", str(tmp_path / "o")) == 0
+    job_id = next(iter(fake.timelines))
+    capsys.readouterr()
+
+    assert run(sync_target, "jobs", "get", job_id) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["jobId"] == job_id and got["state"] == "SUCCEEDED"
+
+    assert run(sync_target, "jobs", "list", "--state", "succeeded") == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("JOB")
+    assert job_id in table[1] and "flip horizontal" in table[1]
+
+    assert run(sync_target, "jobs", "watch", job_id) == 0
+    assert "SUCCEEDED" in capsys.readouterr().out
+
+    target = tmp_path / "copy.jpg"
+    assert run(sync_target, "download", job_id, "-o", str(target)) == 0
+    assert target.read_bytes() == b"out:jpeg bytes"
+
+    assert run(sync_target, "download", job_id, "-i", "3") == 1
+    assert "has no output 3" in capsys.readouterr().err
+
+    assert run(sync_target, "jobs", "cancel", job_id) == 1
+    assert "FAILED_PRECONDITION JOB_FINISHED" in capsys.readouterr().err
+
+
+def test_ops_lists_operations_and_limits(
+    sync_target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(sync_target, "ops") == 0
+    out = capsys.readouterr().out
+    assert "resize (imaging)" in out
+    assert "- width (uint32, 0..16384)" in out
+    assert "denoise (inference)  [unavailable: no model]" in out
+    assert "output formats: webp" in out
+
+
+def test_target_and_key_come_from_the_environment(
+    sync_target: str, fake: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIXMESH_TARGET", sync_target)
+    monkeypatch.setenv("PIXMESH_API_KEY", "env-key")
+    assert main(["ops"]) == 0
+    assert fake.calls[0].metadata["authorization"] == "Bearer env-key"
+
+
+def test_global_options_also_work_after_the_command(sync_target: str, fake: FakeGateway) -> None:
+    assert main(["ops", "--target", sync_target, "--api-key", "late"]) == 0
+    assert fake.calls[0].metadata["authorization"] == "Bearer late"
+
+
+def test_output_names() -> None:
+    webp = Output(index=0, format=image_pb2.WEBP)
+    jpeg = Output(index=1, format=image_pb2.JPEG)
+    unknown = Output(index=2, content_type="image/png")
+    assert output_name("photo", webp, 1) == "photo.webp"
+    assert output_name("photo", jpeg, 3) == "photo-1.jpg"
+    assert output_name("photo", unknown, 3) == "photo-2.png"
+    assert output_name("photo", Output(index=0), 1) == "photo.bin"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_rewrites_one_line_on_a_terminal() -> None:
+    job = Job(job_id="job_1", state=Job.RUNNING, progress=0.5)
+    job.stages.add(index=0, service="imaging", state=Stage.SUCCEEDED, attempts=1)
+    job.stages.add(index=1, service="inference", state=Stage.RUNNING, attempts=2)
+    assert progress_line(job) == (
+        "job_1 RUNNING stage 2/2 inference [imaging succeeded, inference running (attempt 2)] 50%"
+    )
+    screen = _Terminal()
+    progress = Progress(screen)
+    progress.update(job)
+    progress.update(job)  # unchanged: not redrawn
+    progress.finish()
+    assert screen.getvalue() == "\r\x1b[K" + progress_line(job) + "\n"
