@@ -52,7 +52,7 @@ class GatewayService:
         self.jobs = jobs
         self.capabilities = capabilities
         self.limits = ProbeLimits(
-            max_bytes=settings.max_upload_bytes,
+            max_bytes=settings.max_input_bytes,
             max_pixels=settings.max_pixels,
             max_frames=settings.max_frames,
         )
@@ -84,9 +84,9 @@ class GatewayService:
         buf = bytearray()
         async for chunk in chunks:
             buf += chunk
-            if len(buf) > self.settings.max_upload_bytes:
+            if len(buf) > self.settings.max_input_bytes:
                 raise InvalidArgument(
-                    message=f"image is larger than {self.settings.max_upload_bytes} bytes",
+                    message=f"image is larger than {self.settings.max_input_bytes} bytes",
                     reason="IMAGE_TOO_LARGE",
                 )
         return bytes(buf)
@@ -203,7 +203,7 @@ class GatewayService:
         return gateway_pb2.ListOperationsResponse(
             operations=await self.capabilities.operations(),
             limits=image_pb2.Limits(
-                max_input_bytes=s.max_upload_bytes,
+                max_input_bytes=s.max_input_bytes,
                 max_pixels=s.max_pixels,
                 max_frames=s.max_frames,
                 max_output_dimension=s.max_output_dimension,

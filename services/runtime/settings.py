@@ -37,6 +37,14 @@ class ServiceSettings(BaseSettings):
     # Largest gRPC message accepted or sent (raw REST uploads arrive as one message).
     max_message_bytes: int = Field(default=80 * 1024 * 1024, ge=4 * 1024 * 1024)
 
+    # Image limits, the same for every service (the gateway checks them on upload from the
+    # header, the workers again before decoding).
+    max_input_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(default=50_000_000, ge=1)
+    max_frames: int = Field(default=100, ge=1)
+    max_output_dimension: int = Field(default=8192, ge=16, le=16383)
+    max_operations: int = Field(default=16, ge=1)
+
     @property
     def grpc_address(self) -> str:
         return f"{self.grpc_host}:{self.grpc_port}"

@@ -9,6 +9,7 @@ jobs service can apply it exactly once.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -109,7 +110,7 @@ class TaskWorker:
                     width=img.width,
                     height=img.height,
                     size_bytes=len(img.data),
-                    sha256=key.rsplit("/", 1)[-1].split(".", 1)[0],
+                    sha256=hashlib.sha256(img.data).hexdigest(),
                 )
             )
         if result.metadata is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -103,10 +103,10 @@ def describe(
     )
 
 
-def _type_name(field: FieldDescriptor) -> str:
-    if field.type == FieldDescriptor.TYPE_ENUM:
+def _type_name(field: Any) -> str:  # a FieldDescriptor (pure-Python or upb flavour)
+    if field.enum_type is not None:
         return str(field.enum_type.full_name)
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
+    if field.message_type is not None:
         return str(field.message_type.full_name)
     return _SCALAR_TYPES[field.type]
 

@@ -31,7 +31,9 @@ SPEC = OpSpec(
         "flip",
         Flip,
         "Mirror the image.",
-        axis=("HORIZONTAL swaps left and right, VERTICAL top and bottom.",
-              "AXIS_UNSPECIFIED (=HORIZONTAL), HORIZONTAL, VERTICAL"),
+        axis=(
+            "HORIZONTAL swaps left and right, VERTICAL top and bottom.",
+            "AXIS_UNSPECIFIED (=HORIZONTAL), HORIZONTAL, VERTICAL",
+        ),
     ),
 )

@@ -69,9 +69,7 @@ def validate(op: Resize, src: Size | None, ctx: Context) -> Size | None:
         raise ctx.error("mode", f"unknown mode {op.mode}")
     for field, value in (("width", op.width), ("height", op.height)):
         if value > ctx.max_output_dimension:
-            raise ctx.error(
-                field, f"must be at most {ctx.max_output_dimension}", OUTPUT_TOO_LARGE
-            )
+            raise ctx.error(field, f"must be at most {ctx.max_output_dimension}", OUTPUT_TOO_LARGE)
     if op.mode in (Mode.FILL, Mode.FORCE):
         if op.width == 0 or op.height == 0:
             raise ctx.error("", f"{Mode.Name(op.mode)} needs both width and height")
@@ -82,7 +80,8 @@ def validate(op: Resize, src: Size | None, ctx: Context) -> Size | None:
     return plan(op, src).size
 
 
-def resize(img: Image.Image, op: Resize, source: Size | None = None, scale: float = 1.0
+def resize(
+    img: Image.Image, op: Resize, source: Size | None = None, scale: float = 1.0
 ) -> Image.Image:
     """Resize `img`, planning on `source` when the pixels were already shrunk by `scale`.
 
@@ -119,12 +118,19 @@ SPEC = OpSpec(
         "resize",
         Resize,
         "Scale the image to a box (Lanczos).",
-        width=("Target width in pixels; 0 derives it from height (FIT only).",
-               "0..max_output_dimension"),
-        height=("Target height in pixels; 0 derives it from width (FIT only).",
-                "0..max_output_dimension"),
-        mode=("FIT keeps the aspect ratio inside the box, FILL covers the box and crops the "
-              "centre, FORCE stretches.", "MODE_UNSPECIFIED (=FIT), FIT, FILL, FORCE"),
+        width=(
+            "Target width in pixels; 0 derives it from height (FIT only).",
+            "0..max_output_dimension",
+        ),
+        height=(
+            "Target height in pixels; 0 derives it from width (FIT only).",
+            "0..max_output_dimension",
+        ),
+        mode=(
+            "FIT keeps the aspect ratio inside the box, FILL covers the box and crops the "
+            "centre, FORCE stretches.",
+            "MODE_UNSPECIFIED (=FIT), FIT, FILL, FORCE",
+        ),
         enlarge=("Allow the output to be larger than the input.", "default false"),
     ),
 )

@@ -1,0 +1,23 @@
+"""Thin gRPC adapter of the imaging service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from pixmesh.imaging.v1 import imaging_pb2 as pb
+from pixmesh.imaging.v1 import imaging_pb2_grpc
+from services.imaging.service import ImagingProcessor
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class ImagingApi(imaging_pb2_grpc.ImagingServiceServicer):
+    def __init__(self, imaging: ImagingProcessor) -> None:
+        self.imaging = imaging
+
+    async def ListOperations(
+        self, request: pb.ListOperationsRequest, context: Ctx
+    ) -> pb.ListOperationsResponse:
+        return pb.ListOperationsResponse(capabilities=self.imaging.capabilities())

@@ -1,0 +1,39 @@
+"""Composition root of the imaging worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from pixmesh.imaging.v1 import imaging_pb2, imaging_pb2_grpc
+from services.imaging.api import ImagingApi
+from services.imaging.consumers import processor
+from services.imaging.service import ImagingProcessor
+from services.imaging.settings import ImagingSettings
+from services.runtime.imageprobe import configure_pillow
+from services.runtime.server import App, GrpcService
+from services.runtime.worker import connect_worker
+
+
+@asynccontextmanager
+async def build(settings: ImagingSettings) -> AsyncIterator[App]:
+    configure_pillow(settings.max_pixels)
+    async with AsyncExitStack() as stack:
+        # Bounded: at most cpu_workers pipelines decode at once; the consumer's concurrency
+        # bounds how many wait.
+        executor = stack.enter_context(
+            ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="imaging")
+        )
+        imaging = ImagingProcessor(executor, settings.limits)
+        consumer = await connect_worker(stack, settings, processor(imaging))
+        api = ImagingApi(imaging)
+        name = imaging_pb2.DESCRIPTOR.services_by_name["ImagingService"].full_name
+        yield App(
+            services=[
+                GrpcService(
+                    name, lambda s: imaging_pb2_grpc.add_ImagingServiceServicer_to_server(api, s)
+                )
+            ],
+            workers=[consumer.run],
+        )

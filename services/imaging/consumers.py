@@ -1,0 +1,28 @@
+"""Thin JetStream handler: an imaging task in, the encoded image out."""
+
+from __future__ import annotations
+
+import time
+
+from pixmesh.events.v1 import events_pb2
+from services.imaging.service import ImagingProcessor
+from services.runtime.worker import ImageResult, Processor, StageResult, seconds_left
+
+
+def processor(imaging: ImagingProcessor) -> Processor:
+    async def process(task: events_pb2.Task, data: bytes) -> StageResult:
+        left = seconds_left(task)
+        deadline = None if left is None else time.monotonic() + left
+        r = await imaging.process(data, task.operations, deadline)
+        return StageResult(
+            image=ImageResult(
+                data=r.data,
+                format=r.format,
+                content_type=r.content_type,
+                extension=r.extension,
+                width=r.width,
+                height=r.height,
+            )
+        )
+
+    return process

@@ -1,0 +1,110 @@
+"""Rotate clockwise by any angle; multiples of 90 degrees are lossless transposes."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from PIL import Image
+
+from pixmesh.common.v1.operations_pb2 import Rotate
+from services.imaging.ops.base import Context, OpSpec, Size, describe
+
+Colour = tuple[int, int, int, int]
+
+_HEX = re.compile(r"#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
+_WHITE: Colour = (255, 255, 255, 255)
+_TRANSPARENT: Colour = (0, 0, 0, 0)
+# Clockwise quarter turns; Pillow's Transpose names count counter-clockwise.
+_QUARTERS = {
+    90.0: Image.Transpose.ROTATE_270,
+    180.0: Image.Transpose.ROTATE_180,
+    270.0: Image.Transpose.ROTATE_90,
+}
+
+
+def parse_colour(text: str) -> Colour | None:
+    """ "#rrggbb" or "#rrggbbaa" as RGBA; None for "" (the default background)."""
+    if not text:
+        return None
+    match = _HEX.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    digits = match.group(1) + ("ff" if len(match.group(1)) == 6 else "")
+    r, g, b, a = (int(digits[i : i + 2], 16) for i in range(0, 8, 2))
+    return r, g, b, a
+
+
+def rotated_size(src: Size, angle: float) -> Size:
+    """The size Pillow's rotate(-angle, expand=True) produces; its own arithmetic, replayed."""
+    ccw = -angle % 360.0
+    if ccw in (0.0, 180.0):
+        return src
+    if ccw in (90.0, 270.0):
+        return Size(src.height, src.width)
+    w, h = src.width, src.height
+    rad = -math.radians(ccw)
+    a, b = round(math.cos(rad), 15), round(math.sin(rad), 15)
+    d, e = round(-math.sin(rad), 15), round(math.cos(rad), 15)
+    cx, cy = w / 2, h / 2
+    c = a * -cx + b * -cy + cx
+    f = d * -cx + e * -cy + cy
+    xs = [a * x + b * y + c for x, y in ((0, 0), (w, 0), (w, h), (0, h))]
+    ys = [d * x + e * y + f for x, y in ((0, 0), (w, 0), (w, h), (0, h))]
+    return Size(math.ceil(max(xs)) - math.floor(min(xs)), math.ceil(max(ys)) - math.floor(min(ys)))
+
+
+def validate(op: Rotate, src: Size | None, ctx: Context) -> Size | None:
+    if not math.isfinite(op.angle) or not -360.0 <= op.angle <= 360.0:
+        raise ctx.error("angle", "must be between -360 and 360 degrees")
+    try:
+        parse_colour(op.background)
+    except ValueError:
+        raise ctx.error("background", 'must be "#rrggbb" or "#rrggbbaa"') from None
+    return None if src is None else rotated_size(src, op.angle)
+
+
+def apply(img: Image.Image, op: Rotate) -> Image.Image:
+    angle = op.angle % 360.0
+    if angle == 0.0:
+        return img
+    quarter = _QUARTERS.get(angle)
+    if quarter is not None:
+        return img.transpose(quarter)
+
+    had_alpha = img.mode in ("LA", "RGBA")
+    colour = parse_colour(op.background) or (_TRANSPARENT if had_alpha else _WHITE)
+    # Rotate on a transparent fill, then lay the result over the background: Pillow applies a
+    # fill colour in premultiplied space (wrong for translucent colours) and would not blend the
+    # anti-aliased edges with it.
+    rotated = img.convert("RGBA").rotate(
+        -op.angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=_TRANSPARENT
+    )
+    if colour[3] > 0:
+        canvas = Image.new("RGBA", rotated.size, colour)
+        canvas.alpha_composite(rotated)
+        rotated = canvas
+    keep_alpha = had_alpha or colour[3] < 255
+    grey = img.mode in ("L", "LA") and colour[0] == colour[1] == colour[2]
+    mode = ("LA" if keep_alpha else "L") if grey else ("RGBA" if keep_alpha else "RGB")
+    return rotated if mode == "RGBA" else rotated.convert(mode)
+
+
+SPEC = OpSpec(
+    name="rotate",
+    message=Rotate,
+    apply=apply,
+    validate=validate,
+    info=describe(
+        "rotate",
+        Rotate,
+        "Rotate clockwise, growing the canvas to hold the whole image. Multiples of 90 are "
+        "lossless.",
+        angle=("Degrees clockwise.", "-360..360"),
+        background=(
+            "Fill for the uncovered corners; default white, or transparent when the "
+            "image has alpha.",
+            '"" | "#rrggbb" | "#rrggbbaa"',
+        ),
+    ),
+)
