@@ -81,16 +81,37 @@ def run(
     be written (otherwise PNG, or JPEG for HEIF photos). Raises InvalidArgument for bad input
     or operations, DeadlineExceeded when the deadline passes between two steps.
     """
+    with _tracer.start_as_current_span("imaging.pipeline") as span:
+        span.set_attribute("pixmesh.operations", len(operations))
+        result = _run(data, operations, limits, deadline, default_format)
+        span.set_attributes(
+            {
+                "pixmesh.output.format": mime_for(result.format),
+                "pixmesh.output.width": result.width,
+                "pixmesh.output.height": result.height,
+                "pixmesh.output.bytes": len(result.data),
+                "pixmesh.flattened": result.flattened,
+            }
+        )
+        return result
+
+
+def _run(
+    data: bytes,
+    operations: Sequence[operations_pb2.Operation],
+    limits: Limits,
+    deadline: float | None,
+    default_format: Format | None,
+) -> PipelineResult:
     steps = _Steps(deadline)
     with steps.step("probe"):
         header, source = imageprobe.open_image(data, limits.probe)
     try:
         with steps.step("validate"):
             plan = validate_pipeline(operations, header, limits, default_format=default_format)
-        with steps.step("decode"):
+        with steps.step("decode"), _decode_errors():
             scale = _draft(source, header, plan)
-            with _decode_errors():
-                source.load()
+            source.load()
         with steps.step("orient"):
             _orient(source)
         with steps.step("normalize"):

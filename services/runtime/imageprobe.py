@@ -75,6 +75,8 @@ _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _HEIF_BRANDS = frozenset(
     {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
 )
+# "BM" alone is too common a start for text: also require a known DIB header size.
+_BMP_INFO_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 _ORIENTATION = ExifTags.Base.Orientation
 
 
@@ -177,7 +179,7 @@ def sniff(data: bytes) -> Format | None:
         return ImageFormat.WEBP
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return ImageFormat.TIFF
-    if head[:2] == b"BM" and len(data) >= 26:
+    if head[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _BMP_INFO_SIZES:
         return ImageFormat.BMP
     if head[:4] == b"\x00\x00\x01\x00":
         return ImageFormat.ICO
@@ -268,8 +270,12 @@ def _count_frames(image: ImageFile.ImageFile, data: bytes, fmt: Format, limits: 
         _check_pixels(width, height, limits, "the animation canvas")
     elif fmt == ImageFormat.TIFF:
         frames = _tiff_frames(image, limits)
+    elif fmt == ImageFormat.JPEG:
+        # Pillow counts MPF images as frames, but the extra images of an MPO are gain maps,
+        # depth maps or the other eye of a stereo pair: only the primary image is ever used.
+        frames = 1
     else:
-        # PNG (acTL), WebP (demuxer), AVIF/HEIF (container), MPO: counted from headers.
+        # PNG (acTL), WebP (demuxer), AVIF/HEIF (container): counted from headers.
         frames = int(getattr(image, "n_frames", 1))
     if frames > limits.max_frames:
         raise _error(

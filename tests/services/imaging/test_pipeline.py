@@ -1,0 +1,277 @@
+import io
+import time
+
+import pytest
+from PIL import Image, ImageCms
+from PIL.JpegImagePlugin import JpegImageFile
+
+from pixmesh.common.v1 import image_pb2, operations_pb2
+from pixmesh.common.v1.operations_pb2 import Convert, Crop, Denoise, Flip, Resize, Rotate
+from services.imaging import pipeline
+from services.imaging.errors import (
+    DEADLINE_EXCEEDED,
+    IMAGE_CORRUPT,
+    TOO_MANY_PIXELS,
+    UNKNOWN_OPERATION,
+    UNSUPPORTED_OPERATION,
+)
+from services.imaging.limits import Limits
+from services.imaging.pipeline import normalize_mode, run
+from services.runtime.errors import DeadlineExceeded, InvalidArgument
+
+from .samples import (
+    BLUE,
+    GREEN,
+    RED,
+    close,
+    colour_at,
+    decode,
+    encode,
+    exif_rotated_jpeg,
+    ops,
+    scene,
+)
+
+LIMITS = Limits()
+
+
+def jpeg(width: int = 320, height: int = 240, **params: object) -> bytes:
+    return encode(scene(width, height), "JPEG", quality=92, **params)
+
+
+def test_resize_and_convert_to_webp() -> None:
+    result = run(
+        jpeg(1600, 1200), ops(Resize(width=400), Convert(format=image_pb2.WEBP)), limits=LIMITS
+    )
+    out = decode(result.data)
+    assert out.format == "WEBP" and out.size == (400, 300)
+    assert (result.format, result.width, result.height) == (image_pb2.WEBP, 400, 300)
+    assert (result.content_type, result.extension) == ("image/webp", "webp")
+    assert not result.flattened
+    assert close(colour_at(out, 10, 10), (*RED, 255))
+    assert {"probe", "decode", "op0.resize", "encode"} <= set(result.timings)
+
+
+def test_without_operations_the_format_is_kept() -> None:
+    png = encode(scene(), "PNG")
+    result = run(png, [], limits=LIMITS)
+    assert result.format == image_pb2.PNG
+    assert decode(result.data).tobytes() == scene().tobytes()  # lossless round trip
+
+
+def test_default_format_applies_without_a_convert() -> None:
+    result = run(jpeg(), [], limits=LIMITS, default_format=image_pb2.PNG)
+    assert decode(result.data).format == "PNG"
+    result = run(
+        jpeg(), ops(Convert(format=image_pb2.GIF)), limits=LIMITS, default_format=image_pb2.PNG
+    )
+    assert decode(result.data).format == "GIF"
+
+
+def test_jpeg_draft_gives_the_same_size_as_a_full_decode() -> None:
+    big = scene(1603, 1201)
+    op = ops(Resize(width=200))  # 8x reduction: libjpeg decodes at 1/8
+    from_jpeg = run(encode(big, "JPEG", quality=95), op, limits=LIMITS)
+    from_png = run(encode(big, "PNG"), op, limits=LIMITS)
+    assert (from_jpeg.width, from_jpeg.height) == (from_png.width, from_png.height) == (200, 150)
+    a, b = decode(from_jpeg.data).convert("RGB"), decode(from_png.data).convert("RGB")
+    assert close(colour_at(a, 100, 75), colour_at(b, 100, 75), 12)
+    assert close(colour_at(a, 175, 120), (*BLUE, 255), 24)
+
+
+def test_jpeg_draft_is_used_for_a_leading_resize(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int] | None] = []
+    real_draft = JpegImageFile.draft
+
+    def spy(self: JpegImageFile, mode: str | None, size: tuple[int, int] | None):  # type: ignore[no-untyped-def]
+        calls.append(size)
+        return real_draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImageFile, "draft", spy)
+    result = run(jpeg(1600, 1200), ops(Resize(width=400)), limits=LIMITS)
+    assert calls == [(400, 300)]  # 4x: libjpeg decodes 400x300 directly
+    assert (result.width, result.height) == (400, 300)
+    calls.clear()
+    run(jpeg(1600, 1200), ops(Resize(width=1000)), limits=LIMITS)
+    assert calls == []  # 1.6x: not worth a draft
+    run(jpeg(1600, 1200), ops(Crop(width=800, height=800), Resize(width=100)), limits=LIMITS)
+    assert calls == []  # a crop first works in full-size coordinates
+
+
+def test_auto_orient_from_exif() -> None:
+    upright = scene(240, 320)
+    data = exif_rotated_jpeg(upright, orientation=6)
+    assert Image.open(io.BytesIO(data)).size == (320, 240)  # stored sideways
+    result = run(data, [], limits=LIMITS)
+    out = decode(result.data)
+    assert out.size == (240, 320) == (result.width, result.height)
+    assert close(colour_at(out, 5, 5), (*RED, 255))  # the red square is back top-left
+    assert close(colour_at(out, 120, 317), (*GREEN, 255))
+
+
+def test_auto_orient_happens_before_the_operations() -> None:
+    data = exif_rotated_jpeg(scene(240, 320), orientation=6)
+    # The crop is in upright coordinates: the top 60 rows of the 240x320 upright image.
+    result = run(data, ops(Crop(x=0, y=0, width=240, height=60), Resize(width=120)), limits=LIMITS)
+    out = decode(result.data)
+    assert out.size == (120, 30)
+    assert close(colour_at(out, 5, 5), (*RED, 255))
+
+
+def test_auto_orient_with_a_drafted_resize() -> None:
+    data = exif_rotated_jpeg(scene(960, 1280), orientation=8)
+    result = run(data, ops(Resize(width=240)), limits=LIMITS)
+    out = decode(result.data)
+    assert out.size == (240, 320)
+    assert close(colour_at(out, 5, 5), (*RED, 255))
+
+
+def test_metadata_is_stripped_but_the_colour_profile_kept() -> None:
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = exif_rotated_jpeg(scene(240, 320), orientation=6, icc_profile=icc, comment=b"secret")
+    for target in (image_pb2.JPEG, image_pb2.WEBP, image_pb2.PNG, image_pb2.TIFF, image_pb2.AVIF):
+        out = decode(run(data, ops(Convert(format=target)), limits=LIMITS).data)
+        exif = out.getexif()  # for a TIFF, its own tags
+        assert 0x010F not in exif and 0x0112 not in exif, target  # camera make, orientation
+        assert "exif" not in out.info and "comment" not in out.info
+        assert out.info.get("icc_profile") == icc
+
+
+def test_deadline_in_the_past() -> None:
+    with pytest.raises(DeadlineExceeded) as err:
+        run(jpeg(), ops(Resize(width=10)), limits=LIMITS, deadline=time.monotonic() - 1)
+    assert err.value.reason == DEADLINE_EXCEEDED
+    assert not err.value.retryable
+
+
+def test_deadline_between_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter(range(1000))
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: float(next(ticks)))
+    # The clock advances one second per check: probe (0), validate (1), decode (2), orient (3).
+    with pytest.raises(DeadlineExceeded, match="orient"):
+        run(jpeg(), ops(Resize(width=10)), limits=LIMITS, deadline=3)
+
+
+@pytest.mark.parametrize(
+    ("operations", "reason", "field"),
+    [
+        ([operations_pb2.Operation()], UNKNOWN_OPERATION, "operations[0]"),
+        (ops(Resize(width=10), Denoise(auto=True)), UNSUPPORTED_OPERATION, "operations[1].denoise"),
+    ],
+)
+def test_operations_imaging_cannot_run_are_rejected(
+    operations: list[operations_pb2.Operation], reason: str, field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        run(jpeg(), operations, limits=LIMITS)
+    assert err.value.reason == reason
+    assert err.value.violations[0].field == field
+
+
+def test_truncated_pixel_data_is_corrupt_not_a_crash() -> None:
+    data = jpeg(640, 480)
+    with pytest.raises(InvalidArgument) as err:
+        run(data[: len(data) // 2], ops(Resize(width=100)), limits=LIMITS)
+    assert err.value.reason == IMAGE_CORRUPT
+    assert "Traceback" not in err.value.message and "decoder" not in err.value.message
+
+
+def test_garbage_after_a_valid_png_header_is_corrupt() -> None:
+    data = bytearray(encode(scene(), "PNG"))
+    data[60:200] = bytes(140)  # inside IDAT
+    with pytest.raises(InvalidArgument) as err:
+        run(bytes(data), [], limits=LIMITS)
+    assert err.value.reason == IMAGE_CORRUPT
+
+
+def test_pixel_limit_before_decoding() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        run(jpeg(320, 240), [], limits=Limits(max_pixels=320 * 240 - 1))
+    assert err.value.reason == TOO_MANY_PIXELS
+
+
+def test_animated_input_is_flattened_to_its_first_frame() -> None:
+    frames = [Image.new("RGB", (40, 30), c) for c in (RED, GREEN, BLUE)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=50)
+    result = run(buf.getvalue(), ops(Flip()), limits=LIMITS)
+    assert result.flattened and result.format == image_pb2.GIF
+    out = Image.open(io.BytesIO(result.data))
+    assert getattr(out, "n_frames", 1) == 1
+    assert close(colour_at(out, 5, 5), (*RED, 255), 8)
+
+
+def test_multi_picture_jpeg_uses_the_primary_image() -> None:
+    primary, gain_map = scene(640, 480), Image.new("RGB", (320, 240), BLUE)
+    buf = io.BytesIO()
+    primary.save(buf, "MPO", save_all=True, append_images=[gain_map], quality=95)
+    result = run(buf.getvalue(), ops(Resize(width=160)), limits=LIMITS)  # drafted, too
+    assert result.format == image_pb2.JPEG and not result.flattened
+    out = decode(result.data)
+    assert out.size == (160, 120) and close(colour_at(out, 3, 3), (*RED, 255))
+    assert "mp" not in out.info  # a plain JPEG, not an MPO
+
+
+def test_transparent_png_to_jpeg_lands_on_white() -> None:
+    img = Image.new("RGBA", (20, 20), (0, 0, 255, 0))
+    result = run(encode(img, "PNG"), ops(Convert(format=image_pb2.JPEG)), limits=LIMITS)
+    assert close(colour_at(decode(result.data), 10, 10), (255, 255, 255, 255), 3)
+
+
+def test_palette_gif_with_transparency_keeps_alpha_in_png() -> None:
+    img = Image.new("P", (20, 20), 1)
+    img.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    img.paste(0, (0, 0, 10, 20))
+    data = encode(img, "GIF", transparency=0)
+    out = decode(run(data, ops(Convert(format=image_pb2.PNG)), limits=LIMITS).data)
+    assert out.mode == "RGBA"
+    assert colour_at(out, 2, 2)[3] == 0 and colour_at(out, 15, 2) == (255, 0, 0, 255)
+
+
+def test_bmp_becomes_png_and_heif_becomes_jpeg() -> None:
+    assert run(encode(scene(), "BMP"), [], limits=LIMITS).format == image_pb2.PNG
+    heif = encode(scene(), "HEIF", quality=90)
+    result = run(heif, ops(Rotate(angle=90)), limits=LIMITS)
+    assert result.format == image_pb2.JPEG and (result.width, result.height) == (240, 320)
+    assert close(colour_at(decode(result.data), 235, 5), (*RED, 255), 30)
+
+
+def test_avif_input_and_output() -> None:
+    avif = encode(scene(), "AVIF", quality=90)
+    result = run(avif, ops(Resize(width=160)), limits=LIMITS)
+    assert result.format == image_pb2.AVIF and decode(result.data).size == (160, 120)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("1", "L"),
+        ("L", "L"),
+        ("LA", "LA"),
+        ("RGB", "RGB"),
+        ("RGBA", "RGBA"),
+        ("P", "RGB"),
+        ("PA", "RGBA"),
+        ("CMYK", "RGB"),
+        ("YCbCr", "RGB"),
+        ("I;16", "L"),
+        ("I", "L"),
+        ("F", "L"),
+        ("La", "LA"),
+        ("RGBa", "RGBA"),
+    ],
+)
+def test_normalize_mode(mode: str, expected: str) -> None:
+    assert normalize_mode(Image.new(mode, (4, 4))).mode == expected
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
+    img = Image.new("I;16", (4, 4), 40000)
+    assert normalize_mode(img).getpixel((0, 0)) == round(40000 / 257)
+
+
+def test_colour_key_transparency_becomes_alpha() -> None:
+    img = Image.new("RGB", (4, 4), (1, 2, 3))
+    img.info["transparency"] = (1, 2, 3)
+    out = normalize_mode(img)
+    assert out.mode == "RGBA" and colour_at(out, 0, 0)[3] == 0

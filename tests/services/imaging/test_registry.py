@@ -1,0 +1,69 @@
+import pytest
+
+from pixmesh.common.v1 import image_pb2, operations_pb2
+from services.imaging.limits import Limits
+from services.imaging.ops import REGISTRY
+from services.imaging.ops.base import describe
+from services.imaging.service import capabilities
+from services.runtime.pipeline import IMAGING, owner
+
+ONEOF = operations_pb2.Operation.DESCRIPTOR.oneofs_by_name["op"]
+
+
+def test_every_imaging_operation_of_the_contract_is_registered() -> None:
+    for field in ONEOF.fields:
+        op = operations_pb2.Operation()
+        getattr(op, field.name).SetInParent()
+        if owner(op) == IMAGING:
+            assert field.name in REGISTRY, f"imaging op {field.name} has no module"
+        else:
+            assert field.name not in REGISTRY
+
+
+def test_each_spec_handles_its_oneof_message() -> None:
+    for name, spec in REGISTRY.items():
+        assert spec.name == name == spec.info.name
+        field = operations_pb2.Operation.DESCRIPTOR.fields_by_name[name]
+        assert field.containing_oneof is ONEOF
+        assert spec.message.DESCRIPTOR is field.message_type
+        assert spec.info.service == "imaging" and spec.info.available
+        assert {p.name for p in spec.info.parameters} == {
+            f.name for f in spec.message.DESCRIPTOR.fields
+        }
+        assert all(p.description and p.constraint for p in spec.info.parameters)
+
+
+def test_parameter_types_come_from_the_proto() -> None:
+    params = {p.name: p.type for p in REGISTRY["resize"].info.parameters}
+    assert params == {
+        "width": "uint32",
+        "height": "uint32",
+        "mode": "pixmesh.common.v1.Resize.Mode",
+        "enlarge": "bool",
+    }
+    assert {p.name: p.type for p in REGISTRY["rotate"].info.parameters} == {
+        "angle": "double",
+        "background": "string",
+    }
+
+
+def test_describe_demands_every_field() -> None:
+    with pytest.raises(ValueError, match="describe exactly"):
+        describe("crop", operations_pb2.Crop, "d", x=("x", "c"))
+
+
+def test_capabilities() -> None:
+    limits = Limits(max_output_dimension=4000, max_operations=5)
+    caps = capabilities(limits)
+    assert [op.name for op in caps.operations] == list(REGISTRY)
+    assert caps.limits.max_output_dimension == 4000
+    assert caps.limits.max_operations == 5
+    assert caps.limits.max_pixels == limits.max_pixels
+    assert image_pb2.HEIF in caps.input_formats and image_pb2.BMP in caps.input_formats
+    assert image_pb2.HEIF not in caps.output_formats
+    assert image_pb2.AVIF in caps.output_formats
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_frames"):
+        Limits(max_frames=0)
