@@ -35,7 +35,7 @@ lint: install proto-check
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services pixmesh deploy/local
+	$(VENV)/bin/mypy services pixmesh deploy/local deploy/observability deploy/envoy
 
 # Regenerate Python stubs and the Envoy descriptor set from protos/.
 proto: install

@@ -1,2 +1,2 @@
-"""Observability for the local stack: an OTLP trace sink readable from the CLI (Tempo cannot run
-here), and the configs for Tempo/Grafana/Prometheus used with compose or Kubernetes."""
+"""Observability for the local stack: an OTLP trace sink whose spans are readable from the CLI
+(Tempo cannot run without Docker here)."""

@@ -33,7 +33,8 @@ from deploy.observability.spans import (
 
 __all__ = ["DEFAULT_FILE", "TraceSink", "main", "read_spans", "serve"]
 
-DEFAULT_FILE = Path(".pixmesh/run/traces.jsonl")  # where `make up` points the sink
+# Where `make up` points the sink, so `show` needs no --file from any folder.
+DEFAULT_FILE = Path(__file__).resolve().parents[2] / ".pixmesh" / "run" / "traces.jsonl"
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
@@ -128,6 +129,12 @@ class JobsService:
             await self.repo.pool.release(listener)
 
     async def _relay_batch(self) -> int:
+        # The idle polling is not traced (it would be a one-span trace every second); each
+        # published message is, as a child of the request that wrote it.
+        with suppress_instrumentation():
+            return await self._relay_claimed()
+
+    async def _relay_claimed(self) -> int:
         async with self.repo.pool.acquire() as conn, conn.transaction():
             batch = await self.repo.claim_outbox(conn)
             for m in batch:
@@ -148,7 +155,9 @@ class JobsService:
     async def reap_overdue(self, stop: asyncio.Event, interval: float) -> None:
         while not stop.is_set():
             try:
-                if n := await self.repo.expire_overdue():
+                with suppress_instrumentation():
+                    n = await self.repo.expire_overdue()
+                if n:
                     log.warning("failed overdue jobs", extra={"count": n})
             except (asyncpg.PostgresError, OSError):
                 log.exception("reaper failed; retrying")

