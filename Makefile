@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(shell find protos/pixmesh -name '*.proto' | sort)
 
-.PHONY: install up down test test-unit lint proto proto-check descriptor clean
+.PHONY: install up down test test-unit lint proto proto-check proto-lint descriptor clean
 
 # Create the virtualenv and install the project with every server binary, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -31,31 +31,43 @@ test: install
 test-unit: install
 	$(PY) -m pytest -q -m "not integration"
 
-lint: install proto-check
-	$(VENV)/bin/buf lint
+lint: install proto-check proto-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy services pixmesh deploy/local deploy/observability deploy/envoy
 
 # Regenerate Python stubs and the Envoy descriptor set from protos/.
+PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --grpc_python_out=$(1) \
+	--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+	--mypy_opt=quiet --mypy_grpc_opt=quiet --mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTO_FILES)
+GENERATED_DIRS := common gateway jobs imaging inference metadata events
+
 proto: install
-	rm -rf pixmesh/common pixmesh/gateway pixmesh/jobs pixmesh/imaging pixmesh/inference pixmesh/metadata pixmesh/events
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
-		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
-		--mypy_out=. --mypy_grpc_out=. $(PROTO_FILES)
+	cd pixmesh && rm -rf $(GENERATED_DIRS)
+	$(call PROTOC,.)
 	find pixmesh -mindepth 1 -type d -not -name __pycache__ -exec touch {}/__init__.py \;
-	$(MAKE) descriptor
+	$(MAKE) -s descriptor
 
 descriptor:
 	$(VENV)/bin/buf build -o deploy/envoy/pixmesh.pb
 
-# Fails when the committed generated code differs from what the protos produce.
+# Fails when the committed generated code differs from what protos/ produce (generates into a
+# temporary folder; the tree is not touched).
 proto-check: install
-	@$(MAKE) -s proto >/dev/null
-	@git diff --exit-code --stat -- pixmesh deploy/envoy/pixmesh.pb || \
-		(echo "generated code is stale: run 'make proto' and commit" >&2; exit 1)
-	@test -z "$$(git status --porcelain -- pixmesh deploy/envoy/pixmesh.pb)" || \
-		(echo "generated code is not committed: run 'make proto' and commit" >&2; exit 1)
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	$(call PROTOC,$$tmp) && \
+	$(VENV)/bin/buf build -o $$tmp/pixmesh.pb && \
+	for d in $(GENERATED_DIRS); do \
+		diff -r -q -x __pycache__ -x __init__.py $$tmp/pixmesh/$$d pixmesh/$$d || exit 1; \
+	done && cmp -s $$tmp/pixmesh.pb deploy/envoy/pixmesh.pb || \
+	{ echo "generated code is stale: run 'make proto' and commit the result" >&2; exit 1; }
+
+# The contract: buf lint (STANDARD) and no breaking change against main.
+BREAKING_AGAINST ?= .git\#branch=main
+proto-lint: install
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf breaking --against '$(BREAKING_AGAINST)'
 
 clean:
 	rm -rf .pixmesh/run
