@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
-
-import grpc
 
 from pixmesh.jobs.v1 import jobs_pb2 as pb
 from pixmesh.jobs.v1 import jobs_pb2_grpc
 from services.jobs.service import JobsService
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
+from services.runtime.server import Ctx
 
 
 class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
@@ -37,7 +33,7 @@ class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
         )
         return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
 
-    async def WatchJob(  # type: ignore[override]
+    async def WatchJob(
         self, request: pb.WatchJobRequest, context: Ctx
     ) -> AsyncIterator[pb.WatchJobResponse]:
         async for job in self.service.watch_job(request.tenant_id, request.job_id):

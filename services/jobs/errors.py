@@ -26,3 +26,9 @@ def output_not_ready(job_id: str) -> FailedPrecondition:
 
 def output_not_found(job_id: str, index: int) -> NotFound:
     return NotFound(message=f"job {job_id} has no output {index}", reason="OUTPUT_NOT_FOUND")
+
+
+def job_not_failed(job_id: str, state: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        message=f"job {job_id} is {state}; only FAILED jobs can be retried", reason="JOB_NOT_FAILED"
+    )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from collections.abc import Sequence
@@ -193,6 +194,42 @@ class JobsRepository:
                 conn, job["tenant_id"], await self._load(conn, event.job_id)
             )
 
+    async def retry_failed(self, job_id: str) -> job_pb2.Job:
+        """Run a FAILED job again from its failed stage (operators replaying a dead letter)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT tenant_id, state FROM jobs.jobs WHERE job_id=$1 FOR UPDATE", job_id
+            )
+            if row is None:
+                raise errors.job_not_found(job_id)
+            if row["state"] != sm.FAILED:
+                raise errors.job_not_failed(job_id, row["state"])
+            idx = await conn.fetchval(
+                "SELECT min(idx) FROM jobs.stages WHERE job_id=$1 AND state <> 'SUCCEEDED'", job_id
+            )
+            await conn.execute(
+                """UPDATE jobs.jobs SET state='RUNNING', error_code=NULL, error_reason=NULL,
+                     error_message=NULL, finished_at=NULL, updated_at=now(),
+                     deadline=now() + $2::interval
+                   WHERE job_id=$1""",
+                job_id,
+                self.job_timeout,
+            )
+            await conn.execute(
+                """UPDATE jobs.stages SET state='PENDING', error_code=NULL, error_reason=NULL,
+                     error_message=NULL, started_at=NULL, finished_at=NULL
+                   WHERE job_id=$1 AND idx >= $2""",
+                job_id,
+                idx,
+            )
+            retries = await conn.fetchval(
+                "SELECT count(*) FROM jobs.outbox WHERE msg_id LIKE $1", f"{job_id}.{idx}%"
+            )
+            await self._enqueue_task(conn, job_id, idx, suffix=f".retry{retries}")
+            job = await self._load(conn, job_id)
+            await self._enqueue_job_event(conn, row["tenant_id"], job)
+            return job
+
     async def expire_overdue(self) -> int:
         """Fail open jobs whose deadline passed (a worker died for good, a queue stalled)."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -265,7 +302,10 @@ class JobsRepository:
 
     # ---- outbox ---------------------------------------------------------------------------
 
-    async def claim_outbox(self, conn: asyncpg.Connection, limit: int = 100) -> list[OutboxMessage]:
+    # In this class body `list` names the method above, hence `builtins.list` in annotations.
+    async def claim_outbox(
+        self, conn: asyncpg.Connection, limit: int = 100
+    ) -> builtins.list[OutboxMessage]:
         rows = await conn.fetch(
             """SELECT id, subject, msg_id, payload, headers FROM jobs.outbox
                WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
@@ -364,7 +404,9 @@ class JobsRepository:
             job_id,
         )
 
-    async def _stage_views(self, conn: asyncpg.Connection, job_id: str) -> list[sm.StageView]:
+    async def _stage_views(
+        self, conn: asyncpg.Connection, job_id: str
+    ) -> builtins.list[sm.StageView]:
         rows = await conn.fetch(
             "SELECT idx, service, state, input_key, output_key FROM jobs.stages"
             " WHERE job_id=$1 ORDER BY idx",
@@ -375,7 +417,9 @@ class JobsRepository:
             for r in rows
         ]
 
-    async def _enqueue_task(self, conn: asyncpg.Connection, job_id: str, idx: int) -> None:
+    async def _enqueue_task(
+        self, conn: asyncpg.Connection, job_id: str, idx: int, suffix: str = ""
+    ) -> None:
         job = await conn.fetchrow(
             "SELECT tenant_id, source, deadline FROM jobs.jobs WHERE job_id=$1", job_id
         )
@@ -386,7 +430,9 @@ class JobsRepository:
         )
         source = image_pb2.Image.FromString(job["source"])
         task = events_pb2.Task(
-            task_id=f"{job_id}.{idx}",
+            # A replay gets a new id: the first run's id is spent in JetStream's dedup window
+            # and in the events already applied.
+            task_id=f"{job_id}.{idx}{suffix}",
             job_id=job_id,
             tenant_id=job["tenant_id"],
             stage_index=idx,
