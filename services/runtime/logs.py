@@ -34,6 +34,8 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Library warnings (e.g. Pillow on malformed EXIF) become log records, not bare stderr text.
+    logging.captureWarnings(True)
     # Library chatter at INFO drowns the service's own lines.
     for noisy in ("nats", "botocore", "boto3", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
