@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
-import grpc
 from google.api import httpbody_pb2
 
 from pixmesh.gateway.v1 import gateway_pb2 as pb
@@ -13,9 +11,7 @@ from pixmesh.gateway.v1 import gateway_pb2_grpc
 from services.gateway.service import GatewayService, Upload
 from services.gateway.settings import GatewaySettings
 from services.runtime.errors import invalid
-from services.runtime.server import time_left
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
+from services.runtime.server import Ctx, time_left
 
 
 def _authorization(context: Ctx) -> str | None:
@@ -88,7 +84,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         )
         return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
 
-    async def WatchJob(  # type: ignore[override]
+    async def WatchJob(
         self, request: pb.WatchJobRequest, context: Ctx
     ) -> AsyncIterator[pb.WatchJobResponse]:
         tenant = await self._tenant(context)

@@ -29,7 +29,9 @@ class IdempotencyCache:
             return None
         if raw is None:
             return None
-        job_id, _, req_hash = raw.decode().partition("|")
+        # redis-py types replies as bytes | str (str only with decode_responses=True).
+        text = raw if isinstance(raw, str) else raw.decode()
+        job_id, _, req_hash = text.partition("|")
         return job_id, req_hash
 
     async def remember(self, tenant_id: str, key: str, job_id: str, req_hash: str) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -140,24 +141,24 @@ class GatewayService:
                 if seen_hash != req_hash:
                     raise errors.idempotency_mismatch()
                 return await self.get_job(tenant_id, job_id, timeout)
-        resp = await self._jobs_call(
-            self.jobs.CreateJob,
-            jobs_pb2.CreateJobRequest(
-                tenant_id=tenant_id,
-                image=image,
-                operations=ops,
-                idempotency_key=idempotency_key,
-                request_hash=req_hash,
-            ),
-            timeout,
+        req = jobs_pb2.CreateJobRequest(
+            tenant_id=tenant_id,
+            image=image,
+            operations=ops,
+            idempotency_key=idempotency_key,
+            request_hash=req_hash,
         )
+        with _jobs_errors():
+            resp: jobs_pb2.CreateJobResponse = await self.jobs.CreateJob(req, timeout=timeout)
         if idempotency_key:
             await self.idempotency.remember(tenant_id, idempotency_key, resp.job.job_id, req_hash)
-        return resp.job  # type: ignore[no-any-return]
+        return resp.job
 
     async def get_job(self, tenant_id: str, job_id: str, timeout: float) -> job_pb2.Job:
         req = jobs_pb2.GetJobRequest(tenant_id=tenant_id, job_id=job_id)
-        return (await self._jobs_call(self.jobs.GetJob, req, timeout)).job  # type: ignore[no-any-return]
+        with _jobs_errors():
+            resp: jobs_pb2.GetJobResponse = await self.jobs.GetJob(req, timeout=timeout)
+        return resp.job
 
     async def list_jobs(
         self, tenant_id: str, page_size: int, page_token: str, state: int, timeout: float
@@ -168,35 +169,32 @@ class GatewayService:
             page_token=page_token,
             state=state,  # type: ignore[arg-type]
         )
-        resp = await self._jobs_call(self.jobs.ListJobs, req, timeout)
+        with _jobs_errors():
+            resp: jobs_pb2.ListJobsResponse = await self.jobs.ListJobs(req, timeout=timeout)
         return resp.jobs, resp.next_page_token
 
     async def watch_job(self, tenant_id: str, job_id: str) -> AsyncIterator[job_pb2.Job]:
         call = self.jobs.WatchJob(jobs_pb2.WatchJobRequest(tenant_id=tenant_id, job_id=job_id))
         try:
-            async for resp in call:
-                yield resp.job
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
+            with _jobs_errors():
+                async for resp in call:
+                    yield resp.job
         finally:
             call.cancel()
 
     async def cancel_job(self, tenant_id: str, job_id: str, timeout: float) -> job_pb2.Job:
         req = jobs_pb2.CancelJobRequest(tenant_id=tenant_id, job_id=job_id)
-        return (await self._jobs_call(self.jobs.CancelJob, req, timeout)).job  # type: ignore[no-any-return]
+        with _jobs_errors():
+            resp: jobs_pb2.CancelJobResponse = await self.jobs.CancelJob(req, timeout=timeout)
+        return resp.job
 
     async def download(
         self, tenant_id: str, job_id: str, index: int, timeout: float
     ) -> tuple[str, bytes]:
         req = jobs_pb2.GetOutputRequest(tenant_id=tenant_id, job_id=job_id, index=index)
-        resp = await self._jobs_call(self.jobs.GetOutput, req, timeout)
+        with _jobs_errors():
+            resp: jobs_pb2.GetOutputResponse = await self.jobs.GetOutput(req, timeout=timeout)
         return resp.output.content_type, await self.storage.get(resp.key)
-
-    async def _jobs_call(self, method: object, request: object, timeout: float) -> object:
-        try:
-            return await method(request, timeout=timeout)  # type: ignore[operator]
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
 
     async def list_operations(self) -> gateway_pb2.ListOperationsResponse:
         s = self.settings
@@ -212,3 +210,12 @@ class GatewayService:
             input_formats=INPUT_FORMATS,
             output_formats=sorted(OUTPUT_FORMATS),
         )
+
+
+@contextlib.contextmanager
+def _jobs_errors() -> Iterator[None]:
+    """Re-raise a failed call to the jobs service as the ServiceError its status carries."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from exc

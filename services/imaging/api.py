@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from pixmesh.imaging.v1 import imaging_pb2 as pb
 from pixmesh.imaging.v1 import imaging_pb2_grpc
 from services.imaging.service import ImagingProcessor
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
+from services.runtime.server import Ctx
 
 
 class ImagingApi(imaging_pb2_grpc.ImagingServiceServicer):

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from pixmesh.inference.v1 import inference_pb2 as pb
 from pixmesh.inference.v1 import inference_pb2_grpc
 from services.inference.service import InferenceService
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
+from services.runtime.server import Ctx
 
 
 class InferenceApi(inference_pb2_grpc.InferenceServiceServicer):

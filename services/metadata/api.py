@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from pixmesh.common.v1 import operations_pb2
 from pixmesh.metadata.v1 import metadata_pb2 as pb
 from pixmesh.metadata.v1 import metadata_pb2_grpc
 from services.metadata.service import MetadataService
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
+from services.runtime.server import Ctx
 
 CAPABILITIES = operations_pb2.Capabilities(
     operations=[

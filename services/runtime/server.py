@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -30,7 +30,11 @@ from services.runtime.telemetry import setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
 
-Worker = Callable[[asyncio.Event], Awaitable[None]]
+Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+"""The servicer context every handler receives (message types vary per method)."""
+
+# A coroutine function, not any awaitable: `_serve` hands it to asyncio.create_task.
+Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 """A background loop: runs until the event is set, then finishes in-flight work and returns."""
 
 
@@ -115,7 +119,7 @@ async def _serve(settings: S, build: AppFactory[S]) -> None:
             raise SystemExit(1)
 
 
-def time_left(context: grpc.aio.ServicerContext[Any, Any], default: float) -> float:
+def time_left(context: Ctx, default: float) -> float:
     """Deadline for an outbound call: the caller's remaining time, capped at `default`.
 
     Python gRPC does not propagate deadlines, so every hop passes this explicitly.
@@ -143,7 +147,7 @@ def status_details(err: ServiceError) -> status_pb2.Status:
     return status
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+async def _abort(context: Ctx, exc: BaseException) -> None:
     if isinstance(exc, ServiceError):
         err = exc
         log.info("request failed", extra={"code": err.code.name, "reason": err.reason})
@@ -159,7 +163,8 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
     )
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+# grpc ships no type stubs, so its base class is Any to mypy.
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps ServiceError (and anything unexpected) to a google.rpc.Status with details."""
 
     async def intercept_service(
@@ -198,7 +203,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def wrapper(request: Any, context: Ctx) -> Any:
         try:
             return await fn(request, context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
@@ -210,9 +215,7 @@ def _wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
-    async def wrapper(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
+    async def wrapper(request: Any, context: Ctx) -> AsyncIterator[Any]:
         try:
             async for item in fn(request, context):
                 yield item

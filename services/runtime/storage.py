@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -16,6 +17,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from services.runtime.errors import NotFound, Unavailable
 from services.runtime.settings import ServiceSettings
+
+T = TypeVar("T")
 
 
 def input_key(sha256: str) -> str:
@@ -90,7 +93,7 @@ class Storage:
             raise
         return True
 
-    async def _call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except ClientError as exc:

@@ -61,11 +61,12 @@ def _instrument() -> None:
     )
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-    GrpcAioInstrumentorServer().instrument()
-    GrpcAioInstrumentorClient().instrument()
-    AsyncPGInstrumentor().instrument()
+    # These instrumentors' constructors are unannotated upstream (redis's is typed).
+    GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
+    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
+    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
     RedisInstrumentor().instrument()
-    BotocoreInstrumentor().instrument()
+    BotocoreInstrumentor().instrument()  # type: ignore[no-untyped-call]
 
 
 def inject_headers(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
