@@ -1,0 +1,88 @@
+"""Bad input is the caller's fault: a clear 400 with a reason at upload when the header shows it,
+otherwise a job that fails permanently with a reason (no retries, never stuck)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.integration import images
+from tests.integration.rest import Rest, reason
+
+pytestmark = pytest.mark.integration
+
+RANDOM_BYTES = random.Random(20240601).randbytes(4096)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason_expected"),
+    [
+        ("truncated-header", "IMAGE_CORRUPT"),
+        ("random-bytes", "UNSUPPORTED_FORMAT"),
+        ("zero-bytes", "EMPTY_IMAGE"),
+    ],
+)
+def test_rejected_upload(rest: Rest, photo: bytes, kind: str, reason_expected: str) -> None:
+    data = {
+        "truncated-header": images.truncated_in_header(photo),
+        "random-bytes": RANDOM_BYTES,
+        "zero-bytes": b"",
+    }[kind]
+    jobs_before = len(list(rest.list_all()))
+
+    resp = rest.upload_response(data)
+
+    assert resp.status_code == 400, resp.text
+    body = resp.json()
+    assert body["code"] == 3  # INVALID_ARGUMENT
+    assert body["message"]  # a client-safe explanation
+    assert reason(resp) == reason_expected
+    assert len(list(rest.list_all())) == jobs_before
+
+
+def test_invalid_operation_is_rejected_before_a_job_exists(rest: Rest, photo_id: str) -> None:
+    jobs_before = len(list(rest.list_all()))
+    resp = rest.create_job_response(photo_id, [{"resize": {"width": 0, "height": 0}}])
+    assert resp.status_code == 400, resp.text
+    violations = [d for d in resp.json()["details"] if d["@type"].endswith("BadRequest")]
+    assert violations[0]["field_violations"][0]["field"].startswith("operations[0].resize")
+
+    resp = rest.create_job_response(photo_id, [{}])
+    assert resp.status_code == 400
+    assert reason(resp) == "UNKNOWN_OPERATION"
+    assert len(list(rest.list_all())) == jobs_before
+
+
+def test_unknown_image_is_404(rest: Rest) -> None:
+    resp = rest.create_job_response(
+        "img_00000000000000000000000000000000", [{"convert": {"format": "PNG"}}]
+    )
+    assert resp.status_code == 404
+    assert reason(resp) == "IMAGE_NOT_FOUND"
+
+
+def test_image_that_fails_to_decode_fails_the_job(rest: Rest, photo: bytes) -> None:
+    # The header is intact, so the gateway (which never decodes pixels) accepts it ...
+    broken = images.truncated_in_scan(photo)
+    image = rest.upload(broken)
+    assert (image["format"], image["width"], image["height"]) == ("JPEG", 1600, 1200)
+
+    # ... and the imaging worker fails the job for good on its first try.
+    job = rest.create_job(
+        image["image_id"], [{"resize": {"width": 100}}, {"convert": {"format": "PNG"}}]
+    )
+    job = rest.wait_job(job["job_id"], timeout=30)
+
+    assert job["state"] == "FAILED", job
+    assert job["error"]["reason"] == "IMAGE_CORRUPT"
+    assert job["error"]["code"] == "INVALID_ARGUMENT"
+    assert job["error"]["message"]
+    (stage,) = job["stages"]
+    assert stage["state"] == "FAILED"
+    assert stage["attempts"] == 1  # permanent: not retried
+    assert stage["error"]["reason"] == "IMAGE_CORRUPT"
+    assert not job.get("outputs")
+    resp = rest.download(job["job_id"], 0)
+    assert resp.status_code == 400  # FAILED_PRECONDITION: a failed job has nothing to download
+    assert resp.json()["code"] == 9
