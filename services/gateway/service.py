@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
+from opentelemetry import trace
 
 from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.gateway.v1 import gateway_pb2
@@ -150,6 +151,7 @@ class GatewayService:
         )
         with _jobs_errors():
             resp: jobs_pb2.CreateJobResponse = await self.jobs.CreateJob(req, timeout=timeout)
+        trace.get_current_span().set_attribute("pixmesh.job_id", resp.job.job_id)
         if idempotency_key:
             await self.idempotency.remember(tenant_id, idempotency_key, resp.job.job_id, req_hash)
         return resp.job

@@ -20,7 +20,11 @@ def job_finished(job_id: str, state: str) -> FailedPrecondition:
     return FailedPrecondition(message=f"job {job_id} is already {state}", reason="JOB_FINISHED")
 
 
-def output_not_ready(job_id: str) -> FailedPrecondition:
+def output_not_ready(job_id: str, state: str) -> FailedPrecondition:
+    if state in ("FAILED", "CANCELLED"):
+        return FailedPrecondition(
+            message=f"job {job_id} is {state} and will have no output", reason="JOB_NOT_SUCCEEDED"
+        )
     return FailedPrecondition(message=f"job {job_id} has no output yet", reason="OUTPUT_NOT_READY")
 
 

@@ -291,7 +291,7 @@ class JobsRepository:
         if job.state != job_pb2.Job.SUCCEEDED or index >= len(job.outputs):
             if job.state == job_pb2.Job.SUCCEEDED:
                 raise errors.output_not_found(job_id, index)
-            raise errors.output_not_ready(job_id)
+            raise errors.output_not_ready(job_id, job_pb2.Job.State.Name(job.state))
         async with self.pool.acquire() as conn:
             key = await conn.fetchval(
                 """SELECT output_key FROM jobs.stages WHERE job_id=$1 AND output_key IS NOT NULL

@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
 
 from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2
 from pixmesh.events.v1 import events_pb2
@@ -85,6 +86,9 @@ class TaskWorker:
 
     async def handle(self, delivery: Delivery) -> None:
         task = _parse(delivery)
+        trace.get_current_span().set_attributes(
+            {"pixmesh.job_id": task.job_id, "pixmesh.stage": task.stage_index}
+        )
         left = seconds_left(task)
         if left is not None and left <= 0:
             raise DeadlineExceeded(message="the job's deadline passed before this stage ran")

@@ -129,7 +129,8 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Cancel a job that has not finished. Cancelling a finished job is FAILED_PRECONDITION.
+        """Cancel a job that has not finished. Cancelling a SUCCEEDED or FAILED job is
+        FAILED_PRECONDITION; cancelling a CANCELLED job again returns it (safe to retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,7 +46,9 @@ class GatewayServiceStub:
     WatchJob: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchJobRequest, _gateway_pb2.WatchJobResponse]
     """Stream the job on every change until it reaches a terminal state."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.CancelJobResponse]
-    """Cancel a job that has not finished. Cancelling a finished job is FAILED_PRECONDITION."""
+    """Cancel a job that has not finished. Cancelling a SUCCEEDED or FAILED job is
+    FAILED_PRECONDITION; cancelling a CANCELLED job again returns it (safe to retry).
+    """
     DownloadOutput: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DownloadOutputRequest, _gateway_pb2.DownloadOutputResponse]
     """Download one output of a succeeded job as raw bytes with its Content-Type."""
     ListOperations: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListOperationsRequest, _gateway_pb2.ListOperationsResponse]
@@ -70,7 +72,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     WatchJob: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchJobRequest, _gateway_pb2.WatchJobResponse]  # type: ignore[assignment]
     """Stream the job on every change until it reaches a terminal state."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.CancelJobResponse]  # type: ignore[assignment]
-    """Cancel a job that has not finished. Cancelling a finished job is FAILED_PRECONDITION."""
+    """Cancel a job that has not finished. Cancelling a SUCCEEDED or FAILED job is
+    FAILED_PRECONDITION; cancelling a CANCELLED job again returns it (safe to retry).
+    """
     DownloadOutput: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DownloadOutputRequest, _gateway_pb2.DownloadOutputResponse]  # type: ignore[assignment]
     """Download one output of a succeeded job as raw bytes with its Content-Type."""
     ListOperations: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListOperationsRequest, _gateway_pb2.ListOperationsResponse]  # type: ignore[assignment]
@@ -133,7 +137,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.CancelJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.CancelJobResponse, _abc.Awaitable[_gateway_pb2.CancelJobResponse]]:
-        """Cancel a job that has not finished. Cancelling a finished job is FAILED_PRECONDITION."""
+        """Cancel a job that has not finished. Cancelling a SUCCEEDED or FAILED job is
+        FAILED_PRECONDITION; cancelling a CANCELLED job again returns it (safe to retry).
+        """
 
     @_abc_1.abstractmethod
     def DownloadOutput(
