@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from pixmesh.imaging.v1 import imaging_pb2, imaging_pb2_grpc
 from services.imaging.api import ImagingApi
 from services.imaging.consumers import processor
+from services.imaging.isolation import ProcessPool
 from services.imaging.service import ImagingProcessor
 from services.imaging.settings import ImagingSettings
 from services.runtime.imageprobe import configure_pillow
@@ -20,12 +20,13 @@ from services.runtime.worker import connect_worker
 async def build(settings: ImagingSettings) -> AsyncIterator[App]:
     configure_pillow(settings.max_pixels)
     async with AsyncExitStack() as stack:
-        # Bounded: at most cpu_workers pipelines decode at once; the consumer's concurrency
-        # bounds how many wait.
-        executor = stack.enter_context(
-            ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="imaging")
-        )
-        imaging = ImagingProcessor(executor, settings.limits)
+        # Bounded: at most cpu_workers pipelines run at once, each in its own child process (a
+        # decoder crash costs one task); the consumer's concurrency bounds how many wait.
+        # Closed last, after the consumer has drained.
+        pool = ProcessPool(settings.isolation)
+        stack.callback(pool.close)
+        await pool.start()
+        imaging = ImagingProcessor(pool, settings.limits)
         consumer = await connect_worker(stack, settings, processor(imaging))
         api = ImagingApi(imaging)
         name = imaging_pb2.DESCRIPTOR.services_by_name["ImagingService"].full_name

@@ -25,13 +25,23 @@ TOO_MANY_OPERATIONS = "TOO_MANY_OPERATIONS"
 # A step would produce an image wider or taller than max_output_dimension.
 OUTPUT_TOO_LARGE = "OUTPUT_TOO_LARGE"
 DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+# The image is animated and the operation or output format cannot keep it so (pick frames, or
+# convert to a format that animates).
+ANIMATION_UNSUPPORTED = "ANIMATION_UNSUPPORTED"
+# Convert.max_bytes cannot be met even at the lowest quality.
+MAX_BYTES_UNREACHABLE = "MAX_BYTES_UNREACHABLE"
+# The process running the pipeline died (a decoder crash, the OOM killer): retried, and the
+# task's final error once it is out of deliveries.
+WORKER_CRASHED = "WORKER_CRASHED"
 
 __all__ = [
+    "ANIMATION_UNSUPPORTED",
     "DEADLINE_EXCEEDED",
     "EMPTY_IMAGE",
     "IMAGE_CORRUPT",
     "IMAGE_TOO_LARGE",
     "INVALID_OPERATION",
+    "MAX_BYTES_UNREACHABLE",
     "OUTPUT_TOO_LARGE",
     "TOO_MANY_FRAMES",
     "TOO_MANY_OPERATIONS",
@@ -39,4 +49,5 @@ __all__ = [
     "UNKNOWN_OPERATION",
     "UNSUPPORTED_FORMAT",
     "UNSUPPORTED_OPERATION",
+    "WORKER_CRASHED",
 ]

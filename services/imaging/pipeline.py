@@ -1,11 +1,15 @@
 """The imaging pipeline, as an explicit list of steps (after imgproxy's processing/pipeline.go).
 
-    probe → validate → decode → orient → normalize → operations… → strip → encode
+    probe → validate → decode → orient → colour → normalize → operations… → strip → encode
 
 Everything that can be checked from the header is checked before a pixel is decoded. The deadline
 is checked before every step, each step gets a span, and its duration is returned with the result
 so the caller can export metrics. Operations are pure functions of an image: all the decisions
-that need the whole pipeline (JPEG DCT scaling, output format, metadata) are taken here.
+that need the whole pipeline (JPEG DCT scaling, output format, metadata, frames) are taken here.
+
+An animation is decoded into all its frames (each one whole, as displayed), every operation runs
+on every frame, and the frames are encoded together with their durations: validation has already
+refused what cannot stay animated.
 """
 
 from __future__ import annotations
@@ -21,11 +25,17 @@ from opentelemetry import trace
 from PIL import Image, ImageFile, ImageOps
 
 from pixmesh.common.v1 import operations_pb2
-from services.imaging.encode import choose_format, encode
-from services.imaging.errors import DEADLINE_EXCEEDED, IMAGE_CORRUPT, TOO_MANY_PIXELS
+from services.imaging.colour import profile_for, to_srgb
+from services.imaging.encode import MaxBytesUnreachable, choose_format, copyright_exif, encode
+from services.imaging.errors import (
+    DEADLINE_EXCEEDED,
+    IMAGE_CORRUPT,
+    MAX_BYTES_UNREACHABLE,
+    TOO_MANY_PIXELS,
+)
 from services.imaging.limits import Limits
-from services.imaging.ops import Size, resize
-from services.imaging.validation import Plan, check_operation, output_settings, validate_pipeline
+from services.imaging.ops import Context, Size, resize
+from services.imaging.validation import Plan, check_operation, check_output, validate_pipeline
 from services.runtime import imageprobe
 from services.runtime.errors import DeadlineExceeded, InvalidArgument
 from services.runtime.imageprobe import Format, ImageHeader, extension_for, mime_for
@@ -54,11 +64,14 @@ class PipelineResult:
     height: int
     content_type: str
     extension: str
-    # The input was animated (or multi-page) and only its first frame was processed. Full
-    # animation support is a later issue; until then the caller can tell the user.
+    # The input had several pictures that are not an animation (TIFF pages, a HEIF collection)
+    # and only the first or primary one was processed. Animations are never flattened: they
+    # stay animated, or the pipeline is refused, or a `frames` operation picked the frames.
     flattened: bool
     # Seconds spent in each step, for metrics.
     timings: Mapping[str, float] = field(default_factory=dict)
+    # Frames in the output (1: a still image).
+    frames: int = 1
 
 
 def deadline_after(seconds: float | None) -> float | None:
@@ -90,6 +103,7 @@ def run(
                 "pixmesh.output.width": result.width,
                 "pixmesh.output.height": result.height,
                 "pixmesh.output.bytes": len(result.data),
+                "pixmesh.output.frames": result.frames,
                 "pixmesh.flattened": result.flattened,
             }
         )
@@ -109,31 +123,60 @@ def _run(
     try:
         with steps.step("validate"):
             plan = validate_pipeline(operations, header, limits, default_format=default_format)
+            options = plan.options
         with steps.step("decode"), _decode_errors():
-            scale = _draft(source, header, plan)
-            source.load()
+            exif = _copyright(source) if options.keep_copyright else None
+            if plan.input_frames > 1:
+                scale = 1.0
+                frames, durations, loop = _frames(source, plan.input_frames)
+            else:
+                scale = _draft(source, header, plan)
+                source.load()
+                frames, durations, loop = [source], [], None
         with steps.step("orient"):
-            _orient(source)
+            frames = _orient(frames, header)
+        with steps.step("colour"):
+            frames = [to_srgb(f, keep_icc=options.keep_icc) for f in frames]
+            # Carried beside the pixels: operations that build new images drop `info`.
+            icc = frames[0].info.get("icc_profile") if options.keep_icc else None
         with steps.step("normalize"):
-            img = normalize_mode(source)
+            frames = _normalize_all(frames)
         for i, planned in enumerate(plan.operations):
             with steps.step(f"op{i}.{planned.name}"):
                 if i == 0 and scale != 1.0:
                     # Planned on the full-size header; the pixels were DCT-scaled by `scale`.
                     assert isinstance(planned.params, operations_pb2.Resize)
-                    img = resize.resize(
-                        img, planned.params, Size(header.width, header.height), scale
-                    )
-                else:
-                    checked = check_operation(i, operations[i], Size.of(img), limits)
-                    assert checked.spec is not None
-                    img = checked.spec.apply(img, checked.params)
+                    full = Size(header.width, header.height)
+                    frames = [resize.resize(frames[0], planned.params, full, scale)]
+                    continue
+                checked = check_operation(
+                    i, operations[i], Size.of(frames[0]), limits, frames=len(frames)
+                )
+                assert checked.spec is not None
+                if checked.spec.frames is not None:
+                    kept = checked.spec.frames(checked.params, len(frames))
+                    frames = [frames[k] for k in kept]
+                    durations = [durations[k] for k in kept] if durations else []
+                frames = [checked.spec.apply(f, checked.params) for f in frames]
+        if plan.output_size is None:
+            check_output(Size.of(frames[0]), limits)
         with steps.step("strip"):
-            img = strip(img)
+            frames = [strip(f) for f in frames]
         with steps.step("encode"):
-            requested, quality = output_settings(plan.operations, default_format)
-            fmt = choose_format(requested, header.format, img.mode in ("LA", "RGBA"))
-            out = encode(img, fmt, quality)
+            img = frames[0]
+            alpha = img.mode in ("LA", "RGBA")
+            fmt = choose_format(plan.requested_format, header.format, alpha)
+            try:
+                icc = profile_for(icc, img.mode)
+                out = encode(
+                    frames, fmt, options, durations=durations, loop=loop, icc=icc, exif=exif
+                )
+            except MaxBytesUnreachable as exc:
+                assert plan.convert is not None  # validation allows max_bytes in a Convert only
+                ctx = Context(f"operations[{plan.convert.index}].convert", 0)
+                raise ctx.error(
+                    "max_bytes", f"{exc} (quality 1); raise max_bytes", MAX_BYTES_UNREACHABLE
+                ) from None
     finally:
         source.close()
     return PipelineResult(
@@ -143,8 +186,9 @@ def _run(
         height=img.height,
         content_type=mime_for(fmt),
         extension=extension_for(fmt),
-        flattened=header.frame_count > 1,
+        flattened=header.frame_count > plan.input_frames,
         timings=steps.timings,
+        frames=len(frames),
     )
 
 
@@ -202,12 +246,62 @@ def _decode_errors() -> Iterator[None]:
         ) from exc
 
 
-def _orient(image: Image.Image) -> None:
-    """Apply the EXIF orientation in place (on the source, whose TIFF tags hold it for TIFFs)."""
+def _frames(
+    source: ImageFile.ImageFile, count: int
+) -> tuple[list[Image.Image], list[int], int | None]:
+    """Every frame of an animation as displayed (Pillow composites each one), with its
+    duration in milliseconds, and the loop count (None: play once)."""
+    frames, durations = [], []
+    for index in range(count):
+        source.seek(index)
+        source.load()
+        frames.append(source.copy())
+        durations.append(int(source.info.get("duration", 0)))
+    loop = source.info.get("loop")
+    return frames, durations, None if loop is None else int(loop)
+
+
+def _orient(frames: list[Image.Image], header: ImageHeader) -> list[Image.Image]:
+    """Apply the EXIF orientation (in place on a still source, whose TIFF tags hold it)."""
+    if len(frames) == 1:
+        try:
+            ImageOps.exif_transpose(frames[0], in_place=True)
+        except Exception as exc:  # malformed EXIF is common and never worth failing a job for
+            log.info("ignoring unreadable EXIF orientation: %r", exc)
+        return frames
+    method = _ORIENTATIONS.get(header.orientation)
+    return frames if method is None else [f.transpose(method) for f in frames]
+
+
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _copyright(source: ImageFile.ImageFile) -> bytes | None:
     try:
-        ImageOps.exif_transpose(image, in_place=True)
-    except Exception as exc:  # malformed EXIF is common and never worth failing a job for
-        log.info("ignoring unreadable EXIF orientation: %r", exc)
+        return copyright_exif(source.getexif())
+    except Exception as exc:  # malformed EXIF: there is no copyright to keep
+        log.info("ignoring unreadable EXIF: %r", exc)
+        return None
+
+
+def _normalize_all(frames: list[Image.Image]) -> list[Image.Image]:
+    """normalize_mode for every frame, then one mode for all (frames of a GIF differ)."""
+    frames = [normalize_mode(f) for f in frames]
+    modes = {f.mode for f in frames}
+    if len(modes) == 1:
+        return frames
+    alpha = any(m in ("LA", "RGBA") for m in modes)
+    colour = any(m in ("RGB", "RGBA") for m in modes)
+    mode = ("RGBA" if alpha else "RGB") if colour else ("LA" if alpha else "L")
+    return [f.convert(mode) for f in frames]
 
 
 def normalize_mode(img: Image.Image) -> Image.Image:
@@ -239,11 +333,11 @@ def normalize_mode(img: Image.Image) -> Image.Image:
 
 
 def strip(img: Image.Image) -> Image.Image:
-    """Drop all metadata but the ICC profile (colours would be wrong without it)."""
+    """Drop all metadata: what outputs keep (ICC profile, copyright) goes to the encoder
+    explicitly."""
     if isinstance(img, ImageFile.ImageFile):
         # Still the decoded file: encoders copy some tags straight from it (TIFF keeps XMP and
         # IPTC), so hand them a plain image.
         img = img.copy()
-    icc = img.info.get("icc_profile")
-    img.info = {"icc_profile": icc} if icc else {}
+    img.info = {}
     return img

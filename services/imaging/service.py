@@ -1,32 +1,59 @@
-"""The imaging service logic: run pipelines on a bounded executor, describe what it can do."""
+"""The imaging service logic: run pipelines in isolated child processes, describe what it can do."""
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import functools
-from collections.abc import Sequence
-from concurrent.futures import Executor
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from opentelemetry import trace
 
 from pixmesh.common.v1 import operations_pb2
 from services.imaging.encode import writable_formats
+from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
 from services.imaging.pipeline import PipelineResult, run
-from services.runtime.imageprobe import Format, readable_formats
+from services.runtime.imageprobe import Format, mime_for, readable_formats
+
+_tracer = trace.get_tracer(__name__)
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """What `run_in_child` sends back: the result, and when and where it ran (for the spans)."""
+
+    result: PipelineResult
+    started_ns: int  # time.time_ns() when the child began
+    pid: int
+
+
+def run_in_child(
+    data: bytes,
+    operations: Sequence[operations_pb2.Operation],
+    limits: Limits,
+    deadline: float | None,
+    default_format: Format | None,
+) -> ChildRun:
+    """The pipeline, as run in a child process (module-level, so that it pickles by name)."""
+    started = time.time_ns()
+    result = run(data, operations, limits=limits, deadline=deadline, default_format=default_format)
+    return ChildRun(result, started, os.getpid())
 
 
 class ImagingProcessor:
-    """Runs pipelines off the event loop.
+    """Runs pipelines in `pool`'s child processes, off the event loop.
 
-    `executor` bounds the CPU work (Pillow releases the GIL while decoding, resampling and
-    encoding, so threads use every core); the caller bounds how many tasks wait for it.
+    The pool bounds the CPU work (one pipeline per child); the caller bounds how many tasks wait
+    for it. The children record no spans: the pipeline span and one span per step are made here,
+    from the timings the child returns.
     """
 
     def __init__(
-        self, executor: Executor, limits: Limits, *, default_format: Format | None = None
+        self, pool: ProcessPool, limits: Limits, *, default_format: Format | None = None
     ) -> None:
-        self._executor = executor
+        self._pool = pool
         self.limits = limits
         self.default_format = default_format
 
@@ -39,22 +66,43 @@ class ImagingProcessor:
         default_format: Format | None = None,
     ) -> PipelineResult:
         """Run the pipeline; `deadline` is absolute, on the `time.monotonic()` clock."""
-        call = functools.partial(
-            run,
-            data,
-            list(operations),
-            limits=self.limits,
-            deadline=deadline,
-            default_format=default_format or self.default_format,
-        )
-        # run_in_executor does not carry context variables: copy them so the pipeline's spans
-        # join the caller's trace.
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, context.run, call)
+        with _tracer.start_as_current_span("imaging.pipeline") as span:
+            span.set_attribute("pixmesh.operations", len(operations))
+            child = await self._pool.run(
+                run_in_child,
+                data,
+                list(operations),
+                self.limits,
+                deadline,
+                default_format or self.default_format,
+                deadline=deadline,
+            )
+            result = child.result
+            _record_steps(child.started_ns, result.timings)
+            span.set_attributes(
+                {
+                    "pixmesh.output.format": mime_for(result.format),
+                    "pixmesh.output.width": result.width,
+                    "pixmesh.output.height": result.height,
+                    "pixmesh.output.bytes": len(result.data),
+                    "pixmesh.flattened": result.flattened,
+                    "pixmesh.child.pid": child.pid,
+                }
+            )
+            return result
 
     def capabilities(self) -> operations_pb2.Capabilities:
         return capabilities(self.limits)
+
+
+def _record_steps(started_ns: int, timings: Mapping[str, float]) -> None:
+    """One child span per pipeline step, laid end to end from the child's start (the steps run
+    back to back; what separates them is a few microseconds of bookkeeping)."""
+    at = started_ns
+    for name, seconds in timings.items():
+        end = at + int(seconds * 1e9)
+        _tracer.start_span(f"imaging.{name}", start_time=at).end(end_time=end)
+        at = end
 
 
 def capabilities(limits: Limits) -> operations_pb2.Capabilities:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pydantic import Field
+
+from services.imaging.isolation import IsolationConfig
 from services.imaging.limits import Limits
 from services.runtime.settings import WorkerSettings
 
@@ -7,6 +10,15 @@ from services.runtime.settings import WorkerSettings
 class ImagingSettings(WorkerSettings):
     service_name: str = "imaging"
     grpc_port: int = 50053
+
+    # Each pipeline runs in a child process (services/imaging/isolation.py); `cpu_workers` is
+    # how many. Address-space limit of one child in MiB (0: none): enough for the largest
+    # image the limits allow (50 MP RGBA is 200 MiB, and a step may hold two copies).
+    worker_memory_mb: int = Field(default=1024, ge=0)
+    # Tasks a child runs before it is replaced, to hand fragmented heap back to the OS.
+    worker_max_tasks: int = Field(default=200, ge=1)
+    # A child still busy this long after the task's deadline is killed.
+    worker_kill_grace_s: float = Field(default=2.0, ge=0)
 
     @property
     def limits(self) -> Limits:
@@ -16,4 +28,16 @@ class ImagingSettings(WorkerSettings):
             max_frames=self.max_frames,
             max_output_dimension=self.max_output_dimension,
             max_operations=self.max_operations,
+        )
+
+    @property
+    def isolation(self) -> IsolationConfig:
+        return IsolationConfig(
+            workers=self.cpu_workers,
+            memory_limit_bytes=self.worker_memory_mb * 1024 * 1024 or None,
+            max_pixels=self.max_pixels,
+            max_tasks_per_child=self.worker_max_tasks,
+            kill_grace_s=self.worker_kill_grace_s,
+            service_name=self.service_name,
+            log_level=self.log_level,
         )

@@ -35,6 +35,21 @@ class Operation(_message.Message):
     CONVERT_FIELD_NUMBER: _builtins.int
     EXTRACT_METADATA_FIELD_NUMBER: _builtins.int
     DENOISE_FIELD_NUMBER: _builtins.int
+    BLUR_FIELD_NUMBER: _builtins.int
+    SHARPEN_FIELD_NUMBER: _builtins.int
+    PIXELATE_FIELD_NUMBER: _builtins.int
+    ADJUST_FIELD_NUMBER: _builtins.int
+    GRAYSCALE_FIELD_NUMBER: _builtins.int
+    DUOTONE_FIELD_NUMBER: _builtins.int
+    FLATTEN_FIELD_NUMBER: _builtins.int
+    ROUND_CORNERS_FIELD_NUMBER: _builtins.int
+    TRIM_FIELD_NUMBER: _builtins.int
+    PAD_FIELD_NUMBER: _builtins.int
+    EXTEND_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
+    WATERMARK_FIELD_NUMBER: _builtins.int
+    WATERMARK_TEXT_FIELD_NUMBER: _builtins.int
+    REDACT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def resize(self) -> Global___Resize: ...
     @_builtins.property
@@ -49,6 +64,38 @@ class Operation(_message.Message):
     def extract_metadata(self) -> Global___ExtractMetadata: ...
     @_builtins.property
     def denoise(self) -> Global___Denoise: ...
+    @_builtins.property
+    def blur(self) -> Global___Blur:
+        """Imaging operations added with issue 3; 8..19 are left for other services' operations."""
+
+    @_builtins.property
+    def sharpen(self) -> Global___Sharpen: ...
+    @_builtins.property
+    def pixelate(self) -> Global___Pixelate: ...
+    @_builtins.property
+    def adjust(self) -> Global___Adjust: ...
+    @_builtins.property
+    def grayscale(self) -> Global___Grayscale: ...
+    @_builtins.property
+    def duotone(self) -> Global___Duotone: ...
+    @_builtins.property
+    def flatten(self) -> Global___Flatten: ...
+    @_builtins.property
+    def round_corners(self) -> Global___RoundCorners: ...
+    @_builtins.property
+    def trim(self) -> Global___Trim: ...
+    @_builtins.property
+    def pad(self) -> Global___Pad: ...
+    @_builtins.property
+    def extend(self) -> Global___Extend: ...
+    @_builtins.property
+    def frames(self) -> Global___Frames: ...
+    @_builtins.property
+    def watermark(self) -> Global___Watermark: ...
+    @_builtins.property
+    def watermark_text(self) -> Global___WatermarkText: ...
+    @_builtins.property
+    def redact(self) -> Global___Redact: ...
     def __init__(
         self,
         *,
@@ -59,78 +106,105 @@ class Operation(_message.Message):
         convert: Global___Convert | None = ...,
         extract_metadata: Global___ExtractMetadata | None = ...,
         denoise: Global___Denoise | None = ...,
+        blur: Global___Blur | None = ...,
+        sharpen: Global___Sharpen | None = ...,
+        pixelate: Global___Pixelate | None = ...,
+        adjust: Global___Adjust | None = ...,
+        grayscale: Global___Grayscale | None = ...,
+        duotone: Global___Duotone | None = ...,
+        flatten: Global___Flatten | None = ...,
+        round_corners: Global___RoundCorners | None = ...,
+        trim: Global___Trim | None = ...,
+        pad: Global___Pad | None = ...,
+        extend: Global___Extend | None = ...,
+        frames: Global___Frames | None = ...,
+        watermark: Global___Watermark | None = ...,
+        watermark_text: Global___WatermarkText | None = ...,
+        redact: Global___Redact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["convert", b"convert", "crop", b"crop", "denoise", b"denoise", "extract_metadata", b"extract_metadata", "flip", b"flip", "op", b"op", "resize", b"resize", "rotate", b"rotate"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["convert", b"convert", "crop", b"crop", "denoise", b"denoise", "extract_metadata", b"extract_metadata", "flip", b"flip", "op", b"op", "resize", b"resize", "rotate", b"rotate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["resize", "crop", "rotate", "flip", "convert", "extract_metadata", "denoise"]  # noqa: Y015
+    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["resize", "crop", "rotate", "flip", "convert", "extract_metadata", "denoise", "blur", "sharpen", "pixelate", "adjust", "grayscale", "duotone", "flatten", "round_corners", "trim", "pad", "extend", "frames", "watermark", "watermark_text", "redact"]  # noqa: Y015
     _WhichOneofArgType_op: _TypeAlias = _typing.Literal["op", b"op"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_op) -> _WhichOneofReturnType_op | None: ...
 
 Global___Operation: _TypeAlias = Operation  # noqa: Y015
 
 @_typing.final
-class Resize(_message.Message):
-    """Scale the image to a box."""
+class Gravity(_message.Message):
+    """Where to anchor a crop, the part a fill keeps, an image on an extended canvas or a watermark."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    class _Mode:
+    class _Anchor:
         ValueType = _typing.NewType("ValueType", _builtins.int)
         V: _TypeAlias = ValueType  # noqa: Y015
 
-    class _ModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Resize._Mode.ValueType], _builtins.type):
+    class _AnchorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Gravity._Anchor.ValueType], _builtins.type):
         DESCRIPTOR: _descriptor.EnumDescriptor
-        MODE_UNSPECIFIED: Resize._Mode.ValueType  # 0
-        """treated as FIT"""
-        FIT: Resize._Mode.ValueType  # 1
-        """keep the aspect ratio, fit inside width x height"""
-        FILL: Resize._Mode.ValueType  # 2
-        """keep the aspect ratio, cover width x height and crop the centre"""
-        FORCE: Resize._Mode.ValueType  # 3
-        """stretch to exactly width x height"""
+        ANCHOR_UNSPECIFIED: Gravity._Anchor.ValueType  # 0
+        """treated as CENTER"""
+        CENTER: Gravity._Anchor.ValueType  # 1
+        NORTH: Gravity._Anchor.ValueType  # 2
+        """top edge, centred horizontally"""
+        NORTH_EAST: Gravity._Anchor.ValueType  # 3
+        EAST: Gravity._Anchor.ValueType  # 4
+        SOUTH_EAST: Gravity._Anchor.ValueType  # 5
+        SOUTH: Gravity._Anchor.ValueType  # 6
+        SOUTH_WEST: Gravity._Anchor.ValueType  # 7
+        WEST: Gravity._Anchor.ValueType  # 8
+        NORTH_WEST: Gravity._Anchor.ValueType  # 9
+        FOCUS_POINT: Gravity._Anchor.ValueType  # 10
+        """keep the point (x, y) as close to the centre as the image allows"""
+        SMART: Gravity._Anchor.ValueType  # 11
+        """the most salient region: edges and saturated colour (crop and fill only)"""
 
-    class Mode(_Mode, metaclass=_ModeEnumTypeWrapper): ...
-    MODE_UNSPECIFIED: Resize.Mode.ValueType  # 0
-    """treated as FIT"""
-    FIT: Resize.Mode.ValueType  # 1
-    """keep the aspect ratio, fit inside width x height"""
-    FILL: Resize.Mode.ValueType  # 2
-    """keep the aspect ratio, cover width x height and crop the centre"""
-    FORCE: Resize.Mode.ValueType  # 3
-    """stretch to exactly width x height"""
+    class Anchor(_Anchor, metaclass=_AnchorEnumTypeWrapper): ...
+    ANCHOR_UNSPECIFIED: Gravity.Anchor.ValueType  # 0
+    """treated as CENTER"""
+    CENTER: Gravity.Anchor.ValueType  # 1
+    NORTH: Gravity.Anchor.ValueType  # 2
+    """top edge, centred horizontally"""
+    NORTH_EAST: Gravity.Anchor.ValueType  # 3
+    EAST: Gravity.Anchor.ValueType  # 4
+    SOUTH_EAST: Gravity.Anchor.ValueType  # 5
+    SOUTH: Gravity.Anchor.ValueType  # 6
+    SOUTH_WEST: Gravity.Anchor.ValueType  # 7
+    WEST: Gravity.Anchor.ValueType  # 8
+    NORTH_WEST: Gravity.Anchor.ValueType  # 9
+    FOCUS_POINT: Gravity.Anchor.ValueType  # 10
+    """keep the point (x, y) as close to the centre as the image allows"""
+    SMART: Gravity.Anchor.ValueType  # 11
+    """the most salient region: edges and saturated colour (crop and fill only)"""
 
-    WIDTH_FIELD_NUMBER: _builtins.int
-    HEIGHT_FIELD_NUMBER: _builtins.int
-    MODE_FIELD_NUMBER: _builtins.int
-    ENLARGE_FIELD_NUMBER: _builtins.int
-    width: _builtins.int
-    """Target width in pixels; 0 derives it from height and the aspect ratio (FIT only)."""
-    height: _builtins.int
-    """Target height in pixels; 0 derives it from width and the aspect ratio (FIT only)."""
-    mode: Global___Resize.Mode.ValueType
-    enlarge: _builtins.bool
-    """Allow the output to be larger than the input. Off by default."""
+    ANCHOR_FIELD_NUMBER: _builtins.int
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    anchor: Global___Gravity.Anchor.ValueType
+    x: _builtins.float
+    """The focus point for FOCUS_POINT, as a fraction of the width (0 left .. 1 right)."""
+    y: _builtins.float
+    """The focus point for FOCUS_POINT, as a fraction of the height (0 top .. 1 bottom)."""
     def __init__(
         self,
         *,
-        width: _builtins.int = ...,
-        height: _builtins.int = ...,
-        mode: Global___Resize.Mode.ValueType = ...,
-        enlarge: _builtins.bool = ...,
+        anchor: Global___Gravity.Anchor.ValueType = ...,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enlarge", b"enlarge", "height", b"height", "mode", b"mode", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "x", b"x", "y", b"y"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Resize: _TypeAlias = Resize  # noqa: Y015
+Global___Gravity: _TypeAlias = Gravity  # noqa: Y015
 
 @_typing.final
-class Crop(_message.Message):
-    """Cut out a rectangle, in pixels of the image as it is at this step."""
+class Region(_message.Message):
+    """A rectangle in pixels of the image as it is at this step."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -153,6 +227,156 @@ class Crop(_message.Message):
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "width", b"width", "x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Region: _TypeAlias = Region  # noqa: Y015
+
+@_typing.final
+class Resize(_message.Message):
+    """Scale the image to a box."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Mode:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Resize._Mode.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        MODE_UNSPECIFIED: Resize._Mode.ValueType  # 0
+        """treated as FIT"""
+        FIT: Resize._Mode.ValueType  # 1
+        """keep the aspect ratio, fit inside width x height"""
+        FILL: Resize._Mode.ValueType  # 2
+        """keep the aspect ratio, cover width x height and crop what sticks out (see gravity); without
+        enlarge an image smaller than the box is not scaled up, so the output may be smaller
+        """
+        FORCE: Resize._Mode.ValueType  # 3
+        """stretch to exactly width x height"""
+        FILL_DOWN: Resize._Mode.ValueType  # 4
+        """like FILL, but when the image is smaller than the box (without enlarge) the box shrinks
+        keeping its aspect ratio, so the output always has the requested aspect ratio
+        """
+        AUTO: Resize._Mode.ValueType  # 5
+        """FILL when the image and the box have the same orientation, FIT otherwise"""
+
+    class Mode(_Mode, metaclass=_ModeEnumTypeWrapper): ...
+    MODE_UNSPECIFIED: Resize.Mode.ValueType  # 0
+    """treated as FIT"""
+    FIT: Resize.Mode.ValueType  # 1
+    """keep the aspect ratio, fit inside width x height"""
+    FILL: Resize.Mode.ValueType  # 2
+    """keep the aspect ratio, cover width x height and crop what sticks out (see gravity); without
+    enlarge an image smaller than the box is not scaled up, so the output may be smaller
+    """
+    FORCE: Resize.Mode.ValueType  # 3
+    """stretch to exactly width x height"""
+    FILL_DOWN: Resize.Mode.ValueType  # 4
+    """like FILL, but when the image is smaller than the box (without enlarge) the box shrinks
+    keeping its aspect ratio, so the output always has the requested aspect ratio
+    """
+    AUTO: Resize.Mode.ValueType  # 5
+    """FILL when the image and the box have the same orientation, FIT otherwise"""
+
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    ENLARGE_FIELD_NUMBER: _builtins.int
+    GRAVITY_FIELD_NUMBER: _builtins.int
+    DPR_FIELD_NUMBER: _builtins.int
+    MIN_WIDTH_FIELD_NUMBER: _builtins.int
+    MIN_HEIGHT_FIELD_NUMBER: _builtins.int
+    MAX_WIDTH_FIELD_NUMBER: _builtins.int
+    MAX_HEIGHT_FIELD_NUMBER: _builtins.int
+    width: _builtins.int
+    """Target width in pixels; 0 derives it from height and the aspect ratio (FIT only)."""
+    height: _builtins.int
+    """Target height in pixels; 0 derives it from width and the aspect ratio (FIT only)."""
+    mode: Global___Resize.Mode.ValueType
+    enlarge: _builtins.bool
+    """Allow the output to be larger than the input. Off by default."""
+    dpr: _builtins.float
+    """Device pixel ratio: width, height and the min/max sizes are multiplied by it. 0 means 1."""
+    min_width: _builtins.int
+    """The output is scaled up (aspect kept, even without enlarge) to be at least this wide."""
+    min_height: _builtins.int
+    """The output is scaled up (aspect kept, even without enlarge) to be at least this tall."""
+    max_width: _builtins.int
+    """The output is scaled down (aspect kept) to be at most this wide; wins over min_width."""
+    max_height: _builtins.int
+    """The output is scaled down (aspect kept) to be at most this tall; wins over min_height."""
+    @_builtins.property
+    def gravity(self) -> Global___Gravity:
+        """Which part of the image FILL, FILL_DOWN and AUTO keep; default the centre."""
+
+    def __init__(
+        self,
+        *,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        mode: Global___Resize.Mode.ValueType = ...,
+        enlarge: _builtins.bool = ...,
+        gravity: Global___Gravity | None = ...,
+        dpr: _builtins.float = ...,
+        min_width: _builtins.int = ...,
+        min_height: _builtins.int = ...,
+        max_width: _builtins.int = ...,
+        max_height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gravity", b"gravity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dpr", b"dpr", "enlarge", b"enlarge", "gravity", b"gravity", "height", b"height", "max_height", b"max_height", "max_width", b"max_width", "min_height", b"min_height", "min_width", b"min_width", "mode", b"mode", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Resize: _TypeAlias = Resize  # noqa: Y015
+
+@_typing.final
+class Crop(_message.Message):
+    """Cut out a rectangle of the image as it is at this step: absolute (x, y, width, height in
+    pixels), relative (width_ratio, height_ratio) or placed by gravity.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    WIDTH_RATIO_FIELD_NUMBER: _builtins.int
+    HEIGHT_RATIO_FIELD_NUMBER: _builtins.int
+    GRAVITY_FIELD_NUMBER: _builtins.int
+    x: _builtins.int
+    """Left edge in pixels; 0 when gravity is set."""
+    y: _builtins.int
+    """Top edge in pixels; 0 when gravity is set."""
+    width: _builtins.int
+    """Width in pixels; 0 when width_ratio is set."""
+    height: _builtins.int
+    """Height in pixels; 0 when height_ratio is set."""
+    width_ratio: _builtins.float
+    """Width as a fraction (0..1] of the image width, instead of width."""
+    height_ratio: _builtins.float
+    """Height as a fraction (0..1] of the image height, instead of height."""
+    @_builtins.property
+    def gravity(self) -> Global___Gravity:
+        """Place the rectangle by gravity instead of x and y."""
+
+    def __init__(
+        self,
+        *,
+        x: _builtins.int = ...,
+        y: _builtins.int = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        width_ratio: _builtins.float = ...,
+        height_ratio: _builtins.float = ...,
+        gravity: Global___Gravity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gravity", b"gravity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gravity", b"gravity", "height", b"height", "height_ratio", b"height_ratio", "width", b"width", "width_ratio", b"width_ratio", "x", b"x", "y", b"y"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -236,20 +460,67 @@ class Convert(_message.Message):
 
     FORMAT_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
+    PROGRESSIVE_FIELD_NUMBER: _builtins.int
+    LOSSLESS_FIELD_NUMBER: _builtins.int
+    COMPRESSION_LEVEL_FIELD_NUMBER: _builtins.int
+    COLORS_FIELD_NUMBER: _builtins.int
+    SPEED_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    KEEP_ICC_FIELD_NUMBER: _builtins.int
+    KEEP_COPYRIGHT_FIELD_NUMBER: _builtins.int
     format: _image_pb2.ImageFormat.ValueType
     quality: _builtins.int
     """1..100; 0 uses the format's default."""
+    progressive: _builtins.bool
+    """JPEG: progressive scans. GIF: interlaced rows."""
+    lossless: _builtins.bool
+    """WEBP: lossless compression (PNG, GIF and TIFF are always lossless)."""
+    compression_level: _builtins.int
+    """PNG: zlib level, 0 (fastest) .. 9 (smallest); unset means 6."""
+    colors: _builtins.int
+    """PNG and GIF: quantize to a palette of at most this many colours, 2..256; 0 keeps PNG
+    true-colour (GIF always has a palette of up to 256).
+    """
+    speed: _builtins.int
+    """AVIF: encoder speed, 0 (slowest, smallest) .. 10 (fastest); unset means 8."""
+    max_bytes: _builtins.int
+    """JPEG, WEBP (lossy) and AVIF: lower the quality until the output fits in this many bytes
+    (0: no target). A job fails with MAX_BYTES_UNREACHABLE when even quality 1 does not fit.
+    """
+    keep_icc: _builtins.bool
+    """Keep the source's ICC profile and colours. By default pixels are converted to sRGB and the
+    profile dropped. CMYK is always converted (through its profile when it has one).
+    """
+    keep_copyright: _builtins.bool
+    """Keep the EXIF Copyright and Artist fields (every other piece of metadata is always
+    stripped). GIF cannot carry them.
+    """
     def __init__(
         self,
         *,
         format: _image_pb2.ImageFormat.ValueType = ...,
         quality: _builtins.int = ...,
+        progressive: _builtins.bool = ...,
+        lossless: _builtins.bool = ...,
+        compression_level: _builtins.int | None = ...,
+        colors: _builtins.int = ...,
+        speed: _builtins.int | None = ...,
+        max_bytes: _builtins.int = ...,
+        keep_icc: _builtins.bool = ...,
+        keep_copyright: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_speed", b"_speed", "compression_level", b"compression_level", "speed", b"speed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "quality", b"quality"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_speed", b"_speed", "colors", b"colors", "compression_level", b"compression_level", "format", b"format", "keep_copyright", b"keep_copyright", "keep_icc", b"keep_icc", "lossless", b"lossless", "max_bytes", b"max_bytes", "progressive", b"progressive", "quality", b"quality", "speed", b"speed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__compression_level: _TypeAlias = _typing.Literal["compression_level"]  # noqa: Y015
+    _WhichOneofArgType__compression_level: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level"]  # noqa: Y015
+    _WhichOneofReturnType__speed: _TypeAlias = _typing.Literal["speed"]  # noqa: Y015
+    _WhichOneofArgType__speed: _TypeAlias = _typing.Literal["_speed", b"_speed"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__compression_level) -> _WhichOneofReturnType__compression_level | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__speed) -> _WhichOneofReturnType__speed | None: ...
 
 Global___Convert: _TypeAlias = Convert  # noqa: Y015
 
@@ -276,29 +547,531 @@ class Denoise(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _ColorMode:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ColorModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Denoise._ColorMode.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        COLOR_MODE_UNSPECIFIED: Denoise._ColorMode.ValueType  # 0
+        """treated as LUMINANCE"""
+        LUMINANCE: Denoise._ColorMode.ValueType  # 1
+        """the Y of YCbCr only; chroma is kept as it is (no colour shifts)"""
+        PER_CHANNEL: Denoise._ColorMode.ValueType  # 2
+        """R, G and B one by one: three times the work, also removes chroma noise"""
+
+    class ColorMode(_ColorMode, metaclass=_ColorModeEnumTypeWrapper):
+        """How colour images are denoised (the models see one grey plane at a time)."""
+
+    COLOR_MODE_UNSPECIFIED: Denoise.ColorMode.ValueType  # 0
+    """treated as LUMINANCE"""
+    LUMINANCE: Denoise.ColorMode.ValueType  # 1
+    """the Y of YCbCr only; chroma is kept as it is (no colour shifts)"""
+    PER_CHANNEL: Denoise.ColorMode.ValueType  # 2
+    """R, G and B one by one: three times the work, also removes chroma noise"""
+
     MODEL_FIELD_NUMBER: _builtins.int
     SIGMA_FIELD_NUMBER: _builtins.int
     AUTO_FIELD_NUMBER: _builtins.int
+    COLOR_MODE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name from ListModels; empty picks the default."""
     sigma: _builtins.float
     """Noise level on the 0..255 scale; 0 with auto estimates it."""
     auto: _builtins.bool
     """Estimate sigma from the image and pick a model."""
+    color_mode: Global___Denoise.ColorMode.ValueType
     def __init__(
         self,
         *,
         model: _builtins.str = ...,
         sigma: _builtins.float = ...,
         auto: _builtins.bool = ...,
+        color_mode: Global___Denoise.ColorMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto", b"auto", "model", b"model", "sigma", b"sigma"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto", b"auto", "color_mode", b"color_mode", "model", b"model", "sigma", b"sigma"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Denoise: _TypeAlias = Denoise  # noqa: Y015
+
+@_typing.final
+class Blur(_message.Message):
+    """Gaussian blur."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGMA_FIELD_NUMBER: _builtins.int
+    sigma: _builtins.float
+    """Standard deviation in pixels, 0.1..100."""
+    def __init__(
+        self,
+        *,
+        sigma: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sigma", b"sigma"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Blur: _TypeAlias = Blur  # noqa: Y015
+
+@_typing.final
+class Sharpen(_message.Message):
+    """Unsharp mask: sharpen edges by adding back the difference from a blurred copy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGMA_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    sigma: _builtins.float
+    """Blur standard deviation in pixels, 0.1..10; 0 means 1."""
+    amount: _builtins.float
+    """Strength, 0..10 (1 adds the difference once); 0 means 1."""
+    threshold: _builtins.int
+    """Only sharpen where the difference exceeds this, 0..255 (keeps flat areas smooth)."""
+    def __init__(
+        self,
+        *,
+        sigma: _builtins.float = ...,
+        amount: _builtins.float = ...,
+        threshold: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "sigma", b"sigma", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Sharpen: _TypeAlias = Sharpen  # noqa: Y015
+
+@_typing.final
+class Pixelate(_message.Message):
+    """Replace the image by blocks of one colour."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """Block side in pixels, 2..1024."""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Pixelate: _TypeAlias = Pixelate  # noqa: Y015
+
+@_typing.final
+class Adjust(_message.Message):
+    """Brightness, contrast and saturation, each from -100 (black, flat grey, grey) through 0
+    (unchanged) to 100 (twice).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRIGHTNESS_FIELD_NUMBER: _builtins.int
+    CONTRAST_FIELD_NUMBER: _builtins.int
+    SATURATION_FIELD_NUMBER: _builtins.int
+    brightness: _builtins.float
+    contrast: _builtins.float
+    saturation: _builtins.float
+    def __init__(
+        self,
+        *,
+        brightness: _builtins.float = ...,
+        contrast: _builtins.float = ...,
+        saturation: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brightness", b"brightness", "contrast", b"contrast", "saturation", b"saturation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Adjust: _TypeAlias = Adjust  # noqa: Y015
+
+@_typing.final
+class Grayscale(_message.Message):
+    """Convert to shades of grey (alpha is kept)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Grayscale: _TypeAlias = Grayscale  # noqa: Y015
+
+@_typing.final
+class Duotone(_message.Message):
+    """Map brightness to a gradient between two colours (alpha is kept). Without colours: sepia."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHADOW_FIELD_NUMBER: _builtins.int
+    HIGHLIGHT_FIELD_NUMBER: _builtins.int
+    shadow: _builtins.str
+    """Colour of black, "#rrggbb"; default "#2b1a0e" (sepia)."""
+    highlight: _builtins.str
+    """Colour of white, "#rrggbb"; default "#fff1d8" (sepia)."""
+    def __init__(
+        self,
+        *,
+        shadow: _builtins.str = ...,
+        highlight: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["highlight", b"highlight", "shadow", b"shadow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Duotone: _TypeAlias = Duotone  # noqa: Y015
+
+@_typing.final
+class Flatten(_message.Message):
+    """Lay an image with transparency over an opaque background."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    background: _builtins.str
+    """"#rrggbb"; default white."""
+    def __init__(
+        self,
+        *,
+        background: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Flatten: _TypeAlias = Flatten  # noqa: Y015
+
+@_typing.final
+class RoundCorners(_message.Message):
+    """Round the corners (they become transparent, or the background colour)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RADIUS_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    radius: _builtins.int
+    """Corner radius in pixels, at least 1 (at most half the shorter side is used)."""
+    background: _builtins.str
+    """Fill for the corners, "#rrggbb" or "#rrggbbaa"; default transparent."""
+    def __init__(
+        self,
+        *,
+        radius: _builtins.int = ...,
+        background: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "radius", b"radius"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoundCorners: _TypeAlias = RoundCorners  # noqa: Y015
+
+@_typing.final
+class Trim(_message.Message):
+    """Cut away borders of one colour."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    COLOR_FIELD_NUMBER: _builtins.int
+    EQUAL_HORIZONTAL_FIELD_NUMBER: _builtins.int
+    EQUAL_VERTICAL_FIELD_NUMBER: _builtins.int
+    threshold: _builtins.int
+    """Largest per-channel difference (0..255) from the border colour still counted as border."""
+    color: _builtins.str
+    """Border colour, "#rrggbb" or "#rrggbbaa"; default the top-left pixel's."""
+    equal_horizontal: _builtins.bool
+    """Cut as much from the right as from the left (the smaller of the two)."""
+    equal_vertical: _builtins.bool
+    """Cut as much from the bottom as from the top (the smaller of the two)."""
+    def __init__(
+        self,
+        *,
+        threshold: _builtins.int = ...,
+        color: _builtins.str = ...,
+        equal_horizontal: _builtins.bool = ...,
+        equal_vertical: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["color", b"color", "equal_horizontal", b"equal_horizontal", "equal_vertical", b"equal_vertical", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Trim: _TypeAlias = Trim  # noqa: Y015
+
+@_typing.final
+class Pad(_message.Message):
+    """Add a border of fixed widths around the image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_FIELD_NUMBER: _builtins.int
+    RIGHT_FIELD_NUMBER: _builtins.int
+    BOTTOM_FIELD_NUMBER: _builtins.int
+    LEFT_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    top: _builtins.int
+    right: _builtins.int
+    bottom: _builtins.int
+    left: _builtins.int
+    background: _builtins.str
+    """"#rrggbb" or "#rrggbbaa"; default white, or transparent when the image has alpha."""
+    def __init__(
+        self,
+        *,
+        top: _builtins.int = ...,
+        right: _builtins.int = ...,
+        bottom: _builtins.int = ...,
+        left: _builtins.int = ...,
+        background: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "bottom", b"bottom", "left", b"left", "right", b"right", "top", b"top"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Pad: _TypeAlias = Pad  # noqa: Y015
+
+@_typing.final
+class Extend(_message.Message):
+    """Grow the canvas to a size and/or an aspect ratio without scaling the image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    ASPECT_RATIO_FIELD_NUMBER: _builtins.int
+    GRAVITY_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    width: _builtins.int
+    """Canvas width in pixels (the image's when smaller or 0)."""
+    height: _builtins.int
+    """Canvas height in pixels (the image's when smaller or 0)."""
+    aspect_ratio: _builtins.float
+    """Then grow one side to reach this width / height ratio, 0.01..100 (0: none)."""
+    background: _builtins.str
+    """"#rrggbb" or "#rrggbbaa"; default white, or transparent when the image has alpha."""
+    @_builtins.property
+    def gravity(self) -> Global___Gravity:
+        """Where the image sits on the canvas: a compass point; default centre."""
+
+    def __init__(
+        self,
+        *,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        aspect_ratio: _builtins.float = ...,
+        gravity: Global___Gravity | None = ...,
+        background: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gravity", b"gravity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aspect_ratio", b"aspect_ratio", "background", b"background", "gravity", b"gravity", "height", b"height", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Extend: _TypeAlias = Extend  # noqa: Y015
+
+@_typing.final
+class Frames(_message.Message):
+    """Keep some frames of an animation (the others are dropped); one frame gives a still image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    start: _builtins.int
+    """First frame to keep, 0-based."""
+    count: _builtins.int
+    """How many frames to keep at most; 0 keeps all from start."""
+    def __init__(
+        self,
+        *,
+        start: _builtins.int = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Frames: _TypeAlias = Frames  # noqa: Y015
+
+@_typing.final
+class Watermark(_message.Message):
+    """Draw an image over this one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    MARGIN_FIELD_NUMBER: _builtins.int
+    SCALE_FIELD_NUMBER: _builtins.int
+    OPACITY_FIELD_NUMBER: _builtins.int
+    TILE_FIELD_NUMBER: _builtins.int
+    image: _builtins.bytes
+    """The watermark, an encoded image (PNG, WebP, ...) of at most 256 KiB and 4 megapixels."""
+    margin: _builtins.int
+    """Pixels between the watermark and the edges it is anchored to, or between tiles."""
+    scale: _builtins.float
+    """Watermark width as a fraction of the image width, 0..1; 0 keeps its own size."""
+    opacity: _builtins.float
+    """0..1; unset means 1 (as opaque as the watermark itself)."""
+    tile: _builtins.bool
+    """Repeat the watermark over the whole image (position must be unset)."""
+    @_builtins.property
+    def position(self) -> Global___Gravity:
+        """A compass point; default centre."""
+
+    def __init__(
+        self,
+        *,
+        image: _builtins.bytes = ...,
+        position: Global___Gravity | None = ...,
+        margin: _builtins.int = ...,
+        scale: _builtins.float = ...,
+        opacity: _builtins.float | None = ...,
+        tile: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_opacity", b"_opacity", "opacity", b"opacity", "position", b"position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_opacity", b"_opacity", "image", b"image", "margin", b"margin", "opacity", b"opacity", "position", b"position", "scale", b"scale", "tile", b"tile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__opacity: _TypeAlias = _typing.Literal["opacity"]  # noqa: Y015
+    _WhichOneofArgType__opacity: _TypeAlias = _typing.Literal["_opacity", b"_opacity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__opacity) -> _WhichOneofReturnType__opacity | None: ...
+
+Global___Watermark: _TypeAlias = Watermark  # noqa: Y015
+
+@_typing.final
+class WatermarkText(_message.Message):
+    """Draw text over the image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    MARGIN_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    COLOR_FIELD_NUMBER: _builtins.int
+    OUTLINE_COLOR_FIELD_NUMBER: _builtins.int
+    OPACITY_FIELD_NUMBER: _builtins.int
+    TILE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """1..256 characters; newlines start new lines."""
+    margin: _builtins.int
+    """Pixels between the text and the edges it is anchored to, or between tiles."""
+    size: _builtins.int
+    """Font size in pixels, 6..1024; 0 picks 1/20 of the shorter image side (at least 12)."""
+    color: _builtins.str
+    """"#rrggbb" or "#rrggbbaa"; default white."""
+    outline_color: _builtins.str
+    """Outline colour, "#rrggbb" or "#rrggbbaa"; default none."""
+    opacity: _builtins.float
+    """0..1; unset means 1."""
+    tile: _builtins.bool
+    """Repeat the text over the whole image (position must be unset)."""
+    @_builtins.property
+    def position(self) -> Global___Gravity:
+        """A compass point; default centre."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        position: Global___Gravity | None = ...,
+        margin: _builtins.int = ...,
+        size: _builtins.int = ...,
+        color: _builtins.str = ...,
+        outline_color: _builtins.str = ...,
+        opacity: _builtins.float | None = ...,
+        tile: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_opacity", b"_opacity", "opacity", b"opacity", "position", b"position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_opacity", b"_opacity", "color", b"color", "margin", b"margin", "opacity", b"opacity", "outline_color", b"outline_color", "position", b"position", "size", b"size", "text", b"text", "tile", b"tile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__opacity: _TypeAlias = _typing.Literal["opacity"]  # noqa: Y015
+    _WhichOneofArgType__opacity: _TypeAlias = _typing.Literal["_opacity", b"_opacity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__opacity) -> _WhichOneofReturnType__opacity | None: ...
+
+Global___WatermarkText: _TypeAlias = WatermarkText  # noqa: Y015
+
+@_typing.final
+class Redact(_message.Message):
+    """Blur or pixelate regions of the image (faces, plates, ...)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Method:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _MethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Redact._Method.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        METHOD_UNSPECIFIED: Redact._Method.ValueType  # 0
+        """treated as BLUR"""
+        BLUR: Redact._Method.ValueType  # 1
+        PIXELATE: Redact._Method.ValueType  # 2
+
+    class Method(_Method, metaclass=_MethodEnumTypeWrapper): ...
+    METHOD_UNSPECIFIED: Redact.Method.ValueType  # 0
+    """treated as BLUR"""
+    BLUR: Redact.Method.ValueType  # 1
+    PIXELATE: Redact.Method.ValueType  # 2
+
+    REGIONS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    method: Global___Redact.Method.ValueType
+    strength: _builtins.int
+    """Blur standard deviation or pixel block size, 1..256; 0 means 16."""
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Region]:
+        """1..64 rectangles, each inside the image."""
+
+    def __init__(
+        self,
+        *,
+        regions: _abc.Iterable[Global___Region] | None = ...,
+        method: Global___Redact.Method.ValueType = ...,
+        strength: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["method", b"method", "regions", b"regions", "strength", b"strength"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Redact: _TypeAlias = Redact  # noqa: Y015
 
 @_typing.final
 class OperationInfo(_message.Message):

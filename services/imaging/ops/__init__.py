@@ -1,11 +1,35 @@
-"""The imaging operations, one module each; registering an op is one line in `REGISTRY`."""
+"""The imaging operations, one module each; registering an op is one line in `REGISTRY`.
+
+gravity, overlay and base are shared helpers, not operations.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from services.imaging.ops import convert, crop, flip, resize, rotate
+from services.imaging.ops import (
+    adjust,
+    blur,
+    convert,
+    crop,
+    duotone,
+    extend,
+    flatten,
+    flip,
+    frames,
+    grayscale,
+    pad,
+    pixelate,
+    redact,
+    resize,
+    rotate,
+    round_corners,
+    sharpen,
+    trim,
+    watermark,
+    watermark_text,
+)
 from services.imaging.ops.base import Context, OpSpec, Size
 
 REGISTRY: Mapping[str, OpSpec[Any]] = {
@@ -15,6 +39,21 @@ REGISTRY: Mapping[str, OpSpec[Any]] = {
         crop.SPEC,
         rotate.SPEC,
         flip.SPEC,
+        trim.SPEC,
+        pad.SPEC,
+        extend.SPEC,
+        frames.SPEC,
+        blur.SPEC,
+        sharpen.SPEC,
+        pixelate.SPEC,
+        adjust.SPEC,
+        grayscale.SPEC,
+        duotone.SPEC,
+        flatten.SPEC,
+        round_corners.SPEC,
+        watermark.SPEC,
+        watermark_text.SPEC,
+        redact.SPEC,
         convert.SPEC,
     )
 }

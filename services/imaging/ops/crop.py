@@ -1,32 +1,66 @@
-"""Crop: cut out a rectangle, in pixels of the image as it is at this step."""
+"""Crop: cut out a rectangle of the image as it is at this step.
+
+Its size is in pixels or a fraction of the image; it sits at (x, y) or where its gravity puts
+it (a compass point, a focus point, or the most interesting region).
+"""
 
 from __future__ import annotations
+
+import math
 
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Crop
-from services.imaging.ops.base import Context, OpSpec, Size, describe
+from services.imaging.ops import gravity
+from services.imaging.ops.base import Context, OpSpec, Size, describe, round_half_up
+
+
+def size(op: Crop, src: Size) -> Size:
+    """The rectangle's size in `src`; `op` must have passed `validate`."""
+    w = op.width or max(1, round_half_up(op.width_ratio * src.width))
+    h = op.height or max(1, round_half_up(op.height_ratio * src.height))
+    return Size(w, h)
 
 
 def validate(op: Crop, src: Size | None, ctx: Context) -> Size | None:
-    for field, value in (("width", op.width), ("height", op.height)):
-        if value == 0:
-            raise ctx.error(field, "must be at least 1")
-    if src is not None:
-        # Rejected rather than clamped: a silently smaller crop is a wrong answer.
-        if op.x + op.width > src.width:
-            raise ctx.error(
-                "width", f"x + width = {op.x + op.width} exceeds the image width {src.width}"
-            )
-        if op.y + op.height > src.height:
-            raise ctx.error(
-                "height", f"y + height = {op.y + op.height} exceeds the image height {src.height}"
-            )
-    return Size(op.width, op.height)
+    for axis, pixels, ratio in (
+        ("width", op.width, op.width_ratio),
+        ("height", op.height, op.height_ratio),
+    ):
+        if pixels and ratio:
+            raise ctx.error(f"{axis}_ratio", f"set {axis} or {axis}_ratio, not both")
+        if not pixels and not ratio:
+            raise ctx.error(axis, f"set {axis} (at least 1) or {axis}_ratio")
+        if not math.isfinite(ratio) or not 0.0 <= ratio <= 1.0:
+            raise ctx.error(f"{axis}_ratio", "must be a fraction in (0, 1]")
+    if op.HasField("gravity"):
+        if op.x or op.y:
+            raise ctx.error("gravity", "set x and y, or gravity, not both")
+        gravity.validate(op.gravity, ctx, "gravity")
+    if src is None:
+        return Size(op.width, op.height) if op.width and op.height else None
+    out = size(op, src)
+    # Rejected rather than clamped: a silently smaller crop is a wrong answer.
+    if op.x + out.width > src.width:
+        raise ctx.error(
+            "width", f"x + width = {op.x + out.width} exceeds the image width {src.width}"
+        )
+    if op.y + out.height > src.height:
+        raise ctx.error(
+            "height", f"y + height = {op.y + out.height} exceeds the image height {src.height}"
+        )
+    return out
 
 
 def apply(img: Image.Image, op: Crop) -> Image.Image:
-    return img.crop((op.x, op.y, op.x + op.width, op.y + op.height))
+    src = Size.of(img)
+    out = size(op, src)
+    if op.HasField("gravity"):
+        fx, fy = gravity.place(op.gravity, (src.width, src.height), (out.width, out.height), img)
+        x, y = round_half_up(fx), round_half_up(fy)
+    else:
+        x, y = op.x, op.y
+    return img.crop((x, y, x + out.width, y + out.height))
 
 
 SPEC = OpSpec(
@@ -38,9 +72,12 @@ SPEC = OpSpec(
         "crop",
         Crop,
         "Cut out a rectangle; it must lie inside the image as it is at this step.",
-        x=("Left edge in pixels.", "x + width <= image width"),
-        y=("Top edge in pixels.", "y + height <= image height"),
-        width=("Width in pixels.", ">= 1"),
-        height=("Height in pixels.", ">= 1"),
+        x=("Left edge in pixels (not with gravity).", "x + width <= image width"),
+        y=("Top edge in pixels (not with gravity).", "y + height <= image height"),
+        width=("Width in pixels, or 0 with width_ratio.", ">= 1"),
+        height=("Height in pixels, or 0 with height_ratio.", ">= 1"),
+        width_ratio=("Width as a fraction of the image width.", "(0, 1]"),
+        height_ratio=("Height as a fraction of the image height.", "(0, 1]"),
+        gravity=("Place the rectangle by gravity instead of x and y.", gravity.ALL_NAMES),
     ),
 )

@@ -1,13 +1,22 @@
-"""Resize: scale to a box, keeping the aspect ratio (FIT, FILL) or not (FORCE)."""
+"""Resize: scale to a box, keeping the aspect ratio (FIT, FILL, FILL_DOWN, AUTO) or not (FORCE).
+
+The modes follow imgproxy's: FILL covers the box and crops what sticks out (without enlarge an
+image smaller than the box is not scaled up, so the output may be smaller than the box, in
+another aspect ratio); FILL_DOWN shrinks the box instead, keeping its aspect ratio; AUTO is FILL
+when the image and the box have the same orientation and FIT otherwise. The device pixel ratio
+multiplies every size; min/max sizes then scale the output uniformly (max wins).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Resize
 from services.imaging.errors import OUTPUT_TOO_LARGE
+from services.imaging.ops import gravity
 from services.imaging.ops.base import Context, OpSpec, Size, describe, round_half_up
 
 Mode = Resize.Mode
@@ -15,6 +24,9 @@ Mode = Resize.Mode
 # Pillow first shrinks by an integer factor with a box filter, then finishes with Lanczos from at
 # least this many times the target: indistinguishable from pure Lanczos, much faster on big images.
 REDUCING_GAP = 3.0
+MAX_DPR = 8.0
+_CROPPING = (Mode.FILL, Mode.FILL_DOWN, Mode.AUTO)
+_BOTH_SIDES = (Mode.FILL, Mode.FILL_DOWN, Mode.FORCE, Mode.AUTO)
 
 
 @dataclass(frozen=True)
@@ -29,55 +41,101 @@ class ResizePlan:
         return min((right - left) / self.size.width, (bottom - top) / self.size.height)
 
 
-def plan(op: Resize, src: Size) -> ResizePlan:
-    """Output size and source box; `op` must have passed `validate`."""
+def plan(op: Resize, src: Size, image: Image.Image | None = None) -> ResizePlan:
+    """Output size and source box; `op` must have passed `validate`.
+
+    `image` (the source's pixels, at any scale) is only needed for SMART gravity; without it
+    the box is centred, which does not change the size.
+    """
     sw, sh = src.width, src.height
-    full = (0.0, 0.0, float(sw), float(sh))
-    w, h = op.width, op.height
-    if op.mode == Mode.FORCE:
+    w, h = _scaled(op, op.width), _scaled(op, op.height)
+    mode = _mode(op, src)
+    if mode == Mode.FORCE:
+        size = Size(w, h) if op.enlarge else Size(min(w, sw), min(h, sh))
+    elif mode == Mode.FILL:
+        scale = max(w / sw, h / sh)
         if not op.enlarge:
-            w, h = min(w, sw), min(h, sh)
-        return ResizePlan(Size(w, h), full)
-    if op.mode == Mode.FILL:
-        if not op.enlarge:
-            # Keep the requested aspect ratio, shrinking the box until the source covers it.
-            k = min(1.0, sw / w, sh / h)
-            w, h = max(1, round_half_up(w * k)), max(1, round_half_up(h * k))
-        # The largest centred region of the source with the output's aspect ratio.
-        if sw * h > sh * w:
-            cw = sh * w / h
-            box = ((sw - cw) / 2, 0.0, (sw + cw) / 2, float(sh))
+            scale = min(scale, 1.0)
+        size = Size(min(w, _side(sw * scale)), min(h, _side(sh * scale)))
+    elif mode == Mode.FILL_DOWN:
+        # Keep the requested aspect ratio, shrinking the box until the source covers it.
+        k = 1.0 if op.enlarge else min(1.0, sw / w, sh / h)
+        size = Size(_side(w * k), _side(h * k))
+    else:  # FIT: 0 on one side derives it from the other.
+        if w == 0:
+            scale = h / sh
+        elif h == 0:
+            scale = w / sw
         else:
-            ch = sw * h / w
-            box = (0.0, (sh - ch) / 2, float(sw), (sh + ch) / 2)
-        return ResizePlan(Size(w, h), box)
-    # FIT (and MODE_UNSPECIFIED): 0 on one side derives it from the other.
-    if w == 0:
-        scale = h / sh
-    elif h == 0:
-        scale = w / sw
+            scale = min(w / sw, h / sh)
+        if not op.enlarge:
+            scale = min(scale, 1.0)
+        size = Size(_side(sw * scale), _side(sh * scale))
+    size = _bounded(op, size)
+    if mode not in _CROPPING:
+        return ResizePlan(size, (0.0, 0.0, float(sw), float(sh)))
+    # The largest region of the source with the output's aspect ratio, placed by gravity.
+    if sw * size.height > sh * size.width:
+        cw, ch = sh * size.width / size.height, float(sh)
     else:
-        scale = min(w / sw, h / sh)
-    if not op.enlarge:
-        scale = min(scale, 1.0)
-    size = Size(max(1, round_half_up(sw * scale)), max(1, round_half_up(sh * scale)))
-    return ResizePlan(size, full)
+        cw, ch = float(sw), sw * size.height / size.width
+    x, y = gravity.place(op.gravity, (sw, sh), (cw, ch), image)
+    return ResizePlan(size, (x, y, x + cw, y + ch))
+
+
+def _mode(op: Resize, src: Size) -> Mode.ValueType:
+    if op.mode == Mode.AUTO:
+        same = (src.width >= src.height) == (op.width >= op.height)
+        return Mode.FILL if same else Mode.FIT
+    return op.mode
+
+
+def _scaled(op: Resize, value: int) -> int:
+    return round_half_up(value * (op.dpr or 1.0)) if value else 0
+
+
+def _side(value: float) -> int:
+    return max(1, round_half_up(value))
+
+
+def _bounded(op: Resize, size: Size) -> Size:
+    k = 1.0
+    for low, side in ((op.min_width, size.width), (op.min_height, size.height)):
+        if low:
+            k = max(k, _scaled(op, low) / side)
+    for high, side in ((op.max_width, size.width), (op.max_height, size.height)):
+        if high:
+            k = min(k, _scaled(op, high) / side)
+    return size if k == 1.0 else Size(_side(size.width * k), _side(size.height * k))
 
 
 def validate(op: Resize, src: Size | None, ctx: Context) -> Size | None:
     if op.mode not in Mode.values():
         raise ctx.error("mode", f"unknown mode {op.mode}")
-    for field, value in (("width", op.width), ("height", op.height)):
-        if value > ctx.max_output_dimension:
-            raise ctx.error(field, f"must be at most {ctx.max_output_dimension}", OUTPUT_TOO_LARGE)
-    if op.mode in (Mode.FILL, Mode.FORCE):
+    if not math.isfinite(op.dpr) or not 0.0 <= op.dpr <= MAX_DPR:
+        raise ctx.error("dpr", f"must be between 0 (= 1) and {MAX_DPR:g}")
+    for field in ("width", "height", "min_width", "min_height", "max_width", "max_height"):
+        if _scaled(op, getattr(op, field)) > ctx.max_output_dimension:
+            raise ctx.error(
+                field,
+                f"must be at most {ctx.max_output_dimension} (times the dpr)",
+                OUTPUT_TOO_LARGE,
+            )
+    if op.mode in _BOTH_SIDES:
         if op.width == 0 or op.height == 0:
             raise ctx.error("", f"{Mode.Name(op.mode)} needs both width and height")
     elif op.width == 0 and op.height == 0:
         raise ctx.error("", "set width, height or both")
-    if src is None:
-        return Size(op.width, op.height) if op.mode != Mode.FIT and op.enlarge else None
-    return plan(op, src).size
+    if op.HasField("gravity"):
+        if op.mode not in _CROPPING:
+            raise ctx.error("gravity", "only FILL, FILL_DOWN and AUTO crop, so use a gravity")
+        gravity.validate(op.gravity, ctx, "gravity", smart=True)
+    if src is not None:
+        return plan(op, src).size
+    bounded = op.min_width or op.min_height or op.max_width or op.max_height
+    if op.mode in (Mode.FILL, Mode.FILL_DOWN, Mode.FORCE) and op.enlarge and not bounded:
+        return Size(_scaled(op, op.width), _scaled(op, op.height))
+    return None
 
 
 def resize(
@@ -88,7 +146,7 @@ def resize(
     The pipeline decodes JPEGs with DCT scaling (draft) when a resize comes first: the plan is
     made on the full-size header so the output size does not depend on the shortcut.
     """
-    p = plan(op, source or Size.of(img))
+    p = plan(op, source or Size.of(img), img)
     box = (
         p.box[0] * scale,
         p.box[1] * scale,
@@ -120,17 +178,28 @@ SPEC = OpSpec(
         "Scale the image to a box (Lanczos).",
         width=(
             "Target width in pixels; 0 derives it from height (FIT only).",
-            "0..max_output_dimension",
+            "0..max_output_dimension / dpr",
         ),
         height=(
             "Target height in pixels; 0 derives it from width (FIT only).",
-            "0..max_output_dimension",
+            "0..max_output_dimension / dpr",
         ),
         mode=(
-            "FIT keeps the aspect ratio inside the box, FILL covers the box and crops the "
-            "centre, FORCE stretches.",
-            "MODE_UNSPECIFIED (=FIT), FIT, FILL, FORCE",
+            "FIT keeps the aspect ratio inside the box; FILL covers the box and crops (an image "
+            "smaller than the box is not enlarged); FILL_DOWN is FILL that shrinks the box to "
+            "keep its aspect ratio; FORCE stretches; AUTO is FILL when the image and the box "
+            "have the same orientation, else FIT.",
+            "MODE_UNSPECIFIED (=FIT), FIT, FILL, FILL_DOWN, FORCE, AUTO",
         ),
         enlarge=("Allow the output to be larger than the input.", "default false"),
+        gravity=(
+            "Which part FILL, FILL_DOWN and AUTO keep.",
+            f"default CENTER; {gravity.ALL_NAMES}",
+        ),
+        dpr=("Device pixel ratio: multiplies every size.", f"0 (= 1) or up to {MAX_DPR:g}"),
+        min_width=("Scale the output up to at least this width, even without enlarge.", ">= 0"),
+        min_height=("Scale the output up to at least this height, even without enlarge.", ">= 0"),
+        max_width=("Scale the output down to at most this width; wins over min.", ">= 0"),
+        max_height=("Scale the output down to at most this height; wins over min.", ">= 0"),
     ),
 )

@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import math
-import re
 
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Rotate
-from services.imaging.ops.base import Context, OpSpec, Size, describe
+from services.imaging.ops.base import (
+    COLOUR_FORMAT,
+    TRANSPARENT,
+    WHITE,
+    Context,
+    OpSpec,
+    Size,
+    describe,
+    parse_colour,
+)
 
-Colour = tuple[int, int, int, int]
+__all__ = ["SPEC", "parse_colour", "rotated_size"]
 
-_HEX = re.compile(r"#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
-_WHITE: Colour = (255, 255, 255, 255)
-_TRANSPARENT: Colour = (0, 0, 0, 0)
 # Clockwise quarter turns; Pillow's Transpose names count counter-clockwise.
 _QUARTERS = {
     90.0: Image.Transpose.ROTATE_270,
     180.0: Image.Transpose.ROTATE_180,
     270.0: Image.Transpose.ROTATE_90,
 }
-
-
-def parse_colour(text: str) -> Colour | None:
-    """ "#rrggbb" or "#rrggbbaa" as RGBA; None for "" (the default background)."""
-    if not text:
-        return None
-    match = _HEX.fullmatch(text)
-    if match is None:
-        raise ValueError(text)
-    digits = match.group(1) + ("ff" if len(match.group(1)) == 6 else "")
-    r, g, b, a = (int(digits[i : i + 2], 16) for i in range(0, 8, 2))
-    return r, g, b, a
 
 
 def rotated_size(src: Size, angle: float) -> Size:
@@ -57,10 +50,7 @@ def rotated_size(src: Size, angle: float) -> Size:
 def validate(op: Rotate, src: Size | None, ctx: Context) -> Size | None:
     if not math.isfinite(op.angle) or not -360.0 <= op.angle <= 360.0:
         raise ctx.error("angle", "must be between -360 and 360 degrees")
-    try:
-        parse_colour(op.background)
-    except ValueError:
-        raise ctx.error("background", 'must be "#rrggbb" or "#rrggbbaa"') from None
+    ctx.colour("background", op.background)
     return None if src is None else rotated_size(src, op.angle)
 
 
@@ -73,12 +63,12 @@ def apply(img: Image.Image, op: Rotate) -> Image.Image:
         return img.transpose(quarter)
 
     had_alpha = img.mode in ("LA", "RGBA")
-    colour = parse_colour(op.background) or (_TRANSPARENT if had_alpha else _WHITE)
+    colour = parse_colour(op.background) or (TRANSPARENT if had_alpha else WHITE)
     # Rotate on a transparent fill, then lay the result over the background: Pillow applies a
     # fill colour in premultiplied space (wrong for translucent colours) and would not blend the
     # anti-aliased edges with it.
     rotated = img.convert("RGBA").rotate(
-        -op.angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=_TRANSPARENT
+        -op.angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=TRANSPARENT
     )
     if colour[3] > 0:
         canvas = Image.new("RGBA", rotated.size, colour)
@@ -104,7 +94,7 @@ SPEC = OpSpec(
         background=(
             "Fill for the uncovered corners; default white, or transparent when the "
             "image has alpha.",
-            '"" | "#rrggbb" | "#rrggbbaa"',
+            f'"" or {COLOUR_FORMAT}',
         ),
     ),
 )

@@ -7,6 +7,7 @@ along the bottom), so a flip or a rotation the wrong way round changes where the
 from __future__ import annotations
 
 import io
+import struct
 from typing import Any
 
 from PIL import Image, ImageDraw
@@ -60,21 +61,110 @@ def exif_rotated_jpeg(upright: Image.Image, orientation: int = 6, **params: Any)
     return encode(upright.transpose(stored), "JPEG", quality=95, exif=exif.tobytes(), **params)
 
 
+_ONEOF = {f.message_type.full_name: f.name for f in Op.DESCRIPTOR.oneofs_by_name["op"].fields}
+
+
+def op_name(item: Any) -> str:
+    """The Operation oneof field of an operation message: op_name(RoundCorners()) == "round_corners"."""
+    return _ONEOF[item.DESCRIPTOR.full_name]
+
+
 def ops(*items: Any) -> list[operations_pb2.Operation]:
     """Operations from their messages: ops(Resize(width=10), Convert(format=WEBP))."""
+    return [Op(**{_ONEOF[item.DESCRIPTOR.full_name]: item}) for item in items]
+
+
+def animation(
+    frames: list[Image.Image], fmt: str = "GIF", durations: list[int] | None = None, **params: Any
+) -> bytes:
+    """An animated GIF/WebP/PNG of `frames` (100 ms each unless `durations`), looping forever."""
+    buf = io.BytesIO()
+    frames[0].save(
+        buf,
+        fmt,
+        save_all=True,
+        append_images=frames[1:],
+        duration=durations or [100] * len(frames),
+        loop=0,
+        **params,
+    )
+    return buf.getvalue()
+
+
+def square_x(index: int, count: int, width: int = 64) -> int:
+    """Left edge of the square of `moving_square` in frame `index`."""
+    return index * (width - 16) // max(1, count - 1)
+
+
+def moving_square(count: int = 4, size: tuple[int, int] = (64, 48)) -> list[Image.Image]:
+    """Frames of a 16 px red square moving right over grey (rows 10..25); every frame differs."""
     out = []
-    for item in items:
-        name = {
-            operations_pb2.Resize: "resize",
-            operations_pb2.Crop: "crop",
-            operations_pb2.Rotate: "rotate",
-            operations_pb2.Flip: "flip",
-            operations_pb2.Convert: "convert",
-            operations_pb2.Denoise: "denoise",
-            operations_pb2.ExtractMetadata: "extract_metadata",
-        }[type(item)]
-        out.append(Op(**{name: item}))
+    for i in range(count):
+        frame = Image.new("RGB", size, (128, 128, 128))
+        x = square_x(i, count, size[0])
+        ImageDraw.Draw(frame).rectangle((x, 10, x + 15, 25), fill=RED)
+        out.append(frame)
     return out
+
+
+def frames_of(data: bytes) -> list[Image.Image]:
+    img = Image.open(io.BytesIO(data))
+    out = []
+    for index in range(getattr(img, "n_frames", 1)):
+        img.seek(index)
+        out.append(img.convert("RGBA"))
+    return out
+
+
+def icc_profile(name: str, red: Xyz, green: Xyz, blue: Xyz, gamma: float = 2.2) -> bytes:
+    """A minimal ICC v2 RGB matrix/TRC display profile (lcms accepts it), for colour tests."""
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v: Xyz) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(s15(c) for c in v)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    text = name.encode() + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(D50)),
+        (b"rXYZ", xyz(red)),
+        (b"gXYZ", xyz(green)),
+        (b"bXYZ", xyz(blue)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, body in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    body = struct.pack(">I", len(tags)) + table + data
+    header = (
+        struct.pack(">I", 128 + len(body))
+        + b"none"
+        + bytes([2, 0x10, 0, 0])
+        + b"mntrRGB XYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(24)
+        + bytes(4)  # rendering intent
+        + xyz(D50)[8:]
+        + bytes(48)
+    )
+    return header + body
+
+
+Xyz = tuple[float, float, float]
+D50: Xyz = (0.9642, 1.0, 0.8249)
+# sRGB's primaries adapted to D50, as in its ICC profile.
+SRGB_RED: Xyz = (0.4361, 0.2225, 0.0139)
+SRGB_GREEN: Xyz = (0.3851, 0.7169, 0.0971)
+SRGB_BLUE: Xyz = (0.1431, 0.0606, 0.7141)
 
 
 def colour_at(img: Image.Image, x: int, y: int) -> tuple[int, ...]:

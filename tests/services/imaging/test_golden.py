@@ -22,11 +22,47 @@ import pytest
 from PIL import Image, ImageStat
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
-from pixmesh.common.v1.operations_pb2 import Convert, Crop, Flip, Resize, Rotate
+from pixmesh.common.v1.operations_pb2 import (
+    Adjust,
+    Blur,
+    Convert,
+    Crop,
+    Duotone,
+    Extend,
+    Flatten,
+    Flip,
+    Frames,
+    Gravity,
+    Grayscale,
+    Pad,
+    Pixelate,
+    Redact,
+    Region,
+    Resize,
+    Rotate,
+    RoundCorners,
+    Sharpen,
+    Trim,
+    Watermark,
+    WatermarkText,
+)
 from services.imaging.limits import Limits
+from services.imaging.ops import REGISTRY
 from services.imaging.pipeline import PipelineResult, run
 
-from .samples import decode, encode, exif_rotated_jpeg, ops, scene
+from .samples import (
+    SRGB_BLUE,
+    SRGB_GREEN,
+    SRGB_RED,
+    animation,
+    decode,
+    encode,
+    exif_rotated_jpeg,
+    icc_profile,
+    moving_square,
+    ops,
+    scene,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("PIXMESH_UPDATE_GOLDEN") == "1"
@@ -55,6 +91,47 @@ def exif_jpeg() -> bytes:
     return exif_rotated_jpeg(scene(240, 320), orientation=6)
 
 
+@cache
+def bordered_png() -> bytes:
+    """The scene on a 30 px white border, for trim."""
+    canvas = Image.new("RGB", (380, 300), (255, 255, 255))
+    canvas.paste(scene(), (30, 30))
+    return encode(canvas, "PNG")
+
+
+@cache
+def swapped_profile_png() -> bytes:
+    """The scene tagged with a profile whose red and green primaries are swapped."""
+    return encode(scene(), "PNG", icc_profile=icc_profile("swap", SRGB_GREEN, SRGB_RED, SRGB_BLUE))
+
+
+@cache
+def cmyk_jpeg() -> bytes:
+    return encode(scene().convert("CMYK"), "JPEG", quality=95)
+
+
+@cache
+def gif() -> bytes:
+    return animation(moving_square(4))
+
+
+@cache
+def webp() -> bytes:
+    return animation(moving_square(4), "WEBP", lossless=True)
+
+
+@cache
+def logo() -> bytes:
+    img = Image.new("RGBA", (60, 30), (0, 0, 0, 0))
+    img.paste((255, 255, 0, 255), (0, 0, 30, 30))
+    img.paste((0, 0, 0, 160), (30, 0, 60, 30))
+    return encode(img, "PNG")
+
+
+def gravity(anchor: Gravity.Anchor.ValueType, **focus: float) -> Gravity:
+    return Gravity(anchor=anchor, **focus)
+
+
 CASES: dict[str, tuple[Callable[[], bytes], list[operations_pb2.Operation]]] = {
     "resize_fit_width": (png, ops(Resize(width=160))),
     "resize_fit_box_enlarge": (png, ops(Resize(width=400, height=400, enlarge=True))),
@@ -74,6 +151,90 @@ CASES: dict[str, tuple[Callable[[], bytes], list[operations_pb2.Operation]]] = {
     "convert_tiff": (png, ops(Convert(format=image_pb2.TIFF))),
     "convert_jpeg_q40": (png, ops(Convert(format=image_pb2.JPEG, quality=40))),
     "rgba_to_jpeg": (png_rgba, ops(Convert(format=image_pb2.JPEG))),
+    # Geometry
+    "resize_fill_down": (png, ops(Resize(width=640, height=640, mode=Resize.FILL_DOWN))),
+    "resize_fill_east": (
+        png,
+        ops(Resize(width=100, height=100, mode=Resize.FILL, gravity=gravity(Gravity.EAST))),
+    ),
+    "resize_fill_smart": (
+        png,
+        ops(Resize(width=80, height=120, mode=Resize.FILL, gravity=gravity(Gravity.SMART))),
+    ),
+    "resize_auto_dpr": (png, ops(Resize(width=60, height=80, mode=Resize.AUTO, dpr=2))),
+    "resize_min_height": (png, ops(Resize(width=100, min_height=150))),
+    "crop_relative_south_east": (
+        png,
+        ops(Crop(width_ratio=0.5, height_ratio=0.5, gravity=gravity(Gravity.SOUTH_EAST))),
+    ),
+    "crop_focus_point": (
+        png,
+        ops(Crop(width=100, height=80, gravity=gravity(Gravity.FOCUS_POINT, x=0.1, y=0.1))),
+    ),
+    "trim": (bordered_png, ops(Trim(threshold=8))),
+    "pad": (png, ops(Pad(top=10, right=20, bottom=30, left=40, background="#336699"))),
+    "extend_aspect_north": (
+        png_rgba,
+        ops(Extend(aspect_ratio=1.0, gravity=gravity(Gravity.NORTH))),
+    ),
+    # Adjustments
+    "blur": (png, ops(Blur(sigma=4))),
+    "sharpen": (png, ops(Blur(sigma=2), Sharpen(sigma=2, amount=3))),
+    "pixelate": (png, ops(Pixelate(size=20))),
+    "adjust": (png, ops(Adjust(brightness=10, contrast=30, saturation=-50))),
+    "grayscale": (png_rgba, ops(Grayscale())),
+    "duotone_sepia": (png, ops(Duotone())),
+    "duotone_colours": (png, ops(Duotone(shadow="#1b0b4f", highlight="#f8e16c"))),
+    "flatten": (png_rgba, ops(Flatten(background="#ff00ff"))),
+    "round_corners": (png, ops(RoundCorners(radius=60))),
+    # Overlays
+    "watermark": (
+        png,
+        ops(Watermark(image=logo(), position=gravity(Gravity.SOUTH_EAST), margin=10, opacity=0.8)),
+    ),
+    "watermark_tiled_scaled": (png, ops(Watermark(image=logo(), tile=True, scale=0.15, margin=12))),
+    "watermark_text": (
+        png,
+        ops(
+            WatermarkText(
+                text="pixmesh",
+                size=48,
+                color="#ffffff",
+                outline_color="#000000",
+                margin=8,
+                position=gravity(Gravity.SOUTH_WEST),
+            )
+        ),
+    ),
+    "redact_blur": (png, ops(Redact(regions=[Region(x=200, y=120, width=120, height=100)]))),
+    "redact_pixelate": (
+        png,
+        ops(
+            Redact(
+                regions=[
+                    Region(x=0, y=0, width=100, height=80),
+                    Region(x=240, y=150, width=80, height=60),
+                ],
+                method=Redact.PIXELATE,
+                strength=12,
+            )
+        ),
+    ),
+    # Encoding and colour
+    "convert_jpeg_progressive": (png, ops(Convert(format=image_pb2.JPEG, progressive=True))),
+    "convert_webp_lossless": (png_rgba, ops(Convert(format=image_pb2.WEBP, lossless=True))),
+    "convert_png_palette": (png, ops(Convert(format=image_pb2.PNG, colors=16))),
+    "convert_avif_speed": (png, ops(Convert(format=image_pb2.AVIF, speed=4, quality=70))),
+    "convert_jpeg_max_bytes": (png, ops(Convert(format=image_pb2.JPEG, max_bytes=6000))),
+    "icc_to_srgb": (swapped_profile_png, []),
+    "cmyk_jpeg": (cmyk_jpeg, []),
+    # Animations
+    "animated_gif": (gif, ops(Resize(width=32), Rotate(angle=90), Blur(sigma=0.5))),
+    "animated_webp_to_gif": (
+        webp,
+        ops(Crop(x=8, y=8, width=48, height=32), Convert(format=image_pb2.GIF)),
+    ),
+    "animated_frame_still": (gif, ops(Frames(start=2, count=1), Convert(format=image_pb2.PNG))),
     "chain": (
         png,
         ops(
@@ -96,6 +257,7 @@ def fingerprint(result: PipelineResult) -> dict[str, Any]:
         "mode": img.mode,
         "mean": [round(m, 1) for m in ImageStat.Stat(rgba).mean],
         "thumb": list(rgba.resize((8, 8), Image.Resampling.BOX).tobytes()),
+        "frames": result.frames,
     }
 
 
@@ -110,10 +272,11 @@ def test_golden(case: str) -> None:
         path.write_text(json.dumps(got) + "\n")
     assert path.exists(), f"no golden file for {case}: run with PIXMESH_UPDATE_GOLDEN=1"
     expected = json.loads(path.read_text())
-    assert (got["format"], got["size"], got["mode"]) == (
+    assert (got["format"], got["size"], got["mode"], got["frames"]) == (
         expected["format"],
         expected["size"],
         expected["mode"],
+        expected["frames"],
     )
     tolerance = TOLERANCE[got["format"] in LOSSY]
     worst = max(abs(a - b) for a, b in zip(got["thumb"], expected["thumb"], strict=True))
@@ -124,3 +287,8 @@ def test_golden(case: str) -> None:
 
 def test_no_stale_golden_files() -> None:
     assert {p.stem for p in GOLDEN.glob("*.json")} == set(CASES)
+
+
+def test_every_operation_has_a_golden_case() -> None:
+    used = {op.WhichOneof("op") for _, operations in CASES.values() for op in operations}
+    assert set(REGISTRY) <= used, sorted(set(REGISTRY) - used)

@@ -6,11 +6,12 @@ from PIL import Image, ImageCms
 from PIL.JpegImagePlugin import JpegImageFile
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
-from pixmesh.common.v1.operations_pb2 import Convert, Crop, Denoise, Flip, Resize, Rotate
+from pixmesh.common.v1.operations_pb2 import Convert, Crop, Denoise, Grayscale, Resize, Rotate, Trim
 from services.imaging import pipeline
 from services.imaging.errors import (
     DEADLINE_EXCEEDED,
     IMAGE_CORRUPT,
+    OUTPUT_TOO_LARGE,
     TOO_MANY_PIXELS,
     UNKNOWN_OPERATION,
     UNSUPPORTED_OPERATION,
@@ -23,11 +24,15 @@ from .samples import (
     BLUE,
     GREEN,
     RED,
+    SRGB_BLUE,
+    SRGB_GREEN,
+    SRGB_RED,
     close,
     colour_at,
     decode,
     encode,
     exif_rotated_jpeg,
+    icc_profile,
     ops,
     scene,
 )
@@ -47,9 +52,9 @@ def test_resize_and_convert_to_webp() -> None:
     assert out.format == "WEBP" and out.size == (400, 300)
     assert (result.format, result.width, result.height) == (image_pb2.WEBP, 400, 300)
     assert (result.content_type, result.extension) == ("image/webp", "webp")
-    assert not result.flattened
+    assert not result.flattened and result.frames == 1
     assert close(colour_at(out, 10, 10), (*RED, 255))
-    assert {"probe", "decode", "op0.resize", "encode"} <= set(result.timings)
+    assert {"probe", "decode", "colour", "op0.resize", "encode"} <= set(result.timings)
 
 
 def test_without_operations_the_format_is_kept() -> None:
@@ -126,15 +131,69 @@ def test_auto_orient_with_a_drafted_resize() -> None:
     assert close(colour_at(out, 5, 5), (*RED, 255))
 
 
-def test_metadata_is_stripped_but_the_colour_profile_kept() -> None:
+WITH_METADATA = (image_pb2.JPEG, image_pb2.WEBP, image_pb2.PNG, image_pb2.TIFF, image_pb2.AVIF)
+
+
+def tagged_jpeg(icc: bytes, **params: object) -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = "camera make"
+    exif[0x8298] = "(c) Photographer"
+    exif[0x013B] = "Photographer"
+    return encode(
+        scene(), "JPEG", quality=95, icc_profile=icc, comment=b"secret", exif=exif, **params
+    )
+
+
+@pytest.mark.parametrize("target", WITH_METADATA)
+def test_metadata_and_profile_are_stripped_by_default(
+    target: image_pb2.ImageFormat.ValueType,
+) -> None:
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     data = exif_rotated_jpeg(scene(240, 320), orientation=6, icc_profile=icc, comment=b"secret")
-    for target in (image_pb2.JPEG, image_pb2.WEBP, image_pb2.PNG, image_pb2.TIFF, image_pb2.AVIF):
-        out = decode(run(data, ops(Convert(format=target)), limits=LIMITS).data)
-        exif = out.getexif()  # for a TIFF, its own tags
-        assert 0x010F not in exif and 0x0112 not in exif, target  # camera make, orientation
-        assert "exif" not in out.info and "comment" not in out.info
-        assert out.info.get("icc_profile") == icc
+    out = decode(run(data, ops(Convert(format=target)), limits=LIMITS).data)
+    exif = out.getexif()  # for a TIFF, its own tags
+    assert 0x010F not in exif and 0x0112 not in exif, target  # camera make, orientation
+    assert "exif" not in out.info and "comment" not in out.info
+    assert "icc_profile" not in out.info  # sRGB pixels need no profile
+
+
+@pytest.mark.parametrize("target", WITH_METADATA)
+def test_keep_icc_and_copyright(target: image_pb2.ImageFormat.ValueType) -> None:
+    icc = icc_profile("wide", SRGB_GREEN, SRGB_RED, SRGB_BLUE)
+    keep = Convert(format=target, keep_icc=True, keep_copyright=True)
+    out = decode(run(tagged_jpeg(icc), ops(Resize(width=160), keep), limits=LIMITS).data)
+    assert out.info.get("icc_profile") == icc
+    exif = out.getexif()
+    assert exif.get(0x8298) == "(c) Photographer" and exif.get(0x013B) == "Photographer"
+    assert 0x010F not in exif and "comment" not in out.info
+    assert close(colour_at(out, 5, 5), (*RED, 255))  # the pixels are left as they were
+
+
+def test_pixels_are_converted_to_srgb() -> None:
+    # A profile whose red primary is sRGB's green: stored red is displayed green.
+    icc = icc_profile("swapped", SRGB_GREEN, SRGB_RED, SRGB_BLUE)
+    result = run(encode(scene(), "PNG", icc_profile=icc), [], limits=LIMITS)
+    out = decode(result.data)
+    assert "icc_profile" not in out.info
+    r, g, b, _ = colour_at(out, 5, 5)  # the red square, (220, 30, 30) in the file
+    assert g > 180 and r < 90 and b < 60
+
+
+def test_a_broken_profile_is_ignored() -> None:
+    result = run(encode(scene(), "PNG", icc_profile=b"not a profile"), [], limits=LIMITS)
+    out = decode(result.data)
+    assert "icc_profile" not in out.info and close(colour_at(out, 5, 5), (*RED, 255), 2)
+
+
+def test_cmyk_jpeg_becomes_rgb_with_the_right_colours() -> None:
+    cmyk = scene().convert("CMYK")
+    for target in (image_pb2.JPEG, image_pb2.PNG):
+        out = decode(
+            run(encode(cmyk, "JPEG", quality=95), ops(Convert(format=target)), limits=LIMITS).data
+        )
+        assert out.mode == "RGB"
+        assert close(colour_at(out, 5, 5), (*RED, 255), 30)
+        assert close(colour_at(out, 160, 236), (*GREEN, 255), 30)
 
 
 def test_deadline_in_the_past() -> None:
@@ -190,15 +249,12 @@ def test_pixel_limit_before_decoding() -> None:
     assert err.value.reason == TOO_MANY_PIXELS
 
 
-def test_animated_input_is_flattened_to_its_first_frame() -> None:
-    frames = [Image.new("RGB", (40, 30), c) for c in (RED, GREEN, BLUE)]
-    buf = io.BytesIO()
-    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=50)
-    result = run(buf.getvalue(), ops(Flip()), limits=LIMITS)
-    assert result.flattened and result.format == image_pb2.GIF
-    out = Image.open(io.BytesIO(result.data))
-    assert getattr(out, "n_frames", 1) == 1
-    assert close(colour_at(out, 5, 5), (*RED, 255), 8)
+def test_multi_page_tiff_uses_the_first_page_and_says_so() -> None:
+    pages = [scene(), Image.new("RGB", (100, 80), BLUE)]
+    data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    result = run(data, ops(Resize(width=160)), limits=LIMITS)
+    assert result.flattened and result.frames == 1
+    assert close(colour_at(decode(result.data), 3, 3), (*RED, 255))
 
 
 def test_multi_picture_jpeg_uses_the_primary_image() -> None:
@@ -275,3 +331,26 @@ def test_colour_key_transparency_becomes_alpha() -> None:
     img.info["transparency"] = (1, 2, 3)
     out = normalize_mode(img)
     assert out.mode == "RGBA" and colour_at(out, 0, 0)[3] == 0
+
+
+def test_an_unpredictable_size_is_checked_when_known() -> None:
+    # Trim's output size depends on the pixels: the final size is checked after the operations.
+    data = encode(scene(), "PNG")
+    with pytest.raises(InvalidArgument) as err:
+        run(data, ops(Trim(color="#000000")), limits=Limits(max_output_dimension=300))
+    assert err.value.reason == OUTPUT_TOO_LARGE and err.value.violations[0].field == "operations"
+
+
+def test_a_kept_profile_that_no_longer_fits_the_pixels_is_dropped() -> None:
+    icc = icc_profile("wide", SRGB_GREEN, SRGB_RED, SRGB_BLUE)
+    data = encode(scene(), "PNG", icc_profile=icc)
+    keep = Convert(format=image_pb2.PNG, keep_icc=True)
+    assert decode(run(data, ops(keep), limits=LIMITS).data).info["icc_profile"] == icc
+    grey = decode(run(data, ops(Grayscale(), keep), limits=LIMITS).data)
+    assert grey.mode == "L" and "icc_profile" not in grey.info  # an RGB profile on grey pixels
+
+
+def test_heif_with_alpha_becomes_png() -> None:
+    heif = encode(scene(mode="RGBA"), "HEIF", quality=90)
+    result = run(heif, [], limits=LIMITS)
+    assert result.format == image_pb2.PNG and decode(result.data).mode == "RGBA"

@@ -40,7 +40,16 @@ def test_parameter_types_come_from_the_proto() -> None:
         "height": "uint32",
         "mode": "pixmesh.common.v1.Resize.Mode",
         "enlarge": "bool",
+        "gravity": "pixmesh.common.v1.Gravity",
+        "dpr": "float",
+        "min_width": "uint32",
+        "min_height": "uint32",
+        "max_width": "uint32",
+        "max_height": "uint32",
     }
+    assert {p.name: p.type for p in REGISTRY["redact"].info.parameters}["regions"] == (
+        "repeated pixmesh.common.v1.Region"
+    )
     assert {p.name: p.type for p in REGISTRY["rotate"].info.parameters} == {
         "angle": "double",
         "background": "string",

@@ -1,7 +1,7 @@
 import pytest
-from PIL import Image
+from PIL import Image, ImageStat
 
-from pixmesh.common.v1.operations_pb2 import Resize
+from pixmesh.common.v1.operations_pb2 import Gravity, Resize
 from services.imaging.errors import INVALID_OPERATION, OUTPUT_TOO_LARGE
 from services.imaging.ops import Context, Size, resize
 from services.runtime.errors import InvalidArgument
@@ -9,6 +9,7 @@ from services.runtime.errors import InvalidArgument
 from .samples import BLUE, RED, close, colour_at, scene
 
 FIT, FILL, FORCE = Resize.FIT, Resize.FILL, Resize.FORCE
+FILL_DOWN, AUTO = Resize.FILL_DOWN, Resize.AUTO
 CTX = Context("operations[0].resize", max_output_dimension=4096)
 SRC = Size(320, 240)
 
@@ -23,8 +24,23 @@ SRC = Size(320, 240)
         (Resize(width=1000, height=1000), SRC),  # no enlarge by default
         (Resize(width=1000, height=1000, enlarge=True), Size(1000, 750)),
         (Resize(width=100, height=100, mode=FILL), Size(100, 100)),
-        (Resize(width=640, height=640, mode=FILL), Size(240, 240)),  # box shrunk, aspect kept
+        (Resize(width=640, height=640, mode=FILL), SRC),  # not enlarged, nothing to crop
+        (Resize(width=640, height=100, mode=FILL), Size(320, 100)),  # crops only the height
         (Resize(width=640, height=640, mode=FILL, enlarge=True), Size(640, 640)),
+        (Resize(width=640, height=640, mode=FILL_DOWN), Size(240, 240)),  # box shrunk, aspect kept
+        (Resize(width=100, height=50, mode=FILL_DOWN), Size(100, 50)),
+        (Resize(width=100, height=50, mode=AUTO), Size(100, 50)),  # both landscape: fill
+        (Resize(width=50, height=100, mode=AUTO), Size(50, 38)),  # orientations differ: fit
+        (Resize(width=100, dpr=2), Size(200, 150)),
+        (Resize(width=100, dpr=2.5, mode=FIT), Size(250, 188)),
+        (Resize(width=200, dpr=2), SRC),  # the dpr does not enlarge either
+        (Resize(width=100, min_height=150), Size(200, 150)),  # min wins over enlarge
+        (Resize(width=100, min_width=120, min_height=60), Size(120, 90)),
+        (Resize(width=300, max_height=100), Size(133, 100)),
+        (Resize(width=100, min_width=200, max_width=150), Size(150, 113)),  # max wins over min
+        (Resize(width=100, height=100, mode=FILL, min_width=150), Size(150, 150)),
+        (Resize(width=50, height=50, mode=FORCE, max_width=25), Size(25, 25)),
+        (Resize(width=20, max_width=15, dpr=2), Size(30, 23)),  # the dpr scales max too
         (Resize(width=50, height=200, mode=FORCE), Size(50, 200)),
         (Resize(width=500, height=100, mode=FORCE), Size(320, 100)),  # clamped per axis
         (Resize(width=500, height=100, mode=FORCE, enlarge=True), Size(500, 100)),
@@ -97,6 +113,22 @@ def test_reduction() -> None:
         (Resize(width=5000), "operations[0].resize.width", OUTPUT_TOO_LARGE),
         (Resize(width=10, height=5000), "operations[0].resize.height", OUTPUT_TOO_LARGE),
         (Resize(width=10, mode=99), "operations[0].resize.mode", INVALID_OPERATION),  # type: ignore[arg-type]
+        (Resize(width=10, mode=AUTO), "operations[0].resize", INVALID_OPERATION),
+        (Resize(height=10, mode=FILL_DOWN), "operations[0].resize", INVALID_OPERATION),
+        (Resize(width=10, dpr=-1), "operations[0].resize.dpr", INVALID_OPERATION),
+        (Resize(width=10, dpr=9), "operations[0].resize.dpr", INVALID_OPERATION),
+        (Resize(width=2100, dpr=2), "operations[0].resize.width", OUTPUT_TOO_LARGE),
+        (Resize(width=10, min_width=5000), "operations[0].resize.min_width", OUTPUT_TOO_LARGE),
+        (
+            Resize(width=10, gravity=Gravity(anchor=Gravity.NORTH)),
+            "operations[0].resize.gravity",
+            INVALID_OPERATION,
+        ),
+        (
+            Resize(width=10, height=10, mode=FILL, gravity=Gravity(anchor=Gravity.NORTH, x=0.5)),
+            "operations[0].resize.gravity.x",
+            INVALID_OPERATION,
+        ),
     ],
 )
 def test_invalid_parameters(op: Resize, field: str, reason: str) -> None:
@@ -111,3 +143,46 @@ def test_unknown_source_size() -> None:
     assert resize.validate(Resize(width=10, height=20, mode=FORCE, enlarge=True), None, CTX) == (
         Size(10, 20)
     )
+
+
+def fill(anchor: Gravity.Anchor.ValueType, **focus: float) -> Resize:
+    return Resize(width=80, height=240, mode=FILL, gravity=Gravity(anchor=anchor, **focus))
+
+
+@pytest.mark.parametrize(
+    ("op", "left"),
+    [
+        (fill(Gravity.CENTER), 120.0),
+        (fill(Gravity.WEST), 0.0),
+        (fill(Gravity.NORTH_EAST), 240.0),
+        (fill(Gravity.FOCUS_POINT, x=0.9, y=0.1), 240.0),  # pushed back inside
+        (fill(Gravity.FOCUS_POINT, x=0.25), 40.0),
+    ],
+)
+def test_gravity_places_the_fill_box(op: Resize, left: float) -> None:
+    p = resize.plan(op, SRC)
+    assert p.size == Size(80, 240)
+    assert p.box == (left, 0.0, left + 80, 240.0)
+
+
+def test_smart_gravity_finds_the_detail() -> None:
+    # A flat grey image with one busy, colourful patch on the right.
+    img = Image.new("RGB", (400, 100), (128, 128, 128))
+    for x in range(300, 360, 4):
+        img.paste((255, 0, 0) if x % 8 else (0, 0, 255), (x, 20, x + 2, 80))
+    op = Resize(width=100, height=100, mode=FILL, gravity=Gravity(anchor=Gravity.SMART))
+    left = resize.plan(op, Size(400, 100), img).box[0]
+    assert 255 <= left <= 300  # the window holds every stripe (300..358)
+    out = resize.apply(img, op)
+    assert ImageStat.Stat(out).stddev[0] > 40  # the stripes, not the grey
+    # Without pixels (validation) the box is centred: the size does not depend on it.
+    assert resize.plan(op, Size(400, 100)).box[0] == 150
+
+
+def test_smart_gravity_is_refused_for_animations() -> None:
+    op = Resize(width=10, height=10, mode=FILL, gravity=Gravity(anchor=Gravity.SMART))
+    ctx = Context("operations[0].resize", 4096, frames=3)
+    with pytest.raises(InvalidArgument) as err:
+        resize.validate(op, SRC, ctx)
+    assert err.value.reason == "ANIMATION_UNSUPPORTED"
+    assert err.value.violations[0].field == "operations[0].resize.gravity.anchor"

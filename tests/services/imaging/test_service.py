@@ -1,55 +1,62 @@
 import asyncio
-import contextvars
-import threading
+import os
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from pixmesh.common.v1 import image_pb2
 from pixmesh.common.v1.operations_pb2 import Convert, Resize
 from services.imaging import service
 from services.imaging.errors import DEADLINE_EXCEEDED, IMAGE_CORRUPT
+from services.imaging.isolation import IsolationConfig, ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.service import ImagingProcessor
 from services.runtime.errors import DeadlineExceeded, InvalidArgument
 
 from .samples import decode, encode, ops, scene
 
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+@pytest.fixture(scope="module")
+async def pool() -> AsyncIterator[ProcessPool]:
+    p = ProcessPool(IsolationConfig(workers=1, memory_limit_bytes=None, max_pixels=50_000_000))
+    await p.start()
+    yield p
+    p.close()
 
 
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imaging-test") as pool:
-        yield pool
-
-
-async def test_process_runs_the_pipeline_off_the_event_loop(
-    executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+async def test_process_runs_the_pipeline_in_a_child_and_traces_its_steps(
+    pool: ProcessPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: dict[str, str] = {}
-    real_run = service.run
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(service, "_tracer", provider.get_tracer("test"))
+    processor = ImagingProcessor(pool, Limits())
 
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        seen["thread"] = threading.current_thread().name
-        seen["request_id"] = REQUEST_ID.get()  # context (and so the trace) crossed over
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(service, "run", spy)
-    REQUEST_ID.set("req-1")
-    processor = ImagingProcessor(executor, Limits())
     result = await processor.process(
         encode(scene(), "PNG"), ops(Resize(width=32), Convert(format=image_pb2.WEBP)), None
     )
+
     assert decode(result.data).size == (32, 24)
-    assert seen == {"thread": seen["thread"], "request_id": "req-1"}
-    assert seen["thread"].startswith("imaging-test")
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    top = spans["imaging.pipeline"]
+    assert top.attributes is not None
+    assert top.attributes["pixmesh.child.pid"] != os.getpid()  # ran in a child
+    assert top.attributes["pixmesh.output.width"] == 32
+    steps = [s for s in spans.values() if s is not top]
+    assert {s.name for s in steps} >= {"imaging.probe", "imaging.decode", "imaging.op0.resize"}
+    for step in steps:
+        assert step.parent is not None and step.parent.span_id == top.context.span_id
+        assert step.start_time is not None and step.end_time is not None
+        assert step.start_time <= step.end_time
 
 
-async def test_default_format(executor: ThreadPoolExecutor) -> None:
-    processor = ImagingProcessor(executor, Limits(), default_format=image_pb2.PNG)
+async def test_default_format(pool: ProcessPool) -> None:
+    processor = ImagingProcessor(pool, Limits(), default_format=image_pb2.PNG)
     result = await processor.process(encode(scene(), "JPEG"), [], None)
     assert result.format == image_pb2.PNG
     result = await processor.process(
@@ -58,8 +65,8 @@ async def test_default_format(executor: ThreadPoolExecutor) -> None:
     assert result.format == image_pb2.WEBP
 
 
-async def test_errors_reach_the_caller(executor: ThreadPoolExecutor) -> None:
-    processor = ImagingProcessor(executor, Limits())
+async def test_errors_reach_the_caller(pool: ProcessPool) -> None:
+    processor = ImagingProcessor(pool, Limits())
     with pytest.raises(InvalidArgument) as err:
         await processor.process(b"\x89PNG\r\n\x1a\n" + bytes(40), [], None)
     assert err.value.reason == IMAGE_CORRUPT
@@ -68,8 +75,8 @@ async def test_errors_reach_the_caller(executor: ThreadPoolExecutor) -> None:
     assert late.value.reason == DEADLINE_EXCEEDED
 
 
-async def test_the_loop_stays_responsive(executor: ThreadPoolExecutor) -> None:
-    processor = ImagingProcessor(executor, Limits())
+async def test_the_loop_stays_responsive(pool: ProcessPool) -> None:
+    processor = ImagingProcessor(pool, Limits())
     data = encode(scene(2000, 1500), "PNG")
     task = asyncio.create_task(processor.process(data, ops(Resize(width=100)), None))
     ticks = 0
@@ -80,7 +87,7 @@ async def test_the_loop_stays_responsive(executor: ThreadPoolExecutor) -> None:
     assert ticks > 1
 
 
-def test_capabilities(executor: ThreadPoolExecutor) -> None:
-    caps = ImagingProcessor(executor, Limits(max_operations=3)).capabilities()
+def test_capabilities(pool: ProcessPool) -> None:
+    caps = ImagingProcessor(pool, Limits(max_operations=3)).capabilities()
     assert caps.limits.max_operations == 3
-    assert {op.name for op in caps.operations} == {"resize", "crop", "rotate", "flip", "convert"}
+    assert {op.name for op in caps.operations} >= {"resize", "crop", "rotate", "flip", "convert"}

@@ -1,8 +1,18 @@
 import pytest
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
-from pixmesh.common.v1.operations_pb2 import Convert, Crop, Denoise, ExtractMetadata, Resize, Rotate
+from pixmesh.common.v1.operations_pb2 import (
+    Convert,
+    Crop,
+    Denoise,
+    ExtractMetadata,
+    Frames,
+    Resize,
+    Rotate,
+    Trim,
+)
 from services.imaging.errors import (
+    ANIMATION_UNSUPPORTED,
     OUTPUT_TOO_LARGE,
     TOO_MANY_OPERATIONS,
     UNKNOWN_OPERATION,
@@ -125,3 +135,50 @@ def test_without_a_header_only_parameters_are_checked() -> None:
     assert plan.operations[0].size is None
     assert plan.output_size == Size(10, 10) and plan.output_format is None
     assert rejects(ops(Resize(width=2001)), None).reason == OUTPUT_TOO_LARGE
+
+
+GIF_ANIMATION = ImageHeader(image_pb2.GIF, 400, 300, 5, 10_000)
+
+
+def test_animations_are_tracked_frame_by_frame() -> None:
+    plan = validate_pipeline(ops(Resize(width=200)), GIF_ANIMATION, LIMITS)
+    assert (plan.input_frames, plan.output_frames, plan.output_format) == (5, 5, image_pb2.GIF)
+    plan = validate_pipeline(ops(Frames(start=1, count=2)), GIF_ANIMATION, LIMITS)
+    assert plan.output_frames == 2
+    still = validate_pipeline(
+        ops(Frames(count=1), Convert(format=image_pb2.JPEG)), GIF_ANIMATION, LIMITS
+    )
+    assert still.output_frames == 1 and still.output_format == image_pb2.JPEG
+
+
+def test_an_animation_into_a_still_format_is_refused() -> None:
+    err = rejects(ops(Convert(format=image_pb2.JPEG)), GIF_ANIMATION)
+    assert err.reason == ANIMATION_UNSUPPORTED
+    assert err.violations[0].field == "operations[0].convert.format"
+    # BMP input would become PNG, which animates; a TIFF's pages are not an animation.
+    tiff_pages = ImageHeader(image_pb2.TIFF, 400, 300, 3, 10_000)
+    plan = validate_pipeline([], tiff_pages, LIMITS)
+    assert (plan.input_frames, plan.output_frames) == (1, 1)
+
+
+def test_trim_makes_the_size_unknown() -> None:
+    plan = validate_pipeline(ops(Trim(), Rotate(angle=90)), JPEG_4K, LIMITS)
+    assert [s.size for s in plan.operations] == [None, None]
+    assert plan.output_size is None
+    # A crop after a trim is checked against the real size when it runs.
+    plan = validate_pipeline(ops(Trim(), Crop(x=5000, width=10, height=10)), JPEG_4K, LIMITS)
+    assert plan.output_size == Size(10, 10)
+
+
+def test_the_last_convert_gives_the_options() -> None:
+    plan = validate_pipeline(
+        ops(Convert(format=image_pb2.PNG), Convert(format=image_pb2.JPEG, progressive=True)),
+        JPEG_4K_SMALL,
+        LIMITS,
+    )
+    assert plan.convert is not None and plan.convert.index == 1
+    assert plan.options.progressive and plan.quality == 0
+    assert validate_pipeline([], JPEG_4K_SMALL, LIMITS).options == Convert()
+
+
+JPEG_4K_SMALL = ImageHeader(image_pb2.JPEG, 1000, 800, 1, 10)

@@ -1,0 +1,610 @@
+"""Imaging benchmarks: they print figures, they do not pass or fail. Results: BENCHMARKS.md.
+
+    .venv/bin/python -m bench.imaging                  # all three, a few minutes on 2 cores
+    .venv/bin/python -m bench.imaging --only cpu       # or: mesh, rss (mesh and rss share a stack)
+
+(a) cpu   Per-image CPU time of the pipeline, 12 MP JPEG -> 800 px wide WebP, against a bare
+          in-process Pillow loop doing the same (open, draft, Lanczos resize, WebP q80). Measured
+          with time.process_time, interleaved image by image, medians. Twice: the pipeline called
+          in-process, and through the isolated process pool the worker uses (the parent's CPU
+          for the hop plus the child's, read inside the child).
+(b) mesh  End-to-end jobs/s through a local stack started like tests/conftest.py does (free
+          loopback ports): REST POST /v1/jobs, then the NDJSON watch stream until SUCCEEDED (the
+          output is stored in S3), with N concurrent clients for a fixed count. Then thumbor,
+          installed in its own venv (.pixmesh/bench-venv, never the project's), on a free
+          loopback port with the file loader, with the same clients, count, images and resize:
+          GET /unsafe/800x0/filters:format(webp)/<image>.
+(c) rss   Peak RSS of the imaging worker's process tree (service process, forkserver and
+          pipeline children, summed) sampled every 20 ms while it turns 50 MP JPEGs into 800 px
+          WebPs, N jobs at a time.
+
+thumbor is set up with:  python3.11 -m venv .pixmesh/bench-venv &&
+                         .pixmesh/bench-venv/bin/pip install thumbor==7.8.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import io
+import itertools
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import PIL
+import psutil
+from PIL import Image
+
+from pixmesh.common.v1 import image_pb2, operations_pb2
+from services.imaging.isolation import IsolationConfig, ProcessPool
+from services.imaging.limits import Limits
+from services.imaging.pipeline import run
+from services.imaging.service import run_in_child
+from services.runtime.imageprobe import configure_pillow
+
+REPO = Path(__file__).resolve().parent.parent
+THUMBOR = REPO / ".pixmesh" / "bench-venv" / "bin" / "thumbor"
+WIDTH = 800
+QUALITY = 80  # pixmesh's WebP default, and thumbor's QUALITY default
+PHOTO_12MP = (4000, 3000)
+PHOTO_50MP = (8640, 5760)  # 49.8 MP: inside the default 50 MP limit
+REST_OPERATIONS = [{"resize": {"width": WIDTH}}, {"convert": {"format": "WEBP"}}]
+OPERATIONS = [
+    operations_pb2.Operation(resize=operations_pb2.Resize(width=WIDTH)),
+    operations_pb2.Operation(convert=operations_pb2.Convert(format=image_pb2.WEBP)),
+]
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def photo(size: tuple[int, int], seed: int) -> bytes:
+    """A camera-like JPEG: a natural photo scaled up, with sensor-like grain so that the
+    entropy-coded data (and so decoding time) is that of a real photo, not of a smooth blow-up.
+    Different seeds give different bytes, so no cache anywhere can serve a repeat."""
+    base = _natural(seed)
+    img = base.resize(size, Image.Resampling.BICUBIC)
+    rng = np.random.default_rng(seed)
+    pixels = np.asarray(img, dtype=np.int16)
+    grain = rng.normal(0, 5, pixels.shape).astype(np.int16)
+    noisy = Image.fromarray(np.clip(pixels + grain, 0, 255).astype(np.uint8))
+    out = io.BytesIO()
+    noisy.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def _natural(seed: int) -> Image.Image:
+    names = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
+    try:
+        import skimage
+
+        path = Path(skimage.__file__).parent / "data" / names[seed % len(names)]
+        return Image.open(path).convert("RGB")
+    except (ImportError, OSError):  # no photos at hand: a colourful synthetic scene
+        ramp = Image.linear_gradient("L").resize((640, 480))
+        return Image.merge(
+            "RGB",
+            (ramp, ramp.rotate(90, expand=False), ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        )
+
+
+# -- (a) CPU per image -------------------------------------------------------------------------
+
+
+def bare_pillow(data: bytes) -> bytes:
+    """What someone writes with Pillow alone for the same result, DCT scaling included."""
+    with Image.open(io.BytesIO(data)) as img:
+        height = round(img.height * WIDTH / img.width)
+        img.draft("RGB", (WIDTH, height))
+        small = img.resize((WIDTH, height), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    small.save(out, "WEBP", quality=QUALITY)
+    return out.getvalue()
+
+
+def pipeline_in_child(data: bytes, limits: Limits) -> float:
+    """Runs in a pool child: the pipeline as the worker runs it; returns the child's total CPU
+    time so far, so that consecutive calls also count unpickling the input and pickling the
+    result."""
+    run_in_child(data, OPERATIONS, limits, None, None)
+    return time.process_time()
+
+
+@dataclass
+class CpuFigures:
+    bare_ms: float
+    inprocess_ms: float
+    isolated_ms: float
+    isolated_parent_ms: float
+    samples: int
+    input_bytes: int
+
+
+async def bench_cpu(iterations: int) -> CpuFigures:
+    limits = Limits()
+    configure_pillow(limits.max_pixels)
+    data = photo(PHOTO_12MP, seed=0)
+    assert Image.open(io.BytesIO(bare_pillow(data))).size == (WIDTH, 600)
+    pool = ProcessPool(
+        IsolationConfig(
+            workers=1, memory_limit_bytes=None, max_pixels=50_000_000, max_tasks_per_child=10_000
+        )
+    )
+    await pool.start()
+    bare: list[float] = []
+    inprocess: list[float] = []
+    isolated: list[float] = []
+    hop: list[float] = []
+    try:
+        child_cpu = await pool.run(pipeline_in_child, data, limits)
+        for i in range(iterations + 3):
+            t = time.process_time()
+            bare_pillow(data)
+            b = time.process_time() - t
+
+            t = time.process_time()
+            run(data, OPERATIONS, limits=limits)
+            p = time.process_time() - t
+
+            t = time.process_time()
+            now = await pool.run(pipeline_in_child, data, limits)
+            parent = time.process_time() - t
+            child, child_cpu = now - child_cpu, now
+            if i >= 3:  # warm-up: caches, lazy imports, the allocator's first growth
+                bare.append(b)
+                inprocess.append(p)
+                isolated.append(parent + child)
+                hop.append(parent)
+    finally:
+        pool.close()
+    ms = 1000.0
+    return CpuFigures(
+        bare_ms=statistics.median(bare) * ms,
+        inprocess_ms=statistics.median(inprocess) * ms,
+        isolated_ms=statistics.median(isolated) * ms,
+        isolated_parent_ms=statistics.median(hop) * ms,
+        samples=iterations,
+        input_bytes=len(data),
+    )
+
+
+# -- (b) throughput, (c) RSS -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def drive(
+    count: int,
+    clients: int,
+    one: Callable[[httpx.Client, int], None],
+    client: Callable[[], httpx.Client],
+) -> float:
+    """Run `one(http, i)` for i in range(count) from `clients` threads; returns wall seconds."""
+    counter = itertools.count()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        with client() as http:
+            while True:
+                with lock:
+                    i = next(counter)
+                if i >= count or errors:
+                    return
+                try:
+                    one(http, i)
+                except BaseException as exc:  # reported after the run
+                    errors.append(exc)
+                    return
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+class Mesh:
+    def __init__(self, rest_url: str, api_key: str) -> None:
+        self.rest_url = rest_url
+        self.headers = {"authorization": f"Bearer {api_key}"}
+        self.image_ids: list[str] = []
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.rest_url, headers=self.headers, timeout=120)
+
+    def upload(self, images: Sequence[bytes]) -> list[str]:
+        with self.client() as http:
+            ids = []
+            for data in images:
+                resp = http.post("/v1/images", content=data, headers={"content-type": "image/jpeg"})
+                resp.raise_for_status()
+                ids.append(resp.json()["image"]["image_id"])
+        return ids
+
+    def job(self, http: httpx.Client, image_id: str) -> None:
+        resp = http.post("/v1/jobs", json={"image_id": image_id, "operations": REST_OPERATIONS})
+        resp.raise_for_status()
+        job_id = resp.json()["job"]["job_id"]
+        last: dict[str, object] = {}
+        with http.stream("GET", f"/v1/jobs/{job_id}:watch") as stream:
+            for line in stream.iter_lines():
+                if line.strip():
+                    last = json.loads(line)["job"]
+        if last.get("state") != "SUCCEEDED":
+            raise RuntimeError(f"job {job_id} ended {last}")
+
+    def run(self, image_ids: Sequence[str], count: int, clients: int) -> float:
+        return drive(
+            count,
+            clients,
+            lambda http, i: self.job(http, image_ids[i % len(image_ids)]),
+            self.client,
+        )
+
+
+@contextmanager
+def thumbor_server(root: Path, processes: int) -> Iterator[tuple[str, int]]:
+    """thumbor on a free loopback port: (its URL, the pid of its main process)."""
+    port = free_port()
+    conf = root / "thumbor.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "LOADER = 'thumbor.loaders.file_loader'",
+                f"FILE_LOADER_ROOT_PATH = {str(root)!r}",
+                # No cache of originals or results: every request decodes and encodes.
+                "STORAGE = 'thumbor.storages.no_storage'",
+                "RESULT_STORAGE = None",
+                f"QUALITY = {QUALITY}",
+                "ALLOW_UNSAFE_URL = True",
+                "",
+            ]
+        )
+    )
+    argv = [str(THUMBOR), "-i", "127.0.0.1", "-p", str(port), "-c", str(conf), "-l", "error"]
+    argv += ["--processes", str(processes)]
+    log = (root / "thumbor.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthcheck", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"thumbor did not start: {(root / 'thumbor.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+        log.close()
+
+
+def thumbor_run(url: str, names: Sequence[str], count: int, clients: int) -> float:
+    def one(http: httpx.Client, i: int) -> None:
+        resp = http.get(f"/unsafe/{WIDTH}x0/filters:format(webp)/{names[i % len(names)]}")
+        resp.raise_for_status()
+        if resp.headers.get("content-type") != "image/webp":
+            raise RuntimeError(f"thumbor answered {resp.headers.get('content-type')}")
+
+    return drive(count, clients, one, lambda: httpx.Client(base_url=url, timeout=120))
+
+
+def tree_cpu(pids: Sequence[int]) -> float:
+    """CPU seconds used so far by these processes and all their descendants."""
+    total = 0.0
+    for pid in pids:
+        with suppress(psutil.NoSuchProcess):
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                with suppress(psutil.NoSuchProcess):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+    return total
+
+
+@dataclass
+class Side:
+    """One system's share of the interleaved rounds."""
+
+    jobs: int = 0
+    seconds: float = 0.0
+    client_cpu: float = 0.0
+    # CPU seconds per server process (with its descendants), by name.
+    server_cpu: dict[str, float] = field(default_factory=dict)
+
+    def measure(self, run: Callable[[], float], jobs: int, servers: Mapping[str, int]) -> None:
+        before = {name: tree_cpu([pid]) for name, pid in servers.items()}
+        mine = time.process_time()
+        self.seconds += run()
+        self.client_cpu += time.process_time() - mine
+        for name, pid in servers.items():
+            used = tree_cpu([pid]) - before[name]
+            self.server_cpu[name] = self.server_cpu.get(name, 0.0) + used
+        self.jobs += jobs
+
+    @property
+    def per_s(self) -> float:
+        return self.jobs / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return (sum(self.server_cpu.values()) + self.client_cpu) / self.jobs * 1000
+
+    def breakdown(self) -> str:
+        """CPU ms per job of the busiest processes."""
+        costs = sorted(self.server_cpu.items(), key=lambda kv: -kv[1])
+        parts = [f"{name} {cpu / self.jobs * 1000:.0f}" for name, cpu in costs if cpu > 0]
+        parts.append(f"client {self.client_cpu / self.jobs * 1000:.0f}")
+        return ", ".join(parts)
+
+
+class MemorySampler:
+    """Peak memory of a process and all its descendants, sampled in a thread. RSS summed over
+    processes counts the pages they share (forked children, libraries) once per process; PSS
+    splits them, so its sum is the tree's real footprint."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_rss = 0
+        self.peak_pss = 0
+        self.peak_root = 0
+        self.peak_child = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> tuple[int, int, int, int]:
+        """(sum of RSS, sum of PSS, RSS of the root, largest RSS of a descendant)."""
+        rss: list[int] = []
+        pss = 0
+        for proc in [self.root, *self.root.children(recursive=True)]:
+            with suppress(psutil.NoSuchProcess):
+                info = proc.memory_full_info()
+                rss.append(info.rss)
+                pss += info.pss
+        return sum(rss), pss, rss[0], max(rss[1:], default=0)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            rss, pss, root, child = self.sample()
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
+            self.peak_root = max(self.peak_root, root)
+            self.peak_child = max(self.peak_child, child)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class MeshFigures:
+    mesh: Side
+    thumbor: Side | None
+    thumbor_note: str
+    rounds: int
+    clients: int
+    images: int
+
+
+@dataclass
+class RssFigures:
+    idle_rss_mb: float
+    peak_rss_mb: float
+    peak_pss_mb: float
+    peak_service_mb: float
+    peak_child_mb: float
+    jobs: int
+    input_mb: float
+
+
+def bench_mesh_and_rss(
+    args: argparse.Namespace, work: Path
+) -> tuple[MeshFigures | None, RssFigures | None]:
+    from deploy.local import Ports, Stack
+
+    images = [photo(PHOTO_12MP, seed=i) for i in range(args.images)]
+    names = []
+    for i, data in enumerate(images):
+        names.append(f"img{i}.jpg")
+        (work / names[-1]).write_bytes(data)
+    with contextlib.ExitStack() as cleanup:
+        stack = Stack(work / "stack", Ports.free(), durable=False)
+        cleanup.callback(stack.stop)
+        stack.start()
+        mesh = Mesh(stack.rest_url, stack.create_api_key("bench"))
+        mesh_figures = None
+        if "mesh" in args.only:
+            mesh_figures = MeshFigures(Side(), None, "", args.rounds, args.clients, len(images))
+            thumbor_url, thumbor_pid = None, 0
+            if THUMBOR.exists():
+                server = thumbor_server(work, args.thumbor_processes)
+                thumbor_url, thumbor_pid = cleanup.enter_context(server)
+                mesh_figures.thumbor = Side()
+            else:
+                mesh_figures.thumbor_note = f"not run: {THUMBOR} is missing (see the module doc)"
+            ids = mesh.upload(images)
+            # Warm-up: every process, every code path, both systems.
+            mesh.run(ids, args.clients, args.clients)
+            if thumbor_url:
+                thumbor_run(thumbor_url, names, args.clients, args.clients)
+            # Interleaved rounds: both systems see the same drift in whatever else the machine
+            # is doing. Between rounds the idle system uses next to no CPU.
+            per_round = max(1, args.count // args.rounds)
+            stack_pids = stack.pids()
+            for _ in range(args.rounds):
+                mesh_figures.mesh.measure(
+                    lambda: mesh.run(ids, per_round, args.clients), per_round, stack_pids
+                )
+                if thumbor_url and mesh_figures.thumbor:
+                    mesh_figures.thumbor.measure(
+                        functools.partial(thumbor_run, thumbor_url, names, per_round, args.clients),
+                        per_round,
+                        {"thumbor": thumbor_pid},
+                    )
+        rss_figures = None
+        if "rss" in args.only:
+            big = [photo(PHOTO_50MP, seed=100 + i) for i in range(args.rss_images)]
+            ids = mesh.upload(big)
+            sampler = MemorySampler(stack.pids()["imaging"])
+            idle = sampler.sample()[0]
+            with sampler:
+                mesh.run(ids, args.rss_jobs, args.clients)
+            mb = 1024 * 1024
+            rss_figures = RssFigures(
+                idle / mb,
+                sampler.peak_rss / mb,
+                sampler.peak_pss / mb,
+                sampler.peak_root / mb,
+                sampler.peak_child / mb,
+                args.rss_jobs,
+                statistics.mean(len(b) for b in big) / mb,
+            )
+    return mesh_figures, rss_figures
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def thumbor_version() -> str:
+    python = THUMBOR.parent / "python"
+    code = "import importlib.metadata as m; print(m.version('thumbor'))"
+    try:
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return out.stdout.strip() or "?"
+
+
+def report(
+    cpu: CpuFigures | None,
+    mesh: MeshFigures | None,
+    rss: RssFigures | None,
+    args: argparse.Namespace,
+) -> str:
+    lines = [
+        f"pixmesh imaging bench: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"Pillow {PIL.__version__}",
+    ]
+    if cpu:
+        lines += [
+            "",
+            f"(a) CPU per image: 12 MP JPEG ({PHOTO_12MP[0]}x{PHOTO_12MP[1]}, "
+            f"{cpu.input_bytes / 1e6:.1f} MB) -> {WIDTH} px wide WebP q{QUALITY}; median of "
+            f"{cpu.samples}, interleaved",
+            f"    bare Pillow loop (draft + Lanczos + WebP)   {cpu.bare_ms:7.1f} ms",
+            f"    pipeline, in-process                        {cpu.inprocess_ms:7.1f} ms   "
+            f"{cpu.inprocess_ms / cpu.bare_ms:.2f}x   (target <= 1.15x)",
+            f"    pipeline, isolated child (as deployed)      {cpu.isolated_ms:7.1f} ms   "
+            f"{cpu.isolated_ms / cpu.bare_ms:.2f}x   (of which the parent's hop "
+            f"{cpu.isolated_parent_ms:.1f} ms)",
+        ]
+    if mesh:
+        m = mesh.mesh
+        lines += [
+            "",
+            f"(b) Throughput: {m.jobs} jobs per system in {mesh.rounds} interleaved rounds, "
+            f"{mesh.clients} concurrent clients, {mesh.images} distinct 12 MP JPEGs -> {WIDTH} "
+            "px wide WebP",
+            "                                                jobs/s   CPU/job (servers + client)",
+            f"    pixmesh, REST in -> output stored in S3     {m.per_s:6.2f}   {m.cpu_ms:6.1f} ms",
+            f"      CPU ms per job: {m.breakdown()}",
+        ]
+        t = mesh.thumbor
+        if t:
+            lines += [
+                f"    thumbor {thumbor_version():6} ({args.thumbor_processes} processes, file "
+                f"loader) {t.per_s:6.2f}   {t.cpu_ms:6.1f} ms",
+                f"      CPU ms per job: {t.breakdown()}",
+                f"    pixmesh / thumbor                           {m.per_s / t.per_s:6.2f}x  "
+                f"{t.cpu_ms / m.cpu_ms:6.2f}x   (target >= 1.5x)",
+            ]
+        else:
+            lines.append(f"    thumbor: {mesh.thumbor_note}")
+    if rss:
+        lines += [
+            "",
+            f"(c) Imaging worker memory: {rss.jobs} jobs of 50 MP JPEG ({PHOTO_50MP[0]}x"
+            f"{PHOTO_50MP[1]}, {rss.input_mb:.1f} MiB) -> {WIDTH} px WebP, {args.clients} "
+            "clients",
+            "    service process + forkserver + pipeline children, sampled every 20 ms:",
+            f"    peak, sum of PSS (the tree's footprint)      {rss.peak_pss_mb:7.1f} MiB   "
+            "(target < 400)",
+            f"    peak, sum of RSS (shared pages counted per process) {rss.peak_rss_mb:7.1f} MiB",
+            f"    peak RSS of the service process             {rss.peak_service_mb:7.1f} MiB",
+            f"    peak RSS of one pipeline child              {rss.peak_child_mb:7.1f} MiB",
+            f"    sum of RSS when idle, before the jobs       {rss.idle_rss_mb:7.1f} MiB",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=("cpu", "mesh", "rss"), default=["cpu", "mesh", "rss"]
+    )
+    parser.add_argument("--iterations", type=int, default=40, help="(a) images per variant")
+    parser.add_argument("--count", type=int, default=60, help="(b) jobs per system")
+    parser.add_argument("--rounds", type=int, default=4, help="(b) interleaved rounds")
+    parser.add_argument("--clients", type=int, default=4, help="(b, c) concurrent clients")
+    parser.add_argument("--images", type=int, default=8, help="(b) distinct 12 MP images")
+    parser.add_argument("--thumbor-processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rss-images", type=int, default=4, help="(c) distinct 50 MP images")
+    parser.add_argument("--rss-jobs", type=int, default=12, help="(c) jobs")
+    args = parser.parse_args(argv)
+
+    cpu = asyncio.run(bench_cpu(args.iterations)) if "cpu" in args.only else None
+    mesh = rss = None
+    if {"mesh", "rss"} & set(args.only):
+        work = Path(tempfile.mkdtemp(prefix="pixmesh-bench-"))
+        try:
+            mesh, rss = bench_mesh_and_rss(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print(report(cpu, mesh, rss, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""Imported by the forkserver of the pipeline processes, and nowhere else (isolation.py preloads it).
+
+The forkserver lives in the service's process group. A process manager that signals the whole
+group on shutdown (`make down`, systemd) would kill it with SIGTERM while the service is still
+draining, and the pool would take the forkserver's death for the death of every child. Children
+forked from here inherit the setting; the service stops them itself once it has drained.
+"""
+
+import signal
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,0 +1,282 @@
+"""Run each pipeline in a child process, so that a decoder crash costs one task, not the worker.
+
+Decoders are C code fed by strangers. In a thread, a segfault, an abort() or a runaway
+allocation in one of them kills the whole worker and every task it holds. Here each call runs in
+a child process instead:
+
+- The pool is `workers` single-process executors ("slots"), each running one task at a time. The
+  stdlib ProcessPoolExecutor fails every future it holds when any of its workers dies, so one
+  executor of N could not tell the task that killed a worker from its innocent neighbours; with
+  one process per executor the culprit is known. Only its task fails, with a retryable
+  WORKER_CRASHED (the bus redelivers it, and after max_deliver deliveries it ends FAILED with that
+  reason); the slot gets a fresh process and the other tasks carry on.
+- RLIMIT_AS caps each child's address space, so a bomb that got past the header checks raises
+  MemoryError (a permanent IMAGE_TOO_LARGE) instead of pushing the host into the OOM killer.
+- The pipeline checks the deadline between steps; a child still busy `kill_grace_s` after the
+  deadline (one step that never returns) is killed, and the task fails with DEADLINE_EXCEEDED.
+- Children are forked from a forkserver that has already imported `preload` (Pillow and the
+  pipeline), so a replacement is ready in milliseconds, and each child is recycled after
+  `max_tasks_per_child` tasks to give fragmented heap memory back to the OS.
+- The forkserver and the children ignore SIGTERM and SIGINT: a process manager that signals the
+  whole group means the service, which drains its tasks and then stops them. They exit with the
+  service process, however it ends.
+
+A child has no tracer: callers turn timings returned by the child into spans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import resource
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from PIL import Image
+
+from services.imaging.errors import DEADLINE_EXCEEDED, IMAGE_TOO_LARGE, WORKER_CRASHED
+from services.runtime.errors import DeadlineExceeded, Internal, InvalidArgument, Unavailable
+from services.runtime.imageprobe import configure_pillow
+from services.runtime.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Signals a process manager sends to the whole process group on shutdown (`make down` and
+# systemd do; so does the test stack). The parent drains, then stops its children itself.
+_SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+@dataclass(frozen=True)
+class IsolationConfig:
+    workers: int
+    # Address-space limit of each child; None: unlimited.
+    memory_limit_bytes: int | None
+    # Pillow's MAX_IMAGE_PIXELS in the children (see imageprobe.configure_pillow).
+    max_pixels: int
+    max_tasks_per_child: int = 200
+    kill_grace_s: float = 2.0
+    # Modules the forkserver imports once, so that children start warm.
+    preload: Sequence[str] = ("services.imaging.forkserver_init", "services.imaging.service")
+    service_name: str = "imaging"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.max_tasks_per_child < 1:
+            raise ValueError("workers and max_tasks_per_child must be positive")
+
+
+class ProcessPool:
+    """Runs picklable module-level functions in isolated child processes; see the module doc."""
+
+    def __init__(self, config: IsolationConfig) -> None:
+        self.config = config
+        self._context = multiprocessing.get_context("forkserver")
+        self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
+        self._slots: list[_Slot] = []
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start the forkserver and one child per slot, so the first tasks pay no start-up."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            self._slots = await asyncio.to_thread(self._start_children)
+        except BaseException:
+            self._started = False
+            raise
+        for slot in self._slots:
+            self._idle.put_nowait(slot)
+
+    async def run(self, fn: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
+        """`fn(*args)` in a child; `deadline` is absolute on the `time.monotonic()` clock
+        (system-wide on Linux, so the child can check the same value).
+
+        Raises what `fn` raises (ServiceErrors cross the process boundary intact), InvalidArgument
+        IMAGE_TOO_LARGE on MemoryError, Internal WORKER_CRASHED (retryable) when the child dies,
+        DeadlineExceeded when it is still busy `kill_grace_s` after the deadline.
+        """
+        if self._closed:
+            raise Unavailable(message="the image worker is shutting down")
+        await self.start()
+        slot = await self._idle.get()
+        try:
+            return await self._run_in(slot, fn, args, deadline)
+        finally:
+            self._idle.put_nowait(slot)
+
+    def close(self) -> None:
+        """Stop every child; call after the consumer has drained (nothing is running)."""
+        self._closed = True
+        for slot in self._slots:
+            slot.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _run_in(
+        self, slot: _Slot, fn: Callable[..., T], args: tuple[Any, ...], deadline: float | None
+    ) -> T:
+        future = asyncio.wrap_future(slot.submit(fn, args))
+        try:
+            finished = await self._wait(future, deadline)
+        except asyncio.CancelledError:
+            # The caller gave up (drain timeout): the child may still be busy; free the slot.
+            slot.reset(kill=True)
+            raise
+        if not finished:
+            slot.reset(kill=True)
+            raise DeadlineExceeded(
+                message="the deadline passed while the image was being processed",
+                reason=DEADLINE_EXCEEDED,
+            )
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:
+            slot.reset(kill=False)
+            log.warning("image worker process died", extra={"function": fn.__qualname__})
+            raise Internal(
+                message="the image worker process died while processing this image",
+                reason=WORKER_CRASHED,
+                retryable=True,
+            ) from exc
+
+    async def _wait(self, future: asyncio.Future[T], deadline: float | None) -> bool:
+        """Whether `future` finished before `kill_grace_s` after the deadline."""
+        timeout = None
+        if deadline is not None:
+            timeout = max(0.0, deadline - time.monotonic()) + self.config.kill_grace_s
+        try:
+            done, _ = await asyncio.wait({future}, timeout=timeout)
+        finally:
+            if not future.done():
+                future.cancel()  # nobody will read it: the child is about to be killed
+        return bool(done)
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        c = self.config
+        return ProcessPoolExecutor(
+            1,
+            mp_context=self._context,
+            initializer=_init_child,
+            initargs=(
+                os.getpid(),
+                c.memory_limit_bytes,
+                c.max_pixels,
+                c.service_name,
+                c.log_level,
+            ),
+            max_tasks_per_child=c.max_tasks_per_child,
+        )
+
+    def _start_children(self) -> list[_Slot]:
+        self._context.set_forkserver_preload(list(self.config.preload))
+        slots = [_Slot(self._new_executor) for _ in range(self.config.workers)]
+        try:
+            for slot in slots:
+                slot.executor.submit(_ready).result()
+        except BrokenProcessPool as exc:
+            raise RuntimeError(
+                "the pipeline processes died while starting (their error is logged above); "
+                "is the memory limit below what Python and the codecs need?"
+            ) from exc
+        return slots
+
+
+class _Slot:
+    """One single-process executor, running one task at a time. Replaced, never repaired."""
+
+    def __init__(self, new_executor: Callable[[], ProcessPoolExecutor]) -> None:
+        self._new_executor = new_executor
+        self.executor = new_executor()
+
+    def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> Future[T]:
+        try:
+            return self.executor.submit(_guarded, fn, *args)
+        except BrokenProcessPool:
+            # Its process died while idle (killed from outside): the task never ran there.
+            self.reset(kill=False)
+            return self.executor.submit(_guarded, fn, *args)
+
+    def reset(self, *, kill: bool) -> None:
+        old = self.executor
+        if kill:
+            _kill_workers(old)
+        old.shutdown(wait=False, cancel_futures=True)
+        # Its process starts on the next submit: a fork of the warm forkserver, milliseconds.
+        self.executor = self._new_executor()
+
+
+def _init_child(
+    service_pid: int,
+    memory_limit_bytes: int | None,
+    max_pixels: int,
+    service_name: str,
+    log_level: str,
+) -> None:
+    for sig in _SHUTDOWN_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    _exit_with(service_pid)
+    setup_logging(service_name, log_level)
+    configure_pillow(max_pixels)
+    Image.init()  # every codec plugin now: a lazy import later would count against the limit
+    if memory_limit_bytes is not None:
+        # Soft and hard: the limit cannot be raised again from inside.
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+
+
+def _exit_with(service_pid: int) -> None:
+    """Exit when the service process does. A child waits for work on a pipe that it also
+    holds open itself, so it would outlive a service killed alone (the OOM killer picks one
+    process, not its group) and keep the forkserver alive too."""
+    try:
+        pidfd = os.pidfd_open(service_pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: the process manager must clean up
+        return
+
+    def watch() -> None:
+        select.select([pidfd], [], [])  # readable once the process has exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="service-watch", daemon=True).start()
+
+
+def _ready() -> None:
+    """Submitted once per slot at start-up, so that its process exists before the first task."""
+
+
+def address_space() -> int:
+    """This process's virtual memory size in bytes (what RLIMIT_AS limits)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * resource.getpagesize()
+
+
+def _guarded(fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return fn(*args)
+    except MemoryError:
+        # Only this child's own allocations count against its limit, and it runs one task at a
+        # time: the image is what needs too much memory.
+        raise InvalidArgument(
+            message="processing the image needs more memory than a worker may use",
+            reason=IMAGE_TOO_LARGE,
+        ) from None
+
+
+def _kill_workers(executor: ProcessPoolExecutor) -> None:
+    # Python 3.14 has ProcessPoolExecutor.kill_workers(); before it, the processes are only
+    # reachable through this private attribute (stable since 3.2).
+    processes: dict[int, multiprocessing.process.BaseProcess] = (
+        getattr(executor, "_processes", None) or {}
+    )
+    for process in list(processes.values()):
+        process.kill()

@@ -1,0 +1,54 @@
+"""Adjust: brightness, contrast and saturation, as percentages around "unchanged"."""
+
+from __future__ import annotations
+
+import math
+
+from PIL import Image, ImageEnhance
+
+from pixmesh.common.v1.operations_pb2 import Adjust
+from services.imaging.ops.base import Context, OpSpec, Size, describe
+
+# Applied in this order, each a blend with a degenerate image (Pillow's ImageEnhance, which
+# leaves alpha alone): black for brightness, the mean grey for contrast, the greyscale image for
+# saturation. -100 is the degenerate image itself, 100 twice as far from it.
+_ENHANCERS = (
+    ("brightness", ImageEnhance.Brightness),
+    ("contrast", ImageEnhance.Contrast),
+    ("saturation", ImageEnhance.Color),
+)
+_RANGE = "-100..100, 0 = unchanged"
+
+
+def validate(op: Adjust, src: Size | None, ctx: Context) -> Size | None:
+    for field, _ in _ENHANCERS:
+        value = getattr(op, field)
+        if not math.isfinite(value) or not -100 <= value <= 100:
+            raise ctx.error(field, "must be between -100 and 100")
+    if not (op.brightness or op.contrast or op.saturation):
+        raise ctx.error("", "set brightness, contrast or saturation")
+    return src
+
+
+def apply(img: Image.Image, op: Adjust) -> Image.Image:
+    for field, enhancer in _ENHANCERS:
+        value = getattr(op, field)
+        if value:
+            img = enhancer(img).enhance(1 + value / 100)
+    return img
+
+
+SPEC = OpSpec(
+    name="adjust",
+    message=Adjust,
+    apply=apply,
+    validate=validate,
+    info=describe(
+        "adjust",
+        Adjust,
+        "Change brightness, contrast and saturation (in that order).",
+        brightness=("-100 gives black, 100 twice as bright.", _RANGE),
+        contrast=("-100 gives flat grey, 100 twice the contrast.", _RANGE),
+        saturation=("-100 gives grey, 100 twice as saturated.", _RANGE),
+    ),
+)

@@ -1,0 +1,43 @@
+"""Duotone: map brightness onto a gradient between two colours; sepia by default."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageOps
+
+from pixmesh.common.v1.operations_pb2 import Duotone
+from services.imaging.ops.base import Context, OpSpec, Size, describe, has_alpha, parse_colour
+
+SEPIA_SHADOW = "#2b1a0e"
+SEPIA_HIGHLIGHT = "#fff1d8"
+
+
+def validate(op: Duotone, src: Size | None, ctx: Context) -> Size | None:
+    ctx.colour("shadow", op.shadow, opaque=True)
+    ctx.colour("highlight", op.highlight, opaque=True)
+    return src
+
+
+def apply(img: Image.Image, op: Duotone) -> Image.Image:
+    shadow = parse_colour(op.shadow or SEPIA_SHADOW)
+    highlight = parse_colour(op.highlight or SEPIA_HIGHLIGHT)
+    assert shadow is not None and highlight is not None
+    out = ImageOps.colorize(img.convert("L"), shadow[:3], highlight[:3])
+    if has_alpha(img):
+        out.putalpha(img.getchannel("A"))
+    return out
+
+
+SPEC = OpSpec(
+    name="duotone",
+    message=Duotone,
+    apply=apply,
+    validate=validate,
+    info=describe(
+        "duotone",
+        Duotone,
+        "Map brightness onto a gradient from the shadow to the highlight colour (alpha is "
+        "kept); without colours, sepia.",
+        shadow=("What black becomes.", f'"#rrggbb"; default "{SEPIA_SHADOW}"'),
+        highlight=("What white becomes.", f'"#rrggbb"; default "{SEPIA_HIGHLIGHT}"'),
+    ),
+)

@@ -1,0 +1,78 @@
+"""Extend: grow the canvas to a size and/or an aspect ratio, without scaling the image."""
+
+from __future__ import annotations
+
+import math
+
+from PIL import Image
+
+from pixmesh.common.v1.operations_pb2 import Extend
+from services.imaging.ops import gravity
+from services.imaging.ops.base import (
+    COLOUR_FORMAT,
+    Context,
+    OpSpec,
+    Size,
+    canvas,
+    describe,
+    parse_colour,
+    paste,
+    round_half_up,
+)
+
+MIN_RATIO, MAX_RATIO = 0.01, 100.0
+
+
+def extended(op: Extend, src: Size) -> Size:
+    w, h = max(src.width, op.width), max(src.height, op.height)
+    if op.aspect_ratio:
+        if w / h < op.aspect_ratio:
+            w = max(w, round_half_up(h * op.aspect_ratio))
+        else:
+            h = max(h, round_half_up(w / op.aspect_ratio))
+    return Size(w, h)
+
+
+def validate(op: Extend, src: Size | None, ctx: Context) -> Size | None:
+    for field in ("width", "height"):
+        if getattr(op, field) > ctx.max_output_dimension:
+            raise ctx.error(field, f"must be at most {ctx.max_output_dimension}")
+    ratio = op.aspect_ratio
+    if not math.isfinite(ratio) or (ratio and not MIN_RATIO <= ratio <= MAX_RATIO):
+        raise ctx.error("aspect_ratio", f"must be between {MIN_RATIO} and {MAX_RATIO:g} (0: none)")
+    if not (op.width or op.height or ratio):
+        raise ctx.error("", "set width, height or aspect_ratio")
+    gravity.validate(op.gravity, ctx, "gravity", focus=False, smart=False)
+    ctx.colour("background", op.background)
+    return None if src is None else extended(op, src)
+
+
+def apply(img: Image.Image, op: Extend) -> Image.Image:
+    size = extended(op, Size.of(img))
+    if size == Size.of(img):
+        return img
+    x, y = gravity.place(op.gravity, (size.width, size.height), img.size)
+    background = canvas(img, (size.width, size.height), parse_colour(op.background))
+    return paste(background, img, (round_half_up(x), round_half_up(y)))
+
+
+SPEC = OpSpec(
+    name="extend",
+    message=Extend,
+    apply=apply,
+    validate=validate,
+    info=describe(
+        "extend",
+        Extend,
+        "Grow the canvas (never shrink it) to a size, then to an aspect ratio; the image "
+        "is not scaled.",
+        width=("Canvas width in pixels.", "0..max_output_dimension"),
+        height=("Canvas height in pixels.", "0..max_output_dimension"),
+        aspect_ratio=("Width / height to reach by growing one side.", "0 or 0.01..100"),
+        gravity=("Where the image sits on the canvas.", gravity.COMPASS_NAMES),
+        background=(
+            "Colour of the new area.",
+            f'"" (white, or transparent with alpha) or {COLOUR_FORMAT}',
+        ),
+    ),
+)

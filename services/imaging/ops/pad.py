@@ -1,0 +1,55 @@
+"""Pad: add a border of fixed widths around the image."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from pixmesh.common.v1.operations_pb2 import Pad
+from services.imaging.ops.base import (
+    COLOUR_FORMAT,
+    Context,
+    OpSpec,
+    Size,
+    canvas,
+    describe,
+    parse_colour,
+    paste,
+)
+
+_SIDES = ("top", "right", "bottom", "left")
+
+
+def validate(op: Pad, src: Size | None, ctx: Context) -> Size | None:
+    for side in _SIDES:
+        if getattr(op, side) > ctx.max_output_dimension:
+            raise ctx.error(side, f"must be at most {ctx.max_output_dimension}")
+    if not any(getattr(op, side) for side in _SIDES):
+        raise ctx.error("", "set top, right, bottom or left")
+    ctx.colour("background", op.background)
+    if src is None:
+        return None
+    return Size(src.width + op.left + op.right, src.height + op.top + op.bottom)
+
+
+def apply(img: Image.Image, op: Pad) -> Image.Image:
+    size = (img.width + op.left + op.right, img.height + op.top + op.bottom)
+    return paste(canvas(img, size, parse_colour(op.background)), img, (op.left, op.top))
+
+
+_BACKGROUND = f'"" (white, or transparent with alpha) or {COLOUR_FORMAT}'
+SPEC = OpSpec(
+    name="pad",
+    message=Pad,
+    apply=apply,
+    validate=validate,
+    info=describe(
+        "pad",
+        Pad,
+        "Add a border of fixed widths around the image.",
+        top=("Pixels above.", "0..max_output_dimension"),
+        right=("Pixels to the right.", "0..max_output_dimension"),
+        bottom=("Pixels below.", "0..max_output_dimension"),
+        left=("Pixels to the left.", "0..max_output_dimension"),
+        background=("Border colour.", _BACKGROUND),
+    ),
+)

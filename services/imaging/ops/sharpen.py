@@ -1,0 +1,48 @@
+"""Sharpen: an unsharp mask, the usual way to restore crispness after a downscale."""
+
+from __future__ import annotations
+
+import math
+
+from PIL import Image, ImageFilter
+
+from pixmesh.common.v1.operations_pb2 import Sharpen
+from services.imaging.ops.base import Context, OpSpec, Size, describe, has_alpha
+
+
+def validate(op: Sharpen, src: Size | None, ctx: Context) -> Size | None:
+    if not math.isfinite(op.sigma) or not (op.sigma == 0 or 0.1 <= op.sigma <= 10):
+        raise ctx.error("sigma", "must be between 0.1 and 10 (0 for 1)")
+    if not math.isfinite(op.amount) or not 0 <= op.amount <= 10:
+        raise ctx.error("amount", "must be between 0 and 10 (0 for 1)")
+    if op.threshold > 255:
+        raise ctx.error("threshold", "must be between 0 and 255")
+    return src
+
+
+def apply(img: Image.Image, op: Sharpen) -> Image.Image:
+    mask = ImageFilter.UnsharpMask(
+        radius=op.sigma or 1.0, percent=round((op.amount or 1.0) * 100), threshold=op.threshold
+    )
+    if not has_alpha(img):
+        return img.filter(mask)
+    # Sharpen the colours only: a sharpened alpha channel grows halos around shapes.
+    colour = img.convert(img.mode[:-1]).filter(mask)
+    colour.putalpha(img.getchannel("A"))
+    return colour
+
+
+SPEC = OpSpec(
+    name="sharpen",
+    message=Sharpen,
+    apply=apply,
+    validate=validate,
+    info=describe(
+        "sharpen",
+        Sharpen,
+        "Unsharp mask: add back the difference from a blurred copy.",
+        sigma=("Blur standard deviation in pixels.", "0 (= 1) or 0.1..10"),
+        amount=("Strength; 1 adds the difference once.", "0 (= 1) or up to 10"),
+        threshold=("Leave differences up to this alone (flat areas stay smooth).", "0..255"),
+    ),
+)

@@ -1,0 +1,83 @@
+"""Watermark: draw a small image, sent inline with the operation, over the image."""
+
+from __future__ import annotations
+
+import functools
+import math
+import struct
+
+from PIL import Image
+
+from pixmesh.common.v1.operations_pb2 import Watermark
+from services.imaging.errors import IMAGE_CORRUPT
+from services.imaging.ops import gravity, overlay
+from services.imaging.ops.base import Context, OpSpec, Size, describe, round_half_up
+from services.runtime import imageprobe
+from services.runtime.errors import InvalidArgument
+
+MAX_BYTES = 256 * 1024
+MAX_PIXELS = 4_000_000
+_LIMITS = imageprobe.ProbeLimits(MAX_BYTES, MAX_PIXELS, max_frames=1)
+# What a Pillow decoder raises on bad data (the pipeline's decode step catches the same).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
+
+
+@functools.lru_cache(maxsize=8)
+def decoded(data: bytes) -> Image.Image:
+    """The watermark as RGBA, decoded once per process for the frames and jobs that share it.
+
+    Raises InvalidArgument. The returned image is shared: never modify it in place.
+    """
+    _, image = imageprobe.open_image(data, _LIMITS)
+    with image:
+        try:
+            image.load()
+        except _DECODE_ERRORS as exc:
+            raise InvalidArgument(message="the image is corrupt", reason=IMAGE_CORRUPT) from exc
+        return image.convert("RGBA")
+
+
+def validate(op: Watermark, src: Size | None, ctx: Context) -> Size | None:
+    if not op.image:
+        raise ctx.error("image", "is required (an encoded image, e.g. a PNG)")
+    try:
+        decoded(op.image)
+    except InvalidArgument as exc:
+        raise ctx.error("image", exc.message, exc.reason) from None
+    if not math.isfinite(op.scale) or not 0.0 <= op.scale <= 1.0:
+        raise ctx.error("scale", "must be between 0 and 1 (0: its own size)")
+    opacity = op.opacity if op.HasField("opacity") else 1.0
+    overlay.validate(ctx, op.position, op.HasField("position"), op.tile, op.margin, opacity)
+    return src
+
+
+def apply(img: Image.Image, op: Watermark) -> Image.Image:
+    patch = decoded(op.image)
+    if op.scale:
+        width = max(1, round_half_up(img.width * op.scale))
+        height = max(1, round_half_up(patch.height * width / patch.width))
+        patch = patch.resize((width, height), Image.Resampling.LANCZOS)
+    patch = overlay.faded(patch, op.opacity if op.HasField("opacity") else 1.0)
+    return overlay.draw(img, patch, op.position, op.margin, op.tile)
+
+
+SPEC = OpSpec(
+    name="watermark",
+    message=Watermark,
+    apply=apply,
+    validate=validate,
+    info=describe(
+        "watermark",
+        Watermark,
+        "Draw an image (sent inline, base64 in JSON) over the image.",
+        image=(
+            "The watermark, an encoded image; its alpha is respected.",
+            f"at most {MAX_BYTES // 1024} KiB and {MAX_PIXELS} pixels, one frame",
+        ),
+        position=("Where it goes.", gravity.COMPASS_NAMES),
+        margin=("Pixels from the edges it is anchored to, or between tiles.", ">= 0"),
+        scale=("Width as a fraction of the image width.", "0 (its own size) or up to 1"),
+        opacity=("Multiplies the watermark's alpha.", "(0, 1]; unset = 1"),
+        tile=("Repeat it over the whole image (then no position).", "default false"),
+    ),
+)

@@ -1,0 +1,88 @@
+"""Text watermark: draw text over the image, with Pillow's bundled font (no files needed)."""
+
+from __future__ import annotations
+
+import math
+
+from PIL import Image, ImageDraw, ImageFont
+
+from pixmesh.common.v1.operations_pb2 import WatermarkText
+from services.imaging.ops import gravity, overlay
+from services.imaging.ops.base import (
+    COLOUR_FORMAT,
+    WHITE,
+    Context,
+    OpSpec,
+    Size,
+    describe,
+    parse_colour,
+)
+
+MAX_CHARS = 256
+MIN_SIZE, MAX_SIZE = 6, 1024
+
+
+def validate(op: WatermarkText, src: Size | None, ctx: Context) -> Size | None:
+    if not 1 <= len(op.text) <= MAX_CHARS or not op.text.strip():
+        raise ctx.error("text", f"must have 1..{MAX_CHARS} characters, not only spaces")
+    if any(ch < " " and ch != "\n" for ch in op.text):
+        raise ctx.error("text", "must not contain control characters other than newlines")
+    if op.size and not MIN_SIZE <= op.size <= MAX_SIZE:
+        raise ctx.error("size", f"must be between {MIN_SIZE} and {MAX_SIZE} (0: automatic)")
+    ctx.colour("color", op.color)
+    ctx.colour("outline_color", op.outline_color)
+    opacity = op.opacity if op.HasField("opacity") else 1.0
+    overlay.validate(ctx, op.position, op.HasField("position"), op.tile, op.margin, opacity)
+    return src
+
+
+def render(op: WatermarkText, size: int) -> Image.Image:
+    """The text on a transparent patch just large enough to hold it."""
+    font = ImageFont.load_default(size)
+    outline = parse_colour(op.outline_color)
+    stroke = max(1, size // 16) if outline else 0
+    measure = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
+    left, top, right, bottom = measure.multiline_textbbox(
+        (0, 0), op.text, font=font, stroke_width=stroke
+    )
+    size_px = (max(1, math.ceil(right - left)), max(1, math.ceil(bottom - top)))
+    patch = Image.new("RGBA", size_px, (0, 0, 0, 0))
+    ImageDraw.Draw(patch).multiline_text(
+        (-left, -top),
+        op.text,
+        font=font,
+        fill=parse_colour(op.color) or WHITE,
+        stroke_width=stroke,
+        stroke_fill=outline,
+    )
+    return patch
+
+
+def apply(img: Image.Image, op: WatermarkText) -> Image.Image:
+    size = op.size or max(12, min(img.size) // 20)
+    patch = overlay.faded(render(op, size), op.opacity if op.HasField("opacity") else 1.0)
+    return overlay.draw(img, patch, op.position, op.margin, op.tile)
+
+
+SPEC = OpSpec(
+    name="watermark_text",
+    message=WatermarkText,
+    apply=apply,
+    validate=validate,
+    info=describe(
+        "watermark_text",
+        WatermarkText,
+        "Draw text over the image (Pillow's bundled sans-serif font).",
+        text=("The text; newlines start new lines.", f"1..{MAX_CHARS} characters"),
+        position=("Where it goes.", gravity.COMPASS_NAMES),
+        margin=("Pixels from the edges it is anchored to, or between tiles.", ">= 0"),
+        size=("Font size in pixels.", f"0 (1/20 of the shorter side) or {MIN_SIZE}..{MAX_SIZE}"),
+        color=("Text colour.", f'"" (white) or {COLOUR_FORMAT}'),
+        outline_color=(
+            "Outline colour, for legibility on any background.",
+            f'"" (none) or {COLOUR_FORMAT}',
+        ),
+        opacity=("Multiplies the text's alpha.", "(0, 1]; unset = 1"),
+        tile=("Repeat it over the whole image (then no position).", "default false"),
+    ),
+)

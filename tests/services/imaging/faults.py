@@ -1,0 +1,50 @@
+"""Functions the isolation tests run in child processes: module-level so that they pickle by
+name, and test-only so that no fault hook exists in the service itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def nap(seconds: float) -> int:
+    """Sleep, then return the pid: a task that is still running when a neighbour crashes."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def crash(how: str) -> None:
+    """Die the way a broken decoder does."""
+    if how == "abort":
+        os.abort()  # SIGABRT, like a failed assertion in C code
+    if how == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if how == "exit":
+        os._exit(70)
+    raise ValueError(how)
+
+
+def allocate(nbytes: int) -> int:
+    return len(bytearray(nbytes))
+
+
+def rlimit_as() -> tuple[int, int]:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_AS)
+
+
+def boom() -> None:
+    raise KeyError("a bug, not bad input")
+
+
+def late() -> None:
+    """What the pipeline raises when the deadline passes between two steps."""
+    from services.runtime.errors import DeadlineExceeded
+
+    raise DeadlineExceeded(message="the deadline passed before the encode step")
