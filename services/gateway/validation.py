@@ -14,6 +14,14 @@ from services.gateway import errors
 from services.runtime.errors import FieldViolation, InvalidArgument
 from services.runtime.pipeline import op_name
 
+_BOTH_SIDES = frozenset(
+    {
+        operations_pb2.Resize.FILL,
+        operations_pb2.Resize.FILL_DOWN,
+        operations_pb2.Resize.FORCE,
+        operations_pb2.Resize.AUTO,
+    }
+)
 OUTPUT_FORMATS = frozenset(
     {image_pb2.JPEG, image_pb2.PNG, image_pb2.WEBP, image_pb2.AVIF, image_pb2.GIF, image_pb2.TIFF}
 )
@@ -60,11 +68,10 @@ def _check(op: operations_pb2.Operation, max_dim: int) -> list[tuple[str, str]]:
         r = op.resize
         if r.width == 0 and r.height == 0:
             out.append(("width", "width or height is required"))
-        if r.mode in (operations_pb2.Resize.FILL, operations_pb2.Resize.FORCE) and not (
-            r.width and r.height
-        ):
-            out.append(("height", "FILL and FORCE need both width and height"))
-        out += _dims(("width", r.width), ("height", r.height), max_dim=max_dim)
+        if r.mode in _BOTH_SIDES and not (r.width and r.height):
+            out.append(("height", "FILL, FILL_DOWN, FORCE and AUTO need both width and height"))
+        dpr = r.dpr or 1.0  # sizes are in CSS pixels: the output is dpr times larger
+        out += _dims(("width", r.width * dpr), ("height", r.height * dpr), max_dim=max_dim)
     elif which == "crop":
         c = op.crop
         if c.width == 0 or c.height == 0:
@@ -83,5 +90,5 @@ def _check(op: operations_pb2.Operation, max_dim: int) -> list[tuple[str, str]]:
     return out
 
 
-def _dims(*pairs: tuple[str, int], max_dim: int) -> list[tuple[str, str]]:
+def _dims(*pairs: tuple[str, float], max_dim: int) -> list[tuple[str, str]]:
     return [(name, f"at most {max_dim}") for name, value in pairs if value > max_dim]

@@ -51,3 +51,16 @@ def test_unavailable_operation_is_failed_precondition() -> None:
         check([Op(denoise=operations_pb2.Denoise(auto=True))], {"denoise": "no model"})
     assert exc.value.reason == "OPERATION_UNAVAILABLE"
     assert "no model" in exc.value.message
+
+
+def test_resize_modes_and_dpr() -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        check(
+            [
+                Op(resize=operations_pb2.Resize(width=10, mode=operations_pb2.Resize.AUTO)),
+                Op(resize=operations_pb2.Resize(width=600, dpr=2)),
+            ]
+        )
+    fields = [v.field for v in exc.value.violations]
+    assert fields == ["operations[0].resize.height", "operations[1].resize.width"]
+    check([Op(resize=operations_pb2.Resize(width=500, dpr=2))])
