@@ -2,8 +2,8 @@
 sources and deadlines. Nothing here talks to a channel, so both clients stay thin mirrors.
 
 What is retried, and how:
-- Unary RPCs (CreateJob, GetJob, ListJobs, CancelJob, DownloadOutput, ListOperations) are retried
-  by gRPC itself on UNAVAILABLE, from the `retryPolicy` in the channel's service config:
+- Unary RPCs (CreateJob, GetJob, ListJobs, CancelJob, DownloadOutput, ListOperations and the
+  metadata queries) are retried by gRPC itself on UNAVAILABLE, from the `retryPolicy` in the channel's service config:
   exponential backoff with full jitter, bounded attempts, all within the call's one deadline.
   CreateJob is safe to retry because the clients always send an idempotency key.
 - UploadImage is client-streaming: gRPC stops retrying once it has sent more than its retry buffer
@@ -11,6 +11,8 @@ What is retried, and how:
   only, when the source can be read again (bytes, a path, a seekable file).
 - WatchJob is server-streaming and may break after some updates; the clients re-open it on
   UNAVAILABLE (or an early clean end) and skip the repeated current state.
+- GetImageMetadata right after an upload is UNAVAILABLE (METADATA_PENDING) until the image has
+  been read; get_image_metadata asks again every METADATA_POLL_S within its deadline.
 Nothing else is retried: other codes are the caller's problem or need a decision.
 """
 
@@ -25,9 +27,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypedDict
 from uuid import uuid4
 
 from pixmesh import errors
@@ -54,7 +57,14 @@ RETRIED_METHODS = (
     "CancelJob",
     "DownloadOutput",
     "ListOperations",
+    "GetImageMetadata",
+    "SearchImages",
+    "FindSimilar",
 )
+# GetImageMetadata answers UNAVAILABLE with this reason until a new upload has been read.
+METADATA_PENDING = "METADATA_PENDING"
+# Seconds between asks while it is pending (extraction takes a fraction of a second).
+METADATA_POLL_S = 0.2
 TERMINAL_STATES = frozenset({Job.SUCCEEDED, Job.FAILED, Job.CANCELLED})
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
@@ -165,6 +175,36 @@ def retry_delay(
         return None
     delay = random.uniform(0, min(MAX_BACKOFF_S, INITIAL_BACKOFF_S * BACKOFF_MULTIPLIER**attempt))
     return delay if delay < deadline.left() else None
+
+
+class SearchFilters(TypedDict, total=False):
+    """Keyword filters of search_images: the fields of gateway.v1.SearchImagesRequest."""
+
+    camera_make: str
+    camera_model: str
+    taken_after: datetime
+    taken_before: datetime
+    min_latitude: float
+    max_latitude: float
+    min_longitude: float
+    max_longitude: float
+    min_width: int
+    max_width: int
+    min_height: int
+    max_height: int
+    formats: list[str | int]
+
+
+def search_request(page_size: int, filters: SearchFilters) -> gateway_pb2.SearchImagesRequest:
+    if not 1 <= page_size <= 100:
+        raise ValueError("page_size must be within 1..100")
+    # Protobuf takes datetimes for Timestamp fields and enum names ("JPEG") for enums.
+    return gateway_pb2.SearchImagesRequest(page_size=page_size, **filters)  # type: ignore[arg-type]
+
+
+def is_pending(error: errors.PixmeshError, deadline: Deadline) -> bool:
+    """Whether to ask for an image's metadata again (it is being extracted, time is left)."""
+    return error.reason == METADATA_PENDING and deadline.left() > METADATA_POLL_S
 
 
 def new_idempotency_key() -> str:

@@ -14,7 +14,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Unpack
 
 import grpc
 from google.protobuf.message import Message
@@ -24,18 +24,23 @@ from pixmesh import errors, ops
 from pixmesh._common import (
     CHUNK_SIZE,
     DEFAULT_TARGET,
+    METADATA_POLL_S,
     Deadline,
+    SearchFilters,
     Settings,
     Source,
     UploadSource,
+    is_pending,
     is_terminal,
     job_state,
     new_idempotency_key,
     retry_delay,
+    search_request,
     write_atomically,
 )
 from pixmesh.common.v1.image_pb2 import Image
 from pixmesh.common.v1.job_pb2 import Job
+from pixmesh.common.v1.metadata_pb2 import ImageMetadata, ImageRecord, SimilarImage
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 from pixmesh.gateway.v1.gateway_pb2_grpc import GatewayServiceStub
 
@@ -211,6 +216,56 @@ class AsyncClient:
             self._stub.ListOperations, gw.ListOperationsRequest(), timeout
         )
         return resp
+
+    # --- image metadata -----------------------------------------------------------------------
+
+    async def get_image_metadata(
+        self, image_id: str, *, wait: bool = True, timeout: float | None = None
+    ) -> ImageMetadata:
+        deadline = Deadline(timeout or self.settings.timeout)
+        request = gw.GetImageMetadataRequest(image_id=image_id)
+        while True:
+            try:
+                resp: gw.GetImageMetadataResponse = await self._unary(
+                    self._stub.GetImageMetadata, request, deadline.timeout()
+                )
+                return resp.metadata
+            except errors.Unavailable as error:
+                if not (wait and is_pending(error, deadline)):
+                    raise
+            await asyncio.sleep(METADATA_POLL_S)
+
+    async def search_images(
+        self,
+        *,
+        page_size: int = 50,
+        timeout: float | None = None,
+        **filters: Unpack[SearchFilters],
+    ) -> AsyncIterator[ImageRecord]:
+        request = search_request(page_size, filters)
+        while True:
+            resp: gw.SearchImagesResponse = await self._unary(
+                self._stub.SearchImages, request, timeout
+            )
+            for record in resp.images:
+                yield record
+            if not resp.next_page_token:
+                return
+            request.page_token = resp.next_page_token
+
+    async def find_similar(
+        self,
+        image_id: str,
+        max_distance: int | None = None,
+        *,
+        limit: int = 20,
+        timeout: float | None = None,
+    ) -> list[SimilarImage]:
+        request = gw.FindSimilarRequest(image_id=image_id, page_size=limit)
+        if max_distance is not None:
+            request.max_distance = max_distance
+        resp: gw.FindSimilarResponse = await self._unary(self._stub.FindSimilar, request, timeout)
+        return list(resp.images)
 
     async def process(
         self,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import grpc
 from google.protobuf.message import Message
@@ -27,18 +27,23 @@ from google.protobuf.message import Message
 from pixmesh import errors, ops
 from pixmesh._common import (
     DEFAULT_TARGET,
+    METADATA_POLL_S,
     Deadline,
+    SearchFilters,
     Settings,
     Source,
     UploadSource,
+    is_pending,
     is_terminal,
     job_state,
     new_idempotency_key,
     retry_delay,
+    search_request,
     write_atomically,
 )
 from pixmesh.common.v1.image_pb2 import Image
 from pixmesh.common.v1.job_pb2 import Job
+from pixmesh.common.v1.metadata_pb2 import ImageMetadata, ImageRecord, SimilarImage
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 from pixmesh.gateway.v1.gateway_pb2_grpc import GatewayServiceStub
 
@@ -228,6 +233,62 @@ class Client:
             self._stub.ListOperations, gw.ListOperationsRequest(), timeout
         )
         return resp
+
+    # --- image metadata -----------------------------------------------------------------------
+
+    def get_image_metadata(
+        self, image_id: str, *, wait: bool = True, timeout: float | None = None
+    ) -> ImageMetadata:
+        """The metadata of an uploaded image (EXIF, IPTC, XMP, ICC, colours, placeholders,
+        hashes). Every upload is read in the background; until that is done this asks again
+        within the deadline (`wait=False` raises the Unavailable METADATA_PENDING error instead)."""
+        deadline = Deadline(timeout or self.settings.timeout)
+        request = gw.GetImageMetadataRequest(image_id=image_id)
+        while True:
+            try:
+                resp: gw.GetImageMetadataResponse = self._unary(
+                    self._stub.GetImageMetadata, request, deadline.timeout()
+                )
+                return resp.metadata
+            except errors.Unavailable as error:
+                if not (wait and is_pending(error, deadline)):
+                    raise
+            time.sleep(METADATA_POLL_S)
+
+    def search_images(
+        self,
+        *,
+        page_size: int = 50,
+        timeout: float | None = None,
+        **filters: Unpack[SearchFilters],
+    ) -> Iterator[ImageRecord]:
+        """The caller's images matching every filter given (the fields of SearchImagesRequest:
+        camera_make, camera_model, taken_after/taken_before (datetime), min/max_latitude and
+        min/max_longitude (all four), min/max_width, min/max_height, formats (["JPEG", ...])),
+        newest first, fetching pages lazily (one deadline each)."""
+        request = search_request(page_size, filters)
+        while True:
+            resp: gw.SearchImagesResponse = self._unary(self._stub.SearchImages, request, timeout)
+            yield from resp.images
+            if not resp.next_page_token:
+                return
+            request.page_token = resp.next_page_token
+
+    def find_similar(
+        self,
+        image_id: str,
+        max_distance: int | None = None,
+        *,
+        limit: int = 20,
+        timeout: float | None = None,
+    ) -> list[SimilarImage]:
+        """Near-duplicates of an image: the caller's images whose pHash is within
+        `max_distance` bits (default 10, at most 32), nearest first, at most `limit`."""
+        request = gw.FindSimilarRequest(image_id=image_id, page_size=limit)
+        if max_distance is not None:
+            request.max_distance = max_distance
+        resp: gw.FindSimilarResponse = self._unary(self._stub.FindSimilar, request, timeout)
+        return list(resp.images)
 
     def process(
         self,

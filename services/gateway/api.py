@@ -8,6 +8,7 @@ from google.api import httpbody_pb2
 
 from pixmesh.gateway.v1 import gateway_pb2 as pb
 from pixmesh.gateway.v1 import gateway_pb2_grpc
+from services.gateway.metadata import MetadataQueries
 from services.gateway.service import GatewayService, Upload
 from services.gateway.settings import GatewaySettings
 from services.runtime.errors import invalid
@@ -22,8 +23,11 @@ def _authorization(context: Ctx) -> str | None:
 
 
 class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, service: GatewayService, settings: GatewaySettings) -> None:
+    def __init__(
+        self, service: GatewayService, settings: GatewaySettings, metadata: MetadataQueries
+    ) -> None:
         self.service = service
+        self.metadata = metadata
         self.timeout = settings.call_timeout_s
 
     async def _tenant(self, context: Ctx) -> str:
@@ -116,3 +120,22 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> pb.ListOperationsResponse:
         await self._tenant(context)
         return await self.service.list_operations()
+
+    async def GetImageMetadata(
+        self, request: pb.GetImageMetadataRequest, context: Ctx
+    ) -> pb.GetImageMetadataResponse:
+        tenant = await self._tenant(context)
+        md = await self.metadata.get(tenant, request.image_id, time_left(context, self.timeout))
+        return pb.GetImageMetadataResponse(metadata=md)
+
+    async def SearchImages(
+        self, request: pb.SearchImagesRequest, context: Ctx
+    ) -> pb.SearchImagesResponse:
+        tenant = await self._tenant(context)
+        return await self.metadata.search(tenant, request, time_left(context, self.timeout))
+
+    async def FindSimilar(
+        self, request: pb.FindSimilarRequest, context: Ctx
+    ) -> pb.FindSimilarResponse:
+        tenant = await self._tenant(context)
+        return await self.metadata.similar(tenant, request, time_left(context, self.timeout))

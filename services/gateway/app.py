@@ -16,11 +16,14 @@ from pixmesh.jobs.v1 import jobs_pb2_grpc
 from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from services.gateway.api import GatewayApi
 from services.gateway.capabilities import CapabilityCache, Fetch
+from services.gateway.events import BusUploadEvents
 from services.gateway.idempotency import IdempotencyCache
+from services.gateway.metadata import MetadataQueries
 from services.gateway.repository import GatewayRepository
 from services.gateway.service import GatewayService
 from services.gateway.settings import GatewaySettings
 from services.runtime import db
+from services.runtime.bus import Bus
 from services.runtime.imageprobe import configure_pillow
 from services.runtime.server import App, GrpcService, channel
 from services.runtime.storage import Storage
@@ -51,6 +54,11 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
         imaging = await stack.enter_async_context(channel(settings.imaging_addr))
         inference = await stack.enter_async_context(channel(settings.inference_addr))
         metadata = await stack.enter_async_context(channel(settings.metadata_addr))
+        bus = await Bus.connect(settings.nats_url, "pixmesh-gateway")
+        stack.push_async_callback(bus.close)
+        await bus.ensure_streams()
+        events = BusUploadEvents(bus, timeout_s=settings.call_timeout_s)
+        metadata_stub = metadata_pb2_grpc.MetadataServiceStub(metadata)
         capabilities = CapabilityCache(
             {
                 "imaging": _fetch(
@@ -61,22 +69,22 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
                     inference_pb2_grpc.InferenceServiceStub(inference),
                     inference_pb2.ListOperationsRequest(),
                 ),
-                "metadata": _fetch(
-                    metadata_pb2_grpc.MetadataServiceStub(metadata),
-                    metadata_pb2.ListOperationsRequest(),
-                ),
+                "metadata": _fetch(metadata_stub, metadata_pb2.ListOperationsRequest()),
             },
             ttl_s=settings.cache_ttl_s,
         )
+        repo = GatewayRepository(pool)
         service = GatewayService(
             settings,
-            GatewayRepository(pool),
+            repo,
             IdempotencyCache(cache, settings.idempotency_ttl_s),
             storage,
             jobs_pb2_grpc.JobsServiceStub(jobs),
             capabilities,
+            events,
         )
-        api = GatewayApi(service, settings)
+        queries = MetadataQueries(repo, metadata_stub, events)
+        api = GatewayApi(service, settings, queries)
         name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
         yield App(
             services=[

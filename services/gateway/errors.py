@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.runtime.errors import FailedPrecondition, NotFound, Unauthenticated
+from services.runtime.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
 
 
 def missing_key() -> Unauthenticated:
@@ -31,4 +31,11 @@ def idempotency_mismatch() -> FailedPrecondition:
     return FailedPrecondition(
         message="idempotency key was already used with a different request",
         reason="IDEMPOTENCY_KEY_REUSED",
+    )
+
+
+def metadata_pending(image_id: str) -> Unavailable:
+    return Unavailable(
+        message=f"the metadata of image {image_id} is still being extracted; retry shortly",
+        reason="METADATA_PENDING",
     )

@@ -16,6 +16,7 @@ from pixmesh.gateway.v1 import gateway_pb2
 from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from services.gateway import errors
 from services.gateway.capabilities import CapabilityCache
+from services.gateway.events import UploadEvents
 from services.gateway.idempotency import IdempotencyCache
 from services.gateway.repository import GatewayRepository
 from services.gateway.settings import GatewaySettings
@@ -46,6 +47,7 @@ class GatewayService:
         storage: Storage,
         jobs: jobs_pb2_grpc.JobsServiceStub,
         capabilities: CapabilityCache,
+        events: UploadEvents,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -53,6 +55,7 @@ class GatewayService:
         self.storage = storage
         self.jobs = jobs
         self.capabilities = capabilities
+        self.events = events
         self.limits = ProbeLimits(
             max_bytes=settings.max_input_bytes,
             max_pixels=settings.max_pixels,
@@ -109,7 +112,12 @@ class GatewayService:
             content_type=header.mime_type,
             filename=upload.filename[:255],
         )
-        return await self.repo.save_image(tenant_id, image)
+        saved = await self.repo.save_image(tenant_id, image)
+        # Announced on every upload, repeats included: the event is what gets the image indexed
+        # (metadata, search), and the upload is only answered once the event is in JetStream,
+        # so a failed publish fails the upload and the client's retry announces it again.
+        await self.events.image_uploaded(tenant_id, saved)
+        return saved
 
     # ---- jobs -----------------------------------------------------------------------------
 

@@ -14,9 +14,11 @@ CAPABILITIES = operations_pb2.Capabilities(
             name="extract_metadata",
             service="metadata",
             description=(
-                "Format, dimensions, mode, frame count, size, sha256 and EXIF (camera, lens, "
-                "exposure, date taken, orientation, GPS) of the uploaded source image; returned "
-                "with the job and stored per tenant."
+                "Everything the uploaded source image says about itself and how it looks: "
+                "format, dimensions, mode, bit depth, frames and duration, size, sha256, EXIF "
+                "(camera, lens, exposure, date taken, orientation, GPS), IPTC, XMP, ICC profile, "
+                "average colour and palette, BlurHash and ThumbHash, pHash and dHash. Returned "
+                "with the job; every upload is also indexed without it (GetImageMetadata)."
             ),
             available=True,
         )
@@ -38,3 +40,20 @@ class MetadataApi(metadata_pb2_grpc.MetadataServiceServicer):
     ) -> pb.GetImageMetadataResponse:
         md = await self.service.get(request.tenant_id, request.sha256)
         return pb.GetImageMetadataResponse(metadata=md)
+
+    async def SearchImages(
+        self, request: pb.SearchImagesRequest, context: Ctx
+    ) -> pb.SearchImagesResponse:
+        images, token = await self.service.search(
+            request.tenant_id, request.filter, request.page_size, request.page_token
+        )
+        return pb.SearchImagesResponse(images=images, next_page_token=token)
+
+    async def FindSimilar(
+        self, request: pb.FindSimilarRequest, context: Ctx
+    ) -> pb.FindSimilarResponse:
+        distance = request.max_distance if request.HasField("max_distance") else None
+        images = await self.service.find_similar(
+            request.tenant_id, request.sha256, distance, request.page_size
+        )
+        return pb.FindSimilarResponse(images=images)

@@ -8,17 +8,21 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from services.metadata.api import MetadataApi
-from services.metadata.consumers import processor
+from services.metadata.consumers import processor, upload_consumer
 from services.metadata.repository import MIGRATIONS, SCHEMA, MetadataRepository
 from services.metadata.service import MetadataService
 from services.metadata.settings import MetadataSettings
 from services.runtime import db
+from services.runtime.imageprobe import configure_pillow
 from services.runtime.server import App, GrpcService
+from services.runtime.storage import Storage
 from services.runtime.worker import connect_worker
 
 
 @asynccontextmanager
 async def build(settings: MetadataSettings) -> AsyncIterator[App]:
+    # Pixels are decoded now (colours, hashes): the same hard pixel limit as everywhere else.
+    configure_pillow(settings.max_pixels)
     async with AsyncExitStack() as stack:
         pool = await db.create_pool(settings.database_url)
         stack.push_async_callback(pool.close)
@@ -26,8 +30,15 @@ async def build(settings: MetadataSettings) -> AsyncIterator[App]:
         executor = stack.enter_context(
             ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="metadata")
         )
-        service = MetadataService(MetadataRepository(pool), executor)
-        consumer = await connect_worker(stack, settings, processor(service))
+        service = MetadataService(
+            MetadataRepository(pool),
+            executor,
+            images=Storage.from_settings(settings),
+            strip_gps=settings.strip_gps,
+        )
+        tasks = await connect_worker(stack, settings, processor(service))
+        uploads = upload_consumer(tasks.bus, settings, service)
+        await uploads.setup()
         api = MetadataApi(service)
         name = metadata_pb2.DESCRIPTOR.services_by_name["MetadataService"].full_name
         yield App(
@@ -36,5 +47,5 @@ async def build(settings: MetadataSettings) -> AsyncIterator[App]:
                     name, lambda s: metadata_pb2_grpc.add_MetadataServiceServicer_to_server(api, s)
                 )
             ],
-            workers=[consumer.run],
+            workers=[tasks.run, uploads.run],
         )

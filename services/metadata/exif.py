@@ -19,45 +19,17 @@ from google.protobuf import timestamp_pb2
 from PIL import ExifTags, Image
 
 from pixmesh.common.v1 import metadata_pb2
+from services.metadata.text import Notes
 
 # Longest text kept from a string tag: real values are short, and a hostile one must not bloat
 # every stored document and API response.
 MAX_TEXT_CHARS: Final = 256
-# Notes beyond this are dropped (with one last note saying so): a crafted file can hold
-# thousands of broken tags.
-MAX_NOTES: Final = 32
 
 _Base = ExifTags.Base
 _GPS = ExifTags.GPS
 _DATETIME = re.compile(r"(\d{4})[:-](\d{2})[:-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 _OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})")
 _XMP_ORIENTATION = re.compile(rb'tiff:Orientation(?:="|>)([1-8])\b')
-
-
-class Notes:
-    """Collects "<section>: <problem>" lines, deduplicated and capped."""
-
-    def __init__(self, limit: int = MAX_NOTES) -> None:
-        self._limit = limit
-        self._items: list[str] = []
-        self._seen: set[str] = set()
-        self._dropped = 0
-
-    def add(self, section: str, problem: str) -> None:
-        line = f"{section}: {problem}"
-        if line in self._seen:
-            return
-        self._seen.add(line)
-        if len(self._items) < self._limit:
-            self._items.append(line)
-        else:
-            self._dropped += 1
-
-    @property
-    def items(self) -> list[str]:
-        if self._dropped:
-            return [*self._items, f"warnings: {self._dropped} more omitted"]
-        return list(self._items)
 
 
 def decode(exif: Image.Exif, notes: Notes, xmp: bytes | str | None = None) -> metadata_pb2.Exif:
@@ -84,6 +56,9 @@ def _decode_ifd0(exif: Mapping[int, Any], out: metadata_pb2.Exif, notes: Notes) 
         (_Base.Make, "Make", "make"),
         (_Base.Model, "Model", "model"),
         (_Base.Software, "Software", "software"),
+        (_Base.Artist, "Artist", "artist"),
+        (_Base.Copyright, "Copyright", "copyright"),
+        (_Base.ImageDescription, "ImageDescription", "image_description"),
     ):
         if (text := _text(_get(exif, tag), name, section, notes)) is not None:
             setattr(out, attr, text)
@@ -98,8 +73,12 @@ def _decode_ifd0(exif: Mapping[int, Any], out: metadata_pb2.Exif, notes: Notes) 
 
 def _decode_exif_ifd(ifd: Mapping[int, Any], out: metadata_pb2.Exif, notes: Notes) -> None:
     section = "exif.exif"
-    if (lens := _text(ifd.get(_Base.LensModel), "LensModel", section, notes)) is not None:
-        out.lens_model = lens
+    for text_tag, name, attr in (
+        (_Base.LensModel, "LensModel", "lens_model"),
+        (_Base.LensMake, "LensMake", "lens_make"),
+    ):
+        if (text := _text(ifd.get(text_tag), name, section, notes)) is not None:
+            setattr(out, attr, text)
 
     # Digitized is the fallback: digital cameras write both, scanners only the latter.
     for when, offset_tag, subsec_tag, name in (
@@ -134,6 +113,29 @@ def _decode_exif_ifd(ifd: Mapping[int, Any], out: metadata_pb2.Exif, notes: Note
             setattr(out, attr, value)
         else:
             notes.add(section, f"malformed {name}")
+
+    bias = ifd.get(_Base.ExposureBiasValue)
+    if bias is not None:
+        # Signed, and zero is a real value ("no compensation").
+        if (ev := _real(bias)) is not None and abs(ev) <= 64:
+            out.exposure_bias_ev = ev
+        else:
+            notes.add(section, "malformed ExposureBiasValue")
+
+    focal35 = ifd.get(_Base.FocalLengthIn35mmFilm)
+    if focal35 is not None:
+        # 0 means "unknown" in the standard.
+        if (mm := _uint(focal35)) is None:
+            notes.add(section, "malformed FocalLengthIn35mmFilm")
+        elif mm:
+            out.focal_length_35mm = mm
+
+    flash = ifd.get(_Base.Flash)
+    if flash is not None:
+        if (bits := _uint(flash)) is not None and bits <= 0xFFFF:
+            out.flash_fired = bool(bits & 1)
+        else:
+            notes.add(section, "malformed Flash")
 
     iso = ifd.get(_Base.ISOSpeedRatings)
     if iso is not None:

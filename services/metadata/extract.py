@@ -1,22 +1,26 @@
-"""What an image says about itself, read from its headers: format, geometry, frames and EXIF.
+"""Everything an image says about itself, and what its pixels look like.
 
-`extract` is pure and CPU-bound (run it on an executor). It never decodes pixels, so it is cheap
-even for large images, and it never fails because of metadata: a broken EXIF field is dropped and
-noted in `warnings`. Only bytes that no supported decoder accepts are an error.
+`extract` is pure and CPU-bound (run it on an executor). The headers give the properties, EXIF,
+IPTC, XMP and the ICC profile; then the first frame is decoded at a reduced size for colours,
+placeholders and perceptual hashes. It never fails because of metadata: a broken field, block or
+pixel stream is dropped and noted in `warnings`, and everything else is still returned. Only
+bytes that no supported decoder accepts are an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 from typing import Final
 
-from PIL import Image
+from PIL import Image, ImageCms
 
 from pixmesh.common.v1 import image_pb2, metadata_pb2
-from services.metadata import errors
-from services.metadata.exif import Notes, decode
+from services.metadata import errors, iptc, pixels, xmp
+from services.metadata.exif import MAX_TEXT_CHARS, decode
+from services.metadata.text import Notes, clean
 
 # Pillow format id -> wire enum. Opening is restricted to these, so bytes that merely resemble
 # an exotic format (EPS, PSD, ...) never reach that format's parser.
@@ -35,6 +39,11 @@ _FORMATS: Final[dict[str, image_pb2.ImageFormat.ValueType]] = {
 # MPO has no opener of its own: JPEG's recognises it.
 _OPEN: Final = [name for name in _FORMATS if name != "MPO"]
 _EXIF_HEADER: Final = b"Exif\x00\x00"
+# Bits per sample of Pillow's modes, for formats whose header we do not read ourselves.
+_MODE_BITS: Final = {"1": 1, "I": 32, "F": 32}
+# Frames whose durations are summed; beyond this an animation's duration is left unset (the
+# services' frame limit is far lower).
+_MAX_TIMED_FRAMES: Final = 1000
 
 
 def extract(data: bytes) -> metadata_pb2.ImageMetadata:
@@ -48,7 +57,8 @@ def extract(data: bytes) -> metadata_pb2.ImageMetadata:
     notes = Notes()
     try:
         image = Image.open(io.BytesIO(data), formats=_OPEN)
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # configure_pillow turns the warning into an error too: both mean "too many pixels".
         raise errors.image_too_large() from exc
     except Exception as exc:
         # Pillow signals bad input with many types (OSError, SyntaxError, ValueError, struct.error).
@@ -57,12 +67,39 @@ def extract(data: bytes) -> metadata_pb2.ImageMetadata:
         md.format = _FORMATS.get(image.format or "", image_pb2.IMAGE_FORMAT_UNSPECIFIED)
         md.width, md.height = image.size
         md.mode = image.mode
+        md.bit_depth = _bit_depth(image, data)
+        packet = _xmp(image)
         exif = _read_exif(image, notes)
-        if exif is not None and (decoded := decode(exif, notes, xmp=_xmp(image))).ListFields():
+        if exif is not None and (decoded := decode(exif, notes, xmp=packet)).ListFields():
             md.exif.CopyFrom(decoded)
+        if packet:
+            md.xmp.update(xmp.parse(packet, notes))
+        if (record := iptc.read(image, notes)) is not None:
+            md.iptc.CopyFrom(record)
+        if (profile := _icc_description(image, notes)) is not None:
+            md.icc_profile = profile
         md.frame_count = _frame_count(image, notes)
+        if md.frame_count > 1 and (duration := _duration(image, md.frame_count, notes)):
+            md.duration_ms = duration
+    _summarize_pixels(md, data, notes)
     md.warnings.extend(notes.items)
     return md
+
+
+def _summarize_pixels(md: metadata_pb2.ImageMetadata, data: bytes, notes: Notes) -> None:
+    try:
+        summary = pixels.summarize(data, _OPEN)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise errors.image_too_large() from exc
+    except Exception:
+        # Truncated or corrupt pixel data: the header metadata above is still good.
+        notes.add(
+            "pixels", "image data could not be decoded; colours, placeholders and hashes omitted"
+        )
+        return
+    md.colors.CopyFrom(summary.colors)
+    md.placeholders.CopyFrom(summary.placeholders)
+    md.perceptual_hashes.CopyFrom(summary.hashes)
 
 
 @functools.cache
@@ -110,3 +147,49 @@ def _frame_count(image: Image.Image, notes: Notes) -> int:
         notes.add("frames", "could not count frames")
         return 1
     return max(count, 1)
+
+
+def _duration(image: Image.Image, frames: int, notes: Notes) -> int | None:
+    """Sum of the frame durations in ms (GIF, APNG, WebP, AVIF keep one per frame in `info`)."""
+    if frames > _MAX_TIMED_FRAMES:
+        return None
+    total = 0.0
+    try:
+        for index in range(frames):
+            image.seek(index)
+            total += float(image.info.get("duration") or 0)
+    except Exception:
+        notes.add("frames", "could not read frame durations")
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            image.seek(0)
+    return min(int(total), 2**32 - 1) or None
+
+
+def _bit_depth(image: Image.Image, data: bytes) -> int:
+    if image.format == "PNG" and len(data) > 24:
+        return data[24]  # IHDR bit depth: right after the signature, chunk header and size
+    if image.format in ("JPEG", "MPO"):
+        return int(getattr(image, "bits", 8))
+    if image.format == "TIFF":
+        bits = getattr(image, "tag_v2", {}).get(258)
+        first = bits[0] if isinstance(bits, tuple) and bits else bits
+        if isinstance(first, int) and 0 < first <= 64:
+            return first
+    if image.mode.startswith("I;16"):
+        return 16
+    return _MODE_BITS.get(image.mode, 8)
+
+
+def _icc_description(image: Image.Image, notes: Notes) -> str | None:
+    icc = image.info.get("icc_profile")
+    if not icc or not isinstance(icc, bytes):
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        description = ImageCms.getProfileDescription(profile)
+    except Exception:
+        notes.add("icc", "unreadable ICC profile")
+        return None
+    return clean(description, MAX_TEXT_CHARS) or None

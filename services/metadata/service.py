@@ -1,15 +1,24 @@
-"""The metadata service: extract an image's metadata, keep it per tenant, read it back."""
+"""The metadata service: extract an image's metadata, keep it per tenant, search it.
+
+Two paths write: every upload (the gateway's ImageUploaded event, `index_upload`) and the
+extract_metadata job op (`extract_and_store`). Both upsert the same row, so either order and any
+number of redeliveries leave one record. Every read takes the tenant id and passes it to the
+store, which scopes every query by it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Protocol
 
 from pixmesh.common.v1 import image_pb2, metadata_pb2
-from services.metadata import errors
+from services.metadata import errors, hashes, search
 from services.metadata.extract import extract
+from services.metadata.search import Cursor
+from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.storage import input_key
 from services.runtime.telemetry import tracer
 
 _tracer = tracer(__name__)
@@ -18,10 +27,36 @@ _tracer = tracer(__name__)
 class MetadataStore(Protocol):
     """Where metadata is kept (Postgres in production: repository.MetadataRepository)."""
 
-    async def upsert(self, tenant_id: str, md: metadata_pb2.ImageMetadata) -> None:
+    async def upsert(
+        self, tenant_id: str, md: metadata_pb2.ImageMetadata, image_id: str | None = None
+    ) -> None:
         """Insert or replace; writing the same metadata twice must be harmless."""
 
     async def get(self, tenant_id: str, sha256: str) -> metadata_pb2.ImageMetadata | None: ...
+
+    async def search(
+        self,
+        tenant_id: str,
+        f: metadata_pb2.ImageSearchFilter,
+        limit: int,
+        after: Cursor | None,
+    ) -> list[tuple[metadata_pb2.ImageRecord, Cursor]]: ...
+
+    async def similar(
+        self,
+        tenant_id: str,
+        phash: int,
+        max_distance: int,
+        limit: int,
+        exclude_sha256: str,
+        probes: Sequence[Sequence[int]] | None,
+    ) -> list[metadata_pb2.SimilarImage]: ...
+
+
+class ImageSource(Protocol):
+    """Where uploaded bytes are read from (object storage: runtime.storage.Storage)."""
+
+    async def get(self, key: str) -> bytes: ...
 
 
 class MetadataService:
@@ -30,30 +65,144 @@ class MetadataService:
         store: MetadataStore,
         executor: Executor,
         *,
+        images: ImageSource | None = None,
+        strip_gps: bool = False,
         extractor: Callable[[bytes], metadata_pb2.ImageMetadata] = extract,
     ) -> None:
         self._store = store
         self._executor = executor
+        self._images = images
+        self._strip_gps = strip_gps
         self._extract = extractor
 
-    async def extract_and_store(self, tenant_id: str, data: bytes) -> metadata_pb2.ImageMetadata:
-        """Extract on the executor (Pillow is CPU work), then upsert.
+    # ---- writes ---------------------------------------------------------------------------
+
+    async def extract_and_store(
+        self, tenant_id: str, data: bytes, source: image_pb2.Image | None = None
+    ) -> metadata_pb2.ImageMetadata:
+        """Extract on the executor (Pillow is CPU work), then upsert. `source` is the job's
+        uploaded image: when `data` is its bytes, the row is linked to its image id.
 
         Raises InvalidArgument (IMAGE_CORRUPT / IMAGE_TOO_LARGE) for bytes that are not an image:
         a permanent failure, not worth a retry.
         """
+        md = await self._extract_with_policy(data)
+        image_id = source.image_id if source is not None and source.sha256 == md.sha256 else None
+        await self._store.upsert(tenant_id, md, image_id)
+        return md
+
+    async def index_upload(self, tenant_id: str, image: image_pb2.Image) -> None:
+        """Extract and store the metadata of a just-uploaded image (the ImageUploaded event).
+
+        An image that cannot be read still gets a record: the gateway's header facts and a
+        warning, so a client asking for it learns why instead of waiting forever.
+        """
+        if self._images is None:
+            raise RuntimeError("index_upload needs an image source")
+        tenant_id = errors.checked_tenant(tenant_id)
+        errors.checked_sha256(image.sha256)
+        try:
+            md = await self._extract_with_policy(await self._images.get(input_key(image.sha256)))
+        except NotFound:
+            md = _unreadable(image, "image: the uploaded bytes are no longer in storage")
+        except InvalidArgument as err:
+            md = _unreadable(image, f"image: {err.message}")
+        await self._store.upsert(tenant_id, md, image.image_id or None)
+
+    async def _extract_with_policy(self, data: bytes) -> metadata_pb2.ImageMetadata:
         with _tracer.start_as_current_span("metadata.extract") as span:
             span.set_attribute("pixmesh.image.size_bytes", len(data))
             loop = asyncio.get_running_loop()
             md = await loop.run_in_executor(self._executor, self._extract, data)
             span.set_attribute("pixmesh.image.format", image_pb2.ImageFormat.Name(md.format))
             span.set_attribute("pixmesh.metadata.warnings", len(md.warnings))
-        await self._store.upsert(tenant_id, md)
+        if self._strip_gps:
+            strip_gps(md)
         return md
+
+    # ---- reads ----------------------------------------------------------------------------
 
     async def get(self, tenant_id: str, sha256: str) -> metadata_pb2.ImageMetadata:
         """Raises InvalidArgument (INVALID_SHA256) or NotFound (METADATA_NOT_FOUND)."""
+        tenant_id = errors.checked_tenant(tenant_id)
         md = await self._store.get(tenant_id, errors.checked_sha256(sha256))
         if md is None:
             raise errors.metadata_not_found()
+        return self._redact(md)
+
+    async def search(
+        self,
+        tenant_id: str,
+        f: metadata_pb2.ImageSearchFilter,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[metadata_pb2.ImageRecord], str]:
+        """One page of the tenant's images matching `f`, and the next page's token ("" at the
+        end). Raises InvalidArgument for a bad filter, page size or token."""
+        tenant_id = errors.checked_tenant(tenant_id)
+        search.check_filter(f)
+        if self._strip_gps and f.HasField("min_latitude"):
+            # Rows stored before the policy was switched on may still have a position.
+            raise errors.gps_disabled()
+        size = search.page_size(page_size)
+        after = search.decode_token(page_token, f) if page_token else None
+        # One row more than asked says whether another page exists.
+        rows = await self._store.search(tenant_id, f, size + 1, after)
+        page = rows[:size]
+        token = search.encode_token(page[-1][1], f) if len(rows) > size else ""
+        for record, _ in page:
+            self._redact(record.metadata)
+        return [record for record, _ in page], token
+
+    async def find_similar(
+        self, tenant_id: str, sha256: str, max_distance: int | None, page_size: int
+    ) -> list[metadata_pb2.SimilarImage]:
+        """The tenant's images within `max_distance` pHash bits of this one, nearest first.
+
+        Raises NotFound (METADATA_NOT_FOUND) when the image has no record yet and
+        FailedPrecondition (NO_PERCEPTUAL_HASH) when its pixels could not be read.
+        """
+        distance = search.max_distance(max_distance)
+        size = search.page_size(page_size)
+        md = await self.get(tenant_id, sha256)
+        if not md.perceptual_hashes.phash:
+            raise errors.no_perceptual_hash()
+        phash = hashes.from_hex(md.perceptual_hashes.phash)
+        matches = await self._store.similar(
+            tenant_id, phash, distance, size, md.sha256, search.band_probes(phash, distance)
+        )
+        for match in matches:
+            self._redact(match.metadata)
+        return matches
+
+    def _redact(self, md: metadata_pb2.ImageMetadata) -> metadata_pb2.ImageMetadata:
+        """Reads apply the strip_gps policy too: rows stored before it was on keep a position."""
+        if self._strip_gps:
+            strip_gps(md)
         return md
+
+
+def strip_gps(md: metadata_pb2.ImageMetadata) -> None:
+    """The strip_gps policy: no position is stored or returned, neither from EXIF nor XMP."""
+    md.exif.ClearField("gps")
+    if not md.exif.ListFields():
+        md.ClearField("exif")
+    for key in [k for k in md.xmp if _is_xmp_gps(k)]:
+        del md.xmp[key]
+
+
+def _is_xmp_gps(key: str) -> bool:
+    # exif:GPSLatitude, exif:GPSLongitude, exif:GPSAltitude, ... and their struct members.
+    return any(part.partition(":")[2].startswith("GPS") for part in key.split("/"))
+
+
+def _unreadable(image: image_pb2.Image, warning: str) -> metadata_pb2.ImageMetadata:
+    return metadata_pb2.ImageMetadata(
+        format=image.format,
+        width=image.width,
+        height=image.height,
+        frame_count=image.frame_count,
+        size_bytes=image.size_bytes,
+        sha256=image.sha256,
+        warnings=[warning],
+    )

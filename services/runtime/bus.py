@@ -79,6 +79,10 @@ def job_event_subject(job_id: str) -> str:
     return f"pixmesh.event.job.{job_id}"
 
 
+# Published by the gateway after each upload; the metadata service extracts on it.
+IMAGE_UPLOADED_SUBJECT = "pixmesh.event.image.uploaded"
+
+
 def task_event_subject(kind: str) -> str:
     return f"pixmesh.event.task.{kind}"
 

@@ -83,6 +83,10 @@ class FakeGateway:
     timelines: dict[str, list[Job]] = field(default_factory=dict)
     position: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, bytes] = field(default_factory=dict)
+    # Metadata queries: GetImageMetadata is METADATA_PENDING this many times per image first.
+    metadata_pending: int = 0
+    search_requests: list[gw.SearchImagesRequest] = field(default_factory=list)
+    similar_requests: list[gw.FindSimilarRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail_next(self, method: str, *aborts: Abort) -> None:
@@ -194,6 +198,35 @@ class FakeGateway:
         resp.limits.max_operations = 16
         return resp
 
+    def get_image_metadata(self, image_id: str) -> gw.GetImageMetadataResponse:
+        if image_id not in self.images:
+            raise Abort(grpc.StatusCode.NOT_FOUND, "no such image", "IMAGE_NOT_FOUND")
+        if self.metadata_pending:
+            self.metadata_pending -= 1
+            raise Abort(grpc.StatusCode.UNAVAILABLE, "being extracted", "METADATA_PENDING")
+        md = metadata_pb2.ImageMetadata(width=640, height=480, mode="RGB")
+        md.size_bytes = len(self.images[image_id])
+        return gw.GetImageMetadataResponse(metadata=md)
+
+    def search_images(self, request: gw.SearchImagesRequest) -> gw.SearchImagesResponse:
+        """Every uploaded image, newest first, in pages; page tokens are offsets."""
+        self.search_requests.append(request)
+        ids = list(reversed(self.images))
+        start = int(request.page_token or 0)
+        end = start + (request.page_size or 20)
+        records = [metadata_pb2.ImageRecord(image_id=i) for i in ids[start:end]]
+        token = str(end) if end < len(ids) else ""
+        return gw.SearchImagesResponse(images=records, next_page_token=token)
+
+    def find_similar(self, request: gw.FindSimilarRequest) -> gw.FindSimilarResponse:
+        self.similar_requests.append(request)
+        if request.image_id not in self.images:
+            raise Abort(grpc.StatusCode.NOT_FOUND, "no such image", "IMAGE_NOT_FOUND")
+        others = [i for i in self.images if i != request.image_id][: request.page_size or 20]
+        return gw.FindSimilarResponse(
+            images=[metadata_pb2.SimilarImage(image_id=i, distance=3) for i in others]
+        )
+
     def _timeline(self, job_id: str, request: gw.CreateJobRequest) -> list[Job]:
         """PENDING, RUNNING per stage, then SUCCEEDED (or FAILED for a "CORRUPT" image)."""
         kinds = [op.WhichOneof("op") for op in request.operations]
@@ -299,6 +332,17 @@ class SyncServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def ListOperations(self, request: Any, context: Any) -> Any:
         return self._run("ListOperations", context, self.fake.list_operations)
 
+    def GetImageMetadata(self, request: Any, context: Any) -> Any:
+        return self._run(
+            "GetImageMetadata", context, lambda: self.fake.get_image_metadata(request.image_id)
+        )
+
+    def SearchImages(self, request: Any, context: Any) -> Any:
+        return self._run("SearchImages", context, lambda: self.fake.search_images(request))
+
+    def FindSimilar(self, request: Any, context: Any) -> Any:
+        return self._run("FindSimilar", context, lambda: self.fake.find_similar(request))
+
 
 class AsyncServicer(gateway_pb2_grpc.GatewayServiceServicer):
     """The same fake behind grpc.aio; the fake itself never blocks except for `delays`."""
@@ -349,3 +393,14 @@ class AsyncServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def ListOperations(self, request: Any, context: Any) -> Any:
         return await self._run("ListOperations", context, self.fake.list_operations)
+
+    async def GetImageMetadata(self, request: Any, context: Any) -> Any:
+        return await self._run(
+            "GetImageMetadata", context, lambda: self.fake.get_image_metadata(request.image_id)
+        )
+
+    async def SearchImages(self, request: Any, context: Any) -> Any:
+        return await self._run("SearchImages", context, lambda: self.fake.search_images(request))
+
+    async def FindSimilar(self, request: Any, context: Any) -> Any:
+        return await self._run("FindSimilar", context, lambda: self.fake.find_similar(request))

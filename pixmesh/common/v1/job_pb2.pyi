@@ -154,6 +154,7 @@ class Stage(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    REPORTS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     service: _builtins.str
     """"imaging", "inference" or "metadata"."""
@@ -168,6 +169,10 @@ class Stage(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___OperationReport]:
+        """How the stage's operations ran, for those whose service reports it (e.g. Denoise)."""
+
     def __init__(
         self,
         *,
@@ -179,14 +184,95 @@ class Stage(_message.Message):
         error: Global___JobError | None = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        reports: _abc.Iterable[Global___OperationReport] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "index", b"index", "operations", b"operations", "service", b"service", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "index", b"index", "operations", b"operations", "reports", b"reports", "service", b"service", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Stage: _TypeAlias = Stage  # noqa: Y015
+
+@_typing.final
+class OperationReport(_message.Message):
+    """What a service reports about one operation besides its image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    DENOISE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Index of the operation within its stage's operations."""
+    @_builtins.property
+    def denoise(self) -> Global___DenoiseReport: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        denoise: Global___DenoiseReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["denoise", b"denoise", "report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["denoise", b"denoise", "index", b"index", "report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_report: _TypeAlias = _typing.Literal["denoise"]  # noqa: Y015
+    _WhichOneofArgType_report: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_report) -> _WhichOneofReturnType_report | None: ...
+
+Global___OperationReport: _TypeAlias = OperationReport  # noqa: Y015
+
+@_typing.final
+class DenoiseReport(_message.Message):
+    """How a Denoise operation ran."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SIGMA_FIELD_NUMBER: _builtins.int
+    SIGMA_BEFORE_FIELD_NUMBER: _builtins.int
+    SIGMA_AFTER_FIELD_NUMBER: _builtins.int
+    EXECUTION_PROVIDER_FIELD_NUMBER: _builtins.int
+    COLOR_MODE_FIELD_NUMBER: _builtins.int
+    TILES_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model that ran, e.g. "dncnn6-n", and its version."""
+    model_version: _builtins.str
+    sigma: _builtins.float
+    """Noise level the model worked with (0..255 scale): the one asked for, or the estimate."""
+    sigma_before: _builtins.float
+    """Noise level estimated (wavelet MAD, 0..255 scale, on luminance) before and after denoising."""
+    sigma_after: _builtins.float
+    execution_provider: _builtins.str
+    """onnxruntime execution provider that ran the model, e.g. "CPUExecutionProvider"."""
+    color_mode: _operations_pb2.Denoise.ColorMode.ValueType
+    """How a colour image was denoised; unspecified for grey images."""
+    tiles: _builtins.int
+    """Tiles the image was cut into (per plane)."""
+    seconds: _builtins.float
+    """Wall time of the operation (estimates, tiles, recombination), decoding and encoding aside."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        sigma: _builtins.float = ...,
+        sigma_before: _builtins.float = ...,
+        sigma_after: _builtins.float = ...,
+        execution_provider: _builtins.str = ...,
+        color_mode: _operations_pb2.Denoise.ColorMode.ValueType = ...,
+        tiles: _builtins.int = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["color_mode", b"color_mode", "execution_provider", b"execution_provider", "model", b"model", "model_version", b"model_version", "seconds", b"seconds", "sigma", b"sigma", "sigma_after", b"sigma_after", "sigma_before", b"sigma_before", "tiles", b"tiles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DenoiseReport: _TypeAlias = DenoiseReport  # noqa: Y015
 
 @_typing.final
 class Output(_message.Message):

@@ -22,9 +22,34 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class ImageMetadata(_message.Message):
-    """Metadata extracted from an image by the metadata service."""
+    """Metadata extracted by the metadata service from an uploaded source image (every upload is read;
+    an extract_metadata op returns it with the job). Job outputs carry none of it: imaging strips
+    EXIF, XMP, IPTC and GPS from every output and keeps only what a Convert asks for (keep_icc,
+    keep_copyright). Where the deployment's strip_gps policy is on, no GPS position is stored or
+    returned (neither exif.gps nor the exif:GPS* XMP properties).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class XmpEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     FORMAT_FIELD_NUMBER: _builtins.int
     WIDTH_FIELD_NUMBER: _builtins.int
@@ -35,6 +60,14 @@ class ImageMetadata(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     EXIF_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    BIT_DEPTH_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    IPTC_FIELD_NUMBER: _builtins.int
+    XMP_FIELD_NUMBER: _builtins.int
+    ICC_PROFILE_FIELD_NUMBER: _builtins.int
+    COLORS_FIELD_NUMBER: _builtins.int
+    PLACEHOLDERS_FIELD_NUMBER: _builtins.int
+    PERCEPTUAL_HASHES_FIELD_NUMBER: _builtins.int
     format: _image_pb2.ImageFormat.ValueType
     width: _builtins.int
     height: _builtins.int
@@ -43,12 +76,36 @@ class ImageMetadata(_message.Message):
     frame_count: _builtins.int
     size_bytes: _builtins.int
     sha256: _builtins.str
+    bit_depth: _builtins.int
+    """Bits per sample as stored in the file (1, 8, 12 for some JPEGs, 16, 32); 0 when unknown."""
+    duration_ms: _builtins.int
+    """Total playing time of an animation (sum of its frame durations); unset for still images."""
+    icc_profile: _builtins.str
+    """Description of the embedded ICC colour profile, e.g. "Display P3"."""
     @_builtins.property
     def exif(self) -> Global___Exif: ...
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """What could not be read, e.g. "exif: malformed GPS IFD". Empty when everything parsed."""
 
+    @_builtins.property
+    def iptc(self) -> Global___Iptc:
+        """IPTC-IIM application record (JPEG APP13 / TIFF), when present."""
+
+    @_builtins.property
+    def xmp(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """XMP properties by XMP path, e.g. "dc:creator[1]", "xmp:CreatorTool", "exif:Flash/exif:Fired".
+        Language alternatives keep their x-default (or first) value under the plain name.
+        """
+
+    @_builtins.property
+    def colors(self) -> Global___Colors:
+        """Computed from the pixels (first frame, upright): unset when they could not be decoded."""
+
+    @_builtins.property
+    def placeholders(self) -> Global___Placeholders: ...
+    @_builtins.property
+    def perceptual_hashes(self) -> Global___PerceptualHashes: ...
     def __init__(
         self,
         *,
@@ -61,12 +118,27 @@ class ImageMetadata(_message.Message):
         sha256: _builtins.str = ...,
         exif: Global___Exif | None = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
+        bit_depth: _builtins.int = ...,
+        duration_ms: _builtins.int | None = ...,
+        iptc: Global___Iptc | None = ...,
+        xmp: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        icc_profile: _builtins.str | None = ...,
+        colors: Global___Colors | None = ...,
+        placeholders: Global___Placeholders | None = ...,
+        perceptual_hashes: Global___PerceptualHashes | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["exif", b"exif"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "_icc_profile", b"_icc_profile", "colors", b"colors", "duration_ms", b"duration_ms", "exif", b"exif", "icc_profile", b"icc_profile", "iptc", b"iptc", "perceptual_hashes", b"perceptual_hashes", "placeholders", b"placeholders"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exif", b"exif", "format", b"format", "frame_count", b"frame_count", "height", b"height", "mode", b"mode", "sha256", b"sha256", "size_bytes", b"size_bytes", "warnings", b"warnings", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "_icc_profile", b"_icc_profile", "bit_depth", b"bit_depth", "colors", b"colors", "duration_ms", b"duration_ms", "exif", b"exif", "format", b"format", "frame_count", b"frame_count", "height", b"height", "icc_profile", b"icc_profile", "iptc", b"iptc", "mode", b"mode", "perceptual_hashes", b"perceptual_hashes", "placeholders", b"placeholders", "sha256", b"sha256", "size_bytes", b"size_bytes", "warnings", b"warnings", "width", b"width", "xmp", b"xmp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__duration_ms: _TypeAlias = _typing.Literal["duration_ms"]  # noqa: Y015
+    _WhichOneofArgType__duration_ms: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms"]  # noqa: Y015
+    _WhichOneofReturnType__icc_profile: _TypeAlias = _typing.Literal["icc_profile"]  # noqa: Y015
+    _WhichOneofArgType__icc_profile: _TypeAlias = _typing.Literal["_icc_profile", b"_icc_profile"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__duration_ms) -> _WhichOneofReturnType__duration_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__icc_profile) -> _WhichOneofReturnType__icc_profile | None: ...
 
 Global___ImageMetadata: _TypeAlias = ImageMetadata  # noqa: Y015
 
@@ -88,6 +160,13 @@ class Exif(_message.Message):
     F_NUMBER_FIELD_NUMBER: _builtins.int
     ISO_FIELD_NUMBER: _builtins.int
     FOCAL_LENGTH_MM_FIELD_NUMBER: _builtins.int
+    LENS_MAKE_FIELD_NUMBER: _builtins.int
+    FOCAL_LENGTH_35MM_FIELD_NUMBER: _builtins.int
+    EXPOSURE_BIAS_EV_FIELD_NUMBER: _builtins.int
+    FLASH_FIRED_FIELD_NUMBER: _builtins.int
+    ARTIST_FIELD_NUMBER: _builtins.int
+    COPYRIGHT_FIELD_NUMBER: _builtins.int
+    IMAGE_DESCRIPTION_FIELD_NUMBER: _builtins.int
     make: _builtins.str
     model: _builtins.str
     lens_model: _builtins.str
@@ -100,6 +179,16 @@ class Exif(_message.Message):
     f_number: _builtins.float
     iso: _builtins.int
     focal_length_mm: _builtins.float
+    lens_make: _builtins.str
+    focal_length_35mm: _builtins.int
+    """Focal length in 35 mm film equivalent."""
+    exposure_bias_ev: _builtins.float
+    """Exposure compensation in EV; may be negative."""
+    flash_fired: _builtins.bool
+    """Whether the flash fired (bit 0 of the EXIF Flash tag)."""
+    artist: _builtins.str
+    copyright: _builtins.str
+    image_description: _builtins.str
     @_builtins.property
     def date_taken(self) -> _timestamp_pb2.Timestamp:
         """Local time the photo was taken, as recorded by the camera."""
@@ -121,25 +210,46 @@ class Exif(_message.Message):
         f_number: _builtins.float | None = ...,
         iso: _builtins.int | None = ...,
         focal_length_mm: _builtins.float | None = ...,
+        lens_make: _builtins.str | None = ...,
+        focal_length_35mm: _builtins.int | None = ...,
+        exposure_bias_ev: _builtins.float | None = ...,
+        flash_fired: _builtins.bool | None = ...,
+        artist: _builtins.str | None = ...,
+        copyright: _builtins.str | None = ...,
+        image_description: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_date_taken", b"_date_taken", "_date_taken_offset", b"_date_taken_offset", "_exposure_time_s", b"_exposure_time_s", "_f_number", b"_f_number", "_focal_length_mm", b"_focal_length_mm", "_gps", b"_gps", "_iso", b"_iso", "_lens_model", b"_lens_model", "_make", b"_make", "_model", b"_model", "_orientation", b"_orientation", "_software", b"_software", "date_taken", b"date_taken", "date_taken_offset", b"date_taken_offset", "exposure_time_s", b"exposure_time_s", "f_number", b"f_number", "focal_length_mm", b"focal_length_mm", "gps", b"gps", "iso", b"iso", "lens_model", b"lens_model", "make", b"make", "model", b"model", "orientation", b"orientation", "software", b"software"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_artist", b"_artist", "_copyright", b"_copyright", "_date_taken", b"_date_taken", "_date_taken_offset", b"_date_taken_offset", "_exposure_bias_ev", b"_exposure_bias_ev", "_exposure_time_s", b"_exposure_time_s", "_f_number", b"_f_number", "_flash_fired", b"_flash_fired", "_focal_length_35mm", b"_focal_length_35mm", "_focal_length_mm", b"_focal_length_mm", "_gps", b"_gps", "_image_description", b"_image_description", "_iso", b"_iso", "_lens_make", b"_lens_make", "_lens_model", b"_lens_model", "_make", b"_make", "_model", b"_model", "_orientation", b"_orientation", "_software", b"_software", "artist", b"artist", "copyright", b"copyright", "date_taken", b"date_taken", "date_taken_offset", b"date_taken_offset", "exposure_bias_ev", b"exposure_bias_ev", "exposure_time_s", b"exposure_time_s", "f_number", b"f_number", "flash_fired", b"flash_fired", "focal_length_35mm", b"focal_length_35mm", "focal_length_mm", b"focal_length_mm", "gps", b"gps", "image_description", b"image_description", "iso", b"iso", "lens_make", b"lens_make", "lens_model", b"lens_model", "make", b"make", "model", b"model", "orientation", b"orientation", "software", b"software"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_date_taken", b"_date_taken", "_date_taken_offset", b"_date_taken_offset", "_exposure_time_s", b"_exposure_time_s", "_f_number", b"_f_number", "_focal_length_mm", b"_focal_length_mm", "_gps", b"_gps", "_iso", b"_iso", "_lens_model", b"_lens_model", "_make", b"_make", "_model", b"_model", "_orientation", b"_orientation", "_software", b"_software", "date_taken", b"date_taken", "date_taken_offset", b"date_taken_offset", "exposure_time_s", b"exposure_time_s", "f_number", b"f_number", "focal_length_mm", b"focal_length_mm", "gps", b"gps", "iso", b"iso", "lens_model", b"lens_model", "make", b"make", "model", b"model", "orientation", b"orientation", "software", b"software"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_artist", b"_artist", "_copyright", b"_copyright", "_date_taken", b"_date_taken", "_date_taken_offset", b"_date_taken_offset", "_exposure_bias_ev", b"_exposure_bias_ev", "_exposure_time_s", b"_exposure_time_s", "_f_number", b"_f_number", "_flash_fired", b"_flash_fired", "_focal_length_35mm", b"_focal_length_35mm", "_focal_length_mm", b"_focal_length_mm", "_gps", b"_gps", "_image_description", b"_image_description", "_iso", b"_iso", "_lens_make", b"_lens_make", "_lens_model", b"_lens_model", "_make", b"_make", "_model", b"_model", "_orientation", b"_orientation", "_software", b"_software", "artist", b"artist", "copyright", b"copyright", "date_taken", b"date_taken", "date_taken_offset", b"date_taken_offset", "exposure_bias_ev", b"exposure_bias_ev", "exposure_time_s", b"exposure_time_s", "f_number", b"f_number", "flash_fired", b"flash_fired", "focal_length_35mm", b"focal_length_35mm", "focal_length_mm", b"focal_length_mm", "gps", b"gps", "image_description", b"image_description", "iso", b"iso", "lens_make", b"lens_make", "lens_model", b"lens_model", "make", b"make", "model", b"model", "orientation", b"orientation", "software", b"software"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__artist: _TypeAlias = _typing.Literal["artist"]  # noqa: Y015
+    _WhichOneofArgType__artist: _TypeAlias = _typing.Literal["_artist", b"_artist"]  # noqa: Y015
+    _WhichOneofReturnType__copyright: _TypeAlias = _typing.Literal["copyright"]  # noqa: Y015
+    _WhichOneofArgType__copyright: _TypeAlias = _typing.Literal["_copyright", b"_copyright"]  # noqa: Y015
     _WhichOneofReturnType__date_taken: _TypeAlias = _typing.Literal["date_taken"]  # noqa: Y015
     _WhichOneofArgType__date_taken: _TypeAlias = _typing.Literal["_date_taken", b"_date_taken"]  # noqa: Y015
     _WhichOneofReturnType__date_taken_offset: _TypeAlias = _typing.Literal["date_taken_offset"]  # noqa: Y015
     _WhichOneofArgType__date_taken_offset: _TypeAlias = _typing.Literal["_date_taken_offset", b"_date_taken_offset"]  # noqa: Y015
+    _WhichOneofReturnType__exposure_bias_ev: _TypeAlias = _typing.Literal["exposure_bias_ev"]  # noqa: Y015
+    _WhichOneofArgType__exposure_bias_ev: _TypeAlias = _typing.Literal["_exposure_bias_ev", b"_exposure_bias_ev"]  # noqa: Y015
     _WhichOneofReturnType__exposure_time_s: _TypeAlias = _typing.Literal["exposure_time_s"]  # noqa: Y015
     _WhichOneofArgType__exposure_time_s: _TypeAlias = _typing.Literal["_exposure_time_s", b"_exposure_time_s"]  # noqa: Y015
     _WhichOneofReturnType__f_number: _TypeAlias = _typing.Literal["f_number"]  # noqa: Y015
     _WhichOneofArgType__f_number: _TypeAlias = _typing.Literal["_f_number", b"_f_number"]  # noqa: Y015
+    _WhichOneofReturnType__flash_fired: _TypeAlias = _typing.Literal["flash_fired"]  # noqa: Y015
+    _WhichOneofArgType__flash_fired: _TypeAlias = _typing.Literal["_flash_fired", b"_flash_fired"]  # noqa: Y015
+    _WhichOneofReturnType__focal_length_35mm: _TypeAlias = _typing.Literal["focal_length_35mm"]  # noqa: Y015
+    _WhichOneofArgType__focal_length_35mm: _TypeAlias = _typing.Literal["_focal_length_35mm", b"_focal_length_35mm"]  # noqa: Y015
     _WhichOneofReturnType__focal_length_mm: _TypeAlias = _typing.Literal["focal_length_mm"]  # noqa: Y015
     _WhichOneofArgType__focal_length_mm: _TypeAlias = _typing.Literal["_focal_length_mm", b"_focal_length_mm"]  # noqa: Y015
     _WhichOneofReturnType__gps: _TypeAlias = _typing.Literal["gps"]  # noqa: Y015
     _WhichOneofArgType__gps: _TypeAlias = _typing.Literal["_gps", b"_gps"]  # noqa: Y015
+    _WhichOneofReturnType__image_description: _TypeAlias = _typing.Literal["image_description"]  # noqa: Y015
+    _WhichOneofArgType__image_description: _TypeAlias = _typing.Literal["_image_description", b"_image_description"]  # noqa: Y015
     _WhichOneofReturnType__iso: _TypeAlias = _typing.Literal["iso"]  # noqa: Y015
     _WhichOneofArgType__iso: _TypeAlias = _typing.Literal["_iso", b"_iso"]  # noqa: Y015
+    _WhichOneofReturnType__lens_make: _TypeAlias = _typing.Literal["lens_make"]  # noqa: Y015
+    _WhichOneofArgType__lens_make: _TypeAlias = _typing.Literal["_lens_make", b"_lens_make"]  # noqa: Y015
     _WhichOneofReturnType__lens_model: _TypeAlias = _typing.Literal["lens_model"]  # noqa: Y015
     _WhichOneofArgType__lens_model: _TypeAlias = _typing.Literal["_lens_model", b"_lens_model"]  # noqa: Y015
     _WhichOneofReturnType__make: _TypeAlias = _typing.Literal["make"]  # noqa: Y015
@@ -151,19 +261,33 @@ class Exif(_message.Message):
     _WhichOneofReturnType__software: _TypeAlias = _typing.Literal["software"]  # noqa: Y015
     _WhichOneofArgType__software: _TypeAlias = _typing.Literal["_software", b"_software"]  # noqa: Y015
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__artist) -> _WhichOneofReturnType__artist | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__copyright) -> _WhichOneofReturnType__copyright | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__date_taken) -> _WhichOneofReturnType__date_taken | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__date_taken_offset) -> _WhichOneofReturnType__date_taken_offset | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exposure_bias_ev) -> _WhichOneofReturnType__exposure_bias_ev | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exposure_time_s) -> _WhichOneofReturnType__exposure_time_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__f_number) -> _WhichOneofReturnType__f_number | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__flash_fired) -> _WhichOneofReturnType__flash_fired | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__focal_length_35mm) -> _WhichOneofReturnType__focal_length_35mm | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__focal_length_mm) -> _WhichOneofReturnType__focal_length_mm | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__gps) -> _WhichOneofReturnType__gps | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__image_description) -> _WhichOneofReturnType__image_description | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__iso) -> _WhichOneofReturnType__iso | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lens_make) -> _WhichOneofReturnType__lens_make | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__lens_model) -> _WhichOneofReturnType__lens_model | None: ...
     @_typing.overload
@@ -205,3 +329,347 @@ class GpsLocation(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__altitude_m) -> _WhichOneofReturnType__altitude_m | None: ...
 
 Global___GpsLocation: _TypeAlias = GpsLocation  # noqa: Y015
+
+@_typing.final
+class Iptc(_message.Message):
+    """The IPTC-IIM fields people fill in (record 2). Absent fields are unset or empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    HEADLINE_FIELD_NUMBER: _builtins.int
+    CAPTION_FIELD_NUMBER: _builtins.int
+    KEYWORDS_FIELD_NUMBER: _builtins.int
+    BYLINE_FIELD_NUMBER: _builtins.int
+    CREDIT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    COPYRIGHT_FIELD_NUMBER: _builtins.int
+    CITY_FIELD_NUMBER: _builtins.int
+    PROVINCE_STATE_FIELD_NUMBER: _builtins.int
+    COUNTRY_FIELD_NUMBER: _builtins.int
+    DATE_CREATED_FIELD_NUMBER: _builtins.int
+    object_name: _builtins.str
+    headline: _builtins.str
+    caption: _builtins.str
+    byline: _builtins.str
+    """By-line (the creator); repeated in the standard, joined with "; " here."""
+    credit: _builtins.str
+    source: _builtins.str
+    copyright: _builtins.str
+    city: _builtins.str
+    province_state: _builtins.str
+    country: _builtins.str
+    date_created: _builtins.str
+    """Date created as written, "YYYYMMDD" (and "HHMMSS±HHMM" after a space when present)."""
+    @_builtins.property
+    def keywords(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        object_name: _builtins.str | None = ...,
+        headline: _builtins.str | None = ...,
+        caption: _builtins.str | None = ...,
+        keywords: _abc.Iterable[_builtins.str] | None = ...,
+        byline: _builtins.str | None = ...,
+        credit: _builtins.str | None = ...,
+        source: _builtins.str | None = ...,
+        copyright: _builtins.str | None = ...,
+        city: _builtins.str | None = ...,
+        province_state: _builtins.str | None = ...,
+        country: _builtins.str | None = ...,
+        date_created: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_byline", b"_byline", "_caption", b"_caption", "_city", b"_city", "_copyright", b"_copyright", "_country", b"_country", "_credit", b"_credit", "_date_created", b"_date_created", "_headline", b"_headline", "_object_name", b"_object_name", "_province_state", b"_province_state", "_source", b"_source", "byline", b"byline", "caption", b"caption", "city", b"city", "copyright", b"copyright", "country", b"country", "credit", b"credit", "date_created", b"date_created", "headline", b"headline", "object_name", b"object_name", "province_state", b"province_state", "source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_byline", b"_byline", "_caption", b"_caption", "_city", b"_city", "_copyright", b"_copyright", "_country", b"_country", "_credit", b"_credit", "_date_created", b"_date_created", "_headline", b"_headline", "_object_name", b"_object_name", "_province_state", b"_province_state", "_source", b"_source", "byline", b"byline", "caption", b"caption", "city", b"city", "copyright", b"copyright", "country", b"country", "credit", b"credit", "date_created", b"date_created", "headline", b"headline", "keywords", b"keywords", "object_name", b"object_name", "province_state", b"province_state", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__byline: _TypeAlias = _typing.Literal["byline"]  # noqa: Y015
+    _WhichOneofArgType__byline: _TypeAlias = _typing.Literal["_byline", b"_byline"]  # noqa: Y015
+    _WhichOneofReturnType__caption: _TypeAlias = _typing.Literal["caption"]  # noqa: Y015
+    _WhichOneofArgType__caption: _TypeAlias = _typing.Literal["_caption", b"_caption"]  # noqa: Y015
+    _WhichOneofReturnType__city: _TypeAlias = _typing.Literal["city"]  # noqa: Y015
+    _WhichOneofArgType__city: _TypeAlias = _typing.Literal["_city", b"_city"]  # noqa: Y015
+    _WhichOneofReturnType__copyright: _TypeAlias = _typing.Literal["copyright"]  # noqa: Y015
+    _WhichOneofArgType__copyright: _TypeAlias = _typing.Literal["_copyright", b"_copyright"]  # noqa: Y015
+    _WhichOneofReturnType__country: _TypeAlias = _typing.Literal["country"]  # noqa: Y015
+    _WhichOneofArgType__country: _TypeAlias = _typing.Literal["_country", b"_country"]  # noqa: Y015
+    _WhichOneofReturnType__credit: _TypeAlias = _typing.Literal["credit"]  # noqa: Y015
+    _WhichOneofArgType__credit: _TypeAlias = _typing.Literal["_credit", b"_credit"]  # noqa: Y015
+    _WhichOneofReturnType__date_created: _TypeAlias = _typing.Literal["date_created"]  # noqa: Y015
+    _WhichOneofArgType__date_created: _TypeAlias = _typing.Literal["_date_created", b"_date_created"]  # noqa: Y015
+    _WhichOneofReturnType__headline: _TypeAlias = _typing.Literal["headline"]  # noqa: Y015
+    _WhichOneofArgType__headline: _TypeAlias = _typing.Literal["_headline", b"_headline"]  # noqa: Y015
+    _WhichOneofReturnType__object_name: _TypeAlias = _typing.Literal["object_name"]  # noqa: Y015
+    _WhichOneofArgType__object_name: _TypeAlias = _typing.Literal["_object_name", b"_object_name"]  # noqa: Y015
+    _WhichOneofReturnType__province_state: _TypeAlias = _typing.Literal["province_state"]  # noqa: Y015
+    _WhichOneofArgType__province_state: _TypeAlias = _typing.Literal["_province_state", b"_province_state"]  # noqa: Y015
+    _WhichOneofReturnType__source: _TypeAlias = _typing.Literal["source"]  # noqa: Y015
+    _WhichOneofArgType__source: _TypeAlias = _typing.Literal["_source", b"_source"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__byline) -> _WhichOneofReturnType__byline | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__caption) -> _WhichOneofReturnType__caption | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__city) -> _WhichOneofReturnType__city | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__copyright) -> _WhichOneofReturnType__copyright | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__country) -> _WhichOneofReturnType__country | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__credit) -> _WhichOneofReturnType__credit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__date_created) -> _WhichOneofReturnType__date_created | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__headline) -> _WhichOneofReturnType__headline | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__object_name) -> _WhichOneofReturnType__object_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__province_state) -> _WhichOneofReturnType__province_state | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__source) -> _WhichOneofReturnType__source | None: ...
+
+Global___Iptc: _TypeAlias = Iptc  # noqa: Y015
+
+@_typing.final
+class Colors(_message.Message):
+    """Colours of the image, as "#rrggbb" (sRGB; transparent pixels are composited onto white)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AVERAGE_FIELD_NUMBER: _builtins.int
+    PALETTE_FIELD_NUMBER: _builtins.int
+    average: _builtins.str
+    """Mean colour of all pixels."""
+    @_builtins.property
+    def palette(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaletteColor]:
+        """Up to five dominant colours, most frequent first."""
+
+    def __init__(
+        self,
+        *,
+        average: _builtins.str = ...,
+        palette: _abc.Iterable[Global___PaletteColor] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average", b"average", "palette", b"palette"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Colors: _TypeAlias = Colors  # noqa: Y015
+
+@_typing.final
+class PaletteColor(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLOR_FIELD_NUMBER: _builtins.int
+    FRACTION_FIELD_NUMBER: _builtins.int
+    color: _builtins.str
+    """"#rrggbb"."""
+    fraction: _builtins.float
+    """Share of the pixels closest to this colour, 0..1."""
+    def __init__(
+        self,
+        *,
+        color: _builtins.str = ...,
+        fraction: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["color", b"color", "fraction", b"fraction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaletteColor: _TypeAlias = PaletteColor  # noqa: Y015
+
+@_typing.final
+class Placeholders(_message.Message):
+    """Tiny previews to show while the image loads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLURHASH_FIELD_NUMBER: _builtins.int
+    THUMBHASH_FIELD_NUMBER: _builtins.int
+    blurhash: _builtins.str
+    """BlurHash (https://blurha.sh), 4x3 components (3x4 for portrait images)."""
+    thumbhash: _builtins.bytes
+    """ThumbHash (https://evanw.github.io/thumbhash/); base64 in JSON."""
+    def __init__(
+        self,
+        *,
+        blurhash: _builtins.str = ...,
+        thumbhash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blurhash", b"blurhash", "thumbhash", b"thumbhash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Placeholders: _TypeAlias = Placeholders  # noqa: Y015
+
+@_typing.final
+class PerceptualHashes(_message.Message):
+    """64-bit perceptual hashes as 16 hex digits; near-duplicates differ in few bits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHASH_FIELD_NUMBER: _builtins.int
+    DHASH_FIELD_NUMBER: _builtins.int
+    phash: _builtins.str
+    """DCT hash of a 32x32 grey thumbnail (robust to resizing and recompression); FindSimilar uses it."""
+    dhash: _builtins.str
+    """Difference hash of a 9x8 grey thumbnail."""
+    def __init__(
+        self,
+        *,
+        phash: _builtins.str = ...,
+        dhash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dhash", b"dhash", "phash", b"phash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerceptualHashes: _TypeAlias = PerceptualHashes  # noqa: Y015
+
+@_typing.final
+class ImageRecord(_message.Message):
+    """An uploaded image and its metadata."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    @_builtins.property
+    def metadata(self) -> Global___ImageMetadata: ...
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        metadata: Global___ImageMetadata | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageRecord: _TypeAlias = ImageRecord  # noqa: Y015
+
+@_typing.final
+class SimilarImage(_message.Message):
+    """An image found by FindSimilar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    DISTANCE_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    distance: _builtins.int
+    """Hamming distance between the two pHashes, 0..64."""
+    @_builtins.property
+    def metadata(self) -> Global___ImageMetadata: ...
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        distance: _builtins.int = ...,
+        metadata: Global___ImageMetadata | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance", b"distance", "image_id", b"image_id", "metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimilarImage: _TypeAlias = SimilarImage  # noqa: Y015
+
+@_typing.final
+class ImageSearchFilter(_message.Message):
+    """What SearchImages matches on; every set field must match (AND). Unset fields match all."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_MAKE_FIELD_NUMBER: _builtins.int
+    CAMERA_MODEL_FIELD_NUMBER: _builtins.int
+    TAKEN_AFTER_FIELD_NUMBER: _builtins.int
+    TAKEN_BEFORE_FIELD_NUMBER: _builtins.int
+    MIN_LATITUDE_FIELD_NUMBER: _builtins.int
+    MAX_LATITUDE_FIELD_NUMBER: _builtins.int
+    MIN_LONGITUDE_FIELD_NUMBER: _builtins.int
+    MAX_LONGITUDE_FIELD_NUMBER: _builtins.int
+    MIN_WIDTH_FIELD_NUMBER: _builtins.int
+    MAX_WIDTH_FIELD_NUMBER: _builtins.int
+    MIN_HEIGHT_FIELD_NUMBER: _builtins.int
+    MAX_HEIGHT_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
+    camera_make: _builtins.str
+    """Camera make and model, compared case-insensitively and in full."""
+    camera_model: _builtins.str
+    min_latitude: _builtins.float
+    """GPS bounding box in decimal degrees; all four or none. A box with min_longitude greater than
+    max_longitude crosses the antimeridian.
+    """
+    max_latitude: _builtins.float
+    min_longitude: _builtins.float
+    max_longitude: _builtins.float
+    min_width: _builtins.int
+    """Pixel dimensions, inclusive; 0 means no bound."""
+    max_width: _builtins.int
+    min_height: _builtins.int
+    max_height: _builtins.int
+    @_builtins.property
+    def taken_after(self) -> _timestamp_pb2.Timestamp:
+        """Date taken, camera wall-clock time (the zone in the timestamp is ignored):
+        taken_after <= date_taken < taken_before.
+        """
+
+    @_builtins.property
+    def taken_before(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedScalarFieldContainer[_image_pb2.ImageFormat.ValueType]:
+        """Any of these formats; empty matches all."""
+
+    def __init__(
+        self,
+        *,
+        camera_make: _builtins.str = ...,
+        camera_model: _builtins.str = ...,
+        taken_after: _timestamp_pb2.Timestamp | None = ...,
+        taken_before: _timestamp_pb2.Timestamp | None = ...,
+        min_latitude: _builtins.float | None = ...,
+        max_latitude: _builtins.float | None = ...,
+        min_longitude: _builtins.float | None = ...,
+        max_longitude: _builtins.float | None = ...,
+        min_width: _builtins.int = ...,
+        max_width: _builtins.int = ...,
+        min_height: _builtins.int = ...,
+        max_height: _builtins.int = ...,
+        formats: _abc.Iterable[_image_pb2.ImageFormat.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_latitude", b"_max_latitude", "_max_longitude", b"_max_longitude", "_min_latitude", b"_min_latitude", "_min_longitude", b"_min_longitude", "max_latitude", b"max_latitude", "max_longitude", b"max_longitude", "min_latitude", b"min_latitude", "min_longitude", b"min_longitude", "taken_after", b"taken_after", "taken_before", b"taken_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_latitude", b"_max_latitude", "_max_longitude", b"_max_longitude", "_min_latitude", b"_min_latitude", "_min_longitude", b"_min_longitude", "camera_make", b"camera_make", "camera_model", b"camera_model", "formats", b"formats", "max_height", b"max_height", "max_latitude", b"max_latitude", "max_longitude", b"max_longitude", "max_width", b"max_width", "min_height", b"min_height", "min_latitude", b"min_latitude", "min_longitude", b"min_longitude", "min_width", b"min_width", "taken_after", b"taken_after", "taken_before", b"taken_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_latitude: _TypeAlias = _typing.Literal["max_latitude"]  # noqa: Y015
+    _WhichOneofArgType__max_latitude: _TypeAlias = _typing.Literal["_max_latitude", b"_max_latitude"]  # noqa: Y015
+    _WhichOneofReturnType__max_longitude: _TypeAlias = _typing.Literal["max_longitude"]  # noqa: Y015
+    _WhichOneofArgType__max_longitude: _TypeAlias = _typing.Literal["_max_longitude", b"_max_longitude"]  # noqa: Y015
+    _WhichOneofReturnType__min_latitude: _TypeAlias = _typing.Literal["min_latitude"]  # noqa: Y015
+    _WhichOneofArgType__min_latitude: _TypeAlias = _typing.Literal["_min_latitude", b"_min_latitude"]  # noqa: Y015
+    _WhichOneofReturnType__min_longitude: _TypeAlias = _typing.Literal["min_longitude"]  # noqa: Y015
+    _WhichOneofArgType__min_longitude: _TypeAlias = _typing.Literal["_min_longitude", b"_min_longitude"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_latitude) -> _WhichOneofReturnType__max_latitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_longitude) -> _WhichOneofReturnType__max_longitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_latitude) -> _WhichOneofReturnType__min_latitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_longitude) -> _WhichOneofReturnType__min_longitude | None: ...
+
+Global___ImageSearchFilter: _TypeAlias = ImageSearchFilter  # noqa: Y015

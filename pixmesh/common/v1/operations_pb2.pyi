@@ -526,7 +526,9 @@ Global___Convert: _TypeAlias = Convert  # noqa: Y015
 
 @_typing.final
 class ExtractMetadata(_message.Message):
-    """Extract dimensions, format and EXIF; the result is stored and returned with the job."""
+    """Extract the source image's metadata (properties, EXIF, IPTC, XMP, ICC, colours,
+    placeholders, perceptual hashes); the result is stored and returned with the job.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

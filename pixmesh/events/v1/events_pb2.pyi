@@ -158,6 +158,7 @@ class TaskCompleted(_message.Message):
     OUTPUT_KEY_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    REPORTS_FIELD_NUMBER: _builtins.int
     output_key: _builtins.str
     """Object key of the stage's result image; empty when the stage produced no image
     (metadata), in which case the next stage reads the same input.
@@ -166,16 +167,21 @@ class TaskCompleted(_message.Message):
     def output(self) -> _job_pb2.Output: ...
     @_builtins.property
     def metadata(self) -> _metadata_pb2.ImageMetadata: ...
+    @_builtins.property
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.OperationReport]:
+        """How the stage's operations ran, for those whose service reports it (e.g. Denoise)."""
+
     def __init__(
         self,
         *,
         output_key: _builtins.str = ...,
         output: _job_pb2.Output | None = ...,
         metadata: _metadata_pb2.ImageMetadata | None = ...,
+        reports: _abc.Iterable[_job_pb2.OperationReport] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "output", b"output", "output_key", b"output_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "output", b"output", "output_key", b"output_key", "reports", b"reports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -265,3 +271,41 @@ class DeadLetter(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class ImageUploaded(_message.Message):
+    """Published by the gateway on pixmesh.event.image.uploaded each time it has stored an upload
+    (the same bytes uploaded again included), with Nats-Msg-Id = event_id. The metadata service
+    reads every upload from it; consumers must be idempotent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """"image.uploaded.<tenant_id>.<sha256>": one per tenant and content."""
+    tenant_id: _builtins.str
+    @_builtins.property
+    def image(self) -> _image_pb2.Image:
+        """The gateway's record of the upload; its bytes are at inputs/<sha256>."""
+
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        image: _image_pb2.Image | None = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "image", b"image", "tenant_id", b"tenant_id", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageUploaded: _TypeAlias = ImageUploaded  # noqa: Y015

@@ -24,12 +24,14 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from pixmesh.common.v1 import image_pb2 as pixmesh_dot_common_dot_v1_dot_image__pb2
 from pixmesh.common.v1 import job_pb2 as pixmesh_dot_common_dot_v1_dot_job__pb2
+from pixmesh.common.v1 import metadata_pb2 as pixmesh_dot_common_dot_v1_dot_metadata__pb2
 from pixmesh.common.v1 import operations_pb2 as pixmesh_dot_common_dot_v1_dot_operations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pixmesh/gateway/v1/gateway.proto\x12\x12pixmesh.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1dpixmesh/common/v1/image.proto\x1a\x1bpixmesh/common/v1/job.proto\x1a\"pixmesh/common/v1/operations.proto\"`\n\x12UploadImageRequest\x12.\n\x04info\x18\x01 \x01(\x0b\x32\x1e.pixmesh.gateway.v1.UploadInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"4\n\nUploadInfo\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\">\n\x13UploadImageResponse\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Image\"M\n\x15UploadImageRawRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"A\n\x16UploadImageRawResponse\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Image\"o\n\x10\x43reateJobRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x30\n\noperations\x18\x02 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"8\n\x11\x43reateJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"5\n\x0eGetJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"e\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.pixmesh.common.v1.Job.State\"Q\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.pixmesh.common.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x10WatchJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x11\x43\x61ncelJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"6\n\x15\x44ownloadOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\"<\n\x16\x44ownloadOutputResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x17\n\x15ListOperationsRequest\"\xe8\x01\n\x16ListOperationsResponse\x12\x34\n\noperations\x18\x01 \x03(\x0b\x32 .pixmesh.common.v1.OperationInfo\x12)\n\x06limits\x18\x02 \x01(\x0b\x32\x19.pixmesh.common.v1.Limits\x12\x35\n\rinput_formats\x18\x03 \x03(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x36\n\x0eoutput_formats\x18\x04 \x03(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat2\xed\x08\n\x0eGatewayService\x12~\n\x0bUploadImage\x12&.pixmesh.gateway.v1.UploadImageRequest\x1a\'.pixmesh.gateway.v1.UploadImageResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/images:stream:\x01*(\x01\x12\x81\x01\n\x0eUploadImageRaw\x12).pixmesh.gateway.v1.UploadImageRawRequest\x1a*.pixmesh.gateway.v1.UploadImageRawResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\n/v1/images:\x04\x62ody\x12m\n\tCreateJob\x12$.pixmesh.gateway.v1.CreateJobRequest\x1a%.pixmesh.gateway.v1.CreateJobResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/jobs:\x01*\x12j\n\x06GetJob\x12!.pixmesh.gateway.v1.GetJobRequest\x1a\".pixmesh.gateway.v1.GetJobResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/jobs/{job_id}\x12g\n\x08ListJobs\x12#.pixmesh.gateway.v1.ListJobsRequest\x1a$.pixmesh.gateway.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12x\n\x08WatchJob\x12#.pixmesh.gateway.v1.WatchJobRequest\x1a$.pixmesh.gateway.v1.WatchJobResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/jobs/{job_id}:watch0\x01\x12}\n\tCancelJob\x12$.pixmesh.gateway.v1.CancelJobRequest\x1a%.pixmesh.gateway.v1.CancelJobResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/jobs/{job_id}:cancel:\x01*\x12\x98\x01\n\x0e\x44ownloadOutput\x12).pixmesh.gateway.v1.DownloadOutputRequest\x1a*.pixmesh.gateway.v1.DownloadOutputResponse\"/\x82\xd3\xe4\x93\x02)\x12!/v1/jobs/{job_id}/outputs/{index}b\x04\x62ody\x12\x7f\n\x0eListOperations\x12).pixmesh.gateway.v1.ListOperationsRequest\x1a*.pixmesh.gateway.v1.ListOperationsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/operationsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pixmesh/gateway/v1/gateway.proto\x12\x12pixmesh.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpixmesh/common/v1/image.proto\x1a\x1bpixmesh/common/v1/job.proto\x1a pixmesh/common/v1/metadata.proto\x1a\"pixmesh/common/v1/operations.proto\"`\n\x12UploadImageRequest\x12.\n\x04info\x18\x01 \x01(\x0b\x32\x1e.pixmesh.gateway.v1.UploadInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"4\n\nUploadInfo\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\">\n\x13UploadImageResponse\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Image\"M\n\x15UploadImageRawRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"A\n\x16UploadImageRawResponse\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Image\"o\n\x10\x43reateJobRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x30\n\noperations\x18\x02 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"8\n\x11\x43reateJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"5\n\x0eGetJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"e\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.pixmesh.common.v1.Job.State\"Q\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.pixmesh.common.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x10WatchJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x11\x43\x61ncelJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"6\n\x15\x44ownloadOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\"<\n\x16\x44ownloadOutputResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x17\n\x15ListOperationsRequest\"\xe8\x01\n\x16ListOperationsResponse\x12\x34\n\noperations\x18\x01 \x03(\x0b\x32 .pixmesh.common.v1.OperationInfo\x12)\n\x06limits\x18\x02 \x01(\x0b\x32\x19.pixmesh.common.v1.Limits\x12\x35\n\rinput_formats\x18\x03 \x03(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x36\n\x0eoutput_formats\x18\x04 \x03(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\"+\n\x17GetImageMetadataRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\"N\n\x18GetImageMetadataResponse\x12\x32\n\x08metadata\x18\x01 \x01(\x0b\x32 .pixmesh.common.v1.ImageMetadata\"\xfd\x03\n\x13SearchImagesRequest\x12\x13\n\x0b\x63\x61mera_make\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\x02 \x01(\t\x12/\n\x0btaken_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0ctaken_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x0cmin_latitude\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmax_latitude\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rmin_longitude\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rmax_longitude\x18\x08 \x01(\x01H\x03\x88\x01\x01\x12\x11\n\tmin_width\x18\t \x01(\r\x12\x11\n\tmax_width\x18\n \x01(\r\x12\x12\n\nmin_height\x18\x0b \x01(\r\x12\x12\n\nmax_height\x18\x0c \x01(\r\x12/\n\x07\x66ormats\x18\r \x03(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x11\n\tpage_size\x18\x0e \x01(\r\x12\x12\n\npage_token\x18\x0f \x01(\tB\x0f\n\r_min_latitudeB\x0f\n\r_max_latitudeB\x10\n\x0e_min_longitudeB\x10\n\x0e_max_longitude\"_\n\x14SearchImagesResponse\x12.\n\x06images\x18\x01 \x03(\x0b\x32\x1e.pixmesh.common.v1.ImageRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x12\x46indSimilarRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x19\n\x0cmax_distance\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x03 \x01(\rB\x0f\n\r_max_distance\"F\n\x13\x46indSimilarResponse\x12/\n\x06images\x18\x01 \x03(\x0b\x32\x1f.pixmesh.common.v1.SimilarImage2\xa4\x0c\n\x0eGatewayService\x12~\n\x0bUploadImage\x12&.pixmesh.gateway.v1.UploadImageRequest\x1a\'.pixmesh.gateway.v1.UploadImageResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/images:stream:\x01*(\x01\x12\x81\x01\n\x0eUploadImageRaw\x12).pixmesh.gateway.v1.UploadImageRawRequest\x1a*.pixmesh.gateway.v1.UploadImageRawResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\n/v1/images:\x04\x62ody\x12m\n\tCreateJob\x12$.pixmesh.gateway.v1.CreateJobRequest\x1a%.pixmesh.gateway.v1.CreateJobResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/jobs:\x01*\x12j\n\x06GetJob\x12!.pixmesh.gateway.v1.GetJobRequest\x1a\".pixmesh.gateway.v1.GetJobResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/jobs/{job_id}\x12g\n\x08ListJobs\x12#.pixmesh.gateway.v1.ListJobsRequest\x1a$.pixmesh.gateway.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12x\n\x08WatchJob\x12#.pixmesh.gateway.v1.WatchJobRequest\x1a$.pixmesh.gateway.v1.WatchJobResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/jobs/{job_id}:watch0\x01\x12}\n\tCancelJob\x12$.pixmesh.gateway.v1.CancelJobRequest\x1a%.pixmesh.gateway.v1.CancelJobResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/jobs/{job_id}:cancel:\x01*\x12\x98\x01\n\x0e\x44ownloadOutput\x12).pixmesh.gateway.v1.DownloadOutputRequest\x1a*.pixmesh.gateway.v1.DownloadOutputResponse\"/\x82\xd3\xe4\x93\x02)\x12!/v1/jobs/{job_id}/outputs/{index}b\x04\x62ody\x12\x7f\n\x0eListOperations\x12).pixmesh.gateway.v1.ListOperationsRequest\x1a*.pixmesh.gateway.v1.ListOperationsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/operations\x12\x95\x01\n\x10GetImageMetadata\x12+.pixmesh.gateway.v1.GetImageMetadataRequest\x1a,.pixmesh.gateway.v1.GetImageMetadataResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/images/{image_id}/metadata\x12\x94\x01\n\x0cSearchImages\x12\'.pixmesh.gateway.v1.SearchImagesRequest\x1a(.pixmesh.gateway.v1.SearchImagesResponse\"1\x82\xd3\xe4\x93\x02+\x12\x11/v1/images:searchZ\x16\"\x11/v1/images:search:\x01*\x12\x85\x01\n\x0b\x46indSimilar\x12&.pixmesh.gateway.v1.FindSimilarRequest\x1a\'.pixmesh.gateway.v1.FindSimilarResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/images/{image_id}:similarb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,44 +56,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GATEWAYSERVICE'].methods_by_name['DownloadOutput']._serialized_options = b'\202\323\344\223\002)\022!/v1/jobs/{job_id}/outputs/{index}b\004body'
   _globals['_GATEWAYSERVICE'].methods_by_name['ListOperations']._loaded_options = None
   _globals['_GATEWAYSERVICE'].methods_by_name['ListOperations']._serialized_options = b'\202\323\344\223\002\020\022\016/v1/operations'
-  _globals['_UPLOADIMAGEREQUEST']._serialized_start=209
-  _globals['_UPLOADIMAGEREQUEST']._serialized_end=305
-  _globals['_UPLOADINFO']._serialized_start=307
-  _globals['_UPLOADINFO']._serialized_end=359
-  _globals['_UPLOADIMAGERESPONSE']._serialized_start=361
-  _globals['_UPLOADIMAGERESPONSE']._serialized_end=423
-  _globals['_UPLOADIMAGERAWREQUEST']._serialized_start=425
-  _globals['_UPLOADIMAGERAWREQUEST']._serialized_end=502
-  _globals['_UPLOADIMAGERAWRESPONSE']._serialized_start=504
-  _globals['_UPLOADIMAGERAWRESPONSE']._serialized_end=569
-  _globals['_CREATEJOBREQUEST']._serialized_start=571
-  _globals['_CREATEJOBREQUEST']._serialized_end=682
-  _globals['_CREATEJOBRESPONSE']._serialized_start=684
-  _globals['_CREATEJOBRESPONSE']._serialized_end=740
-  _globals['_GETJOBREQUEST']._serialized_start=742
-  _globals['_GETJOBREQUEST']._serialized_end=773
-  _globals['_GETJOBRESPONSE']._serialized_start=775
-  _globals['_GETJOBRESPONSE']._serialized_end=828
-  _globals['_LISTJOBSREQUEST']._serialized_start=830
-  _globals['_LISTJOBSREQUEST']._serialized_end=931
-  _globals['_LISTJOBSRESPONSE']._serialized_start=933
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1014
-  _globals['_WATCHJOBREQUEST']._serialized_start=1016
-  _globals['_WATCHJOBREQUEST']._serialized_end=1049
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1051
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1106
-  _globals['_CANCELJOBREQUEST']._serialized_start=1108
-  _globals['_CANCELJOBREQUEST']._serialized_end=1142
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1144
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1200
-  _globals['_DOWNLOADOUTPUTREQUEST']._serialized_start=1202
-  _globals['_DOWNLOADOUTPUTREQUEST']._serialized_end=1256
-  _globals['_DOWNLOADOUTPUTRESPONSE']._serialized_start=1258
-  _globals['_DOWNLOADOUTPUTRESPONSE']._serialized_end=1318
-  _globals['_LISTOPERATIONSREQUEST']._serialized_start=1320
-  _globals['_LISTOPERATIONSREQUEST']._serialized_end=1343
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=1346
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=1578
-  _globals['_GATEWAYSERVICE']._serialized_start=1581
-  _globals['_GATEWAYSERVICE']._serialized_end=2714
+  _globals['_GATEWAYSERVICE'].methods_by_name['GetImageMetadata']._loaded_options = None
+  _globals['_GATEWAYSERVICE'].methods_by_name['GetImageMetadata']._serialized_options = b'\202\323\344\223\002 \022\036/v1/images/{image_id}/metadata'
+  _globals['_GATEWAYSERVICE'].methods_by_name['SearchImages']._loaded_options = None
+  _globals['_GATEWAYSERVICE'].methods_by_name['SearchImages']._serialized_options = b'\202\323\344\223\002+\022\021/v1/images:searchZ\026\"\021/v1/images:search:\001*'
+  _globals['_GATEWAYSERVICE'].methods_by_name['FindSimilar']._loaded_options = None
+  _globals['_GATEWAYSERVICE'].methods_by_name['FindSimilar']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/images/{image_id}:similar'
+  _globals['_UPLOADIMAGEREQUEST']._serialized_start=276
+  _globals['_UPLOADIMAGEREQUEST']._serialized_end=372
+  _globals['_UPLOADINFO']._serialized_start=374
+  _globals['_UPLOADINFO']._serialized_end=426
+  _globals['_UPLOADIMAGERESPONSE']._serialized_start=428
+  _globals['_UPLOADIMAGERESPONSE']._serialized_end=490
+  _globals['_UPLOADIMAGERAWREQUEST']._serialized_start=492
+  _globals['_UPLOADIMAGERAWREQUEST']._serialized_end=569
+  _globals['_UPLOADIMAGERAWRESPONSE']._serialized_start=571
+  _globals['_UPLOADIMAGERAWRESPONSE']._serialized_end=636
+  _globals['_CREATEJOBREQUEST']._serialized_start=638
+  _globals['_CREATEJOBREQUEST']._serialized_end=749
+  _globals['_CREATEJOBRESPONSE']._serialized_start=751
+  _globals['_CREATEJOBRESPONSE']._serialized_end=807
+  _globals['_GETJOBREQUEST']._serialized_start=809
+  _globals['_GETJOBREQUEST']._serialized_end=840
+  _globals['_GETJOBRESPONSE']._serialized_start=842
+  _globals['_GETJOBRESPONSE']._serialized_end=895
+  _globals['_LISTJOBSREQUEST']._serialized_start=897
+  _globals['_LISTJOBSREQUEST']._serialized_end=998
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1000
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1081
+  _globals['_WATCHJOBREQUEST']._serialized_start=1083
+  _globals['_WATCHJOBREQUEST']._serialized_end=1116
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1118
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1173
+  _globals['_CANCELJOBREQUEST']._serialized_start=1175
+  _globals['_CANCELJOBREQUEST']._serialized_end=1209
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1211
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1267
+  _globals['_DOWNLOADOUTPUTREQUEST']._serialized_start=1269
+  _globals['_DOWNLOADOUTPUTREQUEST']._serialized_end=1323
+  _globals['_DOWNLOADOUTPUTRESPONSE']._serialized_start=1325
+  _globals['_DOWNLOADOUTPUTRESPONSE']._serialized_end=1385
+  _globals['_LISTOPERATIONSREQUEST']._serialized_start=1387
+  _globals['_LISTOPERATIONSREQUEST']._serialized_end=1410
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=1413
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=1645
+  _globals['_GETIMAGEMETADATAREQUEST']._serialized_start=1647
+  _globals['_GETIMAGEMETADATAREQUEST']._serialized_end=1690
+  _globals['_GETIMAGEMETADATARESPONSE']._serialized_start=1692
+  _globals['_GETIMAGEMETADATARESPONSE']._serialized_end=1770
+  _globals['_SEARCHIMAGESREQUEST']._serialized_start=1773
+  _globals['_SEARCHIMAGESREQUEST']._serialized_end=2282
+  _globals['_SEARCHIMAGESRESPONSE']._serialized_start=2284
+  _globals['_SEARCHIMAGESRESPONSE']._serialized_end=2379
+  _globals['_FINDSIMILARREQUEST']._serialized_start=2381
+  _globals['_FINDSIMILARREQUEST']._serialized_end=2482
+  _globals['_FINDSIMILARRESPONSE']._serialized_start=2484
+  _globals['_FINDSIMILARRESPONSE']._serialized_end=2554
+  _globals['_GATEWAYSERVICE']._serialized_start=2557
+  _globals['_GATEWAYSERVICE']._serialized_end=4129
 # @@protoc_insertion_point(module_scope)

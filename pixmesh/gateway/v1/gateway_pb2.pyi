@@ -7,9 +7,11 @@ from collections import abc as _abc
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from pixmesh.common.v1 import image_pb2 as _image_pb2
 from pixmesh.common.v1 import job_pb2 as _job_pb2
+from pixmesh.common.v1 import metadata_pb2 as _metadata_pb2
 from pixmesh.common.v1 import operations_pb2 as _operations_pb2
 import builtins as _builtins
 import sys
@@ -450,3 +452,216 @@ class ListOperationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListOperationsResponse: _TypeAlias = ListOperationsResponse  # noqa: Y015
+
+@_typing.final
+class GetImageMetadataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetImageMetadataRequest: _TypeAlias = GetImageMetadataRequest  # noqa: Y015
+
+@_typing.final
+class GetImageMetadataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METADATA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def metadata(self) -> _metadata_pb2.ImageMetadata: ...
+    def __init__(
+        self,
+        *,
+        metadata: _metadata_pb2.ImageMetadata | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetImageMetadataResponse: _TypeAlias = GetImageMetadataResponse  # noqa: Y015
+
+@_typing.final
+class SearchImagesRequest(_message.Message):
+    """Every set field must match (AND); unset fields match all. For example
+    GET /v1/images:search?camera_make=canon&taken_after=2024-01-01T00:00:00Z&formats=JPEG
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_MAKE_FIELD_NUMBER: _builtins.int
+    CAMERA_MODEL_FIELD_NUMBER: _builtins.int
+    TAKEN_AFTER_FIELD_NUMBER: _builtins.int
+    TAKEN_BEFORE_FIELD_NUMBER: _builtins.int
+    MIN_LATITUDE_FIELD_NUMBER: _builtins.int
+    MAX_LATITUDE_FIELD_NUMBER: _builtins.int
+    MIN_LONGITUDE_FIELD_NUMBER: _builtins.int
+    MAX_LONGITUDE_FIELD_NUMBER: _builtins.int
+    MIN_WIDTH_FIELD_NUMBER: _builtins.int
+    MAX_WIDTH_FIELD_NUMBER: _builtins.int
+    MIN_HEIGHT_FIELD_NUMBER: _builtins.int
+    MAX_HEIGHT_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    camera_make: _builtins.str
+    """Camera make and model, compared case-insensitively and in full."""
+    camera_model: _builtins.str
+    min_latitude: _builtins.float
+    """GPS bounding box in decimal degrees; all four or none. min_longitude > max_longitude
+    crosses the antimeridian. FAILED_PRECONDITION (GPS_DISABLED) where the deployment does not
+    keep positions (strip_gps).
+    """
+    max_latitude: _builtins.float
+    min_longitude: _builtins.float
+    max_longitude: _builtins.float
+    min_width: _builtins.int
+    """Pixel dimensions, inclusive; 0 means no bound."""
+    max_width: _builtins.int
+    min_height: _builtins.int
+    max_height: _builtins.int
+    page_size: _builtins.int
+    """1..100, default 20."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token, with the same filter."""
+    @_builtins.property
+    def taken_after(self) -> _timestamp_pb2.Timestamp:
+        """Date taken, as the camera's wall-clock time (the zone is ignored), RFC 3339 in REST:
+        taken_after <= date taken < taken_before.
+        """
+
+    @_builtins.property
+    def taken_before(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedScalarFieldContainer[_image_pb2.ImageFormat.ValueType]:
+        """Any of these formats; empty matches all. REST: formats=JPEG&formats=PNG."""
+
+    def __init__(
+        self,
+        *,
+        camera_make: _builtins.str = ...,
+        camera_model: _builtins.str = ...,
+        taken_after: _timestamp_pb2.Timestamp | None = ...,
+        taken_before: _timestamp_pb2.Timestamp | None = ...,
+        min_latitude: _builtins.float | None = ...,
+        max_latitude: _builtins.float | None = ...,
+        min_longitude: _builtins.float | None = ...,
+        max_longitude: _builtins.float | None = ...,
+        min_width: _builtins.int = ...,
+        max_width: _builtins.int = ...,
+        min_height: _builtins.int = ...,
+        max_height: _builtins.int = ...,
+        formats: _abc.Iterable[_image_pb2.ImageFormat.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_latitude", b"_max_latitude", "_max_longitude", b"_max_longitude", "_min_latitude", b"_min_latitude", "_min_longitude", b"_min_longitude", "max_latitude", b"max_latitude", "max_longitude", b"max_longitude", "min_latitude", b"min_latitude", "min_longitude", b"min_longitude", "taken_after", b"taken_after", "taken_before", b"taken_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_latitude", b"_max_latitude", "_max_longitude", b"_max_longitude", "_min_latitude", b"_min_latitude", "_min_longitude", b"_min_longitude", "camera_make", b"camera_make", "camera_model", b"camera_model", "formats", b"formats", "max_height", b"max_height", "max_latitude", b"max_latitude", "max_longitude", b"max_longitude", "max_width", b"max_width", "min_height", b"min_height", "min_latitude", b"min_latitude", "min_longitude", b"min_longitude", "min_width", b"min_width", "page_size", b"page_size", "page_token", b"page_token", "taken_after", b"taken_after", "taken_before", b"taken_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_latitude: _TypeAlias = _typing.Literal["max_latitude"]  # noqa: Y015
+    _WhichOneofArgType__max_latitude: _TypeAlias = _typing.Literal["_max_latitude", b"_max_latitude"]  # noqa: Y015
+    _WhichOneofReturnType__max_longitude: _TypeAlias = _typing.Literal["max_longitude"]  # noqa: Y015
+    _WhichOneofArgType__max_longitude: _TypeAlias = _typing.Literal["_max_longitude", b"_max_longitude"]  # noqa: Y015
+    _WhichOneofReturnType__min_latitude: _TypeAlias = _typing.Literal["min_latitude"]  # noqa: Y015
+    _WhichOneofArgType__min_latitude: _TypeAlias = _typing.Literal["_min_latitude", b"_min_latitude"]  # noqa: Y015
+    _WhichOneofReturnType__min_longitude: _TypeAlias = _typing.Literal["min_longitude"]  # noqa: Y015
+    _WhichOneofArgType__min_longitude: _TypeAlias = _typing.Literal["_min_longitude", b"_min_longitude"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_latitude) -> _WhichOneofReturnType__max_latitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_longitude) -> _WhichOneofReturnType__max_longitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_latitude) -> _WhichOneofReturnType__min_latitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_longitude) -> _WhichOneofReturnType__min_longitude | None: ...
+
+Global___SearchImagesRequest: _TypeAlias = SearchImagesRequest  # noqa: Y015
+
+@_typing.final
+class SearchImagesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.ImageRecord]: ...
+    def __init__(
+        self,
+        *,
+        images: _abc.Iterable[_metadata_pb2.ImageRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchImagesResponse: _TypeAlias = SearchImagesResponse  # noqa: Y015
+
+@_typing.final
+class FindSimilarRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    MAX_DISTANCE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    max_distance: _builtins.int
+    """Largest Hamming distance between the 64-bit pHashes, 0..32; unset means 10. Resized and
+    recompressed copies are typically within 6, unrelated images around 32.
+    """
+    page_size: _builtins.int
+    """1..100, default 20."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        max_distance: _builtins.int | None = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_distance", b"_max_distance", "max_distance", b"max_distance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_distance", b"_max_distance", "image_id", b"image_id", "max_distance", b"max_distance", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_distance: _TypeAlias = _typing.Literal["max_distance"]  # noqa: Y015
+    _WhichOneofArgType__max_distance: _TypeAlias = _typing.Literal["_max_distance", b"_max_distance"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_distance) -> _WhichOneofReturnType__max_distance | None: ...
+
+Global___FindSimilarRequest: _TypeAlias = FindSimilarRequest  # noqa: Y015
+
+@_typing.final
+class FindSimilarResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.SimilarImage]:
+        """Nearest first; the image itself is not included."""
+
+    def __init__(
+        self,
+        *,
+        images: _abc.Iterable[_metadata_pb2.SimilarImage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindSimilarResponse: _TypeAlias = FindSimilarResponse  # noqa: Y015

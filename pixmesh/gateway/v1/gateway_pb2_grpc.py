@@ -80,6 +80,21 @@ class GatewayServiceStub:
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListOperationsRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListOperationsResponse.FromString,
                 _registered_method=True)
+        self.GetImageMetadata = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/GetImageMetadata',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImageMetadataRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImageMetadataResponse.FromString,
+                _registered_method=True)
+        self.SearchImages = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/SearchImages',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SearchImagesRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SearchImagesResponse.FromString,
+                _registered_method=True)
+        self.FindSimilar = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/FindSimilar',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -150,6 +165,31 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetImageMetadata(self, request, context):
+        """The metadata of an uploaded image: EXIF, IPTC, XMP, ICC profile, properties, colours,
+        placeholders and perceptual hashes. Every upload is read in the background: until that is
+        done (usually well under a second) the call fails with UNAVAILABLE, reason METADATA_PENDING.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchImages(self, request, context):
+        """Search the caller's images by camera, date taken, GPS bounding box, dimensions and format,
+        newest upload first. GET with query parameters, or POST the same fields as JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindSimilar(self, request, context):
+        """Near-duplicates of an image (resized, recompressed, lightly edited copies): the caller's
+        images whose pHash differs from this image's in at most max_distance bits, nearest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +237,21 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListOperations,
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListOperationsRequest.FromString,
                     response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListOperationsResponse.SerializeToString,
+            ),
+            'GetImageMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImageMetadata,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImageMetadataRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImageMetadataResponse.SerializeToString,
+            ),
+            'SearchImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchImages,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SearchImagesRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SearchImagesResponse.SerializeToString,
+            ),
+            'FindSimilar': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindSimilar,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +498,87 @@ class GatewayService:
             '/pixmesh.gateway.v1.GatewayService/ListOperations',
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListOperationsRequest.SerializeToString,
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListOperationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImageMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/GetImageMetadata',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImageMetadataRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImageMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/SearchImages',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SearchImagesRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SearchImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindSimilar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/FindSimilar',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarResponse.FromString,
             options,
             channel_credentials,
             insecure,

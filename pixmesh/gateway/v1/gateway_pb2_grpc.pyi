@@ -53,6 +53,19 @@ class GatewayServiceStub:
     """Download one output of a succeeded job as raw bytes with its Content-Type."""
     ListOperations: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListOperationsRequest, _gateway_pb2.ListOperationsResponse]
     """The operations this deployment supports, their parameters and limits."""
+    GetImageMetadata: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetImageMetadataRequest, _gateway_pb2.GetImageMetadataResponse]
+    """The metadata of an uploaded image: EXIF, IPTC, XMP, ICC profile, properties, colours,
+    placeholders and perceptual hashes. Every upload is read in the background: until that is
+    done (usually well under a second) the call fails with UNAVAILABLE, reason METADATA_PENDING.
+    """
+    SearchImages: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SearchImagesRequest, _gateway_pb2.SearchImagesResponse]
+    """Search the caller's images by camera, date taken, GPS bounding box, dimensions and format,
+    newest upload first. GET with query parameters, or POST the same fields as JSON.
+    """
+    FindSimilar: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.FindSimilarRequest, _gateway_pb2.FindSimilarResponse]
+    """Near-duplicates of an image (resized, recompressed, lightly edited copies): the caller's
+    images whose pHash differs from this image's in at most max_distance bits, nearest first.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -79,6 +92,19 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Download one output of a succeeded job as raw bytes with its Content-Type."""
     ListOperations: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListOperationsRequest, _gateway_pb2.ListOperationsResponse]  # type: ignore[assignment]
     """The operations this deployment supports, their parameters and limits."""
+    GetImageMetadata: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetImageMetadataRequest, _gateway_pb2.GetImageMetadataResponse]  # type: ignore[assignment]
+    """The metadata of an uploaded image: EXIF, IPTC, XMP, ICC profile, properties, colours,
+    placeholders and perceptual hashes. Every upload is read in the background: until that is
+    done (usually well under a second) the call fails with UNAVAILABLE, reason METADATA_PENDING.
+    """
+    SearchImages: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SearchImagesRequest, _gateway_pb2.SearchImagesResponse]  # type: ignore[assignment]
+    """Search the caller's images by camera, date taken, GPS bounding box, dimensions and format,
+    newest upload first. GET with query parameters, or POST the same fields as JSON.
+    """
+    FindSimilar: _aio.UnaryUnaryMultiCallable[_gateway_pb2.FindSimilarRequest, _gateway_pb2.FindSimilarResponse]  # type: ignore[assignment]
+    """Near-duplicates of an image (resized, recompressed, lightly edited copies): the caller's
+    images whose pHash differs from this image's in at most max_distance bits, nearest first.
+    """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public pixmesh API. Every call needs `authorization: Bearer <api key>` metadata."""
@@ -156,5 +182,36 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListOperationsResponse, _abc.Awaitable[_gateway_pb2.ListOperationsResponse]]:
         """The operations this deployment supports, their parameters and limits."""
+
+    @_abc_1.abstractmethod
+    def GetImageMetadata(
+        self,
+        request: _gateway_pb2.GetImageMetadataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetImageMetadataResponse, _abc.Awaitable[_gateway_pb2.GetImageMetadataResponse]]:
+        """The metadata of an uploaded image: EXIF, IPTC, XMP, ICC profile, properties, colours,
+        placeholders and perceptual hashes. Every upload is read in the background: until that is
+        done (usually well under a second) the call fails with UNAVAILABLE, reason METADATA_PENDING.
+        """
+
+    @_abc_1.abstractmethod
+    def SearchImages(
+        self,
+        request: _gateway_pb2.SearchImagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.SearchImagesResponse, _abc.Awaitable[_gateway_pb2.SearchImagesResponse]]:
+        """Search the caller's images by camera, date taken, GPS bounding box, dimensions and format,
+        newest upload first. GET with query parameters, or POST the same fields as JSON.
+        """
+
+    @_abc_1.abstractmethod
+    def FindSimilar(
+        self,
+        request: _gateway_pb2.FindSimilarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.FindSimilarResponse, _abc.Awaitable[_gateway_pb2.FindSimilarResponse]]:
+        """Near-duplicates of an image (resized, recompressed, lightly edited copies): the caller's
+        images whose pHash differs from this image's in at most max_distance bits, nearest first.
+        """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,28 +22,69 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from pixmesh.common.v1 import image_pb2 as pixmesh_dot_common_dot_v1_dot_image__pb2
+from pixmesh.common.v1 import job_pb2 as pixmesh_dot_common_dot_v1_dot_job__pb2
 from pixmesh.common.v1 import operations_pb2 as pixmesh_dot_common_dot_v1_dot_operations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$pixmesh/inference/v1/inference.proto\x12\x14pixmesh.inference.v1\x1a\"pixmesh/common/v1/operations.proto\"\x17\n\x15ListOperationsRequest\"O\n\x16ListOperationsResponse\x12\x35\n\x0c\x63\x61pabilities\x18\x01 \x01(\x0b\x32\x1f.pixmesh.common.v1.Capabilities\"\x13\n\x11ListModelsRequest\"a\n\x12ListModelsResponse\x12/\n\x06models\x18\x01 \x03(\x0b\x32\x1f.pixmesh.inference.v1.ModelInfo\x12\x1a\n\x12\x65xecution_provider\x18\x02 \x01(\t\"\xb9\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x34\n\x05state\x18\x03 \x01(\x0e\x32%.pixmesh.inference.v1.ModelInfo.State\x12\x0e\n\x06reason\x18\x04 \x01(\t\"G\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bUNAVAILABLE\x10\x01\x12\x0b\n\x07LOADING\x10\x02\x12\t\n\x05READY\x10\x03\x32\xe0\x01\n\x10InferenceService\x12k\n\x0eListOperations\x12+.pixmesh.inference.v1.ListOperationsRequest\x1a,.pixmesh.inference.v1.ListOperationsResponse\x12_\n\nListModels\x12\'.pixmesh.inference.v1.ListModelsRequest\x1a(.pixmesh.inference.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$pixmesh/inference/v1/inference.proto\x12\x14pixmesh.inference.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpixmesh/common/v1/image.proto\x1a\x1bpixmesh/common/v1/job.proto\x1a\"pixmesh/common/v1/operations.proto\"\x17\n\x15ListOperationsRequest\"O\n\x16ListOperationsResponse\x12\x35\n\x0c\x63\x61pabilities\x18\x01 \x01(\x0b\x32\x1f.pixmesh.common.v1.Capabilities\"\x13\n\x11ListModelsRequest\"a\n\x12ListModelsResponse\x12/\n\x06models\x18\x01 \x03(\x0b\x32\x1f.pixmesh.inference.v1.ModelInfo\x12\x1a\n\x12\x65xecution_provider\x18\x02 \x01(\t\"\xea\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x34\n\x05state\x18\x03 \x01(\x0e\x32%.pixmesh.inference.v1.ModelInfo.State\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1a\n\x12\x65xecution_provider\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"G\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bUNAVAILABLE\x10\x01\x12\x0b\n\x07LOADING\x10\x02\x12\t\n\x05READY\x10\x03\"\x1a\n\x18GetServerMetadataRequest\"\xd6\x01\n\x19GetServerMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nextensions\x18\x03 \x03(\t\x12\x1a\n\x12\x65xecution_provider\x18\x04 \x01(\t\x12\x1b\n\x13\x61vailable_providers\x18\x05 \x03(\t\x12\x15\n\rdefault_depth\x18\x06 \x01(\r\x12\x36\n\x08\x62\x61tching\x18\x07 \x01(\x0b\x32$.pixmesh.inference.v1.BatchingConfig\"\x88\x01\n\x0e\x42\x61tchingConfig\x12\x11\n\ttile_size\x18\x01 \x01(\r\x12\x14\n\x0ctile_overlap\x18\x02 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\r\x12\x1a\n\x12max_queue_delay_us\x18\x04 \x01(\r\x12\x19\n\x11model_concurrency\x18\x05 \x01(\r\"?\n\x0eTensorMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"8\n\x17GetModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xdd\x03\n\x18GetModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08versions\x18\x03 \x03(\t\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\x34\n\x06inputs\x18\x05 \x03(\x0b\x32$.pixmesh.inference.v1.TensorMetadata\x12\x35\n\x07outputs\x18\x06 \x03(\x0b\x32$.pixmesh.inference.v1.TensorMetadata\x12\x34\n\x05state\x18\x07 \x01(\x0e\x32%.pixmesh.inference.v1.ModelInfo.State\x12\x1a\n\x12\x65xecution_provider\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12\r\n\x05\x64\x65pth\x18\n \x01(\r\x12\x18\n\x10receptive_radius\x18\x0b \x01(\r\x12\x13\n\x0bsigma_input\x18\x0c \x01(\x08\x12\x15\n\rtrained_sigma\x18\r \x01(\x02\x12\x11\n\tsigma_min\x18\x0e \x01(\x02\x12\x11\n\tsigma_max\x18\x0f \x01(\x02\x12\x0e\n\x06sha256\x18\x10 \x01(\t\x12\x0e\n\x06source\x18\x11 \x01(\t\x12\x0f\n\x07license\x18\x12 \x01(\t\"2\n\x11ModelReadyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"#\n\x12ModelReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\":\n\x19GetModelStatisticsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"X\n\x1aGetModelStatisticsResponse\x12:\n\x0bmodel_stats\x18\x01 \x03(\x0b\x32%.pixmesh.inference.v1.ModelStatistics\"\xc5\x03\n\x0fModelStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x17\n\x0finference_count\x18\x03 \x01(\x04\x12\x17\n\x0f\x65xecution_count\x18\x04 \x01(\x04\x12\x17\n\x0frequest_success\x18\x05 \x01(\x04\x12\x17\n\x0frequest_failure\x18\x06 \x01(\x04\x12\x32\n\x0elast_inference\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x0frequest_latency\x18\x08 \x01(\x0b\x32&.pixmesh.inference.v1.LatencyHistogram\x12=\n\rqueue_latency\x18\t \x01(\x0b\x32&.pixmesh.inference.v1.LatencyHistogram\x12?\n\x0f\x63ompute_latency\x18\n \x01(\x0b\x32&.pixmesh.inference.v1.LatencyHistogram\x12:\n\x0b\x62\x61tch_stats\x18\x0b \x03(\x0b\x32%.pixmesh.inference.v1.BatchStatistics\"^\n\x10LatencyHistogram\x12\x16\n\x0e\x62ounds_seconds\x18\x01 \x03(\x01\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x13\n\x0bsum_seconds\x18\x04 \x01(\x01\"M\n\x0f\x42\x61tchStatistics\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\"1\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"C\n\x11LoadModelResponse\x12.\n\x05model\x18\x01 \x01(\x0b\x32\x1f.pixmesh.inference.v1.ModelInfo\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x13UnloadModelResponse\x12.\n\x05model\x18\x01 \x01(\x0b\x32\x1f.pixmesh.inference.v1.ModelInfo\"|\n\x0e\x44\x65noiseRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12+\n\x07\x64\x65noise\x18\x02 \x01(\x0b\x32\x1a.pixmesh.common.v1.Denoise\x12.\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\"\xb7\x01\n\x0f\x44\x65noiseResponse\x12\r\n\x05image\x18\x01 \x01(\x0c\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x30\n\x06report\x18\x06 \x01(\x0b\x32 .pixmesh.common.v1.DenoiseReport2\xbd\x07\n\x10InferenceService\x12k\n\x0eListOperations\x12+.pixmesh.inference.v1.ListOperationsRequest\x1a,.pixmesh.inference.v1.ListOperationsResponse\x12_\n\nListModels\x12\'.pixmesh.inference.v1.ListModelsRequest\x1a(.pixmesh.inference.v1.ListModelsResponse\x12t\n\x11GetServerMetadata\x12..pixmesh.inference.v1.GetServerMetadataRequest\x1a/.pixmesh.inference.v1.GetServerMetadataResponse\x12q\n\x10GetModelMetadata\x12-.pixmesh.inference.v1.GetModelMetadataRequest\x1a..pixmesh.inference.v1.GetModelMetadataResponse\x12_\n\nModelReady\x12\'.pixmesh.inference.v1.ModelReadyRequest\x1a(.pixmesh.inference.v1.ModelReadyResponse\x12w\n\x12GetModelStatistics\x12/.pixmesh.inference.v1.GetModelStatisticsRequest\x1a\x30.pixmesh.inference.v1.GetModelStatisticsResponse\x12\\\n\tLoadModel\x12&.pixmesh.inference.v1.LoadModelRequest\x1a\'.pixmesh.inference.v1.LoadModelResponse\x12\x62\n\x0bUnloadModel\x12(.pixmesh.inference.v1.UnloadModelRequest\x1a).pixmesh.inference.v1.UnloadModelResponse\x12V\n\x07\x44\x65noise\x12$.pixmesh.inference.v1.DenoiseRequest\x1a%.pixmesh.inference.v1.DenoiseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pixmesh.inference.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTOPERATIONSREQUEST']._serialized_start=98
-  _globals['_LISTOPERATIONSREQUEST']._serialized_end=121
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=123
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=202
-  _globals['_LISTMODELSREQUEST']._serialized_start=204
-  _globals['_LISTMODELSREQUEST']._serialized_end=223
-  _globals['_LISTMODELSRESPONSE']._serialized_start=225
-  _globals['_LISTMODELSRESPONSE']._serialized_end=322
-  _globals['_MODELINFO']._serialized_start=325
-  _globals['_MODELINFO']._serialized_end=510
-  _globals['_MODELINFO_STATE']._serialized_start=439
-  _globals['_MODELINFO_STATE']._serialized_end=510
-  _globals['_INFERENCESERVICE']._serialized_start=513
-  _globals['_INFERENCESERVICE']._serialized_end=737
+  _globals['_LISTOPERATIONSREQUEST']._serialized_start=191
+  _globals['_LISTOPERATIONSREQUEST']._serialized_end=214
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=216
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=295
+  _globals['_LISTMODELSREQUEST']._serialized_start=297
+  _globals['_LISTMODELSREQUEST']._serialized_end=316
+  _globals['_LISTMODELSRESPONSE']._serialized_start=318
+  _globals['_LISTMODELSRESPONSE']._serialized_end=415
+  _globals['_MODELINFO']._serialized_start=418
+  _globals['_MODELINFO']._serialized_end=652
+  _globals['_MODELINFO_STATE']._serialized_start=581
+  _globals['_MODELINFO_STATE']._serialized_end=652
+  _globals['_GETSERVERMETADATAREQUEST']._serialized_start=654
+  _globals['_GETSERVERMETADATAREQUEST']._serialized_end=680
+  _globals['_GETSERVERMETADATARESPONSE']._serialized_start=683
+  _globals['_GETSERVERMETADATARESPONSE']._serialized_end=897
+  _globals['_BATCHINGCONFIG']._serialized_start=900
+  _globals['_BATCHINGCONFIG']._serialized_end=1036
+  _globals['_TENSORMETADATA']._serialized_start=1038
+  _globals['_TENSORMETADATA']._serialized_end=1101
+  _globals['_GETMODELMETADATAREQUEST']._serialized_start=1103
+  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1159
+  _globals['_GETMODELMETADATARESPONSE']._serialized_start=1162
+  _globals['_GETMODELMETADATARESPONSE']._serialized_end=1639
+  _globals['_MODELREADYREQUEST']._serialized_start=1641
+  _globals['_MODELREADYREQUEST']._serialized_end=1691
+  _globals['_MODELREADYRESPONSE']._serialized_start=1693
+  _globals['_MODELREADYRESPONSE']._serialized_end=1728
+  _globals['_GETMODELSTATISTICSREQUEST']._serialized_start=1730
+  _globals['_GETMODELSTATISTICSREQUEST']._serialized_end=1788
+  _globals['_GETMODELSTATISTICSRESPONSE']._serialized_start=1790
+  _globals['_GETMODELSTATISTICSRESPONSE']._serialized_end=1878
+  _globals['_MODELSTATISTICS']._serialized_start=1881
+  _globals['_MODELSTATISTICS']._serialized_end=2334
+  _globals['_LATENCYHISTOGRAM']._serialized_start=2336
+  _globals['_LATENCYHISTOGRAM']._serialized_end=2430
+  _globals['_BATCHSTATISTICS']._serialized_start=2432
+  _globals['_BATCHSTATISTICS']._serialized_end=2509
+  _globals['_LOADMODELREQUEST']._serialized_start=2511
+  _globals['_LOADMODELREQUEST']._serialized_end=2560
+  _globals['_LOADMODELRESPONSE']._serialized_start=2562
+  _globals['_LOADMODELRESPONSE']._serialized_end=2629
+  _globals['_UNLOADMODELREQUEST']._serialized_start=2631
+  _globals['_UNLOADMODELREQUEST']._serialized_end=2665
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=2667
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=2736
+  _globals['_DENOISEREQUEST']._serialized_start=2738
+  _globals['_DENOISEREQUEST']._serialized_end=2862
+  _globals['_DENOISERESPONSE']._serialized_start=2865
+  _globals['_DENOISERESPONSE']._serialized_end=3048
+  _globals['_INFERENCESERVICE']._serialized_start=3051
+  _globals['_INFERENCESERVICE']._serialized_end=4008
 # @@protoc_insertion_point(module_scope)

@@ -6,8 +6,11 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from pixmesh.common.v1 import image_pb2 as _image_pb2
+from pixmesh.common.v1 import job_pb2 as _job_pb2
 from pixmesh.common.v1 import operations_pb2 as _operations_pb2
 import builtins as _builtins
 import sys
@@ -119,10 +122,15 @@ class ModelInfo(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    EXECUTION_PROVIDER_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     state: Global___ModelInfo.State.ValueType
     reason: _builtins.str
+    execution_provider: _builtins.str
+    """Execution provider of the loaded model; empty unless READY."""
+    description: _builtins.str
     def __init__(
         self,
         *,
@@ -130,11 +138,587 @@ class ModelInfo(_message.Message):
         version: _builtins.str = ...,
         state: Global___ModelInfo.State.ValueType = ...,
         reason: _builtins.str = ...,
+        execution_provider: _builtins.str = ...,
+        description: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "execution_provider", b"execution_provider", "name", b"name", "reason", b"reason", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class GetServerMetadataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServerMetadataRequest: _TypeAlias = GetServerMetadataRequest  # noqa: Y015
+
+@_typing.final
+class GetServerMetadataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    EXTENSIONS_FIELD_NUMBER: _builtins.int
+    EXECUTION_PROVIDER_FIELD_NUMBER: _builtins.int
+    AVAILABLE_PROVIDERS_FIELD_NUMBER: _builtins.int
+    DEFAULT_DEPTH_FIELD_NUMBER: _builtins.int
+    BATCHING_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    execution_provider: _builtins.str
+    """The provider models run on ("CUDAExecutionProvider" or "CPUExecutionProvider")."""
+    default_depth: _builtins.int
+    """Models `auto` picks from: DnCNN with this many layers (6 on CPU, 17 on a GPU by default)."""
+    @_builtins.property
+    def extensions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """KServe v2 extensions served: "model_repository", "statistics"."""
+
+    @_builtins.property
+    def available_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Providers the installed onnxruntime offers."""
+
+    @_builtins.property
+    def batching(self) -> Global___BatchingConfig: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        extensions: _abc.Iterable[_builtins.str] | None = ...,
+        execution_provider: _builtins.str = ...,
+        available_providers: _abc.Iterable[_builtins.str] | None = ...,
+        default_depth: _builtins.int = ...,
+        batching: Global___BatchingConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batching", b"batching"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_providers", b"available_providers", "batching", b"batching", "default_depth", b"default_depth", "execution_provider", b"execution_provider", "extensions", b"extensions", "name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServerMetadataResponse: _TypeAlias = GetServerMetadataResponse  # noqa: Y015
+
+@_typing.final
+class BatchingConfig(_message.Message):
+    """How tiles are cut and batched."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TILE_SIZE_FIELD_NUMBER: _builtins.int
+    TILE_OVERLAP_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_QUEUE_DELAY_US_FIELD_NUMBER: _builtins.int
+    MODEL_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    tile_size: _builtins.int
+    """Side of a tile's core, in pixels, and the context added around it."""
+    tile_overlap: _builtins.int
+    max_batch_size: _builtins.int
+    max_queue_delay_us: _builtins.int
+    """How long the first tile of a batch waits for others."""
+    model_concurrency: _builtins.int
+    """Batches of one model running at once."""
+    def __init__(
+        self,
+        *,
+        tile_size: _builtins.int = ...,
+        tile_overlap: _builtins.int = ...,
+        max_batch_size: _builtins.int = ...,
+        max_queue_delay_us: _builtins.int = ...,
+        model_concurrency: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch_size", b"max_batch_size", "max_queue_delay_us", b"max_queue_delay_us", "model_concurrency", b"model_concurrency", "tile_overlap", b"tile_overlap", "tile_size", b"tile_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchingConfig: _TypeAlias = BatchingConfig  # noqa: Y015
+
+@_typing.final
+class TensorMetadata(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DATATYPE_FIELD_NUMBER: _builtins.int
+    SHAPE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    datatype: _builtins.str
+    """KServe datatype, e.g. "FP32"."""
+    @_builtins.property
+    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """-1 for a variable dimension."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        datatype: _builtins.str = ...,
+        shape: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datatype", b"datatype", "name", b"name", "shape", b"shape"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TensorMetadata: _TypeAlias = TensorMetadata  # noqa: Y015
+
+@_typing.final
+class GetModelMetadataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    """Empty: the loaded version, else the latest on disk."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelMetadataRequest: _TypeAlias = GetModelMetadataRequest  # noqa: Y015
+
+@_typing.final
+class GetModelMetadataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    EXECUTION_PROVIDER_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DEPTH_FIELD_NUMBER: _builtins.int
+    RECEPTIVE_RADIUS_FIELD_NUMBER: _builtins.int
+    SIGMA_INPUT_FIELD_NUMBER: _builtins.int
+    TRAINED_SIGMA_FIELD_NUMBER: _builtins.int
+    SIGMA_MIN_FIELD_NUMBER: _builtins.int
+    SIGMA_MAX_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    LICENSE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    platform: _builtins.str
+    """"onnxruntime_onnx"."""
+    state: Global___ModelInfo.State.ValueType
+    execution_provider: _builtins.str
+    description: _builtins.str
+    depth: _builtins.int
+    """Network depth (3x3 layers) and how far an output pixel sees (pixels)."""
+    receptive_radius: _builtins.int
+    sigma_input: _builtins.bool
+    """True when the model takes the noise level as an input."""
+    trained_sigma: _builtins.float
+    """Noise level the model was trained at (0..255); 0 for sigma-input models."""
+    sigma_min: _builtins.float
+    """Noise levels (0..255) `auto` uses the model for."""
+    sigma_max: _builtins.float
+    sha256: _builtins.str
+    source: _builtins.str
+    """Where the weights come from, e.g. "scico==0.0.7 scico/data/flax/dncnn6M.mpk"."""
+    license: _builtins.str
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every version in the repository."""
+
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TensorMetadata]: ...
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TensorMetadata]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        versions: _abc.Iterable[_builtins.str] | None = ...,
+        platform: _builtins.str = ...,
+        inputs: _abc.Iterable[Global___TensorMetadata] | None = ...,
+        outputs: _abc.Iterable[Global___TensorMetadata] | None = ...,
+        state: Global___ModelInfo.State.ValueType = ...,
+        execution_provider: _builtins.str = ...,
+        description: _builtins.str = ...,
+        depth: _builtins.int = ...,
+        receptive_radius: _builtins.int = ...,
+        sigma_input: _builtins.bool = ...,
+        trained_sigma: _builtins.float = ...,
+        sigma_min: _builtins.float = ...,
+        sigma_max: _builtins.float = ...,
+        sha256: _builtins.str = ...,
+        source: _builtins.str = ...,
+        license: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "description", b"description", "execution_provider", b"execution_provider", "inputs", b"inputs", "license", b"license", "name", b"name", "outputs", b"outputs", "platform", b"platform", "receptive_radius", b"receptive_radius", "sha256", b"sha256", "sigma_input", b"sigma_input", "sigma_max", b"sigma_max", "sigma_min", b"sigma_min", "source", b"source", "state", b"state", "trained_sigma", b"trained_sigma", "version", b"version", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelMetadataResponse: _TypeAlias = GetModelMetadataResponse  # noqa: Y015
+
+@_typing.final
+class ModelReadyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelReadyRequest: _TypeAlias = ModelReadyRequest  # noqa: Y015
+
+@_typing.final
+class ModelReadyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READY_FIELD_NUMBER: _builtins.int
+    ready: _builtins.bool
+    def __init__(
+        self,
+        *,
+        ready: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ready", b"ready"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelReadyResponse: _TypeAlias = ModelReadyResponse  # noqa: Y015
+
+@_typing.final
+class GetModelStatisticsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Empty: every loaded model."""
+    version: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelStatisticsRequest: _TypeAlias = GetModelStatisticsRequest  # noqa: Y015
+
+@_typing.final
+class GetModelStatisticsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def model_stats(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelStatistics]: ...
+    def __init__(
+        self,
+        *,
+        model_stats: _abc.Iterable[Global___ModelStatistics] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_stats", b"model_stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelStatisticsResponse: _TypeAlias = GetModelStatisticsResponse  # noqa: Y015
+
+@_typing.final
+class ModelStatistics(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    INFERENCE_COUNT_FIELD_NUMBER: _builtins.int
+    EXECUTION_COUNT_FIELD_NUMBER: _builtins.int
+    REQUEST_SUCCESS_FIELD_NUMBER: _builtins.int
+    REQUEST_FAILURE_FIELD_NUMBER: _builtins.int
+    LAST_INFERENCE_FIELD_NUMBER: _builtins.int
+    REQUEST_LATENCY_FIELD_NUMBER: _builtins.int
+    QUEUE_LATENCY_FIELD_NUMBER: _builtins.int
+    COMPUTE_LATENCY_FIELD_NUMBER: _builtins.int
+    BATCH_STATS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    inference_count: _builtins.int
+    """Tiles run and batches executed."""
+    execution_count: _builtins.int
+    request_success: _builtins.int
+    """Denoise operations (a job stage or a Denoise call) that used the model."""
+    request_failure: _builtins.int
+    @_builtins.property
+    def last_inference(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def request_latency(self) -> Global___LatencyHistogram:
+        """A whole operation, a tile waiting for its batch, one batch in onnxruntime."""
+
+    @_builtins.property
+    def queue_latency(self) -> Global___LatencyHistogram: ...
+    @_builtins.property
+    def compute_latency(self) -> Global___LatencyHistogram: ...
+    @_builtins.property
+    def batch_stats(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchStatistics]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        inference_count: _builtins.int = ...,
+        execution_count: _builtins.int = ...,
+        request_success: _builtins.int = ...,
+        request_failure: _builtins.int = ...,
+        last_inference: _timestamp_pb2.Timestamp | None = ...,
+        request_latency: Global___LatencyHistogram | None = ...,
+        queue_latency: Global___LatencyHistogram | None = ...,
+        compute_latency: Global___LatencyHistogram | None = ...,
+        batch_stats: _abc.Iterable[Global___BatchStatistics] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compute_latency", b"compute_latency", "last_inference", b"last_inference", "queue_latency", b"queue_latency", "request_latency", b"request_latency"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_stats", b"batch_stats", "compute_latency", b"compute_latency", "execution_count", b"execution_count", "inference_count", b"inference_count", "last_inference", b"last_inference", "name", b"name", "queue_latency", b"queue_latency", "request_failure", b"request_failure", "request_latency", b"request_latency", "request_success", b"request_success", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelStatistics: _TypeAlias = ModelStatistics  # noqa: Y015
+
+@_typing.final
+class LatencyHistogram(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOUNDS_SECONDS_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    SUM_SECONDS_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    sum_seconds: _builtins.float
+    @_builtins.property
+    def bounds_seconds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Upper bounds of the buckets in seconds; `counts` has one more entry (above the last bound)."""
+
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        bounds_seconds: _abc.Iterable[_builtins.float] | None = ...,
+        counts: _abc.Iterable[_builtins.int] | None = ...,
+        count: _builtins.int = ...,
+        sum_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounds_seconds", b"bounds_seconds", "count", b"count", "counts", b"counts", "sum_seconds", b"sum_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LatencyHistogram: _TypeAlias = LatencyHistogram  # noqa: Y015
+
+@_typing.final
+class BatchStatistics(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
+    batch_size: _builtins.int
+    count: _builtins.int
+    compute_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        batch_size: _builtins.int = ...,
+        count: _builtins.int = ...,
+        compute_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "compute_seconds", b"compute_seconds", "count", b"count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchStatistics: _TypeAlias = BatchStatistics  # noqa: Y015
+
+@_typing.final
+class LoadModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    """Empty: the latest version in the repository."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadModelRequest: _TypeAlias = LoadModelRequest  # noqa: Y015
+
+@_typing.final
+class LoadModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def model(self) -> Global___ModelInfo: ...
+    def __init__(
+        self,
+        *,
+        model: Global___ModelInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadModelResponse: _TypeAlias = LoadModelResponse  # noqa: Y015
+
+@_typing.final
+class UnloadModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnloadModelRequest: _TypeAlias = UnloadModelRequest  # noqa: Y015
+
+@_typing.final
+class UnloadModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def model(self) -> Global___ModelInfo: ...
+    def __init__(
+        self,
+        *,
+        model: Global___ModelInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnloadModelResponse: _TypeAlias = UnloadModelResponse  # noqa: Y015
+
+@_typing.final
+class DenoiseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    DENOISE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    image: _builtins.bytes
+    """The encoded image (any format the service reads)."""
+    format: _image_pb2.ImageFormat.ValueType
+    """Output format; unspecified keeps the input's (PNG when that cannot be written)."""
+    @_builtins.property
+    def denoise(self) -> _operations_pb2.Denoise: ...
+    def __init__(
+        self,
+        *,
+        image: _builtins.bytes = ...,
+        denoise: _operations_pb2.Denoise | None = ...,
+        format: _image_pb2.ImageFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["denoise", b"denoise"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["denoise", b"denoise", "format", b"format", "image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DenoiseRequest: _TypeAlias = DenoiseRequest  # noqa: Y015
+
+@_typing.final
+class DenoiseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
+    image: _builtins.bytes
+    format: _image_pb2.ImageFormat.ValueType
+    content_type: _builtins.str
+    width: _builtins.int
+    height: _builtins.int
+    @_builtins.property
+    def report(self) -> _job_pb2.DenoiseReport: ...
+    def __init__(
+        self,
+        *,
+        image: _builtins.bytes = ...,
+        format: _image_pb2.ImageFormat.ValueType = ...,
+        content_type: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        report: _job_pb2.DenoiseReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "format", b"format", "height", b"height", "image", b"image", "report", b"report", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DenoiseResponse: _TypeAlias = DenoiseResponse  # noqa: Y015

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class InferenceServiceStub:
-    """The ML inference worker (internal). Work arrives on pixmesh.task.inference.
+    """The ML inference worker (internal). Work arrives on pixmesh.task.inference; models are
+    managed like in NVIDIA Triton / KServe's v2 protocol (metadata, readiness, statistics, and the
+    model repository extension's explicit load and unload).
     """
 
     def __init__(self, channel):
@@ -45,10 +47,47 @@ class InferenceServiceStub:
                 request_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetServerMetadata = channel.unary_unary(
+                '/pixmesh.inference.v1.InferenceService/GetServerMetadata',
+                request_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetServerMetadataRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetServerMetadataResponse.FromString,
+                _registered_method=True)
+        self.GetModelMetadata = channel.unary_unary(
+                '/pixmesh.inference.v1.InferenceService/GetModelMetadata',
+                request_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelMetadataRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelMetadataResponse.FromString,
+                _registered_method=True)
+        self.ModelReady = channel.unary_unary(
+                '/pixmesh.inference.v1.InferenceService/ModelReady',
+                request_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.ModelReadyRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.ModelReadyResponse.FromString,
+                _registered_method=True)
+        self.GetModelStatistics = channel.unary_unary(
+                '/pixmesh.inference.v1.InferenceService/GetModelStatistics',
+                request_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelStatisticsRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelStatisticsResponse.FromString,
+                _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/pixmesh.inference.v1.InferenceService/LoadModel',
+                request_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/pixmesh.inference.v1.InferenceService/UnloadModel',
+                request_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
+        self.Denoise = channel.unary_unary(
+                '/pixmesh.inference.v1.InferenceService/Denoise',
+                request_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.DenoiseRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.DenoiseResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
-    """The ML inference worker (internal). Work arrives on pixmesh.task.inference.
+    """The ML inference worker (internal). Work arrives on pixmesh.task.inference; models are
+    managed like in NVIDIA Triton / KServe's v2 protocol (metadata, readiness, statistics, and the
+    model repository extension's explicit load and unload).
     """
 
     def ListOperations(self, request, context):
@@ -59,6 +98,55 @@ class InferenceServiceServicer:
 
     def ListModels(self, request, context):
         """Models in the repository and whether each is loaded (KServe v2 style).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetServerMetadata(self, request, context):
+        """Server name, version, protocol extensions and the execution provider in use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelMetadata(self, request, context):
+        """Inputs, outputs, versions, noise range and provider of one model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelReady(self, request, context):
+        """Whether a model (optionally one version) is loaded and warmed up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelStatistics(self, request, context):
+        """Counts, latency histograms and batch sizes since the model was loaded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadModel(self, request, context):
+        """Load (or reload) a model from the repository; answers once it is warmed up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Unload a model after its queued work has finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Denoise(self, request, context):
+        """Denoise a small image synchronously (larger ones go through a job).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,6 +165,41 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     request_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.ListModelsRequest.FromString,
                     response_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.ListModelsResponse.SerializeToString,
             ),
+            'GetServerMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerMetadata,
+                    request_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetServerMetadataRequest.FromString,
+                    response_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetServerMetadataResponse.SerializeToString,
+            ),
+            'GetModelMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelMetadata,
+                    request_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelMetadataRequest.FromString,
+                    response_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelMetadataResponse.SerializeToString,
+            ),
+            'ModelReady': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelReady,
+                    request_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.ModelReadyRequest.FromString,
+                    response_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.ModelReadyResponse.SerializeToString,
+            ),
+            'GetModelStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelStatistics,
+                    request_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelStatisticsRequest.FromString,
+                    response_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelStatisticsResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.LoadModelRequest.FromString,
+                    response_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.UnloadModelRequest.FromString,
+                    response_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.UnloadModelResponse.SerializeToString,
+            ),
+            'Denoise': grpc.unary_unary_rpc_method_handler(
+                    servicer.Denoise,
+                    request_deserializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.DenoiseRequest.FromString,
+                    response_serializer=pixmesh_dot_inference_dot_v1_dot_inference__pb2.DenoiseResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'pixmesh.inference.v1.InferenceService', rpc_method_handlers)
@@ -86,7 +209,9 @@ def add_InferenceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class InferenceService:
-    """The ML inference worker (internal). Work arrives on pixmesh.task.inference.
+    """The ML inference worker (internal). Work arrives on pixmesh.task.inference; models are
+    managed like in NVIDIA Triton / KServe's v2 protocol (metadata, readiness, statistics, and the
+    model repository extension's explicit load and unload).
     """
 
     @staticmethod
@@ -133,6 +258,195 @@ class InferenceService:
             '/pixmesh.inference.v1.InferenceService/ListModels',
             pixmesh_dot_inference_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
             pixmesh_dot_inference_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.inference.v1.InferenceService/GetServerMetadata',
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetServerMetadataRequest.SerializeToString,
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetServerMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.inference.v1.InferenceService/GetModelMetadata',
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelMetadataRequest.SerializeToString,
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelReady(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.inference.v1.InferenceService/ModelReady',
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.ModelReadyRequest.SerializeToString,
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.ModelReadyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.inference.v1.InferenceService/GetModelStatistics',
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelStatisticsRequest.SerializeToString,
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.GetModelStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.inference.v1.InferenceService/LoadModel',
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.inference.v1.InferenceService/UnloadModel',
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Denoise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.inference.v1.InferenceService/Denoise',
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.DenoiseRequest.SerializeToString,
+            pixmesh_dot_inference_dot_v1_dot_inference__pb2.DenoiseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class InferenceServiceStub:
-    """The ML inference worker (internal). Work arrives on pixmesh.task.inference."""
+    """The ML inference worker (internal). Work arrives on pixmesh.task.inference; models are
+    managed like in NVIDIA Triton / KServe's v2 protocol (metadata, readiness, statistics, and the
+    model repository extension's explicit load and unload).
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -36,18 +39,52 @@ class InferenceServiceStub:
     ListOperations: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ListOperationsRequest, _inference_pb2.ListOperationsResponse]
     ListModels: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]
     """Models in the repository and whether each is loaded (KServe v2 style)."""
+    GetServerMetadata: _grpc.UnaryUnaryMultiCallable[_inference_pb2.GetServerMetadataRequest, _inference_pb2.GetServerMetadataResponse]
+    """Server name, version, protocol extensions and the execution provider in use."""
+    GetModelMetadata: _grpc.UnaryUnaryMultiCallable[_inference_pb2.GetModelMetadataRequest, _inference_pb2.GetModelMetadataResponse]
+    """Inputs, outputs, versions, noise range and provider of one model."""
+    ModelReady: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelReadyRequest, _inference_pb2.ModelReadyResponse]
+    """Whether a model (optionally one version) is loaded and warmed up."""
+    GetModelStatistics: _grpc.UnaryUnaryMultiCallable[_inference_pb2.GetModelStatisticsRequest, _inference_pb2.GetModelStatisticsResponse]
+    """Counts, latency histograms and batch sizes since the model was loaded."""
+    LoadModel: _grpc.UnaryUnaryMultiCallable[_inference_pb2.LoadModelRequest, _inference_pb2.LoadModelResponse]
+    """Load (or reload) a model from the repository; answers once it is warmed up."""
+    UnloadModel: _grpc.UnaryUnaryMultiCallable[_inference_pb2.UnloadModelRequest, _inference_pb2.UnloadModelResponse]
+    """Unload a model after its queued work has finished."""
+    Denoise: _grpc.UnaryUnaryMultiCallable[_inference_pb2.DenoiseRequest, _inference_pb2.DenoiseResponse]
+    """Denoise a small image synchronously (larger ones go through a job)."""
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
-    """The ML inference worker (internal). Work arrives on pixmesh.task.inference."""
+    """The ML inference worker (internal). Work arrives on pixmesh.task.inference; models are
+    managed like in NVIDIA Triton / KServe's v2 protocol (metadata, readiness, statistics, and the
+    model repository extension's explicit load and unload).
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListOperations: _aio.UnaryUnaryMultiCallable[_inference_pb2.ListOperationsRequest, _inference_pb2.ListOperationsResponse]  # type: ignore[assignment]
     ListModels: _aio.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Models in the repository and whether each is loaded (KServe v2 style)."""
+    GetServerMetadata: _aio.UnaryUnaryMultiCallable[_inference_pb2.GetServerMetadataRequest, _inference_pb2.GetServerMetadataResponse]  # type: ignore[assignment]
+    """Server name, version, protocol extensions and the execution provider in use."""
+    GetModelMetadata: _aio.UnaryUnaryMultiCallable[_inference_pb2.GetModelMetadataRequest, _inference_pb2.GetModelMetadataResponse]  # type: ignore[assignment]
+    """Inputs, outputs, versions, noise range and provider of one model."""
+    ModelReady: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelReadyRequest, _inference_pb2.ModelReadyResponse]  # type: ignore[assignment]
+    """Whether a model (optionally one version) is loaded and warmed up."""
+    GetModelStatistics: _aio.UnaryUnaryMultiCallable[_inference_pb2.GetModelStatisticsRequest, _inference_pb2.GetModelStatisticsResponse]  # type: ignore[assignment]
+    """Counts, latency histograms and batch sizes since the model was loaded."""
+    LoadModel: _aio.UnaryUnaryMultiCallable[_inference_pb2.LoadModelRequest, _inference_pb2.LoadModelResponse]  # type: ignore[assignment]
+    """Load (or reload) a model from the repository; answers once it is warmed up."""
+    UnloadModel: _aio.UnaryUnaryMultiCallable[_inference_pb2.UnloadModelRequest, _inference_pb2.UnloadModelResponse]  # type: ignore[assignment]
+    """Unload a model after its queued work has finished."""
+    Denoise: _aio.UnaryUnaryMultiCallable[_inference_pb2.DenoiseRequest, _inference_pb2.DenoiseResponse]  # type: ignore[assignment]
+    """Denoise a small image synchronously (larger ones go through a job)."""
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The ML inference worker (internal). Work arrives on pixmesh.task.inference."""
+    """The ML inference worker (internal). Work arrives on pixmesh.task.inference; models are
+    managed like in NVIDIA Triton / KServe's v2 protocol (metadata, readiness, statistics, and the
+    model repository extension's explicit load and unload).
+    """
 
     @_abc_1.abstractmethod
     def ListOperations(
@@ -63,5 +100,61 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ListModelsResponse, _abc.Awaitable[_inference_pb2.ListModelsResponse]]:
         """Models in the repository and whether each is loaded (KServe v2 style)."""
+
+    @_abc_1.abstractmethod
+    def GetServerMetadata(
+        self,
+        request: _inference_pb2.GetServerMetadataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.GetServerMetadataResponse, _abc.Awaitable[_inference_pb2.GetServerMetadataResponse]]:
+        """Server name, version, protocol extensions and the execution provider in use."""
+
+    @_abc_1.abstractmethod
+    def GetModelMetadata(
+        self,
+        request: _inference_pb2.GetModelMetadataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.GetModelMetadataResponse, _abc.Awaitable[_inference_pb2.GetModelMetadataResponse]]:
+        """Inputs, outputs, versions, noise range and provider of one model."""
+
+    @_abc_1.abstractmethod
+    def ModelReady(
+        self,
+        request: _inference_pb2.ModelReadyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.ModelReadyResponse, _abc.Awaitable[_inference_pb2.ModelReadyResponse]]:
+        """Whether a model (optionally one version) is loaded and warmed up."""
+
+    @_abc_1.abstractmethod
+    def GetModelStatistics(
+        self,
+        request: _inference_pb2.GetModelStatisticsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.GetModelStatisticsResponse, _abc.Awaitable[_inference_pb2.GetModelStatisticsResponse]]:
+        """Counts, latency histograms and batch sizes since the model was loaded."""
+
+    @_abc_1.abstractmethod
+    def LoadModel(
+        self,
+        request: _inference_pb2.LoadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.LoadModelResponse, _abc.Awaitable[_inference_pb2.LoadModelResponse]]:
+        """Load (or reload) a model from the repository; answers once it is warmed up."""
+
+    @_abc_1.abstractmethod
+    def UnloadModel(
+        self,
+        request: _inference_pb2.UnloadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.UnloadModelResponse, _abc.Awaitable[_inference_pb2.UnloadModelResponse]]:
+        """Unload a model after its queued work has finished."""
+
+    @_abc_1.abstractmethod
+    def Denoise(
+        self,
+        request: _inference_pb2.DenoiseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.DenoiseResponse, _abc.Awaitable[_inference_pb2.DenoiseResponse]]:
+        """Denoise a small image synchronously (larger ones go through a job)."""
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

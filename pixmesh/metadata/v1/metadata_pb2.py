@@ -26,7 +26,7 @@ from pixmesh.common.v1 import metadata_pb2 as pixmesh_dot_common_dot_v1_dot_meta
 from pixmesh.common.v1 import operations_pb2 as pixmesh_dot_common_dot_v1_dot_operations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"pixmesh/metadata/v1/metadata.proto\x12\x13pixmesh.metadata.v1\x1a pixmesh/common/v1/metadata.proto\x1a\"pixmesh/common/v1/operations.proto\"\x17\n\x15ListOperationsRequest\"O\n\x16ListOperationsResponse\x12\x35\n\x0c\x63\x61pabilities\x18\x01 \x01(\x0b\x32\x1f.pixmesh.common.v1.Capabilities\"<\n\x17GetImageMetadataRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"N\n\x18GetImageMetadataResponse\x12\x32\n\x08metadata\x18\x01 \x01(\x0b\x32 .pixmesh.common.v1.ImageMetadata2\xed\x01\n\x0fMetadataService\x12i\n\x0eListOperations\x12*.pixmesh.metadata.v1.ListOperationsRequest\x1a+.pixmesh.metadata.v1.ListOperationsResponse\x12o\n\x10GetImageMetadata\x12,.pixmesh.metadata.v1.GetImageMetadataRequest\x1a-.pixmesh.metadata.v1.GetImageMetadataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"pixmesh/metadata/v1/metadata.proto\x12\x13pixmesh.metadata.v1\x1a pixmesh/common/v1/metadata.proto\x1a\"pixmesh/common/v1/operations.proto\"\x17\n\x15ListOperationsRequest\"O\n\x16ListOperationsResponse\x12\x35\n\x0c\x63\x61pabilities\x18\x01 \x01(\x0b\x32\x1f.pixmesh.common.v1.Capabilities\"<\n\x17GetImageMetadataRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"N\n\x18GetImageMetadataResponse\x12\x32\n\x08metadata\x18\x01 \x01(\x0b\x32 .pixmesh.common.v1.ImageMetadata\"\x85\x01\n\x13SearchImagesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x34\n\x06\x66ilter\x18\x02 \x01(\x0b\x32$.pixmesh.common.v1.ImageSearchFilter\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"_\n\x14SearchImagesResponse\x12.\n\x06images\x18\x01 \x03(\x0b\x32\x1e.pixmesh.common.v1.ImageRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\x12\x46indSimilarRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x19\n\x0cmax_distance\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x04 \x01(\rB\x0f\n\r_max_distance\"F\n\x13\x46indSimilarResponse\x12/\n\x06images\x18\x01 \x03(\x0b\x32\x1f.pixmesh.common.v1.SimilarImage2\xb4\x03\n\x0fMetadataService\x12i\n\x0eListOperations\x12*.pixmesh.metadata.v1.ListOperationsRequest\x1a+.pixmesh.metadata.v1.ListOperationsResponse\x12o\n\x10GetImageMetadata\x12,.pixmesh.metadata.v1.GetImageMetadataRequest\x1a-.pixmesh.metadata.v1.GetImageMetadataResponse\x12\x63\n\x0cSearchImages\x12(.pixmesh.metadata.v1.SearchImagesRequest\x1a).pixmesh.metadata.v1.SearchImagesResponse\x12`\n\x0b\x46indSimilar\x12\'.pixmesh.metadata.v1.FindSimilarRequest\x1a(.pixmesh.metadata.v1.FindSimilarResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETIMAGEMETADATAREQUEST']._serialized_end=295
   _globals['_GETIMAGEMETADATARESPONSE']._serialized_start=297
   _globals['_GETIMAGEMETADATARESPONSE']._serialized_end=375
-  _globals['_METADATASERVICE']._serialized_start=378
-  _globals['_METADATASERVICE']._serialized_end=615
+  _globals['_SEARCHIMAGESREQUEST']._serialized_start=378
+  _globals['_SEARCHIMAGESREQUEST']._serialized_end=511
+  _globals['_SEARCHIMAGESRESPONSE']._serialized_start=513
+  _globals['_SEARCHIMAGESRESPONSE']._serialized_end=608
+  _globals['_FINDSIMILARREQUEST']._serialized_start=610
+  _globals['_FINDSIMILARREQUEST']._serialized_end=728
+  _globals['_FINDSIMILARRESPONSE']._serialized_start=730
+  _globals['_FINDSIMILARRESPONSE']._serialized_end=800
+  _globals['_METADATASERVICE']._serialized_start=803
+  _globals['_METADATASERVICE']._serialized_end=1239
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class MetadataServiceStub:
-    """The metadata worker (internal). Work arrives on pixmesh.task.metadata; results are stored in
-    the metadata schema and can be read here.
+    """The metadata worker (internal). Work arrives on pixmesh.task.metadata (extract_metadata ops)
+    and pixmesh.event.image.uploaded (every upload); results are stored per tenant in the metadata
+    schema and queried here. Every call is scoped to its tenant_id.
     """
 
     def __init__(self, channel):
@@ -46,11 +47,22 @@ class MetadataServiceStub:
                 request_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImageMetadataRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImageMetadataResponse.FromString,
                 _registered_method=True)
+        self.SearchImages = channel.unary_unary(
+                '/pixmesh.metadata.v1.MetadataService/SearchImages',
+                request_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.SearchImagesRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.SearchImagesResponse.FromString,
+                _registered_method=True)
+        self.FindSimilar = channel.unary_unary(
+                '/pixmesh.metadata.v1.MetadataService/FindSimilar',
+                request_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarResponse.FromString,
+                _registered_method=True)
 
 
 class MetadataServiceServicer:
-    """The metadata worker (internal). Work arrives on pixmesh.task.metadata; results are stored in
-    the metadata schema and can be read here.
+    """The metadata worker (internal). Work arrives on pixmesh.task.metadata (extract_metadata ops)
+    and pixmesh.event.image.uploaded (every upload); results are stored per tenant in the metadata
+    schema and queried here. Every call is scoped to its tenant_id.
     """
 
     def ListOperations(self, request, context):
@@ -61,6 +73,20 @@ class MetadataServiceServicer:
 
     def GetImageMetadata(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchImages(self, request, context):
+        """Uploaded images of one tenant matching a filter, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindSimilar(self, request, context):
+        """Images of one tenant whose pHash is within max_distance of the given image's, nearest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -78,6 +104,16 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     request_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImageMetadataRequest.FromString,
                     response_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImageMetadataResponse.SerializeToString,
             ),
+            'SearchImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchImages,
+                    request_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.SearchImagesRequest.FromString,
+                    response_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.SearchImagesResponse.SerializeToString,
+            ),
+            'FindSimilar': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindSimilar,
+                    request_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarRequest.FromString,
+                    response_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'pixmesh.metadata.v1.MetadataService', rpc_method_handlers)
@@ -87,8 +123,9 @@ def add_MetadataServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MetadataService:
-    """The metadata worker (internal). Work arrives on pixmesh.task.metadata; results are stored in
-    the metadata schema and can be read here.
+    """The metadata worker (internal). Work arrives on pixmesh.task.metadata (extract_metadata ops)
+    and pixmesh.event.image.uploaded (every upload); results are stored per tenant in the metadata
+    schema and queried here. Every call is scoped to its tenant_id.
     """
 
     @staticmethod
@@ -135,6 +172,60 @@ class MetadataService:
             '/pixmesh.metadata.v1.MetadataService/GetImageMetadata',
             pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImageMetadataRequest.SerializeToString,
             pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImageMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.metadata.v1.MetadataService/SearchImages',
+            pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.SearchImagesRequest.SerializeToString,
+            pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.SearchImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindSimilar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.metadata.v1.MetadataService/FindSimilar',
+            pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarRequest.SerializeToString,
+            pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,8 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class MetadataServiceStub:
-    """The metadata worker (internal). Work arrives on pixmesh.task.metadata; results are stored in
-    the metadata schema and can be read here.
+    """The metadata worker (internal). Work arrives on pixmesh.task.metadata (extract_metadata ops)
+    and pixmesh.event.image.uploaded (every upload); results are stored per tenant in the metadata
+    schema and queried here. Every call is scoped to its tenant_id.
     """
 
     @_typing.overload
@@ -37,20 +38,30 @@ class MetadataServiceStub:
     def __new__(cls, channel: _aio.Channel) -> MetadataServiceAsyncStub: ...
     ListOperations: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.ListOperationsRequest, _metadata_pb2.ListOperationsResponse]
     GetImageMetadata: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.GetImageMetadataRequest, _metadata_pb2.GetImageMetadataResponse]
+    SearchImages: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.SearchImagesRequest, _metadata_pb2.SearchImagesResponse]
+    """Uploaded images of one tenant matching a filter, newest first."""
+    FindSimilar: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.FindSimilarRequest, _metadata_pb2.FindSimilarResponse]
+    """Images of one tenant whose pHash is within max_distance of the given image's, nearest first."""
 
 @_typing.type_check_only
 class MetadataServiceAsyncStub(MetadataServiceStub):
-    """The metadata worker (internal). Work arrives on pixmesh.task.metadata; results are stored in
-    the metadata schema and can be read here.
+    """The metadata worker (internal). Work arrives on pixmesh.task.metadata (extract_metadata ops)
+    and pixmesh.event.image.uploaded (every upload); results are stored per tenant in the metadata
+    schema and queried here. Every call is scoped to its tenant_id.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListOperations: _aio.UnaryUnaryMultiCallable[_metadata_pb2.ListOperationsRequest, _metadata_pb2.ListOperationsResponse]  # type: ignore[assignment]
     GetImageMetadata: _aio.UnaryUnaryMultiCallable[_metadata_pb2.GetImageMetadataRequest, _metadata_pb2.GetImageMetadataResponse]  # type: ignore[assignment]
+    SearchImages: _aio.UnaryUnaryMultiCallable[_metadata_pb2.SearchImagesRequest, _metadata_pb2.SearchImagesResponse]  # type: ignore[assignment]
+    """Uploaded images of one tenant matching a filter, newest first."""
+    FindSimilar: _aio.UnaryUnaryMultiCallable[_metadata_pb2.FindSimilarRequest, _metadata_pb2.FindSimilarResponse]  # type: ignore[assignment]
+    """Images of one tenant whose pHash is within max_distance of the given image's, nearest first."""
 
 class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The metadata worker (internal). Work arrives on pixmesh.task.metadata; results are stored in
-    the metadata schema and can be read here.
+    """The metadata worker (internal). Work arrives on pixmesh.task.metadata (extract_metadata ops)
+    and pixmesh.event.image.uploaded (every upload); results are stored per tenant in the metadata
+    schema and queried here. Every call is scoped to its tenant_id.
     """
 
     @_abc_1.abstractmethod
@@ -66,5 +77,21 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _metadata_pb2.GetImageMetadataRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_pb2.GetImageMetadataResponse, _abc.Awaitable[_metadata_pb2.GetImageMetadataResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SearchImages(
+        self,
+        request: _metadata_pb2.SearchImagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_pb2.SearchImagesResponse, _abc.Awaitable[_metadata_pb2.SearchImagesResponse]]:
+        """Uploaded images of one tenant matching a filter, newest first."""
+
+    @_abc_1.abstractmethod
+    def FindSimilar(
+        self,
+        request: _metadata_pb2.FindSimilarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_pb2.FindSimilarResponse, _abc.Awaitable[_metadata_pb2.FindSimilarResponse]]:
+        """Images of one tenant whose pHash is within max_distance of the given image's, nearest first."""
 
 def add_MetadataServiceServicer_to_server(servicer: MetadataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -8,10 +8,11 @@ exactly the entries it is given.
 from __future__ import annotations
 
 import io
+import random
 import struct
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 BYTE, ASCII, SHORT, LONG, RATIONAL, UNDEFINED = 1, 2, 3, 4, 5, 7
 _UNIT = {BYTE: 1, ASCII: 1, SHORT: 2, LONG: 4, RATIONAL: 8, UNDEFINED: 1}
@@ -108,3 +109,30 @@ def insert_segment(jpeg_bytes: bytes, marker: int, payload: bytes) -> bytes:
     assert jpeg_bytes[:2] == b"\xff\xd8"
     segment = struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
     return jpeg_bytes[:2] + segment + jpeg_bytes[2:]
+
+
+def scene(seed: int, size: tuple[int, int] = (800, 600)) -> Image.Image:
+    """A photo-like picture: overlapping soft shapes in random colours, different per seed.
+
+    Perceptual hashes need structure at low frequencies; a plain gradient has almost none, so
+    its hash bits would be noise."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(25):
+        x, y, r = rng.randrange(size[0]), rng.randrange(size[1]), rng.randrange(30, size[0] // 4)
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x - r, y - r, x + r, y + r), fill=colour)
+    return image.filter(ImageFilter.GaussianBlur(3))
+
+
+def iptc_app13(datasets: list[tuple[int, int, bytes]]) -> bytes:
+    """A Photoshop APP13 payload holding an IPTC-IIM block of (record, dataset, value)."""
+    iim = b"".join(
+        struct.pack(">BBBH", 0x1C, record, dataset, len(value)) + value
+        for record, dataset, value in datasets
+    )
+    resource = b"8BIM" + struct.pack(">H", 0x0404) + b"\x00\x00" + struct.pack(">L", len(iim))
+    resource += iim + b"\x00" * (len(iim) % 2)
+    return b"Photoshop 3.0\x00" + resource

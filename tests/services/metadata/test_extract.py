@@ -6,12 +6,15 @@ import random
 from datetime import datetime
 
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageCms, PngImagePlugin
 from PIL.TiffImagePlugin import IFDRational
 
 from pixmesh.common.v1 import image_pb2
-from services.metadata.exif import MAX_TEXT_CHARS, Notes
+from services.metadata import hashes
+from services.metadata.exif import MAX_TEXT_CHARS
 from services.metadata.extract import extract
+from services.metadata.text import Notes
+from services.metadata.xmp import MAX_XMP_BYTES
 from services.runtime.errors import InvalidArgument
 
 from .images import (
@@ -20,9 +23,11 @@ from .images import (
     byte,
     dms,
     insert_segment,
+    iptc_app13,
     jpeg,
     long_,
     rational,
+    scene,
     short,
     tiff,
 )
@@ -56,6 +61,20 @@ def camera_exif(lat_ref: str = "N", lon_ref: str = "E", alt_ref: int = 0) -> Ima
     gps[4] = (IFDRational(151, 1), IFDRational(12, 1), IFDRational(36, 1))
     gps[5] = bytes([alt_ref])
     gps[6] = IFDRational(1055, 10)
+    return exif
+
+
+def full_exif() -> Image.Exif:
+    """A camera's EXIF plus the less common standard tags."""
+    exif = camera_exif()
+    exif[0x013B] = "Ada Lovelace"  # Artist
+    exif[0x8298] = "(c) 2024 Ada"  # Copyright
+    exif[0x010E] = "Harbour at dawn"  # ImageDescription
+    sub = exif.get_ifd(EXIF_IFD)
+    sub[0xA433] = "Canon"  # LensMake
+    sub[0x9204] = IFDRational(-2, 3)  # ExposureBiasValue
+    sub[0x9209] = 0x19  # Flash: fired, auto mode
+    sub[0xA405] = 168  # FocalLengthIn35mmFilm
     return exif
 
 
@@ -286,7 +305,7 @@ def test_huge_xmp_packet_does_not_disturb_exif() -> None:
     assert list(md.warnings) == []
 
 
-def test_huge_xmp_in_png_is_fine_and_its_orientation_is_used() -> None:
+def test_huge_xmp_in_png_is_skipped_with_a_note_and_its_orientation_still_used() -> None:
     packet = "<rdf:Description " + "a" * 3_000_000 + ' tiff:Orientation="8"/>'
     info = PngImagePlugin.PngInfo()
     info.add_itxt("XML:com.adobe.xmp", packet)
@@ -297,7 +316,10 @@ def test_huge_xmp_in_png_is_fine_and_its_orientation_is_used() -> None:
 
     assert md.format == image_pb2.PNG
     assert md.exif.orientation == 8
-    assert list(md.warnings) == []
+    assert dict(md.xmp) == {}
+    assert list(md.warnings) == [
+        f"xmp: packet of {len(packet)} bytes is over the {MAX_XMP_BYTES} limit; skipped"
+    ]
 
 
 def test_png_without_exif() -> None:
@@ -317,7 +339,7 @@ def test_png_without_exif() -> None:
     assert list(md.warnings) == []
 
 
-def test_pixels_are_never_decoded() -> None:
+def test_truncated_pixels_keep_the_header_metadata_and_say_what_is_missing() -> None:
     # Header intact, pixel data cut off: metadata is still all there, EXIF (eXIf) included.
     exif = Image.Exif()
     exif[0x010F] = "Pentax"
@@ -329,6 +351,11 @@ def test_pixels_are_never_decoded() -> None:
 
     assert (md.format, md.width, md.height, md.mode) == (image_pb2.PNG, 256, 256, "L")
     assert md.exif.make == "Pentax"
+    for name in ("colors", "placeholders", "perceptual_hashes"):
+        assert not md.HasField(name), name
+    assert list(md.warnings) == [
+        "pixels: image data could not be decoded; colours, placeholders and hashes omitted"
+    ]
 
 
 def test_gif_frames_are_counted() -> None:
@@ -452,3 +479,153 @@ def test_mangled_exif_never_breaks_extraction() -> None:
         assert (md.width, md.height) == (32, 24)
         noted += bool(md.warnings)
     assert noted > 50  # the mutations did hit something
+
+
+def test_less_common_standard_tags() -> None:
+    md = extract(jpeg(full_exif()))
+
+    exif = md.exif
+    assert (exif.artist, exif.copyright) == ("Ada Lovelace", "(c) 2024 Ada")
+    assert exif.image_description == "Harbour at dawn"
+    assert exif.lens_make == "Canon"
+    assert exif.exposure_bias_ev == pytest.approx(-2 / 3)
+    assert exif.flash_fired is True
+    assert exif.focal_length_35mm == 168
+    assert list(md.warnings) == []
+
+
+def test_malformed_less_common_tags_are_noted() -> None:
+    block = tiff(
+        [],
+        exif=[
+            ascii_(0x9209, "yes"),  # Flash as text
+            rational(0x9204, (1, 0)),  # bias with a zero denominator
+            short(0xA405, 0),  # 35 mm focal length "unknown": absent, not broken
+        ],
+    )
+
+    md = extract(jpeg(block))
+
+    for name in ("flash_fired", "exposure_bias_ev", "focal_length_35mm"):
+        assert not md.exif.HasField(name), name
+    assert set(md.warnings) == {
+        "exif.exif: malformed Flash",
+        "exif.exif: malformed ExposureBiasValue",
+    }
+
+
+def test_icc_profile_description() -> None:
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, "JPEG", icc_profile=profile)
+
+    md = extract(out.getvalue())
+
+    assert md.icc_profile == "sRGB built-in"
+    assert list(md.warnings) == []
+
+
+def test_garbage_icc_profile_is_noted() -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, "JPEG", icc_profile=b"not a profile" * 20)
+
+    md = extract(out.getvalue())
+
+    assert not md.HasField("icc_profile")
+    assert list(md.warnings) == ["icc: unreadable ICC profile"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "bits"),
+    [("RGB", "JPEG", 8), ("I;16", "PNG", 16), ("1", "PNG", 1), ("P", "GIF", 8), ("RGB", "TIFF", 8)],
+)
+def test_bit_depth(mode: str, fmt: str, bits: int) -> None:
+    out = io.BytesIO()
+    Image.new(mode, (8, 8)).save(out, fmt)
+
+    assert extract(out.getvalue()).bit_depth == bits
+
+
+def test_sixteen_bit_pixels_are_scaled_not_clipped() -> None:
+    out = io.BytesIO()
+    Image.new("I;16", (16, 16), 128 * 257).save(out, "PNG")
+
+    md = extract(out.getvalue())
+
+    assert md.colors.average == "#808080"
+
+
+def test_animation_duration_is_the_sum_of_frame_durations() -> None:
+    frames = [Image.new("RGB", (12, 9), (i * 50, 255 - i * 50, 0)) for i in range(5)]
+    out = io.BytesIO()
+    frames[0].save(
+        out, "GIF", save_all=True, append_images=frames[1:], duration=[40, 40, 60, 60, 100]
+    )
+
+    md = extract(out.getvalue())
+
+    assert (md.frame_count, md.duration_ms) == (5, 300)
+    still = extract(jpeg())
+    assert not still.HasField("duration_ms")
+
+
+def test_colours_palette_placeholders_and_hashes() -> None:
+    image = Image.new("RGB", (64, 32), (255, 0, 0))
+    image.paste((0, 0, 255), (32, 0, 64, 32))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+
+    md = extract(out.getvalue())
+
+    assert md.colors.average == "#800080"
+    palette = {(c.color, round(c.fraction, 2)) for c in md.colors.palette}
+    assert palette == {("#ff0000", 0.5), ("#0000ff", 0.5)}
+    assert md.placeholders.blurhash.startswith("L")  # 4x3 components: landscape
+    assert len(md.placeholders.thumbhash) >= 5
+    assert len(md.perceptual_hashes.phash) == len(md.perceptual_hashes.dhash) == 16
+    assert extract(out.getvalue()) == md  # deterministic
+
+
+def test_transparent_pixels_count_as_white() -> None:
+    out = io.BytesIO()
+    Image.new("RGBA", (10, 10), (0, 0, 0, 0)).save(out, "PNG")
+
+    md = extract(out.getvalue())
+
+    assert md.colors.average == "#ffffff"
+    assert md.placeholders.thumbhash[2] & 0x80  # ThumbHash keeps the alpha itself
+
+
+def test_pixels_are_summarised_upright() -> None:
+    upright = scene(7, (320, 240))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a camera held sideways writes
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    sideways, straight = io.BytesIO(), io.BytesIO()
+    stored.save(sideways, "JPEG", quality=90, exif=exif)
+    upright.save(straight, "JPEG", quality=90)
+
+    a, b = extract(sideways.getvalue()), extract(straight.getvalue())
+
+    assert (a.width, a.height) == (240, 320)  # as stored
+    phash_a = hashes.from_hex(a.perceptual_hashes.phash)
+    phash_b = hashes.from_hex(b.perceptual_hashes.phash)
+    assert hashes.distance(phash_a, phash_b) <= 2
+    assert a.placeholders.blurhash[0] == b.placeholders.blurhash[0] == "L"  # landscape both
+
+
+def test_xmp_iptc_and_exif_together() -> None:
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="5"/>'
+        b"</rdf:RDF></x:xmpmeta>"
+    )
+    data = insert_segment(jpeg(camera_exif(), xmp=xmp), 0xED, iptc_app13([(2, 25, b"harbour")]))
+
+    md = extract(data)
+
+    assert md.exif.make == "Canon"
+    assert dict(md.xmp) == {"xmp:Rating": "5"}
+    assert list(md.iptc.keywords) == ["harbour"]
+    assert list(md.warnings) == []

@@ -1,0 +1,105 @@
+"""Everything computed from the pixels: colours, placeholders and perceptual hashes.
+
+Only the first frame is decoded, upright (EXIF orientation applied, as the imaging service
+outputs it), and only as large as needed: JPEG decodes at a reduced DCT scale (`draft`), and all
+work happens on a thumbnail of at most 256 px. Transparent pixels are composited onto white for
+everything except ThumbHash, which encodes alpha itself.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from pixmesh.common.v1 import metadata_pb2
+from services.metadata import hashes, placeholders
+
+WORKING_SIZE: Final = 256
+BLURHASH_SIZE: Final = 32
+PALETTE_SIZE: Final = 5
+
+
+@dataclass(frozen=True)
+class PixelSummary:
+    colors: metadata_pb2.Colors
+    placeholders: metadata_pb2.Placeholders
+    hashes: metadata_pb2.PerceptualHashes
+
+
+def summarize(data: bytes, formats: list[str]) -> PixelSummary:
+    """Decode the first frame of `data` and summarise it. Raises whatever Pillow raises on
+    pixels it cannot decode (the caller notes it and keeps the header metadata)."""
+    with Image.open(io.BytesIO(data), formats=formats) as image:
+        # JPEG only: pick the smallest DCT scale still at least twice the working size.
+        image.draft("RGB", (WORKING_SIZE * 2, WORKING_SIZE * 2))
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+    upright = _to_8bit(upright)
+    upright.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.LANCZOS)
+    rgba = upright.convert("RGBA")
+    rgb = _on_white(rgba)
+    return PixelSummary(
+        colors=colors(rgb),
+        placeholders=_placeholders(rgb, rgba),
+        hashes=metadata_pb2.PerceptualHashes(
+            phash=hashes.to_hex(hashes.phash(rgb)), dhash=hashes.to_hex(hashes.dhash(rgb))
+        ),
+    )
+
+
+def colors(rgb: Image.Image) -> metadata_pb2.Colors:
+    pixels = np.asarray(rgb, dtype=np.float64).reshape(-1, 3)
+    out = metadata_pb2.Colors(average=_hex(pixels.mean(axis=0)))
+    # Median cut groups pixels into boxes of similar colour; the biggest boxes are the palette.
+    quantised = rgb.quantize(PALETTE_SIZE, method=Image.Quantize.MEDIANCUT)
+    palette = quantised.getpalette() or []
+    counts = sorted(quantised.getcolors(PALETTE_SIZE) or [], reverse=True)
+    total = sum(count for count, _ in counts) or 1
+    for count, index in counts:
+        if not isinstance(index, int):  # a "P" image reports palette indices
+            continue
+        rgb_value = palette[3 * index : 3 * index + 3]
+        out.palette.add(color=_hex(rgb_value), fraction=round(count / total, 4))
+    return out
+
+
+def _placeholders(rgb: Image.Image, rgba: Image.Image) -> metadata_pb2.Placeholders:
+    small = rgb.copy()
+    small.thumbnail((BLURHASH_SIZE, BLURHASH_SIZE), Image.Resampling.BILINEAR)
+    x, y = (4, 3) if small.width >= small.height else (3, 4)
+    tiny = rgba.copy()
+    side = placeholders.THUMBHASH_MAX_SIDE
+    tiny.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return metadata_pb2.Placeholders(
+        blurhash=placeholders.blurhash(np.asarray(small), x, y),
+        thumbhash=placeholders.thumbhash(np.asarray(tiny)),
+    )
+
+
+def _on_white(rgba: Image.Image) -> Image.Image:
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _hex(values: Iterable[float]) -> str:
+    r, g, b = (min(255, max(0, round(float(v)))) for v in values)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Pillow's convert() clips 16- and 32-bit samples to 0..255 instead of scaling them."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        scaled = np.asarray(image, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
+    if image.mode == "F":
+        # Float images have no fixed range: stretch whatever range this one has.
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        span = high - low or 1.0
+        return Image.fromarray(((values - low) / span * 255).astype(np.uint8), "L")
+    return image
