@@ -15,9 +15,10 @@ from services.runtime.errors import invalid
 from services.runtime.server import Ctx, time_left
 
 
-def _authorization(context: Ctx) -> str | None:
+def _header(context: Ctx, name: str) -> str | None:
+    """A request header: gRPC metadata, which is where Envoy puts the HTTP headers."""
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
+        if key == name:
             return value if isinstance(value, str) else value.decode()
     return None
 
@@ -31,7 +32,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         self.timeout = settings.call_timeout_s
 
     async def _tenant(self, context: Ctx) -> str:
-        return await self.service.authenticate(_authorization(context))
+        return await self.service.authenticate(_header(context, "authorization"))
 
     async def UploadImage(
         self, request_iterator: AsyncIterator[pb.UploadImageRequest], context: Ctx
@@ -69,8 +70,21 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
             request.operations,
             request.idempotency_key,
             time_left(context, self.timeout),
+            preset=request.preset,
+            accept=_header(context, "accept"),
         )
         return pb.CreateJobResponse(job=job)
+
+    async def PlanJob(self, request: pb.PlanJobRequest, context: Ctx) -> pb.PlanJobResponse:
+        tenant = await self._tenant(context)
+        return await self.service.plan_job(
+            tenant,
+            request.image_id,
+            request.preset,
+            request.operations,
+            _header(context, "accept"),
+            time_left(context, self.timeout),
+        )
 
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:
         tenant = await self._tenant(context)

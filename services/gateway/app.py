@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import redis.asyncio as redis
 
-from pixmesh.common.v1 import operations_pb2
+from pixmesh.common.v1 import image_pb2, operations_pb2
 from pixmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from pixmesh.imaging.v1 import imaging_pb2, imaging_pb2_grpc
 from pixmesh.inference.v1 import inference_pb2, inference_pb2_grpc
@@ -20,7 +20,7 @@ from services.gateway.events import BusUploadEvents
 from services.gateway.idempotency import IdempotencyCache
 from services.gateway.metadata import MetadataQueries
 from services.gateway.repository import GatewayRepository
-from services.gateway.service import GatewayService
+from services.gateway.service import GatewayService, Planner
 from services.gateway.settings import GatewaySettings
 from services.runtime import db
 from services.runtime.bus import Bus
@@ -37,6 +37,17 @@ def _fetch(stub: object, request: object) -> Fetch:
         return resp.capabilities  # type: ignore[no-any-return]
 
     return fetch
+
+
+def _planner(stub: imaging_pb2_grpc.ImagingServiceStub) -> Planner:
+    async def plan(
+        image: image_pb2.Image, ops: Sequence[operations_pb2.Operation], timeout: float
+    ) -> operations_pb2.PipelinePlan:
+        req = imaging_pb2.PlanPipelineRequest(image=image, operations=ops)
+        resp: imaging_pb2.PlanPipelineResponse = await stub.PlanPipeline(req, timeout=timeout)
+        return resp.plan
+
+    return plan
 
 
 @asynccontextmanager
@@ -59,12 +70,10 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
         await bus.ensure_streams()
         events = BusUploadEvents(bus, timeout_s=settings.call_timeout_s)
         metadata_stub = metadata_pb2_grpc.MetadataServiceStub(metadata)
+        imaging_stub = imaging_pb2_grpc.ImagingServiceStub(imaging)
         capabilities = CapabilityCache(
             {
-                "imaging": _fetch(
-                    imaging_pb2_grpc.ImagingServiceStub(imaging),
-                    imaging_pb2.ListOperationsRequest(),
-                ),
+                "imaging": _fetch(imaging_stub, imaging_pb2.ListOperationsRequest()),
                 "inference": _fetch(
                     inference_pb2_grpc.InferenceServiceStub(inference),
                     inference_pb2.ListOperationsRequest(),
@@ -82,6 +91,7 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
             jobs_pb2_grpc.JobsServiceStub(jobs),
             capabilities,
             events,
+            _planner(imaging_stub),
         )
         queries = MetadataQueries(repo, metadata_stub, events)
         api = GatewayApi(service, settings, queries)

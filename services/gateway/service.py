@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -18,13 +19,28 @@ from services.gateway import errors
 from services.gateway.capabilities import CapabilityCache
 from services.gateway.events import UploadEvents
 from services.gateway.idempotency import IdempotencyCache
+from services.gateway.pipelines import expand, parse_presets, resolve_auto
 from services.gateway.repository import GatewayRepository
 from services.gateway.settings import GatewaySettings
-from services.gateway.validation import OUTPUT_FORMATS, validate_pipeline
+from services.gateway.validation import (
+    OUTPUT_FORMATS,
+    check_available,
+    check_params,
+    check_shape,
+)
 from services.runtime.errors import InvalidArgument, from_rpc_error, invalid
 from services.runtime.imageprobe import ProbeLimits, probe
 from services.runtime.pipeline import request_hash
 from services.runtime.storage import Storage, input_key
+
+log = logging.getLogger(__name__)
+
+# The imaging service's PlanPipeline: the exact checks and the predicted output. Raises
+# grpc.aio.AioRpcError like the stub it wraps.
+Planner = Callable[
+    [image_pb2.Image, Sequence[operations_pb2.Operation], float],
+    Awaitable[operations_pb2.PipelinePlan],
+]
 
 INPUT_FORMATS = [
     f for f in image_pb2.ImageFormat.values() if f != image_pb2.IMAGE_FORMAT_UNSPECIFIED
@@ -48,6 +64,7 @@ class GatewayService:
         jobs: jobs_pb2_grpc.JobsServiceStub,
         capabilities: CapabilityCache,
         events: UploadEvents,
+        planner: Planner,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -56,6 +73,8 @@ class GatewayService:
         self.jobs = jobs
         self.capabilities = capabilities
         self.events = events
+        self.planner = planner
+        self.presets = parse_presets(settings.presets)
         self.limits = ProbeLimits(
             max_bytes=settings.max_input_bytes,
             max_pixels=settings.max_pixels,
@@ -121,6 +140,55 @@ class GatewayService:
 
     # ---- jobs -----------------------------------------------------------------------------
 
+    async def _resolve(
+        self,
+        tenant_id: str,
+        image_id: str,
+        preset: str,
+        ops: Sequence[operations_pb2.Operation],
+        accept: str | None,
+        timeout: float,
+        *,
+        degrade: bool,
+    ) -> tuple[image_pb2.Image, list[operations_pb2.Operation], operations_pb2.PipelinePlan | None]:
+        """The image, the pipeline that will run (preset expanded, auto format chosen) and its
+        plan. With `degrade`, an unavailable imaging service falls back to the coarse checks
+        and the plan is None; otherwise its UNAVAILABLE is passed on."""
+        if not image_id:
+            raise invalid("image_id", "required")
+        image = await self.repo.get_image(tenant_id, image_id)
+        if image is None:
+            raise errors.image_not_found(image_id)
+        pipeline = resolve_auto(expand(self.presets, preset, ops), accept, image.format)
+        check_shape(pipeline, self.settings.max_operations)
+        check_available(pipeline, await self.capabilities.unavailable())
+        check_params(pipeline, self.settings.max_output_dimension, skip_imaging=True)
+        try:
+            plan = await self.planner(image, pipeline, min(timeout, self.settings.plan_timeout_s))
+        except grpc.aio.AioRpcError as exc:
+            if not degrade or exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise from_rpc_error(exc) from exc
+            # Availability over precision: the worker runs the exact checks again and fails
+            # the job with the same reason, so a job is not refused because imaging restarts.
+            log.warning("imaging cannot plan; coarse checks only", extra={"image_id": image_id})
+            check_params(pipeline, self.settings.max_output_dimension)
+            return image, pipeline, None
+        return image, pipeline, plan
+
+    async def plan_job(
+        self,
+        tenant_id: str,
+        image_id: str,
+        preset: str,
+        ops: Sequence[operations_pb2.Operation],
+        accept: str | None,
+        timeout: float,
+    ) -> gateway_pb2.PlanJobResponse:
+        image, _, plan = await self._resolve(
+            tenant_id, image_id, preset, ops, accept, timeout, degrade=False
+        )
+        return gateway_pb2.PlanJobResponse(image=image, plan=plan)
+
     async def create_job(
         self,
         tenant_id: str,
@@ -128,19 +196,14 @@ class GatewayService:
         ops: Sequence[operations_pb2.Operation],
         idempotency_key: str,
         timeout: float,
+        *,
+        preset: str = "",
+        accept: str | None = None,
     ) -> job_pb2.Job:
-        if not image_id:
-            raise invalid("image_id", "required")
         if len(idempotency_key) > 255:
             raise invalid("idempotency_key", "at most 255 characters")
-        image = await self.repo.get_image(tenant_id, image_id)
-        if image is None:
-            raise errors.image_not_found(image_id)
-        validate_pipeline(
-            ops,
-            max_operations=self.settings.max_operations,
-            max_dimension=self.settings.max_output_dimension,
-            unavailable=await self.capabilities.unavailable(),
+        image, ops, _ = await self._resolve(
+            tenant_id, image_id, preset, ops, accept, timeout, degrade=True
         )
         req_hash = request_hash(image, ops)
         if idempotency_key:
@@ -219,6 +282,10 @@ class GatewayService:
             ),
             input_formats=INPUT_FORMATS,
             output_formats=sorted(OUTPUT_FORMATS),
+            presets=[
+                gateway_pb2.Preset(name=name, operations=ops)
+                for name, ops in sorted(self.presets.items())
+            ],
         )
 
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
 
+from pydantic import Field, field_validator
+
+from services.gateway.pipelines import parse_presets
 from services.runtime.settings import ServiceSettings
 
 
@@ -18,3 +21,16 @@ class GatewaySettings(ServiceSettings):
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     # How long authenticated API keys and worker capabilities are cached in-process.
     cache_ttl_s: float = Field(default=30.0, ge=0)
+    # Deadline of the PlanPipeline call to the imaging service (CreateJob and PlanJob).
+    plan_timeout_s: float = Field(default=3.0, gt=0)
+    # Named presets (PIXMESH_PRESETS, JSON): {"thumb": [{"resize": {"width": 200, "height": 200,
+    # "mode": "FILL"}}, {"convert": {"format": "WEBP"}}]}; operations in their REST JSON form.
+    presets: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+
+    @field_validator("presets")
+    @classmethod
+    def _presets_parse(
+        cls, value: dict[str, list[dict[str, Any]]]
+    ) -> dict[str, list[dict[str, Any]]]:
+        parse_presets(value)  # a bad preset stops the gateway at start-up, naming the step
+        return value

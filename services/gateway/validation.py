@@ -1,8 +1,10 @@
-"""Checks a CreateJob pipeline before any work is queued.
+"""The gateway's own checks of a CreateJob pipeline, before any work is queued.
 
-The gateway rejects what is wrong on its face (empty or unknown ops, sizes over the limits,
-formats we cannot write, ops whose service says they are unavailable); the workers validate
-again against the real image when they run, so nothing here is the last line of defence.
+The exact checks of imaging's operations run on the imaging service (PlanPipeline, against the
+image's header); here are the ones it cannot do (1..max_operations ops, ops whose service says they
+are unavailable, other services' parameters) and a coarse fallback of imaging's (sizes over the
+limits, formats we cannot write) for when the imaging service is unavailable. The workers validate
+again when they run, so nothing here is the last line of defence.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.gateway import errors
 from services.runtime.errors import FieldViolation, InvalidArgument
-from services.runtime.pipeline import op_name
+from services.runtime.pipeline import IMAGING, op_name, owner
 
 _BOTH_SIDES = frozenset(
     {
@@ -34,11 +36,17 @@ def validate_pipeline(
     max_dimension: int,
     unavailable: Mapping[str, str],
 ) -> None:
-    """Raise InvalidArgument listing every violation, or FailedPrecondition for an op that
-    exists but cannot run here (`unavailable` maps op name -> reason)."""
+    """Every coarse check: what CreateJob runs when the imaging service cannot plan."""
+    check_shape(ops, max_operations)
+    check_available(ops, unavailable)
+    check_params(ops, max_dimension)
+
+
+def check_shape(ops: Sequence[operations_pb2.Operation], max_operations: int) -> None:
+    """1..max_operations operations."""
     if not ops:
         raise InvalidArgument(
-            message="operations: at least one operation is required",
+            message="operations: at least one operation (or a preset) is required",
             violations=(FieldViolation("operations", "at least one operation is required"),),
         )
     if len(ops) > max_operations:
@@ -47,11 +55,29 @@ def validate_pipeline(
             reason="TOO_MANY_OPERATIONS",
             violations=(FieldViolation("operations", f"at most {max_operations}"),),
         )
-    violations: list[FieldViolation] = []
+
+
+def check_available(
+    ops: Sequence[operations_pb2.Operation], unavailable: Mapping[str, str]
+) -> None:
+    """FailedPrecondition for an op that exists but cannot run here (`unavailable` maps op name
+    -> reason, from the workers' ListOperations)."""
     for i, op in enumerate(ops):
         name = op_name(op, i)
         if name in unavailable:
             raise errors.operation_unavailable(i, name, unavailable[name])
+
+
+def check_params(
+    ops: Sequence[operations_pb2.Operation], max_dimension: int, *, skip_imaging: bool = False
+) -> None:
+    """Raise InvalidArgument listing every violation found without the image. `skip_imaging`
+    leaves imaging's operations to its exact PlanPipeline checks."""
+    violations: list[FieldViolation] = []
+    for i, op in enumerate(ops):
+        if skip_imaging and owner(op, i) == IMAGING:
+            continue
+        name = op_name(op, i)
         for field, problem in _check(op, max_dimension):
             violations.append(FieldViolation(f"operations[{i}].{name}.{field}", problem))
     if violations:
@@ -74,8 +100,8 @@ def _check(op: operations_pb2.Operation, max_dim: int) -> list[tuple[str, str]]:
         out += _dims(("width", r.width * dpr), ("height", r.height * dpr), max_dim=max_dim)
     elif which == "crop":
         c = op.crop
-        if c.width == 0 or c.height == 0:
-            out.append(("width", "width and height must be positive"))
+        if (c.width == 0 and not c.width_ratio) or (c.height == 0 and not c.height_ratio):
+            out.append(("width", "width and height (or their ratios) must be positive"))
         out += _dims(("width", c.width), ("height", c.height), max_dim=max_dim)
     elif which == "rotate":
         if not -360.0 <= op.rotate.angle <= 360.0:

@@ -16,3 +16,8 @@ class ImagingApi(imaging_pb2_grpc.ImagingServiceServicer):
         self, request: pb.ListOperationsRequest, context: Ctx
     ) -> pb.ListOperationsResponse:
         return pb.ListOperationsResponse(capabilities=self.imaging.capabilities())
+
+    async def PlanPipeline(
+        self, request: pb.PlanPipelineRequest, context: Ctx
+    ) -> pb.PlanPipelineResponse:
+        return pb.PlanPipelineResponse(plan=self.imaging.plan(request.image, request.operations))

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 
-from pixmesh.common.v1 import operations_pb2
+from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.imaging.encode import writable_formats
 from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
 from services.imaging.pipeline import PipelineResult, run
+from services.imaging.plan import plan_pipeline
 from services.runtime.imageprobe import Format, mime_for, readable_formats
 
 _tracer = trace.get_tracer(__name__)
@@ -93,6 +94,12 @@ class ImagingProcessor:
 
     def capabilities(self) -> operations_pb2.Capabilities:
         return capabilities(self.limits)
+
+    def plan(
+        self, image: image_pb2.Image, operations: Sequence[operations_pb2.Operation]
+    ) -> operations_pb2.PipelinePlan:
+        """Validate and predict a pipeline from header facts (cheap: no pixels, no pool)."""
+        return plan_pipeline(image, operations, self.limits, self.default_format)
 
 
 def _record_steps(started_ns: int, timings: Mapping[str, float]) -> None:

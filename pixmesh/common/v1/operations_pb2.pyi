@@ -468,6 +468,7 @@ class Convert(_message.Message):
     MAX_BYTES_FIELD_NUMBER: _builtins.int
     KEEP_ICC_FIELD_NUMBER: _builtins.int
     KEEP_COPYRIGHT_FIELD_NUMBER: _builtins.int
+    AUTO_FIELD_NUMBER: _builtins.int
     format: _image_pb2.ImageFormat.ValueType
     quality: _builtins.int
     """1..100; 0 uses the format's default."""
@@ -495,6 +496,12 @@ class Convert(_message.Message):
     """Keep the EXIF Copyright and Artist fields (every other piece of metadata is always
     stripped). GIF cannot carry them.
     """
+    auto: _builtins.bool
+    """Pick the format from the client's `Accept` header (HTTP header, or gRPC metadata `accept`):
+    AVIF if accepted, else WEBP if accepted, else the input's format (JPEG when pixmesh cannot
+    write it). `format` must be unset. The gateway resolves it when the job is created, so the
+    stored job carries the chosen format and `auto` false.
+    """
     def __init__(
         self,
         *,
@@ -508,10 +515,11 @@ class Convert(_message.Message):
         max_bytes: _builtins.int = ...,
         keep_icc: _builtins.bool = ...,
         keep_copyright: _builtins.bool = ...,
+        auto: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_speed", b"_speed", "compression_level", b"compression_level", "speed", b"speed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_speed", b"_speed", "colors", b"colors", "compression_level", b"compression_level", "format", b"format", "keep_copyright", b"keep_copyright", "keep_icc", b"keep_icc", "lossless", b"lossless", "max_bytes", b"max_bytes", "progressive", b"progressive", "quality", b"quality", "speed", b"speed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_speed", b"_speed", "auto", b"auto", "colors", b"colors", "compression_level", b"compression_level", "format", b"format", "keep_copyright", b"keep_copyright", "keep_icc", b"keep_icc", "lossless", b"lossless", "max_bytes", b"max_bytes", "progressive", b"progressive", "quality", b"quality", "speed", b"speed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__compression_level: _TypeAlias = _typing.Literal["compression_level"]  # noqa: Y015
     _WhichOneofArgType__compression_level: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level"]  # noqa: Y015
@@ -1181,3 +1189,109 @@ class Capabilities(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Capabilities: _TypeAlias = Capabilities  # noqa: Y015
+
+@_typing.final
+class PipelinePlan(_message.Message):
+    """What a pipeline will do to an image, predicted from its header before any pixel is decoded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    OUTPUT_WIDTH_FIELD_NUMBER: _builtins.int
+    OUTPUT_HEIGHT_FIELD_NUMBER: _builtins.int
+    OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
+    OUTPUT_FRAMES_FIELD_NUMBER: _builtins.int
+    ESTIMATED_COST_FIELD_NUMBER: _builtins.int
+    output_width: _builtins.int
+    """The output size; 0 x 0 when it cannot be known before decoding (e.g. after a trim)."""
+    output_height: _builtins.int
+    output_format: _image_pb2.ImageFormat.ValueType
+    output_frames: _builtins.int
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedOperation]:
+        """The operations as they will run: presets expanded, `convert.auto` resolved."""
+
+    @_builtins.property
+    def estimated_cost(self) -> Global___PipelineCost: ...
+    def __init__(
+        self,
+        *,
+        operations: _abc.Iterable[Global___PlannedOperation] | None = ...,
+        output_width: _builtins.int = ...,
+        output_height: _builtins.int = ...,
+        output_format: _image_pb2.ImageFormat.ValueType = ...,
+        output_frames: _builtins.int = ...,
+        estimated_cost: Global___PipelineCost | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_cost", b"estimated_cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost", b"estimated_cost", "operations", b"operations", "output_format", b"output_format", "output_frames", b"output_frames", "output_height", b"output_height", "output_width", b"output_width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PipelinePlan: _TypeAlias = PipelinePlan  # noqa: Y015
+
+@_typing.final
+class PlannedOperation(_message.Message):
+    """One operation of a PipelinePlan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    """The service that runs it: "imaging", "inference" or "metadata"."""
+    width: _builtins.int
+    """The image size after this operation; 0 x 0 when unknown before decoding."""
+    height: _builtins.int
+    @_builtins.property
+    def operation(self) -> Global___Operation: ...
+    def __init__(
+        self,
+        *,
+        operation: Global___Operation | None = ...,
+        service: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "operation", b"operation", "service", b"service", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlannedOperation: _TypeAlias = PlannedOperation  # noqa: Y015
+
+@_typing.final
+class PipelineCost(_message.Message):
+    """A rough, documented estimate of a pipeline's work (see README, "Operations"); for quotas and
+    for comparing pipelines, not a promise.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECODED_MEGAPIXELS_FIELD_NUMBER: _builtins.int
+    PROCESSED_MEGAPIXELS_FIELD_NUMBER: _builtins.int
+    CPU_MS_FIELD_NUMBER: _builtins.int
+    decoded_megapixels: _builtins.float
+    """Pixels decoded from the source, all frames together, in millions."""
+    processed_megapixels: _builtins.float
+    """Pixels the operations touch (each step's larger side of before/after), in millions."""
+    cpu_ms: _builtins.int
+    """Estimated CPU time of decode + operations + encode, in milliseconds."""
+    def __init__(
+        self,
+        *,
+        decoded_megapixels: _builtins.float = ...,
+        processed_megapixels: _builtins.float = ...,
+        cpu_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_ms", b"cpu_ms", "decoded_megapixels", b"decoded_megapixels", "processed_megapixels", b"processed_megapixels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PipelineCost: _TypeAlias = PipelineCost  # noqa: Y015

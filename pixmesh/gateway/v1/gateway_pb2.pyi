@@ -150,10 +150,15 @@ class CreateJobRequest(_message.Message):
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     OPERATIONS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PRESET_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     idempotency_key: _builtins.str
     """Optional. The same key with the same request returns the same job (even after it finished);
     the same key with a different request is FAILED_PRECONDITION. Keys live 24 hours.
+    """
+    preset: _builtins.str
+    """Optional. A named preset of this deployment (ListOperations lists them): its operations run
+    first, then `operations` (which may then be empty).
     """
     @_builtins.property
     def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Operation]:
@@ -165,14 +170,70 @@ class CreateJobRequest(_message.Message):
         image_id: _builtins.str = ...,
         operations: _abc.Iterable[_operations_pb2.Operation] | None = ...,
         idempotency_key: _builtins.str = ...,
+        preset: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "image_id", b"image_id", "operations", b"operations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "image_id", b"image_id", "operations", b"operations", "preset", b"preset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateJobRequest: _TypeAlias = CreateJobRequest  # noqa: Y015
+
+@_typing.final
+class PlanJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    PRESET_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    preset: _builtins.str
+    """As in CreateJobRequest."""
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Operation]:
+        """As in CreateJobRequest."""
+
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        operations: _abc.Iterable[_operations_pb2.Operation] | None = ...,
+        preset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "operations", b"operations", "preset", b"preset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanJobRequest: _TypeAlias = PlanJobRequest  # noqa: Y015
+
+@_typing.final
+class PlanJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> _image_pb2.Image:
+        """The source image the plan is for."""
+
+    @_builtins.property
+    def plan(self) -> _operations_pb2.PipelinePlan: ...
+    def __init__(
+        self,
+        *,
+        image: _image_pb2.Image | None = ...,
+        plan: _operations_pb2.PipelinePlan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanJobResponse: _TypeAlias = PlanJobResponse  # noqa: Y015
 
 @_typing.final
 class CreateJobResponse(_message.Message):
@@ -429,6 +490,7 @@ class ListOperationsResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     INPUT_FORMATS_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMATS_FIELD_NUMBER: _builtins.int
+    PRESETS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.OperationInfo]: ...
     @_builtins.property
@@ -437,6 +499,10 @@ class ListOperationsResponse(_message.Message):
     def input_formats(self) -> _containers.RepeatedScalarFieldContainer[_image_pb2.ImageFormat.ValueType]: ...
     @_builtins.property
     def output_formats(self) -> _containers.RepeatedScalarFieldContainer[_image_pb2.ImageFormat.ValueType]: ...
+    @_builtins.property
+    def presets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Preset]:
+        """The named presets usable in CreateJob and PlanJob (PIXMESH_PRESETS), sorted by name."""
+
     def __init__(
         self,
         *,
@@ -444,14 +510,40 @@ class ListOperationsResponse(_message.Message):
         limits: _image_pb2.Limits | None = ...,
         input_formats: _abc.Iterable[_image_pb2.ImageFormat.ValueType] | None = ...,
         output_formats: _abc.Iterable[_image_pb2.ImageFormat.ValueType] | None = ...,
+        presets: _abc.Iterable[Global___Preset] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_formats", b"input_formats", "limits", b"limits", "operations", b"operations", "output_formats", b"output_formats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_formats", b"input_formats", "limits", b"limits", "operations", b"operations", "output_formats", b"output_formats", "presets", b"presets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListOperationsResponse: _TypeAlias = ListOperationsResponse  # noqa: Y015
+
+@_typing.final
+class Preset(_message.Message):
+    """A named pipeline prefix configured by the deployment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Operation]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        operations: _abc.Iterable[_operations_pb2.Operation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "operations", b"operations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Preset: _TypeAlias = Preset  # noqa: Y015
 
 @_typing.final
 class GetImageMetadataRequest(_message.Message):

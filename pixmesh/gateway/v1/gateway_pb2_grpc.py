@@ -50,6 +50,11 @@ class GatewayServiceStub:
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateJobRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateJobResponse.FromString,
                 _registered_method=True)
+        self.PlanJob = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/PlanJob',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.PlanJobRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.PlanJobResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/pixmesh.gateway.v1.GatewayService/GetJob',
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
@@ -117,6 +122,15 @@ class GatewayServiceServicer:
 
     def CreateJob(self, request, context):
         """Start processing an image through a pipeline of operations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanJob(self, request, context):
+        """Dry run of CreateJob: validate the pipeline against the image's header and return the
+        resolved operations (preset expanded, auto format chosen), the output size and format and an
+        estimated cost. Nothing is processed and no job is created.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,6 +221,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CreateJob,
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateJobRequest.FromString,
                     response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateJobResponse.SerializeToString,
+            ),
+            'PlanJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanJob,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.PlanJobRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.PlanJobResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -336,6 +355,33 @@ class GatewayService:
             '/pixmesh.gateway.v1.GatewayService/CreateJob',
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateJobRequest.SerializeToString,
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/PlanJob',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.PlanJobRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.PlanJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

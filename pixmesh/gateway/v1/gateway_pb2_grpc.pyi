@@ -39,6 +39,11 @@ class GatewayServiceStub:
     """Upload an image as a raw HTTP body (REST): POST /v1/images with the image bytes."""
     CreateJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateJobRequest, _gateway_pb2.CreateJobResponse]
     """Start processing an image through a pipeline of operations."""
+    PlanJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.PlanJobRequest, _gateway_pb2.PlanJobResponse]
+    """Dry run of CreateJob: validate the pipeline against the image's header and return the
+    resolved operations (preset expanded, auto format chosen), the output size and format and an
+    estimated cost. Nothing is processed and no job is created.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetJobRequest, _gateway_pb2.GetJobResponse]
     """Read a job, its stages, outputs and metadata."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]
@@ -78,6 +83,11 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Upload an image as a raw HTTP body (REST): POST /v1/images with the image bytes."""
     CreateJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateJobRequest, _gateway_pb2.CreateJobResponse]  # type: ignore[assignment]
     """Start processing an image through a pipeline of operations."""
+    PlanJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PlanJobRequest, _gateway_pb2.PlanJobResponse]  # type: ignore[assignment]
+    """Dry run of CreateJob: validate the pipeline against the image's header and return the
+    resolved operations (preset expanded, auto format chosen), the output size and format and an
+    estimated cost. Nothing is processed and no job is created.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetJobRequest, _gateway_pb2.GetJobResponse]  # type: ignore[assignment]
     """Read a job, its stages, outputs and metadata."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]  # type: ignore[assignment]
@@ -132,6 +142,17 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.CreateJobResponse, _abc.Awaitable[_gateway_pb2.CreateJobResponse]]:
         """Start processing an image through a pipeline of operations."""
+
+    @_abc_1.abstractmethod
+    def PlanJob(
+        self,
+        request: _gateway_pb2.PlanJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.PlanJobResponse, _abc.Awaitable[_gateway_pb2.PlanJobResponse]]:
+        """Dry run of CreateJob: validate the pipeline against the image's header and return the
+        resolved operations (preset expanded, auto format chosen), the output size and format and an
+        estimated cost. Nothing is processed and no job is created.
+        """
 
     @_abc_1.abstractmethod
     def GetJob(

@@ -3,8 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
+from pixmesh.common.v1 import image_pb2 as _image_pb2
 from pixmesh.common.v1 import operations_pb2 as _operations_pb2
 import builtins as _builtins
 import sys
@@ -51,3 +54,55 @@ class ListOperationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListOperationsResponse: _TypeAlias = ListOperationsResponse  # noqa: Y015
+
+@_typing.final
+class PlanPipelineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> _image_pb2.Image:
+        """The header facts of the source: format, width, height (as displayed), frame_count,
+        size_bytes. Nothing is downloaded.
+        """
+
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Operation]:
+        """The whole job's pipeline; operations of other services are accepted and keep the size.
+        `convert.auto` must already be resolved.
+        """
+
+    def __init__(
+        self,
+        *,
+        image: _image_pb2.Image | None = ...,
+        operations: _abc.Iterable[_operations_pb2.Operation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "operations", b"operations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanPipelineRequest: _TypeAlias = PlanPipelineRequest  # noqa: Y015
+
+@_typing.final
+class PlanPipelineResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def plan(self) -> _operations_pb2.PipelinePlan: ...
+    def __init__(
+        self,
+        *,
+        plan: _operations_pb2.PipelinePlan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanPipelineResponse: _TypeAlias = PlanPipelineResponse  # noqa: Y015

@@ -40,6 +40,11 @@ class ImagingServiceStub:
                 request_serializer=pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.ListOperationsRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.ListOperationsResponse.FromString,
                 _registered_method=True)
+        self.PlanPipeline = channel.unary_unary(
+                '/pixmesh.imaging.v1.ImagingService/PlanPipeline',
+                request_serializer=pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.PlanPipelineRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.PlanPipelineResponse.FromString,
+                _registered_method=True)
 
 
 class ImagingServiceServicer:
@@ -52,6 +57,15 @@ class ImagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanPipeline(self, request, context):
+        """Validate a whole pipeline against an image's header facts and predict its output, decoding
+        nothing. INVALID_ARGUMENT (with the field at fault) when the pipeline cannot run. The gateway
+        calls it for PlanJob and before every CreateJob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +73,11 @@ def add_ImagingServiceServicer_to_server(servicer, server):
                     servicer.ListOperations,
                     request_deserializer=pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.ListOperationsRequest.FromString,
                     response_serializer=pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.ListOperationsResponse.SerializeToString,
+            ),
+            'PlanPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanPipeline,
+                    request_deserializer=pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.PlanPipelineRequest.FromString,
+                    response_serializer=pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.PlanPipelineResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +108,33 @@ class ImagingService:
             '/pixmesh.imaging.v1.ImagingService/ListOperations',
             pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.ListOperationsRequest.SerializeToString,
             pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.ListOperationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.imaging.v1.ImagingService/PlanPipeline',
+            pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.PlanPipelineRequest.SerializeToString,
+            pixmesh_dot_imaging_dot_v1_dot_imaging__pb2.PlanPipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

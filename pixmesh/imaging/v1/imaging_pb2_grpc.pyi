@@ -34,6 +34,11 @@ class ImagingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ImagingServiceAsyncStub: ...
     ListOperations: _grpc.UnaryUnaryMultiCallable[_imaging_pb2.ListOperationsRequest, _imaging_pb2.ListOperationsResponse]
+    PlanPipeline: _grpc.UnaryUnaryMultiCallable[_imaging_pb2.PlanPipelineRequest, _imaging_pb2.PlanPipelineResponse]
+    """Validate a whole pipeline against an image's header facts and predict its output, decoding
+    nothing. INVALID_ARGUMENT (with the field at fault) when the pipeline cannot run. The gateway
+    calls it for PlanJob and before every CreateJob.
+    """
 
 @_typing.type_check_only
 class ImagingServiceAsyncStub(ImagingServiceStub):
@@ -41,6 +46,11 @@ class ImagingServiceAsyncStub(ImagingServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListOperations: _aio.UnaryUnaryMultiCallable[_imaging_pb2.ListOperationsRequest, _imaging_pb2.ListOperationsResponse]  # type: ignore[assignment]
+    PlanPipeline: _aio.UnaryUnaryMultiCallable[_imaging_pb2.PlanPipelineRequest, _imaging_pb2.PlanPipelineResponse]  # type: ignore[assignment]
+    """Validate a whole pipeline against an image's header facts and predict its output, decoding
+    nothing. INVALID_ARGUMENT (with the field at fault) when the pipeline cannot run. The gateway
+    calls it for PlanJob and before every CreateJob.
+    """
 
 class ImagingServiceServicer(metaclass=_abc_1.ABCMeta):
     """The imaging worker (internal). Work arrives on pixmesh.task.imaging; this API describes it."""
@@ -51,5 +61,16 @@ class ImagingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _imaging_pb2.ListOperationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_imaging_pb2.ListOperationsResponse, _abc.Awaitable[_imaging_pb2.ListOperationsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PlanPipeline(
+        self,
+        request: _imaging_pb2.PlanPipelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_imaging_pb2.PlanPipelineResponse, _abc.Awaitable[_imaging_pb2.PlanPipelineResponse]]:
+        """Validate a whole pipeline against an image's header facts and predict its output, decoding
+        nothing. INVALID_ARGUMENT (with the field at fault) when the pipeline cannot run. The gateway
+        calls it for PlanJob and before every CreateJob.
+        """
 
 def add_ImagingServiceServicer_to_server(servicer: ImagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

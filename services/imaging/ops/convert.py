@@ -105,5 +105,10 @@ SPEC = OpSpec(
             "Keep the EXIF Copyright and Artist fields; all other metadata is always stripped.",
             "not GIF; default false",
         ),
+        auto=(
+            "Pick the format from the client's Accept header: AVIF, else WEBP, else the input's "
+            "(resolved by the gateway when the job is created).",
+            "format unset",
+        ),
     ),
 )

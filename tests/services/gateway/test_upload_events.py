@@ -96,6 +96,7 @@ def gateway(events: Recorder, storage: Storage) -> GatewayService:
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
         events,
+        None,  # type: ignore[arg-type]  # planner: unused by uploads
     )
 
 

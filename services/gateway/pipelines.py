@@ -1,0 +1,101 @@
+"""Turn what a client asked for into the pipeline that runs: presets and `convert.auto`.
+
+A preset is a named list of operations from the deployment's settings (PIXMESH_PRESETS); its
+operations come first, then the request's own. `convert.auto` picks the output format from the
+client's Accept header (Envoy passes HTTP headers to the gateway as gRPC metadata) and is resolved
+here, before the job is stored, so the job shows the concrete format and the workers never see
+`auto`. Only explicit media types count: browsers that can show AVIF or WebP say so, while `*/*`
+(curl, most libraries) promises nothing about formats.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+from google.protobuf import json_format
+
+from pixmesh.common.v1 import image_pb2, operations_pb2
+from services.runtime.errors import invalid
+
+Operation = operations_pb2.Operation
+Format: TypeAlias = image_pb2.ImageFormat.ValueType
+
+PRESET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# In order of preference; the fallback is the input's format when pixmesh can write it.
+_AUTO_PREFERENCE = ((image_pb2.AVIF, "image/avif"), (image_pb2.WEBP, "image/webp"))
+_WRITABLE: frozenset[Format] = frozenset(
+    {image_pb2.JPEG, image_pb2.PNG, image_pb2.WEBP, image_pb2.AVIF, image_pb2.GIF, image_pb2.TIFF}
+)
+# Inputs pixmesh cannot write: lossless ones become PNG, the rest JPEG (as imaging does).
+_FALLBACK: dict[Format, Format] = {image_pb2.BMP: image_pb2.PNG, image_pb2.ICO: image_pb2.PNG}
+
+
+def parse_presets(raw: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Operation]]:
+    """Operation lists from their JSON form; ValueError names the preset and step at fault."""
+    presets: dict[str, list[Operation]] = {}
+    for name, steps in raw.items():
+        if not PRESET_NAME.match(name):
+            raise ValueError(f"preset {name!r}: names are 1..64 of a-z, 0-9, '_' and '-'")
+        if not steps:
+            raise ValueError(f"preset {name!r}: needs at least one operation")
+        ops = []
+        for i, step in enumerate(steps):
+            try:
+                op = json_format.ParseDict(dict(step), Operation())
+            except json_format.ParseError as exc:
+                raise ValueError(f"preset {name!r}, operation {i}: {exc}") from exc
+            if op.WhichOneof("op") is None:
+                raise ValueError(f"preset {name!r}, operation {i}: empty operation")
+            ops.append(op)
+        presets[name] = ops
+    return presets
+
+
+def expand(
+    presets: Mapping[str, Sequence[Operation]], preset: str, ops: Sequence[Operation]
+) -> list[Operation]:
+    if not preset:
+        return list(ops)
+    if preset not in presets:
+        known = ", ".join(sorted(presets)) or "none are configured"
+        raise invalid("preset", f"unknown preset {preset!r} ({known})", "UNKNOWN_PRESET")
+    return [*presets[preset], *ops]
+
+
+def accepted_formats(accept: str | None) -> frozenset[Format]:
+    """The formats an Accept header names explicitly with a non-zero quality."""
+    found: set[Format] = set()
+    for part in (accept or "").lower().split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params):
+            continue
+        found.update(fmt for fmt, mime in _AUTO_PREFERENCE if media == mime)
+    return frozenset(found)
+
+
+def auto_format(accepted: frozenset[Format], source: Format) -> Format:
+    for fmt, _ in _AUTO_PREFERENCE:
+        if fmt in accepted:
+            return fmt
+    if source in _WRITABLE:
+        return source
+    return _FALLBACK.get(source, image_pb2.JPEG)
+
+
+def resolve_auto(ops: Sequence[Operation], accept: str | None, source: Format) -> list[Operation]:
+    """A copy of `ops` with every `convert.auto` replaced by the format chosen from `accept`."""
+    accepted = accepted_formats(accept)
+    out = []
+    for i, op in enumerate(ops):
+        if op.WhichOneof("op") == "convert" and op.convert.auto:
+            if op.convert.format != image_pb2.IMAGE_FORMAT_UNSPECIFIED:
+                raise invalid(f"operations[{i}].convert.format", "must be unset with auto")
+            resolved = Operation()
+            resolved.CopyFrom(op)
+            resolved.convert.auto = False
+            resolved.convert.format = auto_format(accepted, source)
+            op = resolved
+        out.append(op)
+    return out
