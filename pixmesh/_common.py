@@ -57,6 +57,7 @@ RETRIED_METHODS = (
     "CancelJob",
     "DownloadOutput",
     "ListOperations",
+    "PlanJob",
     "GetImageMetadata",
     "SearchImages",
     "FindSimilar",

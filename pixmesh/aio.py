@@ -119,15 +119,32 @@ class AsyncClient:
         operations: Iterable[ops.OperationLike],
         idempotency_key: str | None = None,
         *,
+        preset: str = "",
         timeout: float | None = None,
     ) -> Job:
         request = gw.CreateJobRequest(
             image_id=image_id,
             operations=ops.coerce(operations),
             idempotency_key=idempotency_key or new_idempotency_key(),
+            preset=preset,
         )
         resp: gw.CreateJobResponse = await self._unary(self._stub.CreateJob, request, timeout)
         return resp.job
+
+    async def plan_job(
+        self,
+        image_id: str,
+        operations: Iterable[ops.OperationLike] = (),
+        *,
+        preset: str = "",
+        timeout: float | None = None,
+    ) -> gw.PlanJobResponse:
+        """Dry run: the resolved operations, output size and format, and an estimated cost."""
+        request = gw.PlanJobRequest(
+            image_id=image_id, operations=ops.coerce(operations), preset=preset
+        )
+        resp: gw.PlanJobResponse = await self._unary(self._stub.PlanJob, request, timeout)
+        return resp
 
     async def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         resp: gw.GetJobResponse = await self._unary(

@@ -128,6 +128,7 @@ class Client:
         operations: Iterable[ops.OperationLike],
         idempotency_key: str | None = None,
         *,
+        preset: str = "",
         timeout: float | None = None,
     ) -> Job:
         """Start a pipeline. Without a key one is generated, so gRPC's retries cannot duplicate
@@ -136,9 +137,25 @@ class Client:
             image_id=image_id,
             operations=ops.coerce(operations),
             idempotency_key=idempotency_key or new_idempotency_key(),
+            preset=preset,
         )
         resp: gw.CreateJobResponse = self._unary(self._stub.CreateJob, request, timeout)
         return resp.job
+
+    def plan_job(
+        self,
+        image_id: str,
+        operations: Iterable[ops.OperationLike] = (),
+        *,
+        preset: str = "",
+        timeout: float | None = None,
+    ) -> gw.PlanJobResponse:
+        """Dry run: the resolved operations, output size and format, and an estimated cost."""
+        request = gw.PlanJobRequest(
+            image_id=image_id, operations=ops.coerce(operations), preset=preset
+        )
+        resp: gw.PlanJobResponse = self._unary(self._stub.PlanJob, request, timeout)
+        return resp
 
     def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         resp: gw.GetJobResponse = self._unary(

@@ -117,3 +117,14 @@ def test_presets_are_listed_and_usable_by_name(
     )  # grey
     unknown = rest.http.post("/v1/jobs:plan", json={"image_id": photo_id, "preset": "nope"})
     assert (unknown.status_code, reason(unknown)) == (400, "UNKNOWN_PRESET")
+
+
+def test_sdk_plans_a_job(grpc_target: str, api_key: str, photo_id: str) -> None:
+    import pixmesh
+    from pixmesh import ops
+    from pixmesh.common.v1 import image_pb2
+
+    with pixmesh.Client(grpc_target, api_key) as client:
+        resp = client.plan_job(photo_id, [ops.resize(400, 400), ops.convert("png")])
+    assert (resp.plan.output_width, resp.plan.output_height) == (400, 300)
+    assert resp.plan.output_format == image_pb2.PNG
