@@ -25,7 +25,8 @@ up: install
 down:
 	@test -x $(PY) && $(PY) -m deploy.local down || true
 
-test: install
+# CI runs this (.ci/run): the contract and lint checks first, then every test.
+test: install lint
 	$(PY) -m pytest -q
 
 test-unit: install
@@ -33,7 +34,7 @@ test-unit: install
 
 lint: install proto-check proto-lint
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff format --check services pixmesh deploy tests bench
 	$(VENV)/bin/mypy services pixmesh deploy/local deploy/observability deploy/envoy
 
 # Regenerate Python stubs and the Envoy descriptor set from protos/.
