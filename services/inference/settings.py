@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from services.runtime.settings import WorkerSettings
 
@@ -10,3 +14,36 @@ class InferenceSettings(WorkerSettings):
     grpc_port: int = 50054
     # The model repository: <models_dir>/<name>/<version>/{model.onnx,config.json}.
     models_dir: Path = Path(__file__).parent / "models"
+    # Models loaded at start-up (comma-separated in PIXMESH_MODELS); empty loads them all.
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # onnxruntime: "auto" is CUDA when onnxruntime-gpu offers it, else the CPU.
+    execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
+    # Threads of one onnxruntime run; 0 uses every physical core.
+    intra_op_threads: int = Field(default=0, ge=0, le=256)
+    # Depth of the models `auto` picks (0: 17 layers on a GPU, 6 on the CPU, where the deep
+    # ones cost ~4x more for about 1 dB).
+    default_depth: Literal[0, 6, 17] = 0
+
+    # Tiles: core side, overlap between neighbouring cores (cross-faded), and the context around
+    # each core (0: the model's receptive radius, which makes tiling exact).
+    tile_size: int = Field(default=256, ge=16, le=4096)
+    tile_overlap: int = Field(default=8, ge=0, le=256)
+    tile_halo: int = Field(default=0, ge=0, le=256)
+    # Dynamic batching, per model.
+    max_batch_size: int = Field(default=4, ge=1, le=256)
+    max_queue_delay_us: int = Field(default=2000, ge=0, le=1_000_000)
+    model_concurrency: int = Field(default=1, ge=1, le=64)
+    # Tiles one operation keeps in flight (bounds its memory whatever the image size).
+    tiles_in_flight: int = Field(default=8, ge=1, le=1024)
+
+    # The synchronous Denoise RPC: largest image, and calls at once (then RESOURCE_EXHAUSTED).
+    sync_max_pixels: int = Field(default=4_000_000, ge=1)
+    sync_concurrency: int = Field(default=4, ge=1, le=256)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value

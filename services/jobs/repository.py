@@ -344,13 +344,14 @@ class JobsRepository:
     ) -> None:
         done = event.completed
         await conn.execute(
-            """UPDATE jobs.stages SET state='SUCCEEDED', output_key=$3, output=$4,
+            """UPDATE jobs.stages SET state='SUCCEEDED', output_key=$3, output=$4, reports=$5,
                  started_at=COALESCE(started_at, now()), finished_at=now()
                WHERE job_id=$1 AND idx=$2""",
             event.job_id,
             event.stage_index,
             done.output_key or None,
             done.output.SerializeToString() if done.HasField("output") else None,
+            job_pb2.Stage(reports=done.reports).SerializeToString() if done.reports else None,
         )
         if done.HasField("metadata"):
             await conn.execute(
@@ -488,6 +489,8 @@ class JobsRepository:
             )
             if (err := _error(s)) is not None:
                 stage.error.CopyFrom(err)
+            if s["reports"]:
+                stage.reports.extend(job_pb2.Stage.FromString(s["reports"]).reports)
             _ts(s["started_at"], stage.started_at)
             _ts(s["finished_at"], stage.finished_at)
         views = [

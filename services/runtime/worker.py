@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -39,10 +39,11 @@ class ImageResult:
 
 @dataclass(frozen=True)
 class StageResult:
-    """What a processor returns: an image, metadata, or both."""
+    """What a processor returns: an image, metadata, or both, and how its operations ran."""
 
     image: ImageResult | None = None
     metadata: metadata_pb2.ImageMetadata | None = None
+    reports: Sequence[job_pb2.OperationReport] = ()
 
 
 Processor = Callable[[events_pb2.Task, bytes], Awaitable[StageResult]]
@@ -119,6 +120,7 @@ class TaskWorker:
             )
         if result.metadata is not None:
             completed.metadata.CopyFrom(result.metadata)
+        completed.reports.extend(result.reports)
         await self._emit(task, "completed", completed=completed)
 
     async def give_up(self, delivery: Delivery, err: ServiceError) -> None:

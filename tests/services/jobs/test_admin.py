@@ -17,10 +17,12 @@ from PIL import Image
 pytestmark = pytest.mark.integration
 
 
-def _jpeg() -> bytes:
+def _jpeg_truncated_in_scan() -> bytes:
+    """Intact header (the upload is accepted, the plan is valid), no way to decode the pixels."""
     buf = io.BytesIO()
-    Image.new("RGB", (640, 480), (200, 30, 30)).save(buf, "JPEG")
-    return buf.getvalue()
+    Image.effect_noise((640, 480), 64).convert("RGB").save(buf, "JPEG")
+    data = buf.getvalue()
+    return data[: data.index(b"\xff\xda") + 200]
 
 
 def _wait(client: httpx.Client, job_id: str, states: set[str], timeout: float = 30) -> dict:
@@ -49,36 +51,34 @@ def _admin(stack, *args: str) -> str:  # type: ignore[no-untyped-def]
 def test_failed_task_is_dead_lettered_listed_and_replayable(stack, rest_url, api_key) -> None:  # type: ignore[no-untyped-def]
     headers = {"authorization": f"Bearer {api_key}"}
     with httpx.Client(base_url=rest_url, headers=headers, timeout=30) as client:
-        up = client.post("/v1/images", content=_jpeg(), headers={"content-type": "image/jpeg"})
+        up = client.post(
+            "/v1/images", content=_jpeg_truncated_in_scan(), headers={"content-type": "image/jpeg"}
+        )
         assert up.status_code == 200, up.text
         image_id = up.json()["image"]["image_id"]
         created = client.post(
             "/v1/jobs",
-            # Passes the gateway's checks; the worker finds the crop outside the 640x480 image.
-            json={
-                "image_id": image_id,
-                "operations": [{"crop": {"x": 5000, "y": 0, "width": 10, "height": 10}}],
-            },
+            json={"image_id": image_id, "operations": [{"resize": {"width": 100}}]},
         )
         assert created.status_code == 200, created.text
         job_id = created.json()["job"]["job_id"]
 
         job = _wait(client, job_id, {"FAILED", "SUCCEEDED"})
         assert job["state"] == "FAILED"
-        assert job["error"]["reason"] == "INVALID_OPERATION"
+        assert job["error"]["reason"] == "IMAGE_CORRUPT"
         assert job["stages"][0]["state"] == "FAILED"
 
         letters = [json.loads(line) for line in _admin(stack, "dlq", "list").splitlines()]
         mine = [e for e in letters if e.get("task", {}).get("job_id") == job_id]
         assert mine, letters
-        assert mine[0]["error"]["reason"] == "INVALID_OPERATION"
+        assert mine[0]["error"]["reason"] == "IMAGE_CORRUPT"
         assert mine[0]["subject"] == "pixmesh.dlq.imaging"
 
         replayed = json.loads(_admin(stack, "dlq", "replay", job_id))
         assert replayed["state"] == "RUNNING"
-        # The request is still wrong, so the replay fails again, through the same path.
+        # The input is still corrupt, so the replay fails again, through the same path.
         again = _wait(client, job_id, {"FAILED", "SUCCEEDED"})
         assert again["state"] == "FAILED"
-        assert again["error"]["reason"] == "INVALID_OPERATION"
+        assert again["error"]["reason"] == "IMAGE_CORRUPT"
         letters = [json.loads(line) for line in _admin(stack, "dlq", "list").splitlines()]
         assert len([e for e in letters if e.get("task", {}).get("job_id") == job_id]) == 2

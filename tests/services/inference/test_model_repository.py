@@ -1,0 +1,48 @@
+"""The committed model repository: checksums, manifest, and every ONNX model's output against
+the numpy reference forward pass of the original (unfolded) weights, saved by the converter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from services.inference import repository
+from services.inference.settings import InferenceSettings
+
+ROOT = InferenceSettings().models_dir
+GOLDEN = Path(__file__).parent / "golden"
+NAMES = [f"dncnn{d}-{v}" for d in (6, 17) for v in "lmhn"]
+
+
+def test_the_repository_holds_the_eight_models_with_valid_configs() -> None:
+    scanned = repository.scan(ROOT)
+    assert [(m.name, m.version) for m in scanned] == [(n, "1") for n in sorted(NAMES)]
+    assert all(m.config is not None for m in scanned), [m.error for m in scanned]
+    manifest = json.loads((ROOT / "MANIFEST.json").read_text())
+    assert {m["name"] for m in manifest["models"]} == set(NAMES)
+    for entry in manifest["models"]:
+        path = ROOT / entry["path"]
+        assert repository.file_sha256(path) == entry["sha256"]
+        assert path.stat().st_size == entry["bytes"]
+    assert "BSD" in (ROOT / "LICENSE.scico").read_text()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_model_matches_the_reference(name: str) -> None:
+    scanned = repository.latest(repository.scan(ROOT), name)
+    assert scanned is not None and scanned.config is not None
+    config = scanned.config
+    assert repository.file_sha256(config.model_file) == config.sha256
+    golden = np.load(GOLDEN / f"{name}.npz")
+    session = ort.InferenceSession(str(config.model_file), providers=["CPUExecutionProvider"])
+    feeds = {"image": golden["image"][None, None]}
+    if config.sigma_input:
+        feeds["sigma"] = np.array([golden["sigma"]], np.float32)
+    out = session.run(None, feeds)[0][0, 0]
+    np.testing.assert_allclose(out, golden["reference"], atol=1e-5)
+    # Denoising, not identity: the reference removes most of the added noise.
+    assert np.abs(out - golden["image"]).mean() > 0.02

@@ -1,0 +1,189 @@
+"""The denoising pipeline with the real 6-layer models on small images cut into several tiles."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from pixmesh.common.v1 import image_pb2
+from pixmesh.common.v1.operations_pb2 import Denoise
+from services.inference import tiling
+from services.inference.batcher import BatchingOptions
+from services.inference.models import ModelManager
+from services.inference.runner import RunnerOptions
+from services.inference.service import InferenceService, TileOptions
+from services.inference.settings import InferenceSettings
+from services.runtime.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from tests.services.inference.conftest import (
+    LIMITS,
+    add_noise,
+    decode,
+    encode,
+    psnr,
+    scene,
+)
+
+
+def grey_scene() -> np.ndarray:
+    return scene()[..., 0]
+
+
+async def test_auto_denoises_a_grey_image_and_reports_how(service: InferenceService) -> None:
+    clean = grey_scene()
+    noisy = add_noise(clean, 20)
+    out = await service.denoise(encode(noisy), [Denoise(auto=True)])
+    result = decode(out.image.data)
+    assert out.image.format == image_pb2.PNG and result.shape == noisy.shape
+    assert psnr(result, clean) > psnr(noisy, clean) + 4
+    [op] = out.reports
+    report = op.denoise
+    assert op.index == 0
+    assert report.model == "dncnn6-n" and report.model_version == "1"
+    assert report.sigma_before == pytest.approx(20, abs=3)
+    assert report.sigma == report.sigma_before
+    assert report.sigma_after < report.sigma_before / 3
+    assert report.execution_provider == "CPUExecutionProvider"
+    assert report.color_mode == Denoise.COLOR_MODE_UNSPECIFIED
+    assert report.tiles == len(tiling.plan(48, 64, 32, 0, 8)) == 6
+    assert report.seconds > 0
+
+
+async def test_tiling_does_not_change_the_result(
+    service: InferenceService, models: ModelManager, executor: ThreadPoolExecutor
+) -> None:
+    one_tile = InferenceService(models, executor, LIMITS, TileOptions(size=256))
+    data = encode(add_noise(grey_scene(), 25, seed=4))
+    tiled = decode((await service.denoise(data, [Denoise(sigma=25)])).image.data)
+    whole = decode((await one_tile.denoise(data, [Denoise(sigma=25)])).image.data)
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1
+
+
+async def test_colour_images_are_denoised_on_luminance(service: InferenceService) -> None:
+    clean = scene()
+    noisy = add_noise(clean, 15, luma_only=True)
+    out = await service.denoise(encode(noisy), [Denoise(auto=True)])
+    result = decode(out.image.data)
+    assert psnr(result, clean) > psnr(noisy, clean) + 4
+    assert out.reports[0].denoise.color_mode == Denoise.LUMINANCE
+    # Chroma (differences between channels) is untouched, up to rounding.
+    chroma = np.diff(noisy.astype(int), axis=-1)
+    np.testing.assert_allclose(np.diff(result.astype(int), axis=-1), chroma, atol=1)
+
+
+async def test_per_channel_removes_colour_noise_too(service: InferenceService) -> None:
+    clean = scene()
+    noisy = add_noise(clean, 20, seed=2)
+    data = encode(noisy)
+    luma = decode((await service.denoise(data, [Denoise(auto=True)])).image.data)
+    out = await service.denoise(data, [Denoise(auto=True, color_mode=Denoise.PER_CHANNEL)])
+    per_channel = decode(out.image.data)
+    assert psnr(per_channel, clean) > psnr(luma, clean) + 3
+    report = out.reports[0].denoise
+    assert report.color_mode == Denoise.PER_CHANNEL
+    # The model saw R, G and B (σ≈20); σ before is measured on luminance (≈0.67 σ).
+    assert report.sigma == pytest.approx(20, abs=3)
+    assert report.sigma_before == pytest.approx(0.67 * 20, abs=3)
+
+
+async def test_alpha_is_kept_and_formats_follow_the_input(service: InferenceService) -> None:
+    rgba = np.dstack([add_noise(scene(), 10), np.tile(np.arange(64, dtype=np.uint8), (48, 1))])
+    out = await service.denoise(encode(rgba), [Denoise(sigma=10)])
+    result = decode(out.image.data)
+    assert result.shape == (48, 64, 4)
+    np.testing.assert_array_equal(result[..., 3], rgba[..., 3])
+    jpeg = await service.denoise(encode(rgba[..., :3], "JPEG", quality=90), [Denoise(sigma=10)])
+    assert jpeg.image.format == image_pb2.JPEG and jpeg.image.content_type == "image/jpeg"
+    webp = await service.denoise(encode(rgba), [Denoise(sigma=10)], output_format=image_pb2.WEBP)
+    assert webp.image.extension == "webp"
+    with pytest.raises(InvalidArgument):
+        await service.denoise(encode(rgba), [Denoise(sigma=10)], output_format=image_pb2.GIF)
+
+
+async def test_a_named_blind_model_is_scaled_to_the_sigma_asked_for(
+    service: InferenceService,
+) -> None:
+    clean = grey_scene()
+    noisy = add_noise(clean, 40, seed=5)
+    out = await service.denoise(encode(noisy), [Denoise(model="dncnn6-h", sigma=40)])
+    report = out.reports[0].denoise
+    assert (report.model, report.sigma) == ("dncnn6-h", 40)
+    assert psnr(decode(out.image.data), clean) > psnr(noisy, clean) + 4
+
+
+async def test_high_noise_picks_the_h_model(service: InferenceService) -> None:
+    out = await service.denoise(encode(add_noise(grey_scene(), 45, seed=6)), [Denoise(auto=True)])
+    assert out.reports[0].denoise.model == "dncnn6-h"
+
+
+async def test_a_stage_of_two_denoise_ops_reports_both(service: InferenceService) -> None:
+    out = await service.denoise(encode(add_noise(grey_scene(), 20)), [Denoise(), Denoise(sigma=3)])
+    assert [r.index for r in out.reports] == [0, 1]
+    assert out.reports[1].denoise.sigma_before == out.reports[0].denoise.sigma_after
+
+
+@pytest.mark.parametrize(
+    ("op", "error", "reason"),
+    [
+        (Denoise(auto=True, sigma=10), InvalidArgument, "INVALID_OPERATION"),
+        (Denoise(sigma=300), InvalidArgument, "INVALID_OPERATION"),
+        (Denoise(model="nope"), NotFound, "UNKNOWN_MODEL"),
+        (Denoise(model="dncnn6-l"), FailedPrecondition, "MODEL_UNAVAILABLE"),  # not loaded
+    ],
+)
+async def test_bad_operations_fail_before_decoding(
+    service: InferenceService, op: Denoise, error: type[Exception], reason: str
+) -> None:
+    with pytest.raises(error) as exc:
+        await service.denoise(b"not even an image", [op])
+    assert exc.value.reason == reason  # type: ignore[attr-defined]
+
+
+async def test_bad_images_and_limits(service: InferenceService) -> None:
+    png = encode(add_noise(grey_scene(), 10))
+    with pytest.raises(InvalidArgument) as exc:
+        await service.denoise(png[:-40], [Denoise()])
+    assert exc.value.reason == "IMAGE_CORRUPT"
+    with pytest.raises(InvalidArgument) as exc:
+        await service.denoise(png, [Denoise()], max_pixels=1000)
+    assert exc.value.reason == "SYNC_IMAGE_TOO_LARGE"
+    with pytest.raises(DeadlineExceeded):
+        await service.denoise(png, [Denoise()], deadline=time.monotonic() - 1)
+
+
+async def test_statistics_count_requests_tiles_and_batches(service: InferenceService) -> None:
+    stats = service.models.get("dncnn6-n").stats
+    before = (stats.requests_ok, stats.inferences, stats.executions)
+    await service.denoise(encode(add_noise(grey_scene(), 20, seed=9)), [Denoise(sigma=20)])
+    assert stats.requests_ok == before[0] + 1
+    assert stats.inferences == before[1] + 6
+    assert before[2] < stats.executions <= before[2] + 6
+    assert stats.request.count == stats.requests_ok
+    assert sum(size * b.count for size, b in stats.batch_sizes.items()) == stats.inferences
+
+
+async def test_tiles_of_concurrent_requests_share_batches(executor: ThreadPoolExecutor) -> None:
+    manager = ModelManager(
+        InferenceSettings().models_dir,
+        executor,
+        RunnerOptions("cpu"),
+        BatchingOptions(max_batch_size=8, max_queue_delay_s=0.5),
+    )
+    await manager.load("dncnn6-n")
+    service = InferenceService(manager, executor, LIMITS, TileOptions(size=64))
+    images = [encode(add_noise(grey_scene(), 20, seed=s)) for s in range(3)]
+    try:
+        await asyncio.gather(*(service.denoise(d, [Denoise(sigma=20)]) for d in images))
+        stats = manager.get("dncnn6-n").stats
+        assert stats.inferences == 3 and stats.executions == 1
+        assert list(stats.batch_sizes) == [3]
+    finally:
+        await manager.close()
