@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 from pixmesh.events.v1 import events_pb2
 from services.imaging.service import ImagingProcessor
-from services.runtime.worker import ImageResult, Processor, StageResult, seconds_left
+from services.runtime.worker import ImageResult, Processor, StageResult, monotonic_deadline
 
 
 def processor(imaging: ImagingProcessor) -> Processor:
     async def process(task: events_pb2.Task, data: bytes) -> StageResult:
-        left = seconds_left(task)
-        deadline = None if left is None else time.monotonic() + left
+        deadline = monotonic_deadline(task)
         r = await imaging.process(data, task.operations, deadline)
         return StageResult(
             image=ImageResult(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from pixmesh.events.v1 import events_pb2
 from services.inference import errors
 from services.inference.service import InferenceService
-from services.runtime.worker import ImageResult, Processor, StageResult, seconds_left
+from services.runtime.worker import ImageResult, Processor, StageResult, monotonic_deadline
 
 
 def processor(service: InferenceService) -> Processor:
@@ -18,8 +16,7 @@ def processor(service: InferenceService) -> Processor:
             if name != "denoise":
                 raise errors.unsupported_operation(f"operations[{i}]", name or "")
             ops.append(op.denoise)
-        left = seconds_left(task)
-        deadline = None if left is None else time.monotonic() + left
+        deadline = monotonic_deadline(task)
         out = await service.denoise(data, ops, deadline=deadline)
         img = out.image
         return StageResult(

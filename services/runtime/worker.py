@@ -62,6 +62,12 @@ def seconds_left(task: events_pb2.Task) -> float | None:
     return task.deadline.ToNanoseconds() / 1e9 - time.time()
 
 
+def monotonic_deadline(task: events_pb2.Task) -> float | None:
+    """The job's deadline on the time.monotonic() clock (what CPU-bound steps check)."""
+    left = seconds_left(task)
+    return None if left is None else time.monotonic() + left
+
+
 class TaskWorker:
     def __init__(
         self, bus: Bus, storage: Storage, settings: WorkerSettings, process: Processor
