@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Final, Protocol
-
-import grpc
 
 from pixmesh.common.v1 import image_pb2, metadata_pb2
 from pixmesh.gateway.v1 import gateway_pb2
@@ -21,7 +19,7 @@ from pixmesh.metadata.v1 import metadata_pb2 as mpb
 from pixmesh.metadata.v1 import metadata_pb2_grpc
 from services.gateway import errors
 from services.gateway.events import UploadEvents
-from services.runtime.errors import ServiceError, from_rpc_error, invalid
+from services.runtime.errors import ServiceError, invalid, rpc_errors
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +69,7 @@ class MetadataQueries:
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        with _rpc_errors():
+        with rpc_errors():
             resp: mpb.SearchImagesResponse = await self.metadata.SearchImages(
                 internal, timeout=timeout
             )
@@ -107,7 +105,7 @@ class MetadataQueries:
         """Map "no metadata yet" to METADATA_PENDING, and announce the upload again: if its
         first event was lost, this read is what gets it indexed (duplicates are harmless)."""
         try:
-            with _rpc_errors():
+            with rpc_errors():
                 yield
         except ServiceError as err:
             if err.reason != "METADATA_NOT_FOUND":
@@ -139,12 +137,3 @@ def search_filter(request: gateway_pb2.SearchImagesRequest) -> metadata_pb2.Imag
         else:
             getattr(f, name).CopyFrom(value)
     return f
-
-
-@contextlib.contextmanager
-def _rpc_errors() -> Iterator[None]:
-    """Re-raise a failed call to the metadata service as the ServiceError its status carries."""
-    try:
-        yield
-    except grpc.aio.AioRpcError as exc:
-        raise from_rpc_error(exc) from exc

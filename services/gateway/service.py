@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -28,7 +27,7 @@ from services.gateway.validation import (
     check_params,
     check_shape,
 )
-from services.runtime.errors import InvalidArgument, from_rpc_error, invalid
+from services.runtime.errors import InvalidArgument, from_rpc_error, invalid, rpc_errors
 from services.runtime.imageprobe import ProbeLimits, probe
 from services.runtime.pipeline import request_hash
 from services.runtime.storage import Storage, input_key
@@ -220,7 +219,7 @@ class GatewayService:
             idempotency_key=idempotency_key,
             request_hash=req_hash,
         )
-        with _jobs_errors():
+        with rpc_errors():
             resp: jobs_pb2.CreateJobResponse = await self.jobs.CreateJob(req, timeout=timeout)
         trace.get_current_span().set_attribute("pixmesh.job_id", resp.job.job_id)
         if idempotency_key:
@@ -229,7 +228,7 @@ class GatewayService:
 
     async def get_job(self, tenant_id: str, job_id: str, timeout: float) -> job_pb2.Job:
         req = jobs_pb2.GetJobRequest(tenant_id=tenant_id, job_id=job_id)
-        with _jobs_errors():
+        with rpc_errors():
             resp: jobs_pb2.GetJobResponse = await self.jobs.GetJob(req, timeout=timeout)
         return resp.job
 
@@ -242,14 +241,14 @@ class GatewayService:
             page_token=page_token,
             state=state,  # type: ignore[arg-type]
         )
-        with _jobs_errors():
+        with rpc_errors():
             resp: jobs_pb2.ListJobsResponse = await self.jobs.ListJobs(req, timeout=timeout)
         return resp.jobs, resp.next_page_token
 
     async def watch_job(self, tenant_id: str, job_id: str) -> AsyncIterator[job_pb2.Job]:
         call = self.jobs.WatchJob(jobs_pb2.WatchJobRequest(tenant_id=tenant_id, job_id=job_id))
         try:
-            with _jobs_errors():
+            with rpc_errors():
                 async for resp in call:
                     yield resp.job
         finally:
@@ -257,7 +256,7 @@ class GatewayService:
 
     async def cancel_job(self, tenant_id: str, job_id: str, timeout: float) -> job_pb2.Job:
         req = jobs_pb2.CancelJobRequest(tenant_id=tenant_id, job_id=job_id)
-        with _jobs_errors():
+        with rpc_errors():
             resp: jobs_pb2.CancelJobResponse = await self.jobs.CancelJob(req, timeout=timeout)
         return resp.job
 
@@ -265,7 +264,7 @@ class GatewayService:
         self, tenant_id: str, job_id: str, index: int, timeout: float
     ) -> tuple[str, bytes]:
         req = jobs_pb2.GetOutputRequest(tenant_id=tenant_id, job_id=job_id, index=index)
-        with _jobs_errors():
+        with rpc_errors():
             resp: jobs_pb2.GetOutputResponse = await self.jobs.GetOutput(req, timeout=timeout)
         return resp.output.content_type, await self.storage.get(resp.key)
 
@@ -287,12 +286,3 @@ class GatewayService:
                 for name, ops in sorted(self.presets.items())
             ],
         )
-
-
-@contextlib.contextmanager
-def _jobs_errors() -> Iterator[None]:
-    """Re-raise a failed call to the jobs service as the ServiceError its status carries."""
-    try:
-        yield
-    except grpc.aio.AioRpcError as exc:
-        raise from_rpc_error(exc) from exc

@@ -8,7 +8,8 @@ into nak(delay) and anything else into term + TaskFailed. Internal text never re
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -143,3 +144,12 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> ServiceError:
         code=exc.code(),
         retryable=exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED),
     )
+
+
+@contextlib.contextmanager
+def rpc_errors() -> Iterator[None]:
+    """Re-raise a failed call to a sibling service as the ServiceError its status carries."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from exc
