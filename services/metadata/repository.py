@@ -32,15 +32,21 @@ _KEY: Final = ("tenant_id", "sha256", "image_id")
 # Re-delivery of the same work writes the same document: the WHERE clause turns that into a
 # no-op, so updated_at means "last changed" and the row is not rewritten for nothing. A write
 # without an image id (an extract_metadata job on a legacy row) keeps the one already there.
+# created_at is the upload's time when the writer knows it (SearchImages pages "newest upload
+# first", and indexing runs concurrently, so the row's own insert time would shuffle that order).
+_UPLOADED_AT: Final = f"${len(_COLUMNS) + 1}::timestamptz"
 _UPSERT: Final = f"""
-INSERT INTO metadata.image_metadata AS m ({", ".join(_COLUMNS)})
-VALUES ({", ".join(f"${i}" for i in range(1, len(_COLUMNS)))}, ${len(_COLUMNS)}::text::jsonb)
+INSERT INTO metadata.image_metadata AS m ({", ".join(_COLUMNS)}, created_at)
+VALUES ({", ".join(f"${i}" for i in range(1, len(_COLUMNS)))}, ${len(_COLUMNS)}::text::jsonb,
+        COALESCE({_UPLOADED_AT}, now()))
 ON CONFLICT (tenant_id, sha256) DO UPDATE SET
     {", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c not in _KEY)},
     image_id = COALESCE(EXCLUDED.image_id, m.image_id),
+    created_at = COALESCE({_UPLOADED_AT}, m.created_at),
     updated_at = now()
 WHERE m.doc IS DISTINCT FROM EXCLUDED.doc
    OR m.image_id IS DISTINCT FROM COALESCE(EXCLUDED.image_id, m.image_id)
+   OR m.created_at IS DISTINCT FROM COALESCE({_UPLOADED_AT}, m.created_at)
 """
 
 
@@ -68,9 +74,13 @@ class MetadataRepository:
         self._pool = pool
 
     async def upsert(
-        self, tenant_id: str, md: metadata_pb2.ImageMetadata, image_id: str | None = None
+        self,
+        tenant_id: str,
+        md: metadata_pb2.ImageMetadata,
+        image_id: str | None = None,
+        uploaded_at: datetime | None = None,
     ) -> None:
-        await self._pool.execute(_UPSERT, *_row(tenant_id, md, image_id))
+        await self._pool.execute(_UPSERT, *_row(tenant_id, md, image_id), uploaded_at)
 
     async def get(self, tenant_id: str, sha256: str) -> metadata_pb2.ImageMetadata | None:
         row = await self._pool.fetchrow(_GET, tenant_id, sha256)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from datetime import UTC, datetime
 from typing import Protocol
 
 from pixmesh.common.v1 import image_pb2, metadata_pb2
@@ -28,9 +29,14 @@ class MetadataStore(Protocol):
     """Where metadata is kept (Postgres in production: repository.MetadataRepository)."""
 
     async def upsert(
-        self, tenant_id: str, md: metadata_pb2.ImageMetadata, image_id: str | None = None
+        self,
+        tenant_id: str,
+        md: metadata_pb2.ImageMetadata,
+        image_id: str | None = None,
+        uploaded_at: datetime | None = None,
     ) -> None:
-        """Insert or replace; writing the same metadata twice must be harmless."""
+        """Insert or replace; writing the same metadata twice must be harmless. `uploaded_at`
+        (when known) is the time searches order by; otherwise the row's first write."""
 
     async def get(self, tenant_id: str, sha256: str) -> metadata_pb2.ImageMetadata | None: ...
 
@@ -87,8 +93,10 @@ class MetadataService:
         a permanent failure, not worth a retry.
         """
         md = await self._extract_with_policy(data)
-        image_id = source.image_id if source is not None and source.sha256 == md.sha256 else None
-        await self._store.upsert(tenant_id, md, image_id)
+        if source is not None and source.sha256 == md.sha256:
+            await self._store.upsert(tenant_id, md, source.image_id, _uploaded_at(source))
+        else:
+            await self._store.upsert(tenant_id, md)
         return md
 
     async def index_upload(self, tenant_id: str, image: image_pb2.Image) -> None:
@@ -107,7 +115,7 @@ class MetadataService:
             md = _unreadable(image, "image: the uploaded bytes are no longer in storage")
         except InvalidArgument as err:
             md = _unreadable(image, f"image: {err.message}")
-        await self._store.upsert(tenant_id, md, image.image_id or None)
+        await self._store.upsert(tenant_id, md, image.image_id or None, _uploaded_at(image))
 
     async def _extract_with_policy(self, data: bytes) -> metadata_pb2.ImageMetadata:
         with _tracer.start_as_current_span("metadata.extract") as span:
@@ -194,6 +202,10 @@ def strip_gps(md: metadata_pb2.ImageMetadata) -> None:
 def _is_xmp_gps(key: str) -> bool:
     # exif:GPSLatitude, exif:GPSLongitude, exif:GPSAltitude, ... and their struct members.
     return any(part.partition(":")[2].startswith("GPS") for part in key.split("/"))
+
+
+def _uploaded_at(image: image_pb2.Image) -> datetime | None:
+    return image.created_at.ToDatetime(tzinfo=UTC) if image.HasField("created_at") else None
 
 
 def _unreadable(image: image_pb2.Image, warning: str) -> metadata_pb2.ImageMetadata:

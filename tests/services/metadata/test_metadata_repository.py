@@ -12,7 +12,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -305,6 +305,25 @@ async def test_search_pages_newest_first_without_gaps(repo: MetadataRepository) 
     flat = [i for p in pages for i in p]
     assert sorted(flat) == sorted(ids.values())
     assert flat[0] == f"img_{t}_6"  # newest first
+
+
+async def test_search_orders_by_upload_time_not_by_indexing_order(
+    repo: MetadataRepository,
+) -> None:
+    t = "t-upload-order"
+    first, second, third = record(400), record(401), record(402)
+    day = datetime(2026, 5, 1, tzinfo=UTC)
+    # Indexed out of order (concurrent consumers), then one redelivered.
+    await repo.upsert(t, third, "img_3", day + timedelta(seconds=3))
+    await repo.upsert(t, first, "img_1", day + timedelta(seconds=1))
+    await repo.upsert(t, second, "img_2", day + timedelta(seconds=2))
+    await repo.upsert(t, third, "img_3", day + timedelta(seconds=3))
+    # A write that does not know the upload (an extract_metadata stage) keeps the time.
+    await repo.upsert(t, first)
+
+    rows = await repo.search(t, metadata_pb2.ImageSearchFilter(), 10, None)
+    assert [r.image_id for r, _ in rows] == ["img_3", "img_2", "img_1"]
+    assert rows[-1][1].created_at == day + timedelta(seconds=1)
 
 
 async def test_search_never_returns_rows_without_an_image_id(repo: MetadataRepository) -> None:

@@ -26,12 +26,18 @@ class FakeStore:
         self.rows: dict[tuple[str, str], metadata_pb2.ImageMetadata] = {}
         self.image_ids: dict[tuple[str, str], str | None] = {}
         self.writes = 0
+        self.uploaded_at: dict[tuple[str, str], datetime | None] = {}
         self.similar_calls: list[tuple[Any, ...]] = []
 
     async def upsert(
-        self, tenant_id: str, md: metadata_pb2.ImageMetadata, image_id: str | None = None
+        self,
+        tenant_id: str,
+        md: metadata_pb2.ImageMetadata,
+        image_id: str | None = None,
+        uploaded_at: datetime | None = None,
     ) -> None:
         self.writes += 1
+        self.uploaded_at[(tenant_id, md.sha256)] = uploaded_at
         copy = metadata_pb2.ImageMetadata()
         copy.CopyFrom(md)
         self.rows[(tenant_id, md.sha256)] = copy
@@ -193,6 +199,8 @@ async def test_an_upload_is_indexed_under_its_image_id(
 ) -> None:
     data = jpeg(tiff([ascii_(0x010F, "Leica")]))
     image = uploaded(data, "img_abc")
+    upload_time = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    image.created_at.FromDatetime(upload_time)
     service = MetadataService(store, executor, images=FakeImages({input_key(image.sha256): data}))
 
     await service.index_upload("tenant-a", image)
@@ -200,6 +208,8 @@ async def test_an_upload_is_indexed_under_its_image_id(
 
     assert store.rows[("tenant-a", image.sha256)] == extract(data)
     assert store.image_ids == {("tenant-a", image.sha256): "img_abc"}
+    # Searches order by the upload's time, not by when indexing happened to run.
+    assert store.uploaded_at == {("tenant-a", image.sha256): upload_time}
 
 
 async def test_an_unreadable_upload_still_gets_a_record_that_says_why(
