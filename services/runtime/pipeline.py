@@ -2,12 +2,15 @@
 
 Operations not listed here belong to imaging, so a new imaging op needs no change in this file.
 A stage is a run of consecutive operations owned by one service, so an image is not
-round-tripped through object storage between two imaging ops.
+round-tripped through object storage between two imaging ops. A job's renditions (imaging
+operations only) hang off its last stage when that is an imaging stage, else off a new imaging
+stage at the end: one imaging task decodes the image once and makes every rendition.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,38 +25,94 @@ WORKER_SERVICES = (IMAGING, INFERENCE, METADATA)
 _OWNERS = {"extract_metadata": METADATA, "denoise": INFERENCE}
 
 
-def op_name(op: operations_pb2.Operation, index: int = 0) -> str:
+def op_name(op: operations_pb2.Operation, index: int = 0, prefix: str = "") -> str:
     name = op.WhichOneof("op")
     if name is None:
         # An op this build does not know arrives as an unknown field: never skip it silently.
-        raise invalid(f"operations[{index}]", "empty or unknown operation", "UNKNOWN_OPERATION")
+        raise invalid(
+            f"{prefix}operations[{index}]", "empty or unknown operation", "UNKNOWN_OPERATION"
+        )
     return name
 
 
-def owner(op: operations_pb2.Operation, index: int = 0) -> str:
-    return _OWNERS.get(op_name(op, index), IMAGING)
+def owner(op: operations_pb2.Operation, index: int = 0, prefix: str = "") -> str:
+    return _OWNERS.get(op_name(op, index, prefix), IMAGING)
+
+
+_RENDITION_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 
 @dataclass
 class PlannedStage:
     service: str
     operations: list[operations_pb2.Operation] = field(default_factory=list)
+    renditions: list[operations_pb2.Rendition] = field(default_factory=list)
 
 
-def plan_stages(ops: Sequence[operations_pb2.Operation]) -> list[PlannedStage]:
+def plan_stages(
+    ops: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition] = (),
+) -> list[PlannedStage]:
     stages: list[PlannedStage] = []
     for i, op in enumerate(ops):
         svc = owner(op, i)
         if not stages or stages[-1].service != svc:
             stages.append(PlannedStage(svc))
         stages[-1].operations.append(op)
+    if renditions:
+        if not stages or stages[-1].service != IMAGING:
+            stages.append(PlannedStage(IMAGING))
+        stages[-1].renditions.extend(renditions)
     return stages
 
 
-def request_hash(image: image_pb2.Image, ops: Sequence[operations_pb2.Operation]) -> str:
+def check_renditions(renditions: Sequence[operations_pb2.Rendition], max_renditions: int) -> None:
+    """Names well-formed and unique, at most `max_renditions`, imaging operations only.
+
+    Raises InvalidArgument with the field at fault. Presets must be expanded first.
+    """
+    if len(renditions) > max_renditions:
+        raise invalid(
+            "renditions", f"at most {max_renditions} renditions per job", "TOO_MANY_RENDITIONS"
+        )
+    seen: set[str] = set()
+    for i, rendition in enumerate(renditions):
+        field_name = f"renditions[{i}]"
+        if not _RENDITION_NAME.fullmatch(rendition.name):
+            raise invalid(
+                f"{field_name}.name",
+                "1..64 characters of a-z, 0-9, '_' and '-'",
+                "BAD_RENDITION_NAME",
+            )
+        if rendition.name in seen:
+            raise invalid(
+                f"{field_name}.name", f"{rendition.name!r} is used twice", "DUPLICATE_RENDITION"
+            )
+        seen.add(rendition.name)
+        if rendition.preset:
+            raise invalid(f"{field_name}.preset", "presets must be expanded first")
+        for j, op in enumerate(rendition.operations):
+            name = op_name(op, j, f"{field_name}.")
+            if owner(op, j) != IMAGING:
+                raise invalid(
+                    f"{field_name}.operations[{j}]",
+                    f"{name} cannot run in a rendition (imaging operations only); put it in the"
+                    " job's operations, which run before every rendition",
+                    "NOT_A_RENDITION_OPERATION",
+                )
+
+
+def request_hash(
+    image: image_pb2.Image,
+    ops: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition] = (),
+) -> str:
     """Canonical hash of what a CreateJob asks for, to compare idempotent retries."""
     h = hashlib.sha256(image.image_id.encode())
     for op in ops:
         h.update(b"\0")
         h.update(op.SerializeToString(deterministic=True))
+    for rendition in renditions:
+        h.update(b"\1")
+        h.update(rendition.SerializeToString(deterministic=True))
     return h.hexdigest()

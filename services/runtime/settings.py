@@ -44,6 +44,7 @@ class ServiceSettings(BaseSettings):
     max_frames: int = Field(default=100, ge=1)
     max_output_dimension: int = Field(default=8192, ge=16, le=16383)
     max_operations: int = Field(default=16, ge=1)
+    max_renditions: int = Field(default=10, ge=1, le=100)
 
     @property
     def grpc_address(self) -> str:

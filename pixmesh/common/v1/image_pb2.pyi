@@ -114,11 +114,16 @@ class Limits(_message.Message):
     MAX_FRAMES_FIELD_NUMBER: _builtins.int
     MAX_OUTPUT_DIMENSION_FIELD_NUMBER: _builtins.int
     MAX_OPERATIONS_FIELD_NUMBER: _builtins.int
+    MAX_RENDITIONS_FIELD_NUMBER: _builtins.int
     max_input_bytes: _builtins.int
     max_pixels: _builtins.int
     max_frames: _builtins.int
     max_output_dimension: _builtins.int
     max_operations: _builtins.int
+    max_renditions: _builtins.int
+    """Renditions per job. The job's operations plus any one rendition's (presets expanded) must
+    fit in max_operations.
+    """
     def __init__(
         self,
         *,
@@ -127,10 +132,11 @@ class Limits(_message.Message):
         max_frames: _builtins.int = ...,
         max_output_dimension: _builtins.int = ...,
         max_operations: _builtins.int = ...,
+        max_renditions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_frames", b"max_frames", "max_input_bytes", b"max_input_bytes", "max_operations", b"max_operations", "max_output_dimension", b"max_output_dimension", "max_pixels", b"max_pixels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_frames", b"max_frames", "max_input_bytes", b"max_input_bytes", "max_operations", b"max_operations", "max_output_dimension", b"max_output_dimension", "max_pixels", b"max_pixels", "max_renditions", b"max_renditions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

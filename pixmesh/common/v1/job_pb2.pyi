@@ -63,6 +63,7 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    RENDITIONS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """"job_" followed by 32 hex digits."""
     image_id: _builtins.str
@@ -94,6 +95,13 @@ class Job(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def renditions(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Rendition]:
+        """Several images made from one source: each runs after `operations`, on their result, and
+        the source is decoded once. `outputs` then holds one output per rendition, in this order.
+        As stored: presets expanded.
+        """
+
     def __init__(
         self,
         *,
@@ -110,10 +118,11 @@ class Job(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "metadata", b"metadata", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "image_id", b"image_id", "job_id", b"job_id", "metadata", b"metadata", "operations", b"operations", "outputs", b"outputs", "progress", b"progress", "stages", b"stages", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "image_id", b"image_id", "job_id", b"job_id", "metadata", b"metadata", "operations", b"operations", "outputs", b"outputs", "progress", b"progress", "renditions", b"renditions", "stages", b"stages", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -155,6 +164,7 @@ class Stage(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     REPORTS_FIELD_NUMBER: _builtins.int
+    RENDITIONS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     service: _builtins.str
     """"imaging", "inference" or "metadata"."""
@@ -173,6 +183,12 @@ class Stage(_message.Message):
     def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___OperationReport]:
         """How the stage's operations ran, for those whose service reports it (e.g. Denoise)."""
 
+    @_builtins.property
+    def renditions(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Rendition]:
+        """Set on the job's last imaging stage when the job has renditions: after `operations` the
+        stage branches into each of them and produces one output per rendition.
+        """
+
     def __init__(
         self,
         *,
@@ -185,10 +201,11 @@ class Stage(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         reports: _abc.Iterable[Global___OperationReport] | None = ...,
+        renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "index", b"index", "operations", b"operations", "reports", b"reports", "service", b"service", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "index", b"index", "operations", b"operations", "renditions", b"renditions", "reports", b"reports", "service", b"service", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -288,6 +305,7 @@ class Output(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     DOWNLOAD_PATH_FIELD_NUMBER: _builtins.int
+    RENDITION_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     format: _image_pb2.ImageFormat.ValueType
     content_type: _builtins.str
@@ -297,6 +315,8 @@ class Output(_message.Message):
     sha256: _builtins.str
     download_path: _builtins.str
     """REST path to download it through the front proxy."""
+    rendition: _builtins.str
+    """The rendition's name when the job has renditions; empty otherwise."""
     def __init__(
         self,
         *,
@@ -308,10 +328,11 @@ class Output(_message.Message):
         size_bytes: _builtins.int = ...,
         sha256: _builtins.str = ...,
         download_path: _builtins.str = ...,
+        rendition: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "download_path", b"download_path", "format", b"format", "height", b"height", "index", b"index", "sha256", b"sha256", "size_bytes", b"size_bytes", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "download_path", b"download_path", "format", b"format", "height", b"height", "index", b"index", "rendition", b"rendition", "sha256", b"sha256", "size_bytes", b"size_bytes", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1202,6 +1202,7 @@ class PipelinePlan(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
     OUTPUT_FRAMES_FIELD_NUMBER: _builtins.int
     ESTIMATED_COST_FIELD_NUMBER: _builtins.int
+    RENDITIONS_FIELD_NUMBER: _builtins.int
     output_width: _builtins.int
     """The output size; 0 x 0 when it cannot be known before decoding (e.g. after a trim)."""
     output_height: _builtins.int
@@ -1213,6 +1214,12 @@ class PipelinePlan(_message.Message):
 
     @_builtins.property
     def estimated_cost(self) -> Global___PipelineCost: ...
+    @_builtins.property
+    def renditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RenditionPlan]:
+        """One plan per rendition, in order: its own operations (after the ones above), output and
+        cost. `estimated_cost` above then covers the whole job, renditions included.
+        """
+
     def __init__(
         self,
         *,
@@ -1222,14 +1229,76 @@ class PipelinePlan(_message.Message):
         output_format: _image_pb2.ImageFormat.ValueType = ...,
         output_frames: _builtins.int = ...,
         estimated_cost: Global___PipelineCost | None = ...,
+        renditions: _abc.Iterable[Global___RenditionPlan] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_cost", b"estimated_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost", b"estimated_cost", "operations", b"operations", "output_format", b"output_format", "output_frames", b"output_frames", "output_height", b"output_height", "output_width", b"output_width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost", b"estimated_cost", "operations", b"operations", "output_format", b"output_format", "output_frames", b"output_frames", "output_height", b"output_height", "output_width", b"output_width", "renditions", b"renditions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PipelinePlan: _TypeAlias = PipelinePlan  # noqa: Y015
+
+@_typing.final
+class Rendition(_message.Message):
+    """One of several outputs of a job (like Cloudinary's eager transformations)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    PRESET_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Names the output: 1..64 characters of a-z, 0-9, '_' and '-', unique within the job."""
+    preset: _builtins.str
+    """Optional. A named preset (imaging operations only) whose operations run before
+    `operations`. Expanded by the gateway: empty in stored jobs.
+    """
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Operation]:
+        """Imaging operations only. They run after the job's operations, on their result; without a
+        convert, the rendition keeps the format the job's operations produce.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        operations: _abc.Iterable[Global___Operation] | None = ...,
+        preset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "operations", b"operations", "preset", b"preset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rendition: _TypeAlias = Rendition  # noqa: Y015
+
+@_typing.final
+class RenditionPlan(_message.Message):
+    """The plan of one rendition (see PipelinePlan.renditions)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def plan(self) -> Global___PipelinePlan: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        plan: Global___PipelinePlan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenditionPlan: _TypeAlias = RenditionPlan  # noqa: Y015
 
 @_typing.final
 class PlannedOperation(_message.Message):

@@ -41,6 +41,7 @@ class Task(_message.Message):
     INPUT_FORMAT_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
+    RENDITIONS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """"<job_id>.<stage index>"; also the dedup id."""
     job_id: _builtins.str
@@ -60,6 +61,10 @@ class Task(_message.Message):
     def deadline(self) -> _timestamp_pb2.Timestamp:
         """Absolute deadline for the whole job; work past it fails with DEADLINE_EXCEEDED."""
 
+    @_builtins.property
+    def renditions(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Rendition]:
+        """The stage's branches (see Stage.renditions): one output each, the input decoded once."""
+
     def __init__(
         self,
         *,
@@ -73,10 +78,11 @@ class Task(_message.Message):
         input_format: _image_pb2.ImageFormat.ValueType = ...,
         source: _image_pb2.Image | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
+        renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "input_format", b"input_format", "input_key", b"input_key", "job_id", b"job_id", "operations", b"operations", "service", b"service", "source", b"source", "stage_index", b"stage_index", "task_id", b"task_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "input_format", b"input_format", "input_key", b"input_key", "job_id", b"job_id", "operations", b"operations", "renditions", b"renditions", "service", b"service", "source", b"source", "stage_index", b"stage_index", "task_id", b"task_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -159,6 +165,7 @@ class TaskCompleted(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     REPORTS_FIELD_NUMBER: _builtins.int
+    RENDITION_OUTPUTS_FIELD_NUMBER: _builtins.int
     output_key: _builtins.str
     """Object key of the stage's result image; empty when the stage produced no image
     (metadata), in which case the next stage reads the same input.
@@ -171,6 +178,10 @@ class TaskCompleted(_message.Message):
     def reports(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.OperationReport]:
         """How the stage's operations ran, for those whose service reports it (e.g. Denoise)."""
 
+    @_builtins.property
+    def rendition_outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___RenditionOutput]:
+        """For a stage with renditions: one per rendition, in order (output_key/output stay empty)."""
+
     def __init__(
         self,
         *,
@@ -178,14 +189,41 @@ class TaskCompleted(_message.Message):
         output: _job_pb2.Output | None = ...,
         metadata: _metadata_pb2.ImageMetadata | None = ...,
         reports: _abc.Iterable[_job_pb2.OperationReport] | None = ...,
+        rendition_outputs: _abc.Iterable[Global___RenditionOutput] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "output", b"output", "output_key", b"output_key", "reports", b"reports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "output", b"output", "output_key", b"output_key", "rendition_outputs", b"rendition_outputs", "reports", b"reports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskCompleted: _TypeAlias = TaskCompleted  # noqa: Y015
+
+@_typing.final
+class RenditionOutput(_message.Message):
+    """One rendition's stored result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Object key of the image."""
+    @_builtins.property
+    def output(self) -> _job_pb2.Output: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        output: _job_pb2.Output | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "output", b"output"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenditionOutput: _TypeAlias = RenditionOutput  # noqa: Y015
 
 @_typing.final
 class TaskFailed(_message.Message):

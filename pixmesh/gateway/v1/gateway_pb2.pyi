@@ -151,6 +151,7 @@ class CreateJobRequest(_message.Message):
     OPERATIONS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     PRESET_FIELD_NUMBER: _builtins.int
+    RENDITIONS_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     idempotency_key: _builtins.str
     """Optional. The same key with the same request returns the same job (even after it finished);
@@ -164,6 +165,13 @@ class CreateJobRequest(_message.Message):
     def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Operation]:
         """The pipeline, in order. 1..max_operations entries."""
 
+    @_builtins.property
+    def renditions(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Rendition]:
+        """Optional, up to max_renditions (ListOperations limits). Several outputs of one source:
+        each rendition runs after `operations` (which may then be empty), the source is decoded
+        once, and the job's outputs are the renditions' images, in this order.
+        """
+
     def __init__(
         self,
         *,
@@ -171,10 +179,11 @@ class CreateJobRequest(_message.Message):
         operations: _abc.Iterable[_operations_pb2.Operation] | None = ...,
         idempotency_key: _builtins.str = ...,
         preset: _builtins.str = ...,
+        renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "image_id", b"image_id", "operations", b"operations", "preset", b"preset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "image_id", b"image_id", "operations", b"operations", "preset", b"preset", "renditions", b"renditions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -187,11 +196,16 @@ class PlanJobRequest(_message.Message):
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     OPERATIONS_FIELD_NUMBER: _builtins.int
     PRESET_FIELD_NUMBER: _builtins.int
+    RENDITIONS_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     preset: _builtins.str
     """As in CreateJobRequest."""
     @_builtins.property
     def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Operation]:
+        """As in CreateJobRequest."""
+
+    @_builtins.property
+    def renditions(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Rendition]:
         """As in CreateJobRequest."""
 
     def __init__(
@@ -200,10 +214,11 @@ class PlanJobRequest(_message.Message):
         image_id: _builtins.str = ...,
         operations: _abc.Iterable[_operations_pb2.Operation] | None = ...,
         preset: _builtins.str = ...,
+        renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "operations", b"operations", "preset", b"preset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "operations", b"operations", "preset", b"preset", "renditions", b"renditions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -61,6 +61,7 @@ class PlanPipelineRequest(_message.Message):
 
     IMAGE_FIELD_NUMBER: _builtins.int
     OPERATIONS_FIELD_NUMBER: _builtins.int
+    RENDITIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def image(self) -> _image_pb2.Image:
         """The header facts of the source: format, width, height (as displayed), frame_count,
@@ -73,15 +74,20 @@ class PlanPipelineRequest(_message.Message):
         `convert.auto` must already be resolved.
         """
 
+    @_builtins.property
+    def renditions(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Rendition]:
+        """The job's renditions, presets expanded; each is planned after `operations`."""
+
     def __init__(
         self,
         *,
         image: _image_pb2.Image | None = ...,
         operations: _abc.Iterable[_operations_pb2.Operation] | None = ...,
+        renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "operations", b"operations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "operations", b"operations", "renditions", b"renditions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,6 +30,7 @@ class CreateJobRequest(_message.Message):
     OPERATIONS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     REQUEST_HASH_FIELD_NUMBER: _builtins.int
+    RENDITIONS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     idempotency_key: _builtins.str
     request_hash: _builtins.str
@@ -40,6 +41,10 @@ class CreateJobRequest(_message.Message):
 
     @_builtins.property
     def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Operation]: ...
+    @_builtins.property
+    def renditions(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Rendition]:
+        """Presets expanded (see pixmesh.common.v1.Job.renditions)."""
+
     def __init__(
         self,
         *,
@@ -48,10 +53,11 @@ class CreateJobRequest(_message.Message):
         operations: _abc.Iterable[_operations_pb2.Operation] | None = ...,
         idempotency_key: _builtins.str = ...,
         request_hash: _builtins.str = ...,
+        renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "image", b"image", "operations", b"operations", "request_hash", b"request_hash", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "image", b"image", "operations", b"operations", "renditions", b"renditions", "request_hash", b"request_hash", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,7 +2,7 @@ import pytest
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import InvalidArgument
-from services.runtime.pipeline import plan_stages, request_hash
+from services.runtime.pipeline import check_renditions, plan_stages, request_hash
 
 Op = operations_pb2.Operation
 
@@ -38,3 +38,61 @@ def test_request_hash_depends_on_image_and_every_op() -> None:
     assert base != request_hash(img, [resize(101)])
     assert base != request_hash(image_pb2.Image(image_id="img_2"), [resize(100)])
     assert base != request_hash(img, [resize(100), resize(100)])
+
+
+def rendition(name: str, *ops: Op) -> operations_pb2.Rendition:
+    return operations_pb2.Rendition(name=name, operations=ops)
+
+
+def test_renditions_hang_off_the_last_imaging_stage() -> None:
+    thumb, large = rendition("thumb", resize(100)), rendition("large", resize(1000))
+    stages = plan_stages([resize(2000)], [thumb, large])
+    assert [(s.service, len(s.operations), len(s.renditions)) for s in stages] == [
+        ("imaging", 1, 2)
+    ]
+    # After a stage of another service (or with no operations), a new imaging stage branches.
+    denoise = Op(denoise=operations_pb2.Denoise(auto=True))
+    stages = plan_stages([denoise], [thumb])
+    assert [(s.service, len(s.operations), len(s.renditions)) for s in stages] == [
+        ("inference", 1, 0),
+        ("imaging", 0, 1),
+    ]
+    assert [(s.service, len(s.renditions)) for s in plan_stages([], [thumb])] == [("imaging", 1)]
+
+
+@pytest.mark.parametrize(
+    ("renditions", "field", "reason"),
+    [
+        ([rendition("a"), rendition("b"), rendition("c")], "renditions", "TOO_MANY_RENDITIONS"),
+        ([rendition("Thumb")], "renditions[0].name", "BAD_RENDITION_NAME"),
+        ([rendition("")], "renditions[0].name", "BAD_RENDITION_NAME"),
+        ([rendition("a"), rendition("a")], "renditions[1].name", "DUPLICATE_RENDITION"),
+        (
+            [rendition("a", resize(10), Op(extract_metadata=operations_pb2.ExtractMetadata()))],
+            "renditions[0].operations[1]",
+            "NOT_A_RENDITION_OPERATION",
+        ),
+        ([rendition("a", Op())], "renditions[0].operations[0]", "UNKNOWN_OPERATION"),
+    ],
+)
+def test_bad_renditions_are_rejected_with_the_field_at_fault(
+    renditions: list[operations_pb2.Rendition], field: str, reason: str
+) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        check_renditions(renditions, max_renditions=2)
+    assert exc.value.reason == reason
+    assert exc.value.violations[0].field == field
+
+
+def test_good_renditions_pass() -> None:
+    check_renditions([rendition("thumb-1", resize(10)), rendition("full_size")], max_renditions=2)
+
+
+def test_request_hash_covers_renditions() -> None:
+    img = image_pb2.Image(image_id="img_1", sha256="ab")
+    plain = request_hash(img, [resize(100)])
+    with_one = request_hash(img, [resize(100)], [rendition("a", resize(10))])
+    assert plain == request_hash(img, [resize(100)], [])
+    assert (
+        len({plain, with_one, request_hash(img, [resize(100)], [rendition("b", resize(10))])}) == 3
+    )
