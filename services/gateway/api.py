@@ -71,6 +71,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
             request.idempotency_key,
             time_left(context, self.timeout),
             preset=request.preset,
+            renditions=request.renditions,
             accept=_header(context, "accept"),
         )
         return pb.CreateJobResponse(job=job)
@@ -84,6 +85,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
             request.operations,
             _header(context, "accept"),
             time_left(context, self.timeout),
+            request.renditions,
         )
 
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:

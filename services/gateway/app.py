@@ -41,9 +41,12 @@ def _fetch(stub: object, request: object) -> Fetch:
 
 def _planner(stub: imaging_pb2_grpc.ImagingServiceStub) -> Planner:
     async def plan(
-        image: image_pb2.Image, ops: Sequence[operations_pb2.Operation], timeout: float
+        image: image_pb2.Image,
+        ops: Sequence[operations_pb2.Operation],
+        renditions: Sequence[operations_pb2.Rendition],
+        timeout: float,
     ) -> operations_pb2.PipelinePlan:
-        req = imaging_pb2.PlanPipelineRequest(image=image, operations=ops)
+        req = imaging_pb2.PlanPipelineRequest(image=image, operations=ops, renditions=renditions)
         resp: imaging_pb2.PlanPipelineResponse = await stub.PlanPipeline(req, timeout=timeout)
         return resp.plan
 

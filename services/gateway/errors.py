@@ -19,9 +19,10 @@ def image_not_found(image_id: str) -> NotFound:
     return NotFound(message=f"image {image_id} not found", reason="IMAGE_NOT_FOUND")
 
 
-def operation_unavailable(index: int, name: str, why: str) -> FailedPrecondition:
+def operation_unavailable(field: str, name: str, why: str) -> FailedPrecondition:
+    """`field` is the operation's path, e.g. "operations[2]" or "renditions[0].operations[1]"."""
     return FailedPrecondition(
-        message=f"operations[{index}]: {name} is not available in this deployment: {why}",
+        message=f"{field}: {name} is not available in this deployment: {why}",
         reason="OPERATION_UNAVAILABLE",
         metadata={"operation": name},
     )

@@ -6,6 +6,10 @@ client's Accept header (Envoy passes HTTP headers to the gateway as gRPC metadat
 here, before the job is stored, so the job shows the concrete format and the workers never see
 `auto`. Only explicit media types count: browsers that can show AVIF or WebP say so, while `*/*`
 (curl, most libraries) promises nothing about formats.
+
+A job's renditions get the same treatment: each rendition's preset (imaging operations only) is
+expanded before its own operations, and `convert.auto` inside a rendition is resolved from the
+same Accept header.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from google.protobuf import json_format
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import invalid
+from services.runtime.pipeline import IMAGING, op_name, owner
 
 Operation = operations_pb2.Operation
+Rendition = operations_pb2.Rendition
 Format: TypeAlias = image_pb2.ImageFormat.ValueType
 
 PRESET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -54,14 +60,43 @@ def parse_presets(raw: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, l
 
 
 def expand(
-    presets: Mapping[str, Sequence[Operation]], preset: str, ops: Sequence[Operation]
+    presets: Mapping[str, Sequence[Operation]],
+    preset: str,
+    ops: Sequence[Operation],
+    field: str = "preset",
 ) -> list[Operation]:
+    """The preset's operations, then `ops`; `field` names the preset in an error."""
     if not preset:
         return list(ops)
     if preset not in presets:
         known = ", ".join(sorted(presets)) or "none are configured"
-        raise invalid("preset", f"unknown preset {preset!r} ({known})", "UNKNOWN_PRESET")
+        raise invalid(field, f"unknown preset {preset!r} ({known})", "UNKNOWN_PRESET")
     return [*presets[preset], *ops]
+
+
+def expand_renditions(
+    presets: Mapping[str, Sequence[Operation]], renditions: Sequence[Rendition]
+) -> list[Rendition]:
+    """Copies of `renditions` with each preset expanded (its operations first) and cleared.
+
+    A rendition runs imaging operations only, so a preset holding another service's operation
+    cannot be used in one; the error names the rendition's preset, not an operation the client
+    never wrote."""
+    out = []
+    for i, rendition in enumerate(renditions):
+        field = f"renditions[{i}].preset"
+        ops = expand(presets, rendition.preset, rendition.operations, field)
+        if rendition.preset:
+            for j, op in enumerate(presets[rendition.preset]):
+                if owner(op, j) != IMAGING:
+                    raise invalid(
+                        field,
+                        f"preset {rendition.preset!r} runs {op_name(op, j)}, which cannot run in"
+                        " a rendition (imaging operations only); use it as the job's preset",
+                        "NOT_A_RENDITION_OPERATION",
+                    )
+        out.append(Rendition(name=rendition.name, operations=ops))
+    return out
 
 
 def accepted_formats(accept: str | None) -> frozenset[Format]:
@@ -84,14 +119,17 @@ def auto_format(accepted: frozenset[Format], source: Format) -> Format:
     return _FALLBACK.get(source, image_pb2.JPEG)
 
 
-def resolve_auto(ops: Sequence[Operation], accept: str | None, source: Format) -> list[Operation]:
-    """A copy of `ops` with every `convert.auto` replaced by the format chosen from `accept`."""
+def resolve_auto(
+    ops: Sequence[Operation], accept: str | None, source: Format, prefix: str = ""
+) -> list[Operation]:
+    """A copy of `ops` with every `convert.auto` replaced by the format chosen from `accept`.
+    `prefix` goes before `operations[i]` in an error (e.g. "renditions[0].")."""
     accepted = accepted_formats(accept)
     out = []
     for i, op in enumerate(ops):
         if op.WhichOneof("op") == "convert" and op.convert.auto:
             if op.convert.format != image_pb2.IMAGE_FORMAT_UNSPECIFIED:
-                raise invalid(f"operations[{i}].convert.format", "must be unset with auto")
+                raise invalid(f"{prefix}operations[{i}].convert.format", "must be unset with auto")
             resolved = Operation()
             resolved.CopyFrom(op)
             resolved.convert.auto = False
@@ -99,3 +137,17 @@ def resolve_auto(ops: Sequence[Operation], accept: str | None, source: Format) -
             op = resolved
         out.append(op)
     return out
+
+
+def resolve_auto_renditions(
+    renditions: Sequence[Rendition], accept: str | None, source: Format
+) -> list[Rendition]:
+    """`resolve_auto` inside each rendition (presets already expanded)."""
+    return [
+        Rendition(
+            name=r.name,
+            operations=resolve_auto(r.operations, accept, source, f"renditions[{i}]."),
+            preset=r.preset,
+        )
+        for i, r in enumerate(renditions)
+    ]

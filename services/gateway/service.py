@@ -18,7 +18,13 @@ from services.gateway import errors
 from services.gateway.capabilities import CapabilityCache
 from services.gateway.events import UploadEvents
 from services.gateway.idempotency import IdempotencyCache
-from services.gateway.pipelines import expand, parse_presets, resolve_auto
+from services.gateway.pipelines import (
+    expand,
+    expand_renditions,
+    parse_presets,
+    resolve_auto,
+    resolve_auto_renditions,
+)
 from services.gateway.repository import GatewayRepository
 from services.gateway.settings import GatewaySettings
 from services.gateway.validation import (
@@ -29,21 +35,38 @@ from services.gateway.validation import (
 )
 from services.runtime.errors import InvalidArgument, from_rpc_error, invalid, rpc_errors
 from services.runtime.imageprobe import ProbeLimits, probe
-from services.runtime.pipeline import request_hash
+from services.runtime.pipeline import check_renditions, request_hash
 from services.runtime.storage import Storage, input_key
 
 log = logging.getLogger(__name__)
 
-# The imaging service's PlanPipeline: the exact checks and the predicted output. Raises
-# grpc.aio.AioRpcError like the stub it wraps.
+# The imaging service's PlanPipeline (image, operations, renditions, timeout): the exact checks
+# and the predicted output. Raises grpc.aio.AioRpcError like the stub it wraps.
 Planner = Callable[
-    [image_pb2.Image, Sequence[operations_pb2.Operation], float],
+    [
+        image_pb2.Image,
+        Sequence[operations_pb2.Operation],
+        Sequence[operations_pb2.Rendition],
+        float,
+    ],
     Awaitable[operations_pb2.PipelinePlan],
 ]
 
 INPUT_FORMATS = [
     f for f in image_pb2.ImageFormat.values() if f != image_pb2.IMAGE_FORMAT_UNSPECIFIED
 ]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a CreateJob or PlanJob turns into: the image, the pipeline that will run (presets
+    expanded, `convert.auto` resolved), the renditions likewise, and imaging's plan (None when
+    imaging could not plan and only the coarse checks ran)."""
+
+    image: image_pb2.Image
+    operations: list[operations_pb2.Operation]
+    renditions: list[operations_pb2.Rendition]
+    plan: operations_pb2.PipelinePlan | None
 
 
 @dataclass(frozen=True)
@@ -145,34 +168,47 @@ class GatewayService:
         image_id: str,
         preset: str,
         ops: Sequence[operations_pb2.Operation],
+        renditions: Sequence[operations_pb2.Rendition],
         accept: str | None,
         timeout: float,
         *,
         degrade: bool,
-    ) -> tuple[image_pb2.Image, list[operations_pb2.Operation], operations_pb2.PipelinePlan | None]:
-        """The image, the pipeline that will run (preset expanded, auto format chosen) and its
-        plan. With `degrade`, an unavailable imaging service falls back to the coarse checks
-        and the plan is None; otherwise its UNAVAILABLE is passed on."""
+    ) -> Resolved:
+        """The image, the pipeline and renditions that will run (presets expanded, auto format
+        chosen) and their plan. With `degrade`, an unavailable imaging service falls back to the
+        coarse checks and the plan is None; otherwise its UNAVAILABLE is passed on."""
         if not image_id:
             raise invalid("image_id", "required")
         image = await self.repo.get_image(tenant_id, image_id)
         if image is None:
             raise errors.image_not_found(image_id)
+        s = self.settings
         pipeline = resolve_auto(expand(self.presets, preset, ops), accept, image.format)
-        check_shape(pipeline, self.settings.max_operations)
-        check_available(pipeline, await self.capabilities.unavailable())
-        check_params(pipeline, self.settings.max_output_dimension, skip_imaging=True)
+        branches = resolve_auto_renditions(
+            expand_renditions(self.presets, renditions), accept, image.format
+        )
+        check_renditions(branches, s.max_renditions)
+        check_shape(pipeline, s.max_operations, branches)
+        unavailable = await self.capabilities.unavailable()
+        check_available(pipeline, unavailable)
+        for i, rendition in enumerate(branches):
+            check_available(rendition.operations, unavailable, f"renditions[{i}].")
+        check_params(pipeline, s.max_output_dimension, skip_imaging=True)
         try:
-            plan = await self.planner(image, pipeline, min(timeout, self.settings.plan_timeout_s))
+            plan = await self.planner(image, pipeline, branches, min(timeout, s.plan_timeout_s))
         except grpc.aio.AioRpcError as exc:
             if not degrade or exc.code() != grpc.StatusCode.UNAVAILABLE:
                 raise from_rpc_error(exc) from exc
             # Availability over precision: the worker runs the exact checks again and fails
             # the job with the same reason, so a job is not refused because imaging restarts.
             log.warning("imaging cannot plan; coarse checks only", extra={"image_id": image_id})
-            check_params(pipeline, self.settings.max_output_dimension)
-            return image, pipeline, None
-        return image, pipeline, plan
+            check_params(pipeline, s.max_output_dimension)
+            for i, rendition in enumerate(branches):
+                check_params(
+                    rendition.operations, s.max_output_dimension, prefix=f"renditions[{i}]."
+                )
+            return Resolved(image, pipeline, branches, None)
+        return Resolved(image, pipeline, branches, plan)
 
     async def plan_job(
         self,
@@ -182,11 +218,12 @@ class GatewayService:
         ops: Sequence[operations_pb2.Operation],
         accept: str | None,
         timeout: float,
+        renditions: Sequence[operations_pb2.Rendition] = (),
     ) -> gateway_pb2.PlanJobResponse:
-        image, _, plan = await self._resolve(
-            tenant_id, image_id, preset, ops, accept, timeout, degrade=False
+        resolved = await self._resolve(
+            tenant_id, image_id, preset, ops, renditions, accept, timeout, degrade=False
         )
-        return gateway_pb2.PlanJobResponse(image=image, plan=plan)
+        return gateway_pb2.PlanJobResponse(image=resolved.image, plan=resolved.plan)
 
     async def create_job(
         self,
@@ -197,14 +234,16 @@ class GatewayService:
         timeout: float,
         *,
         preset: str = "",
+        renditions: Sequence[operations_pb2.Rendition] = (),
         accept: str | None = None,
     ) -> job_pb2.Job:
         if len(idempotency_key) > 255:
             raise invalid("idempotency_key", "at most 255 characters")
-        image, ops, _ = await self._resolve(
-            tenant_id, image_id, preset, ops, accept, timeout, degrade=True
+        resolved = await self._resolve(
+            tenant_id, image_id, preset, ops, renditions, accept, timeout, degrade=True
         )
-        req_hash = request_hash(image, ops)
+        image = resolved.image
+        req_hash = request_hash(image, resolved.operations, resolved.renditions)
         if idempotency_key:
             seen = await self.idempotency.get(tenant_id, idempotency_key)
             if seen is not None:
@@ -215,7 +254,8 @@ class GatewayService:
         req = jobs_pb2.CreateJobRequest(
             tenant_id=tenant_id,
             image=image,
-            operations=ops,
+            operations=resolved.operations,
+            renditions=resolved.renditions,
             idempotency_key=idempotency_key,
             request_hash=req_hash,
         )
@@ -278,6 +318,7 @@ class GatewayService:
                 max_frames=s.max_frames,
                 max_output_dimension=s.max_output_dimension,
                 max_operations=s.max_operations,
+                max_renditions=s.max_renditions,
             ),
             input_formats=INPUT_FORMATS,
             output_formats=sorted(OUTPUT_FORMATS),

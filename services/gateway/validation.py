@@ -5,6 +5,10 @@ image's header); here are the ones it cannot do (1..max_operations ops, ops whos
 are unavailable, other services' parameters) and a coarse fallback of imaging's (sizes over the
 limits, formats we cannot write) for when the imaging service is unavailable. The workers validate
 again when they run, so nothing here is the last line of defence.
+
+A rendition's operations are checked like the job's, with field paths that name the rendition
+(`renditions[1].operations[0].resize.width`); the job's operations followed by any one
+rendition's must fit in max_operations.
 """
 
 from __future__ import annotations
@@ -42,11 +46,16 @@ def validate_pipeline(
     check_params(ops, max_dimension)
 
 
-def check_shape(ops: Sequence[operations_pb2.Operation], max_operations: int) -> None:
-    """1..max_operations operations."""
-    if not ops:
+def check_shape(
+    ops: Sequence[operations_pb2.Operation],
+    max_operations: int,
+    renditions: Sequence[operations_pb2.Rendition] = (),
+) -> None:
+    """1..max_operations operations (none are needed when there are renditions), and the job's
+    operations plus any one rendition's at most max_operations."""
+    if not ops and not renditions:
         raise InvalidArgument(
-            message="operations: at least one operation (or a preset) is required",
+            message="operations: at least one operation (or a preset, or renditions) is required",
             violations=(FieldViolation("operations", "at least one operation is required"),),
         )
     if len(ops) > max_operations:
@@ -55,31 +64,47 @@ def check_shape(ops: Sequence[operations_pb2.Operation], max_operations: int) ->
             reason="TOO_MANY_OPERATIONS",
             violations=(FieldViolation("operations", f"at most {max_operations}"),),
         )
+    for i, rendition in enumerate(renditions):
+        if len(ops) + len(rendition.operations) > max_operations:
+            field = f"renditions[{i}].operations"
+            problem = (
+                f"at most {max_operations} operations with the job's {len(ops)} (presets expanded)"
+            )
+            raise InvalidArgument(
+                message=f"{field}: {problem}",
+                reason="TOO_MANY_OPERATIONS",
+                violations=(FieldViolation(field, problem),),
+            )
 
 
 def check_available(
-    ops: Sequence[operations_pb2.Operation], unavailable: Mapping[str, str]
+    ops: Sequence[operations_pb2.Operation], unavailable: Mapping[str, str], prefix: str = ""
 ) -> None:
     """FailedPrecondition for an op that exists but cannot run here (`unavailable` maps op name
-    -> reason, from the workers' ListOperations)."""
+    -> reason, from the workers' ListOperations). `prefix` goes before `operations[i]`."""
     for i, op in enumerate(ops):
-        name = op_name(op, i)
+        name = op_name(op, i, prefix)
         if name in unavailable:
-            raise errors.operation_unavailable(i, name, unavailable[name])
+            raise errors.operation_unavailable(f"{prefix}operations[{i}]", name, unavailable[name])
 
 
 def check_params(
-    ops: Sequence[operations_pb2.Operation], max_dimension: int, *, skip_imaging: bool = False
+    ops: Sequence[operations_pb2.Operation],
+    max_dimension: int,
+    *,
+    skip_imaging: bool = False,
+    prefix: str = "",
 ) -> None:
     """Raise InvalidArgument listing every violation found without the image. `skip_imaging`
-    leaves imaging's operations to its exact PlanPipeline checks."""
+    leaves imaging's operations to its exact PlanPipeline checks; `prefix` goes before
+    `operations[i]` in the field paths (e.g. "renditions[0].")."""
     violations: list[FieldViolation] = []
     for i, op in enumerate(ops):
-        if skip_imaging and owner(op, i) == IMAGING:
+        if skip_imaging and owner(op, i, prefix) == IMAGING:
             continue
-        name = op_name(op, i)
+        name = op_name(op, i, prefix)
         for field, problem in _check(op, max_dimension):
-            violations.append(FieldViolation(f"operations[{i}].{name}.{field}", problem))
+            violations.append(FieldViolation(f"{prefix}operations[{i}].{name}.{field}", problem))
     if violations:
         raise InvalidArgument(
             message="; ".join(f"{v.field}: {v.description}" for v in violations),

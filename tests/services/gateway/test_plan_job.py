@@ -2,88 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-
 import grpc
 import pytest
 
-from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
-from pixmesh.jobs.v1 import jobs_pb2
-from services.gateway.service import GatewayService
-from services.gateway.settings import GatewaySettings
+from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import FailedPrecondition, InvalidArgument, ServiceError, invalid
-from services.runtime.server import status_details
-
-Op = operations_pb2.Operation
-IMAGE = image_pb2.Image(image_id="img_1", format=image_pb2.JPEG, width=4000, height=3000)
-THUMB = [{"resize": {"width": 200, "height": 200, "mode": "FILL"}}, {"convert": {"auto": True}}]
-
-
-def rpc_error(err: ServiceError) -> grpc.aio.AioRpcError:
-    trailers = grpc.aio.Metadata(
-        ("grpc-status-details-bin", status_details(err).SerializeToString())
-    )
-    return grpc.aio.AioRpcError(err.code, grpc.aio.Metadata(), trailers, err.message)
-
-
-class Planner:
-    """Imaging's PlanPipeline: records what it was asked, answers a plan or raises `error`."""
-
-    def __init__(self, error: grpc.aio.AioRpcError | None = None) -> None:
-        self.error = error
-        self.seen: list[list[Op]] = []
-
-    async def __call__(
-        self, image: image_pb2.Image, ops: Sequence[Op], timeout: float
-    ) -> operations_pb2.PipelinePlan:
-        assert image == IMAGE and 0 < timeout <= 3.0
-        self.seen.append(list(ops))
-        if self.error is not None:
-            raise self.error
-        return operations_pb2.PipelinePlan(
-            operations=[operations_pb2.PlannedOperation(operation=op) for op in ops],
-            output_width=200,
-            output_height=200,
-            output_format=[op.convert.format for op in ops if op.HasField("convert")][-1],
-        )
-
-
-class Repo:
-    async def get_image(self, tenant_id: str, image_id: str) -> image_pb2.Image | None:
-        return IMAGE if image_id == IMAGE.image_id else None
-
-
-class Capabilities:
-    async def unavailable(self) -> dict[str, str]:
-        return {"denoise": "no model loaded"}
-
-
-class Jobs:
-    def __init__(self) -> None:
-        self.created: list[jobs_pb2.CreateJobRequest] = []
-
-    async def CreateJob(
-        self, req: jobs_pb2.CreateJobRequest, timeout: float
-    ) -> jobs_pb2.CreateJobResponse:
-        self.created.append(req)
-        return jobs_pb2.CreateJobResponse(
-            job=job_pb2.Job(job_id="job_1", operations=req.operations)
-        )
-
-
-def gateway(planner: Planner, jobs: Jobs | None = None) -> GatewayService:
-    settings = GatewaySettings(presets=json.loads(json.dumps({"thumb": THUMB})))
-    return GatewayService(
-        settings,
-        Repo(),  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]  # idempotency: no keys in these tests
-        None,  # type: ignore[arg-type]  # storage
-        jobs or Jobs(),  # type: ignore[arg-type]
-        Capabilities(),  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]  # events
-        planner,
-    )
+from tests.services.gateway.fakes import IMAGE, Jobs, Op, Planner, gateway, rpc_error
 
 
 async def test_plan_job_expands_the_preset_resolves_auto_and_creates_nothing() -> None:
