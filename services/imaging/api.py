@@ -20,4 +20,5 @@ class ImagingApi(imaging_pb2_grpc.ImagingServiceServicer):
     async def PlanPipeline(
         self, request: pb.PlanPipelineRequest, context: Ctx
     ) -> pb.PlanPipelineResponse:
-        return pb.PlanPipelineResponse(plan=self.imaging.plan(request.image, request.operations))
+        plan = self.imaging.plan(request.image, request.operations, request.renditions)
+        return pb.PlanPipelineResponse(plan=plan)

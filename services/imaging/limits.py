@@ -17,6 +17,8 @@ class Limits:
     # Widest/tallest image any step may produce (WebP cannot exceed 16383).
     max_output_dimension: int = 8192
     max_operations: int = 16
+    # Outputs of one job (each rendition's pipeline must also fit max_operations).
+    max_renditions: int = 10
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -34,4 +36,5 @@ class Limits:
             max_frames=self.max_frames,
             max_output_dimension=self.max_output_dimension,
             max_operations=self.max_operations,
+            max_renditions=self.max_renditions,
         )

@@ -10,6 +10,16 @@ that need the whole pipeline (JPEG DCT scaling, output format, metadata, frames)
 An animation is decoded into all its frames (each one whole, as displayed), every operation runs
 on every frame, and the frames are encoded together with their durations: validation has already
 refused what cannot stay animated.
+
+`run_renditions` makes several outputs of one source (a job's renditions): it decodes once, runs
+the shared operations once, then for each rendition runs its own operations on the shared frames
+and encodes them:
+
+    probe → validate → decode → orient → colour → normalize → operations… → strip
+          → <name>.op0… → <name>.strip → <name>.encode   (for each rendition, in order)
+
+Operations never modify the image they are given (they return a new one, or the same one
+unchanged), so the renditions share the frames without copying them.
 """
 
 from __future__ import annotations
@@ -35,7 +45,15 @@ from services.imaging.errors import (
 )
 from services.imaging.limits import Limits
 from services.imaging.ops import Context, Size, resize
-from services.imaging.validation import Plan, check_operation, check_output, validate_pipeline
+from services.imaging.validation import (
+    Plan,
+    PlannedOp,
+    check_operation,
+    check_output,
+    in_rendition,
+    validate_pipeline,
+    validate_renditions,
+)
 from services.runtime import imageprobe
 from services.runtime.errors import DeadlineExceeded, InvalidArgument
 from services.runtime.imageprobe import Format, ImageHeader, extension_for, mime_for
@@ -74,6 +92,23 @@ class PipelineResult:
     frames: int = 1
 
 
+@dataclass(frozen=True)
+class RenditionsResult:
+    """What `run_renditions` returns: one result per rendition, in the renditions' order."""
+
+    renditions: tuple[tuple[str, PipelineResult], ...]
+    # Seconds spent in the steps before the renditions branch off (probe … shared operations).
+    shared_timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Every step in the order it ran; a rendition's steps are prefixed with its name."""
+        steps = dict(self.shared_timings)
+        for _, result in self.renditions:
+            steps.update(result.timings)
+        return steps
+
+
 def deadline_after(seconds: float | None) -> float | None:
     """The `deadline` argument of `run` for a budget of `seconds` from now (None: no deadline)."""
     return None if seconds is None else time.monotonic() + seconds
@@ -97,17 +132,60 @@ def run(
     with _tracer.start_as_current_span("imaging.pipeline") as span:
         span.set_attribute("pixmesh.operations", len(operations))
         result = _run(data, operations, limits, deadline, default_format)
-        span.set_attributes(
-            {
-                "pixmesh.output.format": mime_for(result.format),
-                "pixmesh.output.width": result.width,
-                "pixmesh.output.height": result.height,
-                "pixmesh.output.bytes": len(result.data),
-                "pixmesh.output.frames": result.frames,
-                "pixmesh.flattened": result.flattened,
-            }
-        )
+        span.set_attributes(output_attributes(result))
         return result
+
+
+def run_renditions(
+    data: bytes,
+    operations: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition],
+    *,
+    limits: Limits,
+    deadline: float | None = None,
+    default_format: Format | None = None,
+) -> RenditionsResult:
+    """Run the shared `operations` on `data` once, then each rendition's on their result.
+
+    Each rendition gives what `run(data, [*operations, *rendition.operations])` would (its
+    format too: without a convert of its own it keeps the one the shared operations choose),
+    but the source is decoded once, and a JPEG is DCT-scaled only as far as the largest
+    rendition allows. Every rendition is validated before anything is decoded; errors in a
+    rendition's operations name it (`renditions[1].operations[0].resize`).
+    """
+    with _tracer.start_as_current_span("imaging.pipeline") as span:
+        span.set_attributes(
+            {"pixmesh.operations": len(operations), "pixmesh.renditions": len(renditions)}
+        )
+        return _run_renditions(data, operations, renditions, limits, deadline, default_format)
+
+
+def output_attributes(result: PipelineResult) -> dict[str, str | int | bool]:
+    """Span attributes describing an output."""
+    return {
+        "pixmesh.output.format": mime_for(result.format),
+        "pixmesh.output.width": result.width,
+        "pixmesh.output.height": result.height,
+        "pixmesh.output.bytes": len(result.data),
+        "pixmesh.output.frames": result.frames,
+        "pixmesh.flattened": result.flattened,
+    }
+
+
+@dataclass
+class _Frames:
+    """The image between two steps."""
+
+    images: list[Image.Image]  # one per frame: one for a still image
+    durations: list[int]  # ms per frame, for animations
+    loop: int | None  # None: play once
+    # Of the pixels relative to the header's size: below 1 after a JPEG draft, until the first
+    # operation (a resize, planned on the header's size) has run.
+    scale: float = 1.0
+
+    def branch(self) -> _Frames:
+        """The same frames, for a rendition to replace with its own."""
+        return _Frames(list(self.images), list(self.durations), self.loop, self.scale)
 
 
 def _run(
@@ -123,62 +201,147 @@ def _run(
     try:
         with steps.step("validate"):
             plan = validate_pipeline(operations, header, limits, default_format=default_format)
-            options = plan.options
-        with steps.step("decode"), _decode_errors():
-            exif = _copyright(source) if options.keep_copyright else None
-            if plan.input_frames > 1:
-                scale = 1.0
-                frames, durations, loop = _frames(source, plan.input_frames)
-            else:
-                scale = _draft(source, header, plan)
-                source.load()
-                frames, durations, loop = [source], [], None
-        with steps.step("orient"):
-            frames = _orient(frames, header)
-        with steps.step("colour"):
-            frames = [to_srgb(f, keep_icc=options.keep_icc) for f in frames]
-            # Carried beside the pixels: operations that build new images drop `info`.
-            icc = frames[0].info.get("icc_profile") if options.keep_icc else None
-        with steps.step("normalize"):
-            frames = _normalize_all(frames)
-        for i, planned in enumerate(plan.operations):
-            with steps.step(f"op{i}.{planned.name}"):
-                if i == 0 and scale != 1.0:
-                    # Planned on the full-size header; the pixels were DCT-scaled by `scale`.
-                    assert isinstance(planned.params, operations_pb2.Resize)
-                    full = Size(header.width, header.height)
-                    frames = [resize.resize(frames[0], planned.params, full, scale)]
-                    continue
-                checked = check_operation(
-                    i, operations[i], Size.of(frames[0]), limits, frames=len(frames)
-                )
-                assert checked.spec is not None
-                if checked.spec.frames is not None:
-                    kept = checked.spec.frames(checked.params, len(frames))
-                    frames = [frames[k] for k in kept]
-                    durations = [durations[k] for k in kept] if durations else []
-                frames = [checked.spec.apply(f, checked.params) for f in frames]
-        if plan.output_size is None:
-            check_output(Size.of(frames[0]), limits)
-        with steps.step("strip"):
-            frames = [strip(f) for f in frames]
-        with steps.step("encode"):
-            img = frames[0]
-            alpha = img.mode in ("LA", "RGBA")
-            fmt = choose_format(plan.requested_format, header.format, alpha)
-            try:
-                icc = profile_for(icc, img.mode)
-                out = encode(
-                    frames, fmt, options, durations=durations, loop=loop, icc=icc, exif=exif
-                )
-            except MaxBytesUnreachable as exc:
-                assert plan.convert is not None  # validation allows max_bytes in a Convert only
-                ctx = Context(f"operations[{plan.convert.index}].convert", 0)
-                raise ctx.error(
-                    "max_bytes", f"{exc} (quality 1); raise max_bytes", MAX_BYTES_UNREACHABLE
-                ) from None
+        frames, exif, icc = _decode(source, header, [plan], steps)
+        _apply(frames, operations, plan.operations, header, limits, steps)
+        return _encode(frames, plan, header, limits, exif, icc, steps)
     finally:
         source.close()
+
+
+def _run_renditions(
+    data: bytes,
+    operations: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition],
+    limits: Limits,
+    deadline: float | None,
+    default_format: Format | None,
+) -> RenditionsResult:
+    steps = _Steps(deadline)
+    with steps.step("probe"):
+        header, source = imageprobe.open_image(data, limits.probe)
+    shared = len(operations)
+    results = []
+    try:
+        with steps.step("validate"):
+            plans = validate_renditions(
+                operations, renditions, header, limits, default_format=default_format
+            )
+        frames, exif, icc = _decode(source, header, plans, steps)
+        _apply(frames, operations, plans[0].operations[:shared], header, limits, steps)
+        with steps.step("strip"):
+            # Once for all renditions (a copy of the decoded file, without its metadata): the
+            # renditions' own strip steps then have nothing left to do on shared frames.
+            frames.images = [strip(f) for f in frames.images]
+        for i, (rendition, plan) in enumerate(zip(renditions, plans, strict=True)):
+            own = steps.child(rendition.name)
+            with (
+                in_rendition(i, shared),
+                _tracer.start_as_current_span("imaging.rendition") as span,
+            ):
+                span.set_attribute("pixmesh.rendition", rendition.name)
+                branch = frames.branch()
+                _apply(branch, rendition.operations, plan.operations[shared:], header, limits, own)
+                result = _encode(branch, plan, header, limits, exif, icc, own)
+                span.set_attributes(output_attributes(result))
+            results.append((rendition.name, result))
+    finally:
+        source.close()
+    return RenditionsResult(tuple(results), steps.timings)
+
+
+def _decode(
+    source: ImageFile.ImageFile, header: ImageHeader, plans: Sequence[Plan], steps: _Steps
+) -> tuple[_Frames, bytes | None, bytes | None]:
+    """decode → orient → colour → normalize, for the outputs of `plans` (they share the first
+    operations and agree on keep_icc). Returns the frames, the copyright EXIF to keep (read when
+    one of the plans keeps it) and the ICC profile (when kept)."""
+    keep_icc = plans[0].options.keep_icc
+    with steps.step("decode"), _decode_errors():
+        keep_copyright = any(plan.options.keep_copyright for plan in plans)
+        exif = _copyright(source) if keep_copyright else None
+        if plans[0].input_frames > 1:
+            scale = 1.0
+            images, durations, loop = _frames(source, plans[0].input_frames)
+        else:
+            scale = _draft(source, header, plans)
+            source.load()
+            images, durations, loop = [source], [], None
+    with steps.step("orient"):
+        images = _orient(images, header)
+    with steps.step("colour"):
+        images = [to_srgb(f, keep_icc=keep_icc) for f in images]
+        # Carried beside the pixels: operations that build new images drop `info`.
+        icc = images[0].info.get("icc_profile") if keep_icc else None
+    with steps.step("normalize"):
+        images = _normalize_all(images)
+    return _Frames(images, durations, loop, scale), exif, icc
+
+
+def _apply(
+    frames: _Frames,
+    operations: Sequence[operations_pb2.Operation],
+    planned: Sequence[PlannedOp],
+    header: ImageHeader,
+    limits: Limits,
+    steps: _Steps,
+) -> None:
+    """Run `operations` on `frames` (replacing its images); `planned` are their plans, whose
+    indexes are the operations' places in the whole pipeline."""
+    for i, (op, step) in enumerate(zip(operations, planned, strict=True)):
+        with steps.step(f"op{i}.{step.name}"):
+            if step.index == 0 and frames.scale != 1.0:
+                # Planned on the full-size header; the pixels were DCT-scaled by `scale`.
+                assert isinstance(step.params, operations_pb2.Resize)
+                full = Size(header.width, header.height)
+                frames.images = [resize.resize(frames.images[0], step.params, full, frames.scale)]
+                frames.scale = 1.0
+                continue
+            checked = check_operation(
+                step.index, op, Size.of(frames.images[0]), limits, frames=len(frames.images)
+            )
+            assert checked.spec is not None
+            if checked.spec.frames is not None:
+                kept = checked.spec.frames(checked.params, len(frames.images))
+                frames.images = [frames.images[k] for k in kept]
+                frames.durations = [frames.durations[k] for k in kept] if frames.durations else []
+            frames.images = [checked.spec.apply(f, checked.params) for f in frames.images]
+
+
+def _encode(
+    frames: _Frames,
+    plan: Plan,
+    header: ImageHeader,
+    limits: Limits,
+    exif: bytes | None,
+    icc: bytes | None,
+    steps: _Steps,
+) -> PipelineResult:
+    """strip → encode, as `plan` says (`exif` and `icc` as `_decode` returned them)."""
+    options = plan.options
+    if plan.output_size is None:
+        check_output(Size.of(frames.images[0]), limits)
+    with steps.step("strip"):
+        images = [strip(f) for f in frames.images]
+    with steps.step("encode"):
+        img = images[0]
+        alpha = img.mode in ("LA", "RGBA")
+        fmt = choose_format(plan.requested_format, header.format, alpha)
+        try:
+            out = encode(
+                images,
+                fmt,
+                options,
+                durations=frames.durations,
+                loop=frames.loop,
+                icc=profile_for(icc, img.mode),
+                exif=exif if options.keep_copyright else None,
+            )
+        except MaxBytesUnreachable as exc:
+            assert plan.convert is not None  # validation allows max_bytes in a Convert only
+            ctx = Context(f"operations[{plan.convert.index}].convert", 0)
+            raise ctx.error(
+                "max_bytes", f"{exc} (quality 1); raise max_bytes", MAX_BYTES_UNREACHABLE
+            ) from None
     return PipelineResult(
         data=out,
         format=fmt,
@@ -188,39 +351,53 @@ def _run(
         extension=extension_for(fmt),
         flattened=header.frame_count > plan.input_frames,
         timings=steps.timings,
-        frames=len(frames),
+        frames=len(images),
     )
 
 
 class _Steps:
-    def __init__(self, deadline: float | None) -> None:
+    """Times the steps (keys `prefix + name`, in order) and checks the deadline before each."""
+
+    def __init__(self, deadline: float | None, prefix: str = "") -> None:
         self.deadline = deadline
+        self.prefix = prefix
         self.timings: dict[str, float] = {}
+
+    def child(self, name: str) -> _Steps:
+        """The steps of rendition `name`, timed apart as `name.<step>`."""
+        return _Steps(self.deadline, f"{self.prefix}{name}.")
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        key = self.prefix + name
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise DeadlineExceeded(
-                message=f"the deadline passed before the {name} step", reason=DEADLINE_EXCEEDED
+                message=f"the deadline passed before the {key} step", reason=DEADLINE_EXCEEDED
             )
         start = time.perf_counter()
-        with _tracer.start_as_current_span(f"imaging.{name}"):
+        with _tracer.start_as_current_span(f"imaging.{key}"):
             yield
-        self.timings[name] = time.perf_counter() - start
+        self.timings[key] = time.perf_counter() - start
 
 
-def _draft(source: ImageFile.ImageFile, header: ImageHeader, plan: Plan) -> float:
+def _draft(source: ImageFile.ImageFile, header: ImageHeader, plans: Sequence[Plan]) -> float:
     """Let libjpeg decode at 1/2, 1/4 or 1/8 size when the first operation shrinks that much.
 
     Only for a leading resize: anything before it would work in full-size coordinates. The
     factor keeps the decoded image at least as large as the resize's output (no extra margin:
-    libjpeg's scaled IDCT is a proper low-pass, like libvips' shrink-on-load). Returns the scale
+    libjpeg's scaled IDCT is a proper low-pass, like libvips' shrink-on-load). With several
+    outputs of one decode (renditions), each must start with a resize and the least reduced one
+    decides, so that the largest output is as good as if it were made alone. Returns the scale
     of the decoded pixels (1.0 when not drafted); draft is a no-op for formats other than JPEG.
     """
-    if not plan.operations or not isinstance(plan.operations[0].params, operations_pb2.Resize):
-        return 1.0
-    reduction = resize.plan(plan.operations[0].params, Size(header.width, header.height)).reduction
-    factor = next((f for f in (8, 4, 2) if reduction >= f), 1)
+    full = Size(header.width, header.height)
+    factor = 8
+    for plan in plans:
+        first = plan.operations[0].params if plan.operations else None
+        if not isinstance(first, operations_pb2.Resize):
+            return 1.0
+        reduction = resize.plan(first, full).reduction
+        factor = min(factor, next((f for f in (8, 4, 2) if reduction >= f), 1))
     if factor == 1:
         return 1.0
     width, height = header.stored_size

@@ -13,11 +13,19 @@ because DnCNN on CPU costs two orders of magnitude more than a resize.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.imaging.limits import Limits
 from services.imaging.ops import Size
-from services.imaging.validation import Plan, animation_frames, validate_pipeline
+from services.imaging.validation import (
+    Plan,
+    PlannedOp,
+    animation_frames,
+    head,
+    validate_pipeline,
+    validate_renditions,
+)
 from services.runtime.errors import invalid
 from services.runtime.imageprobe import Format, ImageFormat, ImageHeader
 from services.runtime.pipeline import IMAGING, INFERENCE, owner
@@ -54,16 +62,71 @@ def plan_pipeline(
     operations: Sequence[operations_pb2.Operation],
     limits: Limits,
     default_format: Format | None = None,
+    *,
+    renditions: Sequence[operations_pb2.Rendition] = (),
 ) -> operations_pb2.PipelinePlan:
-    """Raise InvalidArgument (with the field at fault) unless the pipeline can run on `image`."""
+    """Raise InvalidArgument (with the field at fault) unless the pipeline can run on `image`.
+
+    With `renditions`, each is checked as the pipeline `operations` + its own (see
+    `validate_renditions`) and planned in `renditions`: its operations, output and cost, from
+    the result of `operations` on. The top level then describes that shared result (the size,
+    format and frames the renditions start from) and `estimated_cost` covers the whole job: the
+    source decoded once, the shared operations once, every rendition's operations and encoding.
+    """
     for i, op in enumerate(operations):
-        if op.WhichOneof("op") == "convert" and op.convert.auto:
-            # The gateway resolves it from the client's Accept header; a worker never sees it.
-            raise invalid(f"operations[{i}].convert.auto", "must be resolved before planning")
+        _check_resolved(op, f"operations[{i}]")
+    for i, rendition in enumerate(renditions):
+        for j, op in enumerate(rendition.operations):
+            _check_resolved(op, f"renditions[{i}].operations[{j}]")
     header = header_of(image)
-    plan = validate_pipeline(
-        operations, header, limits, allow_other_services=True, default_format=default_format
+    if not renditions:
+        plan = validate_pipeline(
+            operations, header, limits, allow_other_services=True, default_format=default_format
+        )
+        return _pipeline_plan(operations, plan, estimate_cost(header, operations, plan))
+    plans = validate_renditions(
+        operations,
+        renditions,
+        header,
+        limits,
+        allow_other_services=True,
+        default_format=default_format,
     )
+    shared = len(operations)
+    common = head(plans[0], shared, header, default_format)
+    start = _Work.start(header)
+    start.add(operations, common.operations)
+    planned = []
+    total = start.cost
+    for rendition, plan in zip(renditions, plans, strict=True):
+        work = _Work(start.size, start.frames)
+        work.add(rendition.operations, plan.operations[shared:])
+        work.encode(plan)
+        total = total + work.cost
+        planned.append(
+            operations_pb2.RenditionPlan(
+                name=rendition.name,
+                plan=_pipeline_plan(rendition.operations, plan, work.cost.proto(), shared),
+            )
+        )
+    result = _pipeline_plan(operations, common, total.proto())
+    result.renditions.extend(planned)
+    return result
+
+
+def _check_resolved(op: operations_pb2.Operation, path: str) -> None:
+    if op.WhichOneof("op") == "convert" and op.convert.auto:
+        # The gateway resolves it from the client's Accept header; a worker never sees it.
+        raise invalid(f"{path}.convert.auto", "must be resolved before planning")
+
+
+def _pipeline_plan(
+    operations: Sequence[operations_pb2.Operation],
+    plan: Plan,
+    cost: operations_pb2.PipelineCost,
+    first: int = 0,
+) -> operations_pb2.PipelinePlan:
+    """`plan`'s prediction for `operations`, which are its steps from index `first` on."""
     out = plan.output_size
     return operations_pb2.PipelinePlan(
         operations=[
@@ -73,50 +136,91 @@ def plan_pipeline(
                 width=step.size.width if step.size else 0,
                 height=step.size.height if step.size else 0,
             )
-            for op, step in zip(operations, plan.operations, strict=True)
+            for op, step in zip(operations, plan.operations[first:], strict=True)
         ],
         output_width=out.width if out else 0,
         output_height=out.height if out else 0,
         output_format=plan.output_format or image_pb2.IMAGE_FORMAT_UNSPECIFIED,
         output_frames=plan.output_frames,
-        estimated_cost=estimate_cost(header, operations, plan),
+        estimated_cost=cost,
     )
 
 
 def estimate_cost(
     header: ImageHeader, operations: Sequence[operations_pb2.Operation], plan: Plan
 ) -> operations_pb2.PipelineCost:
-    frames = animation_frames(header)
-    decoded = header.width * header.height * frames / 1e6
-    size: Size | None = Size(header.width, header.height)
-    processed = 0.0
-    cpu = DECODE_MS_PER_MP * decoded
-    for op, step in zip(operations, plan.operations, strict=True):
-        after = step.size or size  # unknown (after a trim): assume the size is kept
-        if size is None or after is None:
-            continue
-        mp = max(size.width * size.height, after.width * after.height) * frames / 1e6
-        service = owner(op, step.index)
-        if service == IMAGING:
-            processed += mp
-            cpu += OP_MS_PER_MP * mp
-        elif service == INFERENCE:
-            processed += mp
-            cpu += INFERENCE_MS_PER_MP * mp
-        size = after
-        # Animations: a `frames` op changes how many frames the later steps touch.
-        if step.spec is not None and step.spec.frames is not None:
-            frames = len(step.spec.frames(step.params, frames))
-    if size is not None:
+    """The cost of decoding, running `operations` (planned as `plan`) and encoding."""
+    work = _Work.start(header)
+    work.add(operations, plan.operations)
+    work.encode(plan)
+    return work.cost.proto()
+
+
+@dataclass(frozen=True)
+class _Cost:
+    decoded: float = 0.0  # megapixels
+    processed: float = 0.0  # megapixels
+    cpu: float = 0.0  # ms
+
+    def __add__(self, other: _Cost) -> _Cost:
+        return _Cost(
+            self.decoded + other.decoded,
+            self.processed + other.processed,
+            self.cpu + other.cpu,
+        )
+
+    def proto(self) -> operations_pb2.PipelineCost:
+        return operations_pb2.PipelineCost(
+            decoded_megapixels=round(self.decoded, 3),
+            processed_megapixels=round(self.processed, 3),
+            cpu_ms=max(1, round(self.cpu)),
+        )
+
+
+class _Work:
+    """The cost model, step by step: `size` and `frames` are those of the image so far."""
+
+    def __init__(self, size: Size | None, frames: int) -> None:
+        self.size = size
+        self.frames = frames
+        self.cost = _Cost()
+
+    @classmethod
+    def start(cls, header: ImageHeader) -> _Work:
+        """Decoding the source."""
+        work = cls(Size(header.width, header.height), animation_frames(header))
+        decoded = header.width * header.height * work.frames / 1e6
+        work.cost = _Cost(decoded=decoded, cpu=DECODE_MS_PER_MP * decoded)
+        return work
+
+    def add(
+        self, operations: Sequence[operations_pb2.Operation], steps: Sequence[PlannedOp]
+    ) -> None:
+        """Each operation, on the larger of its input and output."""
+        for op, step in zip(operations, steps, strict=True):
+            size = self.size
+            after = step.size or size  # unknown (after a trim): assume the size is kept
+            if size is None or after is None:
+                continue
+            mp = max(size.width * size.height, after.width * after.height) * self.frames / 1e6
+            service = owner(op, step.index)
+            if service == IMAGING:
+                self.cost += _Cost(processed=mp, cpu=OP_MS_PER_MP * mp)
+            elif service == INFERENCE:
+                self.cost += _Cost(processed=mp, cpu=INFERENCE_MS_PER_MP * mp)
+            self.size = after
+            # Animations: a `frames` op changes how many frames the later steps touch.
+            self.frames = step.frames or self.frames
+
+    def encode(self, plan: Plan) -> None:
+        """Encoding the output of `plan`."""
+        if self.size is None:
+            return
         fmt = plan.output_format
         per_mp = (
             DEFAULT_ENCODE_MS_PER_MP
             if fmt is None
             else ENCODE_MS_PER_MP.get(fmt, DEFAULT_ENCODE_MS_PER_MP)
         )
-        cpu += per_mp * size.width * size.height * plan.output_frames / 1e6
-    return operations_pb2.PipelineCost(
-        decoded_megapixels=round(decoded, 3),
-        processed_megapixels=round(processed, 3),
-        cpu_ms=max(1, round(cpu)),
-    )
+        mp = self.size.width * self.size.height * plan.output_frames / 1e6
+        self.cost += _Cost(cpu=per_mp * mp)

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from opentelemetry import trace
 
@@ -14,18 +15,26 @@ from services.imaging.encode import writable_formats
 from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
-from services.imaging.pipeline import PipelineResult, run
+from services.imaging.pipeline import (
+    PipelineResult,
+    RenditionsResult,
+    output_attributes,
+    run,
+    run_renditions,
+)
 from services.imaging.plan import plan_pipeline
-from services.runtime.imageprobe import Format, mime_for, readable_formats
+from services.runtime.imageprobe import Format, readable_formats
 
 _tracer = trace.get_tracer(__name__)
 
+R = TypeVar("R", PipelineResult, RenditionsResult)
+
 
 @dataclass(frozen=True)
-class ChildRun:
-    """What `run_in_child` sends back: the result, and when and where it ran (for the spans)."""
+class ChildRun(Generic[R]):
+    """What a child sends back: the result, and when and where it ran (for the spans)."""
 
-    result: PipelineResult
+    result: R
     started_ns: int  # time.time_ns() when the child began
     pid: int
 
@@ -36,10 +45,31 @@ def run_in_child(
     limits: Limits,
     deadline: float | None,
     default_format: Format | None,
-) -> ChildRun:
+) -> ChildRun[PipelineResult]:
     """The pipeline, as run in a child process (module-level, so that it pickles by name)."""
     started = time.time_ns()
     result = run(data, operations, limits=limits, deadline=deadline, default_format=default_format)
+    return ChildRun(result, started, os.getpid())
+
+
+def run_renditions_in_child(
+    data: bytes,
+    operations: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition],
+    limits: Limits,
+    deadline: float | None,
+    default_format: Format | None,
+) -> ChildRun[RenditionsResult]:
+    """`pipeline.run_renditions`, as run in a child process."""
+    started = time.time_ns()
+    result = run_renditions(
+        data,
+        operations,
+        renditions,
+        limits=limits,
+        deadline=deadline,
+        default_format=default_format,
+    )
     return ChildRun(result, started, os.getpid())
 
 
@@ -80,36 +110,73 @@ class ImagingProcessor:
             )
             result = child.result
             _record_steps(child.started_ns, result.timings)
+            span.set_attributes(output_attributes(result))
+            span.set_attribute("pixmesh.child.pid", child.pid)
+            return result
+
+    async def process_renditions(
+        self,
+        data: bytes,
+        operations: Sequence[operations_pb2.Operation],
+        renditions: Sequence[operations_pb2.Rendition],
+        deadline: float | None,
+        *,
+        default_format: Format | None = None,
+    ) -> RenditionsResult:
+        """Decode `data` once, run `operations`, then make every rendition from their result
+        (see `pipeline.run_renditions`), all in one child. The steps before the renditions
+        branch off are spans of the pipeline span; each rendition has a span with its own."""
+        with _tracer.start_as_current_span("imaging.pipeline") as span:
             span.set_attributes(
-                {
-                    "pixmesh.output.format": mime_for(result.format),
-                    "pixmesh.output.width": result.width,
-                    "pixmesh.output.height": result.height,
-                    "pixmesh.output.bytes": len(result.data),
-                    "pixmesh.flattened": result.flattened,
-                    "pixmesh.child.pid": child.pid,
-                }
+                {"pixmesh.operations": len(operations), "pixmesh.renditions": len(renditions)}
             )
+            child = await self._pool.run(
+                run_renditions_in_child,
+                data,
+                list(operations),
+                list(renditions),
+                self.limits,
+                deadline,
+                default_format or self.default_format,
+                deadline=deadline,
+            )
+            result = child.result
+            at = _record_steps(child.started_ns, result.shared_timings)
+            for name, output in result.renditions:
+                rendition = _tracer.start_span("imaging.rendition", start_time=at)
+                rendition.set_attribute("pixmesh.rendition", name)
+                rendition.set_attributes(output_attributes(output))
+                with trace.use_span(rendition, end_on_exit=False):
+                    at = _record_steps(at, output.timings)
+                rendition.end(end_time=at)
+            span.set_attribute("pixmesh.child.pid", child.pid)
             return result
 
     def capabilities(self) -> operations_pb2.Capabilities:
         return capabilities(self.limits)
 
     def plan(
-        self, image: image_pb2.Image, operations: Sequence[operations_pb2.Operation]
+        self,
+        image: image_pb2.Image,
+        operations: Sequence[operations_pb2.Operation],
+        renditions: Sequence[operations_pb2.Rendition] = (),
     ) -> operations_pb2.PipelinePlan:
         """Validate and predict a pipeline from header facts (cheap: no pixels, no pool)."""
-        return plan_pipeline(image, operations, self.limits, self.default_format)
+        return plan_pipeline(
+            image, operations, self.limits, self.default_format, renditions=renditions
+        )
 
 
-def _record_steps(started_ns: int, timings: Mapping[str, float]) -> None:
-    """One child span per pipeline step, laid end to end from the child's start (the steps run
-    back to back; what separates them is a few microseconds of bookkeeping)."""
+def _record_steps(started_ns: int, timings: Mapping[str, float]) -> int:
+    """One child span per pipeline step, laid end to end from `started_ns` (the steps run back
+    to back; what separates them is a few microseconds of bookkeeping). Returns when the last
+    one ends."""
     at = started_ns
     for name, seconds in timings.items():
         end = at + int(seconds * 1e9)
         _tracer.start_span(f"imaging.{name}", start_time=at).end(end_time=end)
         at = end
+    return at
 
 
 def capabilities(limits: Limits) -> operations_pb2.Capabilities:

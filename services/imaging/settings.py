@@ -28,6 +28,7 @@ class ImagingSettings(WorkerSettings):
             max_frames=self.max_frames,
             max_output_dimension=self.max_output_dimension,
             max_operations=self.max_operations,
+            max_renditions=self.max_renditions,
         )
 
     @property

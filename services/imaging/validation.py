@@ -10,12 +10,18 @@ frame and stay animated; the number of frames is tracked through the pipeline (t
 operation changes it), and an output format that cannot hold an animation is rejected rather
 than silently given the first frame. Other multi-image files (TIFF pages, HEIF collections) are
 still images of their first or primary picture.
+
+A job's renditions (`validate_renditions`) are each checked as one pipeline, the job's
+operations followed by the rendition's own, and errors in a rendition's part name its field
+(`renditions[1].operations[0].resize.width`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf.message import Message
@@ -31,9 +37,9 @@ from services.imaging.errors import (
 )
 from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY, Context, OpSpec, Size
-from services.runtime.errors import invalid
+from services.runtime.errors import FieldViolation, InvalidArgument, invalid
 from services.runtime.imageprobe import Format, ImageFormat, ImageHeader
-from services.runtime.pipeline import IMAGING, op_name, owner
+from services.runtime.pipeline import IMAGING, check_renditions, op_name, owner
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class PlannedOp:
     params: Message
     spec: OpSpec[Any] | None  # None: the operation runs on another service
     size: Size | None  # the image size after this operation, when it can be known
+    frames: int | None = 1  # frames after this operation (None: not known, without a header)
 
 
 @dataclass(frozen=True)
@@ -103,16 +110,11 @@ def validate_pipeline(
             index, op, size, limits, allow_other_services=allow_other_services, frames=frames
         )
         steps.append(step)
-        size = step.size
-        if frames is not None and step.spec is not None and step.spec.frames is not None:
-            frames = len(step.spec.frames(step.params, frames))
+        size, frames = step.size, step.frames
     if size is not None:
         check_output(size, limits)
-    convert = last_convert(steps)
-    requested = _format_of(convert) if convert else default_format
-    if convert is None and frames and frames > 1 and requested not in ANIMATED:
-        requested = None  # a deployment's default format does not flatten animations
-    fmt = choose_format(requested, header.format, None) if header else requested
+    plan = _plan(tuple(steps), size, header, default_format, input_frames or 1, frames)
+    convert, fmt = plan.convert, plan.output_format
     if frames and frames > 1 and fmt is not None and fmt not in ANIMATED:
         where = f"operations[{convert.index}].convert.format" if convert else "operations"
         names = ", ".join(sorted(ImageFormat.Name(f) for f in ANIMATED))
@@ -123,7 +125,132 @@ def validate_pipeline(
             '{"frames": {"count": 1}}',
             ANIMATION_UNSUPPORTED,
         )
-    return Plan(tuple(steps), size, fmt, requested, convert, input_frames or 1, frames or 1)
+    return plan
+
+
+def _plan(
+    steps: tuple[PlannedOp, ...],
+    size: Size | None,
+    header: ImageHeader | None,
+    default_format: Format | None,
+    input_frames: int,
+    frames: int | None,
+) -> Plan:
+    """The Plan of `steps`, deciding the output format (nothing is checked here)."""
+    convert = last_convert(steps)
+    requested = _format_of(convert) if convert else default_format
+    if convert is None and frames and frames > 1 and requested not in ANIMATED:
+        requested = None  # a deployment's default format does not flatten animations
+    fmt = choose_format(requested, header.format, None) if header else requested
+    return Plan(steps, size, fmt, requested, convert, input_frames, frames or 1)
+
+
+def head(
+    plan: Plan, count: int, header: ImageHeader | None, default_format: Format | None = None
+) -> Plan:
+    """The plan of the first `count` operations of `plan`, which has been validated: e.g. the
+    result that a job's renditions start from (its output size and format are not checked,
+    since it is not encoded)."""
+    steps = plan.operations[:count]
+    if steps:
+        size, frames = steps[-1].size, steps[-1].frames
+    else:
+        size = Size(header.width, header.height) if header else None
+        frames = plan.input_frames if header else None
+    return _plan(steps, size, header, default_format, plan.input_frames, frames)
+
+
+def validate_renditions(
+    operations: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition],
+    header: ImageHeader | None,
+    limits: Limits,
+    *,
+    allow_other_services: bool = False,
+    default_format: Format | None = None,
+) -> tuple[Plan, ...]:
+    """The plan of each rendition, in order: `operations`, then the rendition's, as one pipeline.
+
+    Raises InvalidArgument (with the offending field) unless every rendition can run: names and
+    count as `services.runtime.pipeline.check_renditions` wants them, each whole pipeline valid
+    and within max_operations. The renditions must also agree on Convert.keep_icc: the colour
+    step runs once, before the shared operations.
+    """
+    if not renditions:
+        raise invalid("renditions", "at least one rendition is needed")
+    check_renditions(renditions, limits.max_renditions)
+    shared = len(operations)
+    if shared > limits.max_operations:
+        raise invalid(
+            "operations",
+            f"{shared} operations; the limit is {limits.max_operations}",
+            TOO_MANY_OPERATIONS,
+        )
+    plans = []
+    for i, rendition in enumerate(renditions):
+        own = len(rendition.operations)
+        if shared + own > limits.max_operations:
+            raise invalid(
+                f"renditions[{i}].operations",
+                f"{shared} operations before the rendition's {own}; the limit is "
+                f"{limits.max_operations} for both together",
+                TOO_MANY_OPERATIONS,
+            )
+        with in_rendition(i, shared):
+            plans.append(
+                validate_pipeline(
+                    [*operations, *rendition.operations],
+                    header,
+                    limits,
+                    allow_other_services=allow_other_services,
+                    default_format=default_format,
+                )
+            )
+    keep_icc = plans[0].options.keep_icc
+    for i, plan in enumerate(plans):
+        if plan.options.keep_icc != keep_icc:
+            own_convert = plan.convert is not None and plan.convert.index >= shared
+            path = f"renditions[{i}].operations"
+            if plan.convert is not None and own_convert:
+                path += f"[{plan.convert.index - shared}].convert.keep_icc"
+            raise invalid(
+                path,
+                "every rendition must keep the ICC profile, or none: the colour step runs once, "
+                "before the job's operations",
+            )
+    return tuple(plans)
+
+
+@contextmanager
+def in_rendition(index: int, shared: int) -> Iterator[None]:
+    """Name the request's field in an InvalidArgument raised for rendition `index`'s pipeline
+    (`shared` operations of the job, then the rendition's): `operations[shared + j]` is
+    `renditions[index].operations[j]`, and a fault of the whole pipeline (its length, its
+    output) is the rendition's. Faults of the shared operations keep their field."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        violations = tuple(
+            FieldViolation(_rendition_field(v.field, index, shared), v.description)
+            for v in exc.violations
+        )
+        message = exc.message
+        for old, new in zip(exc.violations, violations, strict=True):
+            if old.field != new.field and message.startswith(old.field):
+                message = new.field + message[len(old.field) :]
+        raise replace(exc, message=message, violations=violations) from exc
+
+
+_OPERATION = re.compile(r"operations\[(\d+)\]")
+
+
+def _rendition_field(path: str, index: int, shared: int) -> str:
+    if path == "operations":
+        return f"renditions[{index}].operations"
+    match = _OPERATION.match(path)
+    if match is None or int(match[1]) < shared:
+        return path
+    return f"renditions[{index}].operations[{int(match[1]) - shared}]{path[match.end() :]}"
 
 
 def check_operation(
@@ -144,7 +271,7 @@ def check_operation(
             raise invalid(
                 path, f"runs on the {service} service, not imaging", UNSUPPORTED_OPERATION
             )
-        return PlannedOp(index, name, params, None, size)
+        return PlannedOp(index, name, params, None, size, frames)
     spec = REGISTRY.get(name)
     if spec is None:
         raise invalid(path, "not supported by this imaging service", UNKNOWN_OPERATION)
@@ -152,7 +279,9 @@ def check_operation(
     out = spec.validate(params, size, ctx)
     if out is not None:
         _check_growth(size, out, limits, ctx)
-    return PlannedOp(index, name, params, spec, out)
+    if frames is not None and spec.frames is not None:
+        frames = len(spec.frames(params, frames))
+    return PlannedOp(index, name, params, spec, out, frames)
 
 
 def check_output(size: Size, limits: Limits) -> None:

@@ -22,7 +22,7 @@ from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2
 from pixmesh.events.v1 import events_pb2
 from services.runtime import bus as busmod
 from services.runtime.bus import Bus, Consumer, Delivery
-from services.runtime.errors import DeadlineExceeded, InvalidArgument, ServiceError
+from services.runtime.errors import DeadlineExceeded, Internal, InvalidArgument, ServiceError
 from services.runtime.settings import WorkerSettings
 from services.runtime.storage import Storage, output_key
 
@@ -39,11 +39,16 @@ class ImageResult:
 
 @dataclass(frozen=True)
 class StageResult:
-    """What a processor returns: an image, metadata, or both, and how its operations ran."""
+    """What a processor returns: an image, metadata, or both, and how its operations ran.
+
+    A stage with renditions returns one image per rendition instead, in the task's order,
+    each with the rendition's name.
+    """
 
     image: ImageResult | None = None
     metadata: metadata_pb2.ImageMetadata | None = None
     reports: Sequence[job_pb2.OperationReport] = ()
+    renditions: Sequence[tuple[str, ImageResult]] = ()
 
 
 Processor = Callable[[events_pb2.Task, bytes], Awaitable[StageResult]]
@@ -108,26 +113,38 @@ class TaskWorker:
         result = await self.process(task, data)
         completed = events_pb2.TaskCompleted()
         if result.image is not None:
-            img = result.image
-            spec = b"".join(op.SerializeToString(deterministic=True) for op in task.operations)
-            key = output_key(task.input_key, spec, img.extension)
-            if not await self.storage.exists(key):
-                await self.storage.put(key, img.data, img.content_type)
-            completed.output_key = key
-            completed.output.CopyFrom(
-                job_pb2.Output(
-                    format=img.format,
-                    content_type=img.content_type,
-                    width=img.width,
-                    height=img.height,
-                    size_bytes=len(img.data),
-                    sha256=hashlib.sha256(img.data).hexdigest(),
-                )
+            completed.output_key, output = await self._store(task, stage_spec(task), result.image)
+            completed.output.CopyFrom(output)
+        names = [name for name, _ in result.renditions]
+        if names and names != [r.name for r in task.renditions]:
+            raise Internal(
+                message=f"the stage made renditions {names}, not the task's", retryable=False
             )
+        for index, (name, img) in enumerate(result.renditions):
+            key, output = await self._store(task, rendition_spec(task, name), img)
+            output.index = index
+            output.rendition = name
+            completed.rendition_outputs.append(events_pb2.RenditionOutput(key=key, output=output))
         if result.metadata is not None:
             completed.metadata.CopyFrom(result.metadata)
         completed.reports.extend(result.reports)
         await self._emit(task, "completed", completed=completed)
+
+    async def _store(
+        self, task: events_pb2.Task, spec: bytes, img: ImageResult
+    ) -> tuple[str, job_pb2.Output]:
+        """Store `img` under its content-addressed key (once) and describe it."""
+        key = output_key(task.input_key, spec, img.extension)
+        if not await self.storage.exists(key):
+            await self.storage.put(key, img.data, img.content_type)
+        return key, job_pb2.Output(
+            format=img.format,
+            content_type=img.content_type,
+            width=img.width,
+            height=img.height,
+            size_bytes=len(img.data),
+            sha256=hashlib.sha256(img.data).hexdigest(),
+        )
 
     async def give_up(self, delivery: Delivery, err: ServiceError) -> None:
         error = job_pb2.JobError(code=err.code.name, reason=err.reason, message=err.message)
@@ -159,6 +176,19 @@ class TaskWorker:
         )
         kind = suffix.split(".", 1)[0]
         await self.bus.publish(busmod.task_event_subject(kind), event, msg_id=event_id)
+
+
+def stage_spec(task: events_pb2.Task) -> bytes:
+    """What a stage's output key stands for besides its input: the stage's operations."""
+    return b"".join(op.SerializeToString(deterministic=True) for op in task.operations)
+
+
+def rendition_spec(task: events_pb2.Task, name: str) -> bytes:
+    """What rendition `name`'s output key stands for: the stage's operations, all its renditions
+    (the largest decides how far a JPEG is scaled while decoding, so a rendition's pixels depend
+    on its siblings) and the name."""
+    whole = events_pb2.Task(operations=task.operations, renditions=task.renditions)
+    return whole.SerializeToString(deterministic=True) + b"\0" + name.encode()
 
 
 def _parse(delivery: Delivery) -> events_pb2.Task:
