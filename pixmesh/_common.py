@@ -24,7 +24,7 @@ import mimetypes
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import BinaryIO, TypedDict
 from uuid import uuid4
 
-from pixmesh import errors
+from pixmesh import errors, ops
 from pixmesh.common.v1.job_pb2 import Job
+from pixmesh.common.v1.operations_pb2 import Operation, Rendition
 from pixmesh.gateway.v1 import gateway_pb2
 
 DEFAULT_TARGET = "127.0.0.1:8080"
@@ -206,6 +207,30 @@ def search_request(page_size: int, filters: SearchFilters) -> gateway_pb2.Search
 def is_pending(error: errors.PixmeshError, deadline: Deadline) -> bool:
     """Whether to ask for an image's metadata again (it is being extracted, time is left)."""
     return error.reason == METADATA_PENDING and deadline.left() > METADATA_POLL_S
+
+
+def job_pipeline(
+    operations: Iterable[ops.OperationLike], preset: str, renditions: ops.RenditionsLike | None
+) -> tuple[list[Operation], list[Rendition]]:
+    """The operations and renditions of a CreateJob/PlanJob, checked before any call: a job
+    needs operations, a preset or renditions."""
+    pipeline = ops.coerce(operations, allow_empty=True)
+    branches = ops.coerce_renditions(renditions)
+    if not (pipeline or preset or branches):
+        raise ValueError("a job needs operations, a preset or renditions")
+    return pipeline, branches
+
+
+def rendition_index(job: Job, rendition: str) -> int:
+    """The index of the output a rendition produced, from the job's outputs."""
+    for output in job.outputs:
+        if output.rendition == rendition:
+            return output.index
+    names = ", ".join(repr(o.rendition) for o in job.outputs if o.rendition) or "none"
+    raise errors.NotFound(
+        f"job {job.job_id} has no output of rendition {rendition!r} (outputs: {names})",
+        reason="OUTPUT_NOT_FOUND",
+    )
 
 
 def new_idempotency_key() -> str:

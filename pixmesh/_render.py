@@ -31,8 +31,12 @@ def extension(output: Output) -> str:
 
 
 def output_name(stem: str, output: Output, count: int) -> str:
-    """<stem>.<ext> for a single output, <stem>-<index>.<ext> when there are several."""
-    suffix = "" if count == 1 else f"-{output.index}"
+    """<stem>-<rendition>.<ext> for a rendition's output; otherwise <stem>.<ext> for a single
+    output, <stem>-<index>.<ext> when there are several."""
+    if output.rendition:
+        suffix = f"-{output.rendition}"
+    else:
+        suffix = "" if count == 1 else f"-{output.index}"
     return f"{stem}{suffix}.{extension(output)}"
 
 
@@ -112,7 +116,7 @@ def operations_table(resp: ListOperationsResponse) -> Iterator[str]:
     yield (
         f"limits: {limits.max_input_bytes} bytes, {limits.max_pixels} pixels, "
         f"{limits.max_frames} frames, {limits.max_output_dimension} px per side, "
-        f"{limits.max_operations} operations"
+        f"{limits.max_operations} operations, {limits.max_renditions} renditions"
     )
     yield "input formats: " + _formats(resp.input_formats)
     yield "output formats: " + _formats(resp.output_formats)

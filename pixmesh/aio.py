@@ -32,8 +32,10 @@ from pixmesh._common import (
     UploadSource,
     is_pending,
     is_terminal,
+    job_pipeline,
     job_state,
     new_idempotency_key,
+    rendition_index,
     retry_delay,
     search_request,
     write_atomically,
@@ -116,17 +118,20 @@ class AsyncClient:
     async def create_job(
         self,
         image_id: str,
-        operations: Iterable[ops.OperationLike],
+        operations: Iterable[ops.OperationLike] = (),
         idempotency_key: str | None = None,
         *,
         preset: str = "",
+        renditions: ops.RenditionsLike | None = None,
         timeout: float | None = None,
     ) -> Job:
+        pipeline, branches = job_pipeline(operations, preset, renditions)
         request = gw.CreateJobRequest(
             image_id=image_id,
-            operations=ops.coerce(operations),
+            operations=pipeline,
             idempotency_key=idempotency_key or new_idempotency_key(),
             preset=preset,
+            renditions=branches,
         )
         resp: gw.CreateJobResponse = await self._unary(self._stub.CreateJob, request, timeout)
         return resp.job
@@ -137,11 +142,14 @@ class AsyncClient:
         operations: Iterable[ops.OperationLike] = (),
         *,
         preset: str = "",
+        renditions: ops.RenditionsLike | None = None,
         timeout: float | None = None,
     ) -> gw.PlanJobResponse:
-        """Dry run: the resolved operations, output size and format, and an estimated cost."""
+        """Dry run: the resolved operations, output size and format, and an estimated cost
+        (with renditions, `plan.renditions` holds each one's plan)."""
+        pipeline, branches = job_pipeline(operations, preset, renditions)
         request = gw.PlanJobRequest(
-            image_id=image_id, operations=ops.coerce(operations), preset=preset
+            image_id=image_id, operations=pipeline, preset=preset, renditions=branches
         )
         resp: gw.PlanJobResponse = await self._unary(self._stub.PlanJob, request, timeout)
         return resp
@@ -209,8 +217,15 @@ class AsyncClient:
         return resp.job
 
     async def download_output(
-        self, job_id: str, index: int = 0, *, timeout: float | None = None
+        self,
+        job_id: str,
+        index: int = 0,
+        *,
+        rendition: str | None = None,
+        timeout: float | None = None,
     ) -> bytes:
+        if rendition is not None:
+            index = rendition_index(await self.get_job(job_id, timeout=timeout), rendition)
         request = gw.DownloadOutputRequest(job_id=job_id, index=index)
         resp: gw.DownloadOutputResponse = await self._unary(
             self._stub.DownloadOutput, request, timeout
@@ -223,9 +238,10 @@ class AsyncClient:
         path: str | os.PathLike[str],
         index: int = 0,
         *,
+        rendition: str | None = None,
         timeout: float | None = None,
     ) -> Path:
-        data = await self.download_output(job_id, index, timeout=timeout)
+        data = await self.download_output(job_id, index, rendition=rendition, timeout=timeout)
         return await asyncio.to_thread(write_atomically, Path(path), data)
 
     async def list_operations(self, *, timeout: float | None = None) -> gw.ListOperationsResponse:
@@ -287,15 +303,19 @@ class AsyncClient:
     async def process(
         self,
         source: Source,
-        operations: Iterable[ops.OperationLike],
+        operations: Iterable[ops.OperationLike] = (),
         *,
+        preset: str = "",
+        renditions: ops.RenditionsLike | None = None,
         filename: str | None = None,
         idempotency_key: str | None = None,
         on_update: Callable[[Job], None] | None = None,
     ) -> Job:
-        pipeline = ops.coerce(operations)
+        pipeline, branches = job_pipeline(operations, preset, renditions)
         image = await self.upload(source, filename)
-        job = await self.create_job(image.image_id, pipeline, idempotency_key)
+        job = await self.create_job(
+            image.image_id, pipeline, idempotency_key, preset=preset, renditions=branches
+        )
         if on_update:
             on_update(job)
         if is_terminal(job):

@@ -1,8 +1,12 @@
 """The `pixmesh` command line, built on `pixmesh.Client`.
 
     pixmesh process photo.jpg --op resize=800x600 --op convert=webp -o out/
+    pixmesh process photo.jpg --rendition "thumb=resize=200x200,fill;convert=webp" \
+        --rendition "large=resize=1600x" -o out/
+    pixmesh plan IMAGE_ID --op resize=800x --rendition "thumb=resize=200x200,fill"
     pixmesh jobs list --state running
     pixmesh download JOB_ID -i 0 -o photo.webp
+    pixmesh download JOB_ID --all -o out/
 
 Results go to stdout, progress and errors to stderr. Exit status: 0 on success, 1 when a call or
 the job failed, 2 for a usage error, 130 when interrupted.
@@ -39,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command: Command = args.command
+    if command in (_process, _plan) and not (args.op or args.preset or args.rendition):
+        parser.error("give at least one --op, a --preset or a --rendition")
     try:
         with Client(args.target, args.api_key, timeout=args.timeout) as client:
             return command(client, args)
@@ -72,18 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
         "process", parents=[common], help="upload, run a pipeline, download the outputs"
     )
     process.add_argument("file", help="image to process")
-    process.add_argument(
-        "--op",
-        action="append",
-        required=True,
-        type=_operation,
-        metavar="OP",
-        help="operation, repeatable, in order: resize=800x600[,fill|force][,enlarge], "
-        "crop=X,Y,W,H, rotate=90, flip=vertical, convert=webp[:80], metadata, denoise=auto",
-    )
+    _add_pipeline(process)
     process.add_argument("-o", "--output", default=".", help="directory for outputs (default .)")
     process.add_argument("--idempotency-key", help="reuse to make a retried command safe")
     process.set_defaults(command=_process)
+
+    plan = commands.add_parser(
+        "plan", parents=[common], help="dry run: what a pipeline would do to an uploaded image"
+    )
+    plan.add_argument("image_id", help="an uploaded image (see `pixmesh upload`)")
+    _add_pipeline(plan)
+    plan.set_defaults(command=_plan)
 
     upload = commands.add_parser("upload", parents=[common], help="upload an image")
     upload.add_argument("file")
@@ -104,10 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("job_id")
         sub.set_defaults(command=handler)
 
-    download = commands.add_parser("download", parents=[common], help="download an output")
+    download = commands.add_parser("download", parents=[common], help="download outputs")
     download.add_argument("job_id")
-    download.add_argument("-i", "--index", type=int, default=0, help="output index (default 0)")
-    download.add_argument("-o", "--output", help="file to write, - for stdout")
+    which = download.add_mutually_exclusive_group()
+    which.add_argument("-i", "--index", type=int, default=0, help="output index (default 0)")
+    which.add_argument("-r", "--rendition", help="the output of this rendition")
+    which.add_argument(
+        "--all", action="store_true", help="every output, into the directory -o (default .)"
+    )
+    download.add_argument("-o", "--output", help="file to write, - for stdout (with --all: a dir)")
     download.set_defaults(command=_download)
 
     operations = commands.add_parser("ops", parents=[common], help="list supported operations")
@@ -137,11 +147,44 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+def _add_pipeline(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--op",
+        action="append",
+        default=[],
+        type=_operation,
+        metavar="OP",
+        help="operation, repeatable, in order: resize=800x600[,fill|force|fill_down|auto]"
+        "[,enlarge], crop=X,Y,W,H, rotate=90, flip=vertical, convert=webp[:80], metadata, "
+        "denoise=auto, blur=2, sharpen, pixelate=12, adjust=contrast:20, grayscale, sepia, "
+        "round_corners=16, trim, pad=10, extend=1000x1000, frames=0,1, redact=X,Y,W,H "
+        "(see pixmesh.ops.parse)",
+    )
+    parser.add_argument("--preset", default="", help="a named preset; its operations run first")
+    parser.add_argument(
+        "--rendition",
+        action="append",
+        default=[],
+        type=_rendition,
+        metavar="NAME=OP[;OP...]",
+        help="repeatable: one more output, made by imaging operations (separated by ';') "
+        "after the --op ones, e.g. 'thumb=resize=200x200,fill;convert=webp'; '@PRESET' "
+        "names a preset",
+    )
+
+
 def _operation(text: str) -> ops.Operation:
     try:
         return ops.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None  # argparse hides a plain ValueError
+
+
+def _rendition(text: str) -> ops.Rendition:
+    try:
+        return ops.parse_rendition(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -154,20 +197,37 @@ def _process(client: Client, args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr)
     try:
         job = client.process(
-            source, args.op, idempotency_key=args.idempotency_key, on_update=progress.update
+            source,
+            args.op,
+            preset=args.preset,
+            renditions=args.rendition,
+            idempotency_key=args.idempotency_key,
+            on_update=progress.update,
         )
     finally:
         progress.finish()
     if job.state != Job.SUCCEEDED:
         return _job_failed(job)
+    _save_all(client, job, out_dir, source.stem, source)
+    if job.HasField("metadata"):
+        print(to_json(job.metadata))
+    return 0
+
+
+def _save_all(
+    client: Client, job: Job, out_dir: Path, stem: str, source: Path | None = None
+) -> None:
     for output in job.outputs:
-        path = out_dir / output_name(source.stem, output, len(job.outputs))
-        if path.resolve() == source.resolve():
+        path = out_dir / output_name(stem, output, len(job.outputs))
+        if source is not None and path.resolve() == source.resolve():
             path = path.with_stem(path.stem + "-out")  # never overwrite the input
         client.save_output(job.job_id, path, output.index)
         print(f"saved {path} ({output.width}x{output.height}, {output.size_bytes} bytes)")
-    if job.HasField("metadata"):
-        print(to_json(job.metadata))
+
+
+def _plan(client: Client, args: argparse.Namespace) -> int:
+    resp = client.plan_job(args.image_id, args.op, preset=args.preset, renditions=args.rendition)
+    print(to_json(resp))
     return 0
 
 
@@ -208,19 +268,38 @@ def _jobs_cancel(client: Client, args: argparse.Namespace) -> int:
 
 
 def _download(client: Client, args: argparse.Namespace) -> int:
+    if args.all:
+        if args.output == "-":
+            raise ValueError("--all writes files: give a directory with -o")
+        job = client.get_job(args.job_id)
+        if not job.outputs:
+            raise ValueError(f"job {args.job_id} has no outputs ({Job.State.Name(job.state)})")
+        out_dir = Path(args.output or ".")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _save_all(client, job, out_dir, args.job_id)
+        return 0
     if args.output == "-":
-        sys.stdout.buffer.write(client.download_output(args.job_id, args.index))
+        data = client.download_output(args.job_id, args.index, rendition=args.rendition)
+        sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return 0
     if args.output:
-        path = Path(args.output)
+        path = client.save_output(
+            args.job_id, Path(args.output), args.index, rendition=args.rendition
+        )
     else:
         job = client.get_job(args.job_id)
-        output = next((o for o in job.outputs if o.index == args.index), None)
+        if args.rendition is not None:
+            output = next((o for o in job.outputs if o.rendition == args.rendition), None)
+            missing = f"no output of rendition {args.rendition!r}"
+        else:
+            output = next((o for o in job.outputs if o.index == args.index), None)
+            missing = f"no output {args.index}"
         if output is None:
-            raise ValueError(f"job {args.job_id} has no output {args.index}")
-        path = Path(output_name(args.job_id, output, len(job.outputs)))
-    print(f"saved {client.save_output(args.job_id, path, args.index)}")
+            raise ValueError(f"job {args.job_id} has {missing}")
+        name = output_name(args.job_id, output, len(job.outputs))
+        path = client.save_output(args.job_id, Path(name), output.index)
+    print(f"saved {path}")
     return 0
 
 

@@ -8,6 +8,13 @@
         if job.state == job.SUCCEEDED:
             client.save_output(job.job_id, "photo.webp")
 
+        # Several outputs of one source, decoded once: one per rendition, in order.
+        job = client.process(
+            "photo.jpg",
+            renditions={"thumb": ["resize=200x200,fill", "convert=webp"], "large": ["resize=1600x"]},
+        )
+        client.save_output(job.job_id, "thumb.webp", rendition="thumb")
+
 Every call carries a deadline and the API key; failures raise `pixmesh.errors.PixmeshError`
 subclasses. See `pixmesh._common` for what is retried.
 """
@@ -35,8 +42,10 @@ from pixmesh._common import (
     UploadSource,
     is_pending,
     is_terminal,
+    job_pipeline,
     job_state,
     new_idempotency_key,
+    rendition_index,
     retry_delay,
     search_request,
     write_atomically,
@@ -125,19 +134,27 @@ class Client:
     def create_job(
         self,
         image_id: str,
-        operations: Iterable[ops.OperationLike],
+        operations: Iterable[ops.OperationLike] = (),
         idempotency_key: str | None = None,
         *,
         preset: str = "",
+        renditions: ops.RenditionsLike | None = None,
         timeout: float | None = None,
     ) -> Job:
         """Start a pipeline. Without a key one is generated, so gRPC's retries cannot duplicate
-        the job; pass your own to make a retry of the whole program safe too."""
+        the job; pass your own to make a retry of the whole program safe too.
+
+        `renditions` asks for several outputs of one source: Rendition messages
+        (`ops.rendition(...)`) or a mapping name -> operations, e.g. {"thumb": ["resize=200x200,
+        fill", "convert=webp"], "large": [ops.resize(1600)]}. Each runs after `operations`
+        (which may then be empty) and the job's outputs are theirs, in order."""
+        pipeline, branches = job_pipeline(operations, preset, renditions)
         request = gw.CreateJobRequest(
             image_id=image_id,
-            operations=ops.coerce(operations),
+            operations=pipeline,
             idempotency_key=idempotency_key or new_idempotency_key(),
             preset=preset,
+            renditions=branches,
         )
         resp: gw.CreateJobResponse = self._unary(self._stub.CreateJob, request, timeout)
         return resp.job
@@ -148,11 +165,14 @@ class Client:
         operations: Iterable[ops.OperationLike] = (),
         *,
         preset: str = "",
+        renditions: ops.RenditionsLike | None = None,
         timeout: float | None = None,
     ) -> gw.PlanJobResponse:
-        """Dry run: the resolved operations, output size and format, and an estimated cost."""
+        """Dry run: the resolved operations, output size and format, and an estimated cost
+        (with renditions, `plan.renditions` holds each one's plan)."""
+        pipeline, branches = job_pipeline(operations, preset, renditions)
         request = gw.PlanJobRequest(
-            image_id=image_id, operations=ops.coerce(operations), preset=preset
+            image_id=image_id, operations=pipeline, preset=preset, renditions=branches
         )
         resp: gw.PlanJobResponse = self._unary(self._stub.PlanJob, request, timeout)
         return resp
@@ -226,9 +246,17 @@ class Client:
         return resp.job
 
     def download_output(
-        self, job_id: str, index: int = 0, *, timeout: float | None = None
+        self,
+        job_id: str,
+        index: int = 0,
+        *,
+        rendition: str | None = None,
+        timeout: float | None = None,
     ) -> bytes:
-        """The bytes of one output of a succeeded job."""
+        """The bytes of one output of a succeeded job: by index, or by the rendition's name
+        (which costs a GetJob to find its index)."""
+        if rendition is not None:
+            index = rendition_index(self.get_job(job_id, timeout=timeout), rendition)
         request = gw.DownloadOutputRequest(job_id=job_id, index=index)
         resp: gw.DownloadOutputResponse = self._unary(self._stub.DownloadOutput, request, timeout)
         return bytes(resp.body.data)  # google.api messages are untyped
@@ -239,10 +267,13 @@ class Client:
         path: str | os.PathLike[str],
         index: int = 0,
         *,
+        rendition: str | None = None,
         timeout: float | None = None,
     ) -> Path:
-        """Download one output into `path` (written whole, then renamed into place)."""
-        return write_atomically(Path(path), self.download_output(job_id, index, timeout=timeout))
+        """Download one output (by index or rendition name) into `path` (written whole, then
+        renamed into place)."""
+        data = self.download_output(job_id, index, rendition=rendition, timeout=timeout)
+        return write_atomically(Path(path), data)
 
     def list_operations(self, *, timeout: float | None = None) -> gw.ListOperationsResponse:
         """Supported operations with their parameters, the limits and the formats."""
@@ -310,17 +341,22 @@ class Client:
     def process(
         self,
         source: Source,
-        operations: Iterable[ops.OperationLike],
+        operations: Iterable[ops.OperationLike] = (),
         *,
+        preset: str = "",
+        renditions: ops.RenditionsLike | None = None,
         filename: str | None = None,
         idempotency_key: str | None = None,
         on_update: Callable[[Job], None] | None = None,
     ) -> Job:
         """Upload, create the job and follow it to its terminal state, which is returned (check
         `job.state`: a failed job is a result, not an exception). `on_update` sees every change."""
-        pipeline = ops.coerce(operations)  # fail on a bad op before uploading anything
+        # Fail on a bad op before uploading anything.
+        pipeline, branches = job_pipeline(operations, preset, renditions)
         image = self.upload(source, filename)
-        job = self.create_job(image.image_id, pipeline, idempotency_key)
+        job = self.create_job(
+            image.image_id, pipeline, idempotency_key, preset=preset, renditions=branches
+        )
         if on_update:
             on_update(job)
         if is_terminal(job):

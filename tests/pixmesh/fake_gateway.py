@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from pixmesh.common.v1 import image_pb2, metadata_pb2
+from pixmesh.common.v1 import image_pb2, metadata_pb2, operations_pb2
 from pixmesh.common.v1.job_pb2 import Job, JobError, Stage
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 from pixmesh.gateway.v1 import gateway_pb2_grpc
@@ -77,6 +77,7 @@ class FakeGateway:
     upload_messages: list[list[gw.UploadImageRequest]] = field(default_factory=list)
     images: dict[str, bytes] = field(default_factory=dict)
     create_requests: list[gw.CreateJobRequest] = field(default_factory=list)
+    plan_requests: list[gw.PlanJobRequest] = field(default_factory=list)
     # The idempotency key of every CreateJob attempt, failed ones included.
     attempt_keys: list[str] = field(default_factory=list)
     # job id -> the states WatchJob walks through, and the index of the current one.
@@ -135,6 +136,22 @@ class FakeGateway:
         self.outputs[job_id] = b"out:" + self.images[request.image_id]
         return gw.CreateJobResponse(job=self.timelines[job_id][0])
 
+    def plan_job(self, request: gw.PlanJobRequest) -> gw.PlanJobResponse:
+        """A plan of 100x100 per resize width, one per rendition; no job is made."""
+        self.plan_requests.append(request)
+        if request.image_id not in self.images:
+            raise Abort(grpc.StatusCode.NOT_FOUND, "no such image", "IMAGE_NOT_FOUND")
+        resp = gw.PlanJobResponse(image=gw.UploadImageResponse().image)
+        resp.image.image_id = request.image_id
+        resp.plan.operations.extend(
+            operations_pb2.PlannedOperation(operation=op) for op in request.operations
+        )
+        resp.plan.output_format = image_pb2.JPEG
+        for r in request.renditions:
+            planned = resp.plan.renditions.add(name=r.name)
+            planned.plan.output_format = _format(r.operations, image_pb2.JPEG)
+        return resp
+
     def get_job(self, job_id: str) -> Job:
         if job_id not in self.timelines:
             raise Abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} does not exist", "JOB_NOT_FOUND")
@@ -182,7 +199,8 @@ class FakeGateway:
             raise Abort(grpc.StatusCode.NOT_FOUND, "no such output", "OUTPUT_NOT_FOUND")
         resp = gw.DownloadOutputResponse()
         resp.body.content_type = job.outputs[request.index].content_type
-        resp.body.data = self.outputs[request.job_id]
+        suffix = f":{job.outputs[request.index].rendition}".encode() if job.renditions else b""
+        resp.body.data = self.outputs[request.job_id] + suffix
         return resp
 
     def list_operations(self) -> gw.ListOperationsResponse:
@@ -196,6 +214,7 @@ class FakeGateway:
             name="denoise", service="inference", available=False, unavailable_reason="no model"
         )
         resp.limits.max_operations = 16
+        resp.limits.max_renditions = 10
         return resp
 
     def get_image_metadata(self, image_id: str) -> gw.GetImageMetadataResponse:
@@ -230,9 +249,15 @@ class FakeGateway:
     def _timeline(self, job_id: str, request: gw.CreateJobRequest) -> list[Job]:
         """PENDING, RUNNING per stage, then SUCCEEDED (or FAILED for a "CORRUPT" image)."""
         kinds = [op.WhichOneof("op") for op in request.operations]
-        services = ["imaging"] if any(k != "extract_metadata" for k in kinds) else []
+        imaging = any(k != "extract_metadata" for k in kinds) or request.renditions
+        services = ["imaging"] if imaging else []
         services += ["metadata"] if "extract_metadata" in kinds else []
-        base = Job(job_id=job_id, image_id=request.image_id, operations=request.operations)
+        base = Job(
+            job_id=job_id,
+            image_id=request.image_id,
+            operations=request.operations,
+            renditions=request.renditions,
+        )
         base.idempotency_key = request.idempotency_key
         base.created_at.FromSeconds(1_700_000_000)
         states = [_job(base, Job.PENDING, [Stage.PENDING] * len(services), services)]
@@ -252,11 +277,18 @@ class FakeGateway:
                 )
             )
         else:
-            fmt = next(
-                (op.convert.format for op in request.operations if op.HasField("convert")),
-                image_pb2.JPEG,
-            )
-            if "imaging" in services:
+            fmt = _format(request.operations, image_pb2.JPEG)
+            for index, rendition in enumerate(request.renditions):
+                final.outputs.add(
+                    index=index,
+                    format=_format(rendition.operations, fmt),
+                    content_type="image/x-fake",
+                    width=100 * (index + 1),
+                    height=75 * (index + 1),
+                    size_bytes=4,
+                    rendition=rendition.name,
+                )
+            if "imaging" in services and not request.renditions:
                 final.outputs.add(
                     index=0,
                     format=fmt,
@@ -270,6 +302,14 @@ class FakeGateway:
                     metadata_pb2.ImageMetadata(width=640, height=480, mode="RGB")
                 )
         return [*states, final]
+
+
+def _format(
+    operations: Sequence[operations_pb2.Operation], default: image_pb2.ImageFormat.ValueType
+) -> image_pb2.ImageFormat.ValueType:
+    """The format of the last convert, else `default`."""
+    formats = [op.convert.format for op in operations if op.HasField("convert")]
+    return formats[-1] if formats else default
 
 
 def _job(base: Job, state: Job.State.ValueType, stages: list[Any], services: list[str]) -> Job:
@@ -301,6 +341,9 @@ class SyncServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def CreateJob(self, request: Any, context: Any) -> Any:
         self.fake.attempt_keys.append(request.idempotency_key)
         return self._run("CreateJob", context, lambda: self.fake.create_job(request))
+
+    def PlanJob(self, request: Any, context: Any) -> Any:
+        return self._run("PlanJob", context, lambda: self.fake.plan_job(request))
 
     def GetJob(self, request: Any, context: Any) -> Any:
         return self._run(
@@ -364,6 +407,9 @@ class AsyncServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def CreateJob(self, request: Any, context: Any) -> Any:
         self.fake.attempt_keys.append(request.idempotency_key)
         return await self._run("CreateJob", context, lambda: self.fake.create_job(request))
+
+    async def PlanJob(self, request: Any, context: Any) -> Any:
+        return await self._run("PlanJob", context, lambda: self.fake.plan_job(request))
 
     async def GetJob(self, request: Any, context: Any) -> Any:
         return await self._run(

@@ -121,3 +121,26 @@ async def test_a_failed_job_is_returned_not_raised(client: pixmesh.AsyncClient) 
     job = await client.process(b"CORRUPT data", ["resize=10x10"])
     assert job.state == Job.FAILED
     assert job.error.reason == "IMAGE_CORRUPT"
+
+
+async def test_renditions_plan_create_and_download_by_name(
+    client: pixmesh.AsyncClient, fake: FakeGateway, tmp_path: Path
+) -> None:
+    image = await client.upload(b"jpeg")
+    planned = await client.plan_job(image.image_id, renditions={"a": ["convert=png"]})
+    assert [r.name for r in planned.plan.renditions] == ["a"]
+    job = await client.process(
+        b"jpeg", ["flip"], renditions=[ops.rendition("a"), ops.rendition("b", ["blur=2"])]
+    )
+    assert list(fake.create_requests[0].renditions) == [
+        ops.rendition("a"),
+        ops.rendition("b", [ops.blur(2)]),
+    ]
+    assert [o.rendition for o in job.outputs] == ["a", "b"]
+    assert await client.download_output(job.job_id, rendition="b") == b"out:jpeg:b"
+    path = await client.save_output(job.job_id, tmp_path / "a.jpg", rendition="a")
+    assert path.read_bytes() == b"out:jpeg:a"
+    with pytest.raises(errors.NotFound):
+        await client.download_output(job.job_id, rendition="c")
+    with pytest.raises(ValueError, match="operations, a preset or renditions"):
+        await client.create_job(image.image_id, [])

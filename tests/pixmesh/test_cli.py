@@ -170,6 +170,7 @@ def test_ops_lists_operations_and_limits(
     assert "- width (uint32, 0..16384)" in out
     assert "denoise (inference)  [unavailable: no model]" in out
     assert "output formats: webp" in out
+    assert "16 operations, 10 renditions" in out
 
 
 def test_target_and_key_come_from_the_environment(
@@ -214,3 +215,98 @@ def test_progress_rewrites_one_line_on_a_terminal() -> None:
     progress.update(job)  # unchanged: not redrawn
     progress.finish()
     assert screen.getvalue() == "\r\x1b[K" + progress_line(job) + "\n"
+
+
+def test_process_with_renditions_saves_one_file_per_rendition(
+    sync_target: str,
+    fake: FakeGateway,
+    photo: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    code = run(
+        sync_target, "process", str(photo), "--op", "flip",
+        "--rendition", "thumb=resize=200x200,fill;convert=webp",
+        "--rendition", "original", "-o", str(out),
+    )  # fmt: skip
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["photo-original.jpg", "photo-thumb.webp"]
+    assert (out / "photo-thumb.webp").read_bytes() == b"out:jpeg bytes:thumb"
+    assert (out / "photo-original.jpg").read_bytes() == b"out:jpeg bytes:original"
+    request = fake.create_requests[0]
+    assert list(request.operations) == [ops.flip()]
+    assert list(request.renditions) == [
+        ops.rendition("thumb", [ops.resize(200, 200, "fill"), ops.convert("webp")]),
+        ops.rendition("original"),
+    ]
+    assert "saved" in capsys.readouterr().out
+    # Only renditions, or only a preset, is a pipeline too.
+    assert run(sync_target, "process", str(photo), "--rendition", "a", "-o", str(out)) == 0
+    assert run(sync_target, "process", str(photo), "--preset", "thumb", "-o", str(out)) == 0
+    assert fake.create_requests[2].preset == "thumb"
+
+
+def test_download_every_output_or_one_by_rendition(
+    sync_target: str,
+    fake: FakeGateway,
+    photo: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert run(
+        sync_target, "process", str(photo), "--rendition", "a=grayscale",
+        "--rendition", "b=convert=png", "-o", str(tmp_path / "first"),
+    ) == 0  # fmt: skip
+    job_id = next(iter(fake.timelines))
+    capsys.readouterr()
+    every = tmp_path / "every"
+    assert run(sync_target, "download", job_id, "--all", "-o", str(every)) == 0
+    assert sorted(p.name for p in every.iterdir()) == [f"{job_id}-a.jpg", f"{job_id}-b.png"]
+    assert (every / f"{job_id}-b.png").read_bytes() == b"out:jpeg bytes:b"
+    one = tmp_path / "one.png"
+    assert run(sync_target, "download", job_id, "-r", "b", "-o", str(one)) == 0
+    assert one.read_bytes() == b"out:jpeg bytes:b"
+    monkeypatch.chdir(tmp_path)
+    assert run(sync_target, "download", job_id, "--rendition", "a") == 0
+    assert (tmp_path / f"{job_id}-a.jpg").read_bytes() == b"out:jpeg bytes:a"
+    capsys.readouterr()
+    assert run(sync_target, "download", job_id, "-r", "zzz") == 1
+    assert "has no output of rendition 'zzz'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one of -i, -r and --all
+        run(sync_target, "download", job_id, "-r", "a", "--all")
+
+
+def test_plan_prints_the_plan_of_each_rendition(
+    sync_target: str, fake: FakeGateway, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(sync_target, "upload", str(photo)) == 0
+    image_id = json.loads(capsys.readouterr().out)["imageId"]
+    assert run(sync_target, "plan", image_id, "--rendition", "t=convert=webp") == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert plan["renditions"] == [{"name": "t", "plan": {"outputFormat": "WEBP"}}]
+    assert fake.timelines == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rendition", "Thumb=flip"], "rendition names are 1..64"),
+        (["--rendition", "t=resize=10"], "resize needs WIDTHxHEIGHT"),
+        ([], "give at least one --op, a --preset or a --rendition"),
+    ],
+)
+def test_bad_or_missing_renditions_are_usage_errors(
+    sync_target: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        run(sync_target, "process", "x.jpg", *args)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_output_names_use_the_rendition() -> None:
+    thumb = Output(index=1, format=image_pb2.WEBP, rendition="thumb")
+    assert output_name("photo", thumb, 3) == "photo-thumb.webp"
+    assert output_name("photo", thumb, 1) == "photo-thumb.webp"

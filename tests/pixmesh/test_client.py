@@ -10,6 +10,7 @@ import pytest
 import pixmesh
 from pixmesh import errors, ops
 from pixmesh._common import CHUNK_SIZE
+from pixmesh.common.v1 import image_pb2
 from pixmesh.common.v1.job_pb2 import Job
 from tests.pixmesh.conftest import API_KEY
 from tests.pixmesh.fake_gateway import Abort, FakeGateway
@@ -245,7 +246,7 @@ def test_process_rejects_a_bad_operation_before_uploading(
     sync_target: str, fake: FakeGateway
 ) -> None:
     with client(sync_target) as c, pytest.raises(ValueError, match="unknown operation"):
-        c.process(b"x", ["sharpen=2"])
+        c.process(b"x", ["sharpn=2"])
     assert fake.calls == []
 
 
@@ -288,3 +289,48 @@ def test_settings_are_validated() -> None:
         pixmesh.Client(retries=5)
     with pytest.raises(ValueError, match="deadline"):
         pixmesh.Client(timeout=0)
+
+
+def test_create_and_plan_jobs_with_renditions(sync_target: str, fake: FakeGateway) -> None:
+    thumb = ops.rendition("thumb", ["resize=200x200,fill", ops.convert("webp")])
+    with client(sync_target) as c:
+        image = c.upload(b"jpeg")
+        job = c.create_job(
+            image.image_id, renditions={"thumb": thumb.operations, "grey": ["grayscale"]}
+        )
+        planned = c.plan_job(image.image_id, ["flip"], renditions=[thumb])
+        preset_only = c.create_job(image.image_id, preset="small")
+        with pytest.raises(ValueError, match="operations, a preset or renditions"):
+            c.create_job(image.image_id)
+        with pytest.raises(ValueError, match="named twice"):
+            c.plan_job(image.image_id, renditions=[thumb, thumb])
+    sent = fake.create_requests[0]
+    assert list(sent.operations) == [] and sent.preset == ""
+    assert list(sent.renditions) == [
+        thumb,
+        ops.rendition("grey", [ops.grayscale()]),
+    ]
+    assert [r.name for r in job.renditions] == ["thumb", "grey"]
+    assert list(fake.plan_requests[0].renditions) == [thumb]
+    assert [(r.name, r.plan.output_format) for r in planned.plan.renditions] == [
+        ("thumb", image_pb2.WEBP)
+    ]
+    assert fake.create_requests[1].preset == "small" and not preset_only.renditions
+    assert fake.count("CreateJob") == 2 and fake.count("PlanJob") == 1  # nothing bad was sent
+
+
+def test_outputs_download_by_index_or_rendition_name(
+    sync_target: str, fake: FakeGateway, tmp_path: Path
+) -> None:
+    with client(sync_target) as c:
+        job = c.process(b"jpeg", renditions={"small": ["resize=100x"], "large": []})
+        assert job.state == Job.SUCCEEDED
+        assert [(o.index, o.rendition) for o in job.outputs] == [(0, "small"), (1, "large")]
+        assert c.download_output(job.job_id, 1) == b"out:jpeg:large"
+        assert c.download_output(job.job_id, rendition="small") == b"out:jpeg:small"
+        saved = c.save_output(job.job_id, tmp_path / "l.jpg", rendition="large")
+        assert saved.read_bytes() == b"out:jpeg:large"
+        with pytest.raises(errors.NotFound, match="no output of rendition 'medium'") as info:
+            c.download_output(job.job_id, rendition="medium")
+    assert info.value.reason == "OUTPUT_NOT_FOUND"
+    assert "'small', 'large'" in info.value.message

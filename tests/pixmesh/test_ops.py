@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pixmesh import ops
@@ -52,7 +54,7 @@ def test_builders_fill_the_proto_fields() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("blur=3", "unknown operation 'blur'"),
+        ("blurr=3", "unknown operation 'blurr'"),
         ("resize=800", "resize needs WIDTHxHEIGHT"),
         ("resize=x", "resize needs WIDTHxHEIGHT"),
         ("resize=axb", "width must be a whole number, not 'a'"),
@@ -102,3 +104,201 @@ def test_describe_is_short_and_readable() -> None:
     assert ops.describe(ops.parse("convert=webp:80")) == "convert webp:80"
     assert ops.describe(ops.parse("denoise=auto")) == "denoise auto"
     assert ops.describe(ops.parse("crop=1,2,3,4")) == "crop 3x4+1+2"
+
+
+PNG_1PX = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2a1d4"
+    "7d0000000049454e44ae426082"
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("resize=800x600,fill_down", ops.resize(800, 600, "fill_down")),
+        ("resize=800x600,auto,smart", ops.resize(800, 600, "auto", gravity="smart")),
+        ("resize=800x600,fill,north_east", ops.resize(800, 600, "fill", gravity="north_east")),
+        ("convert=auto", ops.convert("auto")),
+        ("convert=auto:70", ops.convert("auto", 70)),
+        ("blur=2.5", ops.blur(2.5)),
+        ("sharpen", ops.sharpen()),
+        ("sharpen=1.5,2,10", ops.sharpen(1.5, 2, 10)),
+        ("sharpen=,3", ops.sharpen(amount=3)),
+        ("pixelate=12", ops.pixelate(12)),
+        ("adjust=contrast:20", ops.adjust(contrast=20)),
+        (
+            "adjust=brightness:-10,saturation:50",
+            ops.adjust(brightness=-10, saturation=50),
+        ),
+        ("grayscale", ops.grayscale()),
+        ("greyscale", ops.grayscale()),
+        ("sepia", ops.duotone()),
+        ("duotone", ops.duotone()),
+        ("duotone=#000080,#ffff00", ops.duotone("#000080", "#ffff00")),
+        ("flatten", ops.flatten()),
+        ("flatten=#101010", ops.flatten("#101010")),
+        ("round_corners=16", ops.round_corners(16)),
+        ("round_corners=16,#ffffff00", ops.round_corners(16, "#ffffff00")),
+        ("trim", ops.trim()),
+        ("trim=10,#ffffff,equal", ops.trim(10, "#ffffff", equal_horizontal=True, equal_vertical=True)),
+        ("trim=equal_vertical", ops.trim(equal_vertical=True)),
+        ("pad=10", ops.pad(10)),
+        ("pad=10,20", ops.pad(10, 20)),
+        ("pad=1,2,3,4,#000000", ops.pad(1, 2, 3, 4, background="#000000")),
+        ("extend=1000x800", ops.extend(1000, 800)),
+        ("extend=x800,north,#000000", ops.extend(0, 800, gravity="north", background="#000000")),
+        ("extend=ratio:1.5", ops.extend(aspect_ratio=1.5)),
+        ("frames=2", ops.frames(2)),
+        ("frames=0,1", ops.frames(0, 1)),
+        ("redact=1,2,30,40", ops.redact([(1, 2, 30, 40)])),
+        (
+            "redact=1,2,30,40,50,60,7,8,pixelate,strength:20",
+            ops.redact([(1, 2, 30, 40), (50, 60, 7, 8)], "pixelate", 20),
+        ),
+    ],
+)  # fmt: skip
+def test_parse_builds_the_newer_imaging_operations(spec: str, expected: Operation) -> None:
+    assert ops.parse(spec) == expected
+
+
+def test_newer_builders_fill_the_proto_fields(tmp_path: object) -> None:
+    Gravity = operations_pb2.Gravity
+    assert ops.blur(2).blur == operations_pb2.Blur(sigma=2)
+    assert ops.sharpen(1, 2, 3).sharpen == operations_pb2.Sharpen(sigma=1, amount=2, threshold=3)
+    assert ops.adjust(saturation=-100).adjust == operations_pb2.Adjust(saturation=-100)
+    assert ops.pad(1, 2, 3).pad == operations_pb2.Pad(top=1, right=2, bottom=3, left=2)
+    assert ops.pad(5).pad == operations_pb2.Pad(top=5, right=5, bottom=5, left=5)
+    assert ops.extend(10, 20, gravity="south_west").extend.gravity == Gravity(
+        anchor=Gravity.SOUTH_WEST
+    )
+    focus = ops.resize(100, 100, "fill", gravity=(0.25, 0.75), dpr=2).resize
+    assert focus.gravity == Gravity(anchor=Gravity.FOCUS_POINT, x=0.25, y=0.75)
+    assert focus.dpr == 2
+    assert ops.convert("auto").convert == operations_pb2.Convert(auto=True)
+    mark = ops.watermark(PNG_1PX, position="south_east", margin=8, scale=0.2, opacity=0.5)
+    assert mark.watermark.image == PNG_1PX
+    assert mark.watermark.position.anchor == Gravity.SOUTH_EAST
+    assert mark.watermark.HasField("opacity") and mark.watermark.opacity == 0.5
+    assert not ops.watermark(PNG_1PX, tile=True).watermark.HasField("opacity")
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    (tmp_path / "logo.png").write_bytes(PNG_1PX)
+    assert ops.watermark(tmp_path / "logo.png").watermark.image == PNG_1PX
+    text = ops.watermark_text("© pixmesh", size=24, color="#ffffff80", tile=True)
+    assert text.watermark_text == operations_pb2.WatermarkText(
+        text="© pixmesh", size=24, color="#ffffff80", tile=True
+    )
+    redact = ops.redact([(0, 0, 10, 10)], "pixelate").redact
+    assert redact.method == operations_pb2.Redact.PIXELATE
+    assert list(redact.regions) == [operations_pb2.Region(x=0, y=0, width=10, height=10)]
+    assert ops.frames(1, 2).frames == operations_pb2.Frames(start=1, count=2)
+    assert ops.trim(5).trim == operations_pb2.Trim(threshold=5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("blur=", "blur needs a sigma"),
+        ("blur=0", "blur sigma must be within 0.1..100, not 0"),
+        ("blur=big", "sigma must be a number"),
+        ("sharpen=1,2,3,4", "sharpen takes SIGMA"),
+        ("sharpen=20", "sharpen sigma must be within 0.1..10"),
+        ("pixelate=1", "pixelate size must be 2..1024, not 1"),
+        ("adjust=", "adjust needs a brightness"),
+        ("adjust=gamma:2", "adjust takes brightness:N"),
+        ("adjust=contrast:200", "adjust contrast must be within -100..100"),
+        ("grayscale=1", "grayscale takes no arguments"),
+        ("duotone=#000000", "duotone takes two colours"),
+        ("duotone=#00000080,#ffffff", "duotone shadow must be #rrggbb"),
+        ("flatten=white", "flatten background must be #rrggbb"),
+        ("round_corners=", "round_corners needs a radius"),
+        ("round_corners=0", "round_corners radius must be >= 1"),
+        ("trim=300", "trim threshold must be 0..255"),
+        ("pad=0", "pad needs at least one side"),
+        ("pad=1,2,3,4,5", "pad needs 1..4 sides"),
+        ("extend=", "extend needs a width, a height or an aspect_ratio"),
+        ("extend=100x100,smart", "unknown extend argument 'smart'"),
+        ("extend=ratio:500", "extend aspect_ratio must be within 0.01..100"),
+        ("frames=", "frames needs START[,COUNT]"),
+        ("redact=1,2,3", "four numbers each"),
+        ("redact=1,2,0,4", "redact region 0 width must be >= 1"),
+        ("redact=1,2,3,4,smudge", "region must be a whole number, not 'smudge'"),
+        ("resize=10x10,fill,up", "unknown resize flag 'up'"),
+    ],
+)
+def test_parse_rejects_bad_newer_operations(spec: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        ops.parse(spec)
+    assert message in str(info.value)
+
+
+def test_newer_builders_check_what_they_can() -> None:
+    with pytest.raises(ValueError, match="position or tile"):
+        ops.watermark_text("x", position="north", tile=True)
+    with pytest.raises(ValueError, match=re.escape("1..256 characters")):
+        ops.watermark_text("   ")
+    with pytest.raises(ValueError, match="at most 262144 bytes"):
+        ops.watermark(b"x" * (256 * 1024 + 1))
+    with pytest.raises(ValueError, match=re.escape("opacity must be within 0..1")):
+        ops.watermark(PNG_1PX, opacity=2)
+    with pytest.raises(ValueError, match="position must be one of center"):
+        ops.watermark(PNG_1PX, position="smart")
+    with pytest.raises(ValueError, match=re.escape("1..64 regions")):
+        ops.redact([])
+    with pytest.raises(ValueError, match=re.escape("gravity x must be within 0..1")):
+        ops.resize(10, 10, "fill", gravity=(2.0, 0.5))
+    with pytest.raises(ValueError, match="dpr must be within"):
+        ops.resize(10, dpr=-1)
+    with pytest.raises(ValueError, match="adjust needs"):
+        ops.adjust()
+
+
+def test_describe_names_the_fields_of_newer_operations() -> None:
+    assert ops.describe(ops.blur(2)) == "blur sigma=2"
+    assert ops.describe(ops.grayscale()) == "grayscale"
+    assert ops.describe(ops.pad(1, 2)) == "pad top=1 right=2 bottom=1 left=2"
+    assert ops.describe(ops.watermark(PNG_1PX)) == f"watermark image=<{len(PNG_1PX)} bytes>"
+    assert ops.describe(ops.extend(10, gravity="north")) == "extend width=10 gravity=north"
+    assert ops.describe(ops.redact([(0, 0, 1, 1)])) == "redact regions=<1> method=1"
+
+
+def test_renditions_from_messages_mappings_and_specs() -> None:
+    thumb = ops.rendition("thumb", ["resize=200x200,fill", ops.convert("webp")])
+    assert thumb == operations_pb2.Rendition(
+        name="thumb", operations=[ops.resize(200, 200, "fill"), ops.convert("webp")]
+    )
+    assert ops.parse_rendition("thumb=resize=200x200,fill;convert=webp") == thumb
+    assert ops.parse_rendition(" thumb = resize=200x200,fill ; convert=webp ; ") == thumb
+    assert ops.parse_rendition("original") == operations_pb2.Rendition(name="original")
+    assert ops.parse_rendition("small=@thumb;grayscale") == operations_pb2.Rendition(
+        name="small", preset="thumb", operations=[ops.grayscale()]
+    )
+    mapping = ops.coerce_renditions(
+        {"thumb": ["resize=200x200,fill", "convert=webp"], "grey": "grayscale", "same": []}
+    )
+    assert [r.name for r in mapping] == ["thumb", "grey", "same"]
+    assert mapping[0] == thumb and list(mapping[1].operations) == [ops.grayscale()]
+    assert ops.coerce_renditions([thumb]) == [thumb]
+    assert ops.coerce_renditions(None) == []
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ops.rendition("Thumb"), "rendition names are 1..64"),
+        (lambda: ops.rendition("x" * 65), "rendition names are 1..64"),
+        (lambda: ops.rendition("a", ["blurr=1"]), "unknown operation 'blurr'"),
+        (lambda: ops.parse_rendition("=resize=10x10"), "bad rendition '=resize=10x10'"),
+        (lambda: ops.parse_rendition("a=@x;@y"), "one preset at most"),
+        (lambda: ops.parse_rendition("a=resize=10"), "resize needs WIDTHxHEIGHT"),
+        (lambda: ops.coerce_renditions([ops.rendition("a"), ops.rendition("a")]), "named twice"),
+        (lambda: ops.coerce_renditions(["thumb"]), "Rendition messages"),  # type: ignore[list-item]
+        (lambda: ops.coerce("resize=10x10"), "must be a list"),  # type: ignore[arg-type]
+    ],
+)
+def test_renditions_are_checked_before_any_call(make: object, message: str) -> None:
+    assert callable(make)
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
