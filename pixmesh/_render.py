@@ -99,6 +99,9 @@ def jobs_table(jobs: Iterable[Job]) -> Iterator[str]:
             else ""
         )
         pipeline = ", ".join(ops.describe(op) for op in job.operations)
+        if job.renditions:
+            names = ", ".join(r.name for r in job.renditions)
+            pipeline = f"{pipeline}; renditions: {names}" if pipeline else f"renditions: {names}"
         state = Job.State.Name(job.state)
         yield f"{job.job_id:<36}  {state:<9}  {job.progress * 100:>3.0f}%  {created:<20}  {pipeline}"
 

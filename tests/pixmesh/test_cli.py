@@ -261,6 +261,8 @@ def test_download_every_output_or_one_by_rendition(
     ) == 0  # fmt: skip
     job_id = next(iter(fake.timelines))
     capsys.readouterr()
+    assert run(sync_target, "jobs", "list") == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("  renditions: a, b")
     every = tmp_path / "every"
     assert run(sync_target, "download", job_id, "--all", "-o", str(every)) == 0
     assert sorted(p.name for p in every.iterdir()) == [f"{job_id}-a.jpg", f"{job_id}-b.png"]
