@@ -21,6 +21,7 @@ class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
             request.operations,
             request.idempotency_key,
             request.request_hash,
+            request.renditions,
         )
         return pb.CreateJobResponse(job=job, created=created)
 

@@ -26,7 +26,8 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
     try:
         await db.migrate(pool, "jobs", MIGRATIONS)
         await bus.ensure_streams()
-        service = JobsService(JobsRepository(pool, job_timeout_s=settings.job_timeout_s), bus)
+        repo = JobsRepository(pool, job_timeout_s=settings.job_timeout_s)
+        service = JobsService(repo, bus, max_renditions=settings.max_renditions)
         consumer = task_events_consumer(bus, service, settings)
         await consumer.setup()
         api = JobsApi(service)

@@ -43,6 +43,14 @@ def _ops_from_blob(blob: bytes) -> list[operations_pb2.Operation]:
     return list(job_pb2.Job.FromString(blob).operations)
 
 
+def _renditions_blob(renditions: Sequence[operations_pb2.Rendition]) -> bytes | None:
+    return job_pb2.Job(renditions=renditions).SerializeToString() if renditions else None
+
+
+def _stage_renditions_blob(renditions: Sequence[operations_pb2.Rendition]) -> bytes | None:
+    return job_pb2.Stage(renditions=renditions).SerializeToString() if renditions else None
+
+
 def _ts(value: datetime | None, target: Any) -> None:
     if value is not None:
         target.FromDatetime(value)
@@ -70,20 +78,21 @@ class JobsRepository:
         ops: Sequence[operations_pb2.Operation],
         idempotency_key: str,
         req_hash: str,
+        renditions: Sequence[operations_pb2.Rendition] = (),
     ) -> tuple[job_pb2.Job, bool]:
         if idempotency_key:
             existing = await self._find_by_key(tenant_id, idempotency_key, req_hash)
             if existing is not None:
                 return existing, False
         job_id = f"job_{uuid.uuid4().hex}"
-        stages = plan_stages(ops)
+        stages = plan_stages(ops, renditions)
         now = datetime.now(UTC)
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute(
                     """INSERT INTO jobs.jobs (job_id, tenant_id, image_id, state, operations, source,
-                         idempotency_key, request_hash, deadline, created_at, updated_at)
-                       VALUES ($1,$2,$3,'PENDING',$4,$5,$6,$7,$8,$9,$9)""",
+                         idempotency_key, request_hash, deadline, created_at, updated_at, renditions)
+                       VALUES ($1,$2,$3,'PENDING',$4,$5,$6,$7,$8,$9,$9,$10)""",
                     job_id,
                     tenant_id,
                     image.image_id,
@@ -93,10 +102,12 @@ class JobsRepository:
                     req_hash,
                     now + self.job_timeout,
                     now,
+                    _renditions_blob(renditions),
                 )
                 await conn.executemany(
-                    """INSERT INTO jobs.stages (job_id, idx, service, operations, state, input_key)
-                       VALUES ($1,$2,$3,$4,'PENDING',$5)""",
+                    """INSERT INTO jobs.stages (job_id, idx, service, operations, state, input_key,
+                         renditions)
+                       VALUES ($1,$2,$3,$4,'PENDING',$5,$6)""",
                     [
                         (
                             job_id,
@@ -104,6 +115,7 @@ class JobsRepository:
                             st.service,
                             _ops_blob(st.operations),
                             input_key(image.sha256) if i == 0 else None,
+                            _stage_renditions_blob(st.renditions),
                         )
                         for i, st in enumerate(stages)
                     ],
@@ -175,24 +187,32 @@ class JobsRepository:
             elif kind == "completed":
                 await self._complete_stage(conn, event, job["source"])
             elif kind == "failed":
-                err = event.failed.error
-                await conn.execute(
-                    """UPDATE jobs.stages SET state='FAILED', attempts=GREATEST(attempts,$3),
-                         error_code=$4, error_reason=$5, error_message=$6, finished_at=now()
-                       WHERE job_id=$1 AND idx=$2""",
-                    event.job_id,
-                    idx,
-                    event.failed.attempts,
-                    err.code,
-                    err.reason,
-                    err.message,
-                )
-                await self._finish(conn, event.job_id, sm.FAILED, err.code, err.reason, err.message)
+                await self._fail_stage(conn, event, event.failed.attempts, event.failed.error)
             else:
                 return
             await self._enqueue_job_event(
                 conn, job["tenant_id"], await self._load(conn, event.job_id)
             )
+
+    async def _fail_stage(
+        self,
+        conn: asyncpg.Connection,
+        event: events_pb2.TaskEvent,
+        attempts: int,
+        err: job_pb2.JobError,
+    ) -> None:
+        await conn.execute(
+            """UPDATE jobs.stages SET state='FAILED', attempts=GREATEST(attempts,$3),
+                 error_code=$4, error_reason=$5, error_message=$6, finished_at=now()
+               WHERE job_id=$1 AND idx=$2""",
+            event.job_id,
+            event.stage_index,
+            attempts,
+            err.code,
+            err.reason,
+            err.message,
+        )
+        await self._finish(conn, event.job_id, sm.FAILED, err.code, err.reason, err.message)
 
     async def retry_failed(self, job_id: str) -> job_pb2.Job:
         """Run a FAILED job again from its failed stage (operators replaying a dead letter)."""
@@ -287,18 +307,20 @@ class JobsRepository:
         return jobs, token
 
     async def output(self, tenant_id: str, job_id: str, index: int) -> tuple[job_pb2.Output, str]:
-        job = await self.get(tenant_id, job_id)
-        if job.state != job_pb2.Job.SUCCEEDED or index >= len(job.outputs):
-            if job.state == job_pb2.Job.SUCCEEDED:
-                raise errors.output_not_found(job_id, index)
-            raise errors.output_not_ready(job_id, job_pb2.Job.State.Name(job.state))
         async with self.pool.acquire() as conn:
-            key = await conn.fetchval(
-                """SELECT output_key FROM jobs.stages WHERE job_id=$1 AND output_key IS NOT NULL
-                   ORDER BY idx DESC LIMIT 1""",
-                job_id,
+            owner = await conn.fetchval("SELECT tenant_id FROM jobs.jobs WHERE job_id=$1", job_id)
+            if owner != tenant_id:
+                raise errors.job_not_found(job_id)
+            state = await conn.fetchval("SELECT state FROM jobs.jobs WHERE job_id=$1", job_id)
+            stage_rows = await conn.fetch(
+                "SELECT * FROM jobs.stages WHERE job_id=$1 ORDER BY idx", job_id
             )
-        return job.outputs[index], str(key)
+        outputs = _outputs(job_id, _views(stage_rows), stage_rows) if state == sm.SUCCEEDED else []
+        if index >= len(outputs):
+            if state == sm.SUCCEEDED:
+                raise errors.output_not_found(job_id, index)
+            raise errors.output_not_ready(job_id, state)
+        return outputs[index]
 
     # ---- outbox ---------------------------------------------------------------------------
 
@@ -343,15 +365,35 @@ class JobsRepository:
         self, conn: asyncpg.Connection, event: events_pb2.TaskEvent, source_blob: bytes
     ) -> None:
         done = event.completed
+        blob = await conn.fetchval(
+            "SELECT renditions FROM jobs.stages WHERE job_id=$1 AND idx=$2",
+            event.job_id,
+            event.stage_index,
+        )
+        expected = len(job_pb2.Stage.FromString(blob).renditions) if blob else 0
+        if len(done.rendition_outputs) != expected:
+            # A worker that does not know renditions (or a broken one): failing the job says so,
+            # where succeeding would hand out the wrong images.
+            err = job_pb2.JobError(
+                code="INTERNAL",
+                reason="BAD_RENDITION_OUTPUTS",
+                message=f"the stage reported {len(done.rendition_outputs)} rendition outputs"
+                f" for {expected} renditions",
+            )
+            await self._fail_stage(conn, event, 0, err)
+            return
         await conn.execute(
             """UPDATE jobs.stages SET state='SUCCEEDED', output_key=$3, output=$4, reports=$5,
-                 started_at=COALESCE(started_at, now()), finished_at=now()
+                 rendition_outputs=$6, started_at=COALESCE(started_at, now()), finished_at=now()
                WHERE job_id=$1 AND idx=$2""",
             event.job_id,
             event.stage_index,
             done.output_key or None,
             done.output.SerializeToString() if done.HasField("output") else None,
             job_pb2.Stage(reports=done.reports).SerializeToString() if done.reports else None,
+            events_pb2.TaskCompleted(rendition_outputs=done.rendition_outputs).SerializeToString()
+            if done.rendition_outputs
+            else None,
         )
         if done.HasField("metadata"):
             await conn.execute(
@@ -425,7 +467,8 @@ class JobsRepository:
             "SELECT tenant_id, source, deadline FROM jobs.jobs WHERE job_id=$1", job_id
         )
         stage = await conn.fetchrow(
-            "SELECT service, operations, input_key FROM jobs.stages WHERE job_id=$1 AND idx=$2",
+            "SELECT service, operations, input_key, renditions FROM jobs.stages"
+            " WHERE job_id=$1 AND idx=$2",
             job_id,
             idx,
         )
@@ -442,6 +485,8 @@ class JobsRepository:
             input_key=stage["input_key"],
             source=source,
         )
+        if stage["renditions"]:
+            task.renditions.extend(job_pb2.Stage.FromString(stage["renditions"]).renditions)
         task.deadline.FromDatetime(job["deadline"])
         await self._enqueue(conn, bus.task_subject(stage["service"]), task.task_id, task)
 
@@ -479,6 +524,8 @@ class JobsRepository:
             operations=_ops_from_blob(row["operations"]),
             idempotency_key=row["idempotency_key"] or "",
         )
+        if row["renditions"]:
+            job.MergeFromString(row["renditions"])
         for s in stage_rows:
             stage = job.stages.add(
                 index=s["idx"],
@@ -491,21 +538,15 @@ class JobsRepository:
                 stage.error.CopyFrom(err)
             if s["reports"]:
                 stage.reports.extend(job_pb2.Stage.FromString(s["reports"]).reports)
+            if s["renditions"]:
+                stage.MergeFromString(s["renditions"])
             _ts(s["started_at"], stage.started_at)
             _ts(s["finished_at"], stage.finished_at)
-        views = [
-            sm.StageView(s["idx"], s["service"], s["state"], s["input_key"], s["output_key"])
-            for s in stage_rows
-        ]
+        views = _views(stage_rows)
         job.progress = sm.progress(views)
-        final = sm.final_output_stage(views)
-        if job.state == job_pb2.Job.SUCCEEDED and final is not None:
-            out_blob = next(s["output"] for s in stage_rows if s["idx"] == final.idx)
-            out = job.outputs.add()
-            if out_blob:
-                out.MergeFromString(out_blob)
-            out.index = 0
-            out.download_path = f"/v1/jobs/{job_id}/outputs/0"
+        if job.state == job_pb2.Job.SUCCEEDED:
+            for out, _ in _outputs(job_id, views, stage_rows):
+                job.outputs.append(out)
         if row["metadata"]:
             job.metadata.CopyFrom(metadata_pb2.ImageMetadata.FromString(row["metadata"]))
         if (err := _error(row)) is not None:
@@ -514,3 +555,40 @@ class JobsRepository:
         _ts(row["updated_at"], job.updated_at)
         _ts(row["finished_at"], job.finished_at)
         return job
+
+
+def _views(stage_rows: Sequence[asyncpg.Record]) -> list[sm.StageView]:
+    return [
+        sm.StageView(s["idx"], s["service"], s["state"], s["input_key"], s["output_key"])
+        for s in stage_rows
+    ]
+
+
+def _outputs(
+    job_id: str, views: Sequence[sm.StageView], stage_rows: Sequence[asyncpg.Record]
+) -> list[tuple[job_pb2.Output, str]]:
+    """A succeeded job's outputs and their object keys: one per rendition when the job has
+    renditions, else the image of the last stage that produced one (none for metadata only)."""
+    for s in stage_rows:
+        if s["renditions"]:
+            names = [r.name for r in job_pb2.Stage.FromString(s["renditions"]).renditions]
+            done = events_pb2.TaskCompleted.FromString(s["rendition_outputs"] or b"")
+            outputs = []
+            for i, (name, made) in enumerate(zip(names, done.rendition_outputs, strict=False)):
+                out = job_pb2.Output()
+                out.CopyFrom(made.output)
+                out.index = i
+                out.rendition = name
+                out.download_path = f"/v1/jobs/{job_id}/outputs/{i}"
+                outputs.append((out, made.key))
+            return outputs
+    final = sm.final_output_stage(views)
+    if final is None:
+        return []
+    out = job_pb2.Output()
+    blob = next(s["output"] for s in stage_rows if s["idx"] == final.idx)
+    if blob:
+        out.MergeFromString(blob)
+    out.index = 0
+    out.download_path = f"/v1/jobs/{job_id}/outputs/0"
+    return [(out, str(final.output_key))]

@@ -18,7 +18,7 @@ from services.jobs.repository import OUTBOX_CHANNEL, JobsRepository
 from services.runtime import bus as busmod
 from services.runtime.bus import Bus
 from services.runtime.errors import invalid
-from services.runtime.pipeline import op_name, request_hash
+from services.runtime.pipeline import check_renditions, op_name, request_hash
 from services.runtime.telemetry import extract_context, inject_headers
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,10 @@ _TERMINAL = {job_pb2.Job.SUCCEEDED, job_pb2.Job.FAILED, job_pb2.Job.CANCELLED}
 
 
 class JobsService:
-    def __init__(self, repo: JobsRepository, bus: Bus) -> None:
+    def __init__(self, repo: JobsRepository, bus: Bus, *, max_renditions: int = 10) -> None:
         self.repo = repo
         self.bus = bus
+        self.max_renditions = max_renditions
 
     async def create_job(
         self,
@@ -45,17 +46,21 @@ class JobsService:
         ops: Sequence[operations_pb2.Operation],
         idempotency_key: str,
         req_hash: str = "",
+        renditions: Sequence[operations_pb2.Rendition] = (),
     ) -> tuple[job_pb2.Job, bool]:
         if not tenant_id:
             raise invalid("tenant_id", "required")
         if not image.image_id or not image.sha256:
             raise invalid("image", "image_id and sha256 are required")
-        if not ops:
-            raise invalid("operations", "at least one operation is required")
+        if not ops and not renditions:
+            raise invalid("operations", "at least one operation (or rendition) is required")
         for i, op in enumerate(ops):
             op_name(op, i)
-        req_hash = req_hash or request_hash(image, ops)
-        return await self.repo.create_job(tenant_id, image, ops, idempotency_key, req_hash)
+        check_renditions(renditions, self.max_renditions)
+        req_hash = req_hash or request_hash(image, ops, renditions)
+        return await self.repo.create_job(
+            tenant_id, image, ops, idempotency_key, req_hash, renditions
+        )
 
     async def get_job(self, tenant_id: str, job_id: str) -> job_pb2.Job:
         return await self.repo.get(tenant_id, job_id)
