@@ -15,11 +15,12 @@ refused what cannot stay animated.
 the shared operations once, then for each rendition runs its own operations on the shared frames
 and encodes them:
 
-    probe → validate → decode → orient → colour → normalize → operations… → strip
+    probe → validate → decode → orient → colour → normalize → operations…
           → <name>.op0… → <name>.strip → <name>.encode   (for each rendition, in order)
 
 Operations never modify the image they are given (they return a new one, or the same one
-unchanged), so the renditions share the frames without copying them.
+unchanged), so the renditions share the frames without copying them; `strip` only replaces the
+metadata (`info`), which nothing reads after the colour step, and copies the decoded file itself.
 """
 
 from __future__ import annotations
@@ -228,10 +229,6 @@ def _run_renditions(
             )
         frames, exif, icc = _decode(source, header, plans, steps)
         _apply(frames, operations, plans[0].operations[:shared], header, limits, steps)
-        with steps.step("strip"):
-            # Once for all renditions (a copy of the decoded file, without its metadata): the
-            # renditions' own strip steps then have nothing left to do on shared frames.
-            frames.images = [strip(f) for f in frames.images]
         for i, (rendition, plan) in enumerate(zip(renditions, plans, strict=True)):
             own = steps.child(rendition.name)
             with (
