@@ -150,9 +150,11 @@ def run_renditions(
 
     Each rendition gives what `run(data, [*operations, *rendition.operations])` would (its
     format too: without a convert of its own it keeps the one the shared operations choose),
-    but the source is decoded once, and a JPEG is DCT-scaled only as far as the largest
-    rendition allows. Every rendition is validated before anything is decoded; errors in a
-    rendition's operations name it (`renditions[1].operations[0].resize`).
+    but the source is decoded once. The one difference: when the renditions start with their
+    own resizes, a JPEG is DCT-scaled only as far as the largest of them allows, so the smaller
+    ones are made from more pixels than they would be alone. Every rendition is validated
+    before anything is decoded; errors in a rendition's operations name it
+    (`renditions[1].operations[0].resize`).
     """
     with _tracer.start_as_current_span("imaging.pipeline") as span:
         span.set_attributes(
