@@ -124,6 +124,30 @@ def test_plan_job_returns_a_plan_per_rendition_and_creates_nothing(
     assert sum(1 for _ in rest.list_all()) == before
 
 
+def test_renditions_after_another_services_operation_get_their_own_imaging_stage(
+    rest: Rest, photo_id: str
+) -> None:
+    body = {
+        "image_id": photo_id,
+        "operations": [{"extract_metadata": {}}],
+        "renditions": [
+            {"name": "same"},  # no operations: the source, re-encoded in its own format
+            {"name": "small", "operations": [{"resize": {"width": 160}}]},
+        ],
+    }
+    created = post(rest, "/v1/jobs", body)
+    assert created.status_code == 200, created.text
+    job = created.json()["job"]
+    assert [s["service"] for s in job["stages"]] == ["metadata", "imaging"]
+    done = rest.wait_job(job["job_id"])
+    assert done["state"] == "SUCCEEDED", done
+    assert done["metadata"]["width"] == 1600
+    sizes = [(o["rendition"], o["width"], o["height"], o["format"]) for o in done["outputs"]]
+    assert sizes == [("same", 1600, 1200, "JPEG"), ("small", 160, 120, "JPEG")]
+    small = Image.open(io.BytesIO(rest.download(job["job_id"], 1).content))
+    assert (small.format, small.size) == ("JPEG", (160, 120))
+
+
 @pytest.mark.parametrize(
     ("renditions", "field", "why"),
     [
