@@ -1,20 +1,30 @@
 """Postgres access for the job registry. Every state change and the messages that announce it
-(tasks, job events) are written in ONE transaction; the outbox relay publishes them."""
+(tasks, job events) are written in ONE transaction; the outbox relay publishes them.
+
+Round trips are the cost that matters here (each is also a span): a change reads the job and
+its stages in one statement (the job row locked; for a worker event, the event id recorded in
+the same statement), applies a rule of `statemachine` in memory, and writes the changed rows,
+the outbox messages and the relay's NOTIFY in a second statement. The JobStateChanged it
+publishes is built from the same records, not read back. BEGIN and the pool's reset of a
+connection on release are round trips that say nothing about a job: they are not traced.
+"""
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2, operations_pb2
+from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.jobs import errors
 from services.jobs import statemachine as sm
@@ -24,6 +34,95 @@ from services.runtime.storage import input_key
 from services.runtime.telemetry import inject_headers
 
 OUTBOX_CHANNEL = "jobs_outbox"
+
+_JOB_STATES = {name: job_pb2.Job.State.Value(name) for name in sm.TERMINAL | {"PENDING", "RUNNING"}}
+_STAGE_STATES = {
+    name: job_pb2.Stage.State.Value(name) for name in sm.TERMINAL | {"PENDING", "RUNNING"}
+}
+
+# A job row joined with its stages, one result row per stage, in stage order.
+_JOB_COLUMNS = """
+    j.job_id, j.tenant_id, j.image_id, j.state, j.operations, j.source, j.idempotency_key,
+    j.request_hash, j.metadata, j.renditions, j.error_code, j.error_reason, j.error_message,
+    j.deadline, j.created_at, j.updated_at, j.finished_at,
+    s.idx, s.service, s.state AS s_state, s.operations AS s_operations, s.attempts, s.input_key,
+    s.output_key, s.output, s.reports, s.renditions AS s_renditions, s.rendition_outputs,
+    s.error_code AS s_error_code, s.error_reason AS s_error_reason,
+    s.error_message AS s_error_message, s.started_at, s.finished_at AS s_finished_at"""
+_JOIN_STAGES = "JOIN jobs.stages s ON s.job_id = j.job_id"
+
+_GET = f"""SELECT {_JOB_COLUMNS} FROM jobs.jobs j {_JOIN_STAGES}
+    WHERE j.job_id = $1 AND j.tenant_id = $2 ORDER BY s.idx"""
+
+_BY_KEY = f"""SELECT {_JOB_COLUMNS} FROM jobs.jobs j {_JOIN_STAGES}
+    WHERE j.tenant_id = $1 AND j.idempotency_key = $2 ORDER BY s.idx"""
+
+# Locks the job row; `now` is the transaction's timestamp, as now() in the old per-column SQL.
+_LOCK = f"""SELECT {_JOB_COLUMNS}, now() AS now FROM jobs.jobs j {_JOIN_STAGES}
+    WHERE j.job_id = $1 {{}} ORDER BY s.idx FOR UPDATE OF j"""
+
+# A worker event: recorded as processed (a duplicate finds it there and reads nothing) and the
+# job locked, in one statement.
+_LOCK_FOR_EVENT = f"""WITH fresh AS (
+        INSERT INTO jobs.processed_events (event_id) VALUES ($2)
+        ON CONFLICT DO NOTHING RETURNING event_id)
+    {_LOCK.format("AND EXISTS (SELECT FROM fresh)")}"""
+
+_LOCK_OVERDUE = f"""WITH due AS (
+        SELECT job_id FROM jobs.jobs
+        WHERE state IN ('PENDING','RUNNING') AND deadline < now()
+        ORDER BY deadline LIMIT 100 FOR UPDATE SKIP LOCKED)
+    SELECT {_JOB_COLUMNS}, now() AS now FROM due JOIN jobs.jobs j ON j.job_id = due.job_id
+    {_JOIN_STAGES} ORDER BY j.deadline, j.job_id, s.idx"""
+
+# The outbox rows of one change, in order (ids follow ORDINALITY), then the relay's wake-up
+# (delivered at commit, like NOTIFY).
+_OUTBOX_CTE = (
+    """outbox AS (
+        INSERT INTO jobs.outbox (subject, msg_id, payload, headers)
+        SELECT m.subject, m.msg_id, m.payload, {headers}::jsonb
+        FROM {source} unnest({arrays}) WITH ORDINALITY AS m(subject, msg_id, payload, n)
+        ORDER BY m.n)
+    SELECT pg_notify('"""
+    + OUTBOX_CHANNEL
+    + "', '')"
+)
+
+_CREATE = """WITH job AS (
+        INSERT INTO jobs.jobs (job_id, tenant_id, image_id, state, operations, source,
+            idempotency_key, request_hash, deadline, created_at, updated_at, renditions)
+        VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $9, $10)
+        RETURNING job_id
+    ), stages AS (
+        INSERT INTO jobs.stages (job_id, idx, service, operations, state, input_key, renditions)
+        SELECT job.job_id, v.idx, v.service, v.operations, 'PENDING', v.input_key, v.renditions
+        FROM job, unnest($11::int[], $12::text[], $13::bytea[], $14::text[], $15::bytea[])
+            AS v(idx, service, operations, input_key, renditions)
+    ), """ + _OUTBOX_CTE.format(
+    headers="$19", source="job,", arrays="$16::text[], $17::text[], $18::bytea[]"
+)
+
+# Writes back what a transition changed: the job row, the changed stages, the messages.
+_SAVE = """WITH job AS (
+        UPDATE jobs.jobs SET state = $2, metadata = $3, error_code = $4, error_reason = $5,
+            error_message = $6, deadline = $7, updated_at = $8, finished_at = $9
+        WHERE job_id = $1
+    ), stages AS (
+        UPDATE jobs.stages AS s SET state = v.state, attempts = v.attempts,
+            input_key = v.input_key, output_key = v.output_key, output = v.output,
+            reports = v.reports, rendition_outputs = v.rendition_outputs,
+            error_code = v.error_code, error_reason = v.error_reason,
+            error_message = v.error_message, started_at = v.started_at,
+            finished_at = v.finished_at
+        FROM unnest($10::int[], $11::text[], $12::int[], $13::text[], $14::text[], $15::bytea[],
+                    $16::bytea[], $17::bytea[], $18::text[], $19::text[], $20::text[],
+                    $21::timestamptz[], $22::timestamptz[])
+            AS v(idx, state, attempts, input_key, output_key, output, reports, rendition_outputs,
+                 error_code, error_reason, error_message, started_at, finished_at)
+        WHERE s.job_id = $1 AND s.idx = v.idx
+    ), """ + _OUTBOX_CTE.format(
+    headers="$26", source="", arrays="$23::text[], $24::text[], $25::bytea[]"
+)
 
 
 @dataclass(frozen=True)
@@ -35,33 +134,38 @@ class OutboxMessage:
     headers: dict[str, str]
 
 
+@dataclass
+class _Outbox:
+    """Messages written with a change, in publishing order."""
+
+    subjects: list[str] = field(default_factory=list)
+    msg_ids: list[str] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+
+    def add(self, subject: str, msg_id: str, msg: Message) -> None:
+        self.subjects.append(subject)
+        self.msg_ids.append(msg_id)
+        self.payloads.append(msg.SerializeToString())
+
+    def task(self, job: sm.JobRecord, idx: int, suffix: str = "") -> None:
+        task = _task(job, idx, suffix)
+        self.add(bus.task_subject(task.service), task.task_id, task)
+
+    def job_event(self, job: sm.JobRecord) -> job_pb2.Job:
+        event_id = f"{job.job_id}.{uuid.uuid4().hex[:12]}"
+        msg = events_pb2.JobStateChanged(event_id=event_id, tenant_id=job.tenant_id)
+        _job_proto(job, msg.job)
+        self.add(bus.job_event_subject(job.job_id), event_id, msg)
+        return msg.job
+
+
 def _ops_blob(ops: Sequence[operations_pb2.Operation]) -> bytes:
     return job_pb2.Job(operations=ops).SerializeToString()
 
 
-def _ops_from_blob(blob: bytes) -> list[operations_pb2.Operation]:
-    return list(job_pb2.Job.FromString(blob).operations)
-
-
-def _renditions_blob(renditions: Sequence[operations_pb2.Rendition]) -> bytes | None:
-    return job_pb2.Job(renditions=renditions).SerializeToString() if renditions else None
-
-
-def _stage_renditions_blob(renditions: Sequence[operations_pb2.Rendition]) -> bytes | None:
-    return job_pb2.Stage(renditions=renditions).SerializeToString() if renditions else None
-
-
-def _ts(value: datetime | None, target: Any) -> None:
-    if value is not None:
-        target.FromDatetime(value)
-
-
-def _error(row: asyncpg.Record) -> job_pb2.JobError | None:
-    if not row["error_code"]:
-        return None
-    return job_pb2.JobError(
-        code=row["error_code"], reason=row["error_reason"], message=row["error_message"]
-    )
+def _headers() -> str:
+    # The trace context of the request that caused the messages travels with them.
+    return json.dumps(dict(inject_headers({})))
 
 
 class JobsRepository:
@@ -84,202 +188,159 @@ class JobsRepository:
             existing = await self._find_by_key(tenant_id, idempotency_key, req_hash)
             if existing is not None:
                 return existing, False
-        job_id = f"job_{uuid.uuid4().hex}"
-        stages = plan_stages(ops, renditions)
         now = datetime.now(UTC)
+        stages = [
+            sm.StageRecord(
+                idx=i,
+                service=st.service,
+                operations=_ops_blob(st.operations),
+                input_key=input_key(image.sha256) if i == 0 else None,
+                renditions=job_pb2.Stage(renditions=st.renditions).SerializeToString()
+                if st.renditions
+                else None,
+                rendition_count=len(st.renditions),
+            )
+            for i, st in enumerate(plan_stages(ops, renditions))
+        ]
+        job = sm.JobRecord(
+            job_id=f"job_{uuid.uuid4().hex}",
+            tenant_id=tenant_id,
+            image_id=image.image_id,
+            state=sm.PENDING,
+            operations=_ops_blob(ops),
+            source=image.SerializeToString(),
+            deadline=now + self.job_timeout,
+            created_at=now,
+            updated_at=now,
+            stages=stages,
+            idempotency_key=idempotency_key or None,
+            request_hash=req_hash,
+            renditions=job_pb2.Job(renditions=renditions).SerializeToString()
+            if renditions
+            else None,
+        )
+        out = _Outbox()
+        out.task(job, 0)
+        created = out.job_event(job)
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            # One statement, so no explicit transaction: the job, its stages and its messages.
+            async with _connection(self.pool) as conn:
                 await conn.execute(
-                    """INSERT INTO jobs.jobs (job_id, tenant_id, image_id, state, operations, source,
-                         idempotency_key, request_hash, deadline, created_at, updated_at, renditions)
-                       VALUES ($1,$2,$3,'PENDING',$4,$5,$6,$7,$8,$9,$9,$10)""",
-                    job_id,
+                    _CREATE,
+                    job.job_id,
                     tenant_id,
-                    image.image_id,
-                    _ops_blob(ops),
-                    image.SerializeToString(),
-                    idempotency_key or None,
+                    job.image_id,
+                    job.operations,
+                    job.source,
+                    job.idempotency_key,
                     req_hash,
-                    now + self.job_timeout,
+                    job.deadline,
                     now,
-                    _renditions_blob(renditions),
+                    job.renditions,
+                    [s.idx for s in stages],
+                    [s.service for s in stages],
+                    [s.operations for s in stages],
+                    [s.input_key for s in stages],
+                    [s.renditions for s in stages],
+                    out.subjects,
+                    out.msg_ids,
+                    out.payloads,
+                    _headers(),
                 )
-                await conn.executemany(
-                    """INSERT INTO jobs.stages (job_id, idx, service, operations, state, input_key,
-                         renditions)
-                       VALUES ($1,$2,$3,$4,'PENDING',$5,$6)""",
-                    [
-                        (
-                            job_id,
-                            i,
-                            st.service,
-                            _ops_blob(st.operations),
-                            input_key(image.sha256) if i == 0 else None,
-                            _stage_renditions_blob(st.renditions),
-                        )
-                        for i, st in enumerate(stages)
-                    ],
-                )
-                await self._enqueue_task(conn, job_id, 0)
-                job = await self._load(conn, job_id)
-                await self._enqueue_job_event(conn, tenant_id, job)
         except asyncpg.UniqueViolationError:
             # A concurrent request with the same key won the race: answer like a retry.
             existing = await self._find_by_key(tenant_id, idempotency_key, req_hash)
             if existing is None:
                 raise
             return existing, False
-        return job, True
+        return created, True
 
     async def cancel(self, tenant_id: str, job_id: str) -> job_pb2.Job:
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT state FROM jobs.jobs WHERE job_id=$1 AND tenant_id=$2 FOR UPDATE",
-                job_id,
-                tenant_id,
-            )
-            if row is None:
+        async with _transaction(self.pool) as conn:
+            job, now = await _lock(conn, _LOCK.format("AND j.tenant_id = $2"), job_id, tenant_id)
+            if job is None:
                 raise errors.job_not_found(job_id)
-            if row["state"] == sm.CANCELLED:
+            if job.state == sm.CANCELLED:
                 # A retried cancel (its first reply lost) answers like the first one did.
-                return await self._load(conn, job_id)
-            if row["state"] in sm.TERMINAL:
-                raise errors.job_finished(job_id, row["state"])
-            await self._finish(
-                conn, job_id, sm.CANCELLED, "CANCELLED", "CANCELLED", "cancelled by the caller"
-            )
-            job = await self._load(conn, job_id)
-            await self._enqueue_job_event(conn, tenant_id, job)
-            return job
+                return _job_proto(job)
+            if job.state in sm.TERMINAL:
+                raise errors.job_finished(job_id, job.state)
+            sm.finish(job, sm.CANCELLED, "CANCELLED", "CANCELLED", "cancelled by the caller", now)
+            out = _Outbox()
+            cancelled = out.job_event(job)
+            await _save(conn, job, out)
+            return cancelled
 
     async def apply_event(self, event: events_pb2.TaskEvent) -> None:
         """Apply a worker's event exactly once; duplicates and late events are no-ops."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
-                "INSERT INTO jobs.processed_events (event_id) VALUES ($1)"
-                " ON CONFLICT DO NOTHING RETURNING true",
-                event.event_id,
-            )
-            if not fresh:
+        kind = event.WhichOneof("outcome")
+        async with _transaction(self.pool) as conn:
+            job, now = await _lock(conn, _LOCK_FOR_EVENT, event.job_id, event.event_id)
+            # A duplicate, an unknown job, or a late event for a cancelled/failed job.
+            if job is None or job.state in sm.TERMINAL:
                 return
-            job = await conn.fetchrow(
-                "SELECT tenant_id, state, source FROM jobs.jobs WHERE job_id=$1 FOR UPDATE",
-                event.job_id,
-            )
-            if job is None or job["state"] in sm.TERMINAL:
-                return  # unknown job, or a late event for a cancelled/failed job
             idx = event.stage_index
-            kind = event.WhichOneof("outcome")
-            if kind == "started":
-                await conn.execute(
-                    """UPDATE jobs.stages SET state='RUNNING', attempts=GREATEST(attempts,$3),
-                         started_at=COALESCE(started_at, now())
-                       WHERE job_id=$1 AND idx=$2 AND state IN ('PENDING','RUNNING')""",
-                    event.job_id,
-                    idx,
-                    event.started.attempt,
-                )
-                await conn.execute(
-                    "UPDATE jobs.jobs SET state='RUNNING', updated_at=now()"
-                    " WHERE job_id=$1 AND state='PENDING'",
-                    event.job_id,
-                )
-            elif kind == "completed":
-                await self._complete_stage(conn, event, job["source"])
-            elif kind == "failed":
-                await self._fail_stage(conn, event, event.failed.attempts, event.failed.error)
-            else:
+            if kind is None or idx >= len(job.stages):
                 return
-            await self._enqueue_job_event(
-                conn, job["tenant_id"], await self._load(conn, event.job_id)
-            )
-
-    async def _fail_stage(
-        self,
-        conn: asyncpg.Connection,
-        event: events_pb2.TaskEvent,
-        attempts: int,
-        err: job_pb2.JobError,
-    ) -> None:
-        await conn.execute(
-            """UPDATE jobs.stages SET state='FAILED', attempts=GREATEST(attempts,$3),
-                 error_code=$4, error_reason=$5, error_message=$6, finished_at=now()
-               WHERE job_id=$1 AND idx=$2""",
-            event.job_id,
-            event.stage_index,
-            attempts,
-            err.code,
-            err.reason,
-            err.message,
-        )
-        await self._finish(conn, event.job_id, sm.FAILED, err.code, err.reason, err.message)
+            out = _Outbox()
+            if kind == "started":
+                sm.start_stage(job, idx, event.started.attempt, now)
+            elif kind == "completed":
+                source_key = input_key(image_pb2.Image.FromString(job.source).sha256)
+                nxt = sm.complete_stage(job, idx, _completion(event.completed), source_key, now)
+                if nxt is not None:
+                    out.task(job, nxt)
+            else:
+                err = event.failed.error
+                sm.fail_stage(
+                    job, idx, event.failed.attempts, err.code, err.reason, err.message, now
+                )
+            out.job_event(job)
+            await _save(conn, job, out)
 
     async def retry_failed(self, job_id: str) -> job_pb2.Job:
         """Run a FAILED job again from its failed stage (operators replaying a dead letter)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT tenant_id, state FROM jobs.jobs WHERE job_id=$1 FOR UPDATE", job_id
-            )
-            if row is None:
+        async with _transaction(self.pool) as conn:
+            job, now = await _lock(conn, _LOCK.format(""), job_id)
+            if job is None:
                 raise errors.job_not_found(job_id)
-            if row["state"] != sm.FAILED:
-                raise errors.job_not_failed(job_id, row["state"])
-            idx = await conn.fetchval(
-                "SELECT min(idx) FROM jobs.stages WHERE job_id=$1 AND state <> 'SUCCEEDED'", job_id
-            )
-            await conn.execute(
-                """UPDATE jobs.jobs SET state='RUNNING', error_code=NULL, error_reason=NULL,
-                     error_message=NULL, finished_at=NULL, updated_at=now(),
-                     deadline=now() + $2::interval
-                   WHERE job_id=$1""",
-                job_id,
-                self.job_timeout,
-            )
-            await conn.execute(
-                """UPDATE jobs.stages SET state='PENDING', error_code=NULL, error_reason=NULL,
-                     error_message=NULL, started_at=NULL, finished_at=NULL
-                   WHERE job_id=$1 AND idx >= $2""",
-                job_id,
-                idx,
-            )
+            if job.state != sm.FAILED:
+                raise errors.job_not_failed(job_id, job.state)
+            idx = sm.restart_failed(job, now, now + self.job_timeout)
             retries = await conn.fetchval(
                 "SELECT count(*) FROM jobs.outbox WHERE msg_id LIKE $1", f"{job_id}.{idx}%"
             )
-            await self._enqueue_task(conn, job_id, idx, suffix=f".retry{retries}")
-            job = await self._load(conn, job_id)
-            await self._enqueue_job_event(conn, row["tenant_id"], job)
-            return job
+            out = _Outbox()
+            # A replay gets a new task id: the first run's is spent in JetStream's dedup window
+            # and in the events already applied.
+            out.task(job, idx, suffix=f".retry{retries}")
+            retried = out.job_event(job)
+            await _save(conn, job, out)
+            return retried
 
     async def expire_overdue(self) -> int:
         """Fail open jobs whose deadline passed (a worker died for good, a queue stalled)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """SELECT job_id, tenant_id FROM jobs.jobs
-                   WHERE state IN ('PENDING','RUNNING') AND deadline < now()
-                   ORDER BY deadline LIMIT 100 FOR UPDATE SKIP LOCKED"""
-            )
-            for r in rows:
-                await self._finish(
-                    conn,
-                    r["job_id"],
+        async with _transaction(self.pool) as conn:
+            rows = await conn.fetch(_LOCK_OVERDUE)
+            jobs = _records(rows)
+            for job in jobs:
+                sm.finish(
+                    job,
                     sm.FAILED,
                     "DEADLINE_EXCEEDED",
                     "DEADLINE_EXCEEDED",
                     "the job did not finish before its deadline",
+                    rows[0]["now"],
                 )
-                await self._enqueue_job_event(
-                    conn, r["tenant_id"], await self._load(conn, r["job_id"])
-                )
-            return len(rows)
+                out = _Outbox()
+                out.job_event(job)
+                await _save(conn, job, out)
+            return len(jobs)
 
     # ---- queries --------------------------------------------------------------------------
 
     async def get(self, tenant_id: str, job_id: str) -> job_pb2.Job:
-        async with self.pool.acquire() as conn:
-            owner = await conn.fetchval("SELECT tenant_id FROM jobs.jobs WHERE job_id=$1", job_id)
-            if owner != tenant_id:
-                raise errors.job_not_found(job_id)
-            return await self._load(conn, job_id)
+        return _job_proto(await self._get(tenant_id, job_id))
 
     async def list(
         self, tenant_id: str, page_size: int, page_token: str, state: str | None
@@ -293,302 +354,311 @@ class JobsRepository:
             created, last_id = sm.decode_page_token(page_token)
             args += [created, last_id]
             where.append(f"(created_at, job_id) < (${len(args) - 1}, ${len(args)})")
-        async with self.pool.acquire() as conn:
+        async with _connection(self.pool) as conn:
             rows = await conn.fetch(
-                f"SELECT job_id, created_at FROM jobs.jobs WHERE {' AND '.join(where)}"
-                " ORDER BY created_at DESC, job_id DESC LIMIT $2",
+                f"""SELECT {_JOB_COLUMNS} FROM (
+                    SELECT * FROM jobs.jobs WHERE {" AND ".join(where)}
+                    ORDER BY created_at DESC, job_id DESC LIMIT $2) j
+                {_JOIN_STAGES}
+                ORDER BY j.created_at DESC, j.job_id DESC, s.idx""",
                 *args,
             )
-            jobs = [await self._load(conn, r["job_id"]) for r in rows[:page_size]]
+        records = _records(rows)
         token = ""
-        if len(rows) > page_size:
-            last = rows[page_size - 1]
-            token = sm.encode_page_token(last["created_at"], last["job_id"])
-        return jobs, token
+        if len(records) > page_size:
+            last = records[page_size - 1]
+            token = sm.encode_page_token(last.created_at, last.job_id)
+        return [_job_proto(r) for r in records[:page_size]], token
 
     async def output(self, tenant_id: str, job_id: str, index: int) -> tuple[job_pb2.Output, str]:
-        async with self.pool.acquire() as conn:
-            owner = await conn.fetchval("SELECT tenant_id FROM jobs.jobs WHERE job_id=$1", job_id)
-            if owner != tenant_id:
-                raise errors.job_not_found(job_id)
-            state = await conn.fetchval("SELECT state FROM jobs.jobs WHERE job_id=$1", job_id)
-            stage_rows = await conn.fetch(
-                "SELECT * FROM jobs.stages WHERE job_id=$1 ORDER BY idx", job_id
-            )
-        outputs = _outputs(job_id, _views(stage_rows), stage_rows) if state == sm.SUCCEEDED else []
+        job = await self._get(tenant_id, job_id)
+        outputs = _outputs(job) if job.state == sm.SUCCEEDED else []
         if index >= len(outputs):
-            if state == sm.SUCCEEDED:
+            if job.state == sm.SUCCEEDED:
                 raise errors.output_not_found(job_id, index)
-            raise errors.output_not_ready(job_id, state)
+            raise errors.output_not_ready(job_id, job.state)
         return outputs[index]
 
     # ---- outbox ---------------------------------------------------------------------------
 
     # In this class body `list` names the method above, hence `builtins.list` in annotations.
+    @staticmethod
     async def claim_outbox(
-        self, conn: asyncpg.Connection, limit: int = 100
+        conn: asyncpg.Connection, limit: int = 100
     ) -> builtins.list[OutboxMessage]:
+        """The oldest unpublished messages, in order, locked and marked published in one
+        statement. Call it in a transaction and commit only once they are published: a rollback
+        leaves them unpublished (and unlocked) for the next claim."""
         rows = await conn.fetch(
-            """SELECT id, subject, msg_id, payload, headers FROM jobs.outbox
-               WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+            """UPDATE jobs.outbox o SET published_at = now()
+               FROM (SELECT id FROM jobs.outbox WHERE published_at IS NULL
+                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) claimed
+               WHERE o.id = claimed.id
+               RETURNING o.id, o.subject, o.msg_id, o.payload, o.headers""",
             limit,
         )
-        return [
-            OutboxMessage(
-                r["id"], r["subject"], r["msg_id"], bytes(r["payload"]), json.loads(r["headers"])
-            )
-            for r in rows
-        ]
-
-    @staticmethod
-    async def mark_published(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
-        await conn.execute(
-            "UPDATE jobs.outbox SET published_at=now() WHERE id = ANY($1::bigint[])", list(ids)
+        return sorted(
+            (
+                OutboxMessage(
+                    r["id"],
+                    r["subject"],
+                    r["msg_id"],
+                    bytes(r["payload"]),
+                    json.loads(r["headers"]),
+                )
+                for r in rows
+            ),
+            key=lambda m: m.id,
         )
 
     # ---- internals ------------------------------------------------------------------------
 
-    async def _find_by_key(self, tenant_id: str, key: str, req_hash: str) -> job_pb2.Job | None:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT job_id, request_hash FROM jobs.jobs WHERE tenant_id=$1 AND idempotency_key=$2",
-                tenant_id,
-                key,
-            )
-            if row is None:
-                return None
-            if row["request_hash"] != req_hash:
-                raise errors.idempotency_mismatch()
-            return await self._load(conn, row["job_id"])
-
-    async def _complete_stage(
-        self, conn: asyncpg.Connection, event: events_pb2.TaskEvent, source_blob: bytes
-    ) -> None:
-        done = event.completed
-        blob = await conn.fetchval(
-            "SELECT renditions FROM jobs.stages WHERE job_id=$1 AND idx=$2",
-            event.job_id,
-            event.stage_index,
-        )
-        expected = len(job_pb2.Stage.FromString(blob).renditions) if blob else 0
-        if len(done.rendition_outputs) != expected:
-            # A worker that does not know renditions (or a broken one): failing the job says so,
-            # where succeeding would hand out the wrong images.
-            err = job_pb2.JobError(
-                code="INTERNAL",
-                reason="BAD_RENDITION_OUTPUTS",
-                message=f"the stage reported {len(done.rendition_outputs)} rendition outputs"
-                f" for {expected} renditions",
-            )
-            await self._fail_stage(conn, event, 0, err)
-            return
-        await conn.execute(
-            """UPDATE jobs.stages SET state='SUCCEEDED', output_key=$3, output=$4, reports=$5,
-                 rendition_outputs=$6, started_at=COALESCE(started_at, now()), finished_at=now()
-               WHERE job_id=$1 AND idx=$2""",
-            event.job_id,
-            event.stage_index,
-            done.output_key or None,
-            done.output.SerializeToString() if done.HasField("output") else None,
-            job_pb2.Stage(reports=done.reports).SerializeToString() if done.reports else None,
-            events_pb2.TaskCompleted(rendition_outputs=done.rendition_outputs).SerializeToString()
-            if done.rendition_outputs
-            else None,
-        )
-        if done.HasField("metadata"):
-            await conn.execute(
-                "UPDATE jobs.jobs SET metadata=$2 WHERE job_id=$1",
-                event.job_id,
-                done.metadata.SerializeToString(),
-            )
-        stages = await self._stage_views(conn, event.job_id)
-        if event.stage_index + 1 < len(stages):
-            source = image_pb2.Image.FromString(source_blob)
-            key = sm.next_input_key(stages, event.stage_index, input_key(source.sha256))
-            await conn.execute(
-                "UPDATE jobs.stages SET input_key=$3 WHERE job_id=$1 AND idx=$2",
-                event.job_id,
-                event.stage_index + 1,
-                key,
-            )
-            await conn.execute(
-                "UPDATE jobs.jobs SET state='RUNNING', updated_at=now() WHERE job_id=$1",
-                event.job_id,
-            )
-            await self._enqueue_task(conn, event.job_id, event.stage_index + 1)
-        else:
-            await conn.execute(
-                "UPDATE jobs.jobs SET state='SUCCEEDED', updated_at=now(), finished_at=now()"
-                " WHERE job_id=$1",
-                event.job_id,
-            )
-
-    async def _finish(
-        self,
-        conn: asyncpg.Connection,
-        job_id: str,
-        state: str,
-        code: str,
-        reason: str,
-        message: str,
-    ) -> None:
-        await conn.execute(
-            """UPDATE jobs.jobs SET state=$2, error_code=$3, error_reason=$4, error_message=$5,
-                 updated_at=now(), finished_at=now() WHERE job_id=$1""",
-            job_id,
-            state,
-            code,
-            reason,
-            message,
-        )
-        await conn.execute(
-            "UPDATE jobs.stages SET state='CANCELLED', finished_at=now()"
-            " WHERE job_id=$1 AND state IN ('PENDING','RUNNING')",
-            job_id,
-        )
-
-    async def _stage_views(
-        self, conn: asyncpg.Connection, job_id: str
-    ) -> builtins.list[sm.StageView]:
-        rows = await conn.fetch(
-            "SELECT idx, service, state, input_key, output_key FROM jobs.stages"
-            " WHERE job_id=$1 ORDER BY idx",
-            job_id,
-        )
-        return [
-            sm.StageView(r["idx"], r["service"], r["state"], r["input_key"], r["output_key"])
-            for r in rows
-        ]
-
-    async def _enqueue_task(
-        self, conn: asyncpg.Connection, job_id: str, idx: int, suffix: str = ""
-    ) -> None:
-        job = await conn.fetchrow(
-            "SELECT tenant_id, source, deadline FROM jobs.jobs WHERE job_id=$1", job_id
-        )
-        stage = await conn.fetchrow(
-            "SELECT service, operations, input_key, renditions FROM jobs.stages"
-            " WHERE job_id=$1 AND idx=$2",
-            job_id,
-            idx,
-        )
-        source = image_pb2.Image.FromString(job["source"])
-        task = events_pb2.Task(
-            # A replay gets a new id: the first run's id is spent in JetStream's dedup window
-            # and in the events already applied.
-            task_id=f"{job_id}.{idx}{suffix}",
-            job_id=job_id,
-            tenant_id=job["tenant_id"],
-            stage_index=idx,
-            service=stage["service"],
-            operations=_ops_from_blob(stage["operations"]),
-            input_key=stage["input_key"],
-            source=source,
-        )
-        if stage["renditions"]:
-            task.renditions.extend(job_pb2.Stage.FromString(stage["renditions"]).renditions)
-        task.deadline.FromDatetime(job["deadline"])
-        await self._enqueue(conn, bus.task_subject(stage["service"]), task.task_id, task)
-
-    async def _enqueue_job_event(
-        self, conn: asyncpg.Connection, tenant_id: str, job: job_pb2.Job
-    ) -> None:
-        event_id = f"{job.job_id}.{uuid.uuid4().hex[:12]}"
-        msg = events_pb2.JobStateChanged(event_id=event_id, tenant_id=tenant_id, job=job)
-        await self._enqueue(conn, bus.job_event_subject(job.job_id), event_id, msg)
-
-    @staticmethod
-    async def _enqueue(conn: asyncpg.Connection, subject: str, msg_id: str, msg: Message) -> None:
-        # The trace context of the request that caused the message travels with it.
-        headers = dict(inject_headers({}))
-        await conn.execute(
-            "INSERT INTO jobs.outbox (subject, msg_id, payload, headers) VALUES ($1,$2,$3,$4)",
-            subject,
-            msg_id,
-            msg.SerializeToString(),
-            json.dumps(headers),
-        )
-        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-
-    async def _load(self, conn: asyncpg.Connection, job_id: str) -> job_pb2.Job:
-        row = await conn.fetchrow("SELECT * FROM jobs.jobs WHERE job_id=$1", job_id)
-        if row is None:
+    async def _get(self, tenant_id: str, job_id: str) -> sm.JobRecord:
+        async with _connection(self.pool) as conn:
+            jobs = _records(await conn.fetch(_GET, job_id, tenant_id))
+        if not jobs:
             raise errors.job_not_found(job_id)
-        stage_rows = await conn.fetch(
-            "SELECT * FROM jobs.stages WHERE job_id=$1 ORDER BY idx", job_id
-        )
-        job = job_pb2.Job(
-            job_id=job_id,
-            image_id=row["image_id"],
-            state=job_pb2.Job.State.Value(row["state"]),
-            operations=_ops_from_blob(row["operations"]),
-            idempotency_key=row["idempotency_key"] or "",
-        )
-        if row["renditions"]:
-            job.MergeFromString(row["renditions"])
-        for s in stage_rows:
-            stage = job.stages.add(
-                index=s["idx"],
-                service=s["service"],
-                operations=_ops_from_blob(s["operations"]),
-                state=job_pb2.Stage.State.Value(s["state"]),
-                attempts=s["attempts"],
+        return jobs[0]
+
+    async def _find_by_key(self, tenant_id: str, key: str, req_hash: str) -> job_pb2.Job | None:
+        async with _connection(self.pool) as conn:
+            jobs = _records(await conn.fetch(_BY_KEY, tenant_id, key))
+        if not jobs:
+            return None
+        if jobs[0].request_hash != req_hash:
+            raise errors.idempotency_mismatch()
+        return _job_proto(jobs[0])
+
+
+async def _lock(
+    conn: asyncpg.Connection, query: str, *args: Any
+) -> tuple[sm.JobRecord | None, datetime]:
+    rows = await conn.fetch(query, *args)
+    if not rows:
+        return None, datetime.now(UTC)
+    return _records(rows)[0], rows[0]["now"]
+
+
+async def _save(conn: asyncpg.Connection, job: sm.JobRecord, out: _Outbox) -> None:
+    stages = [job.stages[i] for i in sorted(job.changed)]
+    await conn.execute(
+        _SAVE,
+        job.job_id,
+        job.state,
+        job.metadata,
+        job.error_code,
+        job.error_reason,
+        job.error_message,
+        job.deadline,
+        job.updated_at,
+        job.finished_at,
+        [s.idx for s in stages],
+        [s.state for s in stages],
+        [s.attempts for s in stages],
+        [s.input_key for s in stages],
+        [s.output_key for s in stages],
+        [s.output for s in stages],
+        [s.reports for s in stages],
+        [s.rendition_outputs for s in stages],
+        [s.error_code for s in stages],
+        [s.error_reason for s in stages],
+        [s.error_message for s in stages],
+        [s.started_at for s in stages],
+        [s.finished_at for s in stages],
+        out.subjects,
+        out.msg_ids,
+        out.payloads,
+        _headers(),
+    )
+    job.changed.clear()
+
+
+def _records(rows: Sequence[asyncpg.Record]) -> builtins.list[sm.JobRecord]:
+    """Jobs from joined rows (one per stage, each job's rows together, stages in order)."""
+    jobs: builtins.list[sm.JobRecord] = []
+    for r in rows:
+        if not jobs or jobs[-1].job_id != r["job_id"]:
+            jobs.append(
+                sm.JobRecord(
+                    job_id=r["job_id"],
+                    tenant_id=r["tenant_id"],
+                    image_id=r["image_id"],
+                    state=r["state"],
+                    operations=r["operations"],
+                    source=r["source"],
+                    deadline=r["deadline"],
+                    created_at=r["created_at"],
+                    updated_at=r["updated_at"],
+                    stages=[],
+                    idempotency_key=r["idempotency_key"],
+                    request_hash=r["request_hash"],
+                    metadata=r["metadata"],
+                    renditions=r["renditions"],
+                    error_code=r["error_code"],
+                    error_reason=r["error_reason"],
+                    error_message=r["error_message"],
+                    finished_at=r["finished_at"],
+                )
             )
-            if (err := _error(s)) is not None:
-                stage.error.CopyFrom(err)
-            if s["reports"]:
-                stage.reports.extend(job_pb2.Stage.FromString(s["reports"]).reports)
-            if s["renditions"]:
-                stage.MergeFromString(s["renditions"])
-            _ts(s["started_at"], stage.started_at)
-            _ts(s["finished_at"], stage.finished_at)
-        views = _views(stage_rows)
-        job.progress = sm.progress(views)
-        if job.state == job_pb2.Job.SUCCEEDED:
-            for out, _ in _outputs(job_id, views, stage_rows):
-                job.outputs.append(out)
-        if row["metadata"]:
-            job.metadata.CopyFrom(metadata_pb2.ImageMetadata.FromString(row["metadata"]))
-        if (err := _error(row)) is not None:
-            job.error.CopyFrom(err)
-        _ts(row["created_at"], job.created_at)
-        _ts(row["updated_at"], job.updated_at)
-        _ts(row["finished_at"], job.finished_at)
-        return job
+        renditions = r["s_renditions"]
+        jobs[-1].stages.append(
+            sm.StageRecord(
+                idx=r["idx"],
+                service=r["service"],
+                state=r["s_state"],
+                operations=r["s_operations"],
+                attempts=r["attempts"],
+                input_key=r["input_key"],
+                output_key=r["output_key"],
+                output=r["output"],
+                reports=r["reports"],
+                renditions=renditions,
+                rendition_count=len(job_pb2.Stage.FromString(renditions).renditions)
+                if renditions
+                else 0,
+                rendition_outputs=r["rendition_outputs"],
+                error_code=r["s_error_code"],
+                error_reason=r["s_error_reason"],
+                error_message=r["s_error_message"],
+                started_at=r["started_at"],
+                finished_at=r["s_finished_at"],
+            )
+        )
+    return jobs
 
 
-def _views(stage_rows: Sequence[asyncpg.Record]) -> list[sm.StageView]:
-    return [
-        sm.StageView(s["idx"], s["service"], s["state"], s["input_key"], s["output_key"])
-        for s in stage_rows
-    ]
+def _completion(done: events_pb2.TaskCompleted) -> sm.Completion:
+    return sm.Completion(
+        output_key=done.output_key or None,
+        output=done.output.SerializeToString() if done.HasField("output") else None,
+        reports=job_pb2.Stage(reports=done.reports).SerializeToString() if done.reports else None,
+        metadata=done.metadata.SerializeToString() if done.HasField("metadata") else None,
+        rendition_outputs=events_pb2.TaskCompleted(
+            rendition_outputs=done.rendition_outputs
+        ).SerializeToString()
+        if done.rendition_outputs
+        else None,
+        rendition_output_count=len(done.rendition_outputs),
+    )
 
 
-def _outputs(
-    job_id: str, views: Sequence[sm.StageView], stage_rows: Sequence[asyncpg.Record]
-) -> list[tuple[job_pb2.Output, str]]:
+def _task(job: sm.JobRecord, idx: int, suffix: str) -> events_pb2.Task:
+    stage = job.stages[idx]
+    task = events_pb2.Task(
+        task_id=f"{job.job_id}.{idx}{suffix}",
+        job_id=job.job_id,
+        tenant_id=job.tenant_id,
+        stage_index=idx,
+        service=stage.service,
+        input_key=stage.input_key or "",
+    )
+    task.operations.extend(job_pb2.Job.FromString(stage.operations).operations)
+    task.source.MergeFromString(job.source)
+    if stage.renditions:
+        task.renditions.extend(job_pb2.Stage.FromString(stage.renditions).renditions)
+    task.deadline.FromDatetime(job.deadline)
+    return task
+
+
+def _job_proto(rec: sm.JobRecord, job: job_pb2.Job | None = None) -> job_pb2.Job:
+    """The API's view of a job, built into `job` (a new message when None)."""
+    if job is None:
+        job = job_pb2.Job()
+    job.job_id = rec.job_id
+    job.image_id = rec.image_id
+    job.state = _JOB_STATES[rec.state]
+    # The payload columns are serialized Job/Stage messages holding just their field.
+    job.MergeFromString(rec.operations)
+    if rec.renditions:
+        job.MergeFromString(rec.renditions)
+    if rec.idempotency_key:
+        job.idempotency_key = rec.idempotency_key
+    for s in rec.stages:
+        stage = job.stages.add()
+        stage.index = s.idx
+        stage.service = s.service
+        stage.state = _STAGE_STATES[s.state]
+        stage.attempts = s.attempts
+        stage.operations.extend(job_pb2.Job.FromString(s.operations).operations)
+        if s.error_code:
+            _error(stage.error, s.error_code, s.error_reason, s.error_message)
+        if s.reports:
+            stage.MergeFromString(s.reports)
+        if s.renditions:
+            stage.MergeFromString(s.renditions)
+        if s.started_at is not None:
+            stage.started_at.FromDatetime(s.started_at)
+        if s.finished_at is not None:
+            stage.finished_at.FromDatetime(s.finished_at)
+    job.progress = sm.progress(rec.stages)
+    if rec.state == sm.SUCCEEDED:
+        job.outputs.extend(out for out, _ in _outputs(rec))
+    if rec.metadata:
+        job.metadata.MergeFromString(rec.metadata)
+    if rec.error_code:
+        _error(job.error, rec.error_code, rec.error_reason, rec.error_message)
+    job.created_at.FromDatetime(rec.created_at)
+    job.updated_at.FromDatetime(rec.updated_at)
+    if rec.finished_at is not None:
+        job.finished_at.FromDatetime(rec.finished_at)
+    return job
+
+
+def _error(target: job_pb2.JobError, code: str, reason: str | None, message: str | None) -> None:
+    target.code = code
+    target.reason = reason or ""
+    target.message = message or ""
+
+
+def _outputs(job: sm.JobRecord) -> builtins.list[tuple[job_pb2.Output, str]]:
     """A succeeded job's outputs and their object keys: one per rendition when the job has
     renditions, else the image of the last stage that produced one (none for metadata only)."""
-    for s in stage_rows:
-        if s["renditions"]:
-            names = [r.name for r in job_pb2.Stage.FromString(s["renditions"]).renditions]
-            done = events_pb2.TaskCompleted.FromString(s["rendition_outputs"] or b"")
-            outputs = []
-            for i, (name, made) in enumerate(zip(names, done.rendition_outputs, strict=False)):
-                out = job_pb2.Output()
-                out.CopyFrom(made.output)
-                out.index = i
-                out.rendition = name
-                out.download_path = f"/v1/jobs/{job_id}/outputs/{i}"
-                outputs.append((out, made.key))
-            return outputs
-    final = sm.final_output_stage(views)
+    branching = sm.rendition_stage(job.stages)
+    if branching is not None and branching.renditions:
+        names = [r.name for r in job_pb2.Stage.FromString(branching.renditions).renditions]
+        made = events_pb2.TaskCompleted.FromString(branching.rendition_outputs or b"")
+        outputs = []
+        for i, (name, result) in enumerate(zip(names, made.rendition_outputs, strict=False)):
+            out = job_pb2.Output()
+            out.CopyFrom(result.output)
+            out.index = i
+            out.rendition = name
+            out.download_path = f"/v1/jobs/{job.job_id}/outputs/{i}"
+            outputs.append((out, result.key))
+        return outputs
+    final = sm.final_output_stage(job.stages)
     if final is None:
         return []
     out = job_pb2.Output()
-    blob = next(s["output"] for s in stage_rows if s["idx"] == final.idx)
-    if blob:
-        out.MergeFromString(blob)
+    if final.output:
+        out.MergeFromString(final.output)
     out.index = 0
-    out.download_path = f"/v1/jobs/{job_id}/outputs/0"
+    out.download_path = f"/v1/jobs/{job.job_id}/outputs/0"
     return [(out, str(final.output_key))]
+
+
+@contextlib.asynccontextmanager
+async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; its reset on release (a round trip) is not traced."""
+    with suppress_instrumentation():
+        conn = await pool.acquire()
+    try:
+        yield conn
+    finally:
+        with suppress_instrumentation():
+            await pool.release(conn)
+
+
+@contextlib.asynccontextmanager
+async def _transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection in a transaction: BEGIN is not traced, COMMIT (or ROLLBACK) is."""
+    async with _connection(pool) as conn:
+        tx = conn.transaction()
+        with suppress_instrumentation():
+            await tx.start()
+        try:
+            yield conn
+        except BaseException:
+            await tx.rollback()
+            raise
+        await tx.commit()

@@ -31,6 +31,9 @@ DEFAULT_PAGE_SIZE = 20
 WATCH_RESYNC_S = 5.0
 
 _TERMINAL = {job_pb2.Job.SUCCEEDED, job_pb2.Job.FAILED, job_pb2.Job.CANCELLED}
+# Outbox rows claimed (and published, in order) per relay transaction.
+RELAY_BATCH = 100
+_TASK_PREFIX = busmod.task_subject("")
 
 
 class JobsService:
@@ -117,15 +120,18 @@ class JobsService:
         await listener.add_listener(OUTBOX_CHANNEL, on_notify)
         try:
             while not stop.is_set():
+                # Cleared before the claim: a NOTIFY after this point may announce rows the
+                # claim did not see, and then the loop goes round again instead of waiting.
+                # (Rows announced before it were committed before the claim began.)
+                wake.clear()
                 try:
                     published = await self._relay_batch()
                 except Exception:
                     log.exception("outbox relay failed; retrying")
-                    published = 0
                     await asyncio.sleep(1.0)
-                if published:
                     continue
-                wake.clear()
+                if published >= RELAY_BATCH or wake.is_set():
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(_first(wake, stop), 1.0)
         finally:
@@ -141,9 +147,20 @@ class JobsService:
 
     async def _relay_claimed(self) -> int:
         async with self.repo.pool.acquire() as conn, conn.transaction():
-            batch = await self.repo.claim_outbox(conn)
+            # Marked published now, for good only when the transaction commits after them all.
+            batch = await self.repo.claim_outbox(conn, RELAY_BATCH)
             for m in batch:
-                # Continue the trace of the request that wrote the row.
+                if not m.subject.startswith(_TASK_PREFIX):
+                    # A job event ends its trace (watchers only read it): no span of its own,
+                    # the writer's trace context travels as it was stored.
+                    await self.bus.js.publish(
+                        m.subject,
+                        m.payload,
+                        headers={**m.headers, "Nats-Msg-Id": m.msg_id},
+                        timeout=5.0,
+                    )
+                    continue
+                # A task continues the trace of the request that wrote the row, through here.
                 with _tracer.start_as_current_span(
                     "outbox relay", context=extract_context(m.headers)
                 ):
@@ -153,8 +170,6 @@ class JobsService:
                         headers={**_trace_headers(), "Nats-Msg-Id": m.msg_id},
                         timeout=5.0,
                     )
-            if batch:
-                await self.repo.mark_published(conn, [m.id for m in batch])
             return len(batch)
 
     async def reap_overdue(self, stop: asyncio.Event, interval: float) -> None:

@@ -392,12 +392,23 @@ async def test_retry_runs_a_failed_job_again_from_the_failed_stage(
         await repo.retry_failed("job_missing")
 
 
-async def test_outbox_is_claimed_in_order_and_marked_published(
+async def test_outbox_is_claimed_in_order_and_published_on_commit(
     repo: JobsRepository, pool: asyncpg.Pool
 ) -> None:
     job, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
+
+    class PublishFailed(Exception):
+        pass
+
+    # A relay that fails to publish rolls back: the rows stay unpublished, for the next claim.
+    with pytest.raises(PublishFailed):
+        async with pool.acquire() as conn, conn.transaction():
+            assert await repo.claim_outbox(conn, limit=10_000)
+            raise PublishFailed
+    assert all(r["published_at"] is None for r in await outbox(pool, job.job_id))
+
     async with pool.acquire() as conn, conn.transaction():
-        batch = await repo.claim_outbox(conn, limit=1000)
+        batch = await repo.claim_outbox(conn, limit=10_000)
         mine = [m for m in batch if m.msg_id.startswith(job.job_id)]
         assert [m.subject for m in mine] == [
             "pixmesh.task.imaging",
@@ -405,8 +416,15 @@ async def test_outbox_is_claimed_in_order_and_marked_published(
         ]
         assert [m.id for m in batch] == sorted(m.id for m in batch)
         assert all(isinstance(m.headers, dict) for m in batch)
-        await repo.mark_published(conn, [m.id for m in batch])
+        # Claimed rows are locked: a concurrent relay skips them.
+        async with pool.acquire() as other:
+            assert not [
+                m for m in await repo.claim_outbox(other) if m.msg_id.startswith(job.job_id)
+            ]
     assert all(r["published_at"] is not None for r in await outbox(pool, job.job_id))
+    async with pool.acquire() as conn, conn.transaction():
+        again = await repo.claim_outbox(conn, limit=10_000)
+    assert not [m for m in again if m.msg_id.startswith(job.job_id)]
 
 
 # ---- renditions ----------------------------------------------------------------------------
