@@ -41,7 +41,7 @@ def service_env(
         "OTEL_SERVICE_NAME": f"pixmesh-{name}",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{ports.otlp}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",  # ms: a trace is readable right after the request
+        "OTEL_BSP_SCHEDULE_DELAY": "1000",  # ms: a trace is readable a second after the request
         # The sink only speaks the trace service.
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",

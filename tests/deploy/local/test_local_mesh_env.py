@@ -32,7 +32,7 @@ def test_env_points_every_service_at_this_stack(stack: Stack) -> None:
         assert env["PIXMESH_PUBLIC_BASE_URL"] == f"http://127.0.0.1:{p.envoy}"
         assert env["OTEL_SERVICE_NAME"] == f"pixmesh-{name}"
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://127.0.0.1:{p.otlp}"
-        assert env["OTEL_BSP_SCHEDULE_DELAY"] == "200"
+        assert env["OTEL_BSP_SCHEDULE_DELAY"] == "1000"
 
 
 def test_overrides_apply_to_all_then_per_service_then_per_call(stack: Stack) -> None:
