@@ -135,6 +135,44 @@ class CpuFigures:
     isolated_parent_ms: float
     samples: int
     input_bytes: int
+    # WebP encoder effort (libwebp `method`) -> (median encode ms, mean bytes, mean PSNR dB)
+    webp_methods: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+
+
+WEBP_METHODS = (4, 3, 2, 1, 0)  # 4 is Pillow's default, pixmesh's and thumbor's
+
+
+def webp_methods(images: int, iterations: int) -> dict[int, tuple[float, float, float]]:
+    """The encoder-effort trade on the bench's own resized photos: CPU of the WebP encode alone
+    (q80, methods interleaved), output bytes and PSNR against the unencoded resized pixels."""
+    smalls = []
+    for seed in range(images):
+        with Image.open(io.BytesIO(photo(PHOTO_12MP, seed=seed))) as img:
+            img.draft("RGB", (WIDTH, WIDTH * 3 // 4))
+            smalls.append(img.resize((WIDTH, WIDTH * 3 // 4), Image.Resampling.LANCZOS))
+    times: dict[int, list[float]] = {m: [] for m in WEBP_METHODS}
+    sizes: dict[int, list[int]] = {m: [] for m in WEBP_METHODS}
+    psnrs: dict[int, list[float]] = {m: [] for m in WEBP_METHODS}
+    for i in range(iterations):
+        small = smalls[i % len(smalls)]
+        for method in WEBP_METHODS:
+            out = io.BytesIO()
+            t = time.process_time()
+            small.save(out, "WEBP", quality=QUALITY, method=method)
+            times[method].append(time.process_time() - t)
+            if i < len(smalls):
+                sizes[method].append(out.tell())
+                decoded = np.asarray(Image.open(out).convert("RGB"), dtype=np.float64)
+                mse = float(np.mean((decoded - np.asarray(small, dtype=np.float64)) ** 2))
+                psnrs[method].append(10 * np.log10(255**2 / mse))
+    return {
+        m: (
+            statistics.median(times[m]) * 1000,
+            statistics.mean(sizes[m]),
+            statistics.mean(psnrs[m]),
+        )
+        for m in WEBP_METHODS
+    }
 
 
 async def bench_cpu(iterations: int) -> CpuFigures:
@@ -182,6 +220,7 @@ async def bench_cpu(iterations: int) -> CpuFigures:
         isolated_parent_ms=statistics.median(hop) * ms,
         samples=iterations,
         input_bytes=len(data),
+        webp_methods=webp_methods(images=8, iterations=max(iterations // 2, 8)),
     )
 
 
@@ -235,6 +274,7 @@ class Mesh:
         self.rest_url = rest_url
         self.headers = {"authorization": f"Bearer {api_key}"}
         self.image_ids: list[str] = []
+        self.output_bytes: list[int] = []  # of every job that succeeded
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.rest_url, headers=self.headers, timeout=120)
@@ -259,6 +299,9 @@ class Mesh:
                     last = json.loads(line)["job"]
         if last.get("state") != "SUCCEEDED":
             raise RuntimeError(f"job {job_id} ended {last}")
+        outputs = last.get("outputs")
+        assert isinstance(outputs, list) and outputs, last
+        self.output_bytes.append(int(outputs[0]["size_bytes"]))  # uint64: a JSON string
 
     def run(self, image_ids: Sequence[str], count: int, clients: int) -> float:
         return drive(
@@ -313,12 +356,15 @@ def thumbor_server(root: Path, processes: int) -> Iterator[tuple[str, int]]:
         log.close()
 
 
-def thumbor_run(url: str, names: Sequence[str], count: int, clients: int) -> float:
+def thumbor_run(
+    url: str, names: Sequence[str], count: int, clients: int, output_bytes: list[int]
+) -> float:
     def one(http: httpx.Client, i: int) -> None:
         resp = http.get(f"/unsafe/{WIDTH}x0/filters:format(webp)/{names[i % len(names)]}")
         resp.raise_for_status()
         if resp.headers.get("content-type") != "image/webp":
             raise RuntimeError(f"thumbor answered {resp.headers.get('content-type')}")
+        output_bytes.append(len(resp.content))
 
     return drive(count, clients, one, lambda: httpx.Client(base_url=url, timeout=120))
 
@@ -363,6 +409,10 @@ class Side:
     @property
     def cpu_ms(self) -> float:
         return (sum(self.server_cpu.values()) + self.client_cpu) / self.jobs * 1000
+
+    @property
+    def server_ms(self) -> float:
+        return sum(self.server_cpu.values()) / self.jobs * 1000
 
     def breakdown(self) -> str:
         """CPU ms per job of the busiest processes."""
@@ -424,6 +474,11 @@ class MeshFigures:
     rounds: int
     clients: int
     images: int
+    # Size of each output (the same 800 px WebPs at quality 80 from both, if the work is equal).
+    mesh_bytes: list[int] = field(default_factory=list)
+    thumbor_bytes: list[int] = field(default_factory=list)
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -466,7 +521,9 @@ def bench_mesh_and_rss(
             # Warm-up: every process, every code path, both systems.
             mesh.run(ids, args.clients, args.clients)
             if thumbor_url:
-                thumbor_run(thumbor_url, names, args.clients, args.clients)
+                thumbor_run(thumbor_url, names, args.clients, args.clients, [])
+            mesh.output_bytes.clear()
+            mesh_figures.load_before = os.getloadavg()
             # Interleaved rounds: both systems see the same drift in whatever else the machine
             # is doing. Between rounds the idle system uses next to no CPU.
             per_round = max(1, args.count // args.rounds)
@@ -476,11 +533,17 @@ def bench_mesh_and_rss(
                     lambda: mesh.run(ids, per_round, args.clients), per_round, stack_pids
                 )
                 if thumbor_url and mesh_figures.thumbor:
-                    mesh_figures.thumbor.measure(
-                        functools.partial(thumbor_run, thumbor_url, names, per_round, args.clients),
+                    run_thumbor = functools.partial(
+                        thumbor_run,
+                        thumbor_url,
+                        names,
                         per_round,
-                        {"thumbor": thumbor_pid},
+                        args.clients,
+                        mesh_figures.thumbor_bytes,
                     )
+                    mesh_figures.thumbor.measure(run_thumbor, per_round, {"thumbor": thumbor_pid})
+            mesh_figures.load_after = os.getloadavg()
+            mesh_figures.mesh_bytes = list(mesh.output_bytes)
         rss_figures = None
         if "rss" in args.only:
             big = [photo(PHOTO_50MP, seed=100 + i) for i in range(args.rss_images)]
@@ -537,26 +600,42 @@ def report(
             f"    pipeline, isolated child (as deployed)      {cpu.isolated_ms:7.1f} ms   "
             f"{cpu.isolated_ms / cpu.bare_ms:.2f}x   (of which the parent's hop "
             f"{cpu.isolated_parent_ms:.1f} ms)",
+            f"    WebP encoder effort, the encode alone ({WIDTH}x{WIDTH * 3 // 4}, q{QUALITY}, "
+            "8 photos; PSNR against the unencoded resized pixels):",
         ]
+        _, base_bytes, base_psnr = cpu.webp_methods.get(4, (0.0, 0.0, 0.0))
+        for method, (ms_, size, psnr) in cpu.webp_methods.items():
+            lines.append(
+                f"      method {method}{' (default)' if method == 4 else '          '}   "
+                f"{ms_:6.1f} ms   {size / 1000:5.1f} kB ({size / base_bytes - 1:+5.1%})   "
+                f"PSNR {psnr:5.2f} dB ({psnr - base_psnr:+.2f})"
+            )
     if mesh:
         m = mesh.mesh
+        load = ", ".join(f"{x:.1f}" for x in (*mesh.load_before, *mesh.load_after))
         lines += [
             "",
             f"(b) Throughput: {m.jobs} jobs per system in {mesh.rounds} interleaved rounds, "
             f"{mesh.clients} concurrent clients, {mesh.images} distinct 12 MP JPEGs -> {WIDTH} "
             "px wide WebP",
-            "                                                jobs/s   CPU/job (servers + client)",
-            f"    pixmesh, REST in -> output stored in S3     {m.per_s:6.2f}   {m.cpu_ms:6.1f} ms",
+            f"    load average (1, 5, 15 min) before the rounds, then after: {load}",
+            "                                                jobs/s   CPU/job: servers + client"
+            " = total   output",
+            f"    pixmesh, REST in -> output stored in S3     {m.per_s:6.2f}   {m.server_ms:6.1f}"
+            f" + {m.client_cpu / m.jobs * 1000:4.1f} = {m.cpu_ms:6.1f} ms   "
+            f"{_mean_kb(mesh.mesh_bytes)}",
             f"      CPU ms per job: {m.breakdown()}",
         ]
         t = mesh.thumbor
         if t:
             lines += [
                 f"    thumbor {thumbor_version():6} ({args.thumbor_processes} processes, file "
-                f"loader) {t.per_s:6.2f}   {t.cpu_ms:6.1f} ms",
+                f"loader) {t.per_s:6.2f}   {t.server_ms:6.1f} + {t.client_cpu / t.jobs * 1000:4.1f}"
+                f" = {t.cpu_ms:6.1f} ms   {_mean_kb(mesh.thumbor_bytes)}",
                 f"      CPU ms per job: {t.breakdown()}",
                 f"    pixmesh / thumbor                           {m.per_s / t.per_s:6.2f}x  "
-                f"{t.cpu_ms / m.cpu_ms:6.2f}x   (target >= 1.5x)",
+                f"{t.server_ms / m.server_ms:6.2f}x (servers)  {t.cpu_ms / m.cpu_ms:4.2f}x (total)"
+                "   (target >= 1.5x)",
             ]
         else:
             lines.append(f"    thumbor: {mesh.thumbor_note}")
@@ -575,6 +654,10 @@ def report(
             f"    sum of RSS when idle, before the jobs       {rss.idle_rss_mb:7.1f} MiB",
         ]
     return "\n".join(lines)
+
+
+def _mean_kb(sizes: Sequence[int]) -> str:
+    return f"{statistics.mean(sizes) / 1000:.1f} kB mean" if sizes else "-"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
