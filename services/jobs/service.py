@@ -95,7 +95,8 @@ class JobsService:
             it = aiter(messages)
             while job.state not in _TERMINAL:
                 try:
-                    msg = await asyncio.wait_for(anext(it), WATCH_RESYNC_S)
+                    async with asyncio.timeout(WATCH_RESYNC_S):
+                        msg = await anext(it)
                     job = events_pb2.JobStateChanged.FromString(msg.data).job
                 except TimeoutError:
                     job = await self.repo.get(tenant_id, job_id)
@@ -118,6 +119,9 @@ class JobsService:
             wake.set()
 
         await listener.add_listener(OUTBOX_CHANNEL, on_notify)
+        # Stopping wakes the loop too, which then waits on `wake` alone.
+        stopping = asyncio.create_task(stop.wait())
+        stopping.add_done_callback(lambda _: wake.set())
         try:
             while not stop.is_set():
                 # Cleared before the claim: a NOTIFY after this point may announce rows the
@@ -133,8 +137,10 @@ class JobsService:
                 if published >= RELAY_BATCH or wake.is_set():
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_first(wake, stop), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await wake.wait()
         finally:
+            stopping.cancel()
             with contextlib.suppress(Exception):
                 await listener.remove_listener(OUTBOX_CHANNEL, on_notify)
             await self.repo.pool.release(listener)
@@ -187,12 +193,3 @@ class JobsService:
 
 def _trace_headers() -> dict[str, str]:
     return dict(inject_headers({}))
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
