@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.denoise                 # quality + speed, ~10 minutes on 2 cores
     .venv/bin/python -m bench.denoise --only quality  # or: speed, memory, tune
     .venv/bin/python -m bench.denoise --quick         # smaller crops, no BM3D: a smoke run
+    python -m bench.denoise --only speed --provider cuda --side 2048   # on a GPU (onnxruntime-gpu)
 
 Needs the bench packages: scikit-image (photos, PSNR/SSIM), opencv-python-headless (NLM),
 bm3d (optional; its row is skipped when missing).
@@ -17,10 +18,14 @@ HELD_OUT photos are used for the reported figures only, never to choose anything
              median, OpenCV fastNlMeans (8-bit input, its API), BM3D (knows the true σ), every
              DnCNN model (blind ones as they are; σ-input ones given the true σ) and `auto`, the
              service's own path: 8-bit PNG in, σ estimated, model chosen, tiled, PNG out.
-(b) speed    Megapixels/s of each model on the CPU through a bare onnxruntime session on the
-             service's tiles (core 256 + the model's receptive radius on each side), then through
-             the service (tiling, dynamic batcher, blending) on the same image: the overhead.
-             Also end to end (decode, σ estimates, encode included).
+(b) speed    Megapixels/s of each model through a bare onnxruntime session on the service's
+             tiles (core 256 + the model's receptive radius on each side), one tile per run and
+             in batches of the service's batch size (stacked before the clock starts), then
+             through the service (tiling, dynamic batcher, blending) on the same image: the
+             overhead, against both (the service batches: on a GPU only the batched bare run is
+             the same work). Also end to end (decode, σ estimates, encode included).
+             `--provider cuda` runs all of it on the GPU (as the service does when
+             onnxruntime-gpu is installed: its warm-up at the real tile side included).
 (c) memory   Peak RSS of a fresh process while it denoises one grey PNG of growing size (the
              model loaded and the PNG in memory before): the model's activations stay
              tile-sized, so the growth per pixel is the image's own buffers only.
@@ -62,6 +67,8 @@ HELD_OUT = ("camera", "astronaut", "coffee", "motorcycle_left", "brick")
 SIGMAS = (15, 25, 50)
 PUBLISHED_DNCNN_25 = 29.23  # DnCNN-S, σ = 25, BSD68 (Zhang et al. 2017, Table II)
 LIMITS = ProbeLimits(200_000_000, 100_000_000, 10)
+# The sessions' execution provider (--provider); the memory part always measures the CPU.
+RUNNER = RunnerOptions("cpu")
 
 
 # ---- photos ---------------------------------------------------------------------------------
@@ -151,9 +158,7 @@ class Sessions:
 
     def __init__(self) -> None:
         self.models = {
-            m.name: OnnxModel(m.config, RunnerOptions("cpu"))
-            for m in scan(MODELS_DIR)
-            if m.config is not None
+            m.name: OnnxModel(m.config, RUNNER) for m in scan(MODELS_DIR) if m.config is not None
         }
 
     def method(self, name: str, scaled: bool = False, sigma_from: str = "true") -> Method:
@@ -211,8 +216,9 @@ async def start_service(
     manager = ModelManager(
         MODELS_DIR,
         executor,
-        RunnerOptions("cpu"),
+        RUNNER,
         BatchingOptions(max_batch_size=batch, max_queue_delay_s=delay_s, max_queue=64),
+        warmup_side=0 if RUNNER.provider == "cpu" else 256,  # as the service's app does
     )
     await manager.load_many(names)
     service = InferenceService(
@@ -319,7 +325,20 @@ async def auto_outputs(
 # ---- (b) speed ------------------------------------------------------------------------------
 
 
-def speed(side: int, repeat: int) -> None:
+def gpu_name() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.strip().splitlines()[0] if out.strip() else ""
+
+
+def speed(side: int, repeat: int, batch: int) -> None:
     from skimage import data
 
     rng = np.random.default_rng(0)
@@ -327,51 +346,74 @@ def speed(side: int, repeat: int) -> None:
     plane = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.float32)
     png = to_png(plane / 255)
     mp = side * side / 1e6
-    print(f"\n## Speed: {side}x{side} grey ({mp:.2f} MP), CPU, median of {repeat}")
+    gpu = gpu_name() if RUNNER.provider != "cpu" else ""
+    print(f"\n## Speed: {side}x{side} grey ({mp:.2f} MP), {RUNNER.provider}, median of {repeat}")
     print(f"   {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"onnxruntime {ort.__version__}\n")  # fmt: skip
-    print("| model | tiles | bare onnxruntime (MP/s) | service, tiles+batcher (MP/s) | "
-          "overhead | end to end, PNG in/out (MP/s) |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          f"{gpu + ', ' if gpu else ''}onnxruntime {ort.__version__}\n")  # fmt: skip
+    print(f"| model | provider | tiles | bare, 1 tile/run (MP/s) | bare, batches of {batch} (MP/s) "
+          "| service, tiles+batcher (MP/s) | overhead vs 1 tile/run | overhead vs batches "
+          "| end to end, PNG in/out (MP/s) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for cfg in [m.config for m in scan(MODELS_DIR) if m.config is not None]:
-        tiles, b, s, e = asyncio.run(_speed_of(cfg.name, plane, png, repeat))
-        print(f"| {cfg.name} | {tiles} | {mp / b:.3f} | {mp / s:.3f} | {s / b - 1:+.1%} | "
-              f"{mp / e:.3f} |")  # fmt: skip
+        r = asyncio.run(_speed_of(cfg.name, plane, png, repeat, batch))
+        print(f"| {cfg.name} | {r.provider} | {r.tiles} | {mp / r.bare_one:.3f} | "
+              f"{mp / r.bare_batched:.3f} | {mp / r.service:.3f} | "
+              f"{r.service / r.bare_one - 1:+.1%} | {r.service / r.bare_batched - 1:+.1%} | "
+              f"{mp / r.end_to_end:.3f} |")  # fmt: skip
         sys.stdout.flush()
 
 
+@dataclass
+class SpeedResult:
+    provider: str
+    tiles: int
+    bare_one: float  # seconds for the plane
+    bare_batched: float
+    service: float
+    end_to_end: float
+
+
 async def _speed_of(
-    name: str, plane: np.ndarray, png: bytes, repeat: int
-) -> tuple[int, float, float, float]:
-    """Seconds for the plane: bare session, service plane path, service end to end."""
+    name: str, plane: np.ndarray, png: bytes, repeat: int, batch: int
+) -> SpeedResult:
+    """Seconds for the plane: bare session (1 tile, then `batch` tiles a run), service plane
+    path, service end to end."""
     from services.inference.selection import Choice
 
-    sp = await start_service([name])
+    sp = await start_service([name], batch=batch)
     try:
         loaded = sp.models.get(name)
         halo = loaded.config.receptive_radius
         plan = tiling.plan(*plane.shape, 256, halo, 8)
         windows = [(tiling.window(plane, t, halo) / 255).astype(np.float32) for t in plan.tiles()]
         sigma = np.array([20 / 255], np.float32)
-        bare_model = OnnxModel(loaded.config, RunnerOptions("cpu"))
+        stacks = [np.stack(windows[i : i + batch])[:, None] for i in range(0, len(windows), batch)]
+        sigmas = [np.full(len(s), 20 / 255, np.float32) for s in stacks]
+        bare_model = OnnxModel(loaded.config, RUNNER)
         choice = Choice(loaded.config, 20.0, 20.0, 1.0)
-        bare_model.run(windows[0][None, None], sigma)  # warm-up at the real shape
+        bare_model.run(windows[0][None, None], sigma)  # warm-up at the real shapes
+        for s, sg in zip(stacks, sigmas, strict=True):
+            bare_model.run(s, sg)
         await sp.service._denoise_plane(loaded, plane, choice, None)
-        # Interleaved, so load from elsewhere on the host hits all three alike.
-        times: tuple[list[float], list[float], list[float]] = ([], [], [])
+        await sp.service.denoise(png, [Denoise(model=name, sigma=20)])
+        # Interleaved, so load from elsewhere on the host hits all four alike.
+        times: tuple[list[float], ...] = ([], [], [], [])
         for _ in range(repeat):
             t0 = time.perf_counter()
             for w in windows:
                 bare_model.run(w[None, None], sigma)
             t1 = time.perf_counter()
-            await sp.service._denoise_plane(loaded, plane, choice, None)
+            for s, sg in zip(stacks, sigmas, strict=True):
+                bare_model.run(s, sg)
             t2 = time.perf_counter()
-            await sp.service.denoise(png, [Denoise(model=name, sigma=20)])
+            await sp.service._denoise_plane(loaded, plane, choice, None)
             t3 = time.perf_counter()
-            for bucket, value in zip(times, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            await sp.service.denoise(png, [Denoise(model=name, sigma=20)])
+            t4 = time.perf_counter()
+            for bucket, value in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 bucket.append(value)
-        b, s, e = (statistics.median(t) for t in times)
-        return len(plan), b, s, e
+        one, batched, service, end = (statistics.median(t) for t in times)
+        return SpeedResult(loaded.provider, len(plan), one, batched, service, end)
     finally:
         await sp.models.close()
         sp.executor.shutdown()
@@ -470,14 +512,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crop", type=int, default=320, help="quality: crop side (pixels)")
     parser.add_argument("--side", type=int, default=512, help="speed: image side (pixels)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4, help="speed: the service's batch size")
+    parser.add_argument(
+        "--provider", choices=("cpu", "cuda", "auto"), default="cpu",
+        help="onnxruntime execution provider (cuda needs onnxruntime-gpu)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    global RUNNER
+    RUNNER = RunnerOptions(args.provider)
+    if args.provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        parser.error(
+            f"onnxruntime {ort.__version__} offers {ort.get_available_providers()}: "
+            "--provider cuda needs onnxruntime-gpu (the gpu extra) and the CUDA/cuDNN libraries"
+        )
     crop = 128 if args.quick else args.crop
     print(f"# pixmesh denoising bench (python {platform.python_version()}, "
           f"onnxruntime {ort.__version__}, numpy {np.__version__})")  # fmt: skip
     if args.only in (None, "quality"):
         quality(crop, use_bm3d=not args.quick)
     if args.only in (None, "speed"):
-        speed(256 if args.quick else args.side, 1 if args.quick else args.repeat)
+        speed(256 if args.quick else args.side, 1 if args.quick else args.repeat, args.batch)
     if args.only in (None, "memory"):
         memory((512, 1024) if args.quick else (1024, 2048, 3072))
     if args.only == "tune":
