@@ -19,11 +19,12 @@ and the jobs service: no gateway, no workers. This process plays both sides of t
 
 So each job costs the service what it costs in the mesh: CreateJob, two task events through its
 durable consumer, the outbox relay (one task, three JobStateChanged), a WatchJob stream. The
-figures are the CPU time (user + system) of the jobs service process, and of Postgres (the
+figures are the CPU time (user + system) of the jobs service process (and of its main thread,
+the event loop, apart: the rest is gRPC's and the span exporter's threads), of Postgres (the
 postmaster and its backends) and of the OTLP sink, read with psutil around each round, divided
 by the jobs of the round. After a warm-up round, --rounds rounds of --jobs jobs; the median
-round is printed with the spread. --profile runs the service under cProfile (stdlib) and prints
-its 30 most expensive functions (cumulative) after the run.
+round is printed with the spread. --profile runs the service under cProfile (stdlib, CPU time,
+main thread only) and prints its most expensive functions after the run.
 """
 
 from __future__ import annotations
@@ -90,6 +91,15 @@ def renditions(count: int) -> list[operations_pb2.Rendition]:
         )
         for i in range(count)
     ]
+
+
+def main_thread_cpu(pid: int) -> float:
+    """CPU seconds of the process's main thread (the event loop), not gRPC's or the exporter's."""
+    with suppress(psutil.NoSuchProcess):
+        for t in psutil.Process(pid).threads():
+            if t.id == pid:
+                return float(t.user_time + t.system_time)
+    return 0.0
 
 
 def source_image(n: int) -> image_pb2.Image:
@@ -213,6 +223,7 @@ async def run_round(
 class Round:
     seconds: float
     jobs_cpu: float
+    loop_cpu: float
     pg_cpu: float
     sink_cpu: float
     jobs: int
@@ -271,6 +282,7 @@ async def bench(args: argparse.Namespace, stack: Stack, jobs_pid: int) -> list[R
             for _ in range(args.rounds):
                 before = (
                     tree_cpu(jobs_pid),
+                    main_thread_cpu(jobs_pid),
                     tree_cpu(pids["postgres"]),
                     tree_cpu(pids["otlp-sink"]),
                 )
@@ -279,6 +291,7 @@ async def bench(args: argparse.Namespace, stack: Stack, jobs_pid: int) -> list[R
                 await asyncio.sleep(0.5)
                 after = (
                     tree_cpu(jobs_pid),
+                    main_thread_cpu(jobs_pid),
                     tree_cpu(pids["postgres"]),
                     tree_cpu(pids["otlp-sink"]),
                 )
@@ -318,6 +331,7 @@ def report(args: argparse.Namespace, rounds: list[Round]) -> None:
     print(line("jobs/s", [r.jobs / r.seconds for r in rounds], "   "))
     print(line("task events applied/s", [2 * r.jobs / r.seconds for r in rounds], "   "))
     print(line("jobs service CPU per job", [r.ms(r.jobs_cpu) for r in rounds], "ms"))
+    print(line("  of which its event loop thread", [r.ms(r.loop_cpu) for r in rounds], "ms"))
     print(line("postgres CPU per job", [r.ms(r.pg_cpu) for r in rounds], "ms"))
     print(line("otlp-sink CPU per job", [r.ms(r.sink_cpu) for r in rounds], "ms"))
 

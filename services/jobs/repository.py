@@ -57,7 +57,7 @@ _GET = f"""SELECT {_JOB_COLUMNS} FROM jobs.jobs j {_JOIN_STAGES}
 _BY_KEY = f"""SELECT {_JOB_COLUMNS} FROM jobs.jobs j {_JOIN_STAGES}
     WHERE j.tenant_id = $1 AND j.idempotency_key = $2 ORDER BY s.idx"""
 
-# Locks the job row; `now` is the transaction's timestamp, as now() in the old per-column SQL.
+# Locks the job row; `now` (the transaction's timestamp) dates everything the change sets.
 _LOCK = f"""SELECT {_JOB_COLUMNS}, now() AS now FROM jobs.jobs j {_JOIN_STAGES}
     WHERE j.job_id = $1 {{}} ORDER BY s.idx FOR UPDATE OF j"""
 
