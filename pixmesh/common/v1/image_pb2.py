@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpixmesh/common/v1/image.proto\x12\x11pixmesh.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n\x05Image\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x13\n\x0b\x66rame_count\x18\x05 \x01(\r\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x08 \x01(\t\x12\x10\n\x08\x66ilename\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x01\n\x06Limits\x12\x17\n\x0fmax_input_bytes\x18\x01 \x01(\x04\x12\x12\n\nmax_pixels\x18\x02 \x01(\x04\x12\x12\n\nmax_frames\x18\x03 \x01(\r\x12\x1c\n\x14max_output_dimension\x18\x04 \x01(\r\x12\x16\n\x0emax_operations\x18\x05 \x01(\r\x12\x16\n\x0emax_renditions\x18\x06 \x01(\r*\x81\x01\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x08\n\x04JPEG\x10\x01\x12\x07\n\x03PNG\x10\x02\x12\x08\n\x04WEBP\x10\x03\x12\x08\n\x04\x41VIF\x10\x04\x12\x07\n\x03GIF\x10\x05\x12\x08\n\x04TIFF\x10\x06\x12\x07\n\x03\x42MP\x10\x07\x12\x07\n\x03ICO\x10\x08\x12\x08\n\x04HEIF\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpixmesh/common/v1/image.proto\x12\x11pixmesh.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x02\n\x05Image\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x13\n\x0b\x66rame_count\x18\x05 \x01(\r\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x08 \x01(\t\x12\x10\n\x08\x66ilename\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0borientation\x18\x0b \x01(\r\"\x97\x01\n\x06Limits\x12\x17\n\x0fmax_input_bytes\x18\x01 \x01(\x04\x12\x12\n\nmax_pixels\x18\x02 \x01(\x04\x12\x12\n\nmax_frames\x18\x03 \x01(\r\x12\x1c\n\x14max_output_dimension\x18\x04 \x01(\r\x12\x16\n\x0emax_operations\x18\x05 \x01(\r\x12\x16\n\x0emax_renditions\x18\x06 \x01(\r*\x81\x01\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x08\n\x04JPEG\x10\x01\x12\x07\n\x03PNG\x10\x02\x12\x08\n\x04WEBP\x10\x03\x12\x08\n\x04\x41VIF\x10\x04\x12\x07\n\x03GIF\x10\x05\x12\x08\n\x04TIFF\x10\x06\x12\x07\n\x03\x42MP\x10\x07\x12\x07\n\x03ICO\x10\x08\x12\x08\n\x04HEIF\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pixmesh.common.v1.image_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEFORMAT']._serialized_start=492
-  _globals['_IMAGEFORMAT']._serialized_end=621
+  _globals['_IMAGEFORMAT']._serialized_start=513
+  _globals['_IMAGEFORMAT']._serialized_end=642
   _globals['_IMAGE']._serialized_start=86
-  _globals['_IMAGE']._serialized_end=335
-  _globals['_LIMITS']._serialized_start=338
-  _globals['_LIMITS']._serialized_end=489
+  _globals['_IMAGE']._serialized_end=356
+  _globals['_LIMITS']._serialized_start=359
+  _globals['_LIMITS']._serialized_end=510
 # @@protoc_insertion_point(module_scope)

@@ -66,6 +66,7 @@ class Image(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     FILENAME_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    ORIENTATION_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """Opaque id, "img_" followed by 32 hex digits."""
     format: Global___ImageFormat.ValueType
@@ -79,6 +80,11 @@ class Image(_message.Message):
     """Hex sha256 of the bytes; the object key is inputs/<sha256>."""
     content_type: _builtins.str
     filename: _builtins.str
+    orientation: _builtins.int
+    """EXIF orientation 1..8 read from the header at upload; 0 when unknown (images recorded before
+    it was), read as 1. 5..8 mean the stored pixels are transposed: width and height above are
+    as displayed, so the stored pixels are height x width. See Orient.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -94,10 +100,11 @@ class Image(_message.Message):
         content_type: _builtins.str = ...,
         filename: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        orientation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "created_at", b"created_at", "filename", b"filename", "format", b"format", "frame_count", b"frame_count", "height", b"height", "image_id", b"image_id", "sha256", b"sha256", "size_bytes", b"size_bytes", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "created_at", b"created_at", "filename", b"filename", "format", b"format", "frame_count", b"frame_count", "height", b"height", "image_id", b"image_id", "orientation", b"orientation", "sha256", b"sha256", "size_bytes", b"size_bytes", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

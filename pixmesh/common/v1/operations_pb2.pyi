@@ -50,6 +50,7 @@ class Operation(_message.Message):
     WATERMARK_FIELD_NUMBER: _builtins.int
     WATERMARK_TEXT_FIELD_NUMBER: _builtins.int
     REDACT_FIELD_NUMBER: _builtins.int
+    ORIENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def resize(self) -> Global___Resize: ...
     @_builtins.property
@@ -96,6 +97,8 @@ class Operation(_message.Message):
     def watermark_text(self) -> Global___WatermarkText: ...
     @_builtins.property
     def redact(self) -> Global___Redact: ...
+    @_builtins.property
+    def orient(self) -> Global___Orient: ...
     def __init__(
         self,
         *,
@@ -121,12 +124,13 @@ class Operation(_message.Message):
         watermark: Global___Watermark | None = ...,
         watermark_text: Global___WatermarkText | None = ...,
         redact: Global___Redact | None = ...,
+        orient: Global___Orient | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "orient", b"orient", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "orient", b"orient", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["resize", "crop", "rotate", "flip", "convert", "extract_metadata", "denoise", "blur", "sharpen", "pixelate", "adjust", "grayscale", "duotone", "flatten", "round_corners", "trim", "pad", "extend", "frames", "watermark", "watermark_text", "redact"]  # noqa: Y015
+    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["resize", "crop", "rotate", "flip", "convert", "extract_metadata", "denoise", "blur", "sharpen", "pixelate", "adjust", "grayscale", "duotone", "flatten", "round_corners", "trim", "pad", "extend", "frames", "watermark", "watermark_text", "redact", "orient"]  # noqa: Y015
     _WhichOneofArgType_op: _TypeAlias = _typing.Literal["op", b"op"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_op) -> _WhichOneofReturnType_op | None: ...
 
@@ -331,6 +335,55 @@ class Resize(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Resize: _TypeAlias = Resize  # noqa: Y015
+
+@_typing.final
+class Orient(_message.Message):
+    """Whether the source's EXIF orientation is applied. By default (no orient, or mode AUTO) the
+    pixels are turned upright as the EXIF orientation says, before any other operation. IGNORE
+    keeps the pixels as they are stored: a photo from a camera held sideways stays sideways, and
+    the operations after it see the stored size (height x width for orientations 5..8). Either way
+    the orientation tag is stripped with the rest of the metadata, so the output displays as it
+    is. Only as the first of the job's operations (it decides for every rendition too); anywhere
+    else, or in a rendition, it is rejected with INVALID_ARGUMENT.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Mode:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Orient._Mode.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        MODE_UNSPECIFIED: Orient._Mode.ValueType  # 0
+        """treated as AUTO"""
+        AUTO: Orient._Mode.ValueType  # 1
+        """apply the EXIF orientation (the default, written explicitly)"""
+        IGNORE: Orient._Mode.ValueType  # 2
+        """keep the pixels as stored"""
+
+    class Mode(_Mode, metaclass=_ModeEnumTypeWrapper): ...
+    MODE_UNSPECIFIED: Orient.Mode.ValueType  # 0
+    """treated as AUTO"""
+    AUTO: Orient.Mode.ValueType  # 1
+    """apply the EXIF orientation (the default, written explicitly)"""
+    IGNORE: Orient.Mode.ValueType  # 2
+    """keep the pixels as stored"""
+
+    MODE_FIELD_NUMBER: _builtins.int
+    mode: Global___Orient.Mode.ValueType
+    def __init__(
+        self,
+        *,
+        mode: Global___Orient.Mode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Orient: _TypeAlias = Orient  # noqa: Y015
 
 @_typing.final
 class Crop(_message.Message):
