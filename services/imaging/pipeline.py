@@ -2,6 +2,9 @@
 
     probe → validate → decode → orient → colour → normalize → operations… → strip → encode
 
+The orient step applies the EXIF orientation unless the pipeline starts with `orient {mode:
+IGNORE}` (`Plan.auto_orient`); with renditions, the shared operations decide it for all of them.
+
 Everything that can be checked from the header is checked before a pixel is decoded. The deadline
 is checked before every step, each step gets a span, and its duration is returned with the result
 so the caller can export metrics. Operations are pure functions of an image: all the decisions
@@ -52,6 +55,7 @@ from services.imaging.validation import (
     check_operation,
     check_output,
     in_rendition,
+    source_size,
     validate_pipeline,
     validate_renditions,
 )
@@ -205,7 +209,8 @@ def _run(
         with steps.step("validate"):
             plan = validate_pipeline(operations, header, limits, default_format=default_format)
         frames, exif, icc = _decode(source, header, [plan], steps)
-        _apply(frames, operations, plan.operations, header, limits, steps)
+        full = source_size(header, plan.auto_orient)
+        _apply(frames, operations, plan.operations, full, limits, steps)
         return _encode(frames, plan, header, limits, exif, icc, steps)
     finally:
         source.close()
@@ -230,7 +235,9 @@ def _run_renditions(
                 operations, renditions, header, limits, default_format=default_format
             )
         frames, exif, icc = _decode(source, header, plans, steps)
-        _apply(frames, operations, plans[0].operations[:shared], header, limits, steps)
+        # The orientation is the shared operations' decision (renditions have no orient).
+        full = source_size(header, plans[0].auto_orient)
+        _apply(frames, operations, plans[0].operations[:shared], full, limits, steps)
         for i, (rendition, plan) in enumerate(zip(renditions, plans, strict=True)):
             own = steps.child(rendition.name)
             with (
@@ -239,7 +246,7 @@ def _run_renditions(
             ):
                 span.set_attribute("pixmesh.rendition", rendition.name)
                 branch = frames.branch()
-                _apply(branch, rendition.operations, plan.operations[shared:], header, limits, own)
+                _apply(branch, rendition.operations, plan.operations[shared:], full, limits, own)
                 result = _encode(branch, plan, header, limits, exif, icc, own)
                 span.set_attributes(output_attributes(result))
             results.append((rendition.name, result))
@@ -252,8 +259,9 @@ def _decode(
     source: ImageFile.ImageFile, header: ImageHeader, plans: Sequence[Plan], steps: _Steps
 ) -> tuple[_Frames, bytes | None, bytes | None]:
     """decode → orient → colour → normalize, for the outputs of `plans` (they share the first
-    operations and agree on keep_icc). Returns the frames, the copyright EXIF to keep (read when
-    one of the plans keeps it) and the ICC profile (when kept)."""
+    operations, so they agree on auto_orient, and on keep_icc). Returns the frames, the
+    copyright EXIF to keep (read when one of the plans keeps it) and the ICC profile (when
+    kept)."""
     keep_icc = plans[0].options.keep_icc
     with steps.step("decode"), _decode_errors():
         keep_copyright = any(plan.options.keep_copyright for plan in plans)
@@ -266,7 +274,8 @@ def _decode(
             source.load()
             images, durations, loop = [source], [], None
     with steps.step("orient"):
-        images = _orient(images, header)
+        if plans[0].auto_orient:
+            images = _orient(images, header)
     with steps.step("colour"):
         images = [to_srgb(f, keep_icc=keep_icc) for f in images]
         # Carried beside the pixels: operations that build new images drop `info`.
@@ -280,18 +289,19 @@ def _apply(
     frames: _Frames,
     operations: Sequence[operations_pb2.Operation],
     planned: Sequence[PlannedOp],
-    header: ImageHeader,
+    full: Size,
     limits: Limits,
     steps: _Steps,
 ) -> None:
     """Run `operations` on `frames` (replacing its images); `planned` are their plans, whose
-    indexes are the operations' places in the whole pipeline."""
+    indexes are the operations' places in the whole pipeline. `full` is the size of the
+    decoded image at scale 1, after the orient step (as displayed, or as stored)."""
     for i, (op, step) in enumerate(zip(operations, planned, strict=True)):
         with steps.step(f"op{i}.{step.name}"):
-            if step.index == 0 and frames.scale != 1.0:
-                # Planned on the full-size header; the pixels were DCT-scaled by `scale`.
+            if frames.scale != 1.0 and step.name != "orient":
+                # The leading resize (after an orient, which keeps the pixels as they are),
+                # planned on the full-size header; the pixels were DCT-scaled by `scale`.
                 assert isinstance(step.params, operations_pb2.Resize)
-                full = Size(header.width, header.height)
                 frames.images = [resize.resize(frames.images[0], step.params, full, frames.scale)]
                 frames.scale = 1.0
                 continue
@@ -382,19 +392,22 @@ class _Steps:
 def _draft(source: ImageFile.ImageFile, header: ImageHeader, plans: Sequence[Plan]) -> float:
     """Let libjpeg decode at 1/2, 1/4 or 1/8 size when the first operation shrinks that much.
 
-    Only for a leading resize: anything before it would work in full-size coordinates. The
-    factor keeps the decoded image at least as large as the resize's output (no extra margin:
-    libjpeg's scaled IDCT is a proper low-pass, like libvips' shrink-on-load). With several
-    outputs of one decode (renditions), each must start with a resize and the least reduced one
-    decides, so that the largest output is as good as if it were made alone. Returns the scale
-    of the decoded pixels (1.0 when not drafted); draft is a no-op for formats other than JPEG.
+    Only for a leading resize: anything before it would work in full-size coordinates (but an
+    orient may come first: it changes no pixel after the decode, and with IGNORE the resize is
+    planned on the stored size). The factor keeps the decoded image at least as large as the
+    resize's output (no extra margin: libjpeg's scaled IDCT is a proper low-pass, like libvips'
+    shrink-on-load). With several outputs of one decode (renditions), each must start with a
+    resize and the least reduced one decides, so that the largest output is as good as if it
+    were made alone. Returns the scale of the decoded pixels (1.0 when not drafted); draft is a
+    no-op for formats other than JPEG.
     """
-    full = Size(header.width, header.height)
     factor = 8
     for plan in plans:
-        first = plan.operations[0].params if plan.operations else None
+        leading = [step for step in plan.operations[:2] if step.name != "orient"]
+        first = leading[0].params if leading else None
         if not isinstance(first, operations_pb2.Resize):
             return 1.0
+        full = source_size(header, plan.auto_orient)
         reduction = resize.plan(first, full).reduction
         factor = min(factor, next((f for f in (8, 4, 2) if reduction >= f), 1))
     if factor == 1:

@@ -1,7 +1,11 @@
 """PlanPipeline: validate a job's pipeline against an image's header facts and predict its output.
 
-The gateway sends the header it recorded at upload (format, displayed size, frames), so nothing is
-downloaded or decoded; the checks are exactly the ones the worker runs (`validate_pipeline`).
+The gateway sends the header it recorded at upload (format, displayed size, frames, EXIF
+orientation), so nothing is downloaded or decoded; the checks are exactly the ones the worker runs
+(`validate_pipeline`). The orientation matters to a pipeline that starts with `orient {mode:
+IGNORE}`: it works on the stored pixels, which for orientations 5..8 are height x width. Images
+recorded before the gateway kept the orientation have 0, read as 1 (upright): their plan then
+assumes the displayed size, and the worker, which reads the real header, has the last word.
 
 The cost is a deliberately simple linear model, documented here and in the README: milliseconds
 per megapixel for decoding the source, for each operation (on the larger of its input and output)
@@ -45,15 +49,19 @@ DEFAULT_ENCODE_MS_PER_MP = 30.0
 
 
 def header_of(image: image_pb2.Image) -> ImageHeader:
-    """The header facts the gateway recorded at upload (width and height as displayed)."""
+    """The header facts the gateway recorded at upload (width and height as displayed, and the
+    EXIF orientation: 0, unknown, is read as 1)."""
     if image.format == image_pb2.IMAGE_FORMAT_UNSPECIFIED or not image.width or not image.height:
         raise invalid("image", "format, width and height are required")
+    if image.orientation > 8:
+        raise invalid("image.orientation", "must be 0 (unknown) or an EXIF orientation, 1..8")
     return ImageHeader(
         format=image.format,
         width=image.width,
         height=image.height,
         frame_count=max(image.frame_count, 1),
         size_bytes=image.size_bytes,
+        orientation=image.orientation or 1,
     )
 
 
@@ -200,6 +208,11 @@ class _Work:
         for op, step in zip(operations, steps, strict=True):
             size = self.size
             after = step.size or size  # unknown (after a trim): assume the size is kept
+            if step.name == "orient":
+                # Free: the decision is taken at decoding, which is priced already; with IGNORE
+                # the pixels are the stored ones (transposed for orientations 5..8).
+                self.size = after
+                continue
             if size is None or after is None:
                 continue
             mp = max(size.width * size.height, after.width * after.height) * self.frames / 1e6

@@ -14,6 +14,12 @@ still images of their first or primary picture.
 A job's renditions (`validate_renditions`) are each checked as one pipeline, the job's
 operations followed by the rendition's own, and errors in a rendition's part name its field
 (`renditions[1].operations[0].resize.width`).
+
+The EXIF orientation is applied when the image is decoded, before any operation, unless the
+pipeline starts with `orient {mode: IGNORE}`: then every size is planned on the pixels as stored
+(`ImageHeader.stored_size`). `orient` is allowed only there, as the first of the job's operations,
+since nothing after the decode can undo or redo the decision; a rendition cannot have one (the
+renditions share one decode).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pixmesh.common.v1 import operations_pb2
 from services.imaging.encode import ANIMATED, choose_format
 from services.imaging.errors import (
     ANIMATION_UNSUPPORTED,
+    INVALID_OPERATION,
     OUTPUT_TOO_LARGE,
     TOO_MANY_OPERATIONS,
     UNKNOWN_OPERATION,
@@ -63,6 +70,8 @@ class Plan:
     convert: PlannedOp | None  # the Convert that sets the output options, if any
     input_frames: int  # frames to decode: > 1 only for animations
     output_frames: int
+    # Apply the EXIF orientation after decoding (False: the pipeline starts with orient IGNORE).
+    auto_orient: bool = True
 
     @property
     def options(self) -> operations_pb2.Convert:
@@ -75,6 +84,22 @@ class Plan:
     @property
     def quality(self) -> int:  # 0: the format's default
         return self.options.quality
+
+
+def ignores_orientation(operations: Sequence[operations_pb2.Operation]) -> bool:
+    """Whether the pipeline keeps the stored pixels: it starts with `orient {mode: IGNORE}`."""
+    return (
+        bool(operations)
+        and operations[0].WhichOneof("op") == "orient"
+        and operations[0].orient.mode == operations_pb2.Orient.IGNORE
+    )
+
+
+def source_size(header: ImageHeader, auto_orient: bool = True) -> Size:
+    """The size of the decoded pixels after the orient step: as displayed, or as stored."""
+    if auto_orient:
+        return Size(header.width, header.height)
+    return Size(*header.stored_size)
 
 
 def animation_frames(header: ImageHeader) -> int:
@@ -101,11 +126,19 @@ def validate_pipeline(
             f"{len(operations)} operations; the limit is {limits.max_operations}",
             TOO_MANY_OPERATIONS,
         )
-    size = Size(header.width, header.height) if header else None
+    auto_orient = not ignores_orientation(operations)
+    size = source_size(header, auto_orient) if header else None
     input_frames = animation_frames(header) if header else None
     frames = input_frames
     steps = []
     for index, op in enumerate(operations):
+        if index > 0 and op.WhichOneof("op") == "orient":
+            raise invalid(
+                f"operations[{index}].orient",
+                "must be the first operation: the EXIF orientation is applied (or not) as the "
+                "image is decoded, before any other operation",
+                INVALID_OPERATION,
+            )
         step = check_operation(
             index, op, size, limits, allow_other_services=allow_other_services, frames=frames
         )
@@ -113,7 +146,7 @@ def validate_pipeline(
         size, frames = step.size, step.frames
     if size is not None:
         check_output(size, limits)
-    plan = _plan(tuple(steps), size, header, default_format, input_frames or 1, frames)
+    plan = _plan(tuple(steps), size, header, default_format, input_frames or 1, frames, auto_orient)
     convert, fmt = plan.convert, plan.output_format
     if frames and frames > 1 and fmt is not None and fmt not in ANIMATED:
         where = f"operations[{convert.index}].convert.format" if convert else "operations"
@@ -135,6 +168,7 @@ def _plan(
     default_format: Format | None,
     input_frames: int,
     frames: int | None,
+    auto_orient: bool,
 ) -> Plan:
     """The Plan of `steps`, deciding the output format (nothing is checked here)."""
     convert = last_convert(steps)
@@ -142,7 +176,7 @@ def _plan(
     if convert is None and frames and frames > 1 and requested not in ANIMATED:
         requested = None  # a deployment's default format does not flatten animations
     fmt = choose_format(requested, header.format, None) if header else requested
-    return Plan(steps, size, fmt, requested, convert, input_frames, frames or 1)
+    return Plan(steps, size, fmt, requested, convert, input_frames, frames or 1, auto_orient)
 
 
 def head(
@@ -155,9 +189,9 @@ def head(
     if steps:
         size, frames = steps[-1].size, steps[-1].frames
     else:
-        size = Size(header.width, header.height) if header else None
+        size = source_size(header, plan.auto_orient) if header else None
         frames = plan.input_frames if header else None
-    return _plan(steps, size, header, default_format, plan.input_frames, frames)
+    return _plan(steps, size, header, default_format, plan.input_frames, frames, plan.auto_orient)
 
 
 def validate_renditions(
@@ -174,11 +208,22 @@ def validate_renditions(
     Raises InvalidArgument (with the offending field) unless every rendition can run: names and
     count as `services.runtime.pipeline.check_renditions` wants them, each whole pipeline valid
     and within max_operations. The renditions must also agree on Convert.keep_icc: the colour
-    step runs once, before the shared operations.
+    step runs once, before the shared operations; and none may have an `orient`: the job's
+    operations decide the orientation for all of them.
     """
     if not renditions:
         raise invalid("renditions", "at least one rendition is needed")
     check_renditions(renditions, limits.max_renditions)
+    for i, rendition in enumerate(renditions):
+        for j, op in enumerate(rendition.operations):
+            if op.WhichOneof("op") == "orient":
+                raise invalid(
+                    f"renditions[{i}].operations[{j}].orient",
+                    "cannot be used in a rendition: the renditions share one decode, so the "
+                    "job's operations decide the orientation of all of them (put orient first "
+                    "in the job's operations)",
+                    INVALID_OPERATION,
+                )
     shared = len(operations)
     if shared > limits.max_operations:
         raise invalid(

@@ -1,0 +1,48 @@
+"""Orient: whether the source's EXIF orientation is applied (on by default).
+
+The pipeline, not this module, turns the pixels upright: its orient step runs right after
+decoding, before any operation, because the JPEG draft and every size are planned on the
+oriented image. So `apply` changes nothing; what the operation does is decided by where it may
+stand: first in a job, where `validation` reads it (`ignores_orientation`) to plan on the stored
+size and the pipeline skips its orient step. Anywhere else it would come too late, and is
+rejected there (validation knows the operation's place; this module only checks its mode).
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from pixmesh.common.v1.operations_pb2 import Orient
+from services.imaging.ops.base import Context, OpSpec, Size, describe
+
+Mode = Orient.Mode
+
+
+def validate(op: Orient, src: Size | None, ctx: Context) -> Size | None:
+    if op.mode not in Mode.values():
+        raise ctx.error("mode", f"unknown mode {op.mode}")
+    # The pipeline has already oriented the pixels (or not): the size is what it gave.
+    return src
+
+
+def apply(img: Image.Image, op: Orient) -> Image.Image:
+    return img
+
+
+SPEC = OpSpec(
+    name="orient",
+    message=Orient,
+    apply=apply,
+    validate=validate,
+    info=describe(
+        "orient",
+        Orient,
+        "Whether the EXIF orientation is applied (by default it is). Only as the job's first "
+        "operation, never in a rendition.",
+        mode=(
+            "AUTO turns the pixels upright as the EXIF orientation says; IGNORE keeps them as "
+            "stored (the orientation tag is stripped either way).",
+            "MODE_UNSPECIFIED (=AUTO), AUTO, IGNORE",
+        ),
+    ),
+)
