@@ -1,7 +1,9 @@
 """Turn what a client asked for into the pipeline that runs: presets and `convert.auto`.
 
 A preset is a named list of operations from the deployment's settings (PIXMESH_PRESETS); its
-operations come first, then the request's own. `convert.auto` picks the output format from the
+operations come first, then the request's own; but an `orient` that starts the request's
+operations goes before the preset's, since it is only allowed as the first operation (it decides
+whether the EXIF orientation is applied when the image is decoded). `convert.auto` picks the output format from the
 client's Accept header (Envoy passes HTTP headers to the gateway as gRPC metadata) and is resolved
 here, before the job is stored, so the job shows the concrete format and the workers never see
 `auto`. Only explicit media types count: browsers that can show AVIF or WebP say so, while `*/*`
@@ -65,13 +67,15 @@ def expand(
     ops: Sequence[Operation],
     field: str = "preset",
 ) -> list[Operation]:
-    """The preset's operations, then `ops`; `field` names the preset in an error."""
+    """The preset's operations, then `ops` (an `orient` leading `ops` first of all); `field`
+    names the preset in an error."""
     if not preset:
         return list(ops)
     if preset not in presets:
         known = ", ".join(sorted(presets)) or "none are configured"
         raise invalid(field, f"unknown preset {preset!r} ({known})", "UNKNOWN_PRESET")
-    return [*presets[preset], *ops]
+    lead = 1 if ops and ops[0].WhichOneof("op") == "orient" else 0
+    return [*ops[:lead], *presets[preset], *ops[lead:]]
 
 
 def expand_renditions(

@@ -47,12 +47,14 @@ class GatewayRepository:
         return key
 
     async def save_image(self, tenant_id: str, image: image_pb2.Image) -> image_pb2.Image:
-        """Record an upload; the same bytes uploaded again return the first record."""
+        """Record an upload; the same bytes uploaded again return the first record (given the
+        orientation if it was recorded before orientations were kept)."""
         row = await self.pool.fetchrow(
             """INSERT INTO gateway.images (image_id, tenant_id, sha256, format, width, height,
-                 frame_count, size_bytes, content_type, filename)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)
-               ON CONFLICT (tenant_id, sha256) DO UPDATE SET sha256 = EXCLUDED.sha256
+                 frame_count, size_bytes, content_type, filename, orientation)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
+               ON CONFLICT (tenant_id, sha256) DO UPDATE
+                 SET orientation = COALESCE(gateway.images.orientation, EXCLUDED.orientation)
                RETURNING *""",
             f"img_{uuid.uuid4().hex}",
             tenant_id,
@@ -64,6 +66,7 @@ class GatewayRepository:
             image.size_bytes,
             image.content_type,
             image.filename,
+            image.orientation or None,
         )
         return _image(row)
 
@@ -85,6 +88,7 @@ def _image(row: asyncpg.Record) -> image_pb2.Image:
         sha256=row["sha256"],
         content_type=row["content_type"],
         filename=row["filename"],
+        orientation=row["orientation"] or 0,  # NULL: recorded before orientations were
     )
     image.created_at.FromDatetime(row["created_at"])
     return image

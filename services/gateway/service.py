@@ -149,6 +149,7 @@ class GatewayService:
             height=header.height,
             frame_count=header.frame_count,
             size_bytes=len(upload.data),
+            orientation=header.orientation,
             sha256=sha,
             content_type=header.mime_type,
             filename=upload.filename[:255],

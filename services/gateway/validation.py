@@ -8,7 +8,8 @@ again when they run, so nothing here is the last line of defence.
 
 A rendition's operations are checked like the job's, with field paths that name the rendition
 (`renditions[1].operations[0].resize.width`); the job's operations followed by any one
-rendition's must fit in max_operations.
+rendition's must fit in max_operations. `orient` may only be the job's first operation (never in
+a rendition): imaging checks that too, and the coarse fallback here.
 """
 
 from __future__ import annotations
@@ -103,6 +104,14 @@ def check_params(
         if skip_imaging and owner(op, i, prefix) == IMAGING:
             continue
         name = op_name(op, i, prefix)
+        if name == "orient" and (i > 0 or prefix):
+            where = "in a rendition" if prefix else "after another operation"
+            violations.append(
+                FieldViolation(
+                    f"{prefix}operations[{i}].orient",
+                    f"cannot be used {where}: only as the job's first operation",
+                )
+            )
         for field, problem in _check(op, max_dimension):
             violations.append(FieldViolation(f"{prefix}operations[{i}].{name}.{field}", problem))
     if violations:
