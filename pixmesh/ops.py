@@ -43,6 +43,7 @@ __all__ = [
     "flip",
     "frames",
     "grayscale",
+    "orient",
     "pad",
     "parse",
     "parse_rendition",
@@ -88,6 +89,7 @@ _FLIP_AXES = {
     "horizontal": operations_pb2.Flip.HORIZONTAL,
     "vertical": operations_pb2.Flip.VERTICAL,
 }
+_ORIENT_MODES = {"auto": operations_pb2.Orient.AUTO, "ignore": operations_pb2.Orient.IGNORE}
 # Common spellings of output formats, mapped to the enum.
 _FORMATS = {
     "jpeg": image_pb2.JPEG,
@@ -165,6 +167,19 @@ def flip(axis: str = "horizontal") -> Operation:
     except KeyError:
         raise ValueError(f"flip axis must be one of {_names(_FLIP_AXES)}, not {axis!r}") from None
     return Operation(flip=operations_pb2.Flip(axis=value))
+
+
+def orient(mode: str = "auto") -> Operation:
+    """Whether the EXIF orientation is applied: "auto" (what happens anyway) turns the pixels
+    upright, "ignore" keeps them as stored. Only as the job's first operation (before a
+    preset's), never in a rendition."""
+    try:
+        value = _ORIENT_MODES[mode.lower()]
+    except KeyError:
+        raise ValueError(
+            f"orient mode must be one of {_names(_ORIENT_MODES)}, not {mode!r}"
+        ) from None
+    return Operation(orient=operations_pb2.Orient(mode=value))
 
 
 def convert(format: str, quality: int = 0) -> Operation:
@@ -479,6 +494,7 @@ def parse(spec: str) -> Operation:
     crop=X,Y,WIDTH,HEIGHT
     rotate=DEGREES[,#rrggbb]
     flip[=horizontal|vertical]
+    orient[=auto|ignore]  (also orient:ignore; first operation only)
     convert=FORMAT[:QUALITY]  (FORMAT auto: chosen from the Accept header)
     metadata
     denoise[=auto|SIGMA][,model:NAME]
@@ -497,7 +513,10 @@ def parse(spec: str) -> Operation:
     redact=X,Y,W,H[,X,Y,W,H...][,blur|pixelate][,strength:N]
     watermark and watermark_text have builders only.
     """
-    name, _, args = spec.strip().partition("=")
+    name, sep, args = spec.strip().partition("=")
+    if not sep:
+        # NAME:ARGS reads as NAME=ARGS ("orient:ignore"); a name never holds a ':'.
+        name, _, args = name.partition(":")
     name = name.strip().lower()
     parser = _PARSERS.get(name)
     if parser is None:
@@ -537,6 +556,9 @@ def describe(op: Operation) -> str:
         return f"rotate {op.rotate.angle:g}"
     if kind == "flip":
         return f"flip {operations_pb2.Flip.Axis.Name(op.flip.axis or operations_pb2.Flip.HORIZONTAL).lower()}"
+    if kind == "orient":
+        orientation = op.orient.mode or operations_pb2.Orient.AUTO
+        return f"orient {operations_pb2.Orient.Mode.Name(orientation).lower()}"
     if kind == "convert":
         fmt = image_pb2.ImageFormat.Name(op.convert.format).lower()
         return f"convert {fmt}" + (f":{op.convert.quality}" if op.convert.quality else "")
@@ -609,6 +631,10 @@ def _parse_rotate(args: str) -> Operation:
 
 def _parse_flip(args: str) -> Operation:
     return flip(args or "horizontal")
+
+
+def _parse_orient(args: str) -> Operation:
+    return orient(args or "auto")
 
 
 def _parse_convert(args: str) -> Operation:
@@ -782,6 +808,7 @@ _PARSERS: dict[str, Callable[[str], Operation]] = {
     "crop": _parse_crop,
     "rotate": _parse_rotate,
     "flip": _parse_flip,
+    "orient": _parse_orient,
     "convert": _parse_convert,
     "metadata": _parse_metadata,
     "extract_metadata": _parse_metadata,

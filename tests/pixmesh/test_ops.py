@@ -302,3 +302,36 @@ def test_renditions_are_checked_before_any_call(make: object, message: str) -> N
     assert callable(make)
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+@pytest.mark.parametrize(
+    ("spec", "mode"),
+    [
+        ("orient=ignore", operations_pb2.Orient.IGNORE),
+        ("orient:ignore", operations_pb2.Orient.IGNORE),
+        (" ORIENT : Ignore ", operations_pb2.Orient.IGNORE),
+        ("orient=auto", operations_pb2.Orient.AUTO),
+        ("orient", operations_pb2.Orient.AUTO),
+    ],
+)
+def test_orient_spec(spec: str, mode: int) -> None:
+    op = ops.parse(spec)
+    assert op.WhichOneof("op") == "orient" and op.orient.mode == mode
+    assert op == ops.orient("ignore" if mode == operations_pb2.Orient.IGNORE else "auto")
+
+
+def test_orient_builder_and_describe() -> None:
+    assert ops.orient().orient.mode == operations_pb2.Orient.AUTO
+    assert ops.orient(mode="IGNORE").orient == operations_pb2.Orient(
+        mode=operations_pb2.Orient.IGNORE
+    )
+    assert ops.describe(ops.orient("ignore")) == "orient ignore"
+    assert ops.describe(ops.orient()) == "orient auto"
+    assert ops.describe(Operation(orient=operations_pb2.Orient())) == "orient auto"
+    with pytest.raises(ValueError, match="orient mode must be one of auto, ignore, not 'upright'"):
+        ops.orient("upright")
+    with pytest.raises(ValueError, match="'orient=sideways'"):
+        ops.parse("orient=sideways")
+    # A ':' only stands for the '=' after the name: convert=webp:80 is unchanged.
+    assert ops.parse("convert:webp:80") == ops.parse("convert=webp:80")
+    assert ops.coerce(["orient:ignore", "resize=800x"]) == [ops.orient("ignore"), ops.resize(800)]
