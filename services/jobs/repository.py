@@ -307,8 +307,13 @@ class JobsRepository:
             if job.state != sm.FAILED:
                 raise errors.job_not_failed(job_id, job.state)
             idx = sm.restart_failed(job, now, now + self.job_timeout)
+            # Earlier tasks of this stage: "<job>.<idx>" and "<job>.<idx>.retryN" (not LIKE:
+            # job events' random ids can start with the stage's digits).
+            first_task = f"{job_id}.{idx}"
             retries = await conn.fetchval(
-                "SELECT count(*) FROM jobs.outbox WHERE msg_id LIKE $1", f"{job_id}.{idx}%"
+                "SELECT count(*) FROM jobs.outbox"
+                " WHERE msg_id = $1 OR starts_with(msg_id, $1 || '.retry')",
+                first_task,
             )
             out = _Outbox()
             # A replay gets a new task id: the first run's is spent in JetStream's dedup window

@@ -369,6 +369,12 @@ async def test_retry_runs_a_failed_job_again_from_the_failed_stage(
     job, _ = await repo.create_job(TENANT, img, [resize(10), metadata_op()], "", "h")
     await repo.apply_event(completed(job, 0, output_key="outputs/a.webp", output=output(10)))
     await repo.apply_event(failed(job, 1))
+    # A job event whose random id starts with the stage's digit is not an earlier task.
+    await pool.execute(
+        "INSERT INTO jobs.outbox (subject, msg_id, payload) VALUES ($1, $2, '')",
+        f"pixmesh.event.job.{job.job_id}.unrelated",
+        f"{job.job_id}.1f2e3d4c5b6a",
+    )
 
     retried = await repo.retry_failed(job.job_id)
     assert retried.state == J.RUNNING and not retried.HasField("error")
