@@ -522,6 +522,7 @@ class Convert(_message.Message):
     KEEP_ICC_FIELD_NUMBER: _builtins.int
     KEEP_COPYRIGHT_FIELD_NUMBER: _builtins.int
     AUTO_FIELD_NUMBER: _builtins.int
+    EFFORT_FIELD_NUMBER: _builtins.int
     format: _image_pb2.ImageFormat.ValueType
     quality: _builtins.int
     """1..100; 0 uses the format's default."""
@@ -555,6 +556,10 @@ class Convert(_message.Message):
     write it). `format` must be unset. The gateway resolves it when the job is created, so the
     stored job carries the chosen format and `auto` false.
     """
+    effort: _builtins.int
+    """WEBP: encoder effort (libwebp "method"), 0 (fastest, largest) .. 6 (slowest, smallest);
+    unset means the service's default (PIXMESH_WEBP_EFFORT, 4 unless set).
+    """
     def __init__(
         self,
         *,
@@ -569,17 +574,22 @@ class Convert(_message.Message):
         keep_icc: _builtins.bool = ...,
         keep_copyright: _builtins.bool = ...,
         auto: _builtins.bool = ...,
+        effort: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_speed", b"_speed", "compression_level", b"compression_level", "speed", b"speed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_effort", b"_effort", "_speed", b"_speed", "compression_level", b"compression_level", "effort", b"effort", "speed", b"speed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_speed", b"_speed", "auto", b"auto", "colors", b"colors", "compression_level", b"compression_level", "format", b"format", "keep_copyright", b"keep_copyright", "keep_icc", b"keep_icc", "lossless", b"lossless", "max_bytes", b"max_bytes", "progressive", b"progressive", "quality", b"quality", "speed", b"speed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_effort", b"_effort", "_speed", b"_speed", "auto", b"auto", "colors", b"colors", "compression_level", b"compression_level", "effort", b"effort", "format", b"format", "keep_copyright", b"keep_copyright", "keep_icc", b"keep_icc", "lossless", b"lossless", "max_bytes", b"max_bytes", "progressive", b"progressive", "quality", b"quality", "speed", b"speed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__compression_level: _TypeAlias = _typing.Literal["compression_level"]  # noqa: Y015
     _WhichOneofArgType__compression_level: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level"]  # noqa: Y015
+    _WhichOneofReturnType__effort: _TypeAlias = _typing.Literal["effort"]  # noqa: Y015
+    _WhichOneofArgType__effort: _TypeAlias = _typing.Literal["_effort", b"_effort"]  # noqa: Y015
     _WhichOneofReturnType__speed: _TypeAlias = _typing.Literal["speed"]  # noqa: Y015
     _WhichOneofArgType__speed: _TypeAlias = _typing.Literal["_speed", b"_speed"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__compression_level) -> _WhichOneofReturnType__compression_level | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__effort) -> _WhichOneofReturnType__effort | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__speed) -> _WhichOneofReturnType__speed | None: ...
 
