@@ -26,7 +26,7 @@ async def build(settings: ImagingSettings) -> AsyncIterator[App]:
         pool = ProcessPool(settings.isolation)
         stack.callback(pool.close)
         await pool.start()
-        imaging = ImagingProcessor(pool, settings.limits)
+        imaging = ImagingProcessor(pool, settings.limits, webp_effort=settings.webp_effort)
         consumer = await connect_worker(stack, settings, processor(imaging))
         api = ImagingApi(imaging)
         name = imaging_pb2.DESCRIPTOR.services_by_name["ImagingService"].full_name

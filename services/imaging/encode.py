@@ -29,6 +29,12 @@ ANIMATED = frozenset({ImageFormat.GIF, ImageFormat.WEBP, ImageFormat.PNG, ImageF
 # libavif speed 0..10: 8 is a few times faster than the default 6 for a few percent more bytes,
 # the right trade on 2-core workers.
 AVIF_SPEED = 8
+# libwebp's `method` 0..6 (Convert.effort), Pillow's and libwebp's default: 4. On an 800x600 q80
+# encode, 2 takes half the time for ~4% more bytes, 0 a quarter for ~27% more (BENCHMARKS.md,
+# "Imaging"); 5 and 6 search harder for a few percent fewer bytes. A deployment's default is
+# the imaging setting PIXMESH_WEBP_EFFORT.
+WEBP_EFFORT = 4
+MAX_WEBP_EFFORT = 6
 PNG_COMPRESSION = 6
 MIN_QUALITY = 1
 _WHITE = (255, 255, 255)
@@ -77,20 +83,22 @@ def encode(
     loop: int | None = None,
     icc: bytes | None = None,
     exif: bytes | None = None,
+    webp_effort: int = WEBP_EFFORT,
 ) -> bytes:
     """Encode one image, or the frames of an animation (mode L, LA, RGB or RGBA).
 
     `options` is the Convert that chose `fmt` (quality 0 picks the format's default);
     `durations` (ms per frame) and `loop` (None: play once) are for animations; `icc` and
-    `exif` are written as they are (GIF has room for neither). Raises MaxBytesUnreachable when
-    options.max_bytes cannot be met.
+    `exif` are written as they are (GIF has room for neither); `webp_effort` is the WebP effort
+    when options.effort is unset. Raises MaxBytesUnreachable when options.max_bytes cannot be
+    met (the search encodes at the same effort).
     """
     frames = [image] if isinstance(image, Image.Image) else list(image)
     opts = options or Convert()
     prepared = [_prepare(frame, fmt, opts) for frame in frames]
 
     def save(quality: int) -> bytes:
-        params = _params(fmt, opts, quality)
+        params = _params(fmt, opts, quality, webp_effort)
         if fmt != ImageFormat.GIF:
             # Always given, even empty: some encoders fall back to `image.info` otherwise.
             params.update(icc_profile=icc or b"", exif=exif or b"")
@@ -131,13 +139,15 @@ def _within(limit: int, save: Callable[[int], bytes], highest: int) -> bytes:
     return best
 
 
-def _params(fmt: Format, opts: Convert, quality: int) -> dict[str, Any]:
+def _params(fmt: Format, opts: Convert, quality: int, webp_effort: int) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if fmt == ImageFormat.JPEG:
         params.update(quality=quality, progressive=opts.progressive)
     elif fmt == ImageFormat.WEBP:
-        # Lossless WebP reads `quality` as effort: leave it at libwebp's default.
+        # Lossless WebP reads `quality` as effort too: leave it at libwebp's default, `method`
+        # alone says how hard to try.
         params.update({"lossless": True} if opts.lossless else {"quality": quality})
+        params.update(method=opts.effort if opts.HasField("effort") else webp_effort)
     elif fmt == ImageFormat.AVIF:
         speed = opts.speed if opts.HasField("speed") else AVIF_SPEED
         params.update(quality=quality, speed=speed)

@@ -40,7 +40,13 @@ from PIL import Image, ImageFile, ImageOps
 
 from pixmesh.common.v1 import operations_pb2
 from services.imaging.colour import profile_for, to_srgb
-from services.imaging.encode import MaxBytesUnreachable, choose_format, copyright_exif, encode
+from services.imaging.encode import (
+    WEBP_EFFORT,
+    MaxBytesUnreachable,
+    choose_format,
+    copyright_exif,
+    encode,
+)
 from services.imaging.errors import (
     DEADLINE_EXCEEDED,
     IMAGE_CORRUPT,
@@ -126,17 +132,19 @@ def run(
     limits: Limits,
     deadline: float | None = None,
     default_format: Format | None = None,
+    webp_effort: int = WEBP_EFFORT,
 ) -> PipelineResult:
     """Run `operations` on the encoded image `data` and encode the result.
 
     `deadline` is an absolute `time.monotonic()` value (see `deadline_after`); None means none.
     The output format is the last Convert's, else `default_format`, else the input's when it can
-    be written (otherwise PNG, or JPEG for HEIF photos). Raises InvalidArgument for bad input
-    or operations, DeadlineExceeded when the deadline passes between two steps.
+    be written (otherwise PNG, or JPEG for HEIF photos). A WebP is encoded at the Convert's
+    effort, else at `webp_effort` (the deployment's default). Raises InvalidArgument for bad
+    input or operations, DeadlineExceeded when the deadline passes between two steps.
     """
     with _tracer.start_as_current_span("imaging.pipeline") as span:
         span.set_attribute("pixmesh.operations", len(operations))
-        result = _run(data, operations, limits, deadline, default_format)
+        result = _run(data, operations, limits, deadline, default_format, webp_effort)
         span.set_attributes(output_attributes(result))
         return result
 
@@ -149,6 +157,7 @@ def run_renditions(
     limits: Limits,
     deadline: float | None = None,
     default_format: Format | None = None,
+    webp_effort: int = WEBP_EFFORT,
 ) -> RenditionsResult:
     """Run the shared `operations` on `data` once, then each rendition's on their result.
 
@@ -164,7 +173,9 @@ def run_renditions(
         span.set_attributes(
             {"pixmesh.operations": len(operations), "pixmesh.renditions": len(renditions)}
         )
-        return _run_renditions(data, operations, renditions, limits, deadline, default_format)
+        return _run_renditions(
+            data, operations, renditions, limits, deadline, default_format, webp_effort
+        )
 
 
 def output_attributes(result: PipelineResult) -> dict[str, str | int | bool]:
@@ -201,6 +212,7 @@ def _run(
     limits: Limits,
     deadline: float | None,
     default_format: Format | None,
+    webp_effort: int,
 ) -> PipelineResult:
     steps = _Steps(deadline)
     with steps.step("probe"):
@@ -211,7 +223,7 @@ def _run(
         frames, exif, icc = _decode(source, header, [plan], steps)
         full = source_size(header, plan.auto_orient)
         _apply(frames, operations, plan.operations, full, limits, steps)
-        return _encode(frames, plan, header, limits, exif, icc, steps)
+        return _encode(frames, plan, header, limits, exif, icc, steps, webp_effort)
     finally:
         source.close()
 
@@ -223,6 +235,7 @@ def _run_renditions(
     limits: Limits,
     deadline: float | None,
     default_format: Format | None,
+    webp_effort: int,
 ) -> RenditionsResult:
     steps = _Steps(deadline)
     with steps.step("probe"):
@@ -247,7 +260,7 @@ def _run_renditions(
                 span.set_attribute("pixmesh.rendition", rendition.name)
                 branch = frames.branch()
                 _apply(branch, rendition.operations, plan.operations[shared:], full, limits, own)
-                result = _encode(branch, plan, header, limits, exif, icc, own)
+                result = _encode(branch, plan, header, limits, exif, icc, own, webp_effort)
                 span.set_attributes(output_attributes(result))
             results.append((rendition.name, result))
     finally:
@@ -324,8 +337,10 @@ def _encode(
     exif: bytes | None,
     icc: bytes | None,
     steps: _Steps,
+    webp_effort: int,
 ) -> PipelineResult:
-    """strip → encode, as `plan` says (`exif` and `icc` as `_decode` returned them)."""
+    """strip → encode, as `plan` says (`exif` and `icc` as `_decode` returned them; a WebP at
+    `webp_effort` unless the Convert sets one)."""
     options = plan.options
     if plan.output_size is None:
         check_output(Size.of(frames.images[0]), limits)
@@ -344,6 +359,7 @@ def _encode(
                 loop=frames.loop,
                 icc=profile_for(icc, img.mode),
                 exif=exif if options.keep_copyright else None,
+                webp_effort=webp_effort,
             )
         except MaxBytesUnreachable as exc:
             assert plan.convert is not None  # validation allows max_bytes in a Convert only

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
+from services.imaging.encode import WEBP_EFFORT
 from services.imaging.limits import Limits
 from services.imaging.ops import Size
 from services.imaging.validation import (
@@ -46,6 +47,12 @@ ENCODE_MS_PER_MP: dict[Format, float] = {
     ImageFormat.TIFF: 5.0,
 }
 DEFAULT_ENCODE_MS_PER_MP = 30.0
+# The WebP figure above is for effort (libwebp method) 4; other efforts scale it by their encode
+# time relative to 4, measured on 800x600 q80 encodes of the bench's photos (bench/imaging.py
+# `webp_methods`; BENCHMARKS.md "Imaging" for 0..4: 15.8, 20.9, 27.4, 59.8, 59.9 ms; 5 and 6
+# measured the same way at 3c147bd: 1.14x and 2.04x method 4's time). Lossless WebP is priced
+# alike.
+WEBP_EFFORT_COST = {0: 0.26, 1: 0.35, 2: 0.46, 3: 1.0, 4: 1.0, 5: 1.15, 6: 2.0}
 
 
 def header_of(image: image_pb2.Image) -> ImageHeader:
@@ -72,8 +79,12 @@ def plan_pipeline(
     default_format: Format | None = None,
     *,
     renditions: Sequence[operations_pb2.Rendition] = (),
+    webp_effort: int = WEBP_EFFORT,
 ) -> operations_pb2.PipelinePlan:
     """Raise InvalidArgument (with the field at fault) unless the pipeline can run on `image`.
+
+    `webp_effort` is the WebP effort of a Convert that sets none (the worker's default): it
+    prices the encode.
 
     With `renditions`, each is checked as the pipeline `operations` + its own (see
     `validate_renditions`) and planned in `renditions`: its operations, output and cost, from
@@ -91,7 +102,8 @@ def plan_pipeline(
         plan = validate_pipeline(
             operations, header, limits, allow_other_services=True, default_format=default_format
         )
-        return _pipeline_plan(operations, plan, estimate_cost(header, operations, plan))
+        cost = estimate_cost(header, operations, plan, webp_effort)
+        return _pipeline_plan(operations, plan, cost)
     plans = validate_renditions(
         operations,
         renditions,
@@ -109,7 +121,7 @@ def plan_pipeline(
     for rendition, plan in zip(renditions, plans, strict=True):
         work = _Work(start.size, start.frames)
         work.add(rendition.operations, plan.operations[shared:])
-        work.encode(plan)
+        work.encode(plan, webp_effort)
         total = total + work.cost
         planned.append(
             operations_pb2.RenditionPlan(
@@ -155,12 +167,15 @@ def _pipeline_plan(
 
 
 def estimate_cost(
-    header: ImageHeader, operations: Sequence[operations_pb2.Operation], plan: Plan
+    header: ImageHeader,
+    operations: Sequence[operations_pb2.Operation],
+    plan: Plan,
+    webp_effort: int = WEBP_EFFORT,
 ) -> operations_pb2.PipelineCost:
     """The cost of decoding, running `operations` (planned as `plan`) and encoding."""
     work = _Work.start(header)
     work.add(operations, plan.operations)
-    work.encode(plan)
+    work.encode(plan, webp_effort)
     return work.cost.proto()
 
 
@@ -225,8 +240,8 @@ class _Work:
             # Animations: a `frames` op changes how many frames the later steps touch.
             self.frames = step.frames or self.frames
 
-    def encode(self, plan: Plan) -> None:
-        """Encoding the output of `plan`."""
+    def encode(self, plan: Plan, webp_effort: int) -> None:
+        """Encoding the output of `plan` (a WebP at its Convert's effort, else `webp_effort`)."""
         if self.size is None:
             return
         fmt = plan.output_format
@@ -235,5 +250,9 @@ class _Work:
             if fmt is None
             else ENCODE_MS_PER_MP.get(fmt, DEFAULT_ENCODE_MS_PER_MP)
         )
+        if fmt == ImageFormat.WEBP:
+            options = plan.options
+            effort = options.effort if options.HasField("effort") else webp_effort
+            per_mp *= WEBP_EFFORT_COST[effort]
         mp = self.size.width * self.size.height * plan.output_frames / 1e6
         self.cost += _Cost(cpu=per_mp * mp)

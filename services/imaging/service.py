@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 from opentelemetry import trace
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
-from services.imaging.encode import writable_formats
+from services.imaging.encode import WEBP_EFFORT, writable_formats
 from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
@@ -45,10 +45,18 @@ def run_in_child(
     limits: Limits,
     deadline: float | None,
     default_format: Format | None,
+    webp_effort: int = WEBP_EFFORT,
 ) -> ChildRun[PipelineResult]:
     """The pipeline, as run in a child process (module-level, so that it pickles by name)."""
     started = time.time_ns()
-    result = run(data, operations, limits=limits, deadline=deadline, default_format=default_format)
+    result = run(
+        data,
+        operations,
+        limits=limits,
+        deadline=deadline,
+        default_format=default_format,
+        webp_effort=webp_effort,
+    )
     return ChildRun(result, started, os.getpid())
 
 
@@ -59,6 +67,7 @@ def run_renditions_in_child(
     limits: Limits,
     deadline: float | None,
     default_format: Format | None,
+    webp_effort: int = WEBP_EFFORT,
 ) -> ChildRun[RenditionsResult]:
     """`pipeline.run_renditions`, as run in a child process."""
     started = time.time_ns()
@@ -69,6 +78,7 @@ def run_renditions_in_child(
         limits=limits,
         deadline=deadline,
         default_format=default_format,
+        webp_effort=webp_effort,
     )
     return ChildRun(result, started, os.getpid())
 
@@ -78,15 +88,22 @@ class ImagingProcessor:
 
     The pool bounds the CPU work (one pipeline per child); the caller bounds how many tasks wait
     for it. The children record no spans: the pipeline span and one span per step are made here,
-    from the timings the child returns.
+    from the timings the child returns. `webp_effort` is the WebP encoder effort of a Convert
+    that sets none (the PIXMESH_WEBP_EFFORT setting).
     """
 
     def __init__(
-        self, pool: ProcessPool, limits: Limits, *, default_format: Format | None = None
+        self,
+        pool: ProcessPool,
+        limits: Limits,
+        *,
+        default_format: Format | None = None,
+        webp_effort: int = WEBP_EFFORT,
     ) -> None:
         self._pool = pool
         self.limits = limits
         self.default_format = default_format
+        self.webp_effort = webp_effort
 
     async def process(
         self,
@@ -106,6 +123,7 @@ class ImagingProcessor:
                 self.limits,
                 deadline,
                 default_format or self.default_format,
+                self.webp_effort,
                 deadline=deadline,
             )
             result = child.result
@@ -138,6 +156,7 @@ class ImagingProcessor:
                 self.limits,
                 deadline,
                 default_format or self.default_format,
+                self.webp_effort,
                 deadline=deadline,
             )
             result = child.result
@@ -163,7 +182,12 @@ class ImagingProcessor:
     ) -> operations_pb2.PipelinePlan:
         """Validate and predict a pipeline from header facts (cheap: no pixels, no pool)."""
         return plan_pipeline(
-            image, operations, self.limits, self.default_format, renditions=renditions
+            image,
+            operations,
+            self.limits,
+            self.default_format,
+            renditions=renditions,
+            webp_effort=self.webp_effort,
         )
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from services.imaging.encode import MAX_WEBP_EFFORT, WEBP_EFFORT
 from services.imaging.isolation import IsolationConfig
 from services.imaging.limits import Limits
 from services.runtime.settings import WorkerSettings
@@ -19,6 +20,9 @@ class ImagingSettings(WorkerSettings):
     worker_max_tasks: int = Field(default=200, ge=1)
     # A child still busy this long after the task's deadline is killed.
     worker_kill_grace_s: float = Field(default=2.0, ge=0)
+    # WebP encoder effort (libwebp method) when a Convert does not set `effort`: lower trades
+    # bytes for CPU (see encode.WEBP_EFFORT for the measured trade).
+    webp_effort: int = Field(default=WEBP_EFFORT, ge=0, le=MAX_WEBP_EFFORT)
 
     @property
     def limits(self) -> Limits:
