@@ -21,6 +21,8 @@ from pixmesh.common.v1.operations_pb2 import Operation
         ("convert=webp", ops.convert("webp")),
         ("convert=webp:80", ops.convert("webp", quality=80)),
         ("convert=jpg:90", ops.convert("jpeg", quality=90)),
+        ("convert=webp:80,effort:2", ops.convert("webp", 80, effort=2)),
+        ("convert=WEBP, Effort:0", ops.convert("webp", effort=0)),
         ("rotate=90", ops.rotate(90)),
         ("rotate=-45.5,#ff000080", ops.rotate(-45.5, "#ff000080")),
         ("crop=10,10,100,100", ops.crop(10, 10, 100, 100)),
@@ -65,6 +67,12 @@ def test_builders_fill_the_proto_fields() -> None:
         ("convert=bmpx", "convert format must be one of"),
         ("convert=webp:101", "convert quality must be 0..100, not 101"),
         ("convert=webp:high", "quality must be a whole number"),
+        ("convert=webp,effort:7", "convert effort must be 0..6, not 7"),
+        ("convert=webp,effort:", "effort must be a whole number"),
+        ("convert=jpeg:80,effort:2", "convert effort applies to webp only, not 'jpeg'"),
+        ("convert=auto,effort:2", "convert effort applies to webp only, not 'auto'"),
+        ("convert=webp,speed:2", "unknown convert flag 'speed:2'"),
+        ("convert=webp,effort:1,effort:2", "convert effort is given twice"),
         ("rotate=", "rotate needs an angle"),
         ("rotate=720", "within -360..360"),
         ("rotate=90,red", "#rrggbb or #rrggbbaa"),
@@ -81,6 +89,19 @@ def test_parse_rejects_with_a_clear_message(spec: str, message: str) -> None:
         ops.parse(spec)
     assert message in str(info.value)
     assert repr(spec) in str(info.value)  # the user sees which --op was wrong
+
+
+def test_convert_effort_is_set_only_when_given() -> None:
+    assert ops.convert("webp", effort=0).convert == operations_pb2.Convert(
+        format=image_pb2.WEBP, effort=0
+    )
+    assert ops.convert("webp", effort=0).convert.HasField("effort")  # 0 is an effort, not unset
+    assert not ops.convert("webp").convert.HasField("effort")
+    assert ops.convert("webp", 75, effort=6).convert.effort == 6
+    with pytest.raises(ValueError, match=re.escape("convert effort must be 0..6, not -1")):
+        ops.convert("webp", effort=-1)
+    with pytest.raises(ValueError, match="applies to webp only"):
+        ops.convert("avif", effort=2)
 
 
 def test_resize_needs_a_side() -> None:
@@ -102,6 +123,7 @@ def test_coerce_mixes_strings_and_operations_and_rejects_empty() -> None:
 def test_describe_is_short_and_readable() -> None:
     assert ops.describe(ops.parse("resize=800x600,fill")) == "resize 800x600 fill"
     assert ops.describe(ops.parse("convert=webp:80")) == "convert webp:80"
+    assert ops.describe(ops.parse("convert=webp,effort:0")) == "convert webp effort 0"
     assert ops.describe(ops.parse("denoise=auto")) == "denoise auto"
     assert ops.describe(ops.parse("crop=1,2,3,4")) == "crop 3x4+1+2"
 
