@@ -28,7 +28,7 @@ from pixmesh.common.v1 import metadata_pb2 as pixmesh_dot_common_dot_v1_dot_meta
 from pixmesh.common.v1 import operations_pb2 as pixmesh_dot_common_dot_v1_dot_operations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpixmesh/common/v1/job.proto\x12\x11pixmesh.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpixmesh/common/v1/image.proto\x1a pixmesh/common/v1/metadata.proto\x1a\"pixmesh/common/v1/operations.proto\"\x8e\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.pixmesh.common.v1.Job.State\x12\x30\n\noperations\x18\x04 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12(\n\x06stages\x18\x05 \x03(\x0b\x32\x18.pixmesh.common.v1.Stage\x12*\n\x07outputs\x18\x06 \x03(\x0b\x32\x19.pixmesh.common.v1.Output\x12\x32\n\x08metadata\x18\x07 \x01(\x0b\x32 .pixmesh.common.v1.ImageMetadata\x12*\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobError\x12\x10\n\x08progress\x18\t \x01(\x01\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\nrenditions\x18\x0e \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\"b\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\"\xf2\x03\n\x05Stage\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x30\n\noperations\x18\x03 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.pixmesh.common.v1.Stage.State\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12*\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobError\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x07reports\x18\t \x03(\x0b\x32\".pixmesh.common.v1.OperationReport\x12\x30\n\nrenditions\x18\n \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\"b\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\"_\n\x0fOperationReport\x12\r\n\x05index\x18\x01 \x01(\r\x12\x33\n\x07\x64\x65noise\x18\x02 \x01(\x0b\x32 .pixmesh.common.v1.DenoiseReportH\x00\x42\x08\n\x06report\"\xe5\x01\n\rDenoiseReport\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05sigma\x18\x03 \x01(\x02\x12\x14\n\x0csigma_before\x18\x04 \x01(\x02\x12\x13\n\x0bsigma_after\x18\x05 \x01(\x02\x12\x1a\n\x12\x65xecution_provider\x18\x06 \x01(\t\x12\x38\n\ncolor_mode\x18\x07 \x01(\x0e\x32$.pixmesh.common.v1.Denoise.ColorMode\x12\r\n\x05tiles\x18\x08 \x01(\r\x12\x0f\n\x07seconds\x18\t \x01(\x01\"\xca\x01\n\x06Output\x12\r\n\x05index\x18\x01 \x01(\r\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x15\n\rdownload_path\x18\x08 \x01(\t\x12\x11\n\trendition\x18\t \x01(\t\"9\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpixmesh/common/v1/job.proto\x12\x11pixmesh.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpixmesh/common/v1/image.proto\x1a pixmesh/common/v1/metadata.proto\x1a\"pixmesh/common/v1/operations.proto\"\xc1\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.pixmesh.common.v1.Job.State\x12\x30\n\noperations\x18\x04 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12(\n\x06stages\x18\x05 \x03(\x0b\x32\x18.pixmesh.common.v1.Stage\x12*\n\x07outputs\x18\x06 \x03(\x0b\x32\x19.pixmesh.common.v1.Output\x12\x32\n\x08metadata\x18\x07 \x01(\x0b\x32 .pixmesh.common.v1.ImageMetadata\x12*\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobError\x12\x10\n\x08progress\x18\t \x01(\x01\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\nrenditions\x18\x0e \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\x12\x31\n\x07webhook\x18\x0f \x01(\x0b\x32 .pixmesh.common.v1.WebhookStatus\"b\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\"&\n\x07Webhook\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\xf3\x01\n\rWebhookStatus\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x35\n\x05state\x18\x02 \x01(\x0e\x32&.pixmesh.common.v1.WebhookStatus.State\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x30\n\x0c\x64\x65livered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\r\n\tDELIVERED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"\xf2\x03\n\x05Stage\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x30\n\noperations\x18\x03 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.pixmesh.common.v1.Stage.State\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12*\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobError\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x07reports\x18\t \x03(\x0b\x32\".pixmesh.common.v1.OperationReport\x12\x30\n\nrenditions\x18\n \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\"b\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\"_\n\x0fOperationReport\x12\r\n\x05index\x18\x01 \x01(\r\x12\x33\n\x07\x64\x65noise\x18\x02 \x01(\x0b\x32 .pixmesh.common.v1.DenoiseReportH\x00\x42\x08\n\x06report\"\xe5\x01\n\rDenoiseReport\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05sigma\x18\x03 \x01(\x02\x12\x14\n\x0csigma_before\x18\x04 \x01(\x02\x12\x13\n\x0bsigma_after\x18\x05 \x01(\x02\x12\x1a\n\x12\x65xecution_provider\x18\x06 \x01(\t\x12\x38\n\ncolor_mode\x18\x07 \x01(\x0e\x32$.pixmesh.common.v1.Denoise.ColorMode\x12\r\n\x05tiles\x18\x08 \x01(\r\x12\x0f\n\x07seconds\x18\t \x01(\x01\"\xca\x01\n\x06Output\x12\r\n\x05index\x18\x01 \x01(\r\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x15\n\rdownload_path\x18\x08 \x01(\t\x12\x11\n\trendition\x18\t \x01(\t\"9\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,19 +36,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pixmesh.common.v1.job_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOB']._serialized_start=185
-  _globals['_JOB']._serialized_end=839
-  _globals['_JOB_STATE']._serialized_start=741
-  _globals['_JOB_STATE']._serialized_end=839
-  _globals['_STAGE']._serialized_start=842
-  _globals['_STAGE']._serialized_end=1340
-  _globals['_STAGE_STATE']._serialized_start=741
-  _globals['_STAGE_STATE']._serialized_end=839
-  _globals['_OPERATIONREPORT']._serialized_start=1342
-  _globals['_OPERATIONREPORT']._serialized_end=1437
-  _globals['_DENOISEREPORT']._serialized_start=1440
-  _globals['_DENOISEREPORT']._serialized_end=1669
-  _globals['_OUTPUT']._serialized_start=1672
-  _globals['_OUTPUT']._serialized_end=1874
-  _globals['_JOBERROR']._serialized_start=1876
-  _globals['_JOBERROR']._serialized_end=1933
+  _globals['_JOB']._serialized_end=890
+  _globals['_JOB_STATE']._serialized_start=792
+  _globals['_JOB_STATE']._serialized_end=890
+  _globals['_WEBHOOK']._serialized_start=892
+  _globals['_WEBHOOK']._serialized_end=930
+  _globals['_WEBHOOKSTATUS']._serialized_start=933
+  _globals['_WEBHOOKSTATUS']._serialized_end=1176
+  _globals['_WEBHOOKSTATUS_STATE']._serialized_start=1106
+  _globals['_WEBHOOKSTATUS_STATE']._serialized_end=1176
+  _globals['_STAGE']._serialized_start=1179
+  _globals['_STAGE']._serialized_end=1677
+  _globals['_STAGE_STATE']._serialized_start=792
+  _globals['_STAGE_STATE']._serialized_end=890
+  _globals['_OPERATIONREPORT']._serialized_start=1679
+  _globals['_OPERATIONREPORT']._serialized_end=1774
+  _globals['_DENOISEREPORT']._serialized_start=1777
+  _globals['_DENOISEREPORT']._serialized_end=2006
+  _globals['_OUTPUT']._serialized_start=2009
+  _globals['_OUTPUT']._serialized_end=2211
+  _globals['_JOBERROR']._serialized_start=2213
+  _globals['_JOBERROR']._serialized_end=2270
 # @@protoc_insertion_point(module_scope)

@@ -64,6 +64,7 @@ class Job(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     RENDITIONS_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """"job_" followed by 32 hex digits."""
     image_id: _builtins.str
@@ -102,6 +103,12 @@ class Job(_message.Message):
         As stored: presets expanded.
         """
 
+    @_builtins.property
+    def webhook(self) -> Global___WebhookStatus:
+        """The job's webhook and its delivery; unset when CreateJob gave none. The secret is never
+        returned.
+        """
+
     def __init__(
         self,
         *,
@@ -119,14 +126,103 @@ class Job(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
+        webhook: Global___WebhookStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "metadata", b"metadata", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "metadata", b"metadata", "updated_at", b"updated_at", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "image_id", b"image_id", "job_id", b"job_id", "metadata", b"metadata", "operations", b"operations", "outputs", b"outputs", "progress", b"progress", "renditions", b"renditions", "stages", b"stages", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "image_id", b"image_id", "job_id", b"job_id", "metadata", b"metadata", "operations", b"operations", "outputs", b"outputs", "progress", b"progress", "renditions", b"renditions", "stages", b"stages", "state", b"state", "updated_at", b"updated_at", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class Webhook(_message.Message):
+    """Where the jobs service POSTs the job once it ends (SUCCEEDED, FAILED or CANCELLED)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """An https:// URL (http:// and private addresses only where the deployment allows them),
+    at most 2048 characters.
+    """
+    secret: _builtins.str
+    """Optional, write-only: the HMAC-SHA256 key of the `Pixmesh-Signature` header. Without it,
+    the deployment's key (PIXMESH_WEBHOOK_SECRET) signs.
+    """
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Webhook: _TypeAlias = Webhook  # noqa: Y015
+
+@_typing.final
+class WebhookStatus(_message.Message):
+    """A webhook's delivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[WebhookStatus._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATE_UNSPECIFIED: WebhookStatus._State.ValueType  # 0
+        PENDING: WebhookStatus._State.ValueType  # 1
+        """Waiting for the job to end, or for the next attempt."""
+        DELIVERED: WebhookStatus._State.ValueType  # 2
+        """The receiver answered 2xx."""
+        FAILED: WebhookStatus._State.ValueType  # 3
+        """Every attempt failed; `last_error` says why."""
+
+    class State(_State, metaclass=_StateEnumTypeWrapper): ...
+    STATE_UNSPECIFIED: WebhookStatus.State.ValueType  # 0
+    PENDING: WebhookStatus.State.ValueType  # 1
+    """Waiting for the job to end, or for the next attempt."""
+    DELIVERED: WebhookStatus.State.ValueType  # 2
+    """The receiver answered 2xx."""
+    FAILED: WebhookStatus.State.ValueType  # 3
+    """Every attempt failed; `last_error` says why."""
+
+    URL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    state: Global___WebhookStatus.State.ValueType
+    attempts: _builtins.int
+    last_error: _builtins.str
+    """Why the last attempt failed, e.g. "HTTP 503" or "connection refused"."""
+    @_builtins.property
+    def delivered_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        state: Global___WebhookStatus.State.ValueType = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        delivered_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivered_at", b"delivered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "delivered_at", b"delivered_at", "last_error", b"last_error", "state", b"state", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookStatus: _TypeAlias = WebhookStatus  # noqa: Y015
 
 @_typing.final
 class Stage(_message.Message):

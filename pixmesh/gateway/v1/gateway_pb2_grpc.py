@@ -45,6 +45,16 @@ class GatewayServiceStub:
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.UploadImageRawRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.UploadImageRawResponse.FromString,
                 _registered_method=True)
+        self.CreateUploadUrl = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/CreateUploadUrl',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateUploadUrlRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateUploadUrlResponse.FromString,
+                _registered_method=True)
+        self.RegisterUpload = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/RegisterUpload',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.RegisterUploadRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.RegisterUploadResponse.FromString,
+                _registered_method=True)
         self.CreateJob = channel.unary_unary(
                 '/pixmesh.gateway.v1.GatewayService/CreateJob',
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateJobRequest.SerializeToString,
@@ -79,6 +89,11 @@ class GatewayServiceStub:
                 '/pixmesh.gateway.v1.GatewayService/DownloadOutput',
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadOutputRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadOutputResponse.FromString,
+                _registered_method=True)
+        self.GetOutputUrl = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/GetOutputUrl',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetOutputUrlRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetOutputUrlResponse.FromString,
                 _registered_method=True)
         self.ListOperations = channel.unary_unary(
                 '/pixmesh.gateway.v1.GatewayService/ListOperations',
@@ -115,6 +130,22 @@ class GatewayServiceServicer:
 
     def UploadImageRaw(self, request, context):
         """Upload an image as a raw HTTP body (REST): POST /v1/images with the image bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateUploadUrl(self, request, context):
+        """A presigned S3 PUT URL to upload an image straight to object storage (large files, browsers),
+        then RegisterUpload. The URL expires; the declared size is checked against the limits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterUpload(self, request, context):
+        """Turn an object uploaded with a CreateUploadUrl URL into an image, as UploadImage would:
+        sniffed, checked against the limits, stored under its content hash. Safe to retry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +203,13 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOutputUrl(self, request, context):
+        """A presigned S3 GET URL for one output of a succeeded job (download without the gateway).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOperations(self, request, context):
         """The operations this deployment supports, their parameters and limits.
         """
@@ -217,6 +255,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.UploadImageRawRequest.FromString,
                     response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.UploadImageRawResponse.SerializeToString,
             ),
+            'CreateUploadUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUploadUrl,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateUploadUrlRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateUploadUrlResponse.SerializeToString,
+            ),
+            'RegisterUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterUpload,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.RegisterUploadRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.RegisterUploadResponse.SerializeToString,
+            ),
             'CreateJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateJob,
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateJobRequest.FromString,
@@ -251,6 +299,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DownloadOutput,
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadOutputRequest.FromString,
                     response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadOutputResponse.SerializeToString,
+            ),
+            'GetOutputUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOutputUrl,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetOutputUrlRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetOutputUrlResponse.SerializeToString,
             ),
             'ListOperations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOperations,
@@ -328,6 +381,60 @@ class GatewayService:
             '/pixmesh.gateway.v1.GatewayService/UploadImageRaw',
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.UploadImageRawRequest.SerializeToString,
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.UploadImageRawResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUploadUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/CreateUploadUrl',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateUploadUrlRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateUploadUrlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/RegisterUpload',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.RegisterUploadRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.RegisterUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -517,6 +624,33 @@ class GatewayService:
             '/pixmesh.gateway.v1.GatewayService/DownloadOutput',
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadOutputRequest.SerializeToString,
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadOutputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOutputUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/GetOutputUrl',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetOutputUrlRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetOutputUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,14 @@ class GatewayServiceStub:
     """Upload an image in chunks: first message carries `info`, the rest carry `chunk`."""
     UploadImageRaw: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.UploadImageRawRequest, _gateway_pb2.UploadImageRawResponse]
     """Upload an image as a raw HTTP body (REST): POST /v1/images with the image bytes."""
+    CreateUploadUrl: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateUploadUrlRequest, _gateway_pb2.CreateUploadUrlResponse]
+    """A presigned S3 PUT URL to upload an image straight to object storage (large files, browsers),
+    then RegisterUpload. The URL expires; the declared size is checked against the limits.
+    """
+    RegisterUpload: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RegisterUploadRequest, _gateway_pb2.RegisterUploadResponse]
+    """Turn an object uploaded with a CreateUploadUrl URL into an image, as UploadImage would:
+    sniffed, checked against the limits, stored under its content hash. Safe to retry.
+    """
     CreateJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateJobRequest, _gateway_pb2.CreateJobResponse]
     """Start processing an image through a pipeline of operations."""
     PlanJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.PlanJobRequest, _gateway_pb2.PlanJobResponse]
@@ -56,6 +64,8 @@ class GatewayServiceStub:
     """
     DownloadOutput: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DownloadOutputRequest, _gateway_pb2.DownloadOutputResponse]
     """Download one output of a succeeded job as raw bytes with its Content-Type."""
+    GetOutputUrl: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetOutputUrlRequest, _gateway_pb2.GetOutputUrlResponse]
+    """A presigned S3 GET URL for one output of a succeeded job (download without the gateway)."""
     ListOperations: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListOperationsRequest, _gateway_pb2.ListOperationsResponse]
     """The operations this deployment supports, their parameters and limits."""
     GetImageMetadata: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetImageMetadataRequest, _gateway_pb2.GetImageMetadataResponse]
@@ -81,6 +91,14 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Upload an image in chunks: first message carries `info`, the rest carry `chunk`."""
     UploadImageRaw: _aio.UnaryUnaryMultiCallable[_gateway_pb2.UploadImageRawRequest, _gateway_pb2.UploadImageRawResponse]  # type: ignore[assignment]
     """Upload an image as a raw HTTP body (REST): POST /v1/images with the image bytes."""
+    CreateUploadUrl: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateUploadUrlRequest, _gateway_pb2.CreateUploadUrlResponse]  # type: ignore[assignment]
+    """A presigned S3 PUT URL to upload an image straight to object storage (large files, browsers),
+    then RegisterUpload. The URL expires; the declared size is checked against the limits.
+    """
+    RegisterUpload: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RegisterUploadRequest, _gateway_pb2.RegisterUploadResponse]  # type: ignore[assignment]
+    """Turn an object uploaded with a CreateUploadUrl URL into an image, as UploadImage would:
+    sniffed, checked against the limits, stored under its content hash. Safe to retry.
+    """
     CreateJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateJobRequest, _gateway_pb2.CreateJobResponse]  # type: ignore[assignment]
     """Start processing an image through a pipeline of operations."""
     PlanJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PlanJobRequest, _gateway_pb2.PlanJobResponse]  # type: ignore[assignment]
@@ -100,6 +118,8 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """
     DownloadOutput: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DownloadOutputRequest, _gateway_pb2.DownloadOutputResponse]  # type: ignore[assignment]
     """Download one output of a succeeded job as raw bytes with its Content-Type."""
+    GetOutputUrl: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetOutputUrlRequest, _gateway_pb2.GetOutputUrlResponse]  # type: ignore[assignment]
+    """A presigned S3 GET URL for one output of a succeeded job (download without the gateway)."""
     ListOperations: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListOperationsRequest, _gateway_pb2.ListOperationsResponse]  # type: ignore[assignment]
     """The operations this deployment supports, their parameters and limits."""
     GetImageMetadata: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetImageMetadataRequest, _gateway_pb2.GetImageMetadataResponse]  # type: ignore[assignment]
@@ -134,6 +154,26 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.UploadImageRawResponse, _abc.Awaitable[_gateway_pb2.UploadImageRawResponse]]:
         """Upload an image as a raw HTTP body (REST): POST /v1/images with the image bytes."""
+
+    @_abc_1.abstractmethod
+    def CreateUploadUrl(
+        self,
+        request: _gateway_pb2.CreateUploadUrlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.CreateUploadUrlResponse, _abc.Awaitable[_gateway_pb2.CreateUploadUrlResponse]]:
+        """A presigned S3 PUT URL to upload an image straight to object storage (large files, browsers),
+        then RegisterUpload. The URL expires; the declared size is checked against the limits.
+        """
+
+    @_abc_1.abstractmethod
+    def RegisterUpload(
+        self,
+        request: _gateway_pb2.RegisterUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.RegisterUploadResponse, _abc.Awaitable[_gateway_pb2.RegisterUploadResponse]]:
+        """Turn an object uploaded with a CreateUploadUrl URL into an image, as UploadImage would:
+        sniffed, checked against the limits, stored under its content hash. Safe to retry.
+        """
 
     @_abc_1.abstractmethod
     def CreateJob(
@@ -195,6 +235,14 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.DownloadOutputResponse, _abc.Awaitable[_gateway_pb2.DownloadOutputResponse]]:
         """Download one output of a succeeded job as raw bytes with its Content-Type."""
+
+    @_abc_1.abstractmethod
+    def GetOutputUrl(
+        self,
+        request: _gateway_pb2.GetOutputUrlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetOutputUrlResponse, _abc.Awaitable[_gateway_pb2.GetOutputUrlResponse]]:
+        """A presigned S3 GET URL for one output of a succeeded job (download without the gateway)."""
 
     @_abc_1.abstractmethod
     def ListOperations(

@@ -31,6 +31,7 @@ class CreateJobRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     REQUEST_HASH_FIELD_NUMBER: _builtins.int
     RENDITIONS_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     idempotency_key: _builtins.str
     request_hash: _builtins.str
@@ -45,6 +46,10 @@ class CreateJobRequest(_message.Message):
     def renditions(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Rendition]:
         """Presets expanded (see pixmesh.common.v1.Job.renditions)."""
 
+    @_builtins.property
+    def webhook(self) -> _job_pb2.Webhook:
+        """As the client gave it (the gateway checked the URL)."""
+
     def __init__(
         self,
         *,
@@ -54,10 +59,11 @@ class CreateJobRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         request_hash: _builtins.str = ...,
         renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
+        webhook: _job_pb2.Webhook | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "image", b"image", "operations", b"operations", "renditions", b"renditions", "request_hash", b"request_hash", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "image", b"image", "operations", b"operations", "renditions", b"renditions", "request_hash", b"request_hash", "tenant_id", b"tenant_id", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
