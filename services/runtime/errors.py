@@ -1,8 +1,8 @@
 """One error model for every service.
 
 A `ServiceError` carries a gRPC status code, a message that is safe to show to clients, a
-machine-readable reason and whether retrying can help. The gRPC interceptor turns it into a
-`google.rpc.Status` with ErrorInfo/BadRequest details; the bus consumer turns a retryable error
+machine-readable reason, whether retrying can help and, optionally, how long to wait first. The
+gRPC interceptor turns it into a `google.rpc.Status` with ErrorInfo/BadRequest/RetryInfo details; the bus consumer turns a retryable error
 into nak(delay) and anything else into term + TaskFailed. Internal text never reaches clients.
 """
 
@@ -32,6 +32,8 @@ class ServiceError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     retryable: bool = False
+    # Seconds the caller should wait before retrying (google.rpc.RetryInfo); None: no advice.
+    retry_delay: float | None = None
 
     def __post_init__(self) -> None:
         Exception.__init__(self, self.message)
@@ -125,6 +127,7 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> ServiceError:
     reason = exc.code().name
     violations: list[FieldViolation] = []
     meta: dict[str, str] = {}
+    retry_delay: float | None = None
     for key, value in exc.trailing_metadata() or ():
         if key != "grpc-status-details-bin" or not isinstance(value, bytes):
             continue
@@ -132,10 +135,13 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> ServiceError:
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
             bad = error_details_pb2.BadRequest()
+            retry = error_details_pb2.RetryInfo()
             if detail.Unpack(info):
                 reason, meta = info.reason, dict(info.metadata)
             elif detail.Unpack(bad):
                 violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+            elif detail.Unpack(retry):
+                retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
     return ServiceError(
         message=exc.details() or exc.code().name,
         reason=reason,
@@ -143,6 +149,7 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> ServiceError:
         metadata=meta,
         code=exc.code(),
         retryable=exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        retry_delay=retry_delay,
     )
 
 

@@ -144,6 +144,10 @@ def status_details(err: ServiceError) -> status_pb2.Status:
                 ]
             )
         )
+    if err.retry_delay is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(round(err.retry_delay * 1e9))
+        status.details.add().Pack(retry)
     return status
 
 
