@@ -15,6 +15,7 @@ from pixmesh.inference.v1 import inference_pb2, inference_pb2_grpc
 from pixmesh.jobs.v1 import jobs_pb2_grpc
 from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from services.gateway.api import GatewayApi
+from services.gateway.backpressure import Backpressure
 from services.gateway.capabilities import CapabilityCache, Fetch
 from services.gateway.events import BusUploadEvents
 from services.gateway.idempotency import IdempotencyCache
@@ -23,7 +24,7 @@ from services.gateway.repository import GatewayRepository
 from services.gateway.service import GatewayService, Planner
 from services.gateway.settings import GatewaySettings
 from services.runtime import db
-from services.runtime.bus import Bus
+from services.runtime.bus import Bus, task_durable
 from services.runtime.imageprobe import configure_pillow
 from services.runtime.server import App, GrpcService, channel
 from services.runtime.storage import Storage
@@ -95,6 +96,10 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
             capabilities,
             events,
             _planner(imaging_stub),
+            Backpressure(
+                lambda service: bus.consumer_depth(task_durable(service)),
+                settings.max_queue_depth,
+            ),
         )
         queries = MetadataQueries(repo, metadata_stub, events)
         api = GatewayApi(service, settings, queries)

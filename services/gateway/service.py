@@ -15,6 +15,7 @@ from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.gateway.v1 import gateway_pb2
 from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from services.gateway import errors
+from services.gateway.backpressure import Backpressure
 from services.gateway.capabilities import CapabilityCache
 from services.gateway.events import UploadEvents
 from services.gateway.idempotency import IdempotencyCache
@@ -35,7 +36,7 @@ from services.gateway.validation import (
 )
 from services.runtime.errors import InvalidArgument, from_rpc_error, invalid, rpc_errors
 from services.runtime.imageprobe import ProbeLimits, probe
-from services.runtime.pipeline import check_renditions, request_hash
+from services.runtime.pipeline import check_renditions, plan_stages, request_hash
 from services.runtime.storage import Storage, input_key
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class GatewayService:
         capabilities: CapabilityCache,
         events: UploadEvents,
         planner: Planner,
+        backpressure: Backpressure | None = None,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -96,6 +98,7 @@ class GatewayService:
         self.capabilities = capabilities
         self.events = events
         self.planner = planner
+        self.backpressure = backpressure
         self.presets = parse_presets(settings.presets)
         self.limits = ProbeLimits(
             max_bytes=settings.max_input_bytes,
@@ -252,6 +255,10 @@ class GatewayService:
                 if seen_hash != req_hash:
                     raise errors.idempotency_mismatch()
                 return await self.get_job(tenant_id, job_id, timeout)
+        if self.backpressure is not None:
+            # After the idempotency replay: a job that exists is answered even when queues are full.
+            stages = plan_stages(resolved.operations, resolved.renditions)
+            await self.backpressure.check(stage.service for stage in stages)
         req = jobs_pb2.CreateJobRequest(
             tenant_id=tenant_id,
             image=image,

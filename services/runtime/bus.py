@@ -71,6 +71,11 @@ def task_subject(service: str) -> str:
     return f"pixmesh.task.{service}"
 
 
+def task_durable(service: str) -> str:
+    """The durable consumer a worker service pulls its tasks from, on TASKS_STREAM."""
+    return f"{service}-tasks"
+
+
 def dlq_subject(service: str) -> str:
     return f"pixmesh.dlq.{service}"
 
@@ -170,6 +175,13 @@ class Bus:
             ),
         )
         log.info("created consumer", extra={"stream": stream, "durable": durable})
+
+    async def consumer_depth(
+        self, durable: str, *, stream: str = TASKS_STREAM, timeout: float = 1.0
+    ) -> int:
+        """Messages a durable consumer still has to deliver plus those delivered but not acked."""
+        info = await self.js.consumer_info(stream, durable, timeout=timeout)
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def publish(
         self,
