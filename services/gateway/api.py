@@ -62,6 +62,19 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         )
         return pb.UploadImageRawResponse(image=await self.service.upload(tenant, upload))
 
+    async def CreateUploadUrl(
+        self, request: pb.CreateUploadUrlRequest, context: Ctx
+    ) -> pb.CreateUploadUrlResponse:
+        tenant = await self._tenant(context)
+        return await self.service.create_upload_url(tenant, request.filename, request.size_bytes)
+
+    async def RegisterUpload(
+        self, request: pb.RegisterUploadRequest, context: Ctx
+    ) -> pb.RegisterUploadResponse:
+        tenant = await self._tenant(context)
+        image = await self.service.register_upload(tenant, request.upload_id)
+        return pb.RegisterUploadResponse(image=image)
+
     async def CreateJob(self, request: pb.CreateJobRequest, context: Ctx) -> pb.CreateJobResponse:
         tenant = await self._tenant(context)
         job = await self.service.create_job(
@@ -129,6 +142,16 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         )
         return pb.DownloadOutputResponse(
             body=httpbody_pb2.HttpBody(content_type=content_type, data=data)
+        )
+
+    async def GetOutputUrl(
+        self, request: pb.GetOutputUrlRequest, context: Ctx
+    ) -> pb.GetOutputUrlResponse:
+        tenant = await self._tenant(context)
+        if not request.job_id:
+            raise invalid("job_id", "required")
+        return await self.service.output_url(
+            tenant, request.job_id, request.index, time_left(context, self.timeout)
         )
 
     async def ListOperations(

@@ -63,7 +63,7 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
         await db.migrate(pool, "gateway", MIGRATIONS)
         cache = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
         stack.push_async_callback(cache.aclose)
-        storage = Storage.from_settings(settings)
+        storage = Storage.from_settings(settings, settings.s3_public_endpoint)
         await storage.ensure_bucket()
         jobs = await stack.enter_async_context(channel(settings.jobs_addr))
         imaging = await stack.enter_async_context(channel(settings.imaging_addr))

@@ -40,3 +40,17 @@ def metadata_pending(image_id: str) -> Unavailable:
         message=f"the metadata of image {image_id} is still being extracted; retry shortly",
         reason="METADATA_PENDING",
     )
+
+
+def upload_not_found(upload_id: str) -> NotFound:
+    return NotFound(
+        message=f"upload {upload_id} not found (unknown, expired or another tenant's)",
+        reason="UPLOAD_NOT_FOUND",
+    )
+
+
+def upload_missing(upload_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        message=f"nothing was uploaded for {upload_id}: PUT the bytes to its URL first",
+        reason="UPLOAD_MISSING",
+    )

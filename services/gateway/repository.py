@@ -5,12 +5,25 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
 from pixmesh.common.v1 import image_pb2
 
 KEY_PREFIX = "pm_"
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """An upload made through a presigned URL (gateway.uploads)."""
+
+    upload_id: str
+    filename: str
+    size_bytes: int
+    expires_at: datetime
+    image_id: str | None  # set once registered
 
 
 def hash_key(key: str) -> str:
@@ -75,6 +88,67 @@ class GatewayRepository:
             "SELECT * FROM gateway.images WHERE tenant_id=$1 AND image_id=$2", tenant_id, image_id
         )
         return None if row is None else _image(row)
+
+    # ---- presigned uploads ----------------------------------------------------------------
+
+    async def create_upload(
+        self, tenant_id: str, upload_id: str, filename: str, size_bytes: int, expires_at: datetime
+    ) -> None:
+        await self.pool.execute(
+            """INSERT INTO gateway.uploads (upload_id, tenant_id, filename, size_bytes, expires_at)
+               VALUES ($1,$2,$3,$4,$5)""",
+            upload_id,
+            tenant_id,
+            filename,
+            size_bytes,
+            expires_at,
+        )
+
+    async def get_upload(
+        self, tenant_id: str, upload_id: str, grace_s: float
+    ) -> PendingUpload | None:
+        """The tenant's upload, None if unknown or past its expiry plus `grace_s`."""
+        row = await self.pool.fetchrow(
+            """SELECT * FROM gateway.uploads WHERE tenant_id=$1 AND upload_id=$2
+                 AND expires_at + make_interval(secs => $3) > now()""",
+            tenant_id,
+            upload_id,
+            float(grace_s),
+        )
+        if row is None:
+            return None
+        return PendingUpload(
+            upload_id=row["upload_id"],
+            filename=row["filename"],
+            size_bytes=row["size_bytes"],
+            expires_at=row["expires_at"],
+            image_id=row["image_id"],
+        )
+
+    async def register_upload(self, tenant_id: str, upload_id: str, image_id: str) -> None:
+        await self.pool.execute(
+            "UPDATE gateway.uploads SET image_id=$3 WHERE tenant_id=$1 AND upload_id=$2",
+            tenant_id,
+            upload_id,
+            image_id,
+        )
+
+    async def expired_uploads(self, grace_s: float, limit: int) -> list[tuple[str, str]]:
+        """At most `limit` uploads past their expiry plus `grace_s`, oldest first, as
+        (tenant_id, upload_id)."""
+        rows = await self.pool.fetch(
+            """SELECT tenant_id, upload_id FROM gateway.uploads
+                WHERE expires_at <= now() - make_interval(secs => $1)
+                ORDER BY expires_at LIMIT $2""",
+            float(grace_s),
+            limit,
+        )
+        return [(r["tenant_id"], r["upload_id"]) for r in rows]
+
+    async def delete_uploads(self, upload_ids: list[str]) -> None:
+        await self.pool.execute(
+            "DELETE FROM gateway.uploads WHERE upload_id = ANY($1::text[])", upload_ids
+        )
 
 
 def _image(row: asyncpg.Record) -> image_pb2.Image:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from opentelemetry import trace
@@ -34,7 +37,15 @@ from services.gateway.validation import (
     check_params,
     check_shape,
 )
-from services.runtime.errors import InvalidArgument, from_rpc_error, invalid, rpc_errors
+from services.runtime.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    from_rpc_error,
+    invalid,
+    rpc_errors,
+)
 from services.runtime.imageprobe import ProbeLimits, probe
 from services.runtime.pipeline import check_renditions, plan_stages, request_hash
 from services.runtime.storage import Storage, input_key
@@ -52,6 +63,9 @@ Planner = Callable[
     ],
     Awaitable[operations_pb2.PipelinePlan],
 ]
+
+# Expired presigned uploads cleaned up per pass (one pass at a time, started by CreateUploadUrl).
+CLEANUP_BATCH = 20
 
 INPUT_FORMATS = [
     f for f in image_pb2.ImageFormat.values() if f != image_pb2.IMAGE_FORMAT_UNSPECIFIED
@@ -75,6 +89,11 @@ class Upload:
     data: bytes
     content_type: str = ""
     filename: str = ""
+
+
+def staging_key(tenant_id: str, upload_id: str) -> str:
+    """Where a presigned upload's bytes wait for RegisterUpload."""
+    return f"uploads/{tenant_id}/{upload_id}"
 
 
 class GatewayService:
@@ -106,6 +125,7 @@ class GatewayService:
             max_frames=settings.max_frames,
         )
         self._key_cache: dict[str, tuple[str, float]] = {}
+        self._cleanup: asyncio.Task[int] | None = None
 
     # ---- auth -----------------------------------------------------------------------------
 
@@ -163,6 +183,104 @@ class GatewayService:
         # so a failed publish fails the upload and the client's retry announces it again.
         await self.events.image_uploaded(tenant_id, saved)
         return saved
+
+    # ---- presigned uploads ----------------------------------------------------------------
+    #
+    # The client PUTs to a staging key of its tenant, `uploads/<tenant>/<upload_id>`; registering
+    # reads it back and runs it through `upload`, exactly as an UploadImage would, then deletes
+    # it. Staging objects never registered are deleted by `clean_expired_uploads`, run in the
+    # background by CreateUploadUrl, a bounded batch at a time: SeaweedFS's S3 lifecycle rules
+    # only expire whole days (through its filer TTL), far coarser than a URL's minutes, so the
+    # gateway does it itself. An S3 bucket lifecycle rule on `uploads/` (1 day) is a good extra
+    # net in production, where nothing may create uploads for a while.
+
+    async def create_upload_url(
+        self, tenant_id: str, filename: str, size_bytes: int
+    ) -> gateway_pb2.CreateUploadUrlResponse:
+        limit = self.settings.max_input_bytes
+        if size_bytes == 0:
+            raise invalid("size_bytes", "required: the size of the file to upload, in bytes")
+        if size_bytes > limit:
+            description = f"the image is {size_bytes} bytes; the limit is {limit}"
+            raise InvalidArgument(
+                message=f"size_bytes: {description}",
+                reason="IMAGE_TOO_LARGE",
+                violations=(FieldViolation("size_bytes", description),),
+            )
+        self._start_cleanup()
+        ttl = self.settings.upload_url_ttl_s
+        upload_id = f"upl_{uuid.uuid4().hex}"
+        expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
+        await self.repo.create_upload(tenant_id, upload_id, filename[:255], size_bytes, expires_at)
+        resp = gateway_pb2.CreateUploadUrlResponse(
+            upload_id=upload_id,
+            url=self.storage.presign_put(staging_key(tenant_id, upload_id), size_bytes, ttl),
+            # Signed: the PUT must send exactly this length (S3 refuses anything else).
+            headers={"Content-Length": str(size_bytes)},
+        )
+        resp.expires_at.FromDatetime(expires_at)
+        return resp
+
+    async def register_upload(self, tenant_id: str, upload_id: str) -> image_pb2.Image:
+        if not upload_id:
+            raise invalid("upload_id", "required")
+        grace = self.settings.upload_register_grace_s
+        pending = await self.repo.get_upload(tenant_id, upload_id, grace)
+        if pending is None:
+            raise errors.upload_not_found(upload_id)
+        if pending.image_id is not None:  # a retry
+            return await self._registered(tenant_id, pending.image_id)
+        key = staging_key(tenant_id, upload_id)
+        size = await self.storage.size(key)
+        if size is None:
+            raise errors.upload_missing(upload_id)
+        limit = self.settings.max_input_bytes
+        if size > limit:
+            raise InvalidArgument(
+                message=f"the image is {size} bytes; the limit is {limit}",
+                reason="IMAGE_TOO_LARGE",
+            )
+        try:
+            data = await self.storage.get(key)
+        except NotFound:
+            # Deleted since the HEAD: a concurrent RegisterUpload of the same id finished first.
+            again = await self.repo.get_upload(tenant_id, upload_id, grace)
+            if again is None or again.image_id is None:
+                raise errors.upload_missing(upload_id) from None
+            return await self._registered(tenant_id, again.image_id)
+        image = await self.upload(tenant_id, Upload(data=data, filename=pending.filename))
+        await self.repo.register_upload(tenant_id, upload_id, image.image_id)
+        try:
+            await self.storage.delete(key)
+        except ServiceError:  # registered all the same; the expiry clean-up deletes it later
+            log.warning("could not delete a staging object", extra={"key": key})
+        return image
+
+    async def _registered(self, tenant_id: str, image_id: str) -> image_pb2.Image:
+        image = await self.repo.get_image(tenant_id, image_id)
+        if image is None:  # images are never deleted; this would be a bug
+            raise errors.image_not_found(image_id)
+        return image
+
+    def _start_cleanup(self) -> None:
+        if self._cleanup is None or self._cleanup.done():
+            self._cleanup = asyncio.create_task(self.clean_expired_uploads())
+
+    async def clean_expired_uploads(self) -> int:
+        """Delete up to CLEANUP_BATCH uploads past their expiry plus the grace period, staging
+        objects first (registered ones too: deleting one that is gone costs nothing, and it
+        catches a delete that failed at registration); returns how many. Never raises."""
+        try:
+            grace = self.settings.upload_register_grace_s
+            expired = await self.repo.expired_uploads(grace, CLEANUP_BATCH)
+            if not expired:
+                return 0
+            await asyncio.gather(*(self.storage.delete(staging_key(*row)) for row in expired))
+            await self.repo.delete_uploads([upload_id for _, upload_id in expired])
+        except Exception:
+            log.warning("could not clean up expired uploads", exc_info=True)
+            return 0
+        return len(expired)
 
     # ---- jobs -----------------------------------------------------------------------------
 
@@ -315,6 +433,22 @@ class GatewayService:
         with rpc_errors():
             resp: jobs_pb2.GetOutputResponse = await self.jobs.GetOutput(req, timeout=timeout)
         return resp.output.content_type, await self.storage.get(resp.key)
+
+    async def output_url(
+        self, tenant_id: str, job_id: str, index: int, timeout: float
+    ) -> gateway_pb2.GetOutputUrlResponse:
+        """A presigned GET URL of one output: the lookup (and its errors) of `download`."""
+        req = jobs_pb2.GetOutputRequest(tenant_id=tenant_id, job_id=job_id, index=index)
+        with rpc_errors():
+            resp: jobs_pb2.GetOutputResponse = await self.jobs.GetOutput(req, timeout=timeout)
+        ttl = self.settings.download_url_ttl_s
+        expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
+        out = gateway_pb2.GetOutputUrlResponse(
+            url=self.storage.presign_get(resp.key, resp.output.content_type, ttl),
+            output=resp.output,
+        )
+        out.expires_at.FromDatetime(expires_at)
+        return out
 
     async def list_operations(self) -> gateway_pb2.ListOperationsResponse:
         s = self.settings

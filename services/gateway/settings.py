@@ -30,6 +30,14 @@ class GatewaySettings(ServiceSettings):
     # (HTTP 429) while a task queue the job needs holds this many tasks (pending + unacked);
     # 0 disables the check.
     max_queue_depth: int = Field(default=1000, ge=0)
+    # Presigned URLs (CreateUploadUrl, GetOutputUrl): how long each URL is valid, and the S3
+    # endpoint clients reach, used only to sign them (empty: s3_endpoint, the services' own).
+    upload_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    download_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    s3_public_endpoint: str = ""
+    # How long after its URL expired an upload can still be registered (a PUT that began just
+    # before the expiry may end after it), and a registered one is still answered on retry.
+    upload_register_grace_s: int = Field(default=3600, ge=0)
 
     @field_validator("presets")
     @classmethod

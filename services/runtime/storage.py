@@ -46,13 +46,18 @@ def output_key(source_key: str, spec: bytes, ext: str, version: str = "1") -> st
 
 
 class Storage:
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, presigner: Any = None) -> None:
         self._s3 = client
         self.bucket = bucket
+        # Signs URLs that clients use themselves (see `presigner`); the data client if None.
+        self._presigner = presigner if presigner is not None else client
 
     @classmethod
-    def from_settings(cls, settings: ServiceSettings) -> Storage:
-        return cls(s3_client(settings), settings.s3_bucket)
+    def from_settings(cls, settings: ServiceSettings, public_endpoint: str = "") -> Storage:
+        """`public_endpoint`: the S3 endpoint clients reach, used only to sign URLs (default: the
+        services' own, `settings.s3_endpoint`)."""
+        presigner = presigner_client(settings, public_endpoint or settings.s3_endpoint)
+        return cls(s3_client(settings), settings.s3_bucket, presigner)
 
     async def ensure_bucket(self) -> None:
         def create() -> None:
@@ -82,13 +87,47 @@ class Storage:
             raise
 
     async def exists(self, key: str) -> bool:
+        return await self.size(key) is not None
+
+    async def size(self, key: str) -> int | None:
+        """The object's size in bytes (a HEAD), None when there is no such object."""
         try:
-            await self._call(self._s3.head_object, Bucket=self.bucket, Key=key)
+            head = await self._call(self._s3.head_object, Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _is_missing(exc):
-                return False
+                return None
             raise
-        return True
+        return int(head.get("ContentLength", 0))
+
+    async def delete(self, key: str) -> None:
+        """Delete an object; deleting a missing one is not an error (S3 semantics)."""
+        try:
+            await self._call(self._s3.delete_object, Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if not _is_missing(exc):
+                raise
+
+    # Presigned URLs: signing is local CPU work (an HMAC, no I/O), so these are plain calls.
+
+    def presign_put(self, key: str, size_bytes: int, expires_s: int) -> str:
+        """A URL to PUT exactly `size_bytes` bytes to `key` (Content-Length is signed, so the
+        client must send that header with that value)."""
+        url: str = self._presigner.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ContentLength": size_bytes},
+            ExpiresIn=expires_s,
+        )
+        return url
+
+    def presign_get(self, key: str, content_type: str, expires_s: int) -> str:
+        """A URL to GET `key`, answered with `content_type` as its Content-Type."""
+        params = {"Bucket": self.bucket, "Key": key}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        url: str = self._presigner.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_s
+        )
+        return url
 
     async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         try:
@@ -124,6 +163,20 @@ def s3_client(settings: ServiceSettings) -> Any:
         aws_access_key_id=settings.s3_access_key.get_secret_value(),
         aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
         config=CLIENT_CONFIG,
+    )
+
+
+def presigner_client(settings: ServiceSettings, endpoint: str) -> Any:
+    """A client that only signs URLs for `endpoint` (the one clients reach, which may differ from
+    the services' own). SigV4, so that a presigned PUT signs its Content-Length; it never sends a
+    request itself."""
+    return botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key.get_secret_value(),
+        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+        config=CLIENT_CONFIG.merge(Config(signature_version="s3v4")),
     )
 
 
