@@ -22,6 +22,7 @@ class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
             request.idempotency_key,
             request.request_hash,
             request.renditions,
+            request.webhook if request.HasField("webhook") else None,
         )
         return pb.CreateJobResponse(job=job, created=created)
 

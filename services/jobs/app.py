@@ -12,6 +12,7 @@ from services.jobs.consumers import task_events_consumer
 from services.jobs.repository import JobsRepository
 from services.jobs.service import JobsService
 from services.jobs.settings import JobsSettings
+from services.jobs.webhooks import WebhookPolicy
 from services.runtime import db
 from services.runtime.bus import Bus
 from services.runtime.server import App, GrpcService
@@ -27,7 +28,20 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
         await db.migrate(pool, "jobs", MIGRATIONS)
         await bus.ensure_streams()
         repo = JobsRepository(pool, job_timeout_s=settings.job_timeout_s)
-        service = JobsService(repo, bus, max_renditions=settings.max_renditions)
+        service = JobsService(
+            repo,
+            bus,
+            max_renditions=settings.max_renditions,
+            webhook_policy=WebhookPolicy(
+                secret=settings.webhook_secret.get_secret_value()
+                if settings.webhook_secret
+                else None,
+                max_attempts=settings.webhook_max_attempts,
+                timeout_s=settings.webhook_timeout_s,
+                backoff_s=settings.webhook_backoff_s,
+                backoff_max_s=settings.webhook_backoff_max_s,
+            ),
+        )
         consumer = task_events_consumer(bus, service, settings)
         await consumer.setup()
         api = JobsApi(service)
@@ -39,6 +53,7 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
             workers=[
                 consumer.run,
                 service.relay_outbox,
+                service.deliver_webhooks,
                 lambda stop: service.reap_overdue(stop, settings.reaper_interval_s),
             ],
         )

@@ -34,6 +34,8 @@ from services.runtime.storage import input_key
 from services.runtime.telemetry import inject_headers
 
 OUTBOX_CHANNEL = "jobs_outbox"
+# NOTIFYed when a job with a webhook ends: its delivery is due.
+WEBHOOK_CHANNEL = "jobs_webhooks"
 
 _JOB_STATES = {name: job_pb2.Job.State.Value(name) for name in sm.TERMINAL | {"PENDING", "RUNNING"}}
 _STAGE_STATES = {
@@ -48,8 +50,11 @@ _JOB_COLUMNS = """
     s.idx, s.service, s.state AS s_state, s.operations AS s_operations, s.attempts, s.input_key,
     s.output_key, s.output, s.reports, s.renditions AS s_renditions, s.rendition_outputs,
     s.error_code AS s_error_code, s.error_reason AS s_error_reason,
-    s.error_message AS s_error_message, s.started_at, s.finished_at AS s_finished_at"""
-_JOIN_STAGES = "JOIN jobs.stages s ON s.job_id = j.job_id"
+    s.error_message AS s_error_message, s.started_at, s.finished_at AS s_finished_at,
+    w.url AS w_url, w.state AS w_state, w.attempts AS w_attempts, w.last_error AS w_last_error,
+    w.delivered_at AS w_delivered_at"""
+_JOIN_STAGES = """JOIN jobs.stages s ON s.job_id = j.job_id
+    LEFT JOIN jobs.webhook_deliveries w ON w.job_id = j.job_id"""
 
 _GET = f"""SELECT {_JOB_COLUMNS} FROM jobs.jobs j {_JOIN_STAGES}
     WHERE j.job_id = $1 AND j.tenant_id = $2 ORDER BY s.idx"""
@@ -98,12 +103,19 @@ _CREATE = """WITH job AS (
         SELECT job.job_id, v.idx, v.service, v.operations, 'PENDING', v.input_key, v.renditions
         FROM job, unnest($11::int[], $12::text[], $13::bytea[], $14::text[], $15::bytea[])
             AS v(idx, service, operations, input_key, renditions)
+    ), webhook AS (
+        INSERT INTO jobs.webhook_deliveries (job_id, url, secret)
+        SELECT job.job_id, $20, $21 FROM job WHERE $20::text IS NOT NULL
     ), """ + _OUTBOX_CTE.format(
     headers="$19", source="job,", arrays="$16::text[], $17::text[], $18::bytea[]"
 )
 
-# Writes back what a transition changed: the job row, the changed stages, the messages.
-_SAVE = """WITH job AS (
+# Writes back what a transition changed: the job row, the changed stages, the messages. A job
+# that ends makes its webhook's delivery due (a replayed job that ends again delivers again), and
+# wakes the delivery loop; for other changes the webhook update is a no-op on a constant-false
+# condition.
+_SAVE = (
+    """WITH job AS (
         UPDATE jobs.jobs SET state = $2, metadata = $3, error_code = $4, error_reason = $5,
             error_message = $6, deadline = $7, updated_at = $8, finished_at = $9
         WHERE job_id = $1
@@ -120,8 +132,16 @@ _SAVE = """WITH job AS (
             AS v(idx, state, attempts, input_key, output_key, output, reports, rendition_outputs,
                  error_code, error_reason, error_message, started_at, finished_at)
         WHERE s.job_id = $1 AND s.idx = v.idx
-    ), """ + _OUTBOX_CTE.format(
-    headers="$26", source="", arrays="$23::text[], $24::text[], $25::bytea[]"
+    ), webhook AS (
+        UPDATE jobs.webhook_deliveries SET state = 'PENDING', attempts = 0, last_error = NULL,
+            delivered_at = NULL, event_id = $27, next_attempt_at = $8
+        WHERE job_id = $1 AND $2 IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+        RETURNING job_id
+    ), """
+    + _OUTBOX_CTE.format(headers="$26", source="", arrays="$23::text[], $24::text[], $25::bytea[]")
+    + ", (SELECT pg_notify('"
+    + WEBHOOK_CHANNEL
+    + "', '') FROM webhook)"
 )
 
 
@@ -134,6 +154,43 @@ class OutboxMessage:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """A claimed delivery attempt: `attempt` is its number (1-based), already counted."""
+
+    job_id: str
+    tenant_id: str
+    url: str
+    secret: str | None
+    event_id: str
+    attempt: int
+
+
+# Claims due deliveries: locked (skipping rows another replica holds), their attempt counted and
+# leased by moving next_attempt_at past the attempt's timeout, in one statement. A replica that
+# dies mid-attempt leaves the row due again once the lease ends.
+_CLAIM_WEBHOOKS = """UPDATE jobs.webhook_deliveries d
+    SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+    FROM (SELECT job_id FROM jobs.webhook_deliveries
+          WHERE state = 'PENDING' AND next_attempt_at <= now()
+          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due, jobs.jobs j
+    WHERE d.job_id = due.job_id AND j.job_id = d.job_id
+    RETURNING d.job_id, j.tenant_id, d.url, d.secret, d.event_id, d.attempts"""
+
+# An attempt's outcome: $3 NULL is a 2xx (DELIVERED); else the error, retried in $4 seconds, or
+# FAILED when $4 is NULL. Only the attempt that holds the claim writes (a re-run job that ended
+# again restarted the count).
+_RECORD_WEBHOOK = """UPDATE jobs.webhook_deliveries SET
+        state = CASE WHEN $3::text IS NULL THEN 'DELIVERED'
+                     WHEN $4::float8 IS NULL THEN 'FAILED' ELSE 'PENDING' END,
+        last_error = $3,
+        delivered_at = CASE WHEN $3::text IS NULL THEN now() END,
+        next_attempt_at = CASE WHEN $3::text IS NOT NULL AND $4::float8 IS NOT NULL
+                               THEN now() + make_interval(secs => $4) END
+    WHERE job_id = $1 AND attempts = $2 AND state = 'PENDING'
+    RETURNING state"""
+
+
 @dataclass
 class _Outbox:
     """Messages written with a change, in publishing order."""
@@ -141,6 +198,8 @@ class _Outbox:
     subjects: list[str] = field(default_factory=list)
     msg_ids: list[str] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
+    # The id of the last JobStateChanged added (a webhook's event id when the job ended).
+    job_event_id: str | None = None
 
     def add(self, subject: str, msg_id: str, msg: Message) -> None:
         self.subjects.append(subject)
@@ -156,6 +215,7 @@ class _Outbox:
         msg = events_pb2.JobStateChanged(event_id=event_id, tenant_id=job.tenant_id)
         _job_proto(job, msg.job)
         self.add(bus.job_event_subject(job.job_id), event_id, msg)
+        self.job_event_id = event_id
         return msg.job
 
 
@@ -183,6 +243,7 @@ class JobsRepository:
         idempotency_key: str,
         req_hash: str,
         renditions: Sequence[operations_pb2.Rendition] = (),
+        webhook: job_pb2.Webhook | None = None,
     ) -> tuple[job_pb2.Job, bool]:
         if idempotency_key:
             existing = await self._find_by_key(tenant_id, idempotency_key, req_hash)
@@ -218,6 +279,7 @@ class JobsRepository:
             renditions=job_pb2.Job(renditions=renditions).SerializeToString()
             if renditions
             else None,
+            webhook=sm.WebhookRecord(webhook.url, "PENDING", 0) if webhook else None,
         )
         out = _Outbox()
         out.task(job, 0)
@@ -246,6 +308,8 @@ class JobsRepository:
                     out.msg_ids,
                     out.payloads,
                     _headers(),
+                    webhook.url if webhook else None,
+                    (webhook.secret or None) if webhook else None,
                 )
         except asyncpg.UniqueViolationError:
             # A concurrent request with the same key won the race: answer like a retry.
@@ -416,6 +480,35 @@ class JobsRepository:
             key=lambda m: m.id,
         )
 
+    # ---- webhooks -------------------------------------------------------------------------
+
+    async def claim_webhooks(self, limit: int, lease_s: float) -> builtins.list[WebhookDelivery]:
+        """Due deliveries, at most `limit`, each claimed for one attempt for `lease_s`."""
+        async with _connection(self.pool) as conn:
+            rows = await conn.fetch(_CLAIM_WEBHOOKS, limit, lease_s)
+        return [
+            WebhookDelivery(
+                r["job_id"],
+                r["tenant_id"],
+                r["url"],
+                r["secret"],
+                r["event_id"] or "",
+                r["attempts"],
+            )
+            for r in rows
+        ]
+
+    async def record_webhook(
+        self, job_id: str, attempt: int, error: str | None, retry_in_s: float | None
+    ) -> str | None:
+        """Record attempt `attempt`: delivered (`error` None), retried in `retry_in_s`, or
+        FAILED (`retry_in_s` None). The new state, None when the claim was no longer held."""
+        async with _connection(self.pool) as conn:
+            state: str | None = await conn.fetchval(
+                _RECORD_WEBHOOK, job_id, attempt, error, retry_in_s
+            )
+        return state
+
     # ---- internals ------------------------------------------------------------------------
 
     async def _get(self, tenant_id: str, job_id: str) -> sm.JobRecord:
@@ -474,6 +567,7 @@ async def _save(conn: asyncpg.Connection, job: sm.JobRecord, out: _Outbox) -> No
         out.msg_ids,
         out.payloads,
         _headers(),
+        out.job_event_id,
     )
     job.changed.clear()
 
@@ -503,6 +597,15 @@ def _records(rows: Sequence[asyncpg.Record]) -> builtins.list[sm.JobRecord]:
                     error_reason=r["error_reason"],
                     error_message=r["error_message"],
                     finished_at=r["finished_at"],
+                    webhook=sm.WebhookRecord(
+                        url=r["w_url"],
+                        state=r["w_state"],
+                        attempts=r["w_attempts"],
+                        last_error=r["w_last_error"],
+                        delivered_at=r["w_delivered_at"],
+                    )
+                    if r["w_url"] is not None
+                    else None,
                 )
             )
         renditions = r["s_renditions"]
@@ -606,6 +709,14 @@ def _job_proto(rec: sm.JobRecord, job: job_pb2.Job | None = None) -> job_pb2.Job
     job.updated_at.FromDatetime(rec.updated_at)
     if rec.finished_at is not None:
         job.finished_at.FromDatetime(rec.finished_at)
+    if rec.webhook is not None:
+        hook = job.webhook
+        hook.url = rec.webhook.url
+        hook.state = job_pb2.WebhookStatus.State.Value(rec.webhook.state)
+        hook.attempts = rec.webhook.attempts
+        hook.last_error = rec.webhook.last_error or ""
+        if rec.webhook.delivered_at is not None:
+            hook.delivered_at.FromDatetime(rec.webhook.delivered_at)
     return job
 
 

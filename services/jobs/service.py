@@ -9,12 +9,19 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
+import httpx
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
-from services.jobs.repository import OUTBOX_CHANNEL, JobsRepository
+from services.jobs import webhooks
+from services.jobs.repository import (
+    OUTBOX_CHANNEL,
+    WEBHOOK_CHANNEL,
+    JobsRepository,
+    WebhookDelivery,
+)
 from services.runtime import bus as busmod
 from services.runtime.bus import Bus
 from services.runtime.errors import invalid
@@ -34,13 +41,23 @@ _TERMINAL = {job_pb2.Job.SUCCEEDED, job_pb2.Job.FAILED, job_pb2.Job.CANCELLED}
 # Outbox rows claimed (and published, in order) per relay transaction.
 RELAY_BATCH = 100
 _TASK_PREFIX = busmod.task_subject("")
+# Webhook deliveries claimed (and attempted concurrently) per round.
+WEBHOOK_BATCH = 16
 
 
 class JobsService:
-    def __init__(self, repo: JobsRepository, bus: Bus, *, max_renditions: int = 10) -> None:
+    def __init__(
+        self,
+        repo: JobsRepository,
+        bus: Bus,
+        *,
+        max_renditions: int = 10,
+        webhook_policy: webhooks.WebhookPolicy | None = None,
+    ) -> None:
         self.repo = repo
         self.bus = bus
         self.max_renditions = max_renditions
+        self.webhook_policy = webhook_policy or webhooks.WebhookPolicy()
 
     async def create_job(
         self,
@@ -50,6 +67,7 @@ class JobsService:
         idempotency_key: str,
         req_hash: str = "",
         renditions: Sequence[operations_pb2.Rendition] = (),
+        webhook: job_pb2.Webhook | None = None,
     ) -> tuple[job_pb2.Job, bool]:
         if not tenant_id:
             raise invalid("tenant_id", "required")
@@ -60,9 +78,13 @@ class JobsService:
         for i, op in enumerate(ops):
             op_name(op, i)
         check_renditions(renditions, self.max_renditions)
-        req_hash = req_hash or request_hash(image, ops, renditions)
+        if webhook is not None and not webhook.url:
+            raise invalid("webhook.url", "required with a webhook")
+        req_hash = req_hash or request_hash(
+            image, ops, renditions, webhook_url=webhook.url if webhook else ""
+        )
         return await self.repo.create_job(
-            tenant_id, image, ops, idempotency_key, req_hash, renditions
+            tenant_id, image, ops, idempotency_key, req_hash, renditions, webhook
         )
 
     async def get_job(self, tenant_id: str, job_id: str) -> job_pb2.Job:
@@ -177,6 +199,85 @@ class JobsService:
                         timeout=5.0,
                     )
             return len(batch)
+
+    async def deliver_webhooks(self, stop: asyncio.Event, poll_s: float = 1.0) -> None:
+        """POST the webhooks of jobs that ended, retrying failures with backoff; woken by the
+        NOTIFY of a job that ends, with a poll for retries that come due."""
+        wake = asyncio.Event()
+        listener = await self.repo.pool.acquire()
+
+        def on_notify(*_: object) -> None:
+            wake.set()
+
+        await listener.add_listener(WEBHOOK_CHANNEL, on_notify)
+        stopping = asyncio.create_task(stop.wait())
+        stopping.add_done_callback(lambda _: wake.set())
+        client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        try:
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    sent = await self.deliver_due_webhooks(client)
+                except Exception:
+                    log.exception("webhook delivery failed; retrying")
+                    await asyncio.sleep(poll_s)
+                    continue
+                if sent >= WEBHOOK_BATCH or wake.is_set():
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll_s):
+                        await wake.wait()
+        finally:
+            stopping.cancel()
+            await client.aclose()
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(WEBHOOK_CHANNEL, on_notify)
+            await self.repo.pool.release(listener)
+
+    async def deliver_due_webhooks(self, client: httpx.AsyncClient) -> int:
+        """One round: claim due deliveries and attempt them concurrently; how many."""
+        policy = self.webhook_policy
+        # The idle polling is not traced; each attempt is (its own span).
+        with suppress_instrumentation():
+            claimed = await self.repo.claim_webhooks(WEBHOOK_BATCH, policy.timeout_s + 30.0)
+        await asyncio.gather(*(self._deliver(client, d) for d in claimed))
+        return len(claimed)
+
+    async def _deliver(self, client: httpx.AsyncClient, d: WebhookDelivery) -> None:
+        policy = self.webhook_policy
+        with _tracer.start_as_current_span(
+            "webhook delivery",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "pixmesh.job_id": d.job_id,
+                "pixmesh.webhook.attempt": d.attempt,
+                "pixmesh.event_id": d.event_id,
+                "http.request.method": "POST",
+                "url.full": d.url,
+            },
+        ) as span:
+            try:
+                job = await self.repo.get(d.tenant_id, d.job_id)
+            except Exception:
+                log.exception("webhook: job unreadable", extra={"job_id": d.job_id})
+                return  # the lease ends and the attempt is made again
+            body = webhooks.payload(d.event_id, job)
+            hdrs = webhooks.headers(d.event_id, body, d.secret or policy.secret)
+            status, error = await webhooks.post(client, d.url, body, hdrs, policy.timeout_s)
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
+            retry_in: float | None = None
+            if error is not None:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, error))
+                if d.attempt < policy.max_attempts:
+                    retry_in = webhooks.backoff_s(d.attempt, policy.backoff_s, policy.backoff_max_s)
+            state = await self.repo.record_webhook(d.job_id, d.attempt, error, retry_in)
+            span.set_attribute("pixmesh.webhook.state", state or "STALE")
+            if state == "FAILED":
+                log.warning(
+                    "webhook failed for good",
+                    extra={"job_id": d.job_id, "attempts": d.attempt, "error": error},
+                )
 
     async def reap_overdue(self, stop: asyncio.Event, interval: float) -> None:
         while not stop.is_set():

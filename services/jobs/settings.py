@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from services.runtime.settings import WorkerSettings
 
@@ -14,3 +14,11 @@ class JobsSettings(WorkerSettings):
     reaper_interval_s: float = Field(default=5.0, gt=0)
     # Base URL of the front proxy, used to build download paths in responses.
     public_base_url: str = "http://127.0.0.1:8080"
+    # Webhooks (README, "Webhooks"): the key that signs deliveries of jobs whose webhook has no
+    # secret of its own (none: such deliveries go unsigned), the attempts before a delivery is
+    # FAILED, each attempt's timeout, and the retry delay: base * 2^(attempt-1), capped, jittered.
+    webhook_secret: SecretStr | None = None
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)

@@ -75,6 +75,17 @@ class StageRecord:
     finished_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class WebhookRecord:
+    """A row of jobs.webhook_deliveries as the API shows it (the secret is never read here)."""
+
+    url: str
+    state: str
+    attempts: int
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
 @dataclass(eq=False)
 class JobRecord:
     """A row of jobs.jobs with its stages (in order: `stages[i].idx == i`)."""
@@ -97,6 +108,7 @@ class JobRecord:
     error_reason: str | None = None
     error_message: str | None = None
     finished_at: datetime | None = None
+    webhook: WebhookRecord | None = None
     # Indexes of the stages a transition changed: only those are written back.
     changed: set[int] = field(default_factory=set)
 

@@ -106,8 +106,11 @@ def request_hash(
     image: image_pb2.Image,
     ops: Sequence[operations_pb2.Operation],
     renditions: Sequence[operations_pb2.Rendition] = (),
+    *,
+    webhook_url: str = "",
 ) -> str:
-    """Canonical hash of what a CreateJob asks for, to compare idempotent retries."""
+    """Canonical hash of what a CreateJob asks for, to compare idempotent retries. A webhook's
+    URL counts (its secret does not); without one the hash is what it always was."""
     h = hashlib.sha256(image.image_id.encode())
     for op in ops:
         h.update(b"\0")
@@ -115,4 +118,7 @@ def request_hash(
     for rendition in renditions:
         h.update(b"\1")
         h.update(rendition.SerializeToString(deterministic=True))
+    if webhook_url:
+        h.update(b"\2")
+        h.update(webhook_url.encode())
     return h.hexdigest()
