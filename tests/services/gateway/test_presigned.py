@@ -1,0 +1,384 @@
+"""Presigned URLs in GatewayService: the declared size, the pending upload and its tenant,
+registering through the upload path (once), the expiry clean-up, and output URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from PIL import Image
+
+from pixmesh.common.v1 import image_pb2, job_pb2
+from pixmesh.jobs.v1 import jobs_pb2
+from services.gateway.repository import PendingUpload
+from services.gateway.service import CLEANUP_BATCH, GatewayService, staging_key
+from services.gateway.settings import GatewaySettings
+from services.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
+from tests.services.gateway.fakes import rpc_error
+
+
+class Repo:
+    """gateway.uploads and gateway.images in memory."""
+
+    def __init__(self) -> None:
+        self.uploads: dict[str, dict[str, Any]] = {}
+        self.images: dict[str, image_pb2.Image] = {}
+
+    async def create_upload(
+        self, tenant_id: str, upload_id: str, filename: str, size_bytes: int, expires_at: datetime
+    ) -> None:
+        self.uploads[upload_id] = {
+            "tenant_id": tenant_id,
+            "filename": filename,
+            "size_bytes": size_bytes,
+            "expires_at": expires_at,
+            "image_id": None,
+        }
+
+    async def get_upload(
+        self, tenant_id: str, upload_id: str, grace_s: float
+    ) -> PendingUpload | None:
+        row = self.uploads.get(upload_id)
+        if row is None or row["tenant_id"] != tenant_id:
+            return None
+        if row["expires_at"] + timedelta(seconds=grace_s) <= datetime.now(UTC):
+            return None
+        return PendingUpload(
+            upload_id, row["filename"], row["size_bytes"], row["expires_at"], row["image_id"]
+        )
+
+    async def register_upload(self, tenant_id: str, upload_id: str, image_id: str) -> None:
+        assert self.uploads[upload_id]["tenant_id"] == tenant_id
+        self.uploads[upload_id]["image_id"] = image_id
+
+    async def expired_uploads(self, grace_s: float, limit: int) -> list[tuple[str, str]]:
+        cutoff = datetime.now(UTC) - timedelta(seconds=grace_s)
+        rows = sorted(
+            (row["expires_at"], row["tenant_id"], upload_id)
+            for upload_id, row in self.uploads.items()
+            if row["expires_at"] <= cutoff
+        )
+        return [(tenant, upload_id) for _, tenant, upload_id in rows[:limit]]
+
+    async def delete_uploads(self, upload_ids: list[str]) -> None:
+        for upload_id in upload_ids:
+            del self.uploads[upload_id]
+
+    async def save_image(self, tenant_id: str, image: image_pb2.Image) -> image_pb2.Image:
+        saved = image_pb2.Image()
+        saved.CopyFrom(image)
+        saved.image_id = f"img_{image.sha256[:8]}"
+        self.images.setdefault(saved.image_id, saved)
+        return self.images[saved.image_id]
+
+    async def get_image(self, tenant_id: str, image_id: str) -> image_pb2.Image | None:
+        return self.images.get(image_id)
+
+
+class Storage:
+    """The bucket in memory; presigned URLs are strings naming what was signed."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.reads: list[str] = []
+        self.fail_deletes = False
+
+    async def exists(self, key: str) -> bool:
+        return key in self.objects
+
+    async def size(self, key: str) -> int | None:
+        return len(self.objects[key]) if key in self.objects else None
+
+    async def get(self, key: str) -> bytes:
+        self.reads.append(key)
+        if key not in self.objects:
+            raise NotFound(message="object not found", reason="OBJECT_NOT_FOUND")
+        return self.objects[key]
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        self.objects[key] = data
+
+    async def delete(self, key: str) -> None:
+        if self.fail_deletes:
+            raise Unavailable(message="object storage error", reason="STORAGE_ERROR")
+        self.objects.pop(key, None)
+
+    def presign_put(self, key: str, size_bytes: int, expires_s: int) -> str:
+        return f"https://s3.example/PUT/{key}?size={size_bytes}&expires={expires_s}"
+
+    def presign_get(self, key: str, content_type: str, expires_s: int) -> str:
+        return f"https://s3.example/GET/{key}?type={content_type}&expires={expires_s}"
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, image_pb2.Image]] = []
+
+    async def image_uploaded(self, tenant_id: str, image: image_pb2.Image) -> None:
+        self.seen.append((tenant_id, image))
+
+
+class Jobs:
+    """GetOutput of the jobs service: job_1 has one PNG output."""
+
+    OUTPUT = job_pb2.Output(index=0, content_type="image/png", sha256="cd" * 32, width=20)
+
+    async def GetOutput(
+        self, req: jobs_pb2.GetOutputRequest, timeout: float
+    ) -> jobs_pb2.GetOutputResponse:
+        if (req.tenant_id, req.job_id) != ("tenant-a", "job_1"):
+            raise rpc_error(NotFound(message=f"job {req.job_id} not found", reason="JOB_NOT_FOUND"))
+        if req.index != 0:
+            raise rpc_error(NotFound(message="no such output", reason="OUTPUT_NOT_FOUND"))
+        return jobs_pb2.GetOutputResponse(output=self.OUTPUT, key="outputs/abc.png")
+
+
+def gateway(
+    repo: Repo, storage: Storage, events: Events | None = None, **settings: Any
+) -> GatewayService:
+    return GatewayService(
+        GatewaySettings(**settings),
+        repo,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]  # idempotency
+        storage,  # type: ignore[arg-type]
+        Jobs(),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]  # capabilities
+        events or Events(),
+        None,  # type: ignore[arg-type]  # planner
+    )
+
+
+def jpeg(width: int = 8, height: int = 6) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height)).save(out, "JPEG")
+    return out.getvalue()
+
+
+# ---- CreateUploadUrl --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "reason"), [(0, "INVALID_ARGUMENT"), (2048 + 1, "IMAGE_TOO_LARGE")]
+)
+async def test_the_declared_size_is_required_and_checked(size: int, reason: str) -> None:
+    repo = Repo()
+    service = gateway(repo, Storage(), max_input_bytes=2048)
+
+    with pytest.raises(InvalidArgument) as err:
+        await service.create_upload_url("tenant-a", "a.jpg", size)
+
+    assert err.value.reason == reason
+    assert [v.field for v in err.value.violations] == ["size_bytes"]
+    assert not repo.uploads
+
+
+async def test_an_upload_url_is_recorded_for_its_tenant_and_signed_for_its_size() -> None:
+    repo = Repo()
+    service = gateway(repo, Storage(), upload_url_ttl_s=600)
+    before = datetime.now(UTC)
+
+    resp = await service.create_upload_url("tenant-a", "x" * 300, 2048)
+
+    row = repo.uploads[resp.upload_id]
+    assert resp.upload_id.startswith("upl_")
+    assert (row["tenant_id"], row["filename"], row["size_bytes"]) == ("tenant-a", "x" * 255, 2048)
+    assert before + timedelta(seconds=600) <= row["expires_at"]
+    assert row["expires_at"] <= datetime.now(UTC) + timedelta(seconds=600)
+    assert resp.expires_at.ToDatetime(UTC) == row["expires_at"]
+    key = f"uploads/tenant-a/{resp.upload_id}"
+    assert staging_key("tenant-a", resp.upload_id) == key
+    assert resp.url == f"https://s3.example/PUT/{key}?size=2048&expires=600"
+    assert dict(resp.headers) == {"Content-Length": "2048"}
+    other = await service.create_upload_url("tenant-a", "", 2048)
+    assert other.upload_id != resp.upload_id
+
+
+# ---- RegisterUpload ---------------------------------------------------------------------------
+
+
+async def test_register_runs_the_upload_path_once_and_deletes_the_staging_object() -> None:
+    repo, storage, events = Repo(), Storage(), Events()
+    service = gateway(repo, storage, events)
+    data = jpeg(8, 6)
+    ticket = await service.create_upload_url("tenant-a", "photo.jpg", len(data))
+    key = staging_key("tenant-a", ticket.upload_id)
+    storage.objects[key] = data
+
+    image = await service.register_upload("tenant-a", ticket.upload_id)
+
+    sha = hashlib.sha256(data).hexdigest()
+    assert (image.sha256, image.width, image.height) == (sha, 8, 6)
+    assert (image.format, image.content_type) == (image_pb2.JPEG, "image/jpeg")
+    assert (image.size_bytes, image.filename) == (len(data), "photo.jpg")
+    assert storage.objects == {f"inputs/{sha}": data}  # stored by hash; staging gone
+    assert events.seen == [("tenant-a", image)]
+    assert repo.uploads[ticket.upload_id]["image_id"] == image.image_id
+
+    again = await service.register_upload("tenant-a", ticket.upload_id)
+
+    assert again == image
+    assert storage.reads == [key]  # the retry read nothing
+    assert len(events.seen) == 1
+
+
+@pytest.mark.parametrize("case", ["unknown", "other-tenant", "expired"])
+async def test_register_an_upload_that_is_not_ours_is_not_found(case: str) -> None:
+    repo, storage = Repo(), Storage()
+    service = gateway(repo, storage, upload_register_grace_s=60)
+    ticket = await service.create_upload_url("tenant-a", "", 100)
+    storage.objects[staging_key("tenant-a", ticket.upload_id)] = jpeg()
+    upload_id, tenant = ticket.upload_id, "tenant-a"
+    if case == "unknown":
+        upload_id = "upl_unknown"
+    elif case == "other-tenant":
+        tenant = "tenant-b"
+    else:
+        repo.uploads[upload_id]["expires_at"] = datetime.now(UTC) - timedelta(seconds=61)
+
+    with pytest.raises(NotFound) as err:
+        await service.register_upload(tenant, upload_id)
+
+    assert err.value.reason == "UPLOAD_NOT_FOUND"
+    assert not storage.reads
+
+
+async def test_within_the_grace_period_an_expired_url_can_still_be_registered() -> None:
+    repo, storage = Repo(), Storage()
+    service = gateway(repo, storage, upload_register_grace_s=60)
+    ticket = await service.create_upload_url("tenant-a", "", 100)
+    storage.objects[staging_key("tenant-a", ticket.upload_id)] = jpeg()
+    repo.uploads[ticket.upload_id]["expires_at"] = datetime.now(UTC) - timedelta(seconds=30)
+
+    image = await service.register_upload("tenant-a", ticket.upload_id)
+
+    assert image.width == 8
+
+
+async def test_register_needs_an_upload_id_and_the_uploaded_object() -> None:
+    service = gateway(Repo(), Storage())
+    with pytest.raises(InvalidArgument) as invalid:
+        await service.register_upload("tenant-a", "")
+    assert [v.field for v in invalid.value.violations] == ["upload_id"]
+
+    ticket = await service.create_upload_url("tenant-a", "", 100)
+    with pytest.raises(FailedPrecondition) as missing:
+        await service.register_upload("tenant-a", ticket.upload_id)
+    assert missing.value.reason == "UPLOAD_MISSING"
+
+
+async def test_an_object_over_the_limit_is_refused_before_it_is_read() -> None:
+    repo, storage = Repo(), Storage()
+    service = gateway(repo, storage, max_input_bytes=2048)
+    ticket = await service.create_upload_url("tenant-a", "", 2000)
+    storage.objects[staging_key("tenant-a", ticket.upload_id)] = b"\xff" * 4096
+
+    with pytest.raises(InvalidArgument) as err:
+        await service.register_upload("tenant-a", ticket.upload_id)
+
+    assert err.value.reason == "IMAGE_TOO_LARGE"
+    assert not storage.reads
+
+
+async def test_bytes_that_are_not_an_image_are_refused_like_an_upload() -> None:
+    repo, storage, events = Repo(), Storage(), Events()
+    service = gateway(repo, storage, events)
+    ticket = await service.create_upload_url("tenant-a", "", 20)
+    storage.objects[staging_key("tenant-a", ticket.upload_id)] = b"not an image, honest"
+
+    with pytest.raises(InvalidArgument) as err:
+        await service.register_upload("tenant-a", ticket.upload_id)
+
+    assert err.value.reason == "UNSUPPORTED_FORMAT"
+    assert repo.uploads[ticket.upload_id]["image_id"] is None
+    assert not events.seen and not repo.images
+
+
+async def test_a_failed_staging_delete_does_not_fail_the_registration() -> None:
+    repo, storage = Repo(), Storage()
+    service = gateway(repo, storage)
+    ticket = await service.create_upload_url("tenant-a", "", 100)
+    key = staging_key("tenant-a", ticket.upload_id)
+    storage.objects[key] = jpeg()
+    storage.fail_deletes = True
+
+    image = await service.register_upload("tenant-a", ticket.upload_id)
+
+    assert repo.uploads[ticket.upload_id]["image_id"] == image.image_id
+    assert key in storage.objects  # left for the expiry clean-up
+
+
+# ---- clean-up ---------------------------------------------------------------------------------
+
+
+async def test_expired_uploads_are_cleaned_up_a_bounded_batch_at_a_time() -> None:
+    repo, storage = Repo(), Storage()
+    service = gateway(repo, storage, upload_register_grace_s=0)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    for i in range(CLEANUP_BATCH + 5):
+        await repo.create_upload("tenant-a", f"upl_old{i:02d}", "", 10, past)
+        storage.objects[staging_key("tenant-a", f"upl_old{i:02d}")] = b"x"
+    live = await service.create_upload_url("tenant-a", "", 10)
+    storage.objects[staging_key("tenant-a", live.upload_id)] = b"y"
+    if service._cleanup is not None:  # the pass CreateUploadUrl started
+        await service._cleanup
+
+    assert len(repo.uploads) == 5 + 1
+    assert await service.clean_expired_uploads() == 5
+    assert await service.clean_expired_uploads() == 0
+    assert list(repo.uploads) == [live.upload_id]
+    assert list(storage.objects) == [staging_key("tenant-a", live.upload_id)]
+
+
+async def test_a_clean_up_that_cannot_delete_objects_keeps_the_rows() -> None:
+    repo, storage = Repo(), Storage()
+    service = gateway(repo, storage, upload_register_grace_s=0)
+    await repo.create_upload("tenant-a", "upl_old", "", 10, datetime.now(UTC))
+    storage.fail_deletes = True
+
+    assert await service.clean_expired_uploads() == 0
+
+    assert "upl_old" in repo.uploads  # tried again on a later pass
+
+
+# ---- GetOutputUrl -----------------------------------------------------------------------------
+
+
+async def test_output_url_signs_the_outputs_key_with_its_content_type() -> None:
+    service = gateway(Repo(), Storage(), download_url_ttl_s=120)
+    before = datetime.now(UTC)
+
+    resp = await service.output_url("tenant-a", "job_1", 0, timeout=5.0)
+
+    assert resp.url == "https://s3.example/GET/outputs/abc.png?type=image/png&expires=120"
+    assert resp.output == Jobs.OUTPUT
+    expires = resp.expires_at.ToDatetime(UTC)
+    assert before + timedelta(seconds=120) <= expires <= datetime.now(UTC) + timedelta(seconds=120)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "job_id", "index", "reason"),
+    [
+        ("tenant-b", "job_1", 0, "JOB_NOT_FOUND"),
+        ("tenant-a", "job_2", 0, "JOB_NOT_FOUND"),
+        ("tenant-a", "job_1", 3, "OUTPUT_NOT_FOUND"),
+    ],
+)
+async def test_output_url_passes_the_jobs_service_errors_on(
+    tenant: str, job_id: str, index: int, reason: str
+) -> None:
+    service = gateway(Repo(), Storage())
+
+    with pytest.raises(ServiceError) as err:
+        await service.output_url(tenant, job_id, index, timeout=5.0)
+
+    assert err.value.code == grpc.StatusCode.NOT_FOUND and err.value.reason == reason
