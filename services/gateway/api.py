@@ -86,6 +86,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
             preset=request.preset,
             renditions=request.renditions,
             accept=_header(context, "accept"),
+            webhook=request.webhook if request.HasField("webhook") else None,
         )
         return pb.CreateJobResponse(job=job)
 

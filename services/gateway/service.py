@@ -37,6 +37,7 @@ from services.gateway.validation import (
     check_params,
     check_shape,
 )
+from services.gateway.webhooks import check_webhook
 from services.runtime.errors import (
     FieldViolation,
     InvalidArgument,
@@ -358,14 +359,22 @@ class GatewayService:
         preset: str = "",
         renditions: Sequence[operations_pb2.Rendition] = (),
         accept: str | None = None,
+        webhook: job_pb2.Webhook | None = None,
     ) -> job_pb2.Job:
         if len(idempotency_key) > 255:
             raise invalid("idempotency_key", "at most 255 characters")
+        if webhook is not None:
+            await check_webhook(webhook, self.settings.webhook_allow_private, timeout)
         resolved = await self._resolve(
             tenant_id, image_id, preset, ops, renditions, accept, timeout, degrade=True
         )
         image = resolved.image
-        req_hash = request_hash(image, resolved.operations, resolved.renditions)
+        req_hash = request_hash(
+            image,
+            resolved.operations,
+            resolved.renditions,
+            webhook_url=webhook.url if webhook is not None else "",
+        )
         if idempotency_key:
             seen = await self.idempotency.get(tenant_id, idempotency_key)
             if seen is not None:
@@ -384,6 +393,7 @@ class GatewayService:
             renditions=resolved.renditions,
             idempotency_key=idempotency_key,
             request_hash=req_hash,
+            webhook=webhook,
         )
         with rpc_errors():
             resp: jobs_pb2.CreateJobResponse = await self.jobs.CreateJob(req, timeout=timeout)

@@ -26,6 +26,9 @@ class GatewaySettings(ServiceSettings):
     # Named presets (PIXMESH_PRESETS, JSON): {"thumb": [{"resize": {"width": 200, "height": 200,
     # "mode": "FILL"}}, {"convert": {"format": "WEBP"}}]}; operations in their REST JSON form.
     presets: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    # Webhooks may use http:// and private, loopback or link-local hosts (local stacks, tests);
+    # off in production, where a webhook must be https:// to a public address.
+    webhook_allow_private: bool = False
     # Backpressure (PIXMESH_MAX_QUEUE_DEPTH): CreateJob answers RESOURCE_EXHAUSTED/QUEUE_FULL
     # (HTTP 429) while a task queue the job needs holds this many tasks (pending + unacked);
     # 0 disables the check.
