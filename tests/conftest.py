@@ -32,6 +32,10 @@ SERVICE_ENV: dict[str, dict[str, str]] = {
     "*": {"PIXMESH_DRAIN_TIMEOUT_S": "5"},
     # A killed imaging worker's task is redelivered after 3 s (tests/integration/test_recovery.py).
     "imaging": {"PIXMESH_ACK_WAIT_S": "3"},
+    # Webhooks to the tests' loopback receivers, retried within a second
+    # (tests/integration/test_webhooks.py).
+    "gateway": {"PIXMESH_WEBHOOK_ALLOW_PRIVATE": "true"},
+    "jobs": {"PIXMESH_WEBHOOK_BACKOFF_S": "0.2", "PIXMESH_WEBHOOK_BACKOFF_MAX_S": "1"},
 }
 
 

@@ -38,6 +38,8 @@ def service_env(
         "PIXMESH_S3_ACCESS_KEY": s3_access_key,
         "PIXMESH_S3_SECRET_KEY": s3_secret_key,
         "PIXMESH_PUBLIC_BASE_URL": f"http://{HOST}:{ports.envoy}",
+        # Webhooks to local receivers (http://127.0.0.1:...): a local stack only.
+        "PIXMESH_WEBHOOK_ALLOW_PRIVATE": "true",
         "OTEL_SERVICE_NAME": f"pixmesh-{name}",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{ports.otlp}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
