@@ -45,6 +45,7 @@ from pixmesh.common.v1.job_pb2 import Job
 from pixmesh.common.v1.metadata_pb2 import ImageMetadata, ImageRecord, SimilarImage
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 from pixmesh.gateway.v1.gateway_pb2_grpc import GatewayServiceStub
+from pixmesh.webhooks import WebhookLike, to_webhook
 
 __all__ = ["AsyncClient"]
 
@@ -123,6 +124,7 @@ class AsyncClient:
         *,
         preset: str = "",
         renditions: ops.RenditionsLike | None = None,
+        webhook: WebhookLike | None = None,
         timeout: float | None = None,
     ) -> Job:
         pipeline, branches = job_pipeline(operations, preset, renditions)
@@ -132,6 +134,7 @@ class AsyncClient:
             idempotency_key=idempotency_key or new_idempotency_key(),
             preset=preset,
             renditions=branches,
+            webhook=to_webhook(webhook),
         )
         resp: gw.CreateJobResponse = await self._unary(self._stub.CreateJob, request, timeout)
         return resp.job

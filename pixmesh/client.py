@@ -55,6 +55,7 @@ from pixmesh.common.v1.job_pb2 import Job
 from pixmesh.common.v1.metadata_pb2 import ImageMetadata, ImageRecord, SimilarImage
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 from pixmesh.gateway.v1.gateway_pb2_grpc import GatewayServiceStub
+from pixmesh.webhooks import WebhookLike, to_webhook
 
 __all__ = ["Client"]
 
@@ -139,6 +140,7 @@ class Client:
         *,
         preset: str = "",
         renditions: ops.RenditionsLike | None = None,
+        webhook: WebhookLike | None = None,
         timeout: float | None = None,
     ) -> Job:
         """Start a pipeline. Without a key one is generated, so gRPC's retries cannot duplicate
@@ -147,7 +149,11 @@ class Client:
         `renditions` asks for several outputs of one source: Rendition messages
         (`ops.rendition(...)`) or a mapping name -> operations, e.g. {"thumb": ["resize=200x200,
         fill", "convert=webp"], "large": [ops.resize(1600)]}. Each runs after `operations`
-        (which may then be empty) and the job's outputs are theirs, in order."""
+        (which may then be empty) and the job's outputs are theirs, in order.
+
+        `webhook` (a URL, or `pixmesh.webhooks.Webhook(url=..., secret=...)`) is POSTed the job,
+        signed, once it ends; receivers check it with `pixmesh.webhooks.verify` (README,
+        "Webhooks"). `job.webhook` shows the delivery."""
         pipeline, branches = job_pipeline(operations, preset, renditions)
         request = gw.CreateJobRequest(
             image_id=image_id,
@@ -155,6 +161,7 @@ class Client:
             idempotency_key=idempotency_key or new_idempotency_key(),
             preset=preset,
             renditions=branches,
+            webhook=to_webhook(webhook),
         )
         resp: gw.CreateJobResponse = self._unary(self._stub.CreateJob, request, timeout)
         return resp.job

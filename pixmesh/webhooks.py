@@ -17,12 +17,38 @@ import hashlib
 import hmac
 import time
 
+from pixmesh.common.v1.job_pb2 import Webhook, WebhookStatus
+
 SIGNATURE_HEADER = "Pixmesh-Signature"
 EVENT_ID_HEADER = "Pixmesh-Event-Id"
 # How far a signature's timestamp may be from the receiver's clock, by default.
 DEFAULT_TOLERANCE_S = 300
 
-__all__ = ["DEFAULT_TOLERANCE_S", "EVENT_ID_HEADER", "SIGNATURE_HEADER", "sign", "verify"]
+# What create_job(webhook=...) takes: a URL, or a Webhook(url=..., secret=...).
+WebhookLike = str | Webhook
+
+__all__ = [
+    "DEFAULT_TOLERANCE_S",
+    "EVENT_ID_HEADER",
+    "SIGNATURE_HEADER",
+    "Webhook",
+    "WebhookLike",
+    "WebhookStatus",
+    "sign",
+    "to_webhook",
+    "verify",
+]
+
+
+def to_webhook(value: WebhookLike | None) -> Webhook | None:
+    """A Webhook message from a URL or a Webhook (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return Webhook(url=value)
+    if isinstance(value, Webhook):
+        return value
+    raise TypeError(f"webhook must be a URL or a Webhook, not {type(value).__name__}")
 
 
 def _digest(body: bytes, secret: str, timestamp: int) -> str:

@@ -7,9 +7,14 @@ import hashlib
 import hmac
 import json
 
+import pytest
+
+import pixmesh
 from pixmesh.common.v1 import job_pb2
-from pixmesh.webhooks import sign, verify
+from pixmesh.webhooks import Webhook, sign, to_webhook, verify
 from services.jobs import webhooks
+from tests.pixmesh.conftest import API_KEY
+from tests.pixmesh.fake_gateway import FakeGateway
 
 BODY = b'{"event_id":"e1","type":"job.succeeded"}'
 NOW = 1_800_000_000
@@ -72,3 +77,33 @@ def test_headers_sign_only_with_a_secret() -> None:
     assert signed["Content-Type"] == "application/json"
     assert verify(BODY, signed["Pixmesh-Signature"], "key", now=NOW)
     assert "Pixmesh-Signature" not in webhooks.headers("e1", BODY, None, now=NOW)
+
+
+def test_to_webhook() -> None:
+    assert to_webhook(None) is None
+    assert to_webhook("https://a.example/h") == Webhook(url="https://a.example/h")
+    hook = Webhook(url="https://a.example/h", secret="k")
+    assert to_webhook(hook) == hook
+    with pytest.raises(TypeError):
+        to_webhook(42)  # type: ignore[arg-type]
+
+
+def test_client_sends_the_webhook(sync_target: str, fake: FakeGateway) -> None:
+    with pixmesh.Client(sync_target, api_key=API_KEY) as c:
+        image = c.upload(b"pixels")
+        c.create_job(image.image_id, ["resize=10x10"], webhook="https://a.example/h")
+        c.create_job(
+            image.image_id, ["resize=10x10"], webhook=Webhook(url="https://b/h", secret="k")
+        )
+        c.create_job(image.image_id, ["resize=10x10"])
+    sent = fake.create_requests
+    assert sent[0].webhook == Webhook(url="https://a.example/h")
+    assert sent[1].webhook == Webhook(url="https://b/h", secret="k")
+    assert not sent[2].HasField("webhook")
+
+
+async def test_async_client_sends_the_webhook(aio_target: str, fake: FakeGateway) -> None:
+    async with pixmesh.AsyncClient(aio_target, api_key=API_KEY) as c:
+        image = await c.upload(b"pixels")
+        await c.create_job(image.image_id, ["resize=10x10"], webhook="https://a.example/h")
+    assert fake.create_requests[0].webhook.url == "https://a.example/h"
