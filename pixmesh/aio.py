@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc import aio
 
-from pixmesh import errors, ops
+from pixmesh import _presigned, errors, ops
 from pixmesh._common import (
     CHUNK_SIZE,
     DEFAULT_TARGET,
@@ -113,6 +113,29 @@ class AsyncClient:
                     raise error from exc
             await asyncio.sleep(delay)
             attempt += 1
+
+    async def upload_via_url(
+        self, source: Source, filename: str | None = None, *, timeout: float | None = None
+    ) -> Image:
+        """Upload through a presigned S3 URL (see Client.upload_via_url); the file I/O and the
+        HTTP PUT run in a thread."""
+        src = UploadSource(source, filename)
+        deadline = Deadline(timeout or self.settings.timeout)
+        with src.open() as reader:
+            body, size = await asyncio.to_thread(_presigned.measure, reader)
+            request = gw.CreateUploadUrlRequest(filename=src.filename, size_bytes=size)
+            ticket: gw.CreateUploadUrlResponse = await self._unary(
+                self._stub.CreateUploadUrl, request, deadline.timeout()
+            )
+            await asyncio.to_thread(
+                _presigned.put, ticket.url, ticket.headers, body, deadline.timeout()
+            )
+        registered: gw.RegisterUploadResponse = await self._unary(
+            self._stub.RegisterUpload,
+            gw.RegisterUploadRequest(upload_id=ticket.upload_id),
+            deadline.timeout(),
+        )
+        return registered.image
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -234,6 +257,21 @@ class AsyncClient:
             self._stub.DownloadOutput, request, timeout
         )
         return bytes(resp.body.data)  # google.api messages are untyped
+
+    async def output_url(
+        self,
+        job_id: str,
+        index: int = 0,
+        *,
+        rendition: str | None = None,
+        timeout: float | None = None,
+    ) -> gw.GetOutputUrlResponse:
+        """A presigned GET URL of one output (see Client.output_url)."""
+        if rendition is not None:
+            index = rendition_index(await self.get_job(job_id, timeout=timeout), rendition)
+        request = gw.GetOutputUrlRequest(job_id=job_id, index=index)
+        resp: gw.GetOutputUrlResponse = await self._unary(self._stub.GetOutputUrl, request, timeout)
+        return resp
 
     async def save_output(
         self,

@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     upload = commands.add_parser("upload", parents=[common], help="upload an image")
     upload.add_argument("file")
+    upload.add_argument(
+        "--presigned",
+        action="store_true",
+        help="PUT the file straight to object storage through a presigned URL, then register it",
+    )
     upload.set_defaults(command=_upload)
 
     jobs = commands.add_parser("jobs", help="list, inspect, follow or cancel jobs")
@@ -232,7 +237,8 @@ def _plan(client: Client, args: argparse.Namespace) -> int:
 
 
 def _upload(client: Client, args: argparse.Namespace) -> int:
-    print(to_json(client.upload(Path(args.file))))
+    upload = client.upload_via_url if args.presigned else client.upload
+    print(to_json(upload(Path(args.file))))
     return 0
 
 

@@ -31,7 +31,7 @@ from typing import Any, Unpack
 import grpc
 from google.protobuf.message import Message
 
-from pixmesh import errors, ops
+from pixmesh import _presigned, errors, ops
 from pixmesh._common import (
     DEFAULT_TARGET,
     METADATA_POLL_S,
@@ -129,6 +129,28 @@ class Client:
                     raise error from exc
             time.sleep(delay)
             attempt += 1
+
+    def upload_via_url(
+        self, source: Source, filename: str | None = None, *, timeout: float | None = None
+    ) -> Image:
+        """Upload through a presigned S3 URL: the bytes go straight to object storage, not
+        through the gateway (CreateUploadUrl, an HTTP PUT, RegisterUpload); returns the Image,
+        as `upload` would. `timeout` bounds the whole. The PUT is not retried."""
+        src = UploadSource(source, filename)
+        deadline = Deadline(timeout or self.settings.timeout)
+        with src.open() as reader:
+            body, size = _presigned.measure(reader)
+            request = gw.CreateUploadUrlRequest(filename=src.filename, size_bytes=size)
+            ticket: gw.CreateUploadUrlResponse = self._unary(
+                self._stub.CreateUploadUrl, request, deadline.timeout()
+            )
+            _presigned.put(ticket.url, ticket.headers, body, deadline.timeout())
+        registered: gw.RegisterUploadResponse = self._unary(
+            self._stub.RegisterUpload,
+            gw.RegisterUploadRequest(upload_id=ticket.upload_id),
+            deadline.timeout(),
+        )
+        return registered.image
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -267,6 +289,22 @@ class Client:
         request = gw.DownloadOutputRequest(job_id=job_id, index=index)
         resp: gw.DownloadOutputResponse = self._unary(self._stub.DownloadOutput, request, timeout)
         return bytes(resp.body.data)  # google.api messages are untyped
+
+    def output_url(
+        self,
+        job_id: str,
+        index: int = 0,
+        *,
+        rendition: str | None = None,
+        timeout: float | None = None,
+    ) -> gw.GetOutputUrlResponse:
+        """A presigned GET URL of one output (by index or rendition name), with its expiry and
+        the Output: fetch it with any HTTP client, without the gateway."""
+        if rendition is not None:
+            index = rendition_index(self.get_job(job_id, timeout=timeout), rendition)
+        request = gw.GetOutputUrlRequest(job_id=job_id, index=index)
+        resp: gw.GetOutputUrlResponse = self._unary(self._stub.GetOutputUrl, request, timeout)
+        return resp
 
     def save_output(
         self,
