@@ -4,11 +4,16 @@ and registers the upload through Envoy, and downloads an output from S3 with a s
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+import pixmesh
+import pixmesh.errors
 from tests.integration.images import camera_jpeg
 from tests.integration.rest import Rest, reason
 
@@ -144,3 +149,29 @@ def test_output_through_a_presigned_url(rest: Rest, other_tenant: Rest, photo_id
     assert other.status_code == 404 and reason(other) == "JOB_NOT_FOUND"
     unknown = rest.http.get("/v1/jobs/job_does_not_exist/outputs/0:url")
     assert unknown.status_code == 404 and reason(unknown) == "JOB_NOT_FOUND"
+
+
+def test_sdk_upload_via_url(grpc_target: str, api_key: str, tmp_path: Path) -> None:
+    path = tmp_path / "sdk.jpg"
+    path.write_bytes(camera_jpeg(200, 150, description="sdk presigned"))
+    with pixmesh.Client(grpc_target, api_key, timeout=30) as client:
+        image = client.upload_via_url(path)
+        assert (image.width, image.height, image.filename) == (200, 150, "sdk.jpg")
+        assert image.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        with pytest.raises(pixmesh.errors.NotFound):
+            client.output_url("job_does_not_exist", 0)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_put_as_the_readme_shows(rest: Rest, tmp_path: Path) -> None:
+    # The README's curl PUT (curl labels the body a form; only the signed Content-Length counts).
+    data = camera_jpeg(120, 90, description="curl presigned")
+    (tmp_path / "curl.jpg").write_bytes(data)
+    ticket = upload_url(rest, len(data)).json()
+    subprocess.run(
+        ["curl", "-sf", "-X", "PUT", "--data-binary", f"@{tmp_path / 'curl.jpg'}", ticket["url"]],
+        check=True,
+        timeout=30,
+    )
+    image_json = register(rest, ticket["upload_id"]).json()["image"]
+    assert image_json["sha256"] == hashlib.sha256(data).hexdigest()
