@@ -35,7 +35,11 @@ SERVICE_ENV: dict[str, dict[str, str]] = {
     # Webhooks to the tests' loopback receivers, retried within a second
     # (tests/integration/test_webhooks.py).
     "gateway": {"PIXMESH_WEBHOOK_ALLOW_PRIVATE": "true"},
-    "jobs": {"PIXMESH_WEBHOOK_BACKOFF_S": "0.2", "PIXMESH_WEBHOOK_BACKOFF_MAX_S": "1"},
+    "jobs": {
+        "PIXMESH_WEBHOOK_ALLOW_PRIVATE": "true",
+        "PIXMESH_WEBHOOK_BACKOFF_S": "0.2",
+        "PIXMESH_WEBHOOK_BACKOFF_MAX_S": "1",
+    },
 }
 
 

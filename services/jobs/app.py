@@ -40,6 +40,7 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
                 timeout_s=settings.webhook_timeout_s,
                 backoff_s=settings.webhook_backoff_s,
                 backoff_max_s=settings.webhook_backoff_max_s,
+                allow_private=settings.webhook_allow_private,
             ),
         )
         consumer = task_events_consumer(bus, service, settings)

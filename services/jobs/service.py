@@ -240,7 +240,17 @@ class JobsService:
         # The idle polling is not traced; each attempt is (its own span).
         with suppress_instrumentation():
             claimed = await self.repo.claim_webhooks(WEBHOOK_BATCH, policy.timeout_s + 30.0)
-        await asyncio.gather(*(self._deliver(client, d) for d in claimed))
+        results = await asyncio.gather(
+            *(self._deliver(client, d) for d in claimed), return_exceptions=True
+        )
+        for d, result in zip(claimed, results, strict=True):
+            # Its lease ends and the attempt is made again.
+            if isinstance(result, BaseException):
+                log.error(
+                    "webhook attempt not recorded",
+                    extra={"job_id": d.job_id, "attempt": d.attempt},
+                    exc_info=result,
+                )
         return len(claimed)
 
     async def _deliver(self, client: httpx.AsyncClient, d: WebhookDelivery) -> None:
@@ -263,7 +273,11 @@ class JobsService:
                 return  # the lease ends and the attempt is made again
             body = webhooks.payload(d.event_id, job)
             hdrs = webhooks.headers(d.event_id, body, d.secret or policy.secret)
-            status, error = await webhooks.post(client, d.url, body, hdrs, policy.timeout_s)
+            refused = None if policy.allow_private else await webhooks.refused_address(d.url)
+            if refused is None:
+                status, error = await webhooks.post(client, d.url, body, hdrs, policy.timeout_s)
+            else:
+                status, error = None, refused
             if status is not None:
                 span.set_attribute("http.response.status_code", status)
             retry_in: float | None = None

@@ -22,3 +22,5 @@ class JobsSettings(WorkerSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_backoff_s: float = Field(default=10.0, gt=0)
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+    # The gateway's rule, checked again before each attempt (DNS may change after CreateJob).
+    webhook_allow_private: bool = False

@@ -3,11 +3,15 @@ claims due deliveries and records their outcome is JobsService.deliver_webhooks.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 from google.protobuf import json_format
@@ -32,6 +36,8 @@ class WebhookPolicy:
     timeout_s: float = 10.0
     backoff_s: float = 10.0
     backoff_max_s: float = 3600.0
+    # Private, loopback and link-local receivers allowed (local stacks, tests).
+    allow_private: bool = False
 
 
 def backoff_s(
@@ -42,6 +48,35 @@ def backoff_s(
     are not retried together, and the delay never collapses to zero)."""
     delay = min(max_s, base_s * 2.0 ** max(0, attempt - 1))
     return delay / 2 + delay / 2 * rand()
+
+
+def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+async def refused_address(url: str, timeout_s: float = 3.0) -> str | None:
+    """Why the jobs service will not call `url` now, or None: its host resolves (today) to a
+    non-public address. The gateway checked it at CreateJob; this catches DNS that changed since
+    (the address httpx then connects to is resolved again, so it narrows the window, no more)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            async with asyncio.timeout(timeout_s):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, parts.port or 443, type=socket.SOCK_STREAM
+                )
+        except (OSError, TimeoutError):
+            return f"host {host!r} does not resolve"
+        addresses = [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
+    for ip in addresses:
+        if not _is_public(ip):
+            return f"host {host!r} resolves to a non-public address ({ip})"
+    return None
 
 
 def event_type(job: job_pb2.Job) -> str:

@@ -158,7 +158,11 @@ async def test_service_round_signs_and_records(repo: JobsRepository) -> None:
         repo,
         cast(Bus, None),
         webhook_policy=WebhookPolicy(
-            secret="deployment-key", max_attempts=3, backoff_s=0.01, backoff_max_s=0.01
+            secret="deployment-key",
+            max_attempts=3,
+            backoff_s=0.01,
+            backoff_max_s=0.01,
+            allow_private=True,  # receiver.example does not resolve
         ),
     )
     job = await create(repo, url="https://receiver.example/hook")  # no secret of its own
@@ -184,3 +188,24 @@ async def test_service_round_signs_and_records(repo: JobsRepository) -> None:
     assert doc["job"]["job_id"] == job.job_id
     assert doc["job"]["state"] == "CANCELLED"
     assert "secret" not in doc["job"]["webhook"]
+
+
+async def test_a_host_now_private_is_not_called(repo: JobsRepository) -> None:
+    """DNS that changed after CreateJob: the address is checked again before each attempt."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    service = JobsService(
+        repo, cast(Bus, None), webhook_policy=WebhookPolicy(max_attempts=1, backoff_s=0.01)
+    )
+    job = await create(repo, url="https://127.0.0.1:9/hook")
+    await repo.cancel(TENANT, job.job_id)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        await service.deliver_due_webhooks(client)
+    got = await repo.get(TENANT, job.job_id)
+    assert got.webhook.state == W.FAILED
+    assert "non-public address" in got.webhook.last_error
+    assert not [r for r in seen if "127.0.0.1" in str(r.url)]
