@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,9 +15,11 @@ from PIL import Image
 
 from pixmesh.common.v1 import image_pb2, job_pb2
 from pixmesh.jobs.v1 import jobs_pb2
-from services.gateway.repository import PendingUpload
+from services.gateway.app import MIGRATIONS
+from services.gateway.repository import GatewayRepository, PendingUpload
 from services.gateway.service import CLEANUP_BATCH, GatewayService, staging_key
 from services.gateway.settings import GatewaySettings
+from services.runtime import db
 from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -382,3 +385,45 @@ async def test_output_url_passes_the_jobs_service_errors_on(
         await service.output_url(tenant, job_id, index, timeout=5.0)
 
     assert err.value.code == grpc.StatusCode.NOT_FOUND and err.value.reason == reason
+
+
+# ---- the repository against the real Postgres of the session stack ----------------------------
+
+
+@pytest.mark.integration
+async def test_repository_uploads_against_postgres(database_url: str) -> None:
+    pool = await db.create_pool(database_url, max_size=2)
+    try:
+        await db.migrate(pool, "gateway", MIGRATIONS)
+        repo = GatewayRepository(pool)
+        tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+        await repo.create_key(tenant)
+        await repo.create_key("tenant-other")
+        now = datetime.now(UTC)
+        live, late, gone = (f"upl_{uuid.uuid4().hex}" for _ in range(3))
+        await repo.create_upload(tenant, live, "a.jpg", 123, now + timedelta(seconds=900))
+        await repo.create_upload(tenant, late, "", 1, now - timedelta(seconds=30))
+        await repo.create_upload(tenant, gone, "", 1, now - timedelta(seconds=120))
+
+        pending = await repo.get_upload(tenant, live, 60)
+        assert pending is not None
+        assert (pending.filename, pending.size_bytes, pending.image_id) == ("a.jpg", 123, None)
+        assert abs(pending.expires_at - (now + timedelta(seconds=900))) < timedelta(seconds=1)
+        assert await repo.get_upload("tenant-other", live, 60) is None
+        assert await repo.get_upload(tenant, late, 60) is not None  # within the grace period
+        assert await repo.get_upload(tenant, gone, 60) is None
+
+        image = await repo.save_image(tenant, image_pb2.Image(sha256=uuid.uuid4().hex * 2))
+        await repo.register_upload(tenant, live, image.image_id)
+        registered = await repo.get_upload(tenant, live, 60)
+        assert registered is not None and registered.image_id == image.image_id
+
+        expired = await repo.expired_uploads(60, 100)
+        assert (tenant, gone) in expired
+        assert {(tenant, live), (tenant, late)}.isdisjoint(expired)
+        assert len(await repo.expired_uploads(60, 1)) == 1
+        await repo.delete_uploads([gone])
+        assert (tenant, gone) not in await repo.expired_uploads(60, 100)
+        assert await repo.get_upload(tenant, late, 0) is None  # no grace: expired
+    finally:
+        await pool.close()
