@@ -203,7 +203,7 @@ async def test_migration_keeps_old_rows_and_the_repository_stores_the_orientatio
     )
     assert old is not None
 
-    assert await db.migrate(pool, "gateway", MIGRATIONS) == ["0002_image_orientation.sql"]
+    assert (await db.migrate(pool, "gateway", MIGRATIONS))[0] == "0002_image_orientation.sql"
     legacy = await repo.get_image("tenant-a", "img_old")
     assert legacy is not None and legacy.orientation == 0  # NULL: unknown
 
