@@ -2,8 +2,8 @@
 sources and deadlines. Nothing here talks to a channel, so both clients stay thin mirrors.
 
 What is retried, and how:
-- Unary RPCs (CreateJob, GetJob, ListJobs, CancelJob, DownloadOutput, ListOperations and the
-  metadata queries) are retried by gRPC itself on UNAVAILABLE, from the `retryPolicy` in the channel's service config:
+- Unary RPCs (CreateJob, GetJob, ListJobs, CancelJob, DownloadOutput, ListOperations, the
+  metadata queries and the presigned-URL calls) are retried by gRPC itself on UNAVAILABLE, from the `retryPolicy` in the channel's service config:
   exponential backoff with full jitter, bounded attempts, all within the call's one deadline.
   CreateJob is safe to retry because the clients always send an idempotency key.
 - UploadImage is client-streaming: gRPC stops retrying once it has sent more than its retry buffer
@@ -62,6 +62,11 @@ RETRIED_METHODS = (
     "GetImageMetadata",
     "SearchImages",
     "FindSimilar",
+    # A retried CreateUploadUrl leaves an unused URL that expires; RegisterUpload returns the
+    # same image when asked twice; GetOutputUrl only signs.
+    "CreateUploadUrl",
+    "RegisterUpload",
+    "GetOutputUrl",
 )
 # GetImageMetadata answers UNAVAILABLE with this reason until a new upload has been read.
 METADATA_PENDING = "METADATA_PENDING"
