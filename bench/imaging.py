@@ -56,7 +56,6 @@ from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.imaging.isolation import IsolationConfig, ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.pipeline import run
-from services.imaging.service import run_in_child
 from services.runtime.imageprobe import configure_pillow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,7 +122,7 @@ def pipeline_in_child(data: bytes, limits: Limits) -> float:
     """Runs in a pool child: the pipeline as the worker runs it; returns the child's total CPU
     time so far, so that consecutive calls also count unpickling the input and pickling the
     result."""
-    run_in_child(data, OPERATIONS, limits, None, None)
+    run(data, OPERATIONS, limits=limits)
     return time.process_time()
 
 

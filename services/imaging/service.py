@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
 
 from opentelemetry import trace
@@ -39,48 +40,11 @@ class ChildRun(Generic[R]):
     pid: int
 
 
-def run_in_child(
-    data: bytes,
-    operations: Sequence[operations_pb2.Operation],
-    limits: Limits,
-    deadline: float | None,
-    default_format: Format | None,
-    webp_effort: int = WEBP_EFFORT,
-) -> ChildRun[PipelineResult]:
-    """The pipeline, as run in a child process (module-level, so that it pickles by name)."""
+def in_child(work: Callable[[], R]) -> ChildRun[R]:
+    """`work()` as run in a child process, timed. Module-level, so that it pickles by name;
+    `work` is a functools.partial of a module-level pipeline function, which pickles too."""
     started = time.time_ns()
-    result = run(
-        data,
-        operations,
-        limits=limits,
-        deadline=deadline,
-        default_format=default_format,
-        webp_effort=webp_effort,
-    )
-    return ChildRun(result, started, os.getpid())
-
-
-def run_renditions_in_child(
-    data: bytes,
-    operations: Sequence[operations_pb2.Operation],
-    renditions: Sequence[operations_pb2.Rendition],
-    limits: Limits,
-    deadline: float | None,
-    default_format: Format | None,
-    webp_effort: int = WEBP_EFFORT,
-) -> ChildRun[RenditionsResult]:
-    """`pipeline.run_renditions`, as run in a child process."""
-    started = time.time_ns()
-    result = run_renditions(
-        data,
-        operations,
-        renditions,
-        limits=limits,
-        deadline=deadline,
-        default_format=default_format,
-        webp_effort=webp_effort,
-    )
-    return ChildRun(result, started, os.getpid())
+    return ChildRun(work(), started, os.getpid())
 
 
 class ImagingProcessor:
@@ -116,15 +80,17 @@ class ImagingProcessor:
         """Run the pipeline; `deadline` is absolute, on the `time.monotonic()` clock."""
         with _tracer.start_as_current_span("imaging.pipeline") as span:
             span.set_attribute("pixmesh.operations", len(operations))
-            child = await self._pool.run(
-                run_in_child,
+            work = partial(
+                run,
                 data,
                 list(operations),
-                self.limits,
-                deadline,
-                default_format or self.default_format,
-                self.webp_effort,
+                limits=self.limits,
                 deadline=deadline,
+                default_format=default_format or self.default_format,
+                webp_effort=self.webp_effort,
+            )
+            child: ChildRun[PipelineResult] = await self._pool.run(
+                in_child, work, deadline=deadline
             )
             result = child.result
             _record_steps(child.started_ns, result.timings)
@@ -148,16 +114,18 @@ class ImagingProcessor:
             span.set_attributes(
                 {"pixmesh.operations": len(operations), "pixmesh.renditions": len(renditions)}
             )
-            child = await self._pool.run(
-                run_renditions_in_child,
+            work = partial(
+                run_renditions,
                 data,
                 list(operations),
                 list(renditions),
-                self.limits,
-                deadline,
-                default_format or self.default_format,
-                self.webp_effort,
+                limits=self.limits,
                 deadline=deadline,
+                default_format=default_format or self.default_format,
+                webp_effort=self.webp_effort,
+            )
+            child: ChildRun[RenditionsResult] = await self._pool.run(
+                in_child, work, deadline=deadline
             )
             result = child.result
             at = _record_steps(child.started_ns, result.shared_timings)
