@@ -15,9 +15,10 @@ A test that kills or stops a service (`stack.kill_service("imaging")`) must brin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -101,6 +102,31 @@ def nats_url(infra: Stack) -> str:
 def database_url(infra: Stack) -> str:
     """postgresql://pixmesh@127.0.0.1:PORT/pixmesh (the role owns the database)."""
     return infra.database_url
+
+
+@pytest.fixture(scope="session")
+def scratch_database(infra: Stack) -> Callable[[str], Awaitable[str]]:
+    """`await scratch_database("name")`: the URL of a new, empty database on the session's
+    Postgres, owned by the services' role, for repository tests. Each caller names its own, so
+    its schema and rows never meet another test module's or the running services' (whose
+    database is `pixmesh`: a jobs service would relay a test's outbox rows)."""
+    import asyncpg
+
+    url = urlsplit(infra.database_url)
+    role = url.username
+
+    async def create(name: str) -> str:
+        admin = await asyncpg.connect(
+            url._replace(netloc=f"postgres@{url.hostname}:{url.port}", path="/postgres").geturl()
+        )
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{name}" OWNER "{role}"')
+        finally:
+            await admin.close()
+        return url._replace(path=f"/{name}").geturl()
+
+    return create
 
 
 @pytest.fixture(scope="session")

