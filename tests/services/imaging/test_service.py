@@ -1,7 +1,6 @@
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -12,20 +11,12 @@ from pixmesh.common.v1 import image_pb2
 from pixmesh.common.v1.operations_pb2 import Convert, Resize
 from services.imaging import service
 from services.imaging.errors import DEADLINE_EXCEEDED, IMAGE_CORRUPT
-from services.imaging.isolation import IsolationConfig, ProcessPool
+from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.service import ImagingProcessor
 from services.runtime.errors import DeadlineExceeded, InvalidArgument
 
 from .samples import decode, encode, ops, scene
-
-
-@pytest.fixture(scope="module")
-async def pool() -> AsyncIterator[ProcessPool]:
-    p = ProcessPool(IsolationConfig(workers=1, memory_limit_bytes=None, max_pixels=50_000_000))
-    await p.start()
-    yield p
-    p.close()
 
 
 async def test_process_runs_the_pipeline_in_a_child_and_traces_its_steps(

@@ -1,6 +1,5 @@
 """Renditions in the isolated child, with a span per rendition, and the task handler's wiring."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,20 +12,12 @@ from pixmesh.common.v1.operations_pb2 import Convert, Crop, Resize
 from pixmesh.events.v1 import events_pb2
 from services.imaging import service
 from services.imaging.consumers import processor
-from services.imaging.isolation import IsolationConfig, ProcessPool
+from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.service import ImagingProcessor
 from services.runtime.errors import InvalidArgument
 
 from .samples import decode, encode, ops, scene
-
-
-@pytest.fixture(scope="module")
-async def pool() -> AsyncIterator[ProcessPool]:
-    p = ProcessPool(IsolationConfig(workers=1, memory_limit_bytes=None, max_pixels=50_000_000))
-    await p.start()
-    yield p
-    p.close()
 
 
 def rendition(name: str, *items: Any) -> operations_pb2.Rendition:

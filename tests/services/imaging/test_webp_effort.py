@@ -3,8 +3,6 @@ encoded, validated, listed, priced and threaded from the setting to the child th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from PIL import Image, ImageFilter
 from pydantic import ValidationError
@@ -12,7 +10,7 @@ from pydantic import ValidationError
 from pixmesh.common.v1 import image_pb2
 from pixmesh.common.v1.operations_pb2 import Convert, Rendition, Resize
 from services.imaging.encode import WEBP_EFFORT, encode
-from services.imaging.isolation import IsolationConfig, ProcessPool
+from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.ops import Context, Size, convert
 from services.imaging.pipeline import run, run_renditions
@@ -178,14 +176,6 @@ def test_renditions_encode_at_the_default_effort() -> None:
     ]
     results = dict(run_renditions(data, [], renditions, limits=Limits(), webp_effort=0).renditions)
     assert len(results["default"].data) > len(results["pinned"].data)
-
-
-@pytest.fixture(scope="module")
-async def pool() -> AsyncIterator[ProcessPool]:
-    p = ProcessPool(IsolationConfig(workers=1, memory_limit_bytes=None, max_pixels=50_000_000))
-    await p.start()
-    yield p
-    p.close()
 
 
 async def test_the_processor_passes_its_default_to_the_child(pool: ProcessPool) -> None:
