@@ -138,7 +138,7 @@ class CpuFigures:
     webp_methods: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
 
-WEBP_METHODS = (4, 3, 2, 1, 0)  # 4 is Pillow's default, pixmesh's and thumbor's
+WEBP_METHODS = (6, 5, 4, 3, 2, 1, 0)  # 4 is Pillow's default, pixmesh's and thumbor's
 
 
 def webp_methods(images: int, iterations: int) -> dict[int, tuple[float, float, float]]:

@@ -49,9 +49,8 @@ ENCODE_MS_PER_MP: dict[Format, float] = {
 DEFAULT_ENCODE_MS_PER_MP = 30.0
 # The WebP figure above is for effort (libwebp method) 4; other efforts scale it by their encode
 # time relative to 4, measured on 800x600 q80 encodes of the bench's photos (bench/imaging.py
-# `webp_methods`; BENCHMARKS.md "Imaging" for 0..4: 15.8, 20.9, 27.4, 59.8, 59.9 ms; 5 and 6
-# measured the same way at 3c147bd: 1.14x and 2.04x method 4's time). Lossless WebP is priced
-# alike.
+# `webp_methods`; BENCHMARKS.md "Imaging": 0..6 took 15.8, 20.9, 27.4, 59.8, 59.9, 65.9 and
+# 118.2 ms, 6 and 5 in a later run where 4 took 59.1 ms). Lossless WebP is priced alike.
 WEBP_EFFORT_COST = {0: 0.26, 1: 0.35, 2: 0.46, 3: 1.0, 4: 1.0, 5: 1.15, 6: 2.0}
 
 
