@@ -47,7 +47,10 @@ def _endpoints(stack: Stack, api_key: str | None, key_file: Path) -> str:
             ),
             ("Envoy admin", stack.envoy_admin_url),
         ]
-    rows += [(name, stack.service_addr(name)) for name in stack.services]
+    rows += [
+        (name, f"{stack.service_addr(name)}   metrics {stack.metrics_url(name)}")
+        for name in stack.services
+    ]
     rows += [
         ("NATS", f"{stack.nats_url}   monitor http://127.0.0.1:{p.nats_monitor}"),
         ("Postgres", stack.database_url),

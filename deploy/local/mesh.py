@@ -30,6 +30,7 @@ def service_env(
         "PIXMESH_SERVICE_NAME": name,
         "PIXMESH_GRPC_HOST": HOST,
         "PIXMESH_GRPC_PORT": str(ports.service(name)),
+        "PIXMESH_METRICS_PORT": str(ports.metrics(name)),
         "PIXMESH_NATS_URL": f"nats://{HOST}:{ports.nats}",
         "PIXMESH_DATABASE_URL": database_url,
         "PIXMESH_REDIS_URL": f"redis://{HOST}:{ports.valkey}/0",

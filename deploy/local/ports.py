@@ -52,6 +52,12 @@ class Ports:
     imaging: int = 50053
     inference: int = 50054
     metadata: int = 50055
+    # Prometheus /metrics of each service (the services' own defaults).
+    gateway_metrics: int = 9101
+    jobs_metrics: int = 9102
+    imaging_metrics: int = 9103
+    inference_metrics: int = 9104
+    metadata_metrics: int = 9105
 
     @classmethod
     def free(cls) -> Ports:
@@ -74,6 +80,12 @@ class Ports:
         port = getattr(self, name, None)
         if name not in SERVICES or not isinstance(port, int):
             raise KeyError(f"unknown service {name!r}")
+        return port
+
+    def metrics(self, name: str) -> int:
+        """The /metrics port of one of the five services."""
+        self.service(name)
+        port: int = getattr(self, f"{name}_metrics")
         return port
 
     def check_available(self) -> None:

@@ -118,6 +118,10 @@ class Stack:
     def service_addr(self, name: str) -> str:
         return f"{HOST}:{self.ports.service(name)}"
 
+    def metrics_url(self, name: str) -> str:
+        """Prometheus text of one service, e.g. http://127.0.0.1:9103/metrics."""
+        return f"http://{HOST}:{self.ports.metrics(name)}/metrics"
+
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 

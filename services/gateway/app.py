@@ -69,7 +69,9 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
         imaging = await stack.enter_async_context(channel(settings.imaging_addr))
         inference = await stack.enter_async_context(channel(settings.inference_addr))
         metadata = await stack.enter_async_context(channel(settings.metadata_addr))
-        bus = await Bus.connect(settings.nats_url, "pixmesh-gateway")
+        bus = await Bus.connect(
+            settings.nats_url, "pixmesh-gateway", stream_replicas=settings.stream_replicas
+        )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams()
         events = BusUploadEvents(bus, timeout_s=settings.call_timeout_s)

@@ -11,6 +11,7 @@ from services.runtime.settings import ServiceSettings
 class GatewaySettings(ServiceSettings):
     service_name: str = "gateway"
     grpc_port: int = 50051
+    metrics_port: int = 9101
 
     jobs_addr: str = "127.0.0.1:50052"
     imaging_addr: str = "127.0.0.1:50053"

@@ -11,6 +11,7 @@ from services.runtime.settings import WorkerSettings
 class ImagingSettings(WorkerSettings):
     service_name: str = "imaging"
     grpc_port: int = 50053
+    metrics_port: int = 9103
 
     # Each pipeline runs in a child process (services/imaging/isolation.py); `cpu_workers` is
     # how many. Address-space limit of one child in MiB (0: none): enough for the largest

@@ -12,6 +12,7 @@ from services.runtime.settings import WorkerSettings
 class InferenceSettings(WorkerSettings):
     service_name: str = "inference"
     grpc_port: int = 50054
+    metrics_port: int = 9104
     # The model repository: <models_dir>/<name>/<version>/{model.onnx,config.json}.
     models_dir: Path = Path(__file__).parent / "models"
     # Models loaded at start-up (comma-separated in PIXMESH_MODELS); empty loads them all.

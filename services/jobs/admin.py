@@ -23,7 +23,9 @@ from services.runtime.bus import DLQ_STREAM, Bus
 
 
 async def dlq_list(settings: JobsSettings, limit: int) -> list[dict[str, object]]:
-    bus = await Bus.connect(settings.nats_url, "pixmesh-jobs-admin")
+    bus = await Bus.connect(
+        settings.nats_url, "pixmesh-jobs-admin", stream_replicas=settings.stream_replicas
+    )
     try:
         info = await bus.js.stream_info(DLQ_STREAM)
         first = max(info.state.first_seq, info.state.last_seq - limit + 1)

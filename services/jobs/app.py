@@ -23,7 +23,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 @asynccontextmanager
 async def build(settings: JobsSettings) -> AsyncIterator[App]:
     pool = await db.create_pool(settings.database_url)
-    bus = await Bus.connect(settings.nats_url, "pixmesh-jobs")
+    bus = await Bus.connect(
+        settings.nats_url, "pixmesh-jobs", stream_replicas=settings.stream_replicas
+    )
     try:
         await db.migrate(pool, "jobs", MIGRATIONS)
         await bus.ensure_streams()

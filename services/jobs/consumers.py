@@ -38,6 +38,7 @@ def task_events_consumer(bus: Bus, service: JobsService, settings: JobsSettings)
         handler=handle,
         on_give_up=give_up,
         concurrency=settings.concurrency,
+        max_ack_pending=settings.max_ack_pending,
         ack_wait=settings.ack_wait_s,
         max_deliver=settings.max_deliver,
     )

@@ -8,6 +8,7 @@ from services.runtime.settings import WorkerSettings
 class JobsSettings(WorkerSettings):
     service_name: str = "jobs"
     grpc_port: int = 50052
+    metrics_port: int = 9102
     # Wall-clock budget of a whole job; past it the job fails with DEADLINE_EXCEEDED.
     job_timeout_s: float = Field(default=600.0, gt=0)
     # How often the reaper looks for jobs past their deadline.

@@ -52,6 +52,7 @@ def upload_consumer(bus: Bus, settings: MetadataSettings, service: MetadataServi
         handler=handle,
         on_give_up=give_up,
         concurrency=settings.concurrency,
+        max_ack_pending=settings.max_ack_pending,
         ack_wait=settings.ack_wait_s,
         max_deliver=settings.max_deliver,
     )

@@ -6,6 +6,7 @@ from services.runtime.settings import WorkerSettings
 class MetadataSettings(WorkerSettings):
     service_name: str = "metadata"
     grpc_port: int = 50055
+    metrics_port: int = 9105
 
     # Privacy policy (PIXMESH_STRIP_GPS): never store or return a GPS position, whether from
     # EXIF or XMP. Applies to what is extracted from then on; rows stored before keep theirs

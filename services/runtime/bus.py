@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import nats
+import nats.js.errors
 from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -105,13 +107,42 @@ Handler = Callable[[Delivery], Awaitable[None]]
 GiveUp = Callable[[Delivery, ServiceError], Awaitable[None]]
 
 
+# Consumer settings a running consumer can be updated to; any other difference means recreating
+# it (the server refuses to change, e.g., the filter subject or ack policy of a durable in place).
+_EDITABLE_CONSUMER_FIELDS = ("ack_wait", "max_deliver", "max_ack_pending")
+_FIXED_CONSUMER_FIELDS = ("filter_subject", "ack_policy", "deliver_policy")
+# Stream settings reconciled at start (replicas among them: R1 -> R3 when a cluster is formed).
+_RECONCILED_STREAM_FIELDS = ("num_replicas", "max_age", "duplicate_window", "subjects")
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What an operator (and KEDA) reads of one durable consumer."""
+
+    stream: str
+    consumer: str
+    # Not yet delivered: the lag KEDA scales on.
+    pending: int
+    # Delivered, not yet acked (in progress on some replica).
+    ack_pending: int
+    redelivered: int
+    # Pull requests waiting for work: 0 with pending > 0 means no worker is attached.
+    waiting: int
+    # Age of the oldest task still in the stream for this consumer (None when there is none).
+    oldest_age_s: float | None
+
+
 class Bus:
-    def __init__(self, nc: NatsClient) -> None:
+    def __init__(self, nc: NatsClient, *, stream_replicas: int = 1) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
+        self.stream_replicas = stream_replicas
 
     @classmethod
-    async def connect(cls, url: str, name: str) -> Bus:
+    async def connect(cls, url: str, name: str, *, stream_replicas: int = 1) -> Bus:
+        """Connect to one server or a cluster (`url` lists the nodes, comma separated; the client
+        also learns the others from the cluster and fails over between them)."""
+
         async def on_disconnect() -> None:
             log.warning("nats disconnected")
 
@@ -122,7 +153,7 @@ class Bus:
             log.warning("nats error: %s", exc)
 
         nc = await nats.connect(
-            url,
+            servers=[u.strip() for u in url.split(",") if u.strip()],
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
@@ -130,20 +161,49 @@ class Bus:
             reconnected_cb=on_reconnect,
             error_cb=on_error,
         )
-        return cls(nc)
+        return cls(nc, stream_replicas=stream_replicas)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.nc.drain()
 
+    def stream_config(self, name: str) -> js_api.StreamConfig:
+        """The pixmesh stream `name` as this process wants it (replicas from settings)."""
+        return STREAMS[name].evolve(num_replicas=self.stream_replicas)
+
     async def ensure_streams(self) -> None:
-        """Create the pixmesh streams if missing; existing ones are left as configured."""
-        for name, config in STREAMS.items():
+        """Create the pixmesh streams if missing; bring existing ones to our settings.
+
+        Replicas, max age, dedup window and subjects are updated in place (NATS allows it; a
+        cluster moves the data). A stream whose update the server refuses is left as it is and
+        logged: the service still runs against it rather than refusing to start.
+        """
+        for name in STREAMS:
+            wanted = self.stream_config(name)
             try:
-                await self.js.stream_info(name)
+                info = await self.js.stream_info(name)
             except NotFoundError:
-                await self.js.add_stream(config)
-                log.info("created stream", extra={"stream": name})
+                await self.js.add_stream(wanted)
+                log.info("created stream", extra={"stream": name, "replicas": wanted.num_replicas})
+                continue
+            changed = {
+                f: (getattr(info.config, f), getattr(wanted, f))
+                for f in _RECONCILED_STREAM_FIELDS
+                if getattr(info.config, f) != getattr(wanted, f)
+            }
+            if not changed:
+                continue
+            try:
+                await self.js.update_stream(
+                    info.config.evolve(**{f: new for f, (_, new) in changed.items()})
+                )
+            except nats.js.errors.APIError as exc:
+                log.error(
+                    "could not update stream",
+                    extra={"stream": name, "changes": str(changed), "error": str(exc)},
+                )
+            else:
+                log.warning("updated stream", extra={"stream": name, "changes": str(changed)})
 
     async def ensure_consumer(
         self,
@@ -155,26 +215,78 @@ class Bus:
         max_deliver: int,
         max_ack_pending: int,
     ) -> None:
-        # nats-py's add_consumer is create-or-update: look first so a running consumer is not
-        # silently reconfigured by a process started with different settings.
-        try:
-            await self.js.consumer_info(stream, durable)
-            return
-        except NotFoundError:
-            pass
-        await self.js.add_consumer(
-            stream,
-            js_api.ConsumerConfig(
-                durable_name=durable,
-                filter_subject=subject,
-                ack_policy=js_api.AckPolicy.EXPLICIT,
-                deliver_policy=js_api.DeliverPolicy.ALL,
-                ack_wait=ack_wait,
-                max_deliver=max_deliver,
-                max_ack_pending=max_ack_pending,
-            ),
+        """Create the durable consumer, or reconcile a running one with these settings.
+
+        Every replica of a service calls this at start with the fleet's settings, so a changed
+        `ack_wait`/`max_deliver`/`max_ack_pending` takes effect with the next start. Those are
+        updated in place; a consumer whose fixed settings differ (filter subject, ack or deliver
+        policy) is deleted and created again: tasks stay in the work-queue stream, and any that
+        were in flight are delivered again (handlers are idempotent).
+        """
+        wanted = js_api.ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subject,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=max_ack_pending,
         )
-        log.info("created consumer", extra={"stream": stream, "durable": durable})
+        try:
+            info = await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            await self.js.add_consumer(stream, wanted)
+            log.info("created consumer", extra={"stream": stream, "durable": durable})
+            return
+        fixed = [f for f in _FIXED_CONSUMER_FIELDS if getattr(info.config, f) != getattr(wanted, f)]
+        if fixed:
+            log.warning(
+                "recreating consumer: settings that cannot be updated differ",
+                extra={"stream": stream, "durable": durable, "fields": fixed},
+            )
+            with contextlib.suppress(NotFoundError):
+                await self.js.delete_consumer(stream, durable)
+            await self.js.add_consumer(stream, wanted)
+            return
+        changed = {
+            f: (getattr(info.config, f), getattr(wanted, f))
+            for f in _EDITABLE_CONSUMER_FIELDS
+            if not _same(getattr(info.config, f), getattr(wanted, f))
+        }
+        if changed:
+            # add_consumer on an existing durable is an update in nats-py.
+            await self.js.add_consumer(
+                stream, info.config.evolve(**{f: v for f, (_, v) in changed.items()})
+            )
+            log.warning(
+                "updated consumer",
+                extra={"stream": stream, "durable": durable, "changes": str(changed)},
+            )
+
+    async def queue_stats(
+        self, durable: str, subject: str, *, stream: str = TASKS_STREAM, timeout: float = 1.0
+    ) -> QueueStats:
+        """Lag, in-flight work and the oldest task of one durable consumer."""
+        info = await self.js.consumer_info(stream, durable, timeout=timeout)
+        oldest: float | None = None
+        pending = int(info.num_pending or 0)
+        ack_pending = int(info.num_ack_pending or 0)
+        if pending + ack_pending:
+            # In a work-queue stream acked tasks are gone: the first message left on the
+            # subject is the oldest task not yet done.
+            with contextlib.suppress(NotFoundError, TimeoutError):
+                first = await self.js.get_msg(stream, seq=1, next=True, subject=subject)
+                if first.time is not None:
+                    oldest = max(0.0, time.time() - first.time.timestamp())
+        return QueueStats(
+            stream=stream,
+            consumer=durable,
+            pending=pending,
+            ack_pending=ack_pending,
+            redelivered=int(info.num_redelivered or 0),
+            waiting=int(info.num_waiting or 0),
+            oldest_age_s=oldest,
+        )
 
     async def consumer_depth(
         self, durable: str, *, stream: str = TASKS_STREAM, timeout: float = 1.0
@@ -232,8 +344,10 @@ class Consumer:
         concurrency: int,
         ack_wait: float,
         max_deliver: int,
+        max_ack_pending: int,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
     ) -> None:
+        """`concurrency` is this process's share; `max_ack_pending` the whole fleet's ceiling."""
         self.bus = bus
         self.stream = stream
         self.durable = durable
@@ -243,6 +357,7 @@ class Consumer:
         self.concurrency = concurrency
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
+        self.max_ack_pending = max_ack_pending
         self.retry_delays = tuple(retry_delays) or DEFAULT_RETRY_DELAYS
 
     async def setup(self) -> None:
@@ -254,7 +369,7 @@ class Consumer:
             self.subject,
             ack_wait=self.ack_wait,
             max_deliver=self.max_deliver + 1,
-            max_ack_pending=max(self.concurrency * 4, 16),
+            max_ack_pending=self.max_ack_pending,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -350,3 +465,10 @@ class Consumer:
             await asyncio.sleep(self.ack_wait / 3)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+
+
+def _same(a: object, b: object) -> bool:
+    # Durations come back from the server as floats that went through nanoseconds.
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and abs(float(a) - float(b)) < 1e-3  # type: ignore[arg-type]
+    return a == b

@@ -19,8 +19,16 @@ class ServiceSettings(BaseSettings):
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     log_level: str = "INFO"
+    # Prometheus text exposition at http://<metrics_host>:<metrics_port>/metrics; 0 turns it off.
+    # Each service has its own default port (gateway 9101 ... metadata 9105).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
 
+    # One server, or several separated by commas (the nodes of a cluster; the client fails over).
     nats_url: str = "nats://127.0.0.1:4222"
+    # Replicas of every JetStream stream (1 on one node; 3 on a 3-node cluster). Applied at start:
+    # an existing stream with another value is updated.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     database_url: str = "postgresql://pixmesh@127.0.0.1:5432/pixmesh"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -50,12 +58,19 @@ class ServiceSettings(BaseSettings):
     def grpc_address(self) -> str:
         return f"{self.grpc_host}:{self.grpc_port}"
 
+    @property
+    def nats_servers(self) -> list[str]:
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
 
 class WorkerSettings(ServiceSettings):
     """Settings of a service that pulls tasks from JetStream."""
 
-    # Tasks processed at once by this process (also the consumer's max_ack_pending share).
+    # Tasks processed at once by this process.
     concurrency: int = Field(default=2, ge=1, le=256)
+    # Tasks the durable consumer hands out unacked, summed over every replica of the service: the
+    # fleet's ceiling on work in flight. Size it above replicas x concurrency at the largest scale.
+    max_ack_pending: int = Field(default=1000, ge=1)
     # Threads for CPU work (Pillow, onnxruntime); never the event loop.
     cpu_workers: int = Field(default=2, ge=1, le=256)
     # Redelivery timer of the durable consumer; in_progress() is sent every ack_wait/3.

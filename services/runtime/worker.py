@@ -92,6 +92,7 @@ class TaskWorker:
             handler=self.handle,
             on_give_up=self.give_up,
             concurrency=self.settings.concurrency,
+            max_ack_pending=self.settings.max_ack_pending,
             ack_wait=self.settings.ack_wait_s,
             max_deliver=self.settings.max_deliver,
         )
@@ -205,7 +206,11 @@ async def connect_worker(
 
     Resources are closed by `stack`, after the consumer has drained.
     """
-    bus = await Bus.connect(settings.nats_url, f"pixmesh-{settings.service_name}")
+    bus = await Bus.connect(
+        settings.nats_url,
+        f"pixmesh-{settings.service_name}",
+        stream_replicas=settings.stream_replicas,
+    )
     stack.push_async_callback(bus.close)
     await bus.ensure_streams()
     storage = Storage.from_settings(settings)

@@ -53,11 +53,14 @@ def test_default_service_port_matches_its_settings(name: str) -> None:
     assert classes, f"no ServiceSettings subclass in {module.__name__}"
     for cls in classes:
         assert cls.model_fields["grpc_port"].default == Ports().service(name)
+        assert cls.model_fields["metrics_port"].default == Ports().metrics(name)
 
 
 def test_service_port_rejects_non_services() -> None:
     with pytest.raises(KeyError):
         Ports().service("postgres")
+    with pytest.raises(KeyError):
+        Ports().metrics("postgres")
 
 
 def test_check_available_names_the_busy_port() -> None:
