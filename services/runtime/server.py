@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -231,14 +233,58 @@ def _wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# Calls that never reached a server (the replica died, the connection was refused) are retried
+# on another one: gRPC's transparent retry covers that; this policy adds UNAVAILABLE answers.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+
+
+def channel_target(address: str) -> str:
+    """A gRPC target for one address or several replicas: "host:port" stays as it is (a DNS name
+    that resolves to every replica, e.g. a Kubernetes headless Service, is balanced per address);
+    "h1:p1,h2:p2" becomes a static list, balanced round robin."""
+    addrs = [a.strip() for a in address.split(",") if a.strip()]
+    if len(addrs) <= 1:
+        return address.strip()
+    for addr in addrs:
+        host, _, port = addr.rpartition(":")
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(
+                f"{address!r}: list replicas as IPv4 host:port, or give one DNS name that "
+                "resolves to all of them"
+            ) from None
+        if not port.isdigit():
+            raise ValueError(f"{address!r}: {addr!r} has no port")
+    return "ipv4:" + ",".join(addrs)
+
+
 @contextlib.asynccontextmanager
 async def channel(target: str) -> AsyncIterator[grpc.aio.Channel]:
-    """An insecure channel to a sibling service (the mesh runs on a trusted network)."""
+    """An insecure channel to a sibling service (the mesh runs on a trusted network), balanced
+    round robin over its replicas (see `channel_target`)."""
     ch = grpc.aio.insecure_channel(
-        target,
+        channel_target(target),
         options=[
             ("grpc.max_receive_message_length", 80 * 1024 * 1024),
             ("grpc.enable_retries", 1),
+            ("grpc.service_config", _SERVICE_CONFIG),
         ],
     )
     try:
