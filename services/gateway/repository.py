@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -133,22 +134,35 @@ class GatewayRepository:
             image_id,
         )
 
-    async def expired_uploads(self, grace_s: float, limit: int) -> list[tuple[str, str]]:
-        """At most `limit` uploads past their expiry plus `grace_s`, oldest first, as
-        (tenant_id, upload_id)."""
-        rows = await self.pool.fetch(
-            """SELECT tenant_id, upload_id FROM gateway.uploads
-                WHERE expires_at <= now() - make_interval(secs => $1)
-                ORDER BY expires_at LIMIT $2""",
-            float(grace_s),
-            limit,
-        )
-        return [(r["tenant_id"], r["upload_id"]) for r in rows]
+    async def remove_expired_uploads(
+        self,
+        grace_s: float,
+        limit: int,
+        delete_objects: Callable[[list[tuple[str, str]]], Awaitable[None]],
+    ) -> int:
+        """Remove at most `limit` uploads past their expiry plus `grace_s`, oldest first.
 
-    async def delete_uploads(self, upload_ids: list[str]) -> None:
-        await self.pool.execute(
-            "DELETE FROM gateway.uploads WHERE upload_id = ANY($1::text[])", upload_ids
-        )
+        The rows are locked (SKIP LOCKED) while `delete_objects` removes their staging objects
+        and deleted in the same transaction, so gateway replicas cleaning up at once each take
+        other rows, and rows whose objects could not be deleted (it raised, or the replica died)
+        stay for a later pass. Returns how many were removed."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT tenant_id, upload_id FROM gateway.uploads
+                    WHERE expires_at <= now() - make_interval(secs => $1)
+                    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+                float(grace_s),
+                limit,
+            )
+            if not rows:
+                return 0
+            claimed = [(r["tenant_id"], r["upload_id"]) for r in rows]
+            await delete_objects(claimed)
+            await conn.execute(
+                "DELETE FROM gateway.uploads WHERE upload_id = ANY($1::text[])",
+                [upload_id for _, upload_id in claimed],
+            )
+            return len(claimed)
 
 
 def _image(row: asyncpg.Record) -> image_pb2.Image:

@@ -272,16 +272,15 @@ class GatewayService:
         objects first (registered ones too: deleting one that is gone costs nothing, and it
         catches a delete that failed at registration); returns how many. Never raises."""
         try:
+
+            async def delete_objects(expired: list[tuple[str, str]]) -> None:
+                await asyncio.gather(*(self.storage.delete(staging_key(*row)) for row in expired))
+
             grace = self.settings.upload_register_grace_s
-            expired = await self.repo.expired_uploads(grace, CLEANUP_BATCH)
-            if not expired:
-                return 0
-            await asyncio.gather(*(self.storage.delete(staging_key(*row)) for row in expired))
-            await self.repo.delete_uploads([upload_id for _, upload_id in expired])
+            return await self.repo.remove_expired_uploads(grace, CLEANUP_BATCH, delete_objects)
         except Exception:
             log.warning("could not clean up expired uploads", exc_info=True)
             return 0
-        return len(expired)
 
     # ---- jobs -----------------------------------------------------------------------------
 

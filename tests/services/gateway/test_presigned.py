@@ -3,9 +3,11 @@ registering through the upload path (once), the expiry clean-up, and output URLs
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,18 +66,24 @@ class Repo:
         assert self.uploads[upload_id]["tenant_id"] == tenant_id
         self.uploads[upload_id]["image_id"] = image_id
 
-    async def expired_uploads(self, grace_s: float, limit: int) -> list[tuple[str, str]]:
+    async def remove_expired_uploads(
+        self,
+        grace_s: float,
+        limit: int,
+        delete_objects: Callable[[list[tuple[str, str]]], Awaitable[None]],
+    ) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=grace_s)
         rows = sorted(
             (row["expires_at"], row["tenant_id"], upload_id)
             for upload_id, row in self.uploads.items()
             if row["expires_at"] <= cutoff
         )
-        return [(tenant, upload_id) for _, tenant, upload_id in rows[:limit]]
-
-    async def delete_uploads(self, upload_ids: list[str]) -> None:
-        for upload_id in upload_ids:
+        claimed = [(tenant, upload_id) for _, tenant, upload_id in rows[:limit]]
+        if claimed:
+            await delete_objects(claimed)
+        for _, upload_id in claimed:
             del self.uploads[upload_id]
+        return len(claimed)
 
     async def save_image(self, tenant_id: str, image: image_pb2.Image) -> image_pb2.Image:
         saved = image_pb2.Image()
@@ -418,12 +426,49 @@ async def test_repository_uploads_against_postgres(database_url: str) -> None:
         registered = await repo.get_upload(tenant, live, 60)
         assert registered is not None and registered.image_id == image.image_id
 
-        expired = await repo.expired_uploads(60, 100)
-        assert (tenant, gone) in expired
-        assert {(tenant, live), (tenant, late)}.isdisjoint(expired)
-        assert len(await repo.expired_uploads(60, 1)) == 1
-        await repo.delete_uploads([gone])
-        assert (tenant, gone) not in await repo.expired_uploads(60, 100)
+        seen: list[list[tuple[str, str]]] = []
+
+        async def record(rows: list[tuple[str, str]]) -> None:
+            seen.append(rows)
+
+        async def fail(rows: list[tuple[str, str]]) -> None:
+            raise OSError("S3 down")
+
+        # Objects that could not be deleted keep their rows for a later pass.
+        with pytest.raises(OSError):
+            await repo.remove_expired_uploads(60, 100, fail)
+        assert await repo.get_upload(tenant, gone, 1e6) is not None
+        assert await repo.remove_expired_uploads(60, 100, record) >= 1
+        assert (tenant, gone) in seen[0]
+        assert {(tenant, live), (tenant, late)}.isdisjoint(seen[0])
+        assert await repo.get_upload(tenant, gone, 1e6) is None
+        assert await repo.remove_expired_uploads(60, 100, record) == 0
+
+        # Two replicas cleaning up at once take different rows: the first holds its claim
+        # while the second runs.
+        olds = [f"upl_{uuid.uuid4().hex}" for _ in range(4)]
+        for name in olds:
+            await repo.create_upload(tenant, name, "", 1, now - timedelta(seconds=600))
+        first_claimed = asyncio.Event()
+        release = asyncio.Event()
+        taken: dict[str, list[tuple[str, str]]] = {}
+
+        async def slow(rows: list[tuple[str, str]]) -> None:
+            taken["first"] = rows
+            first_claimed.set()
+            await release.wait()
+
+        async def quick(rows: list[tuple[str, str]]) -> None:
+            taken["second"] = rows
+
+        first = asyncio.create_task(repo.remove_expired_uploads(60, 2, slow))
+        await first_claimed.wait()
+        second = await repo.remove_expired_uploads(60, 100, quick)
+        release.set()
+        assert await first == 2
+        assert second == 2
+        assert set(taken["first"]).isdisjoint(taken["second"])
+        assert {u for _, u in taken["first"] + taken["second"]} == set(olds)
         assert await repo.get_upload(tenant, late, 0) is None  # no grace: expired
     finally:
         await pool.close()
