@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -347,3 +348,58 @@ class ImageUploaded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImageUploaded: _TypeAlias = ImageUploaded  # noqa: Y015
+
+@_typing.final
+class Presence(_message.Message):
+    """Every running process of a service announces itself on core NATS (not JetStream: nothing is
+    stored) on pixmesh.presence.<service> every `interval`, and once more with `leaving` set when
+    it drains. Whoever keeps a list of replicas drops an instance not heard for three intervals.
+    A message on pixmesh.presence-probe asks every instance to announce itself at once.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    GRPC_ADDRESS_FIELD_NUMBER: _builtins.int
+    METRICS_ADDRESS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    LEAVING_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    instance: _builtins.str
+    """Unique per process: <hostname>-<pid>."""
+    grpc_address: _builtins.str
+    """host:port of its gRPC server."""
+    metrics_address: _builtins.str
+    """host:port of its Prometheus /metrics; empty when metrics are off."""
+    version: _builtins.str
+    """The pixmesh package version it runs."""
+    leaving: _builtins.bool
+    """Set on the last announcement of a draining instance: forget it now."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration:
+        """Time until its next announcement."""
+
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+        instance: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        grpc_address: _builtins.str = ...,
+        metrics_address: _builtins.str = ...,
+        version: _builtins.str = ...,
+        interval: _duration_pb2.Duration | None = ...,
+        leaving: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grpc_address", b"grpc_address", "instance", b"instance", "interval", b"interval", "leaving", b"leaving", "metrics_address", b"metrics_address", "service", b"service", "started_at", b"started_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Presence: _TypeAlias = Presence  # noqa: Y015

@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from pixmesh.common.v1 import fleet_pb2 as _fleet_pb2
 from pixmesh.common.v1 import image_pb2 as _image_pb2
 from pixmesh.common.v1 import job_pb2 as _job_pb2
 from pixmesh.common.v1 import metadata_pb2 as _metadata_pb2
@@ -945,3 +946,38 @@ class GetOutputUrlResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetOutputUrlResponse: _TypeAlias = GetOutputUrlResponse  # noqa: Y015
+
+@_typing.final
+class GetFleetStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetStatusRequest: _TypeAlias = GetFleetStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetFleetStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> _fleet_pb2.FleetStatus: ...
+    def __init__(
+        self,
+        *,
+        status: _fleet_pb2.FleetStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetStatusResponse: _TypeAlias = GetFleetStatusResponse  # noqa: Y015

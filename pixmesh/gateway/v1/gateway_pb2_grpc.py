@@ -115,6 +115,11 @@ class GatewayServiceStub:
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarResponse.FromString,
                 _registered_method=True)
+        self.GetFleetStatus = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/GetFleetStatus',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -242,6 +247,15 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFleetStatus(self, request, context):
+        """The deployment's status for operators: per service its replicas, task and event queues
+        (pending, in progress, oldest, redelivered) and dead letters, plus jobs created and
+        finished per second. Any API key may ask for now (issue 15 restricts it to an admin scope).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -324,6 +338,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.FindSimilar,
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarRequest.FromString,
                     response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarResponse.SerializeToString,
+            ),
+            'GetFleetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleetStatus,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -759,6 +778,33 @@ class GatewayService:
             '/pixmesh.gateway.v1.GatewayService/FindSimilar',
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarRequest.SerializeToString,
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.FindSimilarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/GetFleetStatus',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,11 @@ class GatewayServiceStub:
     """Near-duplicates of an image (resized, recompressed, lightly edited copies): the caller's
     images whose pHash differs from this image's in at most max_distance bits, nearest first.
     """
+    GetFleetStatus: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetFleetStatusRequest, _gateway_pb2.GetFleetStatusResponse]
+    """The deployment's status for operators: per service its replicas, task and event queues
+    (pending, in progress, oldest, redelivered) and dead letters, plus jobs created and
+    finished per second. Any API key may ask for now (issue 15 restricts it to an admin scope).
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -134,6 +139,11 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     FindSimilar: _aio.UnaryUnaryMultiCallable[_gateway_pb2.FindSimilarRequest, _gateway_pb2.FindSimilarResponse]  # type: ignore[assignment]
     """Near-duplicates of an image (resized, recompressed, lightly edited copies): the caller's
     images whose pHash differs from this image's in at most max_distance bits, nearest first.
+    """
+    GetFleetStatus: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetFleetStatusRequest, _gateway_pb2.GetFleetStatusResponse]  # type: ignore[assignment]
+    """The deployment's status for operators: per service its replicas, task and event queues
+    (pending, in progress, oldest, redelivered) and dead letters, plus jobs created and
+    finished per second. Any API key may ask for now (issue 15 restricts it to an admin scope).
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -281,6 +291,17 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_gateway_pb2.FindSimilarResponse, _abc.Awaitable[_gateway_pb2.FindSimilarResponse]]:
         """Near-duplicates of an image (resized, recompressed, lightly edited copies): the caller's
         images whose pHash differs from this image's in at most max_distance bits, nearest first.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFleetStatus(
+        self,
+        request: _gateway_pb2.GetFleetStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetFleetStatusResponse, _abc.Awaitable[_gateway_pb2.GetFleetStatusResponse]]:
+        """The deployment's status for operators: per service its replicas, task and event queues
+        (pending, in progress, oldest, redelivered) and dead letters, plus jobs created and
+        finished per second. Any API key may ask for now (issue 15 restricts it to an admin scope).
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

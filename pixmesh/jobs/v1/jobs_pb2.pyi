@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from pixmesh.common.v1 import fleet_pb2 as _fleet_pb2
 from pixmesh.common.v1 import image_pb2 as _image_pb2
 from pixmesh.common.v1 import job_pb2 as _job_pb2
 from pixmesh.common.v1 import operations_pb2 as _operations_pb2
@@ -318,3 +319,38 @@ class GetOutputResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetOutputResponse: _TypeAlias = GetOutputResponse  # noqa: Y015
+
+@_typing.final
+class GetFleetStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetStatusRequest: _TypeAlias = GetFleetStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetFleetStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> _fleet_pb2.FleetStatus: ...
+    def __init__(
+        self,
+        *,
+        status: _fleet_pb2.FleetStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetStatusResponse: _TypeAlias = GetFleetStatusResponse  # noqa: Y015

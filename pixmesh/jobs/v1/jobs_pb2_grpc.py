@@ -66,6 +66,11 @@ class JobsServiceStub:
                 request_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetOutputRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetOutputResponse.FromString,
                 _registered_method=True)
+        self.GetFleetStatus = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/GetFleetStatus',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusResponse.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
@@ -110,6 +115,14 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFleetStatus(self, request, context):
+        """The deployment's status for operators: replicas, queues, dead letters, jobs/s (not scoped
+        to a tenant; the gateway decides who may ask).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +155,11 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.GetOutput,
                     request_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetOutputRequest.FromString,
                     response_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetOutputResponse.SerializeToString,
+            ),
+            'GetFleetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleetStatus,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +326,33 @@ class JobsService:
             '/pixmesh.jobs.v1.JobsService/GetOutput',
             pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetOutputRequest.SerializeToString,
             pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetOutputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/GetFleetStatus',
+            pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,10 @@ class JobsServiceStub:
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]
     GetOutput: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetOutputRequest, _jobs_pb2.GetOutputResponse]
     """Where a succeeded job's output lives in object storage."""
+    GetFleetStatus: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetFleetStatusRequest, _jobs_pb2.GetFleetStatusResponse]
+    """The deployment's status for operators: replicas, queues, dead letters, jobs/s (not scoped
+    to a tenant; the gateway decides who may ask).
+    """
 
 @_typing.type_check_only
 class JobsServiceAsyncStub(JobsServiceStub):
@@ -57,6 +61,10 @@ class JobsServiceAsyncStub(JobsServiceStub):
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]  # type: ignore[assignment]
     GetOutput: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetOutputRequest, _jobs_pb2.GetOutputResponse]  # type: ignore[assignment]
     """Where a succeeded job's output lives in object storage."""
+    GetFleetStatus: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetFleetStatusRequest, _jobs_pb2.GetFleetStatusResponse]  # type: ignore[assignment]
+    """The deployment's status for operators: replicas, queues, dead letters, jobs/s (not scoped
+    to a tenant; the gateway decides who may ask).
+    """
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     """The job registry (internal). The gateway calls it after authenticating the tenant; every
@@ -105,5 +113,15 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.GetOutputResponse, _abc.Awaitable[_jobs_pb2.GetOutputResponse]]:
         """Where a succeeded job's output lives in object storage."""
+
+    @_abc_1.abstractmethod
+    def GetFleetStatus(
+        self,
+        request: _jobs_pb2.GetFleetStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.GetFleetStatusResponse, _abc.Awaitable[_jobs_pb2.GetFleetStatusResponse]]:
+        """The deployment's status for operators: replicas, queues, dead letters, jobs/s (not scoped
+        to a tenant; the gateway decides who may ask).
+        """
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
