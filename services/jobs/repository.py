@@ -62,9 +62,12 @@ _GET = f"""SELECT {_JOB_COLUMNS} FROM jobs.jobs j {_JOIN_STAGES}
 _BY_KEY = f"""SELECT {_JOB_COLUMNS} FROM jobs.jobs j {_JOIN_STAGES}
     WHERE j.tenant_id = $1 AND j.idempotency_key = $2 ORDER BY s.idx"""
 
-# Locks the job row; `now` (the transaction's timestamp) dates everything the change sets.
+# Locks the job row and its stages; `now` (the transaction's timestamp) dates everything the
+# change sets. The stages are locked too so that a transaction that waited for the lock (another
+# event of the same job, on this replica or another) reads the rows the first one wrote: Postgres
+# re-reads the latest version of the rows it locks only, and the change writes all of them back.
 _LOCK = f"""SELECT {_JOB_COLUMNS}, now() AS now FROM jobs.jobs j {_JOIN_STAGES}
-    WHERE j.job_id = $1 {{}} ORDER BY s.idx FOR UPDATE OF j"""
+    WHERE j.job_id = $1 {{}} ORDER BY s.idx FOR UPDATE OF j, s"""
 
 # A worker event: recorded as processed (a duplicate finds it there and reads nothing) and the
 # job locked, in one statement.

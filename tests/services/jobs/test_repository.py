@@ -578,3 +578,38 @@ async def test_jobs_without_renditions_store_none(repo: JobsRepository, pool: as
     )
     assert row is not None and tuple(row) == (None, None, None)
     assert datetime.now(UTC) - job.created_at.ToDatetime(UTC) < timedelta(minutes=1)
+
+
+# ---- concurrent events (two events of one job applied at once, e.g. by two jobs replicas) -----
+
+
+async def test_an_event_that_waited_for_the_job_lock_sees_the_stages_the_other_wrote(
+    repo: JobsRepository, pool: asyncpg.Pool
+) -> None:
+    """The event query used to lock the job row only: a transaction that waited on it re-read the
+    new job row but the old stage rows, and wrote them back (a late `started` set a finished stage
+    back to RUNNING). Two events wait on a held lock, then run one after the other."""
+    import asyncio
+
+    for _ in range(6):
+        job, _ = await repo.create_job(TENANT, image(), [resize(10), metadata_op()], "", "h")
+        await repo.apply_event(started(job, 0))
+        holder = await pool.acquire()
+        try:
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute("SELECT 1 FROM jobs.jobs WHERE job_id=$1 FOR UPDATE", job.job_id)
+            done = asyncio.create_task(
+                repo.apply_event(completed(job, 0, output_key="outputs/x.png", output=output(10)))
+            )
+            await asyncio.sleep(0.1)
+            late = asyncio.create_task(repo.apply_event(started(job, 0, attempt=2)))
+            await asyncio.sleep(0.1)
+            await tx.commit()
+        finally:
+            await pool.release(holder)
+        await asyncio.gather(done, late)
+        after = await repo.get(TENANT, job.job_id)
+        assert after.stages[0].state == S.SUCCEEDED
+        assert after.stages[0].HasField("finished_at")
+        assert after.stages[1].state == S.PENDING and after.state == J.RUNNING
