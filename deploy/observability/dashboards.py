@@ -510,13 +510,16 @@ def dashboard(uid: str, title: str, description: str, rows: Sequence[Row]) -> Js
 # Server-side faults among gRPC codes (as grpc.StatusCode names them). The caller's faults
 # (INVALID_ARGUMENT, NOT_FOUND, ...) and deliberate backpressure (RESOURCE_EXHAUSTED) are not.
 SERVER_FAULT_CODES: Final = "UNKNOWN|INTERNAL|UNAVAILABLE|DATA_LOSS|DEADLINE_EXCEEDED|UNIMPLEMENTED"
+# The services count health checks and reflection like any RPC; the API panels leave them out.
+API_ONLY: Final = 'grpc_service!~"grpc[.](health|reflection)[.].*"'
 _LATENCY: Final = ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"))
 
 
 def _service_rows(service: str) -> list[Row]:
     """Rows every service dashboard starts with: replicas and resources, then its gRPC server."""
     sel = f'{{service="{service}"}}'
-    handled = f"pixmesh_grpc_server_handled_total{sel}"
+    api = f'{{service="{service}", {API_ONLY}}}'
+    handled = f"pixmesh_grpc_server_handled_total{api}"
     return [
         Row(
             "Replicas",
@@ -571,7 +574,8 @@ def _service_rows(service: str) -> list[Row]:
                     [
                         Query(
                             rate(
-                                f'pixmesh_grpc_server_handled_total{{service="{service}", grpc_code!="OK"}}',
+                                f'pixmesh_grpc_server_handled_total{{service="{service}", '
+                                f'{API_ONLY}, grpc_code!="OK"}}',
                                 "grpc_method, grpc_code",
                             ),
                             "{{grpc_method}} {{grpc_code}}",
@@ -586,7 +590,7 @@ def _service_rows(service: str) -> list[Row]:
                         Query(
                             rate(
                                 f'pixmesh_grpc_server_handled_total{{service="{service}", '
-                                f'grpc_code=~"{SERVER_FAULT_CODES}"}}',
+                                f'{API_ONLY}, grpc_code=~"{SERVER_FAULT_CODES}"}}',
                                 "grpc_method",
                             )
                             + " / "
@@ -596,14 +600,15 @@ def _service_rows(service: str) -> list[Row]:
                     ],
                     unit="percentunit",
                     width=8,
-                    description=f"Codes {SERVER_FAULT_CODES} over all responses.",
+                    description=f"Codes {SERVER_FAULT_CODES} over all responses "
+                    "(health checks and reflection left out).",
                 ),
                 Panel(
                     "Latency p99 by method",
                     [
                         Query(
                             quantile(
-                                0.99, "pixmesh_grpc_server_handling_seconds", sel, "grpc_method"
+                                0.99, "pixmesh_grpc_server_handling_seconds", api, "grpc_method"
                             ),
                             "{{grpc_method}}",
                         )
@@ -615,7 +620,7 @@ def _service_rows(service: str) -> list[Row]:
                     [
                         Query(
                             quantile(
-                                0.5, "pixmesh_grpc_server_handling_seconds", sel, "grpc_method"
+                                0.5, "pixmesh_grpc_server_handling_seconds", api, "grpc_method"
                             ),
                             "{{grpc_method}}",
                         )
@@ -841,7 +846,7 @@ def fleet() -> Json:
                         [
                             Query(
                                 rate(
-                                    'pixmesh_grpc_server_handled_total{grpc_code!="OK"}',
+                                    f'pixmesh_grpc_server_handled_total{{{API_ONLY}, grpc_code!="OK"}}',
                                     "service, grpc_code",
                                 ),
                                 "{{service}} {{grpc_code}}",
