@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local import SERVICES, Ports, Stack
@@ -241,6 +242,35 @@ def test_every_catalogued_family_has_a_panel() -> None:
     assert set(dash.METRICS) - shown == set()
 
 
+# A family's series names by its type (prometheus-client's parser drops a counter's _total).
+_EXPANSIONS = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("", "_sum", "_count"),
+    "info": ("_info",),
+}
+
+
+def declared_series(exposition: str) -> set[str]:
+    """Series names the # TYPE lines of an exposition declare, samples or not."""
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(exposition)
+        for suffix in _EXPANSIONS.get(family.type, ("",))
+    }
+
+
+def test_catalogue_is_what_the_runtime_defines() -> None:
+    """METRICS against services/runtime/metrics.py, the one place the services define theirs:
+    the same pixmesh_* series both ways, and the process collector's series."""
+    import services.runtime.metrics  # noqa: F401  (registers the families on REGISTRY)
+
+    declared = declared_series(generate_latest(REGISTRY).decode())
+    catalogue = {series for metric in dash.METRICS for series in dash.series_names(metric)}
+    assert catalogue - declared == set()
+    assert {s for s in declared if s.startswith("pixmesh_")} - catalogue == set()
+
+
 def test_prometheus_scrapes_every_service_and_loads_the_rules() -> None:
     doc = yaml.safe_load((OBSERVABILITY / "prometheus.yaml").read_text())
     assert [Path(f).name for f in doc["rule_files"]] == [dash.ALERTS_FILE.name]
@@ -278,12 +308,6 @@ EVENT_ONLY = frozenset(
         "pixmesh_imaging_memory_kills_total",
     }
 )
-_EXPANSIONS = {
-    "counter": ("_total",),
-    "histogram": ("_bucket", "_sum", "_count"),
-    "summary": ("", "_sum", "_count"),
-    "info": ("_info",),
-}
 
 
 @pytest.fixture
@@ -369,9 +393,9 @@ class Exported:
         for service in SERVICES:
             with urllib.request.urlopen(stack.metrics_url(service), timeout=10) as resp:
                 text = resp.read().decode()
+            for series in declared_series(text):
+                self.declared.setdefault(series, set()).add(service)
             for family in text_string_to_metric_families(text):
-                for suffix in _EXPANSIONS.get(family.type, ("",)):
-                    self.declared.setdefault(family.name + suffix, set()).add(service)
                 for sample in family.samples:
                     self.samples.setdefault(sample.name, []).append(dict(sample.labels))
 
