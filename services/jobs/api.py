@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator
 
 from pixmesh.jobs.v1 import jobs_pb2 as pb
 from pixmesh.jobs.v1 import jobs_pb2_grpc
+from services.jobs.fleet import Fleet
 from services.jobs.service import JobsService
 from services.runtime.server import Ctx
 
 
 class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
-    def __init__(self, service: JobsService) -> None:
+    def __init__(self, service: JobsService, fleet: Fleet) -> None:
         self.service = service
+        self.fleet = fleet
 
     async def CreateJob(self, request: pb.CreateJobRequest, context: Ctx) -> pb.CreateJobResponse:
         job, created = await self.service.create_job(
@@ -51,3 +53,8 @@ class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
             request.tenant_id, request.job_id, request.index
         )
         return pb.GetOutputResponse(output=output, key=key)
+
+    async def GetFleetStatus(
+        self, request: pb.GetFleetStatusRequest, context: Ctx
+    ) -> pb.GetFleetStatusResponse:
+        return pb.GetFleetStatusResponse(status=await self.fleet.status())

@@ -9,12 +9,14 @@ from pathlib import Path
 from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from services.jobs.api import JobsApi
 from services.jobs.consumers import task_events_consumer
+from services.jobs.fleet import Fleet
 from services.jobs.repository import JobsRepository
 from services.jobs.service import JobsService
 from services.jobs.settings import JobsSettings
 from services.jobs.webhooks import WebhookPolicy
 from services.runtime import db
 from services.runtime.bus import Bus
+from services.runtime.presence import Announcer, PresenceBoard
 from services.runtime.server import App, GrpcService
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -26,6 +28,8 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
     bus = await Bus.connect(
         settings.nats_url, "pixmesh-jobs", stream_replicas=settings.stream_replicas
     )
+    # Replicas of every service, for GetFleetStatus.
+    board = PresenceBoard(bus.nc)
     try:
         await db.migrate(pool, "jobs", MIGRATIONS)
         await bus.ensure_streams()
@@ -47,7 +51,8 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
         )
         consumer = task_events_consumer(bus, service, settings)
         await consumer.setup()
-        api = JobsApi(service)
+        await board.start()
+        api = JobsApi(service, Fleet(repo, bus, board))
         name = jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name
         yield App(
             services=[
@@ -58,8 +63,10 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
                 service.relay_outbox,
                 service.deliver_webhooks,
                 lambda stop: service.reap_overdue(stop, settings.reaper_interval_s),
+                Announcer.for_service(bus.nc, settings).run,
             ],
         )
     finally:
+        await board.close()
         await bus.close()
         await pool.close()

@@ -231,6 +231,25 @@ def _headers() -> str:
     return json.dumps(dict(inject_headers({})))
 
 
+@dataclass(frozen=True)
+class JobCounts:
+    created: int
+    finished: int
+    failed: int
+    running: int
+    pending: int
+
+
+_COUNTS = """
+    SELECT count(*) FILTER (WHERE created_at > since) AS created,
+           count(*) FILTER (WHERE finished_at > since) AS finished,
+           count(*) FILTER (WHERE finished_at > since AND state = 'FAILED') AS failed,
+           count(*) FILTER (WHERE state = 'RUNNING') AS running,
+           count(*) FILTER (WHERE state = 'PENDING') AS pending
+    FROM jobs.jobs, (SELECT now() - make_interval(secs => $1) AS since) w
+    WHERE created_at > since OR finished_at > since OR state IN ('PENDING', 'RUNNING')"""
+
+
 class JobsRepository:
     def __init__(self, pool: asyncpg.Pool, *, job_timeout_s: float) -> None:
         self.pool = pool
@@ -450,6 +469,14 @@ class JobsRepository:
                 raise errors.output_not_found(job_id, index)
             raise errors.output_not_ready(job_id, job.state)
         return outputs[index]
+
+    async def job_counts(self, window_s: float) -> JobCounts:
+        """Jobs created and finished in the last `window_s` seconds, and open now, fleet-wide
+        (for operators: GetFleetStatus). Each arm of the OR has an index."""
+        async with _connection(self.pool) as conn:
+            row = await conn.fetchrow(_COUNTS, window_s)
+        assert row is not None
+        return JobCounts(**{k: int(v) for k, v in row.items()})
 
     # ---- outbox ---------------------------------------------------------------------------
 

@@ -272,10 +272,12 @@ class Bus:
         pending = int(info.num_pending or 0)
         ack_pending = int(info.num_ack_pending or 0)
         if pending + ack_pending:
-            # In a work-queue stream acked tasks are gone: the first message left on the
-            # subject is the oldest task not yet done.
+            # The first message on the subject above the ack floor is the oldest not yet done
+            # (in a work-queue stream acked tasks are gone; an events stream keeps them, so
+            # starting from 1 there would find the oldest message retained, days old).
+            floor = info.ack_floor.stream_seq if info.ack_floor else 0
             with contextlib.suppress(NotFoundError, TimeoutError):
-                first = await self.js.get_msg(stream, seq=1, next=True, subject=subject)
+                first = await self.js.get_msg(stream, seq=floor + 1, next=True, subject=subject)
                 if first.time is not None:
                     oldest = max(0.0, time.time() - first.time.timestamp())
         return QueueStats(
