@@ -179,3 +179,11 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> pb.FindSimilarResponse:
         tenant = await self._tenant(context)
         return await self.metadata.similar(tenant, request, time_left(context, self.timeout))
+
+    async def GetFleetStatus(
+        self, request: pb.GetFleetStatusRequest, context: Ctx
+    ) -> pb.GetFleetStatusResponse:
+        # Any tenant's key for now; issue 15 restricts it to an admin scope.
+        await self._tenant(context)
+        status = await self.service.fleet_status(time_left(context, self.timeout))
+        return pb.GetFleetStatusResponse(status=status)

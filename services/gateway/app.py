@@ -26,6 +26,7 @@ from services.gateway.settings import GatewaySettings
 from services.runtime import db
 from services.runtime.bus import Bus, task_durable
 from services.runtime.imageprobe import configure_pillow
+from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService, channel
 from services.runtime.storage import Storage
 
@@ -111,5 +112,6 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
                 GrpcService(
                     name, lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(api, s)
                 )
-            ]
+            ],
+            workers=[Announcer.for_service(bus.nc, settings).run],
         )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from opentelemetry import trace
 
-from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
+from pixmesh.common.v1 import fleet_pb2, image_pb2, job_pb2, operations_pb2
 from pixmesh.gateway.v1 import gateway_pb2
 from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from services.gateway import errors
@@ -428,6 +428,14 @@ class GatewayService:
                     yield resp.job
         finally:
             call.cancel()
+
+    async def fleet_status(self, timeout: float) -> fleet_pb2.FleetStatus:
+        """The deployment's status, as the job registry reads it (not scoped to the tenant)."""
+        with rpc_errors():
+            resp: jobs_pb2.GetFleetStatusResponse = await self.jobs.GetFleetStatus(
+                jobs_pb2.GetFleetStatusRequest(), timeout=timeout
+            )
+        return resp.status
 
     async def cancel_job(self, tenant_id: str, job_id: str, timeout: float) -> job_pb2.Job:
         req = jobs_pb2.CancelJobRequest(tenant_id=tenant_id, job_id=job_id)

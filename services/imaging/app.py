@@ -12,6 +12,7 @@ from services.imaging.isolation import ProcessPool
 from services.imaging.service import ImagingProcessor
 from services.imaging.settings import ImagingSettings
 from services.runtime.imageprobe import configure_pillow
+from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
 from services.runtime.worker import connect_worker
 
@@ -36,5 +37,5 @@ async def build(settings: ImagingSettings) -> AsyncIterator[App]:
                     name, lambda s: imaging_pb2_grpc.add_ImagingServiceServicer_to_server(api, s)
                 )
             ],
-            workers=[consumer.run],
+            workers=[consumer.run, Announcer.for_service(consumer.bus.nc, settings).run],
         )

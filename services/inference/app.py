@@ -19,6 +19,7 @@ from services.inference.runner import RunnerOptions
 from services.inference.service import InferenceService, TileOptions
 from services.inference.settings import InferenceSettings
 from services.runtime.imageprobe import ProbeLimits, configure_pillow
+from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
 from services.runtime.worker import connect_worker
 
@@ -80,5 +81,5 @@ async def build(settings: InferenceSettings) -> AsyncIterator[App]:
                     lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(api, s),
                 )
             ],
-            workers=[consumer.run],
+            workers=[consumer.run, Announcer.for_service(consumer.bus.nc, settings).run],
         )

@@ -14,6 +14,7 @@ from services.metadata.service import MetadataService
 from services.metadata.settings import MetadataSettings
 from services.runtime import db
 from services.runtime.imageprobe import configure_pillow
+from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
 from services.runtime.storage import Storage
 from services.runtime.worker import connect_worker
@@ -47,5 +48,5 @@ async def build(settings: MetadataSettings) -> AsyncIterator[App]:
                     name, lambda s: metadata_pb2_grpc.add_MetadataServiceServicer_to_server(api, s)
                 )
             ],
-            workers=[tasks.run, uploads.run],
+            workers=[tasks.run, uploads.run, Announcer.for_service(tasks.bus.nc, settings).run],
         )
