@@ -3,7 +3,7 @@ sources and deadlines. Nothing here talks to a channel, so both clients stay thi
 
 What is retried, and how:
 - Unary RPCs (CreateJob, GetJob, ListJobs, CancelJob, DownloadOutput, ListOperations, the
-  metadata queries and the presigned-URL calls) are retried by gRPC itself on UNAVAILABLE, from the `retryPolicy` in the channel's service config:
+  metadata queries, the presigned-URL calls and GetFleetStatus) are retried by gRPC itself on UNAVAILABLE, from the `retryPolicy` in the channel's service config:
   exponential backoff with full jitter, bounded attempts, all within the call's one deadline.
   CreateJob is safe to retry because the clients always send an idempotency key.
 - UploadImage is client-streaming: gRPC stops retrying once it has sent more than its retry buffer
@@ -67,6 +67,8 @@ RETRIED_METHODS = (
     "CreateUploadUrl",
     "RegisterUpload",
     "GetOutputUrl",
+    # Reads only.
+    "GetFleetStatus",
 )
 # GetImageMetadata answers UNAVAILABLE with this reason until a new upload has been read.
 METADATA_PENDING = "METADATA_PENDING"

@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 
 from pixmesh import ops
 from pixmesh.common.v1 import image_pb2
+from pixmesh.common.v1.fleet_pb2 import FleetStatus, QueueStatus
 from pixmesh.common.v1.job_pb2 import Job, JobError, Output, Stage
 from pixmesh.gateway.v1.gateway_pb2 import ListOperationsResponse
 
@@ -18,9 +19,10 @@ from pixmesh.gateway.v1.gateway_pb2 import ListOperationsResponse
 _EXTENSIONS = {image_pb2.JPEG: "jpg", image_pb2.HEIF: "heic"}
 
 
-def to_json(message: Message) -> str:
-    # The same JSON as the REST API through Envoy (lowerCamelCase field names).
-    return json_format.MessageToJson(message, indent=2)
+def to_json(message: Message, indent: int | None = 2) -> str:
+    # The same JSON as the REST API through Envoy (lowerCamelCase field names); indent=None
+    # gives one line.
+    return json_format.MessageToJson(message, indent=indent)
 
 
 def extension(output: Output) -> str:
@@ -127,3 +129,81 @@ def operations_table(resp: ListOperationsResponse) -> Iterator[str]:
 
 def _formats(values: Iterable[image_pb2.ImageFormat.ValueType]) -> str:
     return ", ".join(image_pb2.ImageFormat.Name(v).lower() for v in values)
+
+
+def age_text(seconds: float) -> str:
+    """e.g. 0.4s, 12s, 4m05s, 2h03m, 3d04h."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+_FLEET_COLUMNS = (
+    ("SERVICE", "<", 10),
+    ("REPLICAS", ">", 8),
+    ("QUEUE", "<", 18),
+    ("PENDING", ">", 7),
+    ("ACK-PENDING", ">", 11),
+    ("OLDEST", ">", 7),
+    ("REDELIVERED", ">", 11),
+    ("DLQ", ">", 5),
+)
+
+
+def _row(*cells: object) -> str:
+    return "  ".join(
+        f"{cell!s:{align}{width}}"
+        for cell, (_, align, width) in zip(cells, _FLEET_COLUMNS, strict=True)
+    ).rstrip()
+
+
+def _queue_cells(queue: QueueStatus | None) -> tuple[object, ...]:
+    if queue is None:
+        return ("-", "-", "-", "-", "-")
+    oldest = (
+        age_text(queue.oldest_age.ToNanoseconds() / 1e9) if queue.HasField("oldest_age") else "-"
+    )
+    return (queue.consumer, queue.pending, queue.ack_pending, oldest, queue.redelivered)
+
+
+def fleet_table(status: FleetStatus) -> Iterator[str]:
+    """One row per service (its first queue beside it, any other below), then jobs/s and what
+    needs a look: services without replicas, queues nobody fetches from, unreadable parts."""
+    yield _row(*(name for name, _, _ in _FLEET_COLUMNS))
+    notes: list[str] = []
+    for svc in status.services:
+        queues = list(svc.queues)
+        yield _row(
+            svc.service,
+            svc.replicas,
+            *_queue_cells(queues[0] if queues else None),
+            svc.dead_letters,
+        )
+        for queue in queues[1:]:
+            yield _row("", "", *_queue_cells(queue), "")
+        if not svc.replicas:
+            notes.append(f"no replica of {svc.service} is running")
+        notes += [
+            f"{q.consumer}: {q.pending} pending and no worker fetching"
+            for q in queues
+            if q.pending and not q.waiting and not q.ack_pending
+        ]
+    if status.HasField("jobs"):
+        jobs = status.jobs
+        window = jobs.window.ToNanoseconds() / 1e9
+        failed = f" ({jobs.failed} failed)" if jobs.failed else ""
+        yield ""
+        yield (
+            f"jobs/s over the last {window:.0f}s: {jobs.created_per_second:.2f} created, "
+            f"{jobs.finished_per_second:.2f} finished{failed}; "
+            f"running {jobs.running}, pending {jobs.pending}"
+        )
+    for note in [*notes, *status.warnings]:
+        yield f"warning: {note}"

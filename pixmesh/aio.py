@@ -40,6 +40,7 @@ from pixmesh._common import (
     search_request,
     write_atomically,
 )
+from pixmesh.common.v1.fleet_pb2 import FleetStatus
 from pixmesh.common.v1.image_pb2 import Image
 from pixmesh.common.v1.job_pb2 import Job
 from pixmesh.common.v1.metadata_pb2 import ImageMetadata, ImageRecord, SimilarImage
@@ -290,6 +291,14 @@ class AsyncClient:
             self._stub.ListOperations, gw.ListOperationsRequest(), timeout
         )
         return resp
+
+    # --- operators ----------------------------------------------------------------------------
+
+    async def fleet_status(self, *, timeout: float | None = None) -> FleetStatus:
+        resp: gw.GetFleetStatusResponse = await self._unary(
+            self._stub.GetFleetStatus, gw.GetFleetStatusRequest(), timeout
+        )
+        return resp.status
 
     # --- image metadata -----------------------------------------------------------------------
 

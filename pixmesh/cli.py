@@ -7,6 +7,7 @@
     pixmesh jobs list --state running
     pixmesh download JOB_ID -i 0 -o photo.webp
     pixmesh download JOB_ID --all -o out/
+    pixmesh status --watch 2
 
 Results go to stdout, progress and errors to stderr. Exit status: 0 on success, 1 when a call or
 the job failed, 2 for a usage error, 130 when interrupted.
@@ -20,12 +21,14 @@ import sys
 from collections.abc import Callable, Sequence
 from itertools import islice
 from pathlib import Path
+from time import sleep, strftime
 
 from pixmesh import errors, ops
 from pixmesh._common import API_KEY_ENV, API_KEY_FILE, DEFAULT_TARGET, VERSION
 from pixmesh._render import (
     Progress,
     error_text,
+    fleet_table,
     jobs_table,
     operations_table,
     output_name,
@@ -127,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     operations = commands.add_parser("ops", parents=[common], help="list supported operations")
     operations.set_defaults(command=_ops)
+
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="the deployment: replicas, queues, dead letters and jobs/s per service",
+    )
+    status.add_argument(
+        "--json", action="store_true", help="the FleetStatus as JSON (one line per refresh)"
+    )
+    status.add_argument(
+        "--watch", type=_positive, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C"
+    )
+    status.set_defaults(command=_status)
     return parser
 
 
@@ -176,6 +192,16 @@ def _add_pipeline(parser: argparse.ArgumentParser) -> None:
         "after the --op ones, e.g. 'thumb=resize=200x200,fill;convert=webp'; '@PRESET' "
         "names a preset",
     )
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _operation(text: str) -> ops.Operation:
@@ -313,6 +339,32 @@ def _ops(client: Client, args: argparse.Namespace) -> int:
     for line in operations_table(client.list_operations()):
         print(line)
     return 0
+
+
+def _status(client: Client, args: argparse.Namespace) -> int:
+    clear = args.watch is not None and not args.json and sys.stdout.isatty()
+    while True:
+        try:
+            status = client.fleet_status()
+        except errors.PixmeshError as exc:
+            if args.watch is None:
+                raise
+            _fail(f"{exc.code.name}: {exc.message}")  # a watch outlives a bad moment
+            sleep(args.watch)
+            continue
+        if args.json:
+            print(to_json(status, indent=None if args.watch else 2))
+        else:
+            if clear:  # home and clear: a screen that refreshes in place
+                print("\x1b[H\x1b[2J", end="")
+            elif args.watch is not None:
+                print(strftime("%Y-%m-%d %H:%M:%S"))  # a log of tables, each one dated
+            for line in fleet_table(status):
+                print(line)
+        sys.stdout.flush()
+        if args.watch is None:
+            return 0
+        sleep(args.watch)
 
 
 def _job_failed(job: Job) -> int:

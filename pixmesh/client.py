@@ -50,6 +50,7 @@ from pixmesh._common import (
     search_request,
     write_atomically,
 )
+from pixmesh.common.v1.fleet_pb2 import FleetStatus
 from pixmesh.common.v1.image_pb2 import Image
 from pixmesh.common.v1.job_pb2 import Job
 from pixmesh.common.v1.metadata_pb2 import ImageMetadata, ImageRecord, SimilarImage
@@ -326,6 +327,18 @@ class Client:
             self._stub.ListOperations, gw.ListOperationsRequest(), timeout
         )
         return resp
+
+    # --- operators ----------------------------------------------------------------------------
+
+    def fleet_status(self, *, timeout: float | None = None) -> FleetStatus:
+        """The deployment's status: per service its replicas, queues (pending, in progress, the
+        oldest's age, redelivered) and dead letters; jobs created and finished per second
+        (`pixmesh status` prints it as a table). Parts that could not be read are listed in
+        `warnings`."""
+        resp: gw.GetFleetStatusResponse = self._unary(
+            self._stub.GetFleetStatus, gw.GetFleetStatusRequest(), timeout
+        )
+        return resp.status
 
     # --- image metadata -----------------------------------------------------------------------
 

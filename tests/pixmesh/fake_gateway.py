@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from pixmesh.common.v1 import image_pb2, metadata_pb2, operations_pb2
+from pixmesh.common.v1 import fleet_pb2, image_pb2, metadata_pb2, operations_pb2
 from pixmesh.common.v1.job_pb2 import Job, JobError, Stage
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 from pixmesh.gateway.v1 import gateway_pb2_grpc
@@ -88,6 +88,8 @@ class FakeGateway:
     metadata_pending: int = 0
     search_requests: list[gw.SearchImagesRequest] = field(default_factory=list)
     similar_requests: list[gw.FindSimilarRequest] = field(default_factory=list)
+    # What GetFleetStatus answers.
+    fleet: fleet_pb2.FleetStatus = field(default_factory=fleet_pb2.FleetStatus)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail_next(self, method: str, *aborts: Abort) -> None:
@@ -386,6 +388,11 @@ class SyncServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def FindSimilar(self, request: Any, context: Any) -> Any:
         return self._run("FindSimilar", context, lambda: self.fake.find_similar(request))
 
+    def GetFleetStatus(self, request: Any, context: Any) -> Any:
+        return self._run(
+            "GetFleetStatus", context, lambda: gw.GetFleetStatusResponse(status=self.fake.fleet)
+        )
+
 
 class AsyncServicer(gateway_pb2_grpc.GatewayServiceServicer):
     """The same fake behind grpc.aio; the fake itself never blocks except for `delays`."""
@@ -450,3 +457,8 @@ class AsyncServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def FindSimilar(self, request: Any, context: Any) -> Any:
         return await self._run("FindSimilar", context, lambda: self.fake.find_similar(request))
+
+    async def GetFleetStatus(self, request: Any, context: Any) -> Any:
+        return await self._run(
+            "GetFleetStatus", context, lambda: gw.GetFleetStatusResponse(status=self.fake.fleet)
+        )

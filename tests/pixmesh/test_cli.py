@@ -312,3 +312,70 @@ def test_output_names_use_the_rendition() -> None:
     thumb = Output(index=1, format=image_pb2.WEBP, rendition="thumb")
     assert output_name("photo", thumb, 3) == "photo-thumb.webp"
     assert output_name("photo", thumb, 1) == "photo-thumb.webp"
+
+
+# --- pixmesh status -----------------------------------------------------------------------------
+
+
+def test_status_prints_the_fleet_table(
+    sync_target: str, fake: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.pixmesh.test_fleet_status import sample
+
+    fake.fleet = sample()
+    assert run(sync_target, "status") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["SERVICE", "REPLICAS", "QUEUE"]
+    assert out[3].split() == ["imaging", "3", "imaging-tasks", "12", "6", "2m05s", "1", "4"]
+    assert "0.50 created, 0.45 finished" in out[8]
+    assert fake.count("GetFleetStatus") == 1
+
+
+def test_status_json_is_the_rest_json(
+    sync_target: str, fake: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.pixmesh.test_fleet_status import sample
+
+    fake.fleet = sample()
+    assert run(sync_target, "status", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    imaging = data["services"][2]
+    assert imaging["queues"][0]["ackPending"] == "6"  # uint64 is a string in proto JSON
+    assert imaging["queues"][0]["oldestAge"] == "125s"
+    assert data["jobs"]["createdPerSecond"] == 0.5
+
+
+def test_status_watch_refreshes_until_interrupted_and_outlives_an_error(
+    sync_target: str,
+    fake: FakeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("pixmesh.cli.sleep", sleep)
+    fake.fleet.services.add(service="gateway", replicas=1)
+    fake.fail_next("GetFleetStatus", Abort(grpc.StatusCode.INTERNAL, "boom"))
+    assert run(sync_target, "status", "--json", "--watch", "0.5") == 130
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 2  # one JSON object per line: the first call failed
+    assert [json.loads(line)["services"] for line in lines] == [
+        [{"service": "gateway", "replicas": 1}]
+    ] * 2
+    assert "INTERNAL: boom" in captured.err
+    assert sleeps == [0.5, 0.5, 0.5]
+
+
+def test_status_watch_needs_a_positive_interval(
+    sync_target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        run(sync_target, "status", "--watch", "0")
+    assert info.value.code == 2
+    assert "positive number of seconds" in capsys.readouterr().err
