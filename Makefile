@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(shell find protos/pixmesh -name '*.proto' | sort)
 
-.PHONY: install up down test test-unit lint proto proto-check proto-lint descriptor clean
+.PHONY: install up up-cluster down test test-unit lint proto proto-check proto-lint descriptor clean
 
 # Create the virtualenv and install the project with every server binary, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -21,7 +21,13 @@ install: $(STAMP)
 up: install
 	$(PY) -m deploy.local up
 
-# Stop a mesh started by `make up` in another terminal.
+# The same with a 3-node NATS JetStream cluster (R3 streams) and two replicas of each service
+# (one of inference) behind Envoy. `python -m deploy.local kill imaging-2` (or nats-2, ...) from
+# another terminal kills one; this one starts it again.
+up-cluster: install
+	$(PY) -m deploy.local up --cluster
+
+# Stop a mesh started by `make up` or `make up-cluster` in another terminal.
 down:
 	@test -x $(PY) && $(PY) -m deploy.local down || true
 

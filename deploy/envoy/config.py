@@ -3,10 +3,14 @@
 One listener serves REST/JSON (the gRPC-JSON transcoder for the public GatewayService) and native
 gRPC (SDK, grpcurl: reflection and health pass straight through) on the same port, in front of the
 gateway. Envoy starts every trace (OpenTelemetry, OTLP/gRPC) and hands `traceparent` to the gateway.
+With several gateway replicas (the local cluster mode), Envoy balances over them, takes one out on a
+failed gRPC health check or on connect failures (outlier detection), and retries a request that
+never reached a gateway, or that one refused as UNAVAILABLE, on another.
 
 The config is built as plain dicts and written as JSON, which Envoy reads as YAML too; no PyYAML.
 
     python -m deploy.envoy.config --out .pixmesh/envoy.json --gateway-port 50051
+    python -m deploy.envoy.config --out envoy.json --gateway-port 50051 --gateway-port 50061
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,35 +67,87 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _cluster(name: str, host: str, port: int, **extra: Any) -> Json:
-    """An HTTP/2 cluster of one endpoint; DNS-resolved when `host` is a name (compose, k8s)."""
+def _cluster(name: str, host: str, ports: Sequence[int], **extra: Any) -> Json:
+    """An HTTP/2 cluster of `host` on each port; DNS-resolved when `host` is a name (compose,
+    k8s)."""
+    endpoints = [{"endpoint": {"address": _address(host, port)}} for port in ports]
     return {
         "name": name,
         "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": "2s",
         "typed_extension_protocol_options": _H2_OPTIONS,
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}],
-        },
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
         **extra,
     }
 
 
-def _gateway_cluster(host: str, port: int) -> Json:
-    # With one host, an unhealthy verdict puts the cluster in panic mode and Envoy still routes to
-    # it; the check's value is the admin/stats view and readiness when more gateways are added.
+def _gateway_cluster(host: str, ports: Sequence[int]) -> Json:
+    if len(ports) == 1:
+        # With one host, an unhealthy verdict puts the cluster in panic mode and Envoy still
+        # routes to it; the check's value is the admin/stats view and readiness.
+        health_check = {
+            "timeout": "1s",
+            "interval": "5s",
+            # Default is 60 s: too slow to notice the gateway came up when no requests flow yet.
+            "no_traffic_interval": "5s",
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            "grpc_health_check": {"service_name": GATEWAY_SERVICE},
+        }
+        return _cluster("gateway", host, ports, health_checks=[health_check])
+    # Replicas: a dead or draining gateway (health NOT_SERVING) leaves the rotation within about
+    # two seconds, and one that refuses connections sooner, by outlier detection on local-origin
+    # failures only: a gateway answering UNAVAILABLE because of *its* upstream stays in.
     health_check = {
         "timeout": "1s",
-        "interval": "5s",
-        # Default is 60 s: too slow to notice the gateway came up when no requests flow yet.
-        "no_traffic_interval": "5s",
+        "interval": "1s",
+        "no_traffic_interval": "1s",
         "unhealthy_threshold": 2,
         "healthy_threshold": 1,
         "grpc_health_check": {"service_name": GATEWAY_SERVICE},
     }
-    return _cluster("gateway", host, port, health_checks=[health_check])
+    outlier_detection = {
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": 2,
+        "enforcing_consecutive_local_origin_failure": 100,
+        "enforcing_consecutive_5xx": 0,
+        "enforcing_consecutive_gateway_failure": 0,
+        "enforcing_success_rate": 0,
+        "interval": "1s",
+        "base_ejection_time": "5s",
+        "max_ejection_percent": 50,  # never eject every gateway: better to try than to 503
+    }
+    return _cluster(
+        "gateway",
+        host,
+        ports,
+        health_checks=[health_check],
+        outlier_detection=outlier_detection,
+    )
+
+
+def _retry_policy() -> Json:
+    """Retry on another gateway what did not reach one (connect failure, refused stream, reset
+    before any response) or what one refused with UNAVAILABLE (e.g. while draining). Every
+    gateway method is safe to repeat: CreateJob by its idempotency key, uploads by content.
+    Envoy retries a request only before the response started, and only while its body fits the
+    retry buffer, so streams that already flow are never replayed."""
+    return {
+        "retry_on": "connect-failure,refused-stream,reset,unavailable",
+        "num_retries": 2,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3"
+                    ".PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+        "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.5s"},
+    }
 
 
 def _transcoder(descriptor_path: str, max_request_bytes: int, max_response_bytes: int) -> Json:
@@ -220,7 +277,10 @@ def _gateway_methods() -> list[str]:
     return [m.name for m in service.methods]
 
 
-def _connection_manager(transcoder: Json) -> Json:
+def _connection_manager(transcoder: Json, replicas: int) -> Json:
+    virtual_host: Json = {"name": "pixmesh", "domains": ["*"], "routes": _routes()}
+    if replicas > 1:
+        virtual_host["retry_policy"] = _retry_policy()
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
         ".v3.HttpConnectionManager",
@@ -239,7 +299,7 @@ def _connection_manager(transcoder: Json) -> Json:
         },
         "route_config": {
             "name": "pixmesh",
-            "virtual_hosts": [{"name": "pixmesh", "domains": ["*"], "routes": _routes()}],
+            "virtual_hosts": [virtual_host],
         },
         "http_filters": [
             transcoder,
@@ -272,7 +332,7 @@ def render_config(
     *,
     listen_port: int,
     admin_port: int,
-    gateway_port: int,
+    gateway_ports: Sequence[int],
     descriptor_path: str,
     otlp_port: int,
     max_request_bytes: int = 64 * 1024 * 1024,
@@ -285,8 +345,11 @@ def render_config(
     """Return the Envoy bootstrap as JSON text (valid YAML too).
 
     Hosts default to loopback for the embedded stack; compose/k8s pass service names, which turns
-    the clusters into DNS-resolved ones.
+    the clusters into DNS-resolved ones. `gateway_ports` lists the gateway replicas (on
+    `gateway_host`): one for a single node, several for the local cluster mode.
     """
+    if not gateway_ports:
+        raise ValueError("gateway_ports: at least one gateway")
     listener = {
         "name": "pixmesh",
         "address": _address(listen_host, listen_port),
@@ -296,7 +359,8 @@ def render_config(
                     {
                         "name": "envoy.filters.network.http_connection_manager",
                         "typed_config": _connection_manager(
-                            _transcoder(descriptor_path, max_request_bytes, max_response_bytes)
+                            _transcoder(descriptor_path, max_request_bytes, max_response_bytes),
+                            len(gateway_ports),
                         ),
                     }
                 ]
@@ -309,8 +373,8 @@ def render_config(
         "static_resources": {
             "listeners": [listener],
             "clusters": [
-                _gateway_cluster(gateway_host, gateway_port),
-                _cluster("otlp", otlp_host, otlp_port),
+                _gateway_cluster(gateway_host, gateway_ports),
+                _cluster("otlp", otlp_host, [otlp_port]),
             ],
         },
         # Flush spans every second (default 5 s) so a dev sees a trace right after the request.
@@ -354,7 +418,7 @@ def write_config(path: str | Path, **kwargs: Any) -> Path:
 COMPOSE: dict[str, Any] = {
     "listen_port": 8080,
     "admin_port": 9901,
-    "gateway_port": 50051,
+    "gateway_ports": [50051],
     "otlp_port": 4317,
     "descriptor_path": "/etc/envoy/pixmesh.pb",
     "listen_host": "0.0.0.0",
@@ -369,7 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="file to write (.json or .yaml)")
     p.add_argument("--listen-port", type=int, default=8080)
     p.add_argument("--admin-port", type=int, default=9901)
-    p.add_argument("--gateway-port", type=int, default=50051)
+    p.add_argument(
+        "--gateway-port",
+        type=int,
+        action="append",
+        help="a gateway replica's port; repeat for several (default 50051)",
+    )
     p.add_argument("--otlp-port", type=int, default=4317)
     p.add_argument("--descriptor", default=DEFAULT_DESCRIPTOR, help="buf-built descriptor set")
     p.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024)
@@ -389,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         a.out,
         listen_port=a.listen_port,
         admin_port=a.admin_port,
-        gateway_port=a.gateway_port,
+        gateway_ports=a.gateway_port or [50051],
         descriptor_path=a.descriptor,
         otlp_port=a.otlp_port,
         max_request_bytes=a.max_request_bytes,

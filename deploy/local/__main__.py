@@ -2,7 +2,11 @@
 
 Commands:
   python -m deploy.local up     start everything, print endpoints and a dev API key, block
+  python -m deploy.local up --cluster   the same on a 3-node NATS cluster (R3 streams), with two
+                                replicas of every service but inference, Envoy over both gateways
   python -m deploy.local down   from another terminal: stop what `up` started
+  python -m deploy.local kill imaging-2   SIGKILL one process of a running stack (a replica,
+                                "nats-2", ...); a cluster's `up` starts a replica or node again
   python -m deploy.local up --services jobs,gateway --no-envoy   a subset (debug one service)
 """
 
@@ -19,7 +23,7 @@ from deploy.local.ports import SERVICES, PortInUseError, Ports
 from deploy.local.process import StackError
 from deploy.local.servers import REPO_ROOT
 from deploy.local.stack import Stack
-from deploy.local.state import read_state, stop_from_state
+from deploy.local.state import kill_from_state, read_state, stop_from_state
 
 DEFAULT_ROOT = REPO_ROOT / ".pixmesh"
 
@@ -48,11 +52,30 @@ def _endpoints(stack: Stack, api_key: str | None, key_file: Path) -> str:
             ("Envoy admin", stack.envoy_admin_url),
         ]
     rows += [
-        (name, f"{stack.service_addr(name)}   metrics {stack.metrics_url(name)}")
+        (r.name, f"{stack.service_addr(r.name)}   metrics {stack.metrics_url(r.name)}")
         for name in stack.services
+        for r in stack.replicas(name)
     ]
+    if stack.cluster:
+        rows += [
+            (
+                f"NATS node {n} ({stack.nats_process(n)})",
+                f"{stack.nats_node_url(n)}   monitor {stack.nats_monitor_url(n)}   "
+                f"route {p.nats_route(n)}",
+            )
+            for n in range(1, stack.nats_nodes + 1)
+        ]
+        rows += [
+            ("  clients use", stack.nats_url),
+            (
+                "Chaos",
+                "python -m deploy.local kill imaging-2 (or nats-2, gateway-1, ...): "
+                "the others carry on, and this terminal starts it again",
+            ),
+        ]
+    else:
+        rows.append(("NATS", f"{stack.nats_url}   monitor {stack.nats_monitor_url()}"))
     rows += [
-        ("NATS", f"{stack.nats_url}   monitor http://127.0.0.1:{p.nats_monitor}"),
         ("Postgres", stack.database_url),
         ("Valkey", stack.redis_url),
         ("S3 (SeaweedFS)", f"{stack.s3_endpoint}   bucket {stack.s3_bucket}   "
@@ -72,7 +95,9 @@ def up(args: argparse.Namespace) -> int:
     root = Path(args.root).resolve()
     services = [s for s in args.services.split(",") if s] if args.services is not None else SERVICES
     try:
-        stack = Stack(root, Ports(), envoy=not args.no_envoy, services=services)
+        stack = Stack(
+            root, Ports(), envoy=not args.no_envoy, services=services, cluster=args.cluster
+        )
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -85,14 +110,15 @@ def up(args: argparse.Namespace) -> int:
     if state is not None:
         stop_from_state(stack.state_file)  # leftovers of an `up` that was SIGKILLed
     try:
-        stack.ports.check_available()
+        stack.ports.check_available(stack.ports.names(cluster=stack.cluster))
     except PortInUseError as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _raise_interrupt)
     key_file = root / "api-key"
     try:
-        print(f"starting pixmesh under {_rel(root)} ...", flush=True)
+        mode = " (cluster: 3 NATS nodes, replicated services)" if stack.cluster else ""
+        print(f"starting pixmesh{mode} under {_rel(root)} ...", flush=True)
         stack.start()
         api_key = None
         if "gateway" in stack.services:
@@ -102,7 +128,7 @@ def up(args: argparse.Namespace) -> int:
         took = ", ".join(f"{name} {sec:.1f}s" for name, sec in stack.timings.items())
         print(f"\npixmesh is up ({took}). Ctrl-C stops everything.\n")
         print(_endpoints(stack, api_key, key_file), flush=True)
-        _watch(stack)
+        _watch(stack, revive=stack.cluster)
     except KeyboardInterrupt:
         pass
     except StackError as exc:
@@ -117,16 +143,27 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _watch(stack: Stack) -> None:
-    """Block until interrupted; say so when a server dies instead of failing silently."""
+def _watch(stack: Stack, *, revive: bool = False) -> None:
+    """Block until interrupted; say so when a server dies instead of failing silently. With
+    `revive` (the cluster mode), start a dead service replica or NATS node again, as an
+    orchestrator would."""
     reported: set[str] = set()
     while True:
         time.sleep(1)
         for name, status in stack.exited().items():
-            if name not in reported:
-                log = _rel(stack.log_path(name))
-                print(f"!! {name} exited with status {status}; see {log}", file=sys.stderr)
-                reported.add(name)
+            if name in reported:
+                continue
+            log = _rel(stack.log_path(name))
+            print(f"!! {name} exited with status {status}; see {log}", file=sys.stderr)
+            reported.add(name)
+            if not revive:
+                continue
+            try:
+                if stack.revive(name):
+                    print(f"   {name} is back", file=sys.stderr, flush=True)
+                    reported.discard(name)
+            except StackError as exc:
+                print(f"   {name} did not come back: {exc}", file=sys.stderr)
 
 
 def down(args: argparse.Namespace) -> int:
@@ -134,6 +171,15 @@ def down(args: argparse.Namespace) -> int:
     stopped = stop_from_state(state_file)
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
+
+
+def kill(args: argparse.Namespace) -> int:
+    state_file = Path(args.root).resolve() / "run" / "stack.json"
+    if kill_from_state(state_file, args.name):
+        print(f"killed {args.name}")
+        return 0
+    print(f"no running process named {args.name!r} in {_rel(state_file)}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,9 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     up_cmd = commands.add_parser("up", help="start the mesh and block until Ctrl-C")
     up_cmd.add_argument("--services", help=f"comma-separated subset of {','.join(SERVICES)}")
     up_cmd.add_argument("--no-envoy", action="store_true", help="do not start Envoy")
+    up_cmd.add_argument(
+        "--cluster",
+        action="store_true",
+        help="3-node NATS JetStream cluster (R3 streams) and two replicas of each service "
+        "(one of inference), Envoy balancing over the gateways",
+    )
     commands.add_parser("down", help="stop a mesh started by `up`")
+    kill_cmd = commands.add_parser("kill", help="SIGKILL one process of a running mesh")
+    kill_cmd.add_argument("name", help="e.g. imaging-2, gateway-1, nats-2 (see run/stack.json)")
     args = parser.parse_args(argv)
-    return up(args) if args.command == "up" else down(args)
+    commands_run = {"up": up, "down": down, "kill": kill}
+    return commands_run[args.command](args)
 
 
 if __name__ == "__main__":

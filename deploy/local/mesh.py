@@ -18,6 +18,9 @@ def service_env(
     name: str,
     ports: Ports,
     *,
+    replica: int = 1,
+    replicas: Mapping[str, int] | None = None,
+    nats_nodes: int = 1,
     database_url: str,
     s3_endpoint: str,
     s3_bucket: str,
@@ -25,13 +28,19 @@ def service_env(
     s3_secret_key: str,
     overrides: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The PIXMESH_*/OTEL_* variables one service gets (not the inherited environment)."""
+    """The PIXMESH_*/OTEL_* variables one replica of a service gets (not the inherited
+    environment). `replicas` (service -> count, default 1 each) lists every replica of a sibling
+    in its PIXMESH_<NAME>_ADDR; with `nats_nodes` > 1 the NATS URL lists every node and streams
+    are replicated on all of them."""
+    counts = {other: (replicas or {}).get(other, 1) for other in SERVICES}
     env = {
         "PIXMESH_SERVICE_NAME": name,
         "PIXMESH_GRPC_HOST": HOST,
-        "PIXMESH_GRPC_PORT": str(ports.service(name)),
-        "PIXMESH_METRICS_PORT": str(ports.metrics(name)),
-        "PIXMESH_NATS_URL": f"nats://{HOST}:{ports.nats}",
+        "PIXMESH_GRPC_PORT": str(ports.service(name, replica)),
+        "PIXMESH_METRICS_PORT": str(ports.metrics(name, replica)),
+        "PIXMESH_NATS_URL": ",".join(
+            f"nats://{HOST}:{ports.nats_client(node)}" for node in range(1, nats_nodes + 1)
+        ),
         "PIXMESH_DATABASE_URL": database_url,
         "PIXMESH_REDIS_URL": f"redis://{HOST}:{ports.valkey}/0",
         "PIXMESH_S3_ENDPOINT": s3_endpoint,
@@ -49,17 +58,25 @@ def service_env(
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
     }
-    # Every service may reach any other (the gateway calls jobs: PIXMESH_JOBS_ADDR).
+    if nats_nodes > 1:
+        env["PIXMESH_STREAM_REPLICAS"] = str(nats_nodes)
+    # Every service may reach any other (the gateway calls jobs: PIXMESH_JOBS_ADDR), over all its
+    # replicas (the runtime's channels balance round robin over a comma-separated list).
     for other in SERVICES:
-        env[f"PIXMESH_{other.upper()}_ADDR"] = f"{HOST}:{ports.service(other)}"
+        env[f"PIXMESH_{other.upper()}_ADDR"] = ",".join(
+            f"{HOST}:{ports.service(other, i)}" for i in range(1, counts[other] + 1)
+        )
     env.update(overrides or {})
     return env
 
 
-def service_spec(name: str, env: Mapping[str, str], cwd: Path) -> ProcessSpec:
+def service_spec(
+    name: str, env: Mapping[str, str], cwd: Path, process_name: str | None = None
+) -> ProcessSpec:
+    """`python -m services.<name>`; `process_name` tells replicas apart ("imaging-2")."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     return ProcessSpec(
-        name,
+        process_name or name,
         [sys.executable, "-m", f"services.{name}"],
         env=full_env,
         cwd=cwd,

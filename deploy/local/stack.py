@@ -7,6 +7,15 @@
     stack.start_service("imaging")           # back, waited until grpc.health says SERVING
     stack.stop()                             # reverse order, SIGTERM then SIGKILL
 
+    stack = Stack(root, cluster=True)        # make up-cluster: 3 NATS nodes (R3 streams), two
+                                             # replicas of each service but inference, Envoy over
+                                             # both gateways
+    stack.kill_service("imaging-2")          # one replica ("imaging" alone: every replica)
+    stack.kill_nats(2); stack.start_nats(2)  # one NATS node, back and caught up
+
+A service with one replica runs as a process named like the service ("inference"); with several,
+as "<service>-<n>" ("imaging-1", "imaging-2"), each with its own gRPC and metrics ports.
+
 Layout under `root`: data/<server>/ (kept between runs), run/logs/<name>.log, run/stack.json (the
 state file `down` reads), run/traces.jsonl (the OTLP sink's spans), run/envoy.json.
 """
@@ -15,12 +24,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -28,7 +39,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from deploy.local import mesh, probes, servers
-from deploy.local.ports import HOST, SERVICES, Ports
+from deploy.local.ports import HOST, MAX_REPLICAS, NATS_NODES, SERVICES, Ports
 from deploy.local.process import ManagedProcess, ProcessSpec, StackError
 from deploy.local.state import read_state, stop_from_state, write_state
 
@@ -38,6 +49,22 @@ if TYPE_CHECKING:
 INFRA_TIMEOUT_S = 30.0
 SERVICE_TIMEOUT_S = 60.0  # first start applies migrations and may load models
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# The cluster mode's replicas: two of each service; one inference (a model per process is
+# memory-heavy, and its queue is shared anyway).
+CLUSTER_REPLICAS: Mapping[str, int] = {
+    "jobs": 2,
+    "gateway": 2,
+    "imaging": 2,
+    "inference": 1,
+    "metadata": 2,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    service: str
+    index: int  # 1-based
+    name: str  # the process name: the service's own with one replica, else "<service>-<index>"
 
 
 class Stack:
@@ -52,12 +79,24 @@ class Stack:
         durable: bool = True,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         service_timeout_s: float = SERVICE_TIMEOUT_S,
+        cluster: bool = False,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
         """`service_env` maps a service name, or "*" for all, to extra variables (tests pass small
-        limits such as PIXMESH_ACK_WAIT_S). `durable=False` trades crash safety for speed."""
+        limits such as PIXMESH_ACK_WAIT_S). `durable=False` trades crash safety for speed.
+        `cluster` runs a 3-node NATS cluster (streams R3) and CLUSTER_REPLICAS of the services;
+        `replicas` (service -> 1..2) overrides the count of any service in either mode."""
         unknown = set(services) - set(SERVICES)
         if unknown:
             raise ValueError(f"unknown services: {sorted(unknown)}")
+        counts = {name: CLUSTER_REPLICAS[name] if cluster else 1 for name in SERVICES}
+        for name, count in (replicas or {}).items():
+            if name not in SERVICES or not 1 <= count <= MAX_REPLICAS:
+                raise ValueError(f"replicas: {name}={count} (services, 1..{MAX_REPLICAS} each)")
+            counts[name] = count
+        self.cluster = cluster
+        self.nats_nodes = NATS_NODES if cluster else 1
+        self.replica_counts: dict[str, int] = counts
         self.root = root.resolve()
         self.ports = ports or Ports()
         self.envoy = envoy
@@ -80,7 +119,21 @@ class Stack:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://{HOST}:{self.ports.nats}"
+        """The client URL; in the cluster mode every node's, comma separated (nats-py's form)."""
+        return ",".join(self.nats_node_url(n) for n in range(1, self.nats_nodes + 1))
+
+    def nats_node_url(self, node: int = 1) -> str:
+        return f"nats://{HOST}:{self.ports.nats_client(node)}"
+
+    def nats_monitor_url(self, node: int = 1) -> str:
+        """A node's monitoring endpoint (/healthz, /jsz, /varz)."""
+        return f"http://{HOST}:{self.ports.nats_monitoring(node)}"
+
+    def nats_process(self, node: int = 1) -> str:
+        """The process name of a NATS node: "nats" alone, "nats-1".."nats-3" in a cluster."""
+        if not 1 <= node <= self.nats_nodes:
+            raise StackError(f"NATS node {node}: this stack has {self.nats_nodes}")
+        return servers.nats_process_name(node) if self.cluster else "nats"
 
     @property
     def database_url(self) -> str:
@@ -115,22 +168,59 @@ class Stack:
     def envoy_admin_url(self) -> str:
         return f"http://{HOST}:{self.ports.envoy_admin}"
 
+    def replicas(self, name: str) -> list[Replica]:
+        """The replicas a name stands for: every one of a service, or the one named
+        ("imaging-2"). Whether running or not."""
+        if name in SERVICES:
+            count = self.replica_counts[name]
+            return [
+                Replica(name, i, name if count == 1 else f"{name}-{i}") for i in range(1, count + 1)
+            ]
+        service, _, index = name.rpartition("-")
+        if service in SERVICES and index.isdigit():
+            for replica in self.replicas(service):
+                if replica.name == name:
+                    return [replica]
+        raise StackError(f"unknown service or replica {name!r}")
+
     def service_addr(self, name: str) -> str:
-        return f"{HOST}:{self.ports.service(name)}"
+        """host:port of a replica; of a service, every replica's, comma separated (what the
+        runtime's channels and PIXMESH_<NAME>_ADDR take)."""
+        return ",".join(
+            f"{HOST}:{self.ports.service(r.service, r.index)}" for r in self.replicas(name)
+        )
 
     def metrics_url(self, name: str) -> str:
-        """Prometheus text of one service, e.g. http://127.0.0.1:9103/metrics."""
-        return f"http://{HOST}:{self.ports.metrics(name)}/metrics"
+        """Prometheus text of a service (with one replica) or of one replica ("imaging-2"), e.g.
+        http://127.0.0.1:9103/metrics."""
+        found = self.replicas(name)
+        if len(found) != 1:
+            raise StackError(
+                f"{name} has {len(found)} replicas: ask for one of "
+                f"{', '.join(r.name for r in found)} (or use metrics_urls)"
+            )
+        (replica,) = found
+        return f"http://{HOST}:{self.ports.metrics(replica.service, replica.index)}/metrics"
+
+    def metrics_urls(self, name: str) -> dict[str, str]:
+        """Replica name -> its /metrics URL, for every replica of a service."""
+        return {r.name: self.metrics_url(r.name) for r in self.replicas(name)}
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
     def service_env(self, name: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The PIXMESH_*/OTEL_* variables of one service, overrides applied."""
-        overrides = {**self._service_env.get("*", {}), **self._service_env.get(name, {})}
+        """The PIXMESH_*/OTEL_* variables of a replica ("imaging-2"), or of a service's first,
+        overrides applied (those of the service, "*", then `extra`)."""
+        replica = self.replicas(name)[0]
+        service = replica.service
+        overrides = {**self._service_env.get("*", {}), **self._service_env.get(service, {})}
         return mesh.service_env(
-            name,
+            service,
             self.ports,
+            replica=replica.index,
+            replicas=self.replica_counts,
+            nats_nodes=self.nats_nodes,
             database_url=self.database_url,
             s3_endpoint=self.s3_endpoint,
             s3_bucket=self.s3_bucket,
@@ -148,13 +238,23 @@ class Stack:
             if self.envoy:
                 self.start_envoy()
             self.start_services(self.services)
+            gateways = len(self.replicas("gateway"))
+            if self.envoy and gateways > 1 and "gateway" in self.services:
+                # Envoy routes to a replica once its gRPC health check passed (1 s interval).
+                started = time.monotonic()
+                admin = self.envoy_admin_url
+                self._await(
+                    "envoy",
+                    started,
+                    lambda: probes.envoy_hosts_healthy(admin, "gateway", gateways),
+                )
 
     def start_infra(self) -> None:
         """NATS, Postgres, Valkey, SeaweedFS (S3) and the OTLP sink; role, database and bucket."""
         with self._stop_on_failure():
             self._claim_run_dir()
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            for folder in ("nats", "valkey", "seaweedfs"):
+            for folder in (*self._nats_dirs(), "valkey", "seaweedfs"):
                 (self.data_dir / folder).mkdir(parents=True, exist_ok=True)
             identities = self.run_dir / "s3-identities.json"
             identities.write_text(servers.s3_identities(self.s3_access_key, self.s3_secret_key))
@@ -162,7 +262,8 @@ class Stack:
             started = time.monotonic()
             # Launch everything first and wait afterwards: the servers boot in parallel, and
             # initdb (the slowest step, first run only) overlaps with the others' start.
-            self._launch(servers.nats_spec(self.ports, self.data_dir / "nats"))
+            for node in range(1, self.nats_nodes + 1):
+                self._launch(self._nats_spec(node))
             self._launch(servers.valkey_spec(self.ports, self.data_dir / "valkey"))
             self._launch(
                 servers.seaweedfs_spec(self.ports, self.data_dir / "seaweedfs", identities)
@@ -171,8 +272,7 @@ class Stack:
             pg_data = self.data_dir / "postgres"
             pg_user = servers.prepare_postgres(pg_data)
             self._launch(servers.postgres_spec(self.ports, pg_data, pg_user, durable=self.durable))
-            monitor = f"http://{HOST}:{self.ports.nats_monitor}/healthz"
-            self._await("nats", started, lambda: probes.http_ok(monitor))
+            self._await_nats(started)
             self._await(
                 "postgres",
                 started,
@@ -196,7 +296,9 @@ class Stack:
             render_config(
                 listen_port=self.ports.envoy,
                 admin_port=self.ports.envoy_admin,
-                gateway_port=self.ports.gateway,
+                gateway_ports=[
+                    self.ports.service("gateway", r.index) for r in self.replicas("gateway")
+                ],
                 descriptor_path=DEFAULT_DESCRIPTOR,
                 otlp_port=self.ports.otlp,
                 max_request_bytes=self.max_request_bytes,
@@ -212,54 +314,94 @@ class Stack:
     ) -> None:
         """Launch the services together (imports overlap), then wait for each to be SERVING."""
         names = list(self.services if names is None else names)
-        launched = {name: time.monotonic() for name in names if self._launch_service(name, env)}
-        for name, started in launched.items():
-            self._await(name, started, self._health_probe(name), self.service_timeout_s)
+        replicas = [r for name in names for r in self.replicas(name)]
+        for wave in self._start_waves(replicas):
+            launched = {r: time.monotonic() for r in wave if self._launch_service(r, env)}
+            for replica, started in launched.items():
+                self._await(
+                    replica.name, started, self._health_probe(replica), self.service_timeout_s
+                )
 
     def start_service(
         self, name: str, env: Mapping[str, str] | None = None, *, wait: bool = True
     ) -> None:
-        """(Re)start one service; `env` adds variables for this run only."""
+        """(Re)start a service (every replica not running) or one replica ("imaging-2"); `env`
+        adds variables for this run only."""
         started = time.monotonic()
-        if self._launch_service(name, env) and wait:
-            self.wait_healthy(name)
+        launched = [r for r in self.replicas(name) if self._launch_service(r, env)]
+        if launched and wait:
+            for replica in launched:
+                self.wait_healthy(replica.name)
             self.timings[name] = time.monotonic() - started
 
     def wait_healthy(self, name: str, timeout: float | None = None) -> None:
-        """Block until grpc.health.v1 Check("") on the service says SERVING."""
-        proc = self._proc(name)
+        """Block until grpc.health.v1 Check("") says SERVING on the replica (every replica of a
+        service)."""
         timeout = self.service_timeout_s if timeout is None else timeout
-        proc.wait_ready(self._health_probe(name), timeout, what="SERVING")
+        for replica in self.replicas(name):
+            self._proc(replica.name).wait_ready(
+                self._health_probe(replica), timeout, what="SERVING"
+            )
 
     def kill_service(
         self, name: str, sig: int = signal.SIGKILL, *, wait: bool = True, timeout: float = 30.0
     ) -> int | None:
-        """Send `sig` to the service's process group; with `wait`, return its exit status."""
-        proc = self._proc(name)
-        proc.send_signal(sig)
-        if not wait:
-            return None
-        try:
-            status = proc.wait(timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise StackError(f"{name} still running {timeout:.0f}s after signal {sig}") from exc
+        """Send `sig` to the process group of a replica (of every replica of a service); with
+        `wait`, return its exit status (the last one's)."""
+        return self._kill([r.name for r in self.replicas(name)], sig, wait, timeout)
+
+    def stop_service(self, name: str, timeout: float | None = None) -> int | None:
+        """Graceful stop of a replica or of every replica of a service: SIGTERM (it drains),
+        SIGKILL after `timeout`. Replicas drain side by side; returns the last status."""
+        procs = [self._proc(r.name) for r in self.replicas(name)]
+        for proc in procs:
+            proc.request_stop(timeout)
+        status = None
+        for proc in procs:
+            status = proc.stop(timeout)
         self._save_state()
         return status
 
-    def stop_service(self, name: str, timeout: float | None = None) -> int | None:
-        """Graceful stop: SIGTERM (the service drains), SIGKILL after `timeout`."""
-        status = self._proc(name).stop(timeout)
-        self._save_state()
-        return status
+    def kill_nats(
+        self, node: int = 1, sig: int = signal.SIGKILL, *, wait: bool = True, timeout: float = 30.0
+    ) -> int | None:
+        """Send `sig` to one NATS node (the only one of a single-node stack)."""
+        return self._kill([self.nats_process(node)], sig, wait, timeout)
+
+    def start_nats(self, node: int = 1) -> None:
+        """Start a NATS node again on its data folder; returns once it serves and (cluster) the
+        JetStream meta group has every peer current again."""
+        name = self.nats_process(node)
+        if self.is_running(name):
+            return
+        started = time.monotonic()
+        self._launch(self._nats_spec(node))
+        self._await_nats(started, nodes=[node])
 
     def restart_service(self, name: str, env: Mapping[str, str] | None = None) -> None:
         if self.is_running(name):
             self.stop_service(name)
         self.start_service(name, env)
 
+    def revive(self, name: str) -> bool:
+        """Start again a service replica or NATS node that is not running (what a supervisor
+        does after a crash); False for other processes, which are not restarted."""
+        nodes = {self.nats_process(n): n for n in range(1, self.nats_nodes + 1)}
+        if name in nodes:
+            self.start_nats(nodes[name])
+            return True
+        try:
+            self.replicas(name)
+        except StackError:
+            return False
+        self.start_service(name)
+        return True
+
     def is_running(self, name: str) -> bool:
-        proc = self._procs.get(name)
-        return proc is not None and proc.alive
+        """A process by name ("nats-2", "imaging-1", "envoy"); a service: all its replicas."""
+        names = [r.name for r in self.replicas(name)] if name in SERVICES else [name]
+        procs = [self._procs.get(n) for n in names]
+        return all(proc is not None and proc.alive for proc in procs)
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self._procs.items() if p.alive}
@@ -272,10 +414,11 @@ class Stack:
         """Stop everything this Stack started: services, then Envoy, then the servers they use.
         Within each tier all get the signal at once and drain in parallel. Idempotent."""
         names = list(reversed(self._procs))
+        services = {r.name for s in SERVICES for r in self.replicas(s)}
         tiers = [
-            [n for n in names if n in SERVICES],
+            [n for n in names if n in services],
             [n for n in names if n == "envoy"],
-            [n for n in names if n not in SERVICES and n != "envoy"],
+            [n for n in names if n not in services and n != "envoy"],
         ]
         for tier in tiers:
             for name in tier:
@@ -347,17 +490,80 @@ class Stack:
         self._save_state()
         return proc
 
-    def _launch_service(self, name: str, env: Mapping[str, str] | None) -> bool:
-        if name not in SERVICES:
-            raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
-        if self.is_running(name):
+    def _start_waves(self, replicas: Sequence[Replica]) -> list[list[Replica]]:
+        """One wave on a single NATS server. On a fresh cluster, services that create the same
+        R3 stream at the same moment can see JetStream API requests time out while the stream's
+        Raft group forms, so: the first jobs replica alone (it creates the streams), then every
+        other service's first replica (one creator per durable consumer), then the rest."""
+        if not self.cluster:
+            return [list(replicas)]
+        first = [r for r in replicas if r.service == "jobs" and r.index == 1]
+        waves = [
+            first,
+            [r for r in replicas if r.index == 1 and r not in first],
+            [r for r in replicas if r.index > 1],
+        ]
+        return [wave for wave in waves if wave]
+
+    def _launch_service(self, replica: Replica, env: Mapping[str, str] | None) -> bool:
+        if self.is_running(replica.name):
             return False
-        self._launch(mesh.service_spec(name, self.service_env(name, env), servers.REPO_ROOT))
+        self._launch(
+            mesh.service_spec(
+                replica.service,
+                self.service_env(replica.name, env),
+                servers.REPO_ROOT,
+                process_name=replica.name,
+            )
+        )
         return True
 
-    def _health_probe(self, name: str) -> Callable[[], None]:
-        addr = self.service_addr(name)
+    def _health_probe(self, replica: Replica) -> Callable[[], None]:
+        addr = self.service_addr(replica.name)
         return lambda: probes.grpc_serving(addr)
+
+    def _kill(self, names: Sequence[str], sig: int, wait: bool, timeout: float) -> int | None:
+        procs = [self._proc(name) for name in names]
+        for proc in procs:
+            proc.send_signal(sig)
+        if not wait:
+            return None
+        status = None
+        for proc in procs:
+            try:
+                status = proc.wait(timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise StackError(
+                    f"{proc.name} still running {timeout:.0f}s after signal {sig}"
+                ) from exc
+        self._save_state()
+        return status
+
+    def _nats_dirs(self) -> list[str]:
+        if not self.cluster:
+            return ["nats"]
+        return [servers.nats_process_name(n) for n in range(1, self.nats_nodes + 1)]
+
+    def _nats_spec(self, node: int) -> ProcessSpec:
+        folder = self.data_dir / self._nats_dirs()[node - 1]
+        return servers.nats_spec(self.ports, folder, node if self.cluster else None)
+
+    def _await_nats(self, started: float, nodes: Sequence[int] | None = None) -> None:
+        """Each (given) node answers /healthz; in a cluster, then the JetStream meta group has a
+        leader and every peer current (R3 streams need all three)."""
+        all_nodes = range(1, self.nats_nodes + 1)
+        for node in all_nodes if nodes is None else nodes:
+            monitor = f"{self.nats_monitor_url(node)}/healthz"
+            self._await(
+                self.nats_process(node), started, functools.partial(probes.http_ok, monitor)
+            )
+        if self.cluster:
+            monitors = [self.nats_monitor_url(n) for n in all_nodes]
+            self._await(
+                self.nats_process((nodes or [1])[0]),
+                started,
+                lambda: probes.nats_cluster_ready(monitors),
+            )
 
     def _await(
         self,

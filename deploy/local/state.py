@@ -7,6 +7,7 @@ stops the recorded processes itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -92,3 +93,15 @@ def stop_from_state(path: Path, owner_grace_s: float = 60.0) -> list[str]:
         record.stop()  # no-op for what the owner already stopped
     path.unlink(missing_ok=True)
     return running
+
+
+def kill_from_state(path: Path, name: str, sig: int = signal.SIGKILL) -> bool:
+    """Send `sig` to the process group of the recorded, running process `name` (a chaos test
+    from another terminal); False when no such process runs."""
+    state = read_state(path)
+    for record in state.processes if state is not None else ():
+        if record.name == name and record.is_alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record.pgid, sig)
+            return True
+    return False

@@ -171,12 +171,19 @@ def test_rendered_configs_pass_envoy_validation(tmp_path: Path) -> None:
         "dev": render_config(
             listen_port=8080,
             admin_port=9901,
-            gateway_port=50051,
+            gateway_ports=[50051],
             descriptor_path=str(DESCRIPTOR),
             otlp_port=4317,
         ),
         # The compose file names the descriptor inside the container; validate with ours.
         "compose": render_config(**{**COMPOSE, "descriptor_path": str(DESCRIPTOR)}),
+        "cluster": render_config(
+            listen_port=8080,
+            admin_port=9901,
+            gateway_ports=[50051, 50061],
+            descriptor_path=str(DESCRIPTOR),
+            otlp_port=4317,
+        ),
     }
     for name, text in configs.items():
         path = tmp_path / f"{name}.json"
@@ -193,7 +200,7 @@ def test_rendered_configs_pass_envoy_validation(tmp_path: Path) -> None:
 def test_only_streaming_routes_have_no_request_timeout() -> None:
     config = json.loads(
         render_config(
-            listen_port=1, admin_port=2, gateway_port=3, descriptor_path="x.pb", otlp_port=4
+            listen_port=1, admin_port=2, gateway_ports=[3], descriptor_path="x.pb", otlp_port=4
         )
     )
     (listener,) = config["static_resources"]["listeners"]
@@ -206,6 +213,59 @@ def test_only_streaming_routes_have_no_request_timeout() -> None:
         "/grpc.reflection.",
     }
     assert routes[-1]["match"]["prefix"] == "/"  # the catch-all comes last
+
+
+def _gateway_cluster_and_vhost(ports: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
+    config = json.loads(
+        render_config(
+            listen_port=1, admin_port=2, gateway_ports=ports, descriptor_path="x.pb", otlp_port=4
+        )
+    )
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "gateway"]
+    (listener,) = config["static_resources"]["listeners"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (vhost,) = hcm["route_config"]["virtual_hosts"]
+    return cluster, vhost
+
+
+def test_gateway_replicas_are_balanced_health_checked_ejected_and_retried() -> None:
+    cluster, vhost = _gateway_cluster_and_vhost([50051, 50061])
+    (locality,) = cluster["load_assignment"]["endpoints"]
+    ports = [
+        e["endpoint"]["address"]["socket_address"]["port_value"] for e in locality["lb_endpoints"]
+    ]
+    assert ports == [50051, 50061]
+    (check,) = cluster["health_checks"]
+    assert check["grpc_health_check"] == {"service_name": GATEWAY_SERVICE}
+    assert check["interval"] == check["no_traffic_interval"] == "1s"
+    outlier = cluster["outlier_detection"]
+    assert outlier["split_external_local_origin_errors"] is True
+    assert outlier["consecutive_local_origin_failure"] == 2
+    # A gateway answering UNAVAILABLE for its own upstream (jobs) is not ejected for it.
+    assert (
+        outlier["enforcing_consecutive_5xx"]
+        == outlier["enforcing_consecutive_gateway_failure"]
+        == 0
+    )
+    assert outlier["max_ejection_percent"] == 50
+    retry = vhost["retry_policy"]
+    assert set(retry["retry_on"].split(",")) == {
+        "connect-failure",
+        "refused-stream",
+        "reset",
+        "unavailable",
+    }
+    assert retry["num_retries"] >= 1
+    (predicate,) = retry["retry_host_predicate"]
+    assert predicate["name"] == "envoy.retry_host_predicates.previous_hosts"
+
+
+def test_one_gateway_keeps_the_single_node_config() -> None:
+    cluster, vhost = _gateway_cluster_and_vhost([50051])
+    assert "outlier_detection" not in cluster and "retry_policy" not in vhost
+    assert cluster["health_checks"][0]["interval"] == "5s"
+    with pytest.raises(ValueError, match="at least one"):
+        _gateway_cluster_and_vhost([])
 
 
 def test_committed_compose_config_is_current() -> None:
@@ -240,7 +300,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         render_config(
             listen_port=listen_port,
             admin_port=admin_port,
-            gateway_port=gateway_port,
+            gateway_ports=[gateway_port],
             descriptor_path=str(DESCRIPTOR),
             otlp_port=otlp_port,
             max_request_bytes=LIMIT,

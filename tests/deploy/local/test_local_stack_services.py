@@ -19,9 +19,14 @@ FAKE = Path(__file__).with_name("fake_service.py")
 
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    def fake_spec(name: str, env: Mapping[str, str], cwd: Path) -> ProcessSpec:
+    def fake_spec(
+        name: str, env: Mapping[str, str], cwd: Path, process_name: str | None = None
+    ) -> ProcessSpec:
         return ProcessSpec(
-            name, [sys.executable, str(FAKE)], env={**os.environ, **env}, stop_timeout=5
+            process_name or name,
+            [sys.executable, str(FAKE)],
+            env={**os.environ, **env},
+            stop_timeout=5,
         )
 
     monkeypatch.setattr(mesh, "service_spec", fake_spec)
