@@ -25,6 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.runtime import metrics
 from services.runtime.errors import DOMAIN, ServiceError
 from services.runtime.logs import setup_logging
 from services.runtime.settings import ServiceSettings
@@ -73,9 +74,20 @@ async def _serve(settings: S, build: AppFactory[S]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    # Up before the composition root, so a slow start (migrations, models) can be watched.
+    metrics_server = metrics.start_metrics_server(settings)
+    try:
+        await _serve_app(settings, build, stop)
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()
+
+
+async def _serve_app(settings: S, build: AppFactory[S], stop: asyncio.Event) -> None:
     async with build(settings) as app:
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
+            # Metrics first (outermost): it sees the final status, ErrorInterceptor's aborts too.
+            interceptors=[metrics.ServerMetricsInterceptor(), ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -286,6 +298,7 @@ async def channel(target: str) -> AsyncIterator[grpc.aio.Channel]:
             ("grpc.enable_retries", 1),
             ("grpc.service_config", _SERVICE_CONFIG),
         ],
+        interceptors=metrics.client_interceptors(),
     )
     try:
         yield ch
