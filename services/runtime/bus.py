@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from services.runtime import metrics
 from services.runtime.errors import Internal, ServiceError
 from services.runtime.telemetry import extract_context, inject_headers
 
@@ -348,8 +349,10 @@ class Consumer:
         max_deliver: int,
         max_ack_pending: int,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        count_tasks: bool = False,
     ) -> None:
-        """`concurrency` is this process's share; `max_ack_pending` the whole fleet's ceiling."""
+        """`concurrency` is this process's share; `max_ack_pending` the whole fleet's ceiling.
+        `count_tasks`: the messages are tasks (PIXMESH_TASKS), counted in pixmesh_tasks_*."""
         self.bus = bus
         self.stream = stream
         self.durable = durable
@@ -361,6 +364,7 @@ class Consumer:
         self.max_deliver = max_deliver
         self.max_ack_pending = max_ack_pending
         self.retry_delays = tuple(retry_delays) or DEFAULT_RETRY_DELAYS
+        self.count_tasks = count_tasks
 
     async def setup(self) -> None:
         # One extra server-side delivery lets us see (and dead-letter) a task that crashed the
@@ -406,12 +410,20 @@ class Consumer:
                 await psub.unsubscribe()
 
     async def _handle(self, msg: Msg) -> None:
+        meta = msg.metadata
         delivery = Delivery(
             subject=msg.subject,
             data=msg.data,
             headers=dict(msg.headers or {}),
-            attempt=msg.metadata.num_delivered,
+            attempt=meta.num_delivered,
         )
+        if self.count_tasks:
+            metrics.TASKS_RECEIVED().inc()
+            if delivery.attempt == 1:
+                # The stream's timestamp of the message: when the task was published. Later
+                # deliveries would add the retry delays, so only the first one is observed.
+                waited = time.time() - meta.timestamp.timestamp()
+                metrics.TASK_QUEUE_WAIT().observe(max(0.0, waited))
         ctx = extract_context(delivery.headers)
         with _tracer.start_as_current_span(
             f"process {msg.subject}",
@@ -441,10 +453,14 @@ class Consumer:
                 await self._settle_failure(msg, delivery, Internal())
             else:
                 await msg.ack()
+                if self.count_tasks:
+                    metrics.TASKS_SUCCEEDED().inc()
             finally:
                 heartbeat.cancel()
 
     async def _settle_failure(self, msg: Msg, delivery: Delivery, err: ServiceError) -> None:
+        if self.count_tasks:
+            metrics.TASKS_FAILED(err.reason).inc()
         if err.retryable and delivery.attempt < self.max_deliver:
             delay = self.retry_delays[min(delivery.attempt - 1, len(self.retry_delays) - 1)]
             log.info(
@@ -452,6 +468,8 @@ class Consumer:
                 extra={"reason": err.reason, "attempt": delivery.attempt, "delay_s": delay},
             )
             await msg.nak(delay=delay)
+            if self.count_tasks:
+                metrics.TASKS_RETRIED(err.reason).inc()
             return
         try:
             await self.on_give_up(delivery, err)
@@ -459,8 +477,12 @@ class Consumer:
             # Could not record the failure: leave the message for redelivery.
             log.exception("could not record a failed task; it will be redelivered")
             await msg.nak(delay=self.retry_delays[0])
+            if self.count_tasks:
+                metrics.TASKS_RETRIED(err.reason).inc()
             return
         await msg.term()
+        if self.count_tasks:
+            metrics.TASKS_DEAD_LETTERED(err.reason).inc()
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:

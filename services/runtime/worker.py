@@ -21,6 +21,7 @@ from opentelemetry import trace
 from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2
 from pixmesh.events.v1 import events_pb2
 from services.runtime import bus as busmod
+from services.runtime import metrics
 from services.runtime.bus import Bus, Consumer, Delivery
 from services.runtime.errors import DeadlineExceeded, Internal, InvalidArgument, ServiceError
 from services.runtime.settings import WorkerSettings
@@ -95,6 +96,7 @@ class TaskWorker:
             max_ack_pending=self.settings.max_ack_pending,
             ack_wait=self.settings.ack_wait_s,
             max_deliver=self.settings.max_deliver,
+            count_tasks=True,
         )
 
     async def handle(self, delivery: Delivery) -> None:
@@ -102,6 +104,13 @@ class TaskWorker:
         trace.get_current_span().set_attributes(
             {"pixmesh.job_id": task.job_id, "pixmesh.stage": task.stage_index}
         )
+        started = time.perf_counter()
+        try:
+            await self._run(task, delivery)
+        finally:
+            metrics.TASK_DURATION(operation(task)).observe(time.perf_counter() - started)
+
+    async def _run(self, task: events_pb2.Task, delivery: Delivery) -> None:
         left = seconds_left(task)
         if left is not None and left <= 0:
             raise DeadlineExceeded(message="the job's deadline passed before this stage ran")
@@ -177,6 +186,13 @@ class TaskWorker:
         )
         kind = suffix.split(".", 1)[0]
         await self.bus.publish(busmod.task_event_subject(kind), event, msg_id=event_id)
+
+
+def operation(task: events_pb2.Task) -> str:
+    """The kind of a task's first operation ("resize"; a rendition's when the stage has no
+    shared ones): the pixmesh_task_duration_seconds label, one of a fixed set."""
+    ops = task.operations or (task.renditions[0].operations if task.renditions else ())
+    return (ops[0].WhichOneof("op") if ops else None) or "none"
 
 
 def stage_spec(task: events_pb2.Task) -> bytes:
