@@ -14,10 +14,12 @@ from services.jobs.repository import JobsRepository
 from services.jobs.service import JobsService
 from services.jobs.settings import JobsSettings
 from services.jobs.webhooks import WebhookPolicy
-from services.runtime import db
-from services.runtime.bus import Bus
+from services.runtime import bus as busmod
+from services.runtime import db, metrics
+from services.runtime.bus import Bus, Consumer
+from services.runtime.pipeline import WORKER_SERVICES
 from services.runtime.presence import Announcer, PresenceBoard
-from services.runtime.server import App, GrpcService
+from services.runtime.server import App, GrpcService, Worker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -64,9 +66,35 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
                 service.deliver_webhooks,
                 lambda stop: service.reap_overdue(stop, settings.reaper_interval_s),
                 Announcer.for_service(bus.nc, settings).run,
+                _metrics_watcher(bus, repo, consumer),
             ],
         )
     finally:
         await board.close()
         await bus.close()
         await pool.close()
+
+
+def _metrics_watcher(bus: Bus, repo: JobsRepository, events: Consumer) -> Worker:
+    """The fleet's queues as gauges, exported by jobs: every worker service's task consumer,
+    the task-event and upload consumers, every stream's size, and the jobs running now."""
+
+    async def running() -> None:
+        metrics.JOBS_RUNNING().set(await repo.count_running())
+
+    queues = [
+        metrics.WatchedQueue(
+            busmod.TASKS_STREAM, busmod.task_durable(name), busmod.task_subject(name)
+        )
+        for name in WORKER_SERVICES
+    ]
+    # The metadata service's consumer of upload events (services/metadata/consumers.py).
+    uploads = metrics.WatchedQueue(
+        busmod.EVENTS_STREAM, "metadata-uploads", busmod.IMAGE_UPLOADED_SUBJECT
+    )
+    return metrics.queue_watcher(
+        bus,
+        [*queues, metrics.WatchedQueue.of(events), uploads],
+        streams=list(busmod.STREAMS),
+        refreshers=[running],
+    )

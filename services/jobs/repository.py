@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import contextvars
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.jobs import errors
 from services.jobs import statemachine as sm
-from services.runtime import bus
+from services.runtime import bus, metrics
 from services.runtime.pipeline import plan_stages
 from services.runtime.storage import input_key
 from services.runtime.telemetry import inject_headers
@@ -339,6 +340,7 @@ class JobsRepository:
             if existing is None:
                 raise
             return existing, False
+        metrics.JOBS_CREATED().inc()
         return created, True
 
     async def cancel(self, tenant_id: str, job_id: str) -> job_pb2.Job:
@@ -383,6 +385,7 @@ class JobsRepository:
                 )
             out.job_event(job)
             await _save(conn, job, out)
+            _after_commit(metrics.JOBS_EVENTS_APPLIED().inc)
 
     async def retry_failed(self, job_id: str) -> job_pb2.Job:
         """Run a FAILED job again from its failed stage (operators replaying a dead letter)."""
@@ -478,6 +481,15 @@ class JobsRepository:
         assert row is not None
         return JobCounts(**{k: int(v) for k, v in row.items()})
 
+    async def count_running(self) -> int:
+        """Jobs in state RUNNING, fleet-wide (the pixmesh_jobs_running gauge). Not traced: it
+        is polled."""
+        with suppress_instrumentation():
+            n: int = await self.pool.fetchval(
+                "SELECT count(*) FROM jobs.jobs WHERE state = 'RUNNING'"
+            )
+        return n
+
     # ---- outbox ---------------------------------------------------------------------------
 
     # In this class body `list` names the method above, hence `builtins.list` in annotations.
@@ -568,6 +580,10 @@ async def _lock(
 
 
 async def _save(conn: asyncpg.Connection, job: sm.JobRecord, out: _Outbox) -> None:
+    if job.state in sm.TERMINAL and job.finished_at is not None:
+        # Every caller locked an open job: a terminal state here is this transaction's doing.
+        state, seconds = job.state, (job.finished_at - job.created_at).total_seconds()
+        _after_commit(lambda: metrics.job_finished(state, seconds))
     stages = [job.stages[i] for i in sorted(job.changed)]
     await conn.execute(
         _SAVE,
@@ -795,16 +811,37 @@ async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
             await pool.release(conn)
 
 
+# Metrics of the transaction in progress, recorded once it commits (None: outside one).
+_on_commit: contextvars.ContextVar[list[Callable[[], None]] | None] = contextvars.ContextVar(
+    "jobs_on_commit", default=None
+)
+
+
+def _after_commit(record: Callable[[], None]) -> None:
+    pending = _on_commit.get()
+    if pending is None:
+        record()
+    else:
+        pending.append(record)
+
+
 @contextlib.asynccontextmanager
 async def _transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection in a transaction: BEGIN is not traced, COMMIT (or ROLLBACK) is."""
+    """A pooled connection in a transaction: BEGIN is not traced, COMMIT (or ROLLBACK) is.
+    Metrics of what it changed are recorded after the commit (a rollback records none)."""
     async with _connection(pool) as conn:
         tx = conn.transaction()
         with suppress_instrumentation():
             await tx.start()
+        pending: list[Callable[[], None]] = []
+        token = _on_commit.set(pending)
         try:
             yield conn
         except BaseException:
             await tx.rollback()
             raise
+        finally:
+            _on_commit.reset(token)
         await tx.commit()
+        for record in pending:
+            record()

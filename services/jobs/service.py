@@ -23,6 +23,7 @@ from services.jobs.repository import (
     WebhookDelivery,
 )
 from services.runtime import bus as busmod
+from services.runtime import metrics
 from services.runtime.bus import Bus
 from services.runtime.errors import invalid
 from services.runtime.pipeline import check_renditions, op_name, request_hash
@@ -287,6 +288,8 @@ class JobsService:
                     retry_in = webhooks.backoff_s(d.attempt, policy.backoff_s, policy.backoff_max_s)
             state = await self.repo.record_webhook(d.job_id, d.attempt, error, retry_in)
             span.set_attribute("pixmesh.webhook.state", state or "STALE")
+            if state in _WEBHOOK_OUTCOMES:
+                metrics.WEBHOOK_ATTEMPTS(_WEBHOOK_OUTCOMES[state]).inc()
             if state == "FAILED":
                 log.warning(
                     "webhook failed for good",
@@ -304,6 +307,10 @@ class JobsService:
                 log.exception("reaper failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+
+
+# A recorded attempt's outcome (pixmesh_webhook_attempts_total) by the delivery's new state.
+_WEBHOOK_OUTCOMES = {"DELIVERED": "delivered", "PENDING": "retry", "FAILED": "failed"}
 
 
 def _trace_headers() -> dict[str, str]:
