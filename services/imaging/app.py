@@ -11,6 +11,7 @@ from services.imaging.consumers import processor
 from services.imaging.isolation import ProcessPool
 from services.imaging.service import ImagingProcessor
 from services.imaging.settings import ImagingSettings
+from services.runtime import metrics
 from services.runtime.imageprobe import configure_pillow
 from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
@@ -37,5 +38,9 @@ async def build(settings: ImagingSettings) -> AsyncIterator[App]:
                     name, lambda s: imaging_pb2_grpc.add_ImagingServiceServicer_to_server(api, s)
                 )
             ],
-            workers=[consumer.run, Announcer.for_service(consumer.bus.nc, settings).run],
+            workers=[
+                consumer.run,
+                Announcer.for_service(consumer.bus.nc, settings).run,
+                metrics.queue_watcher(consumer.bus, [metrics.WatchedQueue.of(consumer)]),
+            ],
         )

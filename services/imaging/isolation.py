@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from services.imaging.errors import DEADLINE_EXCEEDED, IMAGE_TOO_LARGE, WORKER_CRASHED
+from services.runtime import metrics
 from services.runtime.errors import DeadlineExceeded, Internal, InvalidArgument, Unavailable
 from services.runtime.imageprobe import configure_pillow
 from services.runtime.logs import setup_logging
@@ -74,6 +75,14 @@ class IsolationConfig:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.max_tasks_per_child < 1:
             raise ValueError("workers and max_tasks_per_child must be positive")
+
+
+@dataclass
+class MemoryLimitExceeded(InvalidArgument):
+    """A pipeline hit its child's memory limit (a MemoryError there): IMAGE_TOO_LARGE, told
+    apart from the same reason found in a header, for pixmesh_imaging_memory_kills_total."""
+
+    reason: str = IMAGE_TOO_LARGE
 
 
 class ProcessPool:
@@ -141,8 +150,12 @@ class ProcessPool:
             )
         try:
             return future.result()
+        except MemoryLimitExceeded:
+            metrics.IMAGING_MEMORY_KILLS().inc()
+            raise
         except BrokenProcessPool as exc:
             slot.reset(kill=False)
+            metrics.IMAGING_CHILD_CRASHES().inc()
             log.warning("image worker process died", extra={"function": fn.__qualname__})
             raise Internal(
                 message="the image worker process died while processing this image",
@@ -162,9 +175,9 @@ class ProcessPool:
                 future.cancel()  # nobody will read it: the child is about to be killed
         return bool(done)
 
-    def _new_executor(self) -> ProcessPoolExecutor:
+    def _new_executor(self) -> _Executor:
         c = self.config
-        return ProcessPoolExecutor(
+        executor = ProcessPoolExecutor(
             1,
             mp_context=self._context,
             initializer=_init_child,
@@ -177,13 +190,14 @@ class ProcessPool:
             ),
             max_tasks_per_child=c.max_tasks_per_child,
         )
+        return _Executor(executor, c.max_tasks_per_child)
 
     def _start_children(self) -> list[_Slot]:
         self._context.set_forkserver_preload(list(self.config.preload))
         slots = [_Slot(self._new_executor) for _ in range(self.config.workers)]
         try:
             for slot in slots:
-                slot.executor.submit(_ready).result()
+                slot.submit(_ready, ()).result()
         except BrokenProcessPool as exc:
             raise RuntimeError(
                 "the pipeline processes died while starting (their error is logged above); "
@@ -192,20 +206,43 @@ class ProcessPool:
         return slots
 
 
+@dataclass
+class _Executor:
+    """A single-process executor and the tasks submitted to its current process: the
+    executor replaces the process after `max_tasks_per_child` of them (a recycle)."""
+
+    pool: ProcessPoolExecutor
+    max_tasks_per_child: int
+    tasks: int = 0
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future = self.pool.submit(fn, *args)
+        self.tasks += 1
+        if self.tasks == self.max_tasks_per_child:
+            self.tasks = 0
+            metrics.IMAGING_CHILD_RECYCLES().inc()
+        return future
+
+
 class _Slot:
     """One single-process executor, running one task at a time. Replaced, never repaired."""
 
-    def __init__(self, new_executor: Callable[[], ProcessPoolExecutor]) -> None:
+    def __init__(self, new_executor: Callable[[], _Executor]) -> None:
         self._new_executor = new_executor
-        self.executor = new_executor()
+        self._current = new_executor()
+
+    @property
+    def executor(self) -> ProcessPoolExecutor:
+        return self._current.pool
 
     def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> Future[T]:
         try:
-            return self.executor.submit(_guarded, fn, *args)
+            return self._current.submit(_guarded, fn, *args)
         except BrokenProcessPool:
             # Its process died while idle (killed from outside): the task never ran there.
+            metrics.IMAGING_CHILD_CRASHES().inc()
             self.reset(kill=False)
-            return self.executor.submit(_guarded, fn, *args)
+            return self._current.submit(_guarded, fn, *args)
 
     def reset(self, *, kill: bool) -> None:
         old = self.executor
@@ -213,7 +250,7 @@ class _Slot:
             _kill_workers(old)
         old.shutdown(wait=False, cancel_futures=True)
         # Its process starts on the next submit: a fork of the warm forkserver, milliseconds.
-        self.executor = self._new_executor()
+        self._current = self._new_executor()
 
 
 def _init_child(
@@ -266,9 +303,8 @@ def _guarded(fn: Callable[..., T], *args: Any) -> T:
     except MemoryError:
         # Only this child's own allocations count against its limit, and it runs one task at a
         # time: the image is what needs too much memory.
-        raise InvalidArgument(
-            message="processing the image needs more memory than a worker may use",
-            reason=IMAGE_TOO_LARGE,
+        raise MemoryLimitExceeded(
+            message="processing the image needs more memory than a worker may use"
         ) from None
 
 

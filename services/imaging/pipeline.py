@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from opentelemetry import trace
 from PIL import Image, ImageFile, ImageOps
 
-from pixmesh.common.v1 import operations_pb2
+from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.imaging.colour import profile_for, to_srgb
 from services.imaging.encode import (
     WEBP_EFFORT,
@@ -101,6 +101,8 @@ class PipelineResult:
     timings: Mapping[str, float] = field(default_factory=dict)
     # Frames in the output (1: a still image).
     frames: int = 1
+    # The input's format (what was decoded), for metrics by format.
+    source_format: Format = image_pb2.ImageFormat.IMAGE_FORMAT_UNSPECIFIED
 
 
 @dataclass(frozen=True)
@@ -377,6 +379,7 @@ def _encode(
         flattened=header.frame_count > plan.input_frames,
         timings=steps.timings,
         frames=len(images),
+        source_format=header.format,
     )
 
 

@@ -24,7 +24,8 @@ from services.imaging.pipeline import (
     run_renditions,
 )
 from services.imaging.plan import plan_pipeline
-from services.runtime.imageprobe import Format, readable_formats
+from services.runtime import metrics
+from services.runtime.imageprobe import Format, extension_for, readable_formats
 
 _tracer = trace.get_tracer(__name__)
 
@@ -94,6 +95,11 @@ class ImagingProcessor:
             )
             result = child.result
             _record_steps(child.started_ns, result.timings)
+            metrics.imaging_steps(
+                result.timings,
+                extension_for(result.source_format),
+                [("", extension_for(result.format))],
+            )
             span.set_attributes(output_attributes(result))
             span.set_attribute("pixmesh.child.pid", child.pid)
             return result
@@ -136,6 +142,12 @@ class ImagingProcessor:
                 with trace.use_span(rendition, end_on_exit=False):
                     at = _record_steps(at, output.timings)
                 rendition.end(end_time=at)
+            if result.renditions:
+                metrics.imaging_steps(
+                    result.timings,
+                    extension_for(result.renditions[0][1].source_format),
+                    [(f"{name}.", extension_for(out.format)) for name, out in result.renditions],
+                )
             span.set_attribute("pixmesh.child.pid", child.pid)
             return result
 
