@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from services.runtime import metrics
 from services.runtime.errors import ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Backpressure:
                     "queue full, job refused",
                     extra={"service": service, "depth": depth, "limit": self.max_depth},
                 )
+                metrics.GATEWAY_BACKPRESSURE_REFUSALS(service).inc()
                 raise queue_full(service, depth, self.max_depth, self.retry_after_s)
 
     async def depth(self, service: str) -> int | None:

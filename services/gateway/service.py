@@ -38,6 +38,7 @@ from services.gateway.validation import (
     check_shape,
 )
 from services.gateway.webhooks import check_webhook
+from services.runtime import metrics
 from services.runtime.errors import (
     FieldViolation,
     InvalidArgument,
@@ -380,6 +381,7 @@ class GatewayService:
                 job_id, seen_hash = seen
                 if seen_hash != req_hash:
                     raise errors.idempotency_mismatch()
+                metrics.GATEWAY_IDEMPOTENCY_HITS().inc()
                 return await self.get_job(tenant_id, job_id, timeout)
         if self.backpressure is not None:
             # After the idempotency replay: a job that exists is answered even when queues are full.
@@ -398,6 +400,8 @@ class GatewayService:
             resp: jobs_pb2.CreateJobResponse = await self.jobs.CreateJob(req, timeout=timeout)
         trace.get_current_span().set_attribute("pixmesh.job_id", resp.job.job_id)
         if idempotency_key:
+            if not resp.created:  # not in Redis, found by the jobs service's unique key
+                metrics.GATEWAY_IDEMPOTENCY_HITS().inc()
             await self.idempotency.remember(tenant_id, idempotency_key, resp.job.job_id, req_hash)
         return resp.job
 

@@ -18,6 +18,7 @@ from services.inference.models import ModelManager
 from services.inference.runner import RunnerOptions
 from services.inference.service import InferenceService, TileOptions
 from services.inference.settings import InferenceSettings
+from services.runtime import metrics
 from services.runtime.imageprobe import ProbeLimits, configure_pillow
 from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
@@ -53,6 +54,7 @@ async def build(settings: InferenceSettings) -> AsyncIterator[App]:
         )
         stack.push_async_callback(models.close)
         await models.load_many(settings.models)
+        metrics.INFERENCE_PROVIDER_INFO(models.provider).set(1)
         service = InferenceService(
             models,
             executor,
@@ -81,5 +83,9 @@ async def build(settings: InferenceSettings) -> AsyncIterator[App]:
                     lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(api, s),
                 )
             ],
-            workers=[consumer.run, Announcer.for_service(consumer.bus.nc, settings).run],
+            workers=[
+                consumer.run,
+                Announcer.for_service(consumer.bus.nc, settings).run,
+                metrics.queue_watcher(consumer.bus, [metrics.WatchedQueue.of(consumer)]),
+            ],
         )

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from services.inference.stats import ModelStats
+from services.runtime import metrics
 from services.runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,11 @@ class DynamicBatcher:
     async def _execute(self, batch: Sequence[_Request]) -> None:
         loop = asyncio.get_running_loop()
         start = time.monotonic()
+        delay = metrics.INFERENCE_QUEUE_DELAY()
         for r in batch:
             self.stats.queue.observe(start - r.enqueued)
+            delay.observe(start - r.enqueued)
+        metrics.INFERENCE_BATCH_SIZE().observe(len(batch))
         try:
             out = await loop.run_in_executor(self.executor, _run, self.model, batch)
         except Exception as exc:

@@ -29,6 +29,7 @@ from services.inference import errors, imageio, noise, selection, tiling
 from services.inference.imageio import Decoded, Encoded
 from services.inference.models import LoadedModel, ModelManager
 from services.inference.runner import CUDA
+from services.runtime import metrics
 from services.runtime.imageprobe import Format, ProbeLimits
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,9 @@ class InferenceService:
             finally:
                 model.stats.record_request(time.monotonic() - started, ok)
         tiles = tiling.plan(decoded.height, decoded.width, self.tiles.size, 0, self.tiles.overlap)
+        metrics.INFERENCE_TILES(choice.config.name, model.provider).inc(
+            len(tiles) * len(planes.planes)
+        )
         report = job_pb2.DenoiseReport(
             model=choice.config.name,
             model_version=choice.config.version,

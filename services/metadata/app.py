@@ -12,7 +12,7 @@ from services.metadata.consumers import processor, upload_consumer
 from services.metadata.repository import MIGRATIONS, SCHEMA, MetadataRepository
 from services.metadata.service import MetadataService
 from services.metadata.settings import MetadataSettings
-from services.runtime import db
+from services.runtime import db, metrics
 from services.runtime.imageprobe import configure_pillow
 from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
@@ -48,5 +48,12 @@ async def build(settings: MetadataSettings) -> AsyncIterator[App]:
                     name, lambda s: metadata_pb2_grpc.add_MetadataServiceServicer_to_server(api, s)
                 )
             ],
-            workers=[tasks.run, uploads.run, Announcer.for_service(tasks.bus.nc, settings).run],
+            workers=[
+                tasks.run,
+                uploads.run,
+                Announcer.for_service(tasks.bus.nc, settings).run,
+                metrics.queue_watcher(
+                    tasks.bus, [metrics.WatchedQueue.of(tasks), metrics.WatchedQueue.of(uploads)]
+                ),
+            ],
         )

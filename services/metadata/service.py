@@ -18,6 +18,7 @@ from pixmesh.common.v1 import image_pb2, metadata_pb2
 from services.metadata import errors, hashes, search
 from services.metadata.extract import extract
 from services.metadata.search import Cursor
+from services.runtime import metrics
 from services.runtime.errors import InvalidArgument, NotFound
 from services.runtime.storage import input_key
 from services.runtime.telemetry import tracer
@@ -115,7 +116,11 @@ class MetadataService:
             md = _unreadable(image, "image: the uploaded bytes are no longer in storage")
         except InvalidArgument as err:
             md = _unreadable(image, f"image: {err.message}")
-        await self._store.upsert(tenant_id, md, image.image_id or None, _uploaded_at(image))
+        uploaded_at = _uploaded_at(image)
+        await self._store.upsert(tenant_id, md, image.image_id or None, uploaded_at)
+        if uploaded_at is not None:
+            lag = (datetime.now(UTC) - uploaded_at).total_seconds()
+            metrics.METADATA_INDEXING_LAG().observe(max(0.0, lag))
 
     async def _extract_with_policy(self, data: bytes) -> metadata_pb2.ImageMetadata:
         with _tracer.start_as_current_span("metadata.extract") as span:
