@@ -1,0 +1,1 @@
+"""Kubernetes manifests (kustomize) and the generated Envoy files they mount (`sync`)."""

@@ -1,0 +1,72 @@
+"""Write the generated files the Kubernetes Envoy mounts: its config and the descriptor set.
+
+kustomize only reads files below the kustomization (`kubectl apply -k` has no way to lift that
+restriction), so deploy/k8s/base/envoy/ holds committed copies; a test fails when they are stale.
+
+- envoy.json: `deploy.envoy.config.render_config(**K8S)`: listens on all addresses, the gateway
+  is the headless Service `gateway` (DNS: one address per ready pod, so Envoy balances over the
+  replicas), traces go to the `otel-collector` Service.
+- pixmesh.pb: deploy/envoy/pixmesh.pb without source code info (comments and line numbers, which
+  the transcoder never reads): 50 KB instead of 245 KB, so the generated ConfigMap stays under the
+  256 KiB that client-side `kubectl apply` can store in its last-applied annotation.
+
+    python -m deploy.k8s.sync
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import descriptor_pb2
+
+from deploy.envoy.config import COMPOSE, DEFAULT_DESCRIPTOR, render_config
+
+ENVOY_DIR = Path(__file__).parent / "base" / "envoy"
+# Where the Deployment mounts the ConfigMap (deploy/k8s/base/envoy.yaml).
+MOUNT = "/etc/envoy"
+
+# The compose flavour (same ports, listening on all addresses) with Kubernetes' names. The admin
+# port serves /ready (the readiness probe) and /stats/prometheus; a NetworkPolicy lets only the
+# monitoring namespace reach it.
+K8S: dict[str, Any] = {
+    **COMPOSE,
+    "descriptor_path": f"{MOUNT}/pixmesh.pb",
+    "gateway_host": "gateway",
+    "otlp_host": "otel-collector",
+}
+
+
+def envoy_config() -> str:
+    return render_config(**K8S)
+
+
+def stripped_descriptor(source: str | Path = DEFAULT_DESCRIPTOR) -> bytes:
+    """The descriptor set without source code info, serialized deterministically."""
+    fds = descriptor_pb2.FileDescriptorSet()
+    fds.ParseFromString(Path(source).read_bytes())
+    for f in fds.file:
+        f.ClearField("source_code_info")
+    return fds.SerializeToString(deterministic=True)
+
+
+def write(out_dir: Path = ENVOY_DIR) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config, descriptor = out_dir / "envoy.json", out_dir / "pixmesh.pb"
+    config.write_text(envoy_config())
+    descriptor.write_bytes(stripped_descriptor())
+    return [config, descriptor]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deploy.k8s.sync", description=__doc__)
+    p.add_argument("--out-dir", type=Path, default=ENVOY_DIR)
+    a = p.parse_args(argv)
+    for path in write(a.out_dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
