@@ -36,6 +36,7 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 import prometheus_client
+from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -434,7 +435,9 @@ async def refresh(
         except Exception as exc:  # timeouts, connection and JetStream errors alike
             if name not in failing:
                 failing.add(name)
-                log.warning("metrics: cannot read %s: %r", name, exc)
+                # A consumer not made yet (its service has not started) is no fault.
+                level = logging.INFO if isinstance(exc, NotFoundError) else logging.WARNING
+                log.log(level, "metrics: cannot read %s: %r", name, exc)
         else:
             failing.discard(name)
 
