@@ -60,6 +60,34 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.stop()
 
 
+# The cluster mode's variables: a SIGKILLed worker's tasks and a SIGKILLed jobs replica's events
+# are delivered again after 4 s (tests/integration/test_cluster.py).
+CLUSTER_SERVICE_ENV: dict[str, dict[str, str]] = {
+    "*": {"PIXMESH_DRAIN_TIMEOUT_S": "5", "PIXMESH_ACK_WAIT_S": "4"},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`make up-cluster` on free ports: 3 NATS nodes (R3 streams), two replicas of each service
+    but inference ("imaging-1", "imaging-2"), Envoy over both gateways. Module-scoped: ~20
+    processes are too many to keep beside the session's `stack` on a small machine. A test that
+    kills a replica or node (`cluster.kill_service("imaging-2")`, `cluster.kill_nats(2)`) brings
+    it back (`start_service`, `start_nats`)."""
+    stack = Stack(
+        tmp_path_factory.mktemp("pixmesh-cluster"),
+        Ports.free(),
+        durable=False,
+        cluster=True,
+        service_env=CLUSTER_SERVICE_ENV,
+    )
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
 @pytest.fixture(scope="session")
 def stack(infra: Stack) -> Stack:
     """The whole mesh, every service SERVING. Torn down with `infra` at the end of the session."""
