@@ -17,9 +17,11 @@ import nats
 import pytest
 
 from deploy.local import Ports, Stack, StackError, mesh, servers
+from deploy.local.__main__ import _endpoints as endpoints
 from deploy.local.ports import MAX_REPLICAS, NATS_NODES, SERVICES
 from deploy.local.process import ProcessSpec
 from deploy.local.stack import CLUSTER_REPLICAS
+from deploy.local.state import kill_from_state
 from services.runtime.settings import ServiceSettings, WorkerSettings
 
 FAKE = Path(__file__).with_name("fake_service.py")
@@ -202,3 +204,26 @@ def test_a_nats_node_is_killed_and_rejoins(tmp_path: Path) -> None:
     finally:
         loop.close()
         stack.stop()
+
+
+def test_kill_from_another_process_then_revive(replicated: Stack) -> None:
+    stack = replicated
+    stack.start_services()
+    assert kill_from_state(stack.state_file, "imaging-2")  # what `python -m deploy.local kill` does
+    assert not kill_from_state(stack.state_file, "nope")
+    stack._proc("imaging-2").wait(10)
+    assert set(stack.exited()) == {"imaging-2"}
+    assert stack.revive("imaging-2")  # what a cluster's `up` does when it sees the exit
+    assert stack.is_running("imaging-2") and not stack.exited()
+    assert not stack.revive("postgres")  # infrastructure is not restarted behind your back
+
+
+def test_endpoints_list_every_replica_and_nats_node(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, Ports(), cluster=True)
+    text = endpoints(stack, "pm_key", tmp_path / "api-key")
+    for name in ("jobs-1", "jobs-2", "gateway-2", "imaging-2", "metadata-2", "inference"):
+        assert f"{stack.service_addr(name)}   metrics {stack.metrics_url(name)}" in text
+    for node in (1, 2, 3):
+        assert stack.nats_node_url(node) in text and stack.nats_monitor_url(node) in text
+    single = endpoints(Stack(tmp_path, Ports()), None, tmp_path / "api-key")
+    assert "imaging-2" not in single and "127.0.0.1:50053" in single and "4223" not in single
