@@ -1044,7 +1044,6 @@ def jobs() -> Json:
                     ),
                 ],
             ),
-            _grpc_client_row("jobs"),
         ],
     )
 

@@ -242,6 +242,9 @@ def test_every_catalogued_family_has_a_panel() -> None:
     assert set(dash.METRICS) - shown == set()
 
 
+# Labelled by reason, so only a service where a task failed has samples (imaging, below).
+FAILURES = frozenset({"pixmesh_tasks_failed_total", "pixmesh_tasks_dead_lettered_total"})
+
 # A family's series names by its type (prometheus-client's parser drops a counter's _total).
 _EXPANSIONS = {
     "counter": ("_total",),
@@ -297,13 +300,14 @@ def test_tempo_generates_metrics_into_prometheus() -> None:
 # --- against the running services -----------------------------------------------------------
 
 # Series that only a rare event creates (a worker queue over its limit, a child process
-# recycled after max_tasks_per_child tasks, one that crashes or outgrows its memory limit): the
-# run below does not produce them, so for these the services must declare the family (its
-# # TYPE line) but need not have a sample yet.
+# recycled after max_tasks_per_child tasks, one that crashes or outgrows its memory limit, a
+# transient failure): the run below does not produce them, so for these the services must
+# declare the family (its # TYPE line) but need not have a sample yet.
 EVENT_ONLY = frozenset(
     {
         "pixmesh_gateway_backpressure_refusals_total",
         "pixmesh_imaging_child_recycles_total",
+        "pixmesh_tasks_retried_total",  # a retryable failure: a dependency down mid-task
         "pixmesh_imaging_child_crashes_total",
         "pixmesh_imaging_memory_kills_total",
     }
@@ -413,6 +417,12 @@ class Exported:
                         found.append(f"{name}: declared, no sample after the jobs ({where})")
                     continue
                 for m in selector.matchers:
+                    if m.label == "service" and m.op == "=" and name in FAILURES:
+                        # Failures by reason exist only where something failed: that service
+                        # must export the family; another service's samples show its labels.
+                        if m.value not in self.declared[name]:
+                            found.append(f"{name}: not exported by {m.value} ({where})")
+                        continue
                     values = {s[m.label] for s in samples if m.label in s}
                     if not values:
                         found.append(f"{name}: no label {m.label!r} ({where})")
