@@ -505,3 +505,79 @@ async def _access_log_entry(path: Path, original_path: str) -> dict[str, Any]:
                     return entry
         await asyncio.sleep(0.1)
     raise AssertionError(f"no access log entry for {original_path}")
+
+
+class CountingGateway(FakeGateway):
+    def __init__(self) -> None:
+        super().__init__(Seen())
+        self.calls = 0
+
+    async def GetJob(
+        self, request: gateway_pb2.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.GetJobResponse:
+        self.calls += 1
+        return await super().GetJob(request, context)
+
+
+async def _gateway(servicer: CountingGateway) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server()
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    await health_servicer.set(GATEWAY_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
+async def test_two_gateways_share_the_load_and_a_dead_one_fails_no_request(
+    tmp_path: Path,
+) -> None:
+    """The cluster mode's front: round robin over both gateways; the moment one dies (before
+    any health check noticed), requests that hit it are retried on the other."""
+    one, two = CountingGateway(), CountingGateway()
+    (server_one, port_one), (server_two, port_two) = await _gateway(one), await _gateway(two)
+    listen_port, admin_port = _free_port(), _free_port()
+    config = tmp_path / "envoy.json"
+    config.write_text(
+        render_config(
+            listen_port=listen_port,
+            admin_port=admin_port,
+            gateway_ports=[port_one, port_two],
+            descriptor_path=str(DESCRIPTOR),
+            otlp_port=_free_port(),  # nobody listens: spans are dropped, requests unaffected
+        )
+    )
+    with (tmp_path / "envoy.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *envoy_command(config, envoy=str(ENVOY)), stdout=log, stderr=log
+        )
+    admin_url = f"http://127.0.0.1:{admin_port}"
+    try:
+        async with httpx.AsyncClient(base_url=admin_url, timeout=2) as admin:
+            clusters, healthy = "", []
+            for _ in range(200):  # both hosts pass their first gRPC health check
+                assert proc.returncode is None, (tmp_path / "envoy.log").read_text()
+                try:
+                    clusters = (await admin.get("/clusters")).text
+                except httpx.TransportError:
+                    clusters = ""
+                healthy = re.findall(r"^gateway::.*::health_flags::healthy$", clusters, re.M)
+                if len(healthy) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(healthy) == 2, clusters
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{listen_port}") as rest:
+            for i in range(20):
+                assert (await rest.get(f"/v1/jobs/job_{i}")).status_code == 200
+            assert one.calls > 0 and two.calls > 0 and one.calls + two.calls == 20
+            await server_one.stop(0)
+            before = two.calls
+            replies = [(await rest.get(f"/v1/jobs/job_{i}")).status_code for i in range(20)]
+            assert replies == [200] * 20
+            assert two.calls == before + 20
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await server_one.stop(0)
+        await server_two.stop(0)
