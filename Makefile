@@ -41,7 +41,7 @@ test-unit: install
 lint: install proto-check proto-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check services pixmesh deploy tests bench
-	$(VENV)/bin/mypy services pixmesh deploy/local deploy/observability deploy/envoy
+	$(VENV)/bin/mypy services pixmesh deploy/local deploy/observability deploy/envoy deploy/k8s
 
 # Regenerate Python stubs and the Envoy descriptor set from protos/.
 PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --grpc_python_out=$(1) \
@@ -56,8 +56,11 @@ proto: install
 	find pixmesh -mindepth 1 -type d -not -name __pycache__ -exec touch {}/__init__.py \;
 	$(MAKE) -s descriptor
 
+# The descriptor set and every Envoy config generated from it (compose, Kubernetes).
 descriptor:
 	$(VENV)/bin/buf build -o deploy/envoy/pixmesh.pb
+	$(PY) -m deploy.envoy.config --compose --out deploy/compose/envoy.json
+	$(PY) -m deploy.k8s.sync
 
 # Fails when the committed generated code differs from what protos/ produce (generates into a
 # temporary folder; the tree is not touched).
