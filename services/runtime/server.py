@@ -91,6 +91,11 @@ async def _serve_app(settings: S, build: AppFactory[S], stop: asyncio.Event) -> 
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
+                *(
+                    [("grpc.max_connection_age_ms", round(settings.max_connection_age_s * 1000))]
+                    if settings.max_connection_age_s
+                    else []
+                ),
             ],
         )
         health_servicer = health.aio.HealthServicer()

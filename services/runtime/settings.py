@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
     drain_timeout_s: float = Field(default=20.0, gt=0)
     # Default deadline for outbound calls when the caller gave none.
     call_timeout_s: float = Field(default=10.0, gt=0)
+    # A client connection is asked to reconnect (GOAWAY; calls in flight finish) after this many
+    # seconds, so that callers re-resolve a DNS name and spread over replicas added since (0: never).
+    max_connection_age_s: float = Field(default=300.0, ge=0)
     # Largest gRPC message accepted or sent (raw REST uploads arrive as one message).
     max_message_bytes: int = Field(default=80 * 1024 * 1024, ge=4 * 1024 * 1024)
 
