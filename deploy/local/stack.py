@@ -241,12 +241,11 @@ class Stack:
             gateways = len(self.replicas("gateway"))
             if self.envoy and gateways > 1 and "gateway" in self.services:
                 # Envoy routes to a replica once its gRPC health check passed (1 s interval).
-                started = time.monotonic()
                 admin = self.envoy_admin_url
-                self._await(
-                    "envoy",
-                    started,
+                self._proc("envoy").wait_ready(
                     lambda: probes.envoy_hosts_healthy(admin, "gateway", gateways),
+                    INFRA_TIMEOUT_S,
+                    what="routing to every gateway",
                 )
 
     def start_infra(self) -> None:

@@ -42,7 +42,8 @@ pytestmark = pytest.mark.integration
 
 JOBS = 300
 CLIENTS = 4
-SUBMIT_INTERVAL_S = 0.15  # 300 jobs over ~45 s: every kill happens while work flows
+SUBMIT_INTERVAL_S = 0.15  # 300 jobs over ~45 s: every kill happens while work flows ...
+TAIL = 20  # ... and these last jobs wait for the chaos to end, however slow the machine is
 FINISH_TIMEOUT_S = 120.0  # after the last submission, for every job to end
 RETRY_FOR_S = 45.0  # how long a client keeps retrying one call
 RETRYABLE = (errors.Unavailable, errors.DeadlineExceeded)
@@ -171,13 +172,11 @@ def task_stream_leader(cluster: Stack) -> int:
 
 def chaos(
     cluster: Stack, log: Log, before_kill: dict[str, float], submitted: Callable[[], int]
-) -> list[int]:
-    """Kill and restart; returns how many jobs had been submitted at each kill."""
-    at_kill = []
+) -> None:
+    """Kill and restart, one at a time, while the clients submit."""
     time.sleep(3)  # some jobs are in flight
     node = task_stream_leader(cluster)
-    at_kill.append(submitted())
-    log.event(f"SIGKILL nats-{node} (PIXMESH_TASKS leader), {at_kill[-1]} jobs submitted")
+    log.event(f"SIGKILL nats-{node} (PIXMESH_TASKS leader), {submitted()} jobs submitted")
     cluster.kill_nats(node)
     time.sleep(2)
     cluster.start_nats(node)
@@ -186,16 +185,14 @@ def chaos(
         time.sleep(0.5)
         service = cluster.replicas(victim)[0].service
         before_kill[victim] = work_done(cluster.metrics_url(victim), service)
-        at_kill.append(submitted())
         log.event(
             f"SIGKILL {victim} (its work so far {before_kill[victim]:.0f}), "
-            f"{at_kill[-1]} jobs submitted"
+            f"{submitted()} jobs submitted"
         )
         cluster.kill_service(victim)
         time.sleep(1)
         cluster.start_service(victim)
         log.event(f"{victim} SERVING again")
-    return at_kill
 
 
 def test_no_job_is_lost_or_duplicated_while_nodes_and_replicas_die(cluster: Stack) -> None:
@@ -216,25 +213,32 @@ def test_no_job_is_lost_or_duplicated_while_nodes_and_replicas_die(cluster: Stac
         created: dict[str, str] = {}  # idempotency key -> job id
         created_lock = threading.Lock()
         before_kill: dict[str, float] = {}
+        calm = threading.Event()  # the chaos is over
 
         def submit(k: int) -> None:
             client = clients[k]
             t0 = time.monotonic()
             for i in range(k, JOBS, CLIENTS):
                 time.sleep(max(0.0, t0 + i * SUBMIT_INTERVAL_S - time.monotonic()))
+                if i >= JOBS - TAIL:
+                    calm.wait(timeout=150)
                 job = create(client, specs[i], log)
                 with created_lock:
                     created[specs[i].key] = job.job_id
 
         with concurrent.futures.ThreadPoolExecutor(CLIENTS + 1) as pool:
             submitters = [pool.submit(submit, k) for k in range(CLIENTS)]
-            chaos_done = pool.submit(chaos, cluster, log, before_kill, lambda: len(created))
-            for future in submitters:
+
+            def chaos_then_calm() -> None:
+                try:
+                    chaos(cluster, log, before_kill, lambda: len(created))
+                finally:
+                    calm.set()
+
+            chaos_done = pool.submit(chaos_then_calm)
+            for future in [chaos_done, *submitters]:
                 future.result(timeout=180)  # raises what the thread raised
-            at_kill = chaos_done.result(timeout=180)
         log.event(f"{len(created)} jobs created; retries {dict(log.retries)}")
-        # The chaos must have hit a flowing system, or this test proves nothing.
-        assert max(at_kill) < JOBS, "\n".join(log.events)
 
         # Every job ends.
         jobs: dict[str, Job] = {}
