@@ -402,6 +402,7 @@ class Output(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     DOWNLOAD_PATH_FIELD_NUMBER: _builtins.int
     RENDITION_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     format: _image_pb2.ImageFormat.ValueType
     content_type: _builtins.str
@@ -413,6 +414,10 @@ class Output(_message.Message):
     """REST path to download it through the front proxy."""
     rendition: _builtins.str
     """The rendition's name when the job has renditions; empty otherwise."""
+    @_builtins.property
+    def provenance(self) -> Global___Provenance:
+        """How these bytes were made (see README, "Reuse and provenance")."""
+
     def __init__(
         self,
         *,
@@ -425,14 +430,127 @@ class Output(_message.Message):
         sha256: _builtins.str = ...,
         download_path: _builtins.str = ...,
         rendition: _builtins.str = ...,
+        provenance: Global___Provenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "download_path", b"download_path", "format", b"format", "height", b"height", "index", b"index", "rendition", b"rendition", "sha256", b"sha256", "size_bytes", b"size_bytes", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "download_path", b"download_path", "format", b"format", "height", b"height", "index", b"index", "provenance", b"provenance", "rendition", b"rendition", "sha256", b"sha256", "size_bytes", b"size_bytes", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Output: _TypeAlias = Output  # noqa: Y015
+
+@_typing.final
+class Provenance(_message.Message):
+    """How an output was made. Its object key is a hash of `input_key`, `operations`, `engine` and
+    `key_scheme`: equal keys mean equal bytes, so a stage whose outputs exist is reused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class EngineEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SOURCE_SHA256_FIELD_NUMBER: _builtins.int
+    INPUT_KEY_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    KEY_SCHEME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    EXECUTION_PROVIDER_FIELD_NUMBER: _builtins.int
+    WORKER_SERVICE_FIELD_NUMBER: _builtins.int
+    WORKER_INSTANCE_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    COMPUTED_TRACE_ID_FIELD_NUMBER: _builtins.int
+    FETCH_SECONDS_FIELD_NUMBER: _builtins.int
+    PROCESS_SECONDS_FIELD_NUMBER: _builtins.int
+    STORE_SECONDS_FIELD_NUMBER: _builtins.int
+    REUSED_FIELD_NUMBER: _builtins.int
+    source_sha256: _builtins.str
+    """Hex sha256 of the job's source image."""
+    input_key: _builtins.str
+    """Object key of what the stage read: the source (inputs/<sha256>) or the previous stage's
+    output.
+    """
+    key_scheme: _builtins.str
+    """Version of the output-key scheme."""
+    model: _builtins.str
+    """The model and onnxruntime execution provider, for outputs of a model (e.g. Denoise)."""
+    model_version: _builtins.str
+    execution_provider: _builtins.str
+    worker_service: _builtins.str
+    """The worker that handled this job's stage: its service and instance (<host>-<pid>)."""
+    worker_instance: _builtins.str
+    trace_id: _builtins.str
+    """The trace of this job's stage, and the trace that computed the bytes (another job's when
+    they were reused).
+    """
+    computed_trace_id: _builtins.str
+    fetch_seconds: _builtins.float
+    """Seconds spent reading the input, processing it (decode, operations, encode) and storing
+    the output; for a reused output, only the lookup (`store_seconds`).
+    """
+    process_seconds: _builtins.float
+    store_seconds: _builtins.float
+    reused: _builtins.bool
+    """True when the bytes already existed under their key and the work was skipped."""
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Operation]:
+        """The operations that made the output (the stage's, then the rendition's), with every default
+        the worker applied filled in (format, quality, effort, speed, compression level).
+        """
+
+    @_builtins.property
+    def engine(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Versions of what produced the bytes, e.g. "pillow": "12.0.0", "libwebp": "1.5.0", and the
+        worker's own defaults ("default.webp_effort": "4").
+        """
+
+    def __init__(
+        self,
+        *,
+        source_sha256: _builtins.str = ...,
+        input_key: _builtins.str = ...,
+        operations: _abc.Iterable[_operations_pb2.Operation] | None = ...,
+        engine: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        key_scheme: _builtins.str = ...,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        execution_provider: _builtins.str = ...,
+        worker_service: _builtins.str = ...,
+        worker_instance: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
+        computed_trace_id: _builtins.str = ...,
+        fetch_seconds: _builtins.float = ...,
+        process_seconds: _builtins.float = ...,
+        store_seconds: _builtins.float = ...,
+        reused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["computed_trace_id", b"computed_trace_id", "engine", b"engine", "execution_provider", b"execution_provider", "fetch_seconds", b"fetch_seconds", "input_key", b"input_key", "key_scheme", b"key_scheme", "model", b"model", "model_version", b"model_version", "operations", b"operations", "process_seconds", b"process_seconds", "reused", b"reused", "source_sha256", b"source_sha256", "store_seconds", b"store_seconds", "trace_id", b"trace_id", "worker_instance", b"worker_instance", "worker_service", b"worker_service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Provenance: _TypeAlias = Provenance  # noqa: Y015
 
 @_typing.final
 class JobError(_message.Message):

@@ -523,6 +523,7 @@ class Convert(_message.Message):
     KEEP_COPYRIGHT_FIELD_NUMBER: _builtins.int
     AUTO_FIELD_NUMBER: _builtins.int
     EFFORT_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     format: _image_pb2.ImageFormat.ValueType
     quality: _builtins.int
     """1..100; 0 uses the format's default."""
@@ -560,6 +561,10 @@ class Convert(_message.Message):
     """WEBP: encoder effort (libwebp "method"), 0 (fastest, largest) .. 6 (slowest, smallest);
     unset means the service's default (PIXMESH_WEBP_EFFORT, 4 unless set).
     """
+    provenance: _builtins.bool
+    """Embed the output's provenance (source sha256, operations, engine versions) as a small XMP
+    packet (JPEG, PNG, WEBP, AVIF and TIFF; GIF has no room for it).
+    """
     def __init__(
         self,
         *,
@@ -575,10 +580,11 @@ class Convert(_message.Message):
         keep_copyright: _builtins.bool = ...,
         auto: _builtins.bool = ...,
         effort: _builtins.int | None = ...,
+        provenance: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_effort", b"_effort", "_speed", b"_speed", "compression_level", b"compression_level", "effort", b"effort", "speed", b"speed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_effort", b"_effort", "_speed", b"_speed", "auto", b"auto", "colors", b"colors", "compression_level", b"compression_level", "effort", b"effort", "format", b"format", "keep_copyright", b"keep_copyright", "keep_icc", b"keep_icc", "lossless", b"lossless", "max_bytes", b"max_bytes", "progressive", b"progressive", "quality", b"quality", "speed", b"speed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level", "_effort", b"_effort", "_speed", b"_speed", "auto", b"auto", "colors", b"colors", "compression_level", b"compression_level", "effort", b"effort", "format", b"format", "keep_copyright", b"keep_copyright", "keep_icc", b"keep_icc", "lossless", b"lossless", "max_bytes", b"max_bytes", "progressive", b"progressive", "provenance", b"provenance", "quality", b"quality", "speed", b"speed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__compression_level: _TypeAlias = _typing.Literal["compression_level"]  # noqa: Y015
     _WhichOneofArgType__compression_level: _TypeAlias = _typing.Literal["_compression_level", b"_compression_level"]  # noqa: Y015

@@ -30,7 +30,7 @@ from pixmesh.common.v1 import metadata_pb2 as pixmesh_dot_common_dot_v1_dot_meta
 from pixmesh.common.v1 import operations_pb2 as pixmesh_dot_common_dot_v1_dot_operations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epixmesh/events/v1/events.proto\x12\x11pixmesh.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpixmesh/common/v1/image.proto\x1a\x1bpixmesh/common/v1/job.proto\x1a pixmesh/common/v1/metadata.proto\x1a\"pixmesh/common/v1/operations.proto\"\xe5\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x13\n\x0bstage_index\x18\x04 \x01(\r\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x30\n\noperations\x18\x06 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x11\n\tinput_key\x18\x07 \x01(\t\x12\x34\n\x0cinput_format\x18\x08 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12(\n\x06source\x18\t \x01(\x0b\x32\x18.pixmesh.common.v1.Image\x12,\n\x08\x64\x65\x61\x64line\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\nrenditions\x18\x0b \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\"\xa3\x02\n\tTaskEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x13\n\x0bstage_index\x18\x04 \x01(\r\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x07started\x18\x06 \x01(\x0b\x32\x1e.pixmesh.events.v1.TaskStartedH\x00\x12\x35\n\tcompleted\x18\x07 \x01(\x0b\x32 .pixmesh.events.v1.TaskCompletedH\x00\x12/\n\x06\x66\x61iled\x18\x08 \x01(\x0b\x32\x1d.pixmesh.events.v1.TaskFailedH\x00\x42\t\n\x07outcome\"\x1e\n\x0bTaskStarted\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\"\xf6\x01\n\rTaskCompleted\x12\x12\n\noutput_key\x18\x01 \x01(\t\x12)\n\x06output\x18\x02 \x01(\x0b\x32\x19.pixmesh.common.v1.Output\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .pixmesh.common.v1.ImageMetadata\x12\x33\n\x07reports\x18\x04 \x03(\x0b\x32\".pixmesh.common.v1.OperationReport\x12=\n\x11rendition_outputs\x18\x05 \x03(\x0b\x32\".pixmesh.events.v1.RenditionOutput\"I\n\x0fRenditionOutput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x06output\x18\x02 \x01(\x0b\x32\x19.pixmesh.common.v1.Output\"J\n\nTaskFailed\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobError\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\r\"[\n\x0fJobStateChanged\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12#\n\x03job\x18\x03 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"\x9d\x01\n\nDeadLetter\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.pixmesh.events.v1.Task\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobError\x12\x12\n\ndeliveries\x18\x03 \x01(\r\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\rImageUploaded\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\'\n\x05image\x18\x03 \x01(\x0b\x32\x18.pixmesh.common.v1.Image\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdb\x01\n\x08Presence\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cgrpc_address\x18\x04 \x01(\t\x12\x17\n\x0fmetrics_address\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12+\n\x08interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07leaving\x18\x08 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epixmesh/events/v1/events.proto\x12\x11pixmesh.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpixmesh/common/v1/image.proto\x1a\x1bpixmesh/common/v1/job.proto\x1a pixmesh/common/v1/metadata.proto\x1a\"pixmesh/common/v1/operations.proto\"\xf8\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x13\n\x0bstage_index\x18\x04 \x01(\r\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x30\n\noperations\x18\x06 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x11\n\tinput_key\x18\x07 \x01(\t\x12\x34\n\x0cinput_format\x18\x08 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12(\n\x06source\x18\t \x01(\x0b\x32\x18.pixmesh.common.v1.Image\x12,\n\x08\x64\x65\x61\x64line\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\nrenditions\x18\x0b \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\x12\x11\n\trecompute\x18\x0c \x01(\x08\"\xa3\x02\n\tTaskEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x13\n\x0bstage_index\x18\x04 \x01(\r\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x07started\x18\x06 \x01(\x0b\x32\x1e.pixmesh.events.v1.TaskStartedH\x00\x12\x35\n\tcompleted\x18\x07 \x01(\x0b\x32 .pixmesh.events.v1.TaskCompletedH\x00\x12/\n\x06\x66\x61iled\x18\x08 \x01(\x0b\x32\x1d.pixmesh.events.v1.TaskFailedH\x00\x42\t\n\x07outcome\"\x1e\n\x0bTaskStarted\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\"\xf6\x01\n\rTaskCompleted\x12\x12\n\noutput_key\x18\x01 \x01(\t\x12)\n\x06output\x18\x02 \x01(\x0b\x32\x19.pixmesh.common.v1.Output\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .pixmesh.common.v1.ImageMetadata\x12\x33\n\x07reports\x18\x04 \x03(\x0b\x32\".pixmesh.common.v1.OperationReport\x12=\n\x11rendition_outputs\x18\x05 \x03(\x0b\x32\".pixmesh.events.v1.RenditionOutput\"I\n\x0fRenditionOutput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x06output\x18\x02 \x01(\x0b\x32\x19.pixmesh.common.v1.Output\"J\n\nTaskFailed\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobError\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\r\"[\n\x0fJobStateChanged\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12#\n\x03job\x18\x03 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"\x9d\x01\n\nDeadLetter\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.pixmesh.events.v1.Task\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobError\x12\x12\n\ndeliveries\x18\x03 \x01(\r\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\rImageUploaded\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\'\n\x05image\x18\x03 \x01(\x0b\x32\x18.pixmesh.common.v1.Image\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdb\x01\n\x08Presence\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cgrpc_address\x18\x04 \x01(\t\x12\x17\n\x0fmetrics_address\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12+\n\x08interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07leaving\x18\x08 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pixmesh.events.v1.events_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TASK']._serialized_start=249
-  _globals['_TASK']._serialized_end=606
-  _globals['_TASKEVENT']._serialized_start=609
-  _globals['_TASKEVENT']._serialized_end=900
-  _globals['_TASKSTARTED']._serialized_start=902
-  _globals['_TASKSTARTED']._serialized_end=932
-  _globals['_TASKCOMPLETED']._serialized_start=935
-  _globals['_TASKCOMPLETED']._serialized_end=1181
-  _globals['_RENDITIONOUTPUT']._serialized_start=1183
-  _globals['_RENDITIONOUTPUT']._serialized_end=1256
-  _globals['_TASKFAILED']._serialized_start=1258
-  _globals['_TASKFAILED']._serialized_end=1332
-  _globals['_JOBSTATECHANGED']._serialized_start=1334
-  _globals['_JOBSTATECHANGED']._serialized_end=1425
-  _globals['_DEADLETTER']._serialized_start=1428
-  _globals['_DEADLETTER']._serialized_end=1585
-  _globals['_IMAGEUPLOADED']._serialized_start=1588
-  _globals['_IMAGEUPLOADED']._serialized_end=1723
-  _globals['_PRESENCE']._serialized_start=1726
-  _globals['_PRESENCE']._serialized_end=1945
+  _globals['_TASK']._serialized_end=625
+  _globals['_TASKEVENT']._serialized_start=628
+  _globals['_TASKEVENT']._serialized_end=919
+  _globals['_TASKSTARTED']._serialized_start=921
+  _globals['_TASKSTARTED']._serialized_end=951
+  _globals['_TASKCOMPLETED']._serialized_start=954
+  _globals['_TASKCOMPLETED']._serialized_end=1200
+  _globals['_RENDITIONOUTPUT']._serialized_start=1202
+  _globals['_RENDITIONOUTPUT']._serialized_end=1275
+  _globals['_TASKFAILED']._serialized_start=1277
+  _globals['_TASKFAILED']._serialized_end=1351
+  _globals['_JOBSTATECHANGED']._serialized_start=1353
+  _globals['_JOBSTATECHANGED']._serialized_end=1444
+  _globals['_DEADLETTER']._serialized_start=1447
+  _globals['_DEADLETTER']._serialized_end=1604
+  _globals['_IMAGEUPLOADED']._serialized_start=1607
+  _globals['_IMAGEUPLOADED']._serialized_end=1742
+  _globals['_PRESENCE']._serialized_start=1745
+  _globals['_PRESENCE']._serialized_end=1964
 # @@protoc_insertion_point(module_scope)

@@ -43,6 +43,7 @@ class Task(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     RENDITIONS_FIELD_NUMBER: _builtins.int
+    RECOMPUTE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """"<job_id>.<stage index>"; also the dedup id."""
     job_id: _builtins.str
@@ -52,6 +53,8 @@ class Task(_message.Message):
     input_key: _builtins.str
     """Object key of this stage's input."""
     input_format: _image_pb2.ImageFormat.ValueType
+    recompute: _builtins.bool
+    """Compute the outputs even when they exist already (CreateJob `reuse: false`)."""
     @_builtins.property
     def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Operation]: ...
     @_builtins.property
@@ -80,10 +83,11 @@ class Task(_message.Message):
         source: _image_pb2.Image | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
+        recompute: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "input_format", b"input_format", "input_key", b"input_key", "job_id", b"job_id", "operations", b"operations", "renditions", b"renditions", "service", b"service", "source", b"source", "stage_index", b"stage_index", "task_id", b"task_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "input_format", b"input_format", "input_key", b"input_key", "job_id", b"job_id", "operations", b"operations", "recompute", b"recompute", "renditions", b"renditions", "service", b"service", "source", b"source", "stage_index", b"stage_index", "task_id", b"task_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -154,6 +154,7 @@ class CreateJobRequest(_message.Message):
     PRESET_FIELD_NUMBER: _builtins.int
     RENDITIONS_FIELD_NUMBER: _builtins.int
     WEBHOOK_FIELD_NUMBER: _builtins.int
+    REUSE_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     idempotency_key: _builtins.str
     """Optional. The same key with the same request returns the same job (even after it finished);
@@ -162,6 +163,11 @@ class CreateJobRequest(_message.Message):
     preset: _builtins.str
     """Optional. A named preset of this deployment (ListOperations lists them): its operations run
     first, then `operations` (which may then be empty).
+    """
+    reuse: _builtins.bool
+    """Optional, default true: an output whose identical work (same input bytes, operations,
+    engine versions and defaults) is already stored is reused instead of recomputed. False
+    recomputes every output.
     """
     @_builtins.property
     def operations(self) -> _containers.RepeatedCompositeFieldContainer[_operations_pb2.Operation]:
@@ -187,12 +193,15 @@ class CreateJobRequest(_message.Message):
         preset: _builtins.str = ...,
         renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
         webhook: _job_pb2.Webhook | None = ...,
+        reuse: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["webhook", b"webhook"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_reuse", b"_reuse", "reuse", b"reuse", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "image_id", b"image_id", "operations", b"operations", "preset", b"preset", "renditions", b"renditions", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reuse", b"_reuse", "idempotency_key", b"idempotency_key", "image_id", b"image_id", "operations", b"operations", "preset", b"preset", "renditions", b"renditions", "reuse", b"reuse", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__reuse: _TypeAlias = _typing.Literal["reuse"]  # noqa: Y015
+    _WhichOneofArgType__reuse: _TypeAlias = _typing.Literal["_reuse", b"_reuse"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reuse) -> _WhichOneofReturnType__reuse | None: ...
 
 Global___CreateJobRequest: _TypeAlias = CreateJobRequest  # noqa: Y015
 

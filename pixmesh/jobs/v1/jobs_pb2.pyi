@@ -33,10 +33,13 @@ class CreateJobRequest(_message.Message):
     REQUEST_HASH_FIELD_NUMBER: _builtins.int
     RENDITIONS_FIELD_NUMBER: _builtins.int
     WEBHOOK_FIELD_NUMBER: _builtins.int
+    REUSE_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     idempotency_key: _builtins.str
     request_hash: _builtins.str
     """Hex sha256 of the canonical request, compared when the idempotency key is reused."""
+    reuse: _builtins.bool
+    """False: recompute every output even when identical work already stored it (default true)."""
     @_builtins.property
     def image(self) -> _image_pb2.Image:
         """The source image as the gateway recorded it (object key inputs/<sha256>)."""
@@ -61,12 +64,15 @@ class CreateJobRequest(_message.Message):
         request_hash: _builtins.str = ...,
         renditions: _abc.Iterable[_operations_pb2.Rendition] | None = ...,
         webhook: _job_pb2.Webhook | None = ...,
+        reuse: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "webhook", b"webhook"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_reuse", b"_reuse", "image", b"image", "reuse", b"reuse", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "image", b"image", "operations", b"operations", "renditions", b"renditions", "request_hash", b"request_hash", "tenant_id", b"tenant_id", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reuse", b"_reuse", "idempotency_key", b"idempotency_key", "image", b"image", "operations", b"operations", "renditions", b"renditions", "request_hash", b"request_hash", "reuse", b"reuse", "tenant_id", b"tenant_id", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__reuse: _TypeAlias = _typing.Literal["reuse"]  # noqa: Y015
+    _WhichOneofArgType__reuse: _TypeAlias = _typing.Literal["_reuse", b"_reuse"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reuse) -> _WhichOneofReturnType__reuse | None: ...
 
 Global___CreateJobRequest: _TypeAlias = CreateJobRequest  # noqa: Y015
 
