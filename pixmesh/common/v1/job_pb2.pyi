@@ -350,13 +350,16 @@ class DenoiseReport(_message.Message):
     COLOR_MODE_FIELD_NUMBER: _builtins.int
     TILES_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    PLANES_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model that ran, e.g. "dncnn6-n", and its version."""
     model_version: _builtins.str
     sigma: _builtins.float
     """Noise level the model worked with (0..255 scale): the one asked for, or the estimate."""
     sigma_before: _builtins.float
-    """Noise level estimated (wavelet MAD, 0..255 scale, on luminance) before and after denoising."""
+    """Noise level estimated (wavelet MAD, 0..255 scale) before and after denoising: on the grey
+    plane, or for colour images per RGB channel (the root mean square over `planes`).
+    """
     sigma_after: _builtins.float
     execution_provider: _builtins.str
     """onnxruntime execution provider that ran the model, e.g. "CPUExecutionProvider"."""
@@ -366,6 +369,12 @@ class DenoiseReport(_message.Message):
     """Tiles the image was cut into (per plane)."""
     seconds: _builtins.float
     """Wall time of the operation (estimates, tiles, recombination), decoding and encoding aside."""
+    @_builtins.property
+    def planes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DenoisePlaneReport]:
+        """Each plane the noise was estimated on (colour images: Y, C1, C2 of the opponent space, or
+        R, G, B), what ran on it and at which resolution.
+        """
+
     def __init__(
         self,
         *,
@@ -378,14 +387,61 @@ class DenoiseReport(_message.Message):
         color_mode: _operations_pb2.Denoise.ColorMode.ValueType = ...,
         tiles: _builtins.int = ...,
         seconds: _builtins.float = ...,
+        planes: _abc.Iterable[Global___DenoisePlaneReport] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["color_mode", b"color_mode", "execution_provider", b"execution_provider", "model", b"model", "model_version", b"model_version", "seconds", b"seconds", "sigma", b"sigma", "sigma_after", b"sigma_after", "sigma_before", b"sigma_before", "tiles", b"tiles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["color_mode", b"color_mode", "execution_provider", b"execution_provider", "model", b"model", "model_version", b"model_version", "planes", b"planes", "seconds", b"seconds", "sigma", b"sigma", "sigma_after", b"sigma_after", "sigma_before", b"sigma_before", "tiles", b"tiles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DenoiseReport: _TypeAlias = DenoiseReport  # noqa: Y015
+
+@_typing.final
+class DenoisePlaneReport(_message.Message):
+    """One plane of a Denoise operation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLANE_FIELD_NUMBER: _builtins.int
+    SIGMA_BEFORE_FIELD_NUMBER: _builtins.int
+    SIGMA_AFTER_FIELD_NUMBER: _builtins.int
+    SIGMA_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    plane: _builtins.str
+    """"grey", "Y", "C1", "C2" (orthonormal opponent planes), "R", "G" or "B"."""
+    sigma_before: _builtins.float
+    """Noise level estimated on the plane (0..255 scale) before and after denoising."""
+    sigma_after: _builtins.float
+    sigma: _builtins.float
+    """Noise level the model worked with on this plane; 0 when the plane was left as it was."""
+    model: _builtins.str
+    """The model that ran on the plane; empty when the plane was left as it was."""
+    model_version: _builtins.str
+    resolution: _builtins.float
+    """Fraction of the image's width and height the plane was denoised at (1, or 0.5 for
+    half-resolution chroma).
+    """
+    def __init__(
+        self,
+        *,
+        plane: _builtins.str = ...,
+        sigma_before: _builtins.float = ...,
+        sigma_after: _builtins.float = ...,
+        sigma: _builtins.float = ...,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        resolution: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_version", b"model_version", "plane", b"plane", "resolution", b"resolution", "sigma", b"sigma", "sigma_after", b"sigma_after", "sigma_before", b"sigma_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DenoisePlaneReport: _TypeAlias = DenoisePlaneReport  # noqa: Y015
 
 @_typing.final
 class Output(_message.Message):

@@ -633,21 +633,37 @@ class Denoise(_message.Message):
     class _ColorModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Denoise._ColorMode.ValueType], _builtins.type):
         DESCRIPTOR: _descriptor.EnumDescriptor
         COLOR_MODE_UNSPECIFIED: Denoise._ColorMode.ValueType  # 0
-        """treated as LUMINANCE"""
+        """treated as AUTO"""
         LUMINANCE: Denoise._ColorMode.ValueType  # 1
         """the Y of YCbCr only; chroma is kept as it is (no colour shifts)"""
         PER_CHANNEL: Denoise._ColorMode.ValueType  # 2
         """R, G and B one by one: three times the work, also removes chroma noise"""
+        AUTO: Denoise._ColorMode.ValueType  # 3
+        """The default: estimates the noise of the luma and of both chroma planes, then runs
+        OPPONENT when the chroma is noisy (independent noise in R, G and B), else LUMINANCE.
+        """
+        OPPONENT: Denoise._ColorMode.ValueType  # 4
+        """Decorrelated opponent planes (luma and two chroma, as CBM3D does), each denoised at
+        its own noise level; chroma planes at half resolution where the service says so.
+        """
 
     class ColorMode(_ColorMode, metaclass=_ColorModeEnumTypeWrapper):
         """How colour images are denoised (the models see one grey plane at a time)."""
 
     COLOR_MODE_UNSPECIFIED: Denoise.ColorMode.ValueType  # 0
-    """treated as LUMINANCE"""
+    """treated as AUTO"""
     LUMINANCE: Denoise.ColorMode.ValueType  # 1
     """the Y of YCbCr only; chroma is kept as it is (no colour shifts)"""
     PER_CHANNEL: Denoise.ColorMode.ValueType  # 2
     """R, G and B one by one: three times the work, also removes chroma noise"""
+    AUTO: Denoise.ColorMode.ValueType  # 3
+    """The default: estimates the noise of the luma and of both chroma planes, then runs
+    OPPONENT when the chroma is noisy (independent noise in R, G and B), else LUMINANCE.
+    """
+    OPPONENT: Denoise.ColorMode.ValueType  # 4
+    """Decorrelated opponent planes (luma and two chroma, as CBM3D does), each denoised at
+    its own noise level; chroma planes at half resolution where the service says so.
+    """
 
     MODEL_FIELD_NUMBER: _builtins.int
     SIGMA_FIELD_NUMBER: _builtins.int
