@@ -5,8 +5,9 @@ Only unit tests (no servers, a few seconds):   .venv/bin/pytest -m "not integrat
 Everything:                                    .venv/bin/pytest   (or `make test`)
 
 Nothing starts unless a test asks for a fixture below: `infra` (NATS, Postgres, Valkey, SeaweedFS,
-the OTLP sink, about 3 s) or `stack` (infra plus Envoy and the five services). Ports are free ones
-and data lives in pytest's tmp dir, so tests run fine next to a `make up`. Server logs are in
+the OTLP sink, about 3 s) or `stack` (infra plus Envoy and the five services), or `cluster` (the
+cluster mode: 3 NATS nodes, replicated services; its own servers, for one module). Ports are free
+ones and data lives in pytest's tmp dir, so tests run fine next to a `make up`. Server logs are in
 <tmp>/pixmesh0/run/logs/<name>.log; the path is printed when a server fails to start.
 
 A test that kills or stops a service (`stack.kill_service("imaging")`) must bring it back
