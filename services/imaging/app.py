@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from pixmesh.imaging.v1 import imaging_pb2, imaging_pb2_grpc
 from services.imaging.api import ImagingApi
-from services.imaging.consumers import processor
+from services.imaging.consumers import processor, resolve
 from services.imaging.isolation import ProcessPool
 from services.imaging.service import ImagingProcessor
 from services.imaging.settings import ImagingSettings
@@ -29,7 +29,9 @@ async def build(settings: ImagingSettings) -> AsyncIterator[App]:
         stack.callback(pool.close)
         await pool.start()
         imaging = ImagingProcessor(pool, settings.limits, webp_effort=settings.webp_effort)
-        consumer = await connect_worker(stack, settings, processor(imaging))
+        consumer = await connect_worker(
+            stack, settings, processor(imaging), resolve=resolve(imaging)
+        )
         api = ImagingApi(imaging)
         name = imaging_pb2.DESCRIPTOR.services_by_name["ImagingService"].full_name
         yield App(

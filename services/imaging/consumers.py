@@ -2,30 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from pixmesh.common.v1 import operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.imaging.pipeline import PipelineResult
+from services.imaging.resolve import resolved_operations, resolver
 from services.imaging.service import ImagingProcessor
-from services.runtime.worker import ImageResult, Processor, StageResult, monotonic_deadline
+from services.runtime.worker import (
+    ImageResult,
+    Processor,
+    Resolver,
+    StageResult,
+    monotonic_deadline,
+    output_operations,
+)
 
 
 def processor(imaging: ImagingProcessor) -> Processor:
     async def process(task: events_pb2.Task, data: bytes) -> StageResult:
         deadline = monotonic_deadline(task)
+        effort = imaging.webp_effort
         if task.renditions:
             results = await imaging.process_renditions(
                 data, task.operations, task.renditions, deadline
             )
             return StageResult(
-                renditions=[(name, image_result(r)) for name, r in results.renditions]
+                renditions=[
+                    (name, image_result(r, output_operations(task, i), effort))
+                    for i, (name, r) in enumerate(results.renditions)
+                ]
             )
-        return StageResult(
-            image=image_result(await imaging.process(data, task.operations, deadline))
-        )
+        result = await imaging.process(data, task.operations, deadline)
+        return StageResult(image=image_result(result, task.operations, effort))
 
     return process
 
 
-def image_result(r: PipelineResult) -> ImageResult:
+def resolve(imaging: ImagingProcessor) -> Resolver:
+    """The imaging worker's Resolver (services/imaging/resolve.py), with its defaults."""
+    return resolver(imaging.webp_effort, imaging.default_format)
+
+
+def image_result(
+    r: PipelineResult, operations: Sequence[operations_pb2.Operation], webp_effort: int
+) -> ImageResult:
     return ImageResult(
         data=r.data,
         format=r.format,
@@ -33,4 +54,5 @@ def image_result(r: PipelineResult) -> ImageResult:
         extension=r.extension,
         width=r.width,
         height=r.height,
+        operations=resolved_operations(operations, r.format, webp_effort),
     )

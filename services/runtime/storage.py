@@ -1,7 +1,9 @@
 """S3 object storage (any S3 endpoint; SeaweedFS locally). boto3 is blocking: calls run in threads.
 
-Keys are content-addressed: `inputs/<sha256>` for uploads and `outputs/<sha256>.<ext>` for
-results, so a rerun of the same work writes the same key and costs nothing.
+Keys are content-addressed: `inputs/<sha256>` for uploads and `outputs/<work digest>.<ext>` for
+results (services/runtime/provenance.py), so a rerun of the same work finds its output. Outputs
+carry their sha256 and facts in user metadata (`x-amz-meta-*`), which a HEAD returns: reusing an
+output never downloads it.
 
 One client per process, made once (clients are thread-safe; its connection pool is reused by
 every call). Per-call costs that buy nothing here are turned off, each measured on the local
@@ -18,8 +20,8 @@ stack (SeaweedFS, 12 MP JPEG inputs of 2.2 MB, 40 KB outputs; bench/imaging.py):
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import botocore.session
@@ -36,13 +38,13 @@ def input_key(sha256: str) -> str:
     return f"inputs/{sha256}"
 
 
-def output_key(source_key: str, spec: bytes, ext: str, version: str = "1") -> str:
-    """Key of a stage's result: a hash of its input's key, the stage spec and the code version.
+@dataclass(frozen=True)
+class ObjectHead:
+    """What a HEAD tells about an object: its size, content type and user metadata."""
 
-    Input keys are content-addressed themselves, so equal keys mean equal work.
-    """
-    digest = hashlib.sha256(source_key.encode() + b"\0" + spec + b"\0" + version.encode())
-    return f"outputs/{digest.hexdigest()}.{ext}"
+    size: int
+    content_type: str
+    metadata: Mapping[str, str]
 
 
 class Storage:
@@ -68,9 +70,17 @@ class Storage:
 
         await self._call(create)
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
+    async def put(
+        self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        """Store `data`; `metadata` (ASCII, 2 KB in all) comes back from `head`."""
         await self._call(
-            self._s3.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
+            self._s3.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            Metadata=dict(metadata or {}),
         )
 
     async def get(self, key: str) -> bytes:
@@ -88,6 +98,20 @@ class Storage:
 
     async def exists(self, key: str) -> bool:
         return await self.size(key) is not None
+
+    async def head(self, key: str) -> ObjectHead | None:
+        """The object's size, content type and user metadata (a HEAD), None when missing."""
+        try:
+            head = await self._call(self._s3.head_object, Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+        return ObjectHead(
+            size=int(head.get("ContentLength", 0)),
+            content_type=str(head.get("ContentType", "")),
+            metadata={str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()},
+        )
 
     async def size(self, key: str) -> int | None:
         """The object's size in bytes (a HEAD), None when there is no such object."""

@@ -2,30 +2,47 @@
 
 Pull a Task from `pixmesh.task.<service>`, report TaskStarted, read the stage input from object
 storage, run the service's processor, store the result under a content-addressed key, report
-TaskCompleted, then ack. Permanent failures (and tasks out of deliveries) become a TaskFailed
+TaskCompleted, then ack.
+
+Reuse: a processor that can resolve a task before reading it (`Resolver`: its engine and
+defaults, the extensions each output may have) lets the worker look its output keys up first
+(HEADs, no download). When every output exists with its sha256 in its metadata, the stage skips
+the download and the work and reports them `reused`; Task.recompute (CreateJob `reuse: false`)
+computes them all the same. A new key is PUT without a HEAD before it; a key found present is
+not written again unless its bytes differ (an engine that is not deterministic), in which case
+the new bytes get a key of their own, so that every record describes the bytes it points at. Permanent failures (and tasks out of deliveries) become a TaskFailed
 event plus a copy in PIXMESH_DLQ. Every event carries a unique id (also its Nats-Msg-Id) so the
 jobs service can apply it exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
-from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2
+from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.runtime import bus as busmod
 from services.runtime import metrics
-from services.runtime.bus import Bus, Consumer, Delivery
+from services.runtime.bus import Bus, Consumer, Delivery, EventRetention
 from services.runtime.errors import DeadlineExceeded, Internal, InvalidArgument, ServiceError
+from services.runtime.presence import instance_id
+from services.runtime.provenance import (
+    KEY_SCHEME,
+    current_trace_id,
+    engine_fingerprint,
+    output_key,
+    work_digest,
+)
 from services.runtime.settings import WorkerSettings
-from services.runtime.storage import Storage, output_key
+from services.runtime.storage import ObjectHead, Storage
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,48 @@ class ImageResult:
     extension: str
     width: int
     height: int
+    # The operations that made it with every default the processor filled in (provenance);
+    # empty: the task's operations as they are.
+    operations: Sequence[operations_pb2.Operation] = ()
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a processor knows of a task before reading its input: enough to find its outputs.
+
+    `engine`: everything the bytes depend on besides the input and the operations (library
+    versions, the defaults the processor fills in). `extensions`: for each output (the image, or
+    each rendition in order), the extensions it may have. `operations(i, format)`: output i's
+    operations with the defaults filled in, once its format is known (for a reused output's
+    provenance).
+    """
+
+    engine: Mapping[str, str]
+    extensions: Sequence[Sequence[str]]
+    operations: (
+        Callable[[int, image_pb2.ImageFormat.ValueType], Sequence[operations_pb2.Operation]] | None
+    ) = None
+
+
+Resolver = Callable[[events_pb2.Task], Resolution | None]
+
+
+@dataclass(frozen=True)
+class _Found:
+    """An output found in storage under its key, with the facts its metadata records."""
+
+    key: str
+    head: ObjectHead
+
+    @property
+    def sha256(self) -> str:
+        return self.head.metadata.get("sha256", "")
+
+    @property
+    def verified(self) -> bool:
+        """Written by this scheme: its sha256 is recorded and its size is the recorded one."""
+        meta = self.head.metadata
+        return len(self.sha256) == 64 and meta.get("size") == str(self.head.size)
 
 
 @dataclass(frozen=True)
@@ -75,14 +134,27 @@ def monotonic_deadline(task: events_pb2.Task) -> float | None:
 
 
 class TaskWorker:
+    """`resolve` (optional) makes outputs findable before the work (see the module doc);
+    `engine` is the fingerprint in the keys of a processor without one."""
+
     def __init__(
-        self, bus: Bus, storage: Storage, settings: WorkerSettings, process: Processor
+        self,
+        bus: Bus,
+        storage: Storage,
+        settings: WorkerSettings,
+        process: Processor,
+        *,
+        resolve: Resolver | None = None,
+        engine: Mapping[str, str] | None = None,
     ) -> None:
         self.bus = bus
         self.storage = storage
         self.settings = settings
         self.service = settings.service_name
         self.process = process
+        self.resolve = resolve
+        self.engine = dict(engine if engine is not None else engine_fingerprint())
+        self.instance = instance_id()
 
     def consumer(self) -> Consumer:
         return Consumer(
@@ -119,11 +191,40 @@ class TaskWorker:
             f"started.{delivery.attempt}",
             started=events_pb2.TaskStarted(attempt=delivery.attempt),
         )
+        specs = output_specs(task)
+        resolution = self.resolve(task) if self.resolve is not None else None
+        engine = dict(resolution.engine) if resolution is not None else self.engine
+        found: list[_Found | None] = []
+        if resolution is not None:
+            looked_up = time.perf_counter()
+            found = await self._lookup(task, specs, engine, resolution)
+            if not task.recompute and found and all(f is not None and f.verified for f in found):
+                lookup_s = time.perf_counter() - looked_up
+                await self._emit(
+                    task,
+                    "completed",
+                    completed=self._reused(task, found, engine, resolution, lookup_s),
+                )
+                return
+        began = time.perf_counter()
         data = await self.storage.get(task.input_key)
+        fetched = time.perf_counter()
         result = await self.process(task, data)
+        timings = _Timings(fetch_s=fetched - began, process_s=time.perf_counter() - fetched)
+        decided = decided_by(result.reports)
         completed = events_pb2.TaskCompleted()
         if result.image is not None:
-            completed.output_key, output = await self._store(task, stage_spec(task), result.image)
+            completed.output_key, output = await self._store(
+                task,
+                specs[0],
+                engine,
+                decided,
+                result.image,
+                found[0] if found else None,
+                index=0,
+                looked=bool(found),
+                timings=timings,
+            )
             completed.output.CopyFrom(output)
         names = [name for name, _ in result.renditions]
         if names and names != [r.name for r in task.renditions]:
@@ -131,7 +232,17 @@ class TaskWorker:
                 message=f"the stage made renditions {names}, not the task's", retryable=False
             )
         for index, (name, img) in enumerate(result.renditions):
-            key, output = await self._store(task, rendition_spec(task, name), img)
+            key, output = await self._store(
+                task,
+                specs[index],
+                engine,
+                decided,
+                img,
+                found[index] if found else None,
+                index=index,
+                looked=bool(found),
+                timings=timings,
+            )
             output.index = index
             output.rendition = name
             completed.rendition_outputs.append(events_pb2.RenditionOutput(key=key, output=output))
@@ -140,20 +251,154 @@ class TaskWorker:
         completed.reports.extend(result.reports)
         await self._emit(task, "completed", completed=completed)
 
+    async def _lookup(
+        self,
+        task: events_pb2.Task,
+        specs: Sequence[bytes],
+        engine: Mapping[str, str],
+        resolution: Resolution,
+    ) -> list[_Found | None]:
+        """Each output's object, if one of its possible keys exists (HEADs, all at once)."""
+        if len(resolution.extensions) != len(specs):
+            return []
+        digests = [work_digest(task.input_key, spec, engine) for spec in specs]
+        keys = [
+            [output_key(digest, ext) for ext in exts]
+            for digest, exts in zip(digests, resolution.extensions, strict=True)
+        ]
+        flat = [key for candidates in keys for key in candidates]
+        heads = dict(zip(flat, await asyncio.gather(*map(self.storage.head, flat)), strict=True))
+        found: list[_Found | None] = []
+        for candidates in keys:
+            present = [_Found(key, heads[key]) for key in candidates if heads[key] is not None]  # type: ignore[arg-type]
+            found.append(next((f for f in present if f.verified), present[0] if present else None))
+        return found
+
+    def _reused(
+        self,
+        task: events_pb2.Task,
+        found: Sequence[_Found | None],
+        engine: Mapping[str, str],
+        resolution: Resolution,
+        lookup_s: float,
+    ) -> events_pb2.TaskCompleted:
+        """The TaskCompleted of a stage whose outputs all exist: described from their
+        metadata, nothing downloaded."""
+        completed = events_pb2.TaskCompleted()
+        timings = _Timings(store_s=lookup_s)
+        for index, f in enumerate(found):
+            assert f is not None
+            meta = f.head.metadata
+            fmt = int(meta.get("format", "0"))
+            ops = (
+                resolution.operations(index, fmt)  # type: ignore[arg-type]
+                if resolution.operations is not None
+                else output_operations(task, index)
+            )
+            output = job_pb2.Output(
+                format=fmt,  # type: ignore[arg-type]
+                content_type=f.head.content_type,
+                width=int(meta.get("width", "0")),
+                height=int(meta.get("height", "0")),
+                size_bytes=f.head.size,
+                sha256=f.sha256,
+            )
+            output.provenance.CopyFrom(
+                self._provenance(task, ops, engine, {}, timings, meta.get("trace-id", ""))
+            )
+            output.provenance.reused = True
+            if task.renditions:
+                output.index = index
+                output.rendition = task.renditions[index].name
+                completed.rendition_outputs.append(
+                    events_pb2.RenditionOutput(key=f.key, output=output)
+                )
+            else:
+                completed.output_key = f.key
+                completed.output.CopyFrom(output)
+        return completed
+
     async def _store(
-        self, task: events_pb2.Task, spec: bytes, img: ImageResult
+        self,
+        task: events_pb2.Task,
+        spec: bytes,
+        engine: Mapping[str, str],
+        decided: Mapping[str, str],
+        img: ImageResult,
+        found: _Found | None,
+        *,
+        index: int,
+        looked: bool,
+        timings: _Timings,
     ) -> tuple[str, job_pb2.Output]:
-        """Store `img` under its content-addressed key (once) and describe it."""
-        key = output_key(task.input_key, spec, img.extension)
-        if not await self.storage.exists(key):
-            await self.storage.put(key, img.data, img.content_type)
-        return key, job_pb2.Output(
+        """Store `img` under its content-addressed key and describe it. `found`: what the
+        lookup found for it (`looked`: whether there was one; without, a HEAD checks now)."""
+        began = time.perf_counter()
+        digest = work_digest(task.input_key, spec, engine, decided)
+        key = output_key(digest, img.extension)
+        sha = hashlib.sha256(img.data).hexdigest()
+        if looked and (found is None or found.key != key):
+            # The lookup saw the key missing (or found another extension): new, no HEAD.
+            head = None
+        elif found is not None:
+            head = found.head
+        else:
+            head = await self.storage.head(key)
+        present = _Found(key, head) if head is not None else None
+        if present is not None and present.verified and present.sha256 != sha:
+            # Same work, other bytes: keep the stored ones for whoever points at them.
+            key = output_key(f"{digest}-{sha[:16]}", img.extension)
+            present = None
+        trace_id = current_trace_id()
+        if present is None or not present.verified:
+            meta = {
+                "sha256": sha,
+                "size": str(len(img.data)),
+                "format": str(int(img.format)),
+                "width": str(img.width),
+                "height": str(img.height),
+                "trace-id": trace_id,
+                "key-scheme": KEY_SCHEME,
+            }
+            await self.storage.put(key, img.data, img.content_type, meta)
+        output = job_pb2.Output(
             format=img.format,
             content_type=img.content_type,
             width=img.width,
             height=img.height,
             size_bytes=len(img.data),
-            sha256=hashlib.sha256(img.data).hexdigest(),
+            sha256=sha,
+        )
+        ops = img.operations or output_operations(task, index)
+        stored = _Timings(timings.fetch_s, timings.process_s, time.perf_counter() - began)
+        output.provenance.CopyFrom(self._provenance(task, ops, engine, decided, stored, trace_id))
+        return key, output
+
+    def _provenance(
+        self,
+        task: events_pb2.Task,
+        operations: Sequence[operations_pb2.Operation],
+        engine: Mapping[str, str],
+        decided: Mapping[str, str],
+        timings: _Timings,
+        computed_trace_id: str,
+    ) -> job_pb2.Provenance:
+        return job_pb2.Provenance(
+            source_sha256=task.source.sha256,
+            input_key=task.input_key,
+            operations=operations,
+            engine={**engine, **decided},
+            key_scheme=KEY_SCHEME,
+            model=decided.get("model", ""),
+            model_version=decided.get("model_version", ""),
+            execution_provider=decided.get("execution_provider", ""),
+            worker_service=self.service,
+            worker_instance=self.instance,
+            trace_id=current_trace_id(),
+            computed_trace_id=computed_trace_id,
+            fetch_seconds=timings.fetch_s,
+            process_seconds=timings.process_s,
+            store_seconds=timings.store_s,
         )
 
     async def give_up(self, delivery: Delivery, err: ServiceError) -> None:
@@ -195,6 +440,44 @@ def operation(task: events_pb2.Task) -> str:
     return (ops[0].WhichOneof("op") if ops else None) or "none"
 
 
+@dataclass(frozen=True)
+class _Timings:
+    fetch_s: float = 0.0
+    process_s: float = 0.0
+    store_s: float = 0.0
+
+
+def decided_by(reports: Sequence[job_pb2.OperationReport]) -> dict[str, str]:
+    """What a stage decided while it ran that its bytes depend on: the model and execution
+    provider of a Denoise (auto picks one from the image). Part of the output key."""
+    decided: dict[str, str] = {}
+    for report in reports:
+        if report.WhichOneof("report") == "denoise":
+            d = report.denoise
+            decided.setdefault("model", d.model)
+            decided.setdefault("model_version", d.model_version)
+            decided.setdefault("execution_provider", d.execution_provider)
+            prefix = f"op{report.index}."
+            decided[prefix + "model"] = f"{d.model}@{d.model_version}"
+            decided[prefix + "execution_provider"] = d.execution_provider
+    return decided
+
+
+def output_specs(task: events_pb2.Task) -> list[bytes]:
+    """The spec of each output of a task: the image's, or each rendition's in order."""
+    if task.renditions:
+        return [rendition_spec(task, r.name) for r in task.renditions]
+    return [stage_spec(task)]
+
+
+def output_operations(task: events_pb2.Task, index: int) -> list[operations_pb2.Operation]:
+    """The operations that make output `index` of a task, as sent."""
+    ops = list(task.operations)
+    if task.renditions:
+        ops.extend(task.renditions[index].operations)
+    return ops
+
+
 def stage_spec(task: events_pb2.Task) -> bytes:
     """What a stage's output key stands for besides its input: the stage's operations."""
     return b"".join(op.SerializeToString(deterministic=True) for op in task.operations)
@@ -216,7 +499,11 @@ def _parse(delivery: Delivery) -> events_pb2.Task:
 
 
 async def connect_worker(
-    stack: AsyncExitStack, settings: WorkerSettings, process: Processor
+    stack: AsyncExitStack,
+    settings: WorkerSettings,
+    process: Processor,
+    *,
+    resolve: Resolver | None = None,
 ) -> Consumer:
     """Connect a worker service to NATS and object storage and return its ready consumer.
 
@@ -226,11 +513,12 @@ async def connect_worker(
         settings.nats_url,
         f"pixmesh-{settings.service_name}",
         stream_replicas=settings.stream_replicas,
+        events=EventRetention.from_settings(settings),
     )
     stack.push_async_callback(bus.close)
     await bus.ensure_streams()
     storage = Storage.from_settings(settings)
     await storage.ensure_bucket()
-    consumer = TaskWorker(bus, storage, settings, process).consumer()
+    consumer = TaskWorker(bus, storage, settings, process, resolve=resolve).consumer()
     await consumer.setup()
     return consumer

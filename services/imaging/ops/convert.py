@@ -60,6 +60,7 @@ def validate(op: Convert, src: Size | None, ctx: Context) -> Size | None:
     with_metadata = tuple(f for f in writable_formats() if f != GIF)
     _only(ctx, "keep_icc", op.keep_icc, fmt, with_metadata)
     _only(ctx, "keep_copyright", op.keep_copyright, fmt, with_metadata)
+    _only(ctx, "provenance", op.provenance, fmt, with_metadata)
     return src
 
 
@@ -119,6 +120,11 @@ SPEC = OpSpec(
             "Pick the format from the client's Accept header: AVIF, else WEBP, else the input's "
             "(resolved by the gateway when the job is created).",
             "format unset",
+        ),
+        provenance=(
+            "Embed how the output was made (source sha256, operations with their defaults, "
+            "engine versions) as a small XMP packet.",
+            "not GIF; default false",
         ),
         effort=(
             "WEBP encoder effort, libwebp's method (lower: faster, larger; 2 halves the encode "

@@ -10,8 +10,10 @@ from pixmesh.common.v1 import image_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.runtime.bus import Delivery
 from services.runtime.errors import Internal
+from services.runtime.provenance import engine_fingerprint, work_digest
+from services.runtime.provenance import output_key as key_of
 from services.runtime.settings import WorkerSettings
-from services.runtime.storage import output_key
+from services.runtime.storage import ObjectHead
 from services.runtime.worker import (
     ImageResult,
     StageResult,
@@ -19,6 +21,10 @@ from services.runtime.worker import (
     rendition_spec,
     stage_spec,
 )
+
+
+def output_key(source_key: str, spec: bytes, ext: str) -> str:
+    return key_of(work_digest(source_key, spec, engine_fingerprint()), ext)
 
 
 class FakeBus:
@@ -38,18 +44,26 @@ class FakeStorage:
     def __init__(self, objects: dict[str, bytes]) -> None:
         self.objects = dict(objects)
         self.types: dict[str, str] = {}
+        self.meta: dict[str, dict[str, str]] = {}
         self.puts = 0
+        self.heads = 0
 
     async def get(self, key: str) -> bytes:
         return self.objects[key]
 
-    async def exists(self, key: str) -> bool:
-        return key in self.objects
+    async def head(self, key: str) -> ObjectHead | None:
+        self.heads += 1
+        if key not in self.objects:
+            return None
+        return ObjectHead(len(self.objects[key]), self.types.get(key, ""), self.meta.get(key, {}))
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
+    async def put(
+        self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
+    ) -> None:
         self.puts += 1
         self.objects[key] = data
         self.types[key] = content_type
+        self.meta[key] = dict(metadata or {})
 
 
 def image(data: bytes, fmt: image_pb2.ImageFormat.ValueType, ext: str, width: int) -> ImageResult:
