@@ -149,6 +149,7 @@ class AsyncClient:
         preset: str = "",
         renditions: ops.RenditionsLike | None = None,
         webhook: WebhookLike | None = None,
+        reuse: bool = True,
         timeout: float | None = None,
     ) -> Job:
         pipeline, branches = job_pipeline(operations, preset, renditions)
@@ -159,6 +160,7 @@ class AsyncClient:
             preset=preset,
             renditions=branches,
             webhook=to_webhook(webhook),
+            reuse=None if reuse else False,
         )
         resp: gw.CreateJobResponse = await self._unary(self._stub.CreateJob, request, timeout)
         return resp.job

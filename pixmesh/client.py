@@ -164,6 +164,7 @@ class Client:
         preset: str = "",
         renditions: ops.RenditionsLike | None = None,
         webhook: WebhookLike | None = None,
+        reuse: bool = True,
         timeout: float | None = None,
     ) -> Job:
         """Start a pipeline. Without a key one is generated, so gRPC's retries cannot duplicate
@@ -176,7 +177,10 @@ class Client:
 
         `webhook` (a URL, or `pixmesh.webhooks.Webhook(url=..., secret=...)`) is POSTed the job,
         signed, once it ends; receivers check it with `pixmesh.webhooks.verify` (README,
-        "Webhooks"). `job.webhook` shows the delivery."""
+        "Webhooks"). `job.webhook` shows the delivery.
+
+        `reuse=False` recomputes every output even when identical work already stored it
+        (outputs are content-addressed and reused by default; README, "Reuse and provenance")."""
         pipeline, branches = job_pipeline(operations, preset, renditions)
         request = gw.CreateJobRequest(
             image_id=image_id,
@@ -185,6 +189,7 @@ class Client:
             preset=preset,
             renditions=branches,
             webhook=to_webhook(webhook),
+            reuse=None if reuse else False,
         )
         resp: gw.CreateJobResponse = self._unary(self._stub.CreateJob, request, timeout)
         return resp.job

@@ -87,6 +87,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
             renditions=request.renditions,
             accept=_header(context, "accept"),
             webhook=request.webhook if request.HasField("webhook") else None,
+            reuse=request.reuse if request.HasField("reuse") else True,
         )
         return pb.CreateJobResponse(job=job)
 

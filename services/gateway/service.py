@@ -360,7 +360,9 @@ class GatewayService:
         renditions: Sequence[operations_pb2.Rendition] = (),
         accept: str | None = None,
         webhook: job_pb2.Webhook | None = None,
+        reuse: bool = True,
     ) -> job_pb2.Job:
+        """`reuse` False recomputes outputs that identical work already stored."""
         if len(idempotency_key) > 255:
             raise invalid("idempotency_key", "at most 255 characters")
         if webhook is not None:
@@ -395,6 +397,7 @@ class GatewayService:
             idempotency_key=idempotency_key,
             request_hash=req_hash,
             webhook=webhook,
+            reuse=None if reuse else False,
         )
         with rpc_errors():
             resp: jobs_pb2.CreateJobResponse = await self.jobs.CreateJob(req, timeout=timeout)

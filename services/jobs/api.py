@@ -25,6 +25,7 @@ class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
             request.request_hash,
             request.renditions,
             request.webhook if request.HasField("webhook") else None,
+            reuse=request.reuse if request.HasField("reuse") else True,
         )
         return pb.CreateJobResponse(job=job, created=created)
 

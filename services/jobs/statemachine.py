@@ -109,6 +109,8 @@ class JobRecord:
     error_message: str | None = None
     finished_at: datetime | None = None
     webhook: WebhookRecord | None = None
+    # CreateJob `reuse: false`: its tasks compute their outputs even when they are stored.
+    recompute: bool = False
     # Indexes of the stages a transition changed: only those are written back.
     changed: set[int] = field(default_factory=set)
 
