@@ -24,7 +24,7 @@ from services.gateway.repository import GatewayRepository
 from services.gateway.service import GatewayService, Planner
 from services.gateway.settings import GatewaySettings
 from services.runtime import db
-from services.runtime.bus import Bus, task_durable
+from services.runtime.bus import Bus, EventRetention, task_durable
 from services.runtime.imageprobe import configure_pillow
 from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService, channel
@@ -71,7 +71,10 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
         inference = await stack.enter_async_context(channel(settings.inference_addr))
         metadata = await stack.enter_async_context(channel(settings.metadata_addr))
         bus = await Bus.connect(
-            settings.nats_url, "pixmesh-gateway", stream_replicas=settings.stream_replicas
+            settings.nats_url,
+            "pixmesh-gateway",
+            stream_replicas=settings.stream_replicas,
+            events=EventRetention.from_settings(settings),
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams()

@@ -16,7 +16,7 @@ from services.jobs.settings import JobsSettings
 from services.jobs.webhooks import WebhookPolicy
 from services.runtime import bus as busmod
 from services.runtime import db, metrics
-from services.runtime.bus import Bus, Consumer
+from services.runtime.bus import Bus, Consumer, EventRetention
 from services.runtime.pipeline import WORKER_SERVICES
 from services.runtime.presence import Announcer, PresenceBoard
 from services.runtime.server import App, GrpcService, Worker
@@ -28,7 +28,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 async def build(settings: JobsSettings) -> AsyncIterator[App]:
     pool = await db.create_pool(settings.database_url)
     bus = await Bus.connect(
-        settings.nats_url, "pixmesh-jobs", stream_replicas=settings.stream_replicas
+        settings.nats_url,
+        "pixmesh-jobs",
+        stream_replicas=settings.stream_replicas,
+        events=EventRetention.from_settings(settings),
     )
     # Replicas of every service, for GetFleetStatus.
     board = PresenceBoard(bus.nc)
@@ -65,6 +68,11 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
                 service.relay_outbox,
                 service.deliver_webhooks,
                 lambda stop: service.reap_overdue(stop, settings.reaper_interval_s),
+                lambda stop: service.trim_retention(
+                    stop,
+                    interval_s=settings.retention_interval_s,
+                    processed_events_s=settings.processed_events_horizon_s,
+                ),
                 Announcer.for_service(bus.nc, settings).run,
                 _metrics_watcher(bus, repo, consumer),
             ],

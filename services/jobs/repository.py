@@ -47,7 +47,7 @@ _STAGE_STATES = {
 _JOB_COLUMNS = """
     j.job_id, j.tenant_id, j.image_id, j.state, j.operations, j.source, j.idempotency_key,
     j.request_hash, j.metadata, j.renditions, j.error_code, j.error_reason, j.error_message,
-    j.deadline, j.created_at, j.updated_at, j.finished_at,
+    j.deadline, j.created_at, j.updated_at, j.finished_at, j.recompute,
     s.idx, s.service, s.state AS s_state, s.operations AS s_operations, s.attempts, s.input_key,
     s.output_key, s.output, s.reports, s.renditions AS s_renditions, s.rendition_outputs,
     s.error_code AS s_error_code, s.error_reason AS s_error_reason,
@@ -99,8 +99,9 @@ _OUTBOX_CTE = (
 
 _CREATE = """WITH job AS (
         INSERT INTO jobs.jobs (job_id, tenant_id, image_id, state, operations, source,
-            idempotency_key, request_hash, deadline, created_at, updated_at, renditions)
-        VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $9, $10)
+            idempotency_key, request_hash, deadline, created_at, updated_at, renditions,
+            recompute)
+        VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $9, $10, $22)
         RETURNING job_id
     ), stages AS (
         INSERT INTO jobs.stages (job_id, idx, service, operations, state, input_key, renditions)
@@ -251,6 +252,14 @@ _COUNTS = """
     WHERE created_at > since OR finished_at > since OR state IN ('PENDING', 'RUNNING')"""
 
 
+# Processed-event ids past the redelivery horizon: no duplicate of theirs can arrive any more.
+_TRIM_PROCESSED = """DELETE FROM jobs.processed_events p
+    USING (SELECT event_id FROM jobs.processed_events
+           WHERE processed_at < now() - make_interval(secs => $1)
+           ORDER BY processed_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+    WHERE p.event_id = due.event_id"""
+
+
 class JobsRepository:
     def __init__(self, pool: asyncpg.Pool, *, job_timeout_s: float) -> None:
         self.pool = pool
@@ -267,7 +276,10 @@ class JobsRepository:
         req_hash: str,
         renditions: Sequence[operations_pb2.Rendition] = (),
         webhook: job_pb2.Webhook | None = None,
+        *,
+        reuse: bool = True,
     ) -> tuple[job_pb2.Job, bool]:
+        """`reuse` False: the tasks carry `recompute` (outputs computed even when stored)."""
         if idempotency_key:
             existing = await self._find_by_key(tenant_id, idempotency_key, req_hash)
             if existing is not None:
@@ -303,6 +315,7 @@ class JobsRepository:
             if renditions
             else None,
             webhook=sm.WebhookRecord(webhook.url, "PENDING", 0) if webhook else None,
+            recompute=not reuse,
         )
         out = _Outbox()
         out.task(job, 0)
@@ -333,6 +346,7 @@ class JobsRepository:
                     _headers(),
                     webhook.url if webhook else None,
                     (webhook.secret or None) if webhook else None,
+                    job.recompute,
                 )
         except asyncpg.UniqueViolationError:
             # A concurrent request with the same key won the race: answer like a retry.
@@ -396,18 +410,11 @@ class JobsRepository:
             if job.state != sm.FAILED:
                 raise errors.job_not_failed(job_id, job.state)
             idx = sm.restart_failed(job, now, now + self.job_timeout)
-            # Earlier tasks of this stage: "<job>.<idx>" and "<job>.<idx>.retryN" (not LIKE:
-            # job events' random ids can start with the stage's digits).
-            first_task = f"{job_id}.{idx}"
-            retries = await conn.fetchval(
-                "SELECT count(*) FROM jobs.outbox"
-                " WHERE msg_id = $1 OR starts_with(msg_id, $1 || '.retry')",
-                first_task,
-            )
             out = _Outbox()
             # A replay gets a new task id: the first run's is spent in JetStream's dedup window
-            # and in the events already applied.
-            out.task(job, idx, suffix=f".retry{retries}")
+            # and in the events already applied. Unique without counting earlier tasks (the
+            # outbox keeps no published rows to count).
+            out.task(job, idx, suffix=f".retry{uuid.uuid4().hex[:12]}")
             retried = out.job_event(job)
             await _save(conn, job, out)
             return retried
@@ -497,13 +504,14 @@ class JobsRepository:
     async def claim_outbox(
         conn: asyncpg.Connection, limit: int = 100
     ) -> builtins.list[OutboxMessage]:
-        """The oldest unpublished messages, in order, locked and marked published in one
-        statement. Call it in a transaction and commit only once they are published: a rollback
-        leaves them unpublished (and unlocked) for the next claim."""
+        """The oldest unpublished messages, in order, locked and deleted in one statement.
+        Call it in a transaction and commit only once JetStream acked them all: a rollback
+        leaves them in place (and unlocked) for the next claim. A published row has no reader
+        (JetStream dedups by msg id), so it is not kept: the table holds the backlog only."""
         rows = await conn.fetch(
-            """UPDATE jobs.outbox o SET published_at = now()
-               FROM (SELECT id FROM jobs.outbox WHERE published_at IS NULL
-                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) claimed
+            """DELETE FROM jobs.outbox o
+               USING (SELECT id FROM jobs.outbox WHERE published_at IS NULL
+                      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) claimed
                WHERE o.id = claimed.id
                RETURNING o.id, o.subject, o.msg_id, o.payload, o.headers""",
             limit,
@@ -521,6 +529,16 @@ class JobsRepository:
             ),
             key=lambda m: m.id,
         )
+
+    # ---- retention ------------------------------------------------------------------------
+
+    async def trim_processed_events(self, older_than_s: float, batch: int = 5000) -> int:
+        """Delete up to `batch` processed-event ids recorded more than `older_than_s` ago,
+        oldest first; how many. Rows another replica is deleting are skipped (SKIP LOCKED), so
+        every replica may run the trim and each row goes once."""
+        async with _connection(self.pool) as conn:
+            done: str = await conn.execute(_TRIM_PROCESSED, older_than_s, batch)
+        return int(done.split()[-1])
 
     # ---- webhooks -------------------------------------------------------------------------
 
@@ -643,6 +661,7 @@ def _records(rows: Sequence[asyncpg.Record]) -> builtins.list[sm.JobRecord]:
                     error_reason=r["error_reason"],
                     error_message=r["error_message"],
                     finished_at=r["finished_at"],
+                    recompute=r["recompute"],
                     webhook=sm.WebhookRecord(
                         url=r["w_url"],
                         state=r["w_state"],
@@ -705,6 +724,7 @@ def _task(job: sm.JobRecord, idx: int, suffix: str) -> events_pb2.Task:
         stage_index=idx,
         service=stage.service,
         input_key=stage.input_key or "",
+        recompute=job.recompute,
     )
     task.operations.extend(job_pb2.Job.FromString(stage.operations).operations)
     task.source.MergeFromString(job.source)

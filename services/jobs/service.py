@@ -44,6 +44,8 @@ RELAY_BATCH = 100
 _TASK_PREFIX = busmod.task_subject("")
 # Webhook deliveries claimed (and attempted concurrently) per round.
 WEBHOOK_BATCH = 16
+# Rows deleted per retention statement (short transactions, short locks).
+TRIM_BATCH = 5000
 
 
 class JobsService:
@@ -69,6 +71,8 @@ class JobsService:
         req_hash: str = "",
         renditions: Sequence[operations_pb2.Rendition] = (),
         webhook: job_pb2.Webhook | None = None,
+        *,
+        reuse: bool = True,
     ) -> tuple[job_pb2.Job, bool]:
         if not tenant_id:
             raise invalid("tenant_id", "required")
@@ -85,7 +89,7 @@ class JobsService:
             image, ops, renditions, webhook_url=webhook.url if webhook else ""
         )
         return await self.repo.create_job(
-            tenant_id, image, ops, idempotency_key, req_hash, renditions, webhook
+            tenant_id, image, ops, idempotency_key, req_hash, renditions, webhook, reuse=reuse
         )
 
     async def get_job(self, tenant_id: str, job_id: str) -> job_pb2.Job:
@@ -185,7 +189,11 @@ class JobsService:
                     await self.bus.js.publish(
                         m.subject,
                         m.payload,
-                        headers={**m.headers, "Nats-Msg-Id": m.msg_id},
+                        headers={
+                            **m.headers,
+                            **self.bus.expiry_headers(m.subject),
+                            "Nats-Msg-Id": m.msg_id,
+                        },
                         timeout=5.0,
                     )
                     continue
@@ -307,6 +315,25 @@ class JobsService:
                 log.exception("reaper failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+
+    async def trim_retention(
+        self, stop: asyncio.Event, *, interval_s: float, processed_events_s: float
+    ) -> None:
+        """Delete what is past its retention (README, "Retention"): processed-event ids older
+        than the redelivery horizon. Every replica runs it; rows are claimed SKIP LOCKED, so
+        each goes once. Batches until a round finds less than a batch due."""
+        while not stop.is_set():
+            try:
+                with suppress_instrumentation():
+                    while (
+                        await self.repo.trim_processed_events(processed_events_s, TRIM_BATCH)
+                        >= TRIM_BATCH
+                    ):
+                        pass
+            except (asyncpg.PostgresError, OSError):
+                log.exception("retention trim failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
 
 
 # A recorded attempt's outcome (pixmesh_webhook_attempts_total) by the delivery's new state.

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
+from services.runtime.bus import redelivery_horizon_s
 from services.runtime.settings import WorkerSettings
+
+# Kept past the horizon below: a consumer or service restart, a clock step.
+PROCESSED_EVENTS_MARGIN_S = 3600.0
 
 
 class JobsSettings(WorkerSettings):
@@ -25,3 +29,32 @@ class JobsSettings(WorkerSettings):
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
     # The gateway's rule, checked again before each attempt (DNS may change after CreateJob).
     webhook_allow_private: bool = False
+    # Retention (README, "Retention"): how often the trim runs, and how long an applied event's
+    # id is kept for dedup (default: `processed_events_horizon_s`; a shorter value is refused).
+    retention_interval_s: float = Field(default=60.0, gt=0)
+    processed_events_retention_s: float | None = Field(default=None, gt=0)
+
+    @property
+    def processed_events_floor_s(self) -> float:
+        """The latest a duplicate of an applied event can still change a job: while the
+        event consumer redelivers it (ack wait x deliveries + nak delays), or a worker whose
+        task is redelivered publishes it again (the same bound, workers sharing these
+        settings), and while its job is open (`job_timeout_s`; a late event for a finished job
+        is a no-op)."""
+        return max(self.job_timeout_s, redelivery_horizon_s(self.ack_wait_s, self.max_deliver))
+
+    @property
+    def processed_events_horizon_s(self) -> float:
+        if self.processed_events_retention_s is not None:
+            return self.processed_events_retention_s
+        return self.processed_events_floor_s + PROCESSED_EVENTS_MARGIN_S
+
+    @model_validator(mode="after")
+    def _retention_covers_redelivery(self) -> JobsSettings:
+        wanted = self.processed_events_retention_s
+        if wanted is not None and wanted < self.processed_events_floor_s:
+            raise ValueError(
+                f"processed_events_retention_s={wanted} is shorter than the redelivery horizon"
+                f" ({self.processed_events_floor_s:.0f} s): duplicates would be applied again"
+            )
+        return self

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from opentelemetry.trace import SpanKind
 
 from services.runtime import metrics
 from services.runtime.errors import Internal, ServiceError
+from services.runtime.settings import ServiceSettings
 from services.runtime.telemetry import extract_context, inject_headers
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ DLQ_STREAM = "PIXMESH_DLQ"
 
 DAY = 24 * 3600.0
 
+# Retention (README, "Retention"): tasks leave PIXMESH_TASKS when acked (work queue); the limits
+# of PIXMESH_EVENTS come from settings (`EventRetention`, applied by `Bus.stream_config`).
 STREAMS: Mapping[str, js_api.StreamConfig] = {
     TASKS_STREAM: js_api.StreamConfig(
         name=TASKS_STREAM,
@@ -48,6 +52,8 @@ STREAMS: Mapping[str, js_api.StreamConfig] = {
         storage=js_api.StorageType.FILE,
         duplicate_window=120.0,
         max_age=7 * DAY,
+        max_bytes=-1,
+        allow_msg_ttl=False,
     ),
     EVENTS_STREAM: js_api.StreamConfig(
         name=EVENTS_STREAM,
@@ -55,7 +61,10 @@ STREAMS: Mapping[str, js_api.StreamConfig] = {
         retention=js_api.RetentionPolicy.LIMITS,
         storage=js_api.StorageType.FILE,
         duplicate_window=120.0,
-        max_age=7 * DAY,
+        max_age=DAY,
+        max_bytes=-1,
+        # Job events carry a Nats-TTL header (`Bus.expiry_headers`).
+        allow_msg_ttl=True,
     ),
     DLQ_STREAM: js_api.StreamConfig(
         name=DLQ_STREAM,
@@ -63,11 +72,47 @@ STREAMS: Mapping[str, js_api.StreamConfig] = {
         retention=js_api.RetentionPolicy.LIMITS,
         storage=js_api.StorageType.FILE,
         max_age=30 * DAY,
+        max_bytes=-1,
+        allow_msg_ttl=False,
     ),
 }
 
+
+@dataclass(frozen=True)
+class EventRetention:
+    """What PIXMESH_EVENTS keeps. Its durable consumers (jobs' task events, metadata's uploads)
+    read within seconds, so `max_age_s`/`max_bytes` only bound a backlog kept for an outage.
+    Job events (`pixmesh.event.job.<id>`, one subject per job) are read live only (WatchJob
+    subscribes before it reads the job), so each one expires after `job_event_ttl_s` and its
+    subject with it. No per-subject cap: the task-event subjects are queues shared by every
+    job, and a cap there would drop events a consumer has not read."""
+
+    max_age_s: float = DAY
+    max_bytes: int = 1024**3
+    job_event_ttl_s: float = 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> EventRetention:
+        return cls(
+            max_age_s=settings.events_max_age_s,
+            max_bytes=settings.events_max_bytes,
+            job_event_ttl_s=settings.job_event_ttl_s,
+        )
+
+
 # Seconds before redelivering a task after a retryable failure, indexed by attempt - 1.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
+
+
+def redelivery_horizon_s(
+    ack_wait_s: float, max_deliver: int, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS
+) -> float:
+    """The longest a `Consumer` keeps delivering one message after its first delivery: each
+    of its `max_deliver` + 1 server-side deliveries (see Consumer.setup) may wait out the ack
+    timer, and each retry its nak delay. A message is never delivered again after this."""
+    delays = retry_delays or DEFAULT_RETRY_DELAYS
+    naks = sum(delays[min(a - 1, len(delays) - 1)] for a in range(1, max_deliver))
+    return (max_deliver + 1) * ack_wait_s + naks
 
 
 def task_subject(service: str) -> str:
@@ -85,6 +130,9 @@ def dlq_subject(service: str) -> str:
 
 def job_event_subject(job_id: str) -> str:
     return f"pixmesh.event.job.{job_id}"
+
+
+_JOB_EVENT_PREFIX = job_event_subject("")
 
 
 # Published by the gateway after each upload; the metadata service extracts on it.
@@ -113,7 +161,15 @@ GiveUp = Callable[[Delivery, ServiceError], Awaitable[None]]
 _EDITABLE_CONSUMER_FIELDS = ("ack_wait", "max_deliver", "max_ack_pending")
 _FIXED_CONSUMER_FIELDS = ("filter_subject", "ack_policy", "deliver_policy")
 # Stream settings reconciled at start (replicas among them: R1 -> R3 when a cluster is formed).
-_RECONCILED_STREAM_FIELDS = ("num_replicas", "max_age", "duplicate_window", "subjects")
+_RECONCILED_STREAM_FIELDS = (
+    "num_replicas",
+    "max_age",
+    "duplicate_window",
+    "subjects",
+    "max_bytes",
+    # Can be turned on in place, never off (the server refuses).
+    "allow_msg_ttl",
+)
 
 
 @dataclass(frozen=True)
@@ -134,13 +190,30 @@ class QueueStats:
 
 
 class Bus:
-    def __init__(self, nc: NatsClient, *, stream_replicas: int = 1) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        stream_replicas: int = 1,
+        events: EventRetention = EventRetention(),
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.stream_replicas = stream_replicas
+        self.events = events
+        # Set by ensure_streams once the events stream is known to accept Nats-TTL (a server
+        # refuses a message with that header otherwise).
+        self._job_event_ttl = False
 
     @classmethod
-    async def connect(cls, url: str, name: str, *, stream_replicas: int = 1) -> Bus:
+    async def connect(
+        cls,
+        url: str,
+        name: str,
+        *,
+        stream_replicas: int = 1,
+        events: EventRetention = EventRetention(),
+    ) -> Bus:
         """Connect to one server or a cluster (`url` lists the nodes, comma separated; the client
         also learns the others from the cluster and fails over between them)."""
 
@@ -162,21 +235,32 @@ class Bus:
             reconnected_cb=on_reconnect,
             error_cb=on_error,
         )
-        return cls(nc, stream_replicas=stream_replicas)
+        return cls(nc, stream_replicas=stream_replicas, events=events)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.nc.drain()
 
     def stream_config(self, name: str) -> js_api.StreamConfig:
-        """The pixmesh stream `name` as this process wants it (replicas from settings)."""
-        return STREAMS[name].evolve(num_replicas=self.stream_replicas)
+        """The pixmesh stream `name` as this process wants it (replicas and the events
+        stream's limits from settings)."""
+        config = STREAMS[name].evolve(num_replicas=self.stream_replicas)
+        if name == EVENTS_STREAM:
+            config = config.evolve(max_age=self.events.max_age_s, max_bytes=self.events.max_bytes)
+        return config
+
+    def expiry_headers(self, subject: str) -> dict[str, str]:
+        """Headers that give a message on `subject` its time to live: a job event's (none for
+        other subjects, nor until ensure_streams has seen that the stream accepts them)."""
+        if not self._job_event_ttl or not subject.startswith(_JOB_EVENT_PREFIX):
+            return {}
+        return {"Nats-TTL": str(math.ceil(self.events.job_event_ttl_s))}
 
     async def ensure_streams(self) -> None:
         """Create the pixmesh streams if missing; bring existing ones to our settings.
 
-        Replicas, max age, dedup window and subjects are updated in place (NATS allows it; a
-        cluster moves the data). A stream whose update the server refuses is left as it is and
+        Replicas, max age and bytes, dedup window, subjects and per-message TTL are updated in
+        place (NATS allows it; a cluster moves the data). A stream whose update the server refuses is left as it is and
         logged: the service still runs against it rather than refusing to start.
         """
         for name in STREAMS:
@@ -186,7 +270,10 @@ class Bus:
             except NotFoundError:
                 await self.js.add_stream(wanted)
                 log.info("created stream", extra={"stream": name, "replicas": wanted.num_replicas})
+                self._job_event_ttl |= name == EVENTS_STREAM
                 continue
+            if name == EVENTS_STREAM and info.config.allow_msg_ttl:
+                self._job_event_ttl = True
             changed = {
                 f: (getattr(info.config, f), getattr(wanted, f))
                 for f in _RECONCILED_STREAM_FIELDS
@@ -205,6 +292,7 @@ class Bus:
                 )
             else:
                 log.warning("updated stream", extra={"stream": name, "changes": str(changed)})
+                self._job_event_ttl |= name == EVENTS_STREAM
 
     async def ensure_consumer(
         self,

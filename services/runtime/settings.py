@@ -29,6 +29,14 @@ class ServiceSettings(BaseSettings):
     # Replicas of every JetStream stream (1 on one node; 3 on a 3-node cluster). Applied at start:
     # an existing stream with another value is updated.
     stream_replicas: int = Field(default=1, ge=1, le=5)
+    # PIXMESH_EVENTS retention (README, "Retention"), applied at start like the replicas: task
+    # and upload events are kept this long (their consumers read them within seconds; the age is
+    # what an outage of a consumer may last without losing events), up to this many bytes (the
+    # oldest go first; -1: no limit; NATS reserves it on disk per replica), and a job event
+    # (read live only, by WatchJob) this long.
+    events_max_age_s: float = Field(default=24 * 3600.0, ge=3600.0)
+    events_max_bytes: int = Field(default=1024**3, ge=-1)
+    job_event_ttl_s: float = Field(default=3600.0, ge=1.0)
     database_url: str = "postgresql://pixmesh@127.0.0.1:5432/pixmesh"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
