@@ -49,6 +49,9 @@ WHERE m.doc IS DISTINCT FROM EXCLUDED.doc
    OR m.created_at IS DISTINCT FROM COALESCE({_UPLOADED_AT}, m.created_at)
 """
 
+# Unique per tenant beside (tenant_id, sha256), the upsert's conflict target (migration 0002).
+_IMAGE_ID_INDEX: Final = "image_metadata_image_id_idx"
+
 
 # The document as read back: protobuf bytes, or (rows from before doc_pb) the JSON as text, so a
 # jsonb codec set on the pool cannot double-decode it.
@@ -80,7 +83,18 @@ class MetadataRepository:
         image_id: str | None = None,
         uploaded_at: datetime | None = None,
     ) -> None:
-        await self._pool.execute(_UPSERT, *_row(tenant_id, md, image_id), uploaded_at)
+        args = (*_row(tenant_id, md, image_id), uploaded_at)
+        try:
+            await self._pool.execute(_UPSERT, *args)
+        except asyncpg.UniqueViolationError as exc:
+            # Two writers of a new image at once (an upload's indexing and an extract_metadata
+            # job): both passed the ON CONFLICT check before either row existed; the arbiter
+            # index let the second wait, but the image id index is not covered by ON CONFLICT
+            # and failed it once the first committed. The row is there now: the same upsert
+            # updates it. Another constraint, or a second failure, is a real conflict.
+            if exc.constraint_name != _IMAGE_ID_INDEX:
+                raise
+            await self._pool.execute(_UPSERT, *args)
 
     async def get(self, tenant_id: str, sha256: str) -> metadata_pb2.ImageMetadata | None:
         row = await self._pool.fetchrow(_GET, tenant_id, sha256)
