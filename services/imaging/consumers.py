@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from pixmesh.common.v1 import operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.imaging.pipeline import PipelineResult
-from services.imaging.resolve import resolved_operations, resolver
+from services.imaging.resolve import PIPELINE_VERSION, resolved_operations, resolver
 from services.imaging.service import ImagingProcessor
+from services.runtime.provenance import KEY_SCHEME, engine_fingerprint
 from services.runtime.worker import (
     ImageResult,
     Processor,
@@ -23,9 +24,10 @@ def processor(imaging: ImagingProcessor) -> Processor:
     async def process(task: events_pb2.Task, data: bytes) -> StageResult:
         deadline = monotonic_deadline(task)
         effort = imaging.webp_effort
+        facts = xmp_facts(task)
         if task.renditions:
             results = await imaging.process_renditions(
-                data, task.operations, task.renditions, deadline
+                data, task.operations, task.renditions, deadline, provenance=facts
             )
             return StageResult(
                 renditions=[
@@ -33,10 +35,23 @@ def processor(imaging: ImagingProcessor) -> Processor:
                     for i, (name, r) in enumerate(results.renditions)
                 ]
             )
-        result = await imaging.process(data, task.operations, deadline)
+        result = await imaging.process(data, task.operations, deadline, provenance=facts)
         return StageResult(image=image_result(result, task.operations, effort))
 
     return process
+
+
+def xmp_facts(task: events_pb2.Task) -> dict[str, str]:
+    """What Convert.provenance embeds besides the operations (services/imaging/xmp.py): facts
+    the output key stands for, so that the bytes stay the same for the same work."""
+    facts = {
+        "sourceSha256": task.source.sha256,
+        "inputKey": task.input_key,
+        "keyScheme": KEY_SCHEME,
+        "pipelineVersion": PIPELINE_VERSION,
+    }
+    facts.update({f"engine.{k}": v for k, v in engine_fingerprint().items()})
+    return facts
 
 
 def resolve(imaging: ImagingProcessor) -> Resolver:

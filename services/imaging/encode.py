@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
-from PIL import Image, features
+from PIL import Image, PngImagePlugin, TiffImagePlugin, features
 
 from pixmesh.common.v1.operations_pb2 import Convert
 from services.runtime.imageprobe import Format, ImageFormat, pillow_name
@@ -84,6 +84,7 @@ def encode(
     icc: bytes | None = None,
     exif: bytes | None = None,
     webp_effort: int = WEBP_EFFORT,
+    xmp: bytes | None = None,
 ) -> bytes:
     """Encode one image, or the frames of an animation (mode L, LA, RGB or RGBA).
 
@@ -102,6 +103,8 @@ def encode(
         if fmt != ImageFormat.GIF:
             # Always given, even empty: some encoders fall back to `image.info` otherwise.
             params.update(icc_profile=icc or b"", exif=exif or b"")
+        if xmp:
+            params.update(_xmp(fmt, xmp))
         if len(prepared) > 1:
             params.update(_animation(fmt, prepared, durations, loop))
         out = io.BytesIO()
@@ -159,6 +162,22 @@ def _params(fmt: Format, opts: Convert, quality: int, webp_effort: int) -> dict[
     elif fmt == ImageFormat.TIFF:
         params.update(compression="tiff_adobe_deflate")
     return params
+
+
+def _xmp(fmt: Format, xmp: bytes) -> dict[str, Any]:
+    """Save parameters that embed an XMP packet (GIF has no room: none)."""
+    if fmt in (ImageFormat.JPEG, ImageFormat.WEBP, ImageFormat.AVIF):
+        return {"xmp": xmp}
+    if fmt == ImageFormat.PNG:
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", xmp.decode(), zip=False)
+        return {"pnginfo": info}
+    if fmt == ImageFormat.TIFF:
+        ifd = TiffImagePlugin.ImageFileDirectory_v2()
+        ifd[700] = xmp  # XMLPacket
+        ifd.tagtype[700] = 1  # BYTE
+        return {"tiffinfo": ifd}
+    return {}
 
 
 def _animation(

@@ -65,6 +65,7 @@ from services.imaging.validation import (
     validate_pipeline,
     validate_renditions,
 )
+from services.imaging.xmp import provenance_xmp
 from services.runtime import imageprobe
 from services.runtime.errors import DeadlineExceeded, InvalidArgument
 from services.runtime.imageprobe import Format, ImageHeader, extension_for, mime_for
@@ -135,18 +136,20 @@ def run(
     deadline: float | None = None,
     default_format: Format | None = None,
     webp_effort: int = WEBP_EFFORT,
+    provenance: Mapping[str, str] | None = None,
 ) -> PipelineResult:
     """Run `operations` on the encoded image `data` and encode the result.
 
     `deadline` is an absolute `time.monotonic()` value (see `deadline_after`); None means none.
     The output format is the last Convert's, else `default_format`, else the input's when it can
     be written (otherwise PNG, or JPEG for HEIF photos). A WebP is encoded at the Convert's
-    effort, else at `webp_effort` (the deployment's default). Raises InvalidArgument for bad
+    effort, else at `webp_effort` (the deployment's default). With Convert.provenance the
+    output embeds `provenance` (see xmp.provenance_xmp) as XMP. Raises InvalidArgument for bad
     input or operations, DeadlineExceeded when the deadline passes between two steps.
     """
     with _tracer.start_as_current_span("imaging.pipeline") as span:
         span.set_attribute("pixmesh.operations", len(operations))
-        result = _run(data, operations, limits, deadline, default_format, webp_effort)
+        result = _run(data, operations, limits, deadline, default_format, webp_effort, provenance)
         span.set_attributes(output_attributes(result))
         return result
 
@@ -160,6 +163,7 @@ def run_renditions(
     deadline: float | None = None,
     default_format: Format | None = None,
     webp_effort: int = WEBP_EFFORT,
+    provenance: Mapping[str, str] | None = None,
 ) -> RenditionsResult:
     """Run the shared `operations` on `data` once, then each rendition's on their result.
 
@@ -176,7 +180,7 @@ def run_renditions(
             {"pixmesh.operations": len(operations), "pixmesh.renditions": len(renditions)}
         )
         return _run_renditions(
-            data, operations, renditions, limits, deadline, default_format, webp_effort
+            data, operations, renditions, limits, deadline, default_format, webp_effort, provenance
         )
 
 
@@ -215,6 +219,7 @@ def _run(
     deadline: float | None,
     default_format: Format | None,
     webp_effort: int,
+    provenance: Mapping[str, str] | None,
 ) -> PipelineResult:
     steps = _Steps(deadline)
     with steps.step("probe"):
@@ -225,7 +230,8 @@ def _run(
         frames, exif, icc = _decode(source, header, [plan], steps)
         full = source_size(header, plan.auto_orient)
         _apply(frames, operations, plan.operations, full, limits, steps)
-        return _encode(frames, plan, header, limits, exif, icc, steps, webp_effort)
+        xmp = _xmp(plan, provenance, operations)
+        return _encode(frames, plan, header, limits, exif, icc, steps, webp_effort, xmp)
     finally:
         source.close()
 
@@ -238,6 +244,7 @@ def _run_renditions(
     deadline: float | None,
     default_format: Format | None,
     webp_effort: int,
+    provenance: Mapping[str, str] | None,
 ) -> RenditionsResult:
     steps = _Steps(deadline)
     with steps.step("probe"):
@@ -262,7 +269,8 @@ def _run_renditions(
                 span.set_attribute("pixmesh.rendition", rendition.name)
                 branch = frames.branch()
                 _apply(branch, rendition.operations, plan.operations[shared:], full, limits, own)
-                result = _encode(branch, plan, header, limits, exif, icc, own, webp_effort)
+                xmp = _xmp(plan, provenance, [*operations, *rendition.operations])
+                result = _encode(branch, plan, header, limits, exif, icc, own, webp_effort, xmp)
                 span.set_attributes(output_attributes(result))
             results.append((rendition.name, result))
     finally:
@@ -340,6 +348,7 @@ def _encode(
     icc: bytes | None,
     steps: _Steps,
     webp_effort: int,
+    xmp: bytes | None = None,
 ) -> PipelineResult:
     """strip → encode, as `plan` says (`exif` and `icc` as `_decode` returned them; a WebP at
     `webp_effort` unless the Convert sets one)."""
@@ -362,6 +371,7 @@ def _encode(
                 icc=profile_for(icc, img.mode),
                 exif=exif if options.keep_copyright else None,
                 webp_effort=webp_effort,
+                xmp=xmp,
             )
         except MaxBytesUnreachable as exc:
             assert plan.convert is not None  # validation allows max_bytes in a Convert only
@@ -381,6 +391,17 @@ def _encode(
         frames=len(images),
         source_format=header.format,
     )
+
+
+def _xmp(
+    plan: Plan,
+    provenance: Mapping[str, str] | None,
+    operations: Sequence[operations_pb2.Operation],
+) -> bytes | None:
+    """The XMP to embed: only with Convert.provenance, when the caller gave the facts."""
+    if provenance is None or not plan.options.provenance:
+        return None
+    return provenance_xmp(provenance, operations)
 
 
 class _Steps:

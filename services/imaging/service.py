@@ -77,6 +77,7 @@ class ImagingProcessor:
         deadline: float | None,
         *,
         default_format: Format | None = None,
+        provenance: Mapping[str, str] | None = None,
     ) -> PipelineResult:
         """Run the pipeline; `deadline` is absolute, on the `time.monotonic()` clock."""
         with _tracer.start_as_current_span("imaging.pipeline") as span:
@@ -89,6 +90,7 @@ class ImagingProcessor:
                 deadline=deadline,
                 default_format=default_format or self.default_format,
                 webp_effort=self.webp_effort,
+                provenance=provenance,
             )
             child: ChildRun[PipelineResult] = await self._pool.run(
                 in_child, work, deadline=deadline
@@ -112,6 +114,7 @@ class ImagingProcessor:
         deadline: float | None,
         *,
         default_format: Format | None = None,
+        provenance: Mapping[str, str] | None = None,
     ) -> RenditionsResult:
         """Decode `data` once, run `operations`, then make every rendition from their result
         (see `pipeline.run_renditions`), all in one child. The steps before the renditions
@@ -129,6 +132,7 @@ class ImagingProcessor:
                 deadline=deadline,
                 default_format=default_format or self.default_format,
                 webp_effort=self.webp_effort,
+                provenance=provenance,
             )
             child: ChildRun[RenditionsResult] = await self._pool.run(
                 in_child, work, deadline=deadline

@@ -17,6 +17,7 @@ from pixmesh.events.v1 import events_pb2
 from services.imaging.consumers import processor, resolve
 from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
+from services.imaging.pipeline import run
 from services.imaging.resolve import candidate_formats, resolved_operations
 from services.imaging.service import ImagingProcessor
 from services.runtime.settings import ServiceSettings, WorkerSettings
@@ -145,3 +146,26 @@ def test_resolved_operations_fill_every_encoder_default() -> None:
         ops(Convert(format=image_pb2.WEBP, lossless=True, effort=1)), image_pb2.WEBP, 4
     )
     assert lossless.convert.quality == 0 and lossless.convert.effort == 1
+
+
+@pytest.mark.parametrize("fmt", [image_pb2.JPEG, image_pb2.WEBP, image_pb2.PNG, image_pb2.AVIF])
+def test_convert_provenance_embeds_a_small_xmp(fmt: image_pb2.ImageFormat.ValueType) -> None:
+    facts = {"sourceSha256": "ab" * 32, "inputKey": "inputs/" + "ab" * 32, "keyScheme": "2"}
+    facts["engine.pillow"] = "13.0.0"
+    pipeline = ops(Resize(width=64), Convert(format=fmt, provenance=True))
+    out = run(encode(scene(), "PNG"), pipeline, limits=Limits(), provenance=facts)
+    start, end = out.data.find(b"<x:xmpmeta"), out.data.find(b"</x:xmpmeta>")
+    assert 0 <= start < end
+    packet = out.data[start : end + len(b"</x:xmpmeta>")]
+    assert len(packet) < 1024
+    text = packet.decode()
+    assert 'pixmesh:sourceSha256="' + "ab" * 32 in text and 'pixmesh:keyScheme="2"' in text
+    assert "pillow=13.0.0" in text and '"width":64' in text
+    # Without the option, nothing is embedded (the same facts given).
+    plain = run(
+        encode(scene(), "PNG"),
+        ops(Resize(width=64), Convert(format=fmt)),
+        limits=Limits(),
+        provenance=facts,
+    )
+    assert b"xmpmeta" not in plain.data and len(plain.data) < len(out.data)
