@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import nats
 import nats.js.errors
+import tenacity
 from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -71,6 +72,9 @@ STREAMS: Mapping[str, js_api.StreamConfig] = {
         subjects=["pixmesh.dlq.>"],
         retention=js_api.RetentionPolicy.LIMITS,
         storage=js_api.StorageType.FILE,
+        # Explicit: the server stores its default (2 min) for an unset window, and comparing
+        # that with 0 at every start would update the stream each time.
+        duplicate_window=120.0,
         max_age=30 * DAY,
         max_bytes=-1,
         allow_msg_ttl=False,
@@ -189,6 +193,18 @@ class QueueStats:
     oldest_age_s: float | None
 
 
+# Stream and consumer set-up when a fleet starts: on a fresh cluster the first requests can time
+# out while the streams' Raft groups form (two replicas creating the streams at once both waited
+# 5 s and failed). They are idempotent, so they are retried for a minute before start-up fails.
+_STARTUP_RETRY = tenacity.retry(
+    retry=tenacity.retry_if_exception_type(TimeoutError),
+    wait=tenacity.wait_exponential_jitter(initial=0.5, max=5.0),
+    stop=tenacity.stop_after_delay(60.0),
+    before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+    reraise=True,
+)
+
+
 class Bus:
     def __init__(
         self,
@@ -256,6 +272,7 @@ class Bus:
             return {}
         return {"Nats-TTL": str(math.ceil(self.events.job_event_ttl_s))}
 
+    @_STARTUP_RETRY
     async def ensure_streams(self) -> None:
         """Create the pixmesh streams if missing; bring existing ones to our settings.
 
@@ -294,6 +311,7 @@ class Bus:
                 log.warning("updated stream", extra={"stream": name, "changes": str(changed)})
                 self._job_event_ttl |= name == EVENTS_STREAM
 
+    @_STARTUP_RETRY
     async def ensure_consumer(
         self,
         stream: str,

@@ -227,3 +227,49 @@ def test_endpoints_list_every_replica_and_nats_node(tmp_path: Path) -> None:
         assert stack.nats_node_url(node) in text and stack.nats_monitor_url(node) in text
     single = endpoints(Stack(tmp_path, Ports()), None, tmp_path / "api-key")
     assert "imaging-2" not in single and "127.0.0.1:50053" in single and "4223" not in single
+
+
+def test_replicas_creating_the_r3_streams_at_once_on_a_fresh_cluster_both_start(
+    tmp_path: Path,
+) -> None:
+    """Two processes set up the streams and a consumer together on a new cluster: both start and
+    the streams are R3. (Under load such requests were seen to time out while the Raft groups
+    formed, failing both replicas' start; Bus now retries the idempotent set-up. This test did
+    not reproduce the timeout on an idle machine.)"""
+    from services.runtime import bus as busmod
+    from services.runtime.bus import Bus
+
+    stack = Stack(tmp_path, Ports.free(), cluster=True, services=(), envoy=False, durable=False)
+    loop = asyncio.new_event_loop()
+
+    async def start_two() -> list[int]:
+        buses = [
+            await Bus.connect(stack.nats_url, f"replica-{i}", stream_replicas=3) for i in (1, 2)
+        ]
+        try:
+            await asyncio.gather(*(b.ensure_streams() for b in buses))
+            await asyncio.gather(
+                *(
+                    b.ensure_consumer(
+                        busmod.TASKS_STREAM,
+                        "imaging-tasks",
+                        busmod.task_subject("imaging"),
+                        ack_wait=30.0,
+                        max_deliver=5,
+                        max_ack_pending=1000,
+                    )
+                    for b in buses
+                )
+            )
+            infos = [await buses[0].js.stream_info(name) for name in busmod.STREAMS]
+            return [i.config.num_replicas for i in infos]
+        finally:
+            for b in buses:
+                await b.close()
+
+    try:
+        stack.start_infra()
+        assert loop.run_until_complete(start_two()) == [3, 3, 3]
+    finally:
+        loop.close()
+        stack.stop()
