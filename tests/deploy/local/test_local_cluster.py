@@ -9,12 +9,15 @@ import json
 import os
 import signal
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
+from nats.js import JetStreamContext
 
 from deploy.local import Ports, Stack, StackError, mesh, servers
 from deploy.local.__main__ import _endpoints as endpoints
@@ -181,6 +184,20 @@ def test_one_replica_is_killed_and_restarted_alone(replicated: Stack) -> None:
 
 
 @pytest.mark.integration
+async def _publish_until_stored(
+    js: JetStreamContext, subject: str, data: bytes, msg_id: str, within_s: float = 60.0
+) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=5.0)
+            return
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 def test_a_nats_node_is_killed_and_rejoins(tmp_path: Path) -> None:
     stack = Stack(tmp_path, Ports.free(), cluster=True, services=(), envoy=False, durable=False)
     loop = asyncio.new_event_loop()
@@ -193,7 +210,10 @@ def test_a_nats_node_is_killed_and_rejoins(tmp_path: Path) -> None:
         loop.run_until_complete(js.publish("r3.test", b"one"))
         stack.kill_nats(2)
         assert not stack.is_running("nats-2")
-        loop.run_until_complete(js.publish("r3.test", b"two"))  # 2 of 3 nodes: a quorum
+        # 2 of 3 nodes are a quorum. If the killed node led the stream, a new leader is elected
+        # first (seconds, longer on a loaded machine) and the client reconnects: publishers retry,
+        # with the same message id so a publish that did land is not stored twice.
+        loop.run_until_complete(_publish_until_stored(js, "r3.test", b"two", "two"))
         stack.start_nats(2)  # back, and the meta leader sees every peer current again
         info = loop.run_until_complete(js.stream_info("R3"))
         assert info.state.messages == 2
