@@ -1,7 +1,8 @@
 """Imaging benchmarks: they print figures, they do not pass or fail. Results: BENCHMARKS.md.
 
     .venv/bin/python -m bench.imaging                  # all three, a few minutes on 2 cores
-    .venv/bin/python -m bench.imaging --only cpu       # or: mesh, rss (mesh and rss share a stack)
+    .venv/bin/python -m bench.imaging --only cpu       # or: mesh, rss, renditions, cheap, repeat
+                                                       # (all but cpu share one stack)
 
 (a) cpu   Per-image CPU time of the pipeline, 12 MP JPEG -> 800 px wide WebP, against a bare
           in-process Pillow loop doing the same (open, draft, Lanczos resize, WebP q80). Measured
@@ -13,10 +14,19 @@
           output is stored in S3), with N concurrent clients for a fixed count. Then thumbor,
           installed in its own venv (.pixmesh/bench-venv, never the project's), on a free
           loopback port with the file loader, with the same clients, count, images and resize:
-          GET /unsafe/800x0/filters:format(webp)/<image>.
+          GET /unsafe/800x0/filters:format(webp)/<image>. Jobs are sent with "reuse": false: the
+          same images come back every few jobs, and the figure is the cost of doing the work.
 (c) rss   Peak RSS of the imaging worker's process tree (service process, forkserver and
           pipeline children, summed) sampled every 20 ms while it turns 50 MP JPEGs into 800 px
           WebPs, N jobs at a time.
+(d) renditions  Eager renditions: one 12 MP source -> 4 WebPs (1600, 800, 400, 200 px wide) as one
+          job, against thumbor serving the same 4 sizes as 4 requests; same sources, same clients,
+          interleaved rounds. Source images per second, CPU, and output bytes per width.
+(e) cheap Trivial jobs (256x256 JPEG -> 64 px PNG): what the mesh itself costs per job, by
+          process, when the image work is almost nothing.
+(f) repeat A repeated identical job: fresh 12 MP sources made once (-> 800 px WebP), then the same
+          jobs again, one client: server CPU and latency of the second run against the first
+          (the outputs are found by key and metadata; nothing is downloaded or computed).
 
 thumbor is set up with:  python3.11 -m venv .pixmesh/bench-venv &&
                          .pixmesh/bench-venv/bin/pip install thumbor==7.8.0
@@ -65,6 +75,13 @@ QUALITY = 80  # pixmesh's WebP default, and thumbor's QUALITY default
 PHOTO_12MP = (4000, 3000)
 PHOTO_50MP = (8640, 5760)  # 49.8 MP: inside the default 50 MP limit
 REST_OPERATIONS = [{"resize": {"width": WIDTH}}, {"convert": {"format": "WEBP"}}]
+RENDITION_WIDTHS = (1600, 800, 400, 200)
+REST_RENDITIONS = [
+    {"name": f"w{w}", "operations": [{"resize": {"width": w}}, {"convert": {"format": "WEBP"}}]}
+    for w in RENDITION_WIDTHS
+]
+CHEAP_SIZE = (256, 256)
+CHEAP_OPERATIONS = [{"resize": {"width": 64}}, {"convert": {"format": "PNG"}}]
 OPERATIONS = [
     operations_pb2.Operation(resize=operations_pb2.Resize(width=WIDTH)),
     operations_pb2.Operation(convert=operations_pb2.Convert(format=image_pb2.WEBP)),
@@ -287,8 +304,16 @@ class Mesh:
                 ids.append(resp.json()["image"]["image_id"])
         return ids
 
-    def job(self, http: httpx.Client, image_id: str) -> None:
-        resp = http.post("/v1/jobs", json={"image_id": image_id, "operations": REST_OPERATIONS})
+    def job(
+        self,
+        http: httpx.Client,
+        image_id: str,
+        body: Mapping[str, object] | None = None,
+    ) -> dict[str, object]:
+        """One job to its end; `body`: the CreateJob body besides image_id (default: the (b)
+        pipeline, recomputed)."""
+        body = body or {"operations": REST_OPERATIONS, "reuse": False}
+        resp = http.post("/v1/jobs", json={"image_id": image_id, **body})
         resp.raise_for_status()
         job_id = resp.json()["job"]["job_id"]
         last: dict[str, object] = {}
@@ -301,14 +326,22 @@ class Mesh:
         outputs = last.get("outputs")
         assert isinstance(outputs, list) and outputs, last
         self.output_bytes.append(int(outputs[0]["size_bytes"]))  # uint64: a JSON string
+        return last
 
-    def run(self, image_ids: Sequence[str], count: int, clients: int) -> float:
-        return drive(
-            count,
-            clients,
-            lambda http, i: self.job(http, image_ids[i % len(image_ids)]),
-            self.client,
-        )
+    def run(
+        self,
+        image_ids: Sequence[str],
+        count: int,
+        clients: int,
+        body: Mapping[str, object] | None = None,
+        done: Callable[[dict[str, object]], None] | None = None,
+    ) -> float:
+        def one(http: httpx.Client, i: int) -> None:
+            last = self.job(http, image_ids[i % len(image_ids)], body)
+            if done is not None:
+                done(last)
+
+        return drive(count, clients, one, self.client)
 
 
 @contextmanager
@@ -356,14 +389,25 @@ def thumbor_server(root: Path, processes: int) -> Iterator[tuple[str, int]]:
 
 
 def thumbor_run(
-    url: str, names: Sequence[str], count: int, clients: int, output_bytes: list[int]
+    url: str,
+    names: Sequence[str],
+    count: int,
+    clients: int,
+    output_bytes: list[int],
+    widths: Sequence[int] = (WIDTH,),
+    by_width: dict[int, list[int]] | None = None,
 ) -> float:
+    """`count` sources, each served at every width in `widths` (one request each)."""
+
     def one(http: httpx.Client, i: int) -> None:
-        resp = http.get(f"/unsafe/{WIDTH}x0/filters:format(webp)/{names[i % len(names)]}")
-        resp.raise_for_status()
-        if resp.headers.get("content-type") != "image/webp":
-            raise RuntimeError(f"thumbor answered {resp.headers.get('content-type')}")
-        output_bytes.append(len(resp.content))
+        for width in widths:
+            resp = http.get(f"/unsafe/{width}x0/filters:format(webp)/{names[i % len(names)]}")
+            resp.raise_for_status()
+            if resp.headers.get("content-type") != "image/webp":
+                raise RuntimeError(f"thumbor answered {resp.headers.get('content-type')}")
+            output_bytes.append(len(resp.content))
+            if by_width is not None:
+                by_width.setdefault(width, []).append(len(resp.content))
 
     return drive(count, clients, one, lambda: httpx.Client(base_url=url, timeout=120))
 
@@ -379,6 +423,17 @@ def tree_cpu(pids: Sequence[int]) -> float:
                     times = proc.cpu_times()
                     total += times.user + times.system
     return total
+
+
+def settle(pids: Mapping[str, int], idle_cpu_s: float = 0.05, timeout_s: float = 60.0) -> None:
+    """Wait until the stack is idle (under `idle_cpu_s` of CPU in half a second): an upload
+    sets the metadata service indexing, which a round must not count as its jobs' cost."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = tree_cpu(list(pids.values()))
+        time.sleep(0.5)
+        if tree_cpu(list(pids.values())) - before < idle_cpu_s:
+            return
 
 
 @dataclass
@@ -481,6 +536,32 @@ class MeshFigures:
 
 
 @dataclass
+class RenditionFigures:
+    mesh: Side
+    thumbor: Side | None
+    sources: int
+    # Output bytes by width, every source.
+    mesh_bytes: dict[int, list[int]] = field(default_factory=dict)
+    thumbor_bytes: dict[int, list[int]] = field(default_factory=dict)
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass
+class CheapFigures:
+    mesh: Side
+    load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass
+class RepeatFigures:
+    first: Side
+    repeat: Side
+    reused: int  # outputs of the second run reported reused
+    load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass
 class RssFigures:
     idle_rss_mb: float
     peak_rss_mb: float
@@ -491,11 +572,20 @@ class RssFigures:
     input_mb: float
 
 
-def bench_mesh_and_rss(
-    args: argparse.Namespace, work: Path
-) -> tuple[MeshFigures | None, RssFigures | None]:
+@dataclass
+class StackFigures:
+    mesh: MeshFigures | None = None
+    rss: RssFigures | None = None
+    renditions: RenditionFigures | None = None
+    cheap: CheapFigures | None = None
+    repeat: RepeatFigures | None = None
+
+
+def bench_stack(args: argparse.Namespace, work: Path) -> StackFigures:
+    """(b)..(f): one local stack (and thumbor where a round compares with it)."""
     from deploy.local import Ports, Stack
 
+    figures = StackFigures()
     images = [photo(PHOTO_12MP, seed=i) for i in range(args.images)]
     names = []
     for i, data in enumerate(images):
@@ -506,17 +596,23 @@ def bench_mesh_and_rss(
         cleanup.callback(stack.stop)
         stack.start()
         mesh = Mesh(stack.rest_url, stack.create_api_key("bench"))
-        mesh_figures = None
-        if "mesh" in args.only:
-            mesh_figures = MeshFigures(Side(), None, "", args.rounds, args.clients, len(images))
-            thumbor_url, thumbor_pid = None, 0
+        stack_pids = stack.pids()
+        thumbor_url, thumbor_pid, thumbor_note = None, 0, ""
+        if {"mesh", "renditions"} & set(args.only):
             if THUMBOR.exists():
                 server = thumbor_server(work, args.thumbor_processes)
                 thumbor_url, thumbor_pid = cleanup.enter_context(server)
-                mesh_figures.thumbor = Side()
             else:
-                mesh_figures.thumbor_note = f"not run: {THUMBOR} is missing (see the module doc)"
-            ids = mesh.upload(images)
+                thumbor_note = f"not run: {THUMBOR} is missing (see the module doc)"
+        ids = mesh.upload(images) if {"mesh", "renditions"} & set(args.only) else []
+        settle(stack_pids)
+        if "mesh" in args.only:
+            mesh_figures = MeshFigures(
+                Side(), None, thumbor_note, args.rounds, args.clients, len(images)
+            )
+            figures.mesh = mesh_figures
+            if thumbor_url:
+                mesh_figures.thumbor = Side()
             # Warm-up: every process, every code path, both systems.
             mesh.run(ids, args.clients, args.clients)
             if thumbor_url:
@@ -526,7 +622,6 @@ def bench_mesh_and_rss(
             # Interleaved rounds: both systems see the same drift in whatever else the machine
             # is doing. Between rounds the idle system uses next to no CPU.
             per_round = max(1, args.count // args.rounds)
-            stack_pids = stack.pids()
             for _ in range(args.rounds):
                 mesh_figures.mesh.measure(
                     lambda: mesh.run(ids, per_round, args.clients), per_round, stack_pids
@@ -543,16 +638,52 @@ def bench_mesh_and_rss(
                     mesh_figures.thumbor.measure(run_thumbor, per_round, {"thumbor": thumbor_pid})
             mesh_figures.load_after = os.getloadavg()
             mesh_figures.mesh_bytes = list(mesh.output_bytes)
-        rss_figures = None
+        if "renditions" in args.only:
+            figures.renditions = bench_renditions(
+                args, mesh, ids, names, stack_pids, thumbor_url, thumbor_pid
+            )
+        if "cheap" in args.only:
+            small = [photo(CHEAP_SIZE, seed=300 + i) for i in range(8)]
+            cheap_ids = mesh.upload(small)
+            settle(stack_pids)
+            body = {"operations": CHEAP_OPERATIONS, "reuse": False}
+            mesh.run(cheap_ids, args.clients * 4, args.clients, body)  # warm-up
+            settle(stack_pids)
+            side = Side()
+            side.measure(
+                lambda: mesh.run(cheap_ids, args.cheap_count, args.clients, body),
+                args.cheap_count,
+                stack_pids,
+            )
+            figures.cheap = CheapFigures(side, os.getloadavg())
+        if "repeat" in args.only:
+            fresh = [photo(PHOTO_12MP, seed=500 + i) for i in range(args.repeat_images)]
+            fresh_ids = mesh.upload(fresh)
+            settle(stack_pids)
+            body = {"operations": REST_OPERATIONS}  # reuse: the default
+            reused: list[bool] = []
+
+            def seen(job: dict[str, object]) -> None:
+                outputs = job.get("outputs")
+                assert isinstance(outputs, list)
+                reused.append(bool(outputs[0].get("provenance", {}).get("reused")))
+
+            first, again = Side(), Side()
+            n = len(fresh_ids)
+            first.measure(lambda: mesh.run(fresh_ids, n, 1, body), n, stack_pids)
+            settle(stack_pids)
+            reused.clear()
+            again.measure(lambda: mesh.run(fresh_ids, n, 1, body, seen), n, stack_pids)
+            figures.repeat = RepeatFigures(first, again, sum(reused), os.getloadavg())
         if "rss" in args.only:
             big = [photo(PHOTO_50MP, seed=100 + i) for i in range(args.rss_images)]
-            ids = mesh.upload(big)
+            big_ids = mesh.upload(big)
             sampler = MemorySampler(stack.pids()["imaging"])
             idle = sampler.sample()[0]
             with sampler:
-                mesh.run(ids, args.rss_jobs, args.clients)
+                mesh.run(big_ids, args.rss_jobs, args.clients)
             mb = 1024 * 1024
-            rss_figures = RssFigures(
+            figures.rss = RssFigures(
                 idle / mb,
                 sampler.peak_rss / mb,
                 sampler.peak_pss / mb,
@@ -561,7 +692,53 @@ def bench_mesh_and_rss(
                 args.rss_jobs,
                 statistics.mean(len(b) for b in big) / mb,
             )
-    return mesh_figures, rss_figures
+    return figures
+
+
+def bench_renditions(
+    args: argparse.Namespace,
+    mesh: Mesh,
+    ids: Sequence[str],
+    names: Sequence[str],
+    stack_pids: Mapping[str, int],
+    thumbor_url: str | None,
+    thumbor_pid: int,
+) -> RenditionFigures:
+    """(d): one job of 4 renditions per source against thumbor's 4 requests per source."""
+    body = {"renditions": REST_RENDITIONS, "reuse": False}
+    figures = RenditionFigures(Side(), Side() if thumbor_url else None, args.rendition_count)
+    by_width: dict[int, list[int]] = {}
+
+    def record(job: dict[str, object]) -> None:
+        outputs = job.get("outputs")
+        assert isinstance(outputs, list) and len(outputs) == len(RENDITION_WIDTHS), job
+        for out in outputs:
+            by_width.setdefault(int(out["width"]), []).append(int(out["size_bytes"]))
+
+    mesh.run(ids, args.clients, args.clients, body)  # warm-up
+    if thumbor_url:
+        thumbor_run(thumbor_url, names, args.clients, args.clients, [], RENDITION_WIDTHS)
+    figures.load_before = os.getloadavg()
+    per_round = max(1, args.rendition_count // args.rounds)
+    for _ in range(args.rounds):
+        figures.mesh.measure(
+            lambda: mesh.run(ids, per_round, args.clients, body, record), per_round, stack_pids
+        )
+        if thumbor_url and figures.thumbor:
+            run_thumbor = functools.partial(
+                thumbor_run,
+                thumbor_url,
+                names,
+                per_round,
+                args.clients,
+                [],
+                RENDITION_WIDTHS,
+                figures.thumbor_bytes,
+            )
+            figures.thumbor.measure(run_thumbor, per_round, {"thumbor": thumbor_pid})
+    figures.load_after = os.getloadavg()
+    figures.mesh_bytes = by_width
+    return figures
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -577,12 +754,8 @@ def thumbor_version() -> str:
     return out.stdout.strip() or "?"
 
 
-def report(
-    cpu: CpuFigures | None,
-    mesh: MeshFigures | None,
-    rss: RssFigures | None,
-    args: argparse.Namespace,
-) -> str:
+def report(cpu: CpuFigures | None, stack: StackFigures, args: argparse.Namespace) -> str:
+    mesh, rss = stack.mesh, stack.rss
     lines = [
         f"pixmesh imaging bench: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"Pillow {PIL.__version__}",
@@ -652,7 +825,74 @@ def report(
             f"    peak RSS of one pipeline child              {rss.peak_child_mb:7.1f} MiB",
             f"    sum of RSS when idle, before the jobs       {rss.idle_rss_mb:7.1f} MiB",
         ]
+    lines += _report_more(stack, args)
     return "\n".join(lines)
+
+
+def _load(*loads: tuple[float, float, float]) -> str:
+    return ", ".join(f"{x:.1f}" for load in loads for x in load)
+
+
+def _report_more(stack: StackFigures, args: argparse.Namespace) -> list[str]:
+    lines: list[str] = []
+    r = stack.renditions
+    if r:
+        m = r.mesh
+        lines += [
+            "",
+            f"(d) Eager renditions: {m.jobs} sources per system in {args.rounds} interleaved "
+            f"rounds, {args.clients} clients; 12 MP JPEG -> WebP "
+            f"{', '.join(map(str, RENDITION_WIDTHS))} px wide (pixmesh: one job; thumbor: 4 "
+            "requests)",
+            f"    load average before, then after: {_load(r.load_before, r.load_after)}",
+            f"    pixmesh   {m.per_s:6.2f} sources/s   CPU/source {m.server_ms:6.1f} + "
+            f"{m.client_cpu / m.jobs * 1000:4.1f} ms   ({m.breakdown()})",
+        ]
+        if r.thumbor:
+            t = r.thumbor
+            lines += [
+                f"    thumbor   {t.per_s:6.2f} sources/s   CPU/source {t.server_ms:6.1f} + "
+                f"{t.client_cpu / t.jobs * 1000:4.1f} ms",
+                f"    pixmesh / thumbor: {m.per_s / t.per_s:.2f}x sources/s   (target >= 1.1x)",
+            ]
+        for width in RENDITION_WIDTHS:
+            mine = r.mesh_bytes.get(width, [])
+            theirs = r.thumbor_bytes.get(width, [])
+            ratio = (
+                f"{statistics.mean(mine) / statistics.mean(theirs) - 1:+.1%} vs thumbor"
+                if mine and theirs
+                else ""
+            )
+            lines.append(
+                f"    {width:5} px: pixmesh {_mean_kb(mine)}, thumbor {_mean_kb(theirs)}  {ratio}"
+            )
+    c = stack.cheap
+    if c:
+        m = c.mesh
+        lines += [
+            "",
+            f"(e) Cheap jobs: {m.jobs} jobs, {args.clients} clients, {CHEAP_SIZE[0]}x"
+            f"{CHEAP_SIZE[1]} JPEG -> 64 px PNG; load average after: {_load(c.load)}",
+            f"    {m.per_s:6.1f} jobs/s; server CPU per job {m.server_ms:5.1f} ms (target <= 20)"
+            f" + client {m.client_cpu / m.jobs * 1000:4.1f} ms",
+            f"      CPU ms per job: {m.breakdown()}",
+        ]
+    rep = stack.repeat
+    if rep:
+        f, a = rep.first, rep.repeat
+        lines += [
+            "",
+            f"(f) Repeated identical job: {f.jobs} fresh 12 MP JPEGs -> {WIDTH} px WebP, one "
+            f"client, then the same jobs again; load average after: {_load(rep.load)}",
+            f"    first run   server CPU/job {f.server_ms:6.1f} ms   latency {f.seconds / f.jobs * 1000:6.1f} ms"
+            f"   ({f.breakdown()})",
+            f"    repeat      server CPU/job {a.server_ms:6.1f} ms   latency {a.seconds / a.jobs * 1000:6.1f} ms"
+            f"   ({a.breakdown()})",
+            f"    repeat / first: {a.server_ms / f.server_ms:.1%} of the CPU (target <= 10%), "
+            f"{a.seconds / f.seconds:.1%} of the latency; outputs reported reused: {rep.reused}"
+            f"/{a.jobs}",
+        ]
+    return lines
 
 
 def _mean_kb(sizes: Sequence[int]) -> str:
@@ -664,7 +904,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--only", nargs="+", choices=("cpu", "mesh", "rss"), default=["cpu", "mesh", "rss"]
+        "--only",
+        nargs="+",
+        choices=("cpu", "mesh", "rss", "renditions", "cheap", "repeat"),
+        default=["cpu", "mesh", "rss", "renditions", "cheap", "repeat"],
     )
     parser.add_argument("--iterations", type=int, default=40, help="(a) images per variant")
     parser.add_argument("--count", type=int, default=60, help="(b) jobs per system")
@@ -674,17 +917,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--thumbor-processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rss-images", type=int, default=4, help="(c) distinct 50 MP images")
     parser.add_argument("--rss-jobs", type=int, default=12, help="(c) jobs")
+    parser.add_argument("--rendition-count", type=int, default=24, help="(d) sources")
+    parser.add_argument("--cheap-count", type=int, default=200, help="(e) jobs")
+    parser.add_argument("--repeat-images", type=int, default=8, help="(f) distinct sources")
     args = parser.parse_args(argv)
 
     cpu = asyncio.run(bench_cpu(args.iterations)) if "cpu" in args.only else None
-    mesh = rss = None
-    if {"mesh", "rss"} & set(args.only):
+    stack = StackFigures()
+    if set(args.only) - {"cpu"}:
         work = Path(tempfile.mkdtemp(prefix="pixmesh-bench-"))
         try:
-            mesh, rss = bench_mesh_and_rss(args, work)
+            stack = bench_stack(args, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    print(report(cpu, mesh, rss, args))
+    print(report(cpu, stack, args))
     return 0
 
 
