@@ -171,9 +171,14 @@ class TaskCompleted(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     REPORTS_FIELD_NUMBER: _builtins.int
     RENDITION_OUTPUTS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     output_key: _builtins.str
     """Object key of the stage's result image; empty when the stage produced no image
     (metadata), in which case the next stage reads the same input.
+    """
+    attempt: _builtins.int
+    """Delivery count of the task message. A task that finishes fast sends no TaskStarted (one
+    event less per task); this stands for it (the stage's attempts and start time).
     """
     @_builtins.property
     def output(self) -> _job_pb2.Output: ...
@@ -195,10 +200,11 @@ class TaskCompleted(_message.Message):
         metadata: _metadata_pb2.ImageMetadata | None = ...,
         reports: _abc.Iterable[_job_pb2.OperationReport] | None = ...,
         rendition_outputs: _abc.Iterable[Global___RenditionOutput] | None = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "output", b"output", "output_key", b"output_key", "rendition_outputs", b"rendition_outputs", "reports", b"reports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "metadata", b"metadata", "output", b"output", "output_key", b"output_key", "rendition_outputs", b"rendition_outputs", "reports", b"reports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
