@@ -213,7 +213,23 @@ def s3_identities(access_key: str = S3_ACCESS_KEY, secret_key: str = S3_SECRET_K
     return json.dumps({"identities": [identity]}, indent=2)
 
 
-def seaweedfs_spec(ports: Ports, data_dir: Path, identities_file: Path) -> ProcessSpec:
+# SeaweedFS volume size and needle-map index (issue 16, bench/seaweedfs.py): a volume is a
+# file that grows as it is written (not preallocated), and each one open costs the server file
+# descriptors and memory, so small volumes made both follow the data stored (16 MB volumes: a
+# new one per 16 MB). Large volumes keep the count, and the leveldb index keeps the per-object
+# map on disk instead of in memory.
+WEED_VOLUME_SIZE_MB = 1024
+WEED_VOLUME_INDEX = "leveldb"
+
+
+def seaweedfs_spec(
+    ports: Ports,
+    data_dir: Path,
+    identities_file: Path,
+    *,
+    volume_size_mb: int = WEED_VOLUME_SIZE_MB,
+    volume_index: str = WEED_VOLUME_INDEX,
+) -> ProcessSpec:
     # `weed mini` is master+volume+filer+S3 in one process, tuned for dev: it starts in about a
     # second and stops in two (`weed server` waits 15 s on the filer's gRPC drain).
     argv = [
@@ -239,7 +255,8 @@ def seaweedfs_spec(ports: Ports, data_dir: Path, identities_file: Path) -> Proce
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-master.telemetry=false",  # no phoning home (and no internet here)
-        "-master.volumeSizeLimitMB=16",  # volumes are files; small ones keep disk use low
+        f"-master.volumeSizeLimitMB={volume_size_mb}",
+        f"-volume.index={volume_index}",
     ]
     return ProcessSpec("seaweedfs", argv, stop_timeout=10)
 

@@ -1,0 +1,133 @@
+"""SeaweedFS memory and open files against the data stored: it prints figures, it does not pass
+or fail. Results: BENCHMARKS.md (issue 16).
+
+    .venv/bin/python -m bench.seaweedfs                       # 4,000 objects of 64 KiB per variant
+    .venv/bin/python -m bench.seaweedfs --objects 8000 --size-kib 32
+
+For each variant of the local stack's `weed mini` flags (the old 16 MB volumes with the in-memory
+needle map; the current ones, deploy/local/servers.py) it starts a SeaweedFS of its own on free
+ports in a temporary folder, PUTs N incompressible objects through S3 (boto3, 8 threads), and
+samples the server's RSS, open file descriptors and volume count at 0, 25, 50, 75 and 100% of
+the data, then again after a restart on the same data. A server whose memory and files follow the
+data grows from row to row; one sized for it stays flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import httpx
+from botocore.config import Config
+
+from deploy.local import Ports
+from deploy.local.servers import S3_ACCESS_KEY, S3_SECRET_KEY, s3_identities, seaweedfs_spec
+
+VARIANTS = {"16MB-memory": (16, "memory"), "1024MB-leveldb": (1024, "leveldb")}
+
+
+def _sample(pid: int, data_dir: Path) -> tuple[float, int, int]:
+    """RSS (MB), open fds and volume files of the server."""
+    rss_kb = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss_kb = int(line.split()[1])
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    volumes = len(list(data_dir.rglob("*.dat")))
+    return rss_kb / 1024, fds, volumes
+
+
+def _start(variant: str, data_dir: Path, ports: Ports, log: Path) -> subprocess.Popen[bytes]:
+    size_mb, index = VARIANTS[variant]
+    identities = data_dir.parent / "identities.json"
+    identities.write_text(s3_identities())
+    spec = seaweedfs_spec(ports, data_dir, identities, volume_size_mb=size_mb, volume_index=index)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(spec.argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{ports.s3}/healthz", timeout=1).status_code < 500:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run(variant: str, objects: int, size: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-weed-{variant}-"))
+    ports = Ports.free()
+    data_dir = tmp / "data"
+    proc = _start(variant, data_dir, ports, tmp / "weed.log")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{ports.s3}",
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 10, "mode": "standard"}),
+    )
+    for _ in range(50):
+        try:
+            s3.create_bucket(Bucket="bench")
+            break
+        except Exception:
+            time.sleep(0.5)
+    print(f"\n{variant}: {objects} objects of {size // 1024} KiB")
+    print(f"{'stored MB':>10} {'RSS MB':>8} {'fds':>5} {'volumes':>8}")
+    try:
+        rss, fds, vols = _sample(proc.pid, data_dir)
+        print(f"{0:>10.0f} {rss:>8.0f} {fds:>5} {vols:>8}")
+        quarter = objects // 4
+        with ThreadPoolExecutor(8) as pool:
+            for q in range(4):
+
+                def put(i: int) -> None:
+                    s3.put_object(Bucket="bench", Key=f"outputs/{i:08d}", Body=os.urandom(size))
+
+                list(pool.map(put, range(q * quarter, (q + 1) * quarter)))
+                time.sleep(2)
+                rss, fds, vols = _sample(proc.pid, data_dir)
+                stored = (q + 1) * quarter * size / 1e6
+                print(f"{stored:>10.0f} {rss:>8.0f} {fds:>5} {vols:>8}")
+        _stop(proc)
+        proc = _start(variant, data_dir, ports, tmp / "weed.log")
+        time.sleep(3)
+        rss, fds, vols = _sample(proc.pid, data_dir)
+        print(f"{'restarted':>10} {rss:>8.0f} {fds:>5} {vols:>8}")
+    finally:
+        _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.seaweedfs")
+    parser.add_argument("--objects", type=int, default=4000)
+    parser.add_argument("--size-kib", type=int, default=64)
+    parser.add_argument("--variant", choices=[*VARIANTS, "all"], default="all")
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    for variant in VARIANTS if args.variant == "all" else [args.variant]:
+        run(variant, args.objects, args.size_kib * 1024)
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

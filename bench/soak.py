@@ -1,0 +1,397 @@
+"""Soak: the whole local stack under a steady, realistic load for N minutes; does anything grow?
+It prints figures, it does not pass or fail. Results: BENCHMARKS.md (issue 16).
+
+    .venv/bin/python -m bench.soak --minutes 60 --rate 14     # the issue's target run
+    .venv/bin/python -m bench.soak --minutes 6 --rate 5       # a short check
+
+Starts a stack like tests/conftest.py does (free loopback ports, temporary folder, Envoy and the
+five services), creates an API key, then for --minutes runs an open-loop client over REST
+through Envoy: --rate jobs per second (a job starts on schedule whether or not the earlier ones
+finished; at most --max-inflight at once), each one
+
+  upload   with probability --new-uploads (default 20%) a new image (a small JPEG of its own,
+           POST /v1/images), else one of the images already uploaded;
+  create   POST /v1/jobs with one of a mix: resize+webp (50%), resize+crop+jpeg (20%),
+           extract_metadata (15%), resize then extract_metadata (15%);
+  follow   GET /v1/jobs/{id}:watch (NDJSON) until the job ends.
+
+Every --sample-s seconds (default 60) it records, per process of the stack (process trees:
+Postgres with its backends, imaging with its children): RSS (PSS for Postgres, whose shared
+buffers every backend maps), open file descriptors and CPU seconds; Postgres table sizes
+(jobs.*, metadata.*, gateway.*, the database); each JetStream stream's messages and bytes; the
+size of NATS's, SeaweedFS's and the trace sink's folders. Per minute: jobs finished, failures,
+p50/p99 of job latency (create -> terminal state seen) and of CreateJob.
+
+At the end: the table per minute, then per process the RSS slope after warm-up (MB/min, least
+squares over the minutes after --warmup-min) and first-vs-last; storage growth per 1,000 jobs;
+p99 latency of the first and last 10 minutes (or sixth of the run when shorter) and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import nats
+import psutil
+from PIL import Image
+
+from deploy.local import SERVICES, Ports, Stack
+from services.runtime import bus as busmod
+
+OPERATION_MIX: list[tuple[float, list[dict[str, Any]]]] = [
+    (0.50, [{"resize": {"width": 160}}, {"convert": {"format": "WEBP"}}]),
+    (
+        0.20,
+        [
+            {"resize": {"width": 200}},
+            {"crop": {"x": 0, "y": 0, "width": 100, "height": 80}},
+            {"convert": {"format": "JPEG"}},
+        ],
+    ),
+    (0.15, [{"extract_metadata": {}}]),
+    (0.15, [{"resize": {"width": 120}}, {"extract_metadata": {}}]),
+]
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+TABLES = (
+    "jobs.jobs",
+    "jobs.stages",
+    "jobs.outbox",
+    "jobs.processed_events",
+    "jobs.webhook_deliveries",
+    "metadata.image_metadata",
+)
+
+
+def new_jpeg(rng: random.Random) -> bytes:
+    """A small photo-like JPEG whose bytes (and so sha256) are its own."""
+    img = Image.new("RGB", (320, 240), tuple(rng.randrange(256) for _ in range(3)))
+    pixels = img.load()
+    assert pixels is not None
+    for _ in range(400):
+        x, y = rng.randrange(320), rng.randrange(240)
+        pixels[x, y] = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def pick_operations(rng: random.Random) -> list[dict[str, Any]]:
+    r = rng.random()
+    for share, ops in OPERATION_MIX:
+        if r < share:
+            return ops
+        r -= share
+    return OPERATION_MIX[0][1]
+
+
+@dataclass
+class Minute:
+    jobs: int = 0
+    failed: int = 0
+    errors: int = 0
+    latency: list[float] = field(default_factory=list)
+    create: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Sample:
+    at_min: float
+    jobs_done: int
+    processes: dict[str, tuple[float, int, float]]  # name -> (MB, fds, cpu s)
+    tables: dict[str, float]  # MB
+    streams: dict[str, tuple[int, float]]  # name -> (messages, MB)
+    folders: dict[str, float]  # MB
+
+
+def p(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    if len(xs) < 2:
+        return float("nan")
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
+def folder_mb(path: Path) -> float:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, f)).st_size
+    return total / 1e6
+
+
+def process_tree(pid: int, pss: bool) -> tuple[float, int, float]:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return (0.0, 0, 0.0)
+    mem = fds = 0
+    cpu = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            mem += proc.memory_full_info().pss if pss else proc.memory_info().rss
+            fds += proc.num_fds()
+            t = proc.cpu_times()
+            cpu += t.user + t.system
+    return mem / 1e6, fds, cpu
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace, stack: Stack, api_key: str) -> None:
+        self.args = args
+        self.stack = stack
+        self.rng = random.Random(args.seed)
+        self.http = httpx.AsyncClient(
+            base_url=stack.rest_url,
+            headers={"authorization": f"Bearer {api_key}"},
+            timeout=120.0,
+            limits=httpx.Limits(max_connections=args.max_inflight + 8),
+        )
+        self.images: list[str] = []
+        self.minutes: dict[int, Minute] = {}
+        self.samples: list[Sample] = []
+        self.done = 0
+        self.inflight = 0
+        self.skipped = 0
+        self.start = time.monotonic()
+
+    def minute(self) -> Minute:
+        return self.minutes.setdefault(int((time.monotonic() - self.start) // 60), Minute())
+
+    async def upload(self) -> str:
+        data = new_jpeg(self.rng)
+        resp = await self.http.post(
+            "/v1/images", content=data, headers={"content-type": "image/jpeg"}
+        )
+        resp.raise_for_status()
+        image_id: str = resp.json()["image"]["image_id"]
+        self.images.append(image_id)
+        return image_id
+
+    async def one_job(self) -> None:
+        self.inflight += 1
+        try:
+            if not self.images or self.rng.random() < self.args.new_uploads:
+                image_id = await self.upload()
+            else:
+                image_id = self.rng.choice(self.images)
+            began = time.monotonic()
+            resp = await self.http.post(
+                "/v1/jobs", json={"image_id": image_id, "operations": pick_operations(self.rng)}
+            )
+            created = time.monotonic()
+            resp.raise_for_status()
+            job_id = resp.json()["job"]["job_id"]
+            state = ""
+            async with self.http.stream("GET", f"/v1/jobs/{job_id}:watch") as watch:
+                async for line in watch.aiter_lines():
+                    if line.strip():
+                        msg = json.loads(line)
+                        state = msg.get("result", msg).get("job", {}).get("state", "")
+                        if state in TERMINAL:
+                            break
+            minute = self.minute()
+            minute.jobs += 1
+            minute.create.append(created - began)
+            minute.latency.append(time.monotonic() - began)
+            minute.failed += state != "SUCCEEDED"
+            self.done += 1
+        except (httpx.HTTPError, KeyError, ValueError):
+            self.minute().errors += 1
+        finally:
+            self.inflight -= 1
+
+    async def sample(self) -> None:
+        pids = self.stack.pids()
+        processes = {
+            name: process_tree(pid, pss=name == "postgres") for name, pid in sorted(pids.items())
+        }
+        conn = await asyncpg.connect(self.stack.database_url)
+        try:
+            tables = {
+                t: (await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", t)) / 1e6
+                for t in TABLES
+            }
+            tables["database"] = (
+                await conn.fetchval("SELECT pg_database_size(current_database())")
+            ) / 1e6
+        finally:
+            await conn.close()
+        nc = await nats.connect(self.stack.nats_url)
+        try:
+            js = nc.jetstream()
+            streams = {}
+            for name in busmod.STREAMS:
+                with contextlib.suppress(Exception):
+                    st = (await js.stream_info(name)).state
+                    streams[name] = (st.messages, st.bytes / 1e6)
+        finally:
+            await nc.close()
+        data = self.stack.data_dir
+        folders = {
+            "nats": sum(folder_mb(d) for d in data.glob("nats*")),
+            "seaweedfs": folder_mb(data / "seaweedfs"),
+            "postgres": folder_mb(data / "postgres"),
+            "traces": sum(f.stat().st_size for f in self.stack.run_dir.glob("traces.jsonl*")) / 1e6,
+        }
+        self.samples.append(
+            Sample(
+                (time.monotonic() - self.start) / 60,
+                self.done,
+                processes,
+                tables,
+                streams,
+                folders,
+            )
+        )
+
+    async def sampler(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.args.sample_s)
+
+    async def run(self) -> None:
+        for _ in range(20):
+            await self.upload()
+        self.start = time.monotonic()
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(self.sampler(stop))
+        tasks: set[asyncio.Task[None]] = set()
+        interval = 1.0 / self.args.rate
+        end = self.start + self.args.minutes * 60
+        due = self.start
+        while due < end:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            due += interval
+            if self.inflight >= self.args.max_inflight:
+                self.skipped += 1
+                continue
+            task = asyncio.create_task(self.one_job())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.wait(tasks, timeout=120) if tasks else None
+        stop.set()
+        await sampler
+        await self.sample()
+        await self.http.aclose()
+
+
+def report(soak: Soak, args: argparse.Namespace) -> None:
+    print(
+        f"\n== soak: {args.minutes} min at {args.rate} jobs/s, {args.new_uploads:.0%} new uploads"
+    )
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load avg {os.getloadavg()}")
+    print(f"jobs finished: {soak.done}, not started (over --max-inflight): {soak.skipped}")
+    print("\nper minute:   jobs  failed  errors  p50 s  p99 s  create p50  create p99")
+    for m, row in sorted(soak.minutes.items()):
+        print(
+            f"  {m:>4}      {row.jobs:>5}  {row.failed:>6}  {row.errors:>6}"
+            f"  {p(row.latency, 0.5):>5.2f}  {p(row.latency, 0.99):>5.2f}"
+            f"  {p(row.create, 0.5):>10.3f}  {p(row.create, 0.99):>10.3f}"
+        )
+    samples = soak.samples
+    if len(samples) < 2:
+        return
+    first, last = samples[0], samples[-1]
+    after = [s for s in samples if s.at_min >= args.warmup_min] or samples
+    print(f"\nprocesses (MB: RSS, Postgres PSS; slope after {args.warmup_min} min):")
+    print(f"  {'name':<12} {'first MB':>9} {'last MB':>8} {'MB/min':>7} {'fds':>9} {'cpu s':>8}")
+    for name in first.processes:
+        xs = [s.at_min for s in after if name in s.processes]
+        ys = [s.processes[name][0] for s in after if name in s.processes]
+        f0, l0 = first.processes[name], last.processes.get(name, (0.0, 0, 0.0))
+        print(
+            f"  {name:<12} {f0[0]:>9.0f} {l0[0]:>8.0f} {slope(xs, ys):>7.2f}"
+            f" {f0[1]:>4}->{l0[1]:<4} {l0[2] - f0[2]:>8.0f}"
+        )
+    jobs = max(1, last.jobs_done - first.jobs_done)
+    print(f"\nstorage (MB; growth per 1,000 jobs over {jobs} jobs):")
+    for group, a, b in (
+        ("table", first.tables, last.tables),
+        ("folder", first.folders, last.folders),
+    ):
+        for name in a:
+            print(
+                f"  {group:<6} {name:<26} {a[name]:>8.1f} -> {b[name]:>8.1f}"
+                f"  {(b[name] - a[name]) * 1000 / jobs:>+8.2f}"
+            )
+    for name in first.streams:
+        (m0, b0), (m1, b1) = first.streams[name], last.streams.get(name, (0, 0.0))
+        print(
+            f"  stream {name:<26} {b0:>8.1f} -> {b1:>8.1f}  {(b1 - b0) * 1000 / jobs:>+8.2f}"
+            f"   ({m0} -> {m1} messages)"
+        )
+    mins = sorted(soak.minutes)
+    window = max(1, min(10, len(mins) // 6))
+    head = [x for m in mins[:window] for x in soak.minutes[m].latency]
+    tail = [x for m in mins[-window:] for x in soak.minutes[m].latency]
+    head_c = [x for m in mins[:window] for x in soak.minutes[m].create]
+    tail_c = [x for m in mins[-window:] for x in soak.minutes[m].create]
+    print(f"\nfirst vs last {window} min:")
+    print(
+        f"  job p99     {p(head, 0.99):.3f} s -> {p(tail, 0.99):.3f} s"
+        f"  (x{p(tail, 0.99) / p(head, 0.99):.2f})"
+    )
+    print(
+        f"  CreateJob p99 {p(head_c, 0.99):.3f} s -> {p(tail_c, 0.99):.3f} s"
+        f"  (x{p(tail_c, 0.99) / p(head_c, 0.99):.2f})"
+    )
+    cpu0 = sum(v[2] for v in first.processes.values())
+    cpu1 = sum(v[2] for v in last.processes.values())
+    print(f"  CPU per job (every process of the stack): {(cpu1 - cpu0) * 1000 / jobs:.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak")
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--rate", type=float, default=5.0, help="jobs started per second")
+    parser.add_argument("--new-uploads", type=float, default=0.2)
+    parser.add_argument("--max-inflight", type=int, default=200)
+    parser.add_argument("--sample-s", type=float, default=60.0)
+    parser.add_argument("--warmup-min", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--keep", action="store_true", help="keep the stack's folder")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="pixmesh-soak-"))
+    stack = Stack(tmp, Ports.free(), durable=False)
+    try:
+        stack.start_infra()
+        stack.start_envoy()
+        stack.start_services(SERVICES)
+        soak = Soak(args, stack, stack.create_api_key("soak"))
+        asyncio.run(soak.run())
+        report(soak, args)
+    finally:
+        stack.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
