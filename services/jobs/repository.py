@@ -712,6 +712,7 @@ def _completion(done: events_pb2.TaskCompleted) -> sm.Completion:
         if done.rendition_outputs
         else None,
         rendition_output_count=len(done.rendition_outputs),
+        attempt=done.attempt,
     )
 
 

@@ -129,6 +129,8 @@ class Completion:
     metadata: bytes | None = None
     rendition_outputs: bytes | None = None
     rendition_output_count: int = 0
+    # The delivery that completed it (0: not reported, from a worker that sent TaskStarted).
+    attempt: int = 0
 
 
 # ---- transitions ---------------------------------------------------------------------------
@@ -171,6 +173,8 @@ def complete_stage(
     stage.output = done.output
     stage.reports = done.reports
     stage.rendition_outputs = done.rendition_outputs
+    # A fast task sends no TaskStarted: its completion stands for it.
+    stage.attempts = max(stage.attempts, done.attempt)
     stage.started_at = stage.started_at or now
     stage.finished_at = now
     if done.metadata is not None:

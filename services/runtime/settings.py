@@ -88,3 +88,8 @@ class WorkerSettings(ServiceSettings):
     ack_wait_s: float = Field(default=30.0, gt=1)
     # Deliveries before a task is dead-lettered.
     max_deliver: int = Field(default=5, ge=1, le=100)
+    # A task still running this long after it was taken reports TaskStarted (the job shows
+    # RUNNING); one that ends sooner sends its TaskCompleted alone, with the attempt in it: one
+    # event, one jobs transaction and one job event less per fast task. A task that fails
+    # reports its start first. 0: always report the start at once.
+    started_delay_s: float = Field(default=0.25, ge=0)

@@ -186,11 +186,40 @@ class TaskWorker:
         left = seconds_left(task)
         if left is not None and left <= 0:
             raise DeadlineExceeded(message="the job's deadline passed before this stage ran")
-        await self._emit(
-            task,
-            f"started.{delivery.attempt}",
-            started=events_pb2.TaskStarted(attempt=delivery.attempt),
-        )
+        started = False
+
+        async def report_start() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                await self._emit(
+                    task,
+                    f"started.{delivery.attempt}",
+                    started=events_pb2.TaskStarted(attempt=delivery.attempt),
+                )
+
+        delay = self.settings.started_delay_s
+        if delay <= 0:
+            await report_start()
+        work = asyncio.ensure_future(self._work(task))
+        try:
+            if not started:
+                done, _ = await asyncio.wait({work}, timeout=delay)
+                if not done:
+                    await report_start()
+            completed = await work
+        except Exception:
+            # A failure (retried or not) shows that the task was taken, and which attempt.
+            await report_start()
+            raise
+        finally:
+            if not work.done():
+                work.cancel()
+        completed.attempt = delivery.attempt
+        await self._emit(task, "completed", completed=completed)
+
+    async def _work(self, task: events_pb2.Task) -> events_pb2.TaskCompleted:
+        """Find or make the task's outputs; the TaskCompleted that describes them."""
         specs = output_specs(task)
         resolution = self.resolve(task) if self.resolve is not None else None
         engine = dict(resolution.engine) if resolution is not None else self.engine
@@ -200,12 +229,7 @@ class TaskWorker:
             found = await self._lookup(task, specs, engine, resolution)
             if not task.recompute and found and all(f is not None and f.verified for f in found):
                 lookup_s = time.perf_counter() - looked_up
-                await self._emit(
-                    task,
-                    "completed",
-                    completed=self._reused(task, found, engine, resolution, lookup_s),
-                )
-                return
+                return self._reused(task, found, engine, resolution, lookup_s)
         began = time.perf_counter()
         data = await self.storage.get(task.input_key)
         fetched = time.perf_counter()
@@ -249,7 +273,7 @@ class TaskWorker:
         if result.metadata is not None:
             completed.metadata.CopyFrom(result.metadata)
         completed.reports.extend(result.reports)
-        await self._emit(task, "completed", completed=completed)
+        return completed
 
     async def _lookup(
         self,

@@ -187,3 +187,18 @@ def test_restart_reopens_the_stages_from_the_first_unfinished_one() -> None:
         deadline,
     )
     assert j.changed == {1, 2}
+
+
+def test_a_completion_without_a_start_records_its_attempt_and_start() -> None:
+    j = job("imaging", "metadata")
+    sm.complete_stage(j, 0, sm.Completion(output_key="outputs/a", attempt=2), "inputs/src", T1)
+    stage = j.stages[0]
+    assert (stage.state, stage.attempts, stage.started_at, stage.finished_at) == (
+        sm.SUCCEEDED,
+        2,
+        T1,
+        T1,
+    )
+    # A late TaskStarted of an earlier delivery changes nothing.
+    sm.start_stage(j, 0, 1, T2)
+    assert (stage.state, stage.attempts) == (sm.SUCCEEDED, 2)
