@@ -25,6 +25,10 @@ p50/p99 of job latency (create -> terminal state seen) and of CreateJob.
 At the end: the table per minute, then per process the RSS slope after warm-up (MB/min, least
 squares over the minutes after --warmup-min) and first-vs-last; storage growth per 1,000 jobs;
 p99 latency of the first and last 10 minutes (or sixth of the run when shorter) and their ratio.
+
+--seed-jobs N first copies one finished job of the warm-up N times straight into Postgres
+(jobs.jobs and jobs.stages, created over the past N seconds, then ANALYZE), so that a run on a
+registry holding N finished jobs can be compared with one on a fresh stack (issue 16, item 2).
 """
 
 from __future__ import annotations
@@ -276,9 +280,50 @@ class Soak:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.args.sample_s)
 
+    async def seed(self, n: int) -> None:
+        """N copies of a finished job of the warm-up, as if the registry had run for a while."""
+        conn = await asyncpg.connect(self.stack.database_url)
+        try:
+            template = await conn.fetchval(
+                "SELECT job_id FROM jobs.jobs WHERE state = 'SUCCEEDED' ORDER BY created_at LIMIT 1"
+            )
+            for table in ("jobs", "stages"):
+                columns = [
+                    r["column_name"]
+                    for r in await conn.fetch(
+                        "SELECT column_name FROM information_schema.columns"
+                        " WHERE table_schema = 'jobs' AND table_name = $1 ORDER BY ordinal_position",
+                        table,
+                    )
+                ]
+                made = {
+                    "job_id": "'seed_' || g",
+                    "idempotency_key": "NULL",
+                    "created_at": "now() - g * interval '1 second'",
+                    "updated_at": "now() - g * interval '1 second' + interval '1 second'",
+                    "finished_at": "now() - g * interval '1 second' + interval '1 second'",
+                }
+                values = ", ".join(made.get(c, c) for c in columns)
+                await conn.execute(
+                    f"INSERT INTO jobs.{table} ({', '.join(columns)})"
+                    f" SELECT {values} FROM jobs.{table}, generate_series(1, $2) g"
+                    " WHERE job_id = $1",
+                    template,
+                    n,
+                )
+            await conn.execute("ANALYZE jobs.jobs; ANALYZE jobs.stages")
+        finally:
+            await conn.close()
+
     async def run(self) -> None:
         for _ in range(20):
             await self.upload()
+        if self.args.seed_jobs:
+            for _ in range(5):
+                await self.one_job()
+            await self.seed(self.args.seed_jobs)
+            self.minutes.clear()
+            self.done = 0
         self.start = time.monotonic()
         stop = asyncio.Event()
         sampler = asyncio.create_task(self.sampler(stop))
@@ -304,7 +349,8 @@ class Soak:
 
 def report(soak: Soak, args: argparse.Namespace) -> None:
     print(
-        f"\n== soak: {args.minutes} min at {args.rate} jobs/s, {args.new_uploads:.0%} new uploads"
+        f"\n== soak: {args.minutes} min at {args.rate} jobs/s, {args.new_uploads:.0%} new uploads,"
+        f" {args.seed_jobs} finished jobs seeded"
     )
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load avg {os.getloadavg()}")
     print(f"jobs finished: {soak.done}, not started (over --max-inflight): {soak.skipped}")
@@ -376,6 +422,7 @@ def main() -> None:
     parser.add_argument("--sample-s", type=float, default=60.0)
     parser.add_argument("--warmup-min", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--seed-jobs", type=int, default=0, help="finished jobs to start with")
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pixmesh-soak-"))
