@@ -210,7 +210,12 @@ class ServicePath:
 
 
 async def start_service(
-    names: Sequence[str] = (), batch: int = 4, delay_s: float = 0.002, depth: int = 0
+    names: Sequence[str] = (),
+    batch: int = 4,
+    delay_s: float = 0.002,
+    depth: int = 0,
+    precision: str = "auto",
+    chroma_scale: int = 0,
 ) -> ServicePath:
     executor = ThreadPoolExecutor(2)
     manager = ModelManager(
@@ -222,7 +227,13 @@ async def start_service(
     )
     await manager.load_many(names)
     service = InferenceService(
-        manager, executor, LIMITS, TileOptions(size=256, overlap=8), default_depth=depth
+        manager,
+        executor,
+        LIMITS,
+        TileOptions(size=256, overlap=8),
+        default_depth=depth,
+        precision=precision,  # type: ignore[arg-type]
+        chroma_scale=chroma_scale,
     )
     return ServicePath(executor, manager, service)
 
@@ -320,6 +331,222 @@ async def auto_outputs(
         await sp.models.close()
         sp.executor.shutdown()
     return results
+
+
+# ---- (e) colour -----------------------------------------------------------------------------
+
+COLOUR_TUNING = ("chelsea", "rocket")
+COLOUR_HELD_OUT = ("astronaut", "coffee", "motorcycle_left")
+
+
+def colour_photo(name: str, crop: int) -> np.ndarray:
+    """A scikit-image colour photo, uint8 RGB, centre-cropped to at most crop x crop."""
+    from skimage import data
+
+    img = data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(data, name)()
+    h, w = img.shape[:2]
+    top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+    return np.ascontiguousarray(img[top : top + crop, left : left + crop, :3])
+
+
+def colour_noisy(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """Independent Gaussian noise in R, G and B (CBSD68's protocol), then 8 bits (clipped)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+
+
+def psnr8(clean: np.ndarray, x: np.ndarray) -> float:
+    mse = float(np.mean((clean.astype(np.float64) - np.clip(np.round(x), 0, 255)) ** 2))
+    return 10 * np.log10(255.0**2 / mse)
+
+
+ColourMethod = Callable[[np.ndarray, float], np.ndarray]  # (noisy uint8 RGB, true σ) -> RGB
+
+
+def colour_classical(sigma: float) -> dict[str, tuple[ColourMethod, str]]:
+    """Gaussian blur and fastNlMeansDenoisingColored at their best setting for this σ on the
+    colour TUNING photos only."""
+    import cv2
+
+    def blur(s: float) -> ColourMethod:
+        return lambda x, _: cv2.GaussianBlur(x.astype(np.float32), (0, 0), s)
+
+    def nlm_colour(f: float) -> ColourMethod:
+        def run(x: np.ndarray, sg: float) -> np.ndarray:
+            bgr = np.ascontiguousarray(x[..., ::-1])
+            out = cv2.fastNlMeansDenoisingColored(bgr, None, f * sg, f * sg, 7, 21)
+            return np.asarray(out[..., ::-1], np.float64)
+
+        return run
+
+    grid: dict[str, list[tuple[str, ColourMethod]]] = {
+        "gaussian blur": [(f"σ_blur={b}", blur(b)) for b in (0.6, 0.8, 1.0, 1.3, 1.6, 2.0)],
+        "fastNlMeansDenoisingColored": [(f"h=hColor={f}σ", nlm_colour(f)) for f in (0.4, 0.6, 0.8, 1.0)],
+    }  # fmt: skip
+    tuning = [colour_photo(n, 256) for n in COLOUR_TUNING]
+    chosen = {}
+    for family, options in grid.items():
+        scores = []
+        for label, method in options:
+            score = np.mean(
+                [psnr8(c, method(colour_noisy(c, sigma, 50 + i), sigma)) for i, c in enumerate(tuning)]
+            )  # fmt: skip
+            scores.append((score, label, method))
+        _, label, method = max(scores, key=lambda t: t[0])
+        chosen[family] = (method, label)
+    return chosen
+
+
+COLOUR_PATHS: tuple[tuple[str, dict[str, object], Denoise], ...] = (
+    ("auto, CPU default (6 layers, int8, chroma at half resolution)", {}, Denoise(auto=True)),
+    ("sigma given, CPU default", {}, Denoise()),  # sigma filled in per σ below
+    ("auto, fp32, chroma at half resolution", {"precision": "fp32"}, Denoise(auto=True)),
+    ("auto, fp32, full resolution (the float path)", {"precision": "fp32", "chroma_scale": 1},
+     Denoise(auto=True)),
+    ("auto, 17 layers, fp32, full resolution (the GPU default)",
+     {"precision": "fp32", "chroma_scale": 1, "depth": 17}, Denoise(auto=True)),
+    ("PER_CHANNEL, auto, fp32 (before)", {"precision": "fp32"},
+     Denoise(auto=True, color_mode=Denoise.PER_CHANNEL)),
+    ("LUMINANCE, auto, fp32 (the default before)", {"precision": "fp32"},
+     Denoise(auto=True, color_mode=Denoise.LUMINANCE)),
+)  # fmt: skip
+
+
+def colour(crop: int, use_bm3d: bool) -> None:
+    held = {n: colour_photo(n, crop) for n in COLOUR_HELD_OUT}
+    noisy = {
+        sigma: {n: colour_noisy(c, sigma, 2000 + i) for i, (n, c) in enumerate(held.items())}
+        for sigma in SIGMAS
+    }
+    service_rows = asyncio.run(_colour_service(noisy))
+    print(
+        f"\n## Colour quality: held-out photos {', '.join(COLOUR_HELD_OUT)} (RGB, crops "
+        f"≤{crop}², noise independent in R, G, B, clipped to 8 bits); mean PSNR (dB)"
+    )
+    print(f"   tuning photos (classical settings only): {', '.join(COLOUR_TUNING)}\n")  # fmt: skip
+    for sigma in SIGMAS:
+        rows: list[tuple[str, float, float]] = []
+        for family, (method, label) in colour_classical(sigma).items():
+            t0 = time.perf_counter()
+            p = np.mean([psnr8(held[n], method(noisy[sigma][n], sigma)) for n in held])
+            rows.append((f"{family} ({label})", p, time.perf_counter() - t0))
+        if use_bm3d:
+            import bm3d
+
+            t0 = time.perf_counter()
+            outs = {n: bm3d.bm3d_rgb(noisy[sigma][n] / 255.0, sigma / 255.0) * 255 for n in held}
+            rows.append(("CBM3D (bm3d_rgb, true σ)",
+                         np.mean([psnr8(held[n], outs[n]) for n in held]),
+                         time.perf_counter() - t0))  # fmt: skip
+        for label, (outs_by_sigma, picked, secs) in service_rows.items():
+            outs = outs_by_sigma[sigma]
+            p = np.mean([psnr8(held[n], outs[n]) for n in held])
+            rows.append((f"{label} [{', '.join(sorted(picked[sigma]))}]", p, secs[sigma]))
+        base = np.mean([psnr8(held[n], noisy[sigma][n]) for n in held])
+        print(f"### σ = {sigma} (noisy: {base:.2f} dB)\n")
+        print("| method | PSNR (dB) | gain (dB) | time (s) |")
+        print("|---|---|---|---|")
+        for label, p, secs in rows:
+            print(f"| {label} | **{p:.2f}** | {p - base:+.2f} | {secs:.1f} |")
+        print()
+        sys.stdout.flush()
+
+
+async def _colour_service(
+    noisy: dict[int, dict[str, np.ndarray]],
+) -> dict[str, tuple[dict[int, dict[str, np.ndarray]], dict[int, set[str]], dict[int, float]]]:
+    results = {}
+    for label, options, op in COLOUR_PATHS:
+        sp = await start_service(**options)  # type: ignore[arg-type]
+        try:
+            outs: dict[int, dict[str, np.ndarray]] = {}
+            picked: dict[int, set[str]] = {}
+            secs: dict[int, float] = {}
+            for sigma, images in noisy.items():
+                this = Denoise()
+                this.CopyFrom(op)
+                if not op.auto:
+                    this.sigma = sigma
+                outs[sigma], picked[sigma] = {}, set()
+                t0 = time.perf_counter()
+                for n, x in images.items():
+                    result = await sp.service.denoise(_png(x), [this])
+                    r = result.reports[0].denoise
+                    mode = Denoise.ColorMode.Name(r.color_mode)
+                    models = "+".join(p.model or "-" for p in r.planes)
+                    picked[sigma].add(f"{mode}: {models}")
+                    outs[sigma][n] = np.asarray(Image.open(io.BytesIO(result.image.data)))
+                secs[sigma] = time.perf_counter() - t0
+            results[label] = (outs, picked, secs)
+        finally:
+            await sp.models.close()
+            sp.executor.shutdown()
+    return results
+
+
+def _png(x: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(x).save(out, "PNG")
+    return out.getvalue()
+
+
+def colour_speed(side: int, big: int) -> None:
+    """CPU time and wall time per colour photo through the service, end to end (PNG in, PNG
+    out), each path against the others on the same image in the same run; then one `big`-MP
+    photo with the default path alone."""
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+
+    def photo_of(w: int, h: int) -> np.ndarray:
+        base = np.asarray(Image.fromarray(data.astronaut()).resize((w, h)), np.float32)
+        return np.clip(np.round(base + rng.normal(0, 25, base.shape)), 0, 255).astype(np.uint8)
+
+    small = _png(photo_of(side, side))
+    mp = side * side / 1e6
+    print(f"\n## Colour speed: {side}x{side} RGB ({mp:.2f} MP), σ = 25, CPU, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start\n")  # fmt: skip
+    print("| path | wall (s) | CPU (s) | MP/s (wall) | MP/s per CPU-second | vs LUMINANCE fp32 (CPU) "
+          "| vs PER_CHANNEL fp32 (CPU) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    paths = [
+        ("LUMINANCE fp32 (the default before)", {"precision": "fp32"},
+         Denoise(auto=True, color_mode=Denoise.LUMINANCE)),
+        ("PER_CHANNEL fp32", {"precision": "fp32"},
+         Denoise(auto=True, color_mode=Denoise.PER_CHANNEL)),
+        ("auto fp32, full-resolution chroma", {"precision": "fp32", "chroma_scale": 1},
+         Denoise(auto=True)),
+        ("auto fp32, half-resolution chroma", {"precision": "fp32"}, Denoise(auto=True)),
+        ("auto (the default now: int8, half-resolution chroma)", {}, Denoise(auto=True)),
+    ]  # fmt: skip
+    measured: list[tuple[str, float, float]] = []
+    for label, options, op in paths:
+        wall, cpu = asyncio.run(_timed(small, op, options))
+        measured.append((label, wall, cpu))
+    lum, per = measured[0][2], measured[1][2]
+    for label, wall, cpu in measured:
+        print(f"| {label} | {wall:.1f} | {cpu:.1f} | {mp / wall:.3f} | {mp / cpu:.3f} | "
+              f"{lum / cpu:.2f}x | {per / cpu:.2f}x |")  # fmt: skip
+    sys.stdout.flush()
+    if big:
+        w, h = 4000, big * 1_000_000 // 4000
+        wall, cpu = asyncio.run(_timed(_png(photo_of(w, h)), Denoise(auto=True), {}))
+        print(
+            f"\n{w}x{h} ({w * h / 1e6:.1f} MP) RGB, σ = 25, `auto` (the default): "
+            f"{wall:.1f} s wall, {cpu:.1f} s CPU, load average {os.getloadavg()[0]:.2f} after"
+        )
+
+
+async def _timed(png: bytes, op: Denoise, options: dict[str, object]) -> tuple[float, float]:
+    sp = await start_service(**options)  # type: ignore[arg-type]
+    try:
+        await sp.service.denoise(_png(np.full((64, 64, 3), 128, np.uint8)), [op])  # warm-up
+        t0, c0 = time.perf_counter(), time.process_time()
+        await sp.service.denoise(png, [op])
+        return time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        await sp.models.close()
+        sp.executor.shutdown()
 
 
 # ---- (b) speed ------------------------------------------------------------------------------
@@ -507,7 +734,10 @@ def tune(crop: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("quality", "speed", "memory", "tune"))
+    parser.add_argument(
+        "--only", choices=("quality", "speed", "memory", "tune", "colour", "colour-speed")
+    )
+    parser.add_argument("--big", type=int, default=12, help="colour-speed: MP of the big photo")
     parser.add_argument("--quick", action="store_true", help="small crops, no BM3D")
     parser.add_argument("--crop", type=int, default=320, help="quality: crop side (pixels)")
     parser.add_argument("--side", type=int, default=512, help="speed: image side (pixels)")
@@ -534,6 +764,10 @@ def main(argv: list[str] | None = None) -> None:
         speed(256 if args.quick else args.side, 1 if args.quick else args.repeat, args.batch)
     if args.only in (None, "memory"):
         memory((512, 1024) if args.quick else (1024, 2048, 3072))
+    if args.only in (None, "colour"):
+        colour(128 if args.quick else 256, use_bm3d=not args.quick)
+    if args.only in (None, "colour-speed"):
+        colour_speed(256 if args.quick else 1024, 0 if args.quick else args.big)
     if args.only == "tune":
         tune(crop)
 

@@ -66,6 +66,8 @@ async def build(settings: InferenceSettings) -> AsyncIterator[App]:
                 settings.tiles_in_flight,
             ),
             default_depth=settings.default_depth,
+            precision=settings.precision,
+            chroma_scale=settings.chroma_scale,
         )
         consumer = await connect_worker(stack, settings, processor(service))
         api = InferenceApi(

@@ -40,7 +40,7 @@ def capabilities(models: ModelManager) -> operations_pb2.Capabilities:
                 name="denoise",
                 service="inference",
                 description=(
-                    "DnCNN denoising (luminance by default) on "
+                    "DnCNN denoising (colour mode AUTO by default) on "
                     f"{models.provider or 'no execution provider'}."
                 ),
                 parameters=[
@@ -64,7 +64,10 @@ def capabilities(models: ModelManager) -> operations_pb2.Capabilities:
                     operations_pb2.ParameterInfo(
                         name="color_mode",
                         type="pixmesh.common.v1.Denoise.ColorMode",
-                        description="colour images: LUMINANCE (default) or PER_CHANNEL",
+                        description=(
+                            "colour images: AUTO (default: OPPONENT when the chroma is "
+                            "noisy, else LUMINANCE), OPPONENT, LUMINANCE or PER_CHANNEL"
+                        ),
                     ),
                 ],
                 available=bool(ready),

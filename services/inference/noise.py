@@ -12,6 +12,8 @@ RGB + (Y' − Y) per channel: chroma is untouched and no Cb/Cr planes need to be
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 MAD_TO_SIGMA = 0.6745  # the median of |N(0, 1)|
@@ -55,4 +57,147 @@ def replace_luminance(rgb: np.ndarray, y_old: np.ndarray, y_new: np.ndarray) -> 
     for r in range(0, rgb.shape[0], step):
         delta = (y_new[r : r + step] - y_old[r : r + step])[..., None]
         out[r : r + step] = np.clip(rgb[r : r + step] + delta + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+# ---- colour: opponent planes and their noise ------------------------------------------------
+#
+# Independent noise in R, G and B (synthetic noise, sensor-raw data) is as strong in the chroma
+# as in the luma, so denoising Y alone leaves most of it. The orthonormal opponent transform
+# (the one CBM3D uses) decorrelates natural colours and keeps white noise white with the same
+# σ in every plane, so each plane can be denoised on its own at its own σ. The planes the models
+# see are that transform rescaled into 0..255: Y = (R+G+B)/3, C1 = (R−B)/2 + 127.5,
+# C2 = (R−2G+B)/4 + 127.5. Plane σ values are reported on the orthonormal scale, i.e. as the σ
+# of one RGB channel for independent noise.
+
+OPPONENT = np.array(
+    [
+        [1 / np.sqrt(3), 1 / np.sqrt(3), 1 / np.sqrt(3)],
+        [1 / np.sqrt(2), 0.0, -1 / np.sqrt(2)],
+        [1 / np.sqrt(6), -2 / np.sqrt(6), 1 / np.sqrt(6)],
+    ],
+    np.float64,
+)
+PLANES = ("Y", "C1", "C2")
+# orthonormal plane k × PLANE_SCALE[k] + PLANE_OFFSET[k] = the 0..255 plane the model sees.
+PLANE_SCALE = (1 / np.sqrt(3), 1 / np.sqrt(2), np.sqrt(6) / 4)
+PLANE_OFFSET = (0.0, 127.5, 127.5)
+
+# The block estimator: 8x8 Haar HH coefficients (16x16 pixels) per block; σ² from the lower
+# QUANTILE of the block variances, which textured blocks do not reach, divided by that quantile
+# of χ²₆₄/64 (0.8490, scipy.stats.chi2.ppf(0.2, 64) / 64) so that pure noise reads true.
+# Block size and quantile were chosen on bench/denoise.py's tuning photos only.
+BLOCK = 8
+QUANTILE = 0.2
+CHI2_QUANTILE = 0.8490077815613868
+# Blocks whose clipped-noise variance is below this share of σ² (mostly saturated) are ignored.
+MIN_CLIP_RATIO = 0.5
+MAX_BLOCKS = 1 << 13  # enough blocks for a stable quantile; bigger images are subsampled
+
+
+def opponent_planes(rgb: np.ndarray) -> list[np.ndarray]:
+    """The three float32 planes (0..255) the models denoise: Y, C1, C2."""
+    x = rgb.astype(np.float32)
+    planes = []
+    for k in range(3):
+        w = (OPPONENT[k] * PLANE_SCALE[k]).astype(np.float32)
+        planes.append(x @ w + np.float32(PLANE_OFFSET[k]))
+    return planes
+
+
+def from_opponent(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """The uint8 RGB image of three (denoised) opponent planes: rounded and clipped."""
+    h, w = planes[0].shape
+    out = np.empty((h, w, 3), np.uint8)
+    step = max(1, (1 << 20) // max(1, w))
+    inverse = OPPONENT.T.astype(np.float32)  # orthonormal: the inverse is the transpose
+    for r in range(0, h, step):
+        orth = np.stack(
+            [
+                (p[r : r + step] - np.float32(PLANE_OFFSET[k])) / np.float32(PLANE_SCALE[k])
+                for k, p in enumerate(planes)
+            ],
+            axis=-1,
+        )
+        rgb = orth @ inverse.T
+        rgb += 0.5
+        out[r : r + step] = np.clip(rgb, 0, 255).astype(np.uint8)
+    return out
+
+
+def estimate_opponent_sigmas(rgb: np.ndarray) -> tuple[float, float, float]:
+    """σ of the noise in each orthonormal opponent plane of an (H, W, 3) uint8 image.
+
+    Unlike `estimate_sigma`, it holds on 8-bit photos with texture and saturated areas: σ comes
+    from the quieter blocks (a low quantile of block variances, corrected for that quantile),
+    and each block's variance is divided by the share of σ² that clipping to 0..255 leaves at
+    its brightness (a clipped Gaussian's variance, from a 6x6-pixel local mean), iterated from
+    the uncorrected estimate. Big images are subsampled by rows of blocks.
+    """
+    side = 2 * BLOCK
+    h, w = rgb.shape[0] - rgb.shape[0] % side, rgb.shape[1] - rgb.shape[1] % side
+    if h < side or w < side:
+        return (0.0, 0.0, 0.0)
+    rows, cols = h // side, w // side
+    k = max(1, rows * cols // MAX_BLOCKS)
+    x = rgb[:h, :w].reshape(rows, side, w, 3)[::k].reshape(-1, w, 3).astype(np.float32)
+    rows = x.shape[0] // side
+    # 2x2 pixel blocks: the Haar LL (local mean) per channel and HH per opponent plane.
+    a, b, c, d = x[0::2, 0::2], x[0::2, 1::2], x[1::2, 0::2], x[1::2, 1::2]
+    ll = (a + b + c + d) * 0.25
+    hh_rgb = (a - b - c + d) * 0.5
+    padded = np.pad(ll, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    mu = np.zeros_like(ll)
+    for i in range(3):
+        for j in range(3):
+            mu += padded[i : i + ll.shape[0], j : j + ll.shape[1]]
+    mu /= np.float32(9)
+
+    def per_block(v: np.ndarray) -> np.ndarray:
+        out: np.ndarray = v.reshape(rows, BLOCK, cols, BLOCK).mean(axis=(1, 3))
+        return out
+
+    sigmas = []
+    for p in range(3):
+        weights = OPPONENT[p].astype(np.float32)
+        variance = per_block(np.square(hh_rgb @ weights))
+        sigma = float(np.sqrt(np.quantile(variance, QUANTILE) / CHI2_QUANTILE))
+        for _ in range(3):
+            ratio = per_block(_clipped_variance_ratio(mu, max(sigma, 0.5)) @ weights**2)
+            ok = ratio > MIN_CLIP_RATIO
+            if np.count_nonzero(ok) < 16:
+                break
+            sigma = float(np.sqrt(np.quantile(variance[ok] / ratio[ok], QUANTILE) / CHI2_QUANTILE))
+        sigmas.append(sigma)
+    return sigmas[0], sigmas[1], sigmas[2]
+
+
+def rgb_sigma(plane_sigmas: Sequence[float]) -> float:
+    """The σ per RGB channel that planes of an orthonormal transform add up to (their RMS)."""
+    return float(np.sqrt(np.mean(np.square(plane_sigmas)))) if plane_sigmas else 0.0
+
+
+def _phi(z: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.exp(-0.5 * z * z) / np.float32(np.sqrt(2 * np.pi))
+    return out
+
+
+def _ndtr(z: np.ndarray) -> np.ndarray:
+    """The standard normal CDF (Abramowitz & Stegun 7.1.26 erf, |error| < 1.5e-7)."""
+    x = np.abs(z) / np.float32(np.sqrt(2))
+    t = 1 / (1 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))  # fmt: skip
+    erf = 1 - poly * np.exp(-x * x)
+    out: np.ndarray = 0.5 * (1 + np.where(z >= 0, erf, -erf))
+    return out
+
+
+def _clipped_variance_ratio(mu: np.ndarray, sigma: float) -> np.ndarray:
+    """Var[clip(μ + σZ, 0, 255)] / σ² for Z ~ N(0, 1), elementwise."""
+    a = (0 - mu) / np.float32(sigma)
+    b = (255 - mu) / np.float32(sigma)
+    pa, pb, da, db = _ndtr(a), _ndtr(b), _phi(a), _phi(b)
+    mean = a * pa + (da - db) + b * (1 - pb)
+    second = a * a * pa + (pb - pa) + a * da - b * db + b * b * (1 - pb)
+    out: np.ndarray = np.maximum(second - mean * mean, 1e-6)
     return out

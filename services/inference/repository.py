@@ -42,6 +42,8 @@ class ModelConfig:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     platform: str = "onnxruntime_onnx"
+    # "fp32", or "int8" for a quantised copy of an fp32 model (faster on CPUs, same σ bands).
+    precision: str = "fp32"
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -85,6 +87,7 @@ def parse_config(version_dir: Path, data: dict[str, Any]) -> ModelConfig:
             inputs=tuple(_tensor(t) for t in data["inputs"]),
             outputs=tuple(_tensor(t) for t in data["outputs"]),
             platform=str(data.get("platform", "onnxruntime_onnx")),
+            precision=str(data.get("precision", "fp32")),
             raw=data,
         )
     except (KeyError, TypeError, ValueError) as exc:

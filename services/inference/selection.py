@@ -7,7 +7,8 @@
   the one of the default depth (6 layers on CPU, 17 on a GPU) whose config `sigma_range`
   contains σ; if none does, the one trained nearest to σ; if that depth has no model loaded,
   the other depth's. The ranges were chosen on the tuning photos of bench/denoise.py, never on
-  its held-out photos.
+  its held-out photos. Where models of the preferred `precision` are loaded (int8 on a CPU:
+  the quantised copies, ~3.5x faster for < 0.05 dB), `auto` picks among those only.
 """
 
 from __future__ import annotations
@@ -46,13 +47,17 @@ def choose(
     loaded: Sequence[ModelConfig],
     default_depth: int,
     named: ModelConfig | None = None,
+    precision: str = "",
 ) -> Choice:
-    """`named` is the loaded config of `params.model` (the caller resolves it)."""
+    """`named` is the loaded config of `params.model` (the caller resolves it); `precision`,
+    when models of it are loaded, restricts `auto` to them."""
     sigma = float(params.sigma) if params.sigma > 0 else estimated
     if named is not None:
         return _for_model(named, sigma, explicit_sigma=params.sigma > 0)
     if not loaded:
         raise errors.no_model("no denoising model is loaded")
+    preferred = [c for c in loaded if c.precision == precision]
+    loaded = preferred or loaded
     depths = sorted({c.depth for c in loaded}, key=lambda d: (d != default_depth, d))
     for depth in depths:
         family = [c for c in loaded if c.depth == depth]

@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 from opentelemetry import trace
+from PIL import Image
 
 from pixmesh.common.v1 import job_pb2, operations_pb2
 from services.inference import errors, imageio, noise, selection, tiling
@@ -53,13 +54,32 @@ class DenoiseOutput:
     reports: list[job_pb2.OperationReport]
 
 
+@dataclass
+class _Plane:
+    name: str  # "grey", "Y", "C1", "C2", "R", "G", "B"
+    data: np.ndarray  # float32, 0..255: what the model denoises (maybe at half resolution)
+    sigma_before: float  # estimated, reported (orthonormal scale for opponent planes)
+    model_sigma: float  # the estimate on the scale of `data`, for the model
+    sigma_scale: float  # a σ asked for (per RGB channel) × this = σ on the scale of `data`
+    resolution: float = 1.0  # `data`'s size relative to the image
+    denoise: bool = True  # False: the plane's noise is negligible, it is left as it is
+
+
 @dataclass(frozen=True)
 class _Planes:
-    planes: list[np.ndarray]  # float32, 0..255: what the model denoises
-    luma: np.ndarray  # float32 luminance (or grey) of the input, for σ estimates
-    sigma_before: float  # on luminance
-    model_sigma: float  # on the planes the model sees
+    planes: list[_Plane]
+    sigma_before: float  # grey: the plane's; colour: per RGB channel
     mode: ColorMode.ValueType  # COLOR_MODE_UNSPECIFIED for grey images
+    luma: np.ndarray | None = None  # LUMINANCE: the input's Y, to replace
+
+
+# AUTO: chroma noise below this share of the luma's (or below CHROMA_MIN_SIGMA) counts as
+# negligible, as after a camera's demosaicing and noise reduction: then LUMINANCE is enough.
+CHROMA_SHARE = 0.5
+CHROMA_MIN_SIGMA = 1.0
+# Opponent planes whose σ is below this are left as they are.
+MIN_PLANE_SIGMA = 0.5
+Precision = Literal["auto", "fp32", "int8"]
 
 
 class InferenceService:
@@ -71,18 +91,37 @@ class InferenceService:
         tiles: TileOptions,
         *,
         default_depth: int = 0,
+        precision: Precision = "auto",
+        chroma_scale: int = 0,
     ) -> None:
+        """`precision`: the models `auto` prefers (auto: int8 on a CPU, fp32 on a GPU);
+        `chroma_scale`: OPPONENT's chroma planes are denoised at 1/chroma_scale of the image's
+        width and height (0: 2 on a CPU, 1 on a GPU)."""
         self.models = models
         self.executor = executor
         self.limits = limits
         self.tiles = tiles
         self._default_depth = default_depth
+        self._precision = precision
+        self._chroma_scale = chroma_scale
 
     @property
     def default_depth(self) -> int:
         if self._default_depth:
             return self._default_depth
         return 17 if self.models.provider == CUDA else 6
+
+    @property
+    def precision(self) -> str:
+        if self._precision != "auto":
+            return self._precision
+        return "fp32" if self.models.provider == CUDA else "int8"
+
+    @property
+    def chroma_scale(self) -> int:
+        if self._chroma_scale:
+            return self._chroma_scale
+        return 1 if self.models.provider == CUDA else 2
 
     # ---- entry points ---------------------------------------------------------------------
 
@@ -126,51 +165,97 @@ class InferenceService:
     ) -> tuple[Decoded, job_pb2.DenoiseReport]:
         started = time.monotonic()
         with _tracer.start_as_current_span("inference.denoise") as span:
-            planes = await self._cpu(_prepare, decoded, op.color_mode)
+            planes = await self._cpu(_prepare, decoded, op.color_mode, self.chroma_scale)
             named = self.models.get(op.model).config if op.model else None
             loaded_configs = [m.config for m in self.models.ready()]
-            choice = selection.choose(
-                op, planes.model_sigma, loaded_configs, self.default_depth, named
-            )
-            model = self.models.get(choice.config.name)
+            work: list[tuple[_Plane, selection.Choice, LoadedModel]] = []
+            for plane in planes.planes:
+                if not plane.denoise:
+                    continue
+                plane_op = operations_pb2.Denoise(
+                    model=op.model, auto=op.auto, sigma=op.sigma * plane.sigma_scale
+                )
+                choice = selection.choose(
+                    plane_op,
+                    plane.model_sigma,
+                    loaded_configs,
+                    self.default_depth,
+                    named,
+                    self.precision,
+                )
+                work.append((plane, choice, self.models.get(choice.config.name)))
+            if not work:  # nothing noisy enough: still run the luma, as asked
+                plane = planes.planes[0]
+                plane.denoise = True
+                plane_op = operations_pb2.Denoise(
+                    model=op.model, auto=op.auto, sigma=op.sigma * plane.sigma_scale
+                )
+                choice = selection.choose(
+                    plane_op, plane.model_sigma, loaded_configs, self.default_depth, named,
+                    self.precision,
+                )  # fmt: skip
+                work.append((plane, choice, self.models.get(choice.config.name)))
+            first, first_model = work[0][1], work[0][2]
             span.set_attributes(
                 {
-                    "pixmesh.model": choice.config.key,
-                    "pixmesh.execution_provider": model.provider,
-                    "pixmesh.sigma": choice.sigma,
+                    "pixmesh.model": first.config.key,
+                    "pixmesh.execution_provider": first_model.provider,
+                    "pixmesh.sigma": first.sigma,
                     "pixmesh.width": decoded.width,
                     "pixmesh.height": decoded.height,
+                    "pixmesh.color_mode": ColorMode.Name(planes.mode),
                 }
             )
             ok = False
             try:
                 jobs = [
-                    asyncio.create_task(self._denoise_plane(model, p, choice, deadline))
-                    for p in planes.planes
+                    asyncio.create_task(self._denoise_plane(model, plane.data, choice, deadline))
+                    for plane, choice, model in work
                 ]
                 try:
                     outs = await asyncio.gather(*jobs)
                 finally:
                     for job in jobs:  # one plane failed: stop the others' tiles too
                         job.cancel()
-                result, sigma_after = await self._cpu(_finish, decoded, planes, list(outs))
+                for (plane, _, _), out in zip(work, outs, strict=True):
+                    plane.data = out
+                result, after = await self._cpu(_finish, decoded, planes)
                 ok = True
             finally:
-                model.stats.record_request(time.monotonic() - started, ok)
+                for model in {id(m): m for _, _, m in work}.values():
+                    model.stats.record_request(time.monotonic() - started, ok)
         tiles = tiling.plan(decoded.height, decoded.width, self.tiles.size, 0, self.tiles.overlap)
-        metrics.INFERENCE_TILES(choice.config.name, model.provider).inc(
-            len(tiles) * len(planes.planes)
-        )
+        for plane, choice, model in work:
+            plane_tiles = tiling.plan(
+                plane.data.shape[0], plane.data.shape[1], self.tiles.size, 0, self.tiles.overlap
+            )
+            metrics.INFERENCE_TILES(choice.config.name, model.provider).inc(len(plane_tiles))
+        chosen = {id(plane): choice for plane, choice, _ in work}
+        plane_reports = []
+        for plane, sigma_after in zip(planes.planes, after, strict=True):
+            c = chosen.get(id(plane))
+            plane_reports.append(
+                job_pb2.DenoisePlaneReport(
+                    plane=plane.name,
+                    sigma_before=round(plane.sigma_before, 3),
+                    sigma_after=round(sigma_after, 3),
+                    sigma=round(c.sigma / plane.sigma_scale, 3) if c else 0.0,
+                    model=c.config.name if c else "",
+                    model_version=c.config.version if c else "",
+                    resolution=plane.resolution,
+                )
+            )
         report = job_pb2.DenoiseReport(
-            model=choice.config.name,
-            model_version=choice.config.version,
-            sigma=round(choice.sigma, 3),
+            model=first.config.name,
+            model_version=first.config.version,
+            sigma=round(first.sigma / work[0][0].sigma_scale, 3),
             sigma_before=round(planes.sigma_before, 3),
-            sigma_after=round(sigma_after, 3),
-            execution_provider=model.provider,
+            sigma_after=round(_summary(planes.mode, after), 3),
+            execution_provider=first_model.provider,
             color_mode=planes.mode,
             tiles=len(tiles),
             seconds=time.monotonic() - started,
+            planes=plane_reports,
         )
         return result, report
 
@@ -225,29 +310,103 @@ def _check(deadline: float | None) -> None:
         raise errors.deadline()
 
 
-def _prepare(decoded: Decoded, mode: ColorMode.ValueType) -> _Planes:
+def _prepare(decoded: Decoded, mode: ColorMode.ValueType, chroma_scale: int) -> _Planes:
     px = decoded.pixels
     if px.ndim == 2:
         grey = px.astype(np.float32)
         sigma = noise.estimate_sigma(grey)
-        return _Planes([grey], grey, sigma, sigma, operations_pb2.Denoise.COLOR_MODE_UNSPECIFIED)
+        plane = _Plane("grey", grey, sigma, sigma, 1.0)
+        return _Planes([plane], sigma, operations_pb2.Denoise.COLOR_MODE_UNSPECIFIED)
+    if mode == operations_pb2.Denoise.PER_CHANNEL:
+        planes = []
+        for c, name in enumerate("RGB"):
+            p = px[..., c].astype(np.float32)
+            s = noise.estimate_sigma(p)
+            planes.append(_Plane(name, p, s, s, 1.0))
+        before = noise.rgb_sigma([p.sigma_before for p in planes])
+        return _Planes(planes, before, mode)
+    if mode == operations_pb2.Denoise.LUMINANCE:
+        return _luminance(px)
+    sigmas = noise.estimate_opponent_sigmas(px)
+    if mode != operations_pb2.Denoise.OPPONENT:  # AUTO (the default)
+        chroma = max(sigmas[1:])
+        if chroma < max(CHROMA_MIN_SIGMA, CHROMA_SHARE * sigmas[0]):
+            return _luminance(px)
+    planes = []
+    for k, (name, p) in enumerate(zip(noise.PLANES, noise.opponent_planes(px), strict=True)):
+        scale = float(noise.PLANE_SCALE[k])
+        resolution = 1.0
+        if k > 0 and chroma_scale > 1:
+            # White noise averaged over n×n pixels has σ/n: the model gets that σ.
+            p = _downscale(p, chroma_scale)
+            resolution = 1.0 / chroma_scale
+            scale *= resolution
+        planes.append(
+            _Plane(
+                name,
+                p,
+                sigmas[k],
+                sigmas[k] * scale,
+                scale,
+                resolution,
+                denoise=sigmas[k] >= MIN_PLANE_SIGMA,
+            )
+        )
+    return _Planes(planes, noise.rgb_sigma(sigmas), operations_pb2.Denoise.OPPONENT)
+
+
+def _luminance(px: np.ndarray) -> _Planes:
     luma = noise.luminance(px)
     before = noise.estimate_sigma(luma)
-    if mode == operations_pb2.Denoise.PER_CHANNEL:
-        planes = [px[..., c].astype(np.float32) for c in range(3)]
-        # The model sees R, G and B, whose noise is larger than luminance's: estimate on them.
-        model_sigma = float(np.mean([noise.estimate_sigma(p) for p in planes]))
-        return _Planes(planes, luma, before, model_sigma, mode)
-    return _Planes([luma], luma, before, before, operations_pb2.Denoise.LUMINANCE)
+    plane = _Plane("Y", luma.copy(), before, before, 1.0)
+    return _Planes([plane], before, operations_pb2.Denoise.LUMINANCE, luma)
 
 
-def _finish(decoded: Decoded, planes: _Planes, outs: list[np.ndarray]) -> tuple[Decoded, float]:
+def _downscale(plane: np.ndarray, n: int) -> np.ndarray:
+    """Mean of n×n blocks (the edge repeated to a multiple of n)."""
+    h, w = plane.shape
+    ph, pw = -h % n, -w % n
+    if ph or pw:
+        plane = np.pad(plane, ((0, ph), (0, pw)), mode="edge")
+    out: np.ndarray = plane.reshape((h + ph) // n, n, (w + pw) // n, n).mean(axis=(1, 3))
+    return out.astype(np.float32)
+
+
+def _upscale(plane: np.ndarray, n: int, height: int, width: int) -> np.ndarray:
+    """Bilinear back to n times the size (pixel centres aligned), cropped to height×width."""
+    size = (plane.shape[1] * n, plane.shape[0] * n)
+    big = np.asarray(Image.fromarray(plane, "F").resize(size, Image.Resampling.BILINEAR))
+    return big[:height, :width]
+
+
+def _finish(decoded: Decoded, planes: _Planes) -> tuple[Decoded, list[float]]:
+    """The denoised image and each plane's σ after."""
+    h, w = decoded.height, decoded.width
     if planes.mode == operations_pb2.Denoise.LUMINANCE:
-        pixels = noise.replace_luminance(decoded.pixels, planes.luma, outs[0])
+        assert planes.luma is not None
+        pixels = noise.replace_luminance(decoded.pixels, planes.luma, planes.planes[0].data)
+        after = [noise.estimate_sigma(noise.luminance(pixels))]
+    elif planes.mode == operations_pb2.Denoise.OPPONENT:
+        full = [
+            p.data if p.resolution == 1.0 else _upscale(p.data, round(1 / p.resolution), h, w)
+            for p in planes.planes
+        ]
+        pixels = noise.from_opponent(full)
+        after = list(noise.estimate_opponent_sigmas(pixels))
     else:
+        outs = [p.data for p in planes.planes]
         stacked = outs[0] if len(outs) == 1 else np.stack(outs, axis=-1)
         stacked += 0.5  # in place: the blended planes are not needed any more
         pixels = np.clip(stacked, 0, 255, out=stacked).astype(np.uint8)
-    luma = pixels if pixels.ndim == 2 else noise.luminance(pixels)
-    result = Decoded(pixels, decoded.alpha, decoded.format, decoded.icc)
-    return result, noise.estimate_sigma(luma)
+        if pixels.ndim == 2:
+            after = [noise.estimate_sigma(pixels)]
+        else:
+            after = [noise.estimate_sigma(pixels[..., c]) for c in range(3)]
+    return Decoded(pixels, decoded.alpha, decoded.format, decoded.icc), after
+
+
+def _summary(mode: ColorMode.ValueType, after: list[float]) -> float:
+    """σ after, like σ before: per RGB channel for OPPONENT and PER_CHANNEL."""
+    if mode in (operations_pb2.Denoise.OPPONENT, operations_pb2.Denoise.PER_CHANNEL):
+        return noise.rgb_sigma(after)
+    return after[0]

@@ -25,6 +25,12 @@ class InferenceSettings(WorkerSettings):
     # Depth of the models `auto` picks (0: 17 layers on a GPU, 6 on the CPU, where the deep
     # ones cost ~4x more for about 1 dB).
     default_depth: Literal[0, 6, 17] = 0
+    # The models `auto` prefers: int8 (quantised copies, faster on CPUs) or fp32; "auto" is
+    # int8 on the CPU and fp32 on a GPU.
+    precision: Literal["auto", "fp32", "int8"] = "auto"
+    # Colour (OPPONENT) denoises the chroma planes at 1/chroma_scale of the width and height
+    # (0: 2 on the CPU, a quarter of the work per chroma plane; 1 on a GPU).
+    chroma_scale: Literal[0, 1, 2] = 0
 
     # Tiles: core side, overlap between neighbouring cores (cross-faded), and the context around
     # each core (0: the model's receptive radius, which makes tiling exact).

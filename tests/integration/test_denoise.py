@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 SIGMA = 20.0
 RESIZE = {"resize": {"width": 240, "height": 180, "mode": "FIT"}}
 CONVERT = {"convert": {"format": "PNG"}}
-MODELS = {f"dncnn{d}-{v}" for d in (6, 17) for v in "lmhn"}
+MODELS = {f"dncnn{d}-{v}{q}" for d in (6, 17) for v in "lmhn" for q in ("", "-int8")}
 
 
 def clean_photo() -> np.ndarray:
@@ -56,8 +56,8 @@ def png(pixels: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def photos() -> tuple[bytes, bytes]:
-    """(clean, noisy) PNGs. The noise is luminance grain (the same on R, G and B), what the
-    default luminance mode removes."""
+    """(clean, noisy) PNGs. The noise is luminance grain (the same on R, G and B), for which
+    the default colour mode (AUTO) picks LUMINANCE."""
     clean = clean_photo()
     rng = np.random.default_rng(42)
     grain = rng.normal(0, SIGMA, (*clean.shape[:2], 1))
@@ -104,12 +104,40 @@ def test_rest_job_denoises_before_resize_and_convert(
         ("imaging", "SUCCEEDED"),
     ]
     report = job["stages"][0]["reports"][0]["denoise"]
-    assert report["model"] == "dncnn6-n" and report["model_version"] == "1"
+    # On a CPU `auto` prefers the int8 copies of the 6-layer models.
+    assert report["model"] == "dncnn6-n-int8" and report["model_version"] == "1"
     assert report["execution_provider"] == "CPUExecutionProvider"
     assert report["color_mode"] == "LUMINANCE"
+    assert [p["plane"] for p in report["planes"]] == ["Y"]
     assert report["sigma_before"] == pytest.approx(SIGMA, abs=3)
     assert report["sigma_after"] < report["sigma_before"] / 3
     assert job["outputs"][0]["width"] == 240 and job["outputs"][0]["height"] == 180
+
+
+def test_rest_colour_noise_default_options(rest: Rest) -> None:
+    """Independent σ = 25 noise in R, G and B (CBSD68's protocol), default options: the
+    colour mode is chosen from the image and the result beats the best Gaussian blur."""
+    from PIL import ImageFilter
+
+    # A real photo (data/README.md), 160x160: seconds on 2 cores.
+    clean = np.asarray(Image.open(Path(__file__).parent / "data" / "astronaut-160.png"))
+    rng = np.random.default_rng(7)
+    noisy = np.clip(np.round(clean + rng.normal(0, 25, clean.shape)), 0, 255).astype(np.uint8)
+    image_id = rest.upload(png(noisy), "image/png")["image_id"]
+    job, denoised = run_job(rest, image_id, [{"denoise": {"sigma": 25}}])
+    gain = psnr(denoised, png(clean)) - psnr(png(noisy), png(clean))
+    blurs = [
+        psnr(
+            png(np.asarray(Image.fromarray(noisy).filter(ImageFilter.GaussianBlur(r)))), png(clean)
+        )
+        for r in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+    ]
+    assert gain >= 7.0, f"PSNR gain {gain:.2f} dB"
+    assert psnr(denoised, png(clean)) >= max(blurs) + 2.0, (psnr(denoised, png(clean)), blurs)
+    report = job["stages"][0]["reports"][0]["denoise"]
+    assert report["color_mode"] == "OPPONENT"
+    assert [p["plane"] for p in report["planes"]] == ["Y", "C1", "C2"]
+    assert report["sigma_before"] == pytest.approx(25, rel=0.15)
 
 
 def test_sdk_job_per_channel(grpc_target: str, api_key: str, photos: tuple[bytes, bytes]) -> None:

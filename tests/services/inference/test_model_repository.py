@@ -18,13 +18,18 @@ GOLDEN = Path(__file__).parent / "golden"
 NAMES = [f"dncnn{d}-{v}" for d in (6, 17) for v in "lmhn"]
 
 
-def test_the_repository_holds_the_eight_models_with_valid_configs() -> None:
+def test_the_repository_holds_the_eight_models_and_their_int8_copies() -> None:
     scanned = repository.scan(ROOT)
-    assert [(m.name, m.version) for m in scanned] == [(n, "1") for n in sorted(NAMES)]
+    everything = sorted([*NAMES, *(n + "-int8" for n in NAMES)])
+    assert [(m.name, m.version) for m in scanned] == [(n, "1") for n in everything]
     assert all(m.config is not None for m in scanned), [m.error for m in scanned]
+    precision = {m.name: m.config.precision for m in scanned if m.config is not None}
+    assert {n: precision[n] for n in NAMES} == dict.fromkeys(NAMES, "fp32")
+    assert {precision[n + "-int8"] for n in NAMES} == {"int8"}
     manifest = json.loads((ROOT / "MANIFEST.json").read_text())
     assert {m["name"] for m in manifest["models"]} == set(NAMES)
-    for entry in manifest["models"]:
+    assert {m["name"] for m in manifest["quantized"]["models"]} == {n + "-int8" for n in NAMES}
+    for entry in manifest["models"] + manifest["quantized"]["models"]:
         path = ROOT / entry["path"]
         assert repository.file_sha256(path) == entry["sha256"]
         assert path.stat().st_size == entry["bytes"]
@@ -45,4 +50,22 @@ def test_committed_model_matches_the_reference(name: str) -> None:
     out = session.run(None, feeds)[0][0, 0]
     np.testing.assert_allclose(out, golden["reference"], atol=1e-5)
     # Denoising, not identity: the reference removes most of the added noise.
+    assert np.abs(out - golden["image"]).mean() > 0.02
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_int8_copy_stays_close_to_the_reference(name: str) -> None:
+    scanned = repository.latest(repository.scan(ROOT), name + "-int8")
+    assert scanned is not None and scanned.config is not None
+    config = scanned.config
+    assert repository.file_sha256(config.model_file) == config.sha256
+    golden = np.load(GOLDEN / f"{name}.npz")
+    session = ort.InferenceSession(str(config.model_file), providers=["CPUExecutionProvider"])
+    feeds = {"image": golden["image"][None, None]}
+    if config.sigma_input:
+        feeds["sigma"] = np.array([golden["sigma"]], np.float32)
+    out = session.run(None, feeds)[0][0, 0]
+    # Quantisation error, on [0, 1]: a fraction of the noise removed (σ = 0.1 here).
+    error = np.abs(out - golden["reference"])
+    assert error.mean() < 0.02, error.mean()
     assert np.abs(out - golden["image"]).mean() > 0.02

@@ -38,3 +38,42 @@ def test_luminance_replacement_keeps_chroma() -> None:
     # Every channel moves by the luminance change, so Cb and Cr (differences) stay put.
     np.testing.assert_array_equal(out.astype(int) - rgb.astype(int), 10)
     np.testing.assert_allclose(noise.luminance(out), y + 10, atol=0.51)
+
+
+def test_opponent_planes_round_trip_and_stay_in_range() -> None:
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    rgb[0, 0], rgb[0, 1] = (255, 0, 255), (0, 255, 0)  # the extremes of both chroma planes
+    planes = noise.opponent_planes(rgb)
+    assert all(p.min() >= 0 and p.max() <= 255 for p in planes)
+    np.testing.assert_array_equal(noise.from_opponent(planes), rgb)
+
+
+def photo_like(h: int = 256, w: int = 320) -> np.ndarray:
+    """Colour with texture, dark and saturated areas (so that 8-bit clipping matters)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 128 + 120 * np.sin(xx / 40.0) * np.cos(yy / 50.0)
+    texture = 6 * np.sin(xx / 1.7) * np.sin(yy / 2.3) * (xx > w // 2)
+    return np.stack([base + texture, 0.8 * base + 20, 255 - base], axis=-1)
+
+
+@pytest.mark.parametrize("sigma", [5.0, 15.0, 25.0, 50.0])
+def test_opponent_sigmas_of_clipped_colour_noise(sigma: float) -> None:
+    rng = np.random.default_rng(int(sigma))
+    clean = photo_like()
+    noisy = np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+    if sigma >= 25:
+        assert ((noisy == 0) | (noisy == 255)).mean() > 0.01  # clipping is in play
+    sigmas = noise.estimate_opponent_sigmas(noisy)
+    assert sigmas == pytest.approx([sigma] * 3, rel=0.1)
+    assert noise.rgb_sigma(sigmas) == pytest.approx(sigma, rel=0.1)
+
+
+def test_opponent_sigmas_of_luma_only_noise_have_quiet_chroma() -> None:
+    rng = np.random.default_rng(9)
+    clean = photo_like()
+    grain = rng.normal(0, 20, clean.shape[:2])[..., None]
+    noisy = np.clip(np.round(clean + grain), 0, 255).astype(np.uint8)
+    y, c1, c2 = noise.estimate_opponent_sigmas(noisy)
+    assert y == pytest.approx(20 * np.sqrt(3), rel=0.1)  # the same noise in R, G and B adds up
+    assert max(c1, c2) < 0.2 * y

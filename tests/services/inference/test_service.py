@@ -67,31 +67,66 @@ async def test_tiling_does_not_change_the_result(
     assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1
 
 
-async def test_colour_images_are_denoised_on_luminance(service: InferenceService) -> None:
+async def test_auto_denoises_luma_only_noise_on_luminance(service: InferenceService) -> None:
     clean = scene()
-    noisy = add_noise(clean, 15, luma_only=True)
+    noisy = add_noise(clean, 15, luma_only=True)  # the same noise in R, G and B: no chroma noise
     out = await service.denoise(encode(noisy), [Denoise(auto=True)])
     result = decode(out.image.data)
     assert psnr(result, clean) > psnr(noisy, clean) + 4
-    assert out.reports[0].denoise.color_mode == Denoise.LUMINANCE
+    report = out.reports[0].denoise
+    assert report.color_mode == Denoise.LUMINANCE
+    assert [p.plane for p in report.planes] == ["Y"]
     # Chroma (differences between channels) is untouched, up to rounding.
     chroma = np.diff(noisy.astype(int), axis=-1)
     np.testing.assert_allclose(np.diff(result.astype(int), axis=-1), chroma, atol=1)
+
+
+async def test_auto_denoises_colour_noise_in_opponent_planes(service: InferenceService) -> None:
+    clean = scene(96, 128)
+    noisy = add_noise(clean, 20, seed=2)  # independent in R, G and B
+    data = encode(noisy)
+    out = await service.denoise(data, [Denoise(auto=True)])
+    colour = decode(out.image.data)
+    luma = decode(
+        (await service.denoise(data, [Denoise(auto=True, color_mode=Denoise.LUMINANCE)])).image.data
+    )
+    assert psnr(colour, clean) > psnr(luma, clean) + 3
+    assert psnr(colour, clean) > psnr(noisy, clean) + 6
+    report = out.reports[0].denoise
+    assert report.color_mode == Denoise.OPPONENT
+    assert [p.plane for p in report.planes] == ["Y", "C1", "C2"]
+    assert [p.resolution for p in report.planes] == [1.0, 0.5, 0.5]  # the CPU default
+    for plane in report.planes:
+        assert plane.sigma_before == pytest.approx(20, rel=0.15)
+        assert plane.model.startswith("dncnn6-") and plane.sigma == plane.sigma_before
+        assert plane.sigma_after < plane.sigma_before / 2
+    assert report.sigma_before == pytest.approx(20, rel=0.1)  # per RGB channel
+    assert report.sigma_after < report.sigma_before / 2
+
+
+async def test_explicit_opponent_and_sigma(service: InferenceService) -> None:
+    noisy = add_noise(scene(), 20, seed=3)
+    out = await service.denoise(encode(noisy), [Denoise(sigma=20, color_mode=Denoise.OPPONENT)])
+    report = out.reports[0].denoise
+    assert report.color_mode == Denoise.OPPONENT and report.sigma == 20
+    assert [p.sigma for p in report.planes] == pytest.approx([20, 20, 20])
 
 
 async def test_per_channel_removes_colour_noise_too(service: InferenceService) -> None:
     clean = scene()
     noisy = add_noise(clean, 20, seed=2)
     data = encode(noisy)
-    luma = decode((await service.denoise(data, [Denoise(auto=True)])).image.data)
+    only_luma = [Denoise(auto=True, color_mode=Denoise.LUMINANCE)]
+    luma = decode((await service.denoise(data, only_luma)).image.data)
     out = await service.denoise(data, [Denoise(auto=True, color_mode=Denoise.PER_CHANNEL)])
     per_channel = decode(out.image.data)
     assert psnr(per_channel, clean) > psnr(luma, clean) + 3
     report = out.reports[0].denoise
     assert report.color_mode == Denoise.PER_CHANNEL
-    # The model saw R, G and B (σ≈20); σ before is measured on luminance (≈0.67 σ).
+    assert [p.plane for p in report.planes] == ["R", "G", "B"]
+    # The model saw R, G and B (σ≈20); σ before is per RGB channel too.
     assert report.sigma == pytest.approx(20, abs=3)
-    assert report.sigma_before == pytest.approx(0.67 * 20, abs=3)
+    assert report.sigma_before == pytest.approx(20, abs=3)
 
 
 async def test_alpha_is_kept_and_formats_follow_the_input(service: InferenceService) -> None:
