@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
 import asyncpg
 import nats.js.errors
@@ -153,3 +154,29 @@ async def test_the_relay_deletes_what_it_published_and_job_events_expire(
         await asyncio.sleep(0.1)
     assert await held(subject) == 0
     assert await held(other) == 1
+
+
+async def test_the_trim_loop_deletes_what_is_due_until_stopped(
+    repo: JobsRepository, pool: asyncpg.Pool
+) -> None:
+    prefix = f"loop-{uuid.uuid4().hex[:8]}"
+    await pool.executemany(
+        "INSERT INTO jobs.processed_events (event_id) VALUES ($1)",
+        [(f"{prefix}.old",), (f"{prefix}.new",)],
+    )
+    await _age(pool, [f"{prefix}.old"], HORIZON_S + 1)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(
+        JobsService(repo, cast(Bus, None)).trim_retention(
+            stop, interval_s=0.05, processed_events_s=HORIZON_S
+        )
+    )
+    try:
+        for _ in range(100):
+            if await _processed(pool, prefix) == {f"{prefix}.new"}:
+                break
+            await asyncio.sleep(0.05)
+        assert await _processed(pool, prefix) == {f"{prefix}.new"}
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 5)
