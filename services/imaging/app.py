@@ -15,7 +15,11 @@ from services.runtime import metrics
 from services.runtime.imageprobe import configure_pillow
 from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
+from services.runtime.storage import Storage
 from services.runtime.worker import connect_worker
+
+# Lifetime of the URL a pipeline child reads its input from: it is used at once.
+PRESIGN_S = 600
 
 
 @asynccontextmanager
@@ -29,8 +33,19 @@ async def build(settings: ImagingSettings) -> AsyncIterator[App]:
         stack.callback(pool.close)
         await pool.start()
         imaging = ImagingProcessor(pool, settings.limits, webp_effort=settings.webp_effort)
+        # The pipeline children read their inputs themselves, from presigned URLs (signing is
+        # local: no request).
+        storage = Storage.from_settings(settings)
+
+        def presign(key: str) -> str:
+            return storage.presign_get(key, "", PRESIGN_S)
+
         consumer = await connect_worker(
-            stack, settings, processor(imaging), resolve=resolve(imaging)
+            stack,
+            settings,
+            processor(imaging, presign),
+            resolve=resolve(imaging),
+            reads_input=True,
         )
         api = ImagingApi(imaging)
         name = imaging_pb2.DESCRIPTOR.services_by_name["ImagingService"].full_name

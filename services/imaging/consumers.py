@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pixmesh.common.v1 import operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.imaging.pipeline import PipelineResult
 from services.imaging.resolve import PIPELINE_VERSION, resolved_operations, resolver
-from services.imaging.service import ImagingProcessor
+from services.imaging.service import ImagingProcessor, Source
 from services.runtime.provenance import KEY_SCHEME, engine_fingerprint
 from services.runtime.worker import (
     ImageResult,
@@ -20,14 +20,19 @@ from services.runtime.worker import (
 )
 
 
-def processor(imaging: ImagingProcessor) -> Processor:
+def processor(imaging: ImagingProcessor, presign: Callable[[str], str] | None = None) -> Processor:
+    """With `presign` (an object key -> a GET URL) the pipeline child reads the input itself
+    (service.Source) and `data` is not used: the worker is told not to read it
+    (TaskWorker reads_input)."""
+
     async def process(task: events_pb2.Task, data: bytes) -> StageResult:
         deadline = monotonic_deadline(task)
         effort = imaging.webp_effort
         facts = xmp_facts(task)
+        source: bytes | Source = Source(presign(task.input_key)) if presign else data
         if task.renditions:
             results = await imaging.process_renditions(
-                data, task.operations, task.renditions, deadline, provenance=facts
+                source, task.operations, task.renditions, deadline, provenance=facts
             )
             return StageResult(
                 renditions=[
@@ -35,7 +40,7 @@ def processor(imaging: ImagingProcessor) -> Processor:
                     for i, (name, r) in enumerate(results.renditions)
                 ]
             )
-        result = await imaging.process(data, task.operations, deadline, provenance=facts)
+        result = await imaging.process(source, task.operations, deadline, provenance=facts)
         return StageResult(image=image_result(result, task.operations, effort))
 
     return process

@@ -135,7 +135,8 @@ def monotonic_deadline(task: events_pb2.Task) -> float | None:
 
 class TaskWorker:
     """`resolve` (optional) makes outputs findable before the work (see the module doc);
-    `engine` is the fingerprint in the keys of a processor without one."""
+    `engine` is the fingerprint in the keys of a processor without one. `reads_input`: the
+    processor reads the task's input itself (it is handed b"")."""
 
     def __init__(
         self,
@@ -146,6 +147,7 @@ class TaskWorker:
         *,
         resolve: Resolver | None = None,
         engine: Mapping[str, str] | None = None,
+        reads_input: bool = False,
     ) -> None:
         self.bus = bus
         self.storage = storage
@@ -153,6 +155,7 @@ class TaskWorker:
         self.service = settings.service_name
         self.process = process
         self.resolve = resolve
+        self.reads_input = reads_input
         self.engine = dict(engine if engine is not None else engine_fingerprint())
         self.instance = instance_id()
 
@@ -231,7 +234,7 @@ class TaskWorker:
                 lookup_s = time.perf_counter() - looked_up
                 return self._reused(task, found, engine, resolution, lookup_s)
         began = time.perf_counter()
-        data = await self.storage.get(task.input_key)
+        data = b"" if self.reads_input else await self.storage.get(task.input_key)
         fetched = time.perf_counter()
         result = await self.process(task, data)
         timings = _Timings(fetch_s=fetched - began, process_s=time.perf_counter() - fetched)
@@ -528,6 +531,7 @@ async def connect_worker(
     process: Processor,
     *,
     resolve: Resolver | None = None,
+    reads_input: bool = False,
 ) -> Consumer:
     """Connect a worker service to NATS and object storage and return its ready consumer.
 
@@ -543,6 +547,7 @@ async def connect_worker(
     await bus.ensure_streams()
     storage = Storage.from_settings(settings)
     await storage.ensure_bucket()
-    consumer = TaskWorker(bus, storage, settings, process, resolve=resolve).consumer()
+    worker = TaskWorker(bus, storage, settings, process, resolve=resolve, reads_input=reads_input)
+    consumer = worker.consumer()
     await consumer.setup()
     return consumer

@@ -19,7 +19,8 @@ from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.pipeline import run
 from services.imaging.resolve import candidate_formats, resolved_operations
-from services.imaging.service import ImagingProcessor
+from services.imaging.service import ImagingProcessor, Source
+from services.runtime.errors import NotFound
 from services.runtime.settings import ServiceSettings, WorkerSettings
 from services.runtime.storage import Storage, input_key
 from services.runtime.worker import StageResult, TaskWorker
@@ -42,11 +43,12 @@ def storage(infra: Stack) -> Storage:
 
 
 class Worker:
-    """A TaskWorker of the imaging service with one WebP effort, counting pipeline runs."""
+    """A TaskWorker of the imaging service with one WebP effort, counting pipeline runs; as
+    deployed, the pipeline child reads the input itself from a presigned URL."""
 
     def __init__(self, pool: ProcessPool, storage: Storage, effort: int) -> None:
         imaging = ImagingProcessor(pool, Limits(), webp_effort=effort)
-        run = processor(imaging)
+        run = processor(imaging, lambda key: storage.presign_get(key, "", 60))
         self.runs = 0
 
         async def counted(task: events_pb2.Task, data: bytes) -> StageResult:
@@ -60,6 +62,7 @@ class Worker:
             WorkerSettings(service_name="imaging"),
             counted,
             resolve=resolve(imaging),
+            reads_input=True,
         )
 
     async def run(self, task: events_pb2.Task) -> events_pb2.TaskCompleted:
@@ -119,6 +122,15 @@ async def test_a_changed_webp_effort_gives_new_bytes_under_a_new_key_and_true_re
     forced = await default.run(task)
     assert default.runs == 2 and not forced.output.provenance.reused
     assert (forced.output_key, forced.output.sha256) == (first.output_key, first.output.sha256)
+
+
+async def test_a_child_reading_a_missing_input_fails_not_found(
+    pool: ProcessPool, storage: Storage
+) -> None:
+    imaging = ImagingProcessor(pool, Limits())
+    url = storage.presign_get(input_key("0" * 64), "", 60)
+    with pytest.raises(NotFound):
+        await imaging.process(Source(url), ops(Resize(width=10)), None)
 
 
 def test_candidate_formats_follow_the_last_convert_else_the_source() -> None:
