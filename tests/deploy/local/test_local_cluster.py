@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 
@@ -192,7 +193,11 @@ async def _publish_until_stored(
         try:
             await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=5.0)
             return
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        except (
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.js.errors.NoStreamResponseError,
+        ):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
