@@ -268,6 +268,10 @@ def _run_renditions(
             ):
                 span.set_attribute("pixmesh.rendition", rendition.name)
                 branch = frames.branch()
+                k = _reduction(branch, plan, header) if not shared else 1
+                if k > 1:
+                    with own.step("reduce"):
+                        _reduce(branch, k)
                 _apply(branch, rendition.operations, plan.operations[shared:], full, limits, own)
                 xmp = _xmp(plan, provenance, [*operations, *rendition.operations])
                 result = _encode(branch, plan, header, limits, exif, icc, own, webp_effort, xmp)
@@ -441,15 +445,7 @@ def _draft(source: ImageFile.ImageFile, header: ImageHeader, plans: Sequence[Pla
     were made alone. Returns the scale of the decoded pixels (1.0 when not drafted); draft is a
     no-op for formats other than JPEG.
     """
-    factor = 8
-    for plan in plans:
-        leading = [step for step in plan.operations[:2] if step.name != "orient"]
-        first = leading[0].params if leading else None
-        if not isinstance(first, operations_pb2.Resize):
-            return 1.0
-        full = source_size(header, plan.auto_orient)
-        reduction = resize.plan(first, full).reduction
-        factor = min(factor, next((f for f in (8, 4, 2) if reduction >= f), 1))
+    factor = min(_draft_factor(plan, header) for plan in plans)
     if factor == 1:
         return 1.0
     width, height = header.stored_size
@@ -458,6 +454,39 @@ def _draft(source: ImageFile.ImageFile, header: ImageHeader, plans: Sequence[Pla
         return 1.0
     _, box = drafted
     return box[2] / width
+
+
+def _draft_factor(plan: Plan, header: ImageHeader) -> int:
+    """How far (8, 4, 2 or 1) a JPEG could be DCT-scaled for `plan` alone: as far as its
+    leading resize allows, 1 without one."""
+    leading = [step for step in plan.operations[:2] if step.name != "orient"]
+    first = leading[0].params if leading else None
+    if not isinstance(first, operations_pb2.Resize):
+        return 1
+    reduction = resize.plan(first, source_size(header, plan.auto_orient)).reduction
+    return next((f for f in (8, 4, 2) if reduction >= f), 1)
+
+
+def _reduction(frames: _Frames, plan: Plan, header: ImageHeader) -> int:
+    """The box reduction (2, 4; 1: none) that brings a rendition's branch to the scale its own
+    draft would have decoded at.
+
+    The source was DCT-scaled only as far as the largest rendition allows; a smaller one would
+    otherwise be resized from more pixels than it gets when made alone (sharper, and 2-5% more
+    bytes at 800 and 400 px from a 12 MP photo). A box reduction by the remaining power of two
+    stands for the rest of the DCT scaling (both are low-pass filters on the same grid), and
+    leaves the resize fewer pixels to filter.
+    """
+    if frames.scale == 1.0 or len(frames.images) != 1:
+        return 1
+    return max(1, round(_draft_factor(plan, header) * frames.scale))
+
+
+def _reduce(frames: _Frames, k: int) -> None:
+    img = frames.images[0]
+    reduced = img.reduce(k)
+    frames.scale *= reduced.width / img.width
+    frames.images = [reduced]
 
 
 @contextmanager

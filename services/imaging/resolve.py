@@ -25,8 +25,9 @@ from services.runtime.storage import input_key
 from services.runtime.worker import Resolution, Resolver, output_operations
 
 # Bump when a change to the pipeline's code gives other bytes for the same task (a new resampling
-# filter, another colour conversion): every imaging output then gets a new key.
-PIPELINE_VERSION = "1"
+# filter, another colour conversion): every imaging output then gets a new key. 2: renditions
+# reduced to their own draft scale.
+PIPELINE_VERSION = "2"
 
 
 def engine(webp_effort: int, default_format: Format | None) -> dict[str, str]:
