@@ -13,9 +13,11 @@ and the jobs service: no gateway, no workers. This process plays both sides of t
            gRPC CreateJob straight to the jobs service (one imaging stage: resize + convert,
            or with --renditions K that many renditions), then WatchJob until SUCCEEDED.
   worker   a pull consumer on pixmesh.task.imaging that answers each task the way
-           services/runtime/worker.py does: TaskStarted, --work-ms of "work", TaskCompleted
-           (with one rendition output per rendition), published to JetStream with their
-           Nats-Msg-Id.
+           services/runtime/worker.py does: --work-ms of "work", then TaskCompleted (with one
+           rendition output per rendition, and the attempt), preceded by a TaskStarted when the
+           work lasts --started-delay-ms or more (the worker's PIXMESH_STARTED_DELAY_S, 250 ms:
+           a 50 ms task sends its completion alone; --started-delay-ms 0 sends both, as every
+           task did before), published to JetStream with their Nats-Msg-Id.
 
 So each job costs the service what it costs in the mesh: CreateJob, two task events through its
 durable consumer, the outbox relay (one task, three JobStateChanged), a WatchJob stream. The
@@ -125,8 +127,10 @@ def fake_output(key: str) -> job_pb2.Output:
     )
 
 
-async def fake_worker(bus: Bus, work_s: float, stop: asyncio.Event) -> None:
-    """Answer imaging tasks like services/runtime/worker.py: started, work, completed."""
+async def fake_worker(
+    bus: Bus, work_s: float, stop: asyncio.Event, started_delay_s: float = 0.25
+) -> None:
+    """Answer imaging tasks like services/runtime/worker.py: (started,) work, completed."""
     durable = "bench-imaging"
     await bus.ensure_consumer(
         busmod.TASKS_STREAM,
@@ -159,9 +163,10 @@ async def fake_worker(bus: Bus, work_s: float, stop: asyncio.Event) -> None:
                 headers={"Nats-Msg-Id": event_id},
             )
 
-        await emit("started.1", started=events_pb2.TaskStarted(attempt=1))
+        if work_s >= started_delay_s:
+            await emit("started.1", started=events_pb2.TaskStarted(attempt=1))
         await asyncio.sleep(work_s)
-        completed = events_pb2.TaskCompleted()
+        completed = events_pb2.TaskCompleted(attempt=1)
         if task.renditions:
             for r in task.renditions:
                 key = f"outputs/{uuid.uuid4().hex}{r.name}.webp"
@@ -270,7 +275,9 @@ async def wait_serving(target: str, timeout: float = 60.0) -> None:
 async def bench(args: argparse.Namespace, stack: Stack, jobs_pid: int) -> list[Round]:
     bus = await Bus.connect(stack.nats_url, "bench-jobs")
     stop = asyncio.Event()
-    worker = asyncio.create_task(fake_worker(bus, args.work_ms / 1000, stop))
+    worker = asyncio.create_task(
+        fake_worker(bus, args.work_ms / 1000, stop, args.started_delay_ms / 1000)
+    )
     pids = stack.pids()
     rounds: list[Round] = []
     try:
@@ -326,10 +333,12 @@ def report(args: argparse.Namespace, rounds: list[Round]) -> None:
     kind = f"{args.renditions} renditions" if args.renditions else "one output"
     print(
         f"  {args.rounds} rounds of {args.jobs} jobs ({kind}), {args.clients} clients, "
-        f"fake worker {args.work_ms:.0f} ms/task; median round:"
+        f"fake worker {args.work_ms:.0f} ms/task, TaskStarted "
+        f"{'sent' if args.work_ms >= args.started_delay_ms else 'not sent'}; median round:"
     )
+    events = 2 if args.work_ms >= args.started_delay_ms else 1
     print(line("jobs/s", [r.jobs / r.seconds for r in rounds], "   "))
-    print(line("task events applied/s", [2 * r.jobs / r.seconds for r in rounds], "   "))
+    print(line("task events applied/s", [events * r.jobs / r.seconds for r in rounds], "   "))
     print(line("jobs service CPU per job", [r.ms(r.jobs_cpu) for r in rounds], "ms"))
     print(line("  of which its event loop thread", [r.ms(r.loop_cpu) for r in rounds], "ms"))
     print(line("postgres CPU per job", [r.ms(r.pg_cpu) for r in rounds], "ms"))
@@ -343,6 +352,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--work-ms", type=float, default=50.0, help="fake task duration")
+    parser.add_argument(
+        "--started-delay-ms",
+        type=float,
+        default=250.0,
+        help="a task this long or longer sends TaskStarted first (0: every task)",
+    )
     parser.add_argument("--renditions", type=int, default=0, help="renditions per job")
     parser.add_argument("--profile", type=Path, help="run the service under cProfile, to here")
     args = parser.parse_args()
