@@ -576,6 +576,40 @@ class RenditionFigures:
 class CheapFigures:
     mesh: Side
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # CreateJob alone, open loop: latency of every request (seconds), at `rate` per second.
+    create_latencies: list[float] = field(default_factory=list)
+    rate: float = 0.0
+    late: int = 0  # requests the driver could not start on time (the driver was the limit)
+
+
+def open_loop(mesh: Mesh, image_ids: Sequence[str], rate: float, seconds: float) -> CheapFigures:
+    """CreateJob (REST, through Envoy) at `rate` per second for `seconds`, on a schedule that
+    does not wait for answers (open loop): each latency counts from the request's slot, so a
+    slow answer cannot hide the requests queued behind it. The jobs run meanwhile."""
+    count = int(rate * seconds)
+    body = {"operations": CHEAP_OPERATIONS, "reuse": False}
+    latencies: list[float] = []
+    late = 0
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.2
+
+    def one(http: httpx.Client, i: int) -> None:
+        nonlocal late
+        slot = start + i / rate
+        wait = slot - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        elif wait < -0.005:
+            with lock:
+                late += 1
+        resp = http.post("/v1/jobs", json={"image_id": image_ids[i % len(image_ids)], **body})
+        resp.raise_for_status()
+        with lock:
+            latencies.append(time.perf_counter() - slot)
+
+    # Enough threads that the driver never waits for an answer to send the next request.
+    drive(count, 32, one, mesh.client)
+    return CheapFigures(Side(), create_latencies=latencies, rate=rate, late=late)
 
 
 @dataclass
@@ -681,6 +715,12 @@ def bench_stack(args: argparse.Namespace, work: Path) -> StackFigures:
                 stack_pids,
             )
             figures.cheap = CheapFigures(side, os.getloadavg())
+            if args.open_loop_rate:
+                settle(stack_pids)
+                timed = open_loop(mesh, cheap_ids, args.open_loop_rate, args.open_loop_seconds)
+                figures.cheap.create_latencies = timed.create_latencies
+                figures.cheap.rate, figures.cheap.late = timed.rate, timed.late
+                settle(stack_pids, timeout_s=300)  # the jobs drain before the next round
         if "repeat" in args.only:
             fresh = [photo(PHOTO_12MP, seed=500 + i) for i in range(args.repeat_images)]
             fresh_ids = mesh.upload(fresh)
@@ -906,6 +946,14 @@ def _report_more(stack: StackFigures, args: argparse.Namespace) -> list[str]:
             f" client {m.client_cpu / m.jobs * 1000:4.1f} ms",
             f"      CPU ms per job: {m.breakdown()}",
         ]
+        if c.create_latencies:
+            q = statistics.quantiles(c.create_latencies, n=100)
+            lines.append(
+                f"    CreateJob alone, open loop at {c.rate:.0f}/s for "
+                f"{len(c.create_latencies)} requests (the jobs running meanwhile): latency p50 "
+                f"{q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms (target <= 50), max "
+                f"{max(c.create_latencies) * 1000:.1f} ms; requests started late: {c.late}"
+            )
     rep = stack.repeat
     if rep:
         f, a = rep.first, rep.repeat
@@ -948,6 +996,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rss-jobs", type=int, default=12, help="(c) jobs")
     parser.add_argument("--rendition-count", type=int, default=24, help="(d) sources")
     parser.add_argument("--cheap-count", type=int, default=200, help="(e) jobs")
+    parser.add_argument("--open-loop-rate", type=float, default=50, help="(e) CreateJob/s")
+    parser.add_argument("--open-loop-seconds", type=float, default=10, help="(e) seconds")
     parser.add_argument("--repeat-images", type=int, default=8, help="(f) distinct sources")
     args = parser.parse_args(argv)
 
