@@ -121,6 +121,7 @@ class Sample:
     processes: dict[str, tuple[float, int, float]]  # name -> (MB, fds, cpu s)
     tables: dict[str, float]  # MB
     streams: dict[str, tuple[int, float]]  # name -> (messages, MB)
+    job_events: int  # messages on pixmesh.event.job.> (the rest of PIXMESH_EVENTS: task/upload)
     folders: dict[str, float]  # MB
 
 
@@ -254,6 +255,12 @@ class Soak:
                 with contextlib.suppress(Exception):
                     st = (await js.stream_info(name)).state
                     streams[name] = (st.messages, st.bytes / 1e6)
+            job_events = 0
+            with contextlib.suppress(Exception):
+                info = await js.stream_info(
+                    busmod.EVENTS_STREAM, subjects_filter=busmod.job_event_subject(">")
+                )
+                job_events = sum((info.state.subjects or {}).values())
         finally:
             await nc.close()
         data = self.stack.data_dir
@@ -270,6 +277,7 @@ class Soak:
                 processes,
                 tables,
                 streams,
+                job_events,
                 folders,
             )
         )
@@ -364,6 +372,19 @@ def report(soak: Soak, args: argparse.Namespace) -> None:
     samples = soak.samples
     if len(samples) < 2:
         return
+    print(
+        "\nsamples:  min   jobs  db MB  events MB (job events)  nats MB  weed MB  pg PSS MB"
+        "  jobs RSS  gateway RSS  traces MB"
+    )
+    for s in samples:
+        ev = s.streams.get(busmod.EVENTS_STREAM, (0, 0.0))
+        print(
+            f"  {s.at_min:>10.1f} {s.jobs_done:>6} {s.tables['database']:>6.1f}"
+            f" {ev[1]:>10.1f} ({ev[0]} msgs, {s.job_events} job)"
+            f" {s.processes.get('nats', (0.0,))[0]:>8.0f} {s.processes.get('seaweedfs', (0.0,))[0]:>8.0f}"
+            f" {s.processes.get('postgres', (0.0,))[0]:>10.0f} {s.processes.get('jobs', (0.0,))[0]:>9.0f}"
+            f" {s.processes.get('gateway', (0.0,))[0]:>12.0f} {s.folders['traces']:>10.1f}"
+        )
     first, last = samples[0], samples[-1]
     after = [s for s in samples if s.at_min >= args.warmup_min] or samples
     print(f"\nprocesses (MB: RSS, Postgres PSS; slope after {args.warmup_min} min):")
@@ -393,7 +414,8 @@ def report(soak: Soak, args: argparse.Namespace) -> None:
             f"  stream {name:<26} {b0:>8.1f} -> {b1:>8.1f}  {(b1 - b0) * 1000 / jobs:>+8.2f}"
             f"   ({m0} -> {m1} messages)"
         )
-    mins = sorted(soak.minutes)
+    # Whole minutes of the schedule only (the last one ends with the stragglers).
+    mins = sorted(m for m in soak.minutes if m < int(args.minutes)) or sorted(soak.minutes)
     window = max(1, min(10, len(mins) // 6))
     head = [x for m in mins[:window] for x in soak.minutes[m].latency]
     tail = [x for m in mins[-window:] for x in soak.minutes[m].latency]
