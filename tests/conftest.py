@@ -100,8 +100,14 @@ def stack(infra: Stack) -> Stack:
 
 @pytest.fixture(scope="session")
 def api_key(stack: Stack) -> str:
-    """A key of tenant "dev", created with the gateway's admin CLI."""
+    """A key of tenant "dev" (scopes read, write), created with the gateway's admin CLI."""
     return stack.create_api_key("dev")
+
+
+@pytest.fixture(scope="session")
+def admin_key(stack: Stack) -> str:
+    """A key of tenant "dev" with every scope (read, write, admin): what `make up` prints."""
+    return stack.create_api_key("dev", "read,write,admin")
 
 
 @pytest.fixture(scope="session")

@@ -86,7 +86,7 @@ def _endpoints(stack: Stack, api_key: str | None, key_file: Path) -> str:
         ("Logs", f"{_rel(stack.log_dir)}/<name>.log"),
     ]  # fmt: skip
     if api_key is not None:
-        rows.append(("Dev API key", f"{api_key}   (tenant dev, saved in {_rel(key_file)})"))
+        rows.append(("Dev API key", f"{api_key}   (tenant dev, admin, saved in {_rel(key_file)})"))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"  {label:<{width}}  {value}" for label, value in rows)
 
@@ -122,7 +122,8 @@ def up(args: argparse.Namespace) -> int:
         stack.start()
         api_key = None
         if "gateway" in stack.services:
-            api_key = stack.create_api_key("dev")
+            # The operator's key on a local stack: every scope (keys, fleet status, erasure).
+            api_key = stack.create_api_key("dev", "read,write,admin")
             key_file.write_text(api_key + "\n")
             key_file.chmod(0o600)
         took = ", ".join(f"{name} {sec:.1f}s" for name, sec in stack.timings.items())

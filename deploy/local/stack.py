@@ -447,9 +447,11 @@ class Stack:
 
     # -- helpers for callers -----------------------------------------------------------------
 
-    def create_api_key(self, tenant: str = "dev") -> str:
-        """Run the gateway's admin CLI against this stack; returns the new key (its last line)."""
+    def create_api_key(self, tenant: str = "dev", scopes: str = "read,write") -> str:
+        """Run the gateway's admin CLI against this stack; returns the new key (its last line).
+        `scopes`: comma-separated read, write, admin."""
         argv = [sys.executable, "-m", "services.gateway.admin", "create-key", "--tenant", tenant]
+        argv += ["--scopes", scopes]
         result = subprocess.run(
             argv,
             env={**os.environ, **self.service_env("gateway")},

@@ -1,26 +1,39 @@
-"""Operator commands for the gateway's tenants and keys.
+"""Operator commands for the gateway's tenants and keys (the bootstrap: no key needed).
 
-    python -m services.gateway.admin create-key --tenant dev
+    python -m services.gateway.admin create-key --tenant dev [--scopes read,write,admin]
+        [--name NAME] [--expires-in SECONDS]
 
-prints the new API key on the last line of stdout (it is stored only as a hash).
+prints the new API key on the last line of stdout (it is stored only as a hash). Once an admin
+key exists, keys are managed through the public API (`pixmesh keys ...`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 from services.gateway.app import MIGRATIONS
-from services.gateway.repository import GatewayRepository
+from services.gateway.auth import DEFAULT_SCOPES, parse_scopes
+from services.gateway.keys import KeyStore, NewKey
 from services.gateway.settings import GatewaySettings
 from services.runtime import db
 
 
-async def _create_key(settings: GatewaySettings, tenant: str) -> str:
+async def _create_key(
+    settings: GatewaySettings,
+    tenant: str,
+    scopes: frozenset[str] = DEFAULT_SCOPES,
+    name: str = "",
+    expires_in_s: float | None = None,
+) -> NewKey:
     pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
     try:
         await db.migrate(pool, "gateway", MIGRATIONS)
-        return await GatewayRepository(pool).create_key(tenant)
+        expires = (
+            None if expires_in_s is None else datetime.now(UTC) + timedelta(seconds=expires_in_s)
+        )
+        return await KeyStore(pool).create(tenant, scopes, name, expires)
     finally:
         await pool.close()
 
@@ -30,11 +43,27 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create-key", help="create a tenant (if new) and an API key for it")
     create.add_argument("--tenant", required=True)
+    create.add_argument(
+        "--scopes",
+        default=",".join(sorted(DEFAULT_SCOPES)),
+        help="comma-separated: read, write, admin (default read,write)",
+    )
+    create.add_argument("--name", default="")
+    create.add_argument("--expires-in", type=float, default=None, metavar="SECONDS")
     args = parser.parse_args(argv)
     if args.command == "create-key":
-        key = asyncio.run(_create_key(GatewaySettings(), args.tenant))
-        print(f"created API key for tenant {args.tenant!r}:")
-        print(key)
+        try:
+            scopes = parse_scopes(args.scopes.split(","))
+        except ValueError as exc:
+            parser.error(str(exc))
+        new = asyncio.run(
+            _create_key(GatewaySettings(), args.tenant, scopes, args.name, args.expires_in)
+        )
+        print(
+            f"created API key {new.info.key_id} for tenant {args.tenant!r}"
+            f" (scopes {','.join(sorted(new.info.scopes))}):"
+        )
+        print(new.secret)
 
 
 if __name__ == "__main__":

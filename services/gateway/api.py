@@ -8,6 +8,7 @@ from google.api import httpbody_pb2
 
 from pixmesh.gateway.v1 import gateway_pb2 as pb
 from pixmesh.gateway.v1 import gateway_pb2_grpc
+from services.gateway.auth import ADMIN, READ, WRITE, Principal, require_scope
 from services.gateway.metadata import MetadataQueries
 from services.gateway.service import GatewayService, Upload
 from services.gateway.settings import GatewaySettings
@@ -31,13 +32,18 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         self.metadata = metadata
         self.timeout = settings.call_timeout_s
 
-    async def _tenant(self, context: Ctx) -> str:
-        return await self.service.authenticate(_header(context, "authorization"))
+    async def _principal(self, context: Ctx, scope: str) -> Principal:
+        """The authenticated caller, if its key holds `scope` (auth.READ / WRITE / ADMIN)."""
+        principal = await self.service.authenticate(_header(context, "authorization"))
+        return require_scope(principal, scope)
+
+    async def _tenant(self, context: Ctx, scope: str = READ) -> str:
+        return (await self._principal(context, scope)).tenant_id
 
     async def UploadImage(
         self, request_iterator: AsyncIterator[pb.UploadImageRequest], context: Ctx
     ) -> pb.UploadImageResponse:
-        tenant = await self._tenant(context)
+        tenant = await self._tenant(context, WRITE)
         info = pb.UploadInfo()
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -54,7 +60,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     async def UploadImageRaw(
         self, request: pb.UploadImageRawRequest, context: Ctx
     ) -> pb.UploadImageRawResponse:
-        tenant = await self._tenant(context)
+        tenant = await self._tenant(context, WRITE)
         upload = Upload(
             data=request.body.data,
             content_type=request.body.content_type,
@@ -65,18 +71,18 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     async def CreateUploadUrl(
         self, request: pb.CreateUploadUrlRequest, context: Ctx
     ) -> pb.CreateUploadUrlResponse:
-        tenant = await self._tenant(context)
+        tenant = await self._tenant(context, WRITE)
         return await self.service.create_upload_url(tenant, request.filename, request.size_bytes)
 
     async def RegisterUpload(
         self, request: pb.RegisterUploadRequest, context: Ctx
     ) -> pb.RegisterUploadResponse:
-        tenant = await self._tenant(context)
+        tenant = await self._tenant(context, WRITE)
         image = await self.service.register_upload(tenant, request.upload_id)
         return pb.RegisterUploadResponse(image=image)
 
     async def CreateJob(self, request: pb.CreateJobRequest, context: Ctx) -> pb.CreateJobResponse:
-        tenant = await self._tenant(context)
+        tenant = await self._tenant(context, WRITE)
         job = await self.service.create_job(
             tenant,
             request.image_id,
@@ -127,7 +133,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
             yield pb.WatchJobResponse(job=job)
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
-        tenant = await self._tenant(context)
+        tenant = await self._tenant(context, WRITE)
         job = await self.service.cancel_job(
             tenant, request.job_id, time_left(context, self.timeout)
         )
@@ -184,7 +190,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetFleetStatus(
         self, request: pb.GetFleetStatusRequest, context: Ctx
     ) -> pb.GetFleetStatusResponse:
-        # Any tenant's key for now; issue 15 restricts it to an admin scope.
-        await self._tenant(context)
+        # Deployment-wide: admin keys only.
+        await self._principal(context, ADMIN)
         status = await self.service.fleet_status(time_left(context, self.timeout))
         return pb.GetFleetStatusResponse(status=status)

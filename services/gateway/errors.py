@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-from services.runtime.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
-
-
-def missing_key() -> Unauthenticated:
-    return Unauthenticated(
-        message="missing API key: send 'authorization: Bearer <key>'", reason="API_KEY_MISSING"
-    )
-
-
-def bad_key() -> Unauthenticated:
-    return Unauthenticated(message="invalid or revoked API key", reason="API_KEY_INVALID")
+from services.runtime.errors import FailedPrecondition, NotFound, Unavailable
 
 
 def image_not_found(image_id: str) -> NotFound:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,8 +10,8 @@ from datetime import datetime
 import asyncpg
 
 from pixmesh.common.v1 import image_pb2
-
-KEY_PREFIX = "pm_"
+from services.gateway.auth import DEFAULT_SCOPES, Principal
+from services.gateway.keys import KeyStore
 
 
 @dataclass(frozen=True)
@@ -27,38 +25,18 @@ class PendingUpload:
     image_id: str | None  # set once registered
 
 
-def hash_key(key: str) -> str:
-    # Keys are 256-bit random tokens, so a plain sha256 is enough (no password stretching).
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 class GatewayRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def tenant_for_key(self, key: str) -> str | None:
-        return await self.pool.fetchval(  # type: ignore[no-any-return]
-            "SELECT tenant_id FROM gateway.api_keys WHERE key_sha256=$1 AND revoked_at IS NULL",
-            hash_key(key),
-        )
-
     async def create_key(self, tenant_id: str, name: str = "") -> str:
-        """Create the tenant if needed and a new API key for it; returns the key (shown once)."""
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO gateway.tenants (tenant_id, name) VALUES ($1,$2)"
-                " ON CONFLICT DO NOTHING",
-                tenant_id,
-                name or tenant_id,
-            )
-            await conn.execute(
-                "INSERT INTO gateway.api_keys (key_id, tenant_id, key_sha256) VALUES ($1,$2,$3)",
-                f"key_{uuid.uuid4().hex[:16]}",
-                tenant_id,
-                hash_key(key),
-            )
-        return key
+        """Create the tenant if needed and a new API key for it with the default scopes;
+        returns the key (shown once). Key management proper lives in `keys.KeyStore`."""
+        new = await KeyStore(self.pool).create(tenant_id, DEFAULT_SCOPES, name)
+        return new.secret
+
+    async def principal(self, key_sha256: str) -> Principal | None:
+        return await KeyStore(self.pool).principal(key_sha256)
 
     async def save_image(self, tenant_id: str, image: image_pb2.Image) -> image_pb2.Image:
         """Record an upload; the same bytes uploaded again return the first record (given the

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pixmesh.common.v1 import fleet_pb2, image_pb2, job_pb2, operations_pb2
 from pixmesh.gateway.v1 import gateway_pb2
 from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from services.gateway import errors
+from services.gateway.auth import Authenticator, Principal
 from services.gateway.backpressure import Backpressure
 from services.gateway.capabilities import CapabilityCache
 from services.gateway.events import UploadEvents
@@ -126,27 +126,14 @@ class GatewayService:
             max_pixels=settings.max_pixels,
             max_frames=settings.max_frames,
         )
-        self._key_cache: dict[str, tuple[str, float]] = {}
+        self.auth = Authenticator(lambda digest: self.repo.principal(digest), settings.cache_ttl_s)
         self._cleanup: asyncio.Task[int] | None = None
 
     # ---- auth -----------------------------------------------------------------------------
 
-    async def authenticate(self, authorization: str | None) -> str:
-        """Tenant id for an `authorization: Bearer <key>` header value."""
-        if not authorization:
-            raise errors.missing_key()
-        scheme, _, key = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise errors.missing_key()
-        key = key.strip()
-        cached = self._key_cache.get(key)
-        if cached and cached[1] > time.monotonic():
-            return cached[0]
-        tenant = await self.repo.tenant_for_key(key)
-        if tenant is None:
-            raise errors.bad_key()
-        self._key_cache[key] = (tenant, time.monotonic() + self.settings.cache_ttl_s)
-        return tenant
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller for an `authorization: Bearer <key>` header value (cached, see auth)."""
+        return await self.auth.authenticate(authorization)
 
     # ---- uploads --------------------------------------------------------------------------
 

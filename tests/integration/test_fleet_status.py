@@ -41,9 +41,9 @@ def _settled(client: pixmesh.Client) -> FleetStatus:
 
 
 def test_each_service_has_one_replica_and_its_queues(
-    stack: Stack, grpc_target: str, api_key: str
+    stack: Stack, grpc_target: str, admin_key: str
 ) -> None:
-    with pixmesh.Client(grpc_target, api_key, timeout=10) as client:
+    with pixmesh.Client(grpc_target, admin_key, timeout=10) as client:
         status = _settled(client)
     assert [s.service for s in status.services][:5] == SERVICES
     assert not status.warnings
@@ -65,8 +65,8 @@ def test_each_service_has_one_replica_and_its_queues(
     assert status.jobs.window.seconds == 60
 
 
-def test_a_job_shows_in_the_rates(grpc_target: str, api_key: str, photo: bytes) -> None:
-    with pixmesh.Client(grpc_target, api_key, timeout=30, watch_timeout=60) as client:
+def test_a_job_shows_in_the_rates(grpc_target: str, admin_key: str, photo: bytes) -> None:
+    with pixmesh.Client(grpc_target, admin_key, timeout=30, watch_timeout=60) as client:
         job = client.process(photo, [ops.resize(64, 64), ops.convert("png")])
         assert job.state == Job.SUCCEEDED, job
         jobs = client.fleet_status().jobs
@@ -77,9 +77,9 @@ def test_a_job_shows_in_the_rates(grpc_target: str, api_key: str, photo: bytes) 
     assert jobs.finished_per_second == pytest.approx(jobs.finished / 60)
 
 
-def test_rest_get_v1_fleet_through_envoy(rest_url: str, api_key: str) -> None:
+def test_rest_get_v1_fleet_through_envoy(rest_url: str, admin_key: str) -> None:
     resp = httpx.get(
-        f"{rest_url}/v1/fleet", headers={"authorization": f"Bearer {api_key}"}, timeout=10
+        f"{rest_url}/v1/fleet", headers={"authorization": f"Bearer {admin_key}"}, timeout=10
     )
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"].startswith("application/json")
@@ -93,10 +93,25 @@ def test_rest_get_v1_fleet_through_envoy(rest_url: str, api_key: str) -> None:
     assert httpx.get(f"{rest_url}/v1/fleet", timeout=10).status_code == 401
 
 
-def test_pixmesh_status_cli(grpc_target: str, api_key: str, tmp_path: Path) -> None:
+def test_fleet_status_needs_the_admin_scope(rest_url: str, grpc_target: str, api_key: str) -> None:
+    """Deployment-wide: a tenant's read/write key is refused (403, SCOPE_MISSING)."""
+    resp = httpx.get(
+        f"{rest_url}/v1/fleet", headers={"authorization": f"Bearer {api_key}"}, timeout=10
+    )
+    assert resp.status_code == 403, resp.text
+    assert "SCOPE_MISSING" in resp.text and "services" not in resp.text
+    with (
+        pixmesh.Client(grpc_target, api_key, timeout=10) as client,
+        pytest.raises(errors.PermissionDenied) as info,
+    ):
+        client.fleet_status()
+    assert info.value.reason == "SCOPE_MISSING"
+
+
+def test_pixmesh_status_cli(grpc_target: str, admin_key: str, tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("pixmesh")
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "pixmesh.cli"]
-    env = {**os.environ, "PIXMESH_TARGET": grpc_target, "PIXMESH_API_KEY": api_key}
+    env = {**os.environ, "PIXMESH_TARGET": grpc_target, "PIXMESH_API_KEY": admin_key}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

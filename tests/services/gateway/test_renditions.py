@@ -9,6 +9,7 @@ import pytest
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from pixmesh.gateway.v1 import gateway_pb2
 from services.gateway.api import GatewayApi
+from services.gateway.auth import SCOPES, Principal
 from services.runtime.errors import FailedPrecondition, InvalidArgument, ServiceError, invalid
 from tests.services.gateway.fakes import THUMB, Jobs, Op, Planner, gateway, rpc_error
 
@@ -210,8 +211,8 @@ async def test_the_grpc_api_passes_renditions_and_accept_through() -> None:
     planner, jobs = Planner(), Jobs()
     service = gateway(planner, jobs)
 
-    async def tenant(authorization: str | None) -> str:
-        return "t"
+    async def tenant(authorization: str | None) -> Principal:
+        return Principal("t", "key_1", SCOPES)
 
     service.authenticate = tenant  # type: ignore[method-assign]
     api = GatewayApi(service, service.settings, None)  # type: ignore[arg-type]
