@@ -84,8 +84,20 @@ class GatewayServiceStub:
     GetFleetStatus: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetFleetStatusRequest, _gateway_pb2.GetFleetStatusResponse]
     """The deployment's status for operators: per service its replicas, task and event queues
     (pending, in progress, oldest, redelivered) and dead letters, plus jobs created and
-    finished per second. Any API key may ask for now (issue 15 restricts it to an admin scope).
+    finished per second. Needs the admin scope.
     """
+    CreateApiKey: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateApiKeyRequest, _gateway_pb2.CreateApiKeyResponse]
+    """API keys of the caller's tenant (admin scope). The secret is returned once, here."""
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListApiKeysRequest, _gateway_pb2.ListApiKeysResponse]
+    """The tenant's keys: prefix, name, scopes, created, last used, expiry (admin scope)."""
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RevokeApiKeyRequest, _gateway_pb2.RevokeApiKeyResponse]
+    """Revoke a key now, on every gateway replica within a second (admin scope; idempotent)."""
+    RotateApiKey: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RotateApiKeyRequest, _gateway_pb2.RotateApiKeyResponse]
+    """A new key with the same name, scopes and expiry; the old one stays valid for
+    `grace_period` (admin scope).
+    """
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetUsageRequest, _gateway_pb2.GetUsageResponse]
+    """The tenant's limits and how much of each is used (read scope)."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -143,8 +155,20 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     GetFleetStatus: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetFleetStatusRequest, _gateway_pb2.GetFleetStatusResponse]  # type: ignore[assignment]
     """The deployment's status for operators: per service its replicas, task and event queues
     (pending, in progress, oldest, redelivered) and dead letters, plus jobs created and
-    finished per second. Any API key may ask for now (issue 15 restricts it to an admin scope).
+    finished per second. Needs the admin scope.
     """
+    CreateApiKey: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateApiKeyRequest, _gateway_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
+    """API keys of the caller's tenant (admin scope). The secret is returned once, here."""
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListApiKeysRequest, _gateway_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """The tenant's keys: prefix, name, scopes, created, last used, expiry (admin scope)."""
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RevokeApiKeyRequest, _gateway_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
+    """Revoke a key now, on every gateway replica within a second (admin scope; idempotent)."""
+    RotateApiKey: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RotateApiKeyRequest, _gateway_pb2.RotateApiKeyResponse]  # type: ignore[assignment]
+    """A new key with the same name, scopes and expiry; the old one stays valid for
+    `grace_period` (admin scope).
+    """
+    GetUsage: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetUsageRequest, _gateway_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """The tenant's limits and how much of each is used (read scope)."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public pixmesh API. Every call needs `authorization: Bearer <api key>` metadata."""
@@ -301,7 +325,49 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_gateway_pb2.GetFleetStatusResponse, _abc.Awaitable[_gateway_pb2.GetFleetStatusResponse]]:
         """The deployment's status for operators: per service its replicas, task and event queues
         (pending, in progress, oldest, redelivered) and dead letters, plus jobs created and
-        finished per second. Any API key may ask for now (issue 15 restricts it to an admin scope).
+        finished per second. Needs the admin scope.
         """
+
+    @_abc_1.abstractmethod
+    def CreateApiKey(
+        self,
+        request: _gateway_pb2.CreateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.CreateApiKeyResponse, _abc.Awaitable[_gateway_pb2.CreateApiKeyResponse]]:
+        """API keys of the caller's tenant (admin scope). The secret is returned once, here."""
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _gateway_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListApiKeysResponse, _abc.Awaitable[_gateway_pb2.ListApiKeysResponse]]:
+        """The tenant's keys: prefix, name, scopes, created, last used, expiry (admin scope)."""
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _gateway_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.RevokeApiKeyResponse, _abc.Awaitable[_gateway_pb2.RevokeApiKeyResponse]]:
+        """Revoke a key now, on every gateway replica within a second (admin scope; idempotent)."""
+
+    @_abc_1.abstractmethod
+    def RotateApiKey(
+        self,
+        request: _gateway_pb2.RotateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.RotateApiKeyResponse, _abc.Awaitable[_gateway_pb2.RotateApiKeyResponse]]:
+        """A new key with the same name, scopes and expiry; the old one stays valid for
+        `grace_period` (admin scope).
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _gateway_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetUsageResponse, _abc.Awaitable[_gateway_pb2.GetUsageResponse]]:
+        """The tenant's limits and how much of each is used (read scope)."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
