@@ -216,12 +216,14 @@ async def start_service(
     depth: int = 0,
     precision: str = "auto",
     chroma_scale: int = 0,
+    tile: int = 256,
+    threads: int = 0,
 ) -> ServicePath:
     executor = ThreadPoolExecutor(2)
     manager = ModelManager(
         MODELS_DIR,
         executor,
-        RUNNER,
+        RunnerOptions(RUNNER.provider, threads) if threads else RUNNER,
         BatchingOptions(max_batch_size=batch, max_queue_delay_s=delay_s, max_queue=64),
         warmup_side=0 if RUNNER.provider == "cpu" else 256,  # as the service's app does
     )
@@ -230,7 +232,7 @@ async def start_service(
         manager,
         executor,
         LIMITS,
-        TileOptions(size=256, overlap=8),
+        TileOptions(size=tile, overlap=8),
         default_depth=depth,
         precision=precision,  # type: ignore[arg-type]
         chroma_scale=chroma_scale,
@@ -490,6 +492,29 @@ def _png(x: np.ndarray) -> bytes:
     return out.getvalue()
 
 
+def sigma_estimates() -> None:
+    """The colour σ estimator on the held-out colour photos (whole photos, 8-bit, clipped)."""
+    sigmas = (5, 10, 15, 25, 35, 50)
+    print("\n## σ estimation on colour photos (held-out; estimate / true σ)\n")
+    print("Per opponent plane Y / C1 / C2, then per RGB channel (their RMS, `sigma_before`).\n")
+    print("| photo | " + " | ".join(f"σ={s}" for s in sigmas) + " |")
+    print("|---|" + "---|" * len(sigmas))
+    worst_plane = worst_rgb = worst_chroma = 0.0
+    for i, name in enumerate(COLOUR_HELD_OUT):
+        clean = colour_photo(name, 100_000)
+        cells = []
+        for s in sigmas:
+            est = noise.estimate_opponent_sigmas(colour_noisy(clean, s, 3000 + i))
+            rgb = noise.rgb_sigma(est)
+            worst_plane = max(worst_plane, *(abs(e / s - 1) for e in est))
+            worst_chroma = max(worst_chroma, *(abs(e / s - 1) for e in est[1:]))
+            worst_rgb = max(worst_rgb, abs(rgb / s - 1))
+            cells.append("/".join(f"{e / s:.2f}" for e in est) + f" → **{rgb / s:.2f}**")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(f"\nlargest error: per RGB channel {worst_rgb:.1%}, chroma planes {worst_chroma:.1%}, "
+          f"any plane {worst_plane:.1%}")  # fmt: skip
+
+
 def colour_speed(side: int, big: int) -> None:
     """CPU time and wall time per colour photo through the service, end to end (PNG in, PNG
     out), each path against the others on the same image in the same run; then one `big`-MP
@@ -527,6 +552,16 @@ def colour_speed(side: int, big: int) -> None:
     for label, wall, cpu in measured:
         print(f"| {label} | {wall:.1f} | {cpu:.1f} | {mp / wall:.3f} | {mp / cpu:.3f} | "
               f"{lum / cpu:.2f}x | {per / cpu:.2f}x |")  # fmt: skip
+    sys.stdout.flush()
+    print("\nThe default path's settings, same image (tile side; onnxruntime intra-op threads, "
+          "0 = every core):\n")  # fmt: skip
+    print("| tile | threads | wall (s) | CPU (s) |")
+    print("|---|---|---|---|")
+    for tile, threads in ((128, 0), (256, 0), (512, 0), (256, 1)):
+        wall, cpu = asyncio.run(
+            _timed(small, Denoise(auto=True), {"tile": tile, "threads": threads})
+        )
+        print(f"| {tile} | {threads} | {wall:.1f} | {cpu:.1f} |")
     sys.stdout.flush()
     if big:
         w, h = 4000, big * 1_000_000 // 4000
@@ -735,7 +770,7 @@ def tune(crop: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--only", choices=("quality", "speed", "memory", "tune", "colour", "colour-speed")
+        "--only", choices=("quality", "speed", "memory", "tune", "colour", "colour-speed", "sigma")
     )
     parser.add_argument("--big", type=int, default=12, help="colour-speed: MP of the big photo")
     parser.add_argument("--quick", action="store_true", help="small crops, no BM3D")
@@ -766,6 +801,8 @@ def main(argv: list[str] | None = None) -> None:
         memory((512, 1024) if args.quick else (1024, 2048, 3072))
     if args.only in (None, "colour"):
         colour(128 if args.quick else 256, use_bm3d=not args.quick)
+    if args.only in (None, "sigma"):
+        sigma_estimates()
     if args.only in (None, "colour-speed"):
         colour_speed(256 if args.quick else 1024, 0 if args.quick else args.big)
     if args.only == "tune":

@@ -67,8 +67,49 @@ def feeds(config: ModelConfig, planes: list[np.ndarray]) -> Iterator[dict[str, n
             yield feed
 
 
+def fold_sigma_input(model: Any) -> Any:
+    """An exact rewrite of a σ-input model for quantisation: the converter concatenates a
+    constant σ plane to the image before the first convolution; a 3x3 convolution of a constant
+    plane (circular padding keeps it constant) is σ times the sum of that channel's kernel, so
+    the first convolution sees the image alone and σ·Σw is added to its output. Quantised, σ
+    then keeps its own scale instead of a few steps of the image's range."""
+    from onnx import checker, helper, numpy_helper
+
+    g = model.graph
+    nodes = list(g.node)
+    concat = next(n for n in nodes if n.op_type == "Concat" and n.input[0] == "image")
+    expand = next(n for n in nodes if n.output[0] == concat.input[1])
+    sigma4 = expand.input[0]  # σ reshaped to (N, 1, 1, 1)
+    conv = next(n for n in nodes if n.op_type == "Conv")
+    for n in nodes:
+        for i, name in enumerate(n.input):
+            if name == concat.output[0]:
+                n.input[i] = "image"
+            elif name == conv.output[0]:
+                n.input[i] = conv.output[0] + "_sigma"
+    inits = {t.name: t for t in g.initializer}
+    w = numpy_helper.to_array(inits[conv.input[1]])
+    per_channel = w[:, 1].sum(axis=(1, 2)).reshape(1, -1, 1, 1).astype(np.float32)
+    inits[conv.input[1]].CopyFrom(numpy_helper.from_array(w[:, :1].copy(), conv.input[1]))
+    g.initializer.append(numpy_helper.from_array(per_channel, "sigma_kernel_sums"))
+    at = list(g.node).index(conv) + 1
+    g.node.insert(at, helper.make_node("Mul", [sigma4, "sigma_kernel_sums"], ["sigma_bias"]))
+    g.node.insert(
+        at + 1, helper.make_node("Add", [conv.output[0], "sigma_bias"], [conv.output[0] + "_sigma"])
+    )
+    g.node.remove(concat)
+    g.node.remove(expand)
+    used = {name for n in g.node for name in n.input}
+    for n in list(g.node):
+        if n.op_type == "Shape" and n.output[0] not in used:
+            g.node.remove(n)
+    checker.check_model(model, full_check=True)
+    return model
+
+
 def quantize(config: ModelConfig, out: Path, planes: list[np.ndarray]) -> dict[str, Any]:
     """Write `<out>/<name>-int8/<version>/` for one fp32 model; returns its manifest entry."""
+    import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -92,7 +133,11 @@ def quantize(config: ModelConfig, out: Path, planes: list[np.ndarray]) -> dict[s
     target = folder / "model.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(config.model_file), str(pre), skip_symbolic_shape=True)
+        source = config.model_file
+        if config.sigma_input:
+            source = Path(tmp) / "folded.onnx"
+            onnx.save(fold_sigma_input(onnx.load(str(config.model_file))), str(source))
+        quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
         quantize_static(
             str(pre),
             str(target),
@@ -131,6 +176,9 @@ def quantize(config: ModelConfig, out: Path, planes: list[np.ndarray]) -> dict[s
             "format": "QDQ",
             "weights": "int8, per output channel",
             "activations": "uint8, percentile calibration (0.01..99.99)",
+            "sigma_input": "folded into the first convolution's output (exact)"
+            if config.sigma_input
+            else "none",
             "calibration": f"{', '.join(CALIBRATION_PHOTOS)} (scikit-image), crops {CROP}², "
             f"sigma {', '.join(f'{s:g}' for s in CALIBRATION_SIGMAS)}",
             "max_abs_error_vs_fp32": float(error.max()),
