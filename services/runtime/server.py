@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from services.runtime import metrics
 from services.runtime.errors import DOMAIN, ServiceError
 from services.runtime.logs import setup_logging
+from services.runtime.outage import as_unavailable
 from services.runtime.settings import ServiceSettings
 from services.runtime.telemetry import setup_telemetry, shutdown_telemetry
 
@@ -174,6 +175,10 @@ async def _abort(context: Ctx, exc: BaseException) -> None:
     if isinstance(exc, ServiceError):
         err = exc
         log.info("request failed", extra={"code": err.code.name, "reason": err.reason})
+    elif (outage := as_unavailable(exc)) is not None:
+        # A dependency is down: UNAVAILABLE (retried by clients), its text only in the log.
+        log.warning("dependency unavailable", exc_info=exc)
+        err = outage
     else:
         # Internal text never reaches clients; the log keeps it, joined by trace id.
         log.exception("unhandled error", exc_info=exc)
