@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from deploy.envoy import console
 from pixmesh.gateway.v1 import gateway_pb2
 
 Json = dict[str, Any]
@@ -189,7 +190,9 @@ def _route(name: str, prefix: str, **action: Any) -> Json:
     return {"name": name, "match": {"prefix": prefix}, "route": {"cluster": "gateway", **action}}
 
 
-def _routes() -> list[Json]:
+def _routes(console_dir: str | None) -> list[Json]:
+    # The web console's page and files first: Envoy answers them itself (deploy/envoy/console.py).
+    pages = console.routes(console_dir) if console_dir else []
     streams = [
         _route(f"stream:{p.strip('/')}", p, timeout="0s", idle_timeout=STREAM_IDLE_TIMEOUT)
         for p in _STREAMING_PREFIXES
@@ -199,7 +202,7 @@ def _routes() -> list[Json]:
     unary = _route(
         "default", "/", timeout=UNARY_TIMEOUT, max_stream_duration={"grpc_timeout_header_max": "0s"}
     )
-    return [*streams, upload, unary]
+    return [*pages, *streams, upload, unary]
 
 
 def _tracing(service_name: str) -> Json:
@@ -277,10 +280,39 @@ def _gateway_methods() -> list[str]:
     return [m.name for m in service.methods]
 
 
-def _connection_manager(transcoder: Json, replicas: int) -> Json:
-    virtual_host: Json = {"name": "pixmesh", "domains": ["*"], "routes": _routes()}
+def _cors_policy(origins: Sequence[str]) -> Json:
+    """Browsers on these origins may call the REST API (the console itself is same-origin and
+    needs none). Preflights are answered by Envoy, before the transcoder sees an OPTIONS."""
+    return {
+        "envoy.filters.http.cors": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+            "allow_origin_string_match": [{"exact": o} for o in origins],
+            "allow_methods": "GET, POST, OPTIONS",
+            "allow_headers": "authorization, content-type, idempotency-key, x-request-id",
+            "expose_headers": "content-disposition, grpc-status, grpc-message",
+            "max_age": "600",
+        }
+    }
+
+
+def _cors_filter() -> Json:
+    return {
+        "name": "envoy.filters.http.cors",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+    }
+
+
+def _connection_manager(
+    transcoder: Json,
+    replicas: int,
+    console_dir: str | None = None,
+    cors_origins: Sequence[str] = (),
+) -> Json:
+    virtual_host: Json = {"name": "pixmesh", "domains": ["*"], "routes": _routes(console_dir)}
     if replicas > 1:
         virtual_host["retry_policy"] = _retry_policy()
+    if cors_origins:
+        virtual_host["typed_per_filter_config"] = _cors_policy(cors_origins)
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
         ".v3.HttpConnectionManager",
@@ -300,8 +332,11 @@ def _connection_manager(transcoder: Json, replicas: int) -> Json:
         "route_config": {
             "name": "pixmesh",
             "virtual_hosts": [virtual_host],
+            # The console's files are direct responses (Envoy's default cap is 4 KiB).
+            "max_direct_response_body_size_bytes": console.MAX_ASSET_BYTES,
         },
         "http_filters": [
+            *([_cors_filter()] if cors_origins else []),
             transcoder,
             # After the transcoder on decode (sees gRPC paths) and before it on encode (sees the
             # gRPC status): per-method request/status counters for REST and gRPC alike.
@@ -341,12 +376,16 @@ def render_config(
     admin_host: str = "127.0.0.1",
     gateway_host: str = "127.0.0.1",
     otlp_host: str = "127.0.0.1",
+    console_dir: str | None = str(console.CONSOLE_SOURCE),
+    cors_origins: Sequence[str] = (),
 ) -> str:
     """Return the Envoy bootstrap as JSON text (valid YAML too).
 
     Hosts default to loopback for the embedded stack; compose/k8s pass service names, which turns
     the clusters into DNS-resolved ones. `gateway_ports` lists the gateway replicas (on
     `gateway_host`): one for a single node, several for the local cluster mode.
+    `console_dir` is where Envoy reads the web console's files (None: no console);
+    `cors_origins` lists the other origins whose pages may call the API (none by default).
     """
     if not gateway_ports:
         raise ValueError("gateway_ports: at least one gateway")
@@ -361,6 +400,8 @@ def render_config(
                         "typed_config": _connection_manager(
                             _transcoder(descriptor_path, max_request_bytes, max_response_bytes),
                             len(gateway_ports),
+                            console_dir,
+                            cors_origins,
                         ),
                     }
                 ]
@@ -425,6 +466,7 @@ COMPOSE: dict[str, Any] = {
     "admin_host": "0.0.0.0",
     "gateway_host": "gateway",
     "otlp_host": "tempo",
+    "console_dir": "/etc/envoy/console",
 }
 
 
@@ -447,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin-host", default="127.0.0.1")
     p.add_argument("--gateway-host", default="127.0.0.1")
     p.add_argument("--otlp-host", default="127.0.0.1")
+    p.add_argument("--console-dir", default=str(console.CONSOLE_SOURCE))
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="an origin (https://app.example.com) whose pages may call the API; repeat",
+    )
     p.add_argument(
         "--compose", action="store_true", help="the docker-compose config; ignores the rest"
     )
@@ -467,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         admin_host=a.admin_host,
         gateway_host=a.gateway_host,
         otlp_host=a.otlp_host,
+        console_dir=a.console_dir,
+        cors_origins=a.cors_origin,
     )
     return 0
 

@@ -6,6 +6,8 @@ restriction), so deploy/k8s/base/envoy/ holds committed copies; a test fails whe
 - envoy.json: `deploy.envoy.config.render_config(**K8S)`: listens on all addresses, the gateway
   is the headless Service `gateway` (DNS: one address per ready pod, so Envoy balances over the
   replicas), traces go to the `otel-collector` Service.
+- console/: the web console's files (deploy/console/), a ConfigMap of their own (envoy-console,
+  about 80 KB) that Envoy reads at CONSOLE_MOUNT.
 - pixmesh.pb: deploy/envoy/pixmesh.pb without source code info (comments and line numbers, which
   the transcoder never reads): 50 KB instead of 245 KB, so the generated ConfigMap stays under the
   256 KiB that client-side `kubectl apply` can store in its last-applied annotation.
@@ -21,11 +23,13 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 
+from deploy.envoy import console
 from deploy.envoy.config import COMPOSE, DEFAULT_DESCRIPTOR, render_config
 
 ENVOY_DIR = Path(__file__).parent / "base" / "envoy"
 # Where the Deployment mounts the ConfigMap (deploy/k8s/base/envoy.yaml).
 MOUNT = "/etc/envoy"
+CONSOLE_MOUNT = "/etc/envoy-console"
 
 # The compose flavour (same ports, listening on all addresses) with Kubernetes' names. The admin
 # port serves /ready (the readiness probe) and /stats/prometheus; a NetworkPolicy lets only the
@@ -35,6 +39,7 @@ K8S: dict[str, Any] = {
     "descriptor_path": f"{MOUNT}/pixmesh.pb",
     "gateway_host": "gateway",
     "otlp_host": "otel-collector",
+    "console_dir": CONSOLE_MOUNT,
 }
 
 
@@ -56,7 +61,19 @@ def write(out_dir: Path = ENVOY_DIR) -> list[Path]:
     config, descriptor = out_dir / "envoy.json", out_dir / "pixmesh.pb"
     config.write_text(envoy_config())
     descriptor.write_bytes(stripped_descriptor())
-    return [config, descriptor]
+    # ConfigMap keys are file names: the console folder is flat.
+    files = out_dir / "console"
+    files.mkdir(exist_ok=True)
+    names = {a.name for a in console.assets()}
+    for old in files.iterdir():
+        if old.name not in names:
+            old.unlink()
+    copies = []
+    for name in sorted(names):
+        copy = files / name
+        copy.write_bytes((console.CONSOLE_SOURCE / name).read_bytes())
+        copies.append(copy)
+    return [config, descriptor, *copies]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from deploy.envoy import console
 from deploy.envoy.config import COMPOSE, GATEWAY_SERVICE, envoy_command, render_config
 from pixmesh.common.v1 import image_pb2, job_pb2
 from pixmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -176,13 +177,20 @@ def test_rendered_configs_pass_envoy_validation(tmp_path: Path) -> None:
             otlp_port=4317,
         ),
         # The compose file names the descriptor inside the container; validate with ours.
-        "compose": render_config(**{**COMPOSE, "descriptor_path": str(DESCRIPTOR)}),
+        "compose": render_config(
+            **{
+                **COMPOSE,
+                "descriptor_path": str(DESCRIPTOR),
+                "console_dir": str(console.CONSOLE_SOURCE),
+            }
+        ),
         "cluster": render_config(
             listen_port=8080,
             admin_port=9901,
             gateway_ports=[50051, 50061],
             descriptor_path=str(DESCRIPTOR),
             otlp_port=4317,
+            cors_origins=["https://app.example.com"],
         ),
     }
     for name, text in configs.items():
@@ -206,7 +214,9 @@ def test_only_streaming_routes_have_no_request_timeout() -> None:
     (listener,) = config["static_resources"]["listeners"]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    untimed = {r["match"]["prefix"] for r in routes if r["route"]["timeout"] == "0s"}
+    untimed = {
+        r["match"]["prefix"] for r in routes if "route" in r and r["route"]["timeout"] == "0s"
+    }
     assert untimed == {
         f"/{GATEWAY_SERVICE}/WatchJob",
         "/grpc.health.v1.Health/Watch",

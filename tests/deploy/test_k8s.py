@@ -24,6 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from deploy.envoy import console
 from deploy.envoy.config import envoy_command
 from deploy.k8s import sync
 from services.runtime.bus import TASKS_STREAM, task_durable
@@ -485,13 +486,38 @@ def test_committed_envoy_files_are_current() -> None:
     stale = "run: python -m deploy.k8s.sync"
     assert (envoy_dir / "envoy.json").read_text() == sync.envoy_config(), stale
     assert (envoy_dir / "pixmesh.pb").read_bytes() == sync.stripped_descriptor(), stale
+    copies = {p.name: p.read_bytes() for p in (envoy_dir / "console").iterdir()}
+    assets = {a.name: (console.CONSOLE_SOURCE / a.name).read_bytes() for a in console.assets()}
+    assert copies == assets, stale
+
+
+def test_console_config_map_lists_every_console_file(rendered: dict[str, list[Obj]]) -> None:
+    """kustomize has no globs: the envoy-console ConfigMap must name each file, and stay small."""
+    for overlay, objs in rendered.items():
+        (cm,) = [
+            o
+            for o in objs
+            if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("envoy-console")
+        ]
+        assert set(cm["data"]) == {a.name for a in console.assets()}, overlay
+        assert sum(len(v) for v in cm["data"].values()) < 256 * 1024, overlay
+        d = _one(objs, "Deployment", "envoy")
+        volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["console"]["configMap"]["name"] == cm["metadata"]["name"], overlay
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        assert mounts["console"] == sync.CONSOLE_MOUNT, overlay
 
 
 def test_k8s_envoy_config_passes_envoy_validation(tmp_path: Path) -> None:
     descriptor = tmp_path / "pixmesh.pb"
     descriptor.write_bytes(sync.stripped_descriptor())
     config = tmp_path / "envoy.json"
-    config.write_text(sync.envoy_config().replace(sync.K8S["descriptor_path"], str(descriptor)))
+    config.write_text(
+        sync.envoy_config()
+        .replace(sync.K8S["descriptor_path"], str(descriptor))
+        .replace(sync.CONSOLE_MOUNT, str(console.CONSOLE_SOURCE))
+    )
     done = subprocess.run(
         [_tool("envoy"), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
         capture_output=True,
