@@ -24,23 +24,26 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from pixmesh.common.v1 import job_pb2 as pixmesh_dot_common_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpixmesh/common/v1/fleet.proto\x12\x11pixmesh.common.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x0b\x46leetStatus\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x08services\x18\x02 \x03(\x0b\x32 .pixmesh.common.v1.ServiceStatus\x12)\n\x04jobs\x18\x03 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobRates\x12\x10\n\x08warnings\x18\x04 \x03(\t\"\xaf\x01\n\rServiceStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\x35\n\tinstances\x18\x03 \x03(\x0b\x32\".pixmesh.common.v1.ServiceInstance\x12.\n\x06queues\x18\x04 \x03(\x0b\x32\x1e.pixmesh.common.v1.QueueStatus\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x05 \x01(\x04\"\xc2\x01\n\x0fServiceInstance\x12\x10\n\x08instance\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cgrpc_address\x18\x03 \x01(\t\x12\x17\n\x0fmetrics_address\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12-\n\tlast_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaa\x01\n\x0bQueueStatus\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x13\n\x0b\x61\x63k_pending\x18\x04 \x01(\x04\x12\x13\n\x0bredelivered\x18\x05 \x01(\x04\x12\x0f\n\x07waiting\x18\x06 \x01(\x04\x12-\n\noldest_age\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc3\x01\n\x08JobRates\x12)\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x04\x12\x10\n\x08\x66inished\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\x12\x1a\n\x12\x63reated_per_second\x18\x05 \x01(\x01\x12\x1b\n\x13\x66inished_per_second\x18\x06 \x01(\x01\x12\x0f\n\x07running\x18\x07 \x01(\x04\x12\x0f\n\x07pending\x18\x08 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpixmesh/common/v1/fleet.proto\x12\x11pixmesh.common.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpixmesh/common/v1/job.proto\"\xa8\x01\n\x0b\x46leetStatus\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x08services\x18\x02 \x03(\x0b\x32 .pixmesh.common.v1.ServiceStatus\x12)\n\x04jobs\x18\x03 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobRates\x12\x10\n\x08warnings\x18\x04 \x03(\t\"\xaf\x01\n\rServiceStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\x35\n\tinstances\x18\x03 \x03(\x0b\x32\".pixmesh.common.v1.ServiceInstance\x12.\n\x06queues\x18\x04 \x03(\x0b\x32\x1e.pixmesh.common.v1.QueueStatus\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x05 \x01(\x04\"\xc2\x01\n\x0fServiceInstance\x12\x10\n\x08instance\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cgrpc_address\x18\x03 \x01(\t\x12\x17\n\x0fmetrics_address\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12-\n\tlast_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaa\x01\n\x0bQueueStatus\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x13\n\x0b\x61\x63k_pending\x18\x04 \x01(\x04\x12\x13\n\x0bredelivered\x18\x05 \x01(\x04\x12\x0f\n\x07waiting\x18\x06 \x01(\x04\x12-\n\noldest_age\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc3\x01\n\x08JobRates\x12)\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x04\x12\x10\n\x08\x66inished\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\x12\x1a\n\x12\x63reated_per_second\x18\x05 \x01(\x01\x12\x1b\n\x13\x66inished_per_second\x18\x06 \x01(\x01\x12\x0f\n\x07running\x18\x07 \x01(\x04\x12\x0f\n\x07pending\x18\x08 \x01(\x04\"\xdd\x01\n\nDeadLetter\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x13\n\x0bstage_index\x18\x05 \x01(\r\x12\x0f\n\x07task_id\x18\x06 \x01(\t\x12*\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1b.pixmesh.common.v1.JobError\x12\x12\n\ndeliveries\x18\x08 \x01(\r\x12(\n\x04time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pixmesh.common.v1.fleet_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FLEETSTATUS']._serialized_start=118
-  _globals['_FLEETSTATUS']._serialized_end=286
-  _globals['_SERVICESTATUS']._serialized_start=289
-  _globals['_SERVICESTATUS']._serialized_end=464
-  _globals['_SERVICEINSTANCE']._serialized_start=467
-  _globals['_SERVICEINSTANCE']._serialized_end=661
-  _globals['_QUEUESTATUS']._serialized_start=664
-  _globals['_QUEUESTATUS']._serialized_end=834
-  _globals['_JOBRATES']._serialized_start=837
-  _globals['_JOBRATES']._serialized_end=1032
+  _globals['_FLEETSTATUS']._serialized_start=147
+  _globals['_FLEETSTATUS']._serialized_end=315
+  _globals['_SERVICESTATUS']._serialized_start=318
+  _globals['_SERVICESTATUS']._serialized_end=493
+  _globals['_SERVICEINSTANCE']._serialized_start=496
+  _globals['_SERVICEINSTANCE']._serialized_end=690
+  _globals['_QUEUESTATUS']._serialized_start=693
+  _globals['_QUEUESTATUS']._serialized_end=863
+  _globals['_JOBRATES']._serialized_start=866
+  _globals['_JOBRATES']._serialized_end=1061
+  _globals['_DEADLETTER']._serialized_start=1064
+  _globals['_DEADLETTER']._serialized_end=1285
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from pixmesh.common.v1 import job_pb2 as _job_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -243,3 +244,55 @@ class JobRates(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobRates: _TypeAlias = JobRates  # noqa: Y015
+
+@_typing.final
+class DeadLetter(_message.Message):
+    """A task the mesh gave up on (a copy in PIXMESH_DLQ), as operators see it. Replaying the job
+    (ReplayJob) runs it again from its failed stage.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    STAGE_INDEX_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Sequence in the PIXMESH_DLQ stream (newest is highest)."""
+    service: _builtins.str
+    """The worker service that gave up (imaging, inference, metadata)."""
+    job_id: _builtins.str
+    tenant_id: _builtins.str
+    stage_index: _builtins.int
+    task_id: _builtins.str
+    deliveries: _builtins.int
+    """How many times the task was delivered before it was given up."""
+    @_builtins.property
+    def error(self) -> _job_pb2.JobError: ...
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        service: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        stage_index: _builtins.int = ...,
+        task_id: _builtins.str = ...,
+        error: _job_pb2.JobError | None = ...,
+        deliveries: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "error", b"error", "job_id", b"job_id", "seq", b"seq", "service", b"service", "stage_index", b"stage_index", "task_id", b"task_id", "tenant_id", b"tenant_id", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015

@@ -120,6 +120,26 @@ class GatewayServiceStub:
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusResponse.FromString,
                 _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/GetCaller',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetCallerResponse.FromString,
+                _registered_method=True)
+        self.DownloadImage = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/DownloadImage',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/ListDeadLetters',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayJob = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/ReplayJob',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ReplayJobRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ReplayJobResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/pixmesh.gateway.v1.GatewayService/CreateApiKey',
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateApiKeyRequest.SerializeToString,
@@ -281,6 +301,36 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaller(self, request, context):
+        """Who the API key belongs to: its tenant, key id and scopes (the web console shows them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadImage(self, request, context):
+        """Download the source bytes of an uploaded image with their Content-Type.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """The newest dead letters across the deployment, newest first (admin scope).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayJob(self, request, context):
+        """Run a FAILED job again from its failed stage, e.g. after fixing what made its task a dead
+        letter (admin scope; any tenant's job). Replaying a job that is not FAILED is
+        FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateApiKey(self, request, context):
         """API keys of the caller's tenant (admin scope). The secret is returned once, here.
         """
@@ -404,6 +454,26 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetFleetStatus,
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusRequest.FromString,
                     response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusResponse.SerializeToString,
+            ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetCallerRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetCallerResponse.SerializeToString,
+            ),
+            'DownloadImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DownloadImage,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayJob,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ReplayJobRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ReplayJobResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -891,6 +961,114 @@ class GatewayService:
             '/pixmesh.gateway.v1.GatewayService/GetFleetStatus',
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusRequest.SerializeToString,
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetFleetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/GetCaller',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetCallerRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetCallerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/DownloadImage',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/ListDeadLetters',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListDeadLettersRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/ReplayJob',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ReplayJobRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ReplayJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,6 +86,17 @@ class GatewayServiceStub:
     (pending, in progress, oldest, redelivered) and dead letters, plus jobs created and
     finished per second. Needs the admin scope.
     """
+    GetCaller: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetCallerRequest, _gateway_pb2.GetCallerResponse]
+    """Who the API key belongs to: its tenant, key id and scopes (the web console shows them)."""
+    DownloadImage: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DownloadImageRequest, _gateway_pb2.DownloadImageResponse]
+    """Download the source bytes of an uploaded image with their Content-Type."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListDeadLettersRequest, _gateway_pb2.ListDeadLettersResponse]
+    """The newest dead letters across the deployment, newest first (admin scope)."""
+    ReplayJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ReplayJobRequest, _gateway_pb2.ReplayJobResponse]
+    """Run a FAILED job again from its failed stage, e.g. after fixing what made its task a dead
+    letter (admin scope; any tenant's job). Replaying a job that is not FAILED is
+    FAILED_PRECONDITION.
+    """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateApiKeyRequest, _gateway_pb2.CreateApiKeyResponse]
     """API keys of the caller's tenant (admin scope). The secret is returned once, here."""
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListApiKeysRequest, _gateway_pb2.ListApiKeysResponse]
@@ -156,6 +167,17 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """The deployment's status for operators: per service its replicas, task and event queues
     (pending, in progress, oldest, redelivered) and dead letters, plus jobs created and
     finished per second. Needs the admin scope.
+    """
+    GetCaller: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetCallerRequest, _gateway_pb2.GetCallerResponse]  # type: ignore[assignment]
+    """Who the API key belongs to: its tenant, key id and scopes (the web console shows them)."""
+    DownloadImage: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DownloadImageRequest, _gateway_pb2.DownloadImageResponse]  # type: ignore[assignment]
+    """Download the source bytes of an uploaded image with their Content-Type."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListDeadLettersRequest, _gateway_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """The newest dead letters across the deployment, newest first (admin scope)."""
+    ReplayJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ReplayJobRequest, _gateway_pb2.ReplayJobResponse]  # type: ignore[assignment]
+    """Run a FAILED job again from its failed stage, e.g. after fixing what made its task a dead
+    letter (admin scope; any tenant's job). Replaying a job that is not FAILED is
+    FAILED_PRECONDITION.
     """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateApiKeyRequest, _gateway_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """API keys of the caller's tenant (admin scope). The secret is returned once, here."""
@@ -326,6 +348,41 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         """The deployment's status for operators: per service its replicas, task and event queues
         (pending, in progress, oldest, redelivered) and dead letters, plus jobs created and
         finished per second. Needs the admin scope.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCaller(
+        self,
+        request: _gateway_pb2.GetCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetCallerResponse, _abc.Awaitable[_gateway_pb2.GetCallerResponse]]:
+        """Who the API key belongs to: its tenant, key id and scopes (the web console shows them)."""
+
+    @_abc_1.abstractmethod
+    def DownloadImage(
+        self,
+        request: _gateway_pb2.DownloadImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.DownloadImageResponse, _abc.Awaitable[_gateway_pb2.DownloadImageResponse]]:
+        """Download the source bytes of an uploaded image with their Content-Type."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _gateway_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListDeadLettersResponse, _abc.Awaitable[_gateway_pb2.ListDeadLettersResponse]]:
+        """The newest dead letters across the deployment, newest first (admin scope)."""
+
+    @_abc_1.abstractmethod
+    def ReplayJob(
+        self,
+        request: _gateway_pb2.ReplayJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ReplayJobResponse, _abc.Awaitable[_gateway_pb2.ReplayJobResponse]]:
+        """Run a FAILED job again from its failed stage, e.g. after fixing what made its task a dead
+        letter (admin scope; any tenant's job). Replaying a job that is not FAILED is
+        FAILED_PRECONDITION.
         """
 
     @_abc_1.abstractmethod

@@ -71,6 +71,16 @@ class JobsServiceStub:
                 request_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/ListDeadLetters',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayJob = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/ReplayJob',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobResponse.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
@@ -123,6 +133,20 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """The newest dead letters (PIXMESH_DLQ), newest first; not scoped to a tenant (admin only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayJob(self, request, context):
+        """Run a FAILED job again from its failed stage (a dead letter replayed); any tenant's job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +184,16 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.GetFleetStatus,
                     request_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusRequest.FromString,
                     response_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayJob,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +387,60 @@ class JobsService:
             '/pixmesh.jobs.v1.JobsService/GetFleetStatus',
             pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusRequest.SerializeToString,
             pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.GetFleetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/ListDeadLetters',
+            pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadLettersRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/ReplayJob',
+            pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

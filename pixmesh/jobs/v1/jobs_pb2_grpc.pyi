@@ -46,6 +46,10 @@ class JobsServiceStub:
     """The deployment's status for operators: replicas, queues, dead letters, jobs/s (not scoped
     to a tenant; the gateway decides who may ask).
     """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListDeadLettersRequest, _jobs_pb2.ListDeadLettersResponse]
+    """The newest dead letters (PIXMESH_DLQ), newest first; not scoped to a tenant (admin only)."""
+    ReplayJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ReplayJobRequest, _jobs_pb2.ReplayJobResponse]
+    """Run a FAILED job again from its failed stage (a dead letter replayed); any tenant's job."""
 
 @_typing.type_check_only
 class JobsServiceAsyncStub(JobsServiceStub):
@@ -65,6 +69,10 @@ class JobsServiceAsyncStub(JobsServiceStub):
     """The deployment's status for operators: replicas, queues, dead letters, jobs/s (not scoped
     to a tenant; the gateway decides who may ask).
     """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListDeadLettersRequest, _jobs_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """The newest dead letters (PIXMESH_DLQ), newest first; not scoped to a tenant (admin only)."""
+    ReplayJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ReplayJobRequest, _jobs_pb2.ReplayJobResponse]  # type: ignore[assignment]
+    """Run a FAILED job again from its failed stage (a dead letter replayed); any tenant's job."""
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     """The job registry (internal). The gateway calls it after authenticating the tenant; every
@@ -123,5 +131,21 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         """The deployment's status for operators: replicas, queues, dead letters, jobs/s (not scoped
         to a tenant; the gateway decides who may ask).
         """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _jobs_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ListDeadLettersResponse, _abc.Awaitable[_jobs_pb2.ListDeadLettersResponse]]:
+        """The newest dead letters (PIXMESH_DLQ), newest first; not scoped to a tenant (admin only)."""
+
+    @_abc_1.abstractmethod
+    def ReplayJob(
+        self,
+        request: _jobs_pb2.ReplayJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ReplayJobResponse, _abc.Awaitable[_jobs_pb2.ReplayJobResponse]]:
+        """Run a FAILED job again from its failed stage (a dead letter replayed); any tenant's job."""
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
