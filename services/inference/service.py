@@ -79,6 +79,10 @@ CHROMA_SHARE = 0.5
 CHROMA_MIN_SIGMA = 1.0
 # Opponent planes whose σ is below this are left as they are.
 MIN_PLANE_SIGMA = 0.5
+# Chroma is denoised at reduced resolution (chroma_scale) only from this σ up: below it the
+# full-resolution planes keep more colour detail than the coarser denoise gains (PSNR crossed
+# between σ = 15 and 20 on bench/denoise.py's colour tuning photos).
+CHROMA_REDUCED_FROM_SIGMA = 17.5
 Precision = Literal["auto", "fp32", "int8"]
 
 
@@ -95,8 +99,9 @@ class InferenceService:
         chroma_scale: int = 0,
     ) -> None:
         """`precision`: the models `auto` prefers (auto: int8 on a CPU, fp32 on a GPU);
-        `chroma_scale`: OPPONENT's chroma planes are denoised at 1/chroma_scale of the image's
-        width and height (0: 2 on a CPU, 1 on a GPU)."""
+        `chroma_scale`: OPPONENT's chroma planes with σ ≥ CHROMA_REDUCED_FROM_SIGMA are
+        denoised at 1/chroma_scale of the image's width and height (0: 2 on a CPU, 1 on a
+        GPU)."""
         self.models = models
         self.executor = executor
         self.limits = limits
@@ -336,7 +341,7 @@ def _prepare(decoded: Decoded, mode: ColorMode.ValueType, chroma_scale: int) -> 
     for k, (name, p) in enumerate(zip(noise.PLANES, noise.opponent_planes(px), strict=True)):
         scale = float(noise.PLANE_SCALE[k])
         resolution = 1.0
-        if k > 0 and chroma_scale > 1:
+        if k > 0 and chroma_scale > 1 and sigmas[k] >= CHROMA_REDUCED_FROM_SIGMA:
             # White noise averaged over n×n pixels has σ/n: the model gets that σ.
             p = _downscale(p, chroma_scale)
             resolution = 1.0 / chroma_scale

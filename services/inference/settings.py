@@ -28,8 +28,8 @@ class InferenceSettings(WorkerSettings):
     # The models `auto` prefers: int8 (quantised copies, faster on CPUs) or fp32; "auto" is
     # int8 on the CPU and fp32 on a GPU.
     precision: Literal["auto", "fp32", "int8"] = "auto"
-    # Colour (OPPONENT) denoises the chroma planes at 1/chroma_scale of the width and height
-    # (0: 2 on the CPU, a quarter of the work per chroma plane; 1 on a GPU).
+    # Colour (OPPONENT) denoises chroma planes with σ >= 17.5 at 1/chroma_scale of the width
+    # and height (0: 2 on the CPU, a quarter of the work per chroma plane; 1 on a GPU).
     chroma_scale: Literal[0, 1, 2] = 0
 
     # Tiles: core side, overlap between neighbouring cores (cross-faded), and the context around
