@@ -377,6 +377,26 @@ class Stack:
         self._launch(self._nats_spec(node))
         self._await_nats(started, nodes=[node])
 
+    def stop_postgres(self, timeout: float = 15.0) -> int | None:
+        """Stop Postgres (fast shutdown: clients see their connections end, new ones refused),
+        for outage tests; `start_postgres` brings it back on the same data."""
+        status = self._proc("postgres").stop(timeout)
+        self._save_state()
+        return status
+
+    def start_postgres(self) -> None:
+        if self.is_running("postgres"):
+            return
+        started = time.monotonic()
+        pg_data = self.data_dir / "postgres"
+        pg_user = servers.prepare_postgres(pg_data)
+        self._launch(servers.postgres_spec(self.ports, pg_data, pg_user, durable=self.durable))
+        self._await(
+            "postgres",
+            started,
+            lambda: probes.postgres_accepting(servers.PG_BIN, HOST, self.ports.postgres),
+        )
+
     def restart_service(self, name: str, env: Mapping[str, str] | None = None) -> None:
         if self.is_running(name):
             self.stop_service(name)
@@ -466,6 +486,23 @@ class Stack:
                 f"`{' '.join(argv[1:])}` failed ({result.returncode}):\n{result.stderr[-2000:]}"
             )
         return lines[-1].strip()
+
+    def gateway_admin(self, *args: str) -> str:
+        """Run `python -m services.gateway.admin ARGS` against this stack; returns stdout."""
+        argv = [sys.executable, "-m", "services.gateway.admin", *args]
+        result = subprocess.run(
+            argv,
+            env={**os.environ, **self.service_env("gateway")},
+            cwd=servers.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"`{' '.join(args)}` failed ({result.returncode}):\n{result.stderr[-2000:]}"
+            )
+        return result.stdout
 
     def s3_client(self) -> S3Client:
         return servers.s3_client(self.s3_endpoint, self.s3_access_key, self.s3_secret_key)

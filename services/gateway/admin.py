@@ -5,6 +5,11 @@
 
 prints the new API key on the last line of stdout (it is stored only as a hash). Once an admin
 key exists, keys are managed through the public API (`pixmesh keys ...`).
+
+    python -m services.gateway.admin set-limits --tenant acme --requests-per-second 20
+        [--running-jobs N] [--jobs-per-day N] [--stored-bytes N]
+
+sets a tenant's own limits (0: unlimited; `default`: back to the deployment's setting).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from services.gateway.app import MIGRATIONS
 from services.gateway.auth import DEFAULT_SCOPES, parse_scopes
 from services.gateway.keys import KeyStore, NewKey
+from services.gateway.repository import LIMIT_COLUMNS, GatewayRepository
 from services.gateway.settings import GatewaySettings
 from services.runtime import db
 
@@ -38,6 +44,31 @@ async def _create_key(
         await pool.close()
 
 
+async def _set_limits(
+    settings: GatewaySettings, tenant: str, limits: dict[str, int | None]
+) -> dict[str, int | None]:
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        await db.migrate(pool, "gateway", MIGRATIONS)
+        repo = GatewayRepository(pool)
+        await repo.set_tenant_limits(tenant, limits)
+        return await repo.tenant_limits(tenant)
+    finally:
+        await pool.close()
+
+
+DEFAULT = -1  # `--x default` on the command line: back to the deployment's setting
+
+
+def _limit(value: str) -> int:
+    if value == "default":
+        return DEFAULT
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("0 (unlimited) or more, or 'default'")
+    return number
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.gateway.admin")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,7 +81,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     create.add_argument("--name", default="")
     create.add_argument("--expires-in", type=float, default=None, metavar="SECONDS")
+    limits = sub.add_parser("set-limits", help="set a tenant's own limits")
+    limits.add_argument("--tenant", required=True)
+    for column in LIMIT_COLUMNS:
+        limits.add_argument(f"--{column.replace('_', '-')}", type=_limit, metavar="N|default")
     args = parser.parse_args(argv)
+    if args.command == "set-limits":
+        given: dict[str, int | None] = {
+            c: None if getattr(args, c) == DEFAULT else getattr(args, c)
+            for c in LIMIT_COLUMNS
+            if getattr(args, c) is not None
+        }
+        now = asyncio.run(_set_limits(GatewaySettings(), args.tenant, given))
+        shown = ", ".join(f"{k}={'default' if v is None else v}" for k, v in now.items())
+        print(f"limits of tenant {args.tenant!r}: {shown}")
     if args.command == "create-key":
         try:
             scopes = parse_scopes(args.scopes.split(","))

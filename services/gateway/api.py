@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from google.api import httpbody_pb2
 
 from pixmesh.gateway.v1 import gateway_pb2 as pb
 from pixmesh.gateway.v1 import gateway_pb2_grpc
 from services.gateway.auth import ADMIN, READ, WRITE, Principal, require_scope
+from services.gateway.key_admin import KeyAdmin
 from services.gateway.metadata import MetadataQueries
+from services.gateway.quotas import Quotas
 from services.gateway.service import GatewayService, Upload
 from services.gateway.settings import GatewaySettings
 from services.runtime.errors import invalid
@@ -26,16 +29,37 @@ def _header(context: Ctx, name: str) -> str | None:
 
 class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(
-        self, service: GatewayService, settings: GatewaySettings, metadata: MetadataQueries
+        self,
+        service: GatewayService,
+        settings: GatewaySettings,
+        metadata: MetadataQueries,
+        keys: KeyAdmin | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.service = service
         self.metadata = metadata
+        self._keys = keys
+        self.quotas = quotas
         self.timeout = settings.call_timeout_s
 
     async def _principal(self, context: Ctx, scope: str) -> Principal:
         """The authenticated caller, if its key holds `scope` (auth.READ / WRITE / ADMIN)."""
         principal = await self.service.authenticate(_header(context, "authorization"))
+        if self.quotas is not None:  # every authenticated request counts against the key's rate
+            await self.quotas.check_request(principal)
         return require_scope(principal, scope)
+
+    @asynccontextmanager
+    async def _job_quota(self, tenant: str) -> AsyncIterator[None]:
+        if self.quotas is None:
+            yield
+        else:
+            async with self.quotas.job(tenant):
+                yield
+
+    async def _storage_quota(self, tenant: str, adding: int) -> None:
+        if self.quotas is not None:
+            await self.quotas.check_storage(tenant, adding)
 
     async def _tenant(self, context: Ctx, scope: str = READ) -> str:
         return (await self._principal(context, scope)).tenant_id
@@ -54,6 +78,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
                     yield msg.chunk
 
         data = await self.service.collect(chunks())
+        await self._storage_quota(tenant, len(data))
         upload = Upload(data=data, content_type=info.content_type, filename=info.filename)
         return pb.UploadImageResponse(image=await self.service.upload(tenant, upload))
 
@@ -61,6 +86,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: pb.UploadImageRawRequest, context: Ctx
     ) -> pb.UploadImageRawResponse:
         tenant = await self._tenant(context, WRITE)
+        await self._storage_quota(tenant, len(request.body.data))
         upload = Upload(
             data=request.body.data,
             content_type=request.body.content_type,
@@ -72,6 +98,7 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: pb.CreateUploadUrlRequest, context: Ctx
     ) -> pb.CreateUploadUrlResponse:
         tenant = await self._tenant(context, WRITE)
+        await self._storage_quota(tenant, request.size_bytes)
         return await self.service.create_upload_url(tenant, request.filename, request.size_bytes)
 
     async def RegisterUpload(
@@ -83,18 +110,19 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def CreateJob(self, request: pb.CreateJobRequest, context: Ctx) -> pb.CreateJobResponse:
         tenant = await self._tenant(context, WRITE)
-        job = await self.service.create_job(
-            tenant,
-            request.image_id,
-            request.operations,
-            request.idempotency_key,
-            time_left(context, self.timeout),
-            preset=request.preset,
-            renditions=request.renditions,
-            accept=_header(context, "accept"),
-            webhook=request.webhook if request.HasField("webhook") else None,
-            reuse=request.reuse if request.HasField("reuse") else True,
-        )
+        async with self._job_quota(tenant):
+            job = await self.service.create_job(
+                tenant,
+                request.image_id,
+                request.operations,
+                request.idempotency_key,
+                time_left(context, self.timeout),
+                preset=request.preset,
+                renditions=request.renditions,
+                accept=_header(context, "accept"),
+                webhook=request.webhook if request.HasField("webhook") else None,
+                reuse=request.reuse if request.HasField("reuse") else True,
+            )
         return pb.CreateJobResponse(job=job)
 
     async def PlanJob(self, request: pb.PlanJobRequest, context: Ctx) -> pb.PlanJobResponse:
@@ -194,3 +222,42 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         await self._principal(context, ADMIN)
         status = await self.service.fleet_status(time_left(context, self.timeout))
         return pb.GetFleetStatusResponse(status=status)
+
+    async def GetUsage(self, request: pb.GetUsageRequest, context: Ctx) -> pb.GetUsageResponse:
+        principal = await self._principal(context, READ)
+        if self.quotas is None:
+            return pb.GetUsageResponse()
+        return await self.quotas.usage(principal)
+
+    # ---- API keys (admin scope, within the caller's tenant) -----------------------------------
+
+    @property
+    def keys(self) -> KeyAdmin:
+        assert self._keys is not None, "GatewayApi built without KeyAdmin"
+        return self._keys
+
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: Ctx
+    ) -> pb.CreateApiKeyResponse:
+        tenant = await self._tenant(context, ADMIN)
+        ttl = request.ttl if request.HasField("ttl") else None
+        return await self.keys.create(tenant, request.name, request.scopes, ttl)
+
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: Ctx
+    ) -> pb.ListApiKeysResponse:
+        tenant = await self._tenant(context, ADMIN)
+        return await self.keys.list(tenant, request.include_revoked)
+
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: Ctx
+    ) -> pb.RevokeApiKeyResponse:
+        tenant = await self._tenant(context, ADMIN)
+        return await self.keys.revoke(tenant, request.key_id)
+
+    async def RotateApiKey(
+        self, request: pb.RotateApiKeyRequest, context: Ctx
+    ) -> pb.RotateApiKeyResponse:
+        tenant = await self._tenant(context, ADMIN)
+        grace = request.grace_period if request.HasField("grace_period") else None
+        return await self.keys.rotate(tenant, request.key_id, grace)

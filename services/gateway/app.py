@@ -19,8 +19,12 @@ from services.gateway.backpressure import Backpressure
 from services.gateway.capabilities import CapabilityCache, Fetch
 from services.gateway.events import BusUploadEvents
 from services.gateway.idempotency import IdempotencyCache
+from services.gateway.key_admin import KeyAdmin
+from services.gateway.keys import KeyStore
 from services.gateway.metadata import MetadataQueries
+from services.gateway.quotas import Limits, Quotas, count_open_jobs, limits_from
 from services.gateway.repository import GatewayRepository
+from services.gateway.revocations import Revocations
 from services.gateway.service import GatewayService, Planner
 from services.gateway.settings import GatewaySettings
 from services.runtime import db
@@ -93,12 +97,13 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
             ttl_s=settings.cache_ttl_s,
         )
         repo = GatewayRepository(pool)
+        jobs_stub = jobs_pb2_grpc.JobsServiceStub(jobs)
         service = GatewayService(
             settings,
             repo,
             IdempotencyCache(cache, settings.idempotency_ttl_s),
             storage,
-            jobs_pb2_grpc.JobsServiceStub(jobs),
+            jobs_stub,
             capabilities,
             events,
             _planner(imaging_stub),
@@ -108,7 +113,27 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
             ),
         )
         queries = MetadataQueries(repo, metadata_stub, events)
-        api = GatewayApi(service, settings, queries)
+        revocations = Revocations(bus.nc, service.auth)
+        keys = KeyAdmin(KeyStore(pool), revocations.announce)
+        defaults = Limits(
+            requests_per_second=settings.rate_limit_rps,
+            running_jobs=settings.max_running_jobs,
+            jobs_per_day=settings.max_jobs_per_day,
+            stored_bytes=settings.max_stored_bytes,
+        )
+
+        async def limits_of(tenant: str) -> Limits:
+            return limits_from(defaults, await repo.tenant_limits(tenant))
+
+        quotas = Quotas(
+            settings.redis_url,
+            cache,
+            limits_of,
+            count_open_jobs(jobs_stub, settings.call_timeout_s),
+            repo.stored_bytes,
+            settings.cache_ttl_s,
+        )
+        api = GatewayApi(service, settings, queries, keys, quotas)
         name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
         yield App(
             services=[
@@ -116,5 +141,5 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
                     name, lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(api, s)
                 )
             ],
-            workers=[Announcer.for_service(bus.nc, settings).run],
+            workers=[Announcer.for_service(bus.nc, settings).run, revocations.run],
         )

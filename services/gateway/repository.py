@@ -25,6 +25,10 @@ class PendingUpload:
     image_id: str | None  # set once registered
 
 
+# gateway.tenants columns holding a tenant's limits (migration 0005; quotas.Limits fields).
+LIMIT_COLUMNS = ("requests_per_second", "running_jobs", "jobs_per_day", "stored_bytes")
+
+
 class GatewayRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -37,6 +41,38 @@ class GatewayRepository:
 
     async def principal(self, key_sha256: str) -> Principal | None:
         return await KeyStore(self.pool).principal(key_sha256)
+
+    async def tenant_limits(self, tenant_id: str) -> dict[str, int | None]:
+        """The tenant's own limits (None: the deployment's default); all None if unknown."""
+        row = await self.pool.fetchrow(
+            f"SELECT {', '.join(LIMIT_COLUMNS)} FROM gateway.tenants WHERE tenant_id=$1",
+            tenant_id,
+        )
+        return {c: None if row is None else row[c] for c in LIMIT_COLUMNS}
+
+    async def set_tenant_limits(self, tenant_id: str, limits: dict[str, int | None]) -> None:
+        """Set some of a tenant's limits (None: back to the default); creates the tenant."""
+        unknown = set(limits) - set(LIMIT_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown limits {sorted(unknown)}")
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO gateway.tenants (tenant_id, name) VALUES ($1,$1)"
+                " ON CONFLICT DO NOTHING",
+                tenant_id,
+            )
+            for column, value in limits.items():  # names checked against LIMIT_COLUMNS above
+                await conn.execute(
+                    f"UPDATE gateway.tenants SET {column}=$2 WHERE tenant_id=$1", tenant_id, value
+                )
+
+    async def stored_bytes(self, tenant_id: str) -> int:
+        """Bytes of the tenant's uploads (its sources; outputs are shared and not counted)."""
+        total = await self.pool.fetchval(
+            "SELECT COALESCE(SUM(size_bytes), 0) FROM gateway.images WHERE tenant_id=$1",
+            tenant_id,
+        )
+        return int(total)
 
     async def save_image(self, tenant_id: str, image: image_pb2.Image) -> image_pb2.Image:
         """Record an upload; the same bytes uploaded again return the first record (given the

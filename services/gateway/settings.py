@@ -43,6 +43,14 @@ class GatewaySettings(ServiceSettings):
     # before the expiry may end after it), and a registered one is still answered on retry.
     upload_register_grace_s: int = Field(default=3600, ge=0)
 
+    # Tenant limits (services/gateway/quotas.py): the defaults for tenants whose row in
+    # gateway.tenants names none (`python -m services.gateway.admin set-limits`); 0: unlimited.
+    # Requests per second are per API key; the others per tenant.
+    rate_limit_rps: int = Field(default=500, ge=0)
+    max_running_jobs: int = Field(default=0, ge=0)
+    max_jobs_per_day: int = Field(default=0, ge=0)
+    max_stored_bytes: int = Field(default=0, ge=0)
+
     @field_validator("presets")
     @classmethod
     def _presets_parse(

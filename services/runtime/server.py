@@ -14,6 +14,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -186,9 +187,12 @@ async def _abort(context: Ctx, exc: BaseException) -> None:
 
         err = Internal()
     details = status_details(err).SerializeToString()
-    await context.abort(
-        err.code, err.message, trailing_metadata=(("grpc-status-details-bin", details),)
-    )
+    metadata: tuple[tuple[str, str | bytes], ...] = (("grpc-status-details-bin", details),)
+    if err.retry_delay is not None:
+        # Envoy's transcoder passes response metadata on as HTTP headers: REST clients get
+        # Retry-After (whole seconds, at least 1) beside the RetryInfo in the JSON body.
+        metadata += (("retry-after", str(max(1, math.ceil(err.retry_delay)))),)
+    await context.abort(err.code, err.message, trailing_metadata=metadata)
 
 
 # grpc ships no type stubs, so its base class is Any to mypy.

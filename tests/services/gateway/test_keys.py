@@ -62,7 +62,7 @@ async def test_keys_from_before_scopes_keep_every_scope(
             "INSERT INTO gateway.api_keys (key_id, tenant_id, key_sha256) VALUES ('k','t',$1)",
             hash_key("pm_old"),
         )
-        assert await db.migrate(pool, "gateway", MIGRATIONS) == ["0004_key_lifecycle.sql"]
+        assert "0004_key_lifecycle.sql" in await db.migrate(pool, "gateway", MIGRATIONS)
         principal = await KeyStore(pool).principal(hash_key("pm_old"))
         assert principal == Principal("t", "k", SCOPES)
     finally:

@@ -182,7 +182,8 @@ async def test_migration_keeps_old_rows_and_the_repository_stores_the_orientatio
     shutil.copy(MIGRATIONS / "0001_gateway.sql", before)
     assert await db.migrate(pool, "gateway", before) == ["0001_gateway.sql"]
     repo = GatewayRepository(pool)
-    await repo.create_key("tenant-a")
+    # The tenant as 0001 knew it (create_key writes columns of later migrations).
+    await pool.execute("INSERT INTO gateway.tenants (tenant_id, name) VALUES ('tenant-a', 'a')")
     old = await pool.fetchrow(
         """INSERT INTO gateway.images (image_id, tenant_id, sha256, format, width, height,
              frame_count, size_bytes, content_type)
