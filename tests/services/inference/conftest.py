@@ -18,7 +18,7 @@ from services.inference.service import InferenceService, TileOptions
 from services.inference.settings import InferenceSettings
 from services.runtime.imageprobe import ProbeLimits
 
-MODELS = ("dncnn6-n", "dncnn6-h")
+MODELS = ("dncnn6-n", "dncnn6-h", "dncnn6-n-int8", "dncnn6-h-int8")
 LIMITS = ProbeLimits(max_bytes=10_000_000, max_pixels=1_000_000, max_frames=10)
 
 

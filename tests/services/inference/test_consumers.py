@@ -19,7 +19,7 @@ async def test_a_task_becomes_an_image_and_reports(service: InferenceService) ->
     assert (result.image.width, result.image.height, result.image.extension) == (64, 48, "png")
     assert decode(result.image.data).shape == (48, 64, 3)
     [report] = result.reports
-    assert report.WhichOneof("report") == "denoise" and report.denoise.model == "dncnn6-n"
+    assert report.WhichOneof("report") == "denoise" and report.denoise.model == "dncnn6-n-int8"
 
 
 async def test_a_task_with_a_foreign_operation_is_refused(service: InferenceService) -> None:

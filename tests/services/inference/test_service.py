@@ -104,6 +104,16 @@ async def test_auto_denoises_colour_noise_in_opponent_planes(service: InferenceS
     assert report.sigma_after < report.sigma_before / 2
 
 
+async def test_on_a_cpu_colour_gets_the_int8_models_and_grey_the_fp32_ones(
+    service: InferenceService,
+) -> None:
+    colour = await service.denoise(encode(add_noise(scene(), 20)), [Denoise(auto=True)])
+    assert {p.model for p in colour.reports[0].denoise.planes} == {"dncnn6-n-int8"}
+    grey = await service.denoise(encode(add_noise(grey_scene(), 20)), [Denoise(auto=True)])
+    assert [p.model for p in grey.reports[0].denoise.planes] == ["dncnn6-n"]
+    assert grey.reports[0].denoise.planes[0].plane == "grey"
+
+
 async def test_explicit_opponent_and_sigma(service: InferenceService) -> None:
     noisy = add_noise(scene(), 20, seed=3)
     out = await service.denoise(encode(noisy), [Denoise(sigma=20, color_mode=Denoise.OPPONENT)])
