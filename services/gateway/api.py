@@ -223,6 +223,40 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         status = await self.service.fleet_status(time_left(context, self.timeout))
         return pb.GetFleetStatusResponse(status=status)
 
+    # ---- what the web console needs (deploy/console) ------------------------------------------
+
+    async def GetCaller(self, request: pb.GetCallerRequest, context: Ctx) -> pb.GetCallerResponse:
+        # Any valid key, whatever its scopes: a sign-in check.
+        principal = await self.service.authenticate(_header(context, "authorization"))
+        return pb.GetCallerResponse(
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+            scopes=sorted(principal.scopes),
+        )
+
+    async def DownloadImage(
+        self, request: pb.DownloadImageRequest, context: Ctx
+    ) -> pb.DownloadImageResponse:
+        tenant = await self._tenant(context)
+        content_type, data = await self.service.source(tenant, request.image_id)
+        return pb.DownloadImageResponse(
+            body=httpbody_pb2.HttpBody(content_type=content_type, data=data)
+        )
+
+    async def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: Ctx
+    ) -> pb.ListDeadLettersResponse:
+        await self._principal(context, ADMIN)
+        letters = await self.service.dead_letters(
+            request.page_size, time_left(context, self.timeout)
+        )
+        return pb.ListDeadLettersResponse(dead_letters=letters)
+
+    async def ReplayJob(self, request: pb.ReplayJobRequest, context: Ctx) -> pb.ReplayJobResponse:
+        await self._principal(context, ADMIN)
+        job = await self.service.replay_job(request.job_id, time_left(context, self.timeout))
+        return pb.ReplayJobResponse(job=job)
+
     async def GetUsage(self, request: pb.GetUsageRequest, context: Ctx) -> pb.GetUsageResponse:
         principal = await self._principal(context, READ)
         if self.quotas is None:

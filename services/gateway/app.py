@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 
@@ -59,6 +60,12 @@ def _planner(stub: imaging_pb2_grpc.ImagingServiceStub) -> Planner:
     return plan
 
 
+
+def origin(url: str) -> str:
+    """The origin of a URL ("http://127.0.0.1:8080/x" -> "http://127.0.0.1:8080")."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
 @asynccontextmanager
 async def build(settings: GatewaySettings) -> AsyncIterator[App]:
     configure_pillow(settings.max_pixels)
@@ -70,6 +77,8 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
         stack.push_async_callback(cache.aclose)
         storage = Storage.from_settings(settings, settings.s3_public_endpoint)
         await storage.ensure_bucket()
+        # The console (same origin as Envoy) uploads big files with presigned PUTs.
+        await storage.allow_browsers([origin(settings.public_base_url), *settings.cors_origins])
         jobs = await stack.enter_async_context(channel(settings.jobs_addr))
         imaging = await stack.enter_async_context(channel(settings.imaging_addr))
         inference = await stack.enter_async_context(channel(settings.inference_addr))

@@ -431,6 +431,34 @@ class GatewayService:
             )
         return resp.status
 
+    async def dead_letters(self, page_size: int, timeout: float) -> list[fleet_pb2.DeadLetter]:
+        """The newest dead letters of the deployment (not scoped: the caller checked admin)."""
+        req = jobs_pb2.ListDeadLettersRequest(page_size=page_size)
+        with rpc_errors():
+            resp: jobs_pb2.ListDeadLettersResponse = await self.jobs.ListDeadLetters(
+                req, timeout=timeout
+            )
+        return list(resp.dead_letters)
+
+    async def replay_job(self, job_id: str, timeout: float) -> job_pb2.Job:
+        """Run any tenant's FAILED job again from its failed stage (the caller checked admin)."""
+        if not job_id:
+            raise invalid("job_id", "required")
+        with rpc_errors():
+            resp: jobs_pb2.ReplayJobResponse = await self.jobs.ReplayJob(
+                jobs_pb2.ReplayJobRequest(job_id=job_id), timeout=timeout
+            )
+        return resp.job
+
+    async def source(self, tenant_id: str, image_id: str) -> tuple[str, bytes]:
+        """An uploaded image's bytes and content type (the tenant's images only)."""
+        if not image_id:
+            raise invalid("image_id", "required")
+        image = await self.repo.get_image(tenant_id, image_id)
+        if image is None:
+            raise errors.image_not_found(image_id)
+        return image.content_type, await self.storage.get(input_key(image.sha256))
+
     async def cancel_job(self, tenant_id: str, job_id: str, timeout: float) -> job_pb2.Job:
         req = jobs_pb2.CancelJobRequest(tenant_id=tenant_id, job_id=job_id)
         with rpc_errors():

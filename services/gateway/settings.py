@@ -42,6 +42,11 @@ class GatewaySettings(ServiceSettings):
     # How long after its URL expired an upload can still be registered (a PUT that began just
     # before the expiry may end after it), and a registered one is still answered on retry.
     upload_register_grace_s: int = Field(default=3600, ge=0)
+    # Browser pages allowed to use presigned URLs (the bucket's CORS rules, set at start): the
+    # web console's origin, which is Envoy's public address (PIXMESH_PUBLIC_BASE_URL), and
+    # PIXMESH_CORS_ORIGINS (a JSON list, e.g. ["https://app.example.com"]; none by default).
+    public_base_url: str = "http://127.0.0.1:8080"
+    cors_origins: list[str] = Field(default_factory=list)
 
     # Tenant limits (services/gateway/quotas.py): the defaults for tenants whose row in
     # gateway.tenants names none (`python -m services.gateway.admin set-limits`); 0: unlimited.

@@ -6,15 +6,19 @@ from collections.abc import AsyncIterator
 
 from pixmesh.jobs.v1 import jobs_pb2 as pb
 from pixmesh.jobs.v1 import jobs_pb2_grpc
+from services.jobs.deadletters import DeadLetters
 from services.jobs.fleet import Fleet
 from services.jobs.service import JobsService
 from services.runtime.server import Ctx
 
 
 class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
-    def __init__(self, service: JobsService, fleet: Fleet) -> None:
+    def __init__(
+        self, service: JobsService, fleet: Fleet, dead_letters: DeadLetters | None = None
+    ) -> None:
         self.service = service
         self.fleet = fleet
+        self._dead_letters = dead_letters
 
     async def CreateJob(self, request: pb.CreateJobRequest, context: Ctx) -> pb.CreateJobResponse:
         job, created = await self.service.create_job(
@@ -59,3 +63,17 @@ class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
         self, request: pb.GetFleetStatusRequest, context: Ctx
     ) -> pb.GetFleetStatusResponse:
         return pb.GetFleetStatusResponse(status=await self.fleet.status())
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        assert self._dead_letters is not None, "JobsApi built without DeadLetters"
+        return self._dead_letters
+
+    async def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: Ctx
+    ) -> pb.ListDeadLettersResponse:
+        letters = await self.dead_letters.list(request.page_size)
+        return pb.ListDeadLettersResponse(dead_letters=letters)
+
+    async def ReplayJob(self, request: pb.ReplayJobRequest, context: Ctx) -> pb.ReplayJobResponse:
+        return pb.ReplayJobResponse(job=await self.dead_letters.replay(request.job_id))

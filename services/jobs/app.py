@@ -9,6 +9,7 @@ from pathlib import Path
 from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from services.jobs.api import JobsApi
 from services.jobs.consumers import task_events_consumer
+from services.jobs.deadletters import DeadLetters
 from services.jobs.fleet import Fleet
 from services.jobs.repository import JobsRepository
 from services.jobs.service import JobsService
@@ -57,7 +58,7 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
         consumer = task_events_consumer(bus, service, settings)
         await consumer.setup()
         await board.start()
-        api = JobsApi(service, Fleet(repo, bus, board))
+        api = JobsApi(service, Fleet(repo, bus, board), DeadLetters(bus.js, repo))
         name = jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name
         yield App(
             services=[

@@ -20,7 +20,8 @@ stack (SeaweedFS, 12 MP JPEG inputs of 2.2 MB, 40 KB outputs; bench/imaging.py):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,6 +31,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from services.runtime.errors import NotFound, Unavailable
 from services.runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -69,6 +72,31 @@ class Storage:
                 self._s3.create_bucket(Bucket=self.bucket)
 
         await self._call(create)
+
+    async def allow_browsers(self, origins: Sequence[str]) -> None:
+        """Let pages on `origins` PUT to and GET from presigned URLs (the bucket's CORS rules,
+        replaced whole); other origins get no CORS headers. Best effort: an S3 that cannot store
+        CORS rules only costs browsers the presigned path."""
+        rules = {
+            "CORSRules": [
+                {
+                    "AllowedOrigins": sorted(set(origins)),
+                    "AllowedMethods": ["GET", "HEAD", "PUT"],
+                    "AllowedHeaders": ["*"],
+                    "ExposeHeaders": ["ETag", "Content-Length", "Content-Type"],
+                    "MaxAgeSeconds": 600,
+                }
+            ]
+        }
+        try:
+            if origins:
+                await self._call(
+                    self._s3.put_bucket_cors, Bucket=self.bucket, CORSConfiguration=rules
+                )
+            else:
+                await self._call(self._s3.delete_bucket_cors, Bucket=self.bucket)
+        except (Unavailable, ClientError):
+            log.warning("could not set the bucket's CORS rules", exc_info=True)
 
     async def put(
         self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str] | None = None

@@ -32,10 +32,16 @@ function paramControl(p) {
     c.read = () => (c.value === "" ? undefined : Number(c.value));
     return c;
   }
-  if (scalar.startsWith("pixmesh.") && enumWords(p).length && !type.startsWith("repeated")) {
+  // Nested enums are named Message.Enum (pixmesh.common.v1.Resize.Mode); a Gravity is a
+  // message whose anchor is one of the compass points the text lists.
+  const parts = scalar.split(".");
+  const isEnum = parts.length > 1 && /^[A-Z]/.test(parts.at(-2));
+  const isGravity = scalar.endsWith(".Gravity");
+  if ((isEnum || isGravity) && enumWords(p).length && !type.startsWith("repeated")) {
+    const words = enumWords(p).filter((w) => !w.endsWith("_UNSPECIFIED") && !(isGravity && w === "FOCUS_POINT"));
     const c = h("select", { name: p.name }, h("option", { value: "" }, "(default)"),
-      enumWords(p).map((w) => h("option", { value: w }, w)));
-    c.read = () => c.value || undefined;
+      words.map((w) => h("option", { value: w }, w)));
+    c.read = () => (c.value ? (isGravity ? { anchor: c.value } : c.value) : undefined);
     return c;
   }
   if (scalar.startsWith("pixmesh.") || type.startsWith("repeated")) {
