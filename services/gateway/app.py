@@ -60,11 +60,11 @@ def _planner(stub: imaging_pb2_grpc.ImagingServiceStub) -> Planner:
     return plan
 
 
-
 def origin(url: str) -> str:
     """The origin of a URL ("http://127.0.0.1:8080/x" -> "http://127.0.0.1:8080")."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
 
 @asynccontextmanager
 async def build(settings: GatewaySettings) -> AsyncIterator[App]:
