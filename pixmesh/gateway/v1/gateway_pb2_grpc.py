@@ -130,6 +130,11 @@ class GatewayServiceStub:
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageResponse.FromString,
                 _registered_method=True)
+        self.GetImagePreview = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/GetImagePreview',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImagePreviewRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImagePreviewResponse.FromString,
+                _registered_method=True)
         self.ListDeadLetters = channel.unary_unary(
                 '/pixmesh.gateway.v1.GatewayService/ListDeadLetters',
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListDeadLettersRequest.SerializeToString,
@@ -315,6 +320,14 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetImagePreview(self, request, context):
+        """A small upright preview (WEBP, longest side `max_size`, default 320) of an uploaded image,
+        for galleries: rendered by the metadata service once per size, then served from storage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDeadLetters(self, request, context):
         """The newest dead letters across the deployment, newest first (admin scope).
         """
@@ -464,6 +477,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DownloadImage,
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageRequest.FromString,
                     response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageResponse.SerializeToString,
+            ),
+            'GetImagePreview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImagePreview,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImagePreviewRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImagePreviewResponse.SerializeToString,
             ),
             'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeadLetters,
@@ -1015,6 +1033,33 @@ class GatewayService:
             '/pixmesh.gateway.v1.GatewayService/DownloadImage',
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageRequest.SerializeToString,
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DownloadImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImagePreview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/GetImagePreview',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImagePreviewRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetImagePreviewResponse.FromString,
             options,
             channel_credentials,
             insecure,

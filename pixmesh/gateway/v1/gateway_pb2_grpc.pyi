@@ -90,6 +90,10 @@ class GatewayServiceStub:
     """Who the API key belongs to: its tenant, key id and scopes (the web console shows them)."""
     DownloadImage: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DownloadImageRequest, _gateway_pb2.DownloadImageResponse]
     """Download the source bytes of an uploaded image with their Content-Type."""
+    GetImagePreview: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetImagePreviewRequest, _gateway_pb2.GetImagePreviewResponse]
+    """A small upright preview (WEBP, longest side `max_size`, default 320) of an uploaded image,
+    for galleries: rendered by the metadata service once per size, then served from storage.
+    """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListDeadLettersRequest, _gateway_pb2.ListDeadLettersResponse]
     """The newest dead letters across the deployment, newest first (admin scope)."""
     ReplayJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ReplayJobRequest, _gateway_pb2.ReplayJobResponse]
@@ -172,6 +176,10 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Who the API key belongs to: its tenant, key id and scopes (the web console shows them)."""
     DownloadImage: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DownloadImageRequest, _gateway_pb2.DownloadImageResponse]  # type: ignore[assignment]
     """Download the source bytes of an uploaded image with their Content-Type."""
+    GetImagePreview: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetImagePreviewRequest, _gateway_pb2.GetImagePreviewResponse]  # type: ignore[assignment]
+    """A small upright preview (WEBP, longest side `max_size`, default 320) of an uploaded image,
+    for galleries: rendered by the metadata service once per size, then served from storage.
+    """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListDeadLettersRequest, _gateway_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """The newest dead letters across the deployment, newest first (admin scope)."""
     ReplayJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ReplayJobRequest, _gateway_pb2.ReplayJobResponse]  # type: ignore[assignment]
@@ -365,6 +373,16 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.DownloadImageResponse, _abc.Awaitable[_gateway_pb2.DownloadImageResponse]]:
         """Download the source bytes of an uploaded image with their Content-Type."""
+
+    @_abc_1.abstractmethod
+    def GetImagePreview(
+        self,
+        request: _gateway_pb2.GetImagePreviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetImagePreviewResponse, _abc.Awaitable[_gateway_pb2.GetImagePreviewResponse]]:
+        """A small upright preview (WEBP, longest side `max_size`, default 320) of an uploaded image,
+        for galleries: rendered by the metadata service once per size, then served from storage.
+        """
 
     @_abc_1.abstractmethod
     def ListDeadLetters(

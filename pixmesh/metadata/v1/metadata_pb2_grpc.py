@@ -57,6 +57,11 @@ class MetadataServiceStub:
                 request_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarResponse.FromString,
                 _registered_method=True)
+        self.GetImagePreview = channel.unary_unary(
+                '/pixmesh.metadata.v1.MetadataService/GetImagePreview',
+                request_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewResponse.FromString,
+                _registered_method=True)
 
 
 class MetadataServiceServicer:
@@ -91,6 +96,15 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetImagePreview(self, request, context):
+        """A small upright WEBP of an uploaded image (rendered once per size, then kept in object
+        storage under previews/<sha256>-<size>.webp). The caller has checked the image is the
+        tenant's: previews are shared by content, like the uploads.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetadataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +127,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.FindSimilar,
                     request_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarRequest.FromString,
                     response_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarResponse.SerializeToString,
+            ),
+            'GetImagePreview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImagePreview,
+                    request_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewRequest.FromString,
+                    response_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +245,33 @@ class MetadataService:
             '/pixmesh.metadata.v1.MetadataService/FindSimilar',
             pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarRequest.SerializeToString,
             pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.FindSimilarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImagePreview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.metadata.v1.MetadataService/GetImagePreview',
+            pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewRequest.SerializeToString,
+            pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,11 @@ class MetadataServiceStub:
     """Uploaded images of one tenant matching a filter, newest first."""
     FindSimilar: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.FindSimilarRequest, _metadata_pb2.FindSimilarResponse]
     """Images of one tenant whose pHash is within max_distance of the given image's, nearest first."""
+    GetImagePreview: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.GetImagePreviewRequest, _metadata_pb2.GetImagePreviewResponse]
+    """A small upright WEBP of an uploaded image (rendered once per size, then kept in object
+    storage under previews/<sha256>-<size>.webp). The caller has checked the image is the
+    tenant's: previews are shared by content, like the uploads.
+    """
 
 @_typing.type_check_only
 class MetadataServiceAsyncStub(MetadataServiceStub):
@@ -57,6 +62,11 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """Uploaded images of one tenant matching a filter, newest first."""
     FindSimilar: _aio.UnaryUnaryMultiCallable[_metadata_pb2.FindSimilarRequest, _metadata_pb2.FindSimilarResponse]  # type: ignore[assignment]
     """Images of one tenant whose pHash is within max_distance of the given image's, nearest first."""
+    GetImagePreview: _aio.UnaryUnaryMultiCallable[_metadata_pb2.GetImagePreviewRequest, _metadata_pb2.GetImagePreviewResponse]  # type: ignore[assignment]
+    """A small upright WEBP of an uploaded image (rendered once per size, then kept in object
+    storage under previews/<sha256>-<size>.webp). The caller has checked the image is the
+    tenant's: previews are shared by content, like the uploads.
+    """
 
 class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     """The metadata worker (internal). Work arrives on pixmesh.task.metadata (extract_metadata ops)
@@ -93,5 +103,16 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_pb2.FindSimilarResponse, _abc.Awaitable[_metadata_pb2.FindSimilarResponse]]:
         """Images of one tenant whose pHash is within max_distance of the given image's, nearest first."""
+
+    @_abc_1.abstractmethod
+    def GetImagePreview(
+        self,
+        request: _metadata_pb2.GetImagePreviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_pb2.GetImagePreviewResponse, _abc.Awaitable[_metadata_pb2.GetImagePreviewResponse]]:
+        """A small upright WEBP of an uploaded image (rendered once per size, then kept in object
+        storage under previews/<sha256>-<size>.webp). The caller has checked the image is the
+        tenant's: previews are shared by content, like the uploads.
+        """
 
 def add_MetadataServiceServicer_to_server(servicer: MetadataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
