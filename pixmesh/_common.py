@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import BinaryIO, TypedDict
 from uuid import uuid4
 
+from google.protobuf.message import Message
+
 from pixmesh import errors, ops
 from pixmesh.common.v1.job_pb2 import Job
 from pixmesh.common.v1.operations_pb2 import Operation, Rendition
@@ -183,6 +185,22 @@ def retry_delay(
     if not isinstance(error, errors.Unavailable) or attempt >= retries:
         return None
     delay = random.uniform(0, min(MAX_BACKOFF_S, INITIAL_BACKOFF_S * BACKOFF_MULTIPLIER**attempt))
+    return delay if delay < deadline.left() else None
+
+
+def outage_delay(error: errors.PixmeshError, request: Message, deadline: Deadline) -> float | None:
+    """Seconds to wait before calling again after the channel's own retries gave up, or None.
+
+    Only for an UNAVAILABLE that carries the server's RetryInfo (a dependency such as Postgres is
+    down: DEPENDENCY_UNAVAILABLE) on a method that is safe to repeat (RETRIED_METHODS): the call
+    is repeated, at the server's pace, for as long as its deadline allows, so a client rides out
+    a dependency restart instead of failing after the channel's ~1.5 s of quick retries."""
+    method = request.DESCRIPTOR.name.removesuffix("Request")
+    if not isinstance(error, errors.Unavailable) or error.retry_delay is None:
+        return None
+    if method not in RETRIED_METHODS:
+        return None
+    delay = max(error.retry_delay, random.uniform(0, INITIAL_BACKOFF_S))
     return delay if delay < deadline.left() else None
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Unpack
@@ -35,6 +36,7 @@ from pixmesh._common import (
     job_pipeline,
     job_state,
     new_idempotency_key,
+    outage_delay,
     rendition_index,
     retry_delay,
     search_request,
@@ -302,6 +304,60 @@ class AsyncClient:
         )
         return resp.status
 
+    # --- API keys and usage -------------------------------------------------------------------
+
+    async def create_api_key(
+        self,
+        name: str = "",
+        scopes: Sequence[str] = (),
+        *,
+        ttl: timedelta | None = None,
+        timeout: float | None = None,
+    ) -> gw.CreateApiKeyResponse:
+        """A new key of the caller's tenant (admin scope): `.secret` is the key, shown only
+        here; `.key` its record. Scopes: "read", "write", "admin" (default read and write)."""
+        request = gw.CreateApiKeyRequest(name=name, scopes=list(scopes))
+        if ttl is not None:
+            request.ttl.FromTimedelta(ttl)
+        resp: gw.CreateApiKeyResponse = await self._unary(self._stub.CreateApiKey, request, timeout)
+        return resp
+
+    async def list_api_keys(
+        self, *, include_revoked: bool = False, timeout: float | None = None
+    ) -> list[gw.ApiKey]:
+        """The tenant's keys (admin scope): prefix, name, scopes, created, last used, expiry."""
+        request = gw.ListApiKeysRequest(include_revoked=include_revoked)
+        resp: gw.ListApiKeysResponse = await self._unary(self._stub.ListApiKeys, request, timeout)
+        return list(resp.keys)
+
+    async def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> gw.ApiKey:
+        """Revoke a key now, on every gateway replica (admin scope)."""
+        request = gw.RevokeApiKeyRequest(key_id=key_id)
+        resp: gw.RevokeApiKeyResponse = await self._unary(self._stub.RevokeApiKey, request, timeout)
+        return resp.key
+
+    async def rotate_api_key(
+        self,
+        key_id: str,
+        *,
+        grace_period: timedelta | None = None,
+        timeout: float | None = None,
+    ) -> gw.RotateApiKeyResponse:
+        """A new key replacing `key_id` (admin scope); the old one keeps working for
+        `grace_period` (default one day)."""
+        request = gw.RotateApiKeyRequest(key_id=key_id)
+        if grace_period is not None:
+            request.grace_period.FromTimedelta(grace_period)
+        resp: gw.RotateApiKeyResponse = await self._unary(self._stub.RotateApiKey, request, timeout)
+        return resp
+
+    async def usage(self, *, timeout: float | None = None) -> gw.GetUsageResponse:
+        """The tenant's limits and how much of each is used (0 as a limit: unlimited)."""
+        resp: gw.GetUsageResponse = await self._unary(
+            self._stub.GetUsage, gw.GetUsageRequest(), timeout
+        )
+        return resp
+
     # --- image metadata -----------------------------------------------------------------------
 
     async def get_image_metadata(
@@ -379,12 +435,18 @@ class AsyncClient:
         return job
 
     async def _unary(self, rpc: Any, request: Message, timeout: float | None) -> Any:
-        try:
-            return await rpc(
-                request, timeout=timeout or self.settings.timeout, metadata=self.settings.metadata
-            )
-        except grpc.RpcError as exc:
-            raise errors.from_rpc_error(exc) from exc
+        deadline = Deadline(timeout or self.settings.timeout)
+        while True:
+            try:
+                return await rpc(
+                    request, timeout=deadline.timeout(), metadata=self.settings.metadata
+                )
+            except grpc.RpcError as exc:
+                error = errors.from_rpc_error(exc)
+                delay = outage_delay(error, request, deadline) if self.settings.retries else None
+                if delay is None:
+                    raise error from exc
+                await asyncio.sleep(delay)
 
 
 async def _requests(src: UploadSource, reader: BinaryIO) -> AsyncIterator[gw.UploadImageRequest]:

@@ -8,6 +8,7 @@
     pixmesh download JOB_ID -i 0 -o photo.webp
     pixmesh download JOB_ID --all -o out/
     pixmesh status --watch 2
+    pixmesh keys create --name ci --scopes read,write   (keys list|revoke|rotate; usage)
 
 Results go to stdout, progress and errors to stderr. Exit status: 0 on success, 1 when a call or
 the job failed, 2 for a usage error, 130 when interrupted.
@@ -23,7 +24,7 @@ from itertools import islice
 from pathlib import Path
 from time import sleep, strftime
 
-from pixmesh import errors, ops
+from pixmesh import _keys_cli, errors, ops
 from pixmesh._common import API_KEY_ENV, API_KEY_FILE, DEFAULT_TARGET, VERSION
 from pixmesh._render import (
     Progress,
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch", type=_positive, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C"
     )
     status.set_defaults(command=_status)
+    _keys_cli.add_commands(commands, common)
     return parser
 
 

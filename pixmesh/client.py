@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Unpack
@@ -45,6 +46,7 @@ from pixmesh._common import (
     job_pipeline,
     job_state,
     new_idempotency_key,
+    outage_delay,
     rendition_index,
     retry_delay,
     search_request,
@@ -345,6 +347,58 @@ class Client:
         )
         return resp.status
 
+    # --- API keys and usage -------------------------------------------------------------------
+
+    def create_api_key(
+        self,
+        name: str = "",
+        scopes: Sequence[str] = (),
+        *,
+        ttl: timedelta | None = None,
+        timeout: float | None = None,
+    ) -> gw.CreateApiKeyResponse:
+        """A new key of the caller's tenant (admin scope): `.secret` is the key, shown only
+        here; `.key` its record. Scopes: "read", "write", "admin" (default read and write)."""
+        request = gw.CreateApiKeyRequest(name=name, scopes=list(scopes))
+        if ttl is not None:
+            request.ttl.FromTimedelta(ttl)
+        resp: gw.CreateApiKeyResponse = self._unary(self._stub.CreateApiKey, request, timeout)
+        return resp
+
+    def list_api_keys(
+        self, *, include_revoked: bool = False, timeout: float | None = None
+    ) -> list[gw.ApiKey]:
+        """The tenant's keys (admin scope): prefix, name, scopes, created, last used, expiry."""
+        request = gw.ListApiKeysRequest(include_revoked=include_revoked)
+        resp: gw.ListApiKeysResponse = self._unary(self._stub.ListApiKeys, request, timeout)
+        return list(resp.keys)
+
+    def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> gw.ApiKey:
+        """Revoke a key now, on every gateway replica (admin scope)."""
+        request = gw.RevokeApiKeyRequest(key_id=key_id)
+        resp: gw.RevokeApiKeyResponse = self._unary(self._stub.RevokeApiKey, request, timeout)
+        return resp.key
+
+    def rotate_api_key(
+        self,
+        key_id: str,
+        *,
+        grace_period: timedelta | None = None,
+        timeout: float | None = None,
+    ) -> gw.RotateApiKeyResponse:
+        """A new key replacing `key_id` (admin scope); the old one keeps working for
+        `grace_period` (default one day)."""
+        request = gw.RotateApiKeyRequest(key_id=key_id)
+        if grace_period is not None:
+            request.grace_period.FromTimedelta(grace_period)
+        resp: gw.RotateApiKeyResponse = self._unary(self._stub.RotateApiKey, request, timeout)
+        return resp
+
+    def usage(self, *, timeout: float | None = None) -> gw.GetUsageResponse:
+        """The tenant's limits and how much of each is used (0 as a limit: unlimited)."""
+        resp: gw.GetUsageResponse = self._unary(self._stub.GetUsage, gw.GetUsageRequest(), timeout)
+        return resp
+
     # --- image metadata -----------------------------------------------------------------------
 
     def get_image_metadata(
@@ -431,9 +485,13 @@ class Client:
         return job
 
     def _unary(self, rpc: Any, request: Message, timeout: float | None) -> Any:
-        try:
-            return rpc(
-                request, timeout=timeout or self.settings.timeout, metadata=self.settings.metadata
-            )
-        except grpc.RpcError as exc:
-            raise errors.from_rpc_error(exc) from exc
+        deadline = Deadline(timeout or self.settings.timeout)
+        while True:
+            try:
+                return rpc(request, timeout=deadline.timeout(), metadata=self.settings.metadata)
+            except grpc.RpcError as exc:
+                error = errors.from_rpc_error(exc)
+                delay = outage_delay(error, request, deadline) if self.settings.retries else None
+                if delay is None:
+                    raise error from exc
+                time.sleep(delay)
