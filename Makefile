@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(shell find protos/pixmesh -name '*.proto' | sort)
 
-.PHONY: install up up-cluster down test test-unit lint proto proto-check proto-lint descriptor clean
+.PHONY: install browser up up-cluster down test test-unit lint proto proto-check proto-lint descriptor clean
 
 # Create the virtualenv and install the project with every server binary, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The web console's browser tests (tests/console) drive Debian's chromium + chromium-driver:
+# installed with apt when missing (as root, or with password-less sudo). Where that fails the
+# tests skip with a loud message (and fail under CI=true).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null || \
+		echo "WARNING: could not install chromium + chromium-driver; the console's browser tests will not run" >&2; }
 
 # Run the whole mesh on loopback (embedded servers, no Docker). Ctrl-C stops everything.
 up: install
@@ -32,7 +42,7 @@ down:
 	@test -x $(PY) && $(PY) -m deploy.local down || true
 
 # CI runs this (.ci/run): the contract and lint checks first, then every test.
-test: install lint
+test: install lint browser
 	$(PY) -m pytest -q
 
 test-unit: install

@@ -243,6 +243,17 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
             body=httpbody_pb2.HttpBody(content_type=content_type, data=data)
         )
 
+    async def GetImagePreview(
+        self, request: pb.GetImagePreviewRequest, context: Ctx
+    ) -> pb.GetImagePreviewResponse:
+        tenant = await self._tenant(context)
+        preview = await self.metadata.preview(
+            tenant, request.image_id, request.max_size, time_left(context, self.timeout)
+        )
+        return pb.GetImagePreviewResponse(
+            body=httpbody_pb2.HttpBody(content_type=preview.content_type, data=preview.data)
+        )
+
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: Ctx
     ) -> pb.ListDeadLettersResponse:

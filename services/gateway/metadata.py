@@ -92,6 +92,18 @@ class MetadataQueries:
             )
         return gateway_pb2.FindSimilarResponse(images=resp.images)
 
+    async def preview(
+        self, tenant_id: str, image_id: str, max_size: int, timeout: float
+    ) -> mpb.GetImagePreviewResponse:
+        """A small WEBP of the caller's image (the metadata service renders and keeps it)."""
+        image = await self._image(tenant_id, image_id)
+        internal = mpb.GetImagePreviewRequest(sha256=image.sha256, max_size=max_size)
+        with rpc_errors():
+            resp: mpb.GetImagePreviewResponse = await self.metadata.GetImagePreview(
+                internal, timeout=timeout
+            )
+        return resp
+
     async def _image(self, tenant_id: str, image_id: str) -> image_pb2.Image:
         if not image_id:
             raise invalid("image_id", "required")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pixmesh.common.v1 import operations_pb2
 from pixmesh.metadata.v1 import metadata_pb2 as pb
 from pixmesh.metadata.v1 import metadata_pb2_grpc
+from services.metadata.preview import CONTENT_TYPE, Previews
 from services.metadata.service import MetadataService
 from services.runtime.server import Ctx
 
@@ -27,8 +28,9 @@ CAPABILITIES = operations_pb2.Capabilities(
 
 
 class MetadataApi(metadata_pb2_grpc.MetadataServiceServicer):
-    def __init__(self, service: MetadataService) -> None:
+    def __init__(self, service: MetadataService, previews: Previews | None = None) -> None:
         self.service = service
+        self._previews = previews
 
     async def ListOperations(
         self, request: pb.ListOperationsRequest, context: Ctx
@@ -57,3 +59,12 @@ class MetadataApi(metadata_pb2_grpc.MetadataServiceServicer):
             request.tenant_id, request.sha256, distance, request.page_size
         )
         return pb.FindSimilarResponse(images=images)
+
+    async def GetImagePreview(
+        self, request: pb.GetImagePreviewRequest, context: Ctx
+    ) -> pb.GetImagePreviewResponse:
+        assert self._previews is not None, "MetadataApi built without Previews"
+        p = await self._previews.get(request.sha256, request.max_size)
+        return pb.GetImagePreviewResponse(
+            data=p.data, content_type=CONTENT_TYPE, width=p.width, height=p.height
+        )

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from services.metadata.api import MetadataApi
 from services.metadata.consumers import processor, upload_consumer
+from services.metadata.preview import Previews
 from services.metadata.repository import MIGRATIONS, SCHEMA, MetadataRepository
 from services.metadata.service import MetadataService
 from services.metadata.settings import MetadataSettings
@@ -31,16 +32,17 @@ async def build(settings: MetadataSettings) -> AsyncIterator[App]:
         executor = stack.enter_context(
             ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="metadata")
         )
+        storage = Storage.from_settings(settings)
         service = MetadataService(
             MetadataRepository(pool),
             executor,
-            images=Storage.from_settings(settings),
+            images=storage,
             strip_gps=settings.strip_gps,
         )
         tasks = await connect_worker(stack, settings, processor(service))
         uploads = upload_consumer(tasks.bus, settings, service)
         await uploads.setup()
-        api = MetadataApi(service)
+        api = MetadataApi(service, Previews(storage, executor))
         name = metadata_pb2.DESCRIPTOR.services_by_name["MetadataService"].full_name
         yield App(
             services=[
