@@ -258,6 +258,15 @@ def test_no_job_is_lost_or_duplicated_while_nodes_and_replicas_die(cluster: Stac
             f"{states}\n{story}\nfirst unfinished: {stuck}\n"
             f"failed: {[j for j in jobs.values() if j.state == Job.FAILED][:3]}"
         )
+        # No lost update: every stage ended with the delivery that made it, started then
+        # finished (a late TaskStarted applied over a finished stage used to leave attempts 0).
+        unattempted = [
+            (j.job_id, s.index, s.attempts)
+            for j in jobs.values()
+            for s in j.stages
+            if s.attempts < 1 or s.started_at.ToNanoseconds() > s.finished_at.ToNanoseconds()
+        ]
+        assert not unattempted, unattempted[:5]
 
         # Exactly one job per key: the tenant has no other job, and every key gives it again.
         assert len(created) == JOBS
