@@ -213,6 +213,8 @@ class JobRates(_message.Message):
     FINISHED_PER_SECOND_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_FIELD_NUMBER: _builtins.int
+    LATENCY_P95_FIELD_NUMBER: _builtins.int
     created: _builtins.int
     finished: _builtins.int
     """Jobs that reached a terminal state (SUCCEEDED, FAILED or CANCELLED)."""
@@ -225,6 +227,14 @@ class JobRates(_message.Message):
     pending: _builtins.int
     @_builtins.property
     def window(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def latency_p50(self) -> _duration_pb2.Duration:
+        """Latency (created to finished) of the jobs that finished in the window: median and 95th
+        percentile; unset when none finished.
+        """
+
+    @_builtins.property
+    def latency_p95(self) -> _duration_pb2.Duration: ...
     def __init__(
         self,
         *,
@@ -236,10 +246,12 @@ class JobRates(_message.Message):
         finished_per_second: _builtins.float = ...,
         running: _builtins.int = ...,
         pending: _builtins.int = ...,
+        latency_p50: _duration_pb2.Duration | None = ...,
+        latency_p95: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "created_per_second", b"created_per_second", "failed", b"failed", "finished", b"finished", "finished_per_second", b"finished_per_second", "pending", b"pending", "running", b"running", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "created_per_second", b"created_per_second", "failed", b"failed", "finished", b"finished", "finished_per_second", b"finished_per_second", "latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "pending", b"pending", "running", b"running", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
