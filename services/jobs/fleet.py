@@ -136,6 +136,9 @@ class Fleet:
             pending=counts.pending,
         )
         rates.window.FromNanoseconds(round(self.window_s * 1e9))
+        if counts.latency_p50_s is not None and counts.latency_p95_s is not None:
+            rates.latency_p50.FromNanoseconds(round(counts.latency_p50_s * 1e9))
+            rates.latency_p95.FromNanoseconds(round(counts.latency_p95_s * 1e9))
         return rates
 
 

@@ -240,6 +240,9 @@ class JobCounts:
     failed: int
     running: int
     pending: int
+    # Seconds from created to finished of the jobs finished in the window; None when none did.
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
 
 
 _COUNTS = """
@@ -247,7 +250,10 @@ _COUNTS = """
            count(*) FILTER (WHERE finished_at > since) AS finished,
            count(*) FILTER (WHERE finished_at > since AND state = 'FAILED') AS failed,
            count(*) FILTER (WHERE state = 'RUNNING') AS running,
-           count(*) FILTER (WHERE state = 'PENDING') AS pending
+           count(*) FILTER (WHERE state = 'PENDING') AS pending,
+           percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP
+               (ORDER BY extract(epoch FROM finished_at - created_at))
+               FILTER (WHERE finished_at > since) AS latency
     FROM jobs.jobs, (SELECT now() - make_interval(secs => $1) AS since) w
     WHERE created_at > since OR finished_at > since OR state IN ('PENDING', 'RUNNING')"""
 
@@ -486,7 +492,13 @@ class JobsRepository:
         async with _connection(self.pool) as conn:
             row = await conn.fetchrow(_COUNTS, window_s)
         assert row is not None
-        return JobCounts(**{k: int(v) for k, v in row.items()})
+        counts = {k: int(v) for k, v in row.items() if k != "latency"}
+        p50, p95 = row["latency"] or (None, None)
+        return JobCounts(
+            **counts,
+            latency_p50_s=None if p50 is None else float(p50),
+            latency_p95_s=None if p95 is None else float(p95),
+        )
 
     async def count_running(self) -> int:
         """Jobs in state RUNNING, fleet-wide (the pixmesh_jobs_running gauge). Not traced: it

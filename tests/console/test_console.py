@@ -142,13 +142,14 @@ def one(driver: WebDriver, selector: str) -> WebElement:
     return wait_for(selector, lambda: (css(driver, selector) or [None])[0])
 
 
-def screenshot(driver: WebDriver, name: str) -> None:
+def screenshot(driver: WebDriver, name: str, width: int = 1280) -> None:
     if os.environ.get("PIXMESH_SCREENSHOTS"):
         DOCS.mkdir(exist_ok=True)
         height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(1280, min(max(int(height) + 40, 700), 2400))
+        driver.set_window_size(width, min(max(int(height) + 40, 700), 2000))
+        driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(DOCS / f"console-{name}.png"))
-        driver.set_window_size(1280, 1000)
+        driver.set_window_size(width, 1000 if width > 600 else 844)
 
 
 def axe_check(driver: WebDriver, page: str) -> None:
@@ -348,6 +349,25 @@ def test_operations_view_shows_a_queue_filling_and_draining(
     wait_for("queue drained", lambda: int(one(driver, cell).text) == 0)
     assert css(driver, "svg polyline"), "charts drawn"
     assert one(driver, "#dlq-title").text == "Dead letters"
+
+
+def test_every_page_fits_a_phone_width(
+    driver: WebDriver, rest_url: str, shared: dict[str, Any]
+) -> None:
+    driver.set_window_size(390, 844)
+    try:
+        for route in ("upload", "pipeline", "jobs", f"jobs/{shared['job_id']}", "library", "ops"):
+            go(driver, rest_url, route)
+            one(driver, "main h1")
+            time.sleep(0.3)  # let the page's data arrive
+            overflow = driver.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth"
+            )
+            assert overflow <= 1, f"{route}: {overflow}px wider than the phone"
+            if route == "ops":
+                screenshot(driver, "phone-operations", width=390)
+    finally:
+        driver.set_window_size(1280, 1000)
 
 
 def test_sign_out_forgets_the_key(driver: WebDriver, rest_url: str) -> None:

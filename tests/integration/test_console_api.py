@@ -113,3 +113,11 @@ def test_presigned_urls_allow_the_console_origin_only(stack: Stack, admin: Rest)
     assert "PUT" in console.headers.get("access-control-allow-methods", "")
     other = httpx.options(url, headers={"origin": "https://evil.example", **preflight})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_fleet_status_reports_job_latency_percentiles(admin: Rest, photo: bytes) -> None:
+    job = admin.create_job(admin.upload(photo)["image_id"], [{"resize": {"width": 32}}])
+    assert admin.wait_job(job["job_id"])["state"] == "SUCCEEDED"
+    jobs = admin.http.get("/v1/fleet").json()["status"]["jobs"]
+    p50, p95 = float(jobs["latency_p50"].rstrip("s")), float(jobs["latency_p95"].rstrip("s"))
+    assert 0 < p50 <= p95 < 600

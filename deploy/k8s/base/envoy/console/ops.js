@@ -84,7 +84,7 @@ export function render(main) {
   const summary = h("p", {});
   const warnings = h("ul", { class: "warnings" });
   const dlq = h("section", { "aria-labelledby": "dlq-title" });
-  const history = { created: [], finished: [], queues: new Map() };
+  const history = { created: [], finished: [], p50: [], p95: [], queues: new Map() };
   let timer = null;
   let backoff = EVERY_MS;
   let stopped = false;
@@ -102,6 +102,8 @@ export function render(main) {
       const jobs = status.jobs || {};
       push(history.created, [now, jobs.created_per_second || 0]);
       push(history.finished, [now, jobs.finished_per_second || 0]);
+      push(history.p50, [now, duration(jobs.latency_p50) || 0]);
+      push(history.p95, [now, duration(jobs.latency_p95) || 0]);
       for (const svc of status.services || []) {
         for (const q of svc.queues || []) {
           if (!history.queues.has(q.consumer)) history.queues.set(q.consumer, []);
@@ -114,6 +116,7 @@ export function render(main) {
       mount(warnings, (status.warnings || []).map((w) => h("li", {}, w)));
       mount(charts,
         chart("Jobs per second", [{ name: "created", points: history.created }, { name: "finished", points: history.finished }], "/s"),
+        chart("Job latency, created to finished (s)", [{ name: "p50", points: history.p50 }, { name: "p95", points: history.p95 }], " s"),
         chart("Queue depth (pending + in flight)", [...history.queues].map(([name, points]) => ({ name, points })), ""));
     } catch (err) {
       live.textContent = `down — retrying in ${seconds(backoff / 1000)}`;
