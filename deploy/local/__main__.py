@@ -45,6 +45,7 @@ def _endpoints(stack: Stack, api_key: str | None, key_file: Path) -> str:
     rows: list[tuple[str, str]] = []
     if stack.envoy:
         rows += [
+            ("Web console", f"{stack.rest_url}/   (sign in with the key below)"),
             (
                 "REST + gRPC (Envoy)",
                 f"{stack.rest_url}   grpcurl -plaintext {stack.grpc_target} list",
