@@ -28,6 +28,7 @@ from pixmesh.gateway.v1 import gateway_pb2
 Json = dict[str, Any]
 
 GATEWAY_SERVICE = "pixmesh.gateway.v1.GatewayService"
+DOMAIN = "pixmesh.dev"  # ErrorInfo.domain, as the services send it (services/runtime/errors.py)
 DEFAULT_DESCRIPTOR = str(Path(__file__).with_name("pixmesh.pb"))
 # An HttpBody download is one gRPC message; the services cap messages at 80 MiB (max_message_bytes).
 DEFAULT_MAX_RESPONSE_BYTES = 80 * 1024 * 1024
@@ -46,7 +47,20 @@ STREAM_IDLE_TIMEOUT = "3600s"
 
 # Envoy's own replies (unknown path, body too large, ...) use google.rpc.Status JSON like the
 # transcoded errors, so REST clients parse one error shape. HTTP status -> gRPC code.
-_LOCAL_REPLY_CODES = {400: 3, 404: 5, 413: 8, 429: 8, 431: 8, 503: 14, 504: 4}
+_LOCAL_REPLY_CODES = {400: 3, 404: 5, 413: 8, 429: 8, 431: 8, 502: 14, 503: 14, 504: 4}
+# Replies whose Envoy text is about Envoy ("transcoder's internal buffer size", "upstream connect
+# error ... reset reason") get a fixed message and an ErrorInfo reason instead: no internal
+# message reaches a client, and a body over a limit says so with a reason on every route.
+_LOCAL_REPLY_REASONS = {
+    413: (
+        "REQUEST_TOO_LARGE",
+        "the request body is over this endpoint's size limit; upload large images with"
+        " CreateUploadUrl (POST /v1/images:uploadUrl)",
+    ),
+    502: ("UPSTREAM_UNAVAILABLE", "the service is temporarily unavailable; retry shortly"),
+    503: ("UPSTREAM_UNAVAILABLE", "the service is temporarily unavailable; retry shortly"),
+    504: ("UPSTREAM_TIMEOUT", "the service did not answer in time"),
+}
 
 _H2_OPTIONS: Json = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -186,18 +200,51 @@ def _transcoder(descriptor_path: str, max_request_bytes: int, max_response_bytes
     }
 
 
-def _route(name: str, prefix: str, **action: Any) -> Json:
-    return {"name": name, "match": {"prefix": prefix}, "route": {"cluster": "gateway", **action}}
+def _route(name: str, prefix: str, *, buffered: bool = True, **action: Any) -> Json:
+    route: Json = {
+        "name": name,
+        "match": {"prefix": prefix},
+        "route": {"cluster": "gateway", **action},
+    }
+    if not buffered:  # streams flow through; the buffer filter would hold them until the end
+        route["typed_per_filter_config"] = {
+            "envoy.filters.http.buffer": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                "disabled": True,
+            }
+        }
+    return route
+
+
+def _buffer_filter(max_request_bytes: int) -> Json:
+    """Every unary request body is capped before the transcoder: the transcoder itself caps only
+    HttpBody bodies, so a JSON body over the limit went on to the gateway (and one over its gRPC
+    message limit came back 429 "Received message larger than max"). Over it: 413 with a JSON
+    reason (REQUEST_TOO_LARGE). Streaming routes opt out per route."""
+    return {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": max_request_bytes,
+        },
+    }
 
 
 def _routes(console_dir: str | None) -> list[Json]:
     # The web console's page and files first: Envoy answers them itself (deploy/envoy/console.py).
     pages = console.routes(console_dir) if console_dir else []
     streams = [
-        _route(f"stream:{p.strip('/')}", p, timeout="0s", idle_timeout=STREAM_IDLE_TIMEOUT)
+        _route(
+            f"stream:{p.strip('/')}",
+            p,
+            buffered=False,
+            timeout="0s",
+            idle_timeout=STREAM_IDLE_TIMEOUT,
+        )
         for p in _STREAMING_PREFIXES
     ]
-    upload = _route("upload", _UPLOAD_PREFIX, timeout=UPLOAD_TIMEOUT)
+    # Native gRPC uploads stream in chunks (the gateway enforces its own size limit as they come).
+    upload = _route("upload", _UPLOAD_PREFIX, buffered=False, timeout=UPLOAD_TIMEOUT)
     # A gRPC client's own deadline (grpc-timeout) wins over the 60 s default; REST has none.
     unary = _route(
         "default", "/", timeout=UNARY_TIMEOUT, max_stream_duration={"grpc_timeout_header_max": "0s"}
@@ -243,12 +290,14 @@ def _local_reply_mapper(http_status: int, op: str, grpc_code: int) -> Json:
         }
     }
     rest = {"or_filter": {"filters": [{"header_filter": not_grpc}, {"header_filter": transcoded}]}}
+    body: Json = {"code": grpc_code, "message": "%LOCAL_REPLY_BODY%"}
+    if op == "EQ" and http_status in _LOCAL_REPLY_REASONS:
+        reason, message = _LOCAL_REPLY_REASONS[http_status]
+        info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}
+        body = {"code": grpc_code, "message": message, "details": [{**info, "domain": DOMAIN}]}
     return {
         "filter": {"and_filter": {"filters": [{"status_code_filter": status}, rest]}},
-        "body_format_override": {
-            "json_format": {"code": grpc_code, "message": "%LOCAL_REPLY_BODY%"},
-            "content_type": "application/json",
-        },
+        "body_format_override": {"json_format": body, "content_type": "application/json"},
     }
 
 
@@ -307,6 +356,7 @@ def _connection_manager(
     replicas: int,
     console_dir: str | None = None,
     cors_origins: Sequence[str] = (),
+    max_request_bytes: int = 64 * 1024 * 1024,
 ) -> Json:
     virtual_host: Json = {"name": "pixmesh", "domains": ["*"], "routes": _routes(console_dir)}
     if replicas > 1:
@@ -337,6 +387,7 @@ def _connection_manager(
         },
         "http_filters": [
             *([_cors_filter()] if cors_origins else []),
+            _buffer_filter(max_request_bytes),
             transcoder,
             # After the transcoder on decode (sees gRPC paths) and before it on encode (sees the
             # gRPC status): per-method request/status counters for REST and gRPC alike.
@@ -402,6 +453,7 @@ def render_config(
                             len(gateway_ports),
                             console_dir,
                             cors_origins,
+                            max_request_bytes,
                         ),
                     }
                 ]

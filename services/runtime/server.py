@@ -149,8 +149,18 @@ def time_left(context: Ctx, default: float) -> float:
     return default if remaining is None else max(0.0, min(remaining, default))
 
 
+# A message may quote what the caller sent (an id, a field); it travels in HTTP/2 trailers, where
+# a long one made the stream fail at the proxy (502 for a 1 MiB image_id), so it is cut here.
+MAX_MESSAGE_CHARS = 1024
+
+
+def client_message(err: ServiceError) -> str:
+    text = err.message
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
 def status_details(err: ServiceError) -> status_pb2.Status:
-    status = status_pb2.Status(code=err.code.value[0], message=err.message)
+    status = status_pb2.Status(code=err.code.value[0], message=client_message(err))
     status.details.add().Pack(
         error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=dict(err.metadata))
     )
@@ -192,7 +202,7 @@ async def _abort(context: Ctx, exc: BaseException) -> None:
         # Envoy's transcoder passes response metadata on as HTTP headers: REST clients get
         # Retry-After (whole seconds, at least 1) beside the RetryInfo in the JSON body.
         metadata += (("retry-after", str(max(1, math.ceil(err.retry_delay)))),)
-    await context.abort(err.code, err.message, trailing_metadata=metadata)
+    await context.abort(err.code, client_message(err), trailing_metadata=metadata)
 
 
 # grpc ships no type stubs, so its base class is Any to mypy.

@@ -158,7 +158,11 @@ def test_envoy_runs_the_generated_config(compose: dict[str, Any]) -> None:
     assert (COMPOSE_DIR / host_config).resolve() == COMPOSE_DIR / "envoy.json"
     config = json.loads((COMPOSE_DIR / "envoy.json").read_text())
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    transcoder = hcm["typed_config"]["http_filters"][0]["typed_config"]
+    transcoder = next(
+        f["typed_config"]
+        for f in hcm["typed_config"]["http_filters"]
+        if f["name"] == "envoy.filters.http.grpc_json_transcoder"
+    )
     host_pb = next(h for h, c in mounts.items() if c == transcoder["proto_descriptor"])
     assert (COMPOSE_DIR / host_pb).resolve() == REPO / "deploy/envoy/pixmesh.pb"
 

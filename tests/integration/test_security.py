@@ -186,3 +186,33 @@ def test_postgres_stopped_is_503_and_the_sdk_retries_until_it_is_back(
         if restarter.is_alive():
             restarter.join(60)
         stack.start_postgres()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/v1/images", "image/jpeg", b"\xff" * (65 << 20)),
+        ("/v1/jobs", "application/json", b'{"image_id": "' + b"x" * (65 << 20) + b'"}'),
+    ],
+    ids=["raw-upload", "json"],
+)
+def test_a_body_over_the_limit_is_413_with_a_json_reason(
+    http: httpx.Client, api_key: str, path: str, content_type: str, body: bytes
+) -> None:
+    resp = http.post(path, content=body, headers={**_auth(api_key), "content-type": content_type})
+    assert resp.status_code == 413, resp.text[:300]
+    error = resp.json()
+    assert error["code"] == 8 and error["details"][0]["reason"] == "REQUEST_TOO_LARGE"
+    assert "transcoder" not in resp.text and "buffer" not in resp.text
+
+
+def test_a_long_field_is_answered_by_the_service_not_a_proxy_error(
+    http: httpx.Client, api_key: str
+) -> None:
+    """The message quoting a 1 MiB image id used to overflow the HTTP/2 trailers: 502 with
+    Envoy's "upstream ... reset reason: protocol error". Now it is cut, and the answer is 404."""
+    body = {"image_id": "img_" + "x" * (1 << 20), "operations": RESIZE}
+    resp = http.post("/v1/jobs", json=body, headers=_auth(api_key))
+    assert resp.status_code == 404, resp.text[:300]
+    assert resp.json()["details"][0]["reason"] == "IMAGE_NOT_FOUND"
+    assert len(resp.json()["message"]) <= 1024 and "upstream" not in resp.text
