@@ -400,9 +400,11 @@ def colour_classical(sigma: float) -> dict[str, tuple[ColourMethod, str]]:
 
 
 COLOUR_PATHS: tuple[tuple[str, dict[str, object], Denoise], ...] = (
-    ("auto, CPU default (6 layers, int8, chroma at half resolution)", {}, Denoise(auto=True)),
+    ("auto, CPU default (6 layers, int8, chroma at half resolution from σ 17.5)", {},
+     Denoise(auto=True)),
     ("sigma given, CPU default", {}, Denoise()),  # sigma filled in per σ below
-    ("auto, fp32, chroma at half resolution", {"precision": "fp32"}, Denoise(auto=True)),
+    ("auto, fp32, chroma at half resolution from σ 17.5", {"precision": "fp32"},
+     Denoise(auto=True)),
     ("auto, fp32, full resolution (the float path)", {"precision": "fp32", "chroma_scale": 1},
      Denoise(auto=True)),
     ("auto, 17 layers, fp32, full resolution (the GPU default)",
