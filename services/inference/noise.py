@@ -5,9 +5,10 @@ transform is almost pure noise in natural images, so median(|HH|) / 0.6745 estim
 standard deviation of additive white Gaussian noise (Donoho & Johnstone, 1994; the same rule as
 scikit-image's `estimate_sigma`, which uses db2 instead of Haar).
 
-Colour images are denoised on luminance by default: Y of JPEG's full-range BT.601 YCbCr. Its
-inverse adds Y with weight 1 to each of R, G and B, so replacing Y by a denoised Y' is exactly
-RGB + (Y' − Y) per channel: chroma is untouched and no Cb/Cr planes need to be kept.
+LUMINANCE mode denoises Y of JPEG's full-range BT.601 YCbCr. Its inverse adds Y with weight 1
+to each of R, G and B, so replacing Y by a denoised Y' is exactly RGB + (Y' − Y) per channel:
+chroma is untouched and no Cb/Cr planes need to be kept. The colour default (AUTO, OPPONENT)
+works on opponent planes, each with its own σ (below).
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@
 Decoding, colour conversion, σ estimation and encoding run on the injected bounded executor;
 the model runs through its dynamic batcher (on the same executor), so tiles of concurrent tasks
 share onnxruntime runs. A stage of several Denoise operations decodes once and encodes once.
-Each operation reports the model, σ before/after and the execution provider that ran it.
+Each operation reports the model, σ before/after and the execution provider that ran it, and
+per plane (grey; Y, C1, C2 of the opponent space; R, G, B; or BT.601 Y) its σ before/after,
+model and resolution. Colour mode AUTO (the default) estimates the opponent planes' noise and
+runs OPPONENT when the chroma is noisy, LUMINANCE when it is not (README, "Denoising").
 """
 
 from __future__ import annotations
