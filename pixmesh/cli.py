@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline(process)
     process.add_argument("-o", "--output", default=".", help="directory for outputs (default .)")
     process.add_argument("--idempotency-key", help="reuse to make a retried command safe")
+    process.add_argument(
+        "--no-reuse",
+        dest="reuse",
+        action="store_false",
+        help="compute every output even when identical work already stored it",
+    )
     process.set_defaults(command=_process)
 
     plan = commands.add_parser(
@@ -236,6 +242,7 @@ def _process(client: Client, args: argparse.Namespace) -> int:
             renditions=args.rendition,
             idempotency_key=args.idempotency_key,
             on_update=progress.update,
+            reuse=args.reuse,
         )
     finally:
         progress.finish()

@@ -465,14 +465,21 @@ class Client:
         filename: str | None = None,
         idempotency_key: str | None = None,
         on_update: Callable[[Job], None] | None = None,
+        reuse: bool = True,
     ) -> Job:
         """Upload, create the job and follow it to its terminal state, which is returned (check
-        `job.state`: a failed job is a result, not an exception). `on_update` sees every change."""
+        `job.state`: a failed job is a result, not an exception). `on_update` sees every change;
+        `reuse=False` recomputes outputs that identical work already stored."""
         # Fail on a bad op before uploading anything.
         pipeline, branches = job_pipeline(operations, preset, renditions)
         image = self.upload(source, filename)
         job = self.create_job(
-            image.image_id, pipeline, idempotency_key, preset=preset, renditions=branches
+            image.image_id,
+            pipeline,
+            idempotency_key,
+            preset=preset,
+            renditions=branches,
+            reuse=reuse,
         )
         if on_update:
             on_update(job)

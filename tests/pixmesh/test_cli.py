@@ -379,3 +379,14 @@ def test_status_watch_needs_a_positive_interval(
         run(sync_target, "status", "--watch", "0")
     assert info.value.code == 2
     assert "positive number of seconds" in capsys.readouterr().err
+
+
+def test_process_no_reuse_asks_for_recomputation(
+    sync_target: str, fake: FakeGateway, photo: Path, tmp_path: Path
+) -> None:
+    assert run(sync_target, "process", str(photo), "--op", "grayscale", "-o", str(tmp_path)) == 0
+    assert not fake.create_requests[0].HasField("reuse")  # the default: reuse
+    args = ["process", str(photo), "--op", "grayscale", "--no-reuse", "-o", str(tmp_path / "b")]
+    assert run(sync_target, *args) == 0
+    request = fake.create_requests[1]
+    assert request.HasField("reuse") and request.reuse is False
