@@ -58,6 +58,7 @@ try:
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.remote.webelement import WebElement
     from selenium.webdriver.support.ui import Select
@@ -179,7 +180,10 @@ def go(driver: WebDriver, url: str, route: str) -> None:
 
 
 def test_a_bad_key_shows_the_reason(driver: WebDriver, rest_url: str) -> None:
-    sign_in(driver, rest_url, "pm_not_a_key")
+    # Keyboard only: the key field has the focus on load, Enter submits.
+    driver.get(f"{rest_url}/")
+    one(driver, 'input[name="key"]')
+    driver.switch_to.active_element.send_keys("pm_not_a_key", Keys.ENTER)
     error = one(driver, '[data-testid="error"]')
     assert "UNAUTHENTICATED" in error.text
     assert "API_KEY_INVALID" in error.text
@@ -232,8 +236,32 @@ def _add_resize(driver: WebDriver, rendition: WebElement, width: int, height: in
 def test_builds_a_two_rendition_pipeline_watches_it_succeed_and_downloads_an_output(
     driver: WebDriver, rest_url: str, admin_key: str, shared: dict[str, Any]
 ) -> None:
-    go(driver, rest_url, f"pipeline?image={shared['image_id']}&example=0")
+    go(driver, rest_url, "pipeline?example=0")
     form = one(driver, "form.pipeline")
+    # An API error shows its code, reason and the field it names.
+    image = form.find_element(By.CSS_SELECTOR, 'input[name="image"]')
+    image.clear()
+    image.send_keys("img_does_not_exist")
+    form.find_element(By.CSS_SELECTOR, 'button[name="plan"]').click()
+    error = one(driver, 'form.pipeline [data-testid="error"]')
+    wait_for(
+        "not-found error", lambda: "NOT_FOUND" in error.text and "IMAGE_NOT_FOUND" in error.text
+    )
+    image.clear()
+    image.send_keys(shared["image_id"])
+    form.find_element(By.XPATH, ".//button[.='Add operation']").click()
+    step = css(driver, "form.pipeline > div > ol.steps > li.step")[-1]
+    Select(step.find_element(By.CSS_SELECTOR, 'select[name="operation"]')).select_by_value("rotate")
+    step.find_element(By.CSS_SELECTOR, 'input[name="background"]').send_keys("blue")
+    form.find_element(By.CSS_SELECTOR, 'button[name="plan"]').click()
+    wait_for(
+        "field violation shown",
+        lambda: (
+            "operations[0].rotate.background"
+            in one(driver, 'form.pipeline [data-testid="error"]').text
+        ),
+    )
+    step.find_element(By.XPATH, ".//button[.='Remove step']").click()
     for name, size in (("thumb", 160), ("medium", 480)):
         form.find_element(By.XPATH, ".//button[.='Add rendition']").click()
         rendition = css(driver, "fieldset.rendition")[-1]
