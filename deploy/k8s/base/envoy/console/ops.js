@@ -119,6 +119,12 @@ export function render(main) {
         chart("Job latency, created to finished (s)", [{ name: "p50", points: history.p50 }, { name: "p95", points: history.p95 }], " s"),
         chart("Queue depth (pending + in flight)", [...history.queues].map(([name, points]) => ({ name, points })), ""));
     } catch (err) {
+      if (err.code === "PERMISSION_DENIED") { // retrying cannot help: the key lacks the scope
+        live.textContent = "admin only";
+        live.className = "badge s-failed";
+        mount(table, errorBox(err, "The operations view needs a key with the admin scope"));
+        return;
+      }
       live.textContent = `down — retrying in ${seconds(backoff / 1000)}`;
       live.className = "badge s-failed";
       mount(table, errorBox(err, "Fleet status unavailable"));
