@@ -58,6 +58,7 @@ from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
 from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from services.runtime import bus as busmod
+from services.runtime import trust
 from services.runtime.bus import Bus
 
 TENANT = "bench"
@@ -281,7 +282,11 @@ async def bench(args: argparse.Namespace, stack: Stack, jobs_pid: int) -> list[R
     pids = stack.pids()
     rounds: list[Round] = []
     try:
-        async with grpc.aio.insecure_channel(stack.service_addr("jobs")) as channel:
+        # The jobs service only takes calls signed with the mesh's service token.
+        trust.configure(stack.service_token_secret(), "bench")
+        async with grpc.aio.insecure_channel(
+            stack.service_addr("jobs"), interceptors=trust.client_interceptors()
+        ) as channel:
             stub = jobs_pb2_grpc.JobsServiceStub(channel)
             n = 0
             await run_round(stub, args.warmup, args.clients, n, args.renditions)

@@ -26,6 +26,7 @@ import atexit
 import contextlib
 import functools
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -226,8 +227,30 @@ class Stack:
             s3_bucket=self.s3_bucket,
             s3_access_key=self.s3_access_key,
             s3_secret_key=self.s3_secret_key,
-            overrides={**overrides, **(extra or {})},
+            overrides={
+                "PIXMESH_SERVICE_TOKEN_SECRET": self.service_token_secret(),
+                **overrides,
+                **(extra or {}),
+            },
         )
+
+    def service_token_secret(self) -> str:
+        """The key the services sign their calls to each other with (services/runtime/trust.py):
+        random, made on first use and kept in the data folder (0600), so every process of this
+        stack, and a later `up` on the same data, share it."""
+        path = self.data_dir / "service-token-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def service_token(self, admin: bool = False) -> str:
+        """A service token for tests and tools calling an internal service directly (header
+        `x-pixmesh-service-token`); `admin` may manage models."""
+        from services.runtime.trust import Minter
+
+        return Minter(self.service_token_secret(), "operator", admin).token()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -147,7 +147,9 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
         yield App(
             services=[
                 GrpcService(
-                    name, lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(api, s)
+                    name,
+                    lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(api, s),
+                    public=True,  # API keys, checked by the gateway itself
                 )
             ],
             workers=[Announcer.for_service(bus.nc, settings).run, revocations.run],

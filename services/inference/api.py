@@ -11,6 +11,7 @@ from services.inference import catalog, errors
 from services.inference.batcher import BatchingOptions
 from services.inference.models import ModelManager
 from services.inference.service import InferenceService
+from services.runtime import trust
 from services.runtime.server import Ctx
 
 
@@ -65,12 +66,14 @@ class InferenceApi(inference_pb2_grpc.InferenceServiceServicer):
         return catalog.statistics(self.models, request.name, request.version)
 
     async def LoadModel(self, request: pb.LoadModelRequest, context: Ctx) -> pb.LoadModelResponse:
+        trust.require_admin(context)  # model management: operators only
         await self.models.load(request.name, request.version)
         return pb.LoadModelResponse(model=catalog.model_info(self.models.status(request.name)))
 
     async def UnloadModel(
         self, request: pb.UnloadModelRequest, context: Ctx
     ) -> pb.UnloadModelResponse:
+        trust.require_admin(context)
         await self.models.unload(request.name)
         return pb.UnloadModelResponse(model=catalog.model_info(self.models.status(request.name)))
 

@@ -26,7 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import metrics
+from services.runtime import metrics, trust
 from services.runtime.errors import DOMAIN, ServiceError
 from services.runtime.logs import setup_logging
 from services.runtime.outage import as_unavailable
@@ -49,6 +49,8 @@ class GrpcService:
 
     name: str
     register: Callable[[grpc.aio.Server], None]
+    # Public: callable without a service token (the gateway's API, which checks API keys).
+    public: bool = False
 
 
 @dataclass
@@ -86,10 +88,16 @@ async def _serve(settings: S, build: AppFactory[S]) -> None:
 
 
 async def _serve_app(settings: S, build: AppFactory[S], stop: asyncio.Event) -> None:
+    # Before build: the app's channels sign their calls with this process's service token.
+    trust.configure(settings.service_token_secret.get_secret_value(), settings.service_name)
     async with build(settings) as app:
         server = grpc.aio.server(
             # Metrics first (outermost): it sees the final status, ErrorInterceptor's aborts too.
-            interceptors=[metrics.ServerMetricsInterceptor(), ErrorInterceptor()],
+            interceptors=[
+                metrics.ServerMetricsInterceptor(),
+                trust.TrustInterceptor(frozenset(s.name for s in app.services if s.public), _abort),
+                ErrorInterceptor(),
+            ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -322,7 +330,7 @@ async def channel(target: str) -> AsyncIterator[grpc.aio.Channel]:
             ("grpc.enable_retries", 1),
             ("grpc.service_config", _SERVICE_CONFIG),
         ],
-        interceptors=metrics.client_interceptors(),
+        interceptors=[*metrics.client_interceptors(), *trust.client_interceptors()],
     )
     try:
         yield ch

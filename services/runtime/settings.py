@@ -43,6 +43,9 @@ class ServiceSettings(BaseSettings):
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_bucket: str = "pixmesh"
     s3_region: str = "us-east-1"
+    # The key every service of a deployment signs and checks service tokens with
+    # (services/runtime/trust.py); empty: internal calls are not authenticated (a warning).
+    service_token_secret: SecretStr = SecretStr("")
     s3_access_key: SecretStr = SecretStr("pixmesh")
     s3_secret_key: SecretStr = SecretStr("pixmesh-secret")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.descriptor import ServiceDescriptor
 
+from deploy.local import Stack
 from pixmesh.gateway.v1 import gateway_pb2
 from pixmesh.imaging.v1 import imaging_pb2
 from pixmesh.inference.v1 import inference_pb2
@@ -91,9 +92,12 @@ def test_call_through_envoy_with_a_key(grpc_target: str, api_key: str) -> None:
     assert {"resize", "convert", "extract_metadata"} <= names
 
 
-def test_call_a_worker_directly(service_addrs: dict[str, str]) -> None:
+def test_call_a_worker_directly(service_addrs: dict[str, str], stack: Stack) -> None:
+    """With a service token (internal services refuse callers without one:
+    tests/integration/test_service_trust.py)."""
     method = "pixmesh.imaging.v1.ImagingService/ListOperations"
-    body = json.loads(grpcurl("-d", "{}", service_addrs["imaging"], method))
+    token = f"x-pixmesh-service-token: {stack.service_token()}"
+    body = json.loads(grpcurl("-H", token, "-d", "{}", service_addrs["imaging"], method))
     operations = {op["name"]: op for op in body["capabilities"]["operations"]}
     assert {"resize", "crop", "rotate", "flip", "convert"} <= set(operations)
     assert all(op["service"] == "imaging" for op in operations.values())

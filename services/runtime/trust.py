@@ -1,0 +1,220 @@
+"""Service-to-service trust: signed, short-lived service tokens on every internal gRPC call.
+
+Every service of a deployment shares one signing key (PIXMESH_SERVICE_TOKEN_SECRET; `make up`
+generates one per stack, Kubernetes mounts it from a Secret). A service's channels attach a JWT
+(HS256, PyJWT) naming the caller, valid `TOKEN_TTL_S`, re-minted before it expires; every server
+refuses a call without a valid one (UNAUTHENTICATED, reason SERVICE_TOKEN_INVALID), except the
+edge's public API (the gateway, which authenticates API keys itself), health and reflection. So
+`tenant_id` fields inside the mesh come only from callers that hold the key, and the gateway is
+the only service that turns an API key into a tenant.
+
+An `admin` token (minted by an operator: `python -m services.runtime.trust mint --admin`) is
+what model management (inference LoadModel/UnloadModel) requires: `require_admin`.
+
+Without a secret, nothing is signed or checked (unit tests building apps in process); a service
+started that way logs a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import jwt
+
+from services.runtime.errors import PermissionDenied, ServiceError, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+HEADER = "x-pixmesh-service-token"
+AUDIENCE = "pixmesh-mesh"
+TOKEN_TTL_S = 300
+REFRESH_BEFORE_S = 60
+# Always callable without a token: load balancers' health checks, grpcurl's describe.
+OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+
+
+class Minter:
+    """Mints (and caches) this process's token."""
+
+    def __init__(self, secret: str, caller: str, admin: bool = False) -> None:
+        self.secret = secret
+        self.caller = caller
+        self.admin = admin
+        self._token = ""
+        self._expires = 0.0
+
+    def token(self) -> str:
+        now = time.time()
+        if now > self._expires - REFRESH_BEFORE_S:
+            self._expires = now + TOKEN_TTL_S
+            claims = {"sub": self.caller, "aud": AUDIENCE, "exp": int(self._expires)}
+            if self.admin:
+                claims["adm"] = True
+            self._token = jwt.encode(claims, self.secret, algorithm="HS256")
+        return self._token
+
+
+def verify(secret: str, token: str | None) -> dict[str, Any]:
+    """The token's claims; UNAUTHENTICATED if it is missing, forged or expired."""
+    if not token:
+        raise Unauthenticated(
+            message="internal service: calls need a service token", reason="SERVICE_TOKEN_MISSING"
+        )
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=["HS256"], audience=AUDIENCE, options={"require": ["exp"]}
+        )
+    except jwt.PyJWTError:
+        raise Unauthenticated(
+            message="invalid or expired service token", reason="SERVICE_TOKEN_INVALID"
+        ) from None
+    return claims
+
+
+# ---- process-wide configuration (set once by runtime.server.serve) ------------------------------
+
+_secret = ""
+_minter: Minter | None = None
+
+
+def configure(secret: str, caller: str) -> None:
+    global _secret, _minter
+    _secret = secret
+    _minter = Minter(secret, caller) if secret else None
+    if not secret:
+        log.warning("PIXMESH_SERVICE_TOKEN_SECRET is not set: internal calls are not authenticated")
+
+
+def _token_of(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == HEADER:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+def require_admin(context: grpc.aio.ServicerContext) -> None:
+    """PERMISSION_DENIED unless the call carries an admin service token (when trust is on)."""
+    if not _secret:
+        return
+    claims = verify(_secret, _token_of(context.invocation_metadata()))
+    if not claims.get("adm"):
+        raise PermissionDenied(
+            message="needs an operator's admin service token", reason="ADMIN_TOKEN_REQUIRED"
+        )
+
+
+# ---- client side ------------------------------------------------------------------------------
+
+
+def _with_token(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    if _minter is None:
+        return details
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    metadata.add(HEADER, _minter.token())
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(_with_token(details), request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(_with_token(details), request)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, requests: Any
+    ) -> Any:
+        return await continuation(_with_token(details), requests)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, requests: Any
+    ) -> Any:
+        return await continuation(_with_token(details), requests)
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Attach this process's service token to every call of a channel."""
+    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
+
+
+# ---- server side ------------------------------------------------------------------------------
+
+Abort = Callable[[grpc.aio.ServicerContext, ServiceError], Any]
+
+
+class TrustInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuses calls to this server's non-public services without a valid service token."""
+
+    def __init__(self, public: frozenset[str], abort: Abort) -> None:
+        self.open = OPEN_SERVICES | public
+        self.abort = abort
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        service = details.method.split("/")[1] if details.method.count("/") >= 2 else ""
+        if handler is None or not _secret or service in self.open:
+            return handler
+        try:
+            verify(_secret, _token_of(details.invocation_metadata))
+        except ServiceError as err:
+            return _refusal(handler, err, self.abort)
+        return handler
+
+
+def _refusal(handler: grpc.RpcMethodHandler, err: ServiceError, abort: Abort) -> Any:
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await abort(context, err)
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await abort(context, err)
+        yield  # pragma: no cover - a generator, never resumed after the abort
+
+    des, ser = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary, des, ser)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary, des, ser)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream, des, ser)
+    return grpc.stream_stream_rpc_method_handler(stream, des, ser)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Mint a token for an operator (grpcurl -H 'x-pixmesh-service-token: <token>' ...)."""
+    from services.runtime.settings import ServiceSettings
+
+    parser = argparse.ArgumentParser(prog="python -m services.runtime.trust")
+    sub = parser.add_subparsers(dest="command", required=True)
+    mint = sub.add_parser("mint", help="print a service token (PIXMESH_SERVICE_TOKEN_SECRET)")
+    mint.add_argument("--caller", default="operator")
+    mint.add_argument("--admin", action="store_true", help="may load and unload models")
+    args = parser.parse_args(argv)
+    secret = ServiceSettings().service_token_secret.get_secret_value()
+    if not secret:
+        parser.error("PIXMESH_SERVICE_TOKEN_SECRET is not set")
+    print(Minter(secret, args.caller, args.admin).token())
+
+
+if __name__ == "__main__":
+    main()
