@@ -1511,3 +1511,156 @@ class GetImagePreviewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetImagePreviewResponse: _TypeAlias = GetImagePreviewResponse  # noqa: Y015
+
+@_typing.final
+class DeletionReport(_message.Message):
+    """What a deletion removed. Objects are content-addressed and shared: `objects_kept` counts those
+    still used by another image or job (of this tenant or another), left in place.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_DELETED_FIELD_NUMBER: _builtins.int
+    JOBS_DELETED_FIELD_NUMBER: _builtins.int
+    OBJECTS_DELETED_FIELD_NUMBER: _builtins.int
+    OBJECTS_KEPT_FIELD_NUMBER: _builtins.int
+    images_deleted: _builtins.int
+    jobs_deleted: _builtins.int
+    objects_deleted: _builtins.int
+    objects_kept: _builtins.int
+    def __init__(
+        self,
+        *,
+        images_deleted: _builtins.int = ...,
+        jobs_deleted: _builtins.int = ...,
+        objects_deleted: _builtins.int = ...,
+        objects_kept: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_deleted", b"images_deleted", "jobs_deleted", b"jobs_deleted", "objects_deleted", b"objects_deleted", "objects_kept", b"objects_kept"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletionReport: _TypeAlias = DeletionReport  # noqa: Y015
+
+@_typing.final
+class DeleteImageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteImageRequest: _TypeAlias = DeleteImageRequest  # noqa: Y015
+
+@_typing.final
+class DeleteImageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___DeletionReport: ...
+    def __init__(
+        self,
+        *,
+        report: Global___DeletionReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteImageResponse: _TypeAlias = DeleteImageResponse  # noqa: Y015
+
+@_typing.final
+class DeleteJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteJobRequest: _TypeAlias = DeleteJobRequest  # noqa: Y015
+
+@_typing.final
+class DeleteJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___DeletionReport: ...
+    def __init__(
+        self,
+        *,
+        report: Global___DeletionReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteJobResponse: _TypeAlias = DeleteJobResponse  # noqa: Y015
+
+@_typing.final
+class DeleteTenantDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIRM_TENANT_ID_FIELD_NUMBER: _builtins.int
+    DELETE_KEYS_FIELD_NUMBER: _builtins.int
+    confirm_tenant_id: _builtins.str
+    """Must equal the caller's tenant id (a guard against a wrong key)."""
+    delete_keys: _builtins.bool
+    def __init__(
+        self,
+        *,
+        confirm_tenant_id: _builtins.str = ...,
+        delete_keys: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_tenant_id", b"confirm_tenant_id", "delete_keys", b"delete_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTenantDataRequest: _TypeAlias = DeleteTenantDataRequest  # noqa: Y015
+
+@_typing.final
+class DeleteTenantDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___DeletionReport: ...
+    def __init__(
+        self,
+        *,
+        report: Global___DeletionReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTenantDataResponse: _TypeAlias = DeleteTenantDataResponse  # noqa: Y015

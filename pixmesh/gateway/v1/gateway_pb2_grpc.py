@@ -170,6 +170,21 @@ class GatewayServiceStub:
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.DeleteImage = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/DeleteImage',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteImageRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteImageResponse.FromString,
+                _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/DeleteJob',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
+        self.DeleteTenantData = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/DeleteTenantData',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -380,6 +395,31 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteImage(self, request, context):
+        """Delete an image of the caller's tenant: its source bytes (unless another image, of any
+        tenant, has the same bytes), its finished jobs and their outputs (unless another job uses
+        them), its metadata and similarity entry (write scope). Idempotent: a deleted image is 404.
+        FAILED_PRECONDITION JOBS_RUNNING while a job of it runs (cancel it first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJob(self, request, context):
+        """Delete a finished job and its outputs (unless another job uses them) (write scope).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTenantData(self, request, context):
+        """Erase everything the caller's tenant stored: images, jobs, outputs, metadata (admin scope).
+        `confirm_tenant_id` must name the tenant. Keys are kept unless `delete_keys`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -517,6 +557,21 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetUsageRequest.FromString,
                     response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'DeleteImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImage,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteImageRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteImageResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteJobRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'DeleteTenantData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTenantData,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1249,6 +1304,87 @@ class GatewayService:
             '/pixmesh.gateway.v1.GatewayService/GetUsage',
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetUsageRequest.SerializeToString,
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/DeleteImage',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteImageRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/DeleteJob',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteJobRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTenantData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/DeleteTenantData',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -113,6 +113,18 @@ class GatewayServiceStub:
     """
     GetUsage: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetUsageRequest, _gateway_pb2.GetUsageResponse]
     """The tenant's limits and how much of each is used (read scope)."""
+    DeleteImage: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeleteImageRequest, _gateway_pb2.DeleteImageResponse]
+    """Delete an image of the caller's tenant: its source bytes (unless another image, of any
+    tenant, has the same bytes), its finished jobs and their outputs (unless another job uses
+    them), its metadata and similarity entry (write scope). Idempotent: a deleted image is 404.
+    FAILED_PRECONDITION JOBS_RUNNING while a job of it runs (cancel it first).
+    """
+    DeleteJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeleteJobRequest, _gateway_pb2.DeleteJobResponse]
+    """Delete a finished job and its outputs (unless another job uses them) (write scope)."""
+    DeleteTenantData: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeleteTenantDataRequest, _gateway_pb2.DeleteTenantDataResponse]
+    """Erase everything the caller's tenant stored: images, jobs, outputs, metadata (admin scope).
+    `confirm_tenant_id` must name the tenant. Keys are kept unless `delete_keys`.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -199,6 +211,18 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """
     GetUsage: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetUsageRequest, _gateway_pb2.GetUsageResponse]  # type: ignore[assignment]
     """The tenant's limits and how much of each is used (read scope)."""
+    DeleteImage: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeleteImageRequest, _gateway_pb2.DeleteImageResponse]  # type: ignore[assignment]
+    """Delete an image of the caller's tenant: its source bytes (unless another image, of any
+    tenant, has the same bytes), its finished jobs and their outputs (unless another job uses
+    them), its metadata and similarity entry (write scope). Idempotent: a deleted image is 404.
+    FAILED_PRECONDITION JOBS_RUNNING while a job of it runs (cancel it first).
+    """
+    DeleteJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeleteJobRequest, _gateway_pb2.DeleteJobResponse]  # type: ignore[assignment]
+    """Delete a finished job and its outputs (unless another job uses them) (write scope)."""
+    DeleteTenantData: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeleteTenantDataRequest, _gateway_pb2.DeleteTenantDataResponse]  # type: ignore[assignment]
+    """Erase everything the caller's tenant stored: images, jobs, outputs, metadata (admin scope).
+    `confirm_tenant_id` must name the tenant. Keys are kept unless `delete_keys`.
+    """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public pixmesh API. Every call needs `authorization: Bearer <api key>` metadata."""
@@ -444,5 +468,35 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.GetUsageResponse, _abc.Awaitable[_gateway_pb2.GetUsageResponse]]:
         """The tenant's limits and how much of each is used (read scope)."""
+
+    @_abc_1.abstractmethod
+    def DeleteImage(
+        self,
+        request: _gateway_pb2.DeleteImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.DeleteImageResponse, _abc.Awaitable[_gateway_pb2.DeleteImageResponse]]:
+        """Delete an image of the caller's tenant: its source bytes (unless another image, of any
+        tenant, has the same bytes), its finished jobs and their outputs (unless another job uses
+        them), its metadata and similarity entry (write scope). Idempotent: a deleted image is 404.
+        FAILED_PRECONDITION JOBS_RUNNING while a job of it runs (cancel it first).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteJob(
+        self,
+        request: _gateway_pb2.DeleteJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.DeleteJobResponse, _abc.Awaitable[_gateway_pb2.DeleteJobResponse]]:
+        """Delete a finished job and its outputs (unless another job uses them) (write scope)."""
+
+    @_abc_1.abstractmethod
+    def DeleteTenantData(
+        self,
+        request: _gateway_pb2.DeleteTenantDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.DeleteTenantDataResponse, _abc.Awaitable[_gateway_pb2.DeleteTenantDataResponse]]:
+        """Erase everything the caller's tenant stored: images, jobs, outputs, metadata (admin scope).
+        `confirm_tenant_id` must name the tenant. Keys are kept unless `delete_keys`.
+        """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from pixmesh.common.v1 import fleet_pb2 as _fleet_pb2
 from pixmesh.common.v1 import image_pb2 as _image_pb2
@@ -439,3 +440,74 @@ class ReplayJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplayJobResponse: _TypeAlias = ReplayJobResponse  # noqa: Y015
+
+@_typing.final
+class DeleteJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    FINISHED_BEFORE_FIELD_NUMBER: _builtins.int
+    FAIL_IF_RUNNING_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    job_id: _builtins.str
+    """At most one of these; none: every finished job of the tenant."""
+    image_id: _builtins.str
+    fail_if_running: _builtins.bool
+    """Report running jobs of the selection instead of skipping them silently."""
+    @_builtins.property
+    def finished_before(self) -> _timestamp_pb2.Timestamp:
+        """Only jobs finished before this time (retention)."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        image_id: _builtins.str = ...,
+        finished_before: _timestamp_pb2.Timestamp | None = ...,
+        fail_if_running: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_before", b"finished_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_if_running", b"fail_if_running", "finished_before", b"finished_before", "image_id", b"image_id", "job_id", b"job_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteJobsRequest: _TypeAlias = DeleteJobsRequest  # noqa: Y015
+
+@_typing.final
+class DeleteJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_DELETED_FIELD_NUMBER: _builtins.int
+    JOBS_RUNNING_FIELD_NUMBER: _builtins.int
+    UNREFERENCED_KEYS_FIELD_NUMBER: _builtins.int
+    KEYS_KEPT_FIELD_NUMBER: _builtins.int
+    jobs_deleted: _builtins.int
+    jobs_running: _builtins.int
+    """Jobs of the selection still PENDING or RUNNING (not deleted)."""
+    keys_kept: _builtins.int
+    """Outputs of the deleted jobs still referenced (or possibly reused) by another job."""
+    @_builtins.property
+    def unreferenced_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Outputs of the deleted jobs that no remaining job references and no running job may reuse:
+        the caller deletes these objects.
+        """
+
+    def __init__(
+        self,
+        *,
+        jobs_deleted: _builtins.int = ...,
+        jobs_running: _builtins.int = ...,
+        unreferenced_keys: _abc.Iterable[_builtins.str] | None = ...,
+        keys_kept: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_deleted", b"jobs_deleted", "jobs_running", b"jobs_running", "keys_kept", b"keys_kept", "unreferenced_keys", b"unreferenced_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteJobsResponse: _TypeAlias = DeleteJobsResponse  # noqa: Y015

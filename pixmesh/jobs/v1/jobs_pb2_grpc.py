@@ -81,6 +81,11 @@ class JobsServiceStub:
                 request_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobResponse.FromString,
                 _registered_method=True)
+        self.DeleteJobs = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/DeleteJobs',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsResponse.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
@@ -147,6 +152,14 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJobs(self, request, context):
+        """Delete finished jobs of a tenant (one, those of an image, those finished before a time, or
+        all) and say which of their object keys nothing else references any more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +207,11 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.ReplayJob,
                     request_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobRequest.FromString,
                     response_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobResponse.SerializeToString,
+            ),
+            'DeleteJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJobs,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -441,6 +459,33 @@ class JobsService:
             '/pixmesh.jobs.v1.JobsService/ReplayJob',
             pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobRequest.SerializeToString,
             pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.ReplayJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/DeleteJobs',
+            pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class JobsServiceStub:
     """The newest dead letters (PIXMESH_DLQ), newest first; not scoped to a tenant (admin only)."""
     ReplayJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ReplayJobRequest, _jobs_pb2.ReplayJobResponse]
     """Run a FAILED job again from its failed stage (a dead letter replayed); any tenant's job."""
+    DeleteJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.DeleteJobsRequest, _jobs_pb2.DeleteJobsResponse]
+    """Delete finished jobs of a tenant (one, those of an image, those finished before a time, or
+    all) and say which of their object keys nothing else references any more.
+    """
 
 @_typing.type_check_only
 class JobsServiceAsyncStub(JobsServiceStub):
@@ -73,6 +77,10 @@ class JobsServiceAsyncStub(JobsServiceStub):
     """The newest dead letters (PIXMESH_DLQ), newest first; not scoped to a tenant (admin only)."""
     ReplayJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ReplayJobRequest, _jobs_pb2.ReplayJobResponse]  # type: ignore[assignment]
     """Run a FAILED job again from its failed stage (a dead letter replayed); any tenant's job."""
+    DeleteJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.DeleteJobsRequest, _jobs_pb2.DeleteJobsResponse]  # type: ignore[assignment]
+    """Delete finished jobs of a tenant (one, those of an image, those finished before a time, or
+    all) and say which of their object keys nothing else references any more.
+    """
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     """The job registry (internal). The gateway calls it after authenticating the tenant; every
@@ -147,5 +155,15 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ReplayJobResponse, _abc.Awaitable[_jobs_pb2.ReplayJobResponse]]:
         """Run a FAILED job again from its failed stage (a dead letter replayed); any tenant's job."""
+
+    @_abc_1.abstractmethod
+    def DeleteJobs(
+        self,
+        request: _jobs_pb2.DeleteJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.DeleteJobsResponse, _abc.Awaitable[_jobs_pb2.DeleteJobsResponse]]:
+        """Delete finished jobs of a tenant (one, those of an image, those finished before a time, or
+        all) and say which of their object keys nothing else references any more.
+        """
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -259,3 +259,48 @@ class GetImagePreviewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetImagePreviewResponse: _TypeAlias = GetImagePreviewResponse  # noqa: Y015
+
+@_typing.final
+class DeleteImageMetadataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    ALL_IMAGES_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    sha256: _builtins.str
+    """Empty with all_images: every image of the tenant."""
+    all_images: _builtins.bool
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        all_images: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_images", b"all_images", "sha256", b"sha256", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteImageMetadataRequest: _TypeAlias = DeleteImageMetadataRequest  # noqa: Y015
+
+@_typing.final
+class DeleteImageMetadataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteImageMetadataResponse: _TypeAlias = DeleteImageMetadataResponse  # noqa: Y015

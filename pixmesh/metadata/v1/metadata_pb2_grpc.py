@@ -62,6 +62,11 @@ class MetadataServiceStub:
                 request_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewResponse.FromString,
                 _registered_method=True)
+        self.DeleteImageMetadata = channel.unary_unary(
+                '/pixmesh.metadata.v1.MetadataService/DeleteImageMetadata',
+                request_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.DeleteImageMetadataRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.DeleteImageMetadataResponse.FromString,
+                _registered_method=True)
 
 
 class MetadataServiceServicer:
@@ -105,6 +110,14 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteImageMetadata(self, request, context):
+        """Forget the metadata (and so the similarity entry) of one image of a tenant, by its sha256,
+        or of all its images.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetadataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +145,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.GetImagePreview,
                     request_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewRequest.FromString,
                     response_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewResponse.SerializeToString,
+            ),
+            'DeleteImageMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImageMetadata,
+                    request_deserializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.DeleteImageMetadataRequest.FromString,
+                    response_serializer=pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.DeleteImageMetadataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +290,33 @@ class MetadataService:
             '/pixmesh.metadata.v1.MetadataService/GetImagePreview',
             pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewRequest.SerializeToString,
             pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.GetImagePreviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImageMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.metadata.v1.MetadataService/DeleteImageMetadata',
+            pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.DeleteImageMetadataRequest.SerializeToString,
+            pixmesh_dot_metadata_dot_v1_dot_metadata__pb2.DeleteImageMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,

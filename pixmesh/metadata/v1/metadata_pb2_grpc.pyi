@@ -47,6 +47,10 @@ class MetadataServiceStub:
     storage under previews/<sha256>-<size>.webp). The caller has checked the image is the
     tenant's: previews are shared by content, like the uploads.
     """
+    DeleteImageMetadata: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.DeleteImageMetadataRequest, _metadata_pb2.DeleteImageMetadataResponse]
+    """Forget the metadata (and so the similarity entry) of one image of a tenant, by its sha256,
+    or of all its images.
+    """
 
 @_typing.type_check_only
 class MetadataServiceAsyncStub(MetadataServiceStub):
@@ -66,6 +70,10 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """A small upright WEBP of an uploaded image (rendered once per size, then kept in object
     storage under previews/<sha256>-<size>.webp). The caller has checked the image is the
     tenant's: previews are shared by content, like the uploads.
+    """
+    DeleteImageMetadata: _aio.UnaryUnaryMultiCallable[_metadata_pb2.DeleteImageMetadataRequest, _metadata_pb2.DeleteImageMetadataResponse]  # type: ignore[assignment]
+    """Forget the metadata (and so the similarity entry) of one image of a tenant, by its sha256,
+    or of all its images.
     """
 
 class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -113,6 +121,16 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         """A small upright WEBP of an uploaded image (rendered once per size, then kept in object
         storage under previews/<sha256>-<size>.webp). The caller has checked the image is the
         tenant's: previews are shared by content, like the uploads.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteImageMetadata(
+        self,
+        request: _metadata_pb2.DeleteImageMetadataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_pb2.DeleteImageMetadataResponse, _abc.Awaitable[_metadata_pb2.DeleteImageMetadataResponse]]:
+        """Forget the metadata (and so the similarity entry) of one image of a tenant, by its sha256,
+        or of all its images.
         """
 
 def add_MetadataServiceServicer_to_server(servicer: MetadataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
