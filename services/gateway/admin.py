@@ -10,6 +10,11 @@ key exists, keys are managed through the public API (`pixmesh keys ...`).
         [--running-jobs N] [--jobs-per-day N] [--stored-bytes N]
 
 sets a tenant's own limits (0: unlimited; `default`: back to the deployment's setting).
+
+    python -m services.gateway.admin set-retention --tenant acme --outputs 30d --sources 365d
+
+deletes the tenant's finished jobs and their outputs 30 days after they finished, and its images
+(with their jobs, outputs and metadata) a year after their upload (`none`: kept).
 """
 
 from __future__ import annotations
@@ -69,6 +74,35 @@ def _limit(value: str) -> int:
     return number
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _retention(value: str) -> int:
+    """ "30d", "12h", "90m", "3600" (seconds) or "none" (0: kept until deleted)."""
+    if value == "none":
+        return 0
+    unit = value[-1] if value[-1] in _UNITS else "s"
+    number = value[:-1] if value[-1] in _UNITS else value
+    try:
+        seconds = int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError("a duration like 30d, 12h or 3600, or none") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("positive, or none")
+    return seconds
+
+
+async def _set_retention(
+    settings: GatewaySettings, tenant: str, outputs_s: int | None, sources_s: int | None
+) -> None:
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        await db.migrate(pool, "gateway", MIGRATIONS)
+        await GatewayRepository(pool).set_retention(tenant, outputs_s, sources_s)
+    finally:
+        await pool.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.gateway.admin")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,7 +119,23 @@ def main(argv: list[str] | None = None) -> None:
     limits.add_argument("--tenant", required=True)
     for column in LIMIT_COLUMNS:
         limits.add_argument(f"--{column.replace('_', '-')}", type=_limit, metavar="N|default")
+    retention = sub.add_parser(
+        "set-retention", help="delete a tenant's outputs and sources after some time"
+    )
+    retention.add_argument("--tenant", required=True)
+    retention.add_argument("--outputs", type=_retention, default=0, metavar="30d|none")
+    retention.add_argument("--sources", type=_retention, default=0, metavar="365d|none")
     args = parser.parse_args(argv)
+    if args.command == "set-retention":
+        asyncio.run(
+            _set_retention(
+                GatewaySettings(), args.tenant, args.outputs or None, args.sources or None
+            )
+        )
+        print(
+            f"retention of tenant {args.tenant!r}: outputs {args.outputs or 'kept'} s,"
+            f" sources {args.sources or 'kept'} s"
+        )
     if args.command == "set-limits":
         given: dict[str, int | None] = {
             c: None if getattr(args, c) == DEFAULT else getattr(args, c)

@@ -10,6 +10,7 @@ from google.api import httpbody_pb2
 from pixmesh.gateway.v1 import gateway_pb2 as pb
 from pixmesh.gateway.v1 import gateway_pb2_grpc
 from services.gateway.auth import ADMIN, READ, WRITE, Principal, require_scope
+from services.gateway.deletion import Deletion
 from services.gateway.key_admin import KeyAdmin
 from services.gateway.metadata import MetadataQueries
 from services.gateway.quotas import Quotas
@@ -35,11 +36,13 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         metadata: MetadataQueries,
         keys: KeyAdmin | None = None,
         quotas: Quotas | None = None,
+        deletion: Deletion | None = None,
     ) -> None:
         self.service = service
         self.metadata = metadata
         self._keys = keys
         self.quotas = quotas
+        self._deletion = deletion
         self.timeout = settings.call_timeout_s
 
     async def _principal(self, context: Ctx, scope: str) -> Principal:
@@ -267,6 +270,38 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         await self._principal(context, ADMIN)
         job = await self.service.replay_job(request.job_id, time_left(context, self.timeout))
         return pb.ReplayJobResponse(job=job)
+
+    # ---- deletion ------------------------------------------------------------------------------
+
+    @property
+    def deletion(self) -> Deletion:
+        assert self._deletion is not None, "GatewayApi built without Deletion"
+        return self._deletion
+
+    async def DeleteImage(
+        self, request: pb.DeleteImageRequest, context: Ctx
+    ) -> pb.DeleteImageResponse:
+        tenant = await self._tenant(context, WRITE)
+        report = await self.deletion.delete_image(
+            tenant, request.image_id, time_left(context, self.timeout)
+        )
+        return pb.DeleteImageResponse(report=report)
+
+    async def DeleteJob(self, request: pb.DeleteJobRequest, context: Ctx) -> pb.DeleteJobResponse:
+        tenant = await self._tenant(context, WRITE)
+        report = await self.deletion.delete_job(
+            tenant, request.job_id, time_left(context, self.timeout)
+        )
+        return pb.DeleteJobResponse(report=report)
+
+    async def DeleteTenantData(
+        self, request: pb.DeleteTenantDataRequest, context: Ctx
+    ) -> pb.DeleteTenantDataResponse:
+        tenant = await self._tenant(context, ADMIN)
+        report = await self.deletion.delete_tenant_data(
+            tenant, request.confirm_tenant_id, request.delete_keys, time_left(context, self.timeout)
+        )
+        return pb.DeleteTenantDataResponse(report=report)
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: Ctx) -> pb.GetUsageResponse:
         principal = await self._principal(context, READ)

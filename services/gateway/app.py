@@ -18,6 +18,7 @@ from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from services.gateway.api import GatewayApi
 from services.gateway.backpressure import Backpressure
 from services.gateway.capabilities import CapabilityCache, Fetch
+from services.gateway.deletion import Deletion
 from services.gateway.events import BusUploadEvents
 from services.gateway.idempotency import IdempotencyCache
 from services.gateway.key_admin import KeyAdmin
@@ -142,7 +143,8 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
             repo.stored_bytes,
             settings.cache_ttl_s,
         )
-        api = GatewayApi(service, settings, queries, keys, quotas)
+        deletion = Deletion(repo, storage, jobs_stub, metadata_stub, revocations.announce)
+        api = GatewayApi(service, settings, queries, keys, quotas, deletion)
         name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
         yield App(
             services=[
@@ -152,5 +154,11 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
                     public=True,  # API keys, checked by the gateway itself
                 )
             ],
-            workers=[Announcer.for_service(bus.nc, settings).run, revocations.run],
+            workers=[
+                Announcer.for_service(bus.nc, settings).run,
+                revocations.run,
+                lambda stop: deletion.run_retention(
+                    stop, settings.tenant_retention_interval_s, settings.call_timeout_s
+                ),
+            ],
         )

@@ -29,6 +29,14 @@ class PendingUpload:
 LIMIT_COLUMNS = ("requests_per_second", "running_jobs", "jobs_per_day", "stored_bytes")
 
 
+# Transaction-scoped locks on one source's bytes (inputs/<sha256>): uploads share it, the
+# deletion of an image takes it alone (see save_image, delete_image).
+_SOURCE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('pixmesh-source:' || $1, 0))"
+_SOURCE_LOCK_SHARED = (
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended('pixmesh-source:' || $1, 0))"
+)
+
+
 class GatewayRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -74,10 +82,91 @@ class GatewayRepository:
         )
         return int(total)
 
-    async def save_image(self, tenant_id: str, image: image_pb2.Image) -> image_pb2.Image:
+    async def save_image(
+        self,
+        tenant_id: str,
+        image: image_pb2.Image,
+        store: Callable[[], Awaitable[None]] | None = None,
+    ) -> image_pb2.Image:
         """Record an upload; the same bytes uploaded again return the first record (given the
-        orientation if it was recorded before orientations were kept)."""
-        row = await self.pool.fetchrow(
+        orientation if it was recorded before orientations were kept). `store` (putting the
+        bytes) runs first, under the source's shared lock, so a deletion of the last other image
+        with these bytes (which takes it exclusively) either sees this row or runs before the
+        bytes are stored."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_SOURCE_LOCK_SHARED, image.sha256)
+            if store is not None:
+                await store()
+            return await self._save_image(conn, tenant_id, image)
+
+    async def delete_image(
+        self, tenant_id: str, image_id: str, delete_source: Callable[[str], Awaitable[None]]
+    ) -> tuple[str, bool] | None:
+        """Delete the tenant's image row; when no other image (of any tenant) has its bytes,
+        `delete_source(sha256)` removes them before the commit (if it raises, nothing is
+        deleted). Returns (sha256, whether the bytes went), None if there is no such image."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            sha = await conn.fetchval(
+                "DELETE FROM gateway.images WHERE tenant_id=$1 AND image_id=$2 RETURNING sha256",
+                tenant_id,
+                image_id,
+            )
+            if sha is None:
+                return None
+            await conn.execute(_SOURCE_LOCK, sha)
+            shared = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM gateway.images WHERE sha256=$1)", sha
+            )
+            if not shared:
+                await delete_source(sha)
+            return str(sha), not shared
+
+    async def image_ids(
+        self, tenant_id: str, created_before: datetime | None = None, limit: int = 500
+    ) -> list[str]:
+        rows = await self.pool.fetch(
+            """SELECT image_id FROM gateway.images
+               WHERE tenant_id=$1 AND ($2::timestamptz IS NULL OR created_at < $2)
+               ORDER BY created_at LIMIT $3""",
+            tenant_id,
+            created_before,
+            limit,
+        )
+        return [r["image_id"] for r in rows]
+
+    async def retention(self) -> list[tuple[str, int | None, int | None]]:
+        """Tenants with a retention: (tenant, outputs seconds, sources seconds)."""
+        rows = await self.pool.fetch(
+            """SELECT tenant_id, retain_outputs_s, retain_sources_s FROM gateway.tenants
+               WHERE retain_outputs_s IS NOT NULL OR retain_sources_s IS NOT NULL"""
+        )
+        return [(r["tenant_id"], r["retain_outputs_s"], r["retain_sources_s"]) for r in rows]
+
+    async def set_retention(
+        self, tenant_id: str, outputs_s: int | None, sources_s: int | None
+    ) -> None:
+        await self.pool.execute(
+            """INSERT INTO gateway.tenants (tenant_id, name, retain_outputs_s, retain_sources_s)
+               VALUES ($1, $1, $2, $3) ON CONFLICT (tenant_id) DO UPDATE
+               SET retain_outputs_s = $2, retain_sources_s = $3""",
+            tenant_id,
+            outputs_s,
+            sources_s,
+        )
+
+    async def delete_keys(self, tenant_id: str) -> list[str]:
+        """Revoke every key of the tenant; returns their sha256 (for the caches)."""
+        rows = await self.pool.fetch(
+            """UPDATE gateway.api_keys SET revoked_at = COALESCE(revoked_at, now())
+               WHERE tenant_id=$1 RETURNING key_sha256""",
+            tenant_id,
+        )
+        return [r["key_sha256"] for r in rows]
+
+    async def _save_image(
+        self, conn: asyncpg.Connection, tenant_id: str, image: image_pb2.Image
+    ) -> image_pb2.Image:
+        row = await conn.fetchrow(
             """INSERT INTO gateway.images (image_id, tenant_id, sha256, format, width, height,
                  frame_count, size_bytes, content_type, filename, orientation)
                VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)

@@ -153,8 +153,11 @@ class GatewayService:
         header = probe(upload.data, self.limits)
         sha = hashlib.sha256(upload.data).hexdigest()
         key = input_key(sha)
-        if not await self.storage.exists(key):
-            await self.storage.put(key, upload.data, header.mime_type)
+
+        async def store() -> None:
+            if not await self.storage.exists(key):
+                await self.storage.put(key, upload.data, header.mime_type)
+
         image = image_pb2.Image(
             format=header.format,
             width=header.width,
@@ -166,7 +169,7 @@ class GatewayService:
             content_type=header.mime_type,
             filename=upload.filename[:255],
         )
-        saved = await self.repo.save_image(tenant_id, image)
+        saved = await self.repo.save_image(tenant_id, image, store)
         # Announced on every upload, repeats included: the event is what gets the image indexed
         # (metadata, search), and the upload is only answered once the event is in JetStream,
         # so a failed publish fails the upload and the client's retry announces it again.

@@ -55,6 +55,8 @@ class GatewaySettings(ServiceSettings):
     max_running_jobs: int = Field(default=0, ge=0)
     max_jobs_per_day: int = Field(default=0, ge=0)
     max_stored_bytes: int = Field(default=0, ge=0)
+    # How often the per-tenant retention (gateway.tenants.retain_*_s) is applied.
+    tenant_retention_interval_s: float = Field(default=300.0, gt=0)
 
     @field_validator("presets")
     @classmethod

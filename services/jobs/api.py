@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC
 
 from pixmesh.jobs.v1 import jobs_pb2 as pb
 from pixmesh.jobs.v1 import jobs_pb2_grpc
 from services.jobs.deadletters import DeadLetters
+from services.jobs.deletion import delete_jobs
 from services.jobs.fleet import Fleet
 from services.jobs.service import JobsService
 from services.runtime.server import Ctx
@@ -32,6 +34,26 @@ class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
             reuse=request.reuse if request.HasField("reuse") else True,
         )
         return pb.CreateJobResponse(job=job, created=created)
+
+    async def DeleteJobs(
+        self, request: pb.DeleteJobsRequest, context: Ctx
+    ) -> pb.DeleteJobsResponse:
+        done = await delete_jobs(
+            self.service.repo.pool,
+            request.tenant_id,
+            job_id=request.job_id,
+            image_id=request.image_id,
+            finished_before=request.finished_before.ToDatetime(tzinfo=UTC)
+            if request.HasField("finished_before")
+            else None,
+            fail_if_running=request.fail_if_running,
+        )
+        return pb.DeleteJobsResponse(
+            jobs_deleted=done.jobs_deleted,
+            jobs_running=done.jobs_running,
+            unreferenced_keys=done.unreferenced_keys,
+            keys_kept=done.keys_kept,
+        )
 
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:
         return pb.GetJobResponse(job=await self.service.get_job(request.tenant_id, request.job_id))

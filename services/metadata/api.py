@@ -43,6 +43,12 @@ class MetadataApi(metadata_pb2_grpc.MetadataServiceServicer):
         md = await self.service.get(request.tenant_id, request.sha256)
         return pb.GetImageMetadataResponse(metadata=md)
 
+    async def DeleteImageMetadata(
+        self, request: pb.DeleteImageMetadataRequest, context: Ctx
+    ) -> pb.DeleteImageMetadataResponse:
+        deleted = await self.service.delete(request.tenant_id, request.sha256, request.all_images)
+        return pb.DeleteImageMetadataResponse(deleted=deleted)
+
     async def SearchImages(
         self, request: pb.SearchImagesRequest, context: Ctx
     ) -> pb.SearchImagesResponse:

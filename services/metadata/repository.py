@@ -100,6 +100,17 @@ class MetadataRepository:
         row = await self._pool.fetchrow(_GET, tenant_id, sha256)
         return None if row is None else _document(row)
 
+    async def delete(self, tenant_id: str, sha256: str | None) -> int:
+        """Forget one image of the tenant (its row holds the similarity hashes too), or all of
+        them (`sha256` None); returns how many rows went."""
+        status: str = await self._pool.execute(
+            "DELETE FROM metadata.image_metadata WHERE tenant_id = $1 AND ($2::text IS NULL"
+            " OR sha256 = $2)",
+            tenant_id,
+            sha256,
+        )
+        return int(status.rsplit(" ", 1)[1])
+
     async def search(
         self,
         tenant_id: str,

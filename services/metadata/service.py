@@ -19,7 +19,7 @@ from services.metadata import errors, hashes, search
 from services.metadata.extract import extract
 from services.metadata.search import Cursor
 from services.runtime import metrics
-from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.errors import InvalidArgument, NotFound, invalid
 from services.runtime.storage import input_key
 from services.runtime.telemetry import tracer
 
@@ -40,6 +40,9 @@ class MetadataStore(Protocol):
         (when known) is the time searches order by; otherwise the row's first write."""
 
     async def get(self, tenant_id: str, sha256: str) -> metadata_pb2.ImageMetadata | None: ...
+
+    async def delete(self, tenant_id: str, sha256: str | None) -> int:
+        """Forget one image of the tenant, or all of them (None); how many rows went."""
 
     async def search(
         self,
@@ -83,6 +86,14 @@ class MetadataService:
         self._extract = extractor
 
     # ---- writes ---------------------------------------------------------------------------
+
+    async def delete(self, tenant_id: str, sha256: str, all_images: bool) -> int:
+        """Erase one image's metadata (and so its similarity entry), or every image's of the
+        tenant; idempotent."""
+        tenant_id = errors.checked_tenant(tenant_id)
+        if not all_images and len(sha256) != 64:
+            raise invalid("sha256", "64 hex characters, or all_images")
+        return await self._store.delete(tenant_id, None if all_images else sha256)
 
     async def extract_and_store(
         self, tenant_id: str, data: bytes, source: image_pb2.Image | None = None

@@ -159,6 +159,13 @@ class Storage:
             if not _is_missing(exc):
                 raise
 
+    async def keys(self, prefix: str, limit: int = 1000) -> list[str]:
+        """Keys under `prefix` (at most `limit`, in key order)."""
+        resp = await self._call(
+            self._s3.list_objects_v2, Bucket=self.bucket, Prefix=prefix, MaxKeys=limit
+        )
+        return [str(o["Key"]) for o in resp.get("Contents", [])]
+
     # Presigned URLs: signing is local CPU work (an HMAC, no I/O), so these are plain calls.
 
     def presign_put(self, key: str, size_bytes: int, expires_s: int) -> str:

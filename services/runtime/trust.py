@@ -111,47 +111,55 @@ def require_admin(context: grpc.aio.ServicerContext) -> None:
 # ---- client side ------------------------------------------------------------------------------
 
 
-def _with_token(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-    if _minter is None:
+def _with_token(
+    details: grpc.aio.ClientCallDetails, minter: Minter | None
+) -> grpc.aio.ClientCallDetails:
+    minter = minter or _minter
+    if minter is None:
         return details
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
-    metadata.add(HEADER, _minter.token())
+    metadata.add(HEADER, minter.token())
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
     )
 
 
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _Signing:
+    def __init__(self, minter: Minter | None) -> None:
+        self.minter = minter
+
+
+class _UnaryUnary(_Signing, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(_with_token(details), request)
+        return await continuation(_with_token(details, self.minter), request)
 
 
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _UnaryStream(_Signing, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(_with_token(details), request)
+        return await continuation(_with_token(details, self.minter), request)
 
 
-class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+class _StreamUnary(_Signing, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, requests: Any
     ) -> Any:
-        return await continuation(_with_token(details), requests)
+        return await continuation(_with_token(details, self.minter), requests)
 
 
-class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+class _StreamStream(_Signing, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, requests: Any
     ) -> Any:
-        return await continuation(_with_token(details), requests)
+        return await continuation(_with_token(details, self.minter), requests)
 
 
-def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """Attach this process's service token to every call of a channel."""
-    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
+def client_interceptors(minter: Minter | None = None) -> list[grpc.aio.ClientInterceptor]:
+    """Attach a service token to every call of a channel: `minter`'s, else this process's."""
+    return [_UnaryUnary(minter), _UnaryStream(minter), _StreamUnary(minter), _StreamStream(minter)]
 
 
 # ---- server side ------------------------------------------------------------------------------

@@ -45,7 +45,14 @@ class SavingRepo:
     def __init__(self) -> None:
         self.saved: list[image_pb2.Image] = []
 
-    async def save_image(self, tenant_id: str, image: image_pb2.Image) -> image_pb2.Image:
+    async def save_image(
+        self,
+        tenant_id: str,
+        image: image_pb2.Image,
+        store: Callable[[], Awaitable[None]] | None = None,
+    ) -> image_pb2.Image:
+        if store is not None:
+            await store()
         self.saved.append(image)
         return image
 

@@ -85,7 +85,14 @@ class Repo:
             del self.uploads[upload_id]
         return len(claimed)
 
-    async def save_image(self, tenant_id: str, image: image_pb2.Image) -> image_pb2.Image:
+    async def save_image(
+        self,
+        tenant_id: str,
+        image: image_pb2.Image,
+        store: Callable[[], Awaitable[None]] | None = None,
+    ) -> image_pb2.Image:
+        if store is not None:
+            await store()
         saved = image_pb2.Image()
         saved.CopyFrom(image)
         saved.image_id = f"img_{image.sha256[:8]}"

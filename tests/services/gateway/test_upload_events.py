@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -58,7 +59,14 @@ async def test_a_failed_publish_is_unavailable_so_the_upload_is_retried() -> Non
 
 
 class Repo:
-    async def save_image(self, tenant_id: str, image: image_pb2.Image) -> image_pb2.Image:
+    async def save_image(
+        self,
+        tenant_id: str,
+        image: image_pb2.Image,
+        store: Callable[[], Awaitable[None]] | None = None,
+    ) -> image_pb2.Image:
+        if store is not None:
+            await store()
         saved = image_pb2.Image()
         saved.CopyFrom(image)
         saved.image_id = "img_saved"

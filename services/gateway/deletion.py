@@ -1,0 +1,192 @@
+"""DeleteImage, DeleteJob, DeleteTenantData and per-tenant retention.
+
+Objects are content-addressed and shared, so each owner decides what nothing references any
+more: the jobs service for outputs (services/jobs/deletion.py: against every remaining job on
+the same source, keeping those a running job may reuse), the gateway for sources (an image's
+bytes go with the last image row of any tenant that has them, under a lock that uploads share:
+GatewayRepository.delete_image). The metadata service forgets the image's metadata and
+similarity entry; its previews (previews/<sha256>-<size>.webp) go with the source bytes.
+
+Every step is idempotent, so a deletion interrupted half-way is finished by calling it again:
+jobs and outputs first, then metadata, then the image row and its bytes (the row goes last, so
+a retry still finds the image).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from pixmesh.gateway.v1 import gateway_pb2 as pb
+from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
+from services.gateway import errors
+from services.gateway.repository import GatewayRepository
+from services.runtime.errors import FailedPrecondition, invalid, rpc_errors
+from services.runtime.storage import Storage, input_key
+
+log = logging.getLogger(__name__)
+
+# Revoke keys in every replica's cache (Revocations.announce).
+Announce = Callable[[str], Awaitable[None]]
+
+
+def jobs_running(what: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        message=f"{what} has jobs still running: cancel them (or wait) and delete again",
+        reason="JOBS_RUNNING",
+    )
+
+
+def _add(total: pb.DeletionReport, part: pb.DeletionReport) -> None:
+    total.images_deleted += part.images_deleted
+    total.jobs_deleted += part.jobs_deleted
+    total.objects_deleted += part.objects_deleted
+    total.objects_kept += part.objects_kept
+
+
+class Deletion:
+    def __init__(
+        self,
+        repo: GatewayRepository,
+        storage: Storage,
+        jobs: jobs_pb2_grpc.JobsServiceStub,
+        metadata: metadata_pb2_grpc.MetadataServiceStub,
+        announce: Announce,
+    ) -> None:
+        self.repo = repo
+        self.storage = storage
+        self.jobs = jobs
+        self.metadata = metadata
+        self.announce = announce
+
+    async def _delete_jobs(
+        self, request: jobs_pb2.DeleteJobsRequest, timeout: float, what: str
+    ) -> pb.DeletionReport:
+        with rpc_errors():
+            resp: jobs_pb2.DeleteJobsResponse = await self.jobs.DeleteJobs(request, timeout=timeout)
+        if request.fail_if_running and resp.jobs_running:
+            raise jobs_running(what)
+        await asyncio.gather(*(self.storage.delete(k) for k in resp.unreferenced_keys))
+        return pb.DeletionReport(
+            jobs_deleted=resp.jobs_deleted,
+            objects_deleted=len(resp.unreferenced_keys),
+            objects_kept=resp.keys_kept,
+        )
+
+    async def _delete_source(self, sha256: str) -> None:
+        previews = await self.storage.keys(f"previews/{sha256}-")
+        await asyncio.gather(*(self.storage.delete(k) for k in previews))
+        await self.storage.delete(input_key(sha256))
+
+    async def delete_image(
+        self, tenant_id: str, image_id: str, timeout: float
+    ) -> pb.DeletionReport:
+        if not image_id:
+            raise invalid("image_id", "required")
+        image = await self.repo.get_image(tenant_id, image_id)
+        if image is None:
+            raise errors.image_not_found(image_id)
+        request = jobs_pb2.DeleteJobsRequest(
+            tenant_id=tenant_id, image_id=image_id, fail_if_running=True
+        )
+        report = await self._delete_jobs(request, timeout, f"image {image_id}")
+        with rpc_errors():
+            await self.metadata.DeleteImageMetadata(
+                metadata_pb2.DeleteImageMetadataRequest(tenant_id=tenant_id, sha256=image.sha256),
+                timeout=timeout,
+            )
+        gone = await self.repo.delete_image(tenant_id, image_id, self._delete_source)
+        if gone is not None:
+            report.images_deleted = 1
+            if gone[1]:
+                report.objects_deleted += 1
+            else:
+                report.objects_kept += 1
+        return report
+
+    async def delete_job(self, tenant_id: str, job_id: str, timeout: float) -> pb.DeletionReport:
+        if not job_id:
+            raise invalid("job_id", "required")
+        request = jobs_pb2.DeleteJobsRequest(
+            tenant_id=tenant_id, job_id=job_id, fail_if_running=True
+        )
+        return await self._delete_jobs(request, timeout, f"job {job_id}")
+
+    async def delete_tenant_data(
+        self, tenant_id: str, confirm: str, delete_keys: bool, timeout: float
+    ) -> pb.DeletionReport:
+        if confirm != tenant_id:
+            raise invalid("confirm_tenant_id", "must be the tenant id of the calling key")
+        request = jobs_pb2.DeleteJobsRequest(tenant_id=tenant_id, fail_if_running=True)
+        report = await self._delete_jobs(request, timeout, f"tenant {tenant_id}")
+        with rpc_errors():
+            await self.metadata.DeleteImageMetadata(
+                metadata_pb2.DeleteImageMetadataRequest(tenant_id=tenant_id, all_images=True),
+                timeout=timeout,
+            )
+        await self._delete_images(tenant_id, None, report)
+        if delete_keys:
+            for digest in await self.repo.delete_keys(tenant_id):
+                await self.announce(digest)
+        return report
+
+    async def _delete_images(
+        self, tenant_id: str, created_before: datetime | None, report: pb.DeletionReport
+    ) -> None:
+        while ids := await self.repo.image_ids(tenant_id, created_before):
+            for image_id in ids:
+                gone = await self.repo.delete_image(tenant_id, image_id, self._delete_source)
+                if gone is None:
+                    continue
+                report.images_deleted += 1
+                if gone[1]:
+                    report.objects_deleted += 1
+                else:
+                    report.objects_kept += 1
+
+    # ---- retention ------------------------------------------------------------------------
+
+    async def apply_retention(self, timeout: float) -> pb.DeletionReport:
+        """One pass over the tenants with a retention: finished jobs (and their outputs) older
+        than their outputs' retention, images (with their jobs, outputs and metadata) older
+        than their sources' retention; an image whose jobs still run waits for a later pass."""
+        total = pb.DeletionReport()
+        now = datetime.now(UTC)
+        for tenant_id, outputs_s, sources_s in await self.repo.retention():
+            if outputs_s is not None:
+                request = jobs_pb2.DeleteJobsRequest(tenant_id=tenant_id)
+                request.finished_before.FromDatetime(now - timedelta(seconds=outputs_s))
+                _add(total, await self._delete_jobs(request, timeout, tenant_id))
+            if sources_s is not None:
+                before = now - timedelta(seconds=sources_s)
+                for image_id in await self.repo.image_ids(tenant_id, before):
+                    try:
+                        done = await self.delete_image(tenant_id, image_id, timeout)
+                    except FailedPrecondition:
+                        continue  # jobs running on it: next pass
+                    _add(total, done)
+        return total
+
+    async def run_retention(self, stop: asyncio.Event, interval_s: float, timeout: float) -> None:
+        """Apply retention every `interval_s` until `stop` (each pass is idempotent, so the
+        replicas running it at once only repeat each other's no-ops)."""
+        while not stop.is_set():
+            try:
+                report = await self.apply_retention(timeout)
+                if report.jobs_deleted or report.images_deleted:
+                    log.info(
+                        "retention",
+                        extra={
+                            "jobs": report.jobs_deleted,
+                            "images": report.images_deleted,
+                            "objects": report.objects_deleted,
+                        },
+                    )
+            except Exception:
+                log.warning("retention pass failed", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)

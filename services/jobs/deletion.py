@@ -1,0 +1,118 @@
+"""Deleting finished jobs, and which of their objects nothing references any more.
+
+Outputs are content-addressed (input bytes + resolved spec + engine fingerprint): two jobs on the
+same bytes, of one tenant or of two, may share an object. A deleted job's object keys are
+therefore checked against every remaining job on the same source (stage 0's input key, indexed
+by migration 0008): keys another job still lists are kept, and so is every key of a source on
+which a job is still PENDING or RUNNING (its worker may find one of them stored and reuse it).
+What is left is returned for the caller to delete from object storage.
+
+One transaction: the selected job rows are locked (FOR UPDATE) and deleted (stages and webhook
+deliveries cascade) and the references read after the delete, so a concurrent deletion of the
+other job sharing a key sees this one gone. Idempotent: a job deleted twice is not found, its
+objects already gone or kept.
+
+Left open (README, "Deletion"): a job created on the same source in the instant between this
+check and the caller's object delete may find an object still stored, reuse it, and lose it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from pixmesh.events.v1 import events_pb2
+from services.jobs import errors
+from services.runtime.errors import invalid
+
+_OPEN = ("PENDING", "RUNNING")
+
+
+@dataclass
+class Deleted:
+    jobs_deleted: int = 0
+    jobs_running: int = 0
+    unreferenced_keys: list[str] = field(default_factory=list)
+    keys_kept: int = 0
+
+
+def _keys(output_key: str | None, rendition_outputs: bytes | None) -> Iterable[str]:
+    if output_key:
+        yield output_key
+    if rendition_outputs:
+        for made in events_pb2.TaskCompleted.FromString(rendition_outputs).rendition_outputs:
+            if made.key:
+                yield made.key
+
+
+async def delete_jobs(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    *,
+    job_id: str = "",
+    image_id: str = "",
+    finished_before: datetime | None = None,
+    fail_if_running: bool = False,
+) -> Deleted:
+    """Delete the tenant's finished jobs of the selection; see the module docstring."""
+    if not tenant_id:
+        raise invalid("tenant_id", "required")
+    async with pool.acquire() as conn, conn.transaction():
+        selected = await conn.fetch(
+            """SELECT job_id, state FROM jobs.jobs
+               WHERE tenant_id = $1 AND ($2 = '' OR job_id = $2) AND ($3 = '' OR image_id = $3)
+                 AND ($4::timestamptz IS NULL OR finished_at < $4)
+               FOR UPDATE""",
+            tenant_id,
+            job_id,
+            image_id,
+            finished_before,
+        )
+        if job_id and not selected:
+            raise errors.job_not_found(job_id)
+        running = [r["job_id"] for r in selected if r["state"] in _OPEN]
+        done = [r["job_id"] for r in selected if r["state"] not in _OPEN]
+        if fail_if_running and running:
+            return Deleted(jobs_running=len(running))
+        if not done:
+            return Deleted(jobs_running=len(running))
+        stages = await conn.fetch(
+            """SELECT s.job_id, s.idx, s.input_key, s.output_key, s.rendition_outputs
+               FROM jobs.stages s WHERE s.job_id = ANY($1::text[]) ORDER BY s.job_id, s.idx""",
+            done,
+        )
+        source_of = {r["job_id"]: r["input_key"] for r in stages if r["idx"] == 0}
+        candidates: dict[str, str] = {}  # object key -> the source it was made from
+        for r in stages:
+            for key in _keys(r["output_key"], r["rendition_outputs"]):
+                candidates[key] = source_of.get(r["job_id"], "")
+        await conn.execute("DELETE FROM jobs.jobs WHERE job_id = ANY($1::text[])", done)
+        sources = sorted({s for s in candidates.values() if s})
+        others = await conn.fetch(
+            """SELECT j.state, s.output_key, s.rendition_outputs, first.input_key AS source
+               FROM jobs.stages first
+               JOIN jobs.jobs j ON j.job_id = first.job_id
+               JOIN jobs.stages s ON s.job_id = first.job_id
+               WHERE first.idx = 0 AND first.input_key = ANY($1::text[])""",
+            sources,
+        )
+        referenced: set[str] = set()
+        busy_sources: set[str] = set()
+        for r in others:
+            if r["state"] in _OPEN:
+                busy_sources.add(r["source"])
+            referenced.update(_keys(r["output_key"], r["rendition_outputs"]))
+        free = sorted(
+            key
+            for key, source in candidates.items()
+            if key not in referenced and source not in busy_sources and source
+        )
+        return Deleted(
+            jobs_deleted=len(done),
+            jobs_running=len(running),
+            unreferenced_keys=free,
+            keys_kept=len(candidates) - len(free),
+        )
