@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_infra_started_quickly(infra: Stack) -> None:
-    assert set(infra.pids()) == {"nats", "postgres", "valkey", "seaweedfs", "otlp-sink"}
+    # The servers; the services and Envoy too when an earlier test asked for the whole `stack`.
+    assert {"nats", "postgres", "valkey", "seaweedfs", "otlp-sink"} <= set(infra.pids())
     assert infra.timings["infra"] < 30
 
 
