@@ -23,8 +23,10 @@ state file `down` reads), run/traces.jsonl (the OTLP sink's spans), run/envoy.js
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import functools
+import json
 import os
 import secrets
 import signal
@@ -229,6 +231,14 @@ class Stack:
             s3_secret_key=self.s3_secret_key,
             overrides={
                 "PIXMESH_SERVICE_TOKEN_SECRET": self.service_token_secret(),
+                # Seals webhook secrets in Postgres (services/runtime/secrets.py).
+                "PIXMESH_SECRETS_KEYS": json.dumps(
+                    [
+                        self._kept_secret(
+                            "secrets-key", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()
+                        )
+                    ]
+                ),
                 **overrides,
                 **(extra or {}),
             },
@@ -238,10 +248,13 @@ class Stack:
         """The key the services sign their calls to each other with (services/runtime/trust.py):
         random, made on first use and kept in the data folder (0600), so every process of this
         stack, and a later `up` on the same data, share it."""
-        path = self.data_dir / "service-token-secret"
+        return self._kept_secret("service-token-secret", lambda: secrets.token_urlsafe(32))
+
+    def _kept_secret(self, name: str, make: Callable[[], str]) -> str:
+        path = self.data_dir / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
+            path.write_text(make())
             path.chmod(0o600)
         return path.read_text().strip()
 

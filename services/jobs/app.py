@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,9 +21,12 @@ from services.runtime import db, metrics
 from services.runtime.bus import Bus, Consumer, EventRetention
 from services.runtime.pipeline import WORKER_SERVICES
 from services.runtime.presence import Announcer, PresenceBoard
+from services.runtime.secrets import SecretBox
 from services.runtime.server import App, GrpcService, Worker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -39,7 +43,10 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
     try:
         await db.migrate(pool, "jobs", MIGRATIONS)
         await bus.ensure_streams()
-        repo = JobsRepository(pool, job_timeout_s=settings.job_timeout_s)
+        secrets = SecretBox([k.get_secret_value() for k in settings.secrets_keys])
+        if not secrets.sealing:
+            log.warning("PIXMESH_SECRETS_KEYS is not set: webhook secrets are stored unencrypted")
+        repo = JobsRepository(pool, job_timeout_s=settings.job_timeout_s, secrets=secrets)
         service = JobsService(
             repo,
             bus,

@@ -31,6 +31,7 @@ from services.jobs import errors
 from services.jobs import statemachine as sm
 from services.runtime import bus, metrics
 from services.runtime.pipeline import plan_stages
+from services.runtime.secrets import SecretBox
 from services.runtime.storage import input_key
 from services.runtime.telemetry import inject_headers
 
@@ -267,7 +268,11 @@ _TRIM_PROCESSED = """DELETE FROM jobs.processed_events p
 
 
 class JobsRepository:
-    def __init__(self, pool: asyncpg.Pool, *, job_timeout_s: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, job_timeout_s: float, secrets: SecretBox | None = None
+    ) -> None:
+        # Seals webhook secrets at rest (services/runtime/secrets.py); None: stored as given.
+        self.secrets = secrets or SecretBox(())
         self.pool = pool
         self.job_timeout = timedelta(seconds=job_timeout_s)
 
@@ -351,7 +356,7 @@ class JobsRepository:
                     out.payloads,
                     _headers(),
                     webhook.url if webhook else None,
-                    (webhook.secret or None) if webhook else None,
+                    self.secrets.seal(webhook.secret or None) if webhook else None,
                     job.recompute,
                 )
         except asyncpg.UniqueViolationError:
@@ -563,7 +568,7 @@ class JobsRepository:
                 r["job_id"],
                 r["tenant_id"],
                 r["url"],
-                r["secret"],
+                self.secrets.open(r["secret"]),
                 r["event_id"] or "",
                 r["attempts"],
             )

@@ -282,9 +282,11 @@ class JobsService:
                 return  # the lease ends and the attempt is made again
             body = webhooks.payload(d.event_id, job)
             hdrs = webhooks.headers(d.event_id, body, d.secret or policy.secret)
-            refused = None if policy.allow_private else await webhooks.refused_address(d.url)
+            refused, address = await webhooks.checked_address(d.url, policy.allow_private)
             if refused is None:
-                status, error = await webhooks.post(client, d.url, body, hdrs, policy.timeout_s)
+                status, error = await webhooks.post(
+                    client, d.url, body, hdrs, policy.timeout_s, address
+                )
             else:
                 status, error = None, refused
             if status is not None:

@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from google.protobuf import json_format
@@ -56,10 +56,17 @@ def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-async def refused_address(url: str, timeout_s: float = 3.0) -> str | None:
-    """Why the jobs service will not call `url` now, or None: its host resolves (today) to a
-    non-public address. The gateway checked it at CreateJob; this catches DNS that changed since
-    (the address httpx then connects to is resolved again, so it narrows the window, no more)."""
+async def checked_address(
+    url: str, allow_private: bool = False, timeout_s: float = 3.0
+) -> tuple[str | None, str | None]:
+    """(why the jobs service will not call `url`, None) or (None, the address to connect to).
+
+    The host is resolved once, here: every address it has must be public, and the POST then
+    connects to the first one checked, not to whatever a second resolution would give (DNS
+    rebinding). The gateway checked the URL at CreateJob too; this catches DNS that changed
+    since. `allow_private` (local stacks, tests): no check, no pinning."""
+    if allow_private:
+        return None, None  # local stacks and tests: no check, and httpx resolves as usual
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
@@ -71,12 +78,26 @@ async def refused_address(url: str, timeout_s: float = 3.0) -> str | None:
                     host, parts.port or 443, type=socket.SOCK_STREAM
                 )
         except (OSError, TimeoutError):
-            return f"host {host!r} does not resolve"
+            return f"host {host!r} does not resolve", None
         addresses = [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
+    if not addresses:
+        return f"host {host!r} does not resolve", None
     for ip in addresses:
         if not _is_public(ip):
-            return f"host {host!r} resolves to a non-public address ({ip})"
-    return None
+            return f"host {host!r} resolves to a non-public address ({ip})", None
+    return None, str(addresses[0])
+
+
+def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """`url` with its host replaced by `address`, the Host header it needs, and (https) the TLS
+    server name, so the certificate is still checked against the host name."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    at = f"[{address}]" if ":" in address else address
+    netloc = at + (f":{parts.port}" if parts.port else "")
+    headers = {"Host": host + (f":{parts.port}" if parts.port else "")}
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), headers, extensions
 
 
 def event_type(job: job_pb2.Job) -> str:
@@ -110,13 +131,27 @@ def headers(
 
 
 async def post(
-    client: httpx.AsyncClient, url: str, body: bytes, hdrs: dict[str, str], timeout_s: float
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    hdrs: dict[str, str],
+    timeout_s: float,
+    address: str | None = None,
 ) -> tuple[int | None, str | None]:
-    """POST once; (status, None) on a 2xx, else (status or None, why it failed). Redirects are
-    not followed (a 3xx is a failure)."""
+    """POST once, to `address` when given (see `checked_address`); (status, None) on a 2xx,
+    else (status or None, why it failed). Redirects are not followed (a 3xx is a failure)."""
+    extensions: dict[str, str] = {}
+    if address is not None:
+        url, host, extensions = pinned(url, address)
+        hdrs = {**hdrs, **host}
     try:
         resp = await client.post(
-            url, content=body, headers=hdrs, timeout=timeout_s, follow_redirects=False
+            url,
+            content=body,
+            headers=hdrs,
+            timeout=timeout_s,
+            follow_redirects=False,
+            extensions=extensions,
         )
     except httpx.TimeoutException:
         return None, f"timeout after {timeout_s:g} s"

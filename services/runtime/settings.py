@@ -46,6 +46,9 @@ class ServiceSettings(BaseSettings):
     # The key every service of a deployment signs and checks service tokens with
     # (services/runtime/trust.py); empty: internal calls are not authenticated (a warning).
     service_token_secret: SecretStr = SecretStr("")
+    # Fernet keys sealing secrets stored in Postgres (services/runtime/secrets.py), a JSON list:
+    # the first encrypts, all decrypt (rotation); empty: stored unencrypted (a warning).
+    secrets_keys: list[SecretStr] = Field(default_factory=list)
     s3_access_key: SecretStr = SecretStr("pixmesh")
     s3_secret_key: SecretStr = SecretStr("pixmesh-secret")
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -216,3 +217,27 @@ def test_a_long_field_is_answered_by_the_service_not_a_proxy_error(
     assert resp.status_code == 404, resp.text[:300]
     assert resp.json()["details"][0]["reason"] == "IMAGE_NOT_FOUND"
     assert len(resp.json()["message"]) <= 1024 and "upstream" not in resp.text
+
+
+async def test_a_webhook_secret_is_sealed_in_postgres(
+    rest_url: str, api_key: str, photo_id: str, database_url: str
+) -> None:
+    """The jobs service stores it encrypted (PIXMESH_SECRETS_KEYS, which `make up` generates);
+    deliveries are still signed with it (tests/integration/test_webhooks.py)."""
+    body = {
+        "image_id": photo_id,
+        "operations": RESIZE,
+        "webhook": {"url": "http://127.0.0.1:9/hook", "secret": "whsec_never_in_plain_text"},
+    }
+    async with httpx.AsyncClient(base_url=rest_url, timeout=30) as client:
+        resp = await client.post("/v1/jobs", json=body, headers=_auth(api_key))
+    assert resp.status_code == 200, resp.text
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT secret FROM jobs.webhook_deliveries WHERE job_id=$1",
+            resp.json()["job"]["job_id"],
+        )
+    finally:
+        await conn.close()
+    assert stored.startswith("fernet:") and "whsec_never" not in stored

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 import uuid
 from typing import cast
 
@@ -22,6 +23,7 @@ from services.jobs.service import JobsService
 from services.jobs.webhooks import WebhookPolicy
 from services.runtime.bus import Bus
 from services.runtime.pipeline import request_hash
+from services.runtime.secrets import SecretBox, new_key
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +211,49 @@ async def test_a_host_now_private_is_not_called(repo: JobsRepository) -> None:
     assert got.webhook.state == W.FAILED
     assert "non-public address" in got.webhook.last_error
     assert not [r for r in seen if "127.0.0.1" in str(r.url)]
+
+
+async def test_the_secret_is_sealed_at_rest(repo: JobsRepository) -> None:
+    sealing = JobsRepository(repo.pool, job_timeout_s=600, secrets=SecretBox([new_key()]))
+    job = await create(sealing, secret="whsec_plain")
+    stored = await repo.pool.fetchval(
+        "SELECT secret FROM jobs.webhook_deliveries WHERE job_id=$1", job.job_id
+    )
+    assert stored.startswith("fernet:") and "whsec_plain" not in stored
+    await sealing.cancel(TENANT, job.job_id)
+    (d,) = [d for d in await sealing.claim_webhooks(100, 60) if d.job_id == job.job_id]
+    assert d.secret == "whsec_plain"
+
+
+async def test_delivery_connects_to_the_address_it_checked(
+    repo: JobsRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host is resolved once (here: a public address), and the POST goes to that address
+    with the host name in Host and SNI: a resolver that answers differently the second time
+    (DNS rebinding to 127.0.0.1) is never asked again."""
+    answers = iter(["93.184.215.14", "127.0.0.1"])
+
+    async def getaddrinfo(host: str, port: int, **kwargs: object) -> list[tuple[object, ...]]:
+        assert host == "hooks.example.com"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    service = JobsService(
+        repo, cast(Bus, None), webhook_policy=WebhookPolicy(max_attempts=1, backoff_s=0.01)
+    )
+    job = await create(repo, url="https://hooks.example.com:8443/hook")
+    await repo.cancel(TENANT, job.job_id)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        await service.deliver_due_webhooks(client)
+    (req,) = [r for r in seen if r.url.path == "/hook" and r.url.port == 8443]
+    assert str(req.url) == "https://93.184.215.14:8443/hook"
+    assert req.headers["host"] == "hooks.example.com:8443"
+    assert req.extensions["sni_hostname"] == "hooks.example.com"
+    assert (await repo.get(TENANT, job.job_id)).webhook.state == W.DELIVERED
