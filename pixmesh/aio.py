@@ -358,6 +358,23 @@ class AsyncClient:
         )
         return resp
 
+    # --- deletion ----------------------------------------------------------------------------
+
+    async def delete_image(
+        self, image_id: str, *, timeout: float | None = None
+    ) -> gw.DeletionReport:
+        """Delete an image, its finished jobs, their outputs and its metadata (objects another
+        image or job still uses stay). A job still running: FailedPrecondition JOBS_RUNNING."""
+        request = gw.DeleteImageRequest(image_id=image_id)
+        resp: gw.DeleteImageResponse = await self._unary(self._stub.DeleteImage, request, timeout)
+        return resp.report
+
+    async def delete_job(self, job_id: str, *, timeout: float | None = None) -> gw.DeletionReport:
+        """Delete a finished job and its outputs (those another job uses stay)."""
+        request = gw.DeleteJobRequest(job_id=job_id)
+        resp: gw.DeleteJobResponse = await self._unary(self._stub.DeleteJob, request, timeout)
+        return resp.report
+
     # --- image metadata -----------------------------------------------------------------------
 
     async def get_image_metadata(

@@ -399,6 +399,21 @@ class Client:
         resp: gw.GetUsageResponse = self._unary(self._stub.GetUsage, gw.GetUsageRequest(), timeout)
         return resp
 
+    # --- deletion ----------------------------------------------------------------------------
+
+    def delete_image(self, image_id: str, *, timeout: float | None = None) -> gw.DeletionReport:
+        """Delete an image, its finished jobs, their outputs and its metadata (objects another
+        image or job still uses stay). A job still running: FailedPrecondition JOBS_RUNNING."""
+        request = gw.DeleteImageRequest(image_id=image_id)
+        resp: gw.DeleteImageResponse = self._unary(self._stub.DeleteImage, request, timeout)
+        return resp.report
+
+    def delete_job(self, job_id: str, *, timeout: float | None = None) -> gw.DeletionReport:
+        """Delete a finished job and its outputs (those another job uses stay)."""
+        request = gw.DeleteJobRequest(job_id=job_id)
+        resp: gw.DeleteJobResponse = self._unary(self._stub.DeleteJob, request, timeout)
+        return resp.report
+
     # --- image metadata -----------------------------------------------------------------------
 
     def get_image_metadata(

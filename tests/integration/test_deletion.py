@@ -16,7 +16,9 @@ import grpc
 import pytest
 from PIL import Image
 
+import pixmesh
 from deploy.local import Stack
+from pixmesh import errors
 from pixmesh.events.v1 import events_pb2
 from pixmesh.jobs.v1 import jobs_pb2_grpc
 from pixmesh.metadata.v1 import metadata_pb2_grpc
@@ -247,3 +249,14 @@ async def test_delete_tenant_data(stack: Stack, pool: asyncpg.Pool) -> None:
     # Its keys were revoked with the data.
     assert admin.http.get("/v1/jobs").status_code == 401
     admin.close()
+
+
+def test_the_sdk_deletes_an_image(grpc_target: str, stack: Stack) -> None:
+    key = stack.create_api_key(f"del-sdk-{uuid.uuid4().hex[:8]}")
+    with pixmesh.Client(grpc_target, key, timeout=30) as client:
+        image = client.upload(unique_jpeg())
+        report = client.delete_image(image.image_id)
+        assert (report.images_deleted, report.objects_deleted) == (1, 1)
+        assert not stored(stack, input_key(image.sha256))
+        with pytest.raises(errors.NotFound):
+            client.delete_image(image.image_id)

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import pixmesh
+from deploy.local import Stack
 from pixmesh import ops
 from pixmesh.common.v1.job_pb2 import Job
 from pixmesh.common.v1.operations_pb2 import Denoise
@@ -174,22 +175,28 @@ def grpcurl(*args: str) -> str:
     return done.stdout
 
 
-def test_grpcurl_lists_and_describes_the_models(service_addrs: dict[str, str]) -> None:
+def test_grpcurl_lists_and_describes_the_models(
+    service_addrs: dict[str, str], stack: Stack
+) -> None:
     addr = service_addrs["inference"]
+    # Internal services take calls with the mesh's service token (reflection needs none).
+    token = ("-H", f"x-pixmesh-service-token: {stack.service_token()}")
     service = "pixmesh.inference.v1.InferenceService"
     methods = grpcurl(addr, "list", service)
     for rpc in ("ListModels", "GetModelMetadata", "ModelReady", "GetModelStatistics", "LoadModel"):
         assert f"{service}.{rpc}" in methods
-    models = json.loads(grpcurl("-d", "{}", addr, f"{service}/ListModels"))
+    models = json.loads(grpcurl(*token, "-d", "{}", addr, f"{service}/ListModels"))
     assert {m["name"] for m in models["models"]} == MODELS
     assert {m["state"] for m in models["models"]} == {"READY"}
     assert models["execution_provider"] == "CPUExecutionProvider"  # grpcurl keeps proto names
-    meta = json.loads(grpcurl("-d", '{"name": "dncnn17-m"}', addr, f"{service}/GetModelMetadata"))
+    meta = json.loads(
+        grpcurl(*token, "-d", '{"name": "dncnn17-m"}', addr, f"{service}/GetModelMetadata")
+    )
     assert meta["inputs"] == [
         {"name": "image", "datatype": "FP32", "shape": ["-1", "1", "-1", "-1"]}
     ]
     assert meta["depth"] == 17 and meta["license"] == "BSD-3-Clause"
     described = grpcurl(addr, "describe", "pixmesh.common.v1.DenoiseReport")
     assert "sigma_before" in described and "execution_provider" in described
-    ready = json.loads(grpcurl("-d", '{"name": "dncnn6-n"}', addr, f"{service}/ModelReady"))
+    ready = json.loads(grpcurl(*token, "-d", '{"name": "dncnn6-n"}', addr, f"{service}/ModelReady"))
     assert ready == {"ready": True}
