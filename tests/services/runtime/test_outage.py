@@ -11,6 +11,8 @@ import botocore.config
 import grpc
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services.runtime.outage import as_unavailable
 
@@ -31,7 +33,7 @@ async def test_postgres_down() -> None:
 
 
 async def test_valkey_down() -> None:
-    client = redis.Redis(port=_closed_port(), socket_connect_timeout=1)
+    client = redis.Redis(port=_closed_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     with pytest.raises(Exception) as info:
         await client.get("k")
     await client.aclose()
