@@ -69,6 +69,7 @@ from services.imaging.xmp import provenance_xmp
 from services.runtime import imageprobe
 from services.runtime.errors import DeadlineExceeded, InvalidArgument
 from services.runtime.imageprobe import Format, ImageHeader, extension_for, mime_for
+from services.runtime.pixels import normalize_mode
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -560,34 +561,6 @@ def _normalize_all(frames: list[Image.Image]) -> list[Image.Image]:
     colour = any(m in ("RGB", "RGBA") for m in modes)
     mode = ("RGBA" if alpha else "RGB") if colour else ("LA" if alpha else "L")
     return [f.convert(mode) for f in frames]
-
-
-def normalize_mode(img: Image.Image) -> Image.Image:
-    """Bring any decoded mode to L, LA, RGB or RGBA, the modes every operation and encoder take.
-
-    Palette images are expanded so that resampling filters work on colours, not indexes.
-    """
-    mode = img.mode
-    if mode in ("L", "RGB"):
-        # A colour-key transparency (PNG tRNS) becomes a real alpha channel.
-        return img.convert("RGBA") if "transparency" in img.info else img
-    if mode in ("LA", "RGBA"):
-        return img
-    if mode == "1":
-        return img.convert("L")
-    if mode in ("P", "PA"):
-        alpha = mode == "PA" or "transparency" in img.info
-        alpha = alpha or (img.palette is not None and img.palette.mode == "RGBA")
-        return img.convert("RGBA" if alpha else "RGB")
-    if mode.startswith("I"):
-        # 16/32-bit grey: scale to 8 bits (a plain convert would clip everything above 255).
-        return img.convert("I").point(lambda v: v * (1 / 257) + 0.5).convert("L")
-    if mode == "F":
-        return img.convert("L")
-    if mode == "La":
-        return img.convert("LA")
-    # CMYK, YCbCr, LAB, HSV, RGBX, RGBa.
-    return img.convert("RGBA" if mode == "RGBa" else "RGB")
 
 
 def strip(img: Image.Image) -> Image.Image:

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 from services.runtime import imageprobe
 from services.runtime.errors import InvalidArgument
 from services.runtime.imageprobe import Format, ImageFormat, ProbeLimits
+from services.runtime.pixels import normalize_mode
 
 log = logging.getLogger(__name__)
 
@@ -81,31 +82,12 @@ def decode(data: bytes, limits: ProbeLimits) -> Decoded:
         except Exception as exc:  # malformed EXIF is common and never worth failing for
             log.info("ignoring unreadable EXIF orientation: %r", exc)
             oriented = image
-        img = _normalize(oriented)
+        img = normalize_mode(oriented)
         alpha = np.array(img.getchannel("A")) if img.mode in ("LA", "RGBA") else None
         pixels = np.array(img.convert("RGB" if img.mode in ("RGB", "RGBA") else "L"))
     finally:
         image.close()
     return Decoded(pixels, alpha, header.format, icc if isinstance(icc, bytes) else None)
-
-
-def _normalize(img: Image.Image) -> Image.Image:
-    mode = img.mode
-    if mode in ("L", "RGB"):
-        return img.convert("RGBA") if "transparency" in img.info else img
-    if mode in ("LA", "RGBA"):
-        return img
-    if mode in ("P", "PA"):
-        alpha = mode == "PA" or "transparency" in img.info
-        alpha = alpha or (img.palette is not None and img.palette.mode == "RGBA")
-        return img.convert("RGBA" if alpha else "RGB")
-    if mode.startswith("I"):  # 16/32-bit grey: scale, do not clip, to 8 bits
-        return img.convert("I").point(lambda v: v * (1 / 257) + 0.5).convert("L")
-    if mode in ("1", "F"):
-        return img.convert("L")
-    if mode == "La":
-        return img.convert("LA")
-    return img.convert("RGBA" if mode == "RGBa" else "RGB")  # CMYK, YCbCr, LAB, HSV, ...
 
 
 def output_format(source: Format, requested: Format | None = None) -> Format:
