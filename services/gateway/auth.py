@@ -5,9 +5,10 @@ Scopes are independent grants, not a ladder: `read` (get, list, watch, download,
 and the deployment-wide RPCs: fleet status, dead letters). A servicer method asks for the one it
 needs with `require_scope`.
 
-The cache holds a key's principal for at most `ttl_s` (and never past the key's expiry); a
-revoked or rotated key is dropped from every replica's cache at once through `invalidate`, which
-the gateway calls when a revocation notice arrives on NATS (`KEYS_SUBJECT`).
+The cache (cachetools' TLRUCache: bounded, least recently used out first) holds a key's principal
+for at most `ttl_s` and never past the key's expiry; a revoked or rotated key is dropped from
+every replica's cache at once through `invalidate`, which the gateway calls when a revocation
+notice arrives on NATS (`KEYS_SUBJECT`, services/gateway/revocations.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+
+from cachetools import TLRUCache
 
 from services.runtime.errors import PermissionDenied, Unauthenticated
 
@@ -83,11 +86,30 @@ def bad_key() -> Unauthenticated:
 Lookup = Callable[[str], Awaitable[Principal | None]]
 
 
+# The most keys one replica caches: far more than a deployment uses within a TTL, and a bound on
+# memory against callers sending many distinct keys (a principal is a few hundred bytes).
+CACHE_SIZE = 10_000
+
+
 class Authenticator:
-    def __init__(self, lookup: Lookup, ttl_s: float) -> None:
+    def __init__(
+        self,
+        lookup: Lookup,
+        ttl_s: float,
+        maxsize: int = CACHE_SIZE,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.lookup = lookup
         self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._cache: TLRUCache[str, Principal] = TLRUCache(maxsize, self._expiry, timer)
+
+    def _expiry(self, digest: str, principal: Principal, now: float) -> float:
+        """When a cached principal goes (on the cache's timer): after `ttl_s`, or at the key's
+        own expiry if that comes first."""
+        until = now + self.ttl_s
+        if principal.expires_at is not None:
+            until = min(until, now + (principal.expires_at.timestamp() - time.time()))
+        return until
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal for an `authorization: Bearer <key>` header value."""
@@ -98,20 +120,14 @@ class Authenticator:
         if scheme.lower() != "bearer" or not key:
             raise missing_key()
         digest = hash_key(key)
-        now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached and cached[1] > now:
-            return cached[0]
+        if cached is not None:
+            return cached
         principal = await self.lookup(digest)
         if principal is None:
             self._cache.pop(digest, None)
             raise bad_key()
-        until = now + self.ttl_s
-        if principal.expires_at is not None:
-            until = min(until, now + (principal.expires_at.timestamp() - time.time()))
-        if len(self._cache) > 10_000:  # bound memory against many distinct keys
-            self._cache.clear()
-        self._cache[digest] = (principal, until)
+        self._cache[digest] = principal  # not kept at all when already expired
         return principal
 
     def invalidate(self, key_sha256: str | None = None) -> None:
