@@ -1,0 +1,426 @@
+"""Sniff a video's container from its bytes and read its header without decoding a frame.
+
+The video counterpart of `imageprobe`, shared the same way: the gateway rejects bad uploads before
+a job exists, the imaging worker re-checks before it seeks. The container comes from the magic
+bytes, never from the client's Content-Type or file name, and FFmpeg is told to use that one
+demuxer only (the `av` wheel bundles FFmpeg; no system ffmpeg), which keeps FFmpeg's hundreds of
+other demuxers out of reach of hostile input.
+
+Limits are checked cheapest first: bytes, container, streams, duration, frame rate, pixels per
+frame. Only the container header is read (`moov`, EBML segment info, AVI `hdrl`, the first TS
+packets); FFmpeg's stream-info probe is bounded by `probesize`/`analyzeduration`.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import math
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import IO, Any
+
+import av
+import av.container
+
+from services.runtime.errors import InvalidArgument
+
+EMPTY_VIDEO = "EMPTY_IMAGE"  # same reason as an empty image: the upload has no bytes
+UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
+VIDEO_CORRUPT = "VIDEO_CORRUPT"
+VIDEO_TOO_LARGE = "VIDEO_TOO_LARGE"
+VIDEO_TOO_LONG = "VIDEO_TOO_LONG"
+NO_VIDEO_STREAM = "NO_VIDEO_STREAM"
+TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
+TOO_MANY_PIXELS = "TOO_MANY_PIXELS"
+UNSUPPORTED_CODEC = "UNSUPPORTED_CODEC"
+BAD_FRAME_RATE = "BAD_FRAME_RATE"
+
+
+class Container(enum.Enum):
+    """Containers pixmesh accepts (names match the proto enum added for videos)."""
+
+    MP4 = "MP4"
+    MOV = "MOV"
+    M4V = "M4V"
+    THREE_GP = "THREE_GP"
+    MKV = "MKV"
+    WEBM = "WEBM"
+    AVI = "AVI"
+    MPEG_TS = "MPEG_TS"
+
+    @property
+    def demuxer(self) -> str:
+        """The one FFmpeg demuxer allowed to read it."""
+        return _DEMUXER[self]
+
+    @property
+    def mime_type(self) -> str:
+        return _MIME[self]
+
+    @property
+    def extension(self) -> str:
+        return _EXTENSION[self]
+
+
+_DEMUXER = {
+    Container.MP4: "mov",
+    Container.MOV: "mov",
+    Container.M4V: "mov",
+    Container.THREE_GP: "mov",
+    Container.MKV: "matroska",
+    Container.WEBM: "matroska",
+    Container.AVI: "avi",
+    Container.MPEG_TS: "mpegts",
+}
+_MIME = {
+    Container.MP4: "video/mp4",
+    Container.MOV: "video/quicktime",
+    Container.M4V: "video/x-m4v",
+    Container.THREE_GP: "video/3gpp",
+    Container.MKV: "video/x-matroska",
+    Container.WEBM: "video/webm",
+    Container.AVI: "video/x-msvideo",
+    Container.MPEG_TS: "video/mp2t",
+}
+_EXTENSION = {
+    Container.MP4: "mp4",
+    Container.MOV: "mov",
+    Container.M4V: "m4v",
+    Container.THREE_GP: "3gp",
+    Container.MKV: "mkv",
+    Container.WEBM: "webm",
+    Container.AVI: "avi",
+    Container.MPEG_TS: "ts",
+}
+# ISO-BMFF brands that are still images (imageprobe's AVIF/HEIF): never a video here, even
+# though an AVIF sequence is technically one.
+_STILL_BRANDS = frozenset(
+    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+)
+_QUICKTIME_BRANDS = frozenset({b"qt  "})
+_M4V_BRANDS = frozenset({b"M4V ", b"M4VH", b"M4VP"})
+# Top-level atoms an old QuickTime file (no `ftyp`) may start with.
+_QUICKTIME_ATOMS = frozenset({b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
+_TS_PACKET = 188
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    max_bytes: int = 2 * 1024**3
+    max_duration_s: float = 4 * 3600.0
+    # Per decoded frame (after the rotation; 8K UHD is 33.2 MP).
+    max_pixels: int = 36_000_000
+    # Every stream the container declares (video, audio, subtitles, data).
+    max_streams: int = 16
+    max_fps: float = 1000.0
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class VideoHeader:
+    """What the container header says about its first video stream.
+
+    `width`/`height` are as displayed, after the rotation flag (the display matrix);
+    `rotation` is FFmpeg's: degrees counter-clockwise to turn the stored pixels to show them.
+    """
+
+    container: Container
+    duration_s: float
+    fps: float
+    codec: str
+    width: int
+    height: int
+    size_bytes: int
+    # 0 when neither the container nor the stream says how many frames there are.
+    frame_count: int = 0
+    rotation: int = 0
+    bit_rate: int = 0
+    audio_codec: str = ""
+    stream_count: int = 1
+    # Container tags worth keeping (creation_time, location, make, model, ...), as FFmpeg names them.
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mime_type(self) -> str:
+        return self.container.mime_type
+
+    @property
+    def extension(self) -> str:
+        return self.container.extension
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        if self.rotation % 180:
+            return self.height, self.width
+        return self.width, self.height
+
+
+def sniff_video(data: bytes) -> Container | None:
+    """The container announced by the magic bytes, or None when it is not a video we know."""
+    head = data[:16]
+    if head[4:8] == b"ftyp":
+        return _sniff_bmff(data)
+    if head[4:8] in _QUICKTIME_ATOMS and int.from_bytes(head[:4], "big") >= 8:
+        return Container.MOV
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return Container.WEBM if b"webm" in data[:64] else Container.MKV
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return Container.AVI
+    if _is_ts(data, 0, _TS_PACKET) or _is_ts(data, 4, _TS_PACKET + 4):
+        return Container.MPEG_TS
+    return None
+
+
+def _sniff_bmff(data: bytes) -> Container | None:
+    size = int.from_bytes(data[:4], "big")
+    if size < 16:
+        return None
+    box = data[8 : min(size, 512)]
+    major = box[0:4]
+    brands = {major} | {box[i : i + 4] for i in range(8, len(box) - 3, 4)}
+    if brands & _STILL_BRANDS:
+        return None
+    if major in _QUICKTIME_BRANDS:
+        return Container.MOV
+    if major in _M4V_BRANDS:
+        return Container.M4V
+    if major.startswith((b"3gp", b"3g2")):
+        return Container.THREE_GP
+    return Container.MP4
+
+
+def _is_ts(data: bytes, first: int, stride: int) -> bool:
+    # Three sync bytes a packet apart: one 0x47 alone is too common a first byte.
+    needed = first + 2 * stride + 1
+    return len(data) >= needed and all(data[first + i * stride] == 0x47 for i in range(3))
+
+
+def open_input(source: str | IO[bytes], container: Container) -> av.container.InputContainer:
+    """Open with the one demuxer `container` names, bounded stream-info probing.
+
+    FFmpeg reads at most `probesize` bytes and `analyzeduration` microseconds of packets to fill
+    in stream parameters the header lacks; bounded so a hostile file cannot make it read far.
+    """
+    return av.open(
+        source,
+        mode="r",
+        format=container.demuxer,
+        options={"probesize": "5000000", "analyzeduration": "2000000"},
+        metadata_errors="replace",
+    )
+
+
+def probe_video(
+    source: str | IO[bytes], limits: VideoLimits, *, head: bytes | None = None
+) -> VideoHeader:
+    """Check a video against the limits from its header; raise InvalidArgument if it fails.
+
+    `source` is a path or a seekable binary file; `head` its first bytes when the caller has
+    them already (the gateway does).
+    """
+    size = _size_of(source)
+    if size == 0:
+        raise _error(EMPTY_VIDEO, "the upload is empty")
+    if size > limits.max_bytes:
+        raise _error(VIDEO_TOO_LARGE, f"the video is {size} bytes; the limit is {limits.max_bytes}")
+    if head is None:
+        head = _read_head(source)
+    container = sniff_video(head)
+    if container is None:
+        raise _error(UNSUPPORTED_FORMAT, "the data is not a video in a supported container")
+    with _header_errors(container), open_input(source, container) as media:
+        return _header(media, container, source, size, limits)
+
+
+def _header(
+    media: av.container.InputContainer,
+    container: Container,
+    source: str | IO[bytes],
+    size: int,
+    limits: VideoLimits,
+) -> VideoHeader:
+    streams = len(media.streams)
+    if streams > limits.max_streams:
+        raise _error(
+            TOO_MANY_STREAMS,
+            f"the video has {streams} streams; the limit is {limits.max_streams}",
+        )
+    if not media.streams.video:
+        raise _error(NO_VIDEO_STREAM, "the file has no video stream")
+    stream = media.streams.video[0]
+    ctx = stream.codec_context
+    if not ctx.name or ctx.width <= 0 or ctx.height <= 0:
+        raise _error(VIDEO_CORRUPT, "the video stream declares no codec or an empty frame")
+    try:
+        av.codec.Codec(ctx.name, "r")
+    except (ValueError, av.error.FFmpegError):
+        raise _error(UNSUPPORTED_CODEC, f"no decoder for the {ctx.name} codec") from None
+    if ctx.width * ctx.height > limits.max_pixels:
+        raise _error(
+            TOO_MANY_PIXELS,
+            f"the frames are {ctx.width}x{ctx.height} pixels; the limit is "
+            f"{limits.max_pixels} pixels",
+        )
+    duration = _duration_s(media, stream)
+    if not duration > 0 or not math.isfinite(duration):
+        raise _error(VIDEO_CORRUPT, "the video declares no duration")
+    if duration > limits.max_duration_s:
+        raise _error(
+            VIDEO_TOO_LONG,
+            f"the video lasts {duration:.0f} s; the limit is {limits.max_duration_s:.0f} s",
+        )
+    fps = _fps(stream)
+    if not 0 < fps <= limits.max_fps:
+        raise _error(BAD_FRAME_RATE, f"the video declares a frame rate of {fps:g} frames/s")
+    rotation = _rotation(media, container, source)
+    width, height = (ctx.height, ctx.width) if rotation % 180 else (ctx.width, ctx.height)
+    audio = media.streams.audio[0].codec_context.name if media.streams.audio else ""
+    return VideoHeader(
+        container=container,
+        duration_s=duration,
+        fps=fps,
+        codec=ctx.name,
+        width=width,
+        height=height,
+        size_bytes=size,
+        frame_count=max(int(stream.frames or 0), 0),
+        rotation=rotation,
+        bit_rate=max(int(media.bit_rate or 0), 0),
+        audio_codec=audio or "",
+        stream_count=streams,
+        tags={str(k): str(v) for k, v in (media.metadata or {}).items()},
+    )
+
+
+def _duration_s(media: av.container.InputContainer, stream: Any) -> float:
+    if stream.duration is not None and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if media.duration is not None:
+        return media.duration / av.time_base
+    return 0.0
+
+
+def _fps(stream: Any) -> float:
+    rate: Fraction | None = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def _rotation(
+    media: av.container.InputContainer, container: Container, source: str | IO[bytes]
+) -> int:
+    """FFmpeg's rotation of the first video track, from its `tkhd` matrix (ISO-BMFF only).
+
+    PyAV exposes the display matrix on decoded frames, not on streams; reading it from the
+    track header keeps the probe free of decoding. Other containers rarely carry one: 0.
+    """
+    if container.demuxer != "mov":
+        return 0
+    stream = media.streams.video[0]
+    try:
+        matrix = _tkhd_matrix(source, stream.id)
+    except (OSError, ValueError, IndexError, struct.error):
+        matrix = None
+    if matrix is None:
+        return 0
+    a, b = matrix
+    angle = round(math.degrees(math.atan2(b, a)))
+    # FFmpeg's av_display_rotation_get() returns the counter-clockwise angle, i.e. minus this.
+    return (-angle) % 360 // 90 * 90
+
+
+def _tkhd_matrix(source: str | IO[bytes], track_id: int) -> tuple[float, float] | None:
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            return _find_tkhd_matrix(f, track_id)
+    here = source.tell()
+    try:
+        return _find_tkhd_matrix(source, track_id)
+    finally:
+        source.seek(here)
+
+
+def _find_tkhd_matrix(f: IO[bytes], track_id: int) -> tuple[float, float] | None:
+    """(a, b) of the `tkhd` matrix of track `track_id`, walking boxes without reading `mdat`."""
+    for kind, start, end in _boxes(f, 0, f.seek(0, io.SEEK_END)):
+        if kind != b"moov":
+            continue
+        for trak, t_start, t_end in _boxes(f, start, end):
+            if trak != b"trak":
+                continue
+            for box, b_start, _ in _boxes(f, t_start, t_end):
+                if box != b"tkhd":
+                    continue
+                f.seek(b_start)
+                version = f.read(4)[0]
+                ids = f.read(12 if version == 0 else 20)
+                if struct.unpack(">I", ids[-4:])[0] != track_id:
+                    break
+                # After the ids: reserved, duration, reserved[2], layer, group, volume, reserved.
+                f.seek(b_start + 4 + len(ids) + 4 + (4 if version == 0 else 8) + 16)
+                a, b = struct.unpack(">ii", f.read(8))
+                return a / 65536, b / 65536
+    return None
+
+
+def _boxes(f: IO[bytes], start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of each box between start and end."""
+    pos = start
+    while pos + 8 <= end:
+        f.seek(pos)
+        size, kind = struct.unpack(">I4s", f.read(8))
+        header = 8
+        if size == 1:
+            size = struct.unpack(">Q", f.read(8))[0]
+            header = 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            return
+        yield kind, pos + header, min(pos + size, end)
+        pos += size
+
+
+def _size_of(source: str | IO[bytes]) -> int:
+    if isinstance(source, str):
+        return os.path.getsize(source)
+    here = source.tell()
+    size = source.seek(0, io.SEEK_END)
+    source.seek(here)
+    return size
+
+
+def _read_head(source: str | IO[bytes]) -> bytes:
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            return f.read(512)
+    here = source.tell()
+    source.seek(0)
+    head = source.read(512)
+    source.seek(here)
+    return head
+
+
+@contextmanager
+def _header_errors(container: Container) -> Iterator[None]:
+    """Whatever FFmpeg raises on a bad header becomes a client-safe VIDEO_CORRUPT."""
+    try:
+        yield
+    except InvalidArgument:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError, EOFError, struct.error) as exc:
+        raise _error(
+            VIDEO_CORRUPT, f"the {container.name} header is unreadable or truncated"
+        ) from exc
+
+
+def _error(reason: str, message: str) -> InvalidArgument:
+    return InvalidArgument(message=message, reason=reason)
