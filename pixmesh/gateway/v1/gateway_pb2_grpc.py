@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from pixmesh.gateway.v1 import batches_pb2 as pixmesh_dot_gateway_dot_v1_dot_batches__pb2
 from pixmesh.gateway.v1 import gateway_pb2 as pixmesh_dot_gateway_dot_v1_dot_gateway__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -184,6 +185,66 @@ class GatewayServiceStub:
                 '/pixmesh.gateway.v1.GatewayService/DeleteTenantData',
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataResponse.FromString,
+                _registered_method=True)
+        self.CreateBatch = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/CreateBatch',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateBatchRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateBatchResponse.FromString,
+                _registered_method=True)
+        self.GetBatch = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/GetBatch',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchResponse.FromString,
+                _registered_method=True)
+        self.GetBatchSummary = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/GetBatchSummary',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchSummaryRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchSummaryResponse.FromString,
+                _registered_method=True)
+        self.ListBatches = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/ListBatches',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchesRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchesResponse.FromString,
+                _registered_method=True)
+        self.WatchBatch = channel.unary_stream(
+                '/pixmesh.gateway.v1.GatewayService/WatchBatch',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.WatchBatchRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.WatchBatchResponse.FromString,
+                _registered_method=True)
+        self.ListBatchJobs = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/ListBatchJobs',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchJobsRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelBatch = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/CancelBatch',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CancelBatchRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CancelBatchResponse.FromString,
+                _registered_method=True)
+        self.DownloadJobArchive = channel.unary_stream(
+                '/pixmesh.gateway.v1.GatewayService/DownloadJobArchive',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadJobArchiveRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadJobArchiveResponse.FromString,
+                _registered_method=True)
+        self.DownloadBatchArchive = channel.unary_stream(
+                '/pixmesh.gateway.v1.GatewayService/DownloadBatchArchive',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadBatchArchiveRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadBatchArchiveResponse.FromString,
+                _registered_method=True)
+        self.CreateStorageConnection = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/CreateStorageConnection',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateStorageConnectionRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateStorageConnectionResponse.FromString,
+                _registered_method=True)
+        self.ListStorageConnections = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/ListStorageConnections',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListStorageConnectionsRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListStorageConnectionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteStorageConnection = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/DeleteStorageConnection',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionResponse.FromString,
                 _registered_method=True)
 
 
@@ -420,6 +481,92 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBatch(self, request, context):
+        """---- bulk work (batches.proto) ----
+
+        Start a batch: one pipeline over a list of images or every object under a storage prefix.
+        Its jobs are ordinary jobs, created at the pace the workers take them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBatch(self, request, context):
+        """A batch with its live progress (and its summary once it ended).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBatchSummary(self, request, context):
+        """The summary of a batch that ended, as a JSON document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatches(self, request, context):
+        """The caller's batches, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchBatch(self, request, context):
+        """Stream the batch as its progress changes, until it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatchJobs(self, request, context):
+        """The images of a batch with their job and state, in source order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBatch(self, request, context):
+        """Stop a batch: queued images are never started, its pending and running jobs are cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadJobArchive(self, request, context):
+        """A zip of a succeeded job's outputs, streamed (ZIP64 when large).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadBatchArchive(self, request, context):
+        """A zip of the outputs of a batch's succeeded jobs, streamed (ZIP64 when large).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateStorageConnection(self, request, context):
+        """Register an S3-compatible bucket as a batch source or destination. Wrong credentials or a
+        missing bucket are refused now, with the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStorageConnections(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteStorageConnection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -572,6 +719,66 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DeleteTenantData,
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataRequest.FromString,
                     response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataResponse.SerializeToString,
+            ),
+            'CreateBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBatch,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateBatchRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateBatchResponse.SerializeToString,
+            ),
+            'GetBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatch,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchResponse.SerializeToString,
+            ),
+            'GetBatchSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatchSummary,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchSummaryRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchSummaryResponse.SerializeToString,
+            ),
+            'ListBatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatches,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchesRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchesResponse.SerializeToString,
+            ),
+            'WatchBatch': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatch,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.WatchBatchRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.WatchBatchResponse.SerializeToString,
+            ),
+            'ListBatchJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatchJobs,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchJobsRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchJobsResponse.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CancelBatchRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CancelBatchResponse.SerializeToString,
+            ),
+            'DownloadJobArchive': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadJobArchive,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadJobArchiveRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadJobArchiveResponse.SerializeToString,
+            ),
+            'DownloadBatchArchive': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadBatchArchive,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadBatchArchiveRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadBatchArchiveResponse.SerializeToString,
+            ),
+            'CreateStorageConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateStorageConnection,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateStorageConnectionRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateStorageConnectionResponse.SerializeToString,
+            ),
+            'ListStorageConnections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStorageConnections,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListStorageConnectionsRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListStorageConnectionsResponse.SerializeToString,
+            ),
+            'DeleteStorageConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteStorageConnection,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1385,6 +1592,330 @@ class GatewayService:
             '/pixmesh.gateway.v1.GatewayService/DeleteTenantData',
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataRequest.SerializeToString,
             pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteTenantDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/CreateBatch',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateBatchRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/GetBatch',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBatchSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/GetBatchSummary',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchSummaryRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.GetBatchSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/ListBatches',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchesRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/WatchBatch',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.WatchBatchRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.WatchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/ListBatchJobs',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchJobsRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListBatchJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/CancelBatch',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CancelBatchRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CancelBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadJobArchive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/DownloadJobArchive',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadJobArchiveRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadJobArchiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadBatchArchive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/DownloadBatchArchive',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadBatchArchiveRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DownloadBatchArchiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateStorageConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/CreateStorageConnection',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateStorageConnectionRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.CreateStorageConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStorageConnections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/ListStorageConnections',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListStorageConnectionsRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.ListStorageConnectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteStorageConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/DeleteStorageConnection',
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from pixmesh.gateway.v1 import batches_pb2 as _batches_pb2
 from pixmesh.gateway.v1 import gateway_pb2 as _gateway_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -125,6 +126,34 @@ class GatewayServiceStub:
     """Erase everything the caller's tenant stored: images, jobs, outputs, metadata (admin scope).
     `confirm_tenant_id` must name the tenant. Keys are kept unless `delete_keys`.
     """
+    CreateBatch: _grpc.UnaryUnaryMultiCallable[_batches_pb2.CreateBatchRequest, _batches_pb2.CreateBatchResponse]
+    """---- bulk work (batches.proto) ----
+
+    Start a batch: one pipeline over a list of images or every object under a storage prefix.
+    Its jobs are ordinary jobs, created at the pace the workers take them.
+    """
+    GetBatch: _grpc.UnaryUnaryMultiCallable[_batches_pb2.GetBatchRequest, _batches_pb2.GetBatchResponse]
+    """A batch with its live progress (and its summary once it ended)."""
+    GetBatchSummary: _grpc.UnaryUnaryMultiCallable[_batches_pb2.GetBatchSummaryRequest, _batches_pb2.GetBatchSummaryResponse]
+    """The summary of a batch that ended, as a JSON document."""
+    ListBatches: _grpc.UnaryUnaryMultiCallable[_batches_pb2.ListBatchesRequest, _batches_pb2.ListBatchesResponse]
+    """The caller's batches, newest first."""
+    WatchBatch: _grpc.UnaryStreamMultiCallable[_batches_pb2.WatchBatchRequest, _batches_pb2.WatchBatchResponse]
+    """Stream the batch as its progress changes, until it ends."""
+    ListBatchJobs: _grpc.UnaryUnaryMultiCallable[_batches_pb2.ListBatchJobsRequest, _batches_pb2.ListBatchJobsResponse]
+    """The images of a batch with their job and state, in source order."""
+    CancelBatch: _grpc.UnaryUnaryMultiCallable[_batches_pb2.CancelBatchRequest, _batches_pb2.CancelBatchResponse]
+    """Stop a batch: queued images are never started, its pending and running jobs are cancelled."""
+    DownloadJobArchive: _grpc.UnaryStreamMultiCallable[_batches_pb2.DownloadJobArchiveRequest, _batches_pb2.DownloadJobArchiveResponse]
+    """A zip of a succeeded job's outputs, streamed (ZIP64 when large)."""
+    DownloadBatchArchive: _grpc.UnaryStreamMultiCallable[_batches_pb2.DownloadBatchArchiveRequest, _batches_pb2.DownloadBatchArchiveResponse]
+    """A zip of the outputs of a batch's succeeded jobs, streamed (ZIP64 when large)."""
+    CreateStorageConnection: _grpc.UnaryUnaryMultiCallable[_batches_pb2.CreateStorageConnectionRequest, _batches_pb2.CreateStorageConnectionResponse]
+    """Register an S3-compatible bucket as a batch source or destination. Wrong credentials or a
+    missing bucket are refused now, with the reason.
+    """
+    ListStorageConnections: _grpc.UnaryUnaryMultiCallable[_batches_pb2.ListStorageConnectionsRequest, _batches_pb2.ListStorageConnectionsResponse]
+    DeleteStorageConnection: _grpc.UnaryUnaryMultiCallable[_batches_pb2.DeleteStorageConnectionRequest, _batches_pb2.DeleteStorageConnectionResponse]
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -223,6 +252,34 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Erase everything the caller's tenant stored: images, jobs, outputs, metadata (admin scope).
     `confirm_tenant_id` must name the tenant. Keys are kept unless `delete_keys`.
     """
+    CreateBatch: _aio.UnaryUnaryMultiCallable[_batches_pb2.CreateBatchRequest, _batches_pb2.CreateBatchResponse]  # type: ignore[assignment]
+    """---- bulk work (batches.proto) ----
+
+    Start a batch: one pipeline over a list of images or every object under a storage prefix.
+    Its jobs are ordinary jobs, created at the pace the workers take them.
+    """
+    GetBatch: _aio.UnaryUnaryMultiCallable[_batches_pb2.GetBatchRequest, _batches_pb2.GetBatchResponse]  # type: ignore[assignment]
+    """A batch with its live progress (and its summary once it ended)."""
+    GetBatchSummary: _aio.UnaryUnaryMultiCallable[_batches_pb2.GetBatchSummaryRequest, _batches_pb2.GetBatchSummaryResponse]  # type: ignore[assignment]
+    """The summary of a batch that ended, as a JSON document."""
+    ListBatches: _aio.UnaryUnaryMultiCallable[_batches_pb2.ListBatchesRequest, _batches_pb2.ListBatchesResponse]  # type: ignore[assignment]
+    """The caller's batches, newest first."""
+    WatchBatch: _aio.UnaryStreamMultiCallable[_batches_pb2.WatchBatchRequest, _batches_pb2.WatchBatchResponse]  # type: ignore[assignment]
+    """Stream the batch as its progress changes, until it ends."""
+    ListBatchJobs: _aio.UnaryUnaryMultiCallable[_batches_pb2.ListBatchJobsRequest, _batches_pb2.ListBatchJobsResponse]  # type: ignore[assignment]
+    """The images of a batch with their job and state, in source order."""
+    CancelBatch: _aio.UnaryUnaryMultiCallable[_batches_pb2.CancelBatchRequest, _batches_pb2.CancelBatchResponse]  # type: ignore[assignment]
+    """Stop a batch: queued images are never started, its pending and running jobs are cancelled."""
+    DownloadJobArchive: _aio.UnaryStreamMultiCallable[_batches_pb2.DownloadJobArchiveRequest, _batches_pb2.DownloadJobArchiveResponse]  # type: ignore[assignment]
+    """A zip of a succeeded job's outputs, streamed (ZIP64 when large)."""
+    DownloadBatchArchive: _aio.UnaryStreamMultiCallable[_batches_pb2.DownloadBatchArchiveRequest, _batches_pb2.DownloadBatchArchiveResponse]  # type: ignore[assignment]
+    """A zip of the outputs of a batch's succeeded jobs, streamed (ZIP64 when large)."""
+    CreateStorageConnection: _aio.UnaryUnaryMultiCallable[_batches_pb2.CreateStorageConnectionRequest, _batches_pb2.CreateStorageConnectionResponse]  # type: ignore[assignment]
+    """Register an S3-compatible bucket as a batch source or destination. Wrong credentials or a
+    missing bucket are refused now, with the reason.
+    """
+    ListStorageConnections: _aio.UnaryUnaryMultiCallable[_batches_pb2.ListStorageConnectionsRequest, _batches_pb2.ListStorageConnectionsResponse]  # type: ignore[assignment]
+    DeleteStorageConnection: _aio.UnaryUnaryMultiCallable[_batches_pb2.DeleteStorageConnectionRequest, _batches_pb2.DeleteStorageConnectionResponse]  # type: ignore[assignment]
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public pixmesh API. Every call needs `authorization: Bearer <api key>` metadata."""
@@ -498,5 +555,105 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         """Erase everything the caller's tenant stored: images, jobs, outputs, metadata (admin scope).
         `confirm_tenant_id` must name the tenant. Keys are kept unless `delete_keys`.
         """
+
+    @_abc_1.abstractmethod
+    def CreateBatch(
+        self,
+        request: _batches_pb2.CreateBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.CreateBatchResponse, _abc.Awaitable[_batches_pb2.CreateBatchResponse]]:
+        """---- bulk work (batches.proto) ----
+
+        Start a batch: one pipeline over a list of images or every object under a storage prefix.
+        Its jobs are ordinary jobs, created at the pace the workers take them.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBatch(
+        self,
+        request: _batches_pb2.GetBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.GetBatchResponse, _abc.Awaitable[_batches_pb2.GetBatchResponse]]:
+        """A batch with its live progress (and its summary once it ended)."""
+
+    @_abc_1.abstractmethod
+    def GetBatchSummary(
+        self,
+        request: _batches_pb2.GetBatchSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.GetBatchSummaryResponse, _abc.Awaitable[_batches_pb2.GetBatchSummaryResponse]]:
+        """The summary of a batch that ended, as a JSON document."""
+
+    @_abc_1.abstractmethod
+    def ListBatches(
+        self,
+        request: _batches_pb2.ListBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.ListBatchesResponse, _abc.Awaitable[_batches_pb2.ListBatchesResponse]]:
+        """The caller's batches, newest first."""
+
+    @_abc_1.abstractmethod
+    def WatchBatch(
+        self,
+        request: _batches_pb2.WatchBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_batches_pb2.WatchBatchResponse], _abc.AsyncIterator[_batches_pb2.WatchBatchResponse]]:
+        """Stream the batch as its progress changes, until it ends."""
+
+    @_abc_1.abstractmethod
+    def ListBatchJobs(
+        self,
+        request: _batches_pb2.ListBatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.ListBatchJobsResponse, _abc.Awaitable[_batches_pb2.ListBatchJobsResponse]]:
+        """The images of a batch with their job and state, in source order."""
+
+    @_abc_1.abstractmethod
+    def CancelBatch(
+        self,
+        request: _batches_pb2.CancelBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.CancelBatchResponse, _abc.Awaitable[_batches_pb2.CancelBatchResponse]]:
+        """Stop a batch: queued images are never started, its pending and running jobs are cancelled."""
+
+    @_abc_1.abstractmethod
+    def DownloadJobArchive(
+        self,
+        request: _batches_pb2.DownloadJobArchiveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_batches_pb2.DownloadJobArchiveResponse], _abc.AsyncIterator[_batches_pb2.DownloadJobArchiveResponse]]:
+        """A zip of a succeeded job's outputs, streamed (ZIP64 when large)."""
+
+    @_abc_1.abstractmethod
+    def DownloadBatchArchive(
+        self,
+        request: _batches_pb2.DownloadBatchArchiveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_batches_pb2.DownloadBatchArchiveResponse], _abc.AsyncIterator[_batches_pb2.DownloadBatchArchiveResponse]]:
+        """A zip of the outputs of a batch's succeeded jobs, streamed (ZIP64 when large)."""
+
+    @_abc_1.abstractmethod
+    def CreateStorageConnection(
+        self,
+        request: _batches_pb2.CreateStorageConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.CreateStorageConnectionResponse, _abc.Awaitable[_batches_pb2.CreateStorageConnectionResponse]]:
+        """Register an S3-compatible bucket as a batch source or destination. Wrong credentials or a
+        missing bucket are refused now, with the reason.
+        """
+
+    @_abc_1.abstractmethod
+    def ListStorageConnections(
+        self,
+        request: _batches_pb2.ListStorageConnectionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.ListStorageConnectionsResponse, _abc.Awaitable[_batches_pb2.ListStorageConnectionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteStorageConnection(
+        self,
+        request: _batches_pb2.DeleteStorageConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.DeleteStorageConnectionResponse, _abc.Awaitable[_batches_pb2.DeleteStorageConnectionResponse]]: ...
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

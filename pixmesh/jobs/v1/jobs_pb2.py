@@ -27,55 +27,56 @@ from pixmesh.common.v1 import fleet_pb2 as pixmesh_dot_common_dot_v1_dot_fleet__
 from pixmesh.common.v1 import image_pb2 as pixmesh_dot_common_dot_v1_dot_image__pb2
 from pixmesh.common.v1 import job_pb2 as pixmesh_dot_common_dot_v1_dot_job__pb2
 from pixmesh.common.v1 import operations_pb2 as pixmesh_dot_common_dot_v1_dot_operations__pb2
+from pixmesh.jobs.v1 import batches_pb2 as pixmesh_dot_jobs_dot_v1_dot_batches__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apixmesh/jobs/v1/jobs.proto\x12\x0fpixmesh.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpixmesh/common/v1/fleet.proto\x1a\x1dpixmesh/common/v1/image.proto\x1a\x1bpixmesh/common/v1/job.proto\x1a\"pixmesh/common/v1/operations.proto\"\xac\x02\n\x10\x43reateJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\'\n\x05image\x18\x02 \x01(\x0b\x32\x18.pixmesh.common.v1.Image\x12\x30\n\noperations\x18\x03 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x14\n\x0crequest_hash\x18\x05 \x01(\t\x12\x30\n\nrenditions\x18\x06 \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\x12+\n\x07webhook\x18\x07 \x01(\x0b\x32\x1a.pixmesh.common.v1.Webhook\x12\x12\n\x05reuse\x18\x08 \x01(\x08H\x00\x88\x01\x01\x42\x08\n\x06_reuse\"I\n\x11\x43reateJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"2\n\rGetJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"5\n\x0eGetJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"x\n\x0fListJobsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.pixmesh.common.v1.Job.State\"Q\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.pixmesh.common.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x0fWatchJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"7\n\x10WatchJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"5\n\x10\x43\x61ncelJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"8\n\x11\x43\x61ncelJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"D\n\x10GetOutputRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\"K\n\x11GetOutputResponse\x12)\n\x06output\x18\x01 \x01(\x0b\x32\x19.pixmesh.common.v1.Output\x12\x0b\n\x03key\x18\x02 \x01(\t\"\x17\n\x15GetFleetStatusRequest\"H\n\x16GetFleetStatusResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.pixmesh.common.v1.FleetStatus\"+\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\"N\n\x17ListDeadLettersResponse\x12\x33\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1d.pixmesh.common.v1.DeadLetter\"\"\n\x10ReplayJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x11ReplayJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"\x96\x01\n\x11\x44\x65leteJobsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12\x33\n\x0f\x66inished_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x66\x61il_if_running\x18\x05 \x01(\x08\"n\n\x12\x44\x65leteJobsResponse\x12\x14\n\x0cjobs_deleted\x18\x01 \x01(\x05\x12\x14\n\x0cjobs_running\x18\x02 \x01(\x05\x12\x19\n\x11unreferenced_keys\x18\x03 \x03(\t\x12\x11\n\tkeys_kept\x18\x04 \x01(\x05\x32\xec\x06\n\x0bJobsService\x12R\n\tCreateJob\x12!.pixmesh.jobs.v1.CreateJobRequest\x1a\".pixmesh.jobs.v1.CreateJobResponse\x12I\n\x06GetJob\x12\x1e.pixmesh.jobs.v1.GetJobRequest\x1a\x1f.pixmesh.jobs.v1.GetJobResponse\x12O\n\x08ListJobs\x12 .pixmesh.jobs.v1.ListJobsRequest\x1a!.pixmesh.jobs.v1.ListJobsResponse\x12Q\n\x08WatchJob\x12 .pixmesh.jobs.v1.WatchJobRequest\x1a!.pixmesh.jobs.v1.WatchJobResponse0\x01\x12R\n\tCancelJob\x12!.pixmesh.jobs.v1.CancelJobRequest\x1a\".pixmesh.jobs.v1.CancelJobResponse\x12R\n\tGetOutput\x12!.pixmesh.jobs.v1.GetOutputRequest\x1a\".pixmesh.jobs.v1.GetOutputResponse\x12\x61\n\x0eGetFleetStatus\x12&.pixmesh.jobs.v1.GetFleetStatusRequest\x1a\'.pixmesh.jobs.v1.GetFleetStatusResponse\x12\x64\n\x0fListDeadLetters\x12\'.pixmesh.jobs.v1.ListDeadLettersRequest\x1a(.pixmesh.jobs.v1.ListDeadLettersResponse\x12R\n\tReplayJob\x12!.pixmesh.jobs.v1.ReplayJobRequest\x1a\".pixmesh.jobs.v1.ReplayJobResponse\x12U\n\nDeleteJobs\x12\".pixmesh.jobs.v1.DeleteJobsRequest\x1a#.pixmesh.jobs.v1.DeleteJobsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apixmesh/jobs/v1/jobs.proto\x12\x0fpixmesh.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpixmesh/common/v1/fleet.proto\x1a\x1dpixmesh/common/v1/image.proto\x1a\x1bpixmesh/common/v1/job.proto\x1a\"pixmesh/common/v1/operations.proto\x1a\x1dpixmesh/jobs/v1/batches.proto\"\xac\x02\n\x10\x43reateJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\'\n\x05image\x18\x02 \x01(\x0b\x32\x18.pixmesh.common.v1.Image\x12\x30\n\noperations\x18\x03 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x14\n\x0crequest_hash\x18\x05 \x01(\t\x12\x30\n\nrenditions\x18\x06 \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\x12+\n\x07webhook\x18\x07 \x01(\x0b\x32\x1a.pixmesh.common.v1.Webhook\x12\x12\n\x05reuse\x18\x08 \x01(\x08H\x00\x88\x01\x01\x42\x08\n\x06_reuse\"I\n\x11\x43reateJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"2\n\rGetJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"5\n\x0eGetJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"x\n\x0fListJobsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.pixmesh.common.v1.Job.State\"Q\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.pixmesh.common.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x0fWatchJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"7\n\x10WatchJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"5\n\x10\x43\x61ncelJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"8\n\x11\x43\x61ncelJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"D\n\x10GetOutputRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\"K\n\x11GetOutputResponse\x12)\n\x06output\x18\x01 \x01(\x0b\x32\x19.pixmesh.common.v1.Output\x12\x0b\n\x03key\x18\x02 \x01(\t\"\x17\n\x15GetFleetStatusRequest\"H\n\x16GetFleetStatusResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.pixmesh.common.v1.FleetStatus\"+\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\"N\n\x17ListDeadLettersResponse\x12\x33\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1d.pixmesh.common.v1.DeadLetter\"\"\n\x10ReplayJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x11ReplayJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.pixmesh.common.v1.Job\"\x96\x01\n\x11\x44\x65leteJobsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12\x33\n\x0f\x66inished_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x66\x61il_if_running\x18\x05 \x01(\x08\"n\n\x12\x44\x65leteJobsResponse\x12\x14\n\x0cjobs_deleted\x18\x01 \x01(\x05\x12\x14\n\x0cjobs_running\x18\x02 \x01(\x05\x12\x19\n\x11unreferenced_keys\x18\x03 \x03(\t\x12\x11\n\tkeys_kept\x18\x04 \x01(\x05\x32\xea\x0e\n\x0bJobsService\x12R\n\tCreateJob\x12!.pixmesh.jobs.v1.CreateJobRequest\x1a\".pixmesh.jobs.v1.CreateJobResponse\x12I\n\x06GetJob\x12\x1e.pixmesh.jobs.v1.GetJobRequest\x1a\x1f.pixmesh.jobs.v1.GetJobResponse\x12O\n\x08ListJobs\x12 .pixmesh.jobs.v1.ListJobsRequest\x1a!.pixmesh.jobs.v1.ListJobsResponse\x12Q\n\x08WatchJob\x12 .pixmesh.jobs.v1.WatchJobRequest\x1a!.pixmesh.jobs.v1.WatchJobResponse0\x01\x12R\n\tCancelJob\x12!.pixmesh.jobs.v1.CancelJobRequest\x1a\".pixmesh.jobs.v1.CancelJobResponse\x12R\n\tGetOutput\x12!.pixmesh.jobs.v1.GetOutputRequest\x1a\".pixmesh.jobs.v1.GetOutputResponse\x12\x61\n\x0eGetFleetStatus\x12&.pixmesh.jobs.v1.GetFleetStatusRequest\x1a\'.pixmesh.jobs.v1.GetFleetStatusResponse\x12\x64\n\x0fListDeadLetters\x12\'.pixmesh.jobs.v1.ListDeadLettersRequest\x1a(.pixmesh.jobs.v1.ListDeadLettersResponse\x12R\n\tReplayJob\x12!.pixmesh.jobs.v1.ReplayJobRequest\x1a\".pixmesh.jobs.v1.ReplayJobResponse\x12U\n\nDeleteJobs\x12\".pixmesh.jobs.v1.DeleteJobsRequest\x1a#.pixmesh.jobs.v1.DeleteJobsResponse\x12X\n\x0b\x43reateBatch\x12#.pixmesh.jobs.v1.CreateBatchRequest\x1a$.pixmesh.jobs.v1.CreateBatchResponse\x12O\n\x08GetBatch\x12 .pixmesh.jobs.v1.GetBatchRequest\x1a!.pixmesh.jobs.v1.GetBatchResponse\x12X\n\x0bListBatches\x12#.pixmesh.jobs.v1.ListBatchesRequest\x1a$.pixmesh.jobs.v1.ListBatchesResponse\x12W\n\nWatchBatch\x12\".pixmesh.jobs.v1.WatchBatchRequest\x1a#.pixmesh.jobs.v1.WatchBatchResponse0\x01\x12^\n\rListBatchJobs\x12%.pixmesh.jobs.v1.ListBatchJobsRequest\x1a&.pixmesh.jobs.v1.ListBatchJobsResponse\x12X\n\x0b\x43\x61ncelBatch\x12#.pixmesh.jobs.v1.CancelBatchRequest\x1a$.pixmesh.jobs.v1.CancelBatchResponse\x12m\n\x12ListArchiveEntries\x12*.pixmesh.jobs.v1.ListArchiveEntriesRequest\x1a+.pixmesh.jobs.v1.ListArchiveEntriesResponse\x12|\n\x17\x43reateStorageConnection\x12/.pixmesh.jobs.v1.CreateStorageConnectionRequest\x1a\x30.pixmesh.jobs.v1.CreateStorageConnectionResponse\x12y\n\x16ListStorageConnections\x12..pixmesh.jobs.v1.ListStorageConnectionsRequest\x1a/.pixmesh.jobs.v1.ListStorageConnectionsResponse\x12|\n\x17\x44\x65leteStorageConnection\x12/.pixmesh.jobs.v1.DeleteStorageConnectionRequest\x1a\x30.pixmesh.jobs.v1.DeleteStorageConnectionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pixmesh.jobs.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEJOBREQUEST']._serialized_start=208
-  _globals['_CREATEJOBREQUEST']._serialized_end=508
-  _globals['_CREATEJOBRESPONSE']._serialized_start=510
-  _globals['_CREATEJOBRESPONSE']._serialized_end=583
-  _globals['_GETJOBREQUEST']._serialized_start=585
-  _globals['_GETJOBREQUEST']._serialized_end=635
-  _globals['_GETJOBRESPONSE']._serialized_start=637
-  _globals['_GETJOBRESPONSE']._serialized_end=690
-  _globals['_LISTJOBSREQUEST']._serialized_start=692
-  _globals['_LISTJOBSREQUEST']._serialized_end=812
-  _globals['_LISTJOBSRESPONSE']._serialized_start=814
-  _globals['_LISTJOBSRESPONSE']._serialized_end=895
-  _globals['_WATCHJOBREQUEST']._serialized_start=897
-  _globals['_WATCHJOBREQUEST']._serialized_end=949
-  _globals['_WATCHJOBRESPONSE']._serialized_start=951
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1006
-  _globals['_CANCELJOBREQUEST']._serialized_start=1008
-  _globals['_CANCELJOBREQUEST']._serialized_end=1061
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1063
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1119
-  _globals['_GETOUTPUTREQUEST']._serialized_start=1121
-  _globals['_GETOUTPUTREQUEST']._serialized_end=1189
-  _globals['_GETOUTPUTRESPONSE']._serialized_start=1191
-  _globals['_GETOUTPUTRESPONSE']._serialized_end=1266
-  _globals['_GETFLEETSTATUSREQUEST']._serialized_start=1268
-  _globals['_GETFLEETSTATUSREQUEST']._serialized_end=1291
-  _globals['_GETFLEETSTATUSRESPONSE']._serialized_start=1293
-  _globals['_GETFLEETSTATUSRESPONSE']._serialized_end=1365
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1367
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1410
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1412
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1490
-  _globals['_REPLAYJOBREQUEST']._serialized_start=1492
-  _globals['_REPLAYJOBREQUEST']._serialized_end=1526
-  _globals['_REPLAYJOBRESPONSE']._serialized_start=1528
-  _globals['_REPLAYJOBRESPONSE']._serialized_end=1584
-  _globals['_DELETEJOBSREQUEST']._serialized_start=1587
-  _globals['_DELETEJOBSREQUEST']._serialized_end=1737
-  _globals['_DELETEJOBSRESPONSE']._serialized_start=1739
-  _globals['_DELETEJOBSRESPONSE']._serialized_end=1849
-  _globals['_JOBSSERVICE']._serialized_start=1852
-  _globals['_JOBSSERVICE']._serialized_end=2728
+  _globals['_CREATEJOBREQUEST']._serialized_start=239
+  _globals['_CREATEJOBREQUEST']._serialized_end=539
+  _globals['_CREATEJOBRESPONSE']._serialized_start=541
+  _globals['_CREATEJOBRESPONSE']._serialized_end=614
+  _globals['_GETJOBREQUEST']._serialized_start=616
+  _globals['_GETJOBREQUEST']._serialized_end=666
+  _globals['_GETJOBRESPONSE']._serialized_start=668
+  _globals['_GETJOBRESPONSE']._serialized_end=721
+  _globals['_LISTJOBSREQUEST']._serialized_start=723
+  _globals['_LISTJOBSREQUEST']._serialized_end=843
+  _globals['_LISTJOBSRESPONSE']._serialized_start=845
+  _globals['_LISTJOBSRESPONSE']._serialized_end=926
+  _globals['_WATCHJOBREQUEST']._serialized_start=928
+  _globals['_WATCHJOBREQUEST']._serialized_end=980
+  _globals['_WATCHJOBRESPONSE']._serialized_start=982
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1037
+  _globals['_CANCELJOBREQUEST']._serialized_start=1039
+  _globals['_CANCELJOBREQUEST']._serialized_end=1092
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1094
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1150
+  _globals['_GETOUTPUTREQUEST']._serialized_start=1152
+  _globals['_GETOUTPUTREQUEST']._serialized_end=1220
+  _globals['_GETOUTPUTRESPONSE']._serialized_start=1222
+  _globals['_GETOUTPUTRESPONSE']._serialized_end=1297
+  _globals['_GETFLEETSTATUSREQUEST']._serialized_start=1299
+  _globals['_GETFLEETSTATUSREQUEST']._serialized_end=1322
+  _globals['_GETFLEETSTATUSRESPONSE']._serialized_start=1324
+  _globals['_GETFLEETSTATUSRESPONSE']._serialized_end=1396
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1398
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1441
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1443
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1521
+  _globals['_REPLAYJOBREQUEST']._serialized_start=1523
+  _globals['_REPLAYJOBREQUEST']._serialized_end=1557
+  _globals['_REPLAYJOBRESPONSE']._serialized_start=1559
+  _globals['_REPLAYJOBRESPONSE']._serialized_end=1615
+  _globals['_DELETEJOBSREQUEST']._serialized_start=1618
+  _globals['_DELETEJOBSREQUEST']._serialized_end=1768
+  _globals['_DELETEJOBSRESPONSE']._serialized_start=1770
+  _globals['_DELETEJOBSRESPONSE']._serialized_end=1880
+  _globals['_JOBSSERVICE']._serialized_start=1883
+  _globals['_JOBSSERVICE']._serialized_end=3781
 # @@protoc_insertion_point(module_scope)

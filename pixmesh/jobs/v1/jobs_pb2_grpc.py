@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from pixmesh.jobs.v1 import batches_pb2 as pixmesh_dot_jobs_dot_v1_dot_batches__pb2
 from pixmesh.jobs.v1 import jobs_pb2 as pixmesh_dot_jobs_dot_v1_dot_jobs__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -86,6 +87,56 @@ class JobsServiceStub:
                 request_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsResponse.FromString,
                 _registered_method=True)
+        self.CreateBatch = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/CreateBatch',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateBatchRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateBatchResponse.FromString,
+                _registered_method=True)
+        self.GetBatch = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/GetBatch',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.GetBatchResponse.FromString,
+                _registered_method=True)
+        self.ListBatches = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/ListBatches',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchesRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchesResponse.FromString,
+                _registered_method=True)
+        self.WatchBatch = channel.unary_stream(
+                '/pixmesh.jobs.v1.JobsService/WatchBatch',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.WatchBatchRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.WatchBatchResponse.FromString,
+                _registered_method=True)
+        self.ListBatchJobs = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/ListBatchJobs',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchJobsRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelBatch = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/CancelBatch',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CancelBatchRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CancelBatchResponse.FromString,
+                _registered_method=True)
+        self.ListArchiveEntries = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/ListArchiveEntries',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListArchiveEntriesRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListArchiveEntriesResponse.FromString,
+                _registered_method=True)
+        self.CreateStorageConnection = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/CreateStorageConnection',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateStorageConnectionRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateStorageConnectionResponse.FromString,
+                _registered_method=True)
+        self.ListStorageConnections = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/ListStorageConnections',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListStorageConnectionsRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListStorageConnectionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteStorageConnection = channel.unary_unary(
+                '/pixmesh.jobs.v1.JobsService/DeleteStorageConnection',
+                request_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.DeleteStorageConnectionRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.DeleteStorageConnectionResponse.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
@@ -160,6 +211,69 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBatch(self, request, context):
+        """Batches (batches.proto): many images, one pipeline, each image an ordinary job created at
+        the pace the workers take them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatches(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatchJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArchiveEntries(self, request, context):
+        """The outputs of a succeeded job, or of a batch's succeeded jobs, with their archive names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateStorageConnection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStorageConnections(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteStorageConnection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +326,56 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.DeleteJobs,
                     request_deserializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsRequest.FromString,
                     response_serializer=pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsResponse.SerializeToString,
+            ),
+            'CreateBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBatch,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateBatchRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateBatchResponse.SerializeToString,
+            ),
+            'GetBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatch,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.GetBatchRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.GetBatchResponse.SerializeToString,
+            ),
+            'ListBatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatches,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchesRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchesResponse.SerializeToString,
+            ),
+            'WatchBatch': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatch,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.WatchBatchRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.WatchBatchResponse.SerializeToString,
+            ),
+            'ListBatchJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatchJobs,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchJobsRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchJobsResponse.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CancelBatchRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CancelBatchResponse.SerializeToString,
+            ),
+            'ListArchiveEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArchiveEntries,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListArchiveEntriesRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListArchiveEntriesResponse.SerializeToString,
+            ),
+            'CreateStorageConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateStorageConnection,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateStorageConnectionRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateStorageConnectionResponse.SerializeToString,
+            ),
+            'ListStorageConnections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStorageConnections,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListStorageConnectionsRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListStorageConnectionsResponse.SerializeToString,
+            ),
+            'DeleteStorageConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteStorageConnection,
+                    request_deserializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.DeleteStorageConnectionRequest.FromString,
+                    response_serializer=pixmesh_dot_jobs_dot_v1_dot_batches__pb2.DeleteStorageConnectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +650,276 @@ class JobsService:
             '/pixmesh.jobs.v1.JobsService/DeleteJobs',
             pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsRequest.SerializeToString,
             pixmesh_dot_jobs_dot_v1_dot_jobs__pb2.DeleteJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/CreateBatch',
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateBatchRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/GetBatch',
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.GetBatchRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.GetBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/ListBatches',
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchesRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/WatchBatch',
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.WatchBatchRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.WatchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/ListBatchJobs',
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchJobsRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListBatchJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/CancelBatch',
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CancelBatchRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CancelBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArchiveEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/ListArchiveEntries',
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListArchiveEntriesRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListArchiveEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateStorageConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/CreateStorageConnection',
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateStorageConnectionRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.CreateStorageConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStorageConnections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/ListStorageConnections',
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListStorageConnectionsRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.ListStorageConnectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteStorageConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.jobs.v1.JobsService/DeleteStorageConnection',
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.DeleteStorageConnectionRequest.SerializeToString,
+            pixmesh_dot_jobs_dot_v1_dot_batches__pb2.DeleteStorageConnectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from pixmesh.jobs.v1 import batches_pb2 as _batches_pb2
 from pixmesh.jobs.v1 import jobs_pb2 as _jobs_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -54,6 +55,20 @@ class JobsServiceStub:
     """Delete finished jobs of a tenant (one, those of an image, those finished before a time, or
     all) and say which of their object keys nothing else references any more.
     """
+    CreateBatch: _grpc.UnaryUnaryMultiCallable[_batches_pb2.CreateBatchRequest, _batches_pb2.CreateBatchResponse]
+    """Batches (batches.proto): many images, one pipeline, each image an ordinary job created at
+    the pace the workers take them.
+    """
+    GetBatch: _grpc.UnaryUnaryMultiCallable[_batches_pb2.GetBatchRequest, _batches_pb2.GetBatchResponse]
+    ListBatches: _grpc.UnaryUnaryMultiCallable[_batches_pb2.ListBatchesRequest, _batches_pb2.ListBatchesResponse]
+    WatchBatch: _grpc.UnaryStreamMultiCallable[_batches_pb2.WatchBatchRequest, _batches_pb2.WatchBatchResponse]
+    ListBatchJobs: _grpc.UnaryUnaryMultiCallable[_batches_pb2.ListBatchJobsRequest, _batches_pb2.ListBatchJobsResponse]
+    CancelBatch: _grpc.UnaryUnaryMultiCallable[_batches_pb2.CancelBatchRequest, _batches_pb2.CancelBatchResponse]
+    ListArchiveEntries: _grpc.UnaryUnaryMultiCallable[_batches_pb2.ListArchiveEntriesRequest, _batches_pb2.ListArchiveEntriesResponse]
+    """The outputs of a succeeded job, or of a batch's succeeded jobs, with their archive names."""
+    CreateStorageConnection: _grpc.UnaryUnaryMultiCallable[_batches_pb2.CreateStorageConnectionRequest, _batches_pb2.CreateStorageConnectionResponse]
+    ListStorageConnections: _grpc.UnaryUnaryMultiCallable[_batches_pb2.ListStorageConnectionsRequest, _batches_pb2.ListStorageConnectionsResponse]
+    DeleteStorageConnection: _grpc.UnaryUnaryMultiCallable[_batches_pb2.DeleteStorageConnectionRequest, _batches_pb2.DeleteStorageConnectionResponse]
 
 @_typing.type_check_only
 class JobsServiceAsyncStub(JobsServiceStub):
@@ -81,6 +96,20 @@ class JobsServiceAsyncStub(JobsServiceStub):
     """Delete finished jobs of a tenant (one, those of an image, those finished before a time, or
     all) and say which of their object keys nothing else references any more.
     """
+    CreateBatch: _aio.UnaryUnaryMultiCallable[_batches_pb2.CreateBatchRequest, _batches_pb2.CreateBatchResponse]  # type: ignore[assignment]
+    """Batches (batches.proto): many images, one pipeline, each image an ordinary job created at
+    the pace the workers take them.
+    """
+    GetBatch: _aio.UnaryUnaryMultiCallable[_batches_pb2.GetBatchRequest, _batches_pb2.GetBatchResponse]  # type: ignore[assignment]
+    ListBatches: _aio.UnaryUnaryMultiCallable[_batches_pb2.ListBatchesRequest, _batches_pb2.ListBatchesResponse]  # type: ignore[assignment]
+    WatchBatch: _aio.UnaryStreamMultiCallable[_batches_pb2.WatchBatchRequest, _batches_pb2.WatchBatchResponse]  # type: ignore[assignment]
+    ListBatchJobs: _aio.UnaryUnaryMultiCallable[_batches_pb2.ListBatchJobsRequest, _batches_pb2.ListBatchJobsResponse]  # type: ignore[assignment]
+    CancelBatch: _aio.UnaryUnaryMultiCallable[_batches_pb2.CancelBatchRequest, _batches_pb2.CancelBatchResponse]  # type: ignore[assignment]
+    ListArchiveEntries: _aio.UnaryUnaryMultiCallable[_batches_pb2.ListArchiveEntriesRequest, _batches_pb2.ListArchiveEntriesResponse]  # type: ignore[assignment]
+    """The outputs of a succeeded job, or of a batch's succeeded jobs, with their archive names."""
+    CreateStorageConnection: _aio.UnaryUnaryMultiCallable[_batches_pb2.CreateStorageConnectionRequest, _batches_pb2.CreateStorageConnectionResponse]  # type: ignore[assignment]
+    ListStorageConnections: _aio.UnaryUnaryMultiCallable[_batches_pb2.ListStorageConnectionsRequest, _batches_pb2.ListStorageConnectionsResponse]  # type: ignore[assignment]
+    DeleteStorageConnection: _aio.UnaryUnaryMultiCallable[_batches_pb2.DeleteStorageConnectionRequest, _batches_pb2.DeleteStorageConnectionResponse]  # type: ignore[assignment]
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     """The job registry (internal). The gateway calls it after authenticating the tenant; every
@@ -165,5 +194,79 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Delete finished jobs of a tenant (one, those of an image, those finished before a time, or
         all) and say which of their object keys nothing else references any more.
         """
+
+    @_abc_1.abstractmethod
+    def CreateBatch(
+        self,
+        request: _batches_pb2.CreateBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.CreateBatchResponse, _abc.Awaitable[_batches_pb2.CreateBatchResponse]]:
+        """Batches (batches.proto): many images, one pipeline, each image an ordinary job created at
+        the pace the workers take them.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBatch(
+        self,
+        request: _batches_pb2.GetBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.GetBatchResponse, _abc.Awaitable[_batches_pb2.GetBatchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListBatches(
+        self,
+        request: _batches_pb2.ListBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.ListBatchesResponse, _abc.Awaitable[_batches_pb2.ListBatchesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchBatch(
+        self,
+        request: _batches_pb2.WatchBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_batches_pb2.WatchBatchResponse], _abc.AsyncIterator[_batches_pb2.WatchBatchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListBatchJobs(
+        self,
+        request: _batches_pb2.ListBatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.ListBatchJobsResponse, _abc.Awaitable[_batches_pb2.ListBatchJobsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelBatch(
+        self,
+        request: _batches_pb2.CancelBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.CancelBatchResponse, _abc.Awaitable[_batches_pb2.CancelBatchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListArchiveEntries(
+        self,
+        request: _batches_pb2.ListArchiveEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.ListArchiveEntriesResponse, _abc.Awaitable[_batches_pb2.ListArchiveEntriesResponse]]:
+        """The outputs of a succeeded job, or of a batch's succeeded jobs, with their archive names."""
+
+    @_abc_1.abstractmethod
+    def CreateStorageConnection(
+        self,
+        request: _batches_pb2.CreateStorageConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.CreateStorageConnectionResponse, _abc.Awaitable[_batches_pb2.CreateStorageConnectionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListStorageConnections(
+        self,
+        request: _batches_pb2.ListStorageConnectionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.ListStorageConnectionsResponse, _abc.Awaitable[_batches_pb2.ListStorageConnectionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteStorageConnection(
+        self,
+        request: _batches_pb2.DeleteStorageConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batches_pb2.DeleteStorageConnectionResponse, _abc.Awaitable[_batches_pb2.DeleteStorageConnectionResponse]]: ...
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
