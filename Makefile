@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(shell find protos/pixmesh -name '*.proto' | sort)
 
-.PHONY: install browser up up-cluster down test test-unit lint proto proto-check proto-lint descriptor clean
+.PHONY: install browser up up-cluster down test test-unit lint sdk sdk-check proto proto-check proto-lint descriptor clean
 
 # Create the virtualenv and install the project with every server binary, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -48,10 +48,17 @@ test: install lint browser
 test-unit: install
 	$(PY) -m pytest -q -m "not integration"
 
-lint: install proto-check proto-lint
+lint: install proto-check proto-lint sdk-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check services pixmesh deploy tests bench
 	$(VENV)/bin/mypy services pixmesh deploy/local deploy/observability deploy/envoy deploy/k8s
+
+# The synchronous client, pixmesh/client.py, is generated from the asyncio one (pixmesh/aio.py).
+sdk: install
+	$(PY) -m pixmesh._unasync
+
+sdk-check: install
+	$(PY) -m pixmesh._unasync --check
 
 # Regenerate Python stubs and the Envoy descriptor set from protos/.
 PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --grpc_python_out=$(1) \

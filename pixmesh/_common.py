@@ -1,5 +1,6 @@
-"""What the sync and asyncio clients share: settings, channel options, the retry policy, upload
-sources and deadlines. Nothing here talks to a channel, so both clients stay thin mirrors.
+"""What the clients use besides their own methods: settings, channel options, the retry policy,
+upload sources and deadlines. Nothing here talks to a channel. (AsyncClient is written once, in
+pixmesh/aio.py; the synchronous Client in pixmesh/client.py is generated from it.)
 
 What is retried, and how:
 - Unary RPCs (CreateJob, GetJob, ListJobs, CancelJob, DownloadOutput, ListOperations, the

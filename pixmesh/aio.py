@@ -1,29 +1,47 @@
-"""The asyncio pixmesh client, a mirror of `pixmesh.Client` on grpc.aio.
+"""The pixmesh clients: `pixmesh.AsyncClient` (asyncio, pixmesh/aio.py, written by hand) and
+`pixmesh.Client` (synchronous, pixmesh/client.py, generated from aio.py by unasync: `make sdk`;
+`make lint` fails when it is stale), so the two have the same methods, arguments and behaviour.
+
+    import pixmesh
+    from pixmesh import ops
+
+    with pixmesh.Client() as client:
+        job = client.process("photo.jpg", [ops.resize(800, 600), ops.convert("webp")])
+        if job.state == job.SUCCEEDED:
+            client.save_output(job.job_id, "photo.webp")
+
+        # Several outputs of one source, decoded once: one per rendition, in order.
+        job = client.process(
+            "photo.jpg",
+            renditions={"thumb": ["resize=200x200,fill", "convert=webp"], "large": ["resize=1600x"]},
+        )
+        client.save_output(job.job_id, "thumb.webp", rendition="thumb")
 
     async with pixmesh.AsyncClient() as client:
         job = await client.process("photo.jpg", ["resize=800x600", "convert=webp"])
 
-Create it inside the running event loop: a grpc.aio channel belongs to one loop. File reads run
-on a worker thread so a large upload does not stall the loop.
+Create an AsyncClient inside the running event loop: a grpc.aio channel belongs to one loop. Its
+file reads run on a worker thread so a large upload does not stall the loop.
+
+Every call carries a deadline and the API key; failures raise `pixmesh.errors.PixmeshError`
+subclasses. See `pixmesh._common` for what is retried.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Unpack
+from typing import Any, Unpack
 
 import grpc
 from google.protobuf.message import Message
-from grpc import aio
 
 from pixmesh import _presigned, errors, ops
+from pixmesh._async_io import open_channel, sleep, to_thread, upload_requests
 from pixmesh._common import (
-    CHUNK_SIZE,
     DEFAULT_TARGET,
     METADATA_POLL_S,
     Deadline,
@@ -54,9 +72,18 @@ __all__ = ["AsyncClient"]
 
 
 class AsyncClient:
-    """Same arguments and behaviour as `pixmesh.Client`; every method is a coroutine, and
-    list_jobs / watch_job are async iterators (wrap watch_job in `contextlib.aclosing` when you
-    may stop early, so the stream is cancelled at once)."""
+    """A connection to the pixmesh gateway (directly, or through Envoy's gRPC listener).
+
+    api_key: defaults to $PIXMESH_API_KEY, then the file .pixmesh/api-key.
+    timeout: deadline in seconds for each unary call and for a whole upload.
+    retries: how many times an UNAVAILABLE call is retried (0..4).
+    watch_timeout: deadline for following a job with watch_job / process.
+    credentials: pass grpc.ssl_channel_credentials() for a TLS endpoint.
+
+    In AsyncClient every method is a coroutine, and list_jobs / watch_job / search_images are
+    async iterators (wrap watch_job in `contextlib.aclosing` when you may stop early, so the
+    stream is cancelled at once); Client, generated from it, is the same without async.
+    """
 
     def __init__(
         self,
@@ -69,12 +96,7 @@ class AsyncClient:
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.settings = Settings.resolve(target, api_key, timeout, retries, watch_timeout)
-        options = self.settings.channel_options()
-        self._channel = (
-            aio.secure_channel(target, credentials, options)
-            if credentials is not None
-            else aio.insecure_channel(target, options)
-        )
+        self._channel = open_channel(target, credentials, self.settings.channel_options())
         self._stub = GatewayServiceStub(self._channel)
 
     async def close(self) -> None:
@@ -96,6 +118,7 @@ class AsyncClient:
     async def upload(
         self, source: Source, filename: str | None = None, *, timeout: float | None = None
     ) -> Image:
+        """Upload bytes, a file path or a binary file object; returns the sniffed Image."""
         src = UploadSource(source, filename)
         deadline = Deadline(timeout or self.settings.timeout)
         retries = self.settings.retries if src.replayable else 0
@@ -104,7 +127,7 @@ class AsyncClient:
             try:
                 with src.open() as reader:
                     resp: gw.UploadImageResponse = await self._stub.UploadImage(
-                        _requests(src, reader),
+                        upload_requests(src, reader),
                         timeout=deadline.timeout(),
                         metadata=self.settings.metadata,
                     )
@@ -114,25 +137,24 @@ class AsyncClient:
                 delay = retry_delay(error, attempt, retries, deadline)
                 if delay is None:
                     raise error from exc
-            await asyncio.sleep(delay)
+            await sleep(delay)
             attempt += 1
 
     async def upload_via_url(
         self, source: Source, filename: str | None = None, *, timeout: float | None = None
     ) -> Image:
-        """Upload through a presigned S3 URL (see Client.upload_via_url); the file I/O and the
-        HTTP PUT run in a thread."""
+        """Upload through a presigned S3 URL: the bytes go straight to object storage, not
+        through the gateway (CreateUploadUrl, an HTTP PUT, RegisterUpload); returns the Image,
+        as `upload` would. `timeout` bounds the whole. The PUT is not retried."""
         src = UploadSource(source, filename)
         deadline = Deadline(timeout or self.settings.timeout)
         with src.open() as reader:
-            body, size = await asyncio.to_thread(_presigned.measure, reader)
+            body, size = await to_thread(_presigned.measure, reader)
             request = gw.CreateUploadUrlRequest(filename=src.filename, size_bytes=size)
             ticket: gw.CreateUploadUrlResponse = await self._unary(
                 self._stub.CreateUploadUrl, request, deadline.timeout()
             )
-            await asyncio.to_thread(
-                _presigned.put, ticket.url, ticket.headers, body, deadline.timeout()
-            )
+            await to_thread(_presigned.put, ticket.url, ticket.headers, body, deadline.timeout())
         registered: gw.RegisterUploadResponse = await self._unary(
             self._stub.RegisterUpload,
             gw.RegisterUploadRequest(upload_id=ticket.upload_id),
@@ -154,6 +176,20 @@ class AsyncClient:
         reuse: bool = True,
         timeout: float | None = None,
     ) -> Job:
+        """Start a pipeline. Without a key one is generated, so gRPC's retries cannot duplicate
+        the job; pass your own to make a retry of the whole program safe too.
+
+        `renditions` asks for several outputs of one source: Rendition messages
+        (`ops.rendition(...)`) or a mapping name -> operations, e.g. {"thumb": ["resize=200x200,
+        fill", "convert=webp"], "large": [ops.resize(1600)]}. Each runs after `operations`
+        (which may then be empty) and the job's outputs are theirs, in order.
+
+        `webhook` (a URL, or `pixmesh.webhooks.Webhook(url=..., secret=...)`) is POSTed the job,
+        signed, once it ends; receivers check it with `pixmesh.webhooks.verify` (README,
+        "Webhooks"). `job.webhook` shows the delivery.
+
+        `reuse=False` recomputes every output even when identical work already stored it
+        (outputs are content-addressed and reused by default; README, "Reuse and provenance")."""
         pipeline, branches = job_pipeline(operations, preset, renditions)
         request = gw.CreateJobRequest(
             image_id=image_id,
@@ -198,6 +234,7 @@ class AsyncClient:
         page_size: int = 50,
         timeout: float | None = None,
     ) -> AsyncIterator[Job]:
+        """Every job of the caller, newest first, fetching pages lazily (one deadline each)."""
         if not 1 <= page_size <= 100:
             raise ValueError("page_size must be within 1..100")
         request = gw.ListJobsRequest(page_size=page_size, state=job_state(state))
@@ -210,6 +247,12 @@ class AsyncClient:
             request.page_token = resp.next_page_token
 
     async def watch_job(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Job]:
+        """Yield the job on every change; stops after the terminal state.
+
+        A broken stream (UNAVAILABLE, or an end before a terminal state) is re-opened up to
+        `retries` times without progress; the repeated current state a new stream starts with is
+        skipped.
+        """
         deadline = Deadline(timeout or self.settings.watch_timeout)
         request = gw.WatchJobRequest(job_id=job_id)
         last: Job | None = None
@@ -234,11 +277,11 @@ class AsyncClient:
             except grpc.RpcError as exc:
                 error, cause = errors.from_rpc_error(exc), exc
             finally:
-                call.cancel()
+                call.cancel()  # a no-op when finished; frees the stream when the caller stops
             delay = retry_delay(error, failures, self.settings.retries, deadline)
             if delay is None:
                 raise error from cause
-            await asyncio.sleep(delay)
+            await sleep(delay)
             failures += 1
 
     async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
@@ -255,6 +298,8 @@ class AsyncClient:
         rendition: str | None = None,
         timeout: float | None = None,
     ) -> bytes:
+        """The bytes of one output of a succeeded job: by index, or by the rendition's name
+        (which costs a GetJob to find its index)."""
         if rendition is not None:
             index = rendition_index(await self.get_job(job_id, timeout=timeout), rendition)
         request = gw.DownloadOutputRequest(job_id=job_id, index=index)
@@ -271,7 +316,8 @@ class AsyncClient:
         rendition: str | None = None,
         timeout: float | None = None,
     ) -> gw.GetOutputUrlResponse:
-        """A presigned GET URL of one output (see Client.output_url)."""
+        """A presigned GET URL of one output (by index or rendition name), with its expiry and
+        the Output: fetch it with any HTTP client, without the gateway."""
         if rendition is not None:
             index = rendition_index(await self.get_job(job_id, timeout=timeout), rendition)
         request = gw.GetOutputUrlRequest(job_id=job_id, index=index)
@@ -287,10 +333,13 @@ class AsyncClient:
         rendition: str | None = None,
         timeout: float | None = None,
     ) -> Path:
+        """Download one output (by index or rendition name) into `path` (written whole, then
+        renamed into place)."""
         data = await self.download_output(job_id, index, rendition=rendition, timeout=timeout)
-        return await asyncio.to_thread(write_atomically, Path(path), data)
+        return await to_thread(write_atomically, Path(path), data)
 
     async def list_operations(self, *, timeout: float | None = None) -> gw.ListOperationsResponse:
+        """Supported operations with their parameters, the limits and the formats."""
         resp: gw.ListOperationsResponse = await self._unary(
             self._stub.ListOperations, gw.ListOperationsRequest(), timeout
         )
@@ -299,6 +348,10 @@ class AsyncClient:
     # --- operators ----------------------------------------------------------------------------
 
     async def fleet_status(self, *, timeout: float | None = None) -> FleetStatus:
+        """The deployment's status: per service its replicas, queues (pending, in progress, the
+        oldest's age, redelivered) and dead letters; jobs created and finished per second
+        (`pixmesh status` prints it as a table). Parts that could not be read are listed in
+        `warnings`."""
         resp: gw.GetFleetStatusResponse = await self._unary(
             self._stub.GetFleetStatus, gw.GetFleetStatusRequest(), timeout
         )
@@ -380,6 +433,9 @@ class AsyncClient:
     async def get_image_metadata(
         self, image_id: str, *, wait: bool = True, timeout: float | None = None
     ) -> ImageMetadata:
+        """The metadata of an uploaded image (EXIF, IPTC, XMP, ICC, colours, placeholders,
+        hashes). Every upload is read in the background; until that is done this asks again
+        within the deadline (`wait=False` raises the Unavailable METADATA_PENDING error instead)."""
         deadline = Deadline(timeout or self.settings.timeout)
         request = gw.GetImageMetadataRequest(image_id=image_id)
         while True:
@@ -391,7 +447,7 @@ class AsyncClient:
             except errors.Unavailable as error:
                 if not (wait and is_pending(error, deadline)):
                     raise
-            await asyncio.sleep(METADATA_POLL_S)
+            await sleep(METADATA_POLL_S)
 
     async def search_images(
         self,
@@ -400,6 +456,10 @@ class AsyncClient:
         timeout: float | None = None,
         **filters: Unpack[SearchFilters],
     ) -> AsyncIterator[ImageRecord]:
+        """The caller's images matching every filter given (the fields of SearchImagesRequest:
+        camera_make, camera_model, taken_after/taken_before (datetime), min/max_latitude and
+        min/max_longitude (all four), min/max_width, min/max_height, formats (["JPEG", ...])),
+        newest first, fetching pages lazily (one deadline each)."""
         request = search_request(page_size, filters)
         while True:
             resp: gw.SearchImagesResponse = await self._unary(
@@ -419,6 +479,8 @@ class AsyncClient:
         limit: int = 20,
         timeout: float | None = None,
     ) -> list[SimilarImage]:
+        """Near-duplicates of an image: the caller's images whose pHash is within
+        `max_distance` bits (default 10, at most 32), nearest first, at most `limit`."""
         request = gw.FindSimilarRequest(image_id=image_id, page_size=limit)
         if max_distance is not None:
             request.max_distance = max_distance
@@ -435,11 +497,21 @@ class AsyncClient:
         filename: str | None = None,
         idempotency_key: str | None = None,
         on_update: Callable[[Job], None] | None = None,
+        reuse: bool = True,
     ) -> Job:
+        """Upload, create the job and follow it to its terminal state, which is returned (check
+        `job.state`: a failed job is a result, not an exception). `on_update` sees every change;
+        `reuse=False` recomputes outputs that identical work already stored."""
+        # Fail on a bad op before uploading anything.
         pipeline, branches = job_pipeline(operations, preset, renditions)
         image = await self.upload(source, filename)
         job = await self.create_job(
-            image.image_id, pipeline, idempotency_key, preset=preset, renditions=branches
+            image.image_id,
+            pipeline,
+            idempotency_key,
+            preset=preset,
+            renditions=branches,
+            reuse=reuse,
         )
         if on_update:
             on_update(job)
@@ -463,10 +535,4 @@ class AsyncClient:
                 delay = outage_delay(error, request, deadline) if self.settings.retries else None
                 if delay is None:
                     raise error from exc
-                await asyncio.sleep(delay)
-
-
-async def _requests(src: UploadSource, reader: BinaryIO) -> AsyncIterator[gw.UploadImageRequest]:
-    yield src.info_request()
-    while chunk := await asyncio.to_thread(reader.read, CHUNK_SIZE):
-        yield gw.UploadImageRequest(chunk=chunk)
+                await sleep(delay)

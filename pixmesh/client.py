@@ -1,4 +1,7 @@
-"""The synchronous pixmesh client.
+# Generated from pixmesh/aio.py by `python -m pixmesh._unasync` (make sdk): do not edit.
+"""The pixmesh clients: `pixmesh.AsyncClient` (asyncio, pixmesh/aio.py, written by hand) and
+`pixmesh.Client` (synchronous, pixmesh/client.py, generated from aio.py by unasync: `make sdk`;
+`make lint` fails when it is stale), so the two have the same methods, arguments and behaviour.
 
     import pixmesh
     from pixmesh import ops
@@ -15,6 +18,12 @@
         )
         client.save_output(job.job_id, "thumb.webp", rendition="thumb")
 
+    async with pixmesh.AsyncClient() as client:
+        job = await client.process("photo.jpg", ["resize=800x600", "convert=webp"])
+
+Create an AsyncClient inside the running event loop: a grpc.aio channel belongs to one loop. Its
+file reads run on a worker thread so a large upload does not stall the loop.
+
 Every call carries a deadline and the API key; failures raise `pixmesh.errors.PixmeshError`
 subclasses. See `pixmesh._common` for what is retried.
 """
@@ -22,7 +31,6 @@ subclasses. See `pixmesh._common` for what is retried.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +60,7 @@ from pixmesh._common import (
     search_request,
     write_atomically,
 )
+from pixmesh._sync_io import open_channel, sleep, to_thread, upload_requests
 from pixmesh.common.v1.fleet_pb2 import FleetStatus
 from pixmesh.common.v1.image_pb2 import Image
 from pixmesh.common.v1.job_pb2 import Job
@@ -71,6 +80,10 @@ class Client:
     retries: how many times an UNAVAILABLE call is retried (0..4).
     watch_timeout: deadline for following a job with watch_job / process.
     credentials: pass grpc.ssl_channel_credentials() for a TLS endpoint.
+
+    In AsyncClient every method is a coroutine, and list_jobs / watch_job / search_images are
+    async iterators (wrap watch_job in `contextlib.aclosing` when you may stop early, so the
+    stream is cancelled at once); Client, generated from it, is the same without async.
     """
 
     def __init__(
@@ -84,12 +97,7 @@ class Client:
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.settings = Settings.resolve(target, api_key, timeout, retries, watch_timeout)
-        options = self.settings.channel_options()
-        self._channel = (
-            grpc.secure_channel(target, credentials, options)
-            if credentials is not None
-            else grpc.insecure_channel(target, options)
-        )
+        self._channel = open_channel(target, credentials, self.settings.channel_options())
         self._stub = GatewayServiceStub(self._channel)
 
     def close(self) -> None:
@@ -120,7 +128,7 @@ class Client:
             try:
                 with src.open() as reader:
                     resp: gw.UploadImageResponse = self._stub.UploadImage(
-                        src.requests(reader),
+                        upload_requests(src, reader),
                         timeout=deadline.timeout(),
                         metadata=self.settings.metadata,
                     )
@@ -130,7 +138,7 @@ class Client:
                 delay = retry_delay(error, attempt, retries, deadline)
                 if delay is None:
                     raise error from exc
-            time.sleep(delay)
+            sleep(delay)
             attempt += 1
 
     def upload_via_url(
@@ -142,12 +150,12 @@ class Client:
         src = UploadSource(source, filename)
         deadline = Deadline(timeout or self.settings.timeout)
         with src.open() as reader:
-            body, size = _presigned.measure(reader)
+            body, size = to_thread(_presigned.measure, reader)
             request = gw.CreateUploadUrlRequest(filename=src.filename, size_bytes=size)
             ticket: gw.CreateUploadUrlResponse = self._unary(
                 self._stub.CreateUploadUrl, request, deadline.timeout()
             )
-            _presigned.put(ticket.url, ticket.headers, body, deadline.timeout())
+            to_thread(_presigned.put, ticket.url, ticket.headers, body, deadline.timeout())
         registered: gw.RegisterUploadResponse = self._unary(
             self._stub.RegisterUpload,
             gw.RegisterUploadRequest(upload_id=ticket.upload_id),
@@ -273,7 +281,7 @@ class Client:
             delay = retry_delay(error, failures, self.settings.retries, deadline)
             if delay is None:
                 raise error from cause
-            time.sleep(delay)
+            sleep(delay)
             failures += 1
 
     def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
@@ -326,7 +334,7 @@ class Client:
         """Download one output (by index or rendition name) into `path` (written whole, then
         renamed into place)."""
         data = self.download_output(job_id, index, rendition=rendition, timeout=timeout)
-        return write_atomically(Path(path), data)
+        return to_thread(write_atomically, Path(path), data)
 
     def list_operations(self, *, timeout: float | None = None) -> gw.ListOperationsResponse:
         """Supported operations with their parameters, the limits and the formats."""
@@ -433,7 +441,7 @@ class Client:
             except errors.Unavailable as error:
                 if not (wait and is_pending(error, deadline)):
                     raise
-            time.sleep(METADATA_POLL_S)
+            sleep(METADATA_POLL_S)
 
     def search_images(
         self,
@@ -516,4 +524,4 @@ class Client:
                 delay = outage_delay(error, request, deadline) if self.settings.retries else None
                 if delay is None:
                     raise error from exc
-                time.sleep(delay)
+                sleep(delay)
