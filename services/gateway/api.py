@@ -16,7 +16,6 @@ from services.gateway.metadata import MetadataQueries
 from services.gateway.quotas import Quotas
 from services.gateway.service import GatewayService, Upload
 from services.gateway.settings import GatewaySettings
-from services.runtime.errors import invalid
 from services.runtime.server import Ctx, time_left
 
 
@@ -66,6 +65,10 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def _tenant(self, context: Ctx, scope: str = READ) -> str:
         return (await self._principal(context, scope)).tenant_id
+
+    async def _call(self, context: Ctx, scope: str = READ) -> tuple[str, float]:
+        """The caller's tenant (its key holding `scope`) and the deadline of the outbound call."""
+        return await self._tenant(context, scope), time_left(context, self.timeout)
 
     async def UploadImage(
         self, request_iterator: AsyncIterator[pb.UploadImageRequest], context: Ctx
@@ -129,30 +132,25 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
         return pb.CreateJobResponse(job=job)
 
     async def PlanJob(self, request: pb.PlanJobRequest, context: Ctx) -> pb.PlanJobResponse:
-        tenant = await self._tenant(context)
+        tenant, timeout = await self._call(context)
         return await self.service.plan_job(
             tenant,
             request.image_id,
             request.preset,
             request.operations,
             _header(context, "accept"),
-            time_left(context, self.timeout),
+            timeout,
             request.renditions,
         )
 
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:
-        tenant = await self._tenant(context)
-        job = await self.service.get_job(tenant, request.job_id, time_left(context, self.timeout))
-        return pb.GetJobResponse(job=job)
+        tenant, timeout = await self._call(context)
+        return pb.GetJobResponse(job=await self.service.get_job(tenant, request.job_id, timeout))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Ctx) -> pb.ListJobsResponse:
-        tenant = await self._tenant(context)
+        tenant, timeout = await self._call(context)
         jobs, token = await self.service.list_jobs(
-            tenant,
-            request.page_size,
-            request.page_token,
-            request.state,
-            time_left(context, self.timeout),
+            tenant, request.page_size, request.page_token, request.state, timeout
         )
         return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
 
@@ -164,20 +162,17 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
             yield pb.WatchJobResponse(job=job)
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: Ctx) -> pb.CancelJobResponse:
-        tenant = await self._tenant(context, WRITE)
-        job = await self.service.cancel_job(
-            tenant, request.job_id, time_left(context, self.timeout)
+        tenant, timeout = await self._call(context, WRITE)
+        return pb.CancelJobResponse(
+            job=await self.service.cancel_job(tenant, request.job_id, timeout)
         )
-        return pb.CancelJobResponse(job=job)
 
     async def DownloadOutput(
         self, request: pb.DownloadOutputRequest, context: Ctx
     ) -> pb.DownloadOutputResponse:
-        tenant = await self._tenant(context)
-        if not request.job_id:
-            raise invalid("job_id", "required")
+        tenant, timeout = await self._call(context)
         content_type, data = await self.service.download(
-            tenant, request.job_id, request.index, time_left(context, self.timeout)
+            tenant, request.job_id, request.index, timeout
         )
         return pb.DownloadOutputResponse(
             body=httpbody_pb2.HttpBody(content_type=content_type, data=data)
@@ -186,12 +181,8 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetOutputUrl(
         self, request: pb.GetOutputUrlRequest, context: Ctx
     ) -> pb.GetOutputUrlResponse:
-        tenant = await self._tenant(context)
-        if not request.job_id:
-            raise invalid("job_id", "required")
-        return await self.service.output_url(
-            tenant, request.job_id, request.index, time_left(context, self.timeout)
-        )
+        tenant, timeout = await self._call(context)
+        return await self.service.output_url(tenant, request.job_id, request.index, timeout)
 
     async def ListOperations(
         self, request: pb.ListOperationsRequest, context: Ctx
@@ -202,21 +193,21 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetImageMetadata(
         self, request: pb.GetImageMetadataRequest, context: Ctx
     ) -> pb.GetImageMetadataResponse:
-        tenant = await self._tenant(context)
-        md = await self.metadata.get(tenant, request.image_id, time_left(context, self.timeout))
+        tenant, timeout = await self._call(context)
+        md = await self.metadata.get(tenant, request.image_id, timeout)
         return pb.GetImageMetadataResponse(metadata=md)
 
     async def SearchImages(
         self, request: pb.SearchImagesRequest, context: Ctx
     ) -> pb.SearchImagesResponse:
-        tenant = await self._tenant(context)
-        return await self.metadata.search(tenant, request, time_left(context, self.timeout))
+        tenant, timeout = await self._call(context)
+        return await self.metadata.search(tenant, request, timeout)
 
     async def FindSimilar(
         self, request: pb.FindSimilarRequest, context: Ctx
     ) -> pb.FindSimilarResponse:
-        tenant = await self._tenant(context)
-        return await self.metadata.similar(tenant, request, time_left(context, self.timeout))
+        tenant, timeout = await self._call(context)
+        return await self.metadata.similar(tenant, request, timeout)
 
     async def GetFleetStatus(
         self, request: pb.GetFleetStatusRequest, context: Ctx
@@ -249,10 +240,8 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetImagePreview(
         self, request: pb.GetImagePreviewRequest, context: Ctx
     ) -> pb.GetImagePreviewResponse:
-        tenant = await self._tenant(context)
-        preview = await self.metadata.preview(
-            tenant, request.image_id, request.max_size, time_left(context, self.timeout)
-        )
+        tenant, timeout = await self._call(context)
+        preview = await self.metadata.preview(tenant, request.image_id, request.max_size, timeout)
         return pb.GetImagePreviewResponse(
             body=httpbody_pb2.HttpBody(content_type=preview.content_type, data=preview.data)
         )
@@ -281,25 +270,21 @@ class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
     async def DeleteImage(
         self, request: pb.DeleteImageRequest, context: Ctx
     ) -> pb.DeleteImageResponse:
-        tenant = await self._tenant(context, WRITE)
-        report = await self.deletion.delete_image(
-            tenant, request.image_id, time_left(context, self.timeout)
-        )
+        tenant, timeout = await self._call(context, WRITE)
+        report = await self.deletion.delete_image(tenant, request.image_id, timeout)
         return pb.DeleteImageResponse(report=report)
 
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Ctx) -> pb.DeleteJobResponse:
-        tenant = await self._tenant(context, WRITE)
-        report = await self.deletion.delete_job(
-            tenant, request.job_id, time_left(context, self.timeout)
-        )
+        tenant, timeout = await self._call(context, WRITE)
+        report = await self.deletion.delete_job(tenant, request.job_id, timeout)
         return pb.DeleteJobResponse(report=report)
 
     async def DeleteTenantData(
         self, request: pb.DeleteTenantDataRequest, context: Ctx
     ) -> pb.DeleteTenantDataResponse:
-        tenant = await self._tenant(context, ADMIN)
+        tenant, timeout = await self._call(context, ADMIN)
         report = await self.deletion.delete_tenant_data(
-            tenant, request.confirm_tenant_id, request.delete_keys, time_left(context, self.timeout)
+            tenant, request.confirm_tenant_id, request.delete_keys, timeout
         )
         return pb.DeleteTenantDataResponse(report=report)
 

@@ -21,13 +21,14 @@ from services.gateway.capabilities import CapabilityCache, Fetch
 from services.gateway.deletion import Deletion
 from services.gateway.events import BusUploadEvents
 from services.gateway.idempotency import IdempotencyCache
+from services.gateway.jobs import Planner
 from services.gateway.key_admin import KeyAdmin
 from services.gateway.keys import KeyStore
 from services.gateway.metadata import MetadataQueries
 from services.gateway.quotas import Limits, Quotas, count_open_jobs, limits_from
 from services.gateway.repository import GatewayRepository
 from services.gateway.revocations import Revocations
-from services.gateway.service import GatewayService, Planner
+from services.gateway.service import GatewayService
 from services.gateway.settings import GatewaySettings
 from services.runtime import db
 from services.runtime.bus import Bus, EventRetention, task_durable
