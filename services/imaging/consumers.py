@@ -1,4 +1,4 @@
-"""Thin JetStream handler: an imaging task in, the encoded image (or one per rendition) out."""
+"""Thin JetStream handler: an imaging task in, its outputs (the image, or one per rendition) out."""
 
 from __future__ import annotations
 
@@ -30,18 +30,17 @@ def processor(imaging: ImagingProcessor, presign: Callable[[str], str] | None = 
         effort = imaging.webp_effort
         facts = xmp_facts(task)
         source: bytes | Source = Source(presign(task.input_key)) if presign else data
+        results = await imaging.process(
+            source, task.operations, deadline, renditions=task.renditions, provenance=facts
+        )
+        outputs = [
+            (name, image_result(r, output_operations(task, i), effort))
+            for i, (name, r) in enumerate(results.renditions)
+        ]
         if task.renditions:
-            results = await imaging.process_renditions(
-                source, task.operations, task.renditions, deadline, provenance=facts
-            )
-            return StageResult(
-                renditions=[
-                    (name, image_result(r, output_operations(task, i), effort))
-                    for i, (name, r) in enumerate(results.renditions)
-                ]
-            )
-        result = await imaging.process(source, task.operations, deadline, provenance=facts)
-        return StageResult(image=image_result(result, task.operations, effort))
+            return StageResult(renditions=outputs)
+        # A plain job's one unnamed output: the stage's image on the wire.
+        return StageResult(image=outputs[0][1])
 
     return process
 

@@ -14,9 +14,10 @@ An animation is decoded into all its frames (each one whole, as displayed), ever
 on every frame, and the frames are encoded together with their durations: validation has already
 refused what cannot stay animated.
 
-`run_renditions` makes several outputs of one source (a job's renditions): it decodes once, runs
-the shared operations once, then for each rendition runs its own operations on the shared frames
-and encodes them:
+`run` makes every output of one source: it decodes once, runs the job's operations once, then
+for each output runs its own operations on the shared frames and encodes them. The outputs are a
+job's renditions, or for a plain job one unnamed rendition without operations of its own (whose
+steps keep their plain names):
 
     probe → validate → decode → orient → colour → normalize → operations…
           → <name>.op0… → <name>.strip → <name>.encode   (for each rendition, in order)
@@ -61,9 +62,9 @@ from services.imaging.validation import (
     check_operation,
     check_output,
     in_rendition,
+    outputs_of,
     source_size,
-    validate_pipeline,
-    validate_renditions,
+    validate_job,
 )
 from services.imaging.xmp import provenance_xmp
 from services.runtime import imageprobe
@@ -108,12 +109,21 @@ class PipelineResult:
 
 
 @dataclass(frozen=True)
-class RenditionsResult:
-    """What `run_renditions` returns: one result per rendition, in the renditions' order."""
+class Outputs:
+    """What `run` returns: one result per output, in order: a job's renditions by name, or a
+    plain job's one unnamed ("") output."""
 
     renditions: tuple[tuple[str, PipelineResult], ...]
-    # Seconds spent in the steps before the renditions branch off (probe … shared operations).
+    # Seconds spent in the steps before the outputs branch off (probe … the job's operations);
+    # each output's own steps are in its `timings`.
     shared_timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def image(self) -> PipelineResult:
+        """A plain job's output (its one unnamed rendition)."""
+        [(name, result)] = self.renditions
+        assert not name, "a job with renditions has no single image"
+        return result
 
     @property
     def timings(self) -> dict[str, float]:
@@ -132,57 +142,42 @@ def deadline_after(seconds: float | None) -> float | None:
 def run(
     data: bytes,
     operations: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition] = (),
     *,
     limits: Limits,
     deadline: float | None = None,
     default_format: Format | None = None,
     webp_effort: int = WEBP_EFFORT,
     provenance: Mapping[str, str] | None = None,
-) -> PipelineResult:
-    """Run `operations` on the encoded image `data` and encode the result.
+) -> Outputs:
+    """Run `operations` on the encoded image `data` once, then make each output from their
+    result: each of `renditions` with its own operations, or (none given: a plain job) the one
+    unnamed output of `operations` alone.
 
     `deadline` is an absolute `time.monotonic()` value (see `deadline_after`); None means none.
-    The output format is the last Convert's, else `default_format`, else the input's when it can
-    be written (otherwise PNG, or JPEG for HEIF photos). A WebP is encoded at the Convert's
-    effort, else at `webp_effort` (the deployment's default). With Convert.provenance the
-    output embeds `provenance` (see xmp.provenance_xmp) as XMP. Raises InvalidArgument for bad
-    input or operations, DeadlineExceeded when the deadline passes between two steps.
+    An output's format is the last Convert's (its own, else the job's), else `default_format`,
+    else the input's when it can be written (otherwise PNG, or JPEG for HEIF photos). A WebP is
+    encoded at the Convert's effort, else at `webp_effort` (the deployment's default). With
+    Convert.provenance the output embeds `provenance` (see xmp.provenance_xmp) as XMP.
+
+    A rendition gives what a plain job of `[*operations, *rendition.operations]` would, but the
+    source is decoded once. The one difference: when the renditions start with their own
+    resizes, a JPEG is DCT-scaled only as far as the largest of them allows, so the smaller
+    ones are made from more pixels than they would be alone. Every output is validated before
+    anything is decoded; errors in a rendition's operations name it
+    (`renditions[1].operations[0].resize`). Raises InvalidArgument for bad input or operations,
+    DeadlineExceeded when the deadline passes between two steps.
     """
     with _tracer.start_as_current_span("imaging.pipeline") as span:
         span.set_attribute("pixmesh.operations", len(operations))
-        result = _run(data, operations, limits, deadline, default_format, webp_effort, provenance)
-        span.set_attributes(output_attributes(result))
-        return result
-
-
-def run_renditions(
-    data: bytes,
-    operations: Sequence[operations_pb2.Operation],
-    renditions: Sequence[operations_pb2.Rendition],
-    *,
-    limits: Limits,
-    deadline: float | None = None,
-    default_format: Format | None = None,
-    webp_effort: int = WEBP_EFFORT,
-    provenance: Mapping[str, str] | None = None,
-) -> RenditionsResult:
-    """Run the shared `operations` on `data` once, then each rendition's on their result.
-
-    Each rendition gives what `run(data, [*operations, *rendition.operations])` would (its
-    format too: without a convert of its own it keeps the one the shared operations choose),
-    but the source is decoded once. The one difference: when the renditions start with their
-    own resizes, a JPEG is DCT-scaled only as far as the largest of them allows, so the smaller
-    ones are made from more pixels than they would be alone. Every rendition is validated
-    before anything is decoded; errors in a rendition's operations name it
-    (`renditions[1].operations[0].resize`).
-    """
-    with _tracer.start_as_current_span("imaging.pipeline") as span:
-        span.set_attributes(
-            {"pixmesh.operations": len(operations), "pixmesh.renditions": len(renditions)}
-        )
-        return _run_renditions(
+        if renditions:
+            span.set_attribute("pixmesh.renditions", len(renditions))
+        result = _run(
             data, operations, renditions, limits, deadline, default_format, webp_effort, provenance
         )
+        if not renditions:
+            span.set_attributes(output_attributes(result.image))
+        return result
 
 
 def output_attributes(result: PipelineResult) -> dict[str, str | int | bool]:
@@ -216,37 +211,13 @@ class _Frames:
 def _run(
     data: bytes,
     operations: Sequence[operations_pb2.Operation],
-    limits: Limits,
-    deadline: float | None,
-    default_format: Format | None,
-    webp_effort: int,
-    provenance: Mapping[str, str] | None,
-) -> PipelineResult:
-    steps = _Steps(deadline)
-    with steps.step("probe"):
-        header, source = imageprobe.open_image(data, limits.probe)
-    try:
-        with steps.step("validate"):
-            plan = validate_pipeline(operations, header, limits, default_format=default_format)
-        frames, exif, icc = _decode(source, header, [plan], steps)
-        full = source_size(header, plan.auto_orient)
-        _apply(frames, operations, plan.operations, full, limits, steps)
-        xmp = _xmp(plan, provenance, operations)
-        return _encode(frames, plan, header, limits, exif, icc, steps, webp_effort, xmp)
-    finally:
-        source.close()
-
-
-def _run_renditions(
-    data: bytes,
-    operations: Sequence[operations_pb2.Operation],
     renditions: Sequence[operations_pb2.Rendition],
     limits: Limits,
     deadline: float | None,
     default_format: Format | None,
     webp_effort: int,
     provenance: Mapping[str, str] | None,
-) -> RenditionsResult:
+) -> Outputs:
     steps = _Steps(deadline)
     with steps.step("probe"):
         header, source = imageprobe.open_image(data, limits.probe)
@@ -254,20 +225,18 @@ def _run_renditions(
     results = []
     try:
         with steps.step("validate"):
-            plans = validate_renditions(
+            plans = validate_job(
                 operations, renditions, header, limits, default_format=default_format
             )
         frames, exif, icc = _decode(source, header, plans, steps)
         # The orientation is the shared operations' decision (renditions have no orient).
         full = source_size(header, plans[0].auto_orient)
         _apply(frames, operations, plans[0].operations[:shared], full, limits, steps)
-        for i, (rendition, plan) in enumerate(zip(renditions, plans, strict=True)):
-            own = steps.child(rendition.name)
-            with (
-                in_rendition(i, shared),
-                _tracer.start_as_current_span("imaging.rendition") as span,
-            ):
-                span.set_attribute("pixmesh.rendition", rendition.name)
+        shared_timings = dict(steps.timings)
+        for i, (rendition, plan) in enumerate(zip(outputs_of(renditions), plans, strict=True)):
+            name = rendition.name
+            with _output(name, i, shared) as span:
+                own = steps.child(name)
                 branch = frames.branch()
                 k = _reduction(branch, plan, header) if not shared else 1
                 if k > 1:
@@ -276,11 +245,24 @@ def _run_renditions(
                 _apply(branch, rendition.operations, plan.operations[shared:], full, limits, own)
                 xmp = _xmp(plan, provenance, [*operations, *rendition.operations])
                 result = _encode(branch, plan, header, limits, exif, icc, own, webp_effort, xmp)
-                span.set_attributes(output_attributes(result))
-            results.append((rendition.name, result))
+                if span is not None:
+                    span.set_attributes(output_attributes(result))
+            results.append((name, result))
     finally:
         source.close()
-    return RenditionsResult(tuple(results), steps.timings)
+    return Outputs(tuple(results), shared_timings)
+
+
+@contextmanager
+def _output(name: str, index: int, shared: int) -> Iterator[trace.Span | None]:
+    """The context of making output `index`: a rendition has a span of its own, and its errors
+    name its fields (validation.in_rendition); a plain job's unnamed output has neither."""
+    if not name:
+        yield None
+        return
+    with in_rendition(index, shared), _tracer.start_as_current_span("imaging.rendition") as span:
+        span.set_attribute("pixmesh.rendition", name)
+        yield span
 
 
 def _decode(
@@ -418,8 +400,9 @@ class _Steps:
         self.timings: dict[str, float] = {}
 
     def child(self, name: str) -> _Steps:
-        """The steps of rendition `name`, timed apart as `name.<step>`."""
-        return _Steps(self.deadline, f"{self.prefix}{name}.")
+        """The steps of rendition `name`, timed apart as `name.<step>` (a plain job's unnamed
+        output: as `<step>`)."""
+        return _Steps(self.deadline, f"{self.prefix}{name}." if name else self.prefix)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:

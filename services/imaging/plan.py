@@ -2,7 +2,7 @@
 
 The gateway sends the header it recorded at upload (format, displayed size, frames, EXIF
 orientation), so nothing is downloaded or decoded; the checks are exactly the ones the worker runs
-(`validate_pipeline`). The orientation matters to a pipeline that starts with `orient {mode:
+(`validate_job`). The orientation matters to a pipeline that starts with `orient {mode:
 IGNORE}`: it works on the stored pixels, which for orientations 5..8 are height x width. Images
 recorded before the gateway kept the orientation have 0, read as 1 (upright): their plan then
 assumes the displayed size, and the worker, which reads the real header, has the last word.
@@ -28,8 +28,8 @@ from services.imaging.validation import (
     PlannedOp,
     animation_frames,
     head,
-    validate_pipeline,
-    validate_renditions,
+    outputs_of,
+    validate_job,
 )
 from services.runtime.errors import invalid
 from services.runtime.imageprobe import Format, ImageFormat, ImageHeader
@@ -85,11 +85,11 @@ def plan_pipeline(
     `webp_effort` is the WebP effort of a Convert that sets none (the worker's default): it
     prices the encode.
 
-    With `renditions`, each is checked as the pipeline `operations` + its own (see
-    `validate_renditions`) and planned in `renditions`: its operations, output and cost, from
-    the result of `operations` on. The top level then describes that shared result (the size,
-    format and frames the renditions start from) and `estimated_cost` covers the whole job: the
-    source decoded once, the shared operations once, every rendition's operations and encoding.
+    The top level describes the result of `operations` (the size, format and frames the
+    renditions start from; a plain job's output) and `estimated_cost` covers the whole job: the
+    source decoded once, `operations` once, every output's own operations and encoding. Each of
+    `renditions` is checked as the pipeline `operations` + its own (see `validate_job`) and
+    planned in `renditions`: its operations, output and cost, from the result of `operations` on.
     """
     for i, op in enumerate(operations):
         _check_resolved(op, f"operations[{i}]")
@@ -97,13 +97,7 @@ def plan_pipeline(
         for j, op in enumerate(rendition.operations):
             _check_resolved(op, f"renditions[{i}].operations[{j}]")
     header = header_of(image)
-    if not renditions:
-        plan = validate_pipeline(
-            operations, header, limits, allow_other_services=True, default_format=default_format
-        )
-        cost = estimate_cost(header, operations, plan, webp_effort)
-        return _pipeline_plan(operations, plan, cost)
-    plans = validate_renditions(
+    plans = validate_job(
         operations,
         renditions,
         header,
@@ -112,22 +106,24 @@ def plan_pipeline(
         default_format=default_format,
     )
     shared = len(operations)
+    # A plain job's one (unnamed) output is the result of its operations: the top level.
     common = head(plans[0], shared, header, default_format)
     start = _Work.start(header)
     start.add(operations, common.operations)
     planned = []
     total = start.cost
-    for rendition, plan in zip(renditions, plans, strict=True):
+    for rendition, plan in zip(outputs_of(renditions), plans, strict=True):
         work = _Work(start.size, start.frames)
         work.add(rendition.operations, plan.operations[shared:])
         work.encode(plan, webp_effort)
         total = total + work.cost
-        planned.append(
-            operations_pb2.RenditionPlan(
-                name=rendition.name,
-                plan=_pipeline_plan(rendition.operations, plan, work.cost.proto(), shared),
+        if rendition.name:
+            planned.append(
+                operations_pb2.RenditionPlan(
+                    name=rendition.name,
+                    plan=_pipeline_plan(rendition.operations, plan, work.cost.proto(), shared),
+                )
             )
-        )
     result = _pipeline_plan(operations, common, total.proto())
     result.renditions.extend(planned)
     return result
@@ -163,19 +159,6 @@ def _pipeline_plan(
         output_frames=plan.output_frames,
         estimated_cost=cost,
     )
-
-
-def estimate_cost(
-    header: ImageHeader,
-    operations: Sequence[operations_pb2.Operation],
-    plan: Plan,
-    webp_effort: int = WEBP_EFFORT,
-) -> operations_pb2.PipelineCost:
-    """The cost of decoding, running `operations` (planned as `plan`) and encoding."""
-    work = _Work.start(header)
-    work.add(operations, plan.operations)
-    work.encode(plan, webp_effort)
-    return work.cost.proto()
 
 
 @dataclass(frozen=True)

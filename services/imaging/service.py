@@ -9,7 +9,6 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Generic, TypeVar
 
 from opentelemetry import trace
 
@@ -18,21 +17,13 @@ from services.imaging.encode import WEBP_EFFORT, writable_formats
 from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
-from services.imaging.pipeline import (
-    PipelineResult,
-    RenditionsResult,
-    output_attributes,
-    run,
-    run_renditions,
-)
+from services.imaging.pipeline import Outputs, output_attributes, run
 from services.imaging.plan import plan_pipeline
 from services.runtime import metrics
 from services.runtime.errors import NotFound, Unavailable
 from services.runtime.imageprobe import Format, extension_for, readable_formats
 
 _tracer = trace.get_tracer(__name__)
-
-R = TypeVar("R", PipelineResult, RenditionsResult)
 
 
 @dataclass(frozen=True)
@@ -46,16 +37,16 @@ class Source:
 
 
 @dataclass(frozen=True)
-class ChildRun(Generic[R]):
+class ChildRun:
     """What a child sends back: the result, and when and where it ran (for the spans)."""
 
-    result: R
+    result: Outputs
     started_ns: int  # time.time_ns() when the child began
     pid: int
     fetch_s: float = 0.0  # reading a Source, before the pipeline
 
 
-def in_child(work: Callable[[bytes], R], source: bytes | Source) -> ChildRun[R]:
+def in_child(work: Callable[[bytes], Outputs], source: bytes | Source) -> ChildRun:
     """`work(data)` as run in a child process, timed, `data` read from `source` first when it
     is a Source. Module-level, so that it pickles by name; `work` is a functools.partial of a
     module-level pipeline function, which pickles too."""
@@ -109,55 +100,21 @@ class ImagingProcessor:
         operations: Sequence[operations_pb2.Operation],
         deadline: float | None,
         *,
+        renditions: Sequence[operations_pb2.Rendition] = (),
         default_format: Format | None = None,
         provenance: Mapping[str, str] | None = None,
-    ) -> PipelineResult:
-        """Run the pipeline; `deadline` is absolute, on the `time.monotonic()` clock."""
+    ) -> Outputs:
+        """Decode `data` once, run `operations`, then make every output from their result (each
+        rendition, or a plain job's one unnamed output; see `pipeline.run`), all in one child.
+        `deadline` is absolute, on the `time.monotonic()` clock. The steps before the outputs
+        branch off are spans of the pipeline span, and so are a plain job's own; each rendition
+        has a span with its own."""
         with _tracer.start_as_current_span("imaging.pipeline") as span:
             span.set_attribute("pixmesh.operations", len(operations))
+            if renditions:
+                span.set_attribute("pixmesh.renditions", len(renditions))
             work = partial(
                 run,
-                operations=list(operations),
-                limits=self.limits,
-                deadline=deadline,
-                default_format=default_format or self.default_format,
-                webp_effort=self.webp_effort,
-                provenance=provenance,
-            )
-            child: ChildRun[PipelineResult] = await self._pool.run(
-                in_child, work, data, deadline=deadline
-            )
-            _record_fetch(child)
-            result = child.result
-            _record_steps(child.started_ns + int(child.fetch_s * 1e9), result.timings)
-            metrics.imaging_steps(
-                result.timings,
-                extension_for(result.source_format),
-                [("", extension_for(result.format))],
-            )
-            span.set_attributes(output_attributes(result))
-            span.set_attribute("pixmesh.child.pid", child.pid)
-            return result
-
-    async def process_renditions(
-        self,
-        data: bytes | Source,
-        operations: Sequence[operations_pb2.Operation],
-        renditions: Sequence[operations_pb2.Rendition],
-        deadline: float | None,
-        *,
-        default_format: Format | None = None,
-        provenance: Mapping[str, str] | None = None,
-    ) -> RenditionsResult:
-        """Decode `data` once, run `operations`, then make every rendition from their result
-        (see `pipeline.run_renditions`), all in one child. The steps before the renditions
-        branch off are spans of the pipeline span; each rendition has a span with its own."""
-        with _tracer.start_as_current_span("imaging.pipeline") as span:
-            span.set_attributes(
-                {"pixmesh.operations": len(operations), "pixmesh.renditions": len(renditions)}
-            )
-            work = partial(
-                run_renditions,
                 operations=list(operations),
                 renditions=list(renditions),
                 limits=self.limits,
@@ -166,25 +123,29 @@ class ImagingProcessor:
                 webp_effort=self.webp_effort,
                 provenance=provenance,
             )
-            child: ChildRun[RenditionsResult] = await self._pool.run(
-                in_child, work, data, deadline=deadline
-            )
+            child: ChildRun = await self._pool.run(in_child, work, data, deadline=deadline)
             _record_fetch(child)
             result = child.result
             at = _record_steps(child.started_ns + int(child.fetch_s * 1e9), result.shared_timings)
             for name, output in result.renditions:
+                if not name:
+                    at = _record_steps(at, output.timings)
+                    span.set_attributes(output_attributes(output))
+                    continue
                 rendition = _tracer.start_span("imaging.rendition", start_time=at)
                 rendition.set_attribute("pixmesh.rendition", name)
                 rendition.set_attributes(output_attributes(output))
                 with trace.use_span(rendition, end_on_exit=False):
                     at = _record_steps(at, output.timings)
                 rendition.end(end_time=at)
-            if result.renditions:
-                metrics.imaging_steps(
-                    result.timings,
-                    extension_for(result.renditions[0][1].source_format),
-                    [(f"{name}.", extension_for(out.format)) for name, out in result.renditions],
-                )
+            metrics.imaging_steps(
+                result.timings,
+                extension_for(result.renditions[0][1].source_format),
+                [
+                    (f"{name}." if name else "", extension_for(out.format))
+                    for name, out in result.renditions
+                ],
+            )
             span.set_attribute("pixmesh.child.pid", child.pid)
             return result
 
@@ -208,7 +169,7 @@ class ImagingProcessor:
         )
 
 
-def _record_fetch(child: ChildRun[R]) -> None:
+def _record_fetch(child: ChildRun) -> None:
     """A span for the child's read of its input, when it read one."""
     if child.fetch_s:
         end = child.started_ns + int(child.fetch_s * 1e9)

@@ -1,9 +1,9 @@
 """Check a whole pipeline before any pixel is decoded, predicting each step's output size.
 
-The gateway calls `validate_pipeline` with the upload's header before it creates a job (passing
+`validate_job` checks a job's outputs before it is created (PlanPipeline, passing
 `allow_other_services=True`, since a job may also denoise or extract metadata); the imaging
 worker calls it again on its own stage, and re-checks each operation against the real image
-size as it goes (`check_operation`).
+size as it goes (`check_operation`). Every output is one pipeline (`validate_pipeline`).
 
 Animations (GIF, WebP, APNG, AVIF sequences with more than one frame) are processed frame by
 frame and stay animated; the number of frames is tracked through the pipeline (the `frames`
@@ -11,9 +11,10 @@ operation changes it), and an output format that cannot hold an animation is rej
 than silently given the first frame. Other multi-image files (TIFF pages, HEIF collections) are
 still images of their first or primary picture.
 
-A job's renditions (`validate_renditions`) are each checked as one pipeline, the job's
-operations followed by the rendition's own, and errors in a rendition's part name its field
-(`renditions[1].operations[0].resize.width`).
+A job's outputs are its renditions, each checked as one pipeline, the job's operations followed
+by the rendition's own (errors in a rendition's part name its field,
+`renditions[1].operations[0].resize.width`); a plain job is a job with one unnamed rendition
+that has no operations of its own.
 
 The EXIF orientation is applied when the image is decoded, before any operation, unless the
 pipeline starts with `orient {mode: IGNORE}`: then every size is planned on the pixels as stored
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -194,7 +195,15 @@ def head(
     return _plan(steps, size, header, default_format, plan.input_frames, frames, plan.auto_orient)
 
 
-def validate_renditions(
+def outputs_of(
+    renditions: Sequence[operations_pb2.Rendition],
+) -> Sequence[operations_pb2.Rendition]:
+    """A job's outputs: its renditions, or for a plain job one unnamed rendition (no name, no
+    operations of its own: its output is that of the job's operations)."""
+    return renditions or (operations_pb2.Rendition(),)
+
+
+def validate_job(
     operations: Sequence[operations_pb2.Operation],
     renditions: Sequence[operations_pb2.Rendition],
     header: ImageHeader | None,
@@ -203,16 +212,15 @@ def validate_renditions(
     allow_other_services: bool = False,
     default_format: Format | None = None,
 ) -> tuple[Plan, ...]:
-    """The plan of each rendition, in order: `operations`, then the rendition's, as one pipeline.
+    """The plan of each output of a job, in order (see `outputs_of`): `operations`, then the
+    rendition's, as one pipeline; a plain job's one plan is `validate_pipeline(operations)`.
 
-    Raises InvalidArgument (with the offending field) unless every rendition can run: names and
+    Raises InvalidArgument (with the offending field) unless every output can run: names and
     count as `services.runtime.pipeline.check_renditions` wants them, each whole pipeline valid
     and within max_operations. The renditions must also agree on Convert.keep_icc: the colour
     step runs once, before the shared operations; and none may have an `orient`: the job's
     operations decide the orientation for all of them.
     """
-    if not renditions:
-        raise invalid("renditions", "at least one rendition is needed")
     check_renditions(renditions, limits.max_renditions)
     for i, rendition in enumerate(renditions):
         for j, op in enumerate(rendition.operations):
@@ -232,7 +240,7 @@ def validate_renditions(
             TOO_MANY_OPERATIONS,
         )
     plans = []
-    for i, rendition in enumerate(renditions):
+    for i, rendition in enumerate(outputs_of(renditions)):
         own = len(rendition.operations)
         if shared + own > limits.max_operations:
             raise invalid(
@@ -241,7 +249,7 @@ def validate_renditions(
                 f"{limits.max_operations} for both together",
                 TOO_MANY_OPERATIONS,
             )
-        with in_rendition(i, shared):
+        with in_rendition(i, shared) if rendition.name else nullcontext():
             plans.append(
                 validate_pipeline(
                     [*operations, *rendition.operations],

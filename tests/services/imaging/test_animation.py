@@ -48,7 +48,9 @@ def test_animation_stays_animated_through_geometry(
     fmt: str, expected: image_pb2.ImageFormat.ValueType
 ) -> None:
     data = animation(moving_square(4), fmt, durations=[50, 100, 150, 200])
-    result = run(data, ops(Resize(width=32), Rotate(angle=180), Blur(sigma=0.5)), limits=LIMITS)
+    result = run(
+        data, ops(Resize(width=32), Rotate(angle=180), Blur(sigma=0.5)), limits=LIMITS
+    ).image
     assert (result.format, result.frames, result.width, result.height) == (expected, 4, 32, 24)
     assert not result.flattened
     out = frames_of(result.data)
@@ -62,7 +64,7 @@ def test_animation_stays_animated_through_geometry(
 def test_gif_to_webp_and_apng() -> None:
     data = animation(moving_square(3))
     for target in (image_pb2.WEBP, image_pb2.PNG):
-        result = run(data, ops(Convert(format=target)), limits=LIMITS)
+        result = run(data, ops(Convert(format=target)), limits=LIMITS).image
         assert result.frames == 3 and len(frames_of(result.data)) == 3
 
 
@@ -71,8 +73,8 @@ def test_loop_count_is_kept() -> None:
     data_once = io.BytesIO()
     squares = moving_square(3)
     squares[0].save(data_once, "GIF", save_all=True, append_images=squares[1:], duration=80)
-    assert Image.open(io.BytesIO(run(data, [], limits=LIMITS).data)).info.get("loop") == 0
-    once = Image.open(io.BytesIO(run(data_once.getvalue(), [], limits=LIMITS).data))
+    assert Image.open(io.BytesIO(run(data, [], limits=LIMITS).image.data)).info.get("loop") == 0
+    once = Image.open(io.BytesIO(run(data_once.getvalue(), [], limits=LIMITS).image.data))
     assert "loop" not in once.info
 
 
@@ -82,7 +84,7 @@ def test_transparent_gif_frames_do_not_smear() -> None:
         frame = Image.new("RGBA", (40, 20), (0, 0, 0, 0))
         frame.paste((255, 0, 0, 255), (i * 12, 0, i * 12 + 10, 20))
         frames.append(frame)
-    result = run(animation(frames, disposal=2), ops(Pad(left=4, right=4)), limits=LIMITS)
+    result = run(animation(frames, disposal=2), ops(Pad(left=4, right=4)), limits=LIMITS).image
     out = frames_of(result.data)
     assert colour_at(out[2], 4 + 2, 10)[3] == 0  # frame 0's square is gone in frame 2
     assert colour_at(out[2], 4 + 26, 10) == (255, 0, 0, 255)
@@ -99,20 +101,22 @@ def test_a_format_that_cannot_animate_is_refused() -> None:
 
 def test_a_default_format_that_cannot_animate_keeps_the_source_format() -> None:
     data = animation(moving_square(3))
-    result = run(data, [], limits=LIMITS, default_format=image_pb2.JPEG)
+    result = run(data, [], limits=LIMITS, default_format=image_pb2.JPEG).image
     assert result.format == image_pb2.GIF and result.frames == 3
 
 
 def test_frames_picks_a_still() -> None:
     data = animation(moving_square(4))
-    result = run(data, ops(Frames(start=2, count=1), Convert(format=image_pb2.JPEG)), limits=LIMITS)
+    result = run(
+        data, ops(Frames(start=2, count=1), Convert(format=image_pb2.JPEG)), limits=LIMITS
+    ).image
     assert result.frames == 1 and result.format == image_pb2.JPEG and not result.flattened
     assert red_x(Image.open(io.BytesIO(result.data)), 17) == square_x(2, 4)
 
 
 def test_frames_caps_the_count() -> None:
     data = animation(moving_square(5), durations=[10, 20, 30, 40, 50])
-    result = run(data, ops(Frames(start=1, count=3)), limits=LIMITS)
+    result = run(data, ops(Frames(start=1, count=3)), limits=LIMITS).image
     assert result.frames == 3 and durations_of(result.data) == [20, 30, 40]
 
 

@@ -66,7 +66,7 @@ def test_options_that_do_not_apply_are_rejected(op: Convert, field: str) -> None
 
 def test_max_bytes_through_the_pipeline() -> None:
     data = encode(scene(640, 480), "PNG")
-    fitted = run(data, ops(Convert(format=JPEG, max_bytes=8000)), limits=Limits())
+    fitted = run(data, ops(Convert(format=JPEG, max_bytes=8000)), limits=Limits()).image
     assert len(fitted.data) <= 8000 and decode(fitted.data).size == (640, 480)
     with pytest.raises(InvalidArgument) as err:
         run(data, ops(Convert(format=JPEG, max_bytes=300)), limits=Limits())

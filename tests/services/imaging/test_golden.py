@@ -266,7 +266,7 @@ def fingerprint(result: PipelineResult) -> dict[str, Any]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case: str) -> None:
     source, operations = CASES[case]
-    result = run(source(), operations, limits=Limits())
+    result = run(source(), operations, limits=Limits()).image
     got = fingerprint(result)
     assert list(decode(result.data).size) == got["size"]
     path = GOLDEN / f"{case}.json"

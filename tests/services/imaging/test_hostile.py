@@ -94,7 +94,7 @@ async def test_memory_limit_is_the_third_line(pool: ProcessPool) -> None:
         assert err.value.reason == IMAGE_TOO_LARGE
         assert not err.value.retryable
         # The same child carries on with ordinary work.
-        result = await processor.process(hostile.photo("PNG"), OPERATIONS, None)
+        result = (await processor.process(hostile.photo("PNG"), OPERATIONS, None)).image
         assert result.width == 100
     finally:
         small.close()

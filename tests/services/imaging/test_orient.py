@@ -13,7 +13,7 @@ from pixmesh.common.v1 import image_pb2, operations_pb2
 from pixmesh.common.v1.operations_pb2 import Convert, Crop, Orient, Rendition, Resize
 from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
-from services.imaging.pipeline import run, run_renditions
+from services.imaging.pipeline import run
 from services.imaging.plan import plan_pipeline
 from services.imaging.validation import validate_pipeline
 from services.runtime.errors import InvalidArgument
@@ -38,7 +38,7 @@ def stored_pixels(data: bytes) -> Image.Image:
 
 def test_ignore_keeps_the_stored_pixels_and_drops_the_tag() -> None:
     data = sideways()
-    result = run(data, ops(IGNORE, Convert(format=image_pb2.PNG)), limits=LIMITS)
+    result = run(data, ops(IGNORE, Convert(format=image_pb2.PNG)), limits=LIMITS).image
     out = decode(result.data)
     assert out.size == (result.width, result.height) == (320, 240)
     assert out.getexif().get(ORIENTATION) is None  # shows as stored in every viewer
@@ -51,9 +51,9 @@ def test_ignore_keeps_the_stored_pixels_and_drops_the_tag() -> None:
 
 def test_by_default_and_with_auto_the_pixels_are_turned_upright() -> None:
     data = sideways()
-    default = run(data, ops(Convert(format=image_pb2.PNG)), limits=LIMITS)
-    auto = run(data, ops(AUTO, Convert(format=image_pb2.PNG)), limits=LIMITS)
-    unspecified = run(data, ops(Orient(), Convert(format=image_pb2.PNG)), limits=LIMITS)
+    default = run(data, ops(Convert(format=image_pb2.PNG)), limits=LIMITS).image
+    auto = run(data, ops(AUTO, Convert(format=image_pb2.PNG)), limits=LIMITS).image
+    unspecified = run(data, ops(Orient(), Convert(format=image_pb2.PNG)), limits=LIMITS).image
     assert default.data == auto.data == unspecified.data
     out = decode(default.data)
     assert out.size == (240, 320)
@@ -68,7 +68,7 @@ def test_ignore_keeps_no_tag_with_the_copyright_either() -> None:
     buf = io.BytesIO()
     scene(320, 240).save(buf, "JPEG", quality=92, exif=exif.tobytes())
     keep = Convert(format=image_pb2.JPEG, keep_copyright=True)
-    out = decode(run(buf.getvalue(), ops(IGNORE, keep), limits=LIMITS).data)
+    out = decode(run(buf.getvalue(), ops(IGNORE, keep), limits=LIMITS).image.data)
     assert out.size == (320, 240)
     tags = out.getexif()
     assert tags.get(0x8298) == "(c) Photographer" and tags.get(ORIENTATION) is None
@@ -77,7 +77,7 @@ def test_ignore_keeps_no_tag_with_the_copyright_either() -> None:
 def test_operations_after_ignore_work_on_the_stored_image() -> None:
     data = sideways()
     # The top 60 rows of the stored 320x240 image; upright, the same crop would be 240 wide.
-    result = run(data, ops(IGNORE, Crop(x=0, y=0, width=320, height=60)), limits=LIMITS)
+    result = run(data, ops(IGNORE, Crop(x=0, y=0, width=320, height=60)), limits=LIMITS).image
     assert (result.width, result.height) == (320, 60)
     with pytest.raises(InvalidArgument, match=r"operations\[1\]\.crop"):
         run(data, ops(IGNORE, Crop(x=0, y=0, width=240, height=320)), limits=LIMITS)
@@ -98,19 +98,22 @@ def draft_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int] | None]:
 def test_the_jpeg_draft_still_works_after_orient(monkeypatch: pytest.MonkeyPatch) -> None:
     big = exif_rotated_jpeg(scene(960, 1280), orientation=6)  # stored 1280x960
     calls = draft_spy(monkeypatch)
-    ignored = run(big, ops(IGNORE, Resize(width=320)), limits=LIMITS)
+    ignored = run(big, ops(IGNORE, Resize(width=320)), limits=LIMITS).image
     assert calls == [(320, 240)]  # 4x: decoded at 1/4 of the stored size
     assert (ignored.width, ignored.height) == (320, 240)
     out = decode(ignored.data)
     assert close(colour_at(out, 5, 234), (*RED, 255), 24)  # still sideways
 
     calls.clear()
-    auto = run(big, ops(AUTO, Resize(width=240)), limits=LIMITS)
+    auto = run(big, ops(AUTO, Resize(width=240)), limits=LIMITS).image
     assert calls == [(320, 240)]  # the same 1/4 decode, then turned upright
     assert (auto.width, auto.height) == (240, 320)
     assert close(colour_at(decode(auto.data), 5, 5), (*RED, 255), 24)
     # The drafted result matches a full decode of the same pipeline in size.
-    assert (auto.width, auto.height) == (run(big, ops(Resize(width=240)), limits=LIMITS).width, 320)
+    assert (auto.width, auto.height) == (
+        run(big, ops(Resize(width=240)), limits=LIMITS).image.width,
+        320,
+    )
 
 
 def rendition(name: str, *items: object) -> Rendition:
@@ -121,13 +124,13 @@ def test_the_shared_operations_decide_for_every_rendition(monkeypatch: pytest.Mo
     big = exif_rotated_jpeg(scene(960, 1280), orientation=6)
     calls = draft_spy(monkeypatch)
     renditions = [rendition("large", Resize(width=640)), rendition("small", Resize(width=160))]
-    ignored = dict(run_renditions(big, ops(IGNORE), renditions, limits=LIMITS).renditions)
+    ignored = dict(run(big, ops(IGNORE), renditions, limits=LIMITS).renditions)
     assert calls == [(640, 480)]  # drafted for the largest rendition, after the orient
     assert [(r.width, r.height) for r in ignored.values()] == [(640, 480), (160, 120)]
     for result in ignored.values():
         out = decode(result.data)
         assert close(colour_at(out, 3, out.height - 3), (*RED, 255), 24)  # sideways
-    upright = dict(run_renditions(big, [], renditions, limits=LIMITS).renditions)
+    upright = dict(run(big, [], renditions, limits=LIMITS).renditions)
     assert [(r.width, r.height) for r in upright.values()] == [(640, 853), (160, 213)]
     assert close(colour_at(decode(upright["small"].data), 3, 3), (*RED, 255), 24)
 
@@ -159,7 +162,7 @@ def test_orient_in_a_rendition_is_refused() -> None:
     )
     for shared, renditions, field in cases:
         with pytest.raises(InvalidArgument) as caught:
-            run_renditions(data, shared, renditions, limits=LIMITS)
+            run(data, shared, renditions, limits=LIMITS)
         assert [v.field for v in caught.value.violations] == [field]
         assert "cannot be used in a rendition" in caught.value.message
 
@@ -232,8 +235,10 @@ def test_plan_with_renditions_starts_from_the_stored_size() -> None:
 
 def test_pixels_match_a_plain_transpose() -> None:
     data = sideways()
-    ignored = decode(run(data, ops(IGNORE, Convert(format=image_pb2.PNG)), limits=LIMITS).data)
-    upright = decode(run(data, ops(Convert(format=image_pb2.PNG)), limits=LIMITS).data)
+    ignored = decode(
+        run(data, ops(IGNORE, Convert(format=image_pb2.PNG)), limits=LIMITS).image.data
+    )
+    upright = decode(run(data, ops(Convert(format=image_pb2.PNG)), limits=LIMITS).image.data)
     # EXIF 6 means "turn 90° clockwise to show": the upright output is the stored one turned.
     turned = ignored.convert("RGB").transpose(Image.Transpose.ROTATE_270)
     assert turned.tobytes() == upright.convert("RGB").tobytes()

@@ -45,39 +45,40 @@ def jpeg(width: int = 320, height: int = 240, **params: object) -> bytes:
 
 
 def test_resize_and_convert_to_webp() -> None:
-    result = run(
+    outputs = run(
         jpeg(1600, 1200), ops(Resize(width=400), Convert(format=image_pb2.WEBP)), limits=LIMITS
     )
+    result = outputs.image
     out = decode(result.data)
     assert out.format == "WEBP" and out.size == (400, 300)
     assert (result.format, result.width, result.height) == (image_pb2.WEBP, 400, 300)
     assert (result.content_type, result.extension) == ("image/webp", "webp")
     assert not result.flattened and result.frames == 1
     assert close(colour_at(out, 10, 10), (*RED, 255))
-    assert {"probe", "decode", "colour", "op0.resize", "encode"} <= set(result.timings)
+    assert {"probe", "decode", "colour", "op0.resize", "encode"} <= set(outputs.timings)
 
 
 def test_without_operations_the_format_is_kept() -> None:
     png = encode(scene(), "PNG")
-    result = run(png, [], limits=LIMITS)
+    result = run(png, [], limits=LIMITS).image
     assert result.format == image_pb2.PNG
     assert decode(result.data).tobytes() == scene().tobytes()  # lossless round trip
 
 
 def test_default_format_applies_without_a_convert() -> None:
-    result = run(jpeg(), [], limits=LIMITS, default_format=image_pb2.PNG)
+    result = run(jpeg(), [], limits=LIMITS, default_format=image_pb2.PNG).image
     assert decode(result.data).format == "PNG"
     result = run(
         jpeg(), ops(Convert(format=image_pb2.GIF)), limits=LIMITS, default_format=image_pb2.PNG
-    )
+    ).image
     assert decode(result.data).format == "GIF"
 
 
 def test_jpeg_draft_gives_the_same_size_as_a_full_decode() -> None:
     big = scene(1603, 1201)
     op = ops(Resize(width=200))  # 8x reduction: libjpeg decodes at 1/8
-    from_jpeg = run(encode(big, "JPEG", quality=95), op, limits=LIMITS)
-    from_png = run(encode(big, "PNG"), op, limits=LIMITS)
+    from_jpeg = run(encode(big, "JPEG", quality=95), op, limits=LIMITS).image
+    from_png = run(encode(big, "PNG"), op, limits=LIMITS).image
     assert (from_jpeg.width, from_jpeg.height) == (from_png.width, from_png.height) == (200, 150)
     a, b = decode(from_jpeg.data).convert("RGB"), decode(from_png.data).convert("RGB")
     assert close(colour_at(a, 100, 75), colour_at(b, 100, 75), 12)
@@ -93,7 +94,7 @@ def test_jpeg_draft_is_used_for_a_leading_resize(monkeypatch: pytest.MonkeyPatch
         return real_draft(self, mode, size)
 
     monkeypatch.setattr(JpegImageFile, "draft", spy)
-    result = run(jpeg(1600, 1200), ops(Resize(width=400)), limits=LIMITS)
+    result = run(jpeg(1600, 1200), ops(Resize(width=400)), limits=LIMITS).image
     assert calls == [(400, 300)]  # 4x: libjpeg decodes 400x300 directly
     assert (result.width, result.height) == (400, 300)
     calls.clear()
@@ -107,7 +108,7 @@ def test_auto_orient_from_exif() -> None:
     upright = scene(240, 320)
     data = exif_rotated_jpeg(upright, orientation=6)
     assert Image.open(io.BytesIO(data)).size == (320, 240)  # stored sideways
-    result = run(data, [], limits=LIMITS)
+    result = run(data, [], limits=LIMITS).image
     out = decode(result.data)
     assert out.size == (240, 320) == (result.width, result.height)
     assert close(colour_at(out, 5, 5), (*RED, 255))  # the red square is back top-left
@@ -117,7 +118,9 @@ def test_auto_orient_from_exif() -> None:
 def test_auto_orient_happens_before_the_operations() -> None:
     data = exif_rotated_jpeg(scene(240, 320), orientation=6)
     # The crop is in upright coordinates: the top 60 rows of the 240x320 upright image.
-    result = run(data, ops(Crop(x=0, y=0, width=240, height=60), Resize(width=120)), limits=LIMITS)
+    result = run(
+        data, ops(Crop(x=0, y=0, width=240, height=60), Resize(width=120)), limits=LIMITS
+    ).image
     out = decode(result.data)
     assert out.size == (120, 30)
     assert close(colour_at(out, 5, 5), (*RED, 255))
@@ -125,7 +128,7 @@ def test_auto_orient_happens_before_the_operations() -> None:
 
 def test_auto_orient_with_a_drafted_resize() -> None:
     data = exif_rotated_jpeg(scene(960, 1280), orientation=8)
-    result = run(data, ops(Resize(width=240)), limits=LIMITS)
+    result = run(data, ops(Resize(width=240)), limits=LIMITS).image
     out = decode(result.data)
     assert out.size == (240, 320)
     assert close(colour_at(out, 5, 5), (*RED, 255))
@@ -150,7 +153,7 @@ def test_metadata_and_profile_are_stripped_by_default(
 ) -> None:
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     data = exif_rotated_jpeg(scene(240, 320), orientation=6, icc_profile=icc, comment=b"secret")
-    out = decode(run(data, ops(Convert(format=target)), limits=LIMITS).data)
+    out = decode(run(data, ops(Convert(format=target)), limits=LIMITS).image.data)
     exif = out.getexif()  # for a TIFF, its own tags
     assert 0x010F not in exif and 0x0112 not in exif, target  # camera make, orientation
     assert "exif" not in out.info and "comment" not in out.info
@@ -161,7 +164,7 @@ def test_metadata_and_profile_are_stripped_by_default(
 def test_keep_icc_and_copyright(target: image_pb2.ImageFormat.ValueType) -> None:
     icc = icc_profile("wide", SRGB_GREEN, SRGB_RED, SRGB_BLUE)
     keep = Convert(format=target, keep_icc=True, keep_copyright=True)
-    out = decode(run(tagged_jpeg(icc), ops(Resize(width=160), keep), limits=LIMITS).data)
+    out = decode(run(tagged_jpeg(icc), ops(Resize(width=160), keep), limits=LIMITS).image.data)
     assert out.info.get("icc_profile") == icc
     exif = out.getexif()
     assert exif.get(0x8298) == "(c) Photographer" and exif.get(0x013B) == "Photographer"
@@ -172,7 +175,7 @@ def test_keep_icc_and_copyright(target: image_pb2.ImageFormat.ValueType) -> None
 def test_pixels_are_converted_to_srgb() -> None:
     # A profile whose red primary is sRGB's green: stored red is displayed green.
     icc = icc_profile("swapped", SRGB_GREEN, SRGB_RED, SRGB_BLUE)
-    result = run(encode(scene(), "PNG", icc_profile=icc), [], limits=LIMITS)
+    result = run(encode(scene(), "PNG", icc_profile=icc), [], limits=LIMITS).image
     out = decode(result.data)
     assert "icc_profile" not in out.info
     r, g, b, _ = colour_at(out, 5, 5)  # the red square, (220, 30, 30) in the file
@@ -180,7 +183,7 @@ def test_pixels_are_converted_to_srgb() -> None:
 
 
 def test_a_broken_profile_is_ignored() -> None:
-    result = run(encode(scene(), "PNG", icc_profile=b"not a profile"), [], limits=LIMITS)
+    result = run(encode(scene(), "PNG", icc_profile=b"not a profile"), [], limits=LIMITS).image
     out = decode(result.data)
     assert "icc_profile" not in out.info and close(colour_at(out, 5, 5), (*RED, 255), 2)
 
@@ -189,7 +192,9 @@ def test_cmyk_jpeg_becomes_rgb_with_the_right_colours() -> None:
     cmyk = scene().convert("CMYK")
     for target in (image_pb2.JPEG, image_pb2.PNG):
         out = decode(
-            run(encode(cmyk, "JPEG", quality=95), ops(Convert(format=target)), limits=LIMITS).data
+            run(
+                encode(cmyk, "JPEG", quality=95), ops(Convert(format=target)), limits=LIMITS
+            ).image.data
         )
         assert out.mode == "RGB"
         assert close(colour_at(out, 5, 5), (*RED, 255), 30)
@@ -252,7 +257,7 @@ def test_pixel_limit_before_decoding() -> None:
 def test_multi_page_tiff_uses_the_first_page_and_says_so() -> None:
     pages = [scene(), Image.new("RGB", (100, 80), BLUE)]
     data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
-    result = run(data, ops(Resize(width=160)), limits=LIMITS)
+    result = run(data, ops(Resize(width=160)), limits=LIMITS).image
     assert result.flattened and result.frames == 1
     assert close(colour_at(decode(result.data), 3, 3), (*RED, 255))
 
@@ -261,7 +266,7 @@ def test_multi_picture_jpeg_uses_the_primary_image() -> None:
     primary, gain_map = scene(640, 480), Image.new("RGB", (320, 240), BLUE)
     buf = io.BytesIO()
     primary.save(buf, "MPO", save_all=True, append_images=[gain_map], quality=95)
-    result = run(buf.getvalue(), ops(Resize(width=160)), limits=LIMITS)  # drafted, too
+    result = run(buf.getvalue(), ops(Resize(width=160)), limits=LIMITS).image  # drafted, too
     assert result.format == image_pb2.JPEG and not result.flattened
     out = decode(result.data)
     assert out.size == (160, 120) and close(colour_at(out, 3, 3), (*RED, 255))
@@ -270,7 +275,7 @@ def test_multi_picture_jpeg_uses_the_primary_image() -> None:
 
 def test_transparent_png_to_jpeg_lands_on_white() -> None:
     img = Image.new("RGBA", (20, 20), (0, 0, 255, 0))
-    result = run(encode(img, "PNG"), ops(Convert(format=image_pb2.JPEG)), limits=LIMITS)
+    result = run(encode(img, "PNG"), ops(Convert(format=image_pb2.JPEG)), limits=LIMITS).image
     assert close(colour_at(decode(result.data), 10, 10), (255, 255, 255, 255), 3)
 
 
@@ -279,22 +284,22 @@ def test_palette_gif_with_transparency_keeps_alpha_in_png() -> None:
     img.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     img.paste(0, (0, 0, 10, 20))
     data = encode(img, "GIF", transparency=0)
-    out = decode(run(data, ops(Convert(format=image_pb2.PNG)), limits=LIMITS).data)
+    out = decode(run(data, ops(Convert(format=image_pb2.PNG)), limits=LIMITS).image.data)
     assert out.mode == "RGBA"
     assert colour_at(out, 2, 2)[3] == 0 and colour_at(out, 15, 2) == (255, 0, 0, 255)
 
 
 def test_bmp_becomes_png_and_heif_becomes_jpeg() -> None:
-    assert run(encode(scene(), "BMP"), [], limits=LIMITS).format == image_pb2.PNG
+    assert run(encode(scene(), "BMP"), [], limits=LIMITS).image.format == image_pb2.PNG
     heif = encode(scene(), "HEIF", quality=90)
-    result = run(heif, ops(Rotate(angle=90)), limits=LIMITS)
+    result = run(heif, ops(Rotate(angle=90)), limits=LIMITS).image
     assert result.format == image_pb2.JPEG and (result.width, result.height) == (240, 320)
     assert close(colour_at(decode(result.data), 235, 5), (*RED, 255), 30)
 
 
 def test_avif_input_and_output() -> None:
     avif = encode(scene(), "AVIF", quality=90)
-    result = run(avif, ops(Resize(width=160)), limits=LIMITS)
+    result = run(avif, ops(Resize(width=160)), limits=LIMITS).image
     assert result.format == image_pb2.AVIF and decode(result.data).size == (160, 120)
 
 
@@ -345,12 +350,12 @@ def test_a_kept_profile_that_no_longer_fits_the_pixels_is_dropped() -> None:
     icc = icc_profile("wide", SRGB_GREEN, SRGB_RED, SRGB_BLUE)
     data = encode(scene(), "PNG", icc_profile=icc)
     keep = Convert(format=image_pb2.PNG, keep_icc=True)
-    assert decode(run(data, ops(keep), limits=LIMITS).data).info["icc_profile"] == icc
-    grey = decode(run(data, ops(Grayscale(), keep), limits=LIMITS).data)
+    assert decode(run(data, ops(keep), limits=LIMITS).image.data).info["icc_profile"] == icc
+    grey = decode(run(data, ops(Grayscale(), keep), limits=LIMITS).image.data)
     assert grey.mode == "L" and "icc_profile" not in grey.info  # an RGB profile on grey pixels
 
 
 def test_heif_with_alpha_becomes_png() -> None:
     heif = encode(scene(mode="RGBA"), "HEIF", quality=90)
-    result = run(heif, [], limits=LIMITS)
+    result = run(heif, [], limits=LIMITS).image
     assert result.format == image_pb2.PNG and decode(result.data).mode == "RGBA"

@@ -1,4 +1,4 @@
-"""Renditions: one decode, the shared operations once, then each rendition's own (run_renditions)."""
+"""Renditions: one decode, the shared operations once, then each rendition's own (pipeline.run)."""
 
 import io
 import time
@@ -29,7 +29,7 @@ from services.imaging.errors import (
     UNKNOWN_OPERATION,
 )
 from services.imaging.limits import Limits
-from services.imaging.pipeline import run, run_renditions
+from services.imaging.pipeline import run
 from services.runtime.errors import DeadlineExceeded, InvalidArgument
 
 from .samples import RED, animation, close, colour_at, decode, encode, moving_square, ops, scene
@@ -74,7 +74,7 @@ def test_each_rendition_is_what_its_whole_pipeline_gives_and_the_source_is_decod
         rendition("grey", Grayscale(), Convert(format=image_pb2.PNG)),
     ]
 
-    result = run_renditions(data, shared, renditions, limits=LIMITS)
+    result = run(data, shared, renditions, limits=LIMITS)
 
     assert decodes == ["JPEG"]
     assert [name for name, _ in result.renditions] == ["thumb", "rounded", "as-is", "grey"]
@@ -104,14 +104,14 @@ def test_each_rendition_is_what_its_whole_pipeline_gives_and_the_source_is_decod
     # the JPEG draft for all of them, and no rendition sees another's pixels.
     decodes.clear()
     for r in renditions:
-        alone = run(data, [*shared, *r.operations], limits=LIMITS)
+        alone = run(data, [*shared, *r.operations], limits=LIMITS).image
         assert got[r.name].data == alone.data, r.name
         assert got[r.name].frames == 1 and not got[r.name].flattened
     assert decodes == ["JPEG"] * len(renditions)  # the spy counts: each run alone decodes
 
 
 def test_timings_have_the_shared_steps_once_and_each_renditions_steps_by_name() -> None:
-    result = run_renditions(
+    result = run(
         jpeg(320, 240),
         ops(Resize(width=200)),
         [rendition("small", Resize(width=50)), rendition("same")],
@@ -141,7 +141,7 @@ def test_timings_have_the_shared_steps_once_and_each_renditions_steps_by_name() 
 
 
 def test_without_a_convert_a_rendition_keeps_the_format_of_the_shared_operations() -> None:
-    result = run_renditions(
+    result = run(
         jpeg(320, 240),
         ops(Convert(format=image_pb2.WEBP, quality=50)),
         [
@@ -160,19 +160,17 @@ def test_without_a_convert_a_rendition_keeps_the_format_of_the_shared_operations
         jpeg(320, 240),
         ops(Convert(format=image_pb2.WEBP, quality=50), Resize(width=100)),
         limits=LIMITS,
-    )
+    ).image
     assert got["inherits"].data == alone.data
 
 
 def test_the_default_format_and_the_source_format_apply_as_for_one_pipeline() -> None:
     png = encode(scene(), "PNG")
-    result = run_renditions(
-        png, [], [rendition("a"), rendition("b", Resize(width=32))], limits=LIMITS
-    )
+    result = run(png, [], [rendition("a"), rendition("b", Resize(width=32))], limits=LIMITS)
     assert [r.format for _, r in result.renditions] == [image_pb2.PNG, image_pb2.PNG]
-    assert result.renditions[0][1].data == run(png, [], limits=LIMITS).data
-    assert result.renditions[1][1].data == run(png, ops(Resize(width=32)), limits=LIMITS).data
-    result = run_renditions(
+    assert result.renditions[0][1].data == run(png, [], limits=LIMITS).image.data
+    assert result.renditions[1][1].data == run(png, ops(Resize(width=32)), limits=LIMITS).image.data
+    result = run(
         png,
         [],
         [rendition("a"), rendition("b", Convert(format=image_pb2.GIF))],
@@ -202,16 +200,20 @@ def test_the_jpeg_draft_is_chosen_for_the_largest_rendition(
     small = rendition("small", Resize(width=100))  # 16x: 1/8 alone
     calls = draft_spy(monkeypatch)
 
-    both = dict(run_renditions(data, [], [small, large], limits=LIMITS).renditions)
+    both = dict(run(data, [], [small, large], limits=LIMITS).renditions)
     assert calls == [(800, 600)]
-    large_alone = run_renditions(data, [], [large], limits=LIMITS).renditions[0][1]
-    small_alone = run_renditions(data, [], [small], limits=LIMITS).renditions[0][1]
+    large_alone = run(data, [], [large], limits=LIMITS).renditions[0][1]
+    small_alone = run(data, [], [small], limits=LIMITS).renditions[0][1]
     assert calls[1:] == [(800, 600), (200, 150)]
 
     # The large rendition is exactly what it would be without the small one, and what a plain
     # pipeline gives; the small one is made from the larger decode box-reduced by 4 (where its
     # own draft would have decoded at 1/8), at the same size and within 1% of its bytes alone.
-    assert both["large"].data == large_alone.data == run(data, large.operations, limits=LIMITS).data
+    assert (
+        both["large"].data
+        == large_alone.data
+        == run(data, large.operations, limits=LIMITS).image.data
+    )
     assert (both["large"].width, both["large"].height) == (700, 525)
     assert (both["small"].width, both["small"].height) == (small_alone.width, small_alone.height)
     assert close(colour_at(decode(both["small"].data), 5, 5), (*RED, 255))
@@ -224,7 +226,7 @@ def test_no_draft_when_a_rendition_does_not_start_with_a_resize(
 ) -> None:
     data = jpeg(1600, 1200)
     calls = draft_spy(monkeypatch)
-    result = run_renditions(
+    result = run(
         data,
         [],
         [
@@ -235,9 +237,7 @@ def test_no_draft_when_a_rendition_does_not_start_with_a_resize(
     )
     assert calls == []
     assert [(r.width, r.height) for _, r in result.renditions] == [(100, 75), (50, 50)]
-    run_renditions(
-        data, [], [rendition("thumb", Resize(width=100)), rendition("full")], limits=LIMITS
-    )
+    run(data, [], [rendition("thumb", Resize(width=100)), rendition("full")], limits=LIMITS)
     assert calls == []  # the full-size rendition needs every pixel
 
 
@@ -249,7 +249,7 @@ def test_animations_branch_with_their_frames_and_durations() -> None:
         rendition("animated"),
         rendition("webp", Frames(start=1, count=2), Convert(format=image_pb2.WEBP)),
     ]
-    result = run_renditions(gif, shared, renditions, limits=LIMITS)
+    result = run(gif, shared, renditions, limits=LIMITS)
     got = dict(result.renditions)
     assert (got["still"].format, got["still"].frames) == (image_pb2.JPEG, 1)
     assert (got["animated"].format, got["animated"].frames) == (image_pb2.GIF, 4)
@@ -257,7 +257,7 @@ def test_animations_branch_with_their_frames_and_durations() -> None:
     assert durations_of(got["animated"].data) == [100, 200, 300, 400]
     assert durations_of(got["webp"].data) == [200, 300]
     for r in renditions:
-        alone = run(gif, [*shared, *r.operations], limits=LIMITS)
+        alone = run(gif, [*shared, *r.operations], limits=LIMITS).image
         assert got[r.name].data == alone.data, r.name
 
 
@@ -279,7 +279,7 @@ def test_a_bad_rendition_fails_before_anything_is_decoded(decodes: list[str]) ->
     data = jpeg(320, 240)
     shared = ops(Resize(width=200))  # 200x150
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(
+        run(
             data,
             shared,
             [
@@ -296,11 +296,11 @@ def test_a_bad_rendition_fails_before_anything_is_decoded(decodes: list[str]) ->
         name="x", operations=[*ops(Resize(width=10)), operations_pb2.Operation()]
     )
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(data, shared, [bad], limits=LIMITS)
+        run(data, shared, [bad], limits=LIMITS)
     assert (field_of(err), err.value.reason) == ("renditions[0].operations[1]", UNKNOWN_OPERATION)
     # A shared operation at fault keeps its own field.
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(data, ops(Crop(x=500, width=10, height=10)), [rendition("a")], limits=LIMITS)
+        run(data, ops(Crop(x=500, width=10, height=10)), [rendition("a")], limits=LIMITS)
     assert field_of(err).startswith("operations[0].crop")
     assert decodes == []
 
@@ -310,7 +310,7 @@ def test_rendition_limits_and_whole_pipeline_faults_name_the_rendition() -> None
     limits = Limits(max_operations=3, max_output_dimension=300, max_renditions=2)
     two = ops(Resize(width=200), Grayscale())
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(
+        run(
             data,
             two,
             [rendition("a"), rendition("b", Resize(width=100), Grayscale())],
@@ -319,26 +319,28 @@ def test_rendition_limits_and_whole_pipeline_faults_name_the_rendition() -> None
     assert (field_of(err), err.value.reason) == ("renditions[1].operations", TOO_MANY_OPERATIONS)
     # The output of the rendition is too large, not the shared result.
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(
-            data, ops(Resize(width=100)), [rendition("big", Pad(left=250))], limits=limits
-        )
+        run(data, ops(Resize(width=100)), [rendition("big", Pad(left=250))], limits=limits)
     assert field_of(err) == "renditions[0].operations[0].pad"
     assert err.value.reason == OUTPUT_TOO_LARGE
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(data, [], [rendition("a"), rendition("b"), rendition("c")], limits=limits)
+        run(data, [], [rendition("a"), rendition("b"), rendition("c")], limits=limits)
     assert (field_of(err), err.value.reason) == ("renditions", "TOO_MANY_RENDITIONS")
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(data, [], [rendition("a"), rendition("a")], limits=limits)
+        run(data, [], [rendition("a"), rendition("a")], limits=limits)
     assert field_of(err) == "renditions[1].name"
+    # No renditions: a plain job, whose one unnamed output's faults are the job's.
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(data, [], [], limits=limits)
-    assert field_of(err) == "renditions"
+        run(data, [], [], limits=limits)
+    assert (field_of(err), err.value.reason) == ("operations", OUTPUT_TOO_LARGE)
+    assert [
+        name for name, _ in run(data, ops(Resize(width=100)), [], limits=limits).renditions
+    ] == [""]
 
 
 def test_an_animation_rendition_that_cannot_animate_is_refused() -> None:
     gif = animation(moving_square(3))
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(
+        run(
             gif,
             [],
             [rendition("ok"), rendition("jpeg", Convert(format=image_pb2.JPEG))],
@@ -352,7 +354,7 @@ def test_an_animation_rendition_that_cannot_animate_is_refused() -> None:
 
 def test_renditions_must_agree_on_keep_icc() -> None:
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(
+        run(
             jpeg(320, 240),
             [],
             [rendition("a"), rendition("b", Convert(format=image_pb2.PNG, keep_icc=True))],
@@ -360,7 +362,7 @@ def test_renditions_must_agree_on_keep_icc() -> None:
         )
     assert field_of(err) == "renditions[1].operations[0].convert.keep_icc"
     # Agreeing through a shared Convert is fine.
-    result = run_renditions(
+    result = run(
         jpeg(320, 240),
         ops(Convert(format=image_pb2.PNG, keep_icc=True)),
         [rendition("a"), rendition("b", Resize(width=10))],
@@ -373,7 +375,7 @@ def test_faults_found_while_running_name_the_rendition() -> None:
     # After a trim the size is only known from the pixels: the crop is checked while running.
     bordered = encode(scene(100, 80).crop((-20, -20, 120, 100)), "PNG")
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(
+        run(
             bordered,
             ops(Trim()),
             [
@@ -384,7 +386,7 @@ def test_faults_found_while_running_name_the_rendition() -> None:
         )
     assert field_of(err).startswith("renditions[1].operations[0].crop")
     with pytest.raises(InvalidArgument) as err:
-        run_renditions(
+        run(
             jpeg(800, 600),
             [],
             [rendition("tiny", Convert(format=image_pb2.JPEG, max_bytes=100))],
@@ -405,7 +407,7 @@ def test_the_deadline_is_checked_between_renditions(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(pipeline, "encode", slow_encode)
     with pytest.raises(DeadlineExceeded) as err:
-        run_renditions(
+        run(
             jpeg(320, 240),
             [],
             [rendition("first", Resize(width=100)), rendition("second", Resize(width=50))],

@@ -165,7 +165,7 @@ def test_convert_provenance_embeds_a_small_xmp(fmt: image_pb2.ImageFormat.ValueT
     facts = {"sourceSha256": "ab" * 32, "inputKey": "inputs/" + "ab" * 32, "keyScheme": "2"}
     facts["engine.pillow"] = "13.0.0"
     pipeline = ops(Resize(width=64), Convert(format=fmt, provenance=True))
-    out = run(encode(scene(), "PNG"), pipeline, limits=Limits(), provenance=facts)
+    out = run(encode(scene(), "PNG"), pipeline, limits=Limits(), provenance=facts).image
     start, end = out.data.find(b"<x:xmpmeta"), out.data.find(b"</x:xmpmeta>")
     assert 0 <= start < end
     packet = out.data[start : end + len(b"</x:xmpmeta>")]
@@ -179,5 +179,5 @@ def test_convert_provenance_embeds_a_small_xmp(fmt: image_pb2.ImageFormat.ValueT
         ops(Resize(width=64), Convert(format=fmt)),
         limits=Limits(),
         provenance=facts,
-    )
+    ).image
     assert b"xmpmeta" not in plain.data and len(plain.data) < len(out.data)

@@ -28,9 +28,11 @@ async def test_process_runs_the_pipeline_in_a_child_and_traces_its_steps(
     monkeypatch.setattr(service, "_tracer", provider.get_tracer("test"))
     processor = ImagingProcessor(pool, Limits())
 
-    result = await processor.process(
-        encode(scene(), "PNG"), ops(Resize(width=32), Convert(format=image_pb2.WEBP)), None
-    )
+    result = (
+        await processor.process(
+            encode(scene(), "PNG"), ops(Resize(width=32), Convert(format=image_pb2.WEBP)), None
+        )
+    ).image
 
     assert decode(result.data).size == (32, 24)
     spans = {s.name: s for s in exporter.get_finished_spans()}
@@ -48,11 +50,11 @@ async def test_process_runs_the_pipeline_in_a_child_and_traces_its_steps(
 
 async def test_default_format(pool: ProcessPool) -> None:
     processor = ImagingProcessor(pool, Limits(), default_format=image_pb2.PNG)
-    result = await processor.process(encode(scene(), "JPEG"), [], None)
+    result = (await processor.process(encode(scene(), "JPEG"), [], None)).image
     assert result.format == image_pb2.PNG
-    result = await processor.process(
-        encode(scene(), "JPEG"), [], None, default_format=image_pb2.WEBP
-    )
+    result = (
+        await processor.process(encode(scene(), "JPEG"), [], None, default_format=image_pb2.WEBP)
+    ).image
     assert result.format == image_pb2.WEBP
 
 

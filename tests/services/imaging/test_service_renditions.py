@@ -39,8 +39,8 @@ async def test_renditions_run_in_one_child_with_a_span_each(
     monkeypatch.setattr(service, "_tracer", provider.get_tracer("test"))
     imaging = ImagingProcessor(pool, Limits())
 
-    result = await imaging.process_renditions(
-        encode(scene(), "PNG"), ops(Resize(width=200)), RENDITIONS, None
+    result = await imaging.process(
+        encode(scene(), "PNG"), ops(Resize(width=200)), None, renditions=RENDITIONS
     )
 
     got = dict(result.renditions)
@@ -84,11 +84,11 @@ async def test_a_bad_rendition_fails_with_its_field_across_the_process_boundary(
 ) -> None:
     imaging = ImagingProcessor(pool, Limits())
     with pytest.raises(InvalidArgument) as err:
-        await imaging.process_renditions(
+        await imaging.process(
             encode(scene(), "PNG"),
             [],
-            [rendition("a"), rendition("b", Crop(x=400, width=10, height=10))],
             None,
+            renditions=[rendition("a"), rendition("b", Crop(x=400, width=10, height=10))],
         )
     assert err.value.violations[0].field.startswith("renditions[1].operations[0].crop.")
 

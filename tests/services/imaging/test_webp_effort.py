@@ -13,11 +13,11 @@ from services.imaging.encode import WEBP_EFFORT, encode
 from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.ops import Context, Size, convert
-from services.imaging.pipeline import run, run_renditions
+from services.imaging.pipeline import run
 from services.imaging.plan import ENCODE_MS_PER_MP, WEBP_EFFORT_COST, plan_pipeline
 from services.imaging.service import ImagingProcessor, capabilities
 from services.imaging.settings import ImagingSettings
-from services.imaging.validation import validate_pipeline, validate_renditions
+from services.imaging.validation import validate_job, validate_pipeline
 from services.runtime.errors import InvalidArgument
 
 from . import samples
@@ -127,7 +127,7 @@ def test_a_bad_effort_in_a_rendition_names_the_rendition() -> None:
         Rendition(name="bad", operations=ops(Resize(width=10), Convert(format=WEBP, effort=9))),
     ]
     with pytest.raises(InvalidArgument) as err:
-        validate_renditions([], renditions, None, Limits())
+        validate_job([], renditions, None, Limits())
     assert err.value.violations[0].field == "renditions[1].operations[1].convert.effort"
 
 
@@ -154,18 +154,18 @@ def test_the_setting_reads_pixmesh_webp_effort(monkeypatch: pytest.MonkeyPatch) 
 def test_a_pipeline_encodes_at_the_default_effort() -> None:
     data = png_photo()
     pipeline = ops(Convert(format=WEBP))
-    fast = run(data, pipeline, limits=Limits(), webp_effort=0)
-    usual = run(data, pipeline, limits=Limits(), webp_effort=4)
+    fast = run(data, pipeline, limits=Limits(), webp_effort=0).image
+    usual = run(data, pipeline, limits=Limits(), webp_effort=4).image
     assert len(fast.data) > len(usual.data)
-    assert usual.data == run(data, pipeline, limits=Limits()).data  # 4 unless told
+    assert usual.data == run(data, pipeline, limits=Limits()).image.data  # 4 unless told
     # Without a convert a WebP stays WebP, at the default effort too.
     webp = samples.encode(photo(), "WEBP", quality=90)
-    assert len(run(webp, [], limits=Limits(), webp_effort=0).data) > len(
-        run(webp, [], limits=Limits(), webp_effort=4).data
+    assert len(run(webp, [], limits=Limits(), webp_effort=0).image.data) > len(
+        run(webp, [], limits=Limits(), webp_effort=4).image.data
     )
     # A Convert's own effort is not overridden.
     pinned = ops(Convert(format=WEBP, effort=4))
-    assert run(data, pinned, limits=Limits(), webp_effort=0).data == usual.data
+    assert run(data, pinned, limits=Limits(), webp_effort=0).image.data == usual.data
 
 
 def test_renditions_encode_at_the_default_effort() -> None:
@@ -174,19 +174,21 @@ def test_renditions_encode_at_the_default_effort() -> None:
         Rendition(name="default", operations=ops(Convert(format=WEBP))),
         Rendition(name="pinned", operations=ops(Convert(format=WEBP, effort=4))),
     ]
-    results = dict(run_renditions(data, [], renditions, limits=Limits(), webp_effort=0).renditions)
+    results = dict(run(data, [], renditions, limits=Limits(), webp_effort=0).renditions)
     assert len(results["default"].data) > len(results["pinned"].data)
 
 
 async def test_the_processor_passes_its_default_to_the_child(pool: ProcessPool) -> None:
     data = png_photo()
     pipeline = ops(Convert(format=WEBP))
-    fast = await ImagingProcessor(pool, Limits(), webp_effort=0).process(data, pipeline, None)
-    usual = await ImagingProcessor(pool, Limits()).process(data, pipeline, None)
+    fast = (
+        await ImagingProcessor(pool, Limits(), webp_effort=0).process(data, pipeline, None)
+    ).image
+    usual = (await ImagingProcessor(pool, Limits()).process(data, pipeline, None)).image
     assert len(fast.data) > len(usual.data)
     renditions = [Rendition(name="r", operations=pipeline)]
-    fast_r = await ImagingProcessor(pool, Limits(), webp_effort=0).process_renditions(
-        data, [], renditions, None
+    fast_r = await ImagingProcessor(pool, Limits(), webp_effort=0).process(
+        data, [], None, renditions=renditions
     )
     assert fast_r.renditions[0][1].data == fast.data
 
