@@ -8,13 +8,13 @@ network (SSRF). A bad URL is INVALID_ARGUMENT on `webhook.url`, reason BAD_WEBHO
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
 from urllib.parse import urlsplit
 
 from pixmesh.common.v1 import job_pb2
+from services.runtime.addresses import is_public, public_address
 from services.runtime.errors import invalid
+
+__all__ = ["check_url_syntax", "check_webhook", "is_public"]
 
 MAX_URL_CHARS = 2048
 MAX_SECRET_BYTES = 256
@@ -23,19 +23,9 @@ BAD_SECRET = "BAD_WEBHOOK_SECRET"
 # The longest the gateway waits for the host's addresses.
 RESOLVE_TIMEOUT_S = 3.0
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 
 def _bad(description: str) -> Exception:
     return invalid("webhook.url", description, reason=BAD_URL)
-
-
-def is_public(ip: IPAddress) -> bool:
-    """False for private, loopback, link-local, shared, reserved, multicast and unspecified
-    addresses (an IPv4-mapped IPv6 address is judged as its IPv4 address)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 def check_url_syntax(url: str, allow_private: bool) -> tuple[str, int]:
@@ -71,19 +61,6 @@ async def check_webhook(
     host, port = check_url_syntax(webhook.url, allow_private)
     if allow_private:
         return
-    try:
-        addresses: list[IPAddress] = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            async with asyncio.timeout(min(timeout, RESOLVE_TIMEOUT_S)):
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM
-                )
-        except (OSError, TimeoutError):
-            raise _bad(f"host {host!r} does not resolve") from None
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    if not addresses:
-        raise _bad(f"host {host!r} does not resolve")
-    for ip in addresses:
-        if not is_public(ip):
-            raise _bad(f"host {host!r} resolves to a non-public address ({ip})")
+    refused, _ = await public_address(host, port, min(timeout, RESOLVE_TIMEOUT_S))
+    if refused is not None:
+        raise _bad(refused)

@@ -3,11 +3,8 @@ claims due deliveries and records their outcome is JobsService.deliver_webhooks.
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import json
 import random
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +15,7 @@ from google.protobuf import json_format
 
 from pixmesh.common.v1 import job_pb2
 from pixmesh.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
+from services.runtime.addresses import public_address
 
 USER_AGENT = "pixmesh-webhooks"
 _EVENT_TYPES = {
@@ -50,12 +48,6 @@ def backoff_s(
     return delay / 2 + delay / 2 * rand()
 
 
-def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
 async def checked_address(
     url: str, allow_private: bool = False, timeout_s: float = 3.0
 ) -> tuple[str | None, str | None]:
@@ -68,24 +60,7 @@ async def checked_address(
     if allow_private:
         return None, None  # local stacks and tests: no check, and httpx resolves as usual
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            async with asyncio.timeout(timeout_s):
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, parts.port or 443, type=socket.SOCK_STREAM
-                )
-        except (OSError, TimeoutError):
-            return f"host {host!r} does not resolve", None
-        addresses = [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
-    if not addresses:
-        return f"host {host!r} does not resolve", None
-    for ip in addresses:
-        if not _is_public(ip):
-            return f"host {host!r} resolves to a non-public address ({ip})", None
-    return None, str(addresses[0])
+    return await public_address(parts.hostname or "", parts.port or 443, timeout_s)
 
 
 def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
