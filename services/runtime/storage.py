@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -158,6 +158,13 @@ class Storage:
         except ClientError as exc:
             if not _is_missing(exc):
                 raise
+
+    def chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        """The object's bytes in chunks, read as they are consumed (blocking: iterate it in a
+        thread). For streams whose memory must not grow with the object (zip archives)."""
+        body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        with body:
+            yield from body.iter_chunks(chunk_size)
 
     async def keys(self, prefix: str, limit: int = 1000) -> list[str]:
         """Keys under `prefix` (at most `limit`, in key order)."""

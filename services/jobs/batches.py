@@ -1,0 +1,838 @@
+"""Batches (issue 12): one pipeline over many images, each image an ordinary job.
+
+A batch is a parent row and one item row per image (jobs.batches, jobs.batch_items). Creating a
+batch writes them only; its jobs are created by the feeder (`Batches.feed`), a loop every replica
+runs, which holds a running batch under a short lease and, each round:
+
+1. settles the items whose job ended: records the outputs (with their archive names), bytes
+   and seconds, copies the outputs to the batch's destination when it has one;
+2. creates jobs for the next queued items while there is room: at most `window` of the batch's
+   jobs not yet started (so a batch never holds more than `window` pending tasks and never meets
+   the gateway's QUEUE_FULL), and only while the first stage's task queue holds fewer than
+   `lane_backlog` undelivered tasks (the lane: batches fill the workers' idle capacity, an
+   interactive job finds at most that many batch tasks ahead of it);
+3. ends the batch when nothing is queued or running, with its summary.
+
+Items of a storage source are ingested when their turn comes (read, sniffed and probed without
+decoding, stored content-addressed as inputs/<sha256>): nothing is copied before a worker can
+take it. Bad files (not an image, corrupt header, too large) fail their item with the reason and
+the rest proceed. A job is created with the idempotency key `batch:<batch id>:<index>`, so a
+feeder that dies between creating the job and recording it finds the same job again.
+
+Archive names are deterministic: the source's name (its path under the prefix, or the uploaded
+file name) without its extension, then "/<rendition>" for renditions, then the output's extension.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import posixpath
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import asyncpg
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+from pixmesh.common.v1 import batch_pb2, image_pb2, job_pb2, operations_pb2
+from pixmesh.jobs.v1 import batches_pb2
+from services.jobs.connections import Bucket, ConnectionStore, tenant_area
+from services.runtime.errors import (
+    FailedPrecondition,
+    NotFound,
+    ServiceError,
+    invalid,
+)
+from services.runtime.imageprobe import ProbeLimits, extension_for, probe
+from services.runtime.pipeline import check_renditions, op_name, plan_stages
+from services.runtime.storage import Storage, input_key
+
+log = logging.getLogger(__name__)
+
+QUEUED, SUBMITTED = "QUEUED", "SUBMITTED"
+SUCCEEDED, FAILED, CANCELLED, RUNNING = "SUCCEEDED", "FAILED", "CANCELLED", "RUNNING"
+_TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+# Per failure reason, the files a summary names (the full list: ListBatchJobs state FAILED).
+SUMMARY_NAMES = 1000
+MAX_IMAGE_IDS = 10_000
+
+
+class JobPort(Protocol):
+    """What batches need of the job registry (JobsService)."""
+
+    async def create_job(
+        self,
+        tenant_id: str,
+        image: image_pb2.Image,
+        ops: Sequence[operations_pb2.Operation],
+        idempotency_key: str,
+        req_hash: str = "",
+        renditions: Sequence[operations_pb2.Rendition] = (),
+        webhook: job_pb2.Webhook | None = None,
+        *,
+        reuse: bool = True,
+    ) -> tuple[job_pb2.Job, bool]: ...
+
+    async def get_job(self, tenant_id: str, job_id: str) -> job_pb2.Job: ...
+
+    async def cancel_job(self, tenant_id: str, job_id: str) -> job_pb2.Job: ...
+
+    async def get_output(
+        self, tenant_id: str, job_id: str, index: int
+    ) -> tuple[job_pb2.Output, str]: ...
+
+
+# Undelivered tasks on a worker service's queue ("imaging", ...).
+Backlog = Callable[[str], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    # Jobs of one batch created but not started, at most.
+    window: int = 16
+    # Jobs of one batch not yet ended, at most (started ones included).
+    max_open: int = 64
+    # Batch jobs are created only while the first stage's queue holds fewer undelivered tasks.
+    lane_backlog: int = 4
+    max_items: int = 100_000
+    lease_s: float = 30.0
+    tick_s: float = 0.25
+    # Running batches fed concurrently by one replica.
+    batches_per_round: int = 8
+    max_renditions: int = 10
+    limits: ProbeLimits = field(default_factory=lambda: ProbeLimits(50 * 2**20, 50_000_000, 100))
+
+
+def archive_name(source_name: str, rendition: str, fmt: int) -> str:
+    stem, _ = posixpath.splitext(source_name)
+    stem = stem or source_name or "image"
+    ext = extension_for(fmt)  # type: ignore[arg-type]
+    return f"{stem}/{rendition}.{ext}" if rendition else f"{stem}.{ext}"
+
+
+def _unique_names(names: Sequence[str]) -> list[str]:
+    """Names made unique (a repeated name gets "~<index>" before its extension)."""
+    seen: set[str] = set()
+    out = []
+    for i, name in enumerate(names):
+        if name in seen:
+            stem, ext = posixpath.splitext(name)
+            name = f"{stem}~{i}{ext}"
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def batch_not_found(batch_id: str) -> NotFound:
+    return NotFound(message=f"batch {batch_id} not found", reason="BATCH_NOT_FOUND")
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    batch_id: str
+    tenant_id: str
+    source: batch_pb2.StorageLocation | None
+    destination: batch_pb2.StorageLocation | None
+    pipeline: job_pb2.Job
+
+
+_BATCH_COLUMNS = """batch_id, tenant_id, state, source, destination, pipeline, idempotency_key,
+    request_hash, webhook_url, total, summary, error_code, error_reason, error_message,
+    created_at, updated_at, finished_at"""
+
+# Counts of a batch's items by state (a submitted item by its job's state), with bytes.
+_PROGRESS = """SELECT CASE WHEN i.state = 'SUBMITTED' THEN coalesce(j.state, 'PENDING')
+                          ELSE i.state END AS state,
+           count(*) AS n,
+           coalesce(sum(i.size_bytes) FILTER (WHERE i.state IN ('SUCCEEDED', 'FAILED')), 0)
+               AS bytes_in,
+           coalesce(sum(i.bytes_out), 0) AS bytes_out
+    FROM jobs.batch_items i LEFT JOIN jobs.jobs j ON j.job_id = i.job_id AND i.state = 'SUBMITTED'
+    WHERE i.batch_id = $1 GROUP BY 1"""
+
+
+class Batches:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        jobs: JobPort,
+        platform: Storage,
+        platform_bucket: Bucket,
+        connections: ConnectionStore,
+        backlog: Backlog | None = None,
+        policy: BatchPolicy = BatchPolicy(),
+    ) -> None:
+        self.pool = pool
+        self.jobs = jobs
+        self.platform = platform
+        self.platform_bucket = platform_bucket
+        self.connections = connections
+        self.backlog = backlog
+        self.policy = policy
+
+    # ---- commands -------------------------------------------------------------------------
+
+    async def create(self, req: batches_pb2.CreateBatchRequest) -> tuple[batch_pb2.Batch, bool]:
+        tenant = req.tenant_id
+        if not tenant:
+            raise invalid("tenant_id", "required")
+        if not req.operations and not req.renditions:
+            raise invalid("operations", "at least one operation (or rendition) is required")
+        for i, op in enumerate(req.operations):
+            op_name(op, i)
+        check_renditions(req.renditions, self.policy.max_renditions)
+        if req.HasField("webhook") and not req.webhook.url:
+            raise invalid("webhook.url", "required with a webhook")
+        has_source = req.HasField("source")
+        if bool(req.images) == has_source:
+            raise invalid("source", "either a list of images or a storage location")
+        if len(req.images) > MAX_IMAGE_IDS:
+            raise invalid("source.images", f"at most {MAX_IMAGE_IDS} images per batch")
+        req_hash = req.request_hash or _request_hash(req)
+        if req.idempotency_key:
+            existing = await self._by_key(tenant, req.idempotency_key, req_hash)
+            if existing is not None:
+                return existing, False
+        if req.HasField("destination"):
+            # Refused now if the destination cannot be listed with its credentials.
+            await (await self._bucket(tenant, req.destination)).check()
+        items: list[tuple[str, bytes | None, str | None, int]]
+        if has_source:
+            items = await self._list_source(tenant, req.source)
+        else:
+            names = [
+                (req.names[i] if i < len(req.names) and req.names[i] else "")
+                or img.filename
+                or img.image_id
+                for i, img in enumerate(req.images)
+            ]
+            items = [
+                (name, img.SerializeToString(), None, int(img.size_bytes))
+                for name, img in zip(_unique_names(names), req.images, strict=True)
+            ]
+        batch_id = f"bat_{uuid.uuid4().hex}"
+        now = datetime.now(UTC)
+        pipeline = job_pb2.Job(operations=req.operations, renditions=req.renditions)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    """INSERT INTO jobs.batches (batch_id, tenant_id, state, source, destination,
+                        pipeline, idempotency_key, request_hash, webhook_url, webhook_secret,
+                        total, created_at, updated_at)
+                    VALUES ($1, $2, 'RUNNING', $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)""",
+                    batch_id,
+                    tenant,
+                    req.source.SerializeToString() if has_source else None,
+                    req.destination.SerializeToString() if req.HasField("destination") else None,
+                    pipeline.SerializeToString(),
+                    req.idempotency_key or None,
+                    req_hash,
+                    req.webhook.url if req.HasField("webhook") else None,
+                    None,
+                    len(items),
+                    now,
+                )
+                for start in range(0, len(items), 1000):
+                    chunk = items[start : start + 1000]
+                    await conn.execute(
+                        """INSERT INTO jobs.batch_items (batch_id, idx, name, image, object_key,
+                            size_bytes)
+                        SELECT $1, v.idx, v.name, v.image, v.key, v.size
+                        FROM unnest($2::int[], $3::text[], $4::bytea[], $5::text[], $6::bigint[])
+                            AS v(idx, name, image, key, size)""",
+                        batch_id,
+                        list(range(start, start + len(chunk))),
+                        [c[0] for c in chunk],
+                        [c[1] for c in chunk],
+                        [c[2] for c in chunk],
+                        [c[3] for c in chunk],
+                    )
+        except asyncpg.UniqueViolationError:
+            existing = await self._by_key(tenant, req.idempotency_key, req_hash)
+            if existing is None:
+                raise
+            return existing, False
+        return await self.get(tenant, batch_id), True
+
+    async def _list_source(
+        self, tenant: str, source: batch_pb2.StorageLocation
+    ) -> list[tuple[str, bytes | None, str | None, int]]:
+        bucket = await self._bucket(tenant, source)
+        if source.connection_id:
+            await bucket.check()
+        prefix = self._prefix(tenant, source)
+        items: list[tuple[str, bytes | None, str | None, int]] = []
+        async for obj in bucket.list(prefix):
+            name = obj.key[len(prefix) :].lstrip("/") or posixpath.basename(obj.key)
+            items.append((name, None, obj.key, obj.size))
+            if len(items) > self.policy.max_items:
+                raise invalid("source.storage.prefix", f"more than {self.policy.max_items} objects")
+        if not items:
+            raise FailedPrecondition(
+                message=f"no objects under the prefix {source.prefix!r}",
+                reason="SOURCE_EMPTY",
+            )
+        return items
+
+    def _prefix(self, tenant: str, loc: batch_pb2.StorageLocation) -> str:
+        if loc.connection_id:
+            return loc.prefix
+        return tenant_area(tenant) + loc.prefix.lstrip("/")
+
+    async def _bucket(self, tenant: str, loc: batch_pb2.StorageLocation) -> Bucket:
+        if not loc.connection_id:
+            return self.platform_bucket
+        return (await self.connections.get(tenant, loc.connection_id)).open()
+
+    async def cancel(self, tenant: str, batch_id: str) -> batch_pb2.Batch:
+        async with self.pool.acquire() as conn, conn.transaction():
+            state = await conn.fetchval(
+                "SELECT state FROM jobs.batches WHERE tenant_id=$1 AND batch_id=$2 FOR UPDATE",
+                tenant,
+                batch_id,
+            )
+            if state is None:
+                raise batch_not_found(batch_id)
+            if state == RUNNING:
+                # From now on the feeder leaves it alone: no queued item ever gets a job.
+                await conn.execute(
+                    """UPDATE jobs.batches SET state='CANCELLED', updated_at=now(),
+                        finished_at=now() WHERE batch_id=$1""",
+                    batch_id,
+                )
+                await conn.execute(
+                    """UPDATE jobs.batch_items SET state='CANCELLED'
+                    WHERE batch_id=$1 AND state='QUEUED'""",
+                    batch_id,
+                )
+            elif state != CANCELLED:
+                raise FailedPrecondition(
+                    message=f"batch {batch_id} is already {state}", reason="BATCH_FINISHED"
+                )
+        # The jobs already created: cancelled (those that ended keep their outcome).
+        open_jobs = await self.pool.fetch(
+            """SELECT i.idx, i.job_id FROM jobs.batch_items i JOIN jobs.jobs j USING (job_id)
+            WHERE i.batch_id=$1 AND i.state='SUBMITTED'""",
+            batch_id,
+        )
+        for row in open_jobs:
+            with contextlib.suppress(FailedPrecondition):
+                await self.jobs.cancel_job(tenant, row["job_id"])
+        claimed = _Claimed(batch_id, tenant, None, None, job_pb2.Job())
+        await self._settle(claimed, copy=False)
+        await self._finish(batch_id, CANCELLED)
+        return await self.get(tenant, batch_id)
+
+    # ---- queries --------------------------------------------------------------------------
+
+    async def get(self, tenant: str, batch_id: str) -> batch_pb2.Batch:
+        row = await self.pool.fetchrow(
+            f"SELECT {_BATCH_COLUMNS} FROM jobs.batches WHERE tenant_id=$1 AND batch_id=$2",
+            tenant,
+            batch_id,
+        )
+        if row is None:
+            raise batch_not_found(batch_id)
+        return await self._proto(row)
+
+    async def list_batches(
+        self, tenant: str, page_size: int, page_token: str
+    ) -> tuple[list[batch_pb2.Batch], str]:
+        page_size = min(page_size or 20, 100)
+        args: list[Any] = [tenant, page_size + 1]
+        where = "tenant_id=$1"
+        if page_token:
+            created, last = _decode_token(page_token)
+            args += [created, last]
+            where += " AND (created_at, batch_id) < ($3, $4)"
+        rows = await self.pool.fetch(
+            f"""SELECT {_BATCH_COLUMNS} FROM jobs.batches WHERE {where}
+            ORDER BY created_at DESC, batch_id DESC LIMIT $2""",
+            *args,
+        )
+        token = ""
+        if len(rows) > page_size:
+            last_row = rows[page_size - 1]
+            token = _encode_token(last_row["created_at"], last_row["batch_id"])
+        return [await self._proto(r) for r in rows[:page_size]], token
+
+    async def watch(
+        self, tenant: str, batch_id: str, poll_s: float = 1.0
+    ) -> AsyncIterator[batch_pb2.Batch]:
+        """The batch now, then on every change of its progress, until it ended."""
+        last = b""
+        while True:
+            batch = await self.get(tenant, batch_id)
+            seen = batch.progress.SerializeToString() + bytes([batch.state])
+            if seen != last:
+                last = seen
+                yield batch
+            if batch.state != batch_pb2.Batch.RUNNING:
+                return
+            await asyncio.sleep(poll_s)
+
+    async def items(
+        self, tenant: str, batch_id: str, page_size: int, page_token: str, state: int
+    ) -> tuple[list[batch_pb2.BatchItem], str]:
+        await self._owned(tenant, batch_id)
+        page_size = min(page_size or 100, 1000)
+        start = int(page_token) if page_token.isdigit() else 0
+        where = "i.batch_id = $1 AND i.idx >= $2"
+        args: list[Any] = [batch_id, start, page_size + 1]
+        if state:
+            name = job_pb2.Job.State.Name(state)  # type: ignore[arg-type]
+            args.append(name)
+            # An item's state is its job's while it runs (queued ones count as PENDING).
+            where += """ AND (CASE WHEN i.state = 'QUEUED' THEN 'PENDING'
+                                  WHEN i.state = 'SUBMITTED' THEN coalesce(j.state, 'PENDING')
+                                  ELSE i.state END) = $4"""
+        rows = await self.pool.fetch(
+            f"""SELECT i.*, j.state AS job_state FROM jobs.batch_items i
+            LEFT JOIN jobs.jobs j ON j.job_id = i.job_id
+            WHERE {where} ORDER BY i.idx LIMIT $3""",
+            *args,
+        )
+        token = str(rows[page_size]["idx"]) if len(rows) > page_size else ""
+        return [_item(r) for r in rows[:page_size]], token
+
+    async def archive_entries(self, tenant: str, batch_id: str) -> list[batch_pb2.ArchiveEntry]:
+        await self._owned(tenant, batch_id)
+        rows = await self.pool.fetch(
+            """SELECT outputs FROM jobs.batch_items
+            WHERE batch_id=$1 AND state='SUCCEEDED' ORDER BY idx""",
+            batch_id,
+        )
+        entries: list[batch_pb2.ArchiveEntry] = []
+        for r in rows:
+            entries.extend(batches_pb2.ListArchiveEntriesResponse.FromString(r["outputs"]).entries)
+        return entries
+
+    async def job_archive_entries(self, tenant: str, job_id: str) -> list[batch_pb2.ArchiveEntry]:
+        job = await self.jobs.get_job(tenant, job_id)
+        if job.state != job_pb2.Job.SUCCEEDED:
+            raise FailedPrecondition(
+                message=f"job {job_id} has not succeeded", reason="JOB_NOT_SUCCEEDED"
+            )
+        row = await self.pool.fetchval(
+            "SELECT source FROM jobs.jobs WHERE job_id=$1 AND tenant_id=$2", job_id, tenant
+        )
+        image = image_pb2.Image.FromString(row or b"")
+        return await self._entries(tenant, job, image.filename or job.image_id)
+
+    async def _entries(
+        self, tenant: str, job: job_pb2.Job, name: str
+    ) -> list[batch_pb2.ArchiveEntry]:
+        entries = []
+        for out in job.outputs:
+            output, key = await self.jobs.get_output(tenant, job.job_id, out.index)
+            entries.append(
+                batch_pb2.ArchiveEntry(
+                    name=archive_name(name, output.rendition, output.format),
+                    key=key,
+                    size_bytes=output.size_bytes,
+                    sha256=output.sha256,
+                )
+            )
+        return entries
+
+    async def _owned(self, tenant: str, batch_id: str) -> None:
+        found = await self.pool.fetchval(
+            "SELECT 1 FROM jobs.batches WHERE tenant_id=$1 AND batch_id=$2", tenant, batch_id
+        )
+        if found is None:
+            raise batch_not_found(batch_id)
+
+    async def _by_key(self, tenant: str, key: str, req_hash: str) -> batch_pb2.Batch | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_BATCH_COLUMNS} FROM jobs.batches WHERE tenant_id=$1 AND idempotency_key=$2",
+            tenant,
+            key,
+        )
+        if row is None:
+            return None
+        if row["request_hash"] != req_hash:
+            raise FailedPrecondition(
+                message="idempotency key was already used with a different request",
+                reason="IDEMPOTENCY_KEY_REUSED",
+            )
+        return await self._proto(row)
+
+    async def _proto(self, row: asyncpg.Record) -> batch_pb2.Batch:
+        b = batch_pb2.Batch(
+            batch_id=row["batch_id"],
+            state=batch_pb2.Batch.State.Value(row["state"]),
+            idempotency_key=row["idempotency_key"] or "",
+            webhook_url=row["webhook_url"] or "",
+        )
+        if row["source"] is not None:
+            b.source.MergeFromString(row["source"])
+        if row["destination"] is not None:
+            b.destination.MergeFromString(row["destination"])
+        pipeline = job_pb2.Job.FromString(row["pipeline"])
+        b.operations.extend(pipeline.operations)
+        b.renditions.extend(pipeline.renditions)
+        if row["summary"] is not None:
+            b.summary.MergeFromString(row["summary"])
+        if row["error_code"]:
+            b.error.code = row["error_code"]
+            b.error.reason = row["error_reason"] or ""
+            b.error.message = row["error_message"] or ""
+        b.created_at.FromDatetime(row["created_at"])
+        b.updated_at.FromDatetime(row["updated_at"])
+        if row["finished_at"] is not None:
+            b.finished_at.FromDatetime(row["finished_at"])
+        await self._progress(row, b.progress)
+        return b
+
+    async def _progress(self, row: asyncpg.Record, p: batch_pb2.BatchProgress) -> None:
+        p.total = row["total"]
+        for r in await self.pool.fetch(_PROGRESS, row["batch_id"]):
+            state = r["state"].lower()
+            setattr(p, state, getattr(p, state) + r["n"])
+            p.bytes_in += r["bytes_in"]
+            p.bytes_out += r["bytes_out"]
+        end = row["finished_at"] or datetime.now(UTC)
+        elapsed = max((end - row["created_at"]).total_seconds(), 1e-6)
+        done = p.succeeded + p.failed + p.cancelled
+        p.images_per_second = done / elapsed
+        p.input_megabytes_per_second = p.bytes_in / 1e6 / elapsed
+        left = p.total - done
+        if row["finished_at"] is None and done and p.images_per_second > 0:
+            p.eta_seconds = left / p.images_per_second
+
+    # ---- the feeder -----------------------------------------------------------------------
+
+    async def feed(self, stop: asyncio.Event) -> None:
+        """Every replica runs this; a batch is fed by one replica at a time (its lease)."""
+        while not stop.is_set():
+            try:
+                with suppress_instrumentation():
+                    busy = await self.feed_round()
+            except Exception:
+                log.exception("batch feeder round failed; retrying")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.policy.tick_s)
+
+    async def feed_round(self) -> bool:
+        """One round over the running batches this replica could lease; True if it did work."""
+        rows = await self.pool.fetch(
+            """UPDATE jobs.batches b SET lease_until = now() + make_interval(secs => $1)
+            FROM (SELECT batch_id FROM jobs.batches
+                  WHERE state = 'RUNNING' AND lease_until < now()
+                  ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED) due
+            WHERE b.batch_id = due.batch_id
+            RETURNING b.batch_id, b.tenant_id, b.source, b.destination, b.pipeline""",
+            self.policy.lease_s,
+            self.policy.batches_per_round,
+        )
+        claimed = [
+            _Claimed(
+                r["batch_id"],
+                r["tenant_id"],
+                batch_pb2.StorageLocation.FromString(r["source"]) if r["source"] else None,
+                batch_pb2.StorageLocation.FromString(r["destination"])
+                if r["destination"]
+                else None,
+                job_pb2.Job.FromString(r["pipeline"]),
+            )
+            for r in rows
+        ]
+        results = await asyncio.gather(*(self._step(c) for c in claimed), return_exceptions=True)
+        for c, result in zip(claimed, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("batch step failed", extra={"batch_id": c.batch_id}, exc_info=result)
+        # Released: due again next round, here or on another replica.
+        if claimed:
+            await self.pool.execute(
+                "UPDATE jobs.batches SET lease_until = '-infinity' WHERE batch_id = ANY($1)",
+                [c.batch_id for c in claimed],
+            )
+        return any(r is True for r in results)
+
+    async def _step(self, batch: _Claimed) -> bool:
+        settled = await self._settle(batch, copy=True)
+        submitted = await self._submit(batch)
+        counts = await self.pool.fetchrow(
+            """SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued,
+                      count(*) FILTER (WHERE state = 'SUBMITTED') AS open
+            FROM jobs.batch_items WHERE batch_id = $1 AND state IN ('QUEUED', 'SUBMITTED')""",
+            batch.batch_id,
+        )
+        assert counts is not None
+        if counts["queued"] == 0 and counts["open"] == 0:
+            await self._finish(batch.batch_id, SUCCEEDED)
+            return True
+        return settled + submitted > 0
+
+    async def _submit(self, batch: _Claimed) -> int:
+        counts = await self.pool.fetchrow(
+            """SELECT count(*) FILTER (WHERE j.state = 'PENDING') AS pending, count(*) AS open
+            FROM jobs.batch_items i JOIN jobs.jobs j ON j.job_id = i.job_id
+            WHERE i.batch_id = $1 AND i.state = 'SUBMITTED'""",
+            batch.batch_id,
+        )
+        assert counts is not None
+        room = min(self.policy.window - counts["pending"], self.policy.max_open - counts["open"])
+        if room <= 0:
+            return 0
+        if self.backlog is not None:
+            stages = plan_stages(batch.pipeline.operations, batch.pipeline.renditions)
+            waiting = await self.backlog(stages[0].service)
+            room = min(room, self.policy.lane_backlog - waiting)
+            if room <= 0:
+                return 0
+        rows = await self.pool.fetch(
+            """SELECT idx, name, image, object_key, size_bytes FROM jobs.batch_items
+            WHERE batch_id = $1 AND state = 'QUEUED' ORDER BY idx LIMIT $2""",
+            batch.batch_id,
+            room,
+        )
+        bucket = (
+            await self._bucket(batch.tenant_id, batch.source)
+            if batch.source is not None
+            else self.platform_bucket
+        )
+        await asyncio.gather(*(self._submit_one(batch, bucket, r) for r in rows))
+        return len(rows)
+
+    async def _submit_one(self, batch: _Claimed, bucket: Bucket, row: asyncpg.Record) -> None:
+        idx = row["idx"]
+        try:
+            if row["image"] is not None:
+                image = image_pb2.Image.FromString(row["image"])
+            else:
+                image = await self._ingest(bucket, row["object_key"], row["name"])
+            job, _ = await self.jobs.create_job(
+                batch.tenant_id,
+                image,
+                batch.pipeline.operations,
+                f"batch:{batch.batch_id}:{idx}",
+                renditions=batch.pipeline.renditions,
+            )
+        except ServiceError as exc:
+            if exc.retryable:
+                log.warning(
+                    "batch item not submitted; retrying",
+                    extra={"batch_id": batch.batch_id, "idx": idx, "error": str(exc)},
+                )
+                return
+            await self.pool.execute(
+                """UPDATE jobs.batch_items SET state='FAILED', error_reason=$3, error_message=$4
+                WHERE batch_id=$1 AND idx=$2 AND state='QUEUED'""",
+                batch.batch_id,
+                idx,
+                exc.reason,
+                exc.message,
+            )
+            return
+        done = await self.pool.execute(
+            """UPDATE jobs.batch_items SET state='SUBMITTED', job_id=$3, size_bytes=$4
+            WHERE batch_id=$1 AND idx=$2 AND state='QUEUED'""",
+            batch.batch_id,
+            idx,
+            job.job_id,
+            int(image.size_bytes),
+        )
+        if done.endswith(" 0"):
+            # The batch was cancelled while this job was being created: it must not run.
+            with contextlib.suppress(FailedPrecondition):
+                await self.jobs.cancel_job(batch.tenant_id, job.job_id)
+
+    async def _ingest(self, bucket: Bucket, key: str, name: str) -> image_pb2.Image:
+        """An object of a storage source as an input: probed without decoding, stored
+        content-addressed (once: the same bytes are stored by the first batch or upload)."""
+        limits = self.policy.limits
+        data = await bucket.read(key, limits.max_bytes)
+        header = await asyncio.to_thread(probe, data, limits)
+        sha = hashlib.sha256(data).hexdigest()
+        if not await self.platform.exists(input_key(sha)):
+            await self.platform.put(input_key(sha), data, header.mime_type)
+        image = image_pb2.Image(
+            image_id=f"img_{uuid.uuid4().hex}",
+            format=header.format,
+            width=header.width,
+            height=header.height,
+            frame_count=header.frame_count,
+            size_bytes=len(data),
+            sha256=sha,
+            content_type=header.mime_type,
+            filename=posixpath.basename(name),
+            orientation=header.orientation,
+        )
+        image.created_at.GetCurrentTime()
+        return image
+
+    async def _settle(self, batch: _Claimed, *, copy: bool) -> int:
+        """Record the items whose job ended (outputs, bytes, seconds; the copy to the
+        destination when `copy`)."""
+        rows = await self.pool.fetch(
+            """SELECT i.idx, i.name, i.job_id FROM jobs.batch_items i
+            JOIN jobs.jobs j ON j.job_id = i.job_id
+            WHERE i.batch_id = $1 AND i.state = 'SUBMITTED'
+              AND j.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+            ORDER BY i.idx""",
+            batch.batch_id,
+        )
+        dest = None
+        if copy and batch.destination is not None and rows:
+            dest = await self._bucket(batch.tenant_id, batch.destination)
+        await asyncio.gather(*(self._settle_one(batch, r, dest) for r in rows))
+        return len(rows)
+
+    async def _settle_one(self, batch: _Claimed, row: asyncpg.Record, dest: Bucket | None) -> None:
+        job = await self.jobs.get_job(batch.tenant_id, row["job_id"])
+        state = job_pb2.Job.State.Name(job.state)
+        entries: list[batch_pb2.ArchiveEntry] = []
+        reason = message = None
+        dest_key = None
+        if job.state == job_pb2.Job.SUCCEEDED:
+            entries = await self._entries(batch.tenant_id, job, row["name"])
+            if dest is not None and batch.destination is not None:
+                base = self._prefix(batch.tenant_id, batch.destination)
+                if base and not base.endswith("/"):
+                    base += "/"
+                for e in entries:
+                    data = await self.platform.get(e.key)
+                    ctype = next(
+                        (o.content_type for o in job.outputs if o.sha256 == e.sha256),
+                        "application/octet-stream",
+                    )
+                    await dest.write(base + e.name, data, ctype)
+                dest_key = base + entries[0].name if entries else None
+        elif job.state == job_pb2.Job.FAILED:
+            reason = job.error.reason or job.error.code or "FAILED"
+            message = job.error.message
+        started = [s.started_at.ToDatetime(UTC) for s in job.stages if s.HasField("started_at")]
+        seconds = None
+        if started and job.HasField("finished_at"):
+            seconds = (job.finished_at.ToDatetime(UTC) - min(started)).total_seconds()
+        await self.pool.execute(
+            """UPDATE jobs.batch_items SET state=$3, error_reason=$4, error_message=$5,
+                bytes_out=$6, seconds=$7, outputs=$8, destination_key=$9
+            WHERE batch_id=$1 AND idx=$2 AND state='SUBMITTED'""",
+            batch.batch_id,
+            row["idx"],
+            state,
+            reason,
+            message,
+            sum(e.size_bytes for e in entries),
+            seconds,
+            batches_pb2.ListArchiveEntriesResponse(entries=entries).SerializeToString(),
+            dest_key,
+        )
+
+    async def _finish(self, batch_id: str, state: str) -> None:
+        summary = await self._summary(batch_id)
+        await self.pool.execute(
+            """UPDATE jobs.batches SET state = CASE WHEN state = 'RUNNING' THEN $2 ELSE state END,
+                summary = $3, updated_at = now(), finished_at = coalesce(finished_at, now())
+            WHERE batch_id = $1""",
+            batch_id,
+            state,
+            summary.SerializeToString(),
+        )
+        log.info("batch ended", extra={"batch_id": batch_id, "state": state})
+
+    async def _summary(self, batch_id: str) -> batch_pb2.BatchSummary:
+        totals = await self.pool.fetchrow(
+            """SELECT count(*) AS images,
+                count(*) FILTER (WHERE i.state = 'SUCCEEDED') AS succeeded,
+                count(*) FILTER (WHERE i.state = 'FAILED') AS failed,
+                count(*) FILTER (WHERE i.state = 'CANCELLED') AS cancelled,
+                coalesce(sum(i.size_bytes) FILTER (WHERE i.state = 'SUCCEEDED'), 0) AS ok_in,
+                coalesce(sum(i.size_bytes) FILTER (WHERE i.state IN ('SUCCEEDED', 'FAILED')), 0)
+                    AS bytes_in,
+                coalesce(sum(i.bytes_out), 0) AS bytes_out,
+                percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY i.seconds)
+                    FILTER (WHERE i.state = 'SUCCEEDED' AND i.seconds IS NOT NULL) AS pct,
+                b.created_at, coalesce(b.finished_at, now()) AS finished_at
+            FROM jobs.batches b LEFT JOIN jobs.batch_items i ON i.batch_id = b.batch_id
+            WHERE b.batch_id = $1 GROUP BY b.created_at, b.finished_at""",
+            batch_id,
+        )
+        assert totals is not None
+        wall = max((totals["finished_at"] - totals["created_at"]).total_seconds(), 1e-6)
+        s = batch_pb2.BatchSummary(
+            images=totals["images"],
+            succeeded=totals["succeeded"],
+            failed=totals["failed"],
+            cancelled=totals["cancelled"],
+            bytes_in=totals["bytes_in"],
+            bytes_out=totals["bytes_out"],
+            compression_ratio=totals["bytes_out"] / totals["ok_in"] if totals["ok_in"] else 0.0,
+            wall_seconds=wall,
+            images_per_second=(totals["succeeded"] + totals["failed"]) / wall,
+            megabytes_per_second=totals["bytes_in"] / 1e6 / wall,
+        )
+        if totals["pct"]:
+            s.p50_seconds, s.p95_seconds = totals["pct"]
+        s.started_at.FromDatetime(totals["created_at"])
+        s.finished_at.FromDatetime(totals["finished_at"])
+        groups: dict[str, batch_pb2.BatchFailureGroup] = {}
+        for r in await self.pool.fetch(
+            """SELECT reason, n, name, message, job_id FROM (
+                SELECT coalesce(error_reason, 'FAILED') AS reason, name, error_message AS message,
+                    job_id, idx, row_number() OVER w AS rn, count(*) OVER w AS n
+                FROM jobs.batch_items WHERE batch_id = $1 AND state = 'FAILED'
+                WINDOW w AS (PARTITION BY coalesce(error_reason, 'FAILED') ORDER BY idx
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) f
+            WHERE rn <= $2 ORDER BY reason, idx""",
+            batch_id,
+            SUMMARY_NAMES,
+        ):
+            g = groups.setdefault(r["reason"], batch_pb2.BatchFailureGroup(reason=r["reason"]))
+            g.count = r["n"]
+            g.failures.add(name=r["name"], message=r["message"] or "", job_id=r["job_id"] or "")
+        s.failures.extend(groups[k] for k in sorted(groups))
+        return s
+
+
+def _item(r: asyncpg.Record) -> batch_pb2.BatchItem:
+    state = r["state"]
+    if state == QUEUED:
+        state = "PENDING"
+    elif state == SUBMITTED:
+        state = r["job_state"] or "PENDING"
+    item = batch_pb2.BatchItem(
+        index=r["idx"],
+        name=r["name"],
+        job_id=r["job_id"] or "",
+        state=job_pb2.Job.State.Value(state),
+        bytes_in=r["size_bytes"],
+        bytes_out=r["bytes_out"],
+        destination_key=r["destination_key"] or "",
+    )
+    if r["error_reason"]:
+        item.error.code = "FAILED_PRECONDITION" if not r["job_id"] else "FAILED"
+        item.error.reason = r["error_reason"]
+        item.error.message = r["error_message"] or ""
+    return item
+
+
+def _request_hash(req: batches_pb2.CreateBatchRequest) -> str:
+    canonical = batches_pb2.CreateBatchRequest()
+    canonical.CopyFrom(req)
+    canonical.idempotency_key = ""
+    canonical.tenant_id = ""
+    canonical.webhook.secret = ""
+    return hashlib.sha256(canonical.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _encode_token(created: datetime, batch_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created.isoformat()}|{batch_id}".encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[datetime, str]:
+    try:
+        created, batch_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), batch_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid("page_token", "not a token from ListBatches") from exc
