@@ -117,6 +117,8 @@ class VideoLimits:
     max_pixels: int = 36_000_000
     # Every stream the container declares (video, audio, subtitles, data).
     max_streams: int = 16
+    # A frame rate outside this range is a broken or hostile header (0 and 1e9 both occur).
+    min_fps: float = 0.01
     max_fps: float = 1000.0
 
     def __post_init__(self) -> None:
@@ -204,19 +206,32 @@ def _is_ts(data: bytes, first: int, stride: int) -> bool:
     return len(data) >= needed and all(data[first + i * stride] == 0x47 for i in range(3))
 
 
-def open_input(source: str | IO[bytes], container: Container) -> av.container.InputContainer:
+def open_input(
+    source: str | IO[bytes], container: Container, max_streams: int = VideoLimits.max_streams
+) -> av.container.InputContainer:
     """Open with the one demuxer `container` names, bounded stream-info probing.
 
     FFmpeg reads at most `probesize` bytes and `analyzeduration` microseconds of packets to fill
     in stream parameters the header lacks; bounded so a hostile file cannot make it read far.
+    Its `max_streams` makes the demuxer stop allocating streams one past the limit (it then
+    fails with ENOMEM, reported as TOO_MANY_STREAMS), so thousands of tracks cost nothing.
     """
-    return av.open(
-        source,
-        mode="r",
-        format=container.demuxer,
-        options={"probesize": "5000000", "analyzeduration": "2000000"},
-        metadata_errors="replace",
-    )
+    if not isinstance(source, str):
+        source.seek(0)  # a file read before (sniffed, probed) is read again from its start
+    try:
+        return av.open(
+            source,
+            mode="r",
+            format=container.demuxer,
+            options={
+                "probesize": "5000000",
+                "analyzeduration": "2000000",
+                "max_streams": str(max_streams + 1),
+            },
+            metadata_errors="replace",
+        )
+    except av.error.MemoryError as exc:
+        raise _error(TOO_MANY_STREAMS, f"the video has more than {max_streams} streams") from exc
 
 
 def probe_video(
@@ -237,7 +252,7 @@ def probe_video(
     container = sniff_video(head)
     if container is None:
         raise _error(UNSUPPORTED_FORMAT, "the data is not a video in a supported container")
-    with _header_errors(container), open_input(source, container) as media:
+    with _header_errors(container), open_input(source, container, limits.max_streams) as media:
         return _header(media, container, source, size, limits)
 
 
@@ -279,7 +294,7 @@ def _header(
             f"the video lasts {duration:.0f} s; the limit is {limits.max_duration_s:.0f} s",
         )
     fps = _fps(stream)
-    if not 0 < fps <= limits.max_fps:
+    if not limits.min_fps <= fps <= limits.max_fps:
         raise _error(BAD_FRAME_RATE, f"the video declares a frame rate of {fps:g} frames/s")
     rotation = _rotation(media, container, source)
     width, height = (ctx.height, ctx.width) if rotation % 180 else (ctx.width, ctx.height)

@@ -1,0 +1,200 @@
+"""Open a video and get the frame shown at a time, by seeking to a keyframe and decoding forward."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from types import TracebackType
+from typing import IO
+
+import av
+import av.container
+import av.video.stream
+from PIL import Image
+
+from services.runtime.errors import DeadlineExceeded, InvalidArgument
+from services.runtime.video import (
+    VIDEO_CORRUPT,
+    VideoHeader,
+    VideoLimits,
+    open_input,
+    probe_video,
+)
+
+DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+# The keyframes are so far apart that reaching a position means decoding more frames than this
+# from the last keyframe before it (a hostile or badly muxed file): refused, not ground through.
+KEYFRAMES_TOO_SPARSE = "KEYFRAMES_TOO_SPARSE"
+DEFAULT_MAX_DECODED_PER_SEEK = 1800
+_ROTATE = {
+    90: Image.Transpose.ROTATE_90,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_270,
+}
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    image: Image.Image
+    # Presentation time of the frame, seconds from the start of the video.
+    time_s: float
+
+
+class Video:
+    """An open video: its checked header and its first video stream, positioned by `frame_at`.
+
+    `deadline` is absolute on the `time.monotonic()` clock; it is checked between frames.
+    """
+
+    def __init__(
+        self,
+        source: str | IO[bytes],
+        limits: VideoLimits,
+        *,
+        deadline: float | None = None,
+        max_decoded_per_seek: int = DEFAULT_MAX_DECODED_PER_SEEK,
+        threads: int = 0,
+    ) -> None:
+        self.header: VideoHeader = probe_video(source, limits)
+        self.deadline = deadline
+        self.max_decoded_per_seek = max_decoded_per_seek
+        self.decoded = 0  # frames decoded so far, for tests and benchmarks
+        self.seeks = 0
+        try:
+            self._media: av.container.InputContainer = open_input(
+                source, self.header.container, limits.max_streams
+            )
+        except av.error.FFmpegError as exc:
+            raise _corrupt() from exc
+        self.stream: av.video.stream.VideoStream = self._media.streams.video[0]
+        # Frame threads: what the ffmpeg command line uses; 0 lets FFmpeg pick the count.
+        self.stream.thread_type = "AUTO"
+        self.stream.codec_context.thread_count = threads
+        base = self.stream.time_base
+        self._time_base: Fraction = base if base else Fraction(1, av.time_base)
+        self._start = self.stream.start_time or 0
+        self._last: av.VideoFrame | None = None
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._media.close()
+
+    @property
+    def duration_s(self) -> float:
+        return self.header.duration_s
+
+    def clamp(self, t: float) -> float:
+        return min(max(t, 0.0), self.duration_s)
+
+    def frame_at(self, t: float) -> DecodedFrame:
+        """The frame shown at `t` seconds: the first whose timestamp is at or after `t` (what
+        `ffmpeg -ss t -i ...` gives), or the last frame when `t` is past it."""
+        for frame in self.frames_from(self.clamp(t)):
+            return frame
+        raise _corrupt()
+
+    def frames_from(self, t: float, *, until: float | None = None) -> Iterator[DecodedFrame]:
+        """Frames from the one shown at `t` on, in order, up to `until` seconds (None: the
+        first only is guaranteed cheap; keep iterating to decode forward)."""
+        target = self._start + int(t / self._time_base)
+        for pts, frame in self._decode_from(target):
+            when = float((pts - self._start) * self._time_base)
+            if until is not None and when > until:
+                return
+            yield DecodedFrame(to_image(frame), when)
+
+    def raw_frames_from(self, t: float, until: float) -> Iterator[tuple[float, av.VideoFrame]]:
+        """Like `frames_from` but the decoder's frames (not converted), for cheap scoring."""
+        target = self._start + int(t / self._time_base)
+        for pts, frame in self._decode_from(target):
+            when = float((pts - self._start) * self._time_base)
+            if when > until:
+                return
+            yield when, frame
+
+    def _decode_from(self, target: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Seek to the keyframe at or before `target` (stream time base) and decode forward,
+        yielding the frame shown at `target` and everything after it."""
+        self.seeks += 1
+        try:
+            self._media.seek(target, stream=self.stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            # Unseekable (no index, a truncated file): decode from the start, still capped.
+            self._media.seek(0, stream=self.stream, backward=True, any_frame=True)
+        skipped = 0
+        previous: tuple[int, av.VideoFrame] | None = None
+        reached = False
+        for pts, frame in self._decoded():
+            if reached:
+                yield pts, frame
+                continue
+            if pts < target:
+                skipped += 1
+                if skipped > self.max_decoded_per_seek:
+                    raise InvalidArgument(
+                        message=(
+                            f"reaching {float(target * self._time_base):.2f} s means decoding more "
+                            f"than {self.max_decoded_per_seek} frames from the keyframe before it"
+                        ),
+                        reason=KEYFRAMES_TOO_SPARSE,
+                    )
+                previous = pts, frame
+                continue
+            reached = True
+            yield pts, frame
+        if not reached and previous is not None:
+            # Past the last frame: the last one is what a player shows, unless the data ends
+            # well before the position (a truncated file whose header promised more).
+            gap = float((target - previous[0]) * self._time_base)
+            if gap > 2 / self.header.fps + 0.1:
+                raise InvalidArgument(
+                    message="the video's data ends before its declared duration (truncated)",
+                    reason=VIDEO_CORRUPT,
+                )
+            yield previous
+
+    def _decoded(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        try:
+            for packet in self._media.demux(self.stream):
+                for frame in packet.decode():
+                    if frame.pts is None:
+                        continue
+                    self.decoded += 1
+                    self._check_deadline()
+                    yield frame.pts, frame
+        except av.error.EOFError:
+            return
+        except av.error.FFmpegError as exc:
+            if self.decoded == 0:
+                raise _corrupt() from exc
+            # A broken packet after good ones (a truncated tail): keep what was decoded.
+            return
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise DeadlineExceeded(
+                message="the deadline passed while the video was being decoded",
+                reason=DEADLINE_EXCEEDED,
+            )
+
+
+def to_image(frame: av.VideoFrame) -> Image.Image:
+    image: Image.Image = frame.to_image()  # type: ignore[no-untyped-call]
+    turn = _ROTATE.get(int(frame.rotation or 0) % 360)
+    return image.transpose(turn) if turn is not None else image
+
+
+def _corrupt() -> InvalidArgument:
+    return InvalidArgument(message="the video has no decodable frame", reason=VIDEO_CORRUPT)

@@ -1,0 +1,174 @@
+"""Frames out of videos: exact seeks against an independent full decode, BEST_NEAR, sheets,
+previews, and the hostile files that get past the header."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.imaging.video.decode import KEYFRAMES_TOO_SPARSE, Video
+from services.imaging.video.frames import NOTHING_ACCEPTABLE, Select, extract, positions_s
+from services.imaging.video.preview import frame_count, preview
+from services.imaging.video.score import score_luma
+from services.imaging.video.sheet import contact_sheet, sheet_size
+from services.runtime.errors import InvalidArgument
+from services.runtime.video import VIDEO_CORRUPT, VideoLimits
+from tests.services.imaging import videos
+
+LIMITS = VideoLimits()
+
+
+@pytest.fixture(scope="module")
+def clip() -> bytes:
+    # 8 s at 25 fps with a keyframe every 2 s: every position needs a seek and a decode forward.
+    return videos.clip_bytes(8.0, gop=50)
+
+
+@pytest.fixture(scope="module")
+def reference(clip: bytes) -> list[tuple[float, np.ndarray]]:
+    return videos.decode_all(clip)
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.abs(a.astype(int) - b.astype(int)).mean() < 1.0)
+
+
+def test_exact_frames_match_an_independent_full_decode(
+    clip: bytes, reference: list[tuple[float, np.ndarray]]
+) -> None:
+    with Video(io.BytesIO(clip), LIMITS) as video:
+        wanted = positions_s(video)
+        assert wanted == pytest.approx([0.8, 4.0, 7.6])
+        got = extract(video, wanted, Select.EXACT)
+        # One seek per position, and far fewer frames decoded than the 200 of the clip.
+        assert video.seeks == 3
+        assert video.decoded < 110
+    for frame, t in zip(got, wanted, strict=True):
+        i = videos.shown_at(reference, t)
+        assert frame.time_s == pytest.approx(reference[i][0])
+        assert _close(np.asarray(frame.image), reference[i][1])
+        assert not frame.warnings
+
+
+def test_timestamps_past_the_end_give_the_last_frame(
+    clip: bytes, reference: list[tuple[float, np.ndarray]]
+) -> None:
+    with Video(io.BytesIO(clip), LIMITS) as video:
+        [last] = extract(video, positions_s(video, timestamps_s=[99.0]))
+    assert _close(np.asarray(last.image), reference[-1][1])
+
+
+def test_best_near_skips_a_black_segment() -> None:
+    data = videos.clip_bytes(8.0, gop=50, black=[(3.5, 4.6)])
+    with Video(io.BytesIO(data), LIMITS) as video:
+        [exact] = extract(video, [4.0], Select.EXACT)
+        [best] = extract(video, [4.0], Select.BEST_NEAR, window_s=1.0)
+    assert np.asarray(exact.image).mean() < 10  # the exact frame is black
+    assert best.score is not None and best.score.acceptable
+    assert 3.0 <= best.time_s <= 5.0
+    assert not 3.5 <= best.time_s < 4.6
+    assert np.asarray(best.image).mean() > 60
+
+
+def test_best_near_prefers_sharp_frames_over_blurred_ones() -> None:
+    def soft_then_sharp(width: int, height: int, index: int) -> np.ndarray:
+        frame = videos.scene(width, height, index)
+        if index < 100:  # 0..4 s: a heavy box blur of the same scene
+            k = 9
+            padded = np.pad(frame.astype(np.float32), ((k, k), (k, k), (0, 0)), mode="edge")
+            c = padded.cumsum(0).cumsum(1)
+            s = (
+                c[2 * k :, 2 * k :]
+                - c[: -2 * k, 2 * k :]
+                - c[2 * k :, : -2 * k]
+                + c[: -2 * k, : -2 * k]
+            )
+            frame = (s / (2 * k) ** 2).astype(np.uint8)[:height, :width]
+        return frame
+
+    data = videos.clip_bytes(8.0, gop=50, content=soft_then_sharp)
+    with Video(io.BytesIO(data), LIMITS) as video:
+        [best] = extract(video, [3.8], Select.BEST_NEAR, window_s=1.0)
+    assert best.time_s >= 4.0
+
+
+def test_all_black_gives_exact_frames_and_a_warning() -> None:
+    with Video(io.BytesIO(videos.all_black()), LIMITS) as video:
+        frames = extract(video, positions_s(video), Select.BEST_NEAR)
+    assert len(frames) == 3
+    assert all(f.warnings == (NOTHING_ACCEPTABLE,) for f in frames)
+    assert all(np.asarray(f.image).max() < 10 for f in frames)
+
+
+def test_score_tells_black_flat_and_blurred_apart() -> None:
+    black = score_luma(np.zeros((90, 160), np.uint8))
+    flat = score_luma(np.full((90, 160), 128, np.uint8))
+    sharp = score_luma(videos.scene(160, 90, 0)[..., 0])
+    assert black.black and not black.acceptable
+    assert flat.flat and flat.blurred and not flat.black
+    assert sharp.acceptable and sharp.value > 0
+
+
+def test_rotated_frames_come_out_upright() -> None:
+    data = videos.clip_bytes(1.0, rotation=90)
+    with Video(io.BytesIO(data), LIMITS) as video:
+        [frame] = extract(video, [0.5])
+    assert frame.image.size == (96, 160)
+
+
+def test_sparse_keyframes_are_refused_not_ground_through() -> None:
+    data = videos.clip_bytes(8.0, gop=1000)  # one keyframe for 200 frames
+    video = Video(io.BytesIO(data), LIMITS, max_decoded_per_seek=50)
+    with video, pytest.raises(InvalidArgument) as err:
+        extract(video, [6.0])
+    assert err.value.reason == KEYFRAMES_TOO_SPARSE
+
+
+def test_truncated_media_is_a_permanent_failure() -> None:
+    video = Video(io.BytesIO(videos.truncated_media()), LIMITS)
+    with video, pytest.raises(InvalidArgument) as err:
+        extract(video, [0.95])
+    assert err.value.reason == VIDEO_CORRUPT
+
+
+def test_fps_0_avi_is_read_at_the_bitstream_rate() -> None:
+    with Video(io.BytesIO(videos.avi_rate_zero()), LIMITS) as video:
+        assert video.header.fps == pytest.approx(25.0)
+        assert len(extract(video, positions_s(video))) == 3
+
+
+def test_contact_sheet_grid(clip: bytes, reference: list[tuple[float, np.ndarray]]) -> None:
+    with Video(io.BytesIO(clip), LIMITS) as video:
+        assert sheet_size(video, 6, 3, 80, 2) == (3 * 80 + 4 * 2, 2 * 48 + 3 * 2)
+        sheet = contact_sheet(video, 6, columns=3, tile_width=80, gap=2)
+    assert sheet.size == (248, 102)
+    pixels = np.asarray(sheet)
+    assert pixels[:2].max() == 0  # the gap
+    # The last tile is the frame at the middle of the last sixth, shrunk.
+    i = videos.shown_at(reference, 5.5 / 6 * 8.0)
+    expected = np.asarray(Image.fromarray(reference[i][1]).resize((80, 48)))
+    tile = pixels[2 + 48 + 2 : 2 + 48 + 2 + 48, 2 + 2 * 82 : 2 + 2 * 82 + 80]
+    assert np.abs(tile.astype(int) - expected.astype(int)).mean() < 12
+
+
+def test_preview_frames_and_timing(clip: bytes, reference: list[tuple[float, np.ndarray]]) -> None:
+    with Video(io.BytesIO(clip), LIMITS) as video:
+        result = preview(video, start_s=2.0, duration_s=1.5, fps=10, width=80)
+    assert frame_count(1.5, 10) == 15
+    assert len(result.frames) == 15
+    assert sum(result.durations_ms) == 1500
+    assert {f.size for f in result.frames} == {(80, 48)}
+    # Frame k shows the video at 2.0 + k/10 s: the bar of source frame 50 + 2.5k.
+    first = np.asarray(result.frames[0].resize((160, 96)))
+    i = videos.shown_at(reference, 2.0)
+    assert np.abs(first.astype(int) - reference[i][1].astype(int)).mean() < 12
+
+
+def test_preview_is_cut_at_the_end(clip: bytes) -> None:
+    with Video(io.BytesIO(clip), LIMITS) as video:
+        result = preview(video, start_s=7.5, duration_s=3.0, fps=4, width=0)
+    assert len(result.frames) == 2
+    assert result.frames[0].size == (160, 96)

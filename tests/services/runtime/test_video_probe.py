@@ -1,0 +1,109 @@
+"""The video header probe: containers sniffed from bytes, header fields, limits, hostile files."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from services.runtime.errors import InvalidArgument
+from services.runtime.video import (
+    TOO_MANY_PIXELS,
+    UNSUPPORTED_FORMAT,
+    VIDEO_TOO_LARGE,
+    VIDEO_TOO_LONG,
+    Container,
+    VideoLimits,
+    probe_video,
+    sniff_video,
+)
+from tests.services.imaging import videos
+from tests.services.imaging.videos import HOSTILE, UPLOAD
+
+LIMITS = VideoLimits()
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "size", "expected"),
+    [
+        ("mp4", "libx264", (160, 96), Container.MP4),
+        ("mov", "libx264", (160, 96), Container.MOV),
+        ("3gp", "h263", (176, 144), Container.THREE_GP),
+        ("matroska", "libx264", (160, 96), Container.MKV),
+        ("webm", "libvpx-vp9", (160, 96), Container.WEBM),
+        ("avi", "mpeg4", (160, 96), Container.AVI),
+        ("mpegts", "libx264", (160, 96), Container.MPEG_TS),
+    ],
+)
+def test_containers_are_sniffed_and_probed(
+    container: str, codec: str, size: tuple[int, int], expected: Container
+) -> None:
+    data = videos.clip_bytes(2.0, container=container, codec=codec, size=size)
+    assert sniff_video(data) is expected
+    header = probe_video(io.BytesIO(data), LIMITS)
+    assert header.container is expected
+    assert (header.width, header.height) == size
+    assert header.fps == pytest.approx(25.0)
+    assert header.duration_s == pytest.approx(2.0, abs=0.1)
+    assert header.codec == {"libx264": "h264", "libvpx-vp9": "vp9"}.get(codec, codec)
+
+
+def test_m4v_brand_and_stills_are_told_apart() -> None:
+    data = bytearray(videos.clip_bytes(1.0))
+    data[8:12] = b"M4V "
+    assert sniff_video(bytes(data)) is Container.M4V
+    data[8:12] = b"avif"
+    assert sniff_video(bytes(data)) is None  # an AVIF still belongs to imageprobe
+    assert sniff_video(b"\x89PNG\r\n\x1a\n" + bytes(100)) is None
+
+
+@pytest.mark.parametrize(
+    ("rotation", "shown"), [(90, (96, 160)), (-90, (96, 160)), (180, (160, 96))]
+)
+def test_rotation_flag_swaps_the_displayed_size(rotation: int, shown: tuple[int, int]) -> None:
+    header = probe_video(io.BytesIO(videos.clip_bytes(1.0, rotation=rotation)), LIMITS)
+    assert (header.width, header.height) == shown
+    assert header.rotation == rotation % 360
+
+
+def test_frame_count_audio_and_tags() -> None:
+    header = probe_video(io.BytesIO(videos.clip_bytes(2.0, audio=True)), LIMITS)
+    assert header.frame_count == 50
+    assert header.audio_codec == "aac"
+    assert header.stream_count == 2
+    assert header.bit_rate > 0
+
+
+def test_limits_are_checked_from_the_header() -> None:
+    data = videos.clip_bytes(3.0)
+    cases = [
+        (VideoLimits(max_bytes=len(data) - 1), VIDEO_TOO_LARGE),
+        (VideoLimits(max_duration_s=2.5), VIDEO_TOO_LONG),
+        (VideoLimits(max_pixels=160 * 96 - 1), TOO_MANY_PIXELS),
+    ]
+    for limits, reason in cases:
+        with pytest.raises(InvalidArgument) as err:
+            probe_video(io.BytesIO(data), limits)
+        assert err.value.reason == reason
+
+
+def test_images_and_text_are_not_videos() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        probe_video(io.BytesIO(b"hello world, not a video at all"), LIMITS)
+    assert err.value.reason == UNSUPPORTED_FORMAT
+
+
+@pytest.mark.parametrize("case", [c for c in HOSTILE if c.stage == UPLOAD], ids=lambda c: c.name)
+def test_hostile_headers_are_refused(case: videos.VideoCase) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        probe_video(io.BytesIO(case.make()), LIMITS)
+    assert err.value.reason == case.reason
+
+
+def test_probe_reads_a_path_too(tmp_path: object) -> None:
+    import pathlib
+
+    path = pathlib.Path(str(tmp_path)) / "clip.mp4"
+    path.write_bytes(videos.clip_bytes(1.0, rotation=90))
+    header = probe_video(str(path), LIMITS)
+    assert (header.width, header.height, header.rotation) == (96, 160, 90)
