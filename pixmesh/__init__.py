@@ -9,7 +9,8 @@
 Generated messages and stubs live in pixmesh.<domain>.v1 (e.g. pixmesh.gateway.v1.gateway_pb2).
 """
 
-from pixmesh import errors, ops
+# _buf_validate first: the generated modules import buf.validate.validate_pb2, which it provides.
+from pixmesh import _buf_validate, errors, ops  # noqa: F401
 from pixmesh._common import VERSION as __version__
 from pixmesh.aio import AsyncClient
 from pixmesh.client import Client

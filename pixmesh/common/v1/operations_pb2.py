@@ -22,94 +22,221 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from pixmesh.common.v1 import image_pb2 as pixmesh_dot_common_dot_v1_dot_image__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"pixmesh/common/v1/operations.proto\x12\x11pixmesh.common.v1\x1a\x1dpixmesh/common/v1/image.proto\"\xcf\x08\n\tOperation\x12+\n\x06resize\x18\x01 \x01(\x0b\x32\x19.pixmesh.common.v1.ResizeH\x00\x12\'\n\x04\x63rop\x18\x02 \x01(\x0b\x32\x17.pixmesh.common.v1.CropH\x00\x12+\n\x06rotate\x18\x03 \x01(\x0b\x32\x19.pixmesh.common.v1.RotateH\x00\x12\'\n\x04\x66lip\x18\x04 \x01(\x0b\x32\x17.pixmesh.common.v1.FlipH\x00\x12-\n\x07\x63onvert\x18\x05 \x01(\x0b\x32\x1a.pixmesh.common.v1.ConvertH\x00\x12>\n\x10\x65xtract_metadata\x18\x06 \x01(\x0b\x32\".pixmesh.common.v1.ExtractMetadataH\x00\x12-\n\x07\x64\x65noise\x18\x07 \x01(\x0b\x32\x1a.pixmesh.common.v1.DenoiseH\x00\x12\'\n\x04\x62lur\x18\x14 \x01(\x0b\x32\x17.pixmesh.common.v1.BlurH\x00\x12-\n\x07sharpen\x18\x15 \x01(\x0b\x32\x1a.pixmesh.common.v1.SharpenH\x00\x12/\n\x08pixelate\x18\x16 \x01(\x0b\x32\x1b.pixmesh.common.v1.PixelateH\x00\x12+\n\x06\x61\x64just\x18\x17 \x01(\x0b\x32\x19.pixmesh.common.v1.AdjustH\x00\x12\x31\n\tgrayscale\x18\x18 \x01(\x0b\x32\x1c.pixmesh.common.v1.GrayscaleH\x00\x12-\n\x07\x64uotone\x18\x19 \x01(\x0b\x32\x1a.pixmesh.common.v1.DuotoneH\x00\x12-\n\x07\x66latten\x18\x1a \x01(\x0b\x32\x1a.pixmesh.common.v1.FlattenH\x00\x12\x38\n\rround_corners\x18\x1b \x01(\x0b\x32\x1f.pixmesh.common.v1.RoundCornersH\x00\x12\'\n\x04trim\x18\x1c \x01(\x0b\x32\x17.pixmesh.common.v1.TrimH\x00\x12%\n\x03pad\x18\x1d \x01(\x0b\x32\x16.pixmesh.common.v1.PadH\x00\x12+\n\x06\x65xtend\x18\x1e \x01(\x0b\x32\x19.pixmesh.common.v1.ExtendH\x00\x12+\n\x06\x66rames\x18\x1f \x01(\x0b\x32\x19.pixmesh.common.v1.FramesH\x00\x12\x31\n\twatermark\x18  \x01(\x0b\x32\x1c.pixmesh.common.v1.WatermarkH\x00\x12:\n\x0ewatermark_text\x18! \x01(\x0b\x32 .pixmesh.common.v1.WatermarkTextH\x00\x12+\n\x06redact\x18\" \x01(\x0b\x32\x19.pixmesh.common.v1.RedactH\x00\x12+\n\x06orient\x18# \x01(\x0b\x32\x19.pixmesh.common.v1.OrientH\x00\x42\x04\n\x02op\"\x87\x02\n\x07Gravity\x12\x31\n\x06\x61nchor\x18\x01 \x01(\x0e\x32!.pixmesh.common.v1.Gravity.Anchor\x12\t\n\x01x\x18\x02 \x01(\x01\x12\t\n\x01y\x18\x03 \x01(\x01\"\xb2\x01\n\x06\x41nchor\x12\x16\n\x12\x41NCHOR_UNSPECIFIED\x10\x00\x12\n\n\x06\x43\x45NTER\x10\x01\x12\t\n\x05NORTH\x10\x02\x12\x0e\n\nNORTH_EAST\x10\x03\x12\x08\n\x04\x45\x41ST\x10\x04\x12\x0e\n\nSOUTH_EAST\x10\x05\x12\t\n\x05SOUTH\x10\x06\x12\x0e\n\nSOUTH_WEST\x10\x07\x12\x08\n\x04WEST\x10\x08\x12\x0e\n\nNORTH_WEST\x10\t\x12\x0f\n\x0b\x46OCUS_POINT\x10\n\x12\t\n\x05SMART\x10\x0b\"=\n\x06Region\x12\t\n\x01x\x18\x01 \x01(\r\x12\t\n\x01y\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"\xc3\x02\n\x06Resize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12,\n\x04mode\x18\x03 \x01(\x0e\x32\x1e.pixmesh.common.v1.Resize.Mode\x12\x0f\n\x07\x65nlarge\x18\x04 \x01(\x08\x12+\n\x07gravity\x18\x05 \x01(\x0b\x32\x1a.pixmesh.common.v1.Gravity\x12\x0b\n\x03\x64pr\x18\x06 \x01(\x02\x12\x11\n\tmin_width\x18\x07 \x01(\r\x12\x12\n\nmin_height\x18\x08 \x01(\r\x12\x11\n\tmax_width\x18\t \x01(\r\x12\x12\n\nmax_height\x18\n \x01(\r\"S\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x07\n\x03\x46IT\x10\x01\x12\x08\n\x04\x46ILL\x10\x02\x12\t\n\x05\x46ORCE\x10\x03\x12\r\n\tFILL_DOWN\x10\x04\x12\x08\n\x04\x41UTO\x10\x05\"j\n\x06Orient\x12,\n\x04mode\x18\x01 \x01(\x0e\x32\x1e.pixmesh.common.v1.Orient.Mode\"2\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x41UTO\x10\x01\x12\n\n\x06IGNORE\x10\x02\"\x93\x01\n\x04\x43rop\x12\t\n\x01x\x18\x01 \x01(\r\x12\t\n\x01y\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x13\n\x0bwidth_ratio\x18\x05 \x01(\x02\x12\x14\n\x0cheight_ratio\x18\x06 \x01(\x02\x12+\n\x07gravity\x18\x07 \x01(\x0b\x32\x1a.pixmesh.common.v1.Gravity\"+\n\x06Rotate\x12\r\n\x05\x61ngle\x18\x01 \x01(\x01\x12\x12\n\nbackground\x18\x02 \x01(\t\"n\n\x04\x46lip\x12*\n\x04\x61xis\x18\x01 \x01(\x0e\x32\x1c.pixmesh.common.v1.Flip.Axis\":\n\x04\x41xis\x12\x14\n\x10\x41XIS_UNSPECIFIED\x10\x00\x12\x0e\n\nHORIZONTAL\x10\x01\x12\x0c\n\x08VERTICAL\x10\x02\"\xd4\x02\n\x07\x43onvert\x12.\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x0f\n\x07quality\x18\x02 \x01(\r\x12\x13\n\x0bprogressive\x18\x03 \x01(\x08\x12\x10\n\x08lossless\x18\x04 \x01(\x08\x12\x1e\n\x11\x63ompression_level\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06\x63olors\x18\x06 \x01(\r\x12\x12\n\x05speed\x18\x07 \x01(\rH\x01\x88\x01\x01\x12\x11\n\tmax_bytes\x18\x08 \x01(\x04\x12\x10\n\x08keep_icc\x18\t \x01(\x08\x12\x16\n\x0ekeep_copyright\x18\n \x01(\x08\x12\x0c\n\x04\x61uto\x18\x0b \x01(\x08\x12\x13\n\x06\x65\x66\x66ort\x18\x0c \x01(\rH\x02\x88\x01\x01\x12\x12\n\nprovenance\x18\r \x01(\x08\x42\x14\n\x12_compression_levelB\x08\n\x06_speedB\t\n\x07_effort\"\x11\n\x0f\x45xtractMetadata\"\xd0\x01\n\x07\x44\x65noise\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05sigma\x18\x02 \x01(\x02\x12\x0c\n\x04\x61uto\x18\x03 \x01(\x08\x12\x38\n\ncolor_mode\x18\x04 \x01(\x0e\x32$.pixmesh.common.v1.Denoise.ColorMode\"_\n\tColorMode\x12\x1a\n\x16\x43OLOR_MODE_UNSPECIFIED\x10\x00\x12\r\n\tLUMINANCE\x10\x01\x12\x0f\n\x0bPER_CHANNEL\x10\x02\x12\x08\n\x04\x41UTO\x10\x03\x12\x0c\n\x08OPPONENT\x10\x04\"\x15\n\x04\x42lur\x12\r\n\x05sigma\x18\x01 \x01(\x02\";\n\x07Sharpen\x12\r\n\x05sigma\x18\x01 \x01(\x02\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x02\x12\x11\n\tthreshold\x18\x03 \x01(\r\"\x18\n\x08Pixelate\x12\x0c\n\x04size\x18\x01 \x01(\r\"B\n\x06\x41\x64just\x12\x12\n\nbrightness\x18\x01 \x01(\x02\x12\x10\n\x08\x63ontrast\x18\x02 \x01(\x02\x12\x12\n\nsaturation\x18\x03 \x01(\x02\"\x0b\n\tGrayscale\",\n\x07\x44uotone\x12\x0e\n\x06shadow\x18\x01 \x01(\t\x12\x11\n\thighlight\x18\x02 \x01(\t\"\x1d\n\x07\x46latten\x12\x12\n\nbackground\x18\x01 \x01(\t\"2\n\x0cRoundCorners\x12\x0e\n\x06radius\x18\x01 \x01(\r\x12\x12\n\nbackground\x18\x02 \x01(\t\"Z\n\x04Trim\x12\x11\n\tthreshold\x18\x01 \x01(\r\x12\r\n\x05\x63olor\x18\x02 \x01(\t\x12\x18\n\x10\x65qual_horizontal\x18\x03 \x01(\x08\x12\x16\n\x0e\x65qual_vertical\x18\x04 \x01(\x08\"S\n\x03Pad\x12\x0b\n\x03top\x18\x01 \x01(\r\x12\r\n\x05right\x18\x02 \x01(\r\x12\x0e\n\x06\x62ottom\x18\x03 \x01(\r\x12\x0c\n\x04left\x18\x04 \x01(\r\x12\x12\n\nbackground\x18\x05 \x01(\t\"~\n\x06\x45xtend\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x14\n\x0c\x61spect_ratio\x18\x03 \x01(\x01\x12+\n\x07gravity\x18\x04 \x01(\x0b\x32\x1a.pixmesh.common.v1.Gravity\x12\x12\n\nbackground\x18\x05 \x01(\t\"&\n\x06\x46rames\x12\r\n\x05start\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x97\x01\n\tWatermark\x12\r\n\x05image\x18\x01 \x01(\x0c\x12,\n\x08position\x18\x02 \x01(\x0b\x32\x1a.pixmesh.common.v1.Gravity\x12\x0e\n\x06margin\x18\x03 \x01(\r\x12\r\n\x05scale\x18\x04 \x01(\x02\x12\x14\n\x07opacity\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x0c\n\x04tile\x18\x06 \x01(\x08\x42\n\n\x08_opacity\"\xbf\x01\n\rWatermarkText\x12\x0c\n\x04text\x18\x01 \x01(\t\x12,\n\x08position\x18\x02 \x01(\x0b\x32\x1a.pixmesh.common.v1.Gravity\x12\x0e\n\x06margin\x18\x03 \x01(\r\x12\x0c\n\x04size\x18\x04 \x01(\r\x12\r\n\x05\x63olor\x18\x05 \x01(\t\x12\x15\n\routline_color\x18\x06 \x01(\t\x12\x14\n\x07opacity\x18\x07 \x01(\x02H\x00\x88\x01\x01\x12\x0c\n\x04tile\x18\x08 \x01(\x08\x42\n\n\x08_opacity\"\xb2\x01\n\x06Redact\x12*\n\x07regions\x18\x01 \x03(\x0b\x32\x19.pixmesh.common.v1.Region\x12\x30\n\x06method\x18\x02 \x01(\x0e\x32 .pixmesh.common.v1.Redact.Method\x12\x10\n\x08strength\x18\x03 \x01(\r\"8\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x08\n\x04\x42LUR\x10\x01\x12\x0c\n\x08PIXELATE\x10\x02\"\xa8\x01\n\rOperationInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x34\n\nparameters\x18\x04 \x03(\x0b\x32 .pixmesh.common.v1.ParameterInfo\x12\x11\n\tavailable\x18\x05 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x06 \x01(\t\"T\n\rParameterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nconstraint\x18\x04 \x01(\t\"\xde\x01\n\x0c\x43\x61pabilities\x12\x34\n\noperations\x18\x01 \x03(\x0b\x32 .pixmesh.common.v1.OperationInfo\x12)\n\x06limits\x18\x02 \x01(\x0b\x32\x19.pixmesh.common.v1.Limits\x12\x35\n\rinput_formats\x18\x03 \x03(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x36\n\x0eoutput_formats\x18\x04 \x03(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\"\xb1\x02\n\x0cPipelinePlan\x12\x37\n\noperations\x18\x01 \x03(\x0b\x32#.pixmesh.common.v1.PlannedOperation\x12\x14\n\x0coutput_width\x18\x02 \x01(\r\x12\x15\n\routput_height\x18\x03 \x01(\r\x12\x35\n\routput_format\x18\x04 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x15\n\routput_frames\x18\x05 \x01(\r\x12\x37\n\x0e\x65stimated_cost\x18\x06 \x01(\x0b\x32\x1f.pixmesh.common.v1.PipelineCost\x12\x34\n\nrenditions\x18\x07 \x03(\x0b\x32 .pixmesh.common.v1.RenditionPlan\"[\n\tRendition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\noperations\x18\x02 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x0e\n\x06preset\x18\x03 \x01(\t\"L\n\rRenditionPlan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04plan\x18\x02 \x01(\x0b\x32\x1f.pixmesh.common.v1.PipelinePlan\"s\n\x10PlannedOperation\x12/\n\toperation\x18\x01 \x01(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"X\n\x0cPipelineCost\x12\x1a\n\x12\x64\x65\x63oded_megapixels\x18\x01 \x01(\x01\x12\x1c\n\x14processed_megapixels\x18\x02 \x01(\x01\x12\x0e\n\x06\x63pu_ms\x18\x03 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"pixmesh/common/v1/operations.proto\x12\x11pixmesh.common.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1dpixmesh/common/v1/image.proto\"\xd6\x08\n\tOperation\x12+\n\x06resize\x18\x01 \x01(\x0b\x32\x19.pixmesh.common.v1.ResizeH\x00\x12\'\n\x04\x63rop\x18\x02 \x01(\x0b\x32\x17.pixmesh.common.v1.CropH\x00\x12+\n\x06rotate\x18\x03 \x01(\x0b\x32\x19.pixmesh.common.v1.RotateH\x00\x12\'\n\x04\x66lip\x18\x04 \x01(\x0b\x32\x17.pixmesh.common.v1.FlipH\x00\x12-\n\x07\x63onvert\x18\x05 \x01(\x0b\x32\x1a.pixmesh.common.v1.ConvertH\x00\x12>\n\x10\x65xtract_metadata\x18\x06 \x01(\x0b\x32\".pixmesh.common.v1.ExtractMetadataH\x00\x12-\n\x07\x64\x65noise\x18\x07 \x01(\x0b\x32\x1a.pixmesh.common.v1.DenoiseH\x00\x12\'\n\x04\x62lur\x18\x14 \x01(\x0b\x32\x17.pixmesh.common.v1.BlurH\x00\x12-\n\x07sharpen\x18\x15 \x01(\x0b\x32\x1a.pixmesh.common.v1.SharpenH\x00\x12/\n\x08pixelate\x18\x16 \x01(\x0b\x32\x1b.pixmesh.common.v1.PixelateH\x00\x12+\n\x06\x61\x64just\x18\x17 \x01(\x0b\x32\x19.pixmesh.common.v1.AdjustH\x00\x12\x31\n\tgrayscale\x18\x18 \x01(\x0b\x32\x1c.pixmesh.common.v1.GrayscaleH\x00\x12-\n\x07\x64uotone\x18\x19 \x01(\x0b\x32\x1a.pixmesh.common.v1.DuotoneH\x00\x12-\n\x07\x66latten\x18\x1a \x01(\x0b\x32\x1a.pixmesh.common.v1.FlattenH\x00\x12\x38\n\rround_corners\x18\x1b \x01(\x0b\x32\x1f.pixmesh.common.v1.RoundCornersH\x00\x12\'\n\x04trim\x18\x1c \x01(\x0b\x32\x17.pixmesh.common.v1.TrimH\x00\x12%\n\x03pad\x18\x1d \x01(\x0b\x32\x16.pixmesh.common.v1.PadH\x00\x12+\n\x06\x65xtend\x18\x1e \x01(\x0b\x32\x19.pixmesh.common.v1.ExtendH\x00\x12+\n\x06\x66rames\x18\x1f \x01(\x0b\x32\x19.pixmesh.common.v1.FramesH\x00\x12\x31\n\twatermark\x18  \x01(\x0b\x32\x1c.pixmesh.common.v1.WatermarkH\x00\x12:\n\x0ewatermark_text\x18! \x01(\x0b\x32 .pixmesh.common.v1.WatermarkTextH\x00\x12+\n\x06redact\x18\" \x01(\x0b\x32\x19.pixmesh.common.v1.RedactH\x00\x12+\n\x06orient\x18# \x01(\x0b\x32\x19.pixmesh.common.v1.OrientH\x00\x42\x0b\n\x02op\x12\x05\xbaH\x02\x08\x01\"\xfc\x03\n\x07Gravity\x12;\n\x06\x61nchor\x18\x01 \x01(\x0e\x32!.pixmesh.common.v1.Gravity.AnchorB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\"\n\x01x\x18\x02 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\xf0?)\x00\x00\x00\x00\x00\x00\x00\x00\x12\"\n\x01y\x18\x03 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\xf0?)\x00\x00\x00\x00\x00\x00\x00\x00\"\xb2\x01\n\x06\x41nchor\x12\x16\n\x12\x41NCHOR_UNSPECIFIED\x10\x00\x12\n\n\x06\x43\x45NTER\x10\x01\x12\t\n\x05NORTH\x10\x02\x12\x0e\n\nNORTH_EAST\x10\x03\x12\x08\n\x04\x45\x41ST\x10\x04\x12\x0e\n\nSOUTH_EAST\x10\x05\x12\t\n\x05SOUTH\x10\x06\x12\x0e\n\nSOUTH_WEST\x10\x07\x12\x08\n\x04WEST\x10\x08\x12\x0e\n\nNORTH_WEST\x10\t\x12\x0f\n\x0b\x46OCUS_POINT\x10\n\x12\t\n\x05SMART\x10\x0b:\xb6\x01\xbaH\xb2\x01\x1aW\n\x12x.focus_point_only\x12\x1dis only used with FOCUS_POINT\x1a\"this.x == 0.0 || this.anchor == 10\x1aW\n\x12y.focus_point_only\x12\x1dis only used with FOCUS_POINT\x1a\"this.y == 0.0 || this.anchor == 10\"O\n\x06Region\x12\t\n\x01x\x18\x01 \x01(\r\x12\t\n\x01y\x18\x02 \x01(\r\x12\x16\n\x05width\x18\x03 \x01(\rB\x07\xbaH\x04*\x02(\x01\x12\x17\n\x06height\x18\x04 \x01(\rB\x07\xbaH\x04*\x02(\x01\"\xc7\x05\n\x06Resize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x36\n\x04mode\x18\x03 \x01(\x0e\x32\x1e.pixmesh.common.v1.Resize.ModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x0f\n\x07\x65nlarge\x18\x04 \x01(\x08\x12+\n\x07gravity\x18\x05 \x01(\x0b\x32\x1a.pixmesh.common.v1.Gravity\x12\x1c\n\x03\x64pr\x18\x06 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x00\x41-\x00\x00\x00\x00\x12\x11\n\tmin_width\x18\x07 \x01(\r\x12\x12\n\nmin_height\x18\x08 \x01(\r\x12\x11\n\tmax_width\x18\t \x01(\r\x12\x12\n\nmax_height\x18\n \x01(\r\"S\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x07\n\x03\x46IT\x10\x01\x12\x08\n\x04\x46ILL\x10\x02\x12\t\n\x05\x46ORCE\x10\x03\x12\r\n\tFILL_DOWN\x10\x04\x12\x08\n\x04\x41UTO\x10\x05:\xe6\x02\xbaH\xe2\x02\x1a\x8f\x01\n\nboth_sides\x12:FILL, FILL_DOWN, FORCE and AUTO need both width and height\x1a\x45!(this.mode in [2, 3, 4, 5]) || (this.width > 0u && this.height > 0u)\x1aJ\n\x08one_side\x12\x19set width, height or both\x1a#this.width > 0u || this.height > 0u\x1a\x81\x01\n\x1bgravity.cropping_modes_only\x12\x34only FILL, FILL_DOWN and AUTO crop, so use a gravity\x1a,!has(this.gravity) || this.mode in [2, 4, 5]\"t\n\x06Orient\x12\x36\n\x04mode\x18\x01 \x01(\x0e\x32\x1e.pixmesh.common.v1.Orient.ModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\"2\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x41UTO\x10\x01\x12\n\n\x06IGNORE\x10\x02\"\xdf\x05\n\x04\x43rop\x12\t\n\x01x\x18\x01 \x01(\r\x12\t\n\x01y\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12$\n\x0bwidth_ratio\x18\x05 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x80?-\x00\x00\x00\x00\x12%\n\x0cheight_ratio\x18\x06 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x80?-\x00\x00\x00\x00\x12+\n\x07gravity\x18\x07 \x01(\x0b\x32\x1a.pixmesh.common.v1.Gravity:\xa7\x04\xbaH\xa3\x04\x1am\n\x1awidth_ratio.not_with_width\x12\"set width or width_ratio, not both\x1a+this.width == 0u || this.width_ratio == 0.0\x1a\x63\n\x0ewidth.required\x12%set width (at least 1) or width_ratio\x1a*this.width > 0u || this.width_ratio != 0.0\x1as\n\x1cheight_ratio.not_with_height\x12$set height or height_ratio, not both\x1a-this.height == 0u || this.height_ratio == 0.0\x1ah\n\x0fheight.required\x12\'set height (at least 1) or height_ratio\x1a,this.height > 0u || this.height_ratio != 0.0\x1an\n\x13gravity.not_with_xy\x12!set x and y, or gravity, not both\x1a\x34!has(this.gravity) || (this.x == 0u && this.y == 0u)\"\xb9\x01\n\x06Rotate\x12&\n\x05\x61ngle\x18\x01 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80v@)\x00\x00\x00\x00\x00\x80v\xc0\x12\x86\x01\n\nbackground\x18\x02 \x01(\tBr\xbaHo\xba\x01l\n\x06\x63olour\x12 must be \"#rrggbb\" or \"#rrggbbaa\"\x1a@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')\"x\n\x04\x46lip\x12\x34\n\x04\x61xis\x18\x01 \x01(\x0e\x32\x1c.pixmesh.common.v1.Flip.AxisB\x08\xbaH\x05\x82\x01\x02\x10\x01\":\n\x04\x41xis\x12\x14\n\x10\x41XIS_UNSPECIFIED\x10\x00\x12\x0e\n\nHORIZONTAL\x10\x01\x12\x0c\n\x08VERTICAL\x10\x02\"\xc3\x12\n\x07\x43onvert\x12\x45\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormatB\x15\xbaH\x12\x82\x01\x0c\x18\x01\x18\x02\x18\x03\x18\x04\x18\x05\x18\x06\xd8\x01\x01\x12\x18\n\x07quality\x18\x02 \x01(\rB\x07\xbaH\x04*\x02\x18\x64\x12\x13\n\x0bprogressive\x18\x03 \x01(\x08\x12\x10\n\x08lossless\x18\x04 \x01(\x08\x12\'\n\x11\x63ompression_level\x18\x05 \x01(\rB\x07\xbaH\x04*\x02\x18\tH\x00\x88\x01\x01\x12\x1d\n\x06\x63olors\x18\x06 \x01(\rB\r\xbaH\n*\x05\x18\x80\x02(\x02\xd8\x01\x01\x12\x1b\n\x05speed\x18\x07 \x01(\rB\x07\xbaH\x04*\x02\x18\nH\x01\x88\x01\x01\x12\x11\n\tmax_bytes\x18\x08 \x01(\x04\x12\x10\n\x08keep_icc\x18\t \x01(\x08\x12\x16\n\x0ekeep_copyright\x18\n \x01(\x08\x12\x0c\n\x04\x61uto\x18\x0b \x01(\x08\x12\x1c\n\x06\x65\x66\x66ort\x18\x0c \x01(\rB\x07\xbaH\x04*\x02\x18\x06H\x02\x88\x01\x01\x12\x12\n\nprovenance\x18\r \x01(\x08:\xa2\x0f\xbaH\x9e\x0f\x1a\x61\n\x0f\x66ormat.required\x12/must be one of JPEG, PNG, WEBP, AVIF, GIF, TIFF\x1a\x1dthis.auto || this.format != 0\x1aO\n\x14\x66ormat.not_with_auto\x12\x17must be unset with auto\x1a\x1e!this.auto || this.format == 0\x1a\xba\x01\n\x13progressive.formats\x1a\xa2\x01!this.progressive || this.auto || this.format in [1, 5] ? \'\' : \'applies to JPEG, GIF only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\x1a\xc5\x01\n\x10lossless.formats\x1a\xb0\x01!this.lossless || this.auto || this.format in [3, 2, 5, 6] ? \'\' : \'applies to WEBP, PNG, GIF, TIFF only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\x1a\xc0\x01\n\x19\x63ompression_level.formats\x1a\xa2\x01!has(this.compression_level) || this.auto || this.format == 2 ? \'\' : \'applies to PNG only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\x1a\xb4\x01\n\x0e\x63olors.formats\x1a\xa1\x01this.colors == 0u || this.auto || this.format in [2, 5] ? \'\' : \'applies to PNG, GIF only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\x1a\xa9\x01\n\rspeed.formats\x1a\x97\x01!has(this.speed) || this.auto || this.format == 4 ? \'\' : \'applies to AVIF only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\x1a\xab\x01\n\x0e\x65\x66\x66ort.formats\x1a\x98\x01!has(this.effort) || this.auto || this.format == 3 ? \'\' : \'applies to WEBP only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\x1a\xf2\x01\n\x0fmax_bytes.lossy\x1a\xde\x01this.max_bytes == 0u || this.auto || (this.format in [1, 3, 4] && !this.lossless) ? \'\' : \'needs a lossy format, not \' + (this.format == 3 ? \'lossless WEBP\' : [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format])\x1a\x81\x01\n\x10keep_icc.formats\x1am!this.keep_icc || this.auto || this.format != 5 ? \'\' : \'applies to JPEG, PNG, WEBP, AVIF, TIFF only, not GIF\'\x1a\x8d\x01\n\x16keep_copyright.formats\x1as!this.keep_copyright || this.auto || this.format != 5 ? \'\' : \'applies to JPEG, PNG, WEBP, AVIF, TIFF only, not GIF\'\x1a\x85\x01\n\x12provenance.formats\x1ao!this.provenance || this.auto || this.format != 5 ? \'\' : \'applies to JPEG, PNG, WEBP, AVIF, TIFF only, not GIF\'B\x14\n\x12_compression_levelB\x08\n\x06_speedB\t\n\x07_effort\"\x11\n\x0f\x45xtractMetadata\"\xeb\x01\n\x07\x44\x65noise\x12\r\n\x05model\x18\x01 \x01(\t\x12\x1e\n\x05sigma\x18\x02 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x7f\x43-\x00\x00\x00\x00\x12\x0c\n\x04\x61uto\x18\x03 \x01(\x08\x12\x42\n\ncolor_mode\x18\x04 \x01(\x0e\x32$.pixmesh.common.v1.Denoise.ColorModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\"_\n\tColorMode\x12\x1a\n\x16\x43OLOR_MODE_UNSPECIFIED\x10\x00\x12\r\n\tLUMINANCE\x10\x01\x12\x0f\n\x0bPER_CHANNEL\x10\x02\x12\x08\n\x04\x41UTO\x10\x03\x12\x0c\n\x08OPPONENT\x10\x04\"&\n\x04\x42lur\x12\x1e\n\x05sigma\x18\x01 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\xc8\x42-\xcd\xcc\xcc=\"j\n\x07Sharpen\x12!\n\x05sigma\x18\x01 \x01(\x02\x42\x12\xbaH\x0f\n\n\x1d\x00\x00 A-\xcd\xcc\xcc=\xd8\x01\x01\x12\x1f\n\x06\x61mount\x18\x02 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00 A-\x00\x00\x00\x00\x12\x1b\n\tthreshold\x18\x03 \x01(\rB\x08\xbaH\x05*\x03\x18\xff\x01\"$\n\x08Pixelate\x12\x18\n\x04size\x18\x01 \x01(\rB\n\xbaH\x07*\x05\x18\x80\x08(\x02\"\xff\x01\n\x06\x41\x64just\x12#\n\nbrightness\x18\x01 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\xc8\x42-\x00\x00\xc8\xc2\x12!\n\x08\x63ontrast\x18\x02 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\xc8\x42-\x00\x00\xc8\xc2\x12#\n\nsaturation\x18\x03 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\xc8\x42-\x00\x00\xc8\xc2:\x87\x01\xbaH\x83\x01\x1a\x80\x01\n\x0cone_of_three\x12&set brightness, contrast or saturation\x1aHthis.brightness != 0.0 || this.contrast != 0.0 || this.saturation != 0.0\"\x0b\n\tGrayscale\"\xe2\x01\n\x07\x44uotone\x12i\n\x06shadow\x18\x01 \x01(\tBY\xbaHV\xba\x01S\n\ropaque_colour\x12\x11must be \"#rrggbb\"\x1a/this == \'\' || this.matches(\'^#[0-9a-fA-F]{6}$\')\x12l\n\thighlight\x18\x02 \x01(\tBY\xbaHV\xba\x01S\n\ropaque_colour\x12\x11must be \"#rrggbb\"\x1a/this == \'\' || this.matches(\'^#[0-9a-fA-F]{6}$\')\"x\n\x07\x46latten\x12m\n\nbackground\x18\x01 \x01(\tBY\xbaHV\xba\x01S\n\ropaque_colour\x12\x11must be \"#rrggbb\"\x1a/this == \'\' || this.matches(\'^#[0-9a-fA-F]{6}$\')\"\xb0\x01\n\x0cRoundCorners\x12\x17\n\x06radius\x18\x01 \x01(\rB\x07\xbaH\x04*\x02(\x01\x12\x86\x01\n\nbackground\x18\x02 \x01(\tBr\xbaHo\xba\x01l\n\x06\x63olour\x12 must be \"#rrggbb\" or \"#rrggbbaa\"\x1a@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')\"\xd9\x01\n\x04Trim\x12\x1b\n\tthreshold\x18\x01 \x01(\rB\x08\xbaH\x05*\x03\x18\xff\x01\x12\x81\x01\n\x05\x63olor\x18\x02 \x01(\tBr\xbaHo\xba\x01l\n\x06\x63olour\x12 must be \"#rrggbb\" or \"#rrggbbaa\"\x1a@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')\x12\x18\n\x10\x65qual_horizontal\x18\x03 \x01(\x08\x12\x16\n\x0e\x65qual_vertical\x18\x04 \x01(\x08\"\xc1\x02\n\x03Pad\x12\x0b\n\x03top\x18\x01 \x01(\r\x12\r\n\x05right\x18\x02 \x01(\r\x12\x0e\n\x06\x62ottom\x18\x03 \x01(\r\x12\x0c\n\x04left\x18\x04 \x01(\r\x12\x86\x01\n\nbackground\x18\x05 \x01(\tBr\xbaHo\xba\x01l\n\x06\x63olour\x12 must be \"#rrggbb\" or \"#rrggbbaa\"\x1a@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\'):w\xbaHt\x1ar\n\x08one_side\x12\x1eset top, right, bottom or left\x1a\x46this.top > 0u || this.right > 0u || this.bottom > 0u || this.left > 0u\"\x97\x04\n\x06\x45xtend\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x30\n\x0c\x61spect_ratio\x18\x03 \x01(\x01\x42\x1a\xbaH\x17\x12\x12\x19\x00\x00\x00\x00\x00\x00Y@){\x14\xaeG\xe1z\x84?\xd8\x01\x01\x12\xb9\x01\n\x07gravity\x18\x04 \x01(\x0b\x32\x1a.pixmesh.common.v1.GravityB\x8b\x01\xbaH\x87\x01\xba\x01\x83\x01\n\x13\x61nchor.compass_only\x1althis.anchor == 10 ? \'FOCUS_POINT cannot be used here\' : this.anchor == 11 ? \'SMART cannot be used here\' : \'\'\x12\x86\x01\n\nbackground\x18\x05 \x01(\tBr\xbaHo\xba\x01l\n\x06\x63olour\x12 must be \"#rrggbb\" or \"#rrggbbaa\"\x1a@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\'):w\xbaHt\x1ar\n\x0cone_of_three\x12!set width, height or aspect_ratio\x1a?this.width > 0u || this.height > 0u || this.aspect_ratio != 0.0\"&\n\x06\x46rames\x12\r\n\x05start\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x8e\x04\n\tWatermark\x12[\n\x05image\x18\x01 \x01(\x0c\x42L\xbaHI\xba\x01\x46\n\x08required\x12*is required (an encoded image, e.g. a PNG)\x1a\x0esize(this) > 0\x12\xba\x01\n\x08position\x18\x02 \x01(\x0b\x32\x1a.pixmesh.common.v1.GravityB\x8b\x01\xbaH\x87\x01\xba\x01\x83\x01\n\x13\x61nchor.compass_only\x1althis.anchor == 10 ? \'FOCUS_POINT cannot be used here\' : this.anchor == 11 ? \'SMART cannot be used here\' : \'\'\x12\x0e\n\x06margin\x18\x03 \x01(\r\x12\x1e\n\x05scale\x18\x04 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x80?-\x00\x00\x00\x00\x12%\n\x07opacity\x18\x05 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x80?%\x00\x00\x00\x00H\x00\x88\x01\x01\x12\x0c\n\x04tile\x18\x06 \x01(\x08:v\xbaHs\x1aq\n\x16position.not_with_tile\x12\x34\x61 tiled watermark has no position; unset one of them\x1a!!this.tile || !has(this.position)B\n\n\x08_opacity\"\xbf\x07\n\rWatermarkText\x12\xfa\x01\n\x04text\x18\x01 \x01(\tB\xeb\x01\xbaH\xe7\x01r\x05\x10\x01\x18\x80\x02\xba\x01Y\n\tnot_blank\x12,must have 1..256 characters, not only spaces\x1a\x1ethis.matches(\'[^ \\t\\n\\r\\f\\v]\')\xba\x01\x80\x01\n\x15no_control_characters\x12\x37must not contain control characters other than newlines\x1a.!this.matches(\'[\\\\x{0}-\\\\x{9}\\\\x{b}-\\\\x{1f}]\')\x12\xba\x01\n\x08position\x18\x02 \x01(\x0b\x32\x1a.pixmesh.common.v1.GravityB\x8b\x01\xbaH\x87\x01\xba\x01\x83\x01\n\x13\x61nchor.compass_only\x1althis.anchor == 10 ? \'FOCUS_POINT cannot be used here\' : this.anchor == 11 ? \'SMART cannot be used here\' : \'\'\x12\x0e\n\x06margin\x18\x03 \x01(\r\x12\x1b\n\x04size\x18\x04 \x01(\rB\r\xbaH\n*\x05\x18\x80\x08(\x06\xd8\x01\x01\x12\x81\x01\n\x05\x63olor\x18\x05 \x01(\tBr\xbaHo\xba\x01l\n\x06\x63olour\x12 must be \"#rrggbb\" or \"#rrggbbaa\"\x1a@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')\x12\x89\x01\n\routline_color\x18\x06 \x01(\tBr\xbaHo\xba\x01l\n\x06\x63olour\x12 must be \"#rrggbb\" or \"#rrggbbaa\"\x1a@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')\x12%\n\x07opacity\x18\x07 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x80?%\x00\x00\x00\x00H\x00\x88\x01\x01\x12\x0c\n\x04tile\x18\x08 \x01(\x08:v\xbaHs\x1aq\n\x16position.not_with_tile\x12\x34\x61 tiled watermark has no position; unset one of them\x1a!!this.tile || !has(this.position)B\n\n\x08_opacity\"\xd2\x01\n\x06Redact\x12\x36\n\x07regions\x18\x01 \x03(\x0b\x32\x19.pixmesh.common.v1.RegionB\n\xbaH\x07\x92\x01\x04\x08\x01\x10@\x12:\n\x06method\x18\x02 \x01(\x0e\x32 .pixmesh.common.v1.Redact.MethodB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1a\n\x08strength\x18\x03 \x01(\rB\x08\xbaH\x05*\x03\x18\x80\x02\"8\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x08\n\x04\x42LUR\x10\x01\x12\x0c\n\x08PIXELATE\x10\x02\"\xa8\x01\n\rOperationInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x34\n\nparameters\x18\x04 \x03(\x0b\x32 .pixmesh.common.v1.ParameterInfo\x12\x11\n\tavailable\x18\x05 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x06 \x01(\t\"T\n\rParameterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nconstraint\x18\x04 \x01(\t\"\xde\x01\n\x0c\x43\x61pabilities\x12\x34\n\noperations\x18\x01 \x03(\x0b\x32 .pixmesh.common.v1.OperationInfo\x12)\n\x06limits\x18\x02 \x01(\x0b\x32\x19.pixmesh.common.v1.Limits\x12\x35\n\rinput_formats\x18\x03 \x03(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x36\n\x0eoutput_formats\x18\x04 \x03(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\"\xb1\x02\n\x0cPipelinePlan\x12\x37\n\noperations\x18\x01 \x03(\x0b\x32#.pixmesh.common.v1.PlannedOperation\x12\x14\n\x0coutput_width\x18\x02 \x01(\r\x12\x15\n\routput_height\x18\x03 \x01(\r\x12\x35\n\routput_format\x18\x04 \x01(\x0e\x32\x1e.pixmesh.common.v1.ImageFormat\x12\x15\n\routput_frames\x18\x05 \x01(\r\x12\x37\n\x0e\x65stimated_cost\x18\x06 \x01(\x0b\x32\x1f.pixmesh.common.v1.PipelineCost\x12\x34\n\nrenditions\x18\x07 \x03(\x0b\x32 .pixmesh.common.v1.RenditionPlan\"[\n\tRendition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\noperations\x18\x02 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x0e\n\x06preset\x18\x03 \x01(\t\"L\n\rRenditionPlan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04plan\x18\x02 \x01(\x0b\x32\x1f.pixmesh.common.v1.PipelinePlan\"s\n\x10PlannedOperation\x12/\n\toperation\x18\x01 \x01(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"X\n\x0cPipelineCost\x12\x1a\n\x12\x64\x65\x63oded_megapixels\x18\x01 \x01(\x01\x12\x1c\n\x14processed_megapixels\x18\x02 \x01(\x01\x12\x0e\n\x06\x63pu_ms\x18\x03 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pixmesh.common.v1.operations_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATION']._serialized_start=89
-  _globals['_OPERATION']._serialized_end=1192
-  _globals['_GRAVITY']._serialized_start=1195
-  _globals['_GRAVITY']._serialized_end=1458
-  _globals['_GRAVITY_ANCHOR']._serialized_start=1280
-  _globals['_GRAVITY_ANCHOR']._serialized_end=1458
-  _globals['_REGION']._serialized_start=1460
-  _globals['_REGION']._serialized_end=1521
-  _globals['_RESIZE']._serialized_start=1524
-  _globals['_RESIZE']._serialized_end=1847
-  _globals['_RESIZE_MODE']._serialized_start=1764
-  _globals['_RESIZE_MODE']._serialized_end=1847
-  _globals['_ORIENT']._serialized_start=1849
-  _globals['_ORIENT']._serialized_end=1955
-  _globals['_ORIENT_MODE']._serialized_start=1905
-  _globals['_ORIENT_MODE']._serialized_end=1955
-  _globals['_CROP']._serialized_start=1958
-  _globals['_CROP']._serialized_end=2105
-  _globals['_ROTATE']._serialized_start=2107
-  _globals['_ROTATE']._serialized_end=2150
-  _globals['_FLIP']._serialized_start=2152
-  _globals['_FLIP']._serialized_end=2262
-  _globals['_FLIP_AXIS']._serialized_start=2204
-  _globals['_FLIP_AXIS']._serialized_end=2262
-  _globals['_CONVERT']._serialized_start=2265
-  _globals['_CONVERT']._serialized_end=2605
-  _globals['_EXTRACTMETADATA']._serialized_start=2607
-  _globals['_EXTRACTMETADATA']._serialized_end=2624
-  _globals['_DENOISE']._serialized_start=2627
-  _globals['_DENOISE']._serialized_end=2835
-  _globals['_DENOISE_COLORMODE']._serialized_start=2740
-  _globals['_DENOISE_COLORMODE']._serialized_end=2835
-  _globals['_BLUR']._serialized_start=2837
-  _globals['_BLUR']._serialized_end=2858
-  _globals['_SHARPEN']._serialized_start=2860
-  _globals['_SHARPEN']._serialized_end=2919
-  _globals['_PIXELATE']._serialized_start=2921
-  _globals['_PIXELATE']._serialized_end=2945
-  _globals['_ADJUST']._serialized_start=2947
-  _globals['_ADJUST']._serialized_end=3013
-  _globals['_GRAYSCALE']._serialized_start=3015
-  _globals['_GRAYSCALE']._serialized_end=3026
-  _globals['_DUOTONE']._serialized_start=3028
-  _globals['_DUOTONE']._serialized_end=3072
-  _globals['_FLATTEN']._serialized_start=3074
-  _globals['_FLATTEN']._serialized_end=3103
-  _globals['_ROUNDCORNERS']._serialized_start=3105
-  _globals['_ROUNDCORNERS']._serialized_end=3155
-  _globals['_TRIM']._serialized_start=3157
-  _globals['_TRIM']._serialized_end=3247
-  _globals['_PAD']._serialized_start=3249
-  _globals['_PAD']._serialized_end=3332
-  _globals['_EXTEND']._serialized_start=3334
-  _globals['_EXTEND']._serialized_end=3460
-  _globals['_FRAMES']._serialized_start=3462
-  _globals['_FRAMES']._serialized_end=3500
-  _globals['_WATERMARK']._serialized_start=3503
-  _globals['_WATERMARK']._serialized_end=3654
-  _globals['_WATERMARKTEXT']._serialized_start=3657
-  _globals['_WATERMARKTEXT']._serialized_end=3848
-  _globals['_REDACT']._serialized_start=3851
-  _globals['_REDACT']._serialized_end=4029
-  _globals['_REDACT_METHOD']._serialized_start=3973
-  _globals['_REDACT_METHOD']._serialized_end=4029
-  _globals['_OPERATIONINFO']._serialized_start=4032
-  _globals['_OPERATIONINFO']._serialized_end=4200
-  _globals['_PARAMETERINFO']._serialized_start=4202
-  _globals['_PARAMETERINFO']._serialized_end=4286
-  _globals['_CAPABILITIES']._serialized_start=4289
-  _globals['_CAPABILITIES']._serialized_end=4511
-  _globals['_PIPELINEPLAN']._serialized_start=4514
-  _globals['_PIPELINEPLAN']._serialized_end=4819
-  _globals['_RENDITION']._serialized_start=4821
-  _globals['_RENDITION']._serialized_end=4912
-  _globals['_RENDITIONPLAN']._serialized_start=4914
-  _globals['_RENDITIONPLAN']._serialized_end=4990
-  _globals['_PLANNEDOPERATION']._serialized_start=4992
-  _globals['_PLANNEDOPERATION']._serialized_end=5107
-  _globals['_PIPELINECOST']._serialized_start=5109
-  _globals['_PIPELINECOST']._serialized_end=5197
+  _globals['_OPERATION'].oneofs_by_name['op']._loaded_options = None
+  _globals['_OPERATION'].oneofs_by_name['op']._serialized_options = b'\272H\002\010\001'
+  _globals['_GRAVITY'].fields_by_name['anchor']._loaded_options = None
+  _globals['_GRAVITY'].fields_by_name['anchor']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_GRAVITY'].fields_by_name['x']._loaded_options = None
+  _globals['_GRAVITY'].fields_by_name['x']._serialized_options = b'\272H\024\022\022\031\000\000\000\000\000\000\360?)\000\000\000\000\000\000\000\000'
+  _globals['_GRAVITY'].fields_by_name['y']._loaded_options = None
+  _globals['_GRAVITY'].fields_by_name['y']._serialized_options = b'\272H\024\022\022\031\000\000\000\000\000\000\360?)\000\000\000\000\000\000\000\000'
+  _globals['_GRAVITY']._loaded_options = None
+  _globals['_GRAVITY']._serialized_options = b'\272H\262\001\032W\n\022x.focus_point_only\022\035is only used with FOCUS_POINT\032\"this.x == 0.0 || this.anchor == 10\032W\n\022y.focus_point_only\022\035is only used with FOCUS_POINT\032\"this.y == 0.0 || this.anchor == 10'
+  _globals['_REGION'].fields_by_name['width']._loaded_options = None
+  _globals['_REGION'].fields_by_name['width']._serialized_options = b'\272H\004*\002(\001'
+  _globals['_REGION'].fields_by_name['height']._loaded_options = None
+  _globals['_REGION'].fields_by_name['height']._serialized_options = b'\272H\004*\002(\001'
+  _globals['_RESIZE'].fields_by_name['mode']._loaded_options = None
+  _globals['_RESIZE'].fields_by_name['mode']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_RESIZE'].fields_by_name['dpr']._loaded_options = None
+  _globals['_RESIZE'].fields_by_name['dpr']._serialized_options = b'\272H\014\n\n\035\000\000\000A-\000\000\000\000'
+  _globals['_RESIZE']._loaded_options = None
+  _globals['_RESIZE']._serialized_options = b'\272H\342\002\032\217\001\n\nboth_sides\022:FILL, FILL_DOWN, FORCE and AUTO need both width and height\032E!(this.mode in [2, 3, 4, 5]) || (this.width > 0u && this.height > 0u)\032J\n\010one_side\022\031set width, height or both\032#this.width > 0u || this.height > 0u\032\201\001\n\033gravity.cropping_modes_only\0224only FILL, FILL_DOWN and AUTO crop, so use a gravity\032,!has(this.gravity) || this.mode in [2, 4, 5]'
+  _globals['_ORIENT'].fields_by_name['mode']._loaded_options = None
+  _globals['_ORIENT'].fields_by_name['mode']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_CROP'].fields_by_name['width_ratio']._loaded_options = None
+  _globals['_CROP'].fields_by_name['width_ratio']._serialized_options = b'\272H\014\n\n\035\000\000\200?-\000\000\000\000'
+  _globals['_CROP'].fields_by_name['height_ratio']._loaded_options = None
+  _globals['_CROP'].fields_by_name['height_ratio']._serialized_options = b'\272H\014\n\n\035\000\000\200?-\000\000\000\000'
+  _globals['_CROP']._loaded_options = None
+  _globals['_CROP']._serialized_options = b'\272H\243\004\032m\n\032width_ratio.not_with_width\022\"set width or width_ratio, not both\032+this.width == 0u || this.width_ratio == 0.0\032c\n\016width.required\022%set width (at least 1) or width_ratio\032*this.width > 0u || this.width_ratio != 0.0\032s\n\034height_ratio.not_with_height\022$set height or height_ratio, not both\032-this.height == 0u || this.height_ratio == 0.0\032h\n\017height.required\022\'set height (at least 1) or height_ratio\032,this.height > 0u || this.height_ratio != 0.0\032n\n\023gravity.not_with_xy\022!set x and y, or gravity, not both\0324!has(this.gravity) || (this.x == 0u && this.y == 0u)'
+  _globals['_ROTATE'].fields_by_name['angle']._loaded_options = None
+  _globals['_ROTATE'].fields_by_name['angle']._serialized_options = b'\272H\024\022\022\031\000\000\000\000\000\200v@)\000\000\000\000\000\200v\300'
+  _globals['_ROTATE'].fields_by_name['background']._loaded_options = None
+  _globals['_ROTATE'].fields_by_name['background']._serialized_options = b'\272Ho\272\001l\n\006colour\022 must be \"#rrggbb\" or \"#rrggbbaa\"\032@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')'
+  _globals['_FLIP'].fields_by_name['axis']._loaded_options = None
+  _globals['_FLIP'].fields_by_name['axis']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_CONVERT'].fields_by_name['format']._loaded_options = None
+  _globals['_CONVERT'].fields_by_name['format']._serialized_options = b'\272H\022\202\001\014\030\001\030\002\030\003\030\004\030\005\030\006\330\001\001'
+  _globals['_CONVERT'].fields_by_name['quality']._loaded_options = None
+  _globals['_CONVERT'].fields_by_name['quality']._serialized_options = b'\272H\004*\002\030d'
+  _globals['_CONVERT'].fields_by_name['compression_level']._loaded_options = None
+  _globals['_CONVERT'].fields_by_name['compression_level']._serialized_options = b'\272H\004*\002\030\t'
+  _globals['_CONVERT'].fields_by_name['colors']._loaded_options = None
+  _globals['_CONVERT'].fields_by_name['colors']._serialized_options = b'\272H\n*\005\030\200\002(\002\330\001\001'
+  _globals['_CONVERT'].fields_by_name['speed']._loaded_options = None
+  _globals['_CONVERT'].fields_by_name['speed']._serialized_options = b'\272H\004*\002\030\n'
+  _globals['_CONVERT'].fields_by_name['effort']._loaded_options = None
+  _globals['_CONVERT'].fields_by_name['effort']._serialized_options = b'\272H\004*\002\030\006'
+  _globals['_CONVERT']._loaded_options = None
+  _globals['_CONVERT']._serialized_options = b'\272H\236\017\032a\n\017format.required\022/must be one of JPEG, PNG, WEBP, AVIF, GIF, TIFF\032\035this.auto || this.format != 0\032O\n\024format.not_with_auto\022\027must be unset with auto\032\036!this.auto || this.format == 0\032\272\001\n\023progressive.formats\032\242\001!this.progressive || this.auto || this.format in [1, 5] ? \'\' : \'applies to JPEG, GIF only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\032\305\001\n\020lossless.formats\032\260\001!this.lossless || this.auto || this.format in [3, 2, 5, 6] ? \'\' : \'applies to WEBP, PNG, GIF, TIFF only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\032\300\001\n\031compression_level.formats\032\242\001!has(this.compression_level) || this.auto || this.format == 2 ? \'\' : \'applies to PNG only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\032\264\001\n\016colors.formats\032\241\001this.colors == 0u || this.auto || this.format in [2, 5] ? \'\' : \'applies to PNG, GIF only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\032\251\001\n\rspeed.formats\032\227\001!has(this.speed) || this.auto || this.format == 4 ? \'\' : \'applies to AVIF only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\032\253\001\n\016effort.formats\032\230\001!has(this.effort) || this.auto || this.format == 3 ? \'\' : \'applies to WEBP only, not \' + [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format]\032\362\001\n\017max_bytes.lossy\032\336\001this.max_bytes == 0u || this.auto || (this.format in [1, 3, 4] && !this.lossless) ? \'\' : \'needs a lossy format, not \' + (this.format == 3 ? \'lossless WEBP\' : [\'\', \'JPEG\', \'PNG\', \'WEBP\', \'AVIF\', \'GIF\', \'TIFF\'][this.format])\032\201\001\n\020keep_icc.formats\032m!this.keep_icc || this.auto || this.format != 5 ? \'\' : \'applies to JPEG, PNG, WEBP, AVIF, TIFF only, not GIF\'\032\215\001\n\026keep_copyright.formats\032s!this.keep_copyright || this.auto || this.format != 5 ? \'\' : \'applies to JPEG, PNG, WEBP, AVIF, TIFF only, not GIF\'\032\205\001\n\022provenance.formats\032o!this.provenance || this.auto || this.format != 5 ? \'\' : \'applies to JPEG, PNG, WEBP, AVIF, TIFF only, not GIF\''
+  _globals['_DENOISE'].fields_by_name['sigma']._loaded_options = None
+  _globals['_DENOISE'].fields_by_name['sigma']._serialized_options = b'\272H\014\n\n\035\000\000\177C-\000\000\000\000'
+  _globals['_DENOISE'].fields_by_name['color_mode']._loaded_options = None
+  _globals['_DENOISE'].fields_by_name['color_mode']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_BLUR'].fields_by_name['sigma']._loaded_options = None
+  _globals['_BLUR'].fields_by_name['sigma']._serialized_options = b'\272H\014\n\n\035\000\000\310B-\315\314\314='
+  _globals['_SHARPEN'].fields_by_name['sigma']._loaded_options = None
+  _globals['_SHARPEN'].fields_by_name['sigma']._serialized_options = b'\272H\017\n\n\035\000\000 A-\315\314\314=\330\001\001'
+  _globals['_SHARPEN'].fields_by_name['amount']._loaded_options = None
+  _globals['_SHARPEN'].fields_by_name['amount']._serialized_options = b'\272H\014\n\n\035\000\000 A-\000\000\000\000'
+  _globals['_SHARPEN'].fields_by_name['threshold']._loaded_options = None
+  _globals['_SHARPEN'].fields_by_name['threshold']._serialized_options = b'\272H\005*\003\030\377\001'
+  _globals['_PIXELATE'].fields_by_name['size']._loaded_options = None
+  _globals['_PIXELATE'].fields_by_name['size']._serialized_options = b'\272H\007*\005\030\200\010(\002'
+  _globals['_ADJUST'].fields_by_name['brightness']._loaded_options = None
+  _globals['_ADJUST'].fields_by_name['brightness']._serialized_options = b'\272H\014\n\n\035\000\000\310B-\000\000\310\302'
+  _globals['_ADJUST'].fields_by_name['contrast']._loaded_options = None
+  _globals['_ADJUST'].fields_by_name['contrast']._serialized_options = b'\272H\014\n\n\035\000\000\310B-\000\000\310\302'
+  _globals['_ADJUST'].fields_by_name['saturation']._loaded_options = None
+  _globals['_ADJUST'].fields_by_name['saturation']._serialized_options = b'\272H\014\n\n\035\000\000\310B-\000\000\310\302'
+  _globals['_ADJUST']._loaded_options = None
+  _globals['_ADJUST']._serialized_options = b'\272H\203\001\032\200\001\n\014one_of_three\022&set brightness, contrast or saturation\032Hthis.brightness != 0.0 || this.contrast != 0.0 || this.saturation != 0.0'
+  _globals['_DUOTONE'].fields_by_name['shadow']._loaded_options = None
+  _globals['_DUOTONE'].fields_by_name['shadow']._serialized_options = b'\272HV\272\001S\n\ropaque_colour\022\021must be \"#rrggbb\"\032/this == \'\' || this.matches(\'^#[0-9a-fA-F]{6}$\')'
+  _globals['_DUOTONE'].fields_by_name['highlight']._loaded_options = None
+  _globals['_DUOTONE'].fields_by_name['highlight']._serialized_options = b'\272HV\272\001S\n\ropaque_colour\022\021must be \"#rrggbb\"\032/this == \'\' || this.matches(\'^#[0-9a-fA-F]{6}$\')'
+  _globals['_FLATTEN'].fields_by_name['background']._loaded_options = None
+  _globals['_FLATTEN'].fields_by_name['background']._serialized_options = b'\272HV\272\001S\n\ropaque_colour\022\021must be \"#rrggbb\"\032/this == \'\' || this.matches(\'^#[0-9a-fA-F]{6}$\')'
+  _globals['_ROUNDCORNERS'].fields_by_name['radius']._loaded_options = None
+  _globals['_ROUNDCORNERS'].fields_by_name['radius']._serialized_options = b'\272H\004*\002(\001'
+  _globals['_ROUNDCORNERS'].fields_by_name['background']._loaded_options = None
+  _globals['_ROUNDCORNERS'].fields_by_name['background']._serialized_options = b'\272Ho\272\001l\n\006colour\022 must be \"#rrggbb\" or \"#rrggbbaa\"\032@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')'
+  _globals['_TRIM'].fields_by_name['threshold']._loaded_options = None
+  _globals['_TRIM'].fields_by_name['threshold']._serialized_options = b'\272H\005*\003\030\377\001'
+  _globals['_TRIM'].fields_by_name['color']._loaded_options = None
+  _globals['_TRIM'].fields_by_name['color']._serialized_options = b'\272Ho\272\001l\n\006colour\022 must be \"#rrggbb\" or \"#rrggbbaa\"\032@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')'
+  _globals['_PAD'].fields_by_name['background']._loaded_options = None
+  _globals['_PAD'].fields_by_name['background']._serialized_options = b'\272Ho\272\001l\n\006colour\022 must be \"#rrggbb\" or \"#rrggbbaa\"\032@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')'
+  _globals['_PAD']._loaded_options = None
+  _globals['_PAD']._serialized_options = b'\272Ht\032r\n\010one_side\022\036set top, right, bottom or left\032Fthis.top > 0u || this.right > 0u || this.bottom > 0u || this.left > 0u'
+  _globals['_EXTEND'].fields_by_name['aspect_ratio']._loaded_options = None
+  _globals['_EXTEND'].fields_by_name['aspect_ratio']._serialized_options = b'\272H\027\022\022\031\000\000\000\000\000\000Y@){\024\256G\341z\204?\330\001\001'
+  _globals['_EXTEND'].fields_by_name['gravity']._loaded_options = None
+  _globals['_EXTEND'].fields_by_name['gravity']._serialized_options = b'\272H\207\001\272\001\203\001\n\023anchor.compass_only\032lthis.anchor == 10 ? \'FOCUS_POINT cannot be used here\' : this.anchor == 11 ? \'SMART cannot be used here\' : \'\''
+  _globals['_EXTEND'].fields_by_name['background']._loaded_options = None
+  _globals['_EXTEND'].fields_by_name['background']._serialized_options = b'\272Ho\272\001l\n\006colour\022 must be \"#rrggbb\" or \"#rrggbbaa\"\032@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')'
+  _globals['_EXTEND']._loaded_options = None
+  _globals['_EXTEND']._serialized_options = b'\272Ht\032r\n\014one_of_three\022!set width, height or aspect_ratio\032?this.width > 0u || this.height > 0u || this.aspect_ratio != 0.0'
+  _globals['_WATERMARK'].fields_by_name['image']._loaded_options = None
+  _globals['_WATERMARK'].fields_by_name['image']._serialized_options = b'\272HI\272\001F\n\010required\022*is required (an encoded image, e.g. a PNG)\032\016size(this) > 0'
+  _globals['_WATERMARK'].fields_by_name['position']._loaded_options = None
+  _globals['_WATERMARK'].fields_by_name['position']._serialized_options = b'\272H\207\001\272\001\203\001\n\023anchor.compass_only\032lthis.anchor == 10 ? \'FOCUS_POINT cannot be used here\' : this.anchor == 11 ? \'SMART cannot be used here\' : \'\''
+  _globals['_WATERMARK'].fields_by_name['scale']._loaded_options = None
+  _globals['_WATERMARK'].fields_by_name['scale']._serialized_options = b'\272H\014\n\n\035\000\000\200?-\000\000\000\000'
+  _globals['_WATERMARK'].fields_by_name['opacity']._loaded_options = None
+  _globals['_WATERMARK'].fields_by_name['opacity']._serialized_options = b'\272H\014\n\n\035\000\000\200?%\000\000\000\000'
+  _globals['_WATERMARK']._loaded_options = None
+  _globals['_WATERMARK']._serialized_options = b'\272Hs\032q\n\026position.not_with_tile\0224a tiled watermark has no position; unset one of them\032!!this.tile || !has(this.position)'
+  _globals['_WATERMARKTEXT'].fields_by_name['text']._loaded_options = None
+  _globals['_WATERMARKTEXT'].fields_by_name['text']._serialized_options = b'\272H\347\001r\005\020\001\030\200\002\272\001Y\n\tnot_blank\022,must have 1..256 characters, not only spaces\032\036this.matches(\'[^ \\t\\n\\r\\f\\v]\')\272\001\200\001\n\025no_control_characters\0227must not contain control characters other than newlines\032.!this.matches(\'[\\\\x{0}-\\\\x{9}\\\\x{b}-\\\\x{1f}]\')'
+  _globals['_WATERMARKTEXT'].fields_by_name['position']._loaded_options = None
+  _globals['_WATERMARKTEXT'].fields_by_name['position']._serialized_options = b'\272H\207\001\272\001\203\001\n\023anchor.compass_only\032lthis.anchor == 10 ? \'FOCUS_POINT cannot be used here\' : this.anchor == 11 ? \'SMART cannot be used here\' : \'\''
+  _globals['_WATERMARKTEXT'].fields_by_name['size']._loaded_options = None
+  _globals['_WATERMARKTEXT'].fields_by_name['size']._serialized_options = b'\272H\n*\005\030\200\010(\006\330\001\001'
+  _globals['_WATERMARKTEXT'].fields_by_name['color']._loaded_options = None
+  _globals['_WATERMARKTEXT'].fields_by_name['color']._serialized_options = b'\272Ho\272\001l\n\006colour\022 must be \"#rrggbb\" or \"#rrggbbaa\"\032@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')'
+  _globals['_WATERMARKTEXT'].fields_by_name['outline_color']._loaded_options = None
+  _globals['_WATERMARKTEXT'].fields_by_name['outline_color']._serialized_options = b'\272Ho\272\001l\n\006colour\022 must be \"#rrggbb\" or \"#rrggbbaa\"\032@this == \'\' || this.matches(\'^#([0-9a-fA-F]{6}|[0-9a-fA-F]{8})$\')'
+  _globals['_WATERMARKTEXT'].fields_by_name['opacity']._loaded_options = None
+  _globals['_WATERMARKTEXT'].fields_by_name['opacity']._serialized_options = b'\272H\014\n\n\035\000\000\200?%\000\000\000\000'
+  _globals['_WATERMARKTEXT']._loaded_options = None
+  _globals['_WATERMARKTEXT']._serialized_options = b'\272Hs\032q\n\026position.not_with_tile\0224a tiled watermark has no position; unset one of them\032!!this.tile || !has(this.position)'
+  _globals['_REDACT'].fields_by_name['regions']._loaded_options = None
+  _globals['_REDACT'].fields_by_name['regions']._serialized_options = b'\272H\007\222\001\004\010\001\020@'
+  _globals['_REDACT'].fields_by_name['method']._loaded_options = None
+  _globals['_REDACT'].fields_by_name['method']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_REDACT'].fields_by_name['strength']._loaded_options = None
+  _globals['_REDACT'].fields_by_name['strength']._serialized_options = b'\272H\005*\003\030\200\002'
+  _globals['_OPERATION']._serialized_start=118
+  _globals['_OPERATION']._serialized_end=1228
+  _globals['_GRAVITY']._serialized_start=1231
+  _globals['_GRAVITY']._serialized_end=1739
+  _globals['_GRAVITY_ANCHOR']._serialized_start=1376
+  _globals['_GRAVITY_ANCHOR']._serialized_end=1554
+  _globals['_REGION']._serialized_start=1741
+  _globals['_REGION']._serialized_end=1820
+  _globals['_RESIZE']._serialized_start=1823
+  _globals['_RESIZE']._serialized_end=2534
+  _globals['_RESIZE_MODE']._serialized_start=2090
+  _globals['_RESIZE_MODE']._serialized_end=2173
+  _globals['_ORIENT']._serialized_start=2536
+  _globals['_ORIENT']._serialized_end=2652
+  _globals['_ORIENT_MODE']._serialized_start=2602
+  _globals['_ORIENT_MODE']._serialized_end=2652
+  _globals['_CROP']._serialized_start=2655
+  _globals['_CROP']._serialized_end=3390
+  _globals['_ROTATE']._serialized_start=3393
+  _globals['_ROTATE']._serialized_end=3578
+  _globals['_FLIP']._serialized_start=3580
+  _globals['_FLIP']._serialized_end=3700
+  _globals['_FLIP_AXIS']._serialized_start=3642
+  _globals['_FLIP_AXIS']._serialized_end=3700
+  _globals['_CONVERT']._serialized_start=3703
+  _globals['_CONVERT']._serialized_end=6074
+  _globals['_EXTRACTMETADATA']._serialized_start=6076
+  _globals['_EXTRACTMETADATA']._serialized_end=6093
+  _globals['_DENOISE']._serialized_start=6096
+  _globals['_DENOISE']._serialized_end=6331
+  _globals['_DENOISE_COLORMODE']._serialized_start=6236
+  _globals['_DENOISE_COLORMODE']._serialized_end=6331
+  _globals['_BLUR']._serialized_start=6333
+  _globals['_BLUR']._serialized_end=6371
+  _globals['_SHARPEN']._serialized_start=6373
+  _globals['_SHARPEN']._serialized_end=6479
+  _globals['_PIXELATE']._serialized_start=6481
+  _globals['_PIXELATE']._serialized_end=6517
+  _globals['_ADJUST']._serialized_start=6520
+  _globals['_ADJUST']._serialized_end=6775
+  _globals['_GRAYSCALE']._serialized_start=6777
+  _globals['_GRAYSCALE']._serialized_end=6788
+  _globals['_DUOTONE']._serialized_start=6791
+  _globals['_DUOTONE']._serialized_end=7017
+  _globals['_FLATTEN']._serialized_start=7019
+  _globals['_FLATTEN']._serialized_end=7139
+  _globals['_ROUNDCORNERS']._serialized_start=7142
+  _globals['_ROUNDCORNERS']._serialized_end=7318
+  _globals['_TRIM']._serialized_start=7321
+  _globals['_TRIM']._serialized_end=7538
+  _globals['_PAD']._serialized_start=7541
+  _globals['_PAD']._serialized_end=7862
+  _globals['_EXTEND']._serialized_start=7865
+  _globals['_EXTEND']._serialized_end=8400
+  _globals['_FRAMES']._serialized_start=8402
+  _globals['_FRAMES']._serialized_end=8440
+  _globals['_WATERMARK']._serialized_start=8443
+  _globals['_WATERMARK']._serialized_end=8969
+  _globals['_WATERMARKTEXT']._serialized_start=8972
+  _globals['_WATERMARKTEXT']._serialized_end=9931
+  _globals['_REDACT']._serialized_start=9934
+  _globals['_REDACT']._serialized_end=10144
+  _globals['_REDACT_METHOD']._serialized_start=10088
+  _globals['_REDACT_METHOD']._serialized_end=10144
+  _globals['_OPERATIONINFO']._serialized_start=10147
+  _globals['_OPERATIONINFO']._serialized_end=10315
+  _globals['_PARAMETERINFO']._serialized_start=10317
+  _globals['_PARAMETERINFO']._serialized_end=10401
+  _globals['_CAPABILITIES']._serialized_start=10404
+  _globals['_CAPABILITIES']._serialized_end=10626
+  _globals['_PIPELINEPLAN']._serialized_start=10629
+  _globals['_PIPELINEPLAN']._serialized_end=10934
+  _globals['_RENDITION']._serialized_start=10936
+  _globals['_RENDITION']._serialized_end=11027
+  _globals['_RENDITIONPLAN']._serialized_start=11029
+  _globals['_RENDITIONPLAN']._serialized_end=11105
+  _globals['_PLANNEDOPERATION']._serialized_start=11107
+  _globals['_PLANNEDOPERATION']._serialized_end=11222
+  _globals['_PIPELINECOST']._serialized_start=11224
+  _globals['_PIPELINECOST']._serialized_end=11312
 # @@protoc_insertion_point(module_scope)

@@ -22,7 +22,18 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Operation(_message.Message):
-    """One step of a pipeline. Exactly one field of `op` must be set; an unknown or empty
+    """The rules of every operation live here, as buf.validate annotations, and nowhere else: the SDK,
+    the CLI, the gateway and imaging check them with protovalidate (pixmesh/rules.py), and
+    ListOperations describes them from these annotations and comments. Conventions:
+    - every field has a comment (its description) and either a rule or, where its limit is a
+      deployment setting or needs the image, a comment saying "No rule here" and who checks it;
+    - a message-level CEL rule whose id starts with a field name ("width.required") is reported on
+      that field; a string-valued expression is the violation message (empty: valid);
+    - enum values are compared by number in CEL; the number is named in a comment.
+    Limits that need the image (sizes after each step, crops inside the picture, frames) stay in
+    imaging's validation.
+
+    One step of a pipeline. Exactly one field of `op` must be set; an unknown or empty
     operation is rejected with INVALID_ARGUMENT, never skipped.
     """
 
@@ -52,53 +63,99 @@ class Operation(_message.Message):
     REDACT_FIELD_NUMBER: _builtins.int
     ORIENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def resize(self) -> Global___Resize: ...
-    @_builtins.property
-    def crop(self) -> Global___Crop: ...
-    @_builtins.property
-    def rotate(self) -> Global___Rotate: ...
-    @_builtins.property
-    def flip(self) -> Global___Flip: ...
-    @_builtins.property
-    def convert(self) -> Global___Convert: ...
-    @_builtins.property
-    def extract_metadata(self) -> Global___ExtractMetadata: ...
-    @_builtins.property
-    def denoise(self) -> Global___Denoise: ...
-    @_builtins.property
-    def blur(self) -> Global___Blur:
-        """Imaging operations added with issue 3; 8..19 are left for other services' operations."""
+    def resize(self) -> Global___Resize:
+        """Scale the image to a box."""
 
     @_builtins.property
-    def sharpen(self) -> Global___Sharpen: ...
+    def crop(self) -> Global___Crop:
+        """Cut out a rectangle."""
+
     @_builtins.property
-    def pixelate(self) -> Global___Pixelate: ...
+    def rotate(self) -> Global___Rotate:
+        """Rotate clockwise."""
+
     @_builtins.property
-    def adjust(self) -> Global___Adjust: ...
+    def flip(self) -> Global___Flip:
+        """Mirror the image."""
+
     @_builtins.property
-    def grayscale(self) -> Global___Grayscale: ...
+    def convert(self) -> Global___Convert:
+        """Encode to a format."""
+
     @_builtins.property
-    def duotone(self) -> Global___Duotone: ...
+    def extract_metadata(self) -> Global___ExtractMetadata:
+        """Extract the source's metadata (metadata service)."""
+
     @_builtins.property
-    def flatten(self) -> Global___Flatten: ...
+    def denoise(self) -> Global___Denoise:
+        """DnCNN denoising (inference service)."""
+
     @_builtins.property
-    def round_corners(self) -> Global___RoundCorners: ...
+    def blur(self) -> Global___Blur:
+        """Imaging operations added with issue 3; 8..19 are left for other services' operations.
+        Gaussian blur.
+        """
+
     @_builtins.property
-    def trim(self) -> Global___Trim: ...
+    def sharpen(self) -> Global___Sharpen:
+        """Unsharp mask."""
+
     @_builtins.property
-    def pad(self) -> Global___Pad: ...
+    def pixelate(self) -> Global___Pixelate:
+        """Blocks of one colour."""
+
     @_builtins.property
-    def extend(self) -> Global___Extend: ...
+    def adjust(self) -> Global___Adjust:
+        """Brightness, contrast and saturation."""
+
     @_builtins.property
-    def frames(self) -> Global___Frames: ...
+    def grayscale(self) -> Global___Grayscale:
+        """Shades of grey."""
+
     @_builtins.property
-    def watermark(self) -> Global___Watermark: ...
+    def duotone(self) -> Global___Duotone:
+        """A gradient between two colours."""
+
     @_builtins.property
-    def watermark_text(self) -> Global___WatermarkText: ...
+    def flatten(self) -> Global___Flatten:
+        """Lay transparency over a background."""
+
     @_builtins.property
-    def redact(self) -> Global___Redact: ...
+    def round_corners(self) -> Global___RoundCorners:
+        """Round the corners."""
+
     @_builtins.property
-    def orient(self) -> Global___Orient: ...
+    def trim(self) -> Global___Trim:
+        """Cut away borders of one colour."""
+
+    @_builtins.property
+    def pad(self) -> Global___Pad:
+        """Add a border of fixed widths."""
+
+    @_builtins.property
+    def extend(self) -> Global___Extend:
+        """Grow the canvas."""
+
+    @_builtins.property
+    def frames(self) -> Global___Frames:
+        """Keep some frames of an animation."""
+
+    @_builtins.property
+    def watermark(self) -> Global___Watermark:
+        """Draw an image over this one."""
+
+    @_builtins.property
+    def watermark_text(self) -> Global___WatermarkText:
+        """Draw text over the image."""
+
+    @_builtins.property
+    def redact(self) -> Global___Redact:
+        """Blur or pixelate regions."""
+
+    @_builtins.property
+    def orient(self) -> Global___Orient:
+        """Apply or ignore the EXIF orientation (first operation only)."""
+
     def __init__(
         self,
         *,
@@ -187,6 +244,7 @@ class Gravity(_message.Message):
     X_FIELD_NUMBER: _builtins.int
     Y_FIELD_NUMBER: _builtins.int
     anchor: Global___Gravity.Anchor.ValueType
+    """The compass point, FOCUS_POINT or SMART; default CENTER."""
     x: _builtins.float
     """The focus point for FOCUS_POINT, as a fraction of the width (0 left .. 1 right)."""
     y: _builtins.float
@@ -217,9 +275,13 @@ class Region(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     x: _builtins.int
+    """Left edge in pixels. No rule here: the region must lie inside the image (imaging checks)."""
     y: _builtins.int
+    """Top edge in pixels. No rule here: the region must lie inside the image (imaging checks)."""
     width: _builtins.int
+    """Width in pixels, at least 1."""
     height: _builtins.int
+    """Height in pixels, at least 1."""
     def __init__(
         self,
         *,
@@ -294,22 +356,35 @@ class Resize(_message.Message):
     MAX_WIDTH_FIELD_NUMBER: _builtins.int
     MAX_HEIGHT_FIELD_NUMBER: _builtins.int
     width: _builtins.int
-    """Target width in pixels; 0 derives it from height and the aspect ratio (FIT only)."""
+    """Target width in pixels; 0 derives it from height and the aspect ratio (FIT only). No rule
+    here: at most the deployment's max_output_dimension, times dpr (gateway and imaging check).
+    """
     height: _builtins.int
-    """Target height in pixels; 0 derives it from width and the aspect ratio (FIT only)."""
+    """Target height in pixels; 0 derives it from width and the aspect ratio (FIT only). No rule
+    here: at most the deployment's max_output_dimension, times dpr (gateway and imaging check).
+    """
     mode: Global___Resize.Mode.ValueType
+    """How the image fills the box; default FIT."""
     enlarge: _builtins.bool
     """Allow the output to be larger than the input. Off by default."""
     dpr: _builtins.float
-    """Device pixel ratio: width, height and the min/max sizes are multiplied by it. 0 means 1."""
+    """Device pixel ratio, 0..8: width, height and the min/max sizes are multiplied by it. 0 means 1."""
     min_width: _builtins.int
-    """The output is scaled up (aspect kept, even without enlarge) to be at least this wide."""
+    """The output is scaled up (aspect kept, even without enlarge) to be at least this wide. No
+    rule here: at most the deployment's max_output_dimension, times dpr (imaging checks).
+    """
     min_height: _builtins.int
-    """The output is scaled up (aspect kept, even without enlarge) to be at least this tall."""
+    """The output is scaled up (aspect kept, even without enlarge) to be at least this tall. No
+    rule here: at most the deployment's max_output_dimension, times dpr (imaging checks).
+    """
     max_width: _builtins.int
-    """The output is scaled down (aspect kept) to be at most this wide; wins over min_width."""
+    """The output is scaled down (aspect kept) to be at most this wide; wins over min_width. No
+    rule here: at most the deployment's max_output_dimension, times dpr (imaging checks).
+    """
     max_height: _builtins.int
-    """The output is scaled down (aspect kept) to be at most this tall; wins over min_height."""
+    """The output is scaled down (aspect kept) to be at most this tall; wins over min_height. No
+    rule here: at most the deployment's max_output_dimension, times dpr (imaging checks).
+    """
     @_builtins.property
     def gravity(self) -> Global___Gravity:
         """Which part of the image FILL, FILL_DOWN and AUTO keep; default the centre."""
@@ -372,6 +447,7 @@ class Orient(_message.Message):
 
     MODE_FIELD_NUMBER: _builtins.int
     mode: Global___Orient.Mode.ValueType
+    """AUTO applies the EXIF orientation, IGNORE keeps the stored pixels; default AUTO."""
     def __init__(
         self,
         *,
@@ -401,13 +477,21 @@ class Crop(_message.Message):
     HEIGHT_RATIO_FIELD_NUMBER: _builtins.int
     GRAVITY_FIELD_NUMBER: _builtins.int
     x: _builtins.int
-    """Left edge in pixels; 0 when gravity is set."""
+    """Left edge in pixels; 0 when gravity is set. No rule here: the crop must lie inside the image
+    (imaging checks).
+    """
     y: _builtins.int
-    """Top edge in pixels; 0 when gravity is set."""
+    """Top edge in pixels; 0 when gravity is set. No rule here: the crop must lie inside the image
+    (imaging checks).
+    """
     width: _builtins.int
-    """Width in pixels; 0 when width_ratio is set."""
+    """Width in pixels; 0 when width_ratio is set. No rule here: at most the deployment's
+    max_output_dimension (gateway checks) and inside the image (imaging checks).
+    """
     height: _builtins.int
-    """Height in pixels; 0 when height_ratio is set."""
+    """Height in pixels; 0 when height_ratio is set. No rule here: at most the deployment's
+    max_output_dimension (gateway checks) and inside the image (imaging checks).
+    """
     width_ratio: _builtins.float
     """Width as a fraction (0..1] of the image width, instead of width."""
     height_ratio: _builtins.float
@@ -492,6 +576,7 @@ class Flip(_message.Message):
 
     AXIS_FIELD_NUMBER: _builtins.int
     axis: Global___Flip.Axis.ValueType
+    """Which way to mirror; default HORIZONTAL."""
     def __init__(
         self,
         *,
@@ -525,6 +610,9 @@ class Convert(_message.Message):
     EFFORT_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
     format: _image_pb2.ImageFormat.ValueType
+    """The output format: JPEG, PNG, WEBP, AVIF, GIF or TIFF (AVIF where the service has an
+    encoder); unset only with auto.
+    """
     quality: _builtins.int
     """1..100; 0 uses the format's default."""
     progressive: _builtins.bool
@@ -670,12 +758,15 @@ class Denoise(_message.Message):
     AUTO_FIELD_NUMBER: _builtins.int
     COLOR_MODE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """Model name from ListModels; empty picks the default."""
+    """Model name from ListModels; empty picks the default. No rule here: the inference service
+    knows its models.
+    """
     sigma: _builtins.float
     """Noise level on the 0..255 scale; 0 with auto estimates it."""
     auto: _builtins.bool
     """Estimate sigma from the image and pick a model."""
     color_mode: Global___Denoise.ColorMode.ValueType
+    """How colour planes are denoised; default AUTO."""
     def __init__(
         self,
         *,
@@ -778,8 +869,11 @@ class Adjust(_message.Message):
     CONTRAST_FIELD_NUMBER: _builtins.int
     SATURATION_FIELD_NUMBER: _builtins.int
     brightness: _builtins.float
+    """-100 (black) .. 0 (unchanged) .. 100 (twice as bright)."""
     contrast: _builtins.float
+    """-100 (flat grey) .. 0 (unchanged) .. 100 (twice the contrast)."""
     saturation: _builtins.float
+    """-100 (grey) .. 0 (unchanged) .. 100 (twice as saturated)."""
     def __init__(
         self,
         *,
@@ -869,7 +963,9 @@ class RoundCorners(_message.Message):
     RADIUS_FIELD_NUMBER: _builtins.int
     BACKGROUND_FIELD_NUMBER: _builtins.int
     radius: _builtins.int
-    """Corner radius in pixels, at least 1 (at most half the shorter side is used)."""
+    """Corner radius in pixels, at least 1 (at most half the shorter side is used). No rule for
+    the top: at most the deployment's max_output_dimension (imaging checks).
+    """
     background: _builtins.str
     """Fill for the corners, "#rrggbb" or "#rrggbbaa"; default transparent."""
     def __init__(
@@ -932,9 +1028,21 @@ class Pad(_message.Message):
     LEFT_FIELD_NUMBER: _builtins.int
     BACKGROUND_FIELD_NUMBER: _builtins.int
     top: _builtins.int
+    """Pixels added above. No rule here: at most the deployment's max_output_dimension (imaging
+    checks).
+    """
     right: _builtins.int
+    """Pixels added on the right. No rule here: at most the deployment's max_output_dimension
+    (imaging checks).
+    """
     bottom: _builtins.int
+    """Pixels added below. No rule here: at most the deployment's max_output_dimension (imaging
+    checks).
+    """
     left: _builtins.int
+    """Pixels added on the left. No rule here: at most the deployment's max_output_dimension
+    (imaging checks).
+    """
     background: _builtins.str
     """"#rrggbb" or "#rrggbbaa"; default white, or transparent when the image has alpha."""
     def __init__(
@@ -966,16 +1074,22 @@ class Extend(_message.Message):
     GRAVITY_FIELD_NUMBER: _builtins.int
     BACKGROUND_FIELD_NUMBER: _builtins.int
     width: _builtins.int
-    """Canvas width in pixels (the image's when smaller or 0)."""
+    """Canvas width in pixels (the image's when smaller or 0). No rule here: at most the
+    deployment's max_output_dimension (imaging checks).
+    """
     height: _builtins.int
-    """Canvas height in pixels (the image's when smaller or 0)."""
+    """Canvas height in pixels (the image's when smaller or 0). No rule here: at most the
+    deployment's max_output_dimension (imaging checks).
+    """
     aspect_ratio: _builtins.float
     """Then grow one side to reach this width / height ratio, 0.01..100 (0: none)."""
     background: _builtins.str
     """"#rrggbb" or "#rrggbbaa"; default white, or transparent when the image has alpha."""
     @_builtins.property
     def gravity(self) -> Global___Gravity:
-        """Where the image sits on the canvas: a compass point; default centre."""
+        """Where the image sits on the canvas: a compass point (not FOCUS_POINT, 10, or SMART, 11);
+        default centre.
+        """
 
     def __init__(
         self,
@@ -1003,9 +1117,9 @@ class Frames(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     start: _builtins.int
-    """First frame to keep, 0-based."""
+    """First frame to keep, 0-based. No rule here: below the number of frames (imaging checks)."""
     count: _builtins.int
-    """How many frames to keep at most; 0 keeps all from start."""
+    """How many frames to keep at most; 0 keeps all from start. No rule here: any count is valid."""
     def __init__(
         self,
         *,
@@ -1033,18 +1147,22 @@ class Watermark(_message.Message):
     OPACITY_FIELD_NUMBER: _builtins.int
     TILE_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
-    """The watermark, an encoded image (PNG, WebP, ...) of at most 256 KiB and 4 megapixels."""
+    """The watermark, an encoded image (PNG, WebP, ...) of at most 256 KiB and 4 megapixels
+    (imaging reads its header).
+    """
     margin: _builtins.int
-    """Pixels between the watermark and the edges it is anchored to, or between tiles."""
+    """Pixels between the watermark and the edges it is anchored to, or between tiles. No rule
+    here: at most the deployment's max_output_dimension (imaging checks).
+    """
     scale: _builtins.float
     """Watermark width as a fraction of the image width, 0..1; 0 keeps its own size."""
     opacity: _builtins.float
-    """0..1; unset means 1 (as opaque as the watermark itself)."""
+    """(0, 1]; unset means 1 (as opaque as the watermark itself)."""
     tile: _builtins.bool
     """Repeat the watermark over the whole image (position must be unset)."""
     @_builtins.property
     def position(self) -> Global___Gravity:
-        """A compass point; default centre."""
+        """A compass point (not FOCUS_POINT, 10, or SMART, 11); default centre."""
 
     def __init__(
         self,
@@ -1081,9 +1199,11 @@ class WatermarkText(_message.Message):
     OPACITY_FIELD_NUMBER: _builtins.int
     TILE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """1..256 characters; newlines start new lines."""
+    """1..256 characters, not only spaces; newlines start new lines (no other control characters)."""
     margin: _builtins.int
-    """Pixels between the text and the edges it is anchored to, or between tiles."""
+    """Pixels between the text and the edges it is anchored to, or between tiles. No rule here: at
+    most the deployment's max_output_dimension (imaging checks).
+    """
     size: _builtins.int
     """Font size in pixels, 6..1024; 0 picks 1/20 of the shorter image side (at least 12)."""
     color: _builtins.str
@@ -1091,12 +1211,12 @@ class WatermarkText(_message.Message):
     outline_color: _builtins.str
     """Outline colour, "#rrggbb" or "#rrggbbaa"; default none."""
     opacity: _builtins.float
-    """0..1; unset means 1."""
+    """(0, 1]; unset means 1."""
     tile: _builtins.bool
     """Repeat the text over the whole image (position must be unset)."""
     @_builtins.property
     def position(self) -> Global___Gravity:
-        """A compass point; default centre."""
+        """A compass point (not FOCUS_POINT, 10, or SMART, 11); default centre."""
 
     def __init__(
         self,
@@ -1147,11 +1267,12 @@ class Redact(_message.Message):
     METHOD_FIELD_NUMBER: _builtins.int
     STRENGTH_FIELD_NUMBER: _builtins.int
     method: Global___Redact.Method.ValueType
+    """BLUR or PIXELATE; default BLUR."""
     strength: _builtins.int
     """Blur standard deviation or pixel block size, 1..256; 0 means 16."""
     @_builtins.property
     def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Region]:
-        """1..64 rectangles, each inside the image."""
+        """1..64 rectangles, each inside the image (imaging checks that part)."""
 
     def __init__(
         self,
