@@ -110,6 +110,13 @@ class StageResult:
     reports: Sequence[job_pb2.OperationReport] = ()
     renditions: Sequence[tuple[str, ImageResult]] = ()
 
+    @property
+    def outputs(self) -> list[tuple[str, ImageResult]]:
+        """Every image it made, by name: the renditions, or a plain stage's image unnamed."""
+        if self.renditions:
+            return list(self.renditions)
+        return [("", self.image)] if self.image is not None else []
+
 
 Processor = Callable[[events_pb2.Task, bytes], Awaitable[StageResult]]
 
@@ -240,25 +247,13 @@ class TaskWorker:
         timings = _Timings(fetch_s=fetched - began, process_s=time.perf_counter() - fetched)
         decided = decided_by(result.reports)
         completed = events_pb2.TaskCompleted()
-        if result.image is not None:
-            completed.output_key, output = await self._store(
-                task,
-                specs[0],
-                engine,
-                decided,
-                result.image,
-                found[0] if found else None,
-                index=0,
-                looked=bool(found),
-                timings=timings,
-            )
-            completed.output.CopyFrom(output)
-        names = [name for name, _ in result.renditions]
-        if names and names != [r.name for r in task.renditions]:
+        outputs = result.outputs
+        names = [name for name, _ in outputs]
+        if names and names != ([r.name for r in task.renditions] or [""]):
             raise Internal(
                 message=f"the stage made renditions {names}, not the task's", retryable=False
             )
-        for index, (name, img) in enumerate(result.renditions):
+        for index, (_, img) in enumerate(outputs):
             key, output = await self._store(
                 task,
                 specs[index],
@@ -270,9 +265,7 @@ class TaskWorker:
                 looked=bool(found),
                 timings=timings,
             )
-            output.index = index
-            output.rendition = name
-            completed.rendition_outputs.append(events_pb2.RenditionOutput(key=key, output=output))
+            _attach(completed, task, index, key, output)
         if result.metadata is not None:
             completed.metadata.CopyFrom(result.metadata)
         completed.reports.extend(result.reports)
@@ -334,15 +327,7 @@ class TaskWorker:
                 self._provenance(task, ops, engine, {}, timings, meta.get("trace-id", ""))
             )
             output.provenance.reused = True
-            if task.renditions:
-                output.index = index
-                output.rendition = task.renditions[index].name
-                completed.rendition_outputs.append(
-                    events_pb2.RenditionOutput(key=f.key, output=output)
-                )
-            else:
-                completed.output_key = f.key
-                completed.output.CopyFrom(output)
+            _attach(completed, task, index, f.key, output)
         return completed
 
     async def _store(
@@ -488,6 +473,25 @@ def decided_by(reports: Sequence[job_pb2.OperationReport]) -> dict[str, str]:
             decided[prefix + "model"] = f"{d.model}@{d.model_version}"
             decided[prefix + "execution_provider"] = d.execution_provider
     return decided
+
+
+def _attach(
+    completed: events_pb2.TaskCompleted,
+    task: events_pb2.Task,
+    index: int,
+    key: str,
+    output: job_pb2.Output,
+) -> None:
+    """Put output `index` where the event carries it: rendition `index` of the task in
+    rendition_outputs (with its index and name), a plain stage's one output as output_key and
+    output."""
+    if task.renditions:
+        output.index = index
+        output.rendition = task.renditions[index].name
+        completed.rendition_outputs.append(events_pb2.RenditionOutput(key=key, output=output))
+    else:
+        completed.output_key = key
+        completed.output.CopyFrom(output)
 
 
 def output_specs(task: events_pb2.Task) -> list[bytes]:
