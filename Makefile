@@ -8,11 +8,13 @@ PROTO_FILES := $(shell find protos/pixmesh -name '*.proto' | sort)
 
 .PHONY: install browser up up-cluster down test test-unit lint sdk sdk-check proto proto-check proto-lint descriptor clean
 
-# Create the virtualenv and install the project with every server binary, pinned by constraints.txt.
-$(STAMP): pyproject.toml constraints.txt
+# Create the virtualenv and install both distributions, editable, pinned by constraints.txt: the
+# SDK + CLI (`pixmesh`, pyproject.toml) with the dev tools, and the services with every server
+# binary (`pixmesh-server`, services/pyproject.toml).
+$(STAMP): pyproject.toml services/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[services,servers,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]' -e './services[servers]'
 	touch $(STAMP)
 
 install: $(STAMP)

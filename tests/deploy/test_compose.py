@@ -51,8 +51,8 @@ def compose() -> dict[str, Any]:
 
 
 def _pins() -> dict[str, str]:
-    """The server versions the embedded stack and the tests run: pyproject's `servers` extra."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    """The server versions the embedded stack and the tests run: pixmesh-server's `servers` extra."""
+    project = tomllib.loads((REPO / "services" / "pyproject.toml").read_text())["project"]
     pins = {}
     for req in project["optional-dependencies"]["servers"]:
         if "==" in req:
@@ -242,7 +242,7 @@ def test_dependencies_are_installed_before_the_code_is_copied() -> None:
     deps = [i for i in installs if i < first_code]
     assert deps, "no dependency install before the code is copied"
     before = {s for i, sources in copies if i < deps[0] for s in sources}
-    assert before == {"pyproject.toml", "constraints.txt"}
+    assert before == {"pyproject.toml", "services/pyproject.toml", "constraints.txt"}
     # The install after the code adds no dependencies (the layer above has them all).
     for i in installs:
         if i > first_code:
@@ -271,6 +271,9 @@ def _dependency_script() -> str:
 @pytest.mark.parametrize("variant", ["cpu", "cuda"])
 def test_dependency_step_lists_the_services_requirements(tmp_path: Path, variant: str) -> None:
     (tmp_path / "pyproject.toml").write_bytes((REPO / "pyproject.toml").read_bytes())
+    (tmp_path / "services").mkdir()
+    server_toml = (REPO / "services" / "pyproject.toml").read_bytes()
+    (tmp_path / "services" / "pyproject.toml").write_bytes(server_toml)
     script = _dependency_script().replace("/tmp/requirements.txt", str(tmp_path / "req.txt"))
     subprocess.run(
         ["sh", "-c", script.replace("python -c", f"{shlex.quote(sys.executable)} -c")],
@@ -281,7 +284,11 @@ def test_dependency_step_lists_the_services_requirements(tmp_path: Path, variant
     )
     listed = (tmp_path / "req.txt").read_text().split()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["services"]
+    server = tomllib.loads(server_toml.decode())["project"]
+    # The SDK's and pixmesh-server's dependencies, but the SDK itself (installed from /app).
+    wanted = project["dependencies"] + server["dependencies"][1:]
+    assert server["dependencies"][0].startswith("pixmesh==")
+    assert not any(r.startswith("pixmesh") for r in listed)
     runtime = [r for r in wanted if not r.startswith("onnxruntime")]
     assert set(runtime) <= set(listed)
     ort = [r for r in listed if r.startswith("onnxruntime")]
