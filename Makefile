@@ -68,10 +68,15 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --grpc_python_out
 	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
 	--mypy_opt=quiet --mypy_grpc_opt=quiet --mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTO_FILES)
 GENERATED_DIRS := common gateway jobs imaging inference metadata events
+# operations.proto with its comments (source info): the descriptions that pixmesh/rules.py gives
+# ListOperations, the SDK builders and the CLI; the generated _pb2 modules carry no comments.
+OPERATION_DOCS = $(PY) -m grpc_tools.protoc -Iprotos --include_source_info \
+	--descriptor_set_out=$(1)/pixmesh/common/v1/operations.binpb protos/pixmesh/common/v1/operations.proto
 
 proto: install
 	cd pixmesh && rm -rf $(GENERATED_DIRS)
 	$(call PROTOC,.)
+	$(call OPERATION_DOCS,.)
 	find pixmesh -mindepth 1 -type d -not -name __pycache__ -exec touch {}/__init__.py \;
 	$(MAKE) -s descriptor
 
@@ -86,6 +91,7 @@ descriptor:
 proto-check: install
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	$(call PROTOC,$$tmp) && \
+	$(call OPERATION_DOCS,$$tmp) && \
 	$(VENV)/bin/buf build -o $$tmp/pixmesh.pb && \
 	for d in $(GENERATED_DIRS); do \
 		diff -r -q -x __pycache__ -x __init__.py $$tmp/pixmesh/$$d pixmesh/$$d || exit 1; \
