@@ -413,19 +413,42 @@ class Bus:
         headers: Mapping[str, str] | None = None,
         timeout: float = 5.0,
     ) -> None:
-        """Publish to JetStream and wait for the stream's ack. `msg_id` enables dedup."""
+        """Publish to JetStream, in a producer span, and wait for the stream's ack. `msg_id`
+        enables dedup."""
         with _tracer.start_as_current_span(
             f"publish {subject}",
             kind=SpanKind.PRODUCER,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject},
         ):
-            hdrs: dict[str, str] = dict(headers or {})
-            inject_headers(hdrs)
-            if msg_id:
-                hdrs["Nats-Msg-Id"] = msg_id
-            await self.js.publish(
-                subject, message.SerializeToString(), headers=hdrs, timeout=timeout
+            await self.publish_raw(
+                subject,
+                message.SerializeToString(),
+                msg_id=msg_id,
+                headers=headers,
+                timeout=timeout,
             )
+
+    async def publish_raw(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        inject_trace: bool = True,
+        timeout: float = 5.0,
+    ) -> None:
+        """Publish an already-serialised message with the standard headers and wait for the
+        stream's ack: `headers`, then the current trace context (`inject_trace` False: the
+        message carries the context it was written in, e.g. an outbox row), a job event's time
+        to live and `Nats-Msg-Id` = `msg_id` (dedup). No span of its own."""
+        hdrs: dict[str, str] = dict(headers or {})
+        if inject_trace:
+            inject_headers(hdrs)
+        hdrs.update(self.expiry_headers(subject))
+        if msg_id:
+            hdrs["Nats-Msg-Id"] = msg_id
+        await self.js.publish(subject, payload, headers=hdrs, timeout=timeout)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, subject: str) -> AsyncIterator[AsyncIterator[Msg]]:
