@@ -11,50 +11,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from google.protobuf import json_format
 
-from pixmesh.events.v1 import events_pb2
+from services.jobs import deadletters
 from services.jobs.app import MIGRATIONS
 from services.jobs.repository import JobsRepository
+from services.jobs.service import JobsService
 from services.jobs.settings import JobsSettings
 from services.runtime import db
-from services.runtime.bus import DLQ_STREAM, Bus
+from services.runtime.bus import Bus
 
 
-async def dlq_list(settings: JobsSettings, limit: int) -> list[dict[str, object]]:
+@asynccontextmanager
+async def _dead_letters(settings: JobsSettings) -> AsyncIterator[deadletters.DeadLetters]:
+    """The service's own reader and replay, on connections of this command's."""
     bus = await Bus.connect(
         settings.nats_url, "pixmesh-jobs-admin", stream_replicas=settings.stream_replicas
     )
-    try:
-        info = await bus.js.stream_info(DLQ_STREAM)
-        first = max(info.state.first_seq, info.state.last_seq - limit + 1)
-        entries: list[dict[str, object]] = []
-        for seq in range(first, info.state.last_seq + 1):
-            try:
-                msg = await bus.js.get_msg(DLQ_STREAM, seq)
-            except Exception:  # deleted by retention between stream_info and get_msg
-                continue
-            entry: dict[str, object] = {"seq": seq, "subject": msg.subject}
-            try:
-                dead = events_pb2.DeadLetter.FromString(msg.data or b"")
-                entry.update(json_format.MessageToDict(dead, preserving_proto_field_name=True))
-            except Exception:
-                entry["raw_bytes"] = len(msg.data or b"")
-            entries.append(entry)
-        return entries
-    finally:
-        await bus.close()
-
-
-async def dlq_replay(settings: JobsSettings, job_id: str) -> dict[str, object]:
     pool = await db.create_pool(settings.database_url, min_size=1, max_size=1)
     try:
         await db.migrate(pool, "jobs", MIGRATIONS)
-        job = await JobsRepository(pool, job_timeout_s=settings.job_timeout_s).retry_failed(job_id)
-        return json_format.MessageToDict(job, preserving_proto_field_name=True)
+        repo = JobsRepository(pool, job_timeout_s=settings.job_timeout_s)
+        yield deadletters.DeadLetters(bus.js, JobsService(repo, bus))
     finally:
         await pool.close()
+        await bus.close()
+
+
+async def dlq_list(settings: JobsSettings, limit: int) -> list[dict[str, object]]:
+    """The newest `limit` dead letters, newest last."""
+    async with _dead_letters(settings) as letters:
+        return [deadletters.as_dict(m) for m in reversed(await letters.newest(limit))]
+
+
+async def dlq_replay(settings: JobsSettings, job_id: str) -> dict[str, object]:
+    async with _dead_letters(settings) as letters:
+        job = await letters.replay(job_id)
+        return json_format.MessageToDict(job, preserving_proto_field_name=True)
 
 
 def main(argv: list[str] | None = None) -> None:

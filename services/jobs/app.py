@@ -12,9 +12,11 @@ from services.jobs.api import JobsApi
 from services.jobs.consumers import task_events_consumer
 from services.jobs.deadletters import DeadLetters
 from services.jobs.fleet import Fleet
+from services.jobs.outbox import OutboxRelay
 from services.jobs.repository import JobsRepository
 from services.jobs.service import JobsService
 from services.jobs.settings import JobsSettings
+from services.jobs.webhook_store import WebhookStore
 from services.jobs.webhooks import WebhookPolicy
 from services.runtime import bus as busmod
 from services.runtime import db, metrics
@@ -61,11 +63,12 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
                 backoff_max_s=settings.webhook_backoff_max_s,
                 allow_private=settings.webhook_allow_private,
             ),
+            webhook_store=WebhookStore(pool, secrets),
         )
         consumer = task_events_consumer(bus, service, settings)
         await consumer.setup()
         await board.start()
-        api = JobsApi(service, Fleet(repo, bus, board), DeadLetters(bus.js, repo))
+        api = JobsApi(service, Fleet(repo, bus, board), DeadLetters(bus.js, service))
         name = jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name
         yield App(
             services=[
@@ -73,7 +76,7 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
             ],
             workers=[
                 consumer.run,
-                service.relay_outbox,
+                OutboxRelay(pool, bus).run,
                 service.deliver_webhooks,
                 lambda stop: service.reap_overdue(stop, settings.reaper_interval_s),
                 lambda stop: service.trim_retention(

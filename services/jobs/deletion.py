@@ -24,8 +24,8 @@ from datetime import datetime
 
 import asyncpg
 
-from pixmesh.events.v1 import events_pb2
 from services.jobs import errors
+from services.jobs.mapping import stage_results
 from services.runtime.errors import invalid
 
 _OPEN = ("PENDING", "RUNNING")
@@ -39,13 +39,10 @@ class Deleted:
     keys_kept: int = 0
 
 
-def _keys(output_key: str | None, rendition_outputs: bytes | None) -> Iterable[str]:
-    if output_key:
-        yield output_key
-    if rendition_outputs:
-        for made in events_pb2.TaskCompleted.FromString(rendition_outputs).rendition_outputs:
-            if made.key:
-                yield made.key
+def _keys(row: asyncpg.Record) -> Iterable[str]:
+    """The object keys a stage row made (one output shape: services/jobs/mapping.py)."""
+    made = stage_results(row["output_key"], None, row["rendition_outputs"])
+    return [m.key for m in made if m.key]
 
 
 async def delete_jobs(
@@ -87,7 +84,7 @@ async def delete_jobs(
         source_of = {r["job_id"]: r["input_key"] for r in stages if r["idx"] == 0}
         candidates: dict[str, str] = {}  # object key -> the source it was made from
         for r in stages:
-            for key in _keys(r["output_key"], r["rendition_outputs"]):
+            for key in _keys(r):
                 candidates[key] = source_of.get(r["job_id"], "")
         await conn.execute("DELETE FROM jobs.jobs WHERE job_id = ANY($1::text[])", done)
         sources = sorted({s for s in candidates.values() if s})
@@ -104,7 +101,7 @@ async def delete_jobs(
         for r in others:
             if r["state"] in _OPEN:
                 busy_sources.add(r["source"])
-            referenced.update(_keys(r["output_key"], r["rendition_outputs"]))
+            referenced.update(_keys(r))
         free = sorted(
             key
             for key, source in candidates.items()

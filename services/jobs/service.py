@@ -1,12 +1,16 @@
-"""The job registry's logic: create/read/cancel jobs, apply worker events, watch jobs live,
-relay the outbox to JetStream and fail jobs that outlive their deadline."""
+"""The job registry's logic: create/read/cancel jobs, apply worker events (the transitions of
+services/jobs/statemachine.py on records the repository locked), replay failed jobs, watch jobs
+live, deliver webhooks and fail jobs that outlive their deadline. Every change is saved with the
+messages that announce it (services/jobs/outbox.py), in one transaction."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -15,19 +19,16 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
-from services.jobs import webhooks
-from services.jobs.repository import (
-    OUTBOX_CHANNEL,
-    WEBHOOK_CHANNEL,
-    JobsRepository,
-    WebhookDelivery,
-)
+from services.jobs import errors, mapping, webhooks
+from services.jobs import statemachine as sm
+from services.jobs.outbox import Outbox
+from services.jobs.repository import JobsRepository
+from services.jobs.webhook_store import WEBHOOK_CHANNEL, WebhookDelivery, WebhookStore
 from services.runtime import bus as busmod
-from services.runtime import metrics
+from services.runtime import db, metrics
 from services.runtime.bus import Bus
 from services.runtime.errors import invalid
 from services.runtime.pipeline import check_renditions, op_name, request_hash
-from services.runtime.telemetry import extract_context, inject_headers
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -39,9 +40,6 @@ DEFAULT_PAGE_SIZE = 20
 WATCH_RESYNC_S = 5.0
 
 _TERMINAL = {job_pb2.Job.SUCCEEDED, job_pb2.Job.FAILED, job_pb2.Job.CANCELLED}
-# Outbox rows claimed (and published, in order) per relay transaction.
-RELAY_BATCH = 100
-_TASK_PREFIX = busmod.task_subject("")
 # Webhook deliveries claimed (and attempted concurrently) per round.
 WEBHOOK_BATCH = 16
 # Rows deleted per retention statement (short transactions, short locks).
@@ -56,11 +54,13 @@ class JobsService:
         *,
         max_renditions: int = 10,
         webhook_policy: webhooks.WebhookPolicy | None = None,
+        webhook_store: WebhookStore | None = None,
     ) -> None:
         self.repo = repo
         self.bus = bus
         self.max_renditions = max_renditions
         self.webhook_policy = webhook_policy or webhooks.WebhookPolicy()
+        self.webhook_store = webhook_store or WebhookStore(repo.pool, repo.secrets)
 
     async def create_job(
         self,
@@ -88,12 +88,48 @@ class JobsService:
         req_hash = req_hash or request_hash(
             image, ops, renditions, webhook_url=webhook.url if webhook else ""
         )
-        return await self.repo.create_job(
-            tenant_id, image, ops, idempotency_key, req_hash, renditions, webhook, reuse=reuse
+        if idempotency_key:
+            existing = await self._by_key(tenant_id, idempotency_key, req_hash)
+            if existing is not None:
+                return existing, False
+        now = datetime.now(UTC)
+        job = mapping.new_job(
+            tenant_id,
+            image,
+            ops,
+            renditions,
+            webhook,
+            idempotency_key=idempotency_key,
+            req_hash=req_hash,
+            now=now,
+            deadline=now + self.repo.job_timeout,
+            # `reuse` False: the tasks carry `recompute` (outputs computed even when stored).
+            recompute=not reuse,
         )
+        out = Outbox()
+        out.task(job, 0)
+        created = out.job_event(job)
+        try:
+            await self.repo.insert(job, out, webhook.secret if webhook else None)
+        except asyncpg.UniqueViolationError:
+            # A concurrent request with the same key won the race: answer like a retry.
+            existing = await self._by_key(tenant_id, idempotency_key, req_hash)
+            if existing is None:
+                raise
+            return existing, False
+        metrics.JOBS_CREATED().inc()
+        return created, True
+
+    async def _by_key(self, tenant_id: str, key: str, req_hash: str) -> job_pb2.Job | None:
+        job = await self.repo.find_by_key(tenant_id, key)
+        if job is None:
+            return None
+        if job.request_hash != req_hash:
+            raise errors.idempotency_mismatch()
+        return mapping.job_proto(job)
 
     async def get_job(self, tenant_id: str, job_id: str) -> job_pb2.Job:
-        return await self.repo.get(tenant_id, job_id)
+        return mapping.job_proto(await self.repo.get(tenant_id, job_id))
 
     async def list_jobs(
         self, tenant_id: str, page_size: int, page_token: str, state: int
@@ -101,22 +137,27 @@ class JobsService:
         if page_size > MAX_PAGE_SIZE:
             raise invalid("page_size", f"at most {MAX_PAGE_SIZE}")
         state_name = job_pb2.Job.State.Name(state) if state else None  # type: ignore[arg-type]
-        return await self.repo.list(
+        records, token = await self.repo.list(
             tenant_id, page_size or DEFAULT_PAGE_SIZE, page_token, state_name
         )
-
-    async def cancel_job(self, tenant_id: str, job_id: str) -> job_pb2.Job:
-        return await self.repo.cancel(tenant_id, job_id)
+        return [mapping.job_proto(r) for r in records], token
 
     async def get_output(
         self, tenant_id: str, job_id: str, index: int
     ) -> tuple[job_pb2.Output, str]:
-        return await self.repo.output(tenant_id, job_id, index)
+        """Output `index` of a succeeded job and its object key."""
+        job = await self.repo.get(tenant_id, job_id)
+        outputs = mapping.outputs(job)
+        if index >= len(outputs):
+            if job.state == sm.SUCCEEDED:
+                raise errors.output_not_found(job_id, index)
+            raise errors.output_not_ready(job_id, job.state)
+        return outputs[index]
 
     async def watch_job(self, tenant_id: str, job_id: str) -> AsyncIterator[job_pb2.Job]:
         # Subscribe before the first read so no change can slip between the two.
         async with self.bus.subscribe(busmod.job_event_subject(job_id)) as messages:
-            job = await self.repo.get(tenant_id, job_id)
+            job = await self.get_job(tenant_id, job_id)
             yield job
             last = job.updated_at.ToNanoseconds()
             it = aiter(messages)
@@ -126,129 +167,118 @@ class JobsService:
                         msg = await anext(it)
                     job = events_pb2.JobStateChanged.FromString(msg.data).job
                 except TimeoutError:
-                    job = await self.repo.get(tenant_id, job_id)
+                    job = await self.get_job(tenant_id, job_id)
                 stamp = job.updated_at.ToNanoseconds()
                 if stamp > last or job.state in _TERMINAL:
                     last = stamp
                     yield job
 
+    # ---- transitions: lock the job, apply a rule, save it with its messages ----------------
+
+    async def cancel_job(self, tenant_id: str, job_id: str) -> job_pb2.Job:
+        async with self.repo.transaction() as conn:
+            job, now = await self.repo.lock(conn, job_id, tenant_id)
+            if job is None:
+                raise errors.job_not_found(job_id)
+            if job.state == sm.CANCELLED:
+                # A retried cancel (its first reply lost) answers like the first one did.
+                return mapping.job_proto(job)
+            if job.state in sm.TERMINAL:
+                raise errors.job_finished(job_id, job.state)
+            sm.finish(job, sm.CANCELLED, "CANCELLED", "CANCELLED", "cancelled by the caller", now)
+            return await self._save(conn, job, Outbox())
+
     async def apply_event(self, event: events_pb2.TaskEvent) -> None:
-        await self.repo.apply_event(event)
+        """Apply a worker's event exactly once; duplicates and late events are no-ops."""
+        kind = event.WhichOneof("outcome")
+        async with self.repo.transaction() as conn:
+            job, now = await self.repo.lock_for_event(conn, event.job_id, event.event_id)
+            # A duplicate, an unknown job, or a late event for a cancelled/failed job.
+            if job is None or job.state in sm.TERMINAL:
+                return
+            idx = event.stage_index
+            if kind is None or idx >= len(job.stages):
+                return
+            out = Outbox()
+            if kind == "started":
+                sm.start_stage(job, idx, event.started.attempt, now)
+            elif kind == "completed":
+                done = mapping.completion(event.completed)
+                nxt = sm.complete_stage(job, idx, done, mapping.source_key(job), now)
+                if nxt is not None:
+                    out.task(job, nxt)
+            else:
+                err = event.failed.error
+                sm.fail_stage(
+                    job, idx, event.failed.attempts, err.code, err.reason, err.message, now
+                )
+            await self._save(conn, job, out)
+            db.after_commit(metrics.JOBS_EVENTS_APPLIED().inc)
+
+    async def retry_failed(self, job_id: str) -> job_pb2.Job:
+        """Run a FAILED job again from its failed stage (operators replaying a dead letter)."""
+        async with self.repo.transaction() as conn:
+            job, now = await self.repo.lock(conn, job_id)
+            if job is None:
+                raise errors.job_not_found(job_id)
+            if job.state != sm.FAILED:
+                raise errors.job_not_failed(job_id, job.state)
+            idx = sm.restart_failed(job, now, now + self.repo.job_timeout)
+            out = Outbox()
+            # A replay gets a new task id: the first run's is spent in JetStream's dedup window
+            # and in the events already applied. Unique without counting earlier tasks (the
+            # outbox keeps no published rows to count).
+            out.task(job, idx, suffix=f".retry{uuid.uuid4().hex[:12]}")
+            return await self._save(conn, job, out)
+
+    async def expire_overdue(self) -> int:
+        """Fail open jobs whose deadline passed (a worker died for good, a queue stalled)."""
+        async with self.repo.transaction() as conn:
+            jobs, now = await self.repo.lock_overdue(conn)
+            for job in jobs:
+                sm.finish(
+                    job,
+                    sm.FAILED,
+                    "DEADLINE_EXCEEDED",
+                    "DEADLINE_EXCEEDED",
+                    "the job did not finish before its deadline",
+                    now,
+                )
+                await self._save(conn, job, Outbox())
+            return len(jobs)
+
+    async def _save(self, conn: asyncpg.Connection, job: sm.JobRecord, out: Outbox) -> job_pb2.Job:
+        """Save the change with `out`'s messages and, last, its JobStateChanged; returns the
+        job as announced."""
+        announced = out.job_event(job)
+        await self.repo.save(conn, job, out)
+        return announced
 
     # ---- background loops -----------------------------------------------------------------
-
-    async def relay_outbox(self, stop: asyncio.Event) -> None:
-        """Publish outbox rows in order; woken by NOTIFY, with a 1 s poll as the safety net."""
-        wake = asyncio.Event()
-        listener = await self.repo.pool.acquire()
-
-        def on_notify(*_: object) -> None:
-            wake.set()
-
-        await listener.add_listener(OUTBOX_CHANNEL, on_notify)
-        # Stopping wakes the loop too, which then waits on `wake` alone.
-        stopping = asyncio.create_task(stop.wait())
-        stopping.add_done_callback(lambda _: wake.set())
-        try:
-            while not stop.is_set():
-                # Cleared before the claim: a NOTIFY after this point may announce rows the
-                # claim did not see, and then the loop goes round again instead of waiting.
-                # (Rows announced before it were committed before the claim began.)
-                wake.clear()
-                try:
-                    published = await self._relay_batch()
-                except Exception:
-                    log.exception("outbox relay failed; retrying")
-                    await asyncio.sleep(1.0)
-                    continue
-                if published >= RELAY_BATCH or wake.is_set():
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await wake.wait()
-        finally:
-            stopping.cancel()
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(OUTBOX_CHANNEL, on_notify)
-            await self.repo.pool.release(listener)
-
-    async def _relay_batch(self) -> int:
-        # The idle polling is not traced (it would be a one-span trace every second); each
-        # published message is, as a child of the request that wrote it.
-        with suppress_instrumentation():
-            return await self._relay_claimed()
-
-    async def _relay_claimed(self) -> int:
-        async with self.repo.pool.acquire() as conn, conn.transaction():
-            # Marked published now, for good only when the transaction commits after them all.
-            batch = await self.repo.claim_outbox(conn, RELAY_BATCH)
-            for m in batch:
-                if not m.subject.startswith(_TASK_PREFIX):
-                    # A job event ends its trace (watchers only read it): no span of its own,
-                    # the writer's trace context travels as it was stored.
-                    await self.bus.js.publish(
-                        m.subject,
-                        m.payload,
-                        headers={
-                            **m.headers,
-                            **self.bus.expiry_headers(m.subject),
-                            "Nats-Msg-Id": m.msg_id,
-                        },
-                        timeout=5.0,
-                    )
-                    continue
-                # A task continues the trace of the request that wrote the row, through here.
-                with _tracer.start_as_current_span(
-                    "outbox relay", context=extract_context(m.headers)
-                ):
-                    await self.bus.js.publish(
-                        m.subject,
-                        m.payload,
-                        headers={**_trace_headers(), "Nats-Msg-Id": m.msg_id},
-                        timeout=5.0,
-                    )
-            return len(batch)
 
     async def deliver_webhooks(self, stop: asyncio.Event, poll_s: float = 1.0) -> None:
         """POST the webhooks of jobs that ended, retrying failures with backoff; woken by the
         NOTIFY of a job that ends, with a poll for retries that come due."""
-        wake = asyncio.Event()
-        listener = await self.repo.pool.acquire()
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
 
-        def on_notify(*_: object) -> None:
-            wake.set()
+            async def round_() -> bool:
+                return await self.deliver_due_webhooks(client) >= WEBHOOK_BATCH
 
-        await listener.add_listener(WEBHOOK_CHANNEL, on_notify)
-        stopping = asyncio.create_task(stop.wait())
-        stopping.add_done_callback(lambda _: wake.set())
-        client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
-        try:
-            while not stop.is_set():
-                wake.clear()
-                try:
-                    sent = await self.deliver_due_webhooks(client)
-                except Exception:
-                    log.exception("webhook delivery failed; retrying")
-                    await asyncio.sleep(poll_s)
-                    continue
-                if sent >= WEBHOOK_BATCH or wake.is_set():
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(poll_s):
-                        await wake.wait()
-        finally:
-            stopping.cancel()
-            await client.aclose()
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(WEBHOOK_CHANNEL, on_notify)
-            await self.repo.pool.release(listener)
+            await db.run_when_notified(
+                self.repo.pool,
+                WEBHOOK_CHANNEL,
+                stop,
+                round_,
+                poll_s=poll_s,
+                what="webhook delivery",
+            )
 
     async def deliver_due_webhooks(self, client: httpx.AsyncClient) -> int:
         """One round: claim due deliveries and attempt them concurrently; how many."""
         policy = self.webhook_policy
         # The idle polling is not traced; each attempt is (its own span).
         with suppress_instrumentation():
-            claimed = await self.repo.claim_webhooks(WEBHOOK_BATCH, policy.timeout_s + 30.0)
+            claimed = await self.webhook_store.claim(WEBHOOK_BATCH, policy.timeout_s + 30.0)
         results = await asyncio.gather(
             *(self._deliver(client, d) for d in claimed), return_exceptions=True
         )
@@ -276,7 +306,7 @@ class JobsService:
             },
         ) as span:
             try:
-                job = await self.repo.get(d.tenant_id, d.job_id)
+                job = await self.get_job(d.tenant_id, d.job_id)
             except Exception:
                 log.exception("webhook: job unreadable", extra={"job_id": d.job_id})
                 return  # the lease ends and the attempt is made again
@@ -296,7 +326,7 @@ class JobsService:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, error))
                 if d.attempt < policy.max_attempts:
                     retry_in = webhooks.backoff_s(d.attempt, policy.backoff_s, policy.backoff_max_s)
-            state = await self.repo.record_webhook(d.job_id, d.attempt, error, retry_in)
+            state = await self.webhook_store.record(d.job_id, d.attempt, error, retry_in)
             span.set_attribute("pixmesh.webhook.state", state or "STALE")
             if state in _WEBHOOK_OUTCOMES:
                 metrics.WEBHOOK_ATTEMPTS(_WEBHOOK_OUTCOMES[state]).inc()
@@ -310,7 +340,7 @@ class JobsService:
         while not stop.is_set():
             try:
                 with suppress_instrumentation():
-                    n = await self.repo.expire_overdue()
+                    n = await self.expire_overdue()
                 if n:
                     log.warning("failed overdue jobs", extra={"count": n})
             except (asyncpg.PostgresError, OSError):
@@ -340,7 +370,3 @@ class JobsService:
 
 # A recorded attempt's outcome (pixmesh_webhook_attempts_total) by the delivery's new state.
 _WEBHOOK_OUTCOMES = {"DELIVERED": "delivered", "PENDING": "retry", "FAILED": "failed"}
-
-
-def _trace_headers() -> dict[str, str]:
-    return dict(inject_headers({}))

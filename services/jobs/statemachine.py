@@ -38,6 +38,8 @@ class StageLike(Protocol):
     def input_key(self) -> str | None: ...
     @property
     def output_key(self) -> str | None: ...
+    @property
+    def rendition_outputs(self) -> bytes | None: ...
 
 
 _S = TypeVar("_S", bound=StageLike)
@@ -50,6 +52,7 @@ class StageView:
     state: str
     input_key: str | None
     output_key: str | None
+    rendition_outputs: bytes | None = None
 
 
 @dataclass(eq=False)
@@ -239,14 +242,6 @@ def restart_failed(job: JobRecord, now: datetime, deadline: datetime) -> int:
 # ---- derived values ------------------------------------------------------------------------
 
 
-def rendition_stage(stages: Sequence[StageRecord]) -> StageRecord | None:
-    """The stage that makes the job's renditions (its last), if the job has renditions."""
-    for stage in reversed(stages):
-        if stage.rendition_count:
-            return stage
-    return None
-
-
 def next_input_key(stages: Sequence[StageLike], done_idx: int, source_key: str) -> str:
     """Input of the stage after `done_idx`.
 
@@ -263,9 +258,10 @@ def next_input_key(stages: Sequence[StageLike], done_idx: int, source_key: str) 
 
 
 def final_output_stage(stages: Sequence[_S]) -> _S | None:
-    """The stage whose image is the job's output: the last one that produced an image."""
+    """The stage whose images are the job's outputs: the last one that made any (its renditions,
+    or the one image of a plain job)."""
     for stage in reversed(stages):
-        if stage.output_key:
+        if stage.output_key or stage.rendition_outputs:
             return stage
     return None
 

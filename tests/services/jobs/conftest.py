@@ -5,13 +5,16 @@ the services' database: a jobs service running there would relay the tests' outb
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import asyncpg
 import pytest
 
 from services.jobs.app import MIGRATIONS
 from services.jobs.repository import JobsRepository
+from services.jobs.service import JobsService
 from services.runtime import db
+from services.runtime.bus import Bus
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +32,9 @@ async def pool(
 @pytest.fixture
 def repo(pool: asyncpg.Pool) -> JobsRepository:
     return JobsRepository(pool, job_timeout_s=600)
+
+
+@pytest.fixture
+def service(repo: JobsRepository) -> JobsService:
+    # Creating jobs and applying events never touch the bus (the outbox relay does).
+    return JobsService(repo, cast(Bus, None), max_renditions=3)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import asyncpg
 import pytest
@@ -21,6 +22,7 @@ from pixmesh.common.v1 import image_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.jobs.fleet import FLEET_SERVICES, Fleet
 from services.jobs.repository import _COUNTS, JobsRepository
+from services.jobs.service import JobsService
 from services.runtime import bus as busmod
 from services.runtime import db
 from services.runtime.bus import Bus
@@ -43,12 +45,14 @@ def _image() -> image_pb2.Image:
 _OPS = [operations_pb2.Operation(resize=operations_pb2.Resize(width=10))]
 
 
-async def test_job_counts_over_the_window(repo: JobsRepository, pool: asyncpg.Pool) -> None:
+async def test_job_counts_over_the_window(
+    repo: JobsRepository, service: JobsService, pool: asyncpg.Pool
+) -> None:
     before = await repo.job_counts(60.0)
-    jobs = [(await repo.create_job("t-fleet", _image(), _OPS, "", "h"))[0] for _ in range(3)]
-    await repo.cancel("t-fleet", jobs[0].job_id)
+    jobs = [(await service.create_job("t-fleet", _image(), _OPS, "", "h"))[0] for _ in range(3)]
+    await service.cancel_job("t-fleet", jobs[0].job_id)
     # A job already past its deadline fails when the reaper looks.
-    hasty = JobsRepository(pool, job_timeout_s=0.001)
+    hasty = JobsService(JobsRepository(pool, job_timeout_s=0.001), cast(Bus, None))
     await hasty.create_job("t-fleet", _image(), _OPS, "", "h")
     await asyncio.sleep(0.01)
     assert await hasty.expire_overdue() == 1

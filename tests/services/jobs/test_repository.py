@@ -6,16 +6,14 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 import asyncpg
 import pytest
 
 from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
-from services.jobs.repository import JobsRepository
+from services.jobs.outbox import claim
 from services.jobs.service import JobsService
-from services.runtime.bus import Bus
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.pipeline import request_hash
 
@@ -123,21 +121,15 @@ async def job_events(pool: asyncpg.Pool, job_id: str) -> list[events_pb2.JobStat
     ]
 
 
-@pytest.fixture
-def service(repo: JobsRepository) -> JobsService:
-    # Creating jobs and applying events never touch the bus (the outbox relay does).
-    return JobsService(repo, cast(Bus, None), max_renditions=3)
-
-
 # ---- jobs without renditions ---------------------------------------------------------------
 
 
 async def test_create_plans_stages_and_enqueues_the_first_task(
-    repo: JobsRepository, pool: asyncpg.Pool
+    service: JobsService, pool: asyncpg.Pool
 ) -> None:
     img = image()
     ops = [resize(800), metadata_op(), webp()]
-    job, created = await repo.create_job(TENANT, img, ops, "", request_hash(img, ops))
+    job, created = await service.create_job(TENANT, img, ops, "", request_hash(img, ops))
 
     assert created
     assert job.job_id.startswith("job_") and len(job.job_id) == 36
@@ -151,7 +143,7 @@ async def test_create_plans_stages_and_enqueues_the_first_task(
     assert [list(s.operations) for s in job.stages] == [[ops[0]], [ops[1]], [ops[2]]]
     assert not job.renditions and not job.outputs and job.progress == 0
     assert job.created_at == job.updated_at and not job.HasField("finished_at")
-    assert await repo.get(TENANT, job.job_id) == job
+    assert await service.get_job(TENANT, job.job_id) == job
 
     rows = await outbox(pool, job.job_id)
     # The task first, then the job's first state: the relay publishes in this order.
@@ -170,40 +162,40 @@ async def test_create_plans_stages_and_enqueues_the_first_task(
     assert event.tenant_id == TENANT and event.job == job
 
 
-async def test_events_run_the_stages_to_success(repo: JobsRepository, pool: asyncpg.Pool) -> None:
+async def test_events_run_the_stages_to_success(service: JobsService, pool: asyncpg.Pool) -> None:
     img = image()
     ops = [resize(800), metadata_op(), webp()]
-    job, _ = await repo.create_job(TENANT, img, ops, "", "h")
+    job, _ = await service.create_job(TENANT, img, ops, "", "h")
 
-    await repo.apply_event(started(job, 0))
-    running = await repo.get(TENANT, job.job_id)
+    await service.apply_event(started(job, 0))
+    running = await service.get_job(TENANT, job.job_id)
     assert running.state == J.RUNNING and running.stages[0].state == S.RUNNING
     assert running.stages[0].attempts == 1 and running.stages[0].HasField("started_at")
 
     report = job_pb2.OperationReport(index=0, denoise=job_pb2.DenoiseReport(model="m"))
-    await repo.apply_event(
+    await service.apply_event(
         completed(job, 0, output_key="outputs/a.png", output=output(800), reports=[report])
     )
-    after_first = await repo.get(TENANT, job.job_id)
+    after_first = await service.get_job(TENANT, job.job_id)
     assert after_first.stages[0].state == S.SUCCEEDED
     assert list(after_first.stages[0].reports) == [report]
     assert after_first.progress == pytest.approx(1 / 3)
     # Metadata reads the uploaded source, never the stripped output.
     md = metadata_pb2.ImageMetadata(sha256=img.sha256, width=4000)
-    await repo.apply_event(started(job, 1))
-    await repo.apply_event(completed(job, 1, metadata=md))
+    await service.apply_event(started(job, 1))
+    await service.apply_event(completed(job, 1, metadata=md))
     # The last stage reads the latest image made so far.
-    await repo.apply_event(started(job, 2))
-    await repo.apply_event(completed(job, 2, output_key="outputs/b.webp", output=output(400)))
+    await service.apply_event(started(job, 2))
+    await service.apply_event(completed(job, 2, output_key="outputs/b.webp", output=output(400)))
 
-    done = await repo.get(TENANT, job.job_id)
+    done = await service.get_job(TENANT, job.job_id)
     assert done.state == J.SUCCEEDED and done.progress == 1.0
     assert done.HasField("finished_at") and done.metadata == md
     assert [s.state for s in done.stages] == [S.SUCCEEDED] * 3
     expected = output(400)
     expected.download_path = f"/v1/jobs/{job.job_id}/outputs/0"
     assert list(done.outputs) == [expected]
-    assert await repo.output(TENANT, job.job_id, 0) == (expected, "outputs/b.webp")
+    assert await service.get_output(TENANT, job.job_id, 0) == (expected, "outputs/b.webp")
 
     sent = await tasks(pool, job.job_id)
     assert [(t.stage_index, t.service, t.input_key) for t in sent] == [
@@ -218,159 +210,159 @@ async def test_events_run_the_stages_to_success(repo: JobsRepository, pool: asyn
     assert [e.job.state for e in events] == [J.PENDING] + [J.RUNNING] * 5 + [J.SUCCEEDED]
 
 
-async def test_an_event_is_applied_once(repo: JobsRepository, pool: asyncpg.Pool) -> None:
-    job, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
-    await repo.apply_event(started(job, 0))
+async def test_an_event_is_applied_once(service: JobsService, pool: asyncpg.Pool) -> None:
+    job, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
+    await service.apply_event(started(job, 0))
     done = completed(job, 0, output_key="outputs/x.webp", output=output(10))
-    await repo.apply_event(done)
-    first = await repo.get(TENANT, job.job_id)
+    await service.apply_event(done)
+    first = await service.get_job(TENANT, job.job_id)
     rows = await outbox(pool, job.job_id)
 
-    await repo.apply_event(done)
-    await repo.apply_event(started(job, 0))  # a late duplicate after success
+    await service.apply_event(done)
+    await service.apply_event(started(job, 0))  # a late duplicate after success
 
-    assert await repo.get(TENANT, job.job_id) == first
+    assert await service.get_job(TENANT, job.job_id) == first
     assert len(await outbox(pool, job.job_id)) == len(rows)
 
 
-async def test_a_redelivered_task_raises_the_attempts(repo: JobsRepository) -> None:
-    job, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
-    await repo.apply_event(started(job, 0, attempt=1))
-    first = await repo.get(TENANT, job.job_id)
-    await repo.apply_event(started(job, 0, attempt=2))
-    again = await repo.get(TENANT, job.job_id)
+async def test_a_redelivered_task_raises_the_attempts(service: JobsService) -> None:
+    job, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
+    await service.apply_event(started(job, 0, attempt=1))
+    first = await service.get_job(TENANT, job.job_id)
+    await service.apply_event(started(job, 0, attempt=2))
+    again = await service.get_job(TENANT, job.job_id)
     assert again.stages[0].attempts == 2
     assert again.stages[0].started_at == first.stages[0].started_at
 
 
-async def test_metadata_only_job_has_no_output(repo: JobsRepository) -> None:
+async def test_metadata_only_job_has_no_output(service: JobsService) -> None:
     md = metadata_pb2.ImageMetadata(width=10)
-    job, _ = await repo.create_job(TENANT, image(), [metadata_op()], "", "h")
-    await repo.apply_event(completed(job, 0, metadata=md))
-    done = await repo.get(TENANT, job.job_id)
+    job, _ = await service.create_job(TENANT, image(), [metadata_op()], "", "h")
+    await service.apply_event(completed(job, 0, metadata=md))
+    done = await service.get_job(TENANT, job.job_id)
     assert done.state == J.SUCCEEDED and not done.outputs and done.metadata == md
     with pytest.raises(NotFound) as exc:
-        await repo.output(TENANT, job.job_id, 0)
+        await service.get_output(TENANT, job.job_id, 0)
     assert exc.value.reason == "OUTPUT_NOT_FOUND"
 
 
 async def test_a_failed_stage_fails_the_job_and_cancels_the_rest(
-    repo: JobsRepository, pool: asyncpg.Pool
+    service: JobsService, pool: asyncpg.Pool
 ) -> None:
-    job, _ = await repo.create_job(TENANT, image(), [resize(10), metadata_op()], "", "h")
-    await repo.apply_event(started(job, 0))
-    await repo.apply_event(failed(job, 0))
+    job, _ = await service.create_job(TENANT, image(), [resize(10), metadata_op()], "", "h")
+    await service.apply_event(started(job, 0))
+    await service.apply_event(failed(job, 0))
 
-    got = await repo.get(TENANT, job.job_id)
+    got = await service.get_job(TENANT, job.job_id)
     assert got.state == J.FAILED and got.HasField("finished_at")
     assert (got.error.code, got.error.reason) == ("INVALID_ARGUMENT", "IMAGE_CORRUPT")
     assert [s.state for s in got.stages] == [S.FAILED, S.CANCELLED]
     assert got.stages[0].attempts == 3 and got.stages[0].error.reason == "IMAGE_CORRUPT"
     assert (await job_events(pool, job.job_id))[-1].job == got
     with pytest.raises(FailedPrecondition) as exc:
-        await repo.output(TENANT, job.job_id, 0)
+        await service.get_output(TENANT, job.job_id, 0)
     assert exc.value.reason == "JOB_NOT_SUCCEEDED"
     # A late completion of the failed job changes nothing.
-    await repo.apply_event(completed(job, 0, output_key="outputs/late.webp"))
-    assert await repo.get(TENANT, job.job_id) == got
+    await service.apply_event(completed(job, 0, output_key="outputs/late.webp"))
+    assert await service.get_job(TENANT, job.job_id) == got
 
 
-async def test_output_before_success_is_not_ready(repo: JobsRepository) -> None:
-    job, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
+async def test_output_before_success_is_not_ready(service: JobsService) -> None:
+    job, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
     with pytest.raises(FailedPrecondition) as exc:
-        await repo.output(TENANT, job.job_id, 0)
+        await service.get_output(TENANT, job.job_id, 0)
     assert exc.value.reason == "OUTPUT_NOT_READY"
 
 
-async def test_other_tenants_and_unknown_jobs_are_not_found(repo: JobsRepository) -> None:
-    job, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
+async def test_other_tenants_and_unknown_jobs_are_not_found(service: JobsService) -> None:
+    job, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
     for tenant, job_id in (("someone-else", job.job_id), (TENANT, "job_missing")):
-        for call in (repo.get(tenant, job_id), repo.output(tenant, job_id, 0)):
+        for call in (service.get_job(tenant, job_id), service.get_output(tenant, job_id, 0)):
             with pytest.raises(NotFound) as exc:
                 await call
             assert exc.value.reason == "JOB_NOT_FOUND"
         with pytest.raises(NotFound):
-            await repo.cancel(tenant, job_id)
+            await service.cancel_job(tenant, job_id)
     # Events of unknown jobs are dropped.
-    await repo.apply_event(started(J(job_id="job_missing"), 0))
+    await service.apply_event(started(J(job_id="job_missing"), 0))
 
 
 async def test_cancel_is_idempotent_and_refuses_finished_jobs(
-    repo: JobsRepository, pool: asyncpg.Pool
+    service: JobsService, pool: asyncpg.Pool
 ) -> None:
-    job, _ = await repo.create_job(TENANT, image(), [resize(10), metadata_op()], "", "h")
-    await repo.apply_event(started(job, 0))
-    cancelled = await repo.cancel(TENANT, job.job_id)
+    job, _ = await service.create_job(TENANT, image(), [resize(10), metadata_op()], "", "h")
+    await service.apply_event(started(job, 0))
+    cancelled = await service.cancel_job(TENANT, job.job_id)
     assert cancelled.state == J.CANCELLED and cancelled.error.reason == "CANCELLED"
     assert [s.state for s in cancelled.stages] == [S.CANCELLED, S.CANCELLED]
-    assert await repo.cancel(TENANT, job.job_id) == cancelled
+    assert await service.cancel_job(TENANT, job.job_id) == cancelled
     assert (await job_events(pool, job.job_id))[-1].job == cancelled
 
-    done, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
-    await repo.apply_event(completed(done, 0, output_key="outputs/x.webp"))
+    done, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
+    await service.apply_event(completed(done, 0, output_key="outputs/x.webp"))
     with pytest.raises(FailedPrecondition) as exc:
-        await repo.cancel(TENANT, done.job_id)
+        await service.cancel_job(TENANT, done.job_id)
     assert exc.value.reason == "JOB_FINISHED"
 
 
 async def test_idempotency_key_returns_the_same_job_or_refuses_another_request(
-    repo: JobsRepository,
+    service: JobsService,
 ) -> None:
     key = uuid.uuid4().hex
-    first, created = await repo.create_job(TENANT, image(), [resize(10)], key, "hash-a")
-    again, created_again = await repo.create_job(TENANT, image(), [resize(10)], key, "hash-a")
+    first, created = await service.create_job(TENANT, image(), [resize(10)], key, "hash-a")
+    again, created_again = await service.create_job(TENANT, image(), [resize(10)], key, "hash-a")
     assert created and not created_again and again == first
     with pytest.raises(FailedPrecondition) as exc:
-        await repo.create_job(TENANT, image(), [resize(10)], key, "hash-b")
+        await service.create_job(TENANT, image(), [resize(10)], key, "hash-b")
     assert exc.value.reason == "IDEMPOTENCY_KEY_REUSED"
     # Keys are per tenant.
-    other, created_other = await repo.create_job("t-other", image(), [resize(10)], key, "hash-b")
+    other, created_other = await service.create_job("t-other", image(), [resize(10)], key, "hash-b")
     assert created_other and other.job_id != first.job_id
 
 
-async def test_list_pages_newest_first_and_filters_by_state(repo: JobsRepository) -> None:
+async def test_list_pages_newest_first_and_filters_by_state(service: JobsService) -> None:
     tenant = f"t-list-{uuid.uuid4().hex[:8]}"
-    made = [(await repo.create_job(tenant, image(), [resize(10)], "", "h"))[0] for _ in range(5)]
-    await repo.apply_event(completed(made[1], 0, output_key="outputs/x.webp", output=output(10)))
+    made = [(await service.create_job(tenant, image(), [resize(10)], "", "h"))[0] for _ in range(5)]
+    await service.apply_event(completed(made[1], 0, output_key="outputs/x.webp", output=output(10)))
 
-    page, token = await repo.list(tenant, 2, "", None)
+    page, token = await service.list_jobs(tenant, 2, "", 0)
     seen = list(page)
     while token:
-        page, token = await repo.list(tenant, 2, token, None)
+        page, token = await service.list_jobs(tenant, 2, token, 0)
         seen += page
     assert [j.job_id for j in seen] == [j.job_id for j in reversed(made)]
-    assert seen[3] == await repo.get(tenant, made[1].job_id)
+    assert seen[3] == await service.get_job(tenant, made[1].job_id)
     assert seen[3].outputs and seen[3].stages
 
-    succeeded, token = await repo.list(tenant, 10, "", "SUCCEEDED")
+    succeeded, token = await service.list_jobs(tenant, 10, "", J.SUCCEEDED)
     assert [j.job_id for j in succeeded] == [made[1].job_id] and token == ""
 
 
 async def test_overdue_jobs_fail_with_deadline_exceeded(
-    repo: JobsRepository, pool: asyncpg.Pool
+    service: JobsService, pool: asyncpg.Pool
 ) -> None:
-    job, _ = await repo.create_job(TENANT, image(), [resize(10), metadata_op()], "", "h")
-    await repo.apply_event(started(job, 0))
+    job, _ = await service.create_job(TENANT, image(), [resize(10), metadata_op()], "", "h")
+    await service.apply_event(started(job, 0))
     await pool.execute(
         "UPDATE jobs.jobs SET deadline = now() - interval '1 second' WHERE job_id=$1", job.job_id
     )
-    assert await repo.expire_overdue() >= 1
-    got = await repo.get(TENANT, job.job_id)
+    assert await service.expire_overdue() >= 1
+    got = await service.get_job(TENANT, job.job_id)
     assert got.state == J.FAILED and got.error.reason == "DEADLINE_EXCEEDED"
     assert [s.state for s in got.stages] == [S.CANCELLED, S.CANCELLED]
     assert (await job_events(pool, job.job_id))[-1].job == got
-    assert await repo.expire_overdue() == 0 or (await repo.get(TENANT, job.job_id)) == got
+    assert await service.expire_overdue() == 0 or (await service.get_job(TENANT, job.job_id)) == got
 
 
 async def test_retry_runs_a_failed_job_again_from_the_failed_stage(
-    repo: JobsRepository, pool: asyncpg.Pool
+    service: JobsService, pool: asyncpg.Pool
 ) -> None:
     img = image()
-    job, _ = await repo.create_job(TENANT, img, [resize(10), metadata_op()], "", "h")
-    await repo.apply_event(completed(job, 0, output_key="outputs/a.webp", output=output(10)))
-    await repo.apply_event(failed(job, 1))
+    job, _ = await service.create_job(TENANT, img, [resize(10), metadata_op()], "", "h")
+    await service.apply_event(completed(job, 0, output_key="outputs/a.webp", output=output(10)))
+    await service.apply_event(failed(job, 1))
 
-    retried = await repo.retry_failed(job.job_id)
+    retried = await service.retry_failed(job.job_id)
     assert retried.state == J.RUNNING and not retried.HasField("error")
     assert not retried.HasField("finished_at")
     assert [s.state for s in retried.stages] == [S.SUCCEEDED, S.PENDING]
@@ -389,16 +381,16 @@ async def test_retry_runs_a_failed_job_again_from_the_failed_stage(
     )
     assert task.deadline.ToDatetime(UTC) > datetime.now(UTC) + timedelta(seconds=590)
     with pytest.raises(FailedPrecondition) as exc:
-        await repo.retry_failed(job.job_id)
+        await service.retry_failed(job.job_id)
     assert exc.value.reason == "JOB_NOT_FAILED"
     with pytest.raises(NotFound):
-        await repo.retry_failed("job_missing")
+        await service.retry_failed("job_missing")
 
 
 async def test_outbox_is_claimed_in_order_and_deleted_on_commit(
-    repo: JobsRepository, pool: asyncpg.Pool
+    service: JobsService, pool: asyncpg.Pool
 ) -> None:
-    job, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
+    job, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
 
     class PublishFailed(Exception):
         pass
@@ -407,12 +399,12 @@ async def test_outbox_is_claimed_in_order_and_deleted_on_commit(
     written = await outbox(pool, job.job_id)
     with pytest.raises(PublishFailed):
         async with pool.acquire() as conn, conn.transaction():
-            assert await repo.claim_outbox(conn, limit=10_000)
+            assert await claim(conn, limit=10_000)
             raise PublishFailed
     assert await outbox(pool, job.job_id) == written
 
     async with pool.acquire() as conn, conn.transaction():
-        batch = await repo.claim_outbox(conn, limit=10_000)
+        batch = await claim(conn, limit=10_000)
         mine = [m for m in batch if m.msg_id.startswith(job.job_id)]
         assert [m.subject for m in mine] == [
             "pixmesh.task.imaging",
@@ -422,13 +414,11 @@ async def test_outbox_is_claimed_in_order_and_deleted_on_commit(
         assert all(isinstance(m.headers, dict) for m in batch)
         # Claimed rows are locked: a concurrent relay skips them.
         async with pool.acquire() as other:
-            assert not [
-                m for m in await repo.claim_outbox(other) if m.msg_id.startswith(job.job_id)
-            ]
+            assert not [m for m in await claim(other) if m.msg_id.startswith(job.job_id)]
     # Published (the relay commits after JetStream acked them all): gone.
     assert await outbox(pool, job.job_id) == []
     async with pool.acquire() as conn, conn.transaction():
-        again = await repo.claim_outbox(conn, limit=10_000)
+        again = await claim(conn, limit=10_000)
     assert not [m for m in again if m.msg_id.startswith(job.job_id)]
 
 
@@ -568,8 +558,8 @@ async def test_create_checks_operations_and_renditions(service: JobsService) -> 
         assert [v.field for v in exc.value.violations] == [field], (ops, branches)
 
 
-async def test_jobs_without_renditions_store_none(repo: JobsRepository, pool: asyncpg.Pool) -> None:
-    job, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
+async def test_jobs_without_renditions_store_none(service: JobsService, pool: asyncpg.Pool) -> None:
+    job, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
     row = await pool.fetchrow(
         "SELECT j.renditions AS job_r, s.renditions AS stage_r, s.rendition_outputs"
         " FROM jobs.jobs j JOIN jobs.stages s USING (job_id) WHERE job_id=$1",
@@ -583,7 +573,7 @@ async def test_jobs_without_renditions_store_none(repo: JobsRepository, pool: as
 
 
 async def test_an_event_that_waited_for_the_job_lock_sees_the_stages_the_other_wrote(
-    repo: JobsRepository, pool: asyncpg.Pool
+    service: JobsService, pool: asyncpg.Pool
 ) -> None:
     """The event query used to lock the job row only: a transaction that waited on it re-read the
     new job row but the old stage rows, and wrote them back (a late `started` set a finished stage
@@ -591,24 +581,26 @@ async def test_an_event_that_waited_for_the_job_lock_sees_the_stages_the_other_w
     import asyncio
 
     for _ in range(6):
-        job, _ = await repo.create_job(TENANT, image(), [resize(10), metadata_op()], "", "h")
-        await repo.apply_event(started(job, 0))
+        job, _ = await service.create_job(TENANT, image(), [resize(10), metadata_op()], "", "h")
+        await service.apply_event(started(job, 0))
         holder = await pool.acquire()
         try:
             tx = holder.transaction()
             await tx.start()
             await holder.execute("SELECT 1 FROM jobs.jobs WHERE job_id=$1 FOR UPDATE", job.job_id)
             done = asyncio.create_task(
-                repo.apply_event(completed(job, 0, output_key="outputs/x.png", output=output(10)))
+                service.apply_event(
+                    completed(job, 0, output_key="outputs/x.png", output=output(10))
+                )
             )
             await asyncio.sleep(0.1)
-            late = asyncio.create_task(repo.apply_event(started(job, 0, attempt=2)))
+            late = asyncio.create_task(service.apply_event(started(job, 0, attempt=2)))
             await asyncio.sleep(0.1)
             await tx.commit()
         finally:
             await pool.release(holder)
         await asyncio.gather(done, late)
-        after = await repo.get(TENANT, job.job_id)
+        after = await service.get_job(TENANT, job.job_id)
         assert after.stages[0].state == S.SUCCEEDED
         assert after.stages[0].HasField("finished_at")
         assert after.stages[1].state == S.PENDING and after.state == J.RUNNING

@@ -14,6 +14,7 @@ import asyncpg
 import nats.js.errors
 import pytest
 
+from services.jobs.outbox import OutboxRelay
 from services.jobs.repository import JobsRepository
 from services.jobs.service import JobsService
 from services.jobs.settings import PROCESSED_EVENTS_MARGIN_S, JobsSettings
@@ -43,12 +44,12 @@ async def _age(pool: asyncpg.Pool, event_ids: list[str], seconds: float) -> None
 
 
 async def test_processed_events_past_the_horizon_go_and_recent_ones_still_dedup(
-    repo: JobsRepository, pool: asyncpg.Pool
+    repo: JobsRepository, service: JobsService, pool: asyncpg.Pool
 ) -> None:
-    old_job, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
-    new_job, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
-    await repo.apply_event(started(old_job, 0))
-    await repo.apply_event(started(new_job, 0))
+    old_job, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
+    new_job, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
+    await service.apply_event(started(old_job, 0))
+    await service.apply_event(started(new_job, 0))
     old_id, new_id = f"{old_job.job_id}.0.started.1", f"{new_job.job_id}.0.started.1"
     await _age(pool, [old_id], HORIZON_S + 5)
     # Just inside the horizon: a duplicate of it could still arrive.
@@ -59,7 +60,7 @@ async def test_processed_events_past_the_horizon_go_and_recent_ones_still_dedup(
     assert await _processed(pool, new_job.job_id) == {new_id}
     # The kept id still makes its duplicate a no-op: no second JobStateChanged.
     written = len(await outbox(pool, new_job.job_id))
-    await repo.apply_event(started(new_job, 0))
+    await service.apply_event(started(new_job, 0))
     assert len(await outbox(pool, new_job.job_id)) == written
 
 
@@ -113,7 +114,8 @@ async def test_the_relay_deletes_what_it_published_and_job_events_expire(
 ) -> None:
     # This database's rows only (earlier tests leave some); no task goes to the shared stream.
     await pool.execute("DELETE FROM jobs.outbox")
-    job, _ = await repo.create_job(TENANT, image(), [resize(10)], "", "h")
+    service = JobsService(repo, bus)
+    job, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
     await pool.execute("DELETE FROM jobs.outbox WHERE subject LIKE 'pixmesh.task.%'")
     other = f"pixmesh.event.retention-test.{uuid.uuid4().hex[:8]}"
     await pool.execute(
@@ -121,7 +123,7 @@ async def test_the_relay_deletes_what_it_published_and_job_events_expire(
         other,
         f"{other}.1",
     )
-    service = JobsService(repo, bus)
+    relay = OutboxRelay(pool, bus)
 
     # A publish that fails (here: no stream takes the subject) rolls the claim back: the rows
     # stay, none is lost.
@@ -129,11 +131,11 @@ async def test_the_relay_deletes_what_it_published_and_job_events_expire(
         "INSERT INTO jobs.outbox (subject, msg_id, payload) VALUES ('nowhere.x', 'n1', '')"
     )
     with pytest.raises(nats.js.errors.NoStreamResponseError):
-        await service._relay_claimed()
+        await relay.relay_once()
     assert len(await outbox(pool, job.job_id)) == 1
     await pool.execute("DELETE FROM jobs.outbox WHERE subject = 'nowhere.x'")
 
-    assert await service._relay_claimed() == 2
+    assert await relay.relay_once() == 2
     assert await outbox(pool, job.job_id) == []
     assert await pool.fetchval("SELECT count(*) FROM jobs.outbox") == 0
 

@@ -124,12 +124,13 @@ def test_complete_hands_the_next_stage_its_input() -> None:
 
 def test_a_rendition_stage_completes_with_one_output_per_rendition() -> None:
     j = job("metadata", "imaging", renditions=2)
-    assert sm.rendition_stage(j.stages) is j.stages[1]
     sm.complete_stage(j, 0, sm.Completion(), "inputs/src", T1)
     done = sm.Completion(rendition_outputs=b"ro", rendition_output_count=2)
     assert sm.complete_stage(j, 1, done, "inputs/src", T2) is None
     assert j.state == sm.SUCCEEDED and j.stages[1].rendition_outputs == b"ro"
-    assert sm.rendition_stage(job("imaging").stages) is None
+    # One output shape: the renditions' stage is the job's output stage, like a plain image's.
+    assert sm.final_output_stage(j.stages) is j.stages[1]
+    assert sm.final_output_stage(job("imaging").stages) is None
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])

@@ -40,10 +40,10 @@ OPS = [operations_pb2.Operation(resize=operations_pb2.Resize(width=100))]
 
 
 async def create(
-    repo: JobsRepository, url: str = "https://example.com/hook", secret: str = ""
+    service: JobsService, url: str = "https://example.com/hook", secret: str = ""
 ) -> job_pb2.Job:
     img = image()
-    job, created = await repo.create_job(
+    job, created = await service.create_job(
         TENANT,
         img,
         OPS,
@@ -55,32 +55,34 @@ async def create(
     return job
 
 
-async def claim_mine(repo: JobsRepository, job_ids: set[str], lease_s: float = 60.0) -> list[str]:
-    return [d.job_id for d in await repo.claim_webhooks(100, lease_s) if d.job_id in job_ids]
+async def claim_mine(service: JobsService, job_ids: set[str], lease_s: float = 60.0) -> list[str]:
+    return [
+        d.job_id for d in await service.webhook_store.claim(100, lease_s) if d.job_id in job_ids
+    ]
 
 
-async def test_stored_with_the_job_and_not_due_while_it_runs(repo: JobsRepository) -> None:
-    job = await create(repo, secret="s3cret")
+async def test_stored_with_the_job_and_not_due_while_it_runs(service: JobsService) -> None:
+    job = await create(service, secret="s3cret")
     assert job.webhook.url == "https://example.com/hook"
     assert job.webhook.state == W.PENDING
-    got = await repo.get(TENANT, job.job_id)
+    got = await service.get_job(TENANT, job.job_id)
     assert got.webhook.url == "https://example.com/hook"
     assert got.webhook.state == W.PENDING and got.webhook.attempts == 0
     assert b"s3cret" not in got.SerializeToString()
-    assert await claim_mine(repo, {job.job_id}) == []
+    assert await claim_mine(service, {job.job_id}) == []
     # A job without a webhook has none.
     img = image()
-    plain, _ = await repo.create_job(TENANT, img, OPS, "", request_hash(img, OPS))
-    assert not (await repo.get(TENANT, plain.job_id)).HasField("webhook")
+    plain, _ = await service.create_job(TENANT, img, OPS, "", request_hash(img, OPS))
+    assert not (await service.get_job(TENANT, plain.job_id)).HasField("webhook")
 
 
 async def test_due_when_the_job_ends_claimed_once_then_delivered(
-    repo: JobsRepository, pool: asyncpg.Pool
+    service: JobsService, pool: asyncpg.Pool
 ) -> None:
-    job = await create(repo, secret="s3cret")
-    cancelled = await repo.cancel(TENANT, job.job_id)
+    job = await create(service, secret="s3cret")
+    cancelled = await service.cancel_job(TENANT, job.job_id)
     assert cancelled.state == job_pb2.Job.CANCELLED
-    claimed = [d for d in await repo.claim_webhooks(100, 60.0) if d.job_id == job.job_id]
+    claimed = [d for d in await service.webhook_store.claim(100, 60.0) if d.job_id == job.job_id]
     assert len(claimed) == 1
     d = claimed[0]
     assert (d.attempt, d.url, d.secret, d.tenant_id) == (1, job.webhook.url, "s3cret", TENANT)
@@ -88,53 +90,53 @@ async def test_due_when_the_job_ends_claimed_once_then_delivered(
     msg_ids = await pool.fetch("SELECT msg_id FROM jobs.outbox WHERE msg_id = $1", d.event_id)
     assert len(msg_ids) == 1
     # Leased: a second claim (another replica) does not get it.
-    assert await claim_mine(repo, {job.job_id}) == []
-    assert await repo.record_webhook(job.job_id, 1, None, None) == "DELIVERED"
-    got = await repo.get(TENANT, job.job_id)
+    assert await claim_mine(service, {job.job_id}) == []
+    assert await service.webhook_store.record(job.job_id, 1, None, None) == "DELIVERED"
+    got = await service.get_job(TENANT, job.job_id)
     assert got.webhook.state == W.DELIVERED
     assert got.webhook.attempts == 1
     assert got.webhook.HasField("delivered_at")
-    assert await claim_mine(repo, {job.job_id}) == []
+    assert await claim_mine(service, {job.job_id}) == []
 
 
-async def test_retry_backoff_then_failed(repo: JobsRepository) -> None:
-    job = await create(repo)
-    await repo.cancel(TENANT, job.job_id)
-    assert await claim_mine(repo, {job.job_id}) == [job.job_id]
+async def test_retry_backoff_then_failed(repo: JobsRepository, service: JobsService) -> None:
+    job = await create(service)
+    await service.cancel_job(TENANT, job.job_id)
+    assert await claim_mine(service, {job.job_id}) == [job.job_id]
     # Retried in an hour: not due now.
-    assert await repo.record_webhook(job.job_id, 1, "HTTP 503", 3600.0) == "PENDING"
-    got = await repo.get(TENANT, job.job_id)
+    assert await service.webhook_store.record(job.job_id, 1, "HTTP 503", 3600.0) == "PENDING"
+    got = await service.get_job(TENANT, job.job_id)
     assert (got.webhook.state, got.webhook.attempts, got.webhook.last_error) == (
         W.PENDING,
         1,
         "HTTP 503",
     )
-    assert await claim_mine(repo, {job.job_id}) == []
+    assert await claim_mine(service, {job.job_id}) == []
     # Retried at once: due again, as attempt 2.
     await repo.pool.execute(
         "UPDATE jobs.webhook_deliveries SET next_attempt_at = now() WHERE job_id = $1",
         job.job_id,
     )
-    claimed = [d for d in await repo.claim_webhooks(100, 60.0) if d.job_id == job.job_id]
+    claimed = [d for d in await service.webhook_store.claim(100, 60.0) if d.job_id == job.job_id]
     assert [d.attempt for d in claimed] == [2]
     # A stale outcome (attempt 1) is ignored.
-    assert await repo.record_webhook(job.job_id, 1, None, None) is None
-    assert await repo.record_webhook(job.job_id, 2, "timeout after 10 s", None) == "FAILED"
-    got = await repo.get(TENANT, job.job_id)
+    assert await service.webhook_store.record(job.job_id, 1, None, None) is None
+    assert await service.webhook_store.record(job.job_id, 2, "timeout after 10 s", None) == "FAILED"
+    got = await service.get_job(TENANT, job.job_id)
     assert (got.webhook.state, got.webhook.attempts, got.webhook.last_error) == (
         W.FAILED,
         2,
         "timeout after 10 s",
     )
-    assert await claim_mine(repo, {job.job_id}) == []
+    assert await claim_mine(service, {job.job_id}) == []
 
 
-async def test_concurrent_claims_never_share_a_delivery(repo: JobsRepository) -> None:
-    jobs = [await create(repo) for _ in range(6)]
+async def test_concurrent_claims_never_share_a_delivery(service: JobsService) -> None:
+    jobs = [await create(service) for _ in range(6)]
     for job in jobs:
-        await repo.cancel(TENANT, job.job_id)
+        await service.cancel_job(TENANT, job.job_id)
     ids = {j.job_id for j in jobs}
-    a, b = await asyncio.gather(claim_mine(repo, ids), claim_mine(repo, ids))
+    a, b = await asyncio.gather(claim_mine(service, ids), claim_mine(service, ids))
     assert not set(a) & set(b)
     assert set(a) | set(b) == ids
 
@@ -167,12 +169,12 @@ async def test_service_round_signs_and_records(repo: JobsRepository) -> None:
             allow_private=True,  # receiver.example does not resolve
         ),
     )
-    job = await create(repo, url="https://receiver.example/hook")  # no secret of its own
-    await repo.cancel(TENANT, job.job_id)
+    job = await create(service, url="https://receiver.example/hook")  # no secret of its own
+    await service.cancel_job(TENANT, job.job_id)
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         for _ in range(50):
             await service.deliver_due_webhooks(client)
-            got = await repo.get(TENANT, job.job_id)
+            got = await service.get_job(TENANT, job.job_id)
             if got.webhook.state != W.PENDING:
                 break
             await asyncio.sleep(0.02)
@@ -203,25 +205,26 @@ async def test_a_host_now_private_is_not_called(repo: JobsRepository) -> None:
     service = JobsService(
         repo, cast(Bus, None), webhook_policy=WebhookPolicy(max_attempts=1, backoff_s=0.01)
     )
-    job = await create(repo, url="https://127.0.0.1:9/hook")
-    await repo.cancel(TENANT, job.job_id)
+    job = await create(service, url="https://127.0.0.1:9/hook")
+    await service.cancel_job(TENANT, job.job_id)
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         await service.deliver_due_webhooks(client)
-    got = await repo.get(TENANT, job.job_id)
+    got = await service.get_job(TENANT, job.job_id)
     assert got.webhook.state == W.FAILED
     assert "non-public address" in got.webhook.last_error
     assert not [r for r in seen if "127.0.0.1" in str(r.url)]
 
 
 async def test_the_secret_is_sealed_at_rest(repo: JobsRepository) -> None:
-    sealing = JobsRepository(repo.pool, job_timeout_s=600, secrets=SecretBox([new_key()]))
+    sealed = JobsRepository(repo.pool, job_timeout_s=600, secrets=SecretBox([new_key()]))
+    sealing = JobsService(sealed, cast(Bus, None))
     job = await create(sealing, secret="whsec_plain")
     stored = await repo.pool.fetchval(
         "SELECT secret FROM jobs.webhook_deliveries WHERE job_id=$1", job.job_id
     )
     assert stored.startswith("fernet:") and "whsec_plain" not in stored
-    await sealing.cancel(TENANT, job.job_id)
-    (d,) = [d for d in await sealing.claim_webhooks(100, 60) if d.job_id == job.job_id]
+    await sealing.cancel_job(TENANT, job.job_id)
+    (d,) = [d for d in await sealing.webhook_store.claim(100, 60) if d.job_id == job.job_id]
     assert d.secret == "whsec_plain"
 
 
@@ -248,12 +251,12 @@ async def test_delivery_connects_to_the_address_it_checked(
     service = JobsService(
         repo, cast(Bus, None), webhook_policy=WebhookPolicy(max_attempts=1, backoff_s=0.01)
     )
-    job = await create(repo, url="https://hooks.example.com:8443/hook")
-    await repo.cancel(TENANT, job.job_id)
+    job = await create(service, url="https://hooks.example.com:8443/hook")
+    await service.cancel_job(TENANT, job.job_id)
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         await service.deliver_due_webhooks(client)
     (req,) = [r for r in seen if r.url.path == "/hook" and r.url.port == 8443]
     assert str(req.url) == "https://93.184.215.14:8443/hook"
     assert req.headers["host"] == "hooks.example.com:8443"
     assert req.extensions["sni_hostname"] == "hooks.example.com"
-    assert (await repo.get(TENANT, job.job_id)).webhook.state == W.DELIVERED
+    assert (await service.get_job(TENANT, job.job_id)).webhook.state == W.DELIVERED
