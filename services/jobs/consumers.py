@@ -26,8 +26,8 @@ def task_events_consumer(bus: Bus, service: JobsService, settings: JobsSettings)
         # An event we cannot apply is kept for inspection; the job's deadline reaper makes sure
         # the job itself does not hang.
         log.error("dropping task event", extra={"reason": err.reason, "subject": delivery.subject})
-        await bus.js.publish(
-            busmod.dlq_subject("jobs"), delivery.data, headers=dict(delivery.headers)
+        await bus.publish_raw(
+            busmod.dlq_subject("jobs"), delivery.data, headers=delivery.headers, inject_trace=False
         )
 
     return Consumer(

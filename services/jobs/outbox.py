@@ -77,11 +77,11 @@ class Outbox:
         self.job_event_id = event_id
         return msg.job
 
-    @staticmethod
-    def headers() -> str:
-        """The stored headers (JSON): the trace context of the request that caused the
-        messages travels with them."""
-        return json.dumps(dict(inject_headers({})))
+    def params(self) -> tuple[list[str], list[str], list[bytes], str]:
+        """The parameters of `OUTBOX_CTE`: its arrays, then the stored headers (JSON): the
+        trace context of the request that caused the messages travels with them."""
+        headers = json.dumps(dict(inject_headers({})))
+        return self.subjects, self.msg_ids, self.payloads, headers
 
 
 @dataclass(frozen=True)

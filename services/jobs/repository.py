@@ -181,7 +181,6 @@ class JobsRepository:
         """Write a new job, its stages, its webhook delivery and its messages in one statement
         (so no explicit transaction). Raises asyncpg.UniqueViolationError when the tenant
         already has a job under the same idempotency key."""
-        stages = job.stages
         async with connection(self.pool) as conn:
             await conn.execute(
                 _CREATE,
@@ -195,15 +194,8 @@ class JobsRepository:
                 job.deadline,
                 job.created_at,
                 job.renditions,
-                [s.idx for s in stages],
-                [s.service for s in stages],
-                [s.operations for s in stages],
-                [s.input_key for s in stages],
-                [s.renditions for s in stages],
-                out.subjects,
-                out.msg_ids,
-                out.payloads,
-                out.headers(),
+                *_columns(job.stages, _INSERTED_STAGE_COLUMNS),
+                *out.params(),
                 job.webhook.url if job.webhook else None,
                 self.secrets.seal(webhook_secret or None) if job.webhook else None,
                 job.recompute,
@@ -252,23 +244,8 @@ class JobsRepository:
             job.deadline,
             job.updated_at,
             job.finished_at,
-            [s.idx for s in stages],
-            [s.state for s in stages],
-            [s.attempts for s in stages],
-            [s.input_key for s in stages],
-            [s.output_key for s in stages],
-            [s.output for s in stages],
-            [s.reports for s in stages],
-            [s.rendition_outputs for s in stages],
-            [s.error_code for s in stages],
-            [s.error_reason for s in stages],
-            [s.error_message for s in stages],
-            [s.started_at for s in stages],
-            [s.finished_at for s in stages],
-            out.subjects,
-            out.msg_ids,
-            out.payloads,
-            out.headers(),
+            *_columns(stages, _SAVED_STAGE_COLUMNS),
+            *out.params(),
             out.job_event_id,
         )
         job.changed.clear()
@@ -349,6 +326,30 @@ class JobsRepository:
         async with connection(self.pool) as conn:
             done: str = await conn.execute(_TRIM_PROCESSED, older_than_s, batch)
         return int(done.split()[-1])
+
+
+# The stage fields each statement writes, in the order of its unnest() arrays.
+_INSERTED_STAGE_COLUMNS = ("idx", "service", "operations", "input_key", "renditions")
+_SAVED_STAGE_COLUMNS = (
+    "idx",
+    "state",
+    "attempts",
+    "input_key",
+    "output_key",
+    "output",
+    "reports",
+    "rendition_outputs",
+    "error_code",
+    "error_reason",
+    "error_message",
+    "started_at",
+    "finished_at",
+)
+
+
+def _columns(stages: Sequence[sm.StageRecord], names: Sequence[str]) -> list[list[Any]]:
+    """One array parameter per field: the stages' values, in stage order."""
+    return [[getattr(s, name) for s in stages] for name in names]
 
 
 async def _lock(conn: asyncpg.Connection, query: str, *args: Any) -> Locked:
