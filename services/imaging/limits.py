@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 from pixmesh.common.v1 import image_pb2
 from services.runtime.imageprobe import ProbeLimits
@@ -29,12 +29,11 @@ class Limits:
     def probe(self) -> ProbeLimits:
         return ProbeLimits(self.max_input_bytes, self.max_pixels, self.max_frames)
 
+    @classmethod
+    def of(cls, source: object) -> Limits:
+        """The limits named as attributes of `source` (the worker's settings)."""
+        return cls(**{f.name: getattr(source, f.name) for f in fields(cls)})
+
     def to_proto(self) -> image_pb2.Limits:
-        return image_pb2.Limits(
-            max_input_bytes=self.max_input_bytes,
-            max_pixels=self.max_pixels,
-            max_frames=self.max_frames,
-            max_output_dimension=self.max_output_dimension,
-            max_operations=self.max_operations,
-            max_renditions=self.max_renditions,
-        )
+        # The message's fields are named as this class's.
+        return image_pb2.Limits(**asdict(self))

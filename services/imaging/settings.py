@@ -27,14 +27,7 @@ class ImagingSettings(WorkerSettings):
 
     @property
     def limits(self) -> Limits:
-        return Limits(
-            max_input_bytes=self.max_input_bytes,
-            max_pixels=self.max_pixels,
-            max_frames=self.max_frames,
-            max_output_dimension=self.max_output_dimension,
-            max_operations=self.max_operations,
-            max_renditions=self.max_renditions,
-        )
+        return Limits.of(self)
 
     @property
     def isolation(self) -> IsolationConfig:
