@@ -43,42 +43,40 @@ DLQ_STREAM = "PIXMESH_DLQ"
 
 DAY = 24 * 3600.0
 
-# Retention (README, "Retention"): tasks leave PIXMESH_TASKS when acked (work queue); the limits
-# of PIXMESH_EVENTS come from settings (`EventRetention`, applied by `Bus.stream_config`).
-STREAMS: Mapping[str, js_api.StreamConfig] = {
-    TASKS_STREAM: js_api.StreamConfig(
-        name=TASKS_STREAM,
-        subjects=["pixmesh.task.>"],
-        retention=js_api.RetentionPolicy.WORK_QUEUE,
-        storage=js_api.StorageType.FILE,
-        duplicate_window=120.0,
-        max_age=7 * DAY,
-        max_bytes=-1,
-        allow_msg_ttl=False,
-    ),
-    EVENTS_STREAM: js_api.StreamConfig(
-        name=EVENTS_STREAM,
-        subjects=["pixmesh.event.>"],
-        retention=js_api.RetentionPolicy.LIMITS,
-        storage=js_api.StorageType.FILE,
-        duplicate_window=120.0,
-        max_age=DAY,
-        max_bytes=-1,
-        # Job events carry a Nats-TTL header (`Bus.expiry_headers`).
-        allow_msg_ttl=True,
-    ),
-    DLQ_STREAM: js_api.StreamConfig(
-        name=DLQ_STREAM,
-        subjects=["pixmesh.dlq.>"],
-        retention=js_api.RetentionPolicy.LIMITS,
+
+def _stream(
+    name: str,
+    subject: str,
+    retention: js_api.RetentionPolicy,
+    max_age: float,
+    *,
+    allow_msg_ttl: bool = False,
+) -> js_api.StreamConfig:
+    return js_api.StreamConfig(
+        name=name,
+        subjects=[subject],
+        retention=retention,
         storage=js_api.StorageType.FILE,
         # Explicit: the server stores its default (2 min) for an unset window, and comparing
         # that with 0 at every start would update the stream each time.
         duplicate_window=120.0,
-        max_age=30 * DAY,
+        max_age=max_age,
         max_bytes=-1,
-        allow_msg_ttl=False,
+        allow_msg_ttl=allow_msg_ttl,
+    )
+
+
+# Retention (README, "Retention"): tasks leave PIXMESH_TASKS when acked (work queue); the limits
+# of PIXMESH_EVENTS come from settings (`EventRetention`, applied by `Bus.stream_config`).
+STREAMS: Mapping[str, js_api.StreamConfig] = {
+    TASKS_STREAM: _stream(
+        TASKS_STREAM, "pixmesh.task.>", js_api.RetentionPolicy.WORK_QUEUE, 7 * DAY
     ),
+    # Job events carry a Nats-TTL header (`Bus.expiry_headers`).
+    EVENTS_STREAM: _stream(
+        EVENTS_STREAM, "pixmesh.event.>", js_api.RetentionPolicy.LIMITS, DAY, allow_msg_ttl=True
+    ),
+    DLQ_STREAM: _stream(DLQ_STREAM, "pixmesh.dlq.>", js_api.RetentionPolicy.LIMITS, 30 * DAY),
 }
 
 
