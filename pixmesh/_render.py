@@ -20,9 +20,9 @@ _EXTENSIONS = {image_pb2.JPEG: "jpg", image_pb2.HEIF: "heic"}
 
 
 def to_json(message: Message, indent: int | None = 2) -> str:
-    # The same JSON as the REST API through Envoy (lowerCamelCase field names); indent=None
-    # gives one line.
-    return json_format.MessageToJson(message, indent=indent)
+    # The field names of the REST API through Envoy: snake_case, as in the protos (the
+    # transcoder's preserve_proto_field_names, deploy/envoy/config.py). indent=None: one line.
+    return json_format.MessageToJson(message, indent=indent, preserving_proto_field_name=True)
 
 
 def extension(output: Output) -> str:

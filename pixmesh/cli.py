@@ -4,13 +4,15 @@
     pixmesh process photo.jpg --rendition "thumb=resize=200x200,fill;convert=webp" \
         --rendition "large=resize=1600x" -o out/
     pixmesh plan IMAGE_ID --op resize=800x --rendition "thumb=resize=200x200,fill"
-    pixmesh jobs list --state running
+    pixmesh jobs list --state running [--json]
     pixmesh download JOB_ID -i 0 -o photo.webp
     pixmesh download JOB_ID --all -o out/
     pixmesh status --watch 2
     pixmesh keys create --name ci --scopes read,write   (keys list|revoke|rotate; usage)
+    pixmesh --target api.example.com:443 --tls ops     (--ca ca.pem: trust that CA instead)
 
-Results go to stdout, progress and errors to stderr. Exit status: 0 on success, 1 when a call or
+Results go to stdout, progress and errors to stderr. JSON has the REST API's field names
+(snake_case); every listing command takes --json. Exit status: 0 on success, 1 when a call or
 the job failed, 2 for a usage error, 130 when interrupted.
 """
 
@@ -23,6 +25,8 @@ from collections.abc import Callable, Sequence
 from itertools import islice
 from pathlib import Path
 from time import sleep, strftime
+
+import grpc
 
 from pixmesh import _keys_cli, errors, ops
 from pixmesh._common import API_KEY_ENV, API_KEY_FILE, DEFAULT_TARGET, VERSION
@@ -38,6 +42,7 @@ from pixmesh._render import (
 )
 from pixmesh.client import Client
 from pixmesh.common.v1.job_pb2 import Job
+from pixmesh.gateway.v1.gateway_pb2 import ListJobsResponse
 
 TARGET_ENV = "PIXMESH_TARGET"
 Command = Callable[[Client, argparse.Namespace], int]
@@ -50,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in (_process, _plan) and not (args.op or args.preset or args.rendition):
         parser.error("give at least one --op, a --preset or a --rendition")
     try:
-        with Client(args.target, args.api_key, timeout=args.timeout) as client:
+        credentials = _credentials(args.tls, args.ca)
+        with Client(
+            args.target, args.api_key, timeout=args.timeout, credentials=credentials
+        ) as client:
             return command(client, args)
     except errors.PixmeshError as exc:
         reason = "" if exc.reason == exc.code.name else f" {exc.reason}"
@@ -114,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = job_commands.add_parser("list", parents=[common], help="list jobs, newest first")
     listing.add_argument("--state", choices=[s.lower() for s in Job.State.keys()[1:]])
     listing.add_argument("--limit", type=int, default=20, help="at most N jobs (0: all)")
+    listing.add_argument("--json", action="store_true", help='as JSON: {"jobs": [...]}')
     listing.set_defaults(command=_jobs_list)
     for name, handler, text in (
         ("get", _jobs_get, "print a job as JSON"),
@@ -136,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(command=_download)
 
     operations = commands.add_parser("ops", parents=[common], help="list supported operations")
+    operations.add_argument("--json", action="store_true", help="the ListOperationsResponse")
     operations.set_defaults(command=_ops)
 
     status = commands.add_parser(
@@ -174,6 +184,27 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         default=default(30.0),
         help="deadline in seconds for each call (default 30)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=default(False),
+        help="connect with TLS, trusting the system's root certificates (or those of --ca)",
+    )
+    parser.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        default=default(None),
+        help="PEM file of the certificate authorities to trust (implies --tls)",
+    )
+
+
+def _credentials(tls: bool, ca: Path | None) -> grpc.ChannelCredentials | None:
+    """None: plaintext (the default, as `make up` serves); else TLS with the system's roots or
+    the --ca file's."""
+    if ca is not None:
+        return grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+    return grpc.ssl_channel_credentials() if tls else None
 
 
 def _add_pipeline(parser: argparse.ArgumentParser) -> None:
@@ -279,7 +310,11 @@ def _upload(client: Client, args: argparse.Namespace) -> int:
 
 def _jobs_list(client: Client, args: argparse.Namespace) -> int:
     jobs = client.list_jobs(args.state)
-    for line in jobs_table(islice(jobs, args.limit) if args.limit > 0 else jobs):
+    listed = islice(jobs, args.limit) if args.limit > 0 else jobs
+    if args.json:
+        print(to_json(ListJobsResponse(jobs=listed)))
+        return 0
+    for line in jobs_table(listed):
         print(line)
     return 0
 
@@ -345,7 +380,11 @@ def _download(client: Client, args: argparse.Namespace) -> int:
 
 
 def _ops(client: Client, args: argparse.Namespace) -> int:
-    for line in operations_table(client.list_operations()):
+    resp = client.list_operations()
+    if args.json:
+        print(to_json(resp))
+        return 0
+    for line in operations_table(resp):
         print(line)
     return 0
 

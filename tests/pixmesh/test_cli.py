@@ -140,7 +140,7 @@ def test_jobs_commands(
 
     assert run(sync_target, "jobs", "get", job_id) == 0
     got = json.loads(capsys.readouterr().out)
-    assert got["jobId"] == job_id and got["state"] == "SUCCEEDED"
+    assert got["job_id"] == job_id and got["state"] == "SUCCEEDED"
 
     assert run(sync_target, "jobs", "list", "--state", "succeeded") == 0
     table = capsys.readouterr().out.splitlines()
@@ -284,10 +284,10 @@ def test_plan_prints_the_plan_of_each_rendition(
     sync_target: str, fake: FakeGateway, photo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run(sync_target, "upload", str(photo)) == 0
-    image_id = json.loads(capsys.readouterr().out)["imageId"]
+    image_id = json.loads(capsys.readouterr().out)["image_id"]
     assert run(sync_target, "plan", image_id, "--rendition", "t=convert=webp") == 0
     plan = json.loads(capsys.readouterr().out)["plan"]
-    assert plan["renditions"] == [{"name": "t", "plan": {"outputFormat": "WEBP"}}]
+    assert plan["renditions"] == [{"name": "t", "plan": {"output_format": "WEBP"}}]
     assert fake.timelines == {}
 
 
@@ -340,9 +340,9 @@ def test_status_json_is_the_rest_json(
     assert run(sync_target, "status", "--json") == 0
     data = json.loads(capsys.readouterr().out)
     imaging = data["services"][2]
-    assert imaging["queues"][0]["ackPending"] == "6"  # uint64 is a string in proto JSON
-    assert imaging["queues"][0]["oldestAge"] == "125s"
-    assert data["jobs"]["createdPerSecond"] == 0.5
+    assert imaging["queues"][0]["ack_pending"] == "6"  # uint64 is a string in proto JSON
+    assert imaging["queues"][0]["oldest_age"] == "125s"
+    assert data["jobs"]["created_per_second"] == 0.5
 
 
 def test_status_watch_refreshes_until_interrupted_and_outlives_an_error(
@@ -390,3 +390,25 @@ def test_process_no_reuse_asks_for_recomputation(
     assert run(sync_target, *args) == 0
     request = fake.create_requests[1]
     assert request.HasField("reuse") and request.reuse is False
+
+
+def test_listing_commands_print_rest_json_with_snake_case_names(
+    sync_target: str, fake: FakeGateway, photo: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    assert run(sync_target, "process", str(photo), "--op", "flip", "-o", str(tmp_path / "o")) == 0
+    job_id = next(iter(fake.timelines))
+    capsys.readouterr()
+
+    assert run(sync_target, "jobs", "list", "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    (job,) = listed["jobs"]  # REST's ListJobsResponse: {"jobs": [...]}
+    assert job["job_id"] == job_id and job["image_id"] and "jobId" not in job
+    assert job["operations"] == [{"flip": {"axis": "HORIZONTAL"}}]
+
+    assert run(sync_target, "ops", "--json") == 0
+    catalogue = json.loads(capsys.readouterr().out)
+    assert {"operations", "limits", "input_formats", "output_formats"} <= set(catalogue)
+    assert catalogue["limits"]["max_renditions"] == 10
+    resize = next(o for o in catalogue["operations"] if o["name"] == "resize")
+    assert resize["parameters"][0]["name"] == "width"

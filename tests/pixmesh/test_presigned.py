@@ -234,5 +234,5 @@ def test_cli_upload_presigned(
     code = main(["--target", sync_target, "--api-key", API_KEY, "upload", "--presigned", str(path)])
 
     assert code == 0
-    assert json.loads(capsys.readouterr().out)["imageId"] == "img_upl_1"
+    assert json.loads(capsys.readouterr().out)["image_id"] == "img_upl_1"
     assert bucket.objects["/uploads/upl_1"][0] == b"jpeg bytes"
