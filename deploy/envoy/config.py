@@ -37,6 +37,10 @@ DEFAULT_MAX_RESPONSE_BYTES = 80 * 1024 * 1024
 # so REST and native gRPC calls of one method share one route (and its timeouts).
 _STREAMING_PREFIXES = (
     f"/{GATEWAY_SERVICE}/WatchJob",  # server stream that lasts as long as the job
+    f"/{GATEWAY_SERVICE}/WatchBatch",  # as long as the batch
+    # Zip archives: streamed HttpBody chunks, as long as the download takes.
+    f"/{GATEWAY_SERVICE}/DownloadJobArchive",
+    f"/{GATEWAY_SERVICE}/DownloadBatchArchive",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.",  # grpcurl keeps the bidi stream open while it resolves symbols
 )

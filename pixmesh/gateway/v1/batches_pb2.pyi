@@ -162,18 +162,26 @@ class GetBatchSummaryResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SUMMARY_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def summary(self) -> _batch_pb2.BatchSummary:
         """Unset while the batch runs."""
+
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The same summary as a JSON document (application/json, REST field names): what REST
+        returns (Envoy sends only HttpBody fields as a response body).
+        """
 
     def __init__(
         self,
         *,
         summary: _batch_pb2.BatchSummary | None = ...,
+        body: _httpbody_pb2.HttpBody | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
