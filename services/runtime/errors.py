@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 
 import grpc
 
-DOMAIN = "pixmesh.dev"
+# The status codec and the field violation are the SDK's (pixmesh/errors.py): one encoder and one
+# decoder for both ends of every call.
+from pixmesh.errors import DOMAIN, ErrorStatus, FieldViolation
 
-
-@dataclass(frozen=True)
-class FieldViolation:
-    field: str
-    description: str
+__all__ = ["DOMAIN", "ErrorStatus", "FieldViolation"]  # and the classes and helpers below
 
 
 @dataclass
@@ -40,6 +38,17 @@ class ServiceError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code.name}/{self.reason}: {self.message}"
+
+    def status(self, message: str | None = None) -> ErrorStatus:
+        """What a client is told (`message` replaces the error's own, e.g. shortened)."""
+        return ErrorStatus(
+            code=self.code,
+            message=self.message if message is None else message,
+            reason=self.reason,
+            metadata=self.metadata,
+            violations=tuple(self.violations),
+            retry_delay=self.retry_delay,
+        )
 
 
 @dataclass
@@ -122,34 +131,15 @@ def invalid(field_name: str, description: str, reason: str = "INVALID_ARGUMENT")
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> ServiceError:
     """Rebuild the ServiceError a downstream service raised, from its status and details,
     so a hop passes the code, reason and field violations on unchanged."""
-    from google.rpc import error_details_pb2, status_pb2
-
-    reason = exc.code().name
-    violations: list[FieldViolation] = []
-    meta: dict[str, str] = {}
-    retry_delay: float | None = None
-    for key, value in exc.trailing_metadata() or ():
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            bad = error_details_pb2.BadRequest()
-            retry = error_details_pb2.RetryInfo()
-            if detail.Unpack(info):
-                reason, meta = info.reason, dict(info.metadata)
-            elif detail.Unpack(bad):
-                violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
-            elif detail.Unpack(retry):
-                retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
+    status = ErrorStatus.of(exc)
     return ServiceError(
-        message=exc.details() or exc.code().name,
-        reason=reason,
-        violations=tuple(violations),
-        metadata=meta,
-        code=exc.code(),
-        retryable=exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED),
-        retry_delay=retry_delay,
+        message=status.message or status.code.name,
+        reason=status.reason or status.code.name,
+        violations=status.violations,
+        metadata=dict(status.metadata),
+        code=status.code,
+        retryable=status.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        retry_delay=status.retry_delay,
     )
 
 

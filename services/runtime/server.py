@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pixmesh.errors import STATUS_DETAILS_KEY
 from services.runtime import metrics, trust
-from services.runtime.errors import DOMAIN, ServiceError
+from services.runtime.errors import ServiceError
 from services.runtime.logs import setup_logging
 from services.runtime.outage import as_unavailable
 from services.runtime.settings import ServiceSettings
@@ -168,26 +169,8 @@ def client_message(err: ServiceError) -> str:
 
 
 def status_details(err: ServiceError) -> status_pb2.Status:
-    status = status_pb2.Status(code=err.code.value[0], message=client_message(err))
-    status.details.add().Pack(
-        error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=dict(err.metadata))
-    )
-    if err.violations:
-        status.details.add().Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in err.violations
-                ]
-            )
-        )
-    if err.retry_delay is not None:
-        retry = error_details_pb2.RetryInfo()
-        retry.retry_delay.FromNanoseconds(round(err.retry_delay * 1e9))
-        status.details.add().Pack(retry)
-    return status
+    """The google.rpc.Status a client gets for `err` (the codec is pixmesh.errors')."""
+    return err.status(client_message(err)).to_proto()
 
 
 async def _abort(context: Ctx, exc: BaseException) -> None:
@@ -205,7 +188,7 @@ async def _abort(context: Ctx, exc: BaseException) -> None:
 
         err = Internal()
     details = status_details(err).SerializeToString()
-    metadata: tuple[tuple[str, str | bytes], ...] = (("grpc-status-details-bin", details),)
+    metadata: tuple[tuple[str, str | bytes], ...] = ((STATUS_DETAILS_KEY, details),)
     if err.retry_delay is not None:
         # Envoy's transcoder passes response metadata on as HTTP headers: REST clients get
         # Retry-After (whole seconds, at least 1) beside the RetryInfo in the JSON body.
