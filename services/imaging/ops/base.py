@@ -165,6 +165,16 @@ def has_alpha(img: Image.Image) -> bool:
     return img.mode in ("LA", "RGBA")
 
 
+def on_colour(img: Image.Image, change: Callable[[Image.Image], Image.Image]) -> Image.Image:
+    """`change` applied to the colour (or grey) channels only; the alpha channel, if any, is put
+    back as it was."""
+    if not has_alpha(img):
+        return change(img)
+    out = change(img.convert(img.mode[:-1]))
+    out.putalpha(img.getchannel("A"))
+    return out
+
+
 def canvas(img: Image.Image, size: tuple[int, int], colour: Colour | None) -> Image.Image:
     """A background of `size` for `img`, in the smallest normalised mode that holds both.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image, ImageOps
 
 from pixmesh.common.v1.operations_pb2 import Duotone
-from services.imaging.ops.base import Context, OpSpec, Size, describe, has_alpha, parse_colour
+from services.imaging.ops.base import Context, OpSpec, Size, describe, on_colour, parse_colour
 
 SEPIA_SHADOW = "#2b1a0e"
 SEPIA_HIGHLIGHT = "#fff1d8"
@@ -21,10 +21,9 @@ def apply(img: Image.Image, op: Duotone) -> Image.Image:
     shadow = parse_colour(op.shadow or SEPIA_SHADOW)
     highlight = parse_colour(op.highlight or SEPIA_HIGHLIGHT)
     assert shadow is not None and highlight is not None
-    out = ImageOps.colorize(img.convert("L"), shadow[:3], highlight[:3])
-    if has_alpha(img):
-        out.putalpha(img.getchannel("A"))
-    return out
+    return on_colour(
+        img, lambda colour: ImageOps.colorize(colour.convert("L"), shadow[:3], highlight[:3])
+    )
 
 
 SPEC = OpSpec(

@@ -7,7 +7,7 @@ import math
 from PIL import Image, ImageFilter
 
 from pixmesh.common.v1.operations_pb2 import Sharpen
-from services.imaging.ops.base import Context, OpSpec, Size, describe, has_alpha
+from services.imaging.ops.base import Context, OpSpec, Size, describe, on_colour
 
 
 def validate(op: Sharpen, src: Size | None, ctx: Context) -> Size | None:
@@ -24,12 +24,8 @@ def apply(img: Image.Image, op: Sharpen) -> Image.Image:
     mask = ImageFilter.UnsharpMask(
         radius=op.sigma or 1.0, percent=round((op.amount or 1.0) * 100), threshold=op.threshold
     )
-    if not has_alpha(img):
-        return img.filter(mask)
     # Sharpen the colours only: a sharpened alpha channel grows halos around shapes.
-    colour = img.convert(img.mode[:-1]).filter(mask)
-    colour.putalpha(img.getchannel("A"))
-    return colour
+    return on_colour(img, lambda colour: colour.filter(mask))
 
 
 SPEC = OpSpec(
