@@ -1,10 +1,12 @@
 """The gateway's own checks of a CreateJob pipeline, before any work is queued.
 
-The exact checks of imaging's operations run on the imaging service (PlanPipeline, against the
-image's header); here are the ones it cannot do (1..max_operations ops, ops whose service says they
-are unavailable, other services' parameters) and a coarse fallback of imaging's (sizes over the
-limits, formats we cannot write) for when the imaging service is unavailable. The workers validate
-again when they run, so nothing here is the last line of defence.
+Every operation's parameter rules are the proto's (buf.validate annotations, checked through
+pixmesh.rules, the module imaging and the SDK use too); nothing here restates them. The checks
+that need the image run on the imaging service (PlanPipeline, against the image's header); here are
+the ones it cannot do (1..max_operations ops, ops whose service says they are unavailable, other
+services' parameters) and, for when the imaging service is unavailable, imaging's operations'
+proto rules plus sizes over the deployment's max_output_dimension. The workers validate again when
+they run, so nothing here is the last line of defence.
 
 A rendition's operations are checked like the job's, with field paths that name the rendition
 (`renditions[1].operations[0].resize.width`); the job's operations followed by any one
@@ -16,22 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pixmesh.common.v1 import image_pb2, operations_pb2
+from pixmesh import rules
+from pixmesh.common.v1 import operations_pb2
 from services.gateway import errors
 from services.runtime.errors import FieldViolation, InvalidArgument
 from services.runtime.pipeline import IMAGING, op_name, owner
 
-_BOTH_SIDES = frozenset(
-    {
-        operations_pb2.Resize.FILL,
-        operations_pb2.Resize.FILL_DOWN,
-        operations_pb2.Resize.FORCE,
-        operations_pb2.Resize.AUTO,
-    }
-)
-OUTPUT_FORMATS = frozenset(
-    {image_pb2.JPEG, image_pb2.PNG, image_pb2.WEBP, image_pb2.AVIF, image_pb2.GIF, image_pb2.TIFF}
-)
+# What Convert.format accepts, from its proto rule.
+OUTPUT_FORMATS = frozenset(rules.OUTPUT_FORMATS)
 
 
 def validate_pipeline(
@@ -112,8 +106,7 @@ def check_params(
                     f"cannot be used {where}: only as the job's first operation",
                 )
             )
-        for field, problem in _check(op, max_dimension):
-            violations.append(FieldViolation(f"{prefix}operations[{i}].{name}.{field}", problem))
+        violations += _check(op, max_dimension, f"{prefix}operations[{i}]")
     if violations:
         raise InvalidArgument(
             message="; ".join(f"{v.field}: {v.description}" for v in violations),
@@ -121,34 +114,22 @@ def check_params(
         )
 
 
-def _check(op: operations_pb2.Operation, max_dim: int) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+def _check(op: operations_pb2.Operation, max_dim: int, path: str) -> list[FieldViolation]:
+    """The operation's proto rules (pixmesh.rules), then what the proto cannot say: sizes over the
+    deployment's max_output_dimension. `path` is the operation's, e.g. "operations[1]"."""
+    found = [FieldViolation(v.field, v.description) for v in rules.violations(op, path)]
     which = op.WhichOneof("op")
     if which == "resize":
         r = op.resize
-        if r.width == 0 and r.height == 0:
-            out.append(("width", "width or height is required"))
-        if r.mode in _BOTH_SIDES and not (r.width and r.height):
-            out.append(("height", "FILL, FILL_DOWN, FORCE and AUTO need both width and height"))
         dpr = r.dpr or 1.0  # sizes are in CSS pixels: the output is dpr times larger
-        out += _dims(("width", r.width * dpr), ("height", r.height * dpr), max_dim=max_dim)
+        pairs = (("width", r.width * dpr), ("height", r.height * dpr))
     elif which == "crop":
-        c = op.crop
-        if (c.width == 0 and not c.width_ratio) or (c.height == 0 and not c.height_ratio):
-            out.append(("width", "width and height (or their ratios) must be positive"))
-        out += _dims(("width", c.width), ("height", c.height), max_dim=max_dim)
-    elif which == "rotate":
-        if not -360.0 <= op.rotate.angle <= 360.0:
-            out.append(("angle", "must be within -360..360"))
-    elif which == "convert":
-        if op.convert.format not in OUTPUT_FORMATS:
-            out.append(("format", "must be one of JPEG, PNG, WEBP, AVIF, GIF, TIFF"))
-        if op.convert.quality > 100:
-            out.append(("quality", "must be within 1..100 (0 = format default)"))
-    elif which == "denoise" and not 0.0 <= op.denoise.sigma <= 255.0:
-        out.append(("sigma", "must be within 0..255"))
-    return out
-
-
-def _dims(*pairs: tuple[str, float], max_dim: int) -> list[tuple[str, str]]:
-    return [(name, f"at most {max_dim}") for name, value in pairs if value > max_dim]
+        pairs = (("width", op.crop.width), ("height", op.crop.height))
+    else:
+        return found
+    found += [
+        FieldViolation(f"{path}.{which}.{name}", f"at most {max_dim}")
+        for name, value in pairs
+        if value > max_dim
+    ]
+    return found

@@ -30,8 +30,9 @@ def test_every_violation_is_reported_with_its_field() -> None:
             ]
         )
     fields = [v.field for v in exc.value.violations]
+    # FILL without a height breaks a rule of the whole resize (the proto's, as imaging reports it).
     assert fields == [
-        "operations[0].resize.height",
+        "operations[0].resize",
         "operations[0].resize.width",
         "operations[1].convert.format",
         "operations[1].convert.quality",
@@ -62,5 +63,27 @@ def test_resize_modes_and_dpr() -> None:
             ]
         )
     fields = [v.field for v in exc.value.violations]
-    assert fields == ["operations[0].resize.height", "operations[1].resize.width"]
+    assert fields == ["operations[0].resize", "operations[1].resize.width"]
     check([Op(resize=operations_pb2.Resize(width=500, dpr=2))])
+
+
+def test_dpr_has_one_limit_the_protos() -> None:
+    """The SDK once allowed dpr up to 10 and imaging 8: the one rule is Resize.dpr's, 0..8."""
+    check([Op(resize=operations_pb2.Resize(width=100, dpr=8))])
+    with pytest.raises(InvalidArgument) as exc:
+        check([Op(resize=operations_pb2.Resize(width=100, dpr=9))])
+    assert [(v.field, v.description) for v in exc.value.violations] == [
+        ("operations[0].resize.dpr", "must be between 0 and 8")
+    ]
+
+
+def test_rules_of_other_services_come_from_the_proto() -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        check([Op(denoise=operations_pb2.Denoise(sigma=300, color_mode=9))])
+    assert [(v.field, v.description) for v in exc.value.violations] == [
+        ("operations[0].denoise.sigma", "must be between 0 and 255"),
+        (
+            "operations[0].denoise.color_mode",
+            "must be one of LUMINANCE, PER_CHANNEL, AUTO, OPPONENT",
+        ),
+    ]
