@@ -56,6 +56,25 @@ class Image(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Image._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: Image._Kind.ValueType  # 0
+        """read as IMAGE"""
+        IMAGE: Image._Kind.ValueType  # 1
+        VIDEO: Image._Kind.ValueType  # 2
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
+        """What the upload is. IMAGE for every upload recorded before videos were accepted."""
+
+    KIND_UNSPECIFIED: Image.Kind.ValueType  # 0
+    """read as IMAGE"""
+    IMAGE: Image.Kind.ValueType  # 1
+    VIDEO: Image.Kind.ValueType  # 2
+
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     WIDTH_FIELD_NUMBER: _builtins.int
@@ -67,6 +86,8 @@ class Image(_message.Message):
     FILENAME_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ORIENTATION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    VIDEO_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """Opaque id, "img_" followed by 32 hex digits."""
     format: Global___ImageFormat.ValueType
@@ -85,8 +106,15 @@ class Image(_message.Message):
     it was), read as 1. 5..8 mean the stored pixels are transposed: width and height above are
     as displayed, so the stored pixels are height x width. See Orient.
     """
+    kind: Global___Image.Kind.ValueType
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def video(self) -> Global___VideoInfo:
+        """For a video (format stays IMAGE_FORMAT_UNSPECIFIED; width and height are a frame's, as
+        displayed after the rotation flag; frame_count is 0 when the container does not say).
+        """
+
     def __init__(
         self,
         *,
@@ -101,14 +129,92 @@ class Image(_message.Message):
         filename: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         orientation: _builtins.int = ...,
+        kind: Global___Image.Kind.ValueType = ...,
+        video: Global___VideoInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "created_at", b"created_at", "filename", b"filename", "format", b"format", "frame_count", b"frame_count", "height", b"height", "image_id", b"image_id", "orientation", b"orientation", "sha256", b"sha256", "size_bytes", b"size_bytes", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "created_at", b"created_at", "filename", b"filename", "format", b"format", "frame_count", b"frame_count", "height", b"height", "image_id", b"image_id", "kind", b"kind", "orientation", b"orientation", "sha256", b"sha256", "size_bytes", b"size_bytes", "video", b"video", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Image: _TypeAlias = Image  # noqa: Y015
+
+@_typing.final
+class VideoInfo(_message.Message):
+    """A video's header, read at upload without decoding a frame."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Container:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ContainerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[VideoInfo._Container.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        CONTAINER_UNSPECIFIED: VideoInfo._Container.ValueType  # 0
+        MP4: VideoInfo._Container.ValueType  # 1
+        MOV: VideoInfo._Container.ValueType  # 2
+        M4V: VideoInfo._Container.ValueType  # 3
+        THREE_GP: VideoInfo._Container.ValueType  # 4
+        MKV: VideoInfo._Container.ValueType  # 5
+        WEBM: VideoInfo._Container.ValueType  # 6
+        AVI: VideoInfo._Container.ValueType  # 7
+        MPEG_TS: VideoInfo._Container.ValueType  # 8
+
+    class Container(_Container, metaclass=_ContainerEnumTypeWrapper):
+        """Container formats pixmesh reads, sniffed from the bytes."""
+
+    CONTAINER_UNSPECIFIED: VideoInfo.Container.ValueType  # 0
+    MP4: VideoInfo.Container.ValueType  # 1
+    MOV: VideoInfo.Container.ValueType  # 2
+    M4V: VideoInfo.Container.ValueType  # 3
+    THREE_GP: VideoInfo.Container.ValueType  # 4
+    MKV: VideoInfo.Container.ValueType  # 5
+    WEBM: VideoInfo.Container.ValueType  # 6
+    AVI: VideoInfo.Container.ValueType  # 7
+    MPEG_TS: VideoInfo.Container.ValueType  # 8
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    DURATION_S_FIELD_NUMBER: _builtins.int
+    FPS_FIELD_NUMBER: _builtins.int
+    CODEC_FIELD_NUMBER: _builtins.int
+    AUDIO_CODEC_FIELD_NUMBER: _builtins.int
+    BIT_RATE_FIELD_NUMBER: _builtins.int
+    ROTATION_FIELD_NUMBER: _builtins.int
+    STREAM_COUNT_FIELD_NUMBER: _builtins.int
+    container: Global___VideoInfo.Container.ValueType
+    duration_s: _builtins.float
+    fps: _builtins.float
+    """Average frames per second."""
+    codec: _builtins.str
+    """FFmpeg's codec names, e.g. "h264", "hevc", "vp9", "av1"; audio_codec empty without audio."""
+    audio_codec: _builtins.str
+    bit_rate: _builtins.int
+    """Bits per second of the whole file, 0 when unknown."""
+    rotation: _builtins.int
+    """Degrees counter-clockwise the stored frames are turned to be shown (0, 90, 180, 270)."""
+    stream_count: _builtins.int
+    """Streams in the container (video, audio, subtitles, data)."""
+    def __init__(
+        self,
+        *,
+        container: Global___VideoInfo.Container.ValueType = ...,
+        duration_s: _builtins.float = ...,
+        fps: _builtins.float = ...,
+        codec: _builtins.str = ...,
+        audio_codec: _builtins.str = ...,
+        bit_rate: _builtins.int = ...,
+        rotation: _builtins.int = ...,
+        stream_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_codec", b"audio_codec", "bit_rate", b"bit_rate", "codec", b"codec", "container", b"container", "duration_s", b"duration_s", "fps", b"fps", "rotation", b"rotation", "stream_count", b"stream_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoInfo: _TypeAlias = VideoInfo  # noqa: Y015
 
 @_typing.final
 class Limits(_message.Message):
@@ -122,6 +228,9 @@ class Limits(_message.Message):
     MAX_OUTPUT_DIMENSION_FIELD_NUMBER: _builtins.int
     MAX_OPERATIONS_FIELD_NUMBER: _builtins.int
     MAX_RENDITIONS_FIELD_NUMBER: _builtins.int
+    MAX_VIDEO_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_VIDEO_DURATION_S_FIELD_NUMBER: _builtins.int
+    MAX_VIDEO_STREAMS_FIELD_NUMBER: _builtins.int
     max_input_bytes: _builtins.int
     max_pixels: _builtins.int
     max_frames: _builtins.int
@@ -131,6 +240,12 @@ class Limits(_message.Message):
     """Renditions per job. The job's operations plus any one rendition's (presets expanded) must
     fit in max_operations.
     """
+    max_video_bytes: _builtins.int
+    """Videos (issue 13): largest upload in bytes, longest duration in seconds, most streams.
+    max_pixels applies to each video frame.
+    """
+    max_video_duration_s: _builtins.float
+    max_video_streams: _builtins.int
     def __init__(
         self,
         *,
@@ -140,10 +255,13 @@ class Limits(_message.Message):
         max_output_dimension: _builtins.int = ...,
         max_operations: _builtins.int = ...,
         max_renditions: _builtins.int = ...,
+        max_video_bytes: _builtins.int = ...,
+        max_video_duration_s: _builtins.float = ...,
+        max_video_streams: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_frames", b"max_frames", "max_input_bytes", b"max_input_bytes", "max_operations", b"max_operations", "max_output_dimension", b"max_output_dimension", "max_pixels", b"max_pixels", "max_renditions", b"max_renditions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_frames", b"max_frames", "max_input_bytes", b"max_input_bytes", "max_operations", b"max_operations", "max_output_dimension", b"max_output_dimension", "max_pixels", b"max_pixels", "max_renditions", b"max_renditions", "max_video_bytes", b"max_video_bytes", "max_video_duration_s", b"max_video_duration_s", "max_video_streams", b"max_video_streams"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

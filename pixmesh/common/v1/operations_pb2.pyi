@@ -62,6 +62,9 @@ class Operation(_message.Message):
     WATERMARK_TEXT_FIELD_NUMBER: _builtins.int
     REDACT_FIELD_NUMBER: _builtins.int
     ORIENT_FIELD_NUMBER: _builtins.int
+    VIDEO_FRAMES_FIELD_NUMBER: _builtins.int
+    VIDEO_SHEET_FIELD_NUMBER: _builtins.int
+    VIDEO_PREVIEW_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def resize(self) -> Global___Resize:
         """Scale the image to a box."""
@@ -156,6 +159,20 @@ class Operation(_message.Message):
     def orient(self) -> Global___Orient:
         """Apply or ignore the EXIF orientation (first operation only)."""
 
+    @_builtins.property
+    def video_frames(self) -> Global___VideoFrames:
+        """Video operations (issue 13), 40..49: the first operation of a job on a video.
+        Stills at positions of the video, one output each.
+        """
+
+    @_builtins.property
+    def video_sheet(self) -> Global___VideoSheet:
+        """A contact sheet: frames spread over the video in a grid."""
+
+    @_builtins.property
+    def video_preview(self) -> Global___VideoPreview:
+        """A short animated preview (WebP, GIF or AVIF)."""
+
     def __init__(
         self,
         *,
@@ -182,12 +199,15 @@ class Operation(_message.Message):
         watermark_text: Global___WatermarkText | None = ...,
         redact: Global___Redact | None = ...,
         orient: Global___Orient | None = ...,
+        video_frames: Global___VideoFrames | None = ...,
+        video_sheet: Global___VideoSheet | None = ...,
+        video_preview: Global___VideoPreview | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "orient", b"orient", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "orient", b"orient", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "video_frames", b"video_frames", "video_preview", b"video_preview", "video_sheet", b"video_sheet", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "orient", b"orient", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "orient", b"orient", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "video_frames", b"video_frames", "video_preview", b"video_preview", "video_sheet", b"video_sheet", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["resize", "crop", "rotate", "flip", "convert", "extract_metadata", "denoise", "blur", "sharpen", "pixelate", "adjust", "grayscale", "duotone", "flatten", "round_corners", "trim", "pad", "extend", "frames", "watermark", "watermark_text", "redact", "orient"]  # noqa: Y015
+    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["resize", "crop", "rotate", "flip", "convert", "extract_metadata", "denoise", "blur", "sharpen", "pixelate", "adjust", "grayscale", "duotone", "flatten", "round_corners", "trim", "pad", "extend", "frames", "watermark", "watermark_text", "redact", "orient", "video_frames", "video_sheet", "video_preview"]  # noqa: Y015
     _WhichOneofArgType_op: _TypeAlias = _typing.Literal["op", b"op"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_op) -> _WhichOneofReturnType_op | None: ...
 
@@ -1288,6 +1308,150 @@ class Redact(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Redact: _TypeAlias = Redact  # noqa: Y015
+
+@_typing.final
+class VideoFrames(_message.Message):
+    """Stills from a video: the job's first operation, on a video source. Each position gives one
+    output, named frame-1, frame-2, ... (frame-1-<rendition>, ... with renditions), made by the
+    job's other operations and renditions as if the still were an uploaded image (a JPEG unless
+    a convert says otherwise). Seeks go to the keyframe before each position and decode forward.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Select:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _SelectEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[VideoFrames._Select.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        SELECT_UNSPECIFIED: VideoFrames._Select.ValueType  # 0
+        """treated as EXACT"""
+        EXACT: VideoFrames._Select.ValueType  # 1
+        """the frame shown at the position"""
+        BEST_NEAR: VideoFrames._Select.ValueType  # 2
+        """the best frame within window_s of the position: black, flat and blurred frames are
+        skipped (a measured score); the exact frame, with a warning, when every candidate is one
+        """
+
+    class Select(_Select, metaclass=_SelectEnumTypeWrapper): ...
+    SELECT_UNSPECIFIED: VideoFrames.Select.ValueType  # 0
+    """treated as EXACT"""
+    EXACT: VideoFrames.Select.ValueType  # 1
+    """the frame shown at the position"""
+    BEST_NEAR: VideoFrames.Select.ValueType  # 2
+    """the best frame within window_s of the position: black, flat and blurred frames are
+    skipped (a measured score); the exact frame, with a warning, when every candidate is one
+    """
+
+    FRACTIONS_FIELD_NUMBER: _builtins.int
+    TIMESTAMPS_S_FIELD_NUMBER: _builtins.int
+    SELECT_FIELD_NUMBER: _builtins.int
+    WINDOW_S_FIELD_NUMBER: _builtins.int
+    select: Global___VideoFrames.Select.ValueType
+    """How the frame at each position is chosen; default EXACT."""
+    window_s: _builtins.float
+    """How far BEST_NEAR looks either side of each position, 0..30 seconds; 0 means 2."""
+    @_builtins.property
+    def fractions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Positions as fractions of the duration, each 0..1, at most 10; default 0.10, 0.50, 0.95."""
+
+    @_builtins.property
+    def timestamps_s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Positions in seconds from the start, each 0..86400, at most 10 (past the end: the last frame)."""
+
+    def __init__(
+        self,
+        *,
+        fractions: _abc.Iterable[_builtins.float] | None = ...,
+        timestamps_s: _abc.Iterable[_builtins.float] | None = ...,
+        select: Global___VideoFrames.Select.ValueType = ...,
+        window_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fractions", b"fractions", "select", b"select", "timestamps_s", b"timestamps_s", "window_s", b"window_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoFrames: _TypeAlias = VideoFrames  # noqa: Y015
+
+@_typing.final
+class VideoSheet(_message.Message):
+    """A contact sheet of a video: `count` frames at the middle of equal slices of its duration, in
+    a grid, left to right and top to bottom. The job's first operation, on a video source.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    TILE_WIDTH_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Frames on the sheet, 0..100; 0 means 9."""
+    columns: _builtins.int
+    """Columns of the grid, 0..100; 0 makes it as square as it gets."""
+    tile_width: _builtins.int
+    """Width of each tile in pixels, 0..1920 (height from the video's aspect ratio); 0 means 320."""
+    gap: _builtins.int
+    """Pixels between and around the tiles, 0..64."""
+    background: _builtins.str
+    """"#rrggbb" behind the tiles; default black."""
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        columns: _builtins.int = ...,
+        tile_width: _builtins.int = ...,
+        gap: _builtins.int = ...,
+        background: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "columns", b"columns", "count", b"count", "gap", b"gap", "tile_width", b"tile_width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoSheet: _TypeAlias = VideoSheet  # noqa: Y015
+
+@_typing.final
+class VideoPreview(_message.Message):
+    """A short animated preview of a video, from `start_s` for `duration_s`, at `fps` frames per
+    second and `width` pixels wide; an animated WebP unless a convert picks GIF or AVIF. The
+    job's first operation, on a video source; its frames count against max_frames.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_S_FIELD_NUMBER: _builtins.int
+    DURATION_S_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    FPS_FIELD_NUMBER: _builtins.int
+    start_s: _builtins.float
+    """Where the preview starts, in seconds from the start of the video, 0..86400."""
+    duration_s: _builtins.float
+    """How long the preview lasts, 0..60 seconds (cut at the end of the video); 0 means 3."""
+    width: _builtins.int
+    """Width in pixels, 0..1920 (height from the aspect ratio, never enlarged); 0 means 480."""
+    fps: _builtins.float
+    """Frames per second of the preview, 0..30; 0 means 10."""
+    def __init__(
+        self,
+        *,
+        start_s: _builtins.float = ...,
+        duration_s: _builtins.float = ...,
+        width: _builtins.int = ...,
+        fps: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_s", b"duration_s", "fps", b"fps", "start_s", b"start_s", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoPreview: _TypeAlias = VideoPreview  # noqa: Y015
 
 @_typing.final
 class OperationInfo(_message.Message):
