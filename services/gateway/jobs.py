@@ -34,6 +34,7 @@ from services.gateway.webhooks import check_webhook
 from services.runtime import metrics
 from services.runtime.errors import from_rpc_error, invalid, rpc_errors
 from services.runtime.pipeline import check_renditions, plan_stages, request_hash
+from services.runtime.routes import link_outputs, output_download_path
 from services.runtime.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -63,16 +64,10 @@ class Resolved:
     plan: operations_pb2.PipelinePlan | None
 
 
-def download_path(job_id: str, index: int) -> str:
-    """The REST route of a job's output (DownloadOutput's `google.api.http` path)."""
-    return f"/v1/jobs/{job_id}/outputs/{index}"
-
-
-def linked(job: job_pb2.Job) -> job_pb2.Job:
-    """The job with each output's `download_path` set (in place; returned for chaining)."""
-    for output in job.outputs:
-        output.download_path = download_path(job.job_id, output.index)
-    return job
+# The REST route of a job's output (DownloadOutput's `google.api.http` path, read from the
+# proto), and a job with each output's `download_path` set (in place; returned for chaining).
+download_path = output_download_path
+linked = link_outputs
 
 
 class JobRequests:
@@ -261,6 +256,7 @@ class JobRequests:
         req = jobs_pb2.GetOutputRequest(tenant_id=tenant_id, job_id=job_id, index=index)
         with rpc_errors():
             resp: jobs_pb2.GetOutputResponse = await self.jobs.GetOutput(req, timeout=timeout)
+        resp.output.download_path = download_path(job_id, resp.output.index)
         return resp
 
     async def download(

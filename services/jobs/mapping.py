@@ -15,7 +15,6 @@ from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.jobs import statemachine as sm
 from services.runtime.pipeline import plan_stages
-from services.runtime.routes import output_download_path
 from services.runtime.storage import input_key
 
 _OPEN_AND_TERMINAL = sm.TERMINAL | {sm.PENDING, sm.RUNNING}
@@ -193,7 +192,8 @@ def stage_results(
 
 def outputs(job: sm.JobRecord) -> list[tuple[job_pb2.Output, str]]:
     """A succeeded job's outputs and their object keys: what its output stage made, one per
-    rendition (named) or the one image of a plain job (unnamed). None before it succeeded."""
+    rendition (named) or the one image of a plain job (unnamed). None before it succeeded. No
+    `download_path`: REST routes are the gateway's (services/runtime/routes.py)."""
     stage = sm.final_output_stage(job.stages) if job.state == sm.SUCCEEDED else None
     if stage is None:
         return []
@@ -210,6 +210,5 @@ def outputs(job: sm.JobRecord) -> list[tuple[job_pb2.Output, str]]:
         out.index = i
         if name:
             out.rendition = name
-        out.download_path = output_download_path(job.job_id, i)
         found.append((out, result.key))
     return found

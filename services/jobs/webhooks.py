@@ -16,6 +16,7 @@ from google.protobuf import json_format
 from pixmesh.common.v1 import job_pb2
 from pixmesh.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
 from services.runtime.addresses import public_address
+from services.runtime.routes import link_outputs
 
 USER_AGENT = "pixmesh-webhooks"
 _EVENT_TYPES = {
@@ -81,12 +82,16 @@ def event_type(job: job_pb2.Job) -> str:
 
 def payload(event_id: str, job: job_pb2.Job) -> bytes:
     """The POST body: the event's id and type and the job as REST returns it (proto3 JSON, proto
-    field names, every field printed)."""
+    field names, every field printed; its outputs' download paths set)."""
+    rest = job_pb2.Job()
+    rest.CopyFrom(job)
     doc = {
         "event_id": event_id,
         "type": event_type(job),
         "job": json_format.MessageToDict(
-            job, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            link_outputs(rest),
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
         ),
     }
     return json.dumps(doc, separators=(",", ":")).encode()

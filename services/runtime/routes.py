@@ -8,6 +8,7 @@ import re
 
 from google.api import annotations_pb2
 
+from pixmesh.common.v1 import job_pb2
 from pixmesh.gateway.v1 import gateway_pb2
 
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -29,3 +30,12 @@ def rest_path(method: str, **fields: object) -> str:
 def output_download_path(job_id: str, index: int) -> str:
     """Where one output of a job downloads through the front proxy (DownloadOutput)."""
     return rest_path("DownloadOutput", job_id=job_id, index=index)
+
+
+def link_outputs(job: job_pb2.Job) -> job_pb2.Job:
+    """The job with each output's `download_path` set, as REST shows it (in place; returned
+    for chaining). Inside the mesh a job carries no REST path: the gateway links the jobs it
+    returns, the jobs service the job in a webhook's body."""
+    for output in job.outputs:
+        output.download_path = output_download_path(job.job_id, output.index)
+    return job

@@ -378,7 +378,10 @@ async def test_output_url_signs_the_outputs_key_with_its_content_type() -> None:
     resp = await service.output_url("tenant-a", "job_1", 0, timeout=5.0)
 
     assert resp.url == "https://s3.example/GET/outputs/abc.png?type=image/png&expires=120"
-    assert resp.output == Jobs.OUTPUT
+    # The jobs service's output, with the REST path the gateway gives it.
+    expected = job_pb2.Output(download_path="/v1/jobs/job_1/outputs/0")
+    expected.MergeFrom(Jobs.OUTPUT)
+    assert resp.output == expected
     expires = resp.expires_at.ToDatetime(UTC)
     assert before + timedelta(seconds=120) <= expires <= datetime.now(UTC) + timedelta(seconds=120)
 
