@@ -6,21 +6,32 @@ import math
 
 from PIL import Image
 
-from pixmesh.common.v1.operations_pb2 import Gravity
+from pixmesh.common.v1.operations_pb2 import Gravity, Watermark, WatermarkText
 from services.imaging.ops import gravity
 from services.imaging.ops.base import TRANSPARENT, Context, composite, has_alpha, round_half_up
 
+# The watermarks: each has a position, margin, tile and opacity, which mean the same in both.
+Overlay = Watermark | WatermarkText
 
-def validate(
-    ctx: Context, position: Gravity, has_position: bool, tile: bool, margin: int, opacity: float
-) -> None:
-    if tile and has_position:
+
+def opacity(op: Overlay) -> float:
+    return op.opacity if op.HasField("opacity") else 1.0
+
+
+def validate(ctx: Context, op: Overlay) -> None:
+    """Check the placement and opacity of a watermark."""
+    if op.tile and op.HasField("position"):
         raise ctx.error("position", "a tiled watermark has no position; unset one of them")
-    gravity.validate(position, ctx, "position", focus=False, smart=False)
-    if margin > ctx.max_output_dimension:
+    gravity.validate(op.position, ctx, "position", focus=False, smart=False)
+    if op.margin > ctx.max_output_dimension:
         raise ctx.error("margin", f"must be at most {ctx.max_output_dimension}")
-    if not math.isfinite(opacity) or not 0.0 < opacity <= 1.0:
+    if not math.isfinite(opacity(op)) or not 0.0 < opacity(op) <= 1.0:
         raise ctx.error("opacity", "must be in (0, 1]")
+
+
+def stamp(img: Image.Image, patch: Image.Image, op: Overlay) -> Image.Image:
+    """`patch` (RGBA) faded to `op`'s opacity and drawn over `img` where `op` places it."""
+    return draw(img, faded(patch, opacity(op)), op.position, op.margin, op.tile)
 
 
 def faded(patch: Image.Image, opacity: float) -> Image.Image:

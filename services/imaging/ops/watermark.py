@@ -46,8 +46,7 @@ def validate(op: Watermark, src: Size | None, ctx: Context) -> Size | None:
         raise ctx.error("image", exc.message, exc.reason) from None
     if not math.isfinite(op.scale) or not 0.0 <= op.scale <= 1.0:
         raise ctx.error("scale", "must be between 0 and 1 (0: its own size)")
-    opacity = op.opacity if op.HasField("opacity") else 1.0
-    overlay.validate(ctx, op.position, op.HasField("position"), op.tile, op.margin, opacity)
+    overlay.validate(ctx, op)
     return src
 
 
@@ -57,8 +56,7 @@ def apply(img: Image.Image, op: Watermark) -> Image.Image:
         width = max(1, round_half_up(img.width * op.scale))
         height = max(1, round_half_up(patch.height * width / patch.width))
         patch = patch.resize((width, height), Image.Resampling.LANCZOS)
-    patch = overlay.faded(patch, op.opacity if op.HasField("opacity") else 1.0)
-    return overlay.draw(img, patch, op.position, op.margin, op.tile)
+    return overlay.stamp(img, patch, op)
 
 
 SPEC = OpSpec(

@@ -31,8 +31,7 @@ def validate(op: WatermarkText, src: Size | None, ctx: Context) -> Size | None:
         raise ctx.error("size", f"must be between {MIN_SIZE} and {MAX_SIZE} (0: automatic)")
     ctx.colour("color", op.color)
     ctx.colour("outline_color", op.outline_color)
-    opacity = op.opacity if op.HasField("opacity") else 1.0
-    overlay.validate(ctx, op.position, op.HasField("position"), op.tile, op.margin, opacity)
+    overlay.validate(ctx, op)
     return src
 
 
@@ -60,8 +59,7 @@ def render(op: WatermarkText, size: int) -> Image.Image:
 
 def apply(img: Image.Image, op: WatermarkText) -> Image.Image:
     size = op.size or max(12, min(img.size) // 20)
-    patch = overlay.faded(render(op, size), op.opacity if op.HasField("opacity") else 1.0)
-    return overlay.draw(img, patch, op.position, op.margin, op.tile)
+    return overlay.stamp(img, render(op, size), op)
 
 
 SPEC = OpSpec(
