@@ -315,25 +315,82 @@ class OperationReport(_message.Message):
 
     INDEX_FIELD_NUMBER: _builtins.int
     DENOISE_FIELD_NUMBER: _builtins.int
+    VIDEO_FRAMES_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Index of the operation within its stage's operations."""
     @_builtins.property
     def denoise(self) -> Global___DenoiseReport: ...
+    @_builtins.property
+    def video_frames(self) -> Global___VideoFramesReport: ...
     def __init__(
         self,
         *,
         index: _builtins.int = ...,
         denoise: Global___DenoiseReport | None = ...,
+        video_frames: Global___VideoFramesReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["denoise", b"denoise", "report", b"report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["denoise", b"denoise", "report", b"report", "video_frames", b"video_frames"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["denoise", b"denoise", "index", b"index", "report", b"report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["denoise", b"denoise", "index", b"index", "report", b"report", "video_frames", b"video_frames"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_report: _TypeAlias = _typing.Literal["denoise"]  # noqa: Y015
+    _WhichOneofReturnType_report: _TypeAlias = _typing.Literal["denoise", "video_frames"]  # noqa: Y015
     _WhichOneofArgType_report: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_report) -> _WhichOneofReturnType_report | None: ...
 
 Global___OperationReport: _TypeAlias = OperationReport  # noqa: Y015
+
+@_typing.final
+class VideoFramesReport(_message.Message):
+    """How a VideoFrames operation chose its frames, one entry per position in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Frame(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        REQUESTED_S_FIELD_NUMBER: _builtins.int
+        TIME_S_FIELD_NUMBER: _builtins.int
+        SCORE_FIELD_NUMBER: _builtins.int
+        WARNINGS_FIELD_NUMBER: _builtins.int
+        requested_s: _builtins.float
+        """Where the frame was asked for and where the chosen one is, seconds from the start."""
+        time_s: _builtins.float
+        score: _builtins.float
+        """BEST_NEAR's measure of the chosen frame (entropy x log(1 + sharpness)); 0 for EXACT."""
+        @_builtins.property
+        def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+            """E.g. BEST_NEAR found only black, flat or blurred frames and gave the exact one."""
+
+        def __init__(
+            self,
+            *,
+            requested_s: _builtins.float = ...,
+            time_s: _builtins.float = ...,
+            score: _builtins.float = ...,
+            warnings: _abc.Iterable[_builtins.str] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["requested_s", b"requested_s", "score", b"score", "time_s", b"time_s", "warnings", b"warnings"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FRAMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___VideoFramesReport.Frame]: ...
+    def __init__(
+        self,
+        *,
+        frames: _abc.Iterable[Global___VideoFramesReport.Frame] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoFramesReport: _TypeAlias = VideoFramesReport  # noqa: Y015
 
 @_typing.final
 class DenoiseReport(_message.Message):
