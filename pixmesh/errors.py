@@ -29,6 +29,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
+from pixmesh.common.v1.errors_pb2 import Error
+
 __all__ = [
     "DOMAIN",
     "ApiKeyInvalid",
@@ -236,7 +238,8 @@ class Internal(PixmeshError):
 
 
 class DomainError(PixmeshError):
-    """An error whose ErrorInfo reason has its own class: `REASON` is that reason."""
+    """An error whose ErrorInfo reason has its own class: `REASON`, a value name of
+    pixmesh.common.v1.Error.Reason (the list of reasons, protos/pixmesh/common/v1/errors.proto)."""
 
     REASON: ClassVar[str] = ""
 
@@ -244,73 +247,73 @@ class DomainError(PixmeshError):
 class JobNotFound(DomainError, NotFound):
     """No job with this id for the caller's tenant."""
 
-    REASON = "JOB_NOT_FOUND"
+    REASON = Error.Reason.Name(Error.JOB_NOT_FOUND)
 
 
 class ImageNotFound(DomainError, NotFound):
     """No image with this id for the caller's tenant."""
 
-    REASON = "IMAGE_NOT_FOUND"
+    REASON = Error.Reason.Name(Error.IMAGE_NOT_FOUND)
 
 
 class OutputNotFound(DomainError, NotFound):
     """The job has no output with this index."""
 
-    REASON = "OUTPUT_NOT_FOUND"
+    REASON = Error.Reason.Name(Error.OUTPUT_NOT_FOUND)
 
 
 class UploadNotFound(DomainError, NotFound):
     """A presigned upload that is unknown, expired or another tenant's."""
 
-    REASON = "UPLOAD_NOT_FOUND"
+    REASON = Error.Reason.Name(Error.UPLOAD_NOT_FOUND)
 
 
 class ImageTooLarge(DomainError, InvalidArgument):
     """The image is over the deployment's byte limit."""
 
-    REASON = "IMAGE_TOO_LARGE"
+    REASON = Error.Reason.Name(Error.IMAGE_TOO_LARGE)
 
 
 class IdempotencyKeyReused(DomainError, FailedPrecondition):
     """The idempotency key was already used with a different request."""
 
-    REASON = "IDEMPOTENCY_KEY_REUSED"
+    REASON = Error.Reason.Name(Error.IDEMPOTENCY_KEY_REUSED)
 
 
 class OperationUnavailable(DomainError, FailedPrecondition):
     """An operation this deployment cannot run now (e.g. no model loaded)."""
 
-    REASON = "OPERATION_UNAVAILABLE"
+    REASON = Error.Reason.Name(Error.OPERATION_UNAVAILABLE)
 
 
 class ApiKeyInvalid(DomainError, Unauthenticated):
     """The API key is unknown, expired or revoked."""
 
-    REASON = "API_KEY_INVALID"
+    REASON = Error.Reason.Name(Error.API_KEY_INVALID)
 
 
 class ScopeMissing(DomainError, PermissionDenied):
     """The API key lacks the scope the call needs (`metadata["scope"]`)."""
 
-    REASON = "SCOPE_MISSING"
+    REASON = Error.Reason.Name(Error.SCOPE_MISSING)
 
 
 class QueueFull(DomainError, ResourceExhausted):
     """A worker queue is over its limit; `retry_delay` says when to try again."""
 
-    REASON = "QUEUE_FULL"
+    REASON = Error.Reason.Name(Error.QUEUE_FULL)
 
 
 class RateLimited(DomainError, ResourceExhausted):
     """The API key sent more requests per second than it may; see `retry_delay`."""
 
-    REASON = "RATE_LIMITED"
+    REASON = Error.Reason.Name(Error.RATE_LIMITED)
 
 
 class QuotaExceeded(DomainError, ResourceExhausted):
     """A tenant quota (running jobs, jobs per day, stored bytes) is used up."""
 
-    REASON = "QUOTA_EXCEEDED"
+    REASON = Error.Reason.Name(Error.QUOTA_EXCEEDED)
 
 
 _BY_CODE: dict[grpc.StatusCode, type[PixmeshError]] = {
