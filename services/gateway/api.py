@@ -10,6 +10,7 @@ from google.api import httpbody_pb2
 from pixmesh.gateway.v1 import gateway_pb2 as pb
 from pixmesh.gateway.v1 import gateway_pb2_grpc
 from services.gateway.auth import ADMIN, READ, WRITE, Principal, require_scope
+from services.gateway.batch_api import BatchApi
 from services.gateway.deletion import Deletion
 from services.gateway.key_admin import KeyAdmin
 from services.gateway.metadata import MetadataQueries
@@ -27,7 +28,7 @@ def _header(context: Ctx, name: str) -> str | None:
     return None
 
 
-class GatewayApi(gateway_pb2_grpc.GatewayServiceServicer):
+class GatewayApi(BatchApi, gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(
         self,
         service: GatewayService,

@@ -17,6 +17,7 @@ from pixmesh.jobs.v1 import jobs_pb2_grpc
 from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from services.gateway.api import GatewayApi
 from services.gateway.backpressure import Backpressure
+from services.gateway.batches import BatchRequests
 from services.gateway.capabilities import CapabilityCache, Fetch
 from services.gateway.deletion import Deletion
 from services.gateway.events import BusUploadEvents
@@ -146,6 +147,9 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
         )
         deletion = Deletion(repo, storage, jobs_stub, metadata_stub, revocations.announce)
         api = GatewayApi(service, settings, queries, keys, quotas, deletion)
+        api.enable_batches(
+            BatchRequests(settings, repo, jobs_stub, capabilities, storage, service.presets)
+        )
         name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
         yield App(
             services=[

@@ -7,6 +7,7 @@ from datetime import UTC
 
 from pixmesh.jobs.v1 import jobs_pb2 as pb
 from pixmesh.jobs.v1 import jobs_pb2_grpc
+from services.jobs.batch_api import BatchApi
 from services.jobs.deadletters import DeadLetters
 from services.jobs.deletion import delete_jobs
 from services.jobs.fleet import Fleet
@@ -14,7 +15,7 @@ from services.jobs.service import JobsService
 from services.runtime.server import Ctx
 
 
-class JobsApi(jobs_pb2_grpc.JobsServiceServicer):
+class JobsApi(BatchApi, jobs_pb2_grpc.JobsServiceServicer):
     def __init__(
         self, service: JobsService, fleet: Fleet, dead_letters: DeadLetters | None = None
     ) -> None:

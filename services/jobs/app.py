@@ -7,8 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
+
 from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from services.jobs.api import JobsApi
+from services.jobs.batches import Batches, BatchPolicy
+from services.jobs.connections import Bucket, ConnectionStore
 from services.jobs.consumers import task_events_consumer
 from services.jobs.deadletters import DeadLetters
 from services.jobs.fleet import Fleet
@@ -21,10 +25,12 @@ from services.jobs.webhooks import WebhookPolicy
 from services.runtime import bus as busmod
 from services.runtime import db, metrics
 from services.runtime.bus import Bus, Consumer, EventRetention
+from services.runtime.imageprobe import ProbeLimits
 from services.runtime.pipeline import WORKER_SERVICES
 from services.runtime.presence import Announcer, PresenceBoard
 from services.runtime.secrets import SecretBox
 from services.runtime.server import App, GrpcService, Worker
+from services.runtime.storage import Storage, s3_client
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -69,6 +75,8 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
         await consumer.setup()
         await board.start()
         api = JobsApi(service, Fleet(repo, bus, board), DeadLetters(bus.js, service))
+        batches = _batches(settings, pool, service, bus, secrets)
+        api.enable_batches(batches)
         name = jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name
         yield App(
             services=[
@@ -77,6 +85,7 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
             workers=[
                 consumer.run,
                 OutboxRelay(pool, bus).run,
+                batches.feed,
                 service.deliver_webhooks,
                 lambda stop: service.reap_overdue(stop, settings.reaper_interval_s),
                 lambda stop: service.trim_retention(
@@ -92,6 +101,36 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
         await board.close()
         await bus.close()
         await pool.close()
+
+
+def _batches(
+    settings: JobsSettings, pool: asyncpg.Pool, service: JobsService, bus: Bus, secrets: SecretBox
+) -> Batches:
+    """Batches (issue 12): the platform's bucket for inputs and tenant areas, the tenants'
+    storage connections, and the lane: the undelivered tasks of a worker service's queue."""
+    client = s3_client(settings)
+
+    async def backlog(worker_service: str) -> int:
+        info = await bus.js.consumer_info(
+            busmod.TASKS_STREAM, busmod.task_durable(worker_service), timeout=1.0
+        )
+        return int(info.num_pending or 0)
+
+    return Batches(
+        pool,
+        service,
+        Storage(client, settings.s3_bucket),
+        Bucket(client, settings.s3_bucket),
+        ConnectionStore(pool, secrets),
+        backlog,
+        BatchPolicy(
+            window=settings.batch_window,
+            max_open=settings.batch_max_open,
+            lane_backlog=settings.batch_lane_backlog,
+            max_renditions=settings.max_renditions,
+            limits=ProbeLimits(settings.max_input_bytes, settings.max_pixels, settings.max_frames),
+        ),
+    )
 
 
 def _metrics_watcher(bus: Bus, repo: JobsRepository, events: Consumer) -> Worker:

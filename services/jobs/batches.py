@@ -150,9 +150,9 @@ _BATCH_COLUMNS = """batch_id, tenant_id, state, source, destination, pipeline, i
 _PROGRESS = """SELECT CASE WHEN i.state = 'SUBMITTED' THEN coalesce(j.state, 'PENDING')
                           ELSE i.state END AS state,
            count(*) AS n,
-           coalesce(sum(i.size_bytes) FILTER (WHERE i.state IN ('SUCCEEDED', 'FAILED')), 0)
+           coalesce(sum(i.size_bytes) FILTER (WHERE i.state IN ('SUCCEEDED', 'FAILED')), 0)::bigint
                AS bytes_in,
-           coalesce(sum(i.bytes_out), 0) AS bytes_out
+           coalesce(sum(i.bytes_out), 0)::bigint AS bytes_out
     FROM jobs.batch_items i LEFT JOIN jobs.jobs j ON j.job_id = i.job_id AND i.state = 'SUBMITTED'
     WHERE i.batch_id = $1 GROUP BY 1"""
 
@@ -710,10 +710,12 @@ class Batches:
         elif job.state == job_pb2.Job.FAILED:
             reason = job.error.reason or job.error.code or "FAILED"
             message = job.error.message
-        started = [s.started_at.ToDatetime(UTC) for s in job.stages if s.HasField("started_at")]
+        # Created to finished: the image's time in the mesh (its queue wait is bounded by the
+        # window). Stage start times are not used: a fast task reports no TaskStarted, so its
+        # stage "starts" when it completes.
         seconds = None
-        if started and job.HasField("finished_at"):
-            seconds = (job.finished_at.ToDatetime(UTC) - min(started)).total_seconds()
+        if job.HasField("finished_at"):
+            seconds = (job.finished_at.ToDatetime() - job.created_at.ToDatetime()).total_seconds()
         await self.pool.execute(
             """UPDATE jobs.batch_items SET state=$3, error_reason=$4, error_message=$5,
                 bytes_out=$6, seconds=$7, outputs=$8, destination_key=$9
@@ -747,10 +749,10 @@ class Batches:
                 count(*) FILTER (WHERE i.state = 'SUCCEEDED') AS succeeded,
                 count(*) FILTER (WHERE i.state = 'FAILED') AS failed,
                 count(*) FILTER (WHERE i.state = 'CANCELLED') AS cancelled,
-                coalesce(sum(i.size_bytes) FILTER (WHERE i.state = 'SUCCEEDED'), 0) AS ok_in,
-                coalesce(sum(i.size_bytes) FILTER (WHERE i.state IN ('SUCCEEDED', 'FAILED')), 0)
+                coalesce(sum(i.size_bytes) FILTER (WHERE i.state = 'SUCCEEDED'), 0)::bigint AS ok_in,
+                coalesce(sum(i.size_bytes) FILTER (WHERE i.state IN ('SUCCEEDED', 'FAILED')), 0)::bigint
                     AS bytes_in,
-                coalesce(sum(i.bytes_out), 0) AS bytes_out,
+                coalesce(sum(i.bytes_out), 0)::bigint AS bytes_out,
                 percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY i.seconds)
                     FILTER (WHERE i.state = 'SUCCEEDED' AND i.seconds IS NOT NULL) AS pct,
                 b.created_at, coalesce(b.finished_at, now()) AS finished_at

@@ -33,6 +33,12 @@ class JobsSettings(WorkerSettings):
     # id is kept for dedup (default: `processed_events_horizon_s`; a shorter value is refused).
     retention_interval_s: float = Field(default=60.0, gt=0)
     processed_events_retention_s: float | None = Field(default=None, gt=0)
+    # Batches (services/jobs/batches.py): jobs of one batch created but not started, at most;
+    # jobs of one batch not yet ended, at most; and batch jobs are created only while the first
+    # stage's task queue holds fewer undelivered tasks than `batch_lane_backlog` (the lane).
+    batch_window: int = Field(default=16, ge=1)
+    batch_max_open: int = Field(default=64, ge=1)
+    batch_lane_backlog: int = Field(default=4, ge=1)
 
     @property
     def processed_events_floor_s(self) -> float:

@@ -1,0 +1,202 @@
+"""Batches, storage connections and zip archives through the gateway (issue 12).
+
+The gateway checks the batch's pipeline once (presets expanded, shape, availability, parameters:
+the same checks as CreateJob's coarse path; each image's exact checks run in its job), resolves a
+list of image ids to the tenant's images, and forwards to the jobs service, which owns batches
+and feeds their jobs. Archives are streamed here from object storage (services/gateway/archives.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from pixmesh.common.v1 import batch_pb2, operations_pb2
+from pixmesh.gateway.v1 import batches_pb2 as gw
+from pixmesh.jobs.v1 import batches_pb2 as jb
+from pixmesh.jobs.v1 import jobs_pb2_grpc
+from services.gateway.archives import stream_archive
+from services.gateway.capabilities import CapabilityCache
+from services.gateway.pipelines import expand, expand_renditions
+from services.gateway.repository import GatewayRepository
+from services.gateway.settings import GatewaySettings
+from services.gateway.uploads import find_image
+from services.gateway.validation import check_available, check_params, check_shape
+from services.gateway.webhooks import check_webhook
+from services.runtime.errors import invalid, rpc_errors
+from services.runtime.pipeline import check_renditions
+from services.runtime.storage import Storage
+
+MAX_IMAGE_IDS = 10_000
+
+
+class BatchRequests:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        repo: GatewayRepository,
+        jobs: jobs_pb2_grpc.JobsServiceStub,
+        capabilities: CapabilityCache,
+        storage: Storage,
+        presets: dict[str, list[operations_pb2.Operation]],
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.jobs = jobs
+        self.capabilities = capabilities
+        self.storage = storage
+        self.presets = presets
+
+    async def _pipeline(
+        self,
+        preset: str,
+        ops: Sequence[operations_pb2.Operation],
+        renditions: Sequence[operations_pb2.Rendition],
+    ) -> tuple[list[operations_pb2.Operation], list[operations_pb2.Rendition]]:
+        s = self.settings
+        pipeline = expand(self.presets, preset, ops)
+        branches = expand_renditions(self.presets, renditions)
+        for i, op in enumerate(pipeline):
+            if op.WhichOneof("op") == "convert" and op.convert.auto:
+                raise invalid(f"operations[{i}].convert.auto", "not available in a batch")
+        check_renditions(branches, s.max_renditions)
+        check_shape(pipeline, s.max_operations, branches)
+        unavailable = await self.capabilities.unavailable()
+        check_available(pipeline, unavailable)
+        for i, rendition in enumerate(branches):
+            check_available(rendition.operations, unavailable, f"renditions[{i}].")
+        check_params(pipeline, s.max_output_dimension)
+        for i, rendition in enumerate(branches):
+            check_params(rendition.operations, s.max_output_dimension, prefix=f"renditions[{i}].")
+        if not pipeline and not branches:
+            raise invalid("operations", "at least one operation, a preset or a rendition")
+        return pipeline, branches
+
+    async def create_batch(
+        self, tenant_id: str, req: gw.CreateBatchRequest, timeout: float
+    ) -> batch_pb2.Batch:
+        if len(req.idempotency_key) > 255:
+            raise invalid("idempotency_key", "at most 255 characters")
+        webhook = req.webhook if req.HasField("webhook") else None
+        if webhook is not None:
+            await check_webhook(webhook, self.settings.webhook_allow_private, timeout)
+        ops, renditions = await self._pipeline(req.preset, req.operations, req.renditions)
+        out = jb.CreateBatchRequest(
+            tenant_id=tenant_id,
+            operations=ops,
+            renditions=renditions,
+            idempotency_key=req.idempotency_key,
+            webhook=webhook,
+        )
+        kind = req.source.WhichOneof("kind")
+        if kind == "images":
+            ids = list(req.source.images.image_ids)
+            if not ids or len(ids) > MAX_IMAGE_IDS:
+                raise invalid("source.images.image_ids", f"1..{MAX_IMAGE_IDS} image ids")
+            for image_id in ids:
+                out.images.append(await find_image(self.repo, tenant_id, image_id))
+        elif kind == "storage":
+            out.source.CopyFrom(req.source.storage)
+        else:
+            raise invalid("source", "required: images or storage")
+        if req.HasField("destination"):
+            out.destination.CopyFrom(req.destination)
+        with rpc_errors():
+            resp: jb.CreateBatchResponse = await self.jobs.CreateBatch(out, timeout=timeout)
+        return resp.batch
+
+    async def get_batch(self, tenant_id: str, batch_id: str, timeout: float) -> batch_pb2.Batch:
+        if not batch_id:
+            raise invalid("batch_id", "required")
+        req = jb.GetBatchRequest(tenant_id=tenant_id, batch_id=batch_id)
+        with rpc_errors():
+            resp: jb.GetBatchResponse = await self.jobs.GetBatch(req, timeout=timeout)
+        return resp.batch
+
+    async def list_batches(
+        self, tenant_id: str, page_size: int, page_token: str, timeout: float
+    ) -> gw.ListBatchesResponse:
+        if page_size > 100:
+            raise invalid("page_size", "at most 100")
+        req = jb.ListBatchesRequest(tenant_id=tenant_id, page_size=page_size, page_token=page_token)
+        with rpc_errors():
+            resp: jb.ListBatchesResponse = await self.jobs.ListBatches(req, timeout=timeout)
+        return gw.ListBatchesResponse(batches=resp.batches, next_page_token=resp.next_page_token)
+
+    async def watch_batch(self, tenant_id: str, batch_id: str) -> AsyncIterator[batch_pb2.Batch]:
+        if not batch_id:
+            raise invalid("batch_id", "required")
+        call = self.jobs.WatchBatch(jb.WatchBatchRequest(tenant_id=tenant_id, batch_id=batch_id))
+        try:
+            with rpc_errors():
+                async for resp in call:
+                    yield resp.batch
+        finally:
+            call.cancel()
+
+    async def list_batch_jobs(
+        self, tenant_id: str, req: gw.ListBatchJobsRequest, timeout: float
+    ) -> gw.ListBatchJobsResponse:
+        if req.page_size > 1000:
+            raise invalid("page_size", "at most 1000")
+        out = jb.ListBatchJobsRequest(
+            tenant_id=tenant_id,
+            batch_id=req.batch_id,
+            page_size=req.page_size,
+            page_token=req.page_token,
+            state=req.state,
+        )
+        with rpc_errors():
+            resp: jb.ListBatchJobsResponse = await self.jobs.ListBatchJobs(out, timeout=timeout)
+        return gw.ListBatchJobsResponse(items=resp.items, next_page_token=resp.next_page_token)
+
+    async def cancel_batch(self, tenant_id: str, batch_id: str, timeout: float) -> batch_pb2.Batch:
+        req = jb.CancelBatchRequest(tenant_id=tenant_id, batch_id=batch_id)
+        with rpc_errors():
+            resp: jb.CancelBatchResponse = await self.jobs.CancelBatch(req, timeout=timeout)
+        return resp.batch
+
+    async def archive(
+        self, tenant_id: str, timeout: float, *, job_id: str = "", batch_id: str = ""
+    ) -> AsyncIterator[bytes]:
+        """The zip of a succeeded job's outputs or of a batch's succeeded outputs, streamed."""
+        if not job_id and not batch_id:
+            raise invalid("job_id" if not batch_id else "batch_id", "required")
+        req = jb.ListArchiveEntriesRequest(tenant_id=tenant_id, job_id=job_id, batch_id=batch_id)
+        with rpc_errors():
+            resp: jb.ListArchiveEntriesResponse = await self.jobs.ListArchiveEntries(
+                req, timeout=timeout
+            )
+        async for chunk in stream_archive(resp.entries, self.storage.chunks):
+            yield chunk
+
+    async def create_connection(
+        self, tenant_id: str, req: gw.CreateStorageConnectionRequest, timeout: float
+    ) -> batch_pb2.StorageConnection:
+        out = jb.CreateStorageConnectionRequest(
+            tenant_id=tenant_id,
+            name=req.name,
+            endpoint=req.endpoint,
+            bucket=req.bucket,
+            region=req.region,
+            credentials=req.credentials,
+        )
+        with rpc_errors():
+            resp: jb.CreateStorageConnectionResponse = await self.jobs.CreateStorageConnection(
+                out, timeout=timeout
+            )
+        return resp.connection
+
+    async def list_connections(
+        self, tenant_id: str, timeout: float
+    ) -> list[batch_pb2.StorageConnection]:
+        req = jb.ListStorageConnectionsRequest(tenant_id=tenant_id)
+        with rpc_errors():
+            resp: jb.ListStorageConnectionsResponse = await self.jobs.ListStorageConnections(
+                req, timeout=timeout
+            )
+        return list(resp.connections)
+
+    async def delete_connection(self, tenant_id: str, connection_id: str, timeout: float) -> None:
+        req = jb.DeleteStorageConnectionRequest(tenant_id=tenant_id, connection_id=connection_id)
+        with rpc_errors():
+            await self.jobs.DeleteStorageConnection(req, timeout=timeout)

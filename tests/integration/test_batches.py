@@ -1,0 +1,283 @@
+"""Batches end to end over REST through Envoy (issue 12): a storage prefix of a second bucket
+(a customer's, through a storage connection) with broken files, written to a destination
+prefix; the summary; zip archives of a batch and of a job; refused connections and sources;
+cancel. Real servers: the session stack (SeaweedFS, Postgres, NATS, the services)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import uuid
+import zipfile
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from PIL import Image
+
+from deploy.local import Stack
+from tests.integration.rest import Json, Rest
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+pytestmark = pytest.mark.integration
+
+PIPELINE: list[Json] = [
+    {"resize": {"width": 64}},
+    {"convert": {"format": "WEBP", "quality": 80}},
+]
+
+
+def _jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+    img = Image.linear_gradient("L").resize(size).convert("RGB")
+    img.putpixel((seed % size[0], 0), (seed % 256, 0, 0))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def _png(seed: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (200, 100), (seed % 256, 40, 90)).save(out, "PNG")
+    return out.getvalue()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _wait(rest: Rest, batch_id: str, timeout: float = 60.0) -> Json:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = rest.http.get(f"/v1/batches/{batch_id}")
+        assert resp.status_code == 200, resp.text
+        batch: Json = resp.json()["batch"]
+        if batch["state"] != "RUNNING":
+            return batch
+        assert time.monotonic() < deadline, f"batch still running: {batch['progress']}"
+        time.sleep(0.2)
+
+
+def _reason(resp: Any) -> str:
+    for detail in resp.json().get("details", []):
+        if "reason" in detail:
+            return str(detail["reason"])
+    return ""
+
+
+@pytest.fixture(scope="module")
+def customer(stack: Stack, s3_client: S3Client) -> str:
+    """A second bucket in the stack's SeaweedFS, acting as a customer's bucket."""
+    bucket = f"customer-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    return bucket
+
+
+def _connection(rest: Rest, stack: Stack, bucket: str, secret: str | None = None) -> Any:
+    return rest.http.post(
+        "/v1/storage-connections",
+        json={
+            "name": "customer",
+            "endpoint": stack.s3_endpoint,
+            "bucket": bucket,
+            "region": "us-east-1",
+            "credentials": {
+                "access_key_id": stack.s3_access_key,
+                "secret_access_key": secret or stack.s3_secret_key,
+            },
+        },
+    )
+
+
+def test_a_prefix_of_a_customer_bucket_with_broken_files(
+    rest: Rest, stack: Stack, s3_client: S3Client, customer: str
+) -> None:
+    good = {
+        "photos/a.jpg": _jpeg(1),
+        "photos/trip/b.jpeg": _jpeg(2),
+        "photos/trip/c.png": _png(3),
+        # Named like a PNG, a JPEG by content: the content decides.
+        "photos/d.png": _jpeg(4),
+    }
+    bad = {
+        "photos/broken.jpg": _jpeg(5)[:200],
+        "photos/empty.jpg": b"",
+        "photos/notes.txt": b"not an image at all\n",
+    }
+    for key, data in {**good, **bad}.items():
+        s3_client.put_object(Bucket=customer, Key=key, Body=data)
+    s3_client.put_object(Bucket=customer, Key="elsewhere/x.jpg", Body=_jpeg(9))
+
+    resp = _connection(rest, stack, customer)
+    assert resp.status_code == 200, resp.text
+    conn = resp.json()["connection"]
+    assert conn["bucket"] == customer
+    # The secret is write-only.
+    assert stack.s3_secret_key not in resp.text
+    listed = rest.http.get("/v1/storage-connections").json()["connections"]
+    assert conn["connection_id"] in [c["connection_id"] for c in listed]
+    assert stack.s3_secret_key not in str(listed)
+
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"storage": {"connection_id": conn["connection_id"], "prefix": "photos/"}},
+            "destination": {"connection_id": conn["connection_id"], "prefix": "out/"},
+            "operations": PIPELINE,
+            "idempotency_key": f"b-{uuid.uuid4().hex}",
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    batch = resp.json()["batch"]
+    assert batch["progress"]["total"] == "7"
+    batch = _wait(rest, batch["batch_id"])
+    assert batch["state"] == "SUCCEEDED"
+    summary = batch["summary"]
+    assert summary["images"] == "7"
+    assert summary["succeeded"] == "4"
+    assert summary["failed"] == "3"
+    failed = {f["name"]: g["reason"] for g in summary["failures"] for f in g["failures"]}
+    assert set(failed) == {"broken.jpg", "empty.jpg", "notes.txt"}
+    assert failed["notes.txt"] == "UNSUPPORTED_FORMAT"
+    assert failed["empty.jpg"] == "EMPTY_IMAGE"
+    assert int(summary["bytes_in"]) >= sum(len(d) for d in good.values())
+    assert 0 < summary["compression_ratio"] < 1
+    assert summary["images_per_second"] > 0
+    assert summary["p95_seconds"] >= summary["p50_seconds"] > 0
+
+    # The summary as a document of its own.
+    doc = rest.http.get(f"/v1/batches/{batch['batch_id']}/summary.json")
+    assert doc.status_code == 200, doc.text
+    assert doc.json()["succeeded"] == "4"
+
+    # Outputs under the destination prefix: relative path, new extension, WebP 64 px wide.
+    written = s3_client.list_objects_v2(Bucket=customer, Prefix="out/").get("Contents", [])
+    keys = sorted(o["Key"] for o in written)
+    assert keys == ["out/a.webp", "out/d.webp", "out/trip/b.webp", "out/trip/c.webp"]
+    outputs = {}
+    for key in keys:
+        data = s3_client.get_object(Bucket=customer, Key=key)["Body"].read()
+        with Image.open(io.BytesIO(data)) as img:
+            assert (img.format, img.width) == ("WEBP", 64)
+        outputs[key.removeprefix("out/")] = _sha(data)
+
+    # The batch's zip: members named like the destination's objects, the same bytes.
+    resp = rest.http.get(f"/v1/batches/{batch['batch_id']}/archive")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(resp.content))
+    assert archive.testzip() is None
+    # In source order (the listing's key order): deterministic.
+    assert archive.namelist() == ["a.webp", "d.webp", "trip/b.webp", "trip/c.webp"]
+    assert {n: _sha(archive.read(n)) for n in archive.namelist()} == outputs
+
+    # Failed images are listed with their reason; succeeded ones with their job.
+    items = rest.http.get(f"/v1/batches/{batch['batch_id']}/jobs", params={"state": "FAILED"})
+    assert sorted(i["name"] for i in items.json()["items"]) == sorted(failed)
+    items = rest.http.get(f"/v1/batches/{batch['batch_id']}/jobs", params={"state": "SUCCEEDED"})
+    jobs = [i["job_id"] for i in items.json()["items"]]
+    assert len(jobs) == 4
+
+    # The same key and request: the same batch.
+    again = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"storage": {"connection_id": conn["connection_id"], "prefix": "photos/"}},
+            "destination": {"connection_id": conn["connection_id"], "prefix": "out/"},
+            "operations": PIPELINE,
+            "idempotency_key": batch["idempotency_key"],
+        },
+    )
+    assert again.json()["batch"]["batch_id"] == batch["batch_id"]
+
+
+def test_a_job_archive_holds_its_renditions(rest: Rest) -> None:
+    image = rest.upload(_jpeg(11, (400, 300)))
+    resp = rest.http.post(
+        "/v1/jobs",
+        json={
+            "image_id": image["image_id"],
+            "renditions": [
+                {"name": "small", "operations": [{"resize": {"width": 50}}]},
+                {
+                    "name": "web",
+                    "operations": [{"resize": {"width": 120}}, {"convert": {"format": "WEBP"}}],
+                },
+            ],
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    job = rest.wait_job(resp.json()["job"]["job_id"])
+    assert job["state"] == "SUCCEEDED"
+    resp = rest.http.get(f"/v1/jobs/{job['job_id']}/archive")
+    assert resp.status_code == 200, resp.text
+    archive = zipfile.ZipFile(io.BytesIO(resp.content))
+    stem = image.get("filename", "").rsplit(".", 1)[0] or image["image_id"]
+    assert archive.namelist() == [f"{stem}/small.jpg", f"{stem}/web.webp"]
+    by_name = {o["rendition"]: o["sha256"] for o in job["outputs"]}
+    assert _sha(archive.read(f"{stem}/small.jpg")) == by_name["small"]
+    assert _sha(archive.read(f"{stem}/web.webp")) == by_name["web"]
+
+
+def test_bad_connections_and_sources_are_refused_with_the_reason(
+    rest: Rest, stack: Stack, customer: str
+) -> None:
+    resp = _connection(rest, stack, customer, secret="wrong-secret")
+    assert resp.status_code == 400, resp.text
+    assert _reason(resp) == "STORAGE_CREDENTIALS_REFUSED"
+    resp = _connection(rest, stack, f"missing-{uuid.uuid4().hex[:8]}")
+    assert resp.status_code == 400, resp.text
+    assert _reason(resp) == "BUCKET_NOT_FOUND"
+
+    conn = _connection(rest, stack, customer).json()["connection"]
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"storage": {"connection_id": conn["connection_id"], "prefix": "nothing/"}},
+            "operations": PIPELINE,
+        },
+    )
+    assert resp.status_code == 400, resp.text
+    assert _reason(resp) == "SOURCE_EMPTY"
+    resp = rest.http.delete(f"/v1/storage-connections/{conn['connection_id']}")
+    assert resp.status_code == 200, resp.text
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"storage": {"connection_id": conn["connection_id"], "prefix": "photos/"}},
+            "operations": PIPELINE,
+        },
+    )
+    assert resp.status_code == 404, resp.text
+
+
+def test_cancel_stops_a_batch_and_leaves_no_pending_job(rest: Rest, stack: Stack) -> None:
+    ids = [rest.upload(_jpeg(100 + i, (640, 480)))["image_id"] for i in range(40)]
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"images": {"image_ids": ids}},
+            "operations": [{"resize": {"width": 300}}, {"convert": {"format": "PNG"}}],
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    batch_id = resp.json()["batch"]["batch_id"]
+    time.sleep(0.5)
+    resp = rest.http.post(f"/v1/batches/{batch_id}:cancel", json={})
+    assert resp.status_code == 200, resp.text
+    batch = resp.json()["batch"]
+    assert batch["state"] == "CANCELLED"
+    progress = batch["progress"]
+    assert [int(progress.get(k, 0)) for k in ("queued", "pending", "running")] == [0, 0, 0]
+    assert int(progress.get("cancelled", 0)) > 0
+    # Every job the batch created has ended; none is left pending or running.
+    items = rest.http.get(f"/v1/batches/{batch_id}/jobs", params={"page_size": 1000}).json()
+    created = [i["job_id"] for i in items["items"] if i.get("job_id")]
+    # The window: never more than 16 jobs of the batch waiting, so most never got one.
+    assert len(created) < len(ids)
+    for job_id in created:
+        state = rest.http.get(f"/v1/jobs/{job_id}").json()["job"]["state"]
+        assert state in ("SUCCEEDED", "CANCELLED", "FAILED")
+    summary = rest.http.get(f"/v1/batches/{batch_id}/summary.json").json()
+    assert int(summary["cancelled"]) + int(summary.get("succeeded", 0)) == len(ids)
