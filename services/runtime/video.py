@@ -14,20 +14,23 @@ packets); FFmpeg's stream-info probe is bounded by `probesize`/`analyzeduration`
 from __future__ import annotations
 
 import enum
+import http.client
 import io
 import math
 import os
 import struct
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import av
 import av.container
 
-from services.runtime.errors import InvalidArgument
+from pixmesh.common.v1 import image_pb2, operations_pb2
+from services.runtime.errors import InvalidArgument, invalid
 
 EMPTY_VIDEO = "EMPTY_IMAGE"  # same reason as an empty image: the upload has no bytes
 UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
@@ -227,6 +230,9 @@ def open_input(
                 "probesize": "5000000",
                 "analyzeduration": "2000000",
                 "max_streams": str(max_streams + 1),
+                # For a URL: FFmpeg's own HTTP client, which seeks with range requests; a read
+                # that stalls this long (microseconds) fails instead of hanging the task.
+                "rw_timeout": "30000000",
             },
             metadata_errors="replace",
         )
@@ -354,8 +360,8 @@ def _rotation(
 
 def _tkhd_matrix(source: str | IO[bytes], track_id: int) -> tuple[float, float] | None:
     if isinstance(source, str):
-        with open(source, "rb") as f:
-            return _find_tkhd_matrix(f, track_id)
+        with RangeReader(source) if is_url(source) else open(source, "rb") as f:
+            return _find_tkhd_matrix(cast(IO[bytes], f), track_id)
     here = source.tell()
     try:
         return _find_tkhd_matrix(source, track_id)
@@ -404,8 +410,15 @@ def _boxes(f: IO[bytes], start: int, end: int) -> Iterator[tuple[bytes, int, int
         pos += size
 
 
+def is_url(source: str | IO[bytes]) -> bool:
+    return isinstance(source, str) and source.startswith(("http://", "https://"))
+
+
 def _size_of(source: str | IO[bytes]) -> int:
     if isinstance(source, str):
+        if is_url(source):
+            with RangeReader(source) as remote:
+                return remote.size
         return os.path.getsize(source)
     here = source.tell()
     size = source.seek(0, io.SEEK_END)
@@ -415,13 +428,65 @@ def _size_of(source: str | IO[bytes]) -> int:
 
 def _read_head(source: str | IO[bytes]) -> bytes:
     if isinstance(source, str):
-        with open(source, "rb") as f:
+        with RangeReader(source) if is_url(source) else open(source, "rb") as f:
             return f.read(512)
     here = source.tell()
     source.seek(0)
     head = source.read(512)
     source.seek(here)
     return head
+
+
+class RangeReader(io.RawIOBase):
+    """A read-only, seekable file over HTTP range requests (a presigned GET URL), for the few
+    small reads the probe makes itself (magic bytes, box headers); FFmpeg opens the URL on its
+    own. One persistent connection; every read is one request."""
+
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        factory = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        self._conn = factory(parts.netloc, timeout=timeout_s)
+        self._path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self._pos = 0
+        self.size = int(self._get(0, 0)[1])
+
+    def _get(self, start: int, end: int) -> tuple[bytes, str]:
+        self._conn.request("GET", self._path, headers={"Range": f"bytes={start}-{end}"})
+        resp = self._conn.getresponse()
+        body = resp.read()
+        if resp.status == 416:
+            return b"", resp.getheader("Content-Range", "*/0").rsplit("/", 1)[-1]
+        if resp.status != 206:
+            raise OSError(f"range request answered {resp.status}")
+        return body, resp.getheader("Content-Range", "*/0").rsplit("/", 1)[-1]
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = self.size if size < 0 else min(self.size, self._pos + size)
+        if end <= self._pos:
+            return b""
+        data, _ = self._get(self._pos, end - 1)
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self._conn.close()
+        super().close()
 
 
 @contextmanager
@@ -439,3 +504,81 @@ def _header_errors(container: Container) -> Iterator[None]:
 
 def _error(reason: str, message: str) -> InvalidArgument:
     return InvalidArgument(message=message, reason=reason)
+
+
+# ---- video operations in jobs -----------------------------------------------------------------
+
+VIDEO_OPERATIONS = frozenset({"video_frames", "video_sheet", "video_preview"})
+DEFAULT_POSITIONS = 3  # VideoFrames without positions: 10 %, 50 %, 95 %
+
+
+def video_operation(operations: Sequence[operations_pb2.Operation]) -> str | None:
+    """The video operation a job starts with ("video_frames", ...), None for an image job."""
+    if not operations:
+        return None
+    name = operations[0].WhichOneof("op")
+    return name if name in VIDEO_OPERATIONS else None
+
+
+def frame_count(op: operations_pb2.VideoFrames) -> int:
+    return len(op.fractions) or len(op.timestamps_s) or DEFAULT_POSITIONS
+
+
+def frame_renditions(
+    op: operations_pb2.VideoFrames, renditions: Sequence[operations_pb2.Rendition]
+) -> list[operations_pb2.Rendition]:
+    """The outputs of a video_frames job, as renditions: frame-1, frame-2, ... each with no
+    operations of its own, or with renditions frame-1-<name>, ... (the frames in order, each
+    frame's renditions in their order). The gateway expands a job with this before it exists,
+    and the imaging worker reads the frame of each output back from the same order."""
+    if not renditions:
+        return [operations_pb2.Rendition(name=f"frame-{i + 1}") for i in range(frame_count(op))]
+    return [
+        operations_pb2.Rendition(name=f"frame-{i + 1}-{r.name}", operations=r.operations)
+        for i in range(frame_count(op))
+        for r in renditions
+    ]
+
+
+def check_video_job(
+    operations: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition],
+    kind: int,
+) -> None:
+    """Video operations come first, once, on a video; a video needs one of them first.
+
+    `kind` is the source's Image.kind. Raises InvalidArgument naming the field at fault."""
+    is_video = kind == image_pb2.Image.VIDEO
+    first = video_operation(operations)
+    if is_video and first is None:
+        raise invalid(
+            "operations[0]",
+            "a video needs video_frames, video_sheet or video_preview as its first operation",
+            "INVALID_OPERATION",
+        )
+    if not is_video and first is not None:
+        raise invalid(
+            f"operations[0].{first}",
+            "applies to videos; this source is an image",
+            "INVALID_OPERATION",
+        )
+    later = [(f"operations[{i}]", op) for i, op in enumerate(operations) if i > 0] + [
+        (f"renditions[{i}].operations[{j}]", op)
+        for i, r in enumerate(renditions)
+        for j, op in enumerate(r.operations)
+    ]
+    for where, op in later:
+        name = op.WhichOneof("op")
+        if name in VIDEO_OPERATIONS:
+            raise invalid(
+                f"{where}.{name}", "must be the job's first operation", "INVALID_OPERATION"
+            )
+    if first == "video_frames" and renditions:
+        longest = max(len(r.name) for r in renditions)
+        if longest > 64 - len(f"frame-{frame_count(operations[0].video_frames)}-"):
+            raise invalid(
+                "renditions",
+                "with video_frames, rendition names get a frame-<n>- prefix and must stay "
+                "within 64 characters",
+                "BAD_RENDITION_NAME",
+            )

@@ -28,6 +28,9 @@ from services.imaging.ops import (
     round_corners,
     sharpen,
     trim,
+    video_frames,
+    video_preview,
+    video_sheet,
     watermark,
     watermark_text,
 )
@@ -57,6 +60,9 @@ REGISTRY: Mapping[str, OpSpec[Any]] = {
         watermark_text.SPEC,
         redact.SPEC,
         convert.SPEC,
+        video_frames.SPEC,
+        video_sheet.SPEC,
+        video_preview.SPEC,
     )
 }
 

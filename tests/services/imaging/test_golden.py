@@ -44,12 +44,17 @@ from pixmesh.common.v1.operations_pb2 import (
     RoundCorners,
     Sharpen,
     Trim,
+    VideoFrames,
+    VideoPreview,
+    VideoSheet,
     Watermark,
     WatermarkText,
 )
 from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
 from services.imaging.pipeline import PipelineResult, run
+from services.imaging.video import run as video
+from services.runtime.video import video_operation
 
 from .samples import (
     SRGB_BLUE,
@@ -70,6 +75,13 @@ UPDATE = os.environ.get("PIXMESH_UPDATE_GOLDEN") == "1"
 LOSSY = {"JPEG", "WEBP", "AVIF", "GIF"}
 # Thumbnail values are 8x8 box averages (0..255): lossy codecs move them by a few units.
 TOLERANCE = {True: 10, False: 2}
+
+
+@cache
+def clip() -> bytes:
+    from . import videos
+
+    return videos.clip_bytes(4.0, gop=25)
 
 
 @cache
@@ -247,6 +259,13 @@ CASES: dict[str, tuple[Callable[[], bytes], list[operations_pb2.Operation]]] = {
             Convert(format=image_pb2.WEBP),
         ),
     ),
+    # Videos: the first output
+    "video_frames_best_near": (
+        clip,
+        ops(VideoFrames(fractions=[0.5], select=VideoFrames.BEST_NEAR), Resize(width=80)),
+    ),
+    "video_sheet": (clip, ops(VideoSheet(count=4, tile_width=64, gap=2, background="#204060"))),
+    "video_preview": (clip, ops(VideoPreview(start_s=1, duration_s=1, width=64, fps=5))),
 }
 
 
@@ -266,7 +285,10 @@ def fingerprint(result: PipelineResult) -> dict[str, Any]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case: str) -> None:
     source, operations = CASES[case]
-    result = run(source(), operations, limits=Limits()).image
+    if video_operation(operations):
+        result = video.run(source(), operations, limits=Limits()).renditions[0][1]
+    else:
+        result = run(source(), operations, limits=Limits()).image
     got = fingerprint(result)
     assert list(decode(result.data).size) == got["size"]
     path = GOLDEN / f"{case}.json"

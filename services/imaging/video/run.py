@@ -1,0 +1,222 @@
+"""A job on a video, in the imaging child: the video operation makes stills (or an animation),
+then each goes through the image pipeline with the job's other operations and renditions.
+
+    probe → video.<op> (seek, decode forward, pick) → per still: pipeline.run(…)
+
+The stills reach `pipeline.run` as lossless in-memory files (BMP for a still, APNG for a
+preview's frames), so everything an image job does — validation, operations, renditions,
+encoding, metadata stripping — is the same code, and a frame is an image like any upload. The
+output names of video_frames come from `services.runtime.video.frame_renditions`, the same
+function the gateway expanded the job with.
+
+`source` is the video's bytes, a path, or a presigned GET URL that FFmpeg reads itself with
+range requests: only the header and the GOPs around each position are fetched, so the worker
+never holds a long video in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
+from services.imaging.encode import WEBP_EFFORT
+from services.imaging.errors import TOO_MANY_FRAMES
+from services.imaging.limits import Limits
+from services.imaging.ops import video_preview, video_sheet
+from services.imaging.pipeline import Outputs, PipelineResult
+from services.imaging.pipeline import run as run_image
+from services.imaging.video.decode import Video
+from services.imaging.video.frames import DEFAULT_WINDOW_S, PosterFrame, Select, extract
+from services.imaging.video.frames import positions_s as frame_positions
+from services.imaging.video.preview import frame_count, preview
+from services.imaging.video.sheet import contact_sheet
+from services.runtime.errors import InvalidArgument
+from services.runtime.imageprobe import Format
+from services.runtime.video import VideoLimits, frame_renditions, video_operation
+
+ImageFormat = image_pb2.ImageFormat
+_SELECT = {
+    operations_pb2.VideoFrames.SELECT_UNSPECIFIED: Select.EXACT,
+    operations_pb2.VideoFrames.EXACT: Select.EXACT,
+    operations_pb2.VideoFrames.BEST_NEAR: Select.BEST_NEAR,
+}
+
+
+@dataclass(frozen=True)
+class VideoOutputs(Outputs):
+    """Outputs, plus how the video operation ran (which frame each position got, warnings)."""
+
+    reports: tuple[job_pb2.OperationReport, ...] = field(default=())
+
+
+def run(
+    source: bytes | str,
+    operations: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition] = (),
+    *,
+    limits: Limits,
+    deadline: float | None = None,
+    default_format: Format | None = None,
+    webp_effort: int = WEBP_EFFORT,
+    provenance: Mapping[str, str] | None = None,
+    video_limits: VideoLimits | None = None,
+) -> VideoOutputs:
+    """Run a video job (`operations[0]` is video_frames, video_sheet or video_preview).
+
+    For video_frames, `renditions` are the expanded outputs (frame_renditions); none given
+    means the job's default frame-N outputs. Raises InvalidArgument for a bad video or
+    operations, DeadlineExceeded when the deadline passes while decoding or between steps.
+    """
+    name = video_operation(operations)
+    if name is None:
+        raise ValueError("not a video job")
+    op = operations[0]
+    images = _Images(
+        list(operations[1:]), limits, deadline, default_format, webp_effort, provenance
+    )
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+    media = io.BytesIO(source) if isinstance(source, bytes) else source
+    reports: tuple[job_pb2.OperationReport, ...] = ()
+    with Video(media, video_limits or _video_limits(limits), deadline=deadline) as video:
+        timings["probe"] = time.perf_counter() - began
+        began = time.perf_counter()
+        if name == "video_frames":
+            frames = _frames(video, op.video_frames)
+            timings[name] = time.perf_counter() - began
+            expanded = list(renditions) or frame_renditions(op.video_frames, ())
+            per_frame, extra = divmod(len(expanded), len(frames))
+            if extra or not per_frame:
+                raise ValueError(f"{len(expanded)} outputs for {len(frames)} frames")
+            outputs: list[tuple[str, PipelineResult]] = []
+            for i, frame in enumerate(frames):
+                mine = expanded[i * per_frame : (i + 1) * per_frame]
+                outputs += images.still(frame.image, mine)
+            reports = (_report(frames),)
+        elif name == "video_sheet":
+            sheet = _sheet(video, op.video_sheet)
+            timings[name] = time.perf_counter() - began
+            outputs = images.still(sheet, renditions)
+        else:
+            data = _preview(video, op.video_preview, limits)
+            timings[name] = time.perf_counter() - began
+            outputs = images.animation(data, renditions)
+    return VideoOutputs(tuple(outputs), timings, reports)
+
+
+@dataclass(frozen=True)
+class _Images:
+    """The image pipeline the stills go through: the job's operations after the video one."""
+
+    operations: list[operations_pb2.Operation]
+    limits: Limits
+    deadline: float | None
+    default_format: Format | None
+    webp_effort: int
+    provenance: Mapping[str, str] | None
+
+    def still(
+        self, image: Image.Image, renditions: Sequence[operations_pb2.Rendition]
+    ) -> list[tuple[str, PipelineResult]]:
+        buf = io.BytesIO()
+        image.save(buf, format="BMP")  # lossless and nearly free to write and read
+        return self._run(buf.getvalue(), renditions, self.default_format or ImageFormat.JPEG)
+
+    def animation(
+        self, data: bytes, renditions: Sequence[operations_pb2.Rendition]
+    ) -> list[tuple[str, PipelineResult]]:
+        animated = (ImageFormat.WEBP, ImageFormat.GIF, ImageFormat.AVIF)
+        fmt = self.default_format if self.default_format in animated else ImageFormat.WEBP
+        return self._run(data, renditions, fmt)
+
+    def _run(
+        self, data: bytes, renditions: Sequence[operations_pb2.Rendition], fmt: Format | None
+    ) -> list[tuple[str, PipelineResult]]:
+        # The byte limit is for uploads: the intermediate is uncompressed (a 4K BMP is 25 MB),
+        # and its pixels were checked against max_pixels by the video probe.
+        limits = dataclasses.replace(
+            self.limits, max_input_bytes=max(self.limits.max_input_bytes, len(data))
+        )
+        result = run_image(
+            data,
+            self.operations,
+            renditions,
+            limits=limits,
+            deadline=self.deadline,
+            default_format=fmt,
+            webp_effort=self.webp_effort,
+            provenance=self.provenance,
+        )
+        # The source format of the outputs is the video, not the intermediate.
+        unspecified = ImageFormat.IMAGE_FORMAT_UNSPECIFIED
+        return [
+            (n, dataclasses.replace(r, source_format=unspecified)) for n, r in result.renditions
+        ]
+
+
+def _video_limits(limits: Limits) -> VideoLimits:
+    """The default video limits, with the per-frame pixel limit of the images'."""
+    return dataclasses.replace(VideoLimits(), max_pixels=min(limits.max_pixels, 36_000_000))
+
+
+def _frames(video: Video, op: operations_pb2.VideoFrames) -> list[PosterFrame]:
+    positions = frame_positions(video, list(op.fractions), list(op.timestamps_s))
+    return extract(video, positions, _SELECT[op.select], op.window_s or DEFAULT_WINDOW_S)
+
+
+def _sheet(video: Video, op: operations_pb2.VideoSheet) -> Image.Image:
+    colour = op.background or "#000000"
+    rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return contact_sheet(
+        video,
+        video_sheet.count(op),
+        columns=op.columns,
+        tile_width=op.tile_width or video_sheet.DEFAULT_TILE_WIDTH,
+        gap=op.gap,
+        background=(rgb[0], rgb[1], rgb[2]),
+    )
+
+
+def _preview(video: Video, op: operations_pb2.VideoPreview, limits: Limits) -> bytes:
+    seconds, fps = video_preview.duration_s(op), video_preview.fps(op)
+    count = frame_count(min(seconds, max(video.duration_s - op.start_s, 0.0)), fps)
+    if count > limits.max_frames:
+        raise InvalidArgument(
+            message=(
+                f"video_preview: {count} frames ({seconds:g} s at {fps:g} frames/s); the limit "
+                f"is {limits.max_frames}"
+            ),
+            reason=TOO_MANY_FRAMES,
+        )
+    result = preview(video, op.start_s, seconds, fps, video_preview.width(op))
+    buf = io.BytesIO()
+    first, *others = result.frames
+    if others:  # an APNG: a lossless animation the image pipeline decodes frame by frame
+        first.save(
+            buf,
+            format="PNG",
+            save_all=True,
+            append_images=others,
+            duration=result.durations_ms,
+            loop=0,
+            compress_level=1,
+        )
+    else:
+        first.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _report(frames: Sequence[PosterFrame]) -> job_pb2.OperationReport:
+    report = job_pb2.VideoFramesReport()
+    for frame in frames:
+        entry = report.frames.add(requested_s=frame.requested_s, time_s=frame.time_s)
+        if frame.score is not None:
+            entry.score = frame.score.value
+        entry.warnings.extend(frame.warnings)
+    return job_pb2.OperationReport(index=0, video_frames=report)
