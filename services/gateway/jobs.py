@@ -70,6 +70,36 @@ download_path = output_download_path
 linked = link_outputs
 
 
+async def check_pipeline(
+    settings: GatewaySettings,
+    capabilities: CapabilityCache,
+    pipeline: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition],
+) -> None:
+    """The checks that need neither the image nor the parameters: how many renditions and
+    operations, and whether this deployment runs each operation now."""
+    check_renditions(renditions, settings.max_renditions)
+    check_shape(pipeline, settings.max_operations, renditions)
+    unavailable = await capabilities.unavailable()
+    check_available(pipeline, unavailable)
+    for i, rendition in enumerate(renditions):
+        check_available(rendition.operations, unavailable, f"renditions[{i}].")
+
+
+def check_all_params(
+    settings: GatewaySettings,
+    pipeline: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition],
+) -> None:
+    """Every operation's parameters, the pipeline's and each rendition's (without imaging's plan:
+    the coarse path)."""
+    check_params(pipeline, settings.max_output_dimension)
+    for i, rendition in enumerate(renditions):
+        check_params(
+            rendition.operations, settings.max_output_dimension, prefix=f"renditions[{i}]."
+        )
+
+
 class JobRequests:
     def __init__(
         self,
@@ -113,12 +143,7 @@ class JobRequests:
         branches = resolve_auto_renditions(
             expand_renditions(self.presets, renditions), accept, image.format
         )
-        check_renditions(branches, s.max_renditions)
-        check_shape(pipeline, s.max_operations, branches)
-        unavailable = await self.capabilities.unavailable()
-        check_available(pipeline, unavailable)
-        for i, rendition in enumerate(branches):
-            check_available(rendition.operations, unavailable, f"renditions[{i}].")
+        await check_pipeline(s, self.capabilities, pipeline, branches)
         check_params(pipeline, s.max_output_dimension, skip_imaging=True)
         try:
             plan = await self.planner(image, pipeline, branches, min(timeout, s.plan_timeout_s))
@@ -128,11 +153,7 @@ class JobRequests:
             # Availability over precision: the worker runs the exact checks again and fails
             # the job with the same reason, so a job is not refused because imaging restarts.
             log.warning("imaging cannot plan; coarse checks only", extra={"image_id": image_id})
-            check_params(pipeline, s.max_output_dimension)
-            for i, rendition in enumerate(branches):
-                check_params(
-                    rendition.operations, s.max_output_dimension, prefix=f"renditions[{i}]."
-                )
+            check_all_params(s, pipeline, branches)
             return Resolved(image, pipeline, branches, None)
         return Resolved(image, pipeline, branches, plan)
 
