@@ -1,10 +1,11 @@
 """Pure rules of the job state machine: PENDING -> RUNNING -> SUCCEEDED / FAILED / CANCELLED.
 
 Kept free of I/O so the rules are unit-tested on their own. The repository reads a job and its
-stages into the records below (the job row locked), applies one transition to them in memory and
-writes the changed rows back with the messages that announce the change, in one transaction.
-Payload columns (operations, outputs, reports, ...) stay serialized protobuf here: the rules never
-look inside them.
+stages into the records below (the job row locked), the service (services/jobs/service.py)
+applies one transition to them in memory, and the repository writes the changed rows back with
+the messages that announce the change, in one transaction. Payload columns (operations, outputs,
+reports, ...) stay serialized protobuf here: the rules never look inside them
+(services/jobs/mapping.py does).
 """
 
 from __future__ import annotations
