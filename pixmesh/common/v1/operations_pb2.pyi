@@ -62,6 +62,7 @@ class Operation(_message.Message):
     WATERMARK_TEXT_FIELD_NUMBER: _builtins.int
     REDACT_FIELD_NUMBER: _builtins.int
     ORIENT_FIELD_NUMBER: _builtins.int
+    TINT_FIELD_NUMBER: _builtins.int
     VIDEO_FRAMES_FIELD_NUMBER: _builtins.int
     VIDEO_SHEET_FIELD_NUMBER: _builtins.int
     VIDEO_PREVIEW_FIELD_NUMBER: _builtins.int
@@ -160,6 +161,10 @@ class Operation(_message.Message):
         """Apply or ignore the EXIF orientation (first operation only)."""
 
     @_builtins.property
+    def tint(self) -> Global___Tint:
+        """Multiply by a colour."""
+
+    @_builtins.property
     def video_frames(self) -> Global___VideoFrames:
         """Video operations (issue 13), 40..49: the first operation of a job on a video.
         Stills at positions of the video, one output each.
@@ -199,15 +204,16 @@ class Operation(_message.Message):
         watermark_text: Global___WatermarkText | None = ...,
         redact: Global___Redact | None = ...,
         orient: Global___Orient | None = ...,
+        tint: Global___Tint | None = ...,
         video_frames: Global___VideoFrames | None = ...,
         video_sheet: Global___VideoSheet | None = ...,
         video_preview: Global___VideoPreview | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "orient", b"orient", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "video_frames", b"video_frames", "video_preview", b"video_preview", "video_sheet", b"video_sheet", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "orient", b"orient", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "tint", b"tint", "trim", b"trim", "video_frames", b"video_frames", "video_preview", b"video_preview", "video_sheet", b"video_sheet", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "orient", b"orient", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "trim", b"trim", "video_frames", b"video_frames", "video_preview", b"video_preview", "video_sheet", b"video_sheet", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjust", b"adjust", "blur", b"blur", "convert", b"convert", "crop", b"crop", "denoise", b"denoise", "duotone", b"duotone", "extend", b"extend", "extract_metadata", b"extract_metadata", "flatten", b"flatten", "flip", b"flip", "frames", b"frames", "grayscale", b"grayscale", "op", b"op", "orient", b"orient", "pad", b"pad", "pixelate", b"pixelate", "redact", b"redact", "resize", b"resize", "rotate", b"rotate", "round_corners", b"round_corners", "sharpen", b"sharpen", "tint", b"tint", "trim", b"trim", "video_frames", b"video_frames", "video_preview", b"video_preview", "video_sheet", b"video_sheet", "watermark", b"watermark", "watermark_text", b"watermark_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["resize", "crop", "rotate", "flip", "convert", "extract_metadata", "denoise", "blur", "sharpen", "pixelate", "adjust", "grayscale", "duotone", "flatten", "round_corners", "trim", "pad", "extend", "frames", "watermark", "watermark_text", "redact", "orient", "video_frames", "video_sheet", "video_preview"]  # noqa: Y015
+    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["resize", "crop", "rotate", "flip", "convert", "extract_metadata", "denoise", "blur", "sharpen", "pixelate", "adjust", "grayscale", "duotone", "flatten", "round_corners", "trim", "pad", "extend", "frames", "watermark", "watermark_text", "redact", "orient", "tint", "video_frames", "video_sheet", "video_preview"]  # noqa: Y015
     _WhichOneofArgType_op: _TypeAlias = _typing.Literal["op", b"op"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_op) -> _WhichOneofReturnType_op | None: ...
 
@@ -1452,6 +1458,34 @@ class VideoPreview(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VideoPreview: _TypeAlias = VideoPreview  # noqa: Y015
+
+@_typing.final
+class Tint(_message.Message):
+    """Multiply the image by a colour, blended with the original by strength: white becomes the
+    colour, black stays black; alpha is kept.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLOR_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    color: _builtins.str
+    """The colour, "#rrggbb"."""
+    strength: _builtins.float
+    """How far from the original toward the multiplied image, 0..1; 0 means 1 (the full tint)."""
+    def __init__(
+        self,
+        *,
+        color: _builtins.str = ...,
+        strength: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["color", b"color", "strength", b"strength"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tint: _TypeAlias = Tint  # noqa: Y015
 
 @_typing.final
 class OperationInfo(_message.Message):
