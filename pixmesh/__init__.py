@@ -17,60 +17,18 @@ from pixmesh.client import Client
 from pixmesh.common.v1.image_pb2 import Image
 from pixmesh.common.v1.job_pb2 import Job
 from pixmesh.common.v1.operations_pb2 import Operation
-from pixmesh.errors import (
-    ApiKeyInvalid,
-    DeadlineExceeded,
-    FailedPrecondition,
-    IdempotencyKeyReused,
-    ImageNotFound,
-    ImageTooLarge,
-    Internal,
-    InvalidArgument,
-    JobNotFound,
-    NotFound,
-    OperationUnavailable,
-    OutputNotFound,
-    PermissionDenied,
-    PixmeshError,
-    QueueFull,
-    QuotaExceeded,
-    RateLimited,
-    ResourceExhausted,
-    ScopeMissing,
-    Unauthenticated,
-    Unavailable,
-    UploadNotFound,
-)
+
+# Every error class at the top level too: `except pixmesh.JobNotFound`.
+from pixmesh.errors import *  # noqa: F403
 
 __all__ = [
-    "ApiKeyInvalid",
     "AsyncClient",
     "Client",
-    "DeadlineExceeded",
-    "FailedPrecondition",
-    "IdempotencyKeyReused",
     "Image",
-    "ImageNotFound",
-    "ImageTooLarge",
-    "Internal",
-    "InvalidArgument",
     "Job",
-    "JobNotFound",
-    "NotFound",
     "Operation",
-    "OperationUnavailable",
-    "OutputNotFound",
-    "PermissionDenied",
-    "PixmeshError",
-    "QueueFull",
-    "QuotaExceeded",
-    "RateLimited",
-    "ResourceExhausted",
-    "ScopeMissing",
-    "Unauthenticated",
-    "Unavailable",
-    "UploadNotFound",
     "__version__",
     "errors",
     "ops",
 ]
+__all__ += errors.__all__

@@ -21,6 +21,7 @@ program is likely to handle have their own subclass of it, so both of these work
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -32,7 +33,6 @@ from google.rpc import error_details_pb2, status_pb2
 from pixmesh.common.v1.errors_pb2 import Error
 
 __all__ = [
-    "DOMAIN",
     "ApiKeyInvalid",
     "DeadlineExceeded",
     "ErrorStatus",
@@ -342,16 +342,9 @@ def error_class(code: grpc.StatusCode, reason: str) -> type[PixmeshError]:
 
 
 def from_status(status: ErrorStatus) -> PixmeshError:
-    cls = error_class(status.code, status.reason)
-    return cls(
-        status.message,
-        code=status.code,
-        reason=status.reason,
-        domain=status.domain,
-        metadata=status.metadata,
-        violations=status.violations,
-        retry_delay=status.retry_delay,
-    )
+    """The exception for a status (its fields are the exception's keyword arguments)."""
+    fields = {f.name: getattr(status, f.name) for f in dataclasses.fields(status)}
+    return error_class(status.code, status.reason)(fields.pop("message"), **fields)
 
 
 def from_rpc_error(error: grpc.RpcError) -> PixmeshError:
