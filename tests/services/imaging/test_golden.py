@@ -43,6 +43,7 @@ from pixmesh.common.v1.operations_pb2 import (
     Rotate,
     RoundCorners,
     Sharpen,
+    Tint,
     Trim,
     VideoFrames,
     VideoPreview,
@@ -199,6 +200,7 @@ CASES: dict[str, tuple[Callable[[], bytes], list[operations_pb2.Operation]]] = {
     "grayscale": (png_rgba, ops(Grayscale())),
     "duotone_sepia": (png, ops(Duotone())),
     "duotone_colours": (png, ops(Duotone(shadow="#1b0b4f", highlight="#f8e16c"))),
+    "tint_half_alpha": (png_rgba, ops(Tint(color="#ff8000", strength=0.5))),
     "flatten": (png_rgba, ops(Flatten(background="#ff00ff"))),
     "round_corners": (png, ops(RoundCorners(radius=60))),
     # Overlays
