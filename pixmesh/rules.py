@@ -289,6 +289,8 @@ def _phrase(descriptor: FieldDescriptor) -> str:
         left = "[" if lo == "gte" else "("
         right = "]" if hi == "lte" else ")"
         return f"in {left}{_num(getattr(typed, lo))}, {_num(getattr(typed, hi))}{right}"
+    if hi == "lte" and kind in ("uint32", "uint64", "fixed32", "fixed64"):
+        return f"between 0 and {_num(typed.lte)}"  # an unsigned field's floor is 0
     if hi:
         return f"at most {_num(typed.lte)}" if hi == "lte" else f"below {_num(typed.lt)}"
     if lo:

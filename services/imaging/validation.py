@@ -33,6 +33,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from pixmesh import rules
 from pixmesh.common.v1 import operations_pb2
 from services.imaging.encode import ANIMATED, choose_format
 from services.imaging.errors import (
@@ -41,6 +42,7 @@ from services.imaging.errors import (
     OUTPUT_TOO_LARGE,
     TOO_MANY_OPERATIONS,
     UNKNOWN_OPERATION,
+    UNSUPPORTED_FORMAT,
     UNSUPPORTED_OPERATION,
 )
 from services.imaging.limits import Limits
@@ -329,12 +331,28 @@ def check_operation(
     if spec is None:
         raise invalid(path, "not supported by this imaging service", UNKNOWN_OPERATION)
     ctx = Context(path, limits.max_output_dimension, frames)
+    check_rules(params, path)
     out = spec.validate(params, size, ctx)
     if out is not None:
         _check_growth(size, out, limits, ctx)
     if frames is not None and spec.frames is not None:
         frames = len(spec.frames(params, frames))
     return PlannedOp(index, name, params, spec, out, frames)
+
+
+def check_rules(params: Message, path: str) -> None:
+    """The operation's proto rules (buf.validate annotations, through pixmesh.rules: the same
+    check as the gateway's and the SDK's). Each op's own `validate` keeps only what needs the
+    image or the deployment's limits. `path` is the operation's, e.g. "operations[0].rotate"."""
+    found = rules.violations(params, path)
+    if found:
+        # Convert.format names what this service can write: the reason clients branch on.
+        unwritable = found[0].field.endswith(".convert.format")
+        raise InvalidArgument(
+            message="; ".join(f"{v.field}: {v.description}" for v in found),
+            reason=UNSUPPORTED_FORMAT if unwritable else INVALID_OPERATION,
+            violations=tuple(FieldViolation(v.field, v.description) for v in found),
+        )
 
 
 def check_output(size: Size, limits: Limits) -> None:
