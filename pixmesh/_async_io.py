@@ -14,9 +14,13 @@ import grpc
 from grpc import aio
 
 from pixmesh._common import CHUNK_SIZE, UploadSource
+from pixmesh._folder import process_folder
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 
-__all__ = ["open_channel", "sleep", "to_thread", "upload_requests"]
+__all__ = ["open_channel", "run_folder", "sleep", "to_thread", "upload_requests"]
+
+# The folder engine is asyncio code; the sync client runs it in a loop of its own (_sync_io).
+run_folder = process_folder
 
 sleep = asyncio.sleep
 # File reads and the presigned-URL PUT run on a worker thread, so they do not stall the loop.

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from time import sleep
-from typing import BinaryIO, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
 
 import grpc
 
+from pixmesh import ops
 from pixmesh._common import UploadSource
+from pixmesh._folder import FolderSummary, process_folder
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 
-__all__ = ["open_channel", "sleep", "to_thread", "upload_requests"]
+__all__ = ["open_channel", "run_folder", "sleep", "to_thread", "upload_requests"]
+
+if TYPE_CHECKING:
+    from pixmesh.client import Client
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,3 +41,29 @@ def open_channel(
 
 def upload_requests(src: UploadSource, reader: BinaryIO) -> Iterator[gw.UploadImageRequest]:
     return src.requests(reader)
+
+
+def run_folder(
+    client: Client,
+    source: Path,
+    destination: Path,
+    operations: Iterable[ops.OperationLike] = (),
+    **options: Any,
+) -> FolderSummary:
+    """Client.process_folder: the asyncio folder engine (pixmesh._folder) in a loop of its own,
+    over an AsyncClient with the same target, key, deadlines and credentials."""
+    from pixmesh.aio import AsyncClient
+
+    async def run() -> FolderSummary:
+        s = client.settings
+        async with AsyncClient(
+            s.target,
+            s.api_key,
+            timeout=s.timeout,
+            retries=s.retries,
+            watch_timeout=s.watch_timeout,
+            credentials=client.credentials,
+        ) as aclient:
+            return await process_folder(aclient, source, destination, operations, **options)
+
+    return asyncio.run(run())

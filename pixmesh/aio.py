@@ -40,7 +40,7 @@ import grpc
 from google.protobuf.message import Message
 
 from pixmesh import _presigned, errors, ops
-from pixmesh._async_io import open_channel, sleep, to_thread, upload_requests
+from pixmesh._async_io import open_channel, run_folder, sleep, to_thread, upload_requests
 from pixmesh._common import (
     DEFAULT_TARGET,
     METADATA_POLL_S,
@@ -60,10 +60,20 @@ from pixmesh._common import (
     search_request,
     write_atomically,
 )
+from pixmesh._folder import FolderSummary
+from pixmesh._folder import Progress as FolderProgress
+from pixmesh.common.v1.batch_pb2 import (
+    Batch,
+    BatchItem,
+    StorageConnection,
+    StorageCredentials,
+    StorageLocation,
+)
 from pixmesh.common.v1.fleet_pb2 import FleetStatus
 from pixmesh.common.v1.image_pb2 import Image
 from pixmesh.common.v1.job_pb2 import Job
 from pixmesh.common.v1.metadata_pb2 import ImageMetadata, ImageRecord, SimilarImage
+from pixmesh.gateway.v1 import batches_pb2 as bt
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 from pixmesh.gateway.v1.gateway_pb2_grpc import GatewayServiceStub
 from pixmesh.webhooks import WebhookLike, to_webhook
@@ -96,6 +106,7 @@ class AsyncClient:
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.settings = Settings.resolve(target, api_key, timeout, retries, watch_timeout)
+        self.credentials = credentials
         self._channel = open_channel(target, credentials, self.settings.channel_options())
         self._stub = GatewayServiceStub(self._channel)
 
@@ -522,6 +533,202 @@ class AsyncClient:
                 on_update(update)
             job = update
         return job
+
+    # --- bulk work: batches, archives, storage connections (issue 12) -------------------------
+
+    async def create_batch(
+        self,
+        source: Sequence[str] | StorageLocation,
+        operations: Iterable[ops.OperationLike] = (),
+        *,
+        preset: str = "",
+        renditions: ops.RenditionsLike | None = None,
+        destination: StorageLocation | None = None,
+        idempotency_key: str | None = None,
+        webhook: WebhookLike | None = None,
+        timeout: float | None = None,
+    ) -> Batch:
+        """One pipeline over many images: uploaded image ids, or a StorageLocation (a prefix of
+        the platform's storage, or of a storage connection's bucket). Its jobs are created by
+        the server at the pace the workers take them; follow it with get_batch / watch_batch."""
+        pipeline, branches = job_pipeline(operations, preset, renditions)
+        request = bt.CreateBatchRequest(
+            operations=pipeline,
+            preset=preset,
+            renditions=branches,
+            idempotency_key=idempotency_key or new_idempotency_key(),
+            webhook=to_webhook(webhook),
+        )
+        if isinstance(source, StorageLocation):
+            request.source.storage.CopyFrom(source)
+        else:
+            request.source.images.image_ids.extend(source)
+        if destination is not None:
+            request.destination.CopyFrom(destination)
+        resp: bt.CreateBatchResponse = await self._unary(self._stub.CreateBatch, request, timeout)
+        return resp.batch
+
+    async def get_batch(self, batch_id: str, *, timeout: float | None = None) -> Batch:
+        """The batch with its progress (and its summary once it ended)."""
+        resp: bt.GetBatchResponse = await self._unary(
+            self._stub.GetBatch, bt.GetBatchRequest(batch_id=batch_id), timeout
+        )
+        return resp.batch
+
+    async def watch_batch(
+        self, batch_id: str, *, timeout: float | None = None
+    ) -> AsyncIterator[Batch]:
+        """Yield the batch as its progress changes, until it ended."""
+        call = self._stub.WatchBatch(
+            bt.WatchBatchRequest(batch_id=batch_id),
+            timeout=timeout or self.settings.watch_timeout,
+            metadata=self.settings.metadata,
+        )
+        try:
+            async for resp in call:
+                yield resp.batch
+        except grpc.RpcError as exc:
+            raise errors.from_rpc_error(exc) from exc
+        finally:
+            call.cancel()
+
+    async def list_batch_jobs(
+        self,
+        batch_id: str,
+        state: int | str | None = None,
+        *,
+        page_size: int = 500,
+        timeout: float | None = None,
+    ) -> AsyncIterator[BatchItem]:
+        """The images of a batch in source order (their job, state, error), pages fetched lazily."""
+        request = bt.ListBatchJobsRequest(
+            batch_id=batch_id, page_size=page_size, state=job_state(state)
+        )
+        while True:
+            resp: bt.ListBatchJobsResponse = await self._unary(
+                self._stub.ListBatchJobs, request, timeout
+            )
+            for item in resp.items:
+                yield item
+            if not resp.next_page_token:
+                return
+            request.page_token = resp.next_page_token
+
+    async def cancel_batch(self, batch_id: str, *, timeout: float | None = None) -> Batch:
+        resp: bt.CancelBatchResponse = await self._unary(
+            self._stub.CancelBatch, bt.CancelBatchRequest(batch_id=batch_id), timeout
+        )
+        return resp.batch
+
+    async def save_archive(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        job_id: str = "",
+        batch_id: str = "",
+        timeout: float | None = None,
+    ) -> Path:
+        """Stream the zip of a job's outputs (job_id) or a batch's (batch_id) into `path`."""
+        if bool(job_id) == bool(batch_id):
+            raise ValueError("give a job_id or a batch_id")
+        target = Path(path)
+        partial = target.with_name(target.name + ".part")
+        deadline = timeout or self.settings.watch_timeout
+        if job_id:
+            call: Any = self._stub.DownloadJobArchive(
+                bt.DownloadJobArchiveRequest(job_id=job_id),
+                timeout=deadline,
+                metadata=self.settings.metadata,
+            )
+        else:
+            call = self._stub.DownloadBatchArchive(
+                bt.DownloadBatchArchiveRequest(batch_id=batch_id),
+                timeout=deadline,
+                metadata=self.settings.metadata,
+            )
+        out = await to_thread(partial.open, "wb")
+        try:
+            async for resp in call:
+                await to_thread(out.write, bytes(resp.body.data))
+        except grpc.RpcError as exc:
+            raise errors.from_rpc_error(exc) from exc
+        finally:
+            out.close()
+            call.cancel()
+        partial.replace(target)
+        return target
+
+    async def create_storage_connection(
+        self,
+        bucket: str,
+        access_key_id: str,
+        secret_access_key: str,
+        *,
+        endpoint: str = "",
+        region: str = "",
+        name: str = "",
+        session_token: str = "",
+        timeout: float | None = None,
+    ) -> StorageConnection:
+        """Register an S3-compatible bucket (checked now: wrong credentials or a missing bucket
+        are refused with the reason); the secret is sealed and never returned."""
+        request = bt.CreateStorageConnectionRequest(
+            name=name,
+            endpoint=endpoint,
+            bucket=bucket,
+            region=region,
+            credentials=StorageCredentials(
+                access_key_id=access_key_id,
+                secret_access_key=secret_access_key,
+                session_token=session_token,
+            ),
+        )
+        resp: bt.CreateStorageConnectionResponse = await self._unary(
+            self._stub.CreateStorageConnection, request, timeout
+        )
+        return resp.connection
+
+    async def list_storage_connections(
+        self, *, timeout: float | None = None
+    ) -> list[StorageConnection]:
+        resp: bt.ListStorageConnectionsResponse = await self._unary(
+            self._stub.ListStorageConnections, bt.ListStorageConnectionsRequest(), timeout
+        )
+        return list(resp.connections)
+
+    async def delete_storage_connection(
+        self, connection_id: str, *, timeout: float | None = None
+    ) -> None:
+        await self._unary(
+            self._stub.DeleteStorageConnection,
+            bt.DeleteStorageConnectionRequest(connection_id=connection_id),
+            timeout,
+        )
+
+    async def process_folder(
+        self,
+        source: str | os.PathLike[str],
+        destination: str | os.PathLike[str],
+        operations: Iterable[ops.OperationLike] = (),
+        *,
+        preset: str = "",
+        renditions: ops.RenditionsLike | None = None,
+        concurrency: int = 4,
+        on_progress: Callable[[FolderProgress], None] | None = None,
+    ) -> FolderSummary:
+        """Every image under `source` (by content, recursively) through one pipeline, outputs
+        into `destination` under the same relative paths, with resume and DEST/summary.json
+        (see pixmesh._folder). Failed images are listed in the summary, not raised."""
+        return await run_folder(
+            self,
+            Path(source),
+            Path(destination),
+            operations,
+            preset=preset,
+            renditions=renditions,
+            concurrency=concurrency,
+            on_progress=on_progress,
+        )
 
     async def _unary(self, rpc: Any, request: Message, timeout: float | None) -> Any:
         deadline = Deadline(timeout or self.settings.timeout)

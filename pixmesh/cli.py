@@ -9,6 +9,7 @@
     pixmesh download JOB_ID --all -o out/
     pixmesh status --watch 2
     pixmesh keys create --name ci --scopes read,write   (keys list|revoke|rotate; usage)
+    pixmesh batch photos/ -o out/ --op convert=webp:80  (batch status|watch|cancel|archive ID)
     pixmesh --target api.example.com:443 --tls ops     (--ca ca.pem: trust that CA instead)
 
 Results go to stdout, progress and errors to stderr. JSON has the REST API's field names
@@ -28,7 +29,7 @@ from time import sleep, strftime
 
 import grpc
 
-from pixmesh import _keys_cli, errors, ops
+from pixmesh import _batch_cli, _keys_cli, errors, ops
 from pixmesh._common import API_KEY_ENV, API_KEY_FILE, DEFAULT_TARGET, VERSION
 from pixmesh._render import (
     Progress,
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(command=_status)
     _keys_cli.add_commands(commands, common)
+    _batch_cli.add_commands(commands, common, _add_pipeline)
     return parser
 
 

@@ -1,0 +1,348 @@
+"""A folder through the mesh: `AsyncClient.process_folder` / `Client.process_folder` and what
+`pixmesh batch DIR -o DEST` runs.
+
+Files are taken by content, not extension (JPEG, PNG, WebP, AVIF, HEIC, TIFF, GIF by their magic
+bytes), uploaded a few at a time and grouped into server-side batches of `chunk` images, whose
+jobs the jobs service creates at the pace the workers take them (so the client never meets
+QUEUE_FULL and interactive users keep their lane). Each batch is followed to its end, its outputs
+downloaded into DEST under the source's relative path with the new extension (renditions:
+"<path without extension>/<rendition>.<ext>").
+
+Bounded on the client: at most `concurrency` files read and uploaded at once, at most
+`concurrency` downloads, at most two batches in flight, and nothing kept of a finished image but
+its line in the journal. Resume: DEST/.pixmesh-batch.jsonl records each finished source by its
+SHA-256 (and its outputs); a run skips a file whose content is recorded and whose outputs are
+there, so a re-run after Ctrl-C, a crash or a reboot does only the rest, and a renamed or moved
+file is not redone. Stopping (`stop` set, e.g. by Ctrl-C in the CLI) takes no new file, finishes
+what is in flight and still writes the summary. DEST/summary.json says what the run did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pixmesh import errors, ops
+from pixmesh._common import job_pipeline, write_atomically
+from pixmesh._render import extension
+from pixmesh.common.v1.job_pb2 import Job
+
+if TYPE_CHECKING:
+    from pixmesh.aio import AsyncClient
+
+JOURNAL = ".pixmesh-batch.jsonl"
+SUMMARY = "summary.json"
+# Batches of the client in flight at once (each holds `chunk` images).
+BATCHES_IN_FLIGHT = 2
+
+
+def sniff(head: bytes) -> str | None:
+    """The image format of a file by its first bytes, None when it is not one pixmesh reads."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "avif"
+        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis"):
+            return "heic"
+    return None
+
+
+def walk(root: Path, skip: Path | None = None) -> Iterator[Path]:
+    """Files under `root`, recursively, in a stable order (`skip`: a folder left out, DEST)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and (skip is None or (here / d).resolve() != skip)
+        )
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield here / name
+
+
+@dataclass
+class FolderSummary:
+    """What a run did (written to DEST/summary.json by `to_json`)."""
+
+    source: str
+    destination: str
+    images: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    # Already done by an earlier run (same content, outputs present).
+    skipped: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    seconds: list[float] = field(default_factory=list)
+    batch_ids: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    def fail(self, name: str, reason: str, message: str) -> None:
+        self.failed += 1
+        self.failures.append({"name": name, "reason": reason, "message": message})
+
+    def to_json(self) -> dict[str, Any]:
+        wall = max((self.finished or time.time()) - self.started, 1e-9)
+        secs = sorted(self.seconds)
+
+        def pct(q: float) -> float:
+            return secs[min(len(secs) - 1, int(q * len(secs)))] if secs else 0.0
+
+        by_reason = Counter(f["reason"] for f in self.failures)
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "images": self.images,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "failed_by_reason": dict(sorted(by_reason.items())),
+            "failures": sorted(self.failures, key=lambda f: f["name"]),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "compression_ratio": self.bytes_out / self.bytes_in if self.bytes_in else 0.0,
+            "wall_seconds": round(wall, 3),
+            "images_per_second": round((self.succeeded + self.failed) / wall, 3),
+            "megabytes_per_second": round(self.bytes_in / 1e6 / wall, 3),
+            "p50_seconds": round(pct(0.5), 3),
+            "p95_seconds": round(pct(0.95), 3),
+            "started": _iso(self.started),
+            "finished": _iso(self.finished or time.time()),
+            "batches": self.batch_ids,
+            "interrupted": self.interrupted,
+        }
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    bytes_in: int = 0
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class _Item:
+    rel: str
+    sha256: str
+    size: int
+    started: float
+    image_id: str = ""
+
+
+class _Journal:
+    """DEST/.pixmesh-batch.jsonl: one line per finished source (sha256, its outputs)."""
+
+    def __init__(self, dest: Path) -> None:
+        self.path = dest / JOURNAL
+        self.done: dict[str, list[str]] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a crash
+                self.done[entry["sha256"]] = entry["outputs"]
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def finished(self, sha256: str, dest: Path) -> bool:
+        outputs = self.done.get(sha256)
+        return outputs is not None and all((dest / o).exists() for o in outputs)
+
+    def record(self, sha256: str, outputs: list[str]) -> None:
+        self.done[sha256] = outputs
+        self._file.write(json.dumps({"sha256": sha256, "outputs": outputs}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _read(path: Path, limit: int) -> tuple[bytes, str]:
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+async def process_folder(
+    client: AsyncClient,
+    source: Path,
+    destination: Path,
+    operations: Iterable[ops.OperationLike] = (),
+    *,
+    preset: str = "",
+    renditions: ops.RenditionsLike | None = None,
+    concurrency: int = 4,
+    chunk: int = 32,
+    max_bytes: int = 50 * 1024 * 1024,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> FolderSummary:
+    pipeline, branches = job_pipeline(operations, preset, renditions)
+    if not source.is_dir():
+        raise ValueError(f"{source} is not a folder")
+    destination.mkdir(parents=True, exist_ok=True)
+    summary = FolderSummary(str(source), str(destination))
+    files = list(walk(source, skip=destination.resolve()))
+    progress = Progress(total=len(files))
+    journal = _Journal(destination)
+    reads = asyncio.Semaphore(concurrency)
+    downloads = asyncio.Semaphore(concurrency)
+    in_flight = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+    batches: set[asyncio.Task[None]] = set()
+    stop = stop or asyncio.Event()
+
+    def report() -> None:
+        if on_progress is not None:
+            on_progress(progress)
+
+    def failed(name: str, reason: str, message: str) -> None:
+        summary.fail(name, reason, message)
+        progress.failed += 1
+        report()
+
+    async def take(path: Path) -> _Item | None:
+        """Read, hash, sniff and upload one file; None when skipped or failed."""
+        rel = path.relative_to(source).as_posix()
+        async with reads:
+            started = time.monotonic()
+            data, sha = await asyncio.to_thread(_read, path, max_bytes)
+            summary.images += 1
+            if journal.finished(sha, destination):
+                summary.skipped += 1
+                progress.skipped += 1
+                report()
+                return None
+            if not data:
+                failed(rel, "EMPTY_IMAGE", "zero bytes")
+                return None
+            if len(data) > max_bytes:
+                failed(rel, "IMAGE_TOO_LARGE", f"larger than {max_bytes} bytes")
+                return None
+            if sniff(data[:32]) is None:
+                failed(rel, "UNSUPPORTED_FORMAT", "not an image pixmesh reads (by its content)")
+                return None
+            try:
+                image = await client.upload(data, filename=rel)
+            except errors.PixmeshError as exc:
+                failed(rel, exc.reason, exc.message)
+                return None
+            summary.bytes_in += len(data)
+            progress.bytes_in += len(data)
+            return _Item(rel, sha, len(data), started, image.image_id)
+
+    async def save(item: _Item, job: Job) -> list[str]:
+        stem = os.path.splitext(item.rel)[0]
+        names = []
+        for output in job.outputs:
+            name = (
+                f"{stem}/{output.rendition}.{extension(output)}"
+                if output.rendition
+                else f"{stem}.{extension(output)}"
+            )
+            async with downloads:
+                data = await client.download_output(job.job_id, output.index)
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(write_atomically, target, data)
+            summary.bytes_out += len(data)
+            names.append(name)
+        return names
+
+    async def run_batch(items: list[_Item]) -> None:
+        try:
+            batch = await client.create_batch(
+                [i.image_id for i in items],
+                pipeline,
+                preset=preset,
+                renditions=branches,
+            )
+            summary.batch_ids.append(batch.batch_id)
+            while batch.state == batch.RUNNING:
+                await asyncio.sleep(0.25)
+                batch = await client.get_batch(batch.batch_id)
+            by_image = {i.image_id: i for i in items}
+            async for entry in client.list_batch_jobs(batch.batch_id):
+                job = await client.get_job(entry.job_id) if entry.job_id else None
+                item = by_image.get(job.image_id) if job is not None else None
+                if item is None:
+                    item = items[entry.index]
+                if job is not None and job.state == Job.SUCCEEDED:
+                    outputs = await save(item, job)
+                    journal.record(item.sha256, outputs)
+                    summary.succeeded += 1
+                    summary.seconds.append(time.monotonic() - item.started)
+                    progress.done += 1
+                    report()
+                else:
+                    err = job.error if job is not None else entry.error
+                    state = Job.State.Name(job.state if job is not None else entry.state)
+                    failed(item.rel, err.reason or state, err.message or state.lower())
+        finally:
+            in_flight.release()
+
+    async def flush(items: list[_Item]) -> None:
+        await in_flight.acquire()
+        task = asyncio.create_task(run_batch(items))
+        batches.add(task)
+        task.add_done_callback(batches.discard)
+
+    try:
+        pending: list[_Item] = []
+        window: set[asyncio.Task[_Item | None]] = set()
+        it = iter(files)
+        while True:
+            while not stop.is_set() and len(window) < concurrency:
+                path = next(it, None)
+                if path is None:
+                    break
+                window.add(asyncio.create_task(take(path)))
+            if not window:
+                break
+            done, window = await asyncio.wait(window, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                item = task.result()
+                if item is not None:
+                    pending.append(item)
+            if len(pending) >= chunk:
+                await flush(pending[:chunk])
+                pending = pending[chunk:]
+        if pending:
+            await flush(pending)
+        if batches:
+            await asyncio.gather(*list(batches))
+    finally:
+        journal.close()
+        summary.interrupted = stop.is_set()
+        summary.finished = time.time()
+        doc = json.dumps(summary.to_json(), indent=2) + "\n"
+        await asyncio.to_thread(write_atomically, destination / SUMMARY, doc.encode())
+    return summary
