@@ -21,7 +21,6 @@ apply). The gateway still checks everything against its limits and the image.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import re
@@ -296,11 +295,15 @@ def _generic(name: str) -> Callable[..., Operation]:
     return builder
 
 
-@functools.cache
+_GENERATED: dict[str, Callable[..., Operation]] = {}
+
+
 def __getattr__(name: str) -> Callable[..., Operation]:
-    if name in OPERATIONS:
-        return _generic(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in OPERATIONS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _GENERATED:
+        _GENERATED[name] = _generic(name)
+    return _GENERATED[name]
 
 
 def __dir__() -> list[str]:
@@ -553,7 +556,7 @@ def _redact(args: str) -> dict[str, object]:
     numbers: list[int] = []
     rest: list[str] = []
     for token in _parts(args):
-        if token.lower() in _REDACT_METHODS or token.lower().startswith("strength:"):
+        if token.lower() in _REDACT_METHODS or ":" in token:
             rest.append(token)
         else:
             numbers.append(_int("region", token))
