@@ -216,11 +216,9 @@ def _add_pipeline(parser: argparse.ArgumentParser) -> None:
         default=[],
         type=_operation,
         metavar="OP",
-        help="operation, repeatable, in order: resize=800x600[,fill|force|fill_down|auto]"
-        "[,enlarge], crop=X,Y,W,H, rotate=90, flip=vertical, convert=webp[:80][,effort:N], metadata, "
-        "denoise=auto, blur=2, sharpen, pixelate=12, adjust=contrast:20, grayscale, sepia, "
-        "round_corners=16, trim, pad=10, extend=1000x1000, frames=0,1, redact=X,Y,W,H, "
-        "orient=ignore (first only) (see pixmesh.ops.parse)",
+        help=f"operation, repeatable, in order: {ops.spellings()}; any field as FIELD:VALUE, or "
+        'the REST JSON, e.g. \'convert={"format": "WEBP", "lossless": true}\' (see '
+        "pixmesh.ops.parse)",
     )
     parser.add_argument("--preset", default="", help="a named preset; its operations run first")
     parser.add_argument(

@@ -26,7 +26,15 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from pixmesh._opspec import OPERATIONS, ArgumentError, build, choices, parse_args, usage
+from pixmesh._opspec import (
+    OPERATIONS,
+    ArgumentError,
+    build,
+    choices,
+    parse_args,
+    positional,
+    usage,
+)
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from pixmesh.common.v1.operations_pb2 import Operation, Rendition
 
@@ -61,6 +69,7 @@ __all__ = [
     "rotate",
     "round_corners",
     "sharpen",
+    "spellings",
     "trim",
     "watermark",
     "watermark_text",
@@ -418,6 +427,17 @@ def parse(spec: str) -> Operation:
         raise ValueError(f"bad operation {spec!r}: {exc}") from None
 
 
+def spellings() -> str:
+    """The operations' names for help texts, the short forms' examples first, e.g.
+    "resize=800x600,fill, ..., tint=COLOR,..., ..."; every one also takes FIELD:VALUE."""
+    return ", ".join(_EXAMPLES.get(name) or _spelling(name) for name in OPERATIONS)
+
+
+def _spelling(name: str) -> str:
+    slots = [field.name.upper() for field in positional(OPERATIONS[name])]
+    return f"{name}={slots[0]}{',...' if slots[1:] else ''}" if slots else name
+
+
 def _parse(name: str, op: str, args: str) -> Operation:
     if args.startswith("{"):
         _, params = parse_args(op, args)
@@ -443,6 +463,19 @@ def _parse(name: str, op: str, args: str) -> Operation:
         raise
 
 
+# How the short forms look, for help texts (`spellings`).
+_EXAMPLES = {
+    "resize": "resize=800x600[,fill|force|fill_down|auto][,enlarge]",
+    "crop": "crop=X,Y,W,H",
+    "rotate": "rotate=90",
+    "convert": "convert=webp[:80][,effort:N]",
+    "extract_metadata": "metadata",
+    "denoise": "denoise=auto",
+    "pad": "pad=10",
+    "extend": "extend=1000x1000",
+    "redact": "redact=X,Y,W,H",
+    "orient": "orient=ignore (first only)",
+}
 # Other spellings of an operation's name; the ones in _NO_ARGS take no arguments.
 _ALIASES = {"metadata": "extract_metadata", "greyscale": "grayscale", "sepia": "duotone"}
 _NO_ARGS = frozenset({"sepia"})
