@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -105,6 +106,8 @@ def _bar() -> Progress:
         TextColumn("failed {task.fields[failed]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        # Progress on stderr; stdout is for results (the summary, --json).
+        console=Console(stderr=True),
         transient=False,
     )
 
