@@ -69,6 +69,8 @@ def test_sdk_wheel_is_the_sdk_and_the_cli_only(wheels: dict[str, zipfile.ZipFile
     # The SDK, the CLI and every generated stub the SDK imports.
     assert {"pixmesh/client.py", "pixmesh/aio.py", "pixmesh/cli.py", "pixmesh/py.typed"} <= code
     assert _tree("pixmesh", "_pb2.py") | _tree("pixmesh", "_pb2_grpc.py") <= code
+    # Every file of pixmesh/ ships: stubs (.pyi), py.typed, operations.binpb (pixmesh/rules.py).
+    assert {n for n in _tree("pixmesh", "") if (REPO / n).is_file()} <= code
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "pixmesh = pixmesh.cli:main" in wheels["pixmesh"].read(entry_points).decode()
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
