@@ -8,8 +8,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from opentelemetry import trace
 
 from pixmesh.common.v1 import fleet_pb2, image_pb2, job_pb2, operations_pb2
@@ -34,8 +36,13 @@ from services.gateway.webhooks import check_webhook
 from services.runtime import metrics
 from services.runtime.errors import from_rpc_error, invalid, rpc_errors
 from services.runtime.pipeline import check_renditions, plan_stages, request_hash
-from services.runtime.routes import link_outputs, output_download_path
+
+# The REST route of an output (read from the proto's http rule) and a job with each output's
+# `download_path` set: the jobs service knows no routes.
+from services.runtime.routes import link_outputs as linked
+from services.runtime.routes import output_download_path as download_path
 from services.runtime.storage import Storage
+from services.runtime.video import check_video_job, frame_renditions, video_operation
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +69,6 @@ class Resolved:
     operations: list[operations_pb2.Operation]
     renditions: list[operations_pb2.Rendition]
     plan: operations_pb2.PipelinePlan | None
-
-
-# The REST route of a job's output (DownloadOutput's `google.api.http` path, read from the
-# proto), and a job with each output's `download_path` set (in place; returned for chaining).
-download_path = output_download_path
-linked = link_outputs
 
 
 async def check_pipeline(
@@ -143,6 +144,11 @@ class JobRequests:
         branches = resolve_auto_renditions(
             expand_renditions(self.presets, renditions), accept, image.format
         )
+        check_video_job(pipeline, branches, image.kind)
+        if video_operation(pipeline) == "video_frames":
+            # Each frame is an output: the job becomes one with a rendition per frame (times
+            # each rendition asked for), which jobs and workers handle like any other.
+            branches = frame_renditions(pipeline[0].video_frames, branches)
         await check_pipeline(s, self.capabilities, pipeline, branches)
         check_params(pipeline, s.max_output_dimension, skip_imaging=True)
         try:
@@ -232,11 +238,15 @@ class JobRequests:
             await self.idempotency.remember(tenant_id, idempotency_key, resp.job.job_id, req_hash)
         return linked(resp.job)
 
+    async def _job(self, rpc: Callable[..., Any], request: Message, timeout: float) -> job_pb2.Job:
+        """The one job a jobs-service RPC answers (GetJob, CancelJob, ReplayJob), linked."""
+        with rpc_errors():
+            resp = await rpc(request, timeout=timeout)
+        return linked(resp.job)
+
     async def get_job(self, tenant_id: str, job_id: str, timeout: float) -> job_pb2.Job:
         req = jobs_pb2.GetJobRequest(tenant_id=tenant_id, job_id=job_id)
-        with rpc_errors():
-            resp: jobs_pb2.GetJobResponse = await self.jobs.GetJob(req, timeout=timeout)
-        return linked(resp.job)
+        return await self._job(self.jobs.GetJob, req, timeout)
 
     async def list_jobs(
         self, tenant_id: str, page_size: int, page_token: str, state: int, timeout: float
@@ -262,9 +272,7 @@ class JobRequests:
 
     async def cancel_job(self, tenant_id: str, job_id: str, timeout: float) -> job_pb2.Job:
         req = jobs_pb2.CancelJobRequest(tenant_id=tenant_id, job_id=job_id)
-        with rpc_errors():
-            resp: jobs_pb2.CancelJobResponse = await self.jobs.CancelJob(req, timeout=timeout)
-        return linked(resp.job)
+        return await self._job(self.jobs.CancelJob, req, timeout)
 
     # ---- outputs -----------------------------------------------------------------------------
 
@@ -323,8 +331,6 @@ class JobRequests:
         """Run any tenant's FAILED job again from its failed stage."""
         if not job_id:
             raise invalid("job_id", "required")
-        with rpc_errors():
-            resp: jobs_pb2.ReplayJobResponse = await self.jobs.ReplayJob(
-                jobs_pb2.ReplayJobRequest(job_id=job_id), timeout=timeout
-            )
-        return linked(resp.job)
+        return await self._job(
+            self.jobs.ReplayJob, jobs_pb2.ReplayJobRequest(job_id=job_id), timeout
+        )
