@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import argparse
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
-from pixmesh import ops
+from pixmesh import cli, ops
 from pixmesh._render import Progress, output_name, progress_line
 from pixmesh.cli import main
 from pixmesh.common.v1 import image_pb2
@@ -412,3 +414,21 @@ def test_listing_commands_print_rest_json_with_snake_case_names(
     assert catalogue["limits"]["max_renditions"] == 10
     resize = next(o for o in catalogue["operations"] if o["name"] == "resize")
     assert resize["parameters"][0]["name"] == "width"
+
+
+def test_every_listing_command_takes_json() -> None:
+    def commands(parser: argparse.ArgumentParser, path: str = "") -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found[f"{path} {name}".strip()] = sub
+                    found |= commands(sub, f"{path} {name}")
+        return found
+
+    every = commands(cli.build_parser())
+    listings = [p for p in every if p.split()[-1] in {"list", "ops", "usage", "status"}]
+    assert {"jobs list", "keys list", "ops", "usage", "status"} <= set(listings)
+    for path in listings:
+        options = {o for a in every[path]._actions for o in a.option_strings}
+        assert "--json" in options, path
