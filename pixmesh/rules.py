@@ -260,8 +260,9 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def _phrase(descriptor: FieldDescriptor) -> str:
-    """A field's standard rules in words: "between 0 and 1", "at most 100", "1..64 items"..."""
+def _phrase(descriptor: FieldDescriptor, compact: bool = False) -> str:
+    """A field's standard rules in words: "between 0 and 1", "at most 100", "1..64 items"...
+    `compact` writes a closed range as ListOperations always has: "0..1"."""
     rules = _field_rules(descriptor)
     kind = rules.WhichOneof("type")
     if kind is None:
@@ -284,13 +285,16 @@ def _phrase(descriptor: FieldDescriptor) -> str:
     lo = "gte" if "gte" in fields else "gt" if "gt" in fields else None
     hi = "lte" if "lte" in fields else "lt" if "lt" in fields else None
     if lo == "gte" and hi == "lte":
+        if compact:
+            return f"{_num(typed.gte)}..{_num(typed.lte)}"
         return f"between {_num(typed.gte)} and {_num(typed.lte)}"
     if lo and hi:
         left = "[" if lo == "gte" else "("
         right = "]" if hi == "lte" else ")"
         return f"in {left}{_num(getattr(typed, lo))}, {_num(getattr(typed, hi))}{right}"
     if hi == "lte" and kind in ("uint32", "uint64", "fixed32", "fixed64"):
-        return f"between 0 and {_num(typed.lte)}"  # an unsigned field's floor is 0
+        # An unsigned field's floor is 0.
+        return f"0..{_num(typed.lte)}" if compact else f"between 0 and {_num(typed.lte)}"
     if hi:
         return f"at most {_num(typed.lte)}" if hi == "lte" else f"below {_num(typed.lt)}"
     if lo:
@@ -314,7 +318,7 @@ def _constraint(message: Descriptor, field: FieldDescriptor, cel: Sequence[tuple
     the message-level rules that name it, or what its "No rule here" comment says."""
     rules = _field_rules(field)
     parts = []
-    phrase = _phrase(field)
+    phrase = _phrase(field, compact=True)
     if phrase:
         if rules.ignore == validate_pb2.IGNORE_IF_ZERO_VALUE:
             phrase += ", or 0"

@@ -7,7 +7,7 @@ import math
 from PIL import Image, ImageEnhance
 
 from pixmesh.common.v1.operations_pb2 import Adjust
-from services.imaging.ops.base import Context, OpSpec, Size, describe
+from services.imaging.ops.base import Context, OpSpec, Size
 
 # Applied in this order, each a blend with a degenerate image (Pillow's ImageEnhance, which
 # leaves alpha alone): black for brightness, the mean grey for contrast, the greyscale image for
@@ -17,7 +17,6 @@ _ENHANCERS = (
     ("contrast", ImageEnhance.Contrast),
     ("saturation", ImageEnhance.Color),
 )
-_RANGE = "-100..100, 0 = unchanged"
 
 
 def validate(op: Adjust, src: Size | None, ctx: Context) -> Size | None:
@@ -43,12 +42,4 @@ SPEC = OpSpec(
     message=Adjust,
     apply=apply,
     validate=validate,
-    info=describe(
-        "adjust",
-        Adjust,
-        "Change brightness, contrast and saturation (in that order).",
-        brightness=("-100 gives black, 100 twice as bright.", _RANGE),
-        contrast=("-100 gives flat grey, 100 twice the contrast.", _RANGE),
-        saturation=("-100 gives grey, 100 twice as saturated.", _RANGE),
-    ),
 )

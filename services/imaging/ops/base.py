@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from PIL import Image, ImageFilter
 
+from pixmesh import rules
 from pixmesh.common.v1 import operations_pb2
 from services.imaging.errors import INVALID_OPERATION
 from services.runtime.errors import FieldViolation, InvalidArgument
@@ -88,60 +88,14 @@ class OpSpec(Generic[M]):
     message: type[M]
     apply: Callable[[Image.Image, M], Image.Image]
     validate: Callable[[M, Size | None, Context], Size | None]
-    info: operations_pb2.OperationInfo
     # Which of `count` frames survive the operation; None for operations that keep them all.
     frames: Callable[[M, int], range] | None = None
 
-
-_SCALAR_TYPES = {
-    FieldDescriptor.TYPE_BOOL: "bool",
-    FieldDescriptor.TYPE_DOUBLE: "double",
-    FieldDescriptor.TYPE_FLOAT: "float",
-    FieldDescriptor.TYPE_INT32: "int32",
-    FieldDescriptor.TYPE_INT64: "int64",
-    FieldDescriptor.TYPE_UINT32: "uint32",
-    FieldDescriptor.TYPE_UINT64: "uint64",
-    FieldDescriptor.TYPE_STRING: "string",
-    FieldDescriptor.TYPE_BYTES: "bytes",
-}
-
-
-def describe(
-    name: str, message: type[Message], description: str, **params: tuple[str, str]
-) -> operations_pb2.OperationInfo:
-    """ListOperations entry for `message`; `params` maps each field to (description, constraint).
-
-    Types come from the proto descriptor, and every field must be described: a field added to the
-    proto without a description fails at import, not silently in ListOperations.
-    """
-    fields = {f.name: f for f in message.DESCRIPTOR.fields}
-    if set(fields) != set(params):
-        raise ValueError(f"{name}: describe exactly the fields {sorted(fields)}")
-    return operations_pb2.OperationInfo(
-        name=name,
-        service=SERVICE,
-        description=description,
-        available=True,
-        parameters=[
-            operations_pb2.ParameterInfo(
-                name=field,
-                type=_type_name(fields[field]),
-                description=text,
-                constraint=constraint,
-            )
-            for field, (text, constraint) in params.items()
-        ],
-    )
-
-
-def _type_name(field: Any) -> str:  # a FieldDescriptor (pure-Python or upb flavour)
-    if field.enum_type is not None:
-        name = str(field.enum_type.full_name)
-    elif field.message_type is not None:
-        name = str(field.message_type.full_name)
-    else:
-        name = _SCALAR_TYPES[field.type]
-    return f"repeated {name}" if field.is_repeated else name
+    @property
+    def info(self) -> operations_pb2.OperationInfo:
+        """The ListOperations entry, from the proto: the message's and fields' comments and
+        their buf.validate rules (pixmesh.rules); nothing is written beside them here."""
+        return rules.operation_info(self.name, SERVICE)
 
 
 def round_half_up(value: float) -> int:

@@ -7,7 +7,7 @@ import math
 from PIL import Image, ImageFilter
 
 from pixmesh.common.v1.operations_pb2 import Blur
-from services.imaging.ops.base import Context, OpSpec, Size, describe, filtered
+from services.imaging.ops.base import Context, OpSpec, Size, filtered
 
 MAX_SIGMA = 100.0
 
@@ -28,10 +28,4 @@ SPEC = OpSpec(
     message=Blur,
     apply=apply,
     validate=validate,
-    info=describe(
-        "blur",
-        Blur,
-        "Gaussian blur.",
-        sigma=("Standard deviation in pixels.", f"0.1..{MAX_SIGMA:g}"),
-    ),
 )

@@ -11,15 +11,12 @@ from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Convert
 from services.imaging.encode import (
-    AVIF_SPEED,
     LOSSY,
     MAX_WEBP_EFFORT,
-    PNG_COMPRESSION,
-    WEBP_EFFORT,
     writable_formats,
 )
 from services.imaging.errors import UNSUPPORTED_FORMAT
-from services.imaging.ops.base import Context, OpSpec, Size, describe
+from services.imaging.ops.base import Context, OpSpec, Size
 from services.runtime.imageprobe import Format, ImageFormat
 
 JPEG, PNG, WEBP, AVIF, GIF = (
@@ -83,54 +80,4 @@ SPEC = OpSpec(
     message=Convert,
     apply=apply,
     validate=validate,
-    info=describe(
-        "convert",
-        Convert,
-        "Encode the output in this format; the last convert of a pipeline wins. Without one the "
-        "output keeps the input's format (BMP and ICO become PNG, HEIF becomes JPEG). Options "
-        "that do not apply to the format are rejected.",
-        format=("Output format.", "JPEG, PNG, WEBP, AVIF, GIF, TIFF"),
-        quality=(
-            "Lossy quality (JPEG, lossy WEBP, AVIF); ignored by the lossless formats.",
-            "0 (default: JPEG 82, WEBP 80, AVIF 60) or 1..100",
-        ),
-        progressive=("Progressive JPEG, interlaced GIF.", "JPEG, GIF"),
-        lossless=("Lossless WEBP (PNG, GIF and TIFF always are).", "WEBP, PNG, GIF, TIFF"),
-        compression_level=("PNG zlib level.", f"PNG; 0..9, unset = {PNG_COMPRESSION}"),
-        colors=("Quantize to a palette of at most this many colours.", "PNG, GIF; 0 or 2..256"),
-        speed=(
-            "AVIF encoder speed (higher: faster, larger).",
-            f"AVIF; 0..10, unset = {AVIF_SPEED}",
-        ),
-        max_bytes=(
-            "Lower the quality until the output fits in this many bytes; fails with "
-            "MAX_BYTES_UNREACHABLE if quality 1 does not fit.",
-            "JPEG, lossy WEBP, AVIF; 0 = no target",
-        ),
-        keep_icc=(
-            "Keep the source ICC profile instead of converting the pixels to sRGB (CMYK is "
-            "always converted).",
-            "not GIF; default false",
-        ),
-        keep_copyright=(
-            "Keep the EXIF Copyright and Artist fields; all other metadata is always stripped.",
-            "not GIF; default false",
-        ),
-        auto=(
-            "Pick the format from the client's Accept header: AVIF, else WEBP, else the input's "
-            "(resolved by the gateway when the job is created).",
-            "format unset",
-        ),
-        provenance=(
-            "Embed how the output was made (source sha256, operations with their defaults, "
-            "engine versions) as a small XMP packet.",
-            "not GIF; default false",
-        ),
-        effort=(
-            "WEBP encoder effort, libwebp's method (lower: faster, larger; 2 halves the encode "
-            "time for ~4% more bytes, 0 quarters it for ~27% more).",
-            f"WEBP (lossy and lossless); 0..{MAX_WEBP_EFFORT}, unset = the service's default "
-            f"(PIXMESH_WEBP_EFFORT; {WEBP_EFFORT} unless set)",
-        ),
-    ),
 )

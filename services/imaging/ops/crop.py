@@ -12,7 +12,7 @@ from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Crop
 from services.imaging.ops import gravity
-from services.imaging.ops.base import Context, OpSpec, Size, describe, round_half_up
+from services.imaging.ops.base import Context, OpSpec, Size, round_half_up
 
 
 def size(op: Crop, src: Size) -> Size:
@@ -68,16 +68,4 @@ SPEC = OpSpec(
     message=Crop,
     apply=apply,
     validate=validate,
-    info=describe(
-        "crop",
-        Crop,
-        "Cut out a rectangle; it must lie inside the image as it is at this step.",
-        x=("Left edge in pixels (not with gravity).", "x + width <= image width"),
-        y=("Top edge in pixels (not with gravity).", "y + height <= image height"),
-        width=("Width in pixels, or 0 with width_ratio.", ">= 1"),
-        height=("Height in pixels, or 0 with height_ratio.", ">= 1"),
-        width_ratio=("Width as a fraction of the image width.", "(0, 1]"),
-        height_ratio=("Height as a fraction of the image height.", "(0, 1]"),
-        gravity=("Place the rectangle by gravity instead of x and y.", gravity.ALL_NAMES),
-    ),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image, ImageOps
 
 from pixmesh.common.v1.operations_pb2 import Duotone
-from services.imaging.ops.base import Context, OpSpec, Size, describe, on_colour, parse_colour
+from services.imaging.ops.base import Context, OpSpec, Size, on_colour, parse_colour
 
 SEPIA_SHADOW = "#2b1a0e"
 SEPIA_HIGHLIGHT = "#fff1d8"
@@ -31,12 +31,4 @@ SPEC = OpSpec(
     message=Duotone,
     apply=apply,
     validate=validate,
-    info=describe(
-        "duotone",
-        Duotone,
-        "Map brightness onto a gradient from the shadow to the highlight colour (alpha is "
-        "kept); without colours, sepia.",
-        shadow=("What black becomes.", f'"#rrggbb"; default "{SEPIA_SHADOW}"'),
-        highlight=("What white becomes.", f'"#rrggbb"; default "{SEPIA_HIGHLIGHT}"'),
-    ),
 )

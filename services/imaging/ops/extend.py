@@ -9,12 +9,10 @@ from PIL import Image
 from pixmesh.common.v1.operations_pb2 import Extend
 from services.imaging.ops import gravity
 from services.imaging.ops.base import (
-    COLOUR_FORMAT,
     Context,
     OpSpec,
     Size,
     canvas,
-    describe,
     parse_colour,
     paste,
     round_half_up,
@@ -61,18 +59,4 @@ SPEC = OpSpec(
     message=Extend,
     apply=apply,
     validate=validate,
-    info=describe(
-        "extend",
-        Extend,
-        "Grow the canvas (never shrink it) to a size, then to an aspect ratio; the image "
-        "is not scaled.",
-        width=("Canvas width in pixels.", "0..max_output_dimension"),
-        height=("Canvas height in pixels.", "0..max_output_dimension"),
-        aspect_ratio=("Width / height to reach by growing one side.", "0 or 0.01..100"),
-        gravity=("Where the image sits on the canvas.", gravity.COMPASS_NAMES),
-        background=(
-            "Colour of the new area.",
-            f'"" (white, or transparent with alpha) or {COLOUR_FORMAT}',
-        ),
-    ),
 )

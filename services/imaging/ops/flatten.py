@@ -6,7 +6,7 @@ from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Flatten
 from services.imaging.encode import flatten
-from services.imaging.ops.base import WHITE, Context, OpSpec, Size, describe, parse_colour
+from services.imaging.ops.base import WHITE, Context, OpSpec, Size, parse_colour
 
 
 def validate(op: Flatten, src: Size | None, ctx: Context) -> Size | None:
@@ -24,10 +24,4 @@ SPEC = OpSpec(
     message=Flatten,
     apply=apply,
     validate=validate,
-    info=describe(
-        "flatten",
-        Flatten,
-        "Remove transparency by laying the image over a colour.",
-        background=("The colour underneath.", '"#rrggbb"; default white'),
-    ),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Flip
-from services.imaging.ops.base import Context, OpSpec, Size, describe
+from services.imaging.ops.base import Context, OpSpec, Size
 
 Axis = Flip.Axis
 
@@ -27,13 +27,4 @@ SPEC = OpSpec(
     message=Flip,
     apply=apply,
     validate=validate,
-    info=describe(
-        "flip",
-        Flip,
-        "Mirror the image.",
-        axis=(
-            "HORIZONTAL swaps left and right, VERTICAL top and bottom.",
-            "AXIS_UNSPECIFIED (=HORIZONTAL), HORIZONTAL, VERTICAL",
-        ),
-    ),
 )

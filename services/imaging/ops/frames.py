@@ -8,7 +8,7 @@ from __future__ import annotations
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Frames
-from services.imaging.ops.base import Context, OpSpec, Size, describe
+from services.imaging.ops.base import Context, OpSpec, Size
 
 
 def kept(op: Frames, count: int) -> range:
@@ -32,11 +32,4 @@ SPEC = OpSpec(
     apply=apply,
     validate=validate,
     frames=kept,
-    info=describe(
-        "frames",
-        Frames,
-        "Keep some frames of an animation (a still image has one frame, 0).",
-        start=("First frame to keep, 0-based.", "0..frames-1"),
-        count=("How many frames to keep at most; 1 gives a still image.", "0 (= all) or more"),
-    ),
 )

@@ -29,10 +29,6 @@ _COMPASS = {
     Anchor.WEST: (0.0, 0.5),
     Anchor.NORTH_WEST: (0.0, 0.0),
 }
-COMPASS_NAMES = (
-    "CENTER (default), NORTH, NORTH_EAST, EAST, SOUTH_EAST, SOUTH, SOUTH_WEST, WEST, NORTH_WEST"
-)
-ALL_NAMES = f"{COMPASS_NAMES}, FOCUS_POINT (x, y in 0..1), SMART"
 # SMART scores a thumbnail this large on its longer side: plenty to find the interesting part.
 _SMART_SIDE = 256
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Grayscale
-from services.imaging.ops.base import Context, OpSpec, Size, describe, has_alpha
+from services.imaging.ops.base import Context, OpSpec, Size, has_alpha
 
 
 def validate(op: Grayscale, src: Size | None, ctx: Context) -> Size | None:
@@ -21,5 +21,4 @@ SPEC = OpSpec(
     message=Grayscale,
     apply=apply,
     validate=validate,
-    info=describe("grayscale", Grayscale, "Convert to shades of grey; alpha is kept."),
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Orient
-from services.imaging.ops.base import Context, OpSpec, Size, describe
+from services.imaging.ops.base import Context, OpSpec, Size
 
 Mode = Orient.Mode
 
@@ -34,15 +34,4 @@ SPEC = OpSpec(
     message=Orient,
     apply=apply,
     validate=validate,
-    info=describe(
-        "orient",
-        Orient,
-        "Whether the EXIF orientation is applied (by default it is). Only as the job's first "
-        "operation, never in a rendition.",
-        mode=(
-            "AUTO turns the pixels upright as the EXIF orientation says; IGNORE keeps them as "
-            "stored (the orientation tag is stripped either way).",
-            "MODE_UNSPECIFIED (=AUTO), AUTO, IGNORE",
-        ),
-    ),
 )

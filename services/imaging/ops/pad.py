@@ -6,12 +6,10 @@ from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Pad
 from services.imaging.ops.base import (
-    COLOUR_FORMAT,
     Context,
     OpSpec,
     Size,
     canvas,
-    describe,
     parse_colour,
     paste,
 )
@@ -36,20 +34,9 @@ def apply(img: Image.Image, op: Pad) -> Image.Image:
     return paste(canvas(img, size, parse_colour(op.background)), img, (op.left, op.top))
 
 
-_BACKGROUND = f'"" (white, or transparent with alpha) or {COLOUR_FORMAT}'
 SPEC = OpSpec(
     name="pad",
     message=Pad,
     apply=apply,
     validate=validate,
-    info=describe(
-        "pad",
-        Pad,
-        "Add a border of fixed widths around the image.",
-        top=("Pixels above.", "0..max_output_dimension"),
-        right=("Pixels to the right.", "0..max_output_dimension"),
-        bottom=("Pixels below.", "0..max_output_dimension"),
-        left=("Pixels to the left.", "0..max_output_dimension"),
-        background=("Border colour.", _BACKGROUND),
-    ),
 )

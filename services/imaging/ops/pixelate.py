@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Pixelate
-from services.imaging.ops.base import Context, OpSpec, Size, describe, has_alpha
+from services.imaging.ops.base import Context, OpSpec, Size, has_alpha
 
 MAX_BLOCK = 1024
 
@@ -35,10 +35,4 @@ SPEC = OpSpec(
     message=Pixelate,
     apply=apply,
     validate=validate,
-    info=describe(
-        "pixelate",
-        Pixelate,
-        "Replace the image by square blocks of one colour.",
-        size=("Block side in pixels.", f"2..{MAX_BLOCK}"),
-    ),
 )

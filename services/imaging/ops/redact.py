@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image, ImageFilter
 
 from pixmesh.common.v1.operations_pb2 import Redact
-from services.imaging.ops.base import Context, OpSpec, Size, describe, filtered
+from services.imaging.ops.base import Context, OpSpec, Size, filtered
 from services.imaging.ops.pixelate import pixelate
 
 Method = Redact.Method
@@ -49,18 +49,4 @@ SPEC = OpSpec(
     message=Redact,
     apply=apply,
     validate=validate,
-    info=describe(
-        "redact",
-        Redact,
-        "Blur or pixelate rectangles of the image.",
-        regions=(
-            "Rectangles in pixels of the image at this step (x, y, width, height).",
-            f"1..{MAX_REGIONS}, each inside the image",
-        ),
-        method=("BLUR or PIXELATE.", "METHOD_UNSPECIFIED (=BLUR), BLUR, PIXELATE"),
-        strength=(
-            "Blur standard deviation or block size in pixels.",
-            f"0 (= {DEFAULT_STRENGTH}) or 1..{MAX_STRENGTH}",
-        ),
-    ),
 )

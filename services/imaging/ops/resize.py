@@ -17,7 +17,7 @@ from PIL import Image
 from pixmesh.common.v1.operations_pb2 import Resize
 from services.imaging.errors import OUTPUT_TOO_LARGE
 from services.imaging.ops import gravity
-from services.imaging.ops.base import Context, OpSpec, Size, describe, round_half_up
+from services.imaging.ops.base import Context, OpSpec, Size, round_half_up
 
 Mode = Resize.Mode
 
@@ -179,34 +179,4 @@ SPEC = OpSpec(
     message=Resize,
     apply=apply,
     validate=validate,
-    info=describe(
-        "resize",
-        Resize,
-        "Scale the image to a box (Lanczos).",
-        width=(
-            "Target width in pixels; 0 derives it from height (FIT only).",
-            "0..max_output_dimension / dpr",
-        ),
-        height=(
-            "Target height in pixels; 0 derives it from width (FIT only).",
-            "0..max_output_dimension / dpr",
-        ),
-        mode=(
-            "FIT keeps the aspect ratio inside the box; FILL covers the box and crops (an image "
-            "smaller than the box is not enlarged); FILL_DOWN is FILL that shrinks the box to "
-            "keep its aspect ratio; FORCE stretches; AUTO is FILL when the image and the box "
-            "have the same orientation, else FIT.",
-            "MODE_UNSPECIFIED (=FIT), FIT, FILL, FILL_DOWN, FORCE, AUTO",
-        ),
-        enlarge=("Allow the output to be larger than the input.", "default false"),
-        gravity=(
-            "Which part FILL, FILL_DOWN and AUTO keep.",
-            f"default CENTER; {gravity.ALL_NAMES}",
-        ),
-        dpr=("Device pixel ratio: multiplies every size.", f"0 (= 1) or up to {MAX_DPR:g}"),
-        min_width=("Scale the output up to at least this width, even without enlarge.", ">= 0"),
-        min_height=("Scale the output up to at least this height, even without enlarge.", ">= 0"),
-        max_width=("Scale the output down to at most this width; wins over min.", ">= 0"),
-        max_height=("Scale the output down to at most this height; wins over min.", ">= 0"),
-    ),
 )

@@ -8,13 +8,11 @@ from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Rotate
 from services.imaging.ops.base import (
-    COLOUR_FORMAT,
     TRANSPARENT,
     WHITE,
     Context,
     OpSpec,
     Size,
-    describe,
     parse_colour,
 )
 
@@ -85,16 +83,4 @@ SPEC = OpSpec(
     message=Rotate,
     apply=apply,
     validate=validate,
-    info=describe(
-        "rotate",
-        Rotate,
-        "Rotate clockwise, growing the canvas to hold the whole image. Multiples of 90 are "
-        "lossless.",
-        angle=("Degrees clockwise.", "-360..360"),
-        background=(
-            "Fill for the uncovered corners; default white, or transparent when the "
-            "image has alpha.",
-            f'"" or {COLOUR_FORMAT}',
-        ),
-    ),
 )

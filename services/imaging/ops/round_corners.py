@@ -6,13 +6,11 @@ from PIL import Image, ImageChops, ImageDraw
 
 from pixmesh.common.v1.operations_pb2 import RoundCorners
 from services.imaging.ops.base import (
-    COLOUR_FORMAT,
     TRANSPARENT,
     Context,
     OpSpec,
     Size,
     canvas,
-    describe,
     parse_colour,
     paste,
 )
@@ -63,11 +61,4 @@ SPEC = OpSpec(
     message=RoundCorners,
     apply=apply,
     validate=validate,
-    info=describe(
-        "round_corners",
-        RoundCorners,
-        "Round the corners; they become transparent, or the background colour.",
-        radius=("Corner radius in pixels (at most half the shorter side is used).", ">= 1"),
-        background=("Fill for the corners.", f'"" (transparent) or {COLOUR_FORMAT}'),
-    ),
 )

@@ -7,7 +7,7 @@ import math
 from PIL import Image, ImageFilter
 
 from pixmesh.common.v1.operations_pb2 import Sharpen
-from services.imaging.ops.base import Context, OpSpec, Size, describe, on_colour
+from services.imaging.ops.base import Context, OpSpec, Size, on_colour
 
 
 def validate(op: Sharpen, src: Size | None, ctx: Context) -> Size | None:
@@ -33,12 +33,4 @@ SPEC = OpSpec(
     message=Sharpen,
     apply=apply,
     validate=validate,
-    info=describe(
-        "sharpen",
-        Sharpen,
-        "Unsharp mask: add back the difference from a blurred copy.",
-        sigma=("Blur standard deviation in pixels.", "0 (= 1) or 0.1..10"),
-        amount=("Strength; 1 adds the difference once.", "0 (= 1) or up to 10"),
-        threshold=("Leave differences up to this alone (flat areas stay smooth).", "0..255"),
-    ),
 )

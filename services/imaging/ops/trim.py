@@ -8,7 +8,7 @@ from PIL import Image, ImageChops
 
 from pixmesh.common.v1.operations_pb2 import Trim
 from services.imaging.errors import ANIMATION_UNSUPPORTED
-from services.imaging.ops.base import COLOUR_FORMAT, Context, OpSpec, Size, describe, parse_colour
+from services.imaging.ops.base import Context, OpSpec, Size, parse_colour
 
 
 def validate(op: Trim, src: Size | None, ctx: Context) -> Size | None:
@@ -58,13 +58,4 @@ SPEC = OpSpec(
     message=Trim,
     apply=apply,
     validate=validate,
-    info=describe(
-        "trim",
-        Trim,
-        "Cut away borders of one colour; not for animations.",
-        threshold=("Largest per-channel difference still counted as border.", "0..255"),
-        color=("Border colour.", f'"" (the top-left pixel) or {COLOUR_FORMAT}'),
-        equal_horizontal=("Cut as much on the right as on the left (the smaller).", "bool"),
-        equal_vertical=("Cut as much at the bottom as at the top (the smaller).", "bool"),
-    ),
 )

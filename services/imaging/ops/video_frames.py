@@ -10,7 +10,7 @@ from __future__ import annotations
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import VideoFrames
-from services.imaging.ops.base import Context, OpSpec, Size, describe
+from services.imaging.ops.base import Context, OpSpec, Size
 
 
 def validate(op: VideoFrames, src: Size | None, ctx: Context) -> Size | None:
@@ -26,14 +26,4 @@ SPEC = OpSpec(
     message=VideoFrames,
     apply=apply,
     validate=validate,
-    info=describe(
-        "video_frames",
-        VideoFrames,
-        "Stills at positions of a video (its first operation), one output each, named "
-        "frame-1, frame-2, ...; the job's other operations run on each.",
-        fractions=("Positions as fractions of the duration.", "each 0..1, at most 10"),
-        timestamps_s=("Positions in seconds (not with fractions).", "each 0..86400, at most 10"),
-        select=("EXACT, or BEST_NEAR: skip black, flat and blurred frames.", "EXACT, BEST_NEAR"),
-        window_s=("How far BEST_NEAR looks either side, seconds; 0 means 2.", "0..30"),
-    ),
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import VideoPreview
-from services.imaging.ops.base import Context, OpSpec, Size, describe
+from services.imaging.ops.base import Context, OpSpec, Size
 
 DEFAULT_DURATION_S = 3.0
 DEFAULT_WIDTH = 480
@@ -44,14 +44,4 @@ SPEC = OpSpec(
     message=VideoPreview,
     apply=apply,
     validate=validate,
-    info=describe(
-        "video_preview",
-        VideoPreview,
-        "A short animated preview of a video (its first operation), an animated WebP unless a "
-        "convert picks GIF or AVIF; its frames count against max_frames.",
-        start_s=("Where it starts, seconds from the start of the video.", "0..86400"),
-        duration_s=("How long it lasts, cut at the end of the video; 0 means 3.", "0..60"),
-        width=("Width in pixels, never enlarged; 0 means 480.", "0..1920"),
-        fps=("Frames per second; 0 means 10.", "0..30"),
-    ),
 )

@@ -8,7 +8,7 @@ import math
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import VideoSheet
-from services.imaging.ops.base import Context, OpSpec, Size, describe
+from services.imaging.ops.base import Context, OpSpec, Size
 
 DEFAULT_COUNT = 9
 DEFAULT_TILE_WIDTH = 320
@@ -54,15 +54,4 @@ SPEC = OpSpec(
     message=VideoSheet,
     apply=apply,
     validate=validate,
-    info=describe(
-        "video_sheet",
-        VideoSheet,
-        "A contact sheet of a video (its first operation): frames at the middle of equal "
-        "slices of its duration, in a grid.",
-        count=("Frames on the sheet; 0 means 9.", "0..100"),
-        columns=("Columns; 0 makes the grid as square as it gets.", "0..100"),
-        tile_width=("Width of each tile; 0 means 320.", "0..1920"),
-        gap=("Pixels between and around the tiles.", "0..64"),
-        background=("Colour behind the tiles; default black.", '"#rrggbb"'),
-    ),
 )

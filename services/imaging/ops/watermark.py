@@ -10,8 +10,8 @@ from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Watermark
 from services.imaging.errors import IMAGE_CORRUPT
-from services.imaging.ops import gravity, overlay
-from services.imaging.ops.base import Context, OpSpec, Size, describe, round_half_up
+from services.imaging.ops import overlay
+from services.imaging.ops.base import Context, OpSpec, Size, round_half_up
 from services.runtime import imageprobe
 from services.runtime.errors import InvalidArgument
 
@@ -64,18 +64,4 @@ SPEC = OpSpec(
     message=Watermark,
     apply=apply,
     validate=validate,
-    info=describe(
-        "watermark",
-        Watermark,
-        "Draw an image (sent inline, base64 in JSON) over the image.",
-        image=(
-            "The watermark, an encoded image; its alpha is respected.",
-            f"at most {MAX_BYTES // 1024} KiB and {MAX_PIXELS} pixels, one frame",
-        ),
-        position=("Where it goes.", gravity.COMPASS_NAMES),
-        margin=("Pixels from the edges it is anchored to, or between tiles.", ">= 0"),
-        scale=("Width as a fraction of the image width.", "0 (its own size) or up to 1"),
-        opacity=("Multiplies the watermark's alpha.", "(0, 1]; unset = 1"),
-        tile=("Repeat it over the whole image (then no position).", "default false"),
-    ),
 )

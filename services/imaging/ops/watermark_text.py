@@ -7,14 +7,12 @@ import math
 from PIL import Image, ImageDraw, ImageFont
 
 from pixmesh.common.v1.operations_pb2 import WatermarkText
-from services.imaging.ops import gravity, overlay
+from services.imaging.ops import overlay
 from services.imaging.ops.base import (
-    COLOUR_FORMAT,
     WHITE,
     Context,
     OpSpec,
     Size,
-    describe,
     parse_colour,
 )
 
@@ -67,20 +65,4 @@ SPEC = OpSpec(
     message=WatermarkText,
     apply=apply,
     validate=validate,
-    info=describe(
-        "watermark_text",
-        WatermarkText,
-        "Draw text over the image (Pillow's bundled sans-serif font).",
-        text=("The text; newlines start new lines.", f"1..{MAX_CHARS} characters"),
-        position=("Where it goes.", gravity.COMPASS_NAMES),
-        margin=("Pixels from the edges it is anchored to, or between tiles.", ">= 0"),
-        size=("Font size in pixels.", f"0 (1/20 of the shorter side) or {MIN_SIZE}..{MAX_SIZE}"),
-        color=("Text colour.", f'"" (white) or {COLOUR_FORMAT}'),
-        outline_color=(
-            "Outline colour, for legibility on any background.",
-            f'"" (none) or {COLOUR_FORMAT}',
-        ),
-        opacity=("Multiplies the text's alpha.", "(0, 1]; unset = 1"),
-        tile=("Repeat it over the whole image (then no position).", "default false"),
-    ),
 )

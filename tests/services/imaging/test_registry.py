@@ -3,7 +3,6 @@ import pytest
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
-from services.imaging.ops.base import describe
 from services.imaging.service import capabilities
 from services.runtime.pipeline import IMAGING, owner
 
@@ -56,9 +55,12 @@ def test_parameter_types_come_from_the_proto() -> None:
     }
 
 
-def test_describe_demands_every_field() -> None:
-    with pytest.raises(ValueError, match="describe exactly"):
-        describe("crop", operations_pb2.Crop, "d", x=("x", "c"))
+def test_the_entries_are_the_protos() -> None:
+    """ListOperations says what the proto says: comments and buf.validate rules."""
+    params = {p.name: p for p in REGISTRY["rotate"].info.parameters}
+    assert params["angle"].constraint == "-360..360"
+    assert params["angle"].description == "Degrees clockwise, -360..360."
+    assert REGISTRY["rotate"].info.description == "Rotate clockwise. Multiples of 90 are lossless."
 
 
 def test_capabilities() -> None:

@@ -135,8 +135,9 @@ def test_list_operations_describes_effort_with_its_range() -> None:
     info = next(op for op in capabilities(Limits()).operations if op.name == "convert")
     effort = next(p for p in info.parameters if p.name == "effort")
     assert effort.type == "uint32"
-    assert "0..6" in effort.constraint and "WEBP" in effort.constraint
-    assert "PIXMESH_WEBP_EFFORT" in effort.constraint
+    # From the proto: the rule (0..6) and the comment (WEBP only, the service's default).
+    assert effort.constraint == "0..6"
+    assert "WEBP" in effort.description and "PIXMESH_WEBP_EFFORT" in effort.description
 
 
 # -- the setting -------------------------------------------------------------------------------
