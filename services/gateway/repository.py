@@ -168,8 +168,8 @@ class GatewayRepository:
     ) -> image_pb2.Image:
         row = await conn.fetchrow(
             """INSERT INTO gateway.images (image_id, tenant_id, sha256, format, width, height,
-                 frame_count, size_bytes, content_type, filename, orientation)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
+                 frame_count, size_bytes, content_type, filename, orientation, kind, video)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
                ON CONFLICT (tenant_id, sha256) DO UPDATE
                  SET orientation = COALESCE(gateway.images.orientation, EXCLUDED.orientation)
                RETURNING *""",
@@ -184,6 +184,8 @@ class GatewayRepository:
             image.content_type,
             image.filename,
             image.orientation or None,
+            image.kind or None,
+            image.video.SerializeToString() if image.HasField("video") else None,
         )
         return _image(row)
 
@@ -280,6 +282,10 @@ def _image(row: asyncpg.Record) -> image_pb2.Image:
         content_type=row["content_type"],
         filename=row["filename"],
         orientation=row["orientation"] or 0,  # NULL: recorded before orientations were
+        # NULL: an image recorded before videos were (Image.Kind's default reads as IMAGE).
+        kind=image_pb2.Image.Kind.ValueType(row.get("kind") or 0),
     )
+    if row.get("video") is not None:
+        image.video.ParseFromString(row["video"])
     image.created_at.FromDatetime(row["created_at"])
     return image

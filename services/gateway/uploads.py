@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from pixmesh.common.v1 import image_pb2
 from pixmesh.gateway.v1 import gateway_pb2
-from services.gateway import errors
+from services.gateway import errors, videos
 from services.gateway.events import UploadEvents
 from services.gateway.repository import GatewayRepository
 from services.gateway.settings import GatewaySettings
@@ -92,40 +92,50 @@ class Uploads:
             max_pixels=settings.max_pixels,
             max_frames=settings.max_frames,
         )
+        self.video_limits = videos.limits_of(settings)
         self._cleanup: asyncio.Task[int] | None = None
 
     async def collect(self, chunks: AsyncIterator[bytes]) -> bytes:
-        """Join streamed chunks, failing as soon as the size limit is crossed."""
+        """Join streamed chunks, failing as soon as the size limit is crossed (the larger of
+        the image and video limits: the kind is known from the first bytes, the probe then
+        applies the limit of that kind)."""
         buf = bytearray()
+        limit = videos.largest_upload(self.settings)
         async for chunk in chunks:
             buf += chunk
-            if len(buf) > self.settings.max_input_bytes:
+            if len(buf) > limit:
                 raise InvalidArgument(
-                    message=f"image is larger than {self.settings.max_input_bytes} bytes",
+                    message=f"the upload is larger than {limit} bytes",
                     reason="IMAGE_TOO_LARGE",
                 )
         return bytes(buf)
 
     async def upload(self, tenant_id: str, upload: Upload) -> image_pb2.Image:
-        header = probe(upload.data, self.limits)
+        if videos.is_video(upload.data):
+            found = videos.image_of(await videos.probe(upload.data, self.video_limits))
+            mime = found.content_type
+        else:
+            header = probe(upload.data, self.limits)
+            mime = header.mime_type
+            found = image_pb2.Image(
+                format=header.format,
+                width=header.width,
+                height=header.height,
+                frame_count=header.frame_count,
+                orientation=header.orientation,
+                content_type=header.mime_type,
+            )
         sha = hashlib.sha256(upload.data).hexdigest()
         key = input_key(sha)
 
         async def store() -> None:
             if not await self.storage.exists(key):
-                await self.storage.put(key, upload.data, header.mime_type)
+                await self.storage.put(key, upload.data, mime)
 
-        image = image_pb2.Image(
-            format=header.format,
-            width=header.width,
-            height=header.height,
-            frame_count=header.frame_count,
-            size_bytes=len(upload.data),
-            orientation=header.orientation,
-            sha256=sha,
-            content_type=header.mime_type,
-            filename=upload.filename[:255],
-        )
+        image = found
+        image.size_bytes = len(upload.data)
+        image.sha256 = sha
+        image.filename = upload.filename[:255]
         saved = await self.repo.save_image(tenant_id, image, store)
         # Announced on every upload, repeats included: the event is what gets the image indexed
         # (metadata, search), and the upload is only answered once the event is in JetStream,
@@ -143,7 +153,7 @@ class Uploads:
     async def create_upload_url(
         self, tenant_id: str, filename: str, size_bytes: int
     ) -> gateway_pb2.CreateUploadUrlResponse:
-        limit = self.settings.max_input_bytes
+        limit = videos.largest_upload(self.settings)
         if size_bytes == 0:
             raise invalid("size_bytes", "required: the size of the file to upload, in bytes")
         if size_bytes > limit:
@@ -175,8 +185,8 @@ class Uploads:
         size = await self.storage.size(key)
         if size is None:
             raise errors.upload_missing(upload_id)
-        if size > self.settings.max_input_bytes:
-            raise too_large(size, self.settings.max_input_bytes)
+        if size > videos.largest_upload(self.settings):
+            raise too_large(size, videos.largest_upload(self.settings))
         try:
             data = await self.storage.get(key)
         except NotFound:

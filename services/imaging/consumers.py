@@ -37,10 +37,12 @@ def processor(imaging: ImagingProcessor, presign: Callable[[str], str] | None = 
             (name, image_result(r, output_operations(task, i), effort))
             for i, (name, r) in enumerate(results.renditions)
         ]
+        # How a video operation ran (VideoOutputs; image pipelines report nothing).
+        reports = list(getattr(results, "reports", ()))
         if task.renditions:
-            return StageResult(renditions=outputs)
+            return StageResult(renditions=outputs, reports=reports)
         # A plain job's one unnamed output: the stage's image on the wire.
-        return StageResult(image=outputs[0][1])
+        return StageResult(image=outputs[0][1], reports=reports)
 
     return process
 

@@ -31,9 +31,11 @@ from services.imaging.validation import (
     outputs_of,
     validate_job,
 )
+from services.imaging.video.plan import plan_video
 from services.runtime.errors import invalid
 from services.runtime.imageprobe import Format, ImageFormat, ImageHeader
 from services.runtime.pipeline import IMAGING, INFERENCE, owner
+from services.runtime.video import check_video_job
 
 DECODE_MS_PER_MP = 12.0
 OP_MS_PER_MP = 6.0
@@ -91,6 +93,12 @@ def plan_pipeline(
     `renditions` is checked as the pipeline `operations` + its own (see `validate_job`) and
     planned in `renditions`: its operations, output and cost, from the result of `operations` on.
     """
+    check_video_job(operations, renditions, image.kind)  # video ops first, on videos only
+    if image.kind == image_pb2.Image.VIDEO:
+        return plan_video(
+            plan_pipeline, image, operations, renditions, limits.max_frames, default_format,
+            limits=limits, webp_effort=webp_effort,
+        )  # fmt: skip
     for i, op in enumerate(operations):
         _check_resolved(op, f"operations[{i}]")
     for i, rendition in enumerate(renditions):

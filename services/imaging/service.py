@@ -19,9 +19,11 @@ from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
 from services.imaging.pipeline import Outputs, output_attributes, run
 from services.imaging.plan import plan_pipeline
+from services.imaging.video.run import run as video_run
 from services.runtime import metrics
 from services.runtime.errors import NotFound, Unavailable
 from services.runtime.imageprobe import Format, extension_for, readable_formats
+from services.runtime.video import video_operation
 
 _tracer = trace.get_tracer(__name__)
 
@@ -46,7 +48,7 @@ class ChildRun:
     fetch_s: float = 0.0  # reading a Source, before the pipeline
 
 
-def in_child(work: Callable[[bytes], Outputs], source: bytes | Source) -> ChildRun:
+def in_child(work: Callable[[bytes | str], Outputs], source: bytes | str | Source) -> ChildRun:
     """`work(data)` as run in a child process, timed, `data` read from `source` first when it
     is a Source. Module-level, so that it pickles by name; `work` is a functools.partial of a
     module-level pipeline function, which pickles too."""
@@ -96,7 +98,7 @@ class ImagingProcessor:
 
     async def process(
         self,
-        data: bytes | Source,
+        data: bytes | str | Source,
         operations: Sequence[operations_pb2.Operation],
         deadline: float | None,
         *,
@@ -113,8 +115,13 @@ class ImagingProcessor:
             span.set_attribute("pixmesh.operations", len(operations))
             if renditions:
                 span.set_attribute("pixmesh.renditions", len(renditions))
+            # A video job: its own runner, which reads a presigned URL with range requests
+            # itself (never the whole video into memory).
+            video = video_operation(operations) is not None
+            if video and isinstance(data, Source):
+                data = data.url
             work = partial(
-                run,
+                video_run if video else run,
                 operations=list(operations),
                 renditions=list(renditions),
                 limits=self.limits,

@@ -70,6 +70,13 @@ class ServiceSettings(BaseSettings):
     max_output_dimension: int = Field(default=8192, ge=16, le=16383)
     max_operations: int = Field(default=16, ge=1)
     max_renditions: int = Field(default=10, ge=1, le=100)
+    # Video limits (issue 13, services/runtime/video.py), checked from the container header at
+    # upload and again by the imaging worker; max_pixels applies to each frame (at most 36 MP).
+    # Uploads through the gateway (gRPC stream, REST, presigned registration) are held in its
+    # memory while they are checked: keep max_video_bytes within what a gateway can hold.
+    max_video_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
+    max_video_duration_s: float = Field(default=4 * 3600.0, gt=0)
+    max_video_streams: int = Field(default=16, ge=1)
 
     @property
     def grpc_address(self) -> str:

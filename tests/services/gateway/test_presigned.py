@@ -190,7 +190,7 @@ def jpeg(width: int = 8, height: int = 6) -> bytes:
 )
 async def test_the_declared_size_is_required_and_checked(size: int, reason: str) -> None:
     repo = Repo()
-    service = gateway(repo, Storage(), max_input_bytes=2048)
+    service = gateway(repo, Storage(), max_input_bytes=2048, max_video_bytes=2048)
 
     with pytest.raises(InvalidArgument) as err:
         await service.create_upload_url("tenant-a", "a.jpg", size)
@@ -296,7 +296,7 @@ async def test_register_needs_an_upload_id_and_the_uploaded_object() -> None:
 
 async def test_an_object_over_the_limit_is_refused_before_it_is_read() -> None:
     repo, storage = Repo(), Storage()
-    service = gateway(repo, storage, max_input_bytes=2048)
+    service = gateway(repo, storage, max_input_bytes=2048, max_video_bytes=2048)
     ticket = await service.create_upload_url("tenant-a", "", 2000)
     storage.objects[staging_key("tenant-a", ticket.upload_id)] = b"\xff" * 4096
 

@@ -1,0 +1,60 @@
+"""Video uploads (issue 13): a video is an asset like an image, recorded with kind VIDEO and the
+header the container declares (services/runtime/video.py), read without decoding a frame.
+
+The gateway tells a video from an image by the magic bytes alone; everything else about an
+upload (content-addressed storage, the image row, the upload event) is the same as for images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from pixmesh.common.v1 import image_pb2
+from services.runtime.settings import ServiceSettings
+from services.runtime.video import VideoHeader, VideoLimits, probe_video, sniff_video
+
+
+def limits_of(settings: ServiceSettings) -> VideoLimits:
+    return VideoLimits(
+        max_bytes=settings.max_video_bytes,
+        max_duration_s=settings.max_video_duration_s,
+        max_pixels=min(settings.max_pixels, VideoLimits.max_pixels),
+        max_streams=settings.max_video_streams,
+    )
+
+
+def largest_upload(settings: ServiceSettings) -> int:
+    """The most bytes an upload may have before its kind is known."""
+    return max(settings.max_input_bytes, settings.max_video_bytes)
+
+
+def is_video(data: bytes) -> bool:
+    return sniff_video(data[:512]) is not None
+
+
+async def probe(data: bytes, limits: VideoLimits) -> VideoHeader:
+    """The header, off the event loop (FFmpeg parses it: C code, milliseconds)."""
+    return await asyncio.to_thread(probe_video, io.BytesIO(data), limits)
+
+
+def image_of(header: VideoHeader) -> image_pb2.Image:
+    """The Image record of a video (sha256, filename and ids are the caller's)."""
+    return image_pb2.Image(
+        kind=image_pb2.Image.VIDEO,
+        width=header.width,
+        height=header.height,
+        frame_count=header.frame_count,
+        size_bytes=header.size_bytes,
+        content_type=header.mime_type,
+        video=image_pb2.VideoInfo(
+            container=image_pb2.VideoInfo.Container.Value(header.container.name),
+            duration_s=header.duration_s,
+            fps=header.fps,
+            codec=header.codec,
+            audio_codec=header.audio_codec,
+            bit_rate=header.bit_rate,
+            rotation=header.rotation,
+            stream_count=header.stream_count,
+        ),
+    )
