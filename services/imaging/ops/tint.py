@@ -1,16 +1,15 @@
 """Tint: multiply the image by a colour, blended with the original by strength.
 
 Every rule of its parameters is in the proto (Tint's buf.validate annotations), and so is its
-ListOperations entry: nothing here needs the image but the pixels.
+ListOperations entry (OpSpec.info): nothing here but the pixels.
 """
 
 from __future__ import annotations
 
 from PIL import Image, ImageChops
 
-from pixmesh import rules
 from pixmesh.common.v1.operations_pb2 import Tint
-from services.imaging.ops.base import SERVICE, Context, OpSpec, Size, on_colour, parse_colour
+from services.imaging.ops.base import Context, OpSpec, Size, on_colour, parse_colour
 
 
 def validate(op: Tint, src: Size | None, ctx: Context) -> Size | None:
@@ -30,10 +29,4 @@ def apply(img: Image.Image, op: Tint) -> Image.Image:
     return on_colour(img, tint)
 
 
-SPEC = OpSpec(
-    name="tint",
-    message=Tint,
-    apply=apply,
-    validate=validate,
-    info=rules.operation_info("tint", SERVICE),
-)
+SPEC = OpSpec("tint", Tint, apply, validate)
