@@ -219,6 +219,9 @@ def test_only_streaming_routes_have_no_request_timeout() -> None:
     }
     assert untimed == {
         f"/{GATEWAY_SERVICE}/WatchJob",
+        f"/{GATEWAY_SERVICE}/WatchBatch",
+        f"/{GATEWAY_SERVICE}/DownloadJobArchive",
+        f"/{GATEWAY_SERVICE}/DownloadBatchArchive",
         "/grpc.health.v1.Health/Watch",
         "/grpc.reflection.",
     }
