@@ -18,7 +18,9 @@ API
   `buf.validate.FieldRules` themselves), in the oneof's order.
 - `operation_info(name, service)`: the ListOperations entry (`OperationInfo`) of an operation.
 - `OUTPUT_FORMATS`: the formats `Convert.format` accepts (its `enum.in` rule).
-- `describe_field(descriptor, name)` / `describe_message(descriptor)`: a comment from the proto.
+- `describe_field(descriptor, name)` / `describe_message(descriptor)`: a comment from the proto;
+  `field_rules(field)`, `message_cel(message)`, `no_rule(message, name)`: the rules themselves, for
+  messages nested in operations (Gravity, Region) too.
 
 Descriptions come from pixmesh/common/v1/operations.binpb (operations.proto with its source
 info, written by `make proto`): generated _pb2 modules carry no comments.
@@ -51,6 +53,9 @@ __all__ = [
     "check",
     "describe_field",
     "describe_message",
+    "field_rules",
+    "message_cel",
+    "no_rule",
     "operation_info",
     "violations",
 ]
@@ -244,7 +249,8 @@ def describe_field(descriptor: Descriptor, name: str) -> str:
     return text.split(NO_RULE, 1)[0].strip()
 
 
-def _no_rule(descriptor: Descriptor, name: str) -> str:
+def no_rule(descriptor: Descriptor, name: str) -> str:
+    """What the "No rule here:" comment of a field says its limit is ("" when it has none)."""
     text = _comments().get(f"{descriptor.full_name}.{name}", "")
     return text.split(NO_RULE, 1)[1].strip() if NO_RULE in text else ""
 
@@ -252,7 +258,8 @@ def _no_rule(descriptor: Descriptor, name: str) -> str:
 # -- constraints ------------------------------------------------------------------------------
 
 
-def _field_rules(descriptor: FieldDescriptor) -> Any:
+def field_rules(descriptor: FieldDescriptor) -> Any:
+    """The field's buf.validate.FieldRules (empty when it has none)."""
     return descriptor.GetOptions().Extensions[validate_pb2.field]
 
 
@@ -263,7 +270,7 @@ def _num(value: float) -> str:
 def _phrase(descriptor: FieldDescriptor, compact: bool = False) -> str:
     """A field's standard rules in words: "between 0 and 1", "at most 100", "1..64 items"...
     `compact` writes a closed range as ListOperations always has: "0..1"."""
-    rules = _field_rules(descriptor)
+    rules = field_rules(descriptor)
     kind = rules.WhichOneof("type")
     if kind is None:
         return ""
@@ -316,7 +323,7 @@ def _range(typed: Any, low: str, high: str) -> str:
 def _constraint(message: Descriptor, field: FieldDescriptor, cel: Sequence[tuple[str, str]]) -> str:
     """ListOperations' constraint text of a field: its standard rules, its CEL rules' messages,
     the message-level rules that name it, or what its "No rule here" comment says."""
-    rules = _field_rules(field)
+    rules = field_rules(field)
     parts = []
     phrase = _phrase(field, compact=True)
     if phrase:
@@ -326,7 +333,7 @@ def _constraint(message: Descriptor, field: FieldDescriptor, cel: Sequence[tuple
     parts += [r.message.removeprefix("must be ") for r in rules.cel if r.message]
     parts += [text for rule_id, text in cel if rule_id.split(".", 1)[0] == field.name and text]
     if not parts:
-        parts.append(_no_rule(message, field.name))
+        parts.append(no_rule(message, field.name))
     if not any(parts):
         if field.type == FieldDescriptor.TYPE_BOOL:
             return "true or false"
@@ -360,7 +367,8 @@ def type_name(field: FieldDescriptor) -> str:
     return f"repeated {name}" if field.is_repeated else name
 
 
-def _message_cel(descriptor: Descriptor) -> tuple[tuple[str, str], ...]:
+def message_cel(descriptor: Descriptor) -> tuple[tuple[str, str], ...]:
+    """A message's own CEL rules as (id, message); an id's first part may name a field."""
     options = descriptor.GetOptions().Extensions[validate_pb2.message]
     return tuple((r.id, r.message) for r in options.cel)
 
@@ -368,7 +376,7 @@ def _message_cel(descriptor: Descriptor) -> tuple[tuple[str, str], ...]:
 def _operation(field: FieldDescriptor) -> OperationRules:
     message = field.message_type
     assert message is not None  # every member of Operation.op is a message
-    cel = _message_cel(message)
+    cel = message_cel(message)
     return OperationRules(
         name=field.name,
         message=message_factory.GetMessageClass(message),
@@ -379,7 +387,7 @@ def _operation(field: FieldDescriptor) -> OperationRules:
                 type=type_name(f),
                 description=describe_field(message, f.name),
                 constraint=_constraint(message, f, cel),
-                rules=_field_rules(f),
+                rules=field_rules(f),
                 descriptor=f,
             )
             for f in message.fields
@@ -411,7 +419,7 @@ def operation_info(name: str, service: str) -> operations_pb2.OperationInfo:
 
 
 def _output_formats() -> tuple[int, ...]:
-    rules = _field_rules(operations_pb2.Convert.DESCRIPTOR.fields_by_name["format"])
+    rules = field_rules(operations_pb2.Convert.DESCRIPTOR.fields_by_name["format"])
     return tuple(rules.enum.__getattribute__("in"))
 
 

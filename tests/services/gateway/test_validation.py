@@ -30,9 +30,9 @@ def test_every_violation_is_reported_with_its_field() -> None:
             ]
         )
     fields = [v.field for v in exc.value.violations]
-    # FILL without a height breaks a rule of the whole resize (the proto's, as imaging reports it).
+    # FILL without a height breaks the proto's rule of resize.mode (gateway, imaging and SDK alike).
     assert fields == [
-        "operations[0].resize",
+        "operations[0].resize.mode",
         "operations[0].resize.width",
         "operations[1].convert.format",
         "operations[1].convert.quality",
@@ -63,7 +63,7 @@ def test_resize_modes_and_dpr() -> None:
             ]
         )
     fields = [v.field for v in exc.value.violations]
-    assert fields == ["operations[0].resize", "operations[1].resize.width"]
+    assert fields == ["operations[0].resize.mode", "operations[1].resize.width"]
     check([Op(resize=operations_pb2.Resize(width=500, dpr=2))])
 
 
