@@ -1,0 +1,180 @@
+"""Videos end to end over REST through Envoy, against the real stack: an MP4 upload recorded as
+kind VIDEO, poster frames checked against frames decoded independently, BEST_NEAR skipping a
+black segment, an animated preview of the asked length, and the hostile video corpus (clear
+permanent failures, the worker keeps serving)."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from functools import cache
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deploy.local import Stack
+from tests.integration.rest import Json, Rest, reason
+from tests.services.imaging import videos
+
+pytestmark = pytest.mark.integration
+
+FRACTIONS = (0.10, 0.50, 0.95)
+
+
+@cache
+def clip() -> bytes:
+    # 8 s, 25 fps, 160x96, a keyframe every 2 s: each position is a seek and a decode forward.
+    return videos.clip_bytes(8.0, gop=50)
+
+
+def download(rest: Rest, job: Json, index: int) -> bytes:
+    resp = rest.http.get(f"/v1/jobs/{job['job_id']}/outputs/{index}")
+    assert resp.status_code == 200, resp.text
+    return resp.content
+
+
+def run_job(rest: Rest, image_id: str, operations: list[Json]) -> Json:
+    job = rest.create_job(image_id, operations, uuid.uuid4().hex)
+    done = rest.wait_job(job["job_id"], timeout=30)
+    assert done["state"] == "SUCCEEDED", done
+    return done
+
+
+def test_an_mp4_upload_is_a_video(rest: Rest) -> None:
+    image = rest.upload(clip(), "application/octet-stream")  # the label is never trusted
+    assert image["kind"] == "VIDEO"
+    assert (image["width"], image["height"], image["frame_count"]) == (160, 96, 200)
+    assert image["content_type"] == "video/mp4"
+    video = image["video"]
+    assert video["container"] == "MP4"
+    assert video["codec"] == "h264"
+    assert video["fps"] == pytest.approx(25.0)
+    assert video["duration_s"] == pytest.approx(8.0, abs=0.05)
+
+
+def test_poster_frames_at_10_50_95_percent(rest: Rest) -> None:
+    image = rest.upload(clip())
+    ops: list[Json] = [
+        {"video_frames": {}},
+        {"resize": {"width": 120}},
+        {"convert": {"format": "PNG"}},
+    ]
+    job = run_job(rest, image["image_id"], ops)
+
+    outputs = job["outputs"]
+    assert [o["rendition"] for o in outputs] == ["frame-1", "frame-2", "frame-3"]
+    assert {(o["width"], o["height"], o["format"]) for o in outputs} == {(120, 72, "PNG")}
+    # Which frame each position got, reported by the stage.
+    (report,) = job["stages"][0]["reports"]
+    frames = report["video_frames"]["frames"]
+    reference = videos.decode_all(clip())
+    for i, fraction in enumerate(FRACTIONS):
+        expected = videos.shown_at(reference, fraction * 8.0)
+        assert frames[i]["time_s"] == pytest.approx(reference[expected][0])
+        got = np.asarray(Image.open(io.BytesIO(download(rest, job, i))).convert("RGB"))
+        # The right frame, not a neighbour: the scene scrolls 3 px a frame.
+        errors = {
+            k: _difference(got, reference[k][1])
+            for k in range(expected - 3, expected + 4)
+            if 0 <= k < len(reference)
+        }
+        assert min(errors, key=errors.__getitem__) == expected, errors
+        assert errors[expected] < 6
+
+
+def _difference(output: np.ndarray, frame: np.ndarray) -> float:
+    h, w = output.shape[:2]
+    shrunk = np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.LANCZOS))
+    return float(np.abs(output.astype(int) - shrunk.astype(int)).mean())
+
+
+def test_best_near_skips_a_black_segment_at_50_percent(rest: Rest) -> None:
+    image = rest.upload(videos.clip_bytes(8.0, gop=50, black=[(3.4, 4.7)]))
+    exact, best = (
+        run_job(
+            rest,
+            image["image_id"],
+            [
+                {"video_frames": {"fractions": [0.5], "select": select, "window_s": 1.5}},
+                {"convert": {"format": "PNG"}},
+            ],
+        )
+        for select in ("EXACT", "BEST_NEAR")
+    )
+    assert np.asarray(Image.open(io.BytesIO(download(rest, exact, 0)))).mean() < 10
+    assert np.asarray(Image.open(io.BytesIO(download(rest, best, 0)))).mean() > 60
+    (chosen,) = best["stages"][0]["reports"][0]["video_frames"]["frames"]
+    assert not 3.4 <= chosen["time_s"] < 4.7
+    assert abs(chosen["time_s"] - 4.0) <= 1.5
+    assert not chosen.get("warnings")
+
+
+def test_video_preview_is_an_animated_webp_of_the_asked_length(rest: Rest) -> None:
+    image = rest.upload(clip())
+    ops: list[Json] = [{"video_preview": {"start_s": 2, "duration_s": 2, "fps": 5, "width": 80}}]
+    job = run_job(rest, image["image_id"], ops)
+    (output,) = job["outputs"]
+    assert (output["format"], output["width"], output["height"]) == ("WEBP", 80, 48)
+    preview = Image.open(io.BytesIO(download(rest, job, 0)))
+    assert preview.n_frames == 10
+    shown = 0
+    for k in range(preview.n_frames):
+        preview.seek(k)
+        preview.load()  # Pillow reads a WebP frame's duration when it decodes it
+        shown += preview.info["duration"]
+    assert shown == 2000
+
+
+def test_video_operations_need_a_video_and_come_first(rest: Rest, photo_id: str) -> None:
+    resp = rest.create_job_response(photo_id, [{"video_frames": {}}])
+    assert (resp.status_code, reason(resp)) == (400, "INVALID_OPERATION")
+    video_id = rest.upload(clip())["image_id"]
+    resp = rest.create_job_response(video_id, [{"resize": {"width": 100}}])
+    assert (resp.status_code, reason(resp)) == (400, "INVALID_OPERATION")
+    resp = rest.create_job_response(video_id, [{"video_sheet": {}}, {"video_frames": {}}])
+    assert (resp.status_code, reason(resp)) == (400, "INVALID_OPERATION")
+
+
+def test_hostile_video_corpus(rest: Rest, stack: Stack, photo_id: str) -> None:
+    imaging_pid = stack.pids()["imaging"]
+    mismatches: list[str] = []
+    jobs: list[tuple[videos.VideoCase, str]] = []
+    operations: list[Json] = [
+        {"video_frames": {"select": "BEST_NEAR"}},
+        {"resize": {"width": 32}},
+    ]
+    for case in videos.HOSTILE:
+        resp = rest.upload_response(case.make(), "video/mp4")
+        if case.stage == videos.UPLOAD:
+            got = f"{resp.status_code} {reason(resp) if resp.status_code == 400 else resp.text}"
+            if got != f"400 {case.reason}":
+                mismatches.append(f"{case.name}: upload gave {got}, expected 400 {case.reason}")
+            continue
+        if resp.status_code != 200:
+            mismatches.append(f"{case.name}: upload gave {resp.status_code} {resp.text}")
+            continue
+        job = rest.create_job(resp.json()["image"]["image_id"], operations, uuid.uuid4().hex)
+        jobs.append((case, job["job_id"]))
+
+    started = time.monotonic()
+    for case, job_id in jobs:
+        job = rest.wait_job(job_id, timeout=max(5.0, 30 - (time.monotonic() - started)))
+        (stage,) = job["stages"]
+        if case.stage == videos.JOB:
+            got = (job["state"], job.get("error", {}).get("reason"), stage["attempts"])
+            if got != ("FAILED", case.reason, 1):  # permanent: never retried
+                mismatches.append(f"{case.name}: job ended {got}, expected FAILED {case.reason}")
+            continue
+        if job["state"] != "SUCCEEDED" or len(job["outputs"]) != 3:
+            mismatches.append(f"{case.name}: job ended {job['state']} {job.get('error')}")
+            continue
+        warned = [bool(f.get("warnings")) for f in stage["reports"][0]["video_frames"]["frames"]]
+        if warned != [case.name == "all_black"] * 3:
+            mismatches.append(f"{case.name}: warnings {warned}")
+
+    assert not mismatches, "\n".join(mismatches)
+    assert stack.pids()["imaging"] == imaging_pid  # the same worker served it all
+    job = run_job(rest, photo_id, [{"resize": {"width": 100}}])
+    assert job["stages"][0]["attempts"] == 1
