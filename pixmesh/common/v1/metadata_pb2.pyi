@@ -68,6 +68,7 @@ class ImageMetadata(_message.Message):
     COLORS_FIELD_NUMBER: _builtins.int
     PLACEHOLDERS_FIELD_NUMBER: _builtins.int
     PERCEPTUAL_HASHES_FIELD_NUMBER: _builtins.int
+    VIDEO_FIELD_NUMBER: _builtins.int
     format: _image_pb2.ImageFormat.ValueType
     width: _builtins.int
     height: _builtins.int
@@ -106,6 +107,14 @@ class ImageMetadata(_message.Message):
     def placeholders(self) -> Global___Placeholders: ...
     @_builtins.property
     def perceptual_hashes(self) -> Global___PerceptualHashes: ...
+    @_builtins.property
+    def video(self) -> Global___VideoMetadata:
+        """For a video (issue 13): its header and container tags. Its width and height are a frame's
+        (as displayed), duration_ms its length; the camera, the creation time and the GPS position
+        from QuickTime/MP4 tags are also in exif (make, model, date_taken, gps), so videos are
+        searched like images.
+        """
+
     def __init__(
         self,
         *,
@@ -126,10 +135,11 @@ class ImageMetadata(_message.Message):
         colors: Global___Colors | None = ...,
         placeholders: Global___Placeholders | None = ...,
         perceptual_hashes: Global___PerceptualHashes | None = ...,
+        video: Global___VideoMetadata | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "_icc_profile", b"_icc_profile", "colors", b"colors", "duration_ms", b"duration_ms", "exif", b"exif", "icc_profile", b"icc_profile", "iptc", b"iptc", "perceptual_hashes", b"perceptual_hashes", "placeholders", b"placeholders"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "_icc_profile", b"_icc_profile", "colors", b"colors", "duration_ms", b"duration_ms", "exif", b"exif", "icc_profile", b"icc_profile", "iptc", b"iptc", "perceptual_hashes", b"perceptual_hashes", "placeholders", b"placeholders", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "_icc_profile", b"_icc_profile", "bit_depth", b"bit_depth", "colors", b"colors", "duration_ms", b"duration_ms", "exif", b"exif", "format", b"format", "frame_count", b"frame_count", "height", b"height", "icc_profile", b"icc_profile", "iptc", b"iptc", "mode", b"mode", "perceptual_hashes", b"perceptual_hashes", "placeholders", b"placeholders", "sha256", b"sha256", "size_bytes", b"size_bytes", "warnings", b"warnings", "width", b"width", "xmp", b"xmp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms", "_icc_profile", b"_icc_profile", "bit_depth", b"bit_depth", "colors", b"colors", "duration_ms", b"duration_ms", "exif", b"exif", "format", b"format", "frame_count", b"frame_count", "height", b"height", "icc_profile", b"icc_profile", "iptc", b"iptc", "mode", b"mode", "perceptual_hashes", b"perceptual_hashes", "placeholders", b"placeholders", "sha256", b"sha256", "size_bytes", b"size_bytes", "video", b"video", "warnings", b"warnings", "width", b"width", "xmp", b"xmp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__duration_ms: _TypeAlias = _typing.Literal["duration_ms"]  # noqa: Y015
     _WhichOneofArgType__duration_ms: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms"]  # noqa: Y015
@@ -141,6 +151,64 @@ class ImageMetadata(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__icc_profile) -> _WhichOneofReturnType__icc_profile | None: ...
 
 Global___ImageMetadata: _TypeAlias = ImageMetadata  # noqa: Y015
+
+@_typing.final
+class VideoMetadata(_message.Message):
+    """What a video's container says about it, read without decoding a frame."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INFO_FIELD_NUMBER: _builtins.int
+    CREATION_TIME_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    location: _builtins.str
+    """The location tag as recorded (ISO 6709, e.g. "+48.8584+002.2945/"), when present."""
+    @_builtins.property
+    def info(self) -> _image_pb2.VideoInfo: ...
+    @_builtins.property
+    def creation_time(self) -> _timestamp_pb2.Timestamp:
+        """The container's creation_time tag (UTC), when present."""
+
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Every container tag, as FFmpeg names them (e.g. "com.apple.quicktime.model")."""
+
+    def __init__(
+        self,
+        *,
+        info: _image_pb2.VideoInfo | None = ...,
+        creation_time: _timestamp_pb2.Timestamp | None = ...,
+        location: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "info", b"info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "info", b"info", "location", b"location", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoMetadata: _TypeAlias = VideoMetadata  # noqa: Y015
 
 @_typing.final
 class Exif(_message.Message):
