@@ -5,8 +5,9 @@ operations come first, then the request's own; but an `orient` that starts the r
 operations goes before the preset's, since it is only allowed as the first operation (it decides
 whether the EXIF orientation is applied when the image is decoded). `convert.auto` picks the output format from the
 client's Accept header (Envoy passes HTTP headers to the gateway as gRPC metadata) and is resolved
-here, before the job is stored, so the job shows the concrete format and the workers never see
-`auto`. Only explicit media types count: browsers that can show AVIF or WebP say so, while `*/*`
+here, before the job is stored, so the job shows the concrete format; only where the input's
+format decides and pixmesh cannot write it (BMP, ICO, HEIF) does `auto` stay for imaging, whose
+one rule also knows whether a HEIF has alpha. Only explicit media types count: browsers that can show AVIF or WebP say so, while `*/*`
 (curl, most libraries) promises nothing about formats.
 
 A job's renditions get the same treatment: each rendition's preset (imaging operations only) is
@@ -36,8 +37,6 @@ _AUTO_PREFERENCE = ((image_pb2.AVIF, "image/avif"), (image_pb2.WEBP, "image/webp
 _WRITABLE: frozenset[Format] = frozenset(
     {image_pb2.JPEG, image_pb2.PNG, image_pb2.WEBP, image_pb2.AVIF, image_pb2.GIF, image_pb2.TIFF}
 )
-# Inputs pixmesh cannot write: lossless ones become PNG, the rest JPEG (as imaging does).
-_FALLBACK: dict[Format, Format] = {image_pb2.BMP: image_pb2.PNG, image_pb2.ICO: image_pb2.PNG}
 
 
 def parse_presets(raw: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Operation]]:
@@ -114,13 +113,14 @@ def accepted_formats(accept: str | None) -> frozenset[Format]:
     return frozenset(found)
 
 
-def auto_format(accepted: frozenset[Format], source: Format) -> Format:
+def auto_format(accepted: frozenset[Format], source: Format) -> Format | None:
+    """AVIF or WEBP when accepted, else the input's format when pixmesh can write it; None
+    leaves the choice to imaging's one rule for inputs it cannot write (encode.choose_format:
+    BMP and ICO become PNG, a HEIF JPEG, or PNG when decoding finds alpha)."""
     for fmt, _ in _AUTO_PREFERENCE:
         if fmt in accepted:
             return fmt
-    if source in _WRITABLE:
-        return source
-    return _FALLBACK.get(source, image_pb2.JPEG)
+    return source if source in _WRITABLE else None
 
 
 def resolve_auto(
@@ -134,10 +134,14 @@ def resolve_auto(
         if op.WhichOneof("op") == "convert" and op.convert.auto:
             if op.convert.format != image_pb2.IMAGE_FORMAT_UNSPECIFIED:
                 raise invalid(f"{prefix}operations[{i}].convert.format", "must be unset with auto")
+            chosen = auto_format(accepted, source)
+            if chosen is None:  # the worker decides, from the decoded input (see auto_format)
+                out.append(op)
+                continue
             resolved = Operation()
             resolved.CopyFrom(op)
             resolved.convert.auto = False
-            resolved.convert.format = auto_format(accepted, source)
+            resolved.convert.format = chosen
             op = resolved
         out.append(op)
     return out

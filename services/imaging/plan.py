@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
-from services.imaging.encode import WEBP_EFFORT
+from services.imaging.encode import WEBP_EFFORT, writable_formats
 from services.imaging.limits import Limits
 from services.imaging.ops import Size
 from services.imaging.validation import (
@@ -100,10 +100,10 @@ def plan_pipeline(
             limits=limits, webp_effort=webp_effort,
         )  # fmt: skip
     for i, op in enumerate(operations):
-        _check_resolved(op, f"operations[{i}]")
+        _check_resolved(op, f"operations[{i}]", image.format)
     for i, rendition in enumerate(renditions):
         for j, op in enumerate(rendition.operations):
-            _check_resolved(op, f"renditions[{i}].operations[{j}]")
+            _check_resolved(op, f"renditions[{i}].operations[{j}]", image.format)
     header = header_of(image)
     plans = validate_job(
         operations,
@@ -137,9 +137,10 @@ def plan_pipeline(
     return result
 
 
-def _check_resolved(op: operations_pb2.Operation, path: str) -> None:
-    if op.WhichOneof("op") == "convert" and op.convert.auto:
-        # The gateway resolves it from the client's Accept header; a worker never sees it.
+def _check_resolved(op: operations_pb2.Operation, path: str, source: Format) -> None:
+    if op.WhichOneof("op") == "convert" and op.convert.auto and source in writable_formats():
+        # The gateway resolves it from the client's Accept header; it leaves it only for an input
+        # pixmesh cannot write, whose output format imaging's one rule decides (choose_format).
         raise invalid(f"{path}.convert.auto", "must be resolved before planning")
 
 

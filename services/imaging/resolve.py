@@ -102,6 +102,7 @@ def resolved_operations(
         ops.append(last)
     convert = last.convert
     convert.format = fmt
+    convert.auto = False  # an `auto` the gateway left to the input's format is decided now
     lossless = fmt == ImageFormat.WEBP and convert.lossless
     if fmt in DEFAULT_QUALITY and not convert.quality and not lossless:
         convert.quality = DEFAULT_QUALITY[fmt]

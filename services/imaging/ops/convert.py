@@ -29,6 +29,10 @@ JPEG, PNG, WEBP, AVIF, GIF = (
 
 
 def validate(op: Convert, src: Size | None, ctx: Context) -> Size | None:
+    if op.auto and not op.format:
+        # The gateway resolved the Accept header and left the rest to the input's format, which
+        # for a HEIF depends on alpha (encode.choose_format, the one rule): nothing to check yet.
+        return src
     fmt = op.format
     if fmt not in writable_formats():
         names = ", ".join(ImageFormat.Name(f) for f in writable_formats())

@@ -69,8 +69,6 @@ def test_preset_operations_come_first_and_unknown_presets_are_rejected() -> None
         ("image/avif;q=0, image/webp;q=0.5", image_pb2.PNG, image_pb2.WEBP),
         ("*/*", image_pb2.PNG, image_pb2.PNG),  # a wildcard promises no format
         (None, image_pb2.JPEG, image_pb2.JPEG),
-        ("image/*", image_pb2.BMP, image_pb2.PNG),  # cannot write BMP: lossless stays lossless
-        ("", image_pb2.HEIF, image_pb2.JPEG),
     ],
 )
 def test_auto_picks_avif_then_webp_then_the_input_format(
@@ -84,6 +82,18 @@ def test_auto_picks_avif_then_webp_then_the_input_format(
     assert resolved[0] is ops[0]
     assert resolved[1].convert == operations_pb2.Convert(format=chosen, quality=70)  # type: ignore[arg-type]
     assert ops[1].convert.auto  # the request is not modified
+
+
+@pytest.mark.parametrize("source", [image_pb2.BMP, image_pb2.ICO, image_pb2.HEIF])
+def test_auto_for_an_input_pixmesh_cannot_write_is_left_to_imaging(
+    source: image_pb2.ImageFormat.ValueType,
+) -> None:
+    """The input's format decides, and for a HEIF that depends on alpha, known after decoding:
+    imaging's one rule (encode.choose_format) chooses, as for a job without a Convert."""
+    op = Op(convert=operations_pb2.Convert(auto=True, quality=70))
+    assert resolve_auto([op], "image/*", source) == [op]
+    webp = resolve_auto([op], "image/webp", source)[0].convert
+    assert (webp.format, webp.auto) == (image_pb2.WEBP, False)
 
 
 def test_auto_with_a_format_is_rejected_and_headers_are_case_insensitive() -> None:

@@ -359,3 +359,12 @@ def test_heif_with_alpha_becomes_png() -> None:
     heif = encode(scene(mode="RGBA"), "HEIF", quality=90)
     result = run(heif, [], limits=LIMITS).image
     assert result.format == image_pb2.PNG and decode(result.data).mode == "RGBA"
+
+
+@pytest.mark.parametrize(("mode", "chosen"), [("RGBA", image_pb2.PNG), ("RGB", image_pb2.JPEG)])
+def test_heif_with_convert_auto_follows_the_one_rule(mode: str, chosen: int) -> None:
+    """The gateway leaves `auto` for inputs pixmesh cannot write; a HEIF then becomes what a job
+    without a Convert makes of it (PNG with alpha, else JPEG), not always JPEG as it once did."""
+    heif = encode(scene(mode=mode), "HEIF", quality=90)
+    result = run(heif, ops(Convert(auto=True, quality=80)), limits=LIMITS).image
+    assert result.format == chosen

@@ -90,6 +90,12 @@ def test_animations_are_tracked_and_unknown_sizes_are_zero() -> None:
     assert trimmed.operations[0].width == 0
 
 
+def test_auto_left_for_an_input_pixmesh_cannot_write_is_planned() -> None:
+    heif = image_pb2.Image(format=image_pb2.HEIF, width=400, height=300, frame_count=1)
+    plan = plan_pipeline(heif, ops(Resize(width=10), Convert(auto=True)), LIMITS)
+    assert plan.output_format == image_pb2.JPEG  # before decoding; PNG if it has alpha
+
+
 def test_unresolved_auto_and_missing_header_facts_are_rejected() -> None:
     with pytest.raises(InvalidArgument) as err:
         plan_pipeline(PHOTO, ops(Resize(width=10), Convert(auto=True)), LIMITS)
