@@ -18,7 +18,7 @@ from typing import Final
 from PIL import Image, ImageCms
 
 from pixmesh.common.v1 import image_pb2, metadata_pb2
-from services.metadata import errors, iptc, pixels, xmp
+from services.metadata import errors, iptc, pixels, video, xmp
 from services.metadata.exif import MAX_TEXT_CHARS, decode
 from services.metadata.text import Notes, clean
 
@@ -52,6 +52,8 @@ def extract(data: bytes) -> metadata_pb2.ImageMetadata:
     Raises InvalidArgument (reason IMAGE_CORRUPT, or IMAGE_TOO_LARGE for a decompression bomb)
     when the bytes cannot be opened as a supported image.
     """
+    if video.is_video(data):  # issue 13: a video's header and tags, no frame decoded
+        return video.extract_video(data)
     _register_plugins()
     md = metadata_pb2.ImageMetadata(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     notes = Notes()

@@ -178,3 +178,27 @@ def test_hostile_video_corpus(rest: Rest, stack: Stack, photo_id: str) -> None:
     assert stack.pids()["imaging"] == imaging_pid  # the same worker served it all
     job = run_job(rest, photo_id, [{"resize": {"width": 100}}])
     assert job["stages"][0]["attempts"] == 1
+
+
+def test_video_metadata_is_indexed_and_searchable(rest: Rest) -> None:
+    buf = io.BytesIO()
+    tags = {"creation_time": "2023-07-14T09:00:00Z", "location": "-21.1151+055.5364/"}
+    videos.write_clip(buf, 1.0, container="mov", tags=tags)
+    image_id = rest.upload(buf.getvalue())["image_id"]
+    deadline = time.monotonic() + 30
+    while (resp := rest.http.get(f"/v1/images/{image_id}/metadata")).status_code == 503:
+        assert time.monotonic() < deadline, resp.text
+        time.sleep(0.1)
+    assert resp.status_code == 200, resp.text
+    md = resp.json()["metadata"]
+    assert md["video"]["info"]["codec"] == "h264"
+    assert md["video"]["location"] == "-21.1151+055.5364/"
+    assert md["duration_ms"] == 1000
+    # Found by place and time, like a photo.
+    box = {"min_latitude": -21.2, "max_latitude": -21.0, "min_longitude": 55.5}
+    found = rest.http.get(
+        "/v1/images:search",
+        params={**box, "max_longitude": 55.6, "taken_after": "2023-07-14T00:00:00Z"},
+    )
+    assert found.status_code == 200, found.text
+    assert image_id in {i["image_id"] for i in found.json()["images"]}

@@ -62,11 +62,14 @@ def write_clip(
     audio: bool = False,
     content: Callable[[int, int, int], npt.NDArray[np.uint8]] = scene,
     options: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> None:
-    """Encode `seconds` of `content` (black inside the `black` spans) into `target`."""
+    """Encode `seconds` of `content` (black inside the `black` spans) into `target`, with
+    container `tags` (creation_time, location, ...)."""
     width, height = size
     opts = {"movflags": "faststart"} if faststart else {}
     with av.open(target, "w", format=container, options=opts) as out:
+        out.metadata.update(tags or {})
         stream = out.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
