@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from pixmesh import rules
 from pixmesh._opspec import (
     OPERATIONS,
     ArgumentError,
@@ -299,8 +300,14 @@ def _generic(name: str) -> Callable[..., Operation]:
             raise TypeError(f"{name}() takes at most {len(fields)} positional arguments")
         return build(name, {**dict(zip(fields, args, strict=False)), **kwargs})
 
+    described = rules.OPERATIONS[name]
     builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"The {name} operation: {usage(name)}"
+    builder.__doc__ = "\n".join(
+        [
+            f"{described.description}\n\nCLI: {usage(name)}\n",
+            *(f"{f.name}: {f.description} ({f.constraint})" for f in described.fields),
+        ]
+    )
     return builder
 
 
