@@ -202,3 +202,18 @@ def test_video_metadata_is_indexed_and_searchable(rest: Rest) -> None:
     )
     assert found.status_code == 200, found.text
     assert image_id in {i["image_id"] for i in found.json()["images"]}
+
+
+def test_videos_upload_by_grpc_stream_and_presigned_url(grpc_target: str, api_key: str) -> None:
+    import pixmesh
+    from pixmesh.common.v1 import image_pb2
+
+    data = videos.clip_bytes(2.0, container="matroska", size=(96, 64))
+    with pixmesh.Client(grpc_target, api_key, timeout=30) as client:
+        streamed = client.upload(data, "clip.mkv")
+        presigned = client.upload_via_url(data, "clip.mkv")
+    for image in (streamed, presigned):
+        assert image.kind == image_pb2.Image.VIDEO
+        assert image.video.container == image_pb2.VideoInfo.MKV
+        assert (image.width, image.height, image.content_type) == (96, 64, "video/x-matroska")
+        assert image.video.duration_s == pytest.approx(2.0, abs=0.05)
