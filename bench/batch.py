@@ -1,0 +1,204 @@
+"""Bulk benchmark (issue 12): a folder of photo-like JPEG/PNG files converted to WebP q80 through
+`pixmesh batch`, against a bare Pillow multiprocessing loop doing the same conversion on the
+same files in the same run. It prints figures, it does not pass or fail. Results: BENCHMARKS.md.
+
+    .venv/bin/python -m bench.batch                          # 48 photos of 2-6 MP
+    .venv/bin/python -m bench.batch --count 300 --max-mp 12  # the issue's folder (>= 300 MB)
+    .venv/bin/python -m bench.batch --interactive 20         # + interactive p95, idle vs batch
+
+Order: the bare loop (a Pool of one process per core: open, convert to RGB where needed, save
+WEBP quality 80 method 4, Pillow's defaults otherwise), then the stack started like
+tests/conftest.py does (free loopback ports, `durable=False`) and `pixmesh batch DIR -o OUT
+--op convert=webp:80` run as a subprocess. Figures: input MB per second of wall time and per
+core (both runs may use every core of the machine), images per second, the ratio of the two;
+the peak RSS of the CLI and of every server and service process (sampled every 0.2 s with
+psutil); with --interactive N, the p50/p95 of N single small jobs (upload, job, watch) run one
+after another on an idle stack and the same while the batch runs (the lane: batch jobs are
+created only while the imaging queue holds fewer than a few undelivered tasks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
+
+import psutil
+from PIL import Image
+
+from bench.imaging import photo
+
+SIZES_MP = (2, 3, 4, 6, 8, 12)
+
+
+def make_folder(folder: Path, count: int, max_mp: int) -> int:
+    """`count` photos, sizes cycling through SIZES_MP up to `max_mp`, one in ten a PNG; the
+    total bytes."""
+    sizes = [mp for mp in SIZES_MP if mp <= max_mp] or [max_mp]
+    total = 0
+    for i in range(count):
+        mp = sizes[i % len(sizes)]
+        width = int((mp * 1e6 * 4 / 3) ** 0.5)
+        size = (width, int(width * 3 / 4))
+        data = photo(size, seed=i)
+        sub = folder / f"set{i % 4}"
+        sub.mkdir(parents=True, exist_ok=True)
+        if i % 10 == 9:
+            with Image.open(io.BytesIO(data)) as img:
+                out = io.BytesIO()
+                img.resize((size[0] // 2, size[1] // 2)).save(out, "PNG")
+                data = out.getvalue()
+            path = sub / f"p{i:04d}.png"
+        else:
+            path = sub / f"p{i:04d}.jpg"
+        path.write_bytes(data)
+        total += len(data)
+    return total
+
+
+def bare_convert(path: str) -> int:
+    """What someone writes with Pillow alone: the same conversion (WebP q80)."""
+    with Image.open(path) as img:
+        if img.mode not in ("RGB", "RGBA"):
+            img = img.convert("RGB")
+        out = io.BytesIO()
+        img.save(out, "WEBP", quality=80)
+    return out.tell()
+
+
+def run_bare(files: list[Path]) -> tuple[float, int]:
+    start = time.perf_counter()
+    with multiprocessing.Pool(os.cpu_count() or 1) as pool:
+        outputs = pool.map(bare_convert, [str(f) for f in files], chunksize=1)
+    return time.perf_counter() - start, sum(outputs)
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS per process name, polled every 0.2 s."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.pids = dict(pids)
+        self.peak: dict[str, int] = {}
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            for name, pid in list(self.pids.items()):
+                with suppress(psutil.NoSuchProcess):
+                    rss = psutil.Process(pid).memory_info().rss
+                    self.peak[name] = max(self.peak.get(name, 0), rss)
+            self.halt.wait(0.2)
+
+
+def interactive(target: str, key: str, n: int, image: bytes) -> list[float]:
+    from pixmesh import Client
+
+    latencies = []
+    with Client(target, key) as client:
+        for i in range(n):
+            start = time.perf_counter()
+            job = client.process(
+                image, ["resize=320x", "convert=webp"], idempotency_key=f"i{time.time()}{i}"
+            )
+            assert job.state == job.SUCCEEDED, job
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=48)
+    parser.add_argument("--max-mp", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--interactive", type=int, default=0, metavar="N")
+    args = parser.parse_args(argv)
+
+    from deploy.local import SERVICES, Ports, Stack
+
+    work = Path(tempfile.mkdtemp(prefix="pixmesh-bench-batch-"))
+    folder = work / "photos"
+    total = make_folder(folder, args.count, args.max_mp)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    cores = os.cpu_count() or 1
+    print(f"{len(files)} files, {total / 1e6:.1f} MB, {cores} cores, load {os.getloadavg()}")
+
+    bare_s, bare_out = run_bare(files)
+    print(
+        f"bare Pillow pool: {bare_s:.1f} s, {total / 1e6 / bare_s:.2f} MB/s "
+        f"({total / 1e6 / bare_s / cores:.2f} MB/s per core), {len(files) / bare_s:.2f} images/s, "
+        f"out {bare_out / 1e6:.1f} MB"
+    )
+
+    stack = Stack(work / "stack", Ports.free(), durable=False)
+    try:
+        stack.start_infra()
+        stack.start_envoy()
+        stack.start_services(SERVICES)
+        key = stack.create_api_key("bench")
+        env = {**os.environ, "PIXMESH_TARGET": stack.grpc_target, "PIXMESH_API_KEY": key}
+        small = photo((640, 480), seed=10_000)
+        idle: list[float] = []
+        if args.interactive:
+            idle = interactive(stack.grpc_target, key, args.interactive, small)
+        sampler = RssSampler(stack.pids())
+        sampler.start()
+        out = work / "out"
+        cli = [sys.executable, "-m", "pixmesh.cli", "batch", str(folder), "-o", str(out)]
+        cli += ["--op", "convert=webp:80", "--concurrency", str(args.concurrency), "--json"]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        sampler.pids["cli"] = proc.pid
+        busy: list[float] = []
+        if args.interactive:
+            time.sleep(3.0)  # the batch under way
+            busy = interactive(stack.grpc_target, key, args.interactive, small)
+        stdout, _ = proc.communicate(timeout=3600)
+        wall = time.perf_counter() - start
+        sampler.halt.set()
+        sampler.join()
+        summary = json.loads(stdout)
+        rate = total / 1e6 / wall
+        print(
+            f"pixmesh batch: {wall:.1f} s, {rate:.2f} MB/s ({rate / cores:.2f} MB/s per core), "
+            f"{len(files) / wall:.2f} images/s; {summary['succeeded']} succeeded, "
+            f"{summary['failed']} failed; out {summary['bytes_out'] / 1e6:.1f} MB; "
+            f"exit {proc.returncode}"
+        )
+        print(f"ratio pixmesh / bare (MB/s): {bare_s / wall:.2f}x")
+        print(f"load after: {os.getloadavg()}")
+        print(
+            "peak RSS (MB): "
+            + ", ".join(f"{name} {rss / 2**20:.0f}" for name, rss in sorted(sampler.peak.items()))
+        )
+        if args.interactive:
+            print(
+                f"interactive job (640x480 -> 320 px WebP), {args.interactive} one after another: "
+                f"idle p50 {statistics.median(idle) * 1000:.0f} ms p95 {pct(idle, 0.95) * 1000:.0f} ms; "
+                f"during the batch p50 {statistics.median(busy) * 1000:.0f} ms "
+                f"p95 {pct(busy, 0.95) * 1000:.0f} ms "
+                f"(x{pct(busy, 0.95) / max(pct(idle, 0.95), 1e-9):.2f})"
+            )
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
