@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 
 from google.protobuf import json_format
 
+from pixmesh import rules
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import invalid
 from services.runtime.pipeline import IMAGING, op_name, owner
@@ -34,9 +35,7 @@ Format: TypeAlias = image_pb2.ImageFormat.ValueType
 PRESET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # In order of preference; the fallback is the input's format when pixmesh can write it.
 _AUTO_PREFERENCE = ((image_pb2.AVIF, "image/avif"), (image_pb2.WEBP, "image/webp"))
-_WRITABLE: frozenset[Format] = frozenset(
-    {image_pb2.JPEG, image_pb2.PNG, image_pb2.WEBP, image_pb2.AVIF, image_pb2.GIF, image_pb2.TIFF}
-)
+_WRITABLE: frozenset[Format] = frozenset(rules.OUTPUT_FORMATS)  # Convert.format's proto rule
 
 
 def parse_presets(raw: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Operation]]:

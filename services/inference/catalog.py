@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from pixmesh import rules
 from pixmesh.common.v1 import operations_pb2
 from pixmesh.inference.v1 import inference_pb2 as pb
 from services.inference.batcher import BatchingOptions
@@ -34,47 +35,16 @@ def capabilities(models: ModelManager) -> operations_pb2.Capabilities:
         problems = [f"{s.name}: {s.reason}" for s in models.statuses() if s.reason]
         reason = "no denoising model is loaded" + (f" ({'; '.join(problems)})" if problems else "")
     names = ", ".join(m.config.name for m in ready) or "none loaded"
-    return operations_pb2.Capabilities(
-        operations=[
-            operations_pb2.OperationInfo(
-                name="denoise",
-                service="inference",
-                description=(
-                    "DnCNN denoising (colour mode AUTO by default) on "
-                    f"{models.provider or 'no execution provider'}."
-                ),
-                parameters=[
-                    operations_pb2.ParameterInfo(
-                        name="model",
-                        type="string",
-                        description="model name from ListModels; empty picks one",
-                        constraint=names,
-                    ),
-                    operations_pb2.ParameterInfo(
-                        name="sigma",
-                        type="float",
-                        description="noise level on the 0..255 scale; 0 estimates it",
-                        constraint="0..255",
-                    ),
-                    operations_pb2.ParameterInfo(
-                        name="auto",
-                        type="bool",
-                        description="estimate sigma (wavelet MAD) and pick a model",
-                    ),
-                    operations_pb2.ParameterInfo(
-                        name="color_mode",
-                        type="pixmesh.common.v1.Denoise.ColorMode",
-                        description=(
-                            "colour images: AUTO (default: OPPONENT when the chroma is "
-                            "noisy, else LUMINANCE), OPPONENT, LUMINANCE or PER_CHANNEL"
-                        ),
-                    ),
-                ],
-                available=bool(ready),
-                unavailable_reason=reason,
-            )
-        ]
-    )
+    # The entry is the proto's (comments and buf.validate rules, pixmesh.rules); what only this
+    # replica knows is added: its execution provider, the models it has loaded, availability.
+    info = rules.operation_info("denoise", "inference")
+    info.description += f" On {models.provider or 'no execution provider'}."
+    for param in info.parameters:
+        if param.name == "model":
+            param.constraint = names
+    info.available = bool(ready)
+    info.unavailable_reason = reason
+    return operations_pb2.Capabilities(operations=[info])
 
 
 def model_info(status: ModelStatus) -> pb.ModelInfo:

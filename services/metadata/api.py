@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pixmesh import rules
 from pixmesh.common.v1 import operations_pb2
 from pixmesh.metadata.v1 import metadata_pb2 as pb
 from pixmesh.metadata.v1 import metadata_pb2_grpc
@@ -9,21 +10,9 @@ from services.metadata.preview import CONTENT_TYPE, Previews
 from services.metadata.service import MetadataService
 from services.runtime.server import Ctx
 
+# The entry is the proto's: ExtractMetadata's comment (pixmesh.rules), not a text beside it.
 CAPABILITIES = operations_pb2.Capabilities(
-    operations=[
-        operations_pb2.OperationInfo(
-            name="extract_metadata",
-            service="metadata",
-            description=(
-                "Everything the uploaded source image says about itself and how it looks: "
-                "format, dimensions, mode, bit depth, frames and duration, size, sha256, EXIF "
-                "(camera, lens, exposure, date taken, orientation, GPS), IPTC, XMP, ICC profile, "
-                "average colour and palette, BlurHash and ThumbHash, pHash and dHash. Returned "
-                "with the job; every upload is also indexed without it (GetImageMetadata)."
-            ),
-            available=True,
-        )
-    ]
+    operations=[rules.operation_info("extract_metadata", "metadata")]
 )
 
 
