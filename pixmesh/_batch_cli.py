@@ -41,7 +41,7 @@ from rich.progress import (
 
 from pixmesh import _folder
 from pixmesh._render import to_json
-from pixmesh.aio import AsyncClient
+from pixmesh._sync_io import async_twin
 from pixmesh.client import Client
 from pixmesh.common.v1.batch_pb2 import Batch, StorageLocation
 
@@ -123,7 +123,6 @@ async def _folder_batch(client: Client, args: argparse.Namespace) -> int:
         stop.set()
 
     loop.add_signal_handler(signal.SIGINT, interrupt)
-    s = client.settings
     started = time.monotonic()
     with _bar() as bar:
         task = bar.add_task("images", total=None, rate="0.0", failed=0)
@@ -138,14 +137,7 @@ async def _folder_batch(client: Client, args: argparse.Namespace) -> int:
                 failed=p.failed,
             )
 
-        async with AsyncClient(
-            s.target,
-            s.api_key,
-            timeout=s.timeout,
-            retries=s.retries,
-            watch_timeout=s.watch_timeout,
-            credentials=client.credentials,
-        ) as aclient:
+        async with async_twin(client) as aclient:
             summary = await _folder.process_folder(
                 aclient,
                 Path(args.source),

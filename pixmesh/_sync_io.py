@@ -18,6 +18,7 @@ from pixmesh.gateway.v1 import gateway_pb2 as gw
 __all__ = ["open_channel", "run_folder", "sleep", "to_thread", "upload_requests"]
 
 if TYPE_CHECKING:
+    from pixmesh.aio import AsyncClient
     from pixmesh.client import Client
 
 P = ParamSpec("P")
@@ -52,18 +53,25 @@ def run_folder(
 ) -> FolderSummary:
     """Client.process_folder: the asyncio folder engine (pixmesh._folder) in a loop of its own,
     over an AsyncClient with the same target, key, deadlines and credentials."""
-    from pixmesh.aio import AsyncClient
 
     async def run() -> FolderSummary:
-        s = client.settings
-        async with AsyncClient(
-            s.target,
-            s.api_key,
-            timeout=s.timeout,
-            retries=s.retries,
-            watch_timeout=s.watch_timeout,
-            credentials=client.credentials,
-        ) as aclient:
+        async with async_twin(client) as aclient:
             return await process_folder(aclient, source, destination, operations, **options)
 
     return asyncio.run(run())
+
+
+def async_twin(client: Client) -> AsyncClient:
+    """An AsyncClient with the same target, key, deadlines and credentials (create it inside
+    the event loop that will use it)."""
+    from pixmesh.aio import AsyncClient
+
+    s = client.settings
+    return AsyncClient(
+        s.target,
+        s.api_key,
+        timeout=s.timeout,
+        retries=s.retries,
+        watch_timeout=s.watch_timeout,
+        credentials=client.credentials,
+    )

@@ -35,12 +35,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from pixmesh.common.v1 import batch_pb2, image_pb2, job_pb2, operations_pb2
+from pixmesh.common.v1 import batch_pb2, image_pb2, job_pb2
 from pixmesh.jobs.v1 import batches_pb2
 from services.jobs.connections import Bucket, ConnectionStore, tenant_area
 from services.runtime.errors import (
@@ -53,6 +53,9 @@ from services.runtime.imageprobe import ProbeLimits, extension_for, probe
 from services.runtime.pipeline import check_renditions, op_name, plan_stages
 from services.runtime.storage import Storage, input_key
 
+if TYPE_CHECKING:
+    from services.jobs.service import JobsService
+
 log = logging.getLogger(__name__)
 
 QUEUED, SUBMITTED = "QUEUED", "SUBMITTED"
@@ -61,31 +64,6 @@ _TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 # Per failure reason, the files a summary names (the full list: ListBatchJobs state FAILED).
 SUMMARY_NAMES = 1000
 MAX_IMAGE_IDS = 10_000
-
-
-class JobPort(Protocol):
-    """What batches need of the job registry (JobsService)."""
-
-    async def create_job(
-        self,
-        tenant_id: str,
-        image: image_pb2.Image,
-        ops: Sequence[operations_pb2.Operation],
-        idempotency_key: str,
-        req_hash: str = "",
-        renditions: Sequence[operations_pb2.Rendition] = (),
-        webhook: job_pb2.Webhook | None = None,
-        *,
-        reuse: bool = True,
-    ) -> tuple[job_pb2.Job, bool]: ...
-
-    async def get_job(self, tenant_id: str, job_id: str) -> job_pb2.Job: ...
-
-    async def cancel_job(self, tenant_id: str, job_id: str) -> job_pb2.Job: ...
-
-    async def get_output(
-        self, tenant_id: str, job_id: str, index: int
-    ) -> tuple[job_pb2.Output, str]: ...
 
 
 # Undelivered tasks on a worker service's queue ("imaging", ...).
@@ -161,7 +139,7 @@ class Batches:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        jobs: JobPort,
+        jobs: JobsService,
         platform: Storage,
         platform_bucket: Bucket,
         connections: ConnectionStore,

@@ -1,0 +1,69 @@
+"""The folder engine's local parts: files taken by content, a stable walk that leaves the
+destination out, the resume journal and the summary's figures."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from pixmesh._folder import FolderSummary, _Journal, sniff, walk
+
+
+def _encoded(fmt: str, **kwargs: object) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+def test_formats_are_known_by_their_content() -> None:
+    assert sniff(_encoded("JPEG")[:32]) == "jpeg"
+    assert sniff(_encoded("PNG")[:32]) == "png"
+    assert sniff(_encoded("GIF")[:32]) == "gif"
+    assert sniff(_encoded("WEBP")[:32]) == "webp"
+    assert sniff(_encoded("TIFF")[:32]) == "tiff"
+    assert sniff(b"\x00\x00\x00\x1cftypavif" + b"\x00" * 20) == "avif"
+    assert sniff(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 20) == "heic"
+    assert sniff(b"not an image at all, whatever its name") is None
+    assert sniff(b"") is None
+
+
+def test_walk_is_sorted_recursive_and_skips_the_destination(tmp_path: Path) -> None:
+    for rel in ["b.jpg", "a/z.jpg", "a/b/c.jpg", ".hidden.jpg", "out/x.webp", ".git/obj"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    found = [
+        p.relative_to(tmp_path).as_posix() for p in walk(tmp_path, (tmp_path / "out").resolve())
+    ]
+    assert found == ["b.jpg", "a/z.jpg", "a/b/c.jpg"]
+
+
+def test_the_journal_resumes_by_content_and_needs_the_outputs(tmp_path: Path) -> None:
+    journal = _Journal(tmp_path)
+    (tmp_path / "a.webp").write_bytes(b"out")
+    journal.record("sha-a", ["a.webp"])
+    journal.record("sha-b", ["b.webp"])  # its output was deleted since
+    journal.close()
+    with (tmp_path / ".pixmesh-batch.jsonl").open("a") as f:
+        f.write('{"sha256": "cut')  # a line cut by a crash is ignored
+    again = _Journal(tmp_path)
+    assert again.finished("sha-a", tmp_path)
+    assert not again.finished("sha-b", tmp_path)
+    assert not again.finished("sha-c", tmp_path)
+    again.close()
+
+
+def test_summary_figures() -> None:
+    s = FolderSummary("src", "dest", images=4, succeeded=2, skipped=1, bytes_in=4_000_000)
+    s.bytes_out = 1_000_000
+    s.fail("x.jpg", "IMAGE_CORRUPT", "bad")
+    s.seconds = [1.0, 2.0]
+    s.started, s.finished = 100.0, 102.0
+    doc = s.to_json()
+    assert doc["failed"] == 1
+    assert doc["failed_by_reason"] == {"IMAGE_CORRUPT": 1}
+    assert doc["compression_ratio"] == 0.25
+    assert doc["images_per_second"] == 1.5
+    assert doc["megabytes_per_second"] == 2.0
+    assert (doc["p50_seconds"], doc["p95_seconds"]) == (2.0, 2.0)
