@@ -6,9 +6,13 @@ permanent failures, the worker keeps serving)."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import time
 import uuid
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +221,29 @@ def test_videos_upload_by_grpc_stream_and_presigned_url(grpc_target: str, api_ke
         assert image.video.container == image_pb2.VideoInfo.MKV
         assert (image.width, image.height, image.content_type) == (96, 64, "video/x-matroska")
         assert image.video.duration_s == pytest.approx(2.0, abs=0.05)
+
+
+def test_sdk_and_cli_poster_frames(grpc_target: str, api_key: str, tmp_path: Path) -> None:
+    import pixmesh
+    from pixmesh import ops
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(clip())
+    with pixmesh.Client(grpc_target, api_key, timeout=30, watch_timeout=60) as client:
+        job = client.process(path, [ops.video_frames(select="best_near"), ops.resize(80)])
+        assert [o.rendition for o in job.outputs] == ["frame-1", "frame-2", "frame-3"]
+        still = Image.open(io.BytesIO(client.download_output(job.job_id, rendition="frame-2")))
+        assert (still.format, still.size) == ("JPEG", (80, 48))
+
+    script = Path(sys.executable).with_name("pixmesh")
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "pixmesh.cli"]
+    out = tmp_path / "out"
+    env = {**os.environ, "PIXMESH_TARGET": grpc_target, "PIXMESH_API_KEY": api_key}
+    args = ["process", str(path), "--op", "video_sheet=count:4", "-o", str(out)]
+    result = subprocess.run(
+        [*argv, *args], env=env, capture_output=True, text=True, timeout=90, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    (written,) = out.iterdir()
+    sheet = Image.open(written)
+    assert (sheet.format, sheet.size) == ("JPEG", (640, 384))  # 2x2 tiles of 320x192
