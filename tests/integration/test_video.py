@@ -239,11 +239,23 @@ def test_sdk_and_cli_poster_frames(grpc_target: str, api_key: str, tmp_path: Pat
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "pixmesh.cli"]
     out = tmp_path / "out"
     env = {**os.environ, "PIXMESH_TARGET": grpc_target, "PIXMESH_API_KEY": api_key}
-    args = ["process", str(path), "--op", "video_sheet=count:4", "-o", str(out)]
-    result = subprocess.run(
-        [*argv, *args], env=env, capture_output=True, text=True, timeout=90, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    (written,) = out.iterdir()
+    frames = ["--op", "video_frames=select:best_near", "--op", "resize=64x"]
+    for ops_args, target in (
+        (frames, out / "frames"),
+        (["--op", "video_sheet=count:4"], out / "sheet"),
+    ):
+        result = subprocess.run(
+            [*argv, "process", str(path), *ops_args, "-o", str(target)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+    stills = sorted(p.name for p in (out / "frames").iterdir())
+    assert len(stills) == 3, stills
+    assert {Image.open(out / "frames" / n).size for n in stills} == {(64, 38)}
+    (written,) = (out / "sheet").iterdir()
     sheet = Image.open(written)
     assert (sheet.format, sheet.size) == ("JPEG", (640, 384))  # 2x2 tiles of 320x192
