@@ -12,16 +12,9 @@ import io
 
 from pixmesh.common.v1 import image_pb2
 from services.runtime.settings import ServiceSettings
-from services.runtime.video import VideoHeader, VideoLimits, probe_video, sniff_video
+from services.runtime.video import VideoHeader, VideoLimits, limits_of, probe_video, sniff_video
 
-
-def limits_of(settings: ServiceSettings) -> VideoLimits:
-    return VideoLimits(
-        max_bytes=settings.max_video_bytes,
-        max_duration_s=settings.max_video_duration_s,
-        max_pixels=min(settings.max_pixels, VideoLimits.max_pixels),
-        max_streams=settings.max_video_streams,
-    )
+__all__ = ["limits_of"]
 
 
 def largest_upload(settings: ServiceSettings) -> int:

@@ -11,7 +11,7 @@ from services.imaging.consumers import processor, resolve
 from services.imaging.isolation import ProcessPool
 from services.imaging.service import ImagingProcessor
 from services.imaging.settings import ImagingSettings
-from services.runtime import metrics
+from services.runtime import metrics, video
 from services.runtime.imageprobe import configure_pillow
 from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
@@ -32,7 +32,12 @@ async def build(settings: ImagingSettings) -> AsyncIterator[App]:
         pool = ProcessPool(settings.isolation)
         stack.callback(pool.close)
         await pool.start()
-        imaging = ImagingProcessor(pool, settings.limits, webp_effort=settings.webp_effort)
+        imaging = ImagingProcessor(
+            pool,
+            settings.limits,
+            webp_effort=settings.webp_effort,
+            video_limits=video.limits_of(settings),
+        )
         # The pipeline children read their inputs themselves, from presigned URLs (signing is
         # local: no request).
         storage = Storage.from_settings(settings)

@@ -23,7 +23,7 @@ from services.imaging.video.run import run as video_run
 from services.runtime import metrics
 from services.runtime.errors import NotFound, Unavailable
 from services.runtime.imageprobe import Format, extension_for, readable_formats
-from services.runtime.video import video_operation
+from services.runtime.video import VideoLimits, video_operation
 
 _tracer = trace.get_tracer(__name__)
 
@@ -90,9 +90,11 @@ class ImagingProcessor:
         *,
         default_format: Format | None = None,
         webp_effort: int = WEBP_EFFORT,
+        video_limits: VideoLimits | None = None,
     ) -> None:
         self._pool = pool
         self.limits = limits
+        self.video_limits = video_limits
         self.default_format = default_format
         self.webp_effort = webp_effort
 
@@ -120,8 +122,11 @@ class ImagingProcessor:
             video = video_operation(operations) is not None
             if video and isinstance(data, Source):
                 data = data.url
+            runner: Callable[..., Outputs] = (
+                partial(video_run, video_limits=self.video_limits) if video else run
+            )
             work = partial(
-                video_run if video else run,
+                runner,
                 operations=list(operations),
                 renditions=list(renditions),
                 limits=self.limits,

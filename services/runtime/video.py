@@ -130,6 +130,17 @@ class VideoLimits:
                 raise ValueError(f"{name} must be positive, got {value}")
 
 
+def limits_of(settings: Any) -> VideoLimits:
+    """The video limits of a service's settings (services/runtime/settings.py): the same at
+    the gateway's upload and in the imaging worker; per frame at most max_pixels."""
+    return VideoLimits(
+        max_bytes=settings.max_video_bytes,
+        max_duration_s=settings.max_video_duration_s,
+        max_pixels=min(settings.max_pixels, VideoLimits.max_pixels),
+        max_streams=settings.max_video_streams,
+    )
+
+
 @dataclass(frozen=True)
 class VideoHeader:
     """What the container header says about its first video stream.
