@@ -246,6 +246,21 @@ class GatewayServiceStub:
                 request_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionRequest.SerializeToString,
                 response_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionResponse.FromString,
                 _registered_method=True)
+        self.SetUploadRule = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/SetUploadRule',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUploadRuleRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUploadRuleResponse.FromString,
+                _registered_method=True)
+        self.ListUploadRules = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/ListUploadRules',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListUploadRulesRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListUploadRulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteUploadRule = channel.unary_unary(
+                '/pixmesh.gateway.v1.GatewayService/DeleteUploadRule',
+                request_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUploadRuleRequest.SerializeToString,
+                response_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUploadRuleResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -567,6 +582,30 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetUploadRule(self, request, context):
+        """---- upload rules (issue 13) ----
+
+        Every upload of a kind (IMAGE or VIDEO) then runs a named preset as a job of its own, as if
+        the uploader had created it (write scope): an upload alone makes, e.g., poster frames. One
+        rule per kind; setting it again replaces it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUploadRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUploadRule(self, request, context):
+        """Idempotent: deleting a kind without a rule is not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -779,6 +818,21 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DeleteStorageConnection,
                     request_deserializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionRequest.FromString,
                     response_serializer=pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionResponse.SerializeToString,
+            ),
+            'SetUploadRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUploadRule,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUploadRuleRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUploadRuleResponse.SerializeToString,
+            ),
+            'ListUploadRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUploadRules,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListUploadRulesRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListUploadRulesResponse.SerializeToString,
+            ),
+            'DeleteUploadRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUploadRule,
+                    request_deserializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUploadRuleRequest.FromString,
+                    response_serializer=pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUploadRuleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1916,6 +1970,87 @@ class GatewayService:
             '/pixmesh.gateway.v1.GatewayService/DeleteStorageConnection',
             pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionRequest.SerializeToString,
             pixmesh_dot_gateway_dot_v1_dot_batches__pb2.DeleteStorageConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUploadRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/SetUploadRule',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUploadRuleRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUploadRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUploadRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/ListUploadRules',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListUploadRulesRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListUploadRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUploadRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixmesh.gateway.v1.GatewayService/DeleteUploadRule',
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUploadRuleRequest.SerializeToString,
+            pixmesh_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUploadRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,
