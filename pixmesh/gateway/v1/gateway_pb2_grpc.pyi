@@ -154,6 +154,16 @@ class GatewayServiceStub:
     """
     ListStorageConnections: _grpc.UnaryUnaryMultiCallable[_batches_pb2.ListStorageConnectionsRequest, _batches_pb2.ListStorageConnectionsResponse]
     DeleteStorageConnection: _grpc.UnaryUnaryMultiCallable[_batches_pb2.DeleteStorageConnectionRequest, _batches_pb2.DeleteStorageConnectionResponse]
+    SetUploadRule: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SetUploadRuleRequest, _gateway_pb2.SetUploadRuleResponse]
+    """---- upload rules (issue 13) ----
+
+    Every upload of a kind (IMAGE or VIDEO) then runs a named preset as a job of its own, as if
+    the uploader had created it (write scope): an upload alone makes, e.g., poster frames. One
+    rule per kind; setting it again replaces it.
+    """
+    ListUploadRules: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListUploadRulesRequest, _gateway_pb2.ListUploadRulesResponse]
+    DeleteUploadRule: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeleteUploadRuleRequest, _gateway_pb2.DeleteUploadRuleResponse]
+    """Idempotent: deleting a kind without a rule is not an error."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -280,6 +290,16 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """
     ListStorageConnections: _aio.UnaryUnaryMultiCallable[_batches_pb2.ListStorageConnectionsRequest, _batches_pb2.ListStorageConnectionsResponse]  # type: ignore[assignment]
     DeleteStorageConnection: _aio.UnaryUnaryMultiCallable[_batches_pb2.DeleteStorageConnectionRequest, _batches_pb2.DeleteStorageConnectionResponse]  # type: ignore[assignment]
+    SetUploadRule: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SetUploadRuleRequest, _gateway_pb2.SetUploadRuleResponse]  # type: ignore[assignment]
+    """---- upload rules (issue 13) ----
+
+    Every upload of a kind (IMAGE or VIDEO) then runs a named preset as a job of its own, as if
+    the uploader had created it (write scope): an upload alone makes, e.g., poster frames. One
+    rule per kind; setting it again replaces it.
+    """
+    ListUploadRules: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListUploadRulesRequest, _gateway_pb2.ListUploadRulesResponse]  # type: ignore[assignment]
+    DeleteUploadRule: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeleteUploadRuleRequest, _gateway_pb2.DeleteUploadRuleResponse]  # type: ignore[assignment]
+    """Idempotent: deleting a kind without a rule is not an error."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public pixmesh API. Every call needs `authorization: Bearer <api key>` metadata."""
@@ -655,5 +675,33 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _batches_pb2.DeleteStorageConnectionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_batches_pb2.DeleteStorageConnectionResponse, _abc.Awaitable[_batches_pb2.DeleteStorageConnectionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetUploadRule(
+        self,
+        request: _gateway_pb2.SetUploadRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.SetUploadRuleResponse, _abc.Awaitable[_gateway_pb2.SetUploadRuleResponse]]:
+        """---- upload rules (issue 13) ----
+
+        Every upload of a kind (IMAGE or VIDEO) then runs a named preset as a job of its own, as if
+        the uploader had created it (write scope): an upload alone makes, e.g., poster frames. One
+        rule per kind; setting it again replaces it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListUploadRules(
+        self,
+        request: _gateway_pb2.ListUploadRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListUploadRulesResponse, _abc.Awaitable[_gateway_pb2.ListUploadRulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteUploadRule(
+        self,
+        request: _gateway_pb2.DeleteUploadRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.DeleteUploadRuleResponse, _abc.Awaitable[_gateway_pb2.DeleteUploadRuleResponse]]:
+        """Idempotent: deleting a kind without a rule is not an error."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
