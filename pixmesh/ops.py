@@ -509,12 +509,7 @@ def _crop(args: str) -> dict[str, object]:
     parts = _parts(args)
     if len(parts) != 4 or not all(parts):
         raise ArgumentError("crop needs X,Y,WIDTH,HEIGHT, e.g. crop=10,10,100,100")
-    values = parse_args("crop", args)[0]
-    # The builder's rectangle is absolute (the ratios are for fields by name or JSON).
-    if values["width"] == 0 or values["height"] == 0:
-        side = "width" if values["width"] == 0 else "height"
-        raise ArgumentError(f"crop {side} must be >= 1, not 0")
-    return values
+    return parse_args("crop", args)[0]
 
 
 def _rotate(args: str) -> dict[str, object]:
