@@ -275,6 +275,26 @@ class GatewayApi(BatchApi, gateway_pb2_grpc.GatewayServiceServicer):
         report = await self.deletion.delete_image(tenant, request.image_id, timeout)
         return pb.DeleteImageResponse(report=report)
 
+    async def SetUploadRule(
+        self, request: pb.SetUploadRuleRequest, context: Ctx
+    ) -> pb.SetUploadRuleResponse:
+        tenant = await self._tenant(context, WRITE)
+        rule = await self.service.rules.set(tenant, request.kind, request.preset)
+        return pb.SetUploadRuleResponse(rule=rule)
+
+    async def ListUploadRules(
+        self, request: pb.ListUploadRulesRequest, context: Ctx
+    ) -> pb.ListUploadRulesResponse:
+        tenant = await self._tenant(context)
+        return pb.ListUploadRulesResponse(rules=await self.service.rules.list(tenant))
+
+    async def DeleteUploadRule(
+        self, request: pb.DeleteUploadRuleRequest, context: Ctx
+    ) -> pb.DeleteUploadRuleResponse:
+        tenant = await self._tenant(context, WRITE)
+        deleted = await self.service.rules.delete(tenant, request.kind)
+        return pb.DeleteUploadRuleResponse(deleted=deleted)
+
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Ctx) -> pb.DeleteJobResponse:
         tenant, timeout = await self._call(context, WRITE)
         report = await self.deletion.delete_job(tenant, request.job_id, timeout)

@@ -4,6 +4,7 @@ gRPC adapter (api.py) talks to; each part can be built and tested on its own."""
 
 from __future__ import annotations
 
+from pixmesh.common.v1 import image_pb2
 from pixmesh.gateway.v1 import gateway_pb2
 from pixmesh.jobs.v1 import jobs_pb2_grpc
 from services.gateway import catalogue
@@ -15,6 +16,7 @@ from services.gateway.idempotency import IdempotencyCache
 from services.gateway.jobs import JobRequests, Planner
 from services.gateway.repository import GatewayRepository
 from services.gateway.settings import GatewaySettings
+from services.gateway.upload_rules import UploadRules
 from services.gateway.uploads import CLEANUP_BATCH, Upload, Uploads, staging_key
 from services.runtime.storage import Storage
 
@@ -38,8 +40,15 @@ class GatewayService(Uploads, JobRequests):
         JobRequests.__init__(
             self, settings, repo, jobs, planner, capabilities, idempotency, storage, backpressure
         )
+        self.rules = UploadRules(getattr(repo, "pool", None), self.presets)
         # Late-bound: the repository's lookup is read at each cache miss, not at construction.
         self.auth = Authenticator(lambda digest: self.repo.principal(digest), settings.cache_ttl_s)
+
+    async def upload(self, tenant_id: str, upload: Upload) -> image_pb2.Image:
+        """Uploads.upload, then the job the tenant's upload rule for its kind asks for."""
+        image = await Uploads.upload(self, tenant_id, upload)
+        await self.rules.apply(tenant_id, image, self.create_job)
+        return image
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller for an `authorization: Bearer <key>` header value (cached, see auth)."""

@@ -6,11 +6,13 @@ permanent failures, the worker keeps serving)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -259,3 +261,49 @@ def test_sdk_and_cli_poster_frames(grpc_target: str, api_key: str, tmp_path: Pat
     (written,) = (out / "sheet").iterdir()
     sheet = Image.open(written)
     assert (sheet.format, sheet.size) == ("JPEG", (640, 384))  # 2x2 tiles of 320x192
+
+
+@pytest.fixture
+def poster_preset(stack: Stack) -> Iterator[None]:
+    presets = {"poster": [{"video_frames": {}}, {"resize": {"width": 64}}]}
+    stack.restart_service("gateway", {"PIXMESH_PRESETS": json.dumps(presets)})
+    try:
+        yield
+    finally:
+        stack.restart_service("gateway")
+
+
+def test_an_upload_rule_makes_poster_frames_without_create_job(
+    rest: Rest, poster_preset: None
+) -> None:
+    resp = rest.http.put("/v1/uploadRules/VIDEO", json={"preset": "poster"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["rule"]["preset"] == "poster"
+    # A preset that cannot run on the kind is refused when the rule is set.
+    bad = rest.http.put("/v1/uploadRules/IMAGE", json={"preset": "poster"})
+    assert (bad.status_code, reason(bad)) == (400, "INVALID_OPERATION")
+    unknown = rest.http.put("/v1/uploadRules/IMAGE", json={"preset": "nope"})
+    assert (unknown.status_code, reason(unknown)) == (400, "UNKNOWN_PRESET")
+    assert [r["kind"] for r in rest.http.get("/v1/uploadRules").json()["rules"]] == ["VIDEO"]
+
+    image = rest.upload(videos.clip_bytes(3.0, size=(128, 72)))
+    deadline = time.monotonic() + 30
+    while True:
+        jobs = [
+            j for j in rest.list_page(page_size=50)["jobs"] if j["image_id"] == image["image_id"]
+        ]
+        if jobs and jobs[0]["state"] == "SUCCEEDED":
+            break
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.2)
+    (job,) = jobs
+    assert [o["rendition"] for o in job["outputs"]] == ["frame-1", "frame-2", "frame-3"]
+    assert {(o["width"], o["height"]) for o in job["outputs"]} == {(64, 36)}
+    # The same bytes again: the same image, and no second job.
+    assert rest.upload(videos.clip_bytes(3.0, size=(128, 72)))["image_id"] == image["image_id"]
+    again = [j for j in rest.list_page(page_size=50)["jobs"] if j["image_id"] == image["image_id"]]
+    assert [j["job_id"] for j in again] == [job["job_id"]]
+
+    gone = rest.http.delete("/v1/uploadRules/VIDEO")
+    assert (gone.status_code, gone.json()["deleted"]) == (200, True)
+    assert rest.http.get("/v1/uploadRules").json()["rules"] == []
