@@ -38,6 +38,7 @@ from pixmesh.common.v1 import operations_pb2
 from services.imaging.encode import ANIMATED, choose_format
 from services.imaging.errors import (
     ANIMATION_UNSUPPORTED,
+    IMAGE_TOO_LARGE,
     INVALID_OPERATION,
     OUTPUT_TOO_LARGE,
     TOO_MANY_OPERATIONS,
@@ -346,13 +347,22 @@ def check_rules(params: Message, path: str) -> None:
     image or the deployment's limits. `path` is the operation's, e.g. "operations[0].rotate"."""
     found = rules.violations(params, path)
     if found:
-        # Convert.format names what this service can write: the reason clients branch on.
-        unwritable = found[0].field.endswith(".convert.format")
+        first = found[0]
+        field = ".".join(first.field.rsplit(".", 2)[-2:])
         raise InvalidArgument(
             message="; ".join(f"{v.field}: {v.description}" for v in found),
-            reason=UNSUPPORTED_FORMAT if unwritable else INVALID_OPERATION,
+            reason=_RULE_REASONS.get((field, first.rule), INVALID_OPERATION),
             violations=tuple(FieldViolation(v.field, v.description) for v in found),
         )
+
+
+# The reasons clients branch on where a proto rule stands for what imaging always reported:
+# a format it cannot write, a watermark larger than the probe accepts.
+_RULE_REASONS = {
+    ("convert.format", "enum.in"): UNSUPPORTED_FORMAT,
+    ("convert.format", "format.required"): UNSUPPORTED_FORMAT,
+    ("watermark.image", "bytes.max_len"): IMAGE_TOO_LARGE,
+}
 
 
 def check_output(size: Size, limits: Limits) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from PIL import Image, ImageEnhance
 
 from pixmesh.common.v1.operations_pb2 import Adjust
@@ -20,12 +18,7 @@ _ENHANCERS = (
 
 
 def validate(op: Adjust, src: Size | None, ctx: Context) -> Size | None:
-    for field, _ in _ENHANCERS:
-        value = getattr(op, field)
-        if not math.isfinite(value) or not -100 <= value <= 100:
-            raise ctx.error(field, "must be between -100 and 100")
-    if not (op.brightness or op.contrast or op.saturation):
-        raise ctx.error("", "set brightness, contrast or saturation")
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     return src
 
 

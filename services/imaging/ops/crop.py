@@ -6,8 +6,6 @@ it (a compass point, a focus point, or the most interesting region).
 
 from __future__ import annotations
 
-import math
-
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Crop
@@ -23,19 +21,8 @@ def size(op: Crop, src: Size) -> Size:
 
 
 def validate(op: Crop, src: Size | None, ctx: Context) -> Size | None:
-    for axis, pixels, ratio in (
-        ("width", op.width, op.width_ratio),
-        ("height", op.height, op.height_ratio),
-    ):
-        if pixels and ratio:
-            raise ctx.error(f"{axis}_ratio", f"set {axis} or {axis}_ratio, not both")
-        if not pixels and not ratio:
-            raise ctx.error(axis, f"set {axis} (at least 1) or {axis}_ratio")
-        if not math.isfinite(ratio) or not 0.0 <= ratio <= 1.0:
-            raise ctx.error(f"{axis}_ratio", "must be a fraction in (0, 1]")
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     if op.HasField("gravity"):
-        if op.x or op.y:
-            raise ctx.error("gravity", "set x and y, or gravity, not both")
         gravity.validate(op.gravity, ctx, "gravity")
     if src is None:
         return Size(op.width, op.height) if op.width and op.height else None

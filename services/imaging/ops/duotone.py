@@ -12,8 +12,7 @@ SEPIA_HIGHLIGHT = "#fff1d8"
 
 
 def validate(op: Duotone, src: Size | None, ctx: Context) -> Size | None:
-    ctx.colour("shadow", op.shadow, opaque=True)
-    ctx.colour("highlight", op.highlight, opaque=True)
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     return src
 
 

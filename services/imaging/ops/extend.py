@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Extend
@@ -35,13 +33,7 @@ def validate(op: Extend, src: Size | None, ctx: Context) -> Size | None:
     for field in ("width", "height"):
         if getattr(op, field) > ctx.max_output_dimension:
             raise ctx.error(field, f"must be at most {ctx.max_output_dimension}")
-    ratio = op.aspect_ratio
-    if not math.isfinite(ratio) or (ratio and not MIN_RATIO <= ratio <= MAX_RATIO):
-        raise ctx.error("aspect_ratio", f"must be between {MIN_RATIO} and {MAX_RATIO:g} (0: none)")
-    if not (op.width or op.height or ratio):
-        raise ctx.error("", "set width, height or aspect_ratio")
-    gravity.validate(op.gravity, ctx, "gravity", focus=False, smart=False)
-    ctx.colour("background", op.background)
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     return None if src is None else extended(op, src)
 
 

@@ -10,7 +10,7 @@ from services.imaging.ops.base import WHITE, Context, OpSpec, Size, parse_colour
 
 
 def validate(op: Flatten, src: Size | None, ctx: Context) -> Size | None:
-    ctx.colour("background", op.background, opaque=True)
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     return src
 
 

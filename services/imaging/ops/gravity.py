@@ -33,26 +33,14 @@ _COMPASS = {
 _SMART_SIDE = 256
 
 
-def validate(
-    gravity: Gravity, ctx: Context, field: str, *, focus: bool = True, smart: bool = True
-) -> None:
-    """Check `gravity` (the field `field` of the operation); `focus`/`smart`: allowed here."""
-    anchor = gravity.anchor
-    if anchor not in Anchor.values():
-        raise ctx.error(f"{field}.anchor", f"unknown anchor {anchor}")
-    if (anchor == Anchor.FOCUS_POINT and not focus) or (anchor == Anchor.SMART and not smart):
-        raise ctx.error(f"{field}.anchor", f"{Anchor.Name(anchor)} cannot be used here")
-    if anchor == Anchor.SMART and ctx.animated:
+def validate(gravity: Gravity, ctx: Context, field: str) -> None:
+    """What the proto's rules of `gravity` (the field `field` of the operation; checked before,
+    by validation.check_rules) cannot know: whether the image is an animation."""
+    if gravity.anchor == Anchor.SMART and ctx.animated:
         # Each frame would pick its own region and the animation would jitter.
         raise ctx.error(
             f"{field}.anchor", "SMART cannot be used on an animation", ANIMATION_UNSUPPORTED
         )
-    for axis in ("x", "y"):
-        value = getattr(gravity, axis)
-        if not 0.0 <= value <= 1.0:
-            raise ctx.error(f"{field}.{axis}", "must be between 0 and 1")
-        if value and anchor != Anchor.FOCUS_POINT:
-            raise ctx.error(f"{field}.{axis}", "is only used with FOCUS_POINT")
 
 
 def place(

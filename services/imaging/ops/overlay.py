@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Gravity, Watermark, WatermarkText
@@ -19,14 +17,10 @@ def opacity(op: Overlay) -> float:
 
 
 def validate(ctx: Context, op: Overlay) -> None:
-    """Check the placement and opacity of a watermark."""
-    if op.tile and op.HasField("position"):
-        raise ctx.error("position", "a tiled watermark has no position; unset one of them")
-    gravity.validate(op.position, ctx, "position", focus=False, smart=False)
+    """The margin against the deployment's limit; the placement and opacity rules are the
+    proto's, checked before this (validation.check_rules)."""
     if op.margin > ctx.max_output_dimension:
         raise ctx.error("margin", f"must be at most {ctx.max_output_dimension}")
-    if not math.isfinite(opacity(op)) or not 0.0 < opacity(op) <= 1.0:
-        raise ctx.error("opacity", "must be in (0, 1]")
 
 
 def stamp(img: Image.Image, patch: Image.Image, op: Overlay) -> Image.Image:

@@ -21,9 +21,7 @@ def validate(op: Pad, src: Size | None, ctx: Context) -> Size | None:
     for side in _SIDES:
         if getattr(op, side) > ctx.max_output_dimension:
             raise ctx.error(side, f"must be at most {ctx.max_output_dimension}")
-    if not any(getattr(op, side) for side in _SIDES):
-        raise ctx.error("", "set top, right, bottom or left")
-    ctx.colour("background", op.background)
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     if src is None:
         return None
     return Size(src.width + op.left + op.right, src.height + op.top + op.bottom)

@@ -7,12 +7,9 @@ from PIL import Image
 from pixmesh.common.v1.operations_pb2 import Pixelate
 from services.imaging.ops.base import Context, OpSpec, Size, has_alpha
 
-MAX_BLOCK = 1024
-
 
 def validate(op: Pixelate, src: Size | None, ctx: Context) -> Size | None:
-    if not 2 <= op.size <= MAX_BLOCK:
-        raise ctx.error("size", f"must be between 2 and {MAX_BLOCK}")
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     return src
 
 

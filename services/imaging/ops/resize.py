@@ -9,7 +9,6 @@ multiplies every size; min/max sizes then scale the output uniformly (max wins).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from PIL import Image
@@ -31,9 +30,7 @@ Mode = Resize.Mode
 # mostly shrunk while decoding (DCT scaling, pipeline._draft) to within 2x of the target, where
 # the gap changes nothing.
 REDUCING_GAP = 2.0
-MAX_DPR = 8.0
 _CROPPING = (Mode.FILL, Mode.FILL_DOWN, Mode.AUTO)
-_BOTH_SIDES = (Mode.FILL, Mode.FILL_DOWN, Mode.FORCE, Mode.AUTO)
 
 
 @dataclass(frozen=True)
@@ -117,10 +114,7 @@ def _bounded(op: Resize, size: Size) -> Size:
 
 
 def validate(op: Resize, src: Size | None, ctx: Context) -> Size | None:
-    if op.mode not in Mode.values():
-        raise ctx.error("mode", f"unknown mode {op.mode}")
-    if not math.isfinite(op.dpr) or not 0.0 <= op.dpr <= MAX_DPR:
-        raise ctx.error("dpr", f"must be between 0 (= 1) and {MAX_DPR:g}")
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     for field in ("width", "height", "min_width", "min_height", "max_width", "max_height"):
         if _scaled(op, getattr(op, field)) > ctx.max_output_dimension:
             raise ctx.error(
@@ -128,15 +122,8 @@ def validate(op: Resize, src: Size | None, ctx: Context) -> Size | None:
                 f"must be at most {ctx.max_output_dimension} (times the dpr)",
                 OUTPUT_TOO_LARGE,
             )
-    if op.mode in _BOTH_SIDES:
-        if op.width == 0 or op.height == 0:
-            raise ctx.error("", f"{Mode.Name(op.mode)} needs both width and height")
-    elif op.width == 0 and op.height == 0:
-        raise ctx.error("", "set width, height or both")
     if op.HasField("gravity"):
-        if op.mode not in _CROPPING:
-            raise ctx.error("gravity", "only FILL, FILL_DOWN and AUTO crop, so use a gravity")
-        gravity.validate(op.gravity, ctx, "gravity", smart=True)
+        gravity.validate(op.gravity, ctx, "gravity")
     if src is not None:
         return plan(op, src).size
     bounded = op.min_width or op.min_height or op.max_width or op.max_height

@@ -46,9 +46,7 @@ def rotated_size(src: Size, angle: float) -> Size:
 
 
 def validate(op: Rotate, src: Size | None, ctx: Context) -> Size | None:
-    if not math.isfinite(op.angle) or not -360.0 <= op.angle <= 360.0:
-        raise ctx.error("angle", "must be between -360 and 360 degrees")
-    ctx.colour("background", op.background)
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     return None if src is None else rotated_size(src, op.angle)
 
 

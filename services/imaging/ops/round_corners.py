@@ -20,8 +20,7 @@ _SUPERSAMPLE = 4
 
 
 def validate(op: RoundCorners, src: Size | None, ctx: Context) -> Size | None:
-    if op.radius == 0:
-        raise ctx.error("radius", "must be at least 1")
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     if op.radius > ctx.max_output_dimension:
         raise ctx.error("radius", f"must be at most {ctx.max_output_dimension}")
     ctx.colour("background", op.background)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from PIL import Image, ImageFilter
 
 from pixmesh.common.v1.operations_pb2 import Sharpen
@@ -11,12 +9,7 @@ from services.imaging.ops.base import Context, OpSpec, Size, on_colour
 
 
 def validate(op: Sharpen, src: Size | None, ctx: Context) -> Size | None:
-    if not math.isfinite(op.sigma) or not (op.sigma == 0 or 0.1 <= op.sigma <= 10):
-        raise ctx.error("sigma", "must be between 0.1 and 10 (0 for 1)")
-    if not math.isfinite(op.amount) or not 0 <= op.amount <= 10:
-        raise ctx.error("amount", "must be between 0 and 10 (0 for 1)")
-    if op.threshold > 255:
-        raise ctx.error("threshold", "must be between 0 and 255")
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     return src
 
 

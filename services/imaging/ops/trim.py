@@ -12,9 +12,7 @@ from services.imaging.ops.base import Context, OpSpec, Size, parse_colour
 
 
 def validate(op: Trim, src: Size | None, ctx: Context) -> Size | None:
-    if op.threshold > 255:
-        raise ctx.error("threshold", "must be between 0 and 255")
-    ctx.colour("color", op.color)
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     if ctx.animated:
         # Each frame would lose different borders, and frames must keep one size.
         raise ctx.error("", "cannot trim an animation", ANIMATION_UNSUPPORTED)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import struct
 
 from PIL import Image
@@ -38,14 +37,11 @@ def decoded(data: bytes) -> Image.Image:
 
 
 def validate(op: Watermark, src: Size | None, ctx: Context) -> Size | None:
-    if not op.image:
-        raise ctx.error("image", "is required (an encoded image, e.g. a PNG)")
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     try:
         decoded(op.image)
     except InvalidArgument as exc:
         raise ctx.error("image", exc.message, exc.reason) from None
-    if not math.isfinite(op.scale) or not 0.0 <= op.scale <= 1.0:
-        raise ctx.error("scale", "must be between 0 and 1 (0: its own size)")
     overlay.validate(ctx, op)
     return src
 

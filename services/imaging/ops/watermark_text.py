@@ -16,19 +16,11 @@ from services.imaging.ops.base import (
     parse_colour,
 )
 
-MAX_CHARS = 256
 MIN_SIZE, MAX_SIZE = 6, 1024
 
 
 def validate(op: WatermarkText, src: Size | None, ctx: Context) -> Size | None:
-    if not 1 <= len(op.text) <= MAX_CHARS or not op.text.strip():
-        raise ctx.error("text", f"must have 1..{MAX_CHARS} characters, not only spaces")
-    if any(ch < " " and ch != "\n" for ch in op.text):
-        raise ctx.error("text", "must not contain control characters other than newlines")
-    if op.size and not MIN_SIZE <= op.size <= MAX_SIZE:
-        raise ctx.error("size", f"must be between {MIN_SIZE} and {MAX_SIZE} (0: automatic)")
-    ctx.colour("color", op.color)
-    ctx.colour("outline_color", op.outline_color)
+    # Parameter rules are the proto's, checked before this (validation.check_rules).
     overlay.validate(ctx, op)
     return src
 

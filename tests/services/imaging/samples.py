@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from typing import Any
 
+from google.protobuf.message import Message
 from PIL import Image, ImageDraw
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
+from services.imaging.ops import Context, Size
+from services.imaging.validation import check_rules
 
 Op = operations_pb2.Operation
 RED, BLUE, GREEN, WHITE = (220, 30, 30), (30, 30, 220), (30, 200, 30), (255, 255, 255)
@@ -185,3 +189,15 @@ FORMATS = {
     image_pb2.GIF: "GIF",
     image_pb2.TIFF: "TIFF",
 }
+
+
+def validated(
+    validate: Callable[[Any, Size | None, Context], Size | None],
+    op: Message,
+    src: Size | None,
+    ctx: Context,
+) -> Size | None:
+    """An op's `validate` as imaging's check_operation runs it: after the op's proto rules
+    (validation.check_rules), which now hold every check that needs no image."""
+    check_rules(op, ctx.path)
+    return validate(op, src, ctx)

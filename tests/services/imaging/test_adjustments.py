@@ -20,7 +20,7 @@ from services.imaging.ops import REGISTRY, Context, Size
 from services.imaging.ops import round_corners as rc
 from services.runtime.errors import InvalidArgument
 
-from .samples import RED, close, colour_at, op_name, scene
+from .samples import RED, close, colour_at, op_name, scene, validated
 
 SRC = Size(320, 240)
 
@@ -38,7 +38,7 @@ def rejects(op: Any, field: str) -> None:
     name = op_name(op)
     path = f"operations[0].{name}"
     with pytest.raises(InvalidArgument) as err:
-        REGISTRY[name].validate(op, SRC, Context(path, 4096))
+        validated(REGISTRY[name].validate, op, SRC, Context(path, 4096))
     assert err.value.violations[0].field == f"{path}.{field}".rstrip(".")
 
 

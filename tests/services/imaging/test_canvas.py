@@ -10,7 +10,7 @@ from services.imaging.errors import ANIMATION_UNSUPPORTED
 from services.imaging.ops import REGISTRY, Context, Size, extend, trim
 from services.runtime.errors import InvalidArgument
 
-from .samples import RED, close, colour_at, op_name, scene
+from .samples import RED, close, colour_at, op_name, scene, validated
 
 CTX = Context("operations[0].x", 4096)
 
@@ -28,7 +28,7 @@ SRC = Size(100, 60)
 def rejects(op: Any, field: str, src: Size | None = SRC, frames: int = 1) -> str:
     path = f"operations[0].{op_name(op)}"
     with pytest.raises(InvalidArgument) as err:
-        REGISTRY[op_name(op)].validate(op, src, Context(path, 4096, frames))
+        validated(REGISTRY[op_name(op)].validate, op, src, Context(path, 4096, frames))
     assert err.value.violations[0].field == f"{path}.{field}".rstrip(".")
     return err.value.reason
 

@@ -10,7 +10,7 @@ from services.imaging.ops import Context, Size, convert
 from services.imaging.pipeline import run
 from services.runtime.errors import InvalidArgument
 
-from .samples import decode, encode, ops, scene
+from .samples import decode, encode, ops, scene, validated
 
 CTX = Context("operations[0].convert", 4096)
 JPEG, PNG, WEBP, AVIF, GIF, TIFF = (
@@ -60,7 +60,7 @@ def test_valid_options(op: Convert) -> None:
 )
 def test_options_that_do_not_apply_are_rejected(op: Convert, field: str) -> None:
     with pytest.raises(InvalidArgument) as err:
-        convert.validate(op, Size(10, 10), CTX)
+        validated(convert.validate, op, Size(10, 10), CTX)
     assert err.value.violations[0].field == f"operations[0].convert.{field}"
 
 

@@ -5,7 +5,7 @@ from services.imaging.errors import INVALID_OPERATION
 from services.imaging.ops import Context, Size, crop
 from services.runtime.errors import InvalidArgument
 
-from .samples import BLUE, RED, close, colour_at, scene
+from .samples import BLUE, RED, close, colour_at, scene, validated
 
 CTX = Context("operations[1].crop", max_output_dimension=4096)
 
@@ -34,7 +34,7 @@ def test_crop_of_the_whole_image_is_allowed() -> None:
 )
 def test_crop_outside_the_image_is_rejected(op: Crop, field: str) -> None:
     with pytest.raises(InvalidArgument) as err:
-        crop.validate(op, Size(320, 240), CTX)
+        validated(crop.validate, op, Size(320, 240), CTX)
     assert err.value.reason == INVALID_OPERATION
     assert err.value.violations[0].field == field
 

@@ -4,7 +4,7 @@ from pixmesh.common.v1.operations_pb2 import Flip
 from services.imaging.ops import Context, Size, flip
 from services.runtime.errors import InvalidArgument
 
-from .samples import GREEN, RED, close, colour_at, scene
+from .samples import GREEN, RED, close, colour_at, scene, validated
 
 CTX = Context("operations[0].flip", max_output_dimension=4096)
 
@@ -26,5 +26,5 @@ def test_vertical_moves_top_to_bottom() -> None:
 def test_flip_keeps_the_size_and_rejects_unknown_axes() -> None:
     assert flip.validate(Flip(), Size(3, 4), CTX) == Size(3, 4)
     with pytest.raises(InvalidArgument) as err:
-        flip.validate(Flip(axis=7), Size(3, 4), CTX)  # type: ignore[arg-type]
+        validated(flip.validate, Flip(axis=7), Size(3, 4), CTX)  # type: ignore[arg-type]
     assert err.value.violations[0].field == "operations[0].flip.axis"

@@ -7,7 +7,7 @@ from pixmesh.common.v1.operations_pb2 import Crop, Gravity
 from services.imaging.ops import Context, Size, crop, gravity
 from services.runtime.errors import InvalidArgument
 
-from .samples import BLUE, RED, close, colour_at, scene
+from .samples import BLUE, RED, close, colour_at, scene, validated
 
 CTX = Context("operations[0].crop", 4096)
 G = Gravity
@@ -80,5 +80,5 @@ def test_crop_by_gravity() -> None:
 )
 def test_invalid_crops(op: Crop, field: str) -> None:
     with pytest.raises(InvalidArgument) as err:
-        crop.validate(op, Size(320, 240), CTX)
+        validated(crop.validate, op, Size(320, 240), CTX)
     assert err.value.violations[0].field == field

@@ -12,7 +12,7 @@ from services.imaging.errors import IMAGE_CORRUPT
 from services.imaging.ops import REGISTRY, Context, Size, redact, watermark, watermark_text
 from services.runtime.errors import InvalidArgument
 
-from .samples import RED, close, colour_at, encode, op_name, scene
+from .samples import RED, close, colour_at, encode, op_name, scene, validated
 
 SRC = Size(320, 240)
 CTX = Context("operations[0].x", 4096)
@@ -29,7 +29,7 @@ def logo() -> bytes:
 def rejects(op: Any, field: str) -> str:
     path = f"operations[0].{op_name(op)}"
     with pytest.raises(InvalidArgument) as err:
-        REGISTRY[op_name(op)].validate(op, SRC, Context(path, 4096))
+        validated(REGISTRY[op_name(op)].validate, op, SRC, Context(path, 4096))
     assert err.value.violations[0].field == f"{path}.{field}".rstrip(".")
     return err.value.reason
 
@@ -110,7 +110,7 @@ def test_redact_blur_and_pixelate() -> None:
         (WatermarkText(text="a", color="#zzzzzz"), "color"),
         (Redact(), "regions"),
         (Redact(regions=[Region(x=300, width=30, height=10)]), "regions[0]"),
-        (Redact(regions=[Region(width=0, height=10)]), "regions[0]"),
+        (Redact(regions=[Region(width=0, height=10)]), "regions[0].width"),
         (Redact(regions=[Region(width=1, height=1)], strength=300), "strength"),
     ],
 )

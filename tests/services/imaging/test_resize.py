@@ -6,7 +6,7 @@ from services.imaging.errors import INVALID_OPERATION, OUTPUT_TOO_LARGE
 from services.imaging.ops import Context, Size, resize
 from services.runtime.errors import InvalidArgument
 
-from .samples import BLUE, RED, close, colour_at, scene
+from .samples import BLUE, RED, close, colour_at, scene, validated
 
 FIT, FILL, FORCE = Resize.FIT, Resize.FILL, Resize.FORCE
 FILL_DOWN, AUTO = Resize.FILL_DOWN, Resize.AUTO
@@ -108,13 +108,13 @@ def test_reduction() -> None:
     ("op", "field", "reason"),
     [
         (Resize(), "operations[0].resize", INVALID_OPERATION),
-        (Resize(width=10, mode=FILL), "operations[0].resize", INVALID_OPERATION),
-        (Resize(height=10, mode=FORCE), "operations[0].resize", INVALID_OPERATION),
+        (Resize(width=10, mode=FILL), "operations[0].resize.mode", INVALID_OPERATION),
+        (Resize(height=10, mode=FORCE), "operations[0].resize.mode", INVALID_OPERATION),
         (Resize(width=5000), "operations[0].resize.width", OUTPUT_TOO_LARGE),
         (Resize(width=10, height=5000), "operations[0].resize.height", OUTPUT_TOO_LARGE),
         (Resize(width=10, mode=99), "operations[0].resize.mode", INVALID_OPERATION),  # type: ignore[arg-type]
-        (Resize(width=10, mode=AUTO), "operations[0].resize", INVALID_OPERATION),
-        (Resize(height=10, mode=FILL_DOWN), "operations[0].resize", INVALID_OPERATION),
+        (Resize(width=10, mode=AUTO), "operations[0].resize.mode", INVALID_OPERATION),
+        (Resize(height=10, mode=FILL_DOWN), "operations[0].resize.mode", INVALID_OPERATION),
         (Resize(width=10, dpr=-1), "operations[0].resize.dpr", INVALID_OPERATION),
         (Resize(width=10, dpr=9), "operations[0].resize.dpr", INVALID_OPERATION),
         (Resize(width=2100, dpr=2), "operations[0].resize.width", OUTPUT_TOO_LARGE),
@@ -133,7 +133,7 @@ def test_reduction() -> None:
 )
 def test_invalid_parameters(op: Resize, field: str, reason: str) -> None:
     with pytest.raises(InvalidArgument) as err:
-        resize.validate(op, SRC, CTX)
+        validated(resize.validate, op, SRC, CTX)
     assert err.value.reason == reason
     assert [v.field for v in err.value.violations] == [field]
 
@@ -183,6 +183,6 @@ def test_smart_gravity_is_refused_for_animations() -> None:
     op = Resize(width=10, height=10, mode=FILL, gravity=Gravity(anchor=Gravity.SMART))
     ctx = Context("operations[0].resize", 4096, frames=3)
     with pytest.raises(InvalidArgument) as err:
-        resize.validate(op, SRC, ctx)
+        validated(resize.validate, op, SRC, ctx)
     assert err.value.reason == "ANIMATION_UNSUPPORTED"
     assert err.value.violations[0].field == "operations[0].resize.gravity.anchor"

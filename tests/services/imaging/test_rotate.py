@@ -8,7 +8,7 @@ from services.imaging.errors import INVALID_OPERATION
 from services.imaging.ops import Context, Size, rotate
 from services.runtime.errors import InvalidArgument
 
-from .samples import RED, close, colour_at, scene
+from .samples import RED, close, colour_at, scene, validated
 
 CTX = Context("operations[0].rotate", max_output_dimension=4096)
 
@@ -96,6 +96,6 @@ def test_parse_colour() -> None:
 )
 def test_invalid_parameters(op: Rotate, field: str) -> None:
     with pytest.raises(InvalidArgument) as err:
-        rotate.validate(op, Size(10, 10), CTX)
+        validated(rotate.validate, op, Size(10, 10), CTX)
     assert err.value.reason == INVALID_OPERATION
     assert err.value.violations[0].field == field
