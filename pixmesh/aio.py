@@ -439,6 +439,34 @@ class AsyncClient:
         resp: gw.DeleteJobResponse = await self._unary(self._stub.DeleteJob, request, timeout)
         return resp.report
 
+    # --- upload rules -------------------------------------------------------------------------
+
+    async def set_upload_rule(
+        self, kind: str, preset: str, *, timeout: float | None = None
+    ) -> gw.UploadRule:
+        """Every upload of `kind` ("image" or "video") then runs the gateway's preset `preset`
+        as a job of its own, e.g. poster frames for every video. Replaces the kind's rule."""
+        request = gw.SetUploadRuleRequest(kind=Image.Kind.Value(kind.upper()), preset=preset)
+        resp: gw.SetUploadRuleResponse = await self._unary(
+            self._stub.SetUploadRule, request, timeout
+        )
+        return resp.rule
+
+    async def list_upload_rules(self, *, timeout: float | None = None) -> list[gw.UploadRule]:
+        request = gw.ListUploadRulesRequest()
+        resp: gw.ListUploadRulesResponse = await self._unary(
+            self._stub.ListUploadRules, request, timeout
+        )
+        return list(resp.rules)
+
+    async def delete_upload_rule(self, kind: str, *, timeout: float | None = None) -> bool:
+        """Whether `kind` had a rule (idempotent)."""
+        request = gw.DeleteUploadRuleRequest(kind=Image.Kind.Value(kind.upper()))
+        resp: gw.DeleteUploadRuleResponse = await self._unary(
+            self._stub.DeleteUploadRule, request, timeout
+        )
+        return resp.deleted
+
     # --- image metadata -----------------------------------------------------------------------
 
     async def get_image_metadata(

@@ -29,7 +29,7 @@ from time import sleep, strftime
 
 import grpc
 
-from pixmesh import _batch_cli, _keys_cli, errors, ops
+from pixmesh import _batch_cli, _keys_cli, _rules_cli, errors, ops
 from pixmesh._common import API_KEY_ENV, API_KEY_FILE, DEFAULT_TARGET, VERSION
 from pixmesh._render import (
     Progress,
@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(command=_status)
     _keys_cli.add_commands(commands, common)
+    _rules_cli.add_commands(commands, common)
     _batch_cli.add_commands(commands, common, _add_pipeline)
     return parser
 

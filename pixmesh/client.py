@@ -433,6 +433,30 @@ class Client:
         resp: gw.DeleteJobResponse = self._unary(self._stub.DeleteJob, request, timeout)
         return resp.report
 
+    # --- upload rules -------------------------------------------------------------------------
+
+    def set_upload_rule(
+        self, kind: str, preset: str, *, timeout: float | None = None
+    ) -> gw.UploadRule:
+        """Every upload of `kind` ("image" or "video") then runs the gateway's preset `preset`
+        as a job of its own, e.g. poster frames for every video. Replaces the kind's rule."""
+        request = gw.SetUploadRuleRequest(kind=Image.Kind.Value(kind.upper()), preset=preset)
+        resp: gw.SetUploadRuleResponse = self._unary(self._stub.SetUploadRule, request, timeout)
+        return resp.rule
+
+    def list_upload_rules(self, *, timeout: float | None = None) -> list[gw.UploadRule]:
+        request = gw.ListUploadRulesRequest()
+        resp: gw.ListUploadRulesResponse = self._unary(self._stub.ListUploadRules, request, timeout)
+        return list(resp.rules)
+
+    def delete_upload_rule(self, kind: str, *, timeout: float | None = None) -> bool:
+        """Whether `kind` had a rule (idempotent)."""
+        request = gw.DeleteUploadRuleRequest(kind=Image.Kind.Value(kind.upper()))
+        resp: gw.DeleteUploadRuleResponse = self._unary(
+            self._stub.DeleteUploadRule, request, timeout
+        )
+        return resp.deleted
+
     # --- image metadata -----------------------------------------------------------------------
 
     def get_image_metadata(

@@ -274,7 +274,7 @@ def poster_preset(stack: Stack) -> Iterator[None]:
 
 
 def test_an_upload_rule_makes_poster_frames_without_create_job(
-    rest: Rest, poster_preset: None
+    rest: Rest, poster_preset: None, grpc_target: str, api_key: str
 ) -> None:
     resp = rest.http.put("/v1/uploadRules/VIDEO", json={"preset": "poster"})
     assert resp.status_code == 200, resp.text
@@ -304,6 +304,24 @@ def test_an_upload_rule_makes_poster_frames_without_create_job(
     again = [j for j in rest.list_page(page_size=50)["jobs"] if j["image_id"] == image["image_id"]]
     assert [j["job_id"] for j in again] == [job["job_id"]]
 
-    gone = rest.http.delete("/v1/uploadRules/VIDEO")
-    assert (gone.status_code, gone.json()["deleted"]) == (200, True)
+    # The CLI manages the same rules.
+    env = {**os.environ, "PIXMESH_TARGET": grpc_target, "PIXMESH_API_KEY": api_key}
+    listed = _cli(["upload-rules", "list"], env)
+    assert listed.stdout.split() == ["video", "poster"]
+    _cli(["upload-rules", "delete", "video"], env)
     assert rest.http.get("/v1/uploadRules").json()["rules"] == []
+    gone = rest.http.delete("/v1/uploadRules/VIDEO")  # idempotent
+    assert (gone.status_code, gone.json().get("deleted", False)) == (200, False)
+    _cli(["upload-rules", "set", "video", "poster"], env)
+    assert [r["preset"] for r in rest.http.get("/v1/uploadRules").json()["rules"]] == ["poster"]
+    rest.http.delete("/v1/uploadRules/VIDEO")
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("pixmesh")
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "pixmesh.cli"]
+    result = subprocess.run(
+        [*argv, *args], env=env, capture_output=True, text=True, timeout=90, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result
