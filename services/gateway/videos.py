@@ -40,14 +40,5 @@ def image_of(header: VideoHeader) -> image_pb2.Image:
         frame_count=header.frame_count,
         size_bytes=header.size_bytes,
         content_type=header.mime_type,
-        video=image_pb2.VideoInfo(
-            container=image_pb2.VideoInfo.Container.Value(header.container.name),
-            duration_s=header.duration_s,
-            fps=header.fps,
-            codec=header.codec,
-            audio_codec=header.audio_codec,
-            bit_rate=header.bit_rate,
-            rotation=header.rotation,
-            stream_count=header.stream_count,
-        ),
+        video=header.info(),
     )

@@ -10,7 +10,7 @@ import io
 import re
 from datetime import UTC, datetime
 
-from pixmesh.common.v1 import image_pb2, metadata_pb2
+from pixmesh.common.v1 import metadata_pb2
 from services.runtime.video import VideoLimits, probe_video, sniff_video
 
 # ISO 6709 as QuickTime and Android write it: "+48.8584+002.2945/", "+37.4219-122.0840+012.3/".
@@ -28,16 +28,6 @@ def extract_video(data: bytes, limits: VideoLimits | None = None) -> metadata_pb
     """Raises InvalidArgument (the probe's reasons) for bytes that are not a readable video."""
     header = probe_video(io.BytesIO(data), limits or VideoLimits())
     tags = header.tags
-    info = image_pb2.VideoInfo(
-        container=image_pb2.VideoInfo.Container.Value(header.container.name),
-        duration_s=header.duration_s,
-        fps=header.fps,
-        codec=header.codec,
-        audio_codec=header.audio_codec,
-        bit_rate=header.bit_rate,
-        rotation=header.rotation,
-        stream_count=header.stream_count,
-    )
     md = metadata_pb2.ImageMetadata(
         width=header.width,
         height=header.height,
@@ -45,7 +35,7 @@ def extract_video(data: bytes, limits: VideoLimits | None = None) -> metadata_pb
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         duration_ms=round(header.duration_s * 1000),
-        video=metadata_pb2.VideoMetadata(info=info, tags=tags),
+        video=metadata_pb2.VideoMetadata(info=header.info(), tags=tags),
     )
     if (make := _first(tags, _MAKE)) is not None:
         md.exif.make = make

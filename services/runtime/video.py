@@ -179,6 +179,19 @@ class VideoHeader:
             return self.height, self.width
         return self.width, self.height
 
+    def info(self) -> image_pb2.VideoInfo:
+        """The header as the contract carries it (Image.video, VideoMetadata.info)."""
+        return image_pb2.VideoInfo(
+            container=image_pb2.VideoInfo.Container.Value(self.container.name),
+            duration_s=self.duration_s,
+            fps=self.fps,
+            codec=self.codec,
+            audio_codec=self.audio_codec,
+            bit_rate=self.bit_rate,
+            rotation=self.rotation,
+            stream_count=self.stream_count,
+        )
+
 
 def sniff_video(data: bytes) -> Container | None:
     """The container announced by the magic bytes, or None when it is not a video we know."""
