@@ -21,7 +21,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class Error(_message.Message):
     """The machine-readable reasons of pixmesh errors. A failed call carries one as the
     google.rpc.ErrorInfo reason (domain "pixmesh.dev"), spelled exactly as the value name here,
-    and a failed job as Job.error_reason; clients branch on it, never on the message. Services and
+    and a failed job as the reason of its error; clients branch on it, never on the message. Services and
     the SDK name reasons from this enum (pixmesh.common.v1.errors_pb2.Error.Reason), so the list is
     one: a new reason is added here first. gRPC status code names double as the reason when
     nothing more precise applies (INVALID_ARGUMENT, NOT_FOUND, ...).

@@ -667,9 +667,10 @@ class Convert(_message.Message):
     """
     auto: _builtins.bool
     """Pick the format from the client's `Accept` header (HTTP header, or gRPC metadata `accept`):
-    AVIF if accepted, else WEBP if accepted, else the input's format (JPEG when pixmesh cannot
-    write it). `format` must be unset. The gateway resolves it when the job is created, so the
-    stored job carries the chosen format and `auto` false.
+    AVIF if accepted, else WEBP if accepted, else the input's format. `format` must be unset. The
+    gateway resolves it when the job is created, so the stored job carries the chosen format and
+    `auto` false; only for an input pixmesh cannot write does `auto` stay, and imaging picks what
+    a job without a Convert gets (BMP and ICO: PNG; HEIF: JPEG, or PNG when it has alpha).
     """
     effort: _builtins.int
     """WEBP: encoder effort (libwebp "method"), 0 (fastest, largest) .. 6 (slowest, smallest);
