@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from pixmesh import _opspec, rules
+from pixmesh import _opspec, ops, rules
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from pixmesh.common.v1.errors_pb2 import Error
 
@@ -155,6 +155,10 @@ def test_dpr_has_one_limit() -> None:
     assert [
         v.field for v in rules.violations(Op(resize=operations_pb2.Resize(width=1, dpr=9)))
     ] == ["resize.dpr"]
+    # The SDK's builder says so too (it once accepted up to 10).
+    assert ops.resize(100, dpr=8).resize.dpr == 8
+    with pytest.raises(ValueError, match=r"dpr must be within 0\.\.8"):
+        ops.resize(100, dpr=9)
 
 
 def test_list_operations_entry_is_the_protos() -> None:
