@@ -1,8 +1,12 @@
 """What the workers can do, asked from each over gRPC and cached briefly.
 
-ListOperations merges the answers; CreateJob uses them to reject an operation whose service
-says it cannot run (e.g. Denoise while no model is loaded) with FAILED_PRECONDITION up front,
-instead of queueing work that can only fail.
+ListOperations lists every operation of the contract, in the proto's order: as its service
+describes it (the workers build their entries from the proto too, adding what only they know:
+availability, loaded models), or, while that service does not answer, as the proto describes it
+(pixmesh.rules), marked unavailable. CreateJob uses the workers' answers alone to reject an
+operation whose service says it cannot run (e.g. Denoise while no model is loaded) with
+FAILED_PRECONDITION up front, instead of queueing work that can only fail; a service that does
+not answer is not taken for one that cannot run.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 
+from pixmesh import rules
 from pixmesh.common.v1 import operations_pb2
+from services.runtime.pipeline import owner
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +33,32 @@ class CapabilityCache:
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._cached: tuple[float, list[operations_pb2.OperationInfo]] | None = None
+        self._silent: set[str] = set()  # the services that did not answer the last time
         self._lock = asyncio.Lock()
 
-    async def operations(self) -> Sequence[operations_pb2.OperationInfo]:
+    async def operations(self) -> list[operations_pb2.OperationInfo]:
+        """Every operation of the contract (see the module's docstring)."""
+        answered = {op.name: op for op in await self.answers()}
+        out = []
+        for name in rules.OPERATIONS:
+            if name in answered:
+                out.append(answered[name])
+                continue
+            op = operations_pb2.Operation()
+            getattr(op, name).SetInParent()
+            service = owner(op)
+            info = rules.operation_info(name, service)
+            info.available = False
+            info.unavailable_reason = (
+                f"the {service} service did not answer"
+                if service in self._silent
+                else f"the {service} service does not offer it"
+            )
+            out.append(info)
+        return out
+
+    async def answers(self) -> Sequence[operations_pb2.OperationInfo]:
+        """The operations the workers described, as they answered (cached)."""
         async with self._lock:
             if self._cached and self._cached[0] > time.monotonic():
                 return self._cached[1]
@@ -37,10 +66,10 @@ class CapabilityCache:
                 *(fetch(self.timeout_s) for fetch in self.sources.values()), return_exceptions=True
             )
             ops: list[operations_pb2.OperationInfo] = []
-            complete = True
+            self._silent = set()
             for service, result in zip(self.sources, results, strict=True):
                 if isinstance(result, BaseException):
-                    complete = False
+                    self._silent.add(service)
                     code = result.code().name if isinstance(result, grpc.RpcError) else "ERROR"
                     log.warning(
                         "capabilities unavailable", extra={"service": service, "code": code}
@@ -48,7 +77,7 @@ class CapabilityCache:
                     continue
                 ops.extend(result.operations)
             # Do not cache a partial answer: a worker that is starting up is asked again.
-            if complete:
+            if not self._silent:
                 self._cached = (time.monotonic() + self.ttl_s, ops)
             return ops
 
@@ -56,6 +85,6 @@ class CapabilityCache:
         """Op name -> reason, for ops a worker declared but cannot run now."""
         return {
             op.name: op.unavailable_reason or "unavailable"
-            for op in await self.operations()
+            for op in await self.answers()
             if not op.available
         }
