@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pixmesh import rules
 from pixmesh.common.v1 import operations_pb2
 from services.inference import errors
 from services.inference.repository import ModelConfig
@@ -35,10 +36,10 @@ class Choice:
 
 
 def validate(params: operations_pb2.Denoise, path: str = "denoise") -> None:
-    if params.auto and params.sigma:
-        raise errors.bad_parameter(f"{path}.sigma", "give either auto or a sigma, not both")
-    if not 0.0 <= params.sigma <= 255.0:
-        raise errors.bad_parameter(f"{path}.sigma", "must be within 0..255")
+    """Denoise's proto rules (pixmesh.rules: the same check as the gateway's and the SDK's)."""
+    found = rules.violations(params, path)
+    if found:
+        raise errors.bad_parameter(found[0].field, found[0].description)
 
 
 def choose(
