@@ -128,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-mp", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--interactive", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--lane-backlog", type=int, default=0, help="PIXMESH_BATCH_LANE_BACKLOG (0: the default)"
+    )
     args = parser.parse_args(argv)
 
     from deploy.local import SERVICES, Ports, Stack
@@ -146,7 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"out {bare_out / 1e6:.1f} MB"
     )
 
-    stack = Stack(work / "stack", Ports.free(), durable=False)
+    env = {"jobs": {"PIXMESH_BATCH_LANE_BACKLOG": str(args.lane_backlog)}}
+    stack = Stack(
+        work / "stack", Ports.free(), durable=False, service_env=env if args.lane_backlog else None
+    )
     try:
         stack.start_infra()
         stack.start_envoy()

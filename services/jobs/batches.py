@@ -77,7 +77,7 @@ class BatchPolicy:
     # Jobs of one batch not yet ended, at most (started ones included).
     max_open: int = 64
     # Batch jobs are created only while the first stage's queue holds fewer undelivered tasks.
-    lane_backlog: int = 4
+    lane_backlog: int = 1
     max_items: int = 100_000
     lease_s: float = 30.0
     tick_s: float = 0.25

@@ -38,7 +38,7 @@ class JobsSettings(WorkerSettings):
     # stage's task queue holds fewer undelivered tasks than `batch_lane_backlog` (the lane).
     batch_window: int = Field(default=16, ge=1)
     batch_max_open: int = Field(default=64, ge=1)
-    batch_lane_backlog: int = Field(default=4, ge=1)
+    batch_lane_backlog: int = Field(default=1, ge=1)
 
     @property
     def processed_events_floor_s(self) -> float:
