@@ -9,8 +9,9 @@ restriction), so deploy/k8s/base/envoy/ holds committed copies; a test fails whe
 - console/: the web console's files (deploy/console/), a ConfigMap of their own (envoy-console,
   about 80 KB) that Envoy reads at CONSOLE_MOUNT.
 - pixmesh.pb: deploy/envoy/pixmesh.pb without source code info (comments and line numbers, which
-  the transcoder never reads): 50 KB instead of 245 KB, so the generated ConfigMap stays under the
-  256 KiB that client-side `kubectl apply` can store in its last-applied annotation.
+  the transcoder never reads) and without the buf.validate rules (Envoy does not check them; the
+  services do, and buf/validate/validate.proto alone is 55 KB), so the generated ConfigMap stays
+  under the 256 KiB that client-side `kubectl apply` can store in its last-applied annotation.
 
     python -m deploy.k8s.sync
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 
+import pixmesh._buf_validate  # noqa: F401  (the buf.validate options parse as extensions)
 from deploy.envoy import console
 from deploy.envoy.config import COMPOSE, DEFAULT_DESCRIPTOR, render_config
 
@@ -48,12 +50,41 @@ def envoy_config() -> str:
 
 
 def stripped_descriptor(source: str | Path = DEFAULT_DESCRIPTOR) -> bytes:
-    """The descriptor set without source code info, serialized deterministically."""
+    """The descriptor set without source code info and buf.validate rules, serialized
+    deterministically."""
     fds = descriptor_pb2.FileDescriptorSet()
     fds.ParseFromString(Path(source).read_bytes())
-    for f in fds.file:
+    files = [f for f in fds.file if f.name != _VALIDATE]
+    for f in files:
         f.ClearField("source_code_info")
+        if _VALIDATE in f.dependency:
+            kept = [d for d in f.dependency if d != _VALIDATE]
+            del f.dependency[:]
+            f.dependency.extend(kept)
+            _drop_rules(f.message_type)
+    del fds.file[:]
+    fds.file.extend(files)
     return fds.SerializeToString(deterministic=True)
+
+
+_VALIDATE = "buf/validate/validate.proto"
+
+
+def _drop_rules(messages: Any) -> None:
+    """Remove the buf.validate options of `messages` (DescriptorProtos), their fields, oneofs and
+    nested messages; options left empty go too."""
+    for message in messages:
+        owners = [message, *message.field, *message.oneof_decl]
+        for owner in owners:
+            if not owner.HasField("options"):
+                continue
+            options = owner.options
+            for field, _ in options.ListFields():
+                if field.is_extension and field.full_name.startswith("buf.validate."):
+                    options.ClearExtension(field)
+            if not options.ListFields():
+                owner.ClearField("options")
+        _drop_rules(message.nested_type)
 
 
 def write(out_dir: Path = ENVOY_DIR) -> list[Path]:
