@@ -121,12 +121,13 @@ def violations(message: Message, path: str = "") -> list[Violation]:
         rule = proto.rule_id or ""
         head = rule.split(".", 1)[0]
         target = descriptor.message_type if isinstance(descriptor, FieldDescriptor) else descriptor
-        if "." in rule and target is not None and head in target.fields_by_name:
+        standard = _is_standard(rule)
+        if not standard and "." in rule and target is not None and head in target.fields_by_name:
             # A CEL rule of a message (or of a message-typed field) that blames one of its fields.
             field = f"{field}.{head}" if field else head
             descriptor = target.fields_by_name[head]
         description = proto.message or rule
-        if isinstance(descriptor, FieldDescriptor) and _is_standard(rule):
+        if isinstance(descriptor, FieldDescriptor) and standard:
             description = _standard_message(descriptor, rule) or description
         full = ".".join(p for p in (path, field) if p)
         found.append(Violation(full, description, rule))
