@@ -15,7 +15,7 @@ from services.imaging.video.preview import frame_count, preview
 from services.imaging.video.score import score_luma
 from services.imaging.video.sheet import contact_sheet, sheet_size
 from services.runtime.errors import InvalidArgument
-from services.runtime.video import VIDEO_CORRUPT, VideoLimits
+from services.runtime.video import VIDEO_CORRUPT, VideoLimits, frame_renditions
 from tests.services.imaging import videos
 
 LIMITS = VideoLimits()
@@ -172,3 +172,40 @@ def test_preview_is_cut_at_the_end(clip: bytes) -> None:
         result = preview(video, start_s=7.5, duration_s=3.0, fps=4, width=0)
     assert len(result.frames) == 2
     assert result.frames[0].size == (160, 96)
+
+
+def test_a_video_job_is_planned_on_what_its_video_operation_makes() -> None:
+    from pixmesh.common.v1 import image_pb2, operations_pb2
+    from services.imaging.limits import Limits
+    from services.imaging.plan import plan_pipeline
+
+    video = image_pb2.Image(
+        kind=image_pb2.Image.VIDEO,
+        width=1920,
+        height=1080,
+        video=image_pb2.VideoInfo(duration_s=60.0, fps=30.0),
+    )
+    frames = operations_pb2.Operation(video_frames=operations_pb2.VideoFrames())
+    resize = operations_pb2.Operation(resize=operations_pb2.Resize(width=640))
+    renditions = frame_renditions(frames.video_frames, [])
+    plan = plan_pipeline(video, [frames, resize], Limits(), renditions=renditions)
+    assert [r.name for r in plan.renditions] == ["frame-1", "frame-2", "frame-3"]
+    assert (plan.output_width, plan.output_height) == (640, 360)
+    assert plan.output_format == image_pb2.JPEG
+    assert plan.operations[0].operation == frames
+
+    preview = operations_pb2.Operation(
+        video_preview=operations_pb2.VideoPreview(duration_s=5, fps=10, width=320)
+    )
+    plan = plan_pipeline(video, [preview], Limits())
+    assert (plan.output_width, plan.output_height, plan.output_frames) == (320, 180, 50)
+    assert plan.output_format == image_pb2.WEBP
+    too_long = operations_pb2.Operation(
+        video_preview=operations_pb2.VideoPreview(duration_s=30, fps=10)
+    )
+    with pytest.raises(InvalidArgument) as err:
+        plan_pipeline(video, [too_long], Limits())
+    assert err.value.reason == "TOO_MANY_FRAMES"
+    with pytest.raises(InvalidArgument) as err:  # an image job on a video
+        plan_pipeline(video, [resize], Limits())
+    assert err.value.reason == "INVALID_OPERATION"
