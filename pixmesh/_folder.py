@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pixmesh import errors, ops
 from pixmesh._common import job_pipeline, write_atomically
 from pixmesh._render import extension
+from pixmesh.common.v1.batch_pb2 import BatchItem
 from pixmesh.common.v1.job_pb2 import Job
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ JOURNAL = ".pixmesh-batch.jsonl"
 SUMMARY = "summary.json"
 # Batches of the client in flight at once (each holds `chunk` images).
 BATCHES_IN_FLIGHT = 2
+_ENDED = (Job.SUCCEEDED, Job.FAILED, Job.CANCELLED)
 
 
 def sniff(head: bytes) -> str | None:
@@ -286,11 +288,10 @@ async def process_folder(
                 renditions=branches,
             )
             summary.batch_ids.append(batch.batch_id)
-            while batch.state == batch.RUNNING:
-                await asyncio.sleep(0.25)
-                batch = await client.get_batch(batch.batch_id)
             by_image = {i.image_id: i for i in items}
-            async for entry in client.list_batch_jobs(batch.batch_id):
+            handled: set[int] = set()
+
+            async def finish(entry: BatchItem) -> None:
                 job = await client.get_job(entry.job_id) if entry.job_id else None
                 item = by_image.get(job.image_id) if job is not None else None
                 if item is None:
@@ -306,6 +307,23 @@ async def process_folder(
                     err = job.error if job is not None else entry.error
                     state = Job.State.Name(job.state if job is not None else entry.state)
                     failed(item.rel, err.reason or state, err.message or state.lower())
+
+            async def collect(final: bool) -> None:
+                """Download what ended so far (everything left, when `final`), so downloads
+                overlap the batch's processing."""
+                ended = [
+                    entry
+                    async for entry in client.list_batch_jobs(batch.batch_id)
+                    if entry.index not in handled and (final or entry.state in _ENDED)
+                ]
+                handled.update(entry.index for entry in ended)
+                await asyncio.gather(*(finish(entry) for entry in ended))
+
+            while batch.state == batch.RUNNING:
+                await collect(final=False)
+                await asyncio.sleep(0.25)
+                batch = await client.get_batch(batch.batch_id)
+            await collect(final=True)
         finally:
             in_flight.release()
 

@@ -80,7 +80,7 @@ class BatchPolicy:
     lane_backlog: int = 1
     max_items: int = 100_000
     lease_s: float = 30.0
-    tick_s: float = 0.25
+    tick_s: float = 0.1
     # Running batches fed concurrently by one replica.
     batches_per_round: int = 8
     max_renditions: int = 10

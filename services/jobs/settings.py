@@ -39,6 +39,8 @@ class JobsSettings(WorkerSettings):
     batch_window: int = Field(default=16, ge=1)
     batch_max_open: int = Field(default=64, ge=1)
     batch_lane_backlog: int = Field(default=1, ge=1)
+    # How often a running batch is looked at when its last round had nothing to do.
+    batch_tick_s: float = Field(default=0.1, gt=0)
 
     @property
     def processed_events_floor_s(self) -> float:

@@ -5,6 +5,7 @@ cancel. Real servers: the session stack (SeaweedFS, Postgres, NATS, the services
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import time
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from deploy.local import Stack
+from services.runtime.bus import Bus, task_durable
 from tests.integration.rest import Json, Rest
 
 if TYPE_CHECKING:
@@ -252,7 +254,22 @@ def test_bad_connections_and_sources_are_refused_with_the_reason(
     assert resp.status_code == 404, resp.text
 
 
-def test_cancel_stops_a_batch_and_leaves_no_pending_job(rest: Rest, stack: Stack) -> None:
+def _imaging_queue(nats_url: str) -> int:
+    """Tasks on the imaging consumer not yet acked (undelivered + in progress)."""
+
+    async def depth() -> int:
+        bus = await Bus.connect(nats_url, "pixmesh-test-batches")
+        try:
+            return await bus.consumer_depth(task_durable("imaging"))
+        finally:
+            await bus.close()
+
+    return asyncio.run(depth())
+
+
+def test_cancel_stops_a_batch_and_leaves_no_pending_job(
+    rest: Rest, stack: Stack, nats_url: str
+) -> None:
     ids = [rest.upload(_jpeg(100 + i, (640, 480)))["image_id"] for i in range(40)]
     resp = rest.http.post(
         "/v1/batches",
@@ -281,3 +298,29 @@ def test_cancel_stops_a_batch_and_leaves_no_pending_job(rest: Rest, stack: Stack
         assert state in ("SUCCEEDED", "CANCELLED", "FAILED")
     summary = rest.http.get(f"/v1/batches/{batch_id}/summary.json").json()
     assert int(summary["cancelled"]) + int(summary.get("succeeded", 0)) == len(ids)
+    # The tasks already queued (at most the window) are taken and dropped: the queue drains and
+    # nothing of the batch is left pending.
+    deadline = time.monotonic() + 60
+    while _imaging_queue(nats_url):
+        assert time.monotonic() < deadline, "the imaging queue did not drain after the cancel"
+        time.sleep(0.2)
+    still = rest.http.get(f"/v1/batches/{batch_id}/jobs", params={"state": "PENDING"}).json()
+    assert still.get("items", []) == []
+
+
+def test_a_prefix_of_the_tenants_own_area(rest: Rest, s3_client: S3Client, s3_bucket: str) -> None:
+    """Objects under tenants/<tenant>/ of the platform's bucket, no connection needed."""
+    s3_client.put_object(Bucket=s3_bucket, Key="tenants/dev/imports/one.jpg", Body=_jpeg(31))
+    s3_client.put_object(Bucket=s3_bucket, Key="tenants/dev/imports/two.png", Body=_png(32))
+    s3_client.put_object(Bucket=s3_bucket, Key="tenants/other/imports/x.jpg", Body=_jpeg(33))
+    resp = rest.http.post(
+        "/v1/batches",
+        json={"source": {"storage": {"prefix": "imports/"}}, "operations": PIPELINE},
+    )
+    assert resp.status_code == 200, resp.text
+    batch = _wait(rest, resp.json()["batch"]["batch_id"])
+    assert (batch["summary"]["images"], batch["summary"]["succeeded"]) == ("2", "2")
+    archive = zipfile.ZipFile(
+        io.BytesIO(rest.http.get(f"/v1/batches/{batch['batch_id']}/archive").content)
+    )
+    assert archive.namelist() == ["one.webp", "two.webp"]
