@@ -20,9 +20,11 @@ its default GOP (keyframes up to 250 frames apart), yuv420p, 30 fps: 1080p for 3
               NDJSON watch stream, the three JPEGs stored in S3; wall time, and the CPU time of
               every pixmesh service process tree (children included) during the job.
             Interleaved clip by clip, round by round (ffmpeg, pixmesh, ffmpeg, ...); medians.
-(b) rss     Peak RSS of the imaging worker's process tree (service process + forkserver +
-            pipeline children, summed) sampled every 20 ms during the poster jobs of the
-            10-minute 1080p clip and of the 4K clip, plus the largest single process.
+(b) rss     Peak memory of the imaging worker's process tree (service process + forkserver +
+            pipeline children) sampled every 20 ms during the poster jobs of the 10-minute
+            1080p clip and of the 4K clip: RSS summed (pages the processes share counted once
+            per process), PSS summed (shared pages split: the tree's real footprint), and the
+            largest single child.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ class Figures:
     mesh_cpu: list[float] = field(default_factory=list)
     imaging_cpu: list[float] = field(default_factory=list)
     peak_rss: int = 0
+    peak_pss: int = 0
     peak_child: int = 0
     size_bytes: int = 0
 
@@ -204,6 +207,7 @@ def bench(args: argparse.Namespace) -> dict[str, Figures]:
                     assert isinstance(outputs, list) and len(outputs) == 3, job
                     if isinstance(sampler, MemorySampler):
                         fig.peak_rss = max(fig.peak_rss, sampler.peak_rss)
+                        fig.peak_pss = max(fig.peak_pss, sampler.peak_pss)
                         fig.peak_child = max(fig.peak_child, sampler.peak_child)
                     print(
                         f"round {r + 1} {clip.name}: ffmpeg {wall:.2f} s, "
@@ -227,9 +231,10 @@ def report(figures: Mapping[str, Figures], args: argparse.Namespace, loads: Sequ
     lines += [fig.line(name) for name, fig in figures.items()]
     rss = [(n, f) for n, f in figures.items() if f.peak_rss]
     if rss:
-        lines += ["", "Peak RSS of the imaging worker's process tree during the poster jobs:"]
+        lines += ["", "Peak memory of the imaging worker's process tree during the poster jobs:"]
         lines += [
-            f"- {name}: {f.peak_rss / 2**20:.0f} MiB in all, largest process "
+            f"- {name}: RSS summed over the processes {f.peak_rss / 2**20:.0f} MiB, PSS "
+            f"(shared pages split) {f.peak_pss / 2**20:.0f} MiB, largest child process "
             f"{f.peak_child / 2**20:.0f} MiB"
             for name, f in rss
         ]

@@ -88,16 +88,24 @@ def run(
         timings["probe"] = time.perf_counter() - began
         began = time.perf_counter()
         if name == "video_frames":
-            frames = _frames(video, op.video_frames)
-            timings[name] = time.perf_counter() - began
+            positions = _positions(video, op.video_frames)
             expanded = list(renditions) or frame_renditions(op.video_frames, ())
-            per_frame, extra = divmod(len(expanded), len(frames))
+            per_frame, extra = divmod(len(expanded), len(positions))
             if extra or not per_frame:
-                raise ValueError(f"{len(expanded)} outputs for {len(frames)} frames")
+                raise ValueError(f"{len(expanded)} outputs for {len(positions)} frames")
             outputs: list[tuple[str, PipelineResult]] = []
-            for i, frame in enumerate(frames):
+            frames: list[PosterFrame] = []
+            decoding = 0.0
+            # One position at a time, its outputs made before the next is decoded: memory
+            # holds one frame (a 4K RGB frame is 25 MB), whatever the number of positions.
+            for i, t in enumerate(positions):
+                began = time.perf_counter()
+                (frame,) = extract(video, [t], *_selection(video, op.video_frames))
+                decoding += time.perf_counter() - began
                 mine = expanded[i * per_frame : (i + 1) * per_frame]
                 outputs += images.still(frame.image, mine)
+                frames.append(dataclasses.replace(frame, image=_NO_IMAGE))
+            timings[name] = decoding
             reports = (_report(frames),)
         elif name == "video_sheet":
             sheet = _sheet(video, op.video_sheet)
@@ -124,9 +132,10 @@ class _Images:
     def still(
         self, image: Image.Image, renditions: Sequence[operations_pb2.Rendition]
     ) -> list[tuple[str, PipelineResult]]:
-        buf = io.BytesIO()
-        image.save(buf, format="BMP")  # lossless and nearly free to write and read
-        return self._run(buf.getvalue(), renditions, self.default_format or ImageFormat.JPEG)
+        with io.BytesIO() as buf:
+            image.save(buf, format="BMP")  # lossless and nearly free to write and read
+            data = buf.getvalue()
+        return self._run(data, renditions, self.default_format or ImageFormat.JPEG)
 
     def animation(
         self, data: bytes, renditions: Sequence[operations_pb2.Rendition]
@@ -165,9 +174,16 @@ def _video_limits(limits: Limits) -> VideoLimits:
     return dataclasses.replace(VideoLimits(), max_pixels=min(limits.max_pixels, 36_000_000))
 
 
-def _frames(video: Video, op: operations_pb2.VideoFrames) -> list[PosterFrame]:
-    positions = frame_positions(video, list(op.fractions), list(op.timestamps_s))
-    return extract(video, positions, _SELECT[op.select], op.window_s or DEFAULT_WINDOW_S)
+def _positions(video: Video, op: operations_pb2.VideoFrames) -> list[float]:
+    return frame_positions(video, list(op.fractions), list(op.timestamps_s))
+
+
+def _selection(video: Video, op: operations_pb2.VideoFrames) -> tuple[Select, float]:
+    return _SELECT[op.select], op.window_s or DEFAULT_WINDOW_S
+
+
+# What a report keeps of a frame once its outputs are made (the pixels are let go).
+_NO_IMAGE = Image.new("RGB", (1, 1))
 
 
 def _sheet(video: Video, op: operations_pb2.VideoSheet) -> Image.Image:
