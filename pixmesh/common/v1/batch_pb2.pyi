@@ -298,7 +298,9 @@ class BatchSummary(_message.Message):
     megabytes_per_second: _builtins.float
     """Input megabytes (10^6 bytes) per second of wall time."""
     p50_seconds: _builtins.float
-    """Seconds of processing per succeeded image (first stage started to job finished)."""
+    """Seconds per succeeded image, its job created to finished (the wait for a worker is bounded
+    by the batch window).
+    """
     p95_seconds: _builtins.float
     @_builtins.property
     def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchFailureGroup]:
