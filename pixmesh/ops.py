@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from pixmesh import rules
@@ -82,7 +81,6 @@ OperationLike = Operation | str
 RenditionsLike = Iterable[Rendition] | Mapping[str, Iterable[OperationLike] | OperationLike]
 # Gravity for crop/fill: a compass point, "smart", or a focus point (x, y) in 0..1.
 GravityLike = str | tuple[float, float]
-_RENDITION_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 
 def resize(
@@ -341,7 +339,7 @@ def rendition(
     """One output of a job: `name` (1..64 of a-z, 0-9, '_' and '-'), then imaging operations
     that run on the result of the job's operations, after the `preset`'s if one is named. No
     operations: the job's result as it is (in its own format)."""
-    if not _RENDITION_NAME.fullmatch(name):
+    if not rules.RENDITION_NAME.fullmatch(name):
         raise ValueError(f"rendition names are 1..64 of a-z, 0-9, '_' and '-', not {name!r}")
     return Rendition(name=name, operations=coerce(operations, allow_empty=True), preset=preset)
 

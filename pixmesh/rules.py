@@ -18,6 +18,8 @@ API
   `buf.validate.FieldRules` themselves), in the oneof's order.
 - `operation_info(name, service)`: the ListOperations entry (`OperationInfo`) of an operation.
 - `OUTPUT_FORMATS`: the formats `Convert.format` accepts (its `enum.in` rule).
+- `RENDITION_NAME`: the pattern of a client-named rendition (`Rendition.name`'s rule).
+- `OperationRules.examples`: the `Example: ` lines of the message comment (README's table).
 - `describe_field(descriptor, name)` / `describe_message(descriptor)`: a comment from the proto;
   `field_rules(field)`, `message_cel(message)`, `no_rule(message, name)`: the rules themselves, for
   messages nested in operations (Gravity, Region) too.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +49,7 @@ from pixmesh.errors import FieldViolation, InvalidArgument
 __all__ = [
     "OPERATIONS",
     "OUTPUT_FORMATS",
+    "RENDITION_NAME",
     "FieldRule",
     "OperationRules",
     "RuleViolation",
@@ -55,6 +59,7 @@ __all__ = [
     "describe_message",
     "field_rules",
     "message_cel",
+    "message_examples",
     "no_rule",
     "operation_info",
     "violations",
@@ -99,6 +104,8 @@ class OperationRules:
     fields: tuple[FieldRule, ...]
     # Message-level CEL rules: (id, message) pairs; the id's first part may name a field.
     cel: tuple[tuple[str, str], ...]
+    # The message comment's `Example: ` lines, each the JSON of one Operation (for the docs).
+    examples: tuple[str, ...] = ()
 
     def field(self, name: str) -> FieldRule:
         for field in self.fields:
@@ -238,9 +245,19 @@ def _text(location: descriptor_pb2.SourceCodeInfo.Location | None) -> str:
     return " ".join(line.strip() for line in raw.strip().splitlines())
 
 
+# An example in a message comment: "Example: `{...}`" (the JSON of one Operation).
+_EXAMPLE = re.compile(r"\s*Example: `(\{.*?\})`")
+
+
 def describe_message(descriptor: Descriptor) -> str:
-    """The comment above a message of operations.proto ("" when it has none)."""
-    return _comments().get(descriptor.full_name, "")
+    """The comment above a message of operations.proto, without its examples ("" when it has
+    none)."""
+    return _EXAMPLE.sub("", _comments().get(descriptor.full_name, "")).strip()
+
+
+def message_examples(descriptor: Descriptor) -> tuple[str, ...]:
+    """The JSON examples (`Example: ` lines) of a message's comment, in order."""
+    return tuple(_EXAMPLE.findall(_comments().get(descriptor.full_name, "")))
 
 
 def describe_field(descriptor: Descriptor, name: str) -> str:
@@ -394,12 +411,21 @@ def _operation(field: FieldDescriptor) -> OperationRules:
             for f in message.fields
         ),
         cel=cel,
+        examples=message_examples(message),
     )
 
 
 OPERATIONS: Mapping[str, OperationRules] = {
     f.name: _operation(f) for f in operations_pb2.Operation.DESCRIPTOR.oneofs_by_name["op"].fields
 }
+
+
+# A rendition's name: Rendition.name's pattern rule, read once for the SDK and the services
+# (`RENDITION_NAME.fullmatch(name)`). It holds for the renditions a client names; a plain job's
+# one output is an unnamed rendition inside the services and is never checked against it.
+RENDITION_NAME: re.Pattern[str] = re.compile(
+    field_rules(operations_pb2.Rendition.DESCRIPTOR.fields_by_name["name"]).string.pattern
+)
 
 
 def operation_info(name: str, service: str) -> operations_pb2.OperationInfo:

@@ -10,10 +10,10 @@ stage at the end: one imaging task decodes the image once and makes every rendit
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pixmesh import rules
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import invalid
 
@@ -37,9 +37,6 @@ def op_name(op: operations_pb2.Operation, index: int = 0, prefix: str = "") -> s
 
 def owner(op: operations_pb2.Operation, index: int = 0, prefix: str = "") -> str:
     return _OWNERS.get(op_name(op, index, prefix), IMAGING)
-
-
-_RENDITION_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 
 @dataclass
@@ -78,7 +75,7 @@ def check_renditions(renditions: Sequence[operations_pb2.Rendition], max_renditi
     seen: set[str] = set()
     for i, rendition in enumerate(renditions):
         field_name = f"renditions[{i}]"
-        if not _RENDITION_NAME.fullmatch(rendition.name):
+        if not rules.RENDITION_NAME.fullmatch(rendition.name):
             raise invalid(
                 f"{field_name}.name",
                 "1..64 characters of a-z, 0-9, '_' and '-'",

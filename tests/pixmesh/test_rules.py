@@ -182,3 +182,27 @@ def test_error_reasons_are_one_enum() -> None:
     assert Error.Reason.Name(Error.IMAGE_CORRUPT) == "IMAGE_CORRUPT"
     assert Error.Reason.Value("TOO_MANY_OPERATIONS") == Error.TOO_MANY_OPERATIONS
     assert rules.RuleViolation("x", reason="INVALID_ARGUMENT").reason in Error.Reason.keys()  # noqa: SIM118
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("thumb", True),
+        ("a-b_0", True),
+        ("x" * 64, True),
+        ("", False),
+        ("Big", False),
+        ("x" * 65, False),
+        ("a b", False),
+    ],
+)
+def test_rendition_name_is_the_proto_rule(name: str, ok: bool) -> None:
+    # One rule, Rendition.name's pattern: protovalidate, the SDK and the services agree on it.
+    assert (not rules.violations(operations_pb2.Rendition(name=name))) is ok
+    assert bool(rules.RENDITION_NAME.fullmatch(name)) is ok
+
+
+def test_every_operation_has_a_json_example_in_its_proto_comment() -> None:
+    for name, op in rules.OPERATIONS.items():
+        assert op.examples, name
+        assert "Example:" not in op.description, name

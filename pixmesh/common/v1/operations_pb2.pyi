@@ -30,6 +30,9 @@ class Operation(_message.Message):
     - a message-level CEL rule whose id starts with a field name ("width.required") is reported on
       that field; a string-valued expression is the violation message (empty: valid);
     - enum values are compared by number in CEL; the number is named in a comment.
+    - an operation's message comment ends with `Example: ` lines, each a backquoted JSON
+      Operation: README's Operations table and docs/operations.md are generated from them
+      (`make docs`), and a test runs every example through validation.
     Limits that need the image (sizes after each step, crops inside the picture, frames) stay in
     imaging's validation.
 
@@ -326,7 +329,9 @@ Global___Region: _TypeAlias = Region  # noqa: Y015
 
 @_typing.final
 class Resize(_message.Message):
-    """Scale the image to a box."""
+    """Scale the image to a box.
+    Example: `{"resize": {"width": 800, "height": 600, "mode": "FILL", "gravity": {"anchor": "SMART"}, "dpr": 2}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -446,6 +451,7 @@ class Orient(_message.Message):
     the orientation tag is stripped with the rest of the metadata, so the output displays as it
     is. Only as the first of the job's operations (it decides for every rendition too); anywhere
     else, or in a rendition, it is rejected with INVALID_ARGUMENT.
+    Example: `{"orient": {"mode": "IGNORE"}}`
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -491,6 +497,8 @@ Global___Orient: _TypeAlias = Orient  # noqa: Y015
 class Crop(_message.Message):
     """Cut out a rectangle of the image as it is at this step: absolute (x, y, width, height in
     pixels), relative (width_ratio, height_ratio) or placed by gravity.
+    Example: `{"crop": {"x": 10, "y": 10, "width": 200, "height": 100}}`
+    Example: `{"crop": {"width_ratio": 0.5, "height_ratio": 0.5, "gravity": {"anchor": "SOUTH_EAST"}}}`
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -547,7 +555,9 @@ Global___Crop: _TypeAlias = Crop  # noqa: Y015
 
 @_typing.final
 class Rotate(_message.Message):
-    """Rotate clockwise. Multiples of 90 are lossless."""
+    """Rotate clockwise. Multiples of 90 are lossless.
+    Example: `{"rotate": {"angle": 30, "background": "#ffffff"}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -575,7 +585,9 @@ Global___Rotate: _TypeAlias = Rotate  # noqa: Y015
 
 @_typing.final
 class Flip(_message.Message):
-    """Mirror the image."""
+    """Mirror the image.
+    Example: `{"flip": {"axis": "VERTICAL"}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -618,7 +630,9 @@ Global___Flip: _TypeAlias = Flip  # noqa: Y015
 
 @_typing.final
 class Convert(_message.Message):
-    """Encode to a format. Without a Convert the output keeps the input's format."""
+    """Encode to a format. Without a Convert the output keeps the input's format.
+    Example: `{"convert": {"format": "JPEG", "quality": 80, "progressive": true, "max_bytes": 100000}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -720,6 +734,7 @@ Global___Convert: _TypeAlias = Convert  # noqa: Y015
 class ExtractMetadata(_message.Message):
     """Extract the source image's metadata (properties, EXIF, IPTC, XMP, ICC, colours,
     placeholders, perceptual hashes); the result is stored and returned with the job.
+    Example: `{"extract_metadata": {}}`
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -737,7 +752,11 @@ Global___ExtractMetadata: _TypeAlias = ExtractMetadata  # noqa: Y015
 
 @_typing.final
 class Denoise(_message.Message):
-    """DnCNN denoising (served by the inference service)."""
+    """DnCNN denoising (served by the inference service).
+    Example: `{"denoise": {"auto": true}}`
+    Example: `{"denoise": {"model": "dncnn17-m", "color_mode": "PER_CHANNEL"}}`
+    Example: `{"denoise": {"sigma": 25}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -812,7 +831,9 @@ Global___Denoise: _TypeAlias = Denoise  # noqa: Y015
 
 @_typing.final
 class Blur(_message.Message):
-    """Gaussian blur."""
+    """Gaussian blur.
+    Example: `{"blur": {"sigma": 3}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -834,7 +855,9 @@ Global___Blur: _TypeAlias = Blur  # noqa: Y015
 
 @_typing.final
 class Sharpen(_message.Message):
-    """Unsharp mask: sharpen edges by adding back the difference from a blurred copy."""
+    """Unsharp mask: sharpen edges by adding back the difference from a blurred copy.
+    Example: `{"sharpen": {"sigma": 1, "amount": 1.5, "threshold": 2}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -864,7 +887,9 @@ Global___Sharpen: _TypeAlias = Sharpen  # noqa: Y015
 
 @_typing.final
 class Pixelate(_message.Message):
-    """Replace the image by blocks of one colour."""
+    """Replace the image by blocks of one colour.
+    Example: `{"pixelate": {"size": 16}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -888,6 +913,7 @@ Global___Pixelate: _TypeAlias = Pixelate  # noqa: Y015
 class Adjust(_message.Message):
     """Brightness, contrast and saturation, each from -100 (black, flat grey, grey) through 0
     (unchanged) to 100 (twice).
+    Example: `{"adjust": {"brightness": 10, "contrast": 20, "saturation": -30}}`
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -918,7 +944,9 @@ Global___Adjust: _TypeAlias = Adjust  # noqa: Y015
 
 @_typing.final
 class Grayscale(_message.Message):
-    """Convert to shades of grey (alpha is kept)."""
+    """Convert to shades of grey (alpha is kept).
+    Example: `{"grayscale": {}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -935,7 +963,9 @@ Global___Grayscale: _TypeAlias = Grayscale  # noqa: Y015
 
 @_typing.final
 class Duotone(_message.Message):
-    """Map brightness to a gradient between two colours (alpha is kept). Without colours: sepia."""
+    """Map brightness to a gradient between two colours (alpha is kept). Without colours: sepia.
+    Example: `{"duotone": {"shadow": "#1b0b4f", "highlight": "#f8e16c"}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -961,7 +991,9 @@ Global___Duotone: _TypeAlias = Duotone  # noqa: Y015
 
 @_typing.final
 class Flatten(_message.Message):
-    """Lay an image with transparency over an opaque background."""
+    """Lay an image with transparency over an opaque background.
+    Example: `{"flatten": {"background": "#ffffff"}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -983,7 +1015,9 @@ Global___Flatten: _TypeAlias = Flatten  # noqa: Y015
 
 @_typing.final
 class RoundCorners(_message.Message):
-    """Round the corners (they become transparent, or the background colour)."""
+    """Round the corners (they become transparent, or the background colour).
+    Example: `{"round_corners": {"radius": 24}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1011,7 +1045,9 @@ Global___RoundCorners: _TypeAlias = RoundCorners  # noqa: Y015
 
 @_typing.final
 class Trim(_message.Message):
-    """Cut away borders of one colour."""
+    """Cut away borders of one colour.
+    Example: `{"trim": {"threshold": 10, "color": "#ffffff", "equal_horizontal": true}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1045,7 +1081,9 @@ Global___Trim: _TypeAlias = Trim  # noqa: Y015
 
 @_typing.final
 class Pad(_message.Message):
-    """Add a border of fixed widths around the image."""
+    """Add a border of fixed widths around the image.
+    Example: `{"pad": {"top": 10, "right": 10, "bottom": 10, "left": 10, "background": "#000000"}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1091,7 +1129,9 @@ Global___Pad: _TypeAlias = Pad  # noqa: Y015
 
 @_typing.final
 class Extend(_message.Message):
-    """Grow the canvas to a size and/or an aspect ratio without scaling the image."""
+    """Grow the canvas to a size and/or an aspect ratio without scaling the image.
+    Example: `{"extend": {"width": 1200, "height": 1200, "aspect_ratio": 1.0, "gravity": {"anchor": "NORTH"}}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1137,7 +1177,9 @@ Global___Extend: _TypeAlias = Extend  # noqa: Y015
 
 @_typing.final
 class Frames(_message.Message):
-    """Keep some frames of an animation (the others are dropped); one frame gives a still image."""
+    """Keep some frames of an animation (the others are dropped); one frame gives a still image.
+    Example: `{"frames": {"start": 0, "count": 1}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1163,7 +1205,9 @@ Global___Frames: _TypeAlias = Frames  # noqa: Y015
 
 @_typing.final
 class Watermark(_message.Message):
-    """Draw an image over this one."""
+    """Draw an image over this one.
+    Example: `{"watermark": {"image": "<base64 PNG>", "position": {"anchor": "SOUTH_EAST"}, "margin": 16, "scale": 0.2, "opacity": 0.7}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1213,7 +1257,9 @@ Global___Watermark: _TypeAlias = Watermark  # noqa: Y015
 
 @_typing.final
 class WatermarkText(_message.Message):
-    """Draw text over the image."""
+    """Draw text over the image.
+    Example: `{"watermark_text": {"text": "© pixmesh", "size": 32, "color": "#ffffffcc", "outline_color": "#000000", "position": {"anchor": "SOUTH_WEST"}}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1269,7 +1315,9 @@ Global___WatermarkText: _TypeAlias = WatermarkText  # noqa: Y015
 
 @_typing.final
 class Redact(_message.Message):
-    """Blur or pixelate regions of the image (faces, plates, ...)."""
+    """Blur or pixelate regions of the image (faces, plates, ...).
+    Example: `{"redact": {"regions": [{"x": 40, "y": 30, "width": 120, "height": 120}], "method": "PIXELATE", "strength": 16}}`
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1322,6 +1370,7 @@ class VideoFrames(_message.Message):
     output, named frame-1, frame-2, ... (frame-1-<rendition>, ... with renditions), made by the
     job's other operations and renditions as if the still were an uploaded image (a JPEG unless
     a convert says otherwise). Seeks go to the keyframe before each position and decode forward.
+    Example: `{"video_frames": {"fractions": [0.1, 0.5, 0.95], "select": "BEST_NEAR", "window_s": 2}}`
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1387,6 +1436,7 @@ Global___VideoFrames: _TypeAlias = VideoFrames  # noqa: Y015
 class VideoSheet(_message.Message):
     """A contact sheet of a video: `count` frames at the middle of equal slices of its duration, in
     a grid, left to right and top to bottom. The job's first operation, on a video source.
+    Example: `{"video_sheet": {"count": 12, "columns": 4, "tile_width": 240, "gap": 4}}`
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1428,6 +1478,7 @@ class VideoPreview(_message.Message):
     """A short animated preview of a video, from `start_s` for `duration_s`, at `fps` frames per
     second and `width` pixels wide; an animated WebP unless a convert picks GIF or AVIF. The
     job's first operation, on a video source; its frames count against max_frames.
+    Example: `{"video_preview": {"start_s": 5, "duration_s": 3, "width": 480, "fps": 10}}`
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1464,6 +1515,7 @@ Global___VideoPreview: _TypeAlias = VideoPreview  # noqa: Y015
 class Tint(_message.Message):
     """Multiply the image by a colour, blended with the original by strength: white becomes the
     colour, black stays black; alpha is kept.
+    Example: `{"tint": {"color": "#ff8000", "strength": 0.5}}`
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1654,7 +1706,10 @@ class Rendition(_message.Message):
     OPERATIONS_FIELD_NUMBER: _builtins.int
     PRESET_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Names the output: 1..64 characters of a-z, 0-9, '_' and '-', unique within the job."""
+    """Names the output: 1..64 characters of a-z, 0-9, '_' and '-', unique within the job. The
+    rule is for the renditions a client names; a plain job's one output is an unnamed rendition
+    inside the services and is never checked against it.
+    """
     preset: _builtins.str
     """Optional. A named preset (imaging operations only) whose operations run before
     `operations`. Expanded by the gateway: empty in stored jobs.
