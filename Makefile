@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(shell find protos/pixmesh -name '*.proto' | sort)
 
-.PHONY: install browser up up-cluster down test test-unit lint sdk sdk-check proto proto-check proto-lint descriptor clean
+.PHONY: install browser up up-cluster down test test-unit lint sdk sdk-check docs docs-check proto proto-check proto-lint descriptor clean
 
 # Create the virtualenv and install both distributions, editable, pinned by constraints.txt: the
 # SDK + CLI (`pixmesh`, pyproject.toml) with the dev tools, and the services with every server
@@ -50,7 +50,7 @@ test: install lint browser
 test-unit: install
 	$(PY) -m pytest -q -m "not integration"
 
-lint: install proto-check proto-lint sdk-check
+lint: install proto-check proto-lint sdk-check docs-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check services pixmesh deploy tests bench
 	$(VENV)/bin/mypy services pixmesh deploy/local deploy/observability deploy/envoy deploy/k8s
@@ -61,6 +61,14 @@ sdk: install
 
 sdk-check: install
 	$(PY) -m pixmesh._unasync --check
+
+# README's Operations table and docs/operations.md, generated from operations.proto (its comments,
+# `Example: ` lines and buf.validate rules, through pixmesh/rules.py).
+docs: install
+	$(PY) -m pixmesh._opdocs
+
+docs-check: install
+	$(PY) -m pixmesh._opdocs --check
 
 # Regenerate Python stubs and the Envoy descriptor set from protos/.
 PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --grpc_python_out=$(1) \
