@@ -1,71 +1,57 @@
-"""The imaging operations, one module each; registering an op is one line in `REGISTRY`.
+"""The imaging operations, one module each; registering an op is one line in `_MODULES`.
 
 gravity, overlay and base are shared helpers, not operations.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from services.imaging.ops import (
-    adjust,
-    blur,
-    convert,
-    crop,
-    duotone,
-    extend,
-    flatten,
-    flip,
-    frames,
-    grayscale,
-    orient,
-    pad,
-    pixelate,
-    redact,
-    resize,
-    rotate,
-    round_corners,
-    sharpen,
-    tint,
-    trim,
-    video_frames,
-    video_preview,
-    video_sheet,
-    watermark,
-    watermark_text,
-)
 from services.imaging.ops.base import Context, OpSpec, Size
 
-REGISTRY: Mapping[str, OpSpec[Any]] = {
-    spec.name: spec
-    for spec in (
-        resize.SPEC,
-        crop.SPEC,
-        rotate.SPEC,
-        flip.SPEC,
-        orient.SPEC,
-        trim.SPEC,
-        pad.SPEC,
-        extend.SPEC,
-        frames.SPEC,
-        blur.SPEC,
-        sharpen.SPEC,
-        pixelate.SPEC,
-        adjust.SPEC,
-        grayscale.SPEC,
-        duotone.SPEC,
-        tint.SPEC,
-        flatten.SPEC,
-        round_corners.SPEC,
-        watermark.SPEC,
-        watermark_text.SPEC,
-        redact.SPEC,
-        convert.SPEC,
-        video_frames.SPEC,
-        video_sheet.SPEC,
-        video_preview.SPEC,
-    )
-}
+# The registry: one line per operation, the name of its module here (which defines SPEC), in
+# ListOperations' order. A module that fails to import or has no OpSpec SPEC fails the import of
+# this package, so a mistake shows at start-up and in every test, never as a missing operation.
+_MODULES = (
+    "resize",
+    "crop",
+    "rotate",
+    "flip",
+    "orient",
+    "trim",
+    "pad",
+    "extend",
+    "frames",
+    "blur",
+    "sharpen",
+    "pixelate",
+    "adjust",
+    "grayscale",
+    "duotone",
+    "tint",
+    "flatten",
+    "round_corners",
+    "watermark",
+    "watermark_text",
+    "redact",
+    "convert",
+    "video_frames",
+    "video_sheet",
+    "video_preview",
+)
+
+
+def _spec(module: str) -> OpSpec[Any]:
+    spec = importlib.import_module(f"{__name__}.{module}").SPEC
+    if not isinstance(spec, OpSpec):
+        raise TypeError(f"services/imaging/ops/{module}.py: SPEC is not an OpSpec")
+    return spec
+
+
+REGISTRY: Mapping[str, OpSpec[Any]] = {spec.name: spec for spec in map(_spec, _MODULES)}
+if len(REGISTRY) != len(_MODULES):
+    raise RuntimeError("two imaging op modules register the same operation name")
 
 __all__ = ["REGISTRY", "Context", "OpSpec", "Size"]
