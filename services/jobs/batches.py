@@ -269,31 +269,43 @@ class Batches:
         return (await self.connections.get(tenant, loc.connection_id)).open()
 
     async def cancel(self, tenant: str, batch_id: str) -> batch_pb2.Batch:
+        await self._stop(tenant, batch_id, CANCELLED)
+        return await self.get(tenant, batch_id)
+
+    async def _stop(
+        self, tenant: str, batch_id: str, state: str, error: ServiceError | None = None
+    ) -> None:
+        """End a running batch now (CANCELLED by its owner, FAILED when its source became
+        unusable): no queued item ever gets a job, its open jobs are cancelled (those that
+        ended keep their outcome), and it ends with its summary."""
         async with self.pool.acquire() as conn, conn.transaction():
-            state = await conn.fetchval(
+            current = await conn.fetchval(
                 "SELECT state FROM jobs.batches WHERE tenant_id=$1 AND batch_id=$2 FOR UPDATE",
                 tenant,
                 batch_id,
             )
-            if state is None:
+            if current is None:
                 raise batch_not_found(batch_id)
-            if state == RUNNING:
-                # From now on the feeder leaves it alone: no queued item ever gets a job.
+            if current == RUNNING:
+                # From now on the feeder leaves it alone.
                 await conn.execute(
-                    """UPDATE jobs.batches SET state='CANCELLED', updated_at=now(),
-                        finished_at=now() WHERE batch_id=$1""",
+                    """UPDATE jobs.batches SET state=$2, updated_at=now(), finished_at=now(),
+                        error_code=$3, error_reason=$4, error_message=$5 WHERE batch_id=$1""",
                     batch_id,
+                    state,
+                    error.code.name if error else None,
+                    error.reason if error else None,
+                    error.message if error else None,
                 )
                 await conn.execute(
                     """UPDATE jobs.batch_items SET state='CANCELLED'
                     WHERE batch_id=$1 AND state='QUEUED'""",
                     batch_id,
                 )
-            elif state != CANCELLED:
+            elif current != state:
                 raise FailedPrecondition(
-                    message=f"batch {batch_id} is already {state}", reason="BATCH_FINISHED"
+                    message=f"batch {batch_id} is already {current}", reason="BATCH_FINISHED"
                 )
-        # The jobs already created: cancelled (those that ended keep their outcome).
         open_jobs = await self.pool.fetch(
             """SELECT i.idx, i.job_id FROM jobs.batch_items i JOIN jobs.jobs j USING (job_id)
             WHERE i.batch_id=$1 AND i.state='SUBMITTED'""",
@@ -304,8 +316,7 @@ class Batches:
                 await self.jobs.cancel_job(tenant, row["job_id"])
         claimed = _Claimed(batch_id, tenant, None, None, job_pb2.Job())
         await self._settle(claimed, copy=False)
-        await self._finish(batch_id, CANCELLED)
-        return await self.get(tenant, batch_id)
+        await self._finish(batch_id, state)
 
     # ---- queries --------------------------------------------------------------------------
 
@@ -536,8 +547,17 @@ class Batches:
         return any(r is True for r in results)
 
     async def _step(self, batch: _Claimed) -> bool:
-        settled = await self._settle(batch, copy=True)
-        submitted = await self._submit(batch)
+        try:
+            settled = await self._settle(batch, copy=True)
+            submitted = await self._submit(batch)
+        except ServiceError as exc:
+            if exc.retryable:
+                raise
+            # The source or destination is gone for good (its connection deleted, the bucket
+            # refused): the batch fails with the reason instead of retrying forever.
+            log.warning("batch failed", extra={"batch_id": batch.batch_id, "error": str(exc)})
+            await self._stop(batch.tenant_id, batch.batch_id, FAILED, exc)
+            return True
         counts = await self.pool.fetchrow(
             """SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued,
                       count(*) FILTER (WHERE state = 'SUBMITTED') AS open
@@ -677,14 +697,20 @@ class Batches:
                 base = self._prefix(batch.tenant_id, batch.destination)
                 if base and not base.endswith("/"):
                     base += "/"
-                for e in entries:
-                    data = await self.platform.get(e.key)
-                    ctype = next(
-                        (o.content_type for o in job.outputs if o.sha256 == e.sha256),
-                        "application/octet-stream",
-                    )
-                    await dest.write(base + e.name, data, ctype)
-                dest_key = base + entries[0].name if entries else None
+                try:
+                    for e in entries:
+                        data = await self.platform.get(e.key)
+                        ctype = next(
+                            (o.content_type for o in job.outputs if o.sha256 == e.sha256),
+                            "application/octet-stream",
+                        )
+                        await dest.write(base + e.name, data, ctype)
+                    dest_key = base + entries[0].name if entries else None
+                except ServiceError as exc:
+                    # The image is done but not delivered: it fails with the reason (a retry
+                    # of the whole batch item would redo the same write).
+                    state, reason = FAILED, "DESTINATION_WRITE_FAILED"
+                    message = f"writing to the destination: {exc.message}"
         elif job.state == job_pb2.Job.FAILED:
             reason = job.error.reason or job.error.code or "FAILED"
             message = job.error.message

@@ -324,3 +324,30 @@ def test_a_prefix_of_the_tenants_own_area(rest: Rest, s3_client: S3Client, s3_bu
         io.BytesIO(rest.http.get(f"/v1/batches/{batch['batch_id']}/archive").content)
     )
     assert archive.namelist() == ["one.webp", "two.webp"]
+
+
+def test_a_source_that_goes_away_fails_the_batch_with_the_reason(
+    rest: Rest, stack: Stack, s3_client: S3Client, customer: str
+) -> None:
+    for i in range(8):
+        s3_client.put_object(Bucket=customer, Key=f"gone/{i}.jpg", Body=_jpeg(40 + i))
+    conn = _connection(rest, stack, customer).json()["connection"]
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"storage": {"connection_id": conn["connection_id"], "prefix": "gone/"}},
+            "operations": PIPELINE,
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    # Deleted while the batch runs: its next round cannot read the source.
+    assert rest.http.delete(f"/v1/storage-connections/{conn['connection_id']}").status_code == 200
+    batch = _wait(rest, resp.json()["batch"]["batch_id"])
+    if batch["state"] == "SUCCEEDED":  # every image was read before the delete
+        assert batch["summary"]["succeeded"] == "8"
+        return
+    assert batch["state"] == "FAILED"
+    assert batch["error"]["reason"] == "CONNECTION_NOT_FOUND"
+    summary = batch["summary"]
+    assert int(summary["cancelled"]) > 0
+    assert int(summary.get("succeeded", 0)) + int(summary["cancelled"]) == 8
