@@ -12,18 +12,20 @@ import io
 
 from pixmesh.common.v1 import image_pb2
 from services.runtime.settings import ServiceSettings
-from services.runtime.video import VideoHeader, VideoLimits, limits_of, probe_video, sniff_video
+from services.runtime.video import (
+    VideoHeader,
+    VideoLimits,
+    is_video,
+    limits_of,
+    probe_video,
+)
 
-__all__ = ["limits_of"]
+__all__ = ["is_video", "limits_of"]
 
 
 def largest_upload(settings: ServiceSettings) -> int:
     """The most bytes an upload may have before its kind is known."""
     return max(settings.max_input_bytes, settings.max_video_bytes)
-
-
-def is_video(data: bytes) -> bool:
-    return sniff_video(data[:512]) is not None
 
 
 async def probe(data: bytes, limits: VideoLimits) -> VideoHeader:

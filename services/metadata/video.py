@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 
 from pixmesh.common.v1 import metadata_pb2
-from services.runtime.video import VideoLimits, probe_video, sniff_video
+from services.runtime.video import VideoLimits, is_video, probe_video
 
 # ISO 6709 as QuickTime and Android write it: "+48.8584+002.2945/", "+37.4219-122.0840+012.3/".
 _ISO6709 = re.compile(r"^([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)?/?$")
@@ -20,8 +20,7 @@ _MODEL = ("com.apple.quicktime.model", "model")
 _LOCATION = ("com.apple.quicktime.location.ISO6709", "location", "location-eng")
 
 
-def is_video(data: bytes) -> bool:
-    return sniff_video(data[:512]) is not None
+__all__ = ["is_video"]
 
 
 def extract_video(data: bytes, limits: VideoLimits | None = None) -> metadata_pb2.ImageMetadata:

@@ -31,6 +31,7 @@ import av.container
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import InvalidArgument, invalid
+from services.runtime.imageprobe import sniff
 
 EMPTY_VIDEO = "EMPTY_IMAGE"  # same reason as an empty image: the upload has no bytes
 UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
@@ -207,6 +208,12 @@ def sniff_video(data: bytes) -> Container | None:
     if _is_ts(data, 0, _TS_PACKET) or _is_ts(data, 4, _TS_PACKET + 4):
         return Container.MPEG_TS
     return None
+
+
+def is_video(data: bytes) -> bool:
+    """Whether the bytes are a video rather than an image: the image formats' magic bytes win
+    (a GIF starts with 0x47, MPEG-TS's sync byte, and could pass for one)."""
+    return sniff(data[:512]) is None and sniff_video(data[:1024]) is not None
 
 
 def _sniff_bmff(data: bytes) -> Container | None:

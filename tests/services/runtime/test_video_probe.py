@@ -107,3 +107,13 @@ def test_probe_reads_a_path_too(tmp_path: object) -> None:
     path.write_bytes(videos.clip_bytes(1.0, rotation=90))
     header = probe_video(str(path), LIMITS)
     assert (header.width, header.height, header.rotation) == (96, 160, 90)
+
+
+def test_a_gif_is_never_taken_for_an_mpeg_ts() -> None:
+    from services.runtime.video import is_video
+
+    gif = bytearray(b"GIF89a" + bytes(600))
+    gif[188] = gif[376] = 0x47  # MPEG-TS sync bytes where a TS packet would start
+    assert sniff_video(bytes(gif)) is Container.MPEG_TS  # the TS pattern alone matches...
+    assert not is_video(bytes(gif))  # ...but the image magic bytes win
+    assert is_video(videos.clip_bytes(1.0, container="mpegts"))
