@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+import httpx
 
 from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from services.jobs.api import JobsApi
@@ -48,6 +49,7 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
     )
     # Replicas of every service, for GetFleetStatus.
     board = PresenceBoard(bus.nc)
+    batch_hooks: httpx.AsyncClient | None = None
     try:
         await db.migrate(pool, "jobs", MIGRATIONS)
         await bus.ensure_streams()
@@ -76,6 +78,9 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
         await board.start()
         api = JobsApi(service, Fleet(repo, bus, board), DeadLetters(bus.js, service))
         batches = _batches(settings, pool, service, bus, secrets)
+        # Batch webhooks: the jobs' policy, their own client (closed when the service stops).
+        batch_hooks = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        batches.webhooks = (service.webhook_policy, batch_hooks)
         api.enable_batches(batches)
         name = jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name
         yield App(
@@ -98,6 +103,8 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
             ],
         )
     finally:
+        if batch_hooks is not None:
+            await batch_hooks.aclose()
         await board.close()
         await bus.close()
         await pool.close()

@@ -29,6 +29,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import logging
 import posixpath
 import uuid
@@ -38,11 +39,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import httpx
+from google.protobuf import json_format
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from pixmesh.common.v1 import batch_pb2, image_pb2, job_pb2
 from pixmesh.jobs.v1 import batches_pb2
+from services.jobs import webhooks
 from services.jobs.connections import Bucket, ConnectionStore, tenant_area
+from services.jobs.webhooks import WebhookPolicy
 from services.runtime.errors import (
     FailedPrecondition,
     NotFound,
@@ -145,7 +150,10 @@ class Batches:
         connections: ConnectionStore,
         backlog: Backlog | None = None,
         policy: BatchPolicy = BatchPolicy(),
+        webhooks: tuple[WebhookPolicy, httpx.AsyncClient] | None = None,
     ) -> None:
+        # The deployment's webhook policy and the client that posts (None: no batch webhooks).
+        self.webhooks = webhooks
         self.pool = pool
         self.jobs = jobs
         self.platform = platform
@@ -212,7 +220,9 @@ class Batches:
                     req.idempotency_key or None,
                     req_hash,
                     req.webhook.url if req.HasField("webhook") else None,
-                    None,
+                    self.connections.secrets.seal(req.webhook.secret or None)
+                    if req.HasField("webhook")
+                    else None,
                     len(items),
                     now,
                 )
@@ -511,7 +521,62 @@ class Batches:
                     await asyncio.wait_for(stop.wait(), self.policy.tick_s)
 
     async def feed_round(self) -> bool:
-        """One round over the running batches this replica could lease; True if it did work."""
+        """One round over the running batches this replica could lease, and the webhooks of
+        batches that ended; True if it did work."""
+        posted = await self.deliver_webhooks() if self.webhooks is not None else 0
+        return await self._feed_batches() or posted > 0
+
+    async def deliver_webhooks(self) -> int:
+        """Post the due webhooks of ended batches (claimed SKIP LOCKED and leased past the
+        attempt's timeout, so one replica posts each; retried with the jobs' backoff)."""
+        assert self.webhooks is not None
+        policy, client = self.webhooks
+        rows = await self.pool.fetch(
+            """UPDATE jobs.batches b SET webhook_attempts = b.webhook_attempts + 1,
+                webhook_next_at = now() + make_interval(secs => $1)
+            FROM (SELECT batch_id FROM jobs.batches
+                  WHERE webhook_state = 'PENDING' AND webhook_next_at <= now()
+                  ORDER BY webhook_next_at LIMIT 8 FOR UPDATE SKIP LOCKED) due
+            WHERE b.batch_id = due.batch_id
+            RETURNING b.batch_id, b.tenant_id, b.webhook_url, b.webhook_secret,
+                b.webhook_attempts""",
+            policy.timeout_s + 30.0,
+        )
+        await asyncio.gather(*(self._post(policy, client, r) for r in rows))
+        return len(rows)
+
+    async def _post(self, policy: WebhookPolicy, client: httpx.AsyncClient, row: Any) -> None:
+        batch = await self.get(row["tenant_id"], row["batch_id"])
+        event_id = f"{batch.batch_id}.{row['webhook_attempts']}"
+        body = json.dumps(
+            {
+                "event_id": event_id,
+                "type": "batch." + batch_pb2.Batch.State.Name(batch.state).lower(),
+                "batch": json_format.MessageToDict(batch, preserving_proto_field_name=True),
+            },
+            separators=(",", ":"),
+        ).encode()
+        secret = self.connections.secrets.open(row["webhook_secret"]) or policy.secret
+        hdrs = webhooks.headers(event_id, body, secret)
+        refused, address = await webhooks.checked_address(row["webhook_url"], policy.allow_private)
+        error = refused
+        if refused is None:
+            _, error = await webhooks.post(
+                client, row["webhook_url"], body, hdrs, policy.timeout_s, address
+            )
+        attempt = int(row["webhook_attempts"])
+        retry = error is not None and attempt < policy.max_attempts
+        await self.pool.execute(
+            """UPDATE jobs.batches SET webhook_state = $2, webhook_last_error = $3,
+                webhook_next_at = now() + make_interval(secs => $4)
+            WHERE batch_id = $1""",
+            row["batch_id"],
+            "DELIVERED" if error is None else ("PENDING" if retry else "FAILED"),
+            error,
+            webhooks.backoff_s(attempt, policy.backoff_s, policy.backoff_max_s) if retry else 0.0,
+        )
+
+    async def _feed_batches(self) -> bool:
         rows = await self.pool.fetch(
             """UPDATE jobs.batches b SET lease_until = now() + make_interval(secs => $1)
             FROM (SELECT batch_id FROM jobs.batches
@@ -739,7 +804,10 @@ class Batches:
         summary = await self._summary(batch_id)
         await self.pool.execute(
             """UPDATE jobs.batches SET state = CASE WHEN state = 'RUNNING' THEN $2 ELSE state END,
-                summary = $3, updated_at = now(), finished_at = coalesce(finished_at, now())
+                summary = $3, updated_at = now(), finished_at = coalesce(finished_at, now()),
+                webhook_state = CASE WHEN webhook_url IS NOT NULL
+                    THEN coalesce(webhook_state, 'PENDING') END,
+                webhook_next_at = coalesce(webhook_next_at, now())
             WHERE batch_id = $1""",
             batch_id,
             state,

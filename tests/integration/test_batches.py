@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import time
 import uuid
 import zipfile
@@ -17,8 +18,10 @@ import pytest
 from PIL import Image
 
 from deploy.local import Stack
+from pixmesh.webhooks import verify
 from services.runtime.bus import Bus, task_durable
 from tests.integration.rest import Json, Rest
+from tests.integration.test_webhooks import Receiver, receiver  # noqa: F401 (a fixture)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -351,3 +354,28 @@ def test_a_source_that_goes_away_fails_the_batch_with_the_reason(
     summary = batch["summary"]
     assert int(summary["cancelled"]) > 0
     assert int(summary.get("succeeded", 0)) + int(summary["cancelled"]) == 8
+
+
+def test_a_batch_webhook_is_posted_once_signed_when_it_ends(
+    rest: Rest,
+    receiver: Receiver,  # noqa: F811 (the fixture of test_webhooks)
+) -> None:
+    ids = [rest.upload(_jpeg(60 + i))["image_id"] for i in range(3)]
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"images": {"image_ids": ids}},
+            "operations": PIPELINE,
+            "webhook": {"url": receiver.url, "secret": "whsec-batch"},
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    batch = _wait(rest, resp.json()["batch"]["batch_id"])
+    assert batch["webhook_url"] == receiver.url
+    [(headers, body)] = receiver.wait(1)
+    assert verify(body, headers["pixmesh-signature"], "whsec-batch")
+    doc = json.loads(body)
+    assert doc["type"] == "batch.succeeded"
+    assert doc["batch"]["batch_id"] == batch["batch_id"]
+    assert doc["batch"]["summary"]["succeeded"] == "3"
+    assert "whsec-batch" not in body.decode()
