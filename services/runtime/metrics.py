@@ -40,6 +40,8 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from services.runtime.handlers import rewrap
+
 if TYPE_CHECKING:
     from services.runtime.bus import Bus, Consumer
     from services.runtime.settings import ServiceSettings
@@ -527,31 +529,11 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             self._methods.clear()
             self._service = _service
         method = self._methods.get(handler_call_details.method)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, method),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _unary(handler.stream_unary, method),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _stream_handler(handler.unary_stream, method),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _stream_handler(handler.stream_stream, method),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return handler
+        return rewrap(
+            handler,
+            lambda fn: _unary(fn, method),
+            lambda fn: _stream_handler(fn, method),
+        )
 
 
 def _unary(fn: Callable[..., Any], method: _Method) -> Callable[..., Any]:

@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from pixmesh.errors import STATUS_DETAILS_KEY
 from services.runtime import metrics, trust
 from services.runtime.errors import ServiceError
+from services.runtime.handlers import rewrap
 from services.runtime.logs import setup_logging
 from services.runtime.outage import as_unavailable
 from services.runtime.settings import ServiceSettings
@@ -208,31 +209,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return handler
+        return rewrap(handler, _wrap_unary, _wrap_stream)
 
 
 def _wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -27,6 +27,7 @@ import grpc
 import jwt
 
 from services.runtime.errors import PermissionDenied, ServiceError, Unauthenticated
+from services.runtime.handlers import rewrap
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +199,7 @@ def _refusal(handler: grpc.RpcMethodHandler, err: ServiceError, abort: Abort) ->
         await abort(context, err)
         yield  # pragma: no cover - a generator, never resumed after the abort
 
-    des, ser = handler.request_deserializer, handler.response_serializer
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary, des, ser)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary, des, ser)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream, des, ser)
-    return grpc.stream_stream_rpc_method_handler(stream, des, ser)
+    return rewrap(handler, lambda _: unary, lambda _: stream)
 
 
 def main(argv: list[str] | None = None) -> None:
