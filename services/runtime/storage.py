@@ -143,13 +143,8 @@ class Storage:
 
     async def size(self, key: str) -> int | None:
         """The object's size in bytes (a HEAD), None when there is no such object."""
-        try:
-            head = await self._call(self._s3.head_object, Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if _is_missing(exc):
-                return None
-            raise
-        return int(head.get("ContentLength", 0))
+        head = await self.head(key)
+        return None if head is None else head.size
 
     async def delete(self, key: str) -> None:
         """Delete an object; deleting a missing one is not an error (S3 semantics)."""
