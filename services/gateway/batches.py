@@ -16,14 +16,13 @@ from pixmesh.jobs.v1 import batches_pb2 as jb
 from pixmesh.jobs.v1 import jobs_pb2_grpc
 from services.gateway.archives import stream_archive
 from services.gateway.capabilities import CapabilityCache
+from services.gateway.jobs import check_all_params, check_pipeline
 from services.gateway.pipelines import expand, expand_renditions
 from services.gateway.repository import GatewayRepository
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import find_image
-from services.gateway.validation import check_available, check_params, check_shape
 from services.gateway.webhooks import check_webhook
 from services.runtime.errors import invalid, rpc_errors
-from services.runtime.pipeline import check_renditions
 from services.runtime.storage import Storage
 
 MAX_IMAGE_IDS = 10_000
@@ -52,21 +51,15 @@ class BatchRequests:
         ops: Sequence[operations_pb2.Operation],
         renditions: Sequence[operations_pb2.Rendition],
     ) -> tuple[list[operations_pb2.Operation], list[operations_pb2.Rendition]]:
-        s = self.settings
         pipeline = expand(self.presets, preset, ops)
         branches = expand_renditions(self.presets, renditions)
         for i, op in enumerate(pipeline):
             if op.WhichOneof("op") == "convert" and op.convert.auto:
+                # Resolved per image from the caller's Accept header: a batch has none.
                 raise invalid(f"operations[{i}].convert.auto", "not available in a batch")
-        check_renditions(branches, s.max_renditions)
-        check_shape(pipeline, s.max_operations, branches)
-        unavailable = await self.capabilities.unavailable()
-        check_available(pipeline, unavailable)
-        for i, rendition in enumerate(branches):
-            check_available(rendition.operations, unavailable, f"renditions[{i}].")
-        check_params(pipeline, s.max_output_dimension)
-        for i, rendition in enumerate(branches):
-            check_params(rendition.operations, s.max_output_dimension, prefix=f"renditions[{i}].")
+        # The checks of CreateJob's coarse path; each image's exact checks run in its job.
+        await check_pipeline(self.settings, self.capabilities, pipeline, branches)
+        check_all_params(self.settings, pipeline, branches)
         if not pipeline and not branches:
             raise invalid("operations", "at least one operation, a preset or a rendition")
         return pipeline, branches
