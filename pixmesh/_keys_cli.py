@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from pixmesh._render import to_json
+from pixmesh._render import print_listing
 from pixmesh.client import Client
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 
@@ -83,15 +83,13 @@ def _create(client: Client, args: argparse.Namespace) -> int:
 
 def _list(client: Client, args: argparse.Namespace) -> int:
     keys = client.list_api_keys(include_revoked=args.all)
-    if args.json:
-        print(to_json(gw.ListApiKeysResponse(keys=keys)))
-        return 0
-    print(
-        f"{'KEY':<22} {'PREFIX':<12} {'SCOPES':<17} {'CREATED':<20} {'LAST USED':<20} {'EXPIRES':<20} NAME"
-    )
+    return print_listing(gw.ListApiKeysResponse(keys=keys), args.json, _keys_table(keys))
+
+
+def _keys_table(keys: Iterable[gw.ApiKey]) -> Iterator[str]:
+    yield f"{'KEY':<22} {'PREFIX':<12} {'SCOPES':<17} {'CREATED':<20} {'LAST USED':<20} {'EXPIRES':<20} NAME"
     for key in keys:
-        print(_row(key))
-    return 0
+        yield _row(key)
 
 
 def _revoke(client: Client, args: argparse.Namespace) -> int:
@@ -111,11 +109,11 @@ def _rotate(client: Client, args: argparse.Namespace) -> int:
 
 def _usage(client: Client, args: argparse.Namespace) -> int:
     resp = client.usage()
-    if args.json:
-        print(to_json(resp))
-        return 0
-    print(f"{'QUOTA':<20} {'USED':>14} {'LIMIT':>14}")
+    return print_listing(resp, args.json, _usage_table(resp))
+
+
+def _usage_table(resp: gw.GetUsageResponse) -> Iterator[str]:
+    yield f"{'QUOTA':<20} {'USED':>14} {'LIMIT':>14}"
     for quota in resp.quotas:
         limit = str(quota.limit) if quota.limit else "unlimited"
-        print(f"{quota.name:<20} {quota.used:>14} {limit:>14}")
-    return 0
+        yield f"{quota.name:<20} {quota.used:>14} {limit:>14}"

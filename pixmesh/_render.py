@@ -25,6 +25,17 @@ def to_json(message: Message, indent: int | None = 2) -> str:
     return json_format.MessageToJson(message, indent=indent, preserving_proto_field_name=True)
 
 
+def print_listing(message: Message, as_json: bool, table: Iterable[str]) -> int:
+    """A listing command's output: the response as REST JSON (--json), else its table's lines
+    (a generator, so only the chosen form is built). The exit status, 0."""
+    if as_json:
+        print(to_json(message))
+    else:
+        for line in table:
+            print(line)
+    return 0
+
+
 def extension(output: Output) -> str:
     if output.format != image_pb2.IMAGE_FORMAT_UNSPECIFIED:
         return _EXTENSIONS.get(output.format, image_pb2.ImageFormat.Name(output.format).lower())

@@ -38,6 +38,7 @@ from pixmesh._render import (
     jobs_table,
     operations_table,
     output_name,
+    print_listing,
     progress_line,
     to_json,
 )
@@ -382,12 +383,7 @@ def _download(client: Client, args: argparse.Namespace) -> int:
 
 def _ops(client: Client, args: argparse.Namespace) -> int:
     resp = client.list_operations()
-    if args.json:
-        print(to_json(resp))
-        return 0
-    for line in operations_table(resp):
-        print(line)
-    return 0
+    return print_listing(resp, args.json, operations_table(resp))
 
 
 def _status(client: Client, args: argparse.Namespace) -> int:
