@@ -71,7 +71,7 @@ _BANDS: Final = (
 
 
 class MetadataRepository:
-    """Implements the service's `MetadataStore` port."""
+    """Where metadata is kept: the service's store (`MetadataStore` in service.py)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -83,6 +83,8 @@ class MetadataRepository:
         image_id: str | None = None,
         uploaded_at: datetime | None = None,
     ) -> None:
+        """Insert or replace; writing the same metadata twice is harmless. `uploaded_at` (when
+        known) is the time searches order by; otherwise the row's first write."""
         args = (*_row(tenant_id, md, image_id), uploaded_at)
         try:
             await self._pool.execute(_UPSERT, *args)

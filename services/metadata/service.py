@@ -9,58 +9,25 @@ store, which scopes every query by it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pixmesh.common.v1 import image_pb2, metadata_pb2
 from services.metadata import errors, hashes, search
 from services.metadata.extract import extract
-from services.metadata.search import Cursor
 from services.runtime import metrics
 from services.runtime.errors import InvalidArgument, NotFound, invalid
 from services.runtime.storage import input_key
 from services.runtime.telemetry import tracer
 
+if TYPE_CHECKING:
+    # The store's port is the Postgres repository's own interface (unit tests pass an in-memory
+    # fake of it): a Protocol beside it would repeat every signature.
+    from services.metadata.repository import MetadataRepository as MetadataStore
+
 _tracer = tracer(__name__)
-
-
-class MetadataStore(Protocol):
-    """Where metadata is kept (Postgres in production: repository.MetadataRepository)."""
-
-    async def upsert(
-        self,
-        tenant_id: str,
-        md: metadata_pb2.ImageMetadata,
-        image_id: str | None = None,
-        uploaded_at: datetime | None = None,
-    ) -> None:
-        """Insert or replace; writing the same metadata twice must be harmless. `uploaded_at`
-        (when known) is the time searches order by; otherwise the row's first write."""
-
-    async def get(self, tenant_id: str, sha256: str) -> metadata_pb2.ImageMetadata | None: ...
-
-    async def delete(self, tenant_id: str, sha256: str | None) -> int:
-        """Forget one image of the tenant, or all of them (None); how many rows went."""
-
-    async def search(
-        self,
-        tenant_id: str,
-        f: metadata_pb2.ImageSearchFilter,
-        limit: int,
-        after: Cursor | None,
-    ) -> list[tuple[metadata_pb2.ImageRecord, Cursor]]: ...
-
-    async def similar(
-        self,
-        tenant_id: str,
-        phash: int,
-        max_distance: int,
-        limit: int,
-        exclude_sha256: str,
-        probes: Sequence[Sequence[int]] | None,
-    ) -> list[metadata_pb2.SimilarImage]: ...
 
 
 class ImageSource(Protocol):
