@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 from pixmesh.common.v1 import image_pb2
 from services.runtime.imageprobe import ProbeLimits
+
+if TYPE_CHECKING:
+    from services.runtime.video import VideoLimits
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,11 @@ class Limits:
         """The limits named as attributes of `source` (the worker's settings)."""
         return cls(**{f.name: getattr(source, f.name) for f in fields(cls)})
 
-    def to_proto(self) -> image_pb2.Limits:
-        # The message's fields are named as this class's.
-        return image_pb2.Limits(**asdict(self))
+    def to_proto(self, video: VideoLimits) -> image_pb2.Limits:
+        # The message's fields are named as this class's, plus the video ones (issue 13).
+        return image_pb2.Limits(
+            **asdict(self),
+            max_video_bytes=video.max_bytes,
+            max_video_duration_s=video.max_duration_s,
+            max_video_streams=video.max_streams,
+        )

@@ -162,7 +162,7 @@ class ImagingProcessor:
             return result
 
     def capabilities(self) -> operations_pb2.Capabilities:
-        return capabilities(self.limits)
+        return capabilities(self.limits, self.video_limits)
 
     def plan(
         self,
@@ -200,11 +200,14 @@ def _record_steps(started_ns: int, timings: Mapping[str, float]) -> int:
     return at
 
 
-def capabilities(limits: Limits) -> operations_pb2.Capabilities:
-    """ListOperations for imaging; other services add their own entries."""
+def capabilities(
+    limits: Limits, video_limits: VideoLimits | None = None
+) -> operations_pb2.Capabilities:
+    """ListOperations for imaging; other services add their own entries. The video limits are
+    the ones `video_run` enforces (its defaults when none were given)."""
     return operations_pb2.Capabilities(
         operations=[spec.info for spec in REGISTRY.values()],
-        limits=limits.to_proto(),
+        limits=limits.to_proto(video_limits or VideoLimits()),
         input_formats=readable_formats(),
         output_formats=writable_formats(),
     )

@@ -190,6 +190,19 @@ async def test_list_operations_shows_max_renditions() -> None:
     assert (limits.max_renditions, limits.max_operations) == (3, 16)
 
 
+async def test_list_operations_shows_the_video_limits() -> None:
+    service = gateway(
+        Planner(), max_video_bytes=2048, max_video_duration_s=60.0, max_video_streams=4
+    )
+    service.capabilities.operations = _no_ops  # type: ignore[method-assign]
+    limits = (await service.list_operations()).limits
+    assert (limits.max_video_bytes, limits.max_video_duration_s, limits.max_video_streams) == (
+        2048,
+        60.0,
+        4,
+    )
+
+
 async def _no_ops() -> list[operations_pb2.OperationInfo]:
     return []
 

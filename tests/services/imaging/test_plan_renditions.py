@@ -17,6 +17,7 @@ from services.imaging.plan import (
 from services.imaging.service import capabilities
 from services.imaging.settings import ImagingSettings
 from services.runtime.errors import InvalidArgument
+from services.runtime.video import VideoLimits
 
 from .samples import ops
 
@@ -153,7 +154,7 @@ def test_the_exact_checks_name_the_rendition_at_fault() -> None:
 
 def test_the_limit_on_renditions_is_advertised() -> None:
     assert Limits().max_renditions == 10
-    assert LIMITS.to_proto().max_renditions == 3
+    assert LIMITS.to_proto(VideoLimits()).max_renditions == 3
     assert capabilities(LIMITS).limits.max_renditions == 3
     assert ImagingSettings(max_renditions=7).limits.max_renditions == 7
     with pytest.raises(ValueError):

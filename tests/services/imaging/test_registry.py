@@ -5,6 +5,7 @@ from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
 from services.imaging.service import capabilities
 from services.runtime.pipeline import IMAGING, owner
+from services.runtime.video import VideoLimits
 
 ONEOF = operations_pb2.Operation.DESCRIPTOR.oneofs_by_name["op"]
 
@@ -73,6 +74,20 @@ def test_capabilities() -> None:
     assert image_pb2.HEIF in caps.input_formats and image_pb2.BMP in caps.input_formats
     assert image_pb2.HEIF not in caps.output_formats
     assert image_pb2.AVIF in caps.output_formats
+
+
+def test_capabilities_show_the_video_limits() -> None:
+    video = VideoLimits(max_bytes=5_000_000, max_duration_s=90.5, max_streams=3)
+    limits = capabilities(Limits(), video).limits
+    assert (limits.max_video_bytes, limits.max_video_duration_s, limits.max_video_streams) == (
+        5_000_000,
+        90.5,
+        3,
+    )
+    # None: the defaults video_run enforces, never 0.
+    default = capabilities(Limits()).limits
+    assert default.max_video_bytes == VideoLimits().max_bytes > 0
+    assert default.max_video_streams == VideoLimits().max_streams > 0
 
 
 def test_limits_must_be_positive() -> None:
