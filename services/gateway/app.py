@@ -150,12 +150,13 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
         api.enable_batches(
             BatchRequests(settings, repo, jobs_stub, capabilities, storage, service.presets)
         )
-        name = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
         yield App(
             services=[
-                GrpcService(
-                    name,
-                    lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(api, s),
+                GrpcService.of(
+                    gateway_pb2.DESCRIPTOR,
+                    "GatewayService",
+                    gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
+                    api,
                     public=True,  # API keys, checked by the gateway itself
                 )
             ],

@@ -11,12 +11,11 @@ from services.imaging.consumers import processor, resolve
 from services.imaging.isolation import ProcessPool
 from services.imaging.service import ImagingProcessor
 from services.imaging.settings import ImagingSettings
-from services.runtime import metrics, video
+from services.runtime import video
 from services.runtime.imageprobe import configure_pillow
-from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
 from services.runtime.storage import Storage
-from services.runtime.worker import connect_worker
+from services.runtime.worker import connect_worker, worker_loops
 
 # Lifetime of the URL a pipeline child reads its input from: it is used at once.
 PRESIGN_S = 600
@@ -53,16 +52,14 @@ async def build(settings: ImagingSettings) -> AsyncIterator[App]:
             reads_input=True,
         )
         api = ImagingApi(imaging)
-        name = imaging_pb2.DESCRIPTOR.services_by_name["ImagingService"].full_name
         yield App(
             services=[
-                GrpcService(
-                    name, lambda s: imaging_pb2_grpc.add_ImagingServiceServicer_to_server(api, s)
+                GrpcService.of(
+                    imaging_pb2.DESCRIPTOR,
+                    "ImagingService",
+                    imaging_pb2_grpc.add_ImagingServiceServicer_to_server,
+                    api,
                 )
             ],
-            workers=[
-                consumer.run,
-                Announcer.for_service(consumer.bus.nc, settings).run,
-                metrics.queue_watcher(consumer.bus, [metrics.WatchedQueue.of(consumer)]),
-            ],
+            workers=worker_loops(settings, consumer),
         )

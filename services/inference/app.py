@@ -20,9 +20,8 @@ from services.inference.service import InferenceService, TileOptions
 from services.inference.settings import InferenceSettings
 from services.runtime import metrics
 from services.runtime.imageprobe import ProbeLimits, configure_pillow
-from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
-from services.runtime.worker import connect_worker
+from services.runtime.worker import connect_worker, worker_loops
 
 
 def batching_options(settings: InferenceSettings) -> BatchingOptions:
@@ -77,17 +76,14 @@ async def build(settings: InferenceSettings) -> AsyncIterator[App]:
             sync_max_pixels=settings.sync_max_pixels,
             sync_concurrency=settings.sync_concurrency,
         )
-        name = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
         yield App(
             services=[
-                GrpcService(
-                    name,
-                    lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(api, s),
+                GrpcService.of(
+                    inference_pb2.DESCRIPTOR,
+                    "InferenceService",
+                    inference_pb2_grpc.add_InferenceServiceServicer_to_server,
+                    api,
                 )
             ],
-            workers=[
-                consumer.run,
-                Announcer.for_service(consumer.bus.nc, settings).run,
-                metrics.queue_watcher(consumer.bus, [metrics.WatchedQueue.of(consumer)]),
-            ],
+            workers=worker_loops(settings, consumer),
         )

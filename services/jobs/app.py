@@ -82,10 +82,14 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
         batch_hooks = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         batches.webhooks = (service.webhook_policy, batch_hooks)
         api.enable_batches(batches)
-        name = jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name
         yield App(
             services=[
-                GrpcService(name, lambda s: jobs_pb2_grpc.add_JobsServiceServicer_to_server(api, s))
+                GrpcService.of(
+                    jobs_pb2.DESCRIPTOR,
+                    "JobsService",
+                    jobs_pb2_grpc.add_JobsServiceServicer_to_server,
+                    api,
+                )
             ],
             workers=[
                 consumer.run,

@@ -13,12 +13,11 @@ from services.metadata.preview import Previews
 from services.metadata.repository import MIGRATIONS, SCHEMA, MetadataRepository
 from services.metadata.service import MetadataService
 from services.metadata.settings import MetadataSettings
-from services.runtime import db, metrics
+from services.runtime import db
 from services.runtime.imageprobe import configure_pillow
-from services.runtime.presence import Announcer
 from services.runtime.server import App, GrpcService
 from services.runtime.storage import Storage
-from services.runtime.worker import connect_worker
+from services.runtime.worker import connect_worker, worker_loops
 
 
 @asynccontextmanager
@@ -43,19 +42,14 @@ async def build(settings: MetadataSettings) -> AsyncIterator[App]:
         uploads = upload_consumer(tasks.bus, settings, service)
         await uploads.setup()
         api = MetadataApi(service, Previews(storage, executor))
-        name = metadata_pb2.DESCRIPTOR.services_by_name["MetadataService"].full_name
         yield App(
             services=[
-                GrpcService(
-                    name, lambda s: metadata_pb2_grpc.add_MetadataServiceServicer_to_server(api, s)
+                GrpcService.of(
+                    metadata_pb2.DESCRIPTOR,
+                    "MetadataService",
+                    metadata_pb2_grpc.add_MetadataServiceServicer_to_server,
+                    api,
                 )
             ],
-            workers=[
-                tasks.run,
-                uploads.run,
-                Announcer.for_service(tasks.bus.nc, settings).run,
-                metrics.queue_watcher(
-                    tasks.bus, [metrics.WatchedQueue.of(tasks), metrics.WatchedQueue.of(uploads)]
-                ),
-            ],
+            workers=worker_loops(settings, tasks, uploads),
         )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
+from google.protobuf.descriptor import FileDescriptor
 from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -45,6 +46,9 @@ Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 """A background loop: runs until the event is set, then finishes in-flight work and returns."""
 
 
+_Servicer = TypeVar("_Servicer")
+
+
 @dataclass(frozen=True)
 class GrpcService:
     """A servicer to expose: its full proto name (for health/reflection) and how to add it."""
@@ -53,6 +57,20 @@ class GrpcService:
     register: Callable[[grpc.aio.Server], None]
     # Public: callable without a service token (the gateway's API, which checks API keys).
     public: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        file: FileDescriptor,
+        service: str,
+        add: Callable[[_Servicer, grpc.aio.Server], None],
+        servicer: _Servicer,
+        public: bool = False,
+    ) -> GrpcService:
+        """`servicer` as service `service` of the proto `file` (a _pb2 module's DESCRIPTOR),
+        added by its generated `add_<service>Servicer_to_server`."""
+        name = file.services_by_name[service].full_name
+        return cls(name, lambda server: add(servicer, server), public)
 
 
 @dataclass

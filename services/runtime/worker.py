@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
@@ -33,7 +34,8 @@ from services.runtime import bus as busmod
 from services.runtime import metrics
 from services.runtime.bus import Bus, Consumer, Delivery, EventRetention
 from services.runtime.errors import DeadlineExceeded, Internal, InvalidArgument, ServiceError
-from services.runtime.presence import instance_id
+from services.runtime.lanes import BATCH_LANE
+from services.runtime.presence import Announcer, instance_id
 from services.runtime.provenance import (
     KEY_SCHEME,
     current_trace_id,
@@ -179,6 +181,13 @@ class TaskWorker:
             ack_wait=self.settings.ack_wait_s,
             max_deliver=self.settings.max_deliver,
             count_tasks=True,
+            # A batch's tasks (the jobs service sends them to the batch lane's subject).
+            lanes={
+                BATCH_LANE: (
+                    busmod.task_durable(self.service, BATCH_LANE),
+                    busmod.task_subject(self.service, BATCH_LANE),
+                )
+            },
         )
 
     async def handle(self, delivery: Delivery) -> None:
@@ -555,3 +564,16 @@ async def connect_worker(
     consumer = worker.consumer()
     await consumer.setup()
     return consumer
+
+
+def worker_loops(
+    settings: WorkerSettings, consumer: Consumer, *more: Consumer
+) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
+    """A worker service's background loops: its consumers, its presence announcements and the
+    watcher of its queues' depths (for /metrics), on the first consumer's connection."""
+    consumers = (consumer, *more)
+    return [
+        *(c.run for c in consumers),
+        Announcer.for_service(consumer.bus.nc, settings).run,
+        metrics.queue_watcher(consumer.bus, [metrics.WatchedQueue.of(c) for c in consumers]),
+    ]
