@@ -31,6 +31,7 @@ from opentelemetry.trace import SpanKind
 
 from services.runtime import metrics
 from services.runtime.errors import Internal, ServiceError
+from services.runtime.lanes import LANE
 from services.runtime.settings import ServiceSettings
 from services.runtime.telemetry import extract_context, inject_headers
 
@@ -117,13 +118,14 @@ def redelivery_horizon_s(
     return (max_deliver + 1) * ack_wait_s + naks
 
 
-def task_subject(service: str) -> str:
-    return f"pixmesh.task.{service}"
+def task_subject(service: str, lane: str = "") -> str:
+    """The subject of a worker service's tasks; a lane's (services/runtime/lanes.py) below it."""
+    return f"pixmesh.task.{service}.{lane}" if lane else f"pixmesh.task.{service}"
 
 
-def task_durable(service: str) -> str:
-    """The durable consumer a worker service pulls its tasks from, on TASKS_STREAM."""
-    return f"{service}-tasks"
+def task_durable(service: str, lane: str = "") -> str:
+    """The durable consumer a worker service pulls its tasks (of `lane`) from, on TASKS_STREAM."""
+    return f"{service}-{lane}-tasks" if lane else f"{service}-tasks"
 
 
 def dlq_subject(service: str) -> str:
@@ -477,9 +479,12 @@ class Consumer:
         max_ack_pending: int,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         count_tasks: bool = False,
+        lanes: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         """`concurrency` is this process's share; `max_ack_pending` the whole fleet's ceiling.
-        `count_tasks`: the messages are tasks (PIXMESH_TASKS), counted in pixmesh_tasks_*."""
+        `count_tasks`: the messages are tasks (PIXMESH_TASKS), counted in pixmesh_tasks_*.
+        `lanes`: more durables pulled the same way, each with `concurrency` of its own, by lane
+        name: (durable, subject); their handler runs with LANE set to the name."""
         self.bus = bus
         self.stream = stream
         self.durable = durable
@@ -492,20 +497,29 @@ class Consumer:
         self.max_ack_pending = max_ack_pending
         self.retry_delays = tuple(retry_delays) or DEFAULT_RETRY_DELAYS
         self.count_tasks = count_tasks
+        self.lanes = dict(lanes or {})
 
     async def setup(self) -> None:
         # One extra server-side delivery lets us see (and dead-letter) a task that crashed the
         # worker on every one of its max_deliver tries, instead of JetStream dropping it silently.
-        await self.bus.ensure_consumer(
-            self.stream,
-            self.durable,
-            self.subject,
-            ack_wait=self.ack_wait,
-            max_deliver=self.max_deliver + 1,
-            max_ack_pending=self.max_ack_pending,
-        )
+        for durable, subject in [(self.durable, self.subject), *self.lanes.values()]:
+            await self.bus.ensure_consumer(
+                self.stream,
+                durable,
+                subject,
+                ack_wait=self.ack_wait,
+                max_deliver=self.max_deliver + 1,
+                max_ack_pending=self.max_ack_pending,
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(
+            self._pull(self.durable, "", stop),
+            *(self._pull(durable, lane, stop) for lane, (durable, _) in self.lanes.items()),
+        )
+
+    async def _pull(self, durable: str, lane: str, stop: asyncio.Event) -> None:
+        LANE.set(lane)  # this loop's own context, copied into each handler task
         inflight: set[asyncio.Task[None]] = set()
         psub: JetStreamContext.PullSubscription | None = None
         while not stop.is_set():
@@ -514,7 +528,7 @@ class Consumer:
                 continue
             try:
                 if psub is None:
-                    psub = await self.bus.js.pull_subscribe_bind(self.durable, self.stream)
+                    psub = await self.bus.js.pull_subscribe_bind(durable, self.stream)
                 msgs = await psub.fetch(self.concurrency - len(inflight), timeout=1.0)
             except TimeoutError:
                 continue
