@@ -40,7 +40,7 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-from services.runtime.handlers import rewrap
+from services.runtime.handlers import WrappingInterceptor, rewrap
 
 if TYPE_CHECKING:
     from services.runtime.bus import Bus, Consumer
@@ -504,8 +504,7 @@ def _server_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode
     return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
 
 
-# grpc ships no type stubs, so its base classes are Any to mypy.
-class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ServerMetricsInterceptor(WrappingInterceptor):
     """pixmesh_grpc_server_*: every RPC by method and final code, and its duration.
 
     Must be the first (outermost) interceptor: it then sees the status the client gets,
@@ -517,18 +516,13 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         self._methods = _Methods(GRPC_SERVER_HANDLED, GRPC_SERVER_SECONDS)
         self._service = _service
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
         if self._service != _service:  # configure() was called again (tests)
             self._methods.clear()
             self._service = _service
-        method = self._methods.get(handler_call_details.method)
+        method = self._methods.get(details.method)
         return rewrap(
             handler,
             lambda fn: _unary(fn, method),
@@ -621,6 +615,7 @@ def _task_code(task: asyncio.Task[grpc.StatusCode]) -> grpc.StatusCode:
     return task.result()
 
 
+# grpc ships no type stubs, so its base classes are Any to mypy.
 class UnaryUnaryMetrics(_ClientInterceptor, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any

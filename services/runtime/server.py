@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from pixmesh.errors import STATUS_DETAILS_KEY
 from services.runtime import metrics, trust
 from services.runtime.errors import ServiceError
-from services.runtime.handlers import rewrap
+from services.runtime.handlers import WrappingInterceptor, rewrap
 from services.runtime.logs import setup_logging
 from services.runtime.outage import as_unavailable
 from services.runtime.settings import ServiceSettings
@@ -215,18 +215,12 @@ async def _abort(context: Ctx, exc: BaseException) -> None:
     await context.abort(err.code, client_message(err), trailing_metadata=metadata)
 
 
-# grpc ships no type stubs, so its base class is Any to mypy.
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(WrappingInterceptor):
     """Maps ServiceError (and anything unexpected) to a google.rpc.Status with details."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         return rewrap(handler, _wrap_unary, _wrap_stream)
 
 
