@@ -10,6 +10,9 @@ a child process instead:
   one process per executor the culprit is known. Only its task fails, with a retryable
   WORKER_CRASHED (the bus redelivers it, and after max_deliver deliveries it ends FAILED with that
   reason); the slot gets a fresh process and the other tasks carry on.
+- Lanes: `workers` slots take any task; `interactive_slots` more take interactive tasks only,
+  so that a batch (services/runtime/lanes.py), which may use every other slot, never makes an
+  interactive task wait for a slot: it shares the cores with the batch's tasks instead.
 - RLIMIT_AS caps each child's address space, so a bomb that got past the header checks raises
   MemoryError (a permanent IMAGE_TOO_LARGE) instead of pushing the host into the OOM killer.
 - The pipeline checks the deadline between steps; a child still busy `kill_grace_s` after the
@@ -47,6 +50,7 @@ from services.imaging.errors import DEADLINE_EXCEEDED, IMAGE_TOO_LARGE, WORKER_C
 from services.runtime import metrics
 from services.runtime.errors import DeadlineExceeded, Internal, InvalidArgument, Unavailable
 from services.runtime.imageprobe import configure_pillow
+from services.runtime.lanes import in_batch_lane
 from services.runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,8 @@ class IsolationConfig:
     max_pixels: int
     max_tasks_per_child: int = 200
     kill_grace_s: float = 2.0
+    # Slots beyond `workers` that batch-lane tasks never take (see the module doc).
+    interactive_slots: int = 1
     # Modules the forkserver imports once, so that children start warm.
     preload: Sequence[str] = ("services.imaging.forkserver_init", "services.imaging.service")
     service_name: str = "imaging"
@@ -75,6 +81,8 @@ class IsolationConfig:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.max_tasks_per_child < 1:
             raise ValueError("workers and max_tasks_per_child must be positive")
+        if self.interactive_slots < 0:
+            raise ValueError("interactive_slots must not be negative")
 
 
 @dataclass
@@ -92,6 +100,8 @@ class ProcessPool:
         self.config = config
         self._context = multiprocessing.get_context("forkserver")
         self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
+        # Batch-lane tasks hold one of these while they wait for and use a slot.
+        self._batch = asyncio.Semaphore(config.workers)
         self._slots: list[_Slot] = []
         self._started = False
         self._closed = False
@@ -120,6 +130,14 @@ class ProcessPool:
         if self._closed:
             raise Unavailable(message="the image worker is shutting down")
         await self.start()
+        if in_batch_lane():
+            async with self._batch:
+                return await self._take_slot(fn, args, deadline)
+        return await self._take_slot(fn, args, deadline)
+
+    async def _take_slot(
+        self, fn: Callable[..., T], args: tuple[Any, ...], deadline: float | None
+    ) -> T:
         slot = await self._idle.get()
         try:
             return await self._run_in(slot, fn, args, deadline)
@@ -194,7 +212,8 @@ class ProcessPool:
 
     def _start_children(self) -> list[_Slot]:
         self._context.set_forkserver_preload(list(self.config.preload))
-        slots = [_Slot(self._new_executor) for _ in range(self.config.workers)]
+        count = self.config.workers + self.config.interactive_slots
+        slots = [_Slot(self._new_executor) for _ in range(count)]
         try:
             for slot in slots:
                 slot.submit(_ready, ()).result()

@@ -21,6 +21,9 @@ class ImagingSettings(WorkerSettings):
     worker_max_tasks: int = Field(default=200, ge=1)
     # A child still busy this long after the task's deadline is killed.
     worker_kill_grace_s: float = Field(default=2.0, ge=0)
+    # Pipeline children beyond cpu_workers that only interactive tasks use: a batch fills the
+    # cpu_workers others and an interactive task never waits for a slot (isolation.py, "Lanes").
+    worker_interactive_slots: int = Field(default=1, ge=0, le=16)
     # WebP encoder effort (libwebp method) when a Convert does not set `effort`: lower trades
     # bytes for CPU (see encode.WEBP_EFFORT for the measured trade).
     webp_effort: int = Field(default=WEBP_EFFORT, ge=0, le=MAX_WEBP_EFFORT)
@@ -37,6 +40,7 @@ class ImagingSettings(WorkerSettings):
             max_pixels=self.max_pixels,
             max_tasks_per_child=self.worker_max_tasks,
             kill_grace_s=self.worker_kill_grace_s,
+            interactive_slots=self.worker_interactive_slots,
             service_name=self.service_name,
             log_level=self.log_level,
         )

@@ -11,6 +11,7 @@ import pytest
 from services.imaging.errors import DEADLINE_EXCEEDED, IMAGE_TOO_LARGE, WORKER_CRASHED
 from services.imaging.isolation import IsolationConfig, ProcessPool, address_space
 from services.runtime.errors import DeadlineExceeded, Internal, InvalidArgument
+from services.runtime.lanes import BATCH_LANE, LANE
 
 # By its full name, which the child processes can import (a relative import would give the
 # module a name that only pytest knows).
@@ -25,6 +26,7 @@ def config(**overrides: object) -> IsolationConfig:
         "memory_limit_bytes": 1024 * MiB,
         "max_pixels": 50_000_000,
         "kill_grace_s": 0.2,
+        "interactive_slots": 0,  # `workers` slots exactly (the lane test sets its own)
     }
     values.update(overrides)
     return IsolationConfig(**values)  # type: ignore[arg-type]
@@ -151,3 +153,27 @@ async def test_close_stops_the_children() -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_batch_tasks_leave_the_interactive_slot_free() -> None:
+    pool = ProcessPool(config(workers=1, interactive_slots=1))
+    await pool.start()
+
+    async def batch(seconds: float) -> tuple[int, float]:
+        LANE.set(BATCH_LANE)  # this task's own context, as the Consumer's batch lane sets it
+        pid = await pool.run(faults.nap, seconds)
+        return pid, time.monotonic()
+
+    try:
+        first = asyncio.create_task(batch(1.5))
+        second = asyncio.create_task(batch(0.1))
+        await asyncio.sleep(0.2)  # the first batch task holds the one slot batches may use
+        interactive = await pool.run(faults.pid)  # not behind the batch tasks
+        interactive_done = time.monotonic()
+        (first_pid, first_done), (second_pid, second_done) = await asyncio.gather(first, second)
+    finally:
+        pool.close()
+    # The interactive task ran beside the first batch task; the second batch task waited for it.
+    assert interactive_done < first_done < second_done
+    assert interactive != first_pid
+    assert second_pid == first_pid
