@@ -27,6 +27,7 @@ from services.runtime import bus as busmod
 from services.runtime import db, metrics
 from services.runtime.bus import Bus, Consumer, EventRetention
 from services.runtime.imageprobe import ProbeLimits
+from services.runtime.lanes import BATCH_LANE
 from services.runtime.pipeline import WORKER_SERVICES
 from services.runtime.presence import Announcer, PresenceBoard
 from services.runtime.secrets import SecretBox
@@ -123,7 +124,7 @@ def _batches(
 
     async def backlog(worker_service: str) -> int:
         info = await bus.js.consumer_info(
-            busmod.TASKS_STREAM, busmod.task_durable(worker_service), timeout=1.0
+            busmod.TASKS_STREAM, busmod.task_durable(worker_service, BATCH_LANE), timeout=1.0
         )
         return int(info.num_pending or 0)
 

@@ -47,6 +47,7 @@ from pixmesh.common.v1 import batch_pb2, image_pb2, job_pb2
 from pixmesh.jobs.v1 import batches_pb2
 from services.jobs import webhooks
 from services.jobs.connections import Bucket, ConnectionStore, tenant_area
+from services.jobs.mapping import BATCH_KEY_PREFIX
 from services.jobs.webhooks import WebhookPolicy
 from services.runtime.errors import (
     FailedPrecondition,
@@ -677,7 +678,7 @@ class Batches:
                 batch.tenant_id,
                 image,
                 batch.pipeline.operations,
-                f"batch:{batch.batch_id}:{idx}",
+                f"{BATCH_KEY_PREFIX}{batch.batch_id}:{idx}",
                 renditions=batch.pipeline.renditions,
             )
         except ServiceError as exc:

@@ -14,6 +14,7 @@ from datetime import datetime
 from pixmesh.common.v1 import image_pb2, job_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.jobs import statemachine as sm
+from services.runtime.lanes import BATCH_LANE, INTERACTIVE
 from services.runtime.pipeline import plan_stages
 from services.runtime.storage import input_key
 
@@ -96,6 +97,16 @@ def completion(done: events_pb2.TaskCompleted) -> sm.Completion:
         rendition_output_count=len(done.rendition_outputs),
         attempt=done.attempt,
     )
+
+
+# The idempotency key of a batch's jobs starts with this (services/jobs/batches.py): their
+# tasks go to the batch lane (services/runtime/lanes.py).
+BATCH_KEY_PREFIX = "batch:"
+
+
+def lane(job: sm.JobRecord) -> str:
+    """The lane of a job's tasks: a batch's, or interactive."""
+    return BATCH_LANE if (job.idempotency_key or "").startswith(BATCH_KEY_PREFIX) else INTERACTIVE
 
 
 def task(job: sm.JobRecord, idx: int, suffix: str = "") -> events_pb2.Task:

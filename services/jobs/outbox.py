@@ -66,7 +66,7 @@ class Outbox:
 
     def task(self, job: sm.JobRecord, idx: int, suffix: str = "") -> None:
         task = mapping.task(job, idx, suffix)
-        self.add(busmod.task_subject(task.service), task.task_id, task)
+        self.add(busmod.task_subject(task.service, mapping.lane(job)), task.task_id, task)
 
     def job_event(self, job: sm.JobRecord) -> job_pb2.Job:
         """Announce the job as it is now; returns the API's view of it (the event's)."""

@@ -20,6 +20,7 @@ from PIL import Image
 from deploy.local import Stack
 from pixmesh.webhooks import verify
 from services.runtime.bus import Bus, task_durable
+from services.runtime.lanes import BATCH_LANE
 from tests.integration.rest import Json, Rest
 from tests.integration.test_webhooks import Receiver, receiver  # noqa: F401 (a fixture)
 
@@ -258,12 +259,14 @@ def test_bad_connections_and_sources_are_refused_with_the_reason(
 
 
 def _imaging_queue(nats_url: str) -> int:
-    """Tasks on the imaging consumer not yet acked (undelivered + in progress)."""
+    """Tasks on the imaging consumers (interactive and the batch lane) not yet acked
+    (undelivered + in progress)."""
 
     async def depth() -> int:
         bus = await Bus.connect(nats_url, "pixmesh-test-batches")
         try:
-            return await bus.consumer_depth(task_durable("imaging"))
+            lanes = [task_durable("imaging"), task_durable("imaging", BATCH_LANE)]
+            return sum([await bus.consumer_depth(durable) for durable in lanes])
         finally:
             await bus.close()
 

@@ -12,6 +12,7 @@ import pytest
 
 from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
+from services.jobs.mapping import BATCH_KEY_PREFIX
 from services.jobs.outbox import claim
 from services.jobs.service import JobsService
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -208,6 +209,23 @@ async def test_events_run_the_stages_to_success(service: JobsService, pool: asyn
     assert len(events) == 7
     assert events[-1].job == done
     assert [e.job.state for e in events] == [J.PENDING] + [J.RUNNING] * 5 + [J.SUCCEEDED]
+
+
+async def test_a_batchs_tasks_go_to_the_batch_lane(
+    service: JobsService, pool: asyncpg.Pool
+) -> None:
+    img = image()
+    ops = [resize(800), metadata_op()]
+    key = f"{BATCH_KEY_PREFIX}bat_x:0"  # how services/jobs/batches.py creates a batch's jobs
+    job, _ = await service.create_job(TENANT, img, ops, key, request_hash(img, ops))
+    await service.apply_event(
+        completed(job, 0, output_key="outputs/a.png", output=output(800))
+    )  # the next stage is dispatched on the event path, from the stored job
+    subjects = [r["subject"] for r in await outbox(pool, job.job_id)]
+    assert [s for s in subjects if s.startswith("pixmesh.task.")] == [
+        "pixmesh.task.imaging.batch",
+        "pixmesh.task.metadata.batch",
+    ]
 
 
 async def test_an_event_is_applied_once(service: JobsService, pool: asyncpg.Pool) -> None:
