@@ -30,15 +30,12 @@ def task_events_consumer(bus: Bus, service: JobsService, settings: JobsSettings)
             busmod.dlq_subject("jobs"), delivery.data, headers=delivery.headers, inject_trace=False
         )
 
-    return Consumer(
+    return Consumer.of_worker(
         bus,
+        settings,
         stream=busmod.EVENTS_STREAM,
         durable="jobs-task-events",
         subject=busmod.task_event_subject("*"),
         handler=handle,
         on_give_up=give_up,
-        concurrency=settings.concurrency,
-        max_ack_pending=settings.max_ack_pending,
-        ack_wait=settings.ack_wait_s,
-        max_deliver=settings.max_deliver,
     )

@@ -44,15 +44,12 @@ def upload_consumer(bus: Bus, settings: MetadataSettings, service: MetadataServi
             extra={"reason": err.reason, "attempt": delivery.attempt, "subject": delivery.subject},
         )
 
-    return Consumer(
+    return Consumer.of_worker(
         bus,
+        settings,
         stream=busmod.EVENTS_STREAM,
         durable=UPLOADS_DURABLE,
         subject=IMAGE_UPLOADED_SUBJECT,
         handler=handle,
         on_give_up=give_up,
-        concurrency=settings.concurrency,
-        max_ack_pending=settings.max_ack_pending,
-        ack_wait=settings.ack_wait_s,
-        max_deliver=settings.max_deliver,
     )

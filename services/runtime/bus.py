@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind
 from services.runtime import metrics
 from services.runtime.errors import Internal, ServiceError
 from services.runtime.lanes import LANE
-from services.runtime.settings import ServiceSettings
+from services.runtime.settings import ServiceSettings, WorkerSettings
 from services.runtime.telemetry import extract_context, inject_headers
 
 log = logging.getLogger(__name__)
@@ -498,6 +498,38 @@ class Consumer:
         self.retry_delays = tuple(retry_delays) or DEFAULT_RETRY_DELAYS
         self.count_tasks = count_tasks
         self.lanes = dict(lanes or {})
+
+    @classmethod
+    def of_worker(
+        cls,
+        bus: Bus,
+        settings: WorkerSettings,
+        *,
+        stream: str,
+        durable: str,
+        subject: str,
+        handler: Handler,
+        on_give_up: GiveUp,
+        count_tasks: bool = False,
+        lanes: Mapping[str, tuple[str, str]] | None = None,
+    ) -> Consumer:
+        """A consumer with the deployment's consumer settings (PIXMESH_CONCURRENCY,
+        PIXMESH_MAX_ACK_PENDING, PIXMESH_ACK_WAIT_S, PIXMESH_MAX_DELIVER); the other arguments
+        as for the constructor."""
+        return cls(
+            bus,
+            stream=stream,
+            durable=durable,
+            subject=subject,
+            handler=handler,
+            on_give_up=on_give_up,
+            concurrency=settings.concurrency,
+            max_ack_pending=settings.max_ack_pending,
+            ack_wait=settings.ack_wait_s,
+            max_deliver=settings.max_deliver,
+            count_tasks=count_tasks,
+            lanes=lanes,
+        )
 
     async def setup(self) -> None:
         # One extra server-side delivery lets us see (and dead-letter) a task that crashed the

@@ -169,17 +169,14 @@ class TaskWorker:
         self.instance = instance_id()
 
     def consumer(self) -> Consumer:
-        return Consumer(
+        return Consumer.of_worker(
             self.bus,
+            self.settings,
             stream=busmod.TASKS_STREAM,
             durable=f"{self.service}-tasks",
             subject=busmod.task_subject(self.service),
             handler=self.handle,
             on_give_up=self.give_up,
-            concurrency=self.settings.concurrency,
-            max_ack_pending=self.settings.max_ack_pending,
-            ack_wait=self.settings.ack_wait_s,
-            max_deliver=self.settings.max_deliver,
             count_tasks=True,
             # A batch's tasks (the jobs service sends them to the batch lane's subject).
             lanes={
