@@ -84,10 +84,10 @@ class GatewayApi(BatchApi, gateway_pb2_grpc.GatewayServiceServicer):
                 elif msg.chunk:
                     yield msg.chunk
 
-        data = await self.service.collect(chunks())
-        await self._storage_quota(tenant, len(data))
-        upload = Upload(data=data, content_type=info.content_type, filename=info.filename)
-        return pb.UploadImageResponse(image=await self.service.upload(tenant, upload))
+        with await self.service.collect(chunks()) as data:
+            await self._storage_quota(tenant, data.size)
+            upload = Upload(data=data, content_type=info.content_type, filename=info.filename)
+            return pb.UploadImageResponse(image=await self.service.upload(tenant, upload))
 
     async def UploadImageRaw(
         self, request: pb.UploadImageRawRequest, context: Ctx

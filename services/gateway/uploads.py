@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import IO
 
 from pixmesh.common.v1 import image_pb2
 from pixmesh.gateway.v1 import gateway_pb2
@@ -40,11 +43,58 @@ log = logging.getLogger(__name__)
 
 # Expired presigned uploads cleaned up per pass (one pass at a time, started by CreateUploadUrl).
 CLEANUP_BATCH = 20
+# A streamed or registered upload is kept in memory up to this size and in a temporary file
+# beyond it: a video may be up to max_video_bytes (1 GiB), far more than a gateway should hold.
+SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
+
+
+class Spool:
+    """Uploaded bytes as they arrive: hashed on the way, in memory up to SPOOL_MEMORY_BYTES and
+    in a temporary file beyond. A video is probed and stored from the file; an image (at most
+    max_input_bytes) is read back whole, as the image probe needs."""
+
+    def __init__(self, file: IO[bytes] | None = None) -> None:
+        self.file: IO[bytes] = file or tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES)  # noqa: SIM115
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    @classmethod
+    def of(cls, data: bytes) -> Spool:
+        spool = cls(io.BytesIO(data))  # shares the bytes' buffer: no copy
+        spool._sha.update(data)
+        spool.size = len(data)
+        return spool
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self._sha.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def head(self, size: int = 1024) -> bytes:
+        self.file.seek(0)
+        return self.file.read(size)
+
+    def read(self) -> bytes:
+        self.file.seek(0)
+        return self.file.read()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
 class Upload:
-    data: bytes
+    data: bytes | Spool
     content_type: str = ""
     filename: str = ""
 
@@ -95,27 +145,43 @@ class Uploads:
         self.video_limits = videos.limits_of(settings)
         self._cleanup: asyncio.Task[int] | None = None
 
-    async def collect(self, chunks: AsyncIterator[bytes]) -> bytes:
-        """Join streamed chunks, failing as soon as the size limit is crossed (the larger of
-        the image and video limits: the kind is known from the first bytes, the probe then
-        applies the limit of that kind)."""
-        buf = bytearray()
+    async def collect(self, chunks: AsyncIterator[bytes]) -> Spool:
+        """Spool streamed chunks (close the result), failing as soon as the size limit is
+        crossed (the larger of the image and video limits: the kind is known from the first
+        bytes, the probe then applies the limit of that kind)."""
+        spool = Spool()
         limit = videos.largest_upload(self.settings)
-        async for chunk in chunks:
-            buf += chunk
-            if len(buf) > limit:
-                raise InvalidArgument(
-                    message=f"the upload is larger than {limit} bytes",
-                    reason="IMAGE_TOO_LARGE",
-                )
-        return bytes(buf)
+        try:
+            async for chunk in chunks:
+                # A write past SPOOL_MEMORY_BYTES goes to disk: off the event loop.
+                if spool.size + len(chunk) > SPOOL_MEMORY_BYTES:
+                    await asyncio.to_thread(spool.write, chunk)
+                else:
+                    spool.write(chunk)
+                if spool.size > limit:
+                    raise InvalidArgument(
+                        message=f"the upload is larger than {limit} bytes",
+                        reason="IMAGE_TOO_LARGE",
+                    )
+        except BaseException:
+            spool.close()
+            raise
+        return spool
 
     async def upload(self, tenant_id: str, upload: Upload) -> image_pb2.Image:
-        if videos.is_video(upload.data):
-            found = videos.image_of(await videos.probe(upload.data, self.video_limits))
+        data = upload.data
+        spool = data if isinstance(data, Spool) else Spool.of(data)
+        body: bytes | IO[bytes]
+        if videos.is_video(spool.head()):
+            # Probed and stored from the spool's file: a video is never held whole in memory.
+            found = videos.image_of(await videos.probe(spool.file, self.video_limits))
             mime = found.content_type
+            body = spool.file
         else:
-            header = probe(upload.data, self.limits)
+            if spool.size > self.limits.max_bytes:  # before reading it back whole
+                raise too_large(spool.size, self.limits.max_bytes)
+            body = data if isinstance(data, bytes) else await asyncio.to_thread(spool.read)
+            header = probe(body, self.limits)
             mime = header.mime_type
             found = image_pb2.Image(
                 format=header.format,
@@ -125,15 +191,17 @@ class Uploads:
                 orientation=header.orientation,
                 content_type=header.mime_type,
             )
-        sha = hashlib.sha256(upload.data).hexdigest()
+        sha = spool.sha256
         key = input_key(sha)
 
         async def store() -> None:
             if not await self.storage.exists(key):
-                await self.storage.put(key, upload.data, mime)
+                if not isinstance(body, bytes):
+                    body.seek(0)
+                await self.storage.put(key, body, mime)
 
         image = found
-        image.size_bytes = len(upload.data)
+        image.size_bytes = spool.size
         image.sha256 = sha
         image.filename = upload.filename[:255]
         saved = await self.repo.save_image(tenant_id, image, store)
@@ -188,20 +256,38 @@ class Uploads:
         if size > videos.largest_upload(self.settings):
             raise too_large(size, videos.largest_upload(self.settings))
         try:
-            data = await self.storage.get(key)
+            spool = await self._spool_object(key)
         except NotFound:
             # Deleted since the HEAD: a concurrent RegisterUpload of the same id finished first.
             again = await self.repo.get_upload(tenant_id, upload_id, grace)
             if again is None or again.image_id is None:
                 raise errors.upload_missing(upload_id) from None
             return await self._registered(tenant_id, again.image_id)
-        image = await self.upload(tenant_id, Upload(data=data, filename=pending.filename))
+        with spool:
+            image = await self.upload(tenant_id, Upload(data=spool, filename=pending.filename))
         await self.repo.register_upload(tenant_id, upload_id, image.image_id)
         try:
             await self.storage.delete(key)
         except ServiceError:  # registered all the same; the expiry clean-up deletes it later
             log.warning("could not delete a staging object", extra={"key": key})
         return image
+
+    async def _spool_object(self, key: str) -> Spool:
+        """A staging object read into a Spool chunk by chunk (not whole into memory)."""
+        spool = Spool()
+
+        def read(chunks: Iterator[bytes]) -> None:
+            for chunk in chunks:
+                spool.write(chunk)
+
+        try:
+            await asyncio.to_thread(read, self.storage.chunks(key))
+        except Exception:
+            spool.close()
+            if await self.storage.exists(key):
+                raise
+            raise NotFound(message="object not found", reason="OBJECT_NOT_FOUND") from None
+        return spool
 
     async def _registered(self, tenant_id: str, image_id: str) -> image_pb2.Image:
         # Images are never deleted under a registered upload's row; IMAGE_NOT_FOUND: a bug.

@@ -8,7 +8,7 @@ upload (content-addressed storage, the image row, the upload event) is the same 
 from __future__ import annotations
 
 import asyncio
-import io
+from typing import IO
 
 from pixmesh.common.v1 import image_pb2
 from services.runtime.settings import ServiceSettings
@@ -28,9 +28,10 @@ def largest_upload(settings: ServiceSettings) -> int:
     return max(settings.max_input_bytes, settings.max_video_bytes)
 
 
-async def probe(data: bytes, limits: VideoLimits) -> VideoHeader:
-    """The header, off the event loop (FFmpeg parses it: C code, milliseconds)."""
-    return await asyncio.to_thread(probe_video, io.BytesIO(data), limits)
+async def probe(file: IO[bytes], limits: VideoLimits) -> VideoHeader:
+    """The header, off the event loop (FFmpeg parses it: C code, milliseconds), read from a
+    seekable file: FFmpeg seeks to the index (a `moov` at the end) and reads only that."""
+    return await asyncio.to_thread(probe_video, file, limits)
 
 
 def image_of(header: VideoHeader) -> image_pb2.Image:

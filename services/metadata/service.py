@@ -12,10 +12,11 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from pixmesh.common.v1 import image_pb2, metadata_pb2
-from services.metadata import errors, hashes, search
+from services.metadata import errors, hashes, search, video
 from services.metadata.extract import extract
 from services.runtime import metrics
 from services.runtime.errors import InvalidArgument, NotFound, invalid
@@ -28,12 +29,18 @@ if TYPE_CHECKING:
     from services.metadata.repository import MetadataRepository as MetadataStore
 
 _tracer = tracer(__name__)
+# A video's presigned URL only has to outlive the header probe.
+_VIDEO_URL_TTL_S = 300
 
 
 class ImageSource(Protocol):
     """Where uploaded bytes are read from (object storage: runtime.storage.Storage)."""
 
     async def get(self, key: str) -> bytes: ...
+
+    async def size(self, key: str) -> int | None: ...
+
+    def presign_get(self, key: str, content_type: str, expires_s: int) -> str: ...
 
 
 class MetadataService:
@@ -88,8 +95,12 @@ class MetadataService:
             raise RuntimeError("index_upload needs an image source")
         tenant_id = errors.checked_tenant(tenant_id)
         errors.checked_sha256(image.sha256)
+        key = input_key(image.sha256)
         try:
-            md = await self._extract_with_policy(await self._images.get(input_key(image.sha256)))
+            if image.kind == image_pb2.Image.VIDEO:
+                md = await self._extract_video(key, image)
+            else:
+                md = await self._extract_with_policy(await self._images.get(key))
         except NotFound:
             md = _unreadable(image, "image: the uploaded bytes are no longer in storage")
         except InvalidArgument as err:
@@ -100,11 +111,29 @@ class MetadataService:
             lag = (datetime.now(UTC) - uploaded_at).total_seconds()
             metrics.METADATA_INDEXING_LAG().observe(max(0.0, lag))
 
-    async def _extract_with_policy(self, data: bytes) -> metadata_pb2.ImageMetadata:
+    async def _extract_video(self, key: str, image: image_pb2.Image) -> metadata_pb2.ImageMetadata:
+        """A video's header read in place (range requests on a presigned URL), never the whole
+        file into memory: videos go up to max_video_bytes."""
+        assert self._images is not None
+        if await self._images.size(key) is None:
+            raise NotFound(message="object not found", reason="OBJECT_NOT_FOUND")
+        url = self._images.presign_get(key, image.content_type, _VIDEO_URL_TTL_S)
+        return await self._extract_with_policy(
+            image.size_bytes, partial(video.extract_video_at, url, image.sha256)
+        )
+
+    async def _extract_with_policy(
+        self, data: bytes | int, extract: Callable[[], metadata_pb2.ImageMetadata] | None = None
+    ) -> metadata_pb2.ImageMetadata:
+        """`data` is the bytes to extract from, or their size when `extract` reads them itself."""
         with _tracer.start_as_current_span("metadata.extract") as span:
-            span.set_attribute("pixmesh.image.size_bytes", len(data))
+            size = data if isinstance(data, int) else len(data)
+            span.set_attribute("pixmesh.image.size_bytes", size)
             loop = asyncio.get_running_loop()
-            md = await loop.run_in_executor(self._executor, self._extract, data)
+            if extract is None:
+                assert not isinstance(data, int)
+                extract = partial(self._extract, data)
+            md = await loop.run_in_executor(self._executor, extract)
             span.set_attribute("pixmesh.image.format", image_pb2.ImageFormat.Name(md.format))
             span.set_attribute("pixmesh.metadata.warnings", len(md.warnings))
         if self._strip_gps:

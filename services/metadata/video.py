@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 
 from pixmesh.common.v1 import metadata_pb2
-from services.runtime.video import VideoLimits, is_video, probe_video
+from services.runtime.video import VideoHeader, VideoLimits, is_video, probe_video
 
 # ISO 6709 as QuickTime and Android write it: "+48.8584+002.2945/", "+37.4219-122.0840+012.3/".
 _ISO6709 = re.compile(r"^([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)?/?$")
@@ -26,13 +26,26 @@ __all__ = ["is_video"]
 def extract_video(data: bytes, limits: VideoLimits | None = None) -> metadata_pb2.ImageMetadata:
     """Raises InvalidArgument (the probe's reasons) for bytes that are not a readable video."""
     header = probe_video(io.BytesIO(data), limits or VideoLimits())
+    return _metadata(header, hashlib.sha256(data).hexdigest())
+
+
+def extract_video_at(
+    url: str, sha256: str, limits: VideoLimits | None = None
+) -> metadata_pb2.ImageMetadata:
+    """The same from a presigned GET URL of the stored video (content-addressed: `sha256` is
+    its key's): FFmpeg reads the header with HTTP range requests, so indexing a 1 GiB upload
+    reads a few megabytes, not the file."""
+    return _metadata(probe_video(url, limits or VideoLimits()), sha256)
+
+
+def _metadata(header: VideoHeader, sha256: str) -> metadata_pb2.ImageMetadata:
     tags = header.tags
     md = metadata_pb2.ImageMetadata(
         width=header.width,
         height=header.height,
         frame_count=header.frame_count,
-        size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=header.size_bytes,
+        sha256=sha256,
         duration_ms=round(header.duration_s * 1000),
         video=metadata_pb2.VideoMetadata(info=header.info(), tags=tags),
     )

@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import botocore.session
 from botocore.config import Config
@@ -99,9 +99,14 @@ class Storage:
             log.warning("could not set the bucket's CORS rules", exc_info=True)
 
     async def put(
-        self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str] | None = None
+        self,
+        key: str,
+        data: bytes | IO[bytes],
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
-        """Store `data`; `metadata` (ASCII, 2 KB in all) comes back from `head`."""
+        """Store `data` (bytes, or a seekable file at its start, sent as it is read);
+        `metadata` (ASCII, 2 KB in all) comes back from `head`."""
         await self._call(
             self._s3.put_object,
             Bucket=self.bucket,

@@ -7,9 +7,9 @@ import asyncio
 import hashlib
 import io
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 import grpc
 import pytest
@@ -17,10 +17,12 @@ from PIL import Image
 
 from pixmesh.common.v1 import image_pb2, job_pb2
 from pixmesh.jobs.v1 import jobs_pb2
+from services.gateway import uploads
 from services.gateway.app import MIGRATIONS
 from services.gateway.repository import GatewayRepository, PendingUpload
 from services.gateway.service import CLEANUP_BATCH, GatewayService, staging_key
 from services.gateway.settings import GatewaySettings
+from services.gateway.uploads import Upload
 from services.runtime import db
 from services.runtime.errors import (
     FailedPrecondition,
@@ -30,6 +32,7 @@ from services.runtime.errors import (
     Unavailable,
 )
 from tests.services.gateway.fakes import rpc_error
+from tests.services.imaging import videos
 
 
 class Repo:
@@ -123,8 +126,14 @@ class Storage:
             raise NotFound(message="object not found", reason="OBJECT_NOT_FOUND")
         return self.objects[key]
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
-        self.objects[key] = data
+    def chunks(self, key: str, chunk_size: int = 4) -> Iterator[bytes]:
+        self.reads.append(key)
+        data = self.objects[key]  # a KeyError, as boto3 raises its own error for a missing key
+        for at in range(0, len(data), chunk_size):
+            yield data[at : at + chunk_size]
+
+    async def put(self, key: str, data: bytes | IO[bytes], content_type: str) -> None:
+        self.objects[key] = data if isinstance(data, bytes) else data.read()
 
     async def delete(self, key: str) -> None:
         if self.fail_deletes:
@@ -482,3 +491,45 @@ async def test_repository_uploads_against_postgres(database_url: str) -> None:
         assert await repo.get_upload(tenant, late, 0) is None  # no grace: expired
     finally:
         await pool.close()
+
+
+# ---- streamed uploads -------------------------------------------------------------------------
+
+
+async def test_a_streamed_video_is_spooled_to_disk_and_stored_from_the_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(uploads, "SPOOL_MEMORY_BYTES", 1024)
+    data = videos.clip_bytes(1.0)
+    storage, events = Storage(), Events()
+    service = gateway(Repo(), storage, events)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for at in range(0, len(data), 700):
+            yield data[at : at + 700]
+
+    with await service.collect(chunks()) as spool:
+        assert spool.file._rolled  # type: ignore[attr-defined]  # on disk, not in memory
+        image = await service.upload("tenant-a", Upload(data=spool, filename="clip.mp4"))
+
+    sha = hashlib.sha256(data).hexdigest()
+    assert (image.kind, image.sha256, image.size_bytes) == (image_pb2.Image.VIDEO, sha, len(data))
+    assert image.video.codec == "h264" and image.width > 0
+    assert storage.objects == {f"inputs/{sha}": data}
+    assert events.seen == [("tenant-a", image)]
+
+
+async def test_a_stream_over_the_limit_is_refused_while_it_arrives() -> None:
+    service = gateway(Repo(), Storage(), max_input_bytes=2048, max_video_bytes=2048)
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(10):
+            sent += 1
+            yield b"\0" * 1000
+
+    with pytest.raises(InvalidArgument) as err:
+        await service.collect(chunks())
+    assert err.value.reason == "IMAGE_TOO_LARGE"
+    assert sent == 3
