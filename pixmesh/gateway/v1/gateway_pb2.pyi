@@ -1674,23 +1674,42 @@ class UploadRule(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     PRESET_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_REASON_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_IMAGE_ID_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_AT_FIELD_NUMBER: _builtins.int
     kind: _image_pb2.Image.Kind.ValueType
     preset: _builtins.str
     """A preset of the gateway (GET /v1/operations lists them); a job on a video needs one that
     starts with a video operation.
     """
+    last_error: _builtins.str
+    """The last time the rule could not create its job (a preset that cannot run on the upload,
+    a full queue, ...): the upload stays, the job must be created by hand. Empty until a
+    failure; cleared when the rule is set again.
+    """
+    last_error_reason: _builtins.str
+    """The ErrorInfo reason of that failure, e.g. QUEUE_FULL."""
+    last_error_image_id: _builtins.str
+    """The upload whose job could not be created, and when."""
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_error_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         kind: _image_pb2.Image.Kind.ValueType = ...,
         preset: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        last_error: _builtins.str = ...,
+        last_error_reason: _builtins.str = ...,
+        last_error_image_id: _builtins.str = ...,
+        last_error_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_error_at", b"last_error_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "preset", b"preset", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "last_error", b"last_error", "last_error_at", b"last_error_at", "last_error_image_id", b"last_error_image_id", "last_error_reason", b"last_error_reason", "preset", b"preset", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
