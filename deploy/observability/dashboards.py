@@ -79,6 +79,9 @@ METRICS: Final[dict[str, Kind]] = {
     "pixmesh_inference_provider_info": Kind.GAUGE,
     "pixmesh_metadata_indexing_lag_seconds": Kind.HISTOGRAM,
     "pixmesh_webhook_attempts_total": Kind.COUNTER,
+    "pixmesh_batches": Kind.GAUGE,
+    "pixmesh_batch_images_total": Kind.COUNTER,
+    "pixmesh_batch_bytes_total": Kind.COUNTER,
     "pixmesh_gateway_idempotency_hits_total": Kind.COUNTER,
     "pixmesh_gateway_backpressure_refusals_total": Kind.COUNTER,
     # prometheus-client's process collector (no `service` label: panels join on pixmesh_service_info).
@@ -1041,6 +1044,36 @@ def jobs() -> Json:
                         ],
                         unit="ops",
                         stacked=True,
+                    ),
+                ],
+            ),
+            Row(
+                "Batches",
+                [
+                    Panel(
+                        "Batches by state",
+                        [Query(f"max by (state) (pixmesh_batches{sel})", "{{state}}")],
+                        width=8,
+                        description="Counted in Postgres; RUNNING is what the feeder works on.",
+                    ),
+                    Panel(
+                        "Batch images done by state",
+                        [Query(rate(f"pixmesh_batch_images_total{sel}", "state"), "{{state}}")],
+                        unit="ops",
+                        width=8,
+                        stacked=True,
+                    ),
+                    Panel(
+                        "Batch bytes in / out",
+                        [
+                            Query(
+                                rate(f"pixmesh_batch_bytes_total{sel}", "direction"),
+                                "{{direction}}",
+                            )
+                        ],
+                        unit="Bps",
+                        width=8,
+                        description="Sources read and outputs made by the images that ended.",
                     ),
                 ],
             ),

@@ -104,7 +104,7 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
                     processed_events_s=settings.processed_events_horizon_s,
                 ),
                 Announcer.for_service(bus.nc, settings).run,
-                _metrics_watcher(bus, repo, consumer),
+                _metrics_watcher(bus, repo, consumer, batches),
             ],
         )
     finally:
@@ -146,9 +146,10 @@ def _batches(
     )
 
 
-def _metrics_watcher(bus: Bus, repo: JobsRepository, events: Consumer) -> Worker:
+def _metrics_watcher(bus: Bus, repo: JobsRepository, events: Consumer, batches: Batches) -> Worker:
     """The fleet's queues as gauges, exported by jobs: every worker service's task consumer,
-    the task-event and upload consumers, every stream's size, and the jobs running now."""
+    the task-event and upload consumers, every stream's size, the jobs running now and the
+    batches by state."""
 
     async def running() -> None:
         metrics.JOBS_RUNNING().set(await repo.count_running())
@@ -167,5 +168,5 @@ def _metrics_watcher(bus: Bus, repo: JobsRepository, events: Consumer) -> Worker
         bus,
         [*queues, metrics.WatchedQueue.of(events), uploads],
         streams=list(busmod.STREAMS),
-        refreshers=[running],
+        refreshers=[running, batches.count_metrics],
     )

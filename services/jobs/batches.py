@@ -49,6 +49,7 @@ from services.jobs import webhooks
 from services.jobs.connections import Bucket, ConnectionStore, tenant_area
 from services.jobs.mapping import BATCH_KEY_PREFIX
 from services.jobs.webhooks import WebhookPolicy
+from services.runtime import metrics
 from services.runtime.errors import (
     FailedPrecondition,
     NotFound,
@@ -738,7 +739,7 @@ class Batches:
         """Record the items whose job ended (outputs, bytes, seconds; the copy to the
         destination when `copy`)."""
         rows = await self.pool.fetch(
-            """SELECT i.idx, i.name, i.job_id FROM jobs.batch_items i
+            """SELECT i.idx, i.name, i.job_id, i.size_bytes FROM jobs.batch_items i
             JOIN jobs.jobs j ON j.job_id = i.job_id
             WHERE i.batch_id = $1 AND i.state = 'SUBMITTED'
               AND j.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
@@ -786,7 +787,7 @@ class Batches:
         seconds = None
         if job.HasField("finished_at"):
             seconds = (job.finished_at.ToDatetime() - job.created_at.ToDatetime()).total_seconds()
-        await self.pool.execute(
+        status = await self.pool.execute(
             """UPDATE jobs.batch_items SET state=$3, error_reason=$4, error_message=$5,
                 bytes_out=$6, seconds=$7, outputs=$8, destination_key=$9
             WHERE batch_id=$1 AND idx=$2 AND state='SUBMITTED'""",
@@ -800,6 +801,17 @@ class Batches:
             batches_pb2.ListArchiveEntriesResponse(entries=entries).SerializeToString(),
             dest_key,
         )
+        if status == "UPDATE 1":  # this round settled it (not a concurrent one)
+            metrics.BATCH_IMAGES(state).inc()
+            metrics.BATCH_BYTES("in").inc(row["size_bytes"] or 0)
+            metrics.BATCH_BYTES("out").inc(sum(e.size_bytes for e in entries))
+
+    async def count_metrics(self) -> None:
+        """pixmesh_batches: the batches by state, 0 for a state none is in."""
+        rows = await self.pool.fetch("SELECT state, count(*) AS n FROM jobs.batches GROUP BY state")
+        counts = {r["state"]: r["n"] for r in rows}
+        for state in (RUNNING, SUCCEEDED, FAILED, CANCELLED, *counts):
+            metrics.BATCHES(state).set(counts.get(state, 0))
 
     async def _finish(self, batch_id: str, state: str) -> None:
         summary = await self._summary(batch_id)

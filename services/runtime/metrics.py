@@ -217,6 +217,19 @@ JOBS_EVENTS_APPLIED = _counter(
     "pixmesh_jobs_events_applied_total",
     "Worker events applied to a job (duplicates and late events excluded).",
 )
+BATCHES = _gauge(
+    "pixmesh_batches", "Batches by state (RUNNING, SUCCEEDED, ...; read from Postgres).", "state"
+)
+BATCH_IMAGES = _counter(
+    "pixmesh_batch_images_total",
+    "Images of batches whose job ended, by the image's state: SUCCEEDED, FAILED, CANCELLED.",
+    "state",
+)
+BATCH_BYTES = _counter(
+    "pixmesh_batch_bytes_total",
+    "Bytes of batches' images whose job ended: in (the sources), out (the outputs).",
+    "direction",
+)
 WEBHOOK_ATTEMPTS = _counter(
     "pixmesh_webhook_attempts_total",
     "Webhook POSTs by outcome: delivered, retry (failed, will be retried), failed (for good).",

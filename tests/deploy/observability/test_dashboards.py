@@ -373,6 +373,16 @@ def run_jobs(rest: Rest, webhook_url: str) -> None:
 
     broken = rest.upload(images.truncated_in_scan(images.camera_jpeg(640, 480)))["image_id"]
     failing = rest.create_job(broken, [{"resize": {"width": 100}}])
+    # A batch of one good and one broken image: the batch families (pixmesh_batch*).
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"images": {"image_ids": [photo, broken]}},
+            "operations": [{"convert": {"format": "WEBP"}}],
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    batch_id = resp.json()["batch"]["batch_id"]
 
     for job, state in [
         (first, "SUCCEEDED"),
@@ -381,6 +391,10 @@ def run_jobs(rest: Rest, webhook_url: str) -> None:
         (failing, "FAILED"),
     ]:
         assert rest.wait_job(job["job_id"], timeout=120)["state"] == state
+    deadline = time.monotonic() + 60
+    while rest.http.get(f"/v1/batches/{batch_id}").json()["batch"]["state"] == "RUNNING":
+        assert time.monotonic() < deadline, "batch not ended"
+        time.sleep(0.2)
     deadline = time.monotonic() + 30
     while rest.get_job(hooked["job_id"])["webhook"]["state"] == "PENDING":
         assert time.monotonic() < deadline, "webhook not delivered"
