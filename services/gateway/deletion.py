@@ -25,6 +25,7 @@ from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from services.gateway import errors
 from services.gateway.repository import GatewayRepository
+from services.gateway.upload_rules import delete_tenant_rules
 from services.runtime.errors import FailedPrecondition, invalid, rpc_errors
 from services.runtime.storage import Storage, input_key
 
@@ -129,6 +130,8 @@ class Deletion:
                 timeout=timeout,
             )
         await self._delete_images(tenant_id, None, report)
+        # Its upload rules too: left behind, they would run on whatever it uploads next.
+        await delete_tenant_rules(self.repo.pool, tenant_id)
         if delete_keys:
             for digest in await self.repo.delete_keys(tenant_id):
                 await self.announce(digest)

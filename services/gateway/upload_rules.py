@@ -4,7 +4,9 @@ After an upload is stored and announced, the rule of its kind (if any) creates a
 preset and no other operation, as if the uploader had called CreateJob, under an idempotency key
 made of the image and the preset: the same bytes uploaded again are the same image and get the
 same job, not a second one. A failure to create it (a preset removed since, a full queue) does
-not undo the upload; it is logged, and the uploader can create the job by hand.
+not undo the upload; it is logged and recorded on the rule (ListUploadRules shows the last one,
+until the rule is set again), and the uploader can create the job by hand. DeleteTenantData
+deletes the tenant's rules.
 """
 
 from __future__ import annotations
@@ -60,9 +62,11 @@ class UploadRules:
         # The preset must be able to run on this kind: video operations on videos only.
         check_video_job(list(self._presets[preset]), [], kind)
         row = await self._pool.fetchrow(
-            """INSERT INTO gateway.upload_rules (tenant_id, kind, preset) VALUES ($1, $2, $3)
-               ON CONFLICT (tenant_id, kind) DO UPDATE SET preset = $3, updated_at = now()
-               RETURNING kind, preset, updated_at""",
+            f"""INSERT INTO gateway.upload_rules (tenant_id, kind, preset) VALUES ($1, $2, $3)
+               ON CONFLICT (tenant_id, kind) DO UPDATE SET preset = $3, updated_at = now(),
+                 last_error = NULL, last_error_reason = NULL, last_error_image_id = NULL,
+                 last_error_at = NULL
+               RETURNING {_COLUMNS}""",
             tenant_id,
             kind,
             preset,
@@ -71,8 +75,7 @@ class UploadRules:
 
     async def list(self, tenant_id: str) -> list[gateway_pb2.UploadRule]:
         rows = await self._pool.fetch(
-            "SELECT kind, preset, updated_at FROM gateway.upload_rules WHERE tenant_id = $1"
-            " ORDER BY kind",
+            f"SELECT {_COLUMNS} FROM gateway.upload_rules WHERE tenant_id = $1 ORDER BY kind",
             tenant_id,
         )
         return [_rule(row) for row in rows]
@@ -110,6 +113,16 @@ class UploadRules:
                 "an upload rule could not create its job",
                 extra={"image_id": image.image_id, "preset": preset, "reason": err.reason},
             )
+            await self._pool.execute(
+                """UPDATE gateway.upload_rules SET last_error = $3, last_error_reason = $4,
+                     last_error_image_id = $5, last_error_at = now()
+                   WHERE tenant_id = $1 AND kind = $2""",
+                tenant_id,
+                kind_of(image),
+                err.message[:500],  # client-safe by the error model
+                err.reason,
+                image.image_id,
+            )
             return
         log.info(
             "upload rule created a job",
@@ -117,7 +130,28 @@ class UploadRules:
         )
 
 
+async def delete_tenant_rules(pool: asyncpg.Pool, tenant_id: str) -> int:
+    """Every rule of a tenant (DeleteTenantData); how many there were."""
+    status: str = await pool.execute(
+        "DELETE FROM gateway.upload_rules WHERE tenant_id = $1", tenant_id
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+_COLUMNS = (
+    "kind, preset, updated_at, last_error, last_error_reason, last_error_image_id, last_error_at"
+)
+
+
 def _rule(row: asyncpg.Record) -> gateway_pb2.UploadRule:
-    rule = gateway_pb2.UploadRule(kind=Kind.ValueType(row["kind"]), preset=row["preset"])
+    rule = gateway_pb2.UploadRule(
+        kind=Kind.ValueType(row["kind"]),
+        preset=row["preset"],
+        last_error=row["last_error"] or "",
+        last_error_reason=row["last_error_reason"] or "",
+        last_error_image_id=row["last_error_image_id"] or "",
+    )
     rule.updated_at.FromDatetime(row["updated_at"])
+    if row["last_error_at"] is not None:
+        rule.last_error_at.FromDatetime(row["last_error_at"])
     return rule

@@ -234,6 +234,10 @@ async def test_delete_tenant_data(stack: Stack, pool: asyncpg.Pool) -> None:
     image = admin.upload(unique_jpeg())
     job = finished_job(admin, image["image_id"])
     keys = await output_keys(pool, job)
+    # An upload rule (set in SQL: the session stack's gateway has no presets).
+    await pool.execute(
+        "INSERT INTO gateway.upload_rules (tenant_id, kind, preset) VALUES ($1, 1, 'thumb')", tenant
+    )
     wrong = admin.http.post("/v1/tenant:deleteData", json={"confirm_tenant_id": "someone"})
     assert wrong.status_code == 400
     resp = admin.http.post(
@@ -246,6 +250,9 @@ async def test_delete_tenant_data(stack: Stack, pool: asyncpg.Pool) -> None:
     assert (
         await pool.fetchval("SELECT count(*) FROM gateway.images WHERE tenant_id=$1", tenant) == 0
     )
+    # Its upload rules went too (left behind, they would run on its next uploads).
+    rules = "SELECT count(*) FROM gateway.upload_rules WHERE tenant_id=$1"
+    assert await pool.fetchval(rules, tenant) == 0
     # Its keys were revoked with the data.
     assert admin.http.get("/v1/jobs").status_code == 401
     admin.close()
