@@ -37,7 +37,11 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _line(rule: gw.UploadRule) -> str:
-    return f"{Image.Kind.Name(rule.kind).lower()}\t{rule.preset}"
+    line = f"{Image.Kind.Name(rule.kind).lower()}\t{rule.preset}"
+    if rule.last_error:  # the rule's last job that could not be created
+        at = rule.last_error_at.ToJsonString()
+        line += f"\tlast error {at} on {rule.last_error_image_id}: {rule.last_error}"
+    return line
 
 
 def _set(client: Client, args: argparse.Namespace) -> int:
