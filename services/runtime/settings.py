@@ -72,8 +72,8 @@ class ServiceSettings(BaseSettings):
     max_renditions: int = Field(default=10, ge=1, le=100)
     # Video limits (issue 13, services/runtime/video.py), checked from the container header at
     # upload and again by the imaging worker; max_pixels applies to each frame (at most 36 MP).
-    # Uploads through the gateway (gRPC stream, REST, presigned registration) are held in its
-    # memory while they are checked: keep max_video_bytes within what a gateway can hold.
+    # A streamed or registered upload waits in a temporary file of the gateway while it is
+    # checked (raw REST bodies arrive whole, at most max_message_bytes).
     max_video_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     max_video_duration_s: float = Field(default=4 * 3600.0, gt=0)
     max_video_streams: int = Field(default=16, ge=1)
