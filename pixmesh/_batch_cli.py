@@ -3,6 +3,8 @@
     pixmesh batch photos/ -o out/ --op resize=1600x --op convert=webp:80
     pixmesh batch s3://bucket/photos/ --connection CONN_ID -o s3://bucket/out/
     pixmesh batch s3://bucket/photos/ --connection CONN_ID -o out/
+    pixmesh batch --ids ids.txt -o out/ --op convert=webp      # uploaded images (- : stdin)
+    pixmesh batch --id img_... --id img_... -o out/ --op convert=webp
     pixmesh batch status BATCH_ID [--json]
     pixmesh batch watch BATCH_ID
     pixmesh batch cancel BATCH_ID
@@ -12,7 +14,9 @@ A folder is read recursively and taken by content (see pixmesh._folder): a progr
 images, MB/s, ETA and failures; a re-run skips what an earlier run finished (by content hash);
 Ctrl-C finishes the work in flight and still writes DEST/summary.json (a second Ctrl-C stops at
 once). An s3:// source is a prefix of a storage connection's bucket (`pixmesh` never sees its
-credentials: the jobs service reads it); an s3:// destination writes there server-side. The exit
+credentials: the jobs service reads it); an s3:// destination writes there server-side. Image ids
+(`--ids FILE`, one per line, `#` comments; `-` reads them from stdin; or `--id ID` repeated) are
+images uploaded earlier. The exit
 status is 1 when any image failed (each failure is listed with its reason).
 """
 
@@ -60,7 +64,10 @@ def add_commands(
         help="a folder or an s3:// prefix through one pipeline (status|watch|cancel|archive ID)",
     )
     batch.add_argument(
-        "source", help="a folder, s3://BUCKET/PREFIX, or status|watch|cancel|archive"
+        "source",
+        nargs="?",
+        default="",
+        help="a folder, s3://BUCKET/PREFIX, or status|watch|cancel|archive (none with --ids/--id)",
     )
     batch.add_argument("batch_id", nargs="?", help="the batch of status|watch|cancel|archive")
     batch.add_argument("-o", "--output", help="destination folder, s3://BUCKET/PREFIX, or zip")
@@ -74,6 +81,12 @@ def add_commands(
     batch.add_argument(
         "--chunk", type=int, default=32, help="images per server-side batch (default 32)"
     )
+    batch.add_argument(
+        "--ids", default="", help="a file of uploaded image ids, one per line (-: stdin)"
+    )
+    batch.add_argument(
+        "--id", action="append", default=[], dest="image_ids", help="an uploaded image id"
+    )
     batch.add_argument("--json", action="store_true", help="print the summary as JSON")
     batch.set_defaults(command=run)
 
@@ -85,9 +98,28 @@ def run(client: Client, args: argparse.Namespace) -> int:
         raise ValueError("give at least one --op, a --preset or a --rendition")
     if not args.output:
         raise ValueError("give the destination: -o DEST")
+    if args.ids or args.image_ids:
+        if args.source:
+            raise ValueError("give a SOURCE or image ids (--ids/--id), not both")
+        return _server_batch(client, args, image_ids(args.ids, args.image_ids))
+    if not args.source:
+        raise ValueError("give the source: a folder, s3://BUCKET/PREFIX, or --ids FILE")
     if args.source.startswith("s3://"):
-        return _storage_batch(client, args)
+        return _server_batch(client, args, _s3(args.source, args.connection))
     return asyncio.run(_folder_batch(client, args))
+
+
+def image_ids(path: str, given: list[str]) -> list[str]:
+    """The ids of `path` (one per line; blank lines and `#` comments skipped; "-": stdin) and
+    `given`, in order, each once."""
+    lines: list[str] = []
+    if path:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    ids = list(dict.fromkeys(i for i in (*lines, *given) if i))
+    if not ids:
+        raise ValueError(f"no image ids in {'stdin' if path == '-' else path or '--id'}")
+    return ids
 
 
 def _s3(url: str, connection: str) -> StorageLocation:
@@ -170,9 +202,11 @@ def _report(doc: dict[str, Any], as_json: bool) -> int:
     return 1 if doc["failed"] else 0
 
 
-def _storage_batch(client: Client, args: argparse.Namespace) -> int:
-    """A prefix of a connection's bucket: server-side, to an s3:// destination or downloaded."""
-    source = _s3(args.source, args.connection)
+def _server_batch(
+    client: Client, args: argparse.Namespace, source: list[str] | StorageLocation
+) -> int:
+    """Uploaded images or a prefix of a connection's bucket: server-side, to an s3://
+    destination or downloaded."""
     local = not args.output.startswith("s3://")
     destination = None if local else _s3(args.output, args.connection)
     batch = client.create_batch(

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.integration.rest import Rest
+
 pytestmark = pytest.mark.integration
 
 
@@ -103,3 +105,30 @@ def test_resume_after_a_kill_does_only_the_rest(
     assert summary["succeeded"] == 24 - done_before
     assert summary["failed"] == 0
     assert sorted(p.name for p in dest.glob("*.webp")) == [f"p{i:02d}.webp" for i in range(24)]
+
+
+def test_a_list_of_image_ids(rest: Rest, grpc_target: str, api_key: str, tmp_path: Path) -> None:
+    ids = []
+    for seed in range(3):
+        _photo(tmp_path / f"{seed}.jpg", 20 + seed)
+        ids.append(rest.upload((tmp_path / f"{seed}.jpg").read_bytes())["image_id"])
+    listing = tmp_path / "ids.txt"
+    listing.write_text(f"# uploaded earlier\n{ids[0]}\n\n{ids[1]}  # the second\n{ids[0]}\n")
+    dest = tmp_path / "out"
+    result = subprocess.run(
+        _argv("batch", "--ids", str(listing), "--id", ids[2], "-o", str(dest), *OPS, "--json"),
+        env=_env(grpc_target, api_key),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((dest / "summary.json").read_text())
+    # Proto JSON: 64-bit counts are strings, zero ones (failed) left out.
+    counts = [int(summary.get(k, 0)) for k in ("images", "succeeded", "failed")]
+    assert counts == [3, 3, 0]
+    outputs = sorted(p for p in dest.rglob("*.webp"))
+    assert len(outputs) == 3
+    for out in outputs:
+        with Image.open(out) as img:
+            assert (img.format, img.width) == ("WEBP", 64)
