@@ -30,12 +30,12 @@ def task_events_consumer(bus: Bus, service: JobsService, settings: JobsSettings)
             busmod.dlq_subject("jobs"), delivery.data, headers=delivery.headers, inject_trace=False
         )
 
-    return Consumer.of_worker(
+    return Consumer(
         bus,
-        settings,
         stream=busmod.EVENTS_STREAM,
         durable="jobs-task-events",
         subject=busmod.task_event_subject("*"),
         handler=handle,
         on_give_up=give_up,
+        **busmod.consumer_limits(settings),
     )

@@ -44,12 +44,12 @@ def upload_consumer(bus: Bus, settings: MetadataSettings, service: MetadataServi
             extra={"reason": err.reason, "attempt": delivery.attempt, "subject": delivery.subject},
         )
 
-    return Consumer.of_worker(
+    return Consumer(
         bus,
-        settings,
         stream=busmod.EVENTS_STREAM,
         durable=UPLOADS_DURABLE,
         subject=IMAGE_UPLOADED_SUBJECT,
         handler=handle,
         on_give_up=give_up,
+        **busmod.consumer_limits(settings),
     )

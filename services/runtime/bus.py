@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import nats
 import nats.js.errors
@@ -461,6 +462,26 @@ class Bus:
                 await sub.unsubscribe()
 
 
+class ConsumerLimits(TypedDict):
+    """The deployment's consumer settings, as Consumer's keyword arguments."""
+
+    concurrency: int
+    ack_wait: float
+    max_deliver: int
+    max_ack_pending: int
+
+
+def consumer_limits(settings: WorkerSettings) -> ConsumerLimits:
+    """PIXMESH_CONCURRENCY, _ACK_WAIT_S, _MAX_DELIVER and _MAX_ACK_PENDING for a Consumer:
+    `Consumer(bus, stream=..., ..., **consumer_limits(settings))`."""
+    return ConsumerLimits(
+        concurrency=settings.concurrency,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=settings.max_ack_pending,
+    )
+
+
 class Consumer:
     """Pulls from a durable consumer and runs `handler` with bounded concurrency."""
 
@@ -498,38 +519,6 @@ class Consumer:
         self.retry_delays = tuple(retry_delays) or DEFAULT_RETRY_DELAYS
         self.count_tasks = count_tasks
         self.lanes = dict(lanes or {})
-
-    @classmethod
-    def of_worker(
-        cls,
-        bus: Bus,
-        settings: WorkerSettings,
-        *,
-        stream: str,
-        durable: str,
-        subject: str,
-        handler: Handler,
-        on_give_up: GiveUp,
-        count_tasks: bool = False,
-        lanes: Mapping[str, tuple[str, str]] | None = None,
-    ) -> Consumer:
-        """A consumer with the deployment's consumer settings (PIXMESH_CONCURRENCY,
-        PIXMESH_MAX_ACK_PENDING, PIXMESH_ACK_WAIT_S, PIXMESH_MAX_DELIVER); the other arguments
-        as for the constructor."""
-        return cls(
-            bus,
-            stream=stream,
-            durable=durable,
-            subject=subject,
-            handler=handler,
-            on_give_up=on_give_up,
-            concurrency=settings.concurrency,
-            max_ack_pending=settings.max_ack_pending,
-            ack_wait=settings.ack_wait_s,
-            max_deliver=settings.max_deliver,
-            count_tasks=count_tasks,
-            lanes=lanes,
-        )
 
     async def setup(self) -> None:
         # One extra server-side delivery lets us see (and dead-letter) a task that crashed the

@@ -169,14 +169,14 @@ class TaskWorker:
         self.instance = instance_id()
 
     def consumer(self) -> Consumer:
-        return Consumer.of_worker(
+        return Consumer(
             self.bus,
-            self.settings,
             stream=busmod.TASKS_STREAM,
             durable=f"{self.service}-tasks",
             subject=busmod.task_subject(self.service),
             handler=self.handle,
             on_give_up=self.give_up,
+            **busmod.consumer_limits(self.settings),
             count_tasks=True,
             # A batch's tasks (the jobs service sends them to the batch lane's subject).
             lanes={
