@@ -73,9 +73,7 @@ def origin(url: str) -> str:
 async def build(settings: GatewaySettings) -> AsyncIterator[App]:
     configure_pillow(settings.max_pixels)
     async with AsyncExitStack() as stack:
-        pool = await db.create_pool(settings.database_url)
-        stack.push_async_callback(pool.close)
-        await db.migrate(pool, "gateway", MIGRATIONS)
+        pool = await db.open_pool(stack, settings.database_url, "gateway", MIGRATIONS)
         cache = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
         stack.push_async_callback(cache.aclose)
         storage = Storage.from_settings(settings, settings.s3_public_endpoint)

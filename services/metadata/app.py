@@ -25,9 +25,7 @@ async def build(settings: MetadataSettings) -> AsyncIterator[App]:
     # Pixels are decoded now (colours, hashes): the same hard pixel limit as everywhere else.
     configure_pillow(settings.max_pixels)
     async with AsyncExitStack() as stack:
-        pool = await db.create_pool(settings.database_url)
-        stack.push_async_callback(pool.close)
-        await db.migrate(pool, SCHEMA, MIGRATIONS)
+        pool = await db.open_pool(stack, settings.database_url, SCHEMA, MIGRATIONS)
         executor = stack.enter_context(
             ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="metadata")
         )

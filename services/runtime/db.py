@@ -30,6 +30,16 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return pool
 
 
+async def open_pool(
+    stack: contextlib.AsyncExitStack, dsn: str, schema: str, folder: Path
+) -> asyncpg.Pool:
+    """A service's pool, closed by `stack`, with its schema's migrations (`folder`) applied."""
+    pool = await create_pool(dsn)
+    stack.push_async_callback(pool.close)
+    await migrate(pool, schema, folder)
+    return pool
+
+
 async def migrate(pool: asyncpg.Pool, schema: str, folder: Path) -> list[str]:
     """Apply the not-yet-applied `*.sql` files in `folder` in name order; return their names."""
     files = sorted(folder.glob("*.sql"))
