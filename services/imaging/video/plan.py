@@ -27,7 +27,7 @@ def intermediate(
     name = video_operation(operations)
     if name == "video_sheet":
         out = video_sheet.size(operations[0].video_sheet, frame)
-        return image_pb2.Image(format=ImageFormat.BMP, width=out.width, height=out.height), (
+        return image_pb2.Image(format=ImageFormat.TIFF, width=out.width, height=out.height), (
             ImageFormat.JPEG
         )
     if name == "video_preview":
@@ -47,7 +47,7 @@ def intermediate(
             format=ImageFormat.PNG, width=out.width, height=out.height, frame_count=frames
         )
         return still, ImageFormat.WEBP
-    return image_pb2.Image(format=ImageFormat.BMP, width=frame.width, height=frame.height), (
+    return image_pb2.Image(format=ImageFormat.TIFF, width=frame.width, height=frame.height), (
         ImageFormat.JPEG
     )
 
