@@ -273,6 +273,12 @@ def s3_identities(access_key: str = S3_ACCESS_KEY, secret_key: str = S3_SECRET_K
 # map on disk instead of in memory.
 WEED_VOLUME_SIZE_MB = 1024
 WEED_VOLUME_INDEX = "leveldb"
+# Go's soft memory limit for the SeaweedFS process (issue 12): without it the heap grows to
+# twice its live size between collections (GOGC=100), and a bulk upload's garbage (object
+# bodies passing through S3, filer and volume in one process) held it at 491 MB RSS on a
+# 366 MB batch (BENCHMARKS.md, "Bulk"). The runtime collects sooner as it nears the limit; a
+# GOMEMLIMIT in our own environment wins.
+WEED_GOMEMLIMIT = "256MiB"
 
 
 def seaweedfs_spec(
@@ -311,7 +317,8 @@ def seaweedfs_spec(
         f"-master.volumeSizeLimitMB={volume_size_mb}",
         f"-volume.index={volume_index}",
     ]
-    return ProcessSpec("seaweedfs", argv, stop_timeout=10)
+    env = {"GOMEMLIMIT": WEED_GOMEMLIMIT, **os.environ}
+    return ProcessSpec("seaweedfs", argv, env=env, stop_timeout=10)
 
 
 def s3_endpoint(ports: Ports) -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
+
+import pytest
 
 from deploy.local import Ports, servers
 
@@ -45,6 +48,18 @@ def test_valkey_keeps_nothing_on_disk(tmp_path: Path) -> None:
     assert argv[argv.index("--bind") + 1] == "127.0.0.1"
     assert argv[argv.index("--save") + 1] == ""
     assert argv[argv.index("--daemonize") + 1] == "no"  # we supervise it
+
+
+def test_seaweedfs_runs_under_a_go_memory_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GOMEMLIMIT", raising=False)
+    spec = servers.seaweedfs_spec(Ports.free(), tmp_path, tmp_path / "ids.json")
+    assert spec.env is not None and spec.env["GOMEMLIMIT"] == servers.WEED_GOMEMLIMIT
+    assert spec.env["PATH"] == os.environ["PATH"]  # the rest of our environment too
+    monkeypatch.setenv("GOMEMLIMIT", "off")  # an operator's own setting wins
+    spec = servers.seaweedfs_spec(Ports.free(), tmp_path, tmp_path / "ids.json")
+    assert spec.env is not None and spec.env["GOMEMLIMIT"] == "off"
 
 
 def test_seaweedfs_binds_every_port_it_opens_to_ours(tmp_path: Path) -> None:
