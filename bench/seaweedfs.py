@@ -50,7 +50,9 @@ def _start(variant: str, data_dir: Path, ports: Ports, log: Path) -> subprocess.
     identities.write_text(s3_identities())
     spec = seaweedfs_spec(ports, data_dir, identities, volume_size_mb=size_mb, volume_index=index)
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(spec.argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        spec.argv, env=spec.env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
