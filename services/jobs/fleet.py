@@ -95,14 +95,18 @@ class Fleet:
             return None
 
     async def _queues(self, warnings: list[str]) -> list[QueueStats]:
-        """Every durable consumer of the task and event streams, in stream then name order."""
+        """Every durable consumer of the task and event streams, in stream then subject order
+        (a service's task queue before its batch lane's, pixmesh.task.<service>.batch)."""
         found: list[tuple[str, str, str]] = []
         for stream in CONSUMER_STREAMS:
             infos = await self.bus.js.consumers_info(stream)
             found += sorted(
-                (stream, i.config.durable_name, i.config.filter_subject or "")
-                for i in infos
-                if i.config.durable_name
+                (
+                    (stream, i.config.durable_name, i.config.filter_subject or "")
+                    for i in infos
+                    if i.config.durable_name
+                ),
+                key=lambda f: (f[0], f[2], f[1]),
             )
 
         async def one(stream: str, durable: str, subject: str) -> QueueStats | None:

@@ -58,9 +58,17 @@ def test_each_service_has_one_replica_and_its_queues(
     assert queues == {
         "gateway": set(),
         "jobs": {("PIXMESH_EVENTS", "jobs-task-events")},
-        "imaging": {("PIXMESH_TASKS", "imaging-tasks")},
-        "inference": {("PIXMESH_TASKS", "inference-tasks")},
-        "metadata": {("PIXMESH_TASKS", "metadata-tasks"), ("PIXMESH_EVENTS", "metadata-uploads")},
+        # Each worker's task queue and its batch lane's (services/runtime/lanes.py).
+        "imaging": {("PIXMESH_TASKS", "imaging-tasks"), ("PIXMESH_TASKS", "imaging-batch-tasks")},
+        "inference": {
+            ("PIXMESH_TASKS", "inference-tasks"),
+            ("PIXMESH_TASKS", "inference-batch-tasks"),
+        },
+        "metadata": {
+            ("PIXMESH_TASKS", "metadata-tasks"),
+            ("PIXMESH_TASKS", "metadata-batch-tasks"),
+            ("PIXMESH_EVENTS", "metadata-uploads"),
+        },
     }
     assert status.jobs.window.seconds == 60
 
