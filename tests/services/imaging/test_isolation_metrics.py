@@ -49,6 +49,7 @@ def pool(**overrides: object) -> ProcessPool:
         "memory_limit_bytes": 1024 * MiB,
         "max_pixels": 50_000_000,
         "kill_grace_s": 0.2,
+        "interactive_slots": 0,  # `workers` slots exactly: the counts below assume them
     }
     values.update(overrides)
     return ProcessPool(IsolationConfig(**values))  # type: ignore[arg-type]
