@@ -65,6 +65,9 @@ FAMILIES = {
     "pixmesh_inference_provider_info": ("provider",),
     "pixmesh_metadata_indexing_lag_seconds": (),
     "pixmesh_webhook_attempts_total": ("outcome",),
+    "pixmesh_batches": ("state",),
+    "pixmesh_batch_images_total": ("state",),
+    "pixmesh_batch_bytes_total": ("direction",),
     "pixmesh_gateway_idempotency_hits_total": (),
     "pixmesh_gateway_backpressure_refusals_total": ("queue",),
 }
