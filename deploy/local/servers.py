@@ -273,12 +273,11 @@ def s3_identities(access_key: str = S3_ACCESS_KEY, secret_key: str = S3_SECRET_K
 # map on disk instead of in memory.
 WEED_VOLUME_SIZE_MB = 1024
 WEED_VOLUME_INDEX = "leveldb"
-# Go's soft memory limit for the SeaweedFS process (issue 12): without it the heap grows to
-# twice its live size between collections (GOGC=100), and a bulk upload's garbage (object
-# bodies passing through S3, filer and volume in one process) held it at 491 MB RSS on a
-# 366 MB batch (BENCHMARKS.md, "Bulk"). The runtime collects sooner as it nears the limit; a
-# GOMEMLIMIT in our own environment wins.
-WEED_GOMEMLIMIT = "256MiB"
+# Go's soft memory limit for the SeaweedFS process (issue 12), off by default: "256MiB" held the
+# bulk bench at 169-175 MB RSS instead of 500, but made SeaweedFS collect so often that the batch
+# ran at 0.47x the bare loop instead of 0.85x and a 4K video poster job took ~2 s more CPU
+# (BENCHMARKS.md, "Bulk" and "Video"). Set GOMEMLIMIT in our environment to choose memory.
+WEED_GOMEMLIMIT = ""
 
 
 def seaweedfs_spec(
@@ -317,7 +316,7 @@ def seaweedfs_spec(
         f"-master.volumeSizeLimitMB={volume_size_mb}",
         f"-volume.index={volume_index}",
     ]
-    env = {"GOMEMLIMIT": WEED_GOMEMLIMIT, **os.environ}
+    env = {**({"GOMEMLIMIT": WEED_GOMEMLIMIT} if WEED_GOMEMLIMIT else {}), **os.environ}
     return ProcessSpec("seaweedfs", argv, env=env, stop_timeout=10)
 
 
