@@ -28,6 +28,7 @@ from deploy.envoy import console
 from deploy.envoy.config import envoy_command
 from deploy.k8s import sync
 from services.runtime.bus import TASKS_STREAM, task_durable
+from services.runtime.lanes import BATCH_LANE
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -411,15 +412,18 @@ def test_scaled_objects_name_the_stream_and_consumers_the_code_uses(
         assert "replicas" not in _one(objs, "Deployment", target)["spec"]
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
         assert spec["pollingInterval"] > 0 and spec["cooldownPeriod"] > 0
-        (trigger,) = spec["triggers"]
-        assert trigger["type"] == "nats-jetstream"
-        meta = trigger["metadata"]
-        assert set(meta) <= SCALER_KEYS, set(meta) - SCALER_KEYS
-        assert meta["stream"] == TASKS_STREAM
-        assert meta["consumer"] == task_durable(target)
-        assert meta["account"] == "$G"
-        assert meta["natsServerMonitoringEndpoint"] == endpoint
-        assert int(meta["lagThreshold"]) > 0
+        # One trigger per lane of the worker's tasks: interactive and batch (issue 12).
+        triggers = spec["triggers"]
+        consumers = [t["metadata"]["consumer"] for t in triggers]
+        assert consumers == [task_durable(target), task_durable(target, BATCH_LANE)]
+        for trigger in triggers:
+            assert trigger["type"] == "nats-jetstream"
+            meta = trigger["metadata"]
+            assert set(meta) <= SCALER_KEYS, set(meta) - SCALER_KEYS
+            assert meta["stream"] == TASKS_STREAM
+            assert meta["account"] == "$G"
+            assert meta["natsServerMonitoringEndpoint"] == endpoint
+            assert int(meta["lagThreshold"]) > 0
         # The fleet's ceiling on unacked tasks must leave room for every replica's concurrency.
         env = _env(objs, _one(objs, "Deployment", target))
         fleet = spec["maxReplicaCount"] * int(env.get("PIXMESH_CONCURRENCY", 2))
