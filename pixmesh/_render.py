@@ -159,7 +159,7 @@ def age_text(seconds: float) -> str:
 _FLEET_COLUMNS = (
     ("SERVICE", "<", 10),
     ("REPLICAS", ">", 8),
-    ("QUEUE", "<", 18),
+    ("QUEUE", "<", 22),  # fits <service>-batch-tasks
     ("PENDING", ">", 7),
     ("ACK-PENDING", ">", 11),
     ("OLDEST", ">", 7),
