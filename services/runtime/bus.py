@@ -199,7 +199,7 @@ class QueueStats:
 # 5 s and failed). They are idempotent, so they are retried for a minute before start-up fails.
 _STARTUP_RETRY = tenacity.retry(
     retry=tenacity.retry_if_exception_type(TimeoutError),
-    wait=tenacity.wait_exponential_jitter(initial=0.5, max=5.0),
+    wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=5.0),
     stop=tenacity.stop_after_delay(60.0),
     before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
     reraise=True,
