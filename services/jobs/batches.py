@@ -17,7 +17,9 @@ Items of a storage source are ingested when their turn comes (read, sniffed and 
 decoding, stored content-addressed as inputs/<sha256>): nothing is copied before a worker can
 take it. Bad files (not an image, corrupt header, too large) fail their item with the reason and
 the rest proceed. A job is created with the idempotency key `batch:<batch id>:<index>`, so a
-feeder that dies between creating the job and recording it finds the same job again.
+feeder that dies between creating the job and recording it finds the same job again, and with
+its `batch_id`, which puts its tasks in the batch lane (the key plays no part in that: a
+client's job keyed `batch:...` stays interactive).
 
 Archive names are deterministic: the source's name (its path under the prefix, or the uploaded
 file name) without its extension, then "/<rendition>" for renditions, then the output's extension.
@@ -47,7 +49,6 @@ from pixmesh.common.v1 import batch_pb2, image_pb2, job_pb2
 from pixmesh.jobs.v1 import batches_pb2
 from services.jobs import webhooks
 from services.jobs.connections import Bucket, ConnectionStore, tenant_area
-from services.jobs.mapping import BATCH_KEY_PREFIX
 from services.jobs.webhooks import WebhookPolicy
 from services.runtime import metrics
 from services.runtime.errors import (
@@ -71,6 +72,8 @@ _TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 # Per failure reason, the files a summary names (the full list: ListBatchJobs state FAILED).
 SUMMARY_NAMES = 1000
 MAX_IMAGE_IDS = 10_000
+# The idempotency key of a batch's job: `batch:<batch id>:<index>` (dedup of the feeder only).
+BATCH_KEY_PREFIX = "batch:"
 
 
 # Undelivered tasks on a worker service's queue ("imaging", ...).
@@ -681,6 +684,7 @@ class Batches:
                 batch.pipeline.operations,
                 f"{BATCH_KEY_PREFIX}{batch.batch_id}:{idx}",
                 renditions=batch.pipeline.renditions,
+                batch_id=batch.batch_id,
             )
         except ServiceError as exc:
             if exc.retryable:

@@ -39,6 +39,7 @@ def new_job(
     now: datetime,
     deadline: datetime,
     recompute: bool,
+    batch_id: str | None = None,
 ) -> sm.JobRecord:
     """The records of a job to create: PENDING, its stages planned, stage 0 reading the upload."""
     stages = [
@@ -70,6 +71,7 @@ def new_job(
         renditions=job_pb2.Job(renditions=renditions).SerializeToString() if renditions else None,
         webhook=sm.WebhookRecord(webhook.url, "PENDING", 0) if webhook else None,
         recompute=recompute,
+        batch_id=batch_id,
     )
 
 
@@ -99,14 +101,11 @@ def completion(done: events_pb2.TaskCompleted) -> sm.Completion:
     )
 
 
-# The idempotency key of a batch's jobs starts with this (services/jobs/batches.py): their
-# tasks go to the batch lane (services/runtime/lanes.py).
-BATCH_KEY_PREFIX = "batch:"
-
-
 def lane(job: sm.JobRecord) -> str:
-    """The lane of a job's tasks: a batch's, or interactive."""
-    return BATCH_LANE if (job.idempotency_key or "").startswith(BATCH_KEY_PREFIX) else INTERACTIVE
+    """The lane of a job's tasks (services/runtime/lanes.py): the batch lane for a job the batch
+    feeder created (its stored `batch_id`), else interactive. Never read from the idempotency
+    key, which a client chooses."""
+    return BATCH_LANE if job.batch_id else INTERACTIVE
 
 
 def task(job: sm.JobRecord, idx: int, suffix: str = "") -> events_pb2.Task:

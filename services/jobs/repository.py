@@ -34,7 +34,7 @@ from services.runtime.secrets import SecretBox
 _JOB_COLUMNS = """
     j.job_id, j.tenant_id, j.image_id, j.state, j.operations, j.source, j.idempotency_key,
     j.request_hash, j.metadata, j.renditions, j.error_code, j.error_reason, j.error_message,
-    j.deadline, j.created_at, j.updated_at, j.finished_at, j.recompute,
+    j.deadline, j.created_at, j.updated_at, j.finished_at, j.recompute, j.batch_id,
     s.idx, s.service, s.state AS s_state, s.operations AS s_operations, s.attempts, s.input_key,
     s.output_key, s.output, s.reports, s.renditions AS s_renditions, s.rendition_outputs,
     s.error_code AS s_error_code, s.error_reason AS s_error_reason,
@@ -74,8 +74,8 @@ _LOCK_OVERDUE = f"""WITH due AS (
 _CREATE = """WITH job AS (
         INSERT INTO jobs.jobs (job_id, tenant_id, image_id, state, operations, source,
             idempotency_key, request_hash, deadline, created_at, updated_at, renditions,
-            recompute)
-        VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $9, $10, $22)
+            recompute, batch_id)
+        VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $9, $10, $22, $23)
         RETURNING job_id
     ), stages AS (
         INSERT INTO jobs.stages (job_id, idx, service, operations, state, input_key, renditions)
@@ -199,6 +199,7 @@ class JobsRepository:
                 job.webhook.url if job.webhook else None,
                 self.secrets.seal(webhook_secret or None) if job.webhook else None,
                 job.recompute,
+                job.batch_id,
             )
 
     @staticmethod
@@ -385,6 +386,7 @@ def _records(rows: Sequence[asyncpg.Record]) -> list[sm.JobRecord]:
                     error_message=r["error_message"],
                     finished_at=r["finished_at"],
                     recompute=r["recompute"],
+                    batch_id=r["batch_id"],
                     webhook=sm.WebhookRecord(
                         url=r["w_url"],
                         state=r["w_state"],

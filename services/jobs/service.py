@@ -73,6 +73,7 @@ class JobsService:
         webhook: job_pb2.Webhook | None = None,
         *,
         reuse: bool = True,
+        batch_id: str | None = None,
     ) -> tuple[job_pb2.Job, bool]:
         if not tenant_id:
             raise invalid("tenant_id", "required")
@@ -105,6 +106,8 @@ class JobsService:
             deadline=now + self.repo.job_timeout,
             # `reuse` False: the tasks carry `recompute` (outputs computed even when stored).
             recompute=not reuse,
+            # Only the batch feeder passes it: the job's tasks take the batch lane.
+            batch_id=batch_id,
         )
         out = Outbox()
         out.task(job, 0)

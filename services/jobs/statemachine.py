@@ -115,6 +115,9 @@ class JobRecord:
     webhook: WebhookRecord | None = None
     # CreateJob `reuse: false`: its tasks compute their outputs even when they are stored.
     recompute: bool = False
+    # The batch whose feeder created the job (services/jobs/batches.py); None for a client's
+    # job. Its tasks go to the batch lane (services/jobs/mapping.py `lane`).
+    batch_id: str | None = None
     # Indexes of the stages a transition changed: only those are written back.
     changed: set[int] = field(default_factory=set)
 

@@ -14,6 +14,7 @@ import uuid
 import zipfile
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import pytest
 from PIL import Image
 
@@ -314,7 +315,26 @@ def test_cancel_stops_a_batch_and_leaves_no_pending_job(
     assert still.get("items", []) == []
 
 
-def test_a_prefix_of_the_tenants_own_area(rest: Rest, s3_client: S3Client, s3_bucket: str) -> None:
+def _stored_batch_ids(database_url: str, job_ids: list[str]) -> list[str | None]:
+    """jobs.jobs.batch_id of each job (what picks its tasks' lane, services/jobs/mapping.py)."""
+
+    async def read() -> list[str | None]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT job_id, batch_id FROM jobs.jobs WHERE job_id = ANY($1::text[])", job_ids
+            )
+        finally:
+            await conn.close()
+        found = {r["job_id"]: r["batch_id"] for r in rows}
+        return [found.get(j) for j in job_ids]
+
+    return asyncio.run(read())
+
+
+def test_a_prefix_of_the_tenants_own_area(
+    rest: Rest, s3_client: S3Client, s3_bucket: str, database_url: str
+) -> None:
     """Objects under tenants/<tenant>/ of the platform's bucket, no connection needed."""
     s3_client.put_object(Bucket=s3_bucket, Key="tenants/dev/imports/one.jpg", Body=_jpeg(31))
     s3_client.put_object(Bucket=s3_bucket, Key="tenants/dev/imports/two.png", Body=_png(32))
@@ -330,6 +350,11 @@ def test_a_prefix_of_the_tenants_own_area(rest: Rest, s3_client: S3Client, s3_bu
         io.BytesIO(rest.http.get(f"/v1/batches/{batch['batch_id']}/archive").content)
     )
     assert archive.namelist() == ["one.webp", "two.webp"]
+    # The feeder created the jobs as the batch's: their tasks took the batch lane.
+    items = rest.http.get(f"/v1/batches/{batch['batch_id']}/jobs").json()["items"]
+    job_ids = [i["job_id"] for i in items]
+    assert len(job_ids) == 2
+    assert _stored_batch_ids(database_url, job_ids) == [batch["batch_id"]] * 2
 
 
 def test_a_source_that_goes_away_fails_the_batch_with_the_reason(

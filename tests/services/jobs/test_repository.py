@@ -12,7 +12,7 @@ import pytest
 
 from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
-from services.jobs.mapping import BATCH_KEY_PREFIX
+from services.jobs.batches import BATCH_KEY_PREFIX
 from services.jobs.outbox import claim
 from services.jobs.service import JobsService
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -211,20 +211,46 @@ async def test_events_run_the_stages_to_success(service: JobsService, pool: asyn
     assert [e.job.state for e in events] == [J.PENDING] + [J.RUNNING] * 5 + [J.SUCCEEDED]
 
 
+def task_subjects(rows: list[asyncpg.Record]) -> list[str]:
+    return [r["subject"] for r in rows if r["subject"].startswith("pixmesh.task.")]
+
+
 async def test_a_batchs_tasks_go_to_the_batch_lane(
     service: JobsService, pool: asyncpg.Pool
 ) -> None:
     img = image()
     ops = [resize(800), metadata_op()]
     key = f"{BATCH_KEY_PREFIX}bat_x:0"  # how services/jobs/batches.py creates a batch's jobs
-    job, _ = await service.create_job(TENANT, img, ops, key, request_hash(img, ops))
+    job, _ = await service.create_job(
+        TENANT, img, ops, key, request_hash(img, ops), batch_id="bat_x"
+    )
     await service.apply_event(
         completed(job, 0, output_key="outputs/a.png", output=output(800))
     )  # the next stage is dispatched on the event path, from the stored job
-    subjects = [r["subject"] for r in await outbox(pool, job.job_id)]
-    assert [s for s in subjects if s.startswith("pixmesh.task.")] == [
+    assert task_subjects(await outbox(pool, job.job_id)) == [
         "pixmesh.task.imaging.batch",
         "pixmesh.task.metadata.batch",
+    ]
+    # A replay (DLQ replay runs retry_failed) of a batch's job stays in the batch lane.
+    await service.apply_event(failed(job, 1))
+    await service.retry_failed(job.job_id)
+    assert task_subjects(await outbox(pool, job.job_id))[-1] == "pixmesh.task.metadata.batch"
+
+
+async def test_a_client_key_that_looks_like_a_batchs_does_not_pick_the_lane(
+    service: JobsService, pool: asyncpg.Pool
+) -> None:
+    img = image()
+    ops = [resize(800), metadata_op()]
+    # A client's CreateJob (services/jobs/api.py passes no batch_id), keyed like a batch's job.
+    job, _ = await service.create_job(TENANT, img, ops, "batch:x", request_hash(img, ops))
+    await service.apply_event(completed(job, 0, output_key="outputs/a.png", output=output(800)))
+    await service.apply_event(failed(job, 1))
+    await service.retry_failed(job.job_id)
+    assert task_subjects(await outbox(pool, job.job_id)) == [
+        "pixmesh.task.imaging",
+        "pixmesh.task.metadata",
+        "pixmesh.task.metadata",
     ]
 
 
