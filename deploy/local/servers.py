@@ -280,19 +280,71 @@ WEED_VOLUME_INDEX = "leveldb"
 WEED_GOMEMLIMIT = ""
 
 
+# The longest Unix socket path Linux takes (sun_path is 108 bytes, NUL included).
+_SUN_PATH_MAX = 107
+# `weed mini` also serves its components' gRPC on Unix sockets at paths built into the binary,
+# /tmp/seaweedfs-<component>-grpc-<port>.sock (4.48: weed/command/mini.go), with no flag to move
+# or disable them; `weed_grpc_sockets` names them so the stack can remove what a stop leaves.
+_WEED_GRPC_SOCKET_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+
+
+def weed_grpc_sockets(ports: Ports) -> list[Path]:
+    """The gRPC sockets `weed mini` opens in /tmp for these ports (not movable by any flag)."""
+    grpc_ports = {
+        "master": ports.weed_master_grpc,
+        "volume": ports.weed_volume_grpc,
+        "filer": ports.weed_filer_grpc,
+        "s3": ports.s3_grpc,
+        "admin": ports.weed_admin_grpc,
+    }
+    return [
+        Path(f"/tmp/seaweedfs-{name}-grpc-{grpc_ports[name]}.sock")
+        for name in _WEED_GRPC_SOCKET_COMPONENTS
+    ]
+
+
+def remove_weed_grpc_sockets(ports: Ports) -> None:
+    """Unlink the gRPC sockets of a stopped `weed mini`: it removes them on a clean stop, but
+    one killed (SIGKILL after its stop timeout) leaves them in /tmp."""
+    for path in weed_grpc_sockets(ports):
+        if path.is_socket():
+            path.unlink(missing_ok=True)
+
+
 def seaweedfs_spec(
     ports: Ports,
     data_dir: Path,
     identities_file: Path,
     *,
+    run_dir: Path | None = None,
     volume_size_mb: int = WEED_VOLUME_SIZE_MB,
     volume_index: str = WEED_VOLUME_INDEX,
 ) -> ProcessSpec:
+    """`run_dir` (default: `data_dir`) takes weed's log files and its filer and S3 Unix sockets,
+    which weed otherwise leaves in /tmp (one set per start: they piled up by the hundred)."""
+    run_dir = run_dir or data_dir
+    log_dir = run_dir / "weed-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)  # glog does not create it
+    # Each in-process HTTP server also listens on a Unix socket (default
+    # /tmp/seaweedfs-{filer,s3}-<port>.sock). A path too long for sun_path would make weed exit,
+    # so such a deep run_dir keeps weed's default instead.
+    sockets = {
+        "filer.localSocket": run_dir / "weed-filer.sock",
+        "s3.localSocket": run_dir / "weed-s3.sock",
+    }
+    socket_flags = [
+        f"-{flag}={path}"
+        for flag, path in sockets.items()
+        if len(os.fsencode(path)) <= _SUN_PATH_MAX
+    ]
     # `weed mini` is master+volume+filer+S3 in one process, tuned for dev: it starts in about a
     # second and stops in two (`weed server` waits 15 s on the filer's gRPC drain).
     argv = [
         binary("weed"),
+        # glog's options come before the command; without -logdir its files go to $TMPDIR (/tmp).
+        f"-logdir={log_dir}",
         "mini",
+        *socket_flags,
         f"-dir={data_dir}",
         f"-ip={HOST}",
         f"-ip.bind={HOST}",

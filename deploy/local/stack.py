@@ -301,7 +301,9 @@ class Stack:
                 self._launch(self._nats_spec(node))
             self._launch(servers.valkey_spec(self.ports, self.data_dir / "valkey"))
             self._launch(
-                servers.seaweedfs_spec(self.ports, self.data_dir / "seaweedfs", identities)
+                servers.seaweedfs_spec(
+                    self.ports, self.data_dir / "seaweedfs", identities, run_dir=self.run_dir
+                )
             )
             self._launch(servers.otlp_sink_spec(self.ports, self.trace_file))
             pg_data = self.data_dir / "postgres"
@@ -481,6 +483,8 @@ class Stack:
             for name in tier:
                 self._procs[name].stop()
             self._save_state()
+        if "seaweedfs" in names:
+            servers.remove_weed_grpc_sockets(self.ports)  # left in /tmp if it had to be killed
         self._procs.clear()
         if self._wrote_state:
             self.state_file.unlink(missing_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,68 @@ def test_seaweedfs_binds_every_port_it_opens_to_ours(tmp_path: Path) -> None:
     assert flags["webdav"] == "false"
     assert flags["s3.port.iceberg"] == flags["s3.port.lance"] == "0"
     assert flags["s3.config"] == str(tmp_path / "ids.json")
+
+
+def test_seaweedfs_keeps_its_logs_and_sockets_in_the_run_dir(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    spec = servers.seaweedfs_spec(
+        Ports.free(), tmp_path / "data", tmp_path / "ids.json", run_dir=run_dir
+    )
+    argv = list(spec.argv)
+    flags = _flags(argv)
+    # glog's -logdir is a global option: it must come before the command to be read at all.
+    assert argv.index(f"-logdir={run_dir / 'weed-logs'}") < argv.index("mini")
+    assert (run_dir / "weed-logs").is_dir()  # glog does not create it
+    assert flags["filer.localSocket"] == str(run_dir / "weed-filer.sock")
+    assert flags["s3.localSocket"] == str(run_dir / "weed-s3.sock")
+    # Every path weed is given lies in our folders: nothing of its own in /tmp.
+    paths = [
+        v for v in flags.values() if v.startswith("/") and not v.startswith(servers.binary("weed"))
+    ]
+    assert paths and all(Path(v).is_relative_to(tmp_path) for v in paths)
+    # Without a run_dir they live in the data folder, not in /tmp.
+    flags = _flags(servers.seaweedfs_spec(Ports.free(), tmp_path, tmp_path / "ids.json").argv)
+    assert flags["logdir"] == str(tmp_path / "weed-logs")
+    assert flags["s3.localSocket"] == str(tmp_path / "weed-s3.sock")
+
+
+def test_seaweedfs_keeps_weeds_default_socket_when_the_run_dir_is_too_deep(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 100)
+    flags = _flags(servers.seaweedfs_spec(Ports.free(), deep, deep / "ids.json").argv)
+    assert "s3.localSocket" not in flags and "filer.localSocket" not in flags  # weed would exit
+    assert flags["logdir"] == str(deep / "weed-logs")  # no length limit on a log folder
+
+
+@pytest.mark.integration
+def test_a_real_seaweedfs_leaves_nothing_in_tmp(tmp_path: Path) -> None:
+    ports = Ports.free()
+    run_dir = tmp_path / "run"
+    (tmp_path / "data").mkdir()
+    identities = tmp_path / "ids.json"
+    identities.write_text(servers.s3_identities())
+    spec = servers.seaweedfs_spec(ports, tmp_path / "data", identities, run_dir=run_dir)
+    proc = subprocess.Popen(
+        spec.argv, env=spec.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    grpc_sockets = servers.weed_grpc_sockets(ports)
+    ours = [run_dir / "weed-s3.sock", run_dir / "weed-filer.sock"]
+    try:
+        deadline = time.monotonic() + 30
+        while not all(p.is_socket() for p in [*grpc_sockets, *ours]):
+            assert proc.poll() is None and time.monotonic() < deadline, "weed did not start"
+            time.sleep(0.1)
+        assert not Path(f"/tmp/seaweedfs-s3-{ports.s3}.sock").exists()
+        assert not Path(f"/tmp/seaweedfs-filer-{ports.weed_filer}.sock").exists()
+        # glog names its files <program>.<host>.<user>.log.<level>.<date>-<time>.<pid>
+        assert list((run_dir / "weed-logs").glob(f"weed.*.log.INFO.*.{proc.pid}"))
+        assert not list(Path("/tmp").glob(f"weed.*.{proc.pid}"))
+    finally:
+        proc.kill()  # what a stop timeout comes to: weed gets no chance to clean up
+        proc.wait()
+    # Its gRPC sockets have fixed /tmp paths (no flag moves them); the stack removes them.
+    assert all(p.is_socket() for p in grpc_sockets)
+    servers.remove_weed_grpc_sockets(ports)
+    assert not any(p.exists() for p in grpc_sockets)
 
 
 def test_s3_identity_config() -> None:
