@@ -95,24 +95,23 @@ class BatchApi:
     async def DownloadJobArchive(
         self, request: pb.DownloadJobArchiveRequest, context: Ctx
     ) -> AsyncIterator[pb.DownloadJobArchiveResponse]:
-        tenant, timeout = await self._call(context)
-        if not request.job_id:
-            raise invalid("job_id", "required")
-        async for chunk in self.batches.archive(tenant, timeout, job_id=request.job_id):
-            yield pb.DownloadJobArchiveResponse(
-                body=httpbody_pb2.HttpBody(content_type=ZIP, data=chunk)
-            )
+        async for body in self._archive(context, job_id=request.job_id):
+            yield pb.DownloadJobArchiveResponse(body=body)
 
     async def DownloadBatchArchive(
         self, request: pb.DownloadBatchArchiveRequest, context: Ctx
     ) -> AsyncIterator[pb.DownloadBatchArchiveResponse]:
+        async for body in self._archive(context, batch_id=request.batch_id):
+            yield pb.DownloadBatchArchiveResponse(body=body)
+
+    async def _archive(self, context: Ctx, **source: str) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """The zip of a job's or a batch's outputs (`source`: its one id field), as HttpBody chunks."""
         tenant, timeout = await self._call(context)
-        if not request.batch_id:
-            raise invalid("batch_id", "required")
-        async for chunk in self.batches.archive(tenant, timeout, batch_id=request.batch_id):
-            yield pb.DownloadBatchArchiveResponse(
-                body=httpbody_pb2.HttpBody(content_type=ZIP, data=chunk)
-            )
+        ((field, value),) = source.items()
+        if not value:
+            raise invalid(field, "required")
+        async for chunk in self.batches.archive(tenant, timeout, **source):
+            yield httpbody_pb2.HttpBody(content_type=ZIP, data=chunk)
 
     async def CreateStorageConnection(
         self, request: pb.CreateStorageConnectionRequest, context: Ctx
