@@ -285,6 +285,18 @@ class BatchSummary(_message.Message):
     P95_SECONDS_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_PERCENT_FIELD_NUMBER: _builtins.int
+    BYTES_SAVED_FIELD_NUMBER: _builtins.int
+    SPACE_SAVING_PERCENT_FIELD_NUMBER: _builtins.int
+    MEAN_SECONDS_FIELD_NUMBER: _builtins.int
+    MIN_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    INTERRUPTED_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    BATCH_IDS_FIELD_NUMBER: _builtins.int
+    CLIENT_PEAK_RSS_MEGABYTES_FIELD_NUMBER: _builtins.int
     images: _builtins.int
     succeeded: _builtins.int
     failed: _builtins.int
@@ -302,6 +314,31 @@ class BatchSummary(_message.Message):
     by the batch window).
     """
     p95_seconds: _builtins.float
+    skipped: _builtins.int
+    """Images not processed again because an earlier run had done them (the CLI's resume of a
+    folder, by content hash); 0 for a server-side batch. Counted in `images`.
+    """
+    error_rate_percent: _builtins.float
+    """failed / (images - skipped) * 100."""
+    bytes_saved: _builtins.int
+    """Input bytes of the succeeded images minus their output bytes (negative when outputs grew)."""
+    space_saving_percent: _builtins.float
+    """bytes_saved / input bytes of the succeeded images * 100."""
+    mean_seconds: _builtins.float
+    """Seconds per succeeded image (as p50_seconds): mean, fastest, slowest."""
+    min_seconds: _builtins.float
+    max_seconds: _builtins.float
+    interrupted: _builtins.bool
+    """The run was stopped (Ctrl-C) before every image was taken: the rest is left for a re-run."""
+    source: _builtins.str
+    """Where the images came from and went: a folder; "<connection id>:<prefix>" (no connection
+    id: the platform's storage); "images" for a list of image ids. Empty destination: none.
+    """
+    destination: _builtins.str
+    client_peak_rss_megabytes: _builtins.float
+    """Peak resident memory of the client process that ran a folder (MB, 10^6 bytes); 0 for a
+    server-side batch (the services' memory is in their process metrics).
+    """
     @_builtins.property
     def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchFailureGroup]:
         """Failures grouped by reason, reasons sorted; each group lists up to 1000 files (the full
@@ -312,6 +349,10 @@ class BatchSummary(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def batch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The server-side batches that did the work (a folder run makes one per chunk of images)."""
+
     def __init__(
         self,
         *,
@@ -330,10 +371,22 @@ class BatchSummary(_message.Message):
         p95_seconds: _builtins.float = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        skipped: _builtins.int = ...,
+        error_rate_percent: _builtins.float = ...,
+        bytes_saved: _builtins.int = ...,
+        space_saving_percent: _builtins.float = ...,
+        mean_seconds: _builtins.float = ...,
+        min_seconds: _builtins.float = ...,
+        max_seconds: _builtins.float = ...,
+        interrupted: _builtins.bool = ...,
+        source: _builtins.str = ...,
+        destination: _builtins.str = ...,
+        batch_ids: _abc.Iterable[_builtins.str] | None = ...,
+        client_peak_rss_megabytes: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "cancelled", b"cancelled", "compression_ratio", b"compression_ratio", "failed", b"failed", "failures", b"failures", "finished_at", b"finished_at", "images", b"images", "images_per_second", b"images_per_second", "megabytes_per_second", b"megabytes_per_second", "p50_seconds", b"p50_seconds", "p95_seconds", b"p95_seconds", "started_at", b"started_at", "succeeded", b"succeeded", "wall_seconds", b"wall_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_ids", b"batch_ids", "bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "bytes_saved", b"bytes_saved", "cancelled", b"cancelled", "client_peak_rss_megabytes", b"client_peak_rss_megabytes", "compression_ratio", b"compression_ratio", "destination", b"destination", "error_rate_percent", b"error_rate_percent", "failed", b"failed", "failures", b"failures", "finished_at", b"finished_at", "images", b"images", "images_per_second", b"images_per_second", "interrupted", b"interrupted", "max_seconds", b"max_seconds", "mean_seconds", b"mean_seconds", "megabytes_per_second", b"megabytes_per_second", "min_seconds", b"min_seconds", "p50_seconds", b"p50_seconds", "p95_seconds", b"p95_seconds", "skipped", b"skipped", "source", b"source", "space_saving_percent", b"space_saving_percent", "started_at", b"started_at", "succeeded", b"succeeded", "wall_seconds", b"wall_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
