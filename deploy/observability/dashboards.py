@@ -82,6 +82,7 @@ METRICS: Final[dict[str, Kind]] = {
     "pixmesh_batches": Kind.GAUGE,
     "pixmesh_batch_images_total": Kind.COUNTER,
     "pixmesh_batch_bytes_total": Kind.COUNTER,
+    "pixmesh_retention_removed_total": Kind.COUNTER,
     "pixmesh_gateway_idempotency_hits_total": Kind.COUNTER,
     "pixmesh_gateway_backpressure_refusals_total": Kind.COUNTER,
     # prometheus-client's process collector (no `service` label: panels join on pixmesh_service_info).
@@ -1044,6 +1045,23 @@ def jobs() -> Json:
                         ],
                         unit="ops",
                         stacked=True,
+                    ),
+                    Panel(
+                        "Retention: removed by store",
+                        [
+                            Query(
+                                rate("pixmesh_retention_removed_total", "service, store"),
+                                "{{service}} {{store}}",
+                            )
+                        ],
+                        unit="ops",
+                        stacked=True,
+                        description=(
+                            "What the retention jobs delete (README, Retention): the jobs"
+                            " service's published outbox rows and expired processed-event ids,"
+                            " the gateway's tenant retention (jobs, images, objects). A store"
+                            " that stops here while it grows elsewhere is not being trimmed."
+                        ),
                     ),
                 ],
             ),

@@ -26,6 +26,7 @@ from pixmesh.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from services.gateway import errors
 from services.gateway.repository import GatewayRepository
 from services.gateway.upload_rules import delete_tenant_rules
+from services.runtime import metrics
 from services.runtime.errors import FailedPrecondition, invalid, rpc_errors
 from services.runtime.storage import Storage, input_key
 
@@ -172,6 +173,13 @@ class Deletion:
                     except FailedPrecondition:
                         continue  # jobs running on it: next pass
                     _add(total, done)
+        for store, n in (
+            ("jobs", total.jobs_deleted),
+            ("images", total.images_deleted),
+            ("objects", total.objects_deleted),
+        ):
+            if n:
+                metrics.RETENTION_REMOVED(store).inc(n)
         return total
 
     async def run_retention(self, stop: asyncio.Event, interval_s: float, timeout: float) -> None:

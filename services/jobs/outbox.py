@@ -23,7 +23,7 @@ from pixmesh.events.v1 import events_pb2
 from services.jobs import mapping
 from services.jobs import statemachine as sm
 from services.runtime import bus as busmod
-from services.runtime import db
+from services.runtime import db, metrics
 from services.runtime.bus import Bus
 from services.runtime.telemetry import extract_context, inject_headers
 
@@ -137,6 +137,12 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Claim and publish one batch; how many messages it held."""
+        n = await self._publish_batch()
+        if n:  # committed: the published rows are gone (pixmesh_retention_removed_total)
+            metrics.RETENTION_REMOVED("outbox").inc(n)
+        return n
+
+    async def _publish_batch(self) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             # Deleted now, for good only when the transaction commits after them all.
             batch = await claim(conn, RELAY_BATCH)

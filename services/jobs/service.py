@@ -360,11 +360,12 @@ class JobsService:
         while not stop.is_set():
             try:
                 with suppress_instrumentation():
-                    while (
-                        await self.repo.trim_processed_events(processed_events_s, TRIM_BATCH)
-                        >= TRIM_BATCH
-                    ):
-                        pass
+                    while True:
+                        n = await self.repo.trim_processed_events(processed_events_s, TRIM_BATCH)
+                        if n:
+                            metrics.RETENTION_REMOVED("processed_events").inc(n)
+                        if n < TRIM_BATCH:
+                            break
             except (asyncpg.PostgresError, OSError):
                 log.exception("retention trim failed; retrying")
             with contextlib.suppress(TimeoutError):

@@ -284,6 +284,15 @@ METADATA_INDEXING_LAG = _histogram(
     "Time from an upload to its metadata row being stored.",
     _SLOW,
 )
+# What each retention job removed (README, "Retention"): "outbox" rows once JetStream acked them,
+# "processed_events" ids past the redelivery horizon, and the tenant retention's "jobs",
+# "images" and "objects" (stored sources and outputs). NATS expires stream messages itself
+# (pixmesh_stream_messages shows the level).
+RETENTION_REMOVED = _counter(
+    "pixmesh_retention_removed_total",
+    "Rows, messages or objects removed by a retention job, by what they were.",
+    "store",
+)
 GATEWAY_IDEMPOTENCY_HITS = _counter(
     "pixmesh_gateway_idempotency_hits_total",
     "CreateJob calls answered with the job an idempotency key already names.",

@@ -15,6 +15,7 @@ import asyncpg
 import grpc
 import pytest
 from PIL import Image
+from prometheus_client import REGISTRY
 
 import pixmesh
 from deploy.local import Stack
@@ -24,7 +25,7 @@ from pixmesh.jobs.v1 import jobs_pb2_grpc
 from pixmesh.metadata.v1 import metadata_pb2_grpc
 from services.gateway.deletion import Deletion
 from services.gateway.repository import GatewayRepository
-from services.runtime import db, trust
+from services.runtime import db, metrics, trust
 from services.runtime.storage import Storage, input_key
 from tests.integration.rest import Rest, reason
 
@@ -178,6 +179,12 @@ async def _deletion(stack: Stack, pool: asyncpg.Pool) -> AsyncIterator[Deletion]
         await metadata.close()
 
 
+def _removed(store: str) -> float:
+    """This process's pixmesh_retention_removed_total for one store."""
+    labels = {"service": metrics.service(), "store": store}
+    return REGISTRY.get_sample_value("pixmesh_retention_removed_total", labels) or 0.0
+
+
 async def test_retention_deletes_what_is_due_and_nothing_else(
     stack: Stack, tenants: tuple[Rest, Rest], pool: asyncpg.Pool
 ) -> None:
@@ -210,9 +217,14 @@ async def test_retention_deletes_what_is_due_and_nothing_else(
     assert old_keys == new_keys  # same image, same ops: one object, kept while new_job uses it
     gone_keys = await output_keys(pool, gone_job)
 
+    removed = {k: _removed(k) for k in ("jobs", "images", "objects")}
     async for deletion in _deletion(stack, pool):
         report = await deletion.apply_retention(timeout=30)
     assert report.jobs_deleted >= 2 and report.images_deleted >= 1
+    # pixmesh_retention_removed_total counts what the pass reported removed.
+    assert _removed("jobs") - removed["jobs"] == report.jobs_deleted
+    assert _removed("images") - removed["images"] == report.images_deleted
+    assert _removed("objects") - removed["objects"] == report.objects_deleted
 
     assert client.http.get(f"/v1/jobs/{old_job}").status_code == 404  # finished 3 days ago
     assert client.http.get(f"/v1/jobs/{gone_job}").status_code == 404  # its image went

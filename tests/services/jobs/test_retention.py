@@ -13,12 +13,14 @@ from typing import cast
 import asyncpg
 import nats.js.errors
 import pytest
+from prometheus_client import REGISTRY
 
 from services.jobs.outbox import OutboxRelay
 from services.jobs.repository import JobsRepository
 from services.jobs.service import JobsService
 from services.jobs.settings import PROCESSED_EVENTS_MARGIN_S, JobsSettings
 from services.runtime import bus as busmod
+from services.runtime import metrics
 from services.runtime.bus import Bus, EventRetention, redelivery_horizon_s
 from tests.services.jobs.test_repository import TENANT, image, outbox, resize, started
 
@@ -32,6 +34,12 @@ async def _processed(pool: asyncpg.Pool, prefix: str) -> set[str]:
         "SELECT event_id FROM jobs.processed_events WHERE starts_with(event_id, $1)", prefix
     )
     return {r["event_id"] for r in rows}
+
+
+def _removed(store: str) -> float:
+    """This process's pixmesh_retention_removed_total for one store."""
+    labels = {"service": metrics.service(), "store": store}
+    return REGISTRY.get_sample_value("pixmesh_retention_removed_total", labels) or 0.0
 
 
 async def _age(pool: asyncpg.Pool, event_ids: list[str], seconds: float) -> None:
@@ -130,12 +138,15 @@ async def test_the_relay_deletes_what_it_published_and_job_events_expire(
     await pool.execute(
         "INSERT INTO jobs.outbox (subject, msg_id, payload) VALUES ('nowhere.x', 'n1', '')"
     )
+    removed = _removed("outbox")
     with pytest.raises(nats.js.errors.NoStreamResponseError):
         await relay.relay_once()
     assert len(await outbox(pool, job.job_id)) == 1
+    assert _removed("outbox") == removed  # nothing removed, nothing counted
     await pool.execute("DELETE FROM jobs.outbox WHERE subject = 'nowhere.x'")
 
     assert await relay.relay_once() == 2
+    assert _removed("outbox") == removed + 2
     assert await outbox(pool, job.job_id) == []
     assert await pool.fetchval("SELECT count(*) FROM jobs.outbox") == 0
 
@@ -167,6 +178,12 @@ async def test_the_trim_loop_deletes_what_is_due_until_stopped(
         [(f"{prefix}.old",), (f"{prefix}.new",)],
     )
     await _age(pool, [f"{prefix}.old"], HORIZON_S + 1)
+    due = await pool.fetchval(
+        "SELECT count(*) FROM jobs.processed_events"
+        " WHERE processed_at < now() - make_interval(secs => $1)",
+        HORIZON_S,
+    )
+    removed = _removed("processed_events")
     stop = asyncio.Event()
     loop = asyncio.create_task(
         JobsService(repo, cast(Bus, None)).trim_retention(
@@ -179,6 +196,9 @@ async def test_the_trim_loop_deletes_what_is_due_until_stopped(
                 break
             await asyncio.sleep(0.05)
         assert await _processed(pool, prefix) == {f"{prefix}.new"}
+        # Counted once each, as removed (the loop's later rounds find nothing due).
+        await asyncio.sleep(0.2)
+        assert _removed("processed_events") == removed + due
     finally:
         stop.set()
         await asyncio.wait_for(loop, 5)

@@ -68,6 +68,7 @@ FAMILIES = {
     "pixmesh_batches": ("state",),
     "pixmesh_batch_images_total": ("state",),
     "pixmesh_batch_bytes_total": ("direction",),
+    "pixmesh_retention_removed_total": ("store",),
     "pixmesh_gateway_idempotency_hits_total": (),
     "pixmesh_gateway_backpressure_refusals_total": ("queue",),
 }
