@@ -258,7 +258,7 @@ _SERVICE_CONFIG = json.dumps(
             {
                 "name": [{}],
                 "retryPolicy": {
-                    "maxAttempts": 3,
+                    "maxAttempts": 5,
                     "initialBackoff": "0.1s",
                     "maxBackoff": "1s",
                     "backoffMultiplier": 2,
@@ -301,6 +301,11 @@ async def channel(target: str) -> AsyncIterator[grpc.aio.Channel]:
             ("grpc.max_receive_message_length", 80 * 1024 * 1024),
             ("grpc.enable_retries", 1),
             ("grpc.service_config", _SERVICE_CONFIG),
+            # A sibling that restarts is back within seconds: gRPC's default reconnect backoff
+            # (1 s growing to 120 s) would keep failing calls fast for seconds after it is
+            # SERVING again; retry the connection at most a second apart instead.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
         ],
         interceptors=[*metrics.client_interceptors(), *trust.client_interceptors()],
     )

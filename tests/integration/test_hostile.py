@@ -131,11 +131,14 @@ def kill_busy_child(imaging_pid: int, timeout: float = 10) -> None:
         ]
         before = {p.pid: cpu_seconds(p) for p in workers}
         time.sleep(0.3)
-        for p in workers:
-            if cpu_seconds(p) - before[p.pid] > 0.1:
-                p.kill()
-                p.wait(5)
-                return
+        # The busiest child: on a loaded machine the encoder may get a small share of a core
+        # in 0.3 s, while idle children use none at all.
+        used = {p: cpu_seconds(p) - before[p.pid] for p in workers}
+        busiest = max(used, key=lambda p: used[p], default=None)
+        if busiest is not None and used[busiest] > 0.02:
+            busiest.kill()
+            busiest.wait(5)
+            return
     raise AssertionError("no busy pipeline child to kill")
 
 
