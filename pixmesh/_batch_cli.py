@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -47,7 +46,8 @@ from pixmesh import _folder
 from pixmesh._render import to_json
 from pixmesh._sync_io import async_twin
 from pixmesh.client import Client
-from pixmesh.common.v1.batch_pb2 import Batch, StorageLocation
+from pixmesh.common.v1.batch_pb2 import Batch, BatchSummary, StorageLocation
+from pixmesh.summaries import summary_json
 
 Command = Callable[[Client, argparse.Namespace], int]
 ACTIONS = ("status", "watch", "cancel", "archive")
@@ -183,23 +183,29 @@ async def _folder_batch(client: Client, args: argparse.Namespace) -> int:
                 stop=stop,
             )
     loop.remove_signal_handler(signal.SIGINT)
-    return _report(summary.to_json(), args.json)
+    return _report(summary.to_proto(), args.json)
 
 
-def _report(doc: dict[str, Any], as_json: bool) -> int:
-    if as_json:
-        print(json.dumps(doc, indent=2))
-    else:
-        print(
-            f"{doc['succeeded']} succeeded, {doc['failed']} failed, {doc['skipped']} skipped "
-            f"of {doc['images']} in {doc['wall_seconds']} s "
-            f"({doc['images_per_second']} images/s, {doc['megabytes_per_second']} MB/s)"
-        )
-        for failure in doc["failures"]:
-            print(f"  failed {failure['name']}: {failure['reason']} {failure['message']}")
-    if doc.get("interrupted"):
+def _report(summary: BatchSummary, as_json: bool, state: str = "") -> int:
+    """Print the summary (the summary.json document with --json, else a line and each
+    failure); the exit status: 130 when interrupted, 1 when anything failed, else 0."""
+    print(summary_json(summary) if as_json else _summary_text(summary, state))
+    if summary.interrupted:
         return 130
-    return 1 if doc["failed"] else 0
+    return 1 if summary.failed else 0
+
+
+def _summary_text(s: BatchSummary, state: str = "") -> str:
+    lines = [
+        (f"{state}: " if state else "")
+        + f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled, "
+        f"{s.skipped} skipped of {s.images} in {s.wall_seconds:.1f} s "
+        f"({s.images_per_second:.2f} images/s, {s.megabytes_per_second:.2f} MB/s)"
+    ]
+    for group in s.failures:
+        for f in group.failures:
+            lines.append(f"  failed {f.name}: {group.reason} {f.message}")
+    return "\n".join(lines)
 
 
 def _server_batch(
@@ -218,7 +224,6 @@ def _server_batch(
     )
     print(f"batch {batch.batch_id}: {batch.progress.total} images", file=sys.stderr)
     batch = _follow(client, batch)
-    failed = batch.summary.failed
     if local:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
@@ -227,9 +232,8 @@ def _server_batch(
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(out)
         archive.unlink()
-        (out / _folder.SUMMARY).write_text(to_json(batch.summary) + "\n")
-    print(to_json(batch.summary) if args.json else _summary_line(batch))
-    return 1 if failed else 0
+        (out / _folder.SUMMARY).write_text(summary_json(batch.summary) + "\n")
+    return _report(batch.summary, args.json, Batch.State.Name(batch.state))
 
 
 def _follow(client: Client, batch: Batch) -> Batch:
@@ -247,19 +251,6 @@ def _follow(client: Client, batch: Batch) -> Batch:
     return batch
 
 
-def _summary_line(batch: Batch) -> str:
-    s = batch.summary
-    lines = [
-        f"{Batch.State.Name(batch.state)}: {s.succeeded} succeeded, {s.failed} failed, "
-        f"{s.cancelled} cancelled of {s.images} in {s.wall_seconds:.1f} s "
-        f"({s.images_per_second:.2f} images/s, {s.megabytes_per_second:.2f} MB/s)"
-    ]
-    for group in s.failures:
-        for f in group.failures:
-            lines.append(f"  failed {f.name}: {group.reason} {f.message}")
-    return "\n".join(lines)
-
-
 def _action(client: Client, args: argparse.Namespace) -> int:
     batch_id = args.batch_id
     if args.source == "status":
@@ -268,8 +259,7 @@ def _action(client: Client, args: argparse.Namespace) -> int:
         return 0
     if args.source == "watch":
         batch = _follow(client, client.get_batch(batch_id))
-        print(_summary_line(batch))
-        return 1 if batch.summary.failed else 0
+        return _report(batch.summary, False, Batch.State.Name(batch.state))
     if args.source == "cancel":
         batch = client.cancel_batch(batch_id)
         print(_status_line(batch))

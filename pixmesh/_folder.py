@@ -23,18 +23,17 @@ import asyncio
 import hashlib
 import json
 import os
+import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixmesh import errors, ops
+from pixmesh import errors, ops, summaries
 from pixmesh._common import job_pipeline, write_atomically
 from pixmesh._render import extension
-from pixmesh.common.v1.batch_pb2 import BatchItem
+from pixmesh.common.v1.batch_pb2 import BatchFailureGroup, BatchItem, BatchSummary
 from pixmesh.common.v1.job_pb2 import Job
 
 if TYPE_CHECKING:
@@ -84,7 +83,8 @@ def walk(root: Path, skip: Path | None = None) -> Iterator[Path]:
 
 @dataclass
 class FolderSummary:
-    """What a run did (written to DEST/summary.json by `to_json`)."""
+    """What a run did; `to_proto` gives the BatchSummary that DEST/summary.json holds, in the
+    format of the server's summary.json (pixmesh.summaries)."""
 
     source: str
     destination: str
@@ -94,7 +94,9 @@ class FolderSummary:
     # Already done by an earlier run (same content, outputs present).
     skipped: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
+    # Uploaded bytes (succeeded and failed images), and those of the succeeded ones.
     bytes_in: int = 0
+    succeeded_bytes_in: int = 0
     bytes_out: int = 0
     started: float = field(default_factory=time.time)
     finished: float = 0.0
@@ -102,40 +104,52 @@ class FolderSummary:
     batch_ids: list[str] = field(default_factory=list)
     interrupted: bool = False
 
-    def fail(self, name: str, reason: str, message: str) -> None:
+    def fail(self, name: str, reason: str, message: str, job_id: str = "") -> None:
         self.failed += 1
-        self.failures.append({"name": name, "reason": reason, "message": message})
+        self.failures.append({"name": name, "reason": reason, "message": message, "job_id": job_id})
+
+    def to_proto(self) -> BatchSummary:
+        finished = self.finished or time.time()
+        s = BatchSummary(
+            images=self.images,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            skipped=self.skipped,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            wall_seconds=max(finished - self.started, 1e-9),
+            interrupted=self.interrupted,
+            source=self.source,
+            destination=self.destination,
+            batch_ids=self.batch_ids,
+            client_peak_rss_megabytes=_peak_rss_mb(),
+        )
+        summaries.derive(s, self.succeeded_bytes_in)
+        summaries.per_image(s, self.seconds)
+        s.started_at.FromNanoseconds(int(self.started * 1e9))
+        s.finished_at.FromNanoseconds(int(finished * 1e9))
+        groups: dict[str, BatchFailureGroup] = {}
+        for f in sorted(self.failures, key=lambda f: (f["reason"], f["name"])):
+            g = groups.setdefault(f["reason"], BatchFailureGroup(reason=f["reason"]))
+            g.count += 1
+            g.failures.add(name=f["name"], message=f["message"], job_id=f.get("job_id", ""))
+        s.failures.extend(groups.values())
+        return s
 
     def to_json(self) -> dict[str, Any]:
-        wall = max((self.finished or time.time()) - self.started, 1e-9)
-        secs = sorted(self.seconds)
+        """The summary document as a dict (what DEST/summary.json holds)."""
+        return summaries.summary_dict(self.to_proto())
 
-        def pct(q: float) -> float:
-            return secs[min(len(secs) - 1, int(q * len(secs)))] if secs else 0.0
 
-        by_reason = Counter(f["reason"] for f in self.failures)
-        return {
-            "source": self.source,
-            "destination": self.destination,
-            "images": self.images,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "failed_by_reason": dict(sorted(by_reason.items())),
-            "failures": sorted(self.failures, key=lambda f: f["name"]),
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "compression_ratio": self.bytes_out / self.bytes_in if self.bytes_in else 0.0,
-            "wall_seconds": round(wall, 3),
-            "images_per_second": round((self.succeeded + self.failed) / wall, 3),
-            "megabytes_per_second": round(self.bytes_in / 1e6 / wall, 3),
-            "p50_seconds": round(pct(0.5), 3),
-            "p95_seconds": round(pct(0.95), 3),
-            "started": _iso(self.started),
-            "finished": _iso(self.finished or time.time()),
-            "batches": self.batch_ids,
-            "interrupted": self.interrupted,
-        }
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory, MB (0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return float(peak if sys.platform == "darwin" else peak * 1024) / 1e6
 
 
 @dataclass
@@ -145,10 +159,6 @@ class Progress:
     failed: int = 0
     skipped: int = 0
     bytes_in: int = 0
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -226,8 +236,8 @@ async def process_folder(
         if on_progress is not None:
             on_progress(progress)
 
-    def failed(name: str, reason: str, message: str) -> None:
-        summary.fail(name, reason, message)
+    def failed(name: str, reason: str, message: str, job_id: str = "") -> None:
+        summary.fail(name, reason, message, job_id)
         progress.failed += 1
         report()
 
@@ -300,13 +310,19 @@ async def process_folder(
                     outputs = await save(item, job)
                     journal.record(item.sha256, outputs)
                     summary.succeeded += 1
+                    summary.succeeded_bytes_in += item.size
                     summary.seconds.append(time.monotonic() - item.started)
                     progress.done += 1
                     report()
                 else:
                     err = job.error if job is not None else entry.error
                     state = Job.State.Name(job.state if job is not None else entry.state)
-                    failed(item.rel, err.reason or state, err.message or state.lower())
+                    failed(
+                        item.rel,
+                        err.reason or state,
+                        err.message or state.lower(),
+                        entry.job_id,
+                    )
 
             async def collect(final: bool) -> None:
                 """Download what ended so far (everything left, when `final`), so downloads
@@ -361,6 +377,6 @@ async def process_folder(
         journal.close()
         summary.interrupted = stop.is_set()
         summary.finished = time.time()
-        doc = json.dumps(summary.to_json(), indent=2) + "\n"
+        doc = summaries.summary_json(summary.to_proto()) + "\n"
         await asyncio.to_thread(write_atomically, destination / SUMMARY, doc.encode())
     return summary

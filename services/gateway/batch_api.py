@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from google.api import httpbody_pb2
-from google.protobuf import json_format
 
 from pixmesh.gateway.v1 import batches_pb2 as pb
+from pixmesh.summaries import summary_json
 from services.gateway.auth import READ, WRITE
 from services.gateway.batches import BatchRequests
 from services.runtime.errors import Unavailable, invalid
@@ -55,10 +55,12 @@ class BatchApi:
         tenant, timeout = await self._call(context)
         batch = await self.batches.get_batch(tenant, request.batch_id, timeout)
         resp = pb.GetBatchSummaryResponse()
+        # The document of pixmesh.summaries, as a folder run writes it (one format); "{}" while
+        # the batch runs.
+        doc = "{}"
         if batch.HasField("summary"):
             resp.summary.CopyFrom(batch.summary)
-        # REST field names and enum names, like the transcoder's JSON (uint64 as strings).
-        doc = json_format.MessageToJson(resp.summary, preserving_proto_field_name=True)
+            doc = summary_json(resp.summary)
         resp.body.content_type = "application/json"
         resp.body.data = doc.encode()
         return resp

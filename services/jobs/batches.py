@@ -45,6 +45,7 @@ import httpx
 from google.protobuf import json_format
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
+from pixmesh import summaries
 from pixmesh.common.v1 import batch_pb2, image_pb2, job_pb2
 from pixmesh.jobs.v1 import batches_pb2
 from services.jobs import webhooks
@@ -57,7 +58,13 @@ from services.runtime.errors import (
     ServiceError,
     invalid,
 )
-from services.runtime.imageprobe import ProbeLimits, extension_for, probe
+from services.runtime.imageprobe import (
+    EMPTY_IMAGE,
+    UNSUPPORTED_FORMAT,
+    ProbeLimits,
+    extension_for,
+    probe,
+)
 from services.runtime.pipeline import check_renditions, op_name, plan_stages
 from services.runtime.storage import Storage, input_key
 
@@ -636,9 +643,31 @@ class Batches:
         )
         assert counts is not None
         if counts["queued"] == 0 and counts["open"] == 0:
-            await self._finish(batch.batch_id, SUCCEEDED)
+            if batch.source is not None and await self._no_images(batch.batch_id):
+                # Every object was empty or not an image: a clear error, not an empty success
+                # (each object is still listed in the summary with its reason).
+                no_images = FailedPrecondition(
+                    message=f"no images under the prefix {batch.source.prefix!r}: every object "
+                    "is empty or not an image pixmesh reads (the summary lists them)",
+                    reason="SOURCE_HAS_NO_IMAGES",
+                )
+                await self._stop(batch.tenant_id, batch.batch_id, FAILED, no_images)
+            else:
+                await self._finish(batch.batch_id, SUCCEEDED)
             return True
         return settled + submitted > 0
+
+    async def _no_images(self, batch_id: str) -> bool:
+        """True when no item of the batch was an image: none got a job, every one failed as
+        empty or not an image."""
+        found = await self.pool.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM jobs.batch_items WHERE batch_id = $1
+                AND (job_id IS NOT NULL OR coalesce(error_reason, '') NOT IN ($2, $3)))""",
+            batch_id,
+            EMPTY_IMAGE,
+            UNSUPPORTED_FORMAT,
+        )
+        return not found
 
     async def _submit(self, batch: _Claimed) -> int:
         counts = await self.pool.fetchrow(
@@ -844,9 +873,14 @@ class Batches:
                 coalesce(sum(i.bytes_out), 0)::bigint AS bytes_out,
                 percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY i.seconds)
                     FILTER (WHERE i.state = 'SUCCEEDED' AND i.seconds IS NOT NULL) AS pct,
-                b.created_at, coalesce(b.finished_at, now()) AS finished_at
+                avg(i.seconds) FILTER (WHERE i.state = 'SUCCEEDED') AS mean_s,
+                min(i.seconds) FILTER (WHERE i.state = 'SUCCEEDED') AS min_s,
+                max(i.seconds) FILTER (WHERE i.state = 'SUCCEEDED') AS max_s,
+                b.created_at, coalesce(b.finished_at, now()) AS finished_at,
+                b.source, b.destination
             FROM jobs.batches b LEFT JOIN jobs.batch_items i ON i.batch_id = b.batch_id
-            WHERE b.batch_id = $1 GROUP BY b.created_at, b.finished_at""",
+            WHERE b.batch_id = $1
+            GROUP BY b.created_at, b.finished_at, b.source, b.destination""",
             batch_id,
         )
         assert totals is not None
@@ -858,13 +892,17 @@ class Batches:
             cancelled=totals["cancelled"],
             bytes_in=totals["bytes_in"],
             bytes_out=totals["bytes_out"],
-            compression_ratio=totals["bytes_out"] / totals["ok_in"] if totals["ok_in"] else 0.0,
             wall_seconds=wall,
-            images_per_second=(totals["succeeded"] + totals["failed"]) / wall,
-            megabytes_per_second=totals["bytes_in"] / 1e6 / wall,
+            source=_location_name(totals["source"]),
+            destination=_location_name(totals["destination"]) if totals["destination"] else "",
+            batch_ids=[batch_id],
         )
+        # The figures that follow from these, as a folder run derives them (one format).
+        summaries.derive(s, totals["ok_in"])
         if totals["pct"]:
             s.p50_seconds, s.p95_seconds = totals["pct"]
+            s.mean_seconds = totals["mean_s"]
+            s.min_seconds, s.max_seconds = totals["min_s"], totals["max_s"]
         s.started_at.FromDatetime(totals["created_at"])
         s.finished_at.FromDatetime(totals["finished_at"])
         groups: dict[str, batch_pb2.BatchFailureGroup] = {}
@@ -884,6 +922,15 @@ class Batches:
             g.failures.add(name=r["name"], message=r["message"] or "", job_id=r["job_id"] or "")
         s.failures.extend(groups[k] for k in sorted(groups))
         return s
+
+
+def _location_name(stored: bytes | None) -> str:
+    """A summary's source/destination: "<connection id>:<prefix>" ("" connection: the
+    platform's storage), "images" for a list of image ids (no stored location)."""
+    if not stored:
+        return "images"
+    loc = batch_pb2.StorageLocation.FromString(stored)
+    return f"{loc.connection_id}:{loc.prefix}"
 
 
 def _item(r: asyncpg.Record) -> batch_pb2.BatchItem:

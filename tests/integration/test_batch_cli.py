@@ -6,10 +6,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,23 @@ def _photo(path: Path, seed: int, fmt: str = "JPEG") -> None:
     path.write_bytes(out.getvalue())
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_with(width: int, height: int, idat: bytes) -> bytes:
+    """A PNG of these dimensions (RGB, 8 bits) whose pixel data is `idat`, as given: a valid
+    header over random data is a corrupt image; a huge header over a little data, one over the
+    pixel limit that is small on disk."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
 def _argv(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("pixmesh")
     base = [str(script)] if script.exists() else [sys.executable, "-m", "pixmesh.cli"]
@@ -42,7 +62,9 @@ def _env(grpc_target: str, api_key: str) -> dict[str, str]:
 OPS = ["--op", "resize=64x", "--op", "convert=webp:80"]
 
 
-def test_a_folder_with_broken_files(grpc_target: str, api_key: str, tmp_path: Path) -> None:
+def test_a_folder_with_broken_files(
+    rest: Rest, grpc_target: str, api_key: str, tmp_path: Path
+) -> None:
     src, dest = tmp_path / "photos", tmp_path / "out"
     names = ["a.jpg", "b.jpg", "trip/c.jpg", "trip/day2/d.jpg", "e.png"]
     for i, name in enumerate(names):
@@ -52,6 +74,13 @@ def test_a_folder_with_broken_files(grpc_target: str, api_key: str, tmp_path: Pa
     (src / "empty.jpg").write_bytes(b"")
     (src / "notes.txt").write_text("not an image\n")
     (src / "truncated.jpg").write_bytes((src / "a.jpg").read_bytes()[:300])
+    # A header that reads, pixel data that does not.
+    (src / "corrupt.png").write_bytes(png_with(64, 48, random.Random(7).randbytes(600)))
+    # Over the limits: 400 megapixels in a few bytes; more bytes than the client takes.
+    (src / "huge.png").write_bytes(png_with(20_000, 20_000, zlib.compress(b"\x00" * 64)))
+    with (src / "big.jpg").open("wb") as f:
+        f.write(b"\xff\xd8\xff\xe0")
+        f.truncate(50 * 1024 * 1024 + 1)
     result = subprocess.run(
         _argv("batch", str(src), "-o", str(dest), *OPS, "--json"),
         env=_env(grpc_target, api_key),
@@ -61,21 +90,55 @@ def test_a_folder_with_broken_files(grpc_target: str, api_key: str, tmp_path: Pa
     )
     assert result.returncode == 1, result.stderr
     summary = json.loads((dest / "summary.json").read_text())
-    assert summary["images"] == 9
+    assert summary["images"] == 12
     assert summary["succeeded"] == 6
-    assert summary["failed"] == 3
-    reasons = {f["name"]: f["reason"] for f in summary["failures"]}
+    assert summary["failed"] == 6
+    reasons = {f["name"]: g["reason"] for g in summary["failures"] for f in g["failures"]}
     assert reasons["empty.jpg"] == "EMPTY_IMAGE"
     assert reasons["notes.txt"] == "UNSUPPORTED_FORMAT"
-    assert reasons["truncated.jpg"]  # refused at upload or failed in imaging, with a reason
-    assert set(reasons) == {"empty.jpg", "notes.txt", "truncated.jpg"}
-    assert summary["bytes_out"] > 0 and summary["compression_ratio"] > 0
+    assert reasons["big.jpg"] == "IMAGE_TOO_LARGE"
+    assert reasons["huge.png"] == "TOO_MANY_PIXELS"  # refused at upload, by its header
+    assert reasons["corrupt.png"] == "IMAGE_CORRUPT"  # failed in imaging, its job named
+    # Refused at upload or failed in imaging, with a reason.
+    assert reasons["truncated.jpg"] == "IMAGE_CORRUPT"
+    assert set(reasons) == {
+        "empty.jpg",
+        "notes.txt",
+        "truncated.jpg",
+        "corrupt.png",
+        "huge.png",
+        "big.jpg",
+    }
+    assert summary["bytes_out"] > 0 and 0 < summary["compression_ratio"] < 1
+    assert summary["bytes_saved"] > 0 and summary["space_saving_percent"] > 0
+    assert summary["error_rate_percent"] == 50.0
+    assert summary["p95_seconds"] >= summary["p50_seconds"] > 0
+    assert summary["source"] == str(src) and summary["interrupted"] is False
+
+    # One format: the server's summary.json of the batch the run made has the same keys, and
+    # the figures of the images that reached it agree with the folder's.
+    [batch_id] = summary["batch_ids"]
+    resp = rest.http.get(f"/v1/batches/{batch_id}/summary.json")
+    assert resp.status_code == 200, resp.text
+    server = resp.json()
+    assert set(server) == set(summary)
+    assert server["batch_ids"] == [batch_id]
+    assert server["succeeded"] == summary["succeeded"]
+    # What the server saw: the images uploaded (the rest were refused before a job).
+    server_reasons = {f["name"]: g["reason"] for g in server["failures"] for f in g["failures"]}
+    assert server["failed"] == len(server_reasons)
+    assert set(server_reasons) <= {"corrupt.png", "truncated.jpg"}
+    for name, reason in server_reasons.items():
+        assert reasons[name] == reason
+    for key in ("bytes_in", "bytes_out", "bytes_saved"):
+        assert server[key] == summary[key], key
+    assert server["compression_ratio"] == summary["compression_ratio"]
     for name in [*names, "misnamed.jpg"]:
         out = dest / (os.path.splitext(name)[0] + ".webp")
         with Image.open(out) as img:
             assert (img.format, img.width) == ("WEBP", 64)
-    # Every failure is printed with its reason too.
-    assert json.loads(result.stdout)["failed"] == 3
+    # --json prints the same document.
+    assert json.loads(result.stdout)["failures"] == summary["failures"]
 
 
 def test_resume_after_a_kill_does_only_the_rest(
@@ -107,6 +170,45 @@ def test_resume_after_a_kill_does_only_the_rest(
     assert sorted(p.name for p in dest.glob("*.webp")) == [f"p{i:02d}.webp" for i in range(24)]
 
 
+def test_ctrl_c_finishes_the_images_in_flight_and_writes_the_summary(
+    grpc_target: str, api_key: str, tmp_path: Path
+) -> None:
+    src, dest = tmp_path / "photos", tmp_path / "out"
+    total = 32
+    for i in range(total):
+        _photo(src / f"p{i:02d}.jpg", 60 + i)
+    journal = dest / ".pixmesh-batch.jsonl"
+    env = _env(grpc_target, api_key)
+    argv = _argv("batch", str(src), "-o", str(dest), *OPS, "--chunk", "4", "--concurrency", "2")
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (journal.exists() and len(journal.read_text().splitlines()) >= 4):
+        assert first.poll() is None, "the first run ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no image finished within 60 s"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    summary = json.loads((dest / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    # No file taken after the Ctrl-C (at most a few chunks were in flight) ...
+    assert summary["images"] < total
+    # ... and every file taken was finished: its output written and recorded for a re-run.
+    assert summary["failed"] == 0
+    assert summary["succeeded"] == summary["images"]
+    recorded = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert len(recorded) == summary["succeeded"]
+    for entry in recorded:
+        assert all((dest / name).exists() for name in entry["outputs"])
+
+    second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    again = json.loads((dest / "summary.json").read_text())
+    assert (again["skipped"], again["succeeded"]) == (len(recorded), total - len(recorded))
+    assert again["interrupted"] is False
+    assert len(list(dest.glob("*.webp"))) == total
+
+
 def test_a_list_of_image_ids(rest: Rest, grpc_target: str, api_key: str, tmp_path: Path) -> None:
     ids = []
     for seed in range(3):
@@ -124,9 +226,9 @@ def test_a_list_of_image_ids(rest: Rest, grpc_target: str, api_key: str, tmp_pat
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads((dest / "summary.json").read_text())
-    # Proto JSON: 64-bit counts are strings, zero ones (failed) left out.
-    counts = [int(summary.get(k, 0)) for k in ("images", "succeeded", "failed")]
-    assert counts == [3, 3, 0]
+    # The summary.json format (pixmesh.summaries): counts as numbers, zeros present.
+    assert [summary[k] for k in ("images", "succeeded", "failed")] == [3, 3, 0]
+    assert summary["source"] == "images"
     outputs = sorted(p for p in dest.rglob("*.webp"))
     assert len(outputs) == 3
     for out in outputs:

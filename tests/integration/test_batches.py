@@ -9,9 +9,11 @@ import asyncio
 import hashlib
 import io
 import json
+import random
 import time
 import uuid
 import zipfile
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -19,10 +21,12 @@ import pytest
 from PIL import Image
 
 from deploy.local import Stack
+from pixmesh.common.v1.batch_pb2 import BatchSummary
 from pixmesh.webhooks import verify
 from services.runtime.bus import Bus, task_durable
 from services.runtime.lanes import BATCH_LANE
 from tests.integration.rest import Json, Rest
+from tests.integration.test_batch_cli import png_with
 from tests.integration.test_webhooks import Receiver, receiver  # noqa: F401 (a fixture)
 
 if TYPE_CHECKING:
@@ -111,6 +115,9 @@ def test_a_prefix_of_a_customer_bucket_with_broken_files(
         "photos/broken.jpg": _jpeg(5)[:200],
         "photos/empty.jpg": b"",
         "photos/notes.txt": b"not an image at all\n",
+        # A header that reads over pixel data that does not; 400 megapixels in a few bytes.
+        "photos/corrupt.png": png_with(64, 48, random.Random(5).randbytes(600)),
+        "photos/huge.png": png_with(20_000, 20_000, zlib.compress(b"\x00" * 64)),
     }
     for key, data in {**good, **bad}.items():
         s3_client.put_object(Bucket=customer, Key=key, Body=data)
@@ -137,26 +144,40 @@ def test_a_prefix_of_a_customer_bucket_with_broken_files(
     )
     assert resp.status_code == 200, resp.text
     batch = resp.json()["batch"]
-    assert batch["progress"]["total"] == "7"
+    assert batch["progress"]["total"] == "9"
     batch = _wait(rest, batch["batch_id"])
     assert batch["state"] == "SUCCEEDED"
     summary = batch["summary"]
-    assert summary["images"] == "7"
+    assert summary["images"] == "9"
     assert summary["succeeded"] == "4"
-    assert summary["failed"] == "3"
+    assert summary["failed"] == "5"
     failed = {f["name"]: g["reason"] for g in summary["failures"] for f in g["failures"]}
-    assert set(failed) == {"broken.jpg", "empty.jpg", "notes.txt"}
+    assert set(failed) == {"broken.jpg", "empty.jpg", "notes.txt", "corrupt.png", "huge.png"}
     assert failed["notes.txt"] == "UNSUPPORTED_FORMAT"
     assert failed["empty.jpg"] == "EMPTY_IMAGE"
+    assert failed["broken.jpg"] == "IMAGE_CORRUPT"
+    assert failed["corrupt.png"] == "IMAGE_CORRUPT"  # failed in imaging: its job is named
+    assert failed["huge.png"] == "TOO_MANY_PIXELS"  # refused by its header, never a job
+    jobs_of = {f["name"]: f.get("job_id", "") for g in summary["failures"] for f in g["failures"]}
+    assert jobs_of["corrupt.png"] and not jobs_of["huge.png"]
     assert int(summary["bytes_in"]) >= sum(len(d) for d in good.values())
     assert 0 < summary["compression_ratio"] < 1
     assert summary["images_per_second"] > 0
     assert summary["p95_seconds"] >= summary["p50_seconds"] > 0
 
     # The summary as a document of its own.
+    # The summary as a document of its own: the format of a folder run's summary.json
+    # (pixmesh.summaries: every field, counts as numbers).
     doc = rest.http.get(f"/v1/batches/{batch['batch_id']}/summary.json")
     assert doc.status_code == 200, doc.text
-    assert doc.json()["succeeded"] == "4"
+    document = doc.json()
+    assert set(document) == {f.name for f in BatchSummary.DESCRIPTOR.fields}
+    assert (document["images"], document["succeeded"], document["failed"]) == (9, 4, 5)
+    assert document["source"] == f"{conn['connection_id']}:photos/"
+    assert document["destination"] == f"{conn['connection_id']}:out/"
+    assert document["batch_ids"] == [batch["batch_id"]]
+    assert document["bytes_saved"] > 0 and document["error_rate_percent"] == 500 / 9
+    assert document["max_seconds"] >= document["mean_seconds"] >= document["min_seconds"] > 0
 
     # Outputs under the destination prefix: relative path, new extension, WebP 64 px wide.
     written = s3_client.list_objects_v2(Bucket=customer, Prefix="out/").get("Contents", [])
@@ -257,6 +278,28 @@ def test_bad_connections_and_sources_are_refused_with_the_reason(
         },
     )
     assert resp.status_code == 404, resp.text
+
+
+def test_a_prefix_with_no_images_fails_with_the_reason(
+    rest: Rest, stack: Stack, s3_client: S3Client, customer: str
+) -> None:
+    """Objects, none of them an image: a clear error, not an empty success."""
+    s3_client.put_object(Bucket=customer, Key="docs/readme.txt", Body=b"hello\n")
+    s3_client.put_object(Bucket=customer, Key="docs/empty.jpg", Body=b"")
+    conn = _connection(rest, stack, customer).json()["connection"]
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"storage": {"connection_id": conn["connection_id"], "prefix": "docs/"}},
+            "operations": PIPELINE,
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    batch = _wait(rest, resp.json()["batch"]["batch_id"])
+    assert batch["state"] == "FAILED"
+    assert batch["error"]["reason"] == "SOURCE_HAS_NO_IMAGES"
+    failed = {f["name"]: g["reason"] for g in batch["summary"]["failures"] for f in g["failures"]}
+    assert failed == {"readme.txt": "UNSUPPORTED_FORMAT", "empty.jpg": "EMPTY_IMAGE"}
 
 
 def _imaging_queue(nats_url: str) -> int:

@@ -56,14 +56,34 @@ def test_the_journal_resumes_by_content_and_needs_the_outputs(tmp_path: Path) ->
 
 def test_summary_figures() -> None:
     s = FolderSummary("src", "dest", images=4, succeeded=2, skipped=1, bytes_in=4_000_000)
+    s.succeeded_bytes_in = 3_000_000
     s.bytes_out = 1_000_000
-    s.fail("x.jpg", "IMAGE_CORRUPT", "bad")
+    s.fail("x.jpg", "IMAGE_CORRUPT", "bad", "job_1")
     s.seconds = [1.0, 2.0]
     s.started, s.finished = 100.0, 102.0
     doc = s.to_json()
-    assert doc["failed"] == 1
-    assert doc["failed_by_reason"] == {"IMAGE_CORRUPT": 1}
-    assert doc["compression_ratio"] == 0.25
+    # 64-bit counts as JSON numbers, failures grouped by reason with the file names.
+    assert (doc["images"], doc["succeeded"], doc["failed"], doc["skipped"]) == (4, 2, 1, 1)
+    assert doc["failures"] == [
+        {
+            "reason": "IMAGE_CORRUPT",
+            "count": 1,
+            "failures": [{"name": "x.jpg", "message": "bad", "job_id": "job_1"}],
+        }
+    ]
+    assert doc["compression_ratio"] == 1 / 3
+    assert doc["bytes_saved"] == 2_000_000
+    assert round(doc["space_saving_percent"], 6) == round(200 / 3, 6)
+    assert round(doc["error_rate_percent"], 6) == round(100 / 3, 6)
     assert doc["images_per_second"] == 1.5
     assert doc["megabytes_per_second"] == 2.0
-    assert (doc["p50_seconds"], doc["p95_seconds"]) == (2.0, 2.0)
+    # Interpolated between ranks, like the server's percentile_cont.
+    assert (doc["p50_seconds"], doc["p95_seconds"]) == (1.5, 1.95)
+    assert (doc["mean_seconds"], doc["min_seconds"], doc["max_seconds"]) == (1.5, 1.0, 2.0)
+    assert (doc["started_at"], doc["finished_at"]) == (
+        "1970-01-01T00:01:40Z",
+        "1970-01-01T00:01:42Z",
+    )
+    assert doc["wall_seconds"] == 2.0
+    assert doc["interrupted"] is False
+    assert doc["client_peak_rss_megabytes"] > 0
