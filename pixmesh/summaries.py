@@ -5,7 +5,8 @@ The format is the proto's `pixmesh.common.v1.BatchSummary` in the SDK's JSON con
 (snake_case field names, enum names, RFC 3339 timestamps), with every field present, zeros
 included, so both documents have the same keys, and 64-bit counts as JSON numbers (exact below
 2^53, which bytes and counts stay under) so `jq '.failed'` needs no conversion. The figures that
-follow from the counts are derived here, once, by both sides.
+follow from the counts are derived here, once, by both sides. `bytes_in` counts the images that
+reached a job (uploaded, or read from storage and probed), `bytes_out` their outputs.
 """
 
 from __future__ import annotations

@@ -705,6 +705,13 @@ class Batches:
         try:
             if row["image"] is not None:
                 image = image_pb2.Image.FromString(row["image"])
+            elif (row["size_bytes"] or 0) > self.policy.limits.max_bytes:
+                # Too large by the listing: refused without reading it.
+                raise FailedPrecondition(
+                    message=f"{row['size_bytes']} bytes; an input may have at most "
+                    f"{self.policy.limits.max_bytes}",
+                    reason="IMAGE_TOO_LARGE",
+                )
             else:
                 image = await self._ingest(bucket, row["object_key"], row["name"])
             job, _ = await self.jobs.create_job(
@@ -868,8 +875,8 @@ class Batches:
                 count(*) FILTER (WHERE i.state = 'FAILED') AS failed,
                 count(*) FILTER (WHERE i.state = 'CANCELLED') AS cancelled,
                 coalesce(sum(i.size_bytes) FILTER (WHERE i.state = 'SUCCEEDED'), 0)::bigint AS ok_in,
-                coalesce(sum(i.size_bytes) FILTER (WHERE i.state IN ('SUCCEEDED', 'FAILED')), 0)::bigint
-                    AS bytes_in,
+                coalesce(sum(i.size_bytes) FILTER (WHERE i.state IN ('SUCCEEDED', 'FAILED')
+                    AND i.job_id IS NOT NULL), 0)::bigint AS bytes_in,
                 coalesce(sum(i.bytes_out), 0)::bigint AS bytes_out,
                 percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY i.seconds)
                     FILTER (WHERE i.state = 'SUCCEEDED' AND i.seconds IS NOT NULL) AS pct,

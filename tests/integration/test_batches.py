@@ -118,6 +118,9 @@ def test_a_prefix_of_a_customer_bucket_with_broken_files(
         # A header that reads over pixel data that does not; 400 megapixels in a few bytes.
         "photos/corrupt.png": png_with(64, 48, random.Random(5).randbytes(600)),
         "photos/huge.png": png_with(20_000, 20_000, zlib.compress(b"\x00" * 64)),
+        # More bytes than an input may have (PIXMESH_MAX_INPUT_BYTES, 50 MiB): refused by the
+        # listing's size, never read.
+        "photos/big.jpg": b"\xff\xd8\xff\xe0" + bytes(50 * 2**20 - 3),
     }
     for key, data in {**good, **bad}.items():
         s3_client.put_object(Bucket=customer, Key=key, Body=data)
@@ -144,15 +147,23 @@ def test_a_prefix_of_a_customer_bucket_with_broken_files(
     )
     assert resp.status_code == 200, resp.text
     batch = resp.json()["batch"]
-    assert batch["progress"]["total"] == "9"
+    assert batch["progress"]["total"] == "10"
     batch = _wait(rest, batch["batch_id"])
     assert batch["state"] == "SUCCEEDED"
     summary = batch["summary"]
-    assert summary["images"] == "9"
+    assert summary["images"] == "10"
     assert summary["succeeded"] == "4"
-    assert summary["failed"] == "5"
+    assert summary["failed"] == "6"
     failed = {f["name"]: g["reason"] for g in summary["failures"] for f in g["failures"]}
-    assert set(failed) == {"broken.jpg", "empty.jpg", "notes.txt", "corrupt.png", "huge.png"}
+    assert set(failed) == {
+        "broken.jpg",
+        "empty.jpg",
+        "notes.txt",
+        "corrupt.png",
+        "huge.png",
+        "big.jpg",
+    }
+    assert failed["big.jpg"] == "IMAGE_TOO_LARGE"
     assert failed["notes.txt"] == "UNSUPPORTED_FORMAT"
     assert failed["empty.jpg"] == "EMPTY_IMAGE"
     assert failed["broken.jpg"] == "IMAGE_CORRUPT"
@@ -160,7 +171,9 @@ def test_a_prefix_of_a_customer_bucket_with_broken_files(
     assert failed["huge.png"] == "TOO_MANY_PIXELS"  # refused by its header, never a job
     jobs_of = {f["name"]: f.get("job_id", "") for g in summary["failures"] for f in g["failures"]}
     assert jobs_of["corrupt.png"] and not jobs_of["huge.png"]
-    assert int(summary["bytes_in"]) >= sum(len(d) for d in good.values())
+    # The bytes of the images that reached a job: the good ones and the corrupt one.
+    taken = [*good.values(), bad["photos/corrupt.png"]]
+    assert int(summary["bytes_in"]) == sum(len(d) for d in taken)
     assert 0 < summary["compression_ratio"] < 1
     assert summary["images_per_second"] > 0
     assert summary["p95_seconds"] >= summary["p50_seconds"] > 0
@@ -172,11 +185,11 @@ def test_a_prefix_of_a_customer_bucket_with_broken_files(
     assert doc.status_code == 200, doc.text
     document = doc.json()
     assert set(document) == {f.name for f in BatchSummary.DESCRIPTOR.fields}
-    assert (document["images"], document["succeeded"], document["failed"]) == (9, 4, 5)
+    assert (document["images"], document["succeeded"], document["failed"]) == (10, 4, 6)
     assert document["source"] == f"{conn['connection_id']}:photos/"
     assert document["destination"] == f"{conn['connection_id']}:out/"
     assert document["batch_ids"] == [batch["batch_id"]]
-    assert document["bytes_saved"] > 0 and document["error_rate_percent"] == 500 / 9
+    assert document["bytes_saved"] > 0 and document["error_rate_percent"] == 60.0
     assert document["max_seconds"] >= document["mean_seconds"] >= document["min_seconds"] > 0
 
     # Outputs under the destination prefix: relative path, new extension, WebP 64 px wide.
