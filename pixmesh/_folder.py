@@ -375,7 +375,9 @@ async def process_folder(
             await asyncio.gather(*list(batches))
     finally:
         journal.close()
-        summary.interrupted = stop.is_set()
+        # Stopped with files left for a re-run (a Ctrl-C after the last file was taken only
+        # waited for the end).
+        summary.interrupted = stop.is_set() and summary.images < len(files)
         summary.finished = time.time()
         doc = summaries.summary_json(summary.to_proto()) + "\n"
         await asyncio.to_thread(write_atomically, destination / SUMMARY, doc.encode())
