@@ -3,6 +3,7 @@ or fail. Results: BENCHMARKS.md (issue 16).
 
     .venv/bin/python -m bench.seaweedfs                       # 4,000 objects of 64 KiB per variant
     .venv/bin/python -m bench.seaweedfs --objects 8000 --size-kib 32
+    .venv/bin/python -m bench.seaweedfs --memory off,256MiB,320MiB --rounds 2   # memory settings
 
 For each variant of the local stack's `weed mini` flags (the old 16 MB volumes with the in-memory
 needle map; the current ones, deploy/local/servers.py) it starts a SeaweedFS of its own on free
@@ -10,6 +11,14 @@ ports in a temporary folder, PUTs N incompressible objects through S3 (boto3, 8 
 samples the server's RSS, open file descriptors and volume count at 0, 25, 50, 75 and 100% of
 the data, then again after a restart on the same data. A server whose memory and files follow the
 data grows from row to row; one sized for it stays flat.
+
+`--memory` compares Go memory settings of the same server (the stack's flags) instead: each
+candidate (`off`, a GOMEMLIMIT such as `320MiB`, or `GOGC=50`, `GOMEMLIMIT=320MiB+GOGC=150`)
+gets a fresh server that takes the bulk bench's traffic in miniature: `--big-objects` objects of
+`--big-mib` MiB (default 90 x 4 MiB, the 366 MB batch's size) PUT by 8 threads, then each GET
+twice. It prints the server's peak RSS (VmHWM), its CPU seconds (user + system, /proc) and the
+driver's wall time; candidates run in turn, `--rounds` times, so that each round compares them
+at the same machine load.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import httpx
@@ -29,6 +39,9 @@ from botocore.config import Config
 
 from deploy.local import Ports
 from deploy.local.servers import S3_ACCESS_KEY, S3_SECRET_KEY, s3_identities, seaweedfs_spec
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 VARIANTS = {"16MB-memory": (16, "memory"), "1024MB-leveldb": (1024, "leveldb")}
 
@@ -44,15 +57,18 @@ def _sample(pid: int, data_dir: Path) -> tuple[float, int, int]:
     return rss_kb / 1024, fds, volumes
 
 
-def _start(variant: str, data_dir: Path, ports: Ports, log: Path) -> subprocess.Popen[bytes]:
+def _start(
+    variant: str, data_dir: Path, ports: Ports, log: Path, go_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     size_mb, index = VARIANTS[variant]
     identities = data_dir.parent / "identities.json"
     identities.write_text(s3_identities())
     spec = seaweedfs_spec(ports, data_dir, identities, volume_size_mb=size_mb, volume_index=index)
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        spec.argv, env=spec.env, stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
+    env = dict(spec.env or os.environ)
+    if go_env is not None:  # exactly these Go settings, whatever the stack's default is
+        env = {k: v for k, v in env.items() if k not in ("GOMEMLIMIT", "GOGC")} | go_env
+    proc = subprocess.Popen(spec.argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -73,11 +89,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run(variant: str, objects: int, size: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f"bench-weed-{variant}-"))
-    ports = Ports.free()
-    data_dir = tmp / "data"
-    proc = _start(variant, data_dir, ports, tmp / "weed.log")
+def _s3(ports: Ports) -> S3Client:
     s3 = boto3.client(
         "s3",
         endpoint_url=f"http://127.0.0.1:{ports.s3}",
@@ -92,6 +104,62 @@ def run(variant: str, objects: int, size: int) -> None:
             break
         except Exception:
             time.sleep(0.5)
+    return s3
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _go_env(candidate: str) -> dict[str, str]:
+    """`off` -> {}; `320MiB` -> GOMEMLIMIT; `GOGC=50+GOMEMLIMIT=320MiB` -> both."""
+    if candidate == "off":
+        return {}
+    if "=" not in candidate:
+        return {"GOMEMLIMIT": candidate}
+    return dict(part.split("=", 1) for part in candidate.split("+"))
+
+
+def memory(candidate: str, objects: int, size: int) -> tuple[float, float, float]:
+    """Peak RSS (MB), CPU seconds and wall seconds of a fresh server under the PUT+GET load."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-weed-mem-"))
+    ports = Ports.free()
+    proc = _start("1024MB-leveldb", tmp / "data", ports, tmp / "weed.log", _go_env(candidate))
+    try:
+        s3 = _s3(ports)
+        cpu0, t0 = _cpu_s(proc.pid), time.monotonic()
+        bodies = [os.urandom(size) for _ in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+
+            def put(i: int) -> None:
+                s3.put_object(Bucket="bench", Key=f"inputs/{i:08d}", Body=bodies[i % 8])
+
+            def get(i: int) -> None:
+                s3.get_object(Bucket="bench", Key=f"inputs/{i % objects:08d}")["Body"].read()
+
+            list(pool.map(put, range(objects)))
+            list(pool.map(get, range(2 * objects)))
+        return _peak_rss_mb(proc.pid), _cpu_s(proc.pid) - cpu0, time.monotonic() - t0
+    finally:
+        _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(variant: str, objects: int, size: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-weed-{variant}-"))
+    ports = Ports.free()
+    data_dir = tmp / "data"
+    proc = _start(variant, data_dir, ports, tmp / "weed.log")
+    s3 = _s3(ports)
     print(f"\n{variant}: {objects} objects of {size // 1024} KiB")
     print(f"{'stored MB':>10} {'RSS MB':>8} {'fds':>5} {'volumes':>8}")
     try:
@@ -124,8 +192,25 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=4000)
     parser.add_argument("--size-kib", type=int, default=64)
     parser.add_argument("--variant", choices=[*VARIANTS, "all"], default="all")
+    parser.add_argument("--memory", default="", help="Go memory candidates, comma-separated")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--big-objects", type=int, default=90)
+    parser.add_argument("--big-mib", type=int, default=4)
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f}")
+    if args.memory:
+        size = args.big_mib * 1024 * 1024
+        print(f"PUT {args.big_objects} x {args.big_mib} MiB (8 threads), then GET each twice")
+        print(f"{'round':>5} {'candidate':<28} {'peak RSS MB':>11} {'CPU s':>6} {'wall s':>6} load")
+        for r in range(args.rounds):
+            for candidate in args.memory.split(","):
+                peak, cpu, wall = memory(candidate, args.big_objects, size)
+                load = os.getloadavg()[0]
+                print(
+                    f"{r + 1:>5} {candidate:<28} {peak:>11.0f} {cpu:>6.1f} {wall:>6.1f} {load:.2f}"
+                )
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
     for variant in VARIANTS if args.variant == "all" else [args.variant]:
         run(variant, args.objects, args.size_kib * 1024)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")

@@ -26,6 +26,18 @@ At the end: the table per minute, then per process the RSS slope after warm-up (
 squares over the minutes after --warmup-min) and first-vs-last; storage growth per 1,000 jobs;
 p99 latency of the first and last 10 minutes (or sixth of the run when shorter) and their ratio.
 
+--env KEY=VALUE (repeatable) sets a variable of every service, e.g. retention horizons short
+enough to be reached within the run (PIXMESH_JOB_EVENT_TTL_S=300, PIXMESH_EVENTS_MAX_AGE_S=900),
+so that what they bound levels off while it is watched. --outputs-retention SECONDS sets the soak
+tenant's retention of finished jobs and their outputs (`set-retention --outputs`), which bounds
+jobs.jobs and jobs.stages; with PIXMESH_TENANT_RETENTION_INTERVAL_S it applies within the run.
+
+Postgres memory is split so that its growth can be attributed: PSS of the whole tree; the sum of
+its processes' USS (private memory: catalog caches, work memory of each backend); its
+processes' count; and the shared buffers holding a page (pg_buffercache, as the superuser). PSS
+counts each shared page once across the tree, so PSS - USS is the shared memory touched: the
+buffer cache (at most `shared_buffers`) plus the shared libraries.
+
 --seed-jobs N first copies one finished job of the warm-up N times straight into Postgres
 (jobs.jobs and jobs.stages, created over the past N seconds, then ANALYZE), so that a run on a
 registry holding N finished jobs can be compared with one on a fresh stack (issue 16, item 2).
@@ -56,7 +68,7 @@ import nats
 import psutil
 from PIL import Image
 
-from deploy.local import SERVICES, Ports, Stack
+from deploy.local import SERVICES, Ports, Stack, servers
 from services.runtime import bus as busmod
 
 OPERATION_MIX: list[tuple[float, list[dict[str, Any]]]] = [
@@ -123,6 +135,9 @@ class Sample:
     streams: dict[str, tuple[int, float]]  # name -> (messages, MB)
     job_events: int  # messages on pixmesh.event.job.> (the rest of PIXMESH_EVENTS: task/upload)
     folders: dict[str, float]  # MB
+    # Postgres: (USS MB summed over its processes, MB of shared buffers holding a page,
+    # processes, shared_buffers MB)
+    pg: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)
 
 
 def p(values: Sequence[float], q: float) -> float:
@@ -164,6 +179,37 @@ def process_tree(pid: int, pss: bool) -> tuple[float, int, float]:
             t = proc.cpu_times()
             cpu += t.user + t.system
     return mem / 1e6, fds, cpu
+
+
+def uss_tree(pid: int) -> tuple[float, int]:
+    """Private memory (USS, MB) summed over a process tree, and its process count."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return (0.0, 0)
+    uss = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            uss += proc.memory_full_info().uss
+    return uss / 1e6, len(procs)
+
+
+async def buffer_cache(superuser_dsn: str) -> tuple[float, float]:
+    """MB of shared buffers holding a page, and shared_buffers (MB)."""
+    conn = await asyncpg.connect(superuser_dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
+        used = await conn.fetchval(
+            "SELECT count(*) FROM pg_buffercache WHERE relfilenode IS NOT NULL"
+        )
+        block = await conn.fetchval("SELECT current_setting('block_size')::int")
+        total = await conn.fetchval(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers'"
+        )
+        return used * block / 1e6, total * block / 1e6
+    finally:
+        await conn.close()
 
 
 class Soak:
@@ -270,6 +316,16 @@ class Soak:
             "postgres": folder_mb(data / "postgres"),
             "traces": sum(f.stat().st_size for f in self.stack.run_dir.glob("traces.jsonl*")) / 1e6,
         }
+        pg = (0.0, 0.0, 0, 0.0)
+        if "postgres" in pids:
+            uss, count = uss_tree(pids["postgres"])
+            superuser = self.stack.database_url.replace(
+                f"//{servers.DB_ROLE}@", f"//{servers.PG_SUPERUSER}@", 1
+            )
+            used, total = (0.0, 0.0)
+            with contextlib.suppress(Exception):
+                used, total = await buffer_cache(superuser)
+            pg = (uss, used, count, total)
         self.samples.append(
             Sample(
                 (time.monotonic() - self.start) / 60,
@@ -279,6 +335,7 @@ class Soak:
                 streams,
                 job_events,
                 folders,
+                pg,
             )
         )
 
@@ -360,6 +417,8 @@ def report(soak: Soak, args: argparse.Namespace) -> None:
         f"\n== soak: {args.minutes} min at {args.rate} jobs/s, {args.new_uploads:.0%} new uploads,"
         f" {args.seed_jobs} finished jobs seeded"
     )
+    print(f"services' extra environment: {' '.join(args.env) or 'none'}")
+    print(f"tenant retention of outputs: {args.outputs_retention or 'none'} s")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load avg {os.getloadavg()}")
     print(f"jobs finished: {soak.done}, not started (over --max-inflight): {soak.skipped}")
     print("\nper minute:   jobs  failed  errors  p50 s  p99 s  create p50  create p99")
@@ -387,6 +446,23 @@ def report(soak: Soak, args: argparse.Namespace) -> None:
         )
     first, last = samples[0], samples[-1]
     after = [s for s in samples if s.at_min >= args.warmup_min] or samples
+    print(
+        f"\nPostgres memory (shared_buffers {last.pg[3]:.0f} MB):"
+        "  min  PSS MB  USS MB (private)  PSS-USS  buffers used MB  processes"
+    )
+    for s in samples:
+        pss = s.processes.get("postgres", (0.0,))[0]
+        print(
+            f"  {s.at_min:>6.1f} {pss:>7.0f} {s.pg[0]:>17.0f} {pss - s.pg[0]:>8.0f}"
+            f" {s.pg[1]:>16.0f} {s.pg[2]:>10}"
+        )
+    xs = [s.at_min for s in after]
+    print(
+        f"  slopes after {args.warmup_min} min (MB/min): PSS"
+        f" {slope(xs, [s.processes.get('postgres', (0.0,))[0] for s in after]):.2f},"
+        f" USS {slope(xs, [s.pg[0] for s in after]):.2f},"
+        f" buffers used {slope(xs, [s.pg[1] for s in after]):.2f}"
+    )
     print(f"\nprocesses (MB: RSS, Postgres PSS; slope after {args.warmup_min} min):")
     print(f"  {'name':<12} {'first MB':>9} {'last MB':>8} {'MB/min':>7} {'fds':>9} {'cpu s':>8}")
     for name in first.processes:
@@ -446,14 +522,29 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--seed-jobs", type=int, default=0, help="finished jobs to start with")
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a variable of every service",
+    )
+    parser.add_argument(
+        "--outputs-retention", type=int, default=0, metavar="SECONDS", help="0: none"
+    )
     args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
     tmp = Path(tempfile.mkdtemp(prefix="pixmesh-soak-"))
-    stack = Stack(tmp, Ports.free(), durable=False)
+    stack = Stack(tmp, Ports.free(), durable=False, service_env={"*": env})
     try:
         stack.start_infra()
         stack.start_envoy()
         stack.start_services(SERVICES)
         soak = Soak(args, stack, stack.create_api_key("soak"))
+        if args.outputs_retention:
+            stack.gateway_admin(
+                "set-retention", "--tenant", "soak", "--outputs", str(args.outputs_retention)
+            )
         asyncio.run(soak.run())
         report(soak, args)
     finally:

@@ -273,11 +273,15 @@ def s3_identities(access_key: str = S3_ACCESS_KEY, secret_key: str = S3_SECRET_K
 # map on disk instead of in memory.
 WEED_VOLUME_SIZE_MB = 1024
 WEED_VOLUME_INDEX = "leveldb"
-# Go's soft memory limit for the SeaweedFS process (issue 12), off by default: "256MiB" held the
-# bulk bench at 169-175 MB RSS instead of 500, but made SeaweedFS collect so often that the batch
-# ran at 0.47x the bare loop instead of 0.85x and a 4K video poster job took ~2 s more CPU
-# (BENCHMARKS.md, "Bulk" and "Video"). Set GOMEMLIMIT in our environment to choose memory.
-WEED_GOMEMLIMIT = ""
+# Go's soft memory limit for the SeaweedFS process (issues 12, 16). Without one, Go lets the heap
+# grow to twice what is live after each collection, and SeaweedFS's write and read buffers made
+# that 508-575 MB on bench/seaweedfs.py --memory (90 x 4 MiB PUT, then GET twice) and 444-500 MB
+# on the 366 MB bulk batch, climbing through a soak. Near the limit the collector runs sooner and
+# the scavenger hands freed pages back, so the peak follows the limit: 448MiB gave 314 MB at
+# about 4% more SeaweedFS CPU; 384MiB 251-270 MB at ~18%; 256MiB 246-266 MB at ~60% (the
+# bulk batch took a quarter longer). Soft: if more than the limit were live, Go would exceed it
+# rather than fail. GOMEMLIMIT in our environment wins ("off" for none). BENCHMARKS.md, "Soak".
+WEED_GOMEMLIMIT = "448MiB"
 
 
 # The longest Unix socket path Linux takes (sun_path is 108 bytes, NUL included).

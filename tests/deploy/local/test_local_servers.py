@@ -58,7 +58,8 @@ def test_seaweedfs_runs_under_a_go_memory_limit(
     monkeypatch.delenv("GOMEMLIMIT", raising=False)
     spec = servers.seaweedfs_spec(Ports.free(), tmp_path, tmp_path / "ids.json")
     assert spec.env is not None
-    assert spec.env.get("GOMEMLIMIT") == (servers.WEED_GOMEMLIMIT or None)  # off by default
+    # The measured default (bench/seaweedfs.py --memory; BENCHMARKS.md, "Soak and retention").
+    assert spec.env.get("GOMEMLIMIT") == servers.WEED_GOMEMLIMIT == "448MiB"
     assert spec.env["PATH"] == os.environ["PATH"]  # the rest of our environment too
     monkeypatch.setenv("GOMEMLIMIT", "256MiB")  # an operator's own setting wins
     spec = servers.seaweedfs_spec(Ports.free(), tmp_path, tmp_path / "ids.json")
