@@ -25,9 +25,24 @@ log = logging.getLogger(__name__)
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=30,
+        reset=_keep_session,
+    )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a released connection, beyond what asyncpg always does (roll back an
+    open transaction, drop the client-side listeners): nothing. asyncpg's default sends
+    `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release, a
+    round trip per acquire; our code leaves no session state to undo: advisory locks are
+    transaction-scoped (`pg_advisory_xact_lock`), cursors live inside transactions, nothing
+    runs `SET` outside one, and `run_when_notified` UNLISTENs before it releases."""
 
 
 async def open_pool(
