@@ -4,8 +4,14 @@ The forkserver lives in the service's process group. A process manager that sign
 group on shutdown (`make down`, systemd) would kill it with SIGTERM while the service is still
 draining, and the pool would take the forkserver's death for the death of every child. Children
 forked from here inherit the setting; the service stops them itself once it has drained.
+
+They inherit its malloc settings too (services/imaging/video/heap.py: frame-sized blocks in
+mappings of their own, unmapped when freed).
 """
 
 import signal
 
+from services.imaging.video import heap
+
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+heap.tune()

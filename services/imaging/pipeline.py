@@ -109,6 +109,15 @@ class PipelineResult:
 
 
 @dataclass(frozen=True)
+class Decoded:
+    """A still already in memory (a video frame): `run` takes it as decoded by `header`, with
+    no encoded intermediate and no copy of its pixels (a 4K frame is 33 MB in Pillow)."""
+
+    header: ImageHeader
+    image: Image.Image
+
+
+@dataclass(frozen=True)
 class Outputs:
     """What `run` returns: one result per output, in order: a job's renditions by name, or a
     plain job's one unnamed ("") output."""
@@ -140,7 +149,7 @@ def deadline_after(seconds: float | None) -> float | None:
 
 
 def run(
-    data: bytes,
+    data: bytes | Decoded,
     operations: Sequence[operations_pb2.Operation],
     renditions: Sequence[operations_pb2.Rendition] = (),
     *,
@@ -209,7 +218,7 @@ class _Frames:
 
 
 def _run(
-    data: bytes,
+    data: bytes | Decoded,
     operations: Sequence[operations_pb2.Operation],
     renditions: Sequence[operations_pb2.Rendition],
     limits: Limits,
@@ -220,7 +229,10 @@ def _run(
 ) -> Outputs:
     steps = _Steps(deadline)
     with steps.step("probe"):
-        header, source = imageprobe.open_image(data, limits.probe)
+        if isinstance(data, Decoded):
+            header, source = data.header, data.image
+        else:
+            header, source = imageprobe.open_image(data, limits.probe)
     shared = len(operations)
     results = []
     try:
@@ -266,7 +278,7 @@ def _output(name: str, index: int, shared: int) -> Iterator[trace.Span | None]:
 
 
 def _decode(
-    source: ImageFile.ImageFile, header: ImageHeader, plans: Sequence[Plan], steps: _Steps
+    source: Image.Image, header: ImageHeader, plans: Sequence[Plan], steps: _Steps
 ) -> tuple[_Frames, bytes | None, bytes | None]:
     """decode → orient → colour → normalize, for the outputs of `plans` (they share the first
     operations, so they agree on auto_orient, and on keep_icc). Returns the frames, the
@@ -417,7 +429,7 @@ class _Steps:
         self.timings[key] = time.perf_counter() - start
 
 
-def _draft(source: ImageFile.ImageFile, header: ImageHeader, plans: Sequence[Plan]) -> float:
+def _draft(source: Image.Image, header: ImageHeader, plans: Sequence[Plan]) -> float:
     """Let libjpeg decode at 1/2, 1/4 or 1/8 size when the first operation shrinks that much.
 
     Only for a leading resize: anything before it would work in full-size coordinates (but an
@@ -489,7 +501,7 @@ def _decode_errors() -> Iterator[None]:
 
 
 def _frames(
-    source: ImageFile.ImageFile, count: int
+    source: Image.Image, count: int
 ) -> tuple[list[Image.Image], list[int], int | None]:
     """Every frame of an animation as displayed (Pillow composites each one), with its
     duration in milliseconds, and the loop count (None: play once)."""
@@ -526,7 +538,7 @@ _ORIENTATIONS = {
 }
 
 
-def _copyright(source: ImageFile.ImageFile) -> bytes | None:
+def _copyright(source: Image.Image) -> bytes | None:
     try:
         return copyright_exif(source.getexif())
     except Exception as exc:  # malformed EXIF: there is no copyright to keep

@@ -189,7 +189,19 @@ class Video:
 
 
 def to_image(frame: av.VideoFrame) -> Image.Image:
-    image: Image.Image = frame.to_image()  # type: ignore[no-untyped-call]
+    """The frame as an RGB image, turned as its rotation flag says. FFmpeg converts it to
+    packed RGB (one frame-sized buffer) and Pillow copies that once into its own layout;
+    PyAV's `to_image` makes two more full-size copies on the way (a bytearray, then bytes):
+    100 MB at the peak of a 4K frame against 58 MB here."""
+    rgb = frame.reformat(format="rgb24")
+    plane = rgb.planes[0]
+    if plane.line_size > 0:
+        size = (plane.width, plane.height)
+        # Any buffer works; Pillow's stub names fewer types.
+        image = Image.frombuffer("RGB", size, plane, "raw", "RGB", plane.line_size, 1)  # type: ignore[arg-type]
+    else:  # bottom-up rows: PyAV's own copy handles them
+        image = rgb.to_image()  # type: ignore[no-untyped-call]
+    del rgb, plane
     turn = _ROTATE.get(int(frame.rotation or 0) % 360)
     return image.transpose(turn) if turn is not None else image
 

@@ -3,9 +3,10 @@ then each goes through the image pipeline with the job's other operations and re
 
     probe → video.<op> (seek, decode forward, pick) → per still: pipeline.run(…)
 
-The stills reach `pipeline.run` as lossless in-memory files (uncompressed TIFF for a still, APNG for a
-preview's frames), so everything an image job does — validation, operations, renditions,
-encoding, metadata stripping — is the same code, and a frame is an image like any upload. The
+A still reaches `pipeline.run` as the decoded image itself (`pipeline.Decoded`, no encoded
+intermediate and no copy of its pixels), a preview's frames as a lossless in-memory APNG, so
+everything an image job does — validation, operations, renditions, encoding, metadata
+stripping — is the same code, and a frame is an image like any upload. The
 output names of video_frames come from `services.runtime.video.frame_renditions`, the same
 function the gateway expanded the job with.
 
@@ -29,15 +30,16 @@ from services.imaging.encode import WEBP_EFFORT
 from services.imaging.errors import TOO_MANY_FRAMES
 from services.imaging.limits import Limits
 from services.imaging.ops import video_preview, video_sheet
-from services.imaging.pipeline import Outputs, PipelineResult
+from services.imaging.pipeline import Decoded, Outputs, PipelineResult
 from services.imaging.pipeline import run as run_image
+from services.imaging.video import heap
 from services.imaging.video.decode import Video
 from services.imaging.video.frames import DEFAULT_WINDOW_S, PosterFrame, Select, extract
 from services.imaging.video.frames import positions_s as frame_positions
 from services.imaging.video.preview import frame_count, preview
 from services.imaging.video.sheet import contact_sheet
 from services.runtime.errors import InvalidArgument
-from services.runtime.imageprobe import Format
+from services.runtime.imageprobe import Format, ImageHeader
 from services.runtime.video import VideoLimits, frame_renditions, video_operation
 
 ImageFormat = image_pb2.ImageFormat
@@ -72,7 +74,37 @@ def run(
     For video_frames, `renditions` are the expanded outputs (frame_renditions); none given
     means the job's default frame-N outputs. Raises InvalidArgument for a bad video or
     operations, DeadlineExceeded when the deadline passes while decoding or between steps.
+    Whatever the job freed goes back to the OS when it ends (heap.trim): the child does not
+    keep a 4K job's heap while it waits for the next task.
     """
+    try:
+        return _run(
+            source,
+            operations,
+            renditions,
+            limits=limits,
+            deadline=deadline,
+            default_format=default_format,
+            webp_effort=webp_effort,
+            provenance=provenance,
+            video_limits=video_limits,
+        )
+    finally:
+        heap.trim()
+
+
+def _run(
+    source: bytes | str,
+    operations: Sequence[operations_pb2.Operation],
+    renditions: Sequence[operations_pb2.Rendition],
+    *,
+    limits: Limits,
+    deadline: float | None,
+    default_format: Format | None,
+    webp_effort: int,
+    provenance: Mapping[str, str] | None,
+    video_limits: VideoLimits | None,
+) -> VideoOutputs:
     name = video_operation(operations)
     if name is None:
         raise ValueError("not a video job")
@@ -132,12 +164,13 @@ class _Images:
     def still(
         self, image: Image.Image, renditions: Sequence[operations_pb2.Rendition]
     ) -> list[tuple[str, PipelineResult]]:
-        with io.BytesIO() as buf:
-            # Lossless, uncompressed, RGB rows top-down as Pillow holds them: 37 ms to write and
-            # read a 4K frame here, against 87 ms for a BMP (bottom-up BGR rows).
-            image.save(buf, format="TIFF")
-            data = buf.getvalue()
-        return self._run(data, renditions, self.default_format or ImageFormat.JPEG)
+        # The pixels as they are, described as the lossless still they stand for (what an
+        # uncompressed TIFF of them would probe as): no encoded copy (25 MB at 4K), no decoded
+        # one, no copy by the strip step (which copies only a decoded file).
+        width, height = image.size
+        header = ImageHeader(ImageFormat.TIFF, width, height, 1, width * height * 3)
+        still = Decoded(header, image)
+        return self._run(still, renditions, self.default_format or ImageFormat.JPEG)
 
     def animation(
         self, data: bytes, renditions: Sequence[operations_pb2.Rendition]
@@ -147,12 +180,16 @@ class _Images:
         return self._run(data, renditions, fmt)
 
     def _run(
-        self, data: bytes, renditions: Sequence[operations_pb2.Rendition], fmt: Format | None
+        self,
+        data: bytes | Decoded,
+        renditions: Sequence[operations_pb2.Rendition],
+        fmt: Format | None,
     ) -> list[tuple[str, PipelineResult]]:
-        # The byte limit is for uploads: the intermediate is uncompressed (a 4K TIFF is 25 MB),
+        # The byte limit is for uploads: the intermediate is uncompressed (a 4K still is 25 MB),
         # and its pixels were checked against max_pixels by the video probe.
+        size = data.header.size_bytes if isinstance(data, Decoded) else len(data)
         limits = dataclasses.replace(
-            self.limits, max_input_bytes=max(self.limits.max_input_bytes, len(data))
+            self.limits, max_input_bytes=max(self.limits.max_input_bytes, size)
         )
         result = run_image(
             data,
