@@ -20,11 +20,12 @@ its default GOP (keyframes up to 250 frames apart), yuv420p, 30 fps: 1080p for 3
               NDJSON watch stream, the three JPEGs stored in S3; wall time, and the CPU time of
               every pixmesh service process tree (children included) during the job.
             Interleaved clip by clip, round by round (ffmpeg, pixmesh, ffmpeg, ...); medians.
-(b) rss     Peak memory of the imaging worker's process tree (service process + forkserver +
-            pipeline children) sampled every 20 ms during the poster jobs of the 10-minute
-            1080p clip and of the 4K clip: RSS summed (pages the processes share counted once
-            per process), PSS summed (shared pages split: the tree's real footprint), and the
-            largest single child.
+(b) rss     Peak memory of the imaging worker's whole process tree (service process +
+            forkserver + resource tracker + pipeline children) sampled every 20 ms during the
+            poster jobs of the 10-minute 1080p clip and of the 4K clip: RSS summed (pages the
+            processes share counted once per process), PSS summed (shared pages split: the
+            tree's real footprint), the largest single child, and the PSS of each part at the
+            moment the tree's PSS peaked; also the tree between jobs.
 """
 
 from __future__ import annotations
@@ -38,14 +39,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
-from bench.imaging import MemorySampler, Mesh, settle, tree_cpu
+from bench.imaging import Mesh, settle, tree_cpu
 from deploy.local import Ports, Stack
 from services.runtime.video import VideoLimits, probe_video
 
@@ -76,6 +79,67 @@ CLIPS = {
     "4k": Clip("2160p-30s", "3840x2160", 30),
 }
 RSS_CLIPS = ("10min", "4k")
+
+
+def role(proc: psutil.Process, root: psutil.Process) -> str:
+    """What a process of the imaging worker's tree is: service, forkserver, tracker, child."""
+    if proc.pid == root.pid:
+        return "service"
+    try:
+        cmdline = " ".join(proc.cmdline())
+        parent = proc.ppid()
+    except psutil.Error:
+        return "child"
+    if "forkserver" in cmdline and parent == root.pid:
+        return "forkserver"
+    if "resource_tracker" in cmdline:
+        return "tracker"
+    return "child"
+
+
+class TreeSampler:
+    """Peak memory of a process tree, sampled in a thread (`interval` s): RSS and PSS summed
+    over the processes, the largest child's RSS, and each role's PSS when the PSS sum peaked."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_rss = self.peak_pss = self.peak_child = 0
+        self.parts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> tuple[int, int, int, dict[str, int]]:
+        """(RSS summed, PSS summed, largest child RSS, PSS by role)."""
+        rss = pss = child = 0
+        parts: dict[str, int] = {}
+        for proc in [self.root, *self.root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                info = proc.memory_full_info()
+                name = role(proc, self.root)
+                rss += info.rss
+                pss += info.pss
+                parts[name] = parts.get(name, 0) + info.pss
+                if name == "child":
+                    child = max(child, info.rss)
+        return rss, pss, child, parts
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            rss, pss, child, parts = self.sample()
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_child = max(self.peak_child, child)
+            if pss > self.peak_pss:
+                self.peak_pss, self.parts = pss, parts
+            time.sleep(self.interval)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def ffmpeg() -> str:
@@ -148,6 +212,8 @@ class Figures:
     peak_rss: int = 0
     peak_pss: int = 0
     peak_child: int = 0
+    # PSS by role (service, forkserver, tracker, child) when the tree's PSS peaked.
+    parts: dict[str, int] = field(default_factory=dict)
     size_bytes: int = 0
 
     def line(self, name: str) -> str:
@@ -158,6 +224,10 @@ class Figures:
             f"| {name} | {self.size_bytes / 1e6:.0f} MB | {fw:.2f} s | {mw:.2f} s | "
             f"**{mw / fw:.2f}x** | {fc:.2f} s | {mc:.2f} s ({ic:.2f} imaging) | {mc / fc:.2f}x |"
         )
+
+
+# The imaging worker's tree between jobs: (RSS summed, PSS summed, largest child, PSS by role).
+idle: dict[str, tuple[int, int, int, dict[str, int]]] = {}
 
 
 def bench(args: argparse.Namespace) -> dict[str, Figures]:
@@ -173,6 +243,7 @@ def bench(args: argparse.Namespace) -> dict[str, Figures]:
         stack.start()
         mesh = Mesh(stack.rest_url, stack.create_api_key("bench"))
         pids = stack.pids()
+        idle["started"] = TreeSampler(pids["imaging"]).sample()
         ids = {clip.name: upload(mesh, clip.path) for clip in clips}
         positions = {
             clip.name: [
@@ -184,6 +255,7 @@ def bench(args: argparse.Namespace) -> dict[str, Figures]:
             for clip in clips:  # warm-up: first job of each clip (connections, forkserver)
                 mesh.job(http, ids[clip.name], POSTER_BODY)
             settle(pids)
+            idle["after warm-up"] = TreeSampler(pids["imaging"]).sample()
             for r in range(args.rounds):
                 for clip in clips:
                     fig = figures[clip.name]
@@ -192,7 +264,7 @@ def bench(args: argparse.Namespace) -> dict[str, Figures]:
                     fig.ffmpeg_cpu.append(cpu)
                     before = {name: tree_cpu([pid]) for name, pid in pids.items()}
                     sampler = (
-                        MemorySampler(pids["imaging"])
+                        TreeSampler(pids["imaging"])
                         if any(CLIPS[n] is clip for n in RSS_CLIPS)
                         else contextlib.nullcontext()
                     )
@@ -205,10 +277,11 @@ def bench(args: argparse.Namespace) -> dict[str, Figures]:
                     fig.imaging_cpu.append(after["imaging"] - before["imaging"])
                     outputs = job.get("outputs")
                     assert isinstance(outputs, list) and len(outputs) == 3, job
-                    if isinstance(sampler, MemorySampler):
+                    if isinstance(sampler, TreeSampler):
                         fig.peak_rss = max(fig.peak_rss, sampler.peak_rss)
-                        fig.peak_pss = max(fig.peak_pss, sampler.peak_pss)
                         fig.peak_child = max(fig.peak_child, sampler.peak_child)
+                        if sampler.peak_pss > fig.peak_pss:
+                            fig.peak_pss, fig.parts = sampler.peak_pss, sampler.parts
                     print(
                         f"round {r + 1} {clip.name}: ffmpeg {wall:.2f} s, "
                         f"pixmesh {fig.mesh_wall[-1]:.2f} s",
@@ -234,11 +307,20 @@ def report(figures: Mapping[str, Figures], args: argparse.Namespace, loads: Sequ
         lines += ["", "Peak memory of the imaging worker's process tree during the poster jobs:"]
         lines += [
             f"- {name}: RSS summed over the processes {f.peak_rss / 2**20:.0f} MiB, PSS "
-            f"(shared pages split) {f.peak_pss / 2**20:.0f} MiB, largest child process "
-            f"{f.peak_child / 2**20:.0f} MiB"
+            f"(shared pages split) {f.peak_pss / 2**20:.0f} MiB ({_parts(f.parts)}), largest "
+            f"child process {f.peak_child / 2**20:.0f} MiB RSS"
             for name, f in rss
         ]
+    for when, (rss_sum, pss_sum, child, parts) in idle.items():
+        lines.append(
+            f"- between jobs ({when}): RSS summed {rss_sum / 2**20:.0f} MiB, PSS "
+            f"{pss_sum / 2**20:.0f} MiB ({_parts(parts)}), largest child {child / 2**20:.0f} MiB"
+        )
     return "\n".join(lines)
+
+
+def _parts(parts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {size / 2**20:.0f}" for name, size in parts.items())
 
 
 def _load() -> str:

@@ -6,12 +6,19 @@ draining, and the pool would take the forkserver's death for the death of every 
 forked from here inherit the setting; the service stops them itself once it has drained.
 
 They inherit its malloc settings too (services/imaging/video/heap.py: frame-sized blocks in
-mappings of their own, unmapped when freed).
+mappings of their own, unmapped when freed), and what it imported: the pipelines, PyAV and
+numpy, which the service process itself never imports. The objects imported so far are frozen
+out of the garbage collector (gc.freeze), so that a child's collections do not write to, and so
+copy, the pages it shares with the forkserver and its siblings.
 """
 
+import gc
 import signal
 
+import services.imaging.service  # what a child unpickles its work from
+import services.imaging.video.run  # noqa: F401  (the service process never imports it)
 from services.imaging.video import heap
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 heap.tune()
+gc.freeze()

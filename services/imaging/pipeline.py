@@ -500,9 +500,7 @@ def _decode_errors() -> Iterator[None]:
         ) from exc
 
 
-def _frames(
-    source: Image.Image, count: int
-) -> tuple[list[Image.Image], list[int], int | None]:
+def _frames(source: Image.Image, count: int) -> tuple[list[Image.Image], list[int], int | None]:
     """Every frame of an animation as displayed (Pillow composites each one), with its
     duration in milliseconds, and the loop count (None: play once)."""
     frames, durations = [], []

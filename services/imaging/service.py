@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from opentelemetry import trace
 
@@ -19,7 +20,6 @@ from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
 from services.imaging.pipeline import Outputs, output_attributes, run
 from services.imaging.plan import plan_pipeline
-from services.imaging.video.run import run as video_run
 from services.runtime import metrics
 from services.runtime.errors import NotFound, Unavailable
 from services.runtime.imageprobe import Format, extension_for, readable_formats
@@ -46,6 +46,14 @@ class ChildRun:
     started_ns: int  # time.time_ns() when the child began
     pid: int
     fetch_s: float = 0.0  # reading a Source, before the pipeline
+
+
+def video_run(*args: Any, **kwargs: Any) -> Outputs:
+    """services.imaging.video.run.run, imported where it runs: in the children, whose
+    forkserver preloads it (forkserver_init), so that PyAV stays out of the service process."""
+    from services.imaging.video.run import run as run_video
+
+    return run_video(*args, **kwargs)
 
 
 def in_child(work: Callable[[bytes | str], Outputs], source: bytes | str | Source) -> ChildRun:

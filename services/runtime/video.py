@@ -24,14 +24,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import IO, Any, cast
-
-import av
-import av.container
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import InvalidArgument, invalid
 from services.runtime.imageprobe import sniff
+
+if TYPE_CHECKING:
+    import av.container
+
 
 EMPTY_VIDEO = "EMPTY_IMAGE"  # same reason as an empty image: the upload has no bytes
 UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
@@ -250,6 +251,8 @@ def open_input(
     Its `max_streams` makes the demuxer stop allocating streams one past the limit (it then
     fails with ENOMEM, reported as TOO_MANY_STREAMS), so thousands of tracks cost nothing.
     """
+    import av  # here, not at the top: the imaging worker's service process never opens a video
+
     if not isinstance(source, str):
         source.seek(0)  # a file read before (sniffed, probed) is read again from its start
     try:
@@ -300,6 +303,8 @@ def _header(
     size: int,
     limits: VideoLimits,
 ) -> VideoHeader:
+    import av
+
     streams = len(media.streams)
     if streams > limits.max_streams:
         raise _error(
@@ -357,7 +362,7 @@ def _duration_s(media: av.container.InputContainer, stream: Any) -> float:
     if stream.duration is not None and stream.time_base:
         return float(stream.duration * stream.time_base)
     if media.duration is not None:
-        return media.duration / av.time_base
+        return media.duration / 1_000_000  # AV_TIME_BASE
     return 0.0
 
 
@@ -523,6 +528,8 @@ class RangeReader(io.RawIOBase):
 @contextmanager
 def _header_errors(container: Container) -> Iterator[None]:
     """Whatever FFmpeg raises on a bad header becomes a client-safe VIDEO_CORRUPT."""
+    import av
+
     try:
         yield
     except InvalidArgument:

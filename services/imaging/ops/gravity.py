@@ -7,7 +7,6 @@ at the pixels, so it needs the image and only makes sense when choosing a part o
 
 from __future__ import annotations
 
-import numpy as np
 from PIL import Image, ImageFilter
 
 from pixmesh.common.v1.operations_pb2 import Gravity
@@ -78,6 +77,8 @@ def smart(image: Image.Image, width: float, height: float) -> tuple[float, float
     Interest is edge strength plus colour saturation (the two cheap signals of libvips'
     attention strategy); the window with the most interest wins, ties going to the centre.
     """
+    import numpy as np  # here: the imaging service process imports this module, never runs it
+
     scale = min(1.0, _SMART_SIDE / max(image.size))
     small = image.convert("RGB").resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))),

@@ -29,6 +29,9 @@ DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 KEYFRAMES_TOO_SPARSE = "KEYFRAMES_TOO_SPARSE"
 DEFAULT_MAX_DECODED_PER_SEEK = 1800
 MAX_THREADS = 2
+# 1080p and less decode with MAX_THREADS frame threads; larger frames with one (4K, measured in
+# the imaging worker: its child peaks ~30 MiB lower, at ~1.6x the wall time; BENCHMARKS.md).
+THREADED_MAX_PIXELS = 1920 * 1088
 _ROTATE = {
     90: Image.Transpose.ROTATE_90,
     180: Image.Transpose.ROTATE_180,
@@ -72,9 +75,10 @@ class Video:
         self.stream: av.video.stream.VideoStream = self._media.streams.video[0]
         # Frame threads, as the ffmpeg command line decodes; each thread holds frames of its
         # own (a 4K frame is 12 MB), so at most MAX_THREADS (measured on 2 cores: a third
-        # thread saved no time and cost 80 MB at 4K). 0: that many, or fewer cores.
+        # thread saved no time and cost 80 MB at 4K), and one for frames larger than
+        # THREADED_MAX_PIXELS, whose memory counts more than their speed. 0: that many.
         self.stream.thread_type = "AUTO"
-        self.stream.codec_context.thread_count = threads or min(MAX_THREADS, os.cpu_count() or 1)
+        self.stream.codec_context.thread_count = threads or decoder_threads(self.header)
         base = self.stream.time_base
         self._time_base: Fraction = base if base else Fraction(1, av.time_base)
         self._start = self.stream.start_time or 0
@@ -186,6 +190,13 @@ class Video:
                 message="the deadline passed while the video was being decoded",
                 reason=DEADLINE_EXCEEDED,
             )
+
+
+def decoder_threads(header: VideoHeader) -> int:
+    """Frame threads for decoding this video (see THREADED_MAX_PIXELS)."""
+    if header.width * header.height > THREADED_MAX_PIXELS:
+        return 1
+    return min(MAX_THREADS, os.cpu_count() or 1)
 
 
 def to_image(frame: av.VideoFrame) -> Image.Image:

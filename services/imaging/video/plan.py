@@ -4,14 +4,21 @@ gateway recorded at upload. The worker runs the same checks on the real intermed
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.imaging.ops import Size, video_preview, video_sheet
-from services.imaging.video.preview import frame_count
 from services.runtime.errors import invalid
 from services.runtime.imageprobe import Format, ImageFormat
 from services.runtime.video import check_video_job, video_operation
+
+
+def frame_count(duration_s: float, fps: float) -> int:
+    """Frames of a preview of `duration_s` at `fps` (here, not in preview.py, so that planning
+    imports no decoder)."""
+    return max(1, math.ceil(duration_s * fps - 1e-9))
+
 
 Planner = Callable[..., operations_pb2.PipelinePlan]
 

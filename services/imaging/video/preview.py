@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import av
 from PIL import Image
 
 from services.imaging.video.decode import Video, to_image
+from services.imaging.video.plan import frame_count as frame_count  # re-exported
 
 
 @dataclass(frozen=True)
@@ -16,10 +16,6 @@ class Preview:
     frames: list[Image.Image]
     # Milliseconds each frame shows; they add up to the asked duration (within rounding).
     durations_ms: list[int]
-
-
-def frame_count(duration_s: float, fps: float) -> int:
-    return max(1, math.ceil(duration_s * fps - 1e-9))
 
 
 def preview_size(video: Video, width: int) -> tuple[int, int]:

@@ -36,7 +36,8 @@ from services.imaging.video import heap
 from services.imaging.video.decode import Video
 from services.imaging.video.frames import DEFAULT_WINDOW_S, PosterFrame, Select, extract
 from services.imaging.video.frames import positions_s as frame_positions
-from services.imaging.video.preview import frame_count, preview
+from services.imaging.video.plan import frame_count
+from services.imaging.video.preview import preview
 from services.imaging.video.sheet import contact_sheet
 from services.runtime.errors import InvalidArgument
 from services.runtime.imageprobe import Format, ImageHeader
