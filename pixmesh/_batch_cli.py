@@ -188,11 +188,12 @@ async def _folder_batch(client: Client, args: argparse.Namespace) -> int:
 
 def _report(summary: BatchSummary, as_json: bool, state: str = "") -> int:
     """Print the summary (the summary.json document with --json, else a line and each
-    failure); the exit status: 130 when interrupted, 1 when anything failed, else 0."""
+    failure); the exit status: 130 when interrupted, 1 when anything failed or the batch did
+    not succeed (`state`), else 0."""
     print(summary_json(summary) if as_json else _summary_text(summary, state))
     if summary.interrupted:
         return 130
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or state in ("FAILED", "CANCELLED") else 0
 
 
 def _summary_text(s: BatchSummary, state: str = "") -> str:
@@ -224,6 +225,8 @@ def _server_batch(
     )
     print(f"batch {batch.batch_id}: {batch.progress.total} images", file=sys.stderr)
     batch = _follow(client, batch)
+    if batch.state == Batch.FAILED:
+        print(f"batch failed: {batch.error.reason} {batch.error.message}", file=sys.stderr)
     if local:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
