@@ -467,6 +467,7 @@ class DenoisePlaneReport(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     RESOLUTION_FIELD_NUMBER: _builtins.int
+    PASSES_FIELD_NUMBER: _builtins.int
     plane: _builtins.str
     """"grey", "Y", "C1", "C2" (orthonormal opponent planes), "R", "G" or "B"."""
     sigma_before: _builtins.float
@@ -481,6 +482,10 @@ class DenoisePlaneReport(_message.Message):
     """Fraction of the image's width and height the plane was denoised at (1, or 0.5 for
     half-resolution chroma).
     """
+    passes: _builtins.int
+    """Orientations the plane was denoised in and averaged over (self-ensemble: flips and quarter
+    turns); 1 for a single pass, 0 when the plane was left as it was.
+    """
     def __init__(
         self,
         *,
@@ -491,10 +496,11 @@ class DenoisePlaneReport(_message.Message):
         model: _builtins.str = ...,
         model_version: _builtins.str = ...,
         resolution: _builtins.float = ...,
+        passes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_version", b"model_version", "plane", b"plane", "resolution", b"resolution", "sigma", b"sigma", "sigma_after", b"sigma_after", "sigma_before", b"sigma_before"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_version", b"model_version", "passes", b"passes", "plane", b"plane", "resolution", b"resolution", "sigma", b"sigma", "sigma_after", b"sigma_after", "sigma_before", b"sigma_before"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
