@@ -218,6 +218,7 @@ async def start_service(
     chroma_scale: int = 0,
     tile: int = 256,
     threads: int = 0,
+    ensemble: int = 0,
 ) -> ServicePath:
     executor = ThreadPoolExecutor(2)
     manager = ModelManager(
@@ -236,6 +237,7 @@ async def start_service(
         default_depth=depth,
         precision=precision,  # type: ignore[arg-type]
         chroma_scale=chroma_scale,
+        ensemble=ensemble,
     )
     return ServicePath(executor, manager, service)
 

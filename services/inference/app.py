@@ -67,6 +67,7 @@ async def build(settings: InferenceSettings) -> AsyncIterator[App]:
             default_depth=settings.default_depth,
             precision=settings.precision,
             chroma_scale=settings.chroma_scale,
+            ensemble=settings.ensemble,
         )
         consumer = await connect_worker(stack, settings, processor(service))
         api = InferenceApi(

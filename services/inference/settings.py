@@ -31,6 +31,10 @@ class InferenceSettings(WorkerSettings):
     # Colour (OPPONENT) denoises chroma planes with σ >= 17.5 at 1/chroma_scale of the width
     # and height (0: 2 on the CPU, a quarter of the work per chroma plane; 1 on a GPU).
     chroma_scale: Literal[0, 1, 2] = 0
+    # Self-ensemble: each plane denoised in 8 orientations (flips, quarter turns) and averaged,
+    # for 8x the model's work and ~0.1 dB (BENCHMARKS.md, "Denoising"); 0: 8 on a GPU, 1 (off)
+    # on the CPU.
+    ensemble: Literal[0, 1, 8] = 0
 
     # Tiles: core side, overlap between neighbouring cores (cross-faded), and the context around
     # each core (0: the model's receptive radius, which makes tiling exact).

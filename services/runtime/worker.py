@@ -467,7 +467,8 @@ class _Timings:
 
 def decided_by(reports: Sequence[job_pb2.OperationReport]) -> dict[str, str]:
     """What a stage decided while it ran that its bytes depend on: the model and execution
-    provider of a Denoise (auto picks one from the image). Part of the output key."""
+    provider of a Denoise (auto picks one from the image) and, per plane, the model, the
+    resolution and the passes it ran at. Part of the output key."""
     decided: dict[str, str] = {}
     for report in reports:
         if report.WhichOneof("report") == "denoise":
@@ -478,6 +479,15 @@ def decided_by(reports: Sequence[job_pb2.OperationReport]) -> dict[str, str]:
             prefix = f"op{report.index}."
             decided[prefix + "model"] = f"{d.model}@{d.model_version}"
             decided[prefix + "execution_provider"] = d.execution_provider
+            # Colour: every plane's model, resolution and passes (self-ensemble), not only the
+            # first plane's model: each changes the bytes.
+            if d.planes:
+                decided[prefix + "planes"] = ",".join(
+                    f"{p.plane}:{p.model}@{p.model_version}/{p.resolution:g}/x{p.passes}"
+                    if p.model
+                    else f"{p.plane}:-"
+                    for p in d.planes
+                )
     return decided
 
 

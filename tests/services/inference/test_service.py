@@ -15,7 +15,13 @@ from services.inference import tiling
 from services.inference.batcher import BatchingOptions
 from services.inference.models import ModelManager
 from services.inference.runner import RunnerOptions
-from services.inference.service import InferenceService, TileOptions
+from services.inference.service import (
+    ENSEMBLE_PASSES,
+    InferenceService,
+    TileOptions,
+    _accumulate,
+    _orient,
+)
 from services.inference.settings import InferenceSettings
 from services.runtime.errors import (
     DeadlineExceeded,
@@ -232,3 +238,39 @@ async def test_tiles_of_concurrent_requests_share_batches(executor: ThreadPoolEx
         assert list(stats.batch_sizes) == [3]
     finally:
         await manager.close()
+
+
+def test_the_eight_orientations_turn_back_exactly() -> None:
+    plane = np.arange(6 * 10, dtype=np.float32).reshape(6, 10)
+    total = None
+    for t in range(ENSEMBLE_PASSES):
+        turned = _orient(plane, t)
+        assert turned.flags.c_contiguous
+        total = _accumulate(total, turned, t)
+    assert total is not None
+    np.testing.assert_array_equal(total, plane * ENSEMBLE_PASSES)
+    seen = {_orient(plane, t).tobytes() + bytes(_orient(plane, t).shape) for t in range(8)}
+    assert len(seen) == 8  # eight different orientations, not one of them twice
+
+
+async def test_self_ensemble_is_the_mean_of_the_eight_orientations(
+    service: InferenceService, models: ModelManager, executor: ThreadPoolExecutor
+) -> None:
+    noisy = add_noise(grey_scene(), 20, seed=6)
+    ensemble = InferenceService(
+        models, executor, LIMITS, TileOptions(size=32, overlap=8), ensemble=8
+    )
+    assert ensemble.ensemble == 8 and service.ensemble == 1  # a CPU: one pass unless asked
+    op = Denoise(sigma=20)
+    out = decode((await ensemble.denoise(encode(noisy), [op])).image.data).astype(np.float64)
+    singles = []
+    for t in range(ENSEMBLE_PASSES):
+        turned = np.ascontiguousarray(_orient(noisy, t))
+        single = decode((await service.denoise(encode(turned), [op])).image.data)
+        singles.append(_accumulate(None, single.astype(np.float32), t))
+    mean = np.mean(singles, axis=0)
+    assert np.abs(out - mean).max() <= 1.0  # the mean before rounding vs of rounded passes
+    one = decode((await service.denoise(encode(noisy), [op])).image.data)
+    assert not np.array_equal(out, one)
+    clean = grey_scene()
+    assert psnr(out, clean) > psnr(one, clean)

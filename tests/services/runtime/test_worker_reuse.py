@@ -158,6 +158,22 @@ async def test_the_engine_and_what_the_stage_decided_are_part_of_the_key() -> No
     made = decided.output.provenance
     assert (made.model, made.model_version) == ("dncnn6-n", "1")
 
+    # Colour: what ran on each plane (model, resolution, passes) is part of it too.
+    keys = set()
+    for passes in (1, 8):
+        planes = [
+            job_pb2.DenoisePlaneReport(plane=name, model="dncnn6-n", model_version="1",
+                                       resolution=1.0, passes=passes)
+            for name in ("Y", "C1", "C2")
+        ]  # fmt: skip
+        report = job_pb2.OperationReport(
+            index=0,
+            denoise=job_pb2.DenoiseReport(model="dncnn6-n", model_version="1", planes=planes),
+        )
+        process.result = StageResult(image=ONE, reports=[report])
+        keys.add((await run(w, bus, task(operations=SHARED, recompute=True))).output_key)
+    assert len(keys) == 2 and decided.output_key not in keys
+
 
 async def test_an_object_without_its_sha256_is_not_trusted() -> None:
     storage = FakeStorage({"inputs/abc": b"source"})
