@@ -171,8 +171,12 @@ async def test_the_engine_and_what_the_stage_decided_are_part_of_the_key() -> No
             denoise=job_pb2.DenoiseReport(model="dncnn6-n", model_version="1", planes=planes),
         )
         process.result = StageResult(image=ONE, reports=[report])
-        keys.add((await run(w, bus, task(operations=SHARED, recompute=True))).output_key)
+        done = await run(w, bus, task(operations=SHARED, recompute=True))
+        keys.add(done.output_key)
     assert len(keys) == 2 and decided.output_key not in keys
+    assert done.output.provenance.engine["op0.planes"] == ",".join(
+        f"{name}:dncnn6-n@1/1/x8" for name in ("Y", "C1", "C2")
+    )
 
 
 async def test_an_object_without_its_sha256_is_not_trusted() -> None:
