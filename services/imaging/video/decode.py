@@ -19,8 +19,7 @@ from services.runtime.video import (
     VIDEO_CORRUPT,
     VideoHeader,
     VideoLimits,
-    open_input,
-    probe_video,
+    open_video,
 )
 
 DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
@@ -61,17 +60,14 @@ class Video:
         max_decoded_per_seek: int = DEFAULT_MAX_DECODED_PER_SEEK,
         threads: int = 0,
     ) -> None:
-        self.header: VideoHeader = probe_video(source, limits)
+        # One open: the container the header was read from is the one decoded.
+        self.header: VideoHeader
+        self._media: av.container.InputContainer
+        self.header, self._media = open_video(source, limits)
         self.deadline = deadline
         self.max_decoded_per_seek = max_decoded_per_seek
         self.decoded = 0  # frames decoded so far, for tests and benchmarks
         self.seeks = 0
-        try:
-            self._media: av.container.InputContainer = open_input(
-                source, self.header.container, limits.max_streams
-            )
-        except av.error.FFmpegError as exc:
-            raise _corrupt() from exc
         self.stream: av.video.stream.VideoStream = self._media.streams.video[0]
         # Frame threads, as the ffmpeg command line decodes; each thread holds frames of its
         # own (a 4K frame is 12 MB), so at most MAX_THREADS (measured on 2 cores: a third
