@@ -21,7 +21,7 @@ import dataclasses
 import io
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -30,12 +30,13 @@ from services.imaging.encode import WEBP_EFFORT
 from services.imaging.errors import TOO_MANY_FRAMES
 from services.imaging.limits import Limits
 from services.imaging.ops import video_preview, video_sheet
-from services.imaging.pipeline import Decoded, Outputs, PipelineResult
+from services.imaging.pipeline import Decoded, PipelineResult
 from services.imaging.pipeline import run as run_image
 from services.imaging.video import heap
 from services.imaging.video.decode import Video
 from services.imaging.video.frames import DEFAULT_WINDOW_S, PosterFrame, Select, extract
 from services.imaging.video.frames import positions_s as frame_positions
+from services.imaging.video.outputs import VideoOutputs
 from services.imaging.video.plan import frame_count
 from services.imaging.video.preview import preview
 from services.imaging.video.sheet import contact_sheet
@@ -49,13 +50,6 @@ _SELECT = {
     operations_pb2.VideoFrames.EXACT: Select.EXACT,
     operations_pb2.VideoFrames.BEST_NEAR: Select.BEST_NEAR,
 }
-
-
-@dataclass(frozen=True)
-class VideoOutputs(Outputs):
-    """Outputs, plus how the video operation ran (which frame each position got, warnings)."""
-
-    reports: tuple[job_pb2.OperationReport, ...] = field(default=())
 
 
 def run(
