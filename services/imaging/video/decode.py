@@ -28,8 +28,9 @@ DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 KEYFRAMES_TOO_SPARSE = "KEYFRAMES_TOO_SPARSE"
 DEFAULT_MAX_DECODED_PER_SEEK = 1800
 MAX_THREADS = 2
-# 1080p and less decode with MAX_THREADS frame threads; larger frames with one (4K, measured in
-# the imaging worker: its child peaks ~30 MiB lower, at ~1.6x the wall time; BENCHMARKS.md).
+# 1080p and less decode with MAX_THREADS frame threads; larger frames with one: at 4K the child
+# peaks ~30 MiB lower (271 vs 300 MiB), which keeps the whole imaging worker under 400 MB, and
+# decodes on one core instead of two (BENCHMARKS.md, Video, third pass).
 THREADED_MAX_PIXELS = 1920 * 1088
 _ROTATE = {
     90: Image.Transpose.ROTATE_90,
@@ -199,7 +200,7 @@ def to_image(frame: av.VideoFrame) -> Image.Image:
     """The frame as an RGB image, turned as its rotation flag says. FFmpeg converts it to
     packed RGB (one frame-sized buffer) and Pillow copies that once into its own layout;
     PyAV's `to_image` makes two more full-size copies on the way (a bytearray, then bytes):
-    100 MB at the peak of a 4K frame against 58 MB here."""
+    four frame-sized buffers at its peak (~100 MB for a 4K frame) against two (58 MB) here."""
     rgb = frame.reformat(format="rgb24")
     plane = rgb.planes[0]
     if plane.line_size > 0:

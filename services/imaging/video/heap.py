@@ -6,8 +6,8 @@ dynamic: once a block of 25 MB has been freed, blocks up to 32 MB come from the 
 their own mappings, where they fragment and stay in the process's RSS after the job. A fixed
 threshold keeps every block over `MMAP_THRESHOLD` in a mapping of its own, unmapped when freed;
 `trim` then gives back what small-object churn left free in the heaps. Measured on the 4K bench
-clip (BENCHMARKS.md, Video): peak RSS of a child 320 -> 300 MiB, and 116 MiB between jobs instead
-of 160-360 MiB.
+clip (BENCHMARKS.md, Video, third pass): peak RSS of a child 320 -> 300 MiB, and 116 MiB after
+the job instead of 213-256 MiB.
 
 No-ops where the C library is not glibc (mallopt and malloc_trim are glibc's).
 """
