@@ -65,3 +65,14 @@ async def test_a_bus_that_never_checked_the_stream_sends_no_ttl(nats_url: str) -
         assert b.expiry_headers(busmod.job_event_subject("job_x")) == {}
     finally:
         await b.close()
+
+
+def test_the_event_horizons_are_settings_with_a_floor() -> None:
+    """A soak shortens them to watch them level off (bench/soak.py --env); an age shorter than
+    5 minutes (inside a consumer's redeliveries) is refused."""
+    s = ServiceSettings(events_max_age_s=300, job_event_ttl_s=60)
+    assert EventRetention.from_settings(s) == EventRetention(
+        max_age_s=300, max_bytes=1024**3, job_event_ttl_s=60
+    )
+    with pytest.raises(ValueError, match="greater than or equal to 300"):
+        ServiceSettings(events_max_age_s=299)
