@@ -24,6 +24,7 @@ import io
 import json
 import multiprocessing
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -77,11 +78,16 @@ def bare_convert(path: str) -> int:
     return out.tell()
 
 
-def run_bare(files: list[Path]) -> tuple[float, int]:
+def run_bare(files: list[Path]) -> tuple[float, int, float]:
+    """Wall seconds, output bytes and CPU seconds of the pool's workers (reaped children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with multiprocessing.Pool(os.cpu_count() or 1) as pool:
         outputs = pool.map(bare_convert, [str(f) for f in files], chunksize=1)
-    return time.perf_counter() - start, sum(outputs)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, sum(outputs), cpu
 
 
 class RssSampler(threading.Thread):
@@ -100,6 +106,25 @@ class RssSampler(threading.Thread):
                     rss = psutil.Process(pid).memory_info().rss
                     self.peak[name] = max(self.peak.get(name, 0), rss)
             self.halt.wait(0.2)
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its live children, plus what its reaped
+    children used (`children_user`/`children_system`: the imaging pipeline processes)."""
+    total = 0.0
+    with suppress(psutil.NoSuchProcess):
+        proc = psutil.Process(pid)
+        t = proc.cpu_times()
+        total += t.user + t.system + t.children_user + t.children_system
+        for child in proc.children(recursive=True):
+            with suppress(psutil.NoSuchProcess):
+                c = child.cpu_times()
+                total += c.user + c.system
+    return total
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {name: tree_cpu(pid) for name, pid in pids.items()}
 
 
 def interactive(target: str, key: str, n: int, image: bytes) -> list[float]:
@@ -142,11 +167,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     print(f"{len(files)} files, {total / 1e6:.1f} MB, {cores} cores, load {os.getloadavg()}")
 
-    bare_s, bare_out = run_bare(files)
+    bare_s, bare_out, bare_cpu = run_bare(files)
     print(
         f"bare Pillow pool: {bare_s:.1f} s, {total / 1e6 / bare_s:.2f} MB/s "
         f"({total / 1e6 / bare_s / cores:.2f} MB/s per core), {len(files) / bare_s:.2f} images/s, "
-        f"out {bare_out / 1e6:.1f} MB"
+        f"out {bare_out / 1e6:.1f} MB; CPU {bare_cpu:.1f} s "
+        f"({bare_cpu / len(files) * 1000:.0f} ms per image)"
     )
 
     env = {"jobs": {"PIXMESH_BATCH_LANE_BACKLOG": str(args.lane_backlog)}}
@@ -165,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle = interactive(stack.grpc_target, key, args.interactive, small)
         sampler = RssSampler(stack.pids())
         sampler.start()
+        cpu_before = cpu_snapshot(stack.pids())
         out = work / "out"
         cli = [sys.executable, "-m", "pixmesh.cli", "batch", str(folder), "-o", str(out)]
         cli += ["--op", "convert=webp:80", "--concurrency", str(args.concurrency), "--json"]
@@ -175,8 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.interactive:
             time.sleep(3.0)  # the batch under way
             busy = interactive(stack.grpc_target, key, args.interactive, small)
+        cli_usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         stdout, _ = proc.communicate(timeout=3600)
         wall = time.perf_counter() - start
+        cpu_after = cpu_snapshot(stack.pids())
+        cli_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = {name: cpu_after.get(name, 0.0) - cpu_before[name] for name in cpu_before}
+        cpu["cli"] = (cli_usage.ru_utime - cli_usage_before.ru_utime) + (
+            cli_usage.ru_stime - cli_usage_before.ru_stime
+        )
         sampler.halt.set()
         sampler.join()
         summary = json.loads(stdout)
@@ -192,6 +226,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "peak RSS (MB): "
             + ", ".join(f"{name} {rss / 2**20:.0f}" for name, rss in sorted(sampler.peak.items()))
+        )
+        n = len(files)
+        mesh_cpu = sum(cpu.values())
+        print(
+            "CPU over the batch phase (s; ms per image): "
+            + ", ".join(
+                f"{name} {sec:.1f} ({sec / n * 1000:.0f})"
+                for name, sec in sorted(cpu.items(), key=lambda kv: -kv[1])
+            )
+        )
+        print(
+            f"CPU total: pixmesh {mesh_cpu:.1f} s ({mesh_cpu / n * 1000:.0f} ms per image), "
+            f"bare {bare_cpu:.1f} s ({bare_cpu / n * 1000:.0f} ms per image), "
+            f"ratio bare / pixmesh {bare_cpu / max(mesh_cpu, 1e-9):.2f}x"
+            + (" (interactive jobs included)" if args.interactive else "")
         )
         if args.interactive:
             print(
