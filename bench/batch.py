@@ -12,7 +12,10 @@ tests/conftest.py does (free loopback ports, `durable=False`) and `pixmesh batch
 --op convert=webp:80` run as a subprocess. Figures: input MB per second of wall time and per
 core (both runs may use every core of the machine), images per second, the ratio of the two;
 the peak RSS of the CLI and of every server and service process (sampled every 0.2 s with
-psutil); with --interactive N, the p50/p95 of N single small jobs (upload, job, watch) run one
+psutil); the CPU seconds (user + system) of each of those processes and its children (the
+imaging pipeline processes, Postgres backends) over the batch phase, per image, beside the bare
+pool's CPU (its reaped workers' rusage): CPU time holds up under machine load where wall time
+does not (with --interactive, the interactive jobs' CPU is included); with --interactive N, the p50/p95 of N single small jobs (upload, job, watch) run one
 after another on an idle stack and the same while the batch runs (the lane: batch jobs are
 created only while the imaging queue holds fewer than a few undelivered tasks).
 """
@@ -108,22 +111,24 @@ class RssSampler(threading.Thread):
             self.halt.wait(0.2)
 
 
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process and its live children, plus what its reaped
-    children used (`children_user`/`children_system`: the imaging pipeline processes)."""
-    total = 0.0
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds of a process itself, and of its children: the live ones plus
+    what its reaped ones used (`children_user`/`children_system`; the imaging pipeline
+    processes, Postgres backends)."""
+    own = children = 0.0
     with suppress(psutil.NoSuchProcess):
         proc = psutil.Process(pid)
         t = proc.cpu_times()
-        total += t.user + t.system + t.children_user + t.children_system
+        own = t.user + t.system
+        children = t.children_user + t.children_system
         for child in proc.children(recursive=True):
             with suppress(psutil.NoSuchProcess):
                 c = child.cpu_times()
-                total += c.user + c.system
-    return total
+                children += c.user + c.system
+    return own, children
 
 
-def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
     return {name: tree_cpu(pid) for name, pid in pids.items()}
 
 
@@ -207,7 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         wall = time.perf_counter() - start
         cpu_after = cpu_snapshot(stack.pids())
         cli_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = {name: cpu_after.get(name, 0.0) - cpu_before[name] for name in cpu_before}
+        own = {
+            name: cpu_after.get(name, (0.0, 0.0))[0] - cpu_before[name][0] for name in cpu_before
+        }
+        kids = {
+            name: cpu_after.get(name, (0.0, 0.0))[1] - cpu_before[name][1] for name in cpu_before
+        }
+        cpu = {name: own[name] + kids[name] for name in cpu_before}
         cpu["cli"] = (cli_usage.ru_utime - cli_usage_before.ru_utime) + (
             cli_usage.ru_stime - cli_usage_before.ru_stime
         )
@@ -235,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{name} {sec:.1f} ({sec / n * 1000:.0f})"
                 for name, sec in sorted(cpu.items(), key=lambda kv: -kv[1])
             )
+        )
+        print(
+            "  of which child processes (s): "
+            + ", ".join(f"{name} {sec:.1f}" for name, sec in sorted(kids.items()) if sec >= 0.05)
         )
         print(
             f"CPU total: pixmesh {mesh_cpu:.1f} s ({mesh_cpu / n * 1000:.0f} ms per image), "
