@@ -209,3 +209,34 @@ def test_a_video_job_is_planned_on_what_its_video_operation_makes() -> None:
     with pytest.raises(InvalidArgument) as err:  # an image job on a video
         plan_pipeline(video, [resize], Limits())
     assert err.value.reason == "INVALID_OPERATION"
+
+
+def test_to_image_gives_the_pixels_pyav_gives(clip: bytes) -> None:
+    # decode.to_image converts with one copy instead of PyAV's three; the pixels are the same.
+    import av
+
+    from services.imaging.video.decode import to_image
+
+    with av.open(io.BytesIO(clip)) as media:
+        frame = next(media.decode(video=0))
+        ours, pyav = to_image(frame), frame.to_image()
+    assert ours.mode == pyav.mode == "RGB"
+    assert ours.size == pyav.size
+    assert ours.tobytes() == pyav.tobytes()
+
+
+def test_the_imaging_service_process_never_imports_a_decoder() -> None:
+    # The service process plans, probes headers and unpickles the children's results; PyAV and
+    # numpy (~30 MiB) load in the forkserver only (BENCHMARKS.md, Video, third pass).
+    import subprocess
+    import sys
+
+    code = (
+        "import pickle, sys\n"
+        "import services.imaging.app\n"
+        "from services.imaging.video.outputs import VideoOutputs\n"
+        "pickle.loads(pickle.dumps(VideoOutputs((), {}, ())))\n"
+        "print(sorted({'av', 'numpy'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
