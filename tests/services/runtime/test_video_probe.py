@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import http.server
 import io
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -13,7 +18,9 @@ from services.runtime.video import (
     VIDEO_TOO_LARGE,
     VIDEO_TOO_LONG,
     Container,
+    RangeReader,
     VideoLimits,
+    open_video,
     probe_video,
     sniff_video,
 )
@@ -117,3 +124,74 @@ def test_a_gif_is_never_taken_for_an_mpeg_ts() -> None:
     assert sniff_video(bytes(gif)) is Container.MPEG_TS  # the TS pattern alone matches...
     assert not is_video(bytes(gif))  # ...but the image magic bytes win
     assert is_video(videos.clip_bytes(1.0, container="mpegts"))
+
+
+class _Ranges(http.server.BaseHTTPRequestHandler):
+    """Serves `data` with HTTP range requests, counting them (what a presigned GET URL does)."""
+
+    protocol_version = "HTTP/1.1"
+    data = b""
+    ranges: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        rng = self.headers.get("Range", "")
+        type(self).ranges.append(rng)
+        first, _, last = rng.removeprefix("bytes=").partition("-")
+        start = int(first or 0)
+        end = min(int(last) if last else len(self.data) - 1, len(self.data) - 1)
+        body = self.data[start : end + 1]
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end}/{len(self.data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # FFmpeg closes once it has read what it wanted
+            self.wfile.write(body)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[bytes], str]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ranges)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def url(data: bytes) -> str:
+        _Ranges.data, _Ranges.ranges = data, []
+        return f"http://127.0.0.1:{server.server_port}/video.mp4?X-Amz-Signature=x"
+
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+def test_range_reader_reads_blocks(serve: Callable[[bytes], str]) -> None:
+    data = bytes(range(256)) * 1024  # 256 KiB
+    with RangeReader(serve(data)) as f:
+        assert f.size == len(data)
+        assert len(_Ranges.ranges) == 1  # the size came with the first block
+        f.seek(100)
+        assert f.read(8) == data[100:108]
+        f.seek(70_000)
+        assert f.read(8) == data[70_000:70_008]
+        f.seek(70_100)
+        assert f.read(8) == data[70_100:70_108]
+        assert len(_Ranges.ranges) == 2  # one block for both reads near 70 000
+        f.seek(len(data) - 4)
+        assert f.read(100) == data[-4:]
+        f.seek(10)
+        assert f.read(200_000) == data[10:200_010]  # longer than a block: one request
+        assert len(_Ranges.ranges) == 4
+
+
+def test_a_url_probes_like_the_bytes_and_opens_once(serve: Callable[[bytes], str]) -> None:
+    data = videos.clip_bytes(2.0)
+    header, media = open_video(serve(data), LIMITS)
+    try:
+        # FFmpeg's bit-rate estimate over HTTP now and then differs from a file's (seen in 1 of
+        # 3 runs against this server); every other field is the same.
+        local = probe_video(io.BytesIO(data), LIMITS)
+        assert dataclasses.replace(header, bit_rate=0) == dataclasses.replace(local, bit_rate=0)
+        assert media.streams.video[0].codec_context.width == header.width
+    finally:
+        media.close()
