@@ -146,26 +146,17 @@ class OutboxRelay:
         async with self.pool.acquire() as conn, conn.transaction():
             # Deleted now, for good only when the transaction commits after them all.
             batch = await claim(conn, RELAY_BATCH)
-            # Pipelined: every message is written to the connection, in order, before the
-            # first ack is awaited (one flush and one wake-up for the batch instead of one per
-            # message). The order holds because each publish appends its message to the
-            # client's buffer before it first yields (nats-py's request inbox exists since the
-            # bus set up its streams). Any failure rolls the claim back: the batch is published
-            # again, and JetStream drops the copies it has (Nats-Msg-Id).
-            results = await asyncio.gather(*map(self._publish, batch), return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+            for m in batch:
+                if not m.subject.startswith(_TASK_PREFIX):
+                    # A job event ends its trace (watchers only read it): no span of its own,
+                    # the writer's trace context travels as it was stored.
+                    await self.bus.publish_raw(
+                        m.subject, m.payload, msg_id=m.msg_id, headers=m.headers, inject_trace=False
+                    )
+                    continue
+                # A task continues the trace of the request that wrote the row, through here.
+                with _tracer.start_as_current_span(
+                    "outbox relay", context=extract_context(m.headers)
+                ):
+                    await self.bus.publish_raw(m.subject, m.payload, msg_id=m.msg_id)
             return len(batch)
-
-    async def _publish(self, m: OutboxMessage) -> None:
-        if not m.subject.startswith(_TASK_PREFIX):
-            # A job event ends its trace (watchers only read it): no span of its own, the
-            # writer's trace context travels as it was stored.
-            await self.bus.publish_raw(
-                m.subject, m.payload, msg_id=m.msg_id, headers=m.headers, inject_trace=False
-            )
-            return
-        # A task continues the trace of the request that wrote the row, through here.
-        with _tracer.start_as_current_span("outbox relay", context=extract_context(m.headers)):
-            await self.bus.publish_raw(m.subject, m.payload, msg_id=m.msg_id)
