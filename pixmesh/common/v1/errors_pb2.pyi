@@ -103,6 +103,7 @@ class Error(_message.Message):
         SERVICE_TOKEN_INVALID: Error._Reason.ValueType  # 65
         SERVICE_TOKEN_MISSING: Error._Reason.ValueType  # 66
         SOURCE_EMPTY: Error._Reason.ValueType  # 67
+        SOURCE_HAS_NO_IMAGES: Error._Reason.ValueType  # 95
         STORAGE_CREDENTIALS_REFUSED: Error._Reason.ValueType  # 68
         STORAGE_ERROR: Error._Reason.ValueType  # 69
         STORAGE_REFUSED: Error._Reason.ValueType  # 70
@@ -202,6 +203,7 @@ class Error(_message.Message):
     SERVICE_TOKEN_INVALID: Error.Reason.ValueType  # 65
     SERVICE_TOKEN_MISSING: Error.Reason.ValueType  # 66
     SOURCE_EMPTY: Error.Reason.ValueType  # 67
+    SOURCE_HAS_NO_IMAGES: Error.Reason.ValueType  # 95
     STORAGE_CREDENTIALS_REFUSED: Error.Reason.ValueType  # 68
     STORAGE_ERROR: Error.Reason.ValueType  # 69
     STORAGE_REFUSED: Error.Reason.ValueType  # 70
