@@ -38,7 +38,9 @@ class JobsSettings(WorkerSettings):
     # stage's task queue holds fewer undelivered tasks than `batch_lane_backlog` (the lane).
     batch_window: int = Field(default=16, ge=1)
     batch_max_open: int = Field(default=64, ge=1)
-    batch_lane_backlog: int = Field(default=1, ge=1)
+    # 2: with 1 an imaging slot waited for each next job (the stack used ~1 of 2 cores; BENCHMARKS.md
+    # "Bulk", lane backlog); interactive tasks have their own slot, so 2 keeps their p95.
+    batch_lane_backlog: int = Field(default=2, ge=1)
     # How often a running batch is looked at when its last round had nothing to do.
     batch_tick_s: float = Field(default=0.1, gt=0)
 
