@@ -150,12 +150,7 @@ def test_resume_after_a_kill_does_only_the_rest(
     journal = dest / ".pixmesh-batch.jsonl"
     env = _env(grpc_target, api_key)
     argv = _argv("batch", str(src), "-o", str(dest), *OPS, "--chunk", "4", "--concurrency", "2")
-    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (journal.exists() and len(journal.read_text().splitlines()) >= 4):
-        assert first.poll() is None, "the first run ended before it could be killed"
-        assert time.monotonic() < deadline, "no image finished within 60 s"
-        time.sleep(0.05)
+    first = _start_until_journaled(argv, env, journal, subprocess.DEVNULL)
     first.send_signal(signal.SIGKILL)  # a crash: no summary, no cleanup
     first.wait(timeout=10)
     done_before = len({json.loads(line)["sha256"] for line in journal.read_text().splitlines()})
@@ -180,12 +175,7 @@ def test_ctrl_c_finishes_the_images_in_flight_and_writes_the_summary(
     journal = dest / ".pixmesh-batch.jsonl"
     env = _env(grpc_target, api_key)
     argv = _argv("batch", str(src), "-o", str(dest), *OPS, "--chunk", "4", "--concurrency", "2")
-    first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (journal.exists() and len(journal.read_text().splitlines()) >= 4):
-        assert first.poll() is None, "the first run ended before it could be interrupted"
-        assert time.monotonic() < deadline, "no image finished within 60 s"
-        time.sleep(0.05)
+    first = _start_until_journaled(argv, env, journal, subprocess.PIPE)
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=60)
     assert first.returncode == 130, err
@@ -234,3 +224,16 @@ def test_a_list_of_image_ids(rest: Rest, grpc_target: str, api_key: str, tmp_pat
     for out in outputs:
         with Image.open(out) as img:
             assert (img.format, img.width) == ("WEBP", 64)
+
+
+def _start_until_journaled(
+    argv: list[str], env: dict[str, str], journal: Path, stdout: int
+) -> subprocess.Popen[bytes]:
+    """Start a batch run and return it once its journal lists 4 finished images."""
+    run = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (journal.exists() and len(journal.read_text().splitlines()) >= 4):
+        assert run.poll() is None, "the first run ended before it could be stopped"
+        assert time.monotonic() < deadline, "no image finished within 60 s"
+        time.sleep(0.05)
+    return run
