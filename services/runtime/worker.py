@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
@@ -45,6 +45,12 @@ from services.runtime.provenance import (
 )
 from services.runtime.settings import WorkerSettings
 from services.runtime.storage import ObjectHead, Storage
+
+# How many of a stage's outputs go to object storage at once (a poster job has three; a job at
+# most `max_renditions`, 10 by default); well under the S3 client's connection pool (32).
+STORE_CONCURRENCY = 4
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -259,18 +265,25 @@ class TaskWorker:
             raise Internal(
                 message=f"the stage made renditions {names}, not the task's", retryable=False
             )
-        for index, (_, img) in enumerate(outputs):
-            key, output = await self._store(
-                task,
-                specs[index],
-                engine,
-                decided,
-                img,
-                found[index] if found else None,
-                index=index,
-                looked=bool(found),
-                timings=timings,
-            )
+        gate = asyncio.Semaphore(STORE_CONCURRENCY)
+
+        async def store(index: int, img: ImageResult) -> tuple[str, job_pb2.Output]:
+            async with gate:
+                return await self._store(
+                    task,
+                    specs[index],
+                    engine,
+                    decided,
+                    img,
+                    found[index] if found else None,
+                    index=index,
+                    looked=bool(found),
+                    timings=timings,
+                )
+
+        # Each output has a key of its own (its spec names it): they go to storage side by side.
+        stored = await _all([store(index, img) for index, (_, img) in enumerate(outputs)])
+        for index, (key, output) in enumerate(stored):
             _attach(completed, task, index, key, output)
         if result.metadata is not None:
             completed.metadata.CopyFrom(result.metadata)
@@ -508,6 +521,17 @@ def _attach(
     else:
         completed.output_key = key
         completed.output.CopyFrom(output)
+
+
+async def _all(coros: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Run `coros` side by side; their results in order. The first failure is raised as it is
+    (not grouped) and cancels the others."""
+    tasks = [asyncio.ensure_future(coro) for coro in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for pending in tasks:
+            pending.cancel()
 
 
 def output_specs(task: events_pb2.Task) -> list[bytes]:

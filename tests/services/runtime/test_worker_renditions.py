@@ -1,5 +1,6 @@
 """TaskWorker with renditions: one stored image each, reported in order (in-memory bus and S3)."""
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -9,12 +10,13 @@ from google.protobuf.message import Message
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
 from services.runtime.bus import Delivery
-from services.runtime.errors import Internal
+from services.runtime.errors import Internal, Unavailable
 from services.runtime.provenance import engine_fingerprint, work_digest
 from services.runtime.provenance import output_key as key_of
 from services.runtime.settings import WorkerSettings
 from services.runtime.storage import ObjectHead
 from services.runtime.worker import (
+    STORE_CONCURRENCY,
     ImageResult,
     StageResult,
     TaskWorker,
@@ -174,3 +176,60 @@ async def test_renditions_that_are_not_the_tasks_are_a_bug() -> None:
     with pytest.raises(Internal):
         await w.handle(delivery(t))
     assert storage.puts == 0
+
+
+class SlowStorage(FakeStorage):
+    """PUTs that yield to the loop (the first output's the longest) and count how many are in
+    flight at once; `fail`: the data whose PUT raises."""
+
+    def __init__(self, objects: dict[str, bytes], fail: bytes | None = None) -> None:
+        super().__init__(objects)
+        self.fail = fail
+        self.in_flight = 0
+        self.most = 0
+        self.done: list[bytes] = []
+
+    async def put(
+        self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            for _ in range(20 - int(data.decode().removeprefix("r"))):
+                await asyncio.sleep(0)
+            if data == self.fail:
+                raise Unavailable(message="storage down")
+            await super().put(key, data, content_type, metadata)
+            self.done.append(data)
+        finally:
+            self.in_flight -= 1
+
+
+MANY = [operations_pb2.Rendition(name=f"r{i}") for i in range(7)]
+MANY_OUTPUTS = [(r.name, image(r.name.encode(), image_pb2.PNG, "png", 10)) for r in MANY]
+
+
+async def test_outputs_are_stored_side_by_side_bounded_and_reported_in_order() -> None:
+    storage, bus = SlowStorage({"inputs/abc": b"source"}), FakeBus()
+    t = task(operations=SHARED, renditions=MANY)
+    await worker(storage, bus, StageResult(renditions=MANY_OUTPUTS)).handle(delivery(t))
+    assert storage.most == STORE_CONCURRENCY
+    # The later outputs finished first; the event lists them in the task's order all the same.
+    assert storage.done[0] != b"r0"
+    outputs = bus.completed().rendition_outputs
+    assert [o.output.rendition for o in outputs] == [r.name for r in MANY]
+    assert [storage.objects[o.key] for o in outputs] == [r.name.encode() for r in MANY]
+
+
+async def test_a_failed_store_fails_the_task_with_its_own_error_and_stops_the_rest() -> None:
+    storage, bus = SlowStorage({"inputs/abc": b"source"}, fail=b"r1"), FakeBus()
+    t = task(operations=SHARED, renditions=MANY)
+    with pytest.raises(Unavailable):
+        await worker(storage, bus, StageResult(renditions=MANY_OUTPUTS)).handle(delivery(t))
+    await asyncio.sleep(0)
+    assert storage.in_flight == 0
+    for _ in range(50):
+        await asyncio.sleep(0)
+    # Cancelled: the ones in flight that were not done yet, and those not started.
+    assert not {b"r4", b"r5", b"r6"} & set(storage.done)
+    assert not [s for s, _, _ in bus.published if s == "pixmesh.event.task.completed"]
