@@ -43,6 +43,23 @@ def jobs_running(what: str) -> FailedPrecondition:
     )
 
 
+# Retention: jobs per DeleteJobs batch, and the pause between two batches.
+RETENTION_BATCH = 200
+RETENTION_PAUSE_S = 0.05
+
+
+def _counted(part: pb.DeletionReport) -> pb.DeletionReport:
+    """`part` once counted in pixmesh_retention_removed_total."""
+    for store, n in (
+        ("jobs", part.jobs_deleted),
+        ("images", part.images_deleted),
+        ("objects", part.objects_deleted),
+    ):
+        if n:
+            metrics.RETENTION_REMOVED(store).inc(n)
+    return part
+
+
 def _add(total: pb.DeletionReport, part: pb.DeletionReport) -> None:
     total.images_deleted += part.images_deleted
     total.jobs_deleted += part.jobs_deleted
@@ -72,7 +89,7 @@ class Deletion:
             resp: jobs_pb2.DeleteJobsResponse = await self.jobs.DeleteJobs(request, timeout=timeout)
         if request.fail_if_running and resp.jobs_running:
             raise jobs_running(what)
-        await asyncio.gather(*(self.storage.delete(k) for k in resp.unreferenced_keys))
+        await self.storage.delete_many(resp.unreferenced_keys)
         return pb.DeletionReport(
             jobs_deleted=resp.jobs_deleted,
             objects_deleted=len(resp.unreferenced_keys),
@@ -81,8 +98,7 @@ class Deletion:
 
     async def _delete_source(self, sha256: str) -> None:
         previews = await self.storage.keys(f"previews/{sha256}-")
-        await asyncio.gather(*(self.storage.delete(k) for k in previews))
-        await self.storage.delete(input_key(sha256))
+        await self.storage.delete_many([*previews, input_key(sha256)])
 
     async def delete_image(
         self, tenant_id: str, image_id: str, timeout: float
@@ -157,29 +173,36 @@ class Deletion:
     async def apply_retention(self, timeout: float) -> pb.DeletionReport:
         """One pass over the tenants with a retention: finished jobs (and their outputs) older
         than their outputs' retention, images (with their jobs, outputs and metadata) older
-        than their sources' retention; an image whose jobs still run waits for a later pass."""
+        than their sources' retention; an image whose jobs still run waits for a later pass.
+        Jobs go RETENTION_BATCH at a time with a pause between batches, and images one at a
+        time, so a pass that finds hours of work due spreads it instead of competing with the
+        hot path in one burst (soak: BENCHMARKS.md, "Soak and retention")."""
         total = pb.DeletionReport()
         now = datetime.now(UTC)
         for tenant_id, outputs_s, sources_s in await self.repo.retention():
             if outputs_s is not None:
-                request = jobs_pb2.DeleteJobsRequest(tenant_id=tenant_id)
-                request.finished_before.FromDatetime(now - timedelta(seconds=outputs_s))
-                _add(total, await self._delete_jobs(request, timeout, tenant_id))
+                before = now - timedelta(seconds=outputs_s)
+                while True:
+                    request = jobs_pb2.DeleteJobsRequest(tenant_id=tenant_id, limit=RETENTION_BATCH)
+                    request.finished_before.FromDatetime(before)
+                    part = _counted(await self._delete_jobs(request, timeout, tenant_id))
+                    _add(total, part)
+                    if part.jobs_deleted < RETENTION_BATCH:
+                        break  # the rest (if any) is held by another replica's pass
+                    await asyncio.sleep(RETENTION_PAUSE_S)
             if sources_s is not None:
                 before = now - timedelta(seconds=sources_s)
-                for image_id in await self.repo.image_ids(tenant_id, before):
-                    try:
-                        done = await self.delete_image(tenant_id, image_id, timeout)
-                    except FailedPrecondition:
-                        continue  # jobs running on it: next pass
-                    _add(total, done)
-        for store, n in (
-            ("jobs", total.jobs_deleted),
-            ("images", total.images_deleted),
-            ("objects", total.objects_deleted),
-        ):
-            if n:
-                metrics.RETENTION_REMOVED(store).inc(n)
+                while ids := await self.repo.image_ids(tenant_id, before):
+                    deleted = 0
+                    for image_id in ids:
+                        try:
+                            part = _counted(await self.delete_image(tenant_id, image_id, timeout))
+                        except FailedPrecondition:
+                            continue  # jobs running on it: next pass
+                        _add(total, part)
+                        deleted += part.images_deleted
+                    if not deleted:
+                        break  # only images with jobs running are left
         return total
 
     async def run_retention(self, stop: asyncio.Event, interval_s: float, timeout: float) -> None:

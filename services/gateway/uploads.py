@@ -304,7 +304,7 @@ class Uploads:
         try:
 
             async def delete_objects(expired: list[tuple[str, str]]) -> None:
-                await asyncio.gather(*(self.storage.delete(staging_key(*row)) for row in expired))
+                await self.storage.delete_many([staging_key(*row) for row in expired])
 
             grace = self.settings.upload_register_grace_s
             return await self.repo.remove_expired_uploads(grace, CLEANUP_BATCH, delete_objects)

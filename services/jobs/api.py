@@ -48,6 +48,7 @@ class JobsApi(BatchApi, jobs_pb2_grpc.JobsServiceServicer):
             if request.HasField("finished_before")
             else None,
             fail_if_running=request.fail_if_running,
+            limit=request.limit,
         )
         return pb.DeleteJobsResponse(
             jobs_deleted=done.jobs_deleted,

@@ -53,21 +53,40 @@ async def delete_jobs(
     image_id: str = "",
     finished_before: datetime | None = None,
     fail_if_running: bool = False,
+    limit: int = 0,
 ) -> Deleted:
-    """Delete the tenant's finished jobs of the selection; see the module docstring."""
+    """Delete the tenant's finished jobs of the selection; see the module docstring. With
+    `finished_before` and `limit`, at most `limit` jobs, those finished first, skipping rows
+    another transaction holds (a retention batch: a replica running the same pass, or a job
+    being updated, is left for the next batch)."""
     if not tenant_id:
         raise invalid("tenant_id", "required")
+    if limit < 0:
+        raise invalid("limit", "must not be negative")
     async with pool.acquire() as conn, conn.transaction():
-        selected = await conn.fetch(
-            """SELECT job_id, state FROM jobs.jobs
-               WHERE tenant_id = $1 AND ($2 = '' OR job_id = $2) AND ($3 = '' OR image_id = $3)
-                 AND ($4::timestamptz IS NULL OR finished_at < $4)
-               FOR UPDATE""",
-            tenant_id,
-            job_id,
-            image_id,
-            finished_before,
-        )
+        if finished_before is not None and limit:
+            selected = await conn.fetch(
+                """SELECT job_id, state FROM jobs.jobs
+                   WHERE tenant_id = $1 AND finished_at < $2 AND ($3 = '' OR image_id = $3)
+                   ORDER BY finished_at LIMIT $4
+                   FOR UPDATE SKIP LOCKED""",
+                tenant_id,
+                finished_before,
+                image_id,
+                limit,
+            )
+        else:
+            selected = await conn.fetch(
+                """SELECT job_id, state FROM jobs.jobs
+                   WHERE tenant_id = $1 AND ($2 = '' OR job_id = $2)
+                     AND ($3 = '' OR image_id = $3)
+                     AND ($4::timestamptz IS NULL OR finished_at < $4)
+                   FOR UPDATE""",
+                tenant_id,
+                job_id,
+                image_id,
+                finished_before,
+            )
         if job_id and not selected:
             raise errors.job_not_found(job_id)
         running = [r["job_id"] for r in selected if r["state"] in _OPEN]

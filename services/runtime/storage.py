@@ -160,6 +160,26 @@ class Storage:
             if not _is_missing(exc):
                 raise
 
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete objects in S3 DeleteObjects requests of DELETE_BATCH keys, one after the
+        other: a retention pass or a tenant's deletion sends a few requests, not one per key,
+        and holds one of the threads that the hot path's S3 calls share, not all of them.
+        Missing keys are not an error."""
+        for start in range(0, len(keys), DELETE_BATCH):
+            chunk = keys[start : start + DELETE_BATCH]
+            resp = await self._call(
+                self._s3.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+            )
+            failed = [e for e in resp.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if failed:
+                raise Unavailable(
+                    message=f"object storage refused to delete {len(failed)} objects "
+                    f"(first: {failed[0].get('Key')}: {failed[0].get('Code')})",
+                    reason="STORAGE_ERROR",
+                )
+
     def chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         """The object's bytes in chunks, read as they are consumed (blocking: iterate it in a
         thread). For streams whose memory must not grow with the object (zip archives)."""
@@ -206,6 +226,9 @@ class Storage:
         except BotoCoreError as exc:
             raise Unavailable(message="object storage unreachable", reason="STORAGE_ERROR") from exc
 
+
+# Keys per DeleteObjects request (S3 allows 1,000).
+DELETE_BATCH = 500
 
 CLIENT_CONFIG = Config(
     s3={"addressing_style": "path"},

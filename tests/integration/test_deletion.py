@@ -9,6 +9,7 @@ import io
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,7 @@ import pixmesh
 from deploy.local import Stack
 from pixmesh import errors
 from pixmesh.events.v1 import events_pb2
-from pixmesh.jobs.v1 import jobs_pb2_grpc
+from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from pixmesh.metadata.v1 import metadata_pb2_grpc
 from services.gateway.deletion import Deletion
 from services.gateway.repository import GatewayRepository
@@ -237,6 +238,46 @@ async def test_retention_deletes_what_is_due_and_nothing_else(
     # Nothing of the other tenant went.
     assert other.get_job(other_job)["state"] == "SUCCEEDED"
     assert stored(stack, input_key(kept_elsewhere["sha256"]))
+    client.close()
+
+
+async def test_retention_deletes_due_jobs_in_batches_oldest_first(
+    stack: Stack, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = f"del-batch-{uuid.uuid4().hex[:8]}"
+    client = _client(stack, tenant)
+    image = client.upload(unique_jpeg())
+    jobs = [finished_job(client, image["image_id"]) for _ in range(6)]
+    *due, recent = jobs
+    for age, job_id in enumerate(due):  # due[0] finished last, due[-1] first
+        await pool.execute(
+            "UPDATE jobs.jobs SET finished_at = now() - interval '3 days' - $2 * interval '1 minute'"
+            " WHERE job_id = $1",
+            job_id,
+            age,
+        )
+    async for deletion in _deletion(stack, pool):
+        # One batch of 2: the two finished first go, and nothing else.
+        request = jobs_pb2.DeleteJobsRequest(tenant_id=tenant, limit=2)
+        request.finished_before.FromDatetime(datetime.now(UTC) - timedelta(days=1))
+        resp = await deletion.jobs.DeleteJobs(request, timeout=30)
+        assert resp.jobs_deleted == 2
+        left = {
+            r["job_id"]
+            for r in await pool.fetch("SELECT job_id FROM jobs.jobs WHERE tenant_id = $1", tenant)
+        }
+        assert left == set(jobs) - set(due[-2:])
+        # A pass deletes the rest of what is due in batches of 2 (3 due: 2 + 1) and keeps the
+        # job inside the retention, whose output (the same object) stays stored.
+        monkeypatch.setattr("services.gateway.deletion.RETENTION_BATCH", 2)
+        stack.gateway_admin("set-retention", "--tenant", tenant, "--outputs", "1d")
+        await deletion.apply_retention(timeout=30)
+    left = {
+        r["job_id"]
+        for r in await pool.fetch("SELECT job_id FROM jobs.jobs WHERE tenant_id = $1", tenant)
+    }
+    assert left == {recent}
+    assert client.download(recent).status_code == 200
     client.close()
 
 

@@ -450,12 +450,18 @@ class DeleteJobsRequest(_message.Message):
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     FINISHED_BEFORE_FIELD_NUMBER: _builtins.int
     FAIL_IF_RUNNING_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     job_id: _builtins.str
     """At most one of these; none: every finished job of the tenant."""
     image_id: _builtins.str
     fail_if_running: _builtins.bool
     """Report running jobs of the selection instead of skipping them silently."""
+    limit: _builtins.int
+    """With finished_before: at most this many jobs, those finished first (0: all). Retention
+    deletes in such batches, so no pass holds many rows locked or frees many objects at once;
+    jobs_deleted == limit means more may be due.
+    """
     @_builtins.property
     def finished_before(self) -> _timestamp_pb2.Timestamp:
         """Only jobs finished before this time (retention)."""
@@ -468,10 +474,11 @@ class DeleteJobsRequest(_message.Message):
         image_id: _builtins.str = ...,
         finished_before: _timestamp_pb2.Timestamp | None = ...,
         fail_if_running: _builtins.bool = ...,
+        limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_before", b"finished_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_if_running", b"fail_if_running", "finished_before", b"finished_before", "image_id", b"image_id", "job_id", b"job_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_if_running", b"fail_if_running", "finished_before", b"finished_before", "image_id", b"image_id", "job_id", b"job_id", "limit", b"limit", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

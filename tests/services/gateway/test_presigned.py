@@ -140,6 +140,10 @@ class Storage:
             raise Unavailable(message="object storage error", reason="STORAGE_ERROR")
         self.objects.pop(key, None)
 
+    async def delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            await self.delete(key)
+
     def presign_put(self, key: str, size_bytes: int, expires_s: int) -> str:
         return f"https://s3.example/PUT/{key}?size={size_bytes}&expires={expires_s}"
 

@@ -70,3 +70,20 @@ async def test_timestamps_are_not_parsed(storage: Storage) -> None:
     await storage.put(key, b"x", "text/plain")
     head = await storage._call(storage._s3.head_object, Bucket=storage.bucket, Key=key)
     assert isinstance(head["LastModified"], str)
+
+
+async def test_delete_many_removes_exactly_the_keys_given(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.runtime.storage.DELETE_BATCH", 3)  # several requests
+    prefix = f"tests/{uuid.uuid4().hex}/"
+    keys = [f"{prefix}{i}" for i in range(8)]
+    for k in keys:
+        await storage.put(k, b"x", "text/plain")
+    sent = _headers_sent(storage)
+    # A missing key among them is not an error (S3 semantics, as delete()).
+    await storage.delete_many([*keys[:6], f"{prefix}missing"])
+    assert len(sent) == 3  # 7 keys in requests of 3
+    assert sorted(await storage.keys(prefix)) == keys[6:]
+    await storage.delete_many([])
+    assert sorted(await storage.keys(prefix)) == keys[6:]
