@@ -31,6 +31,9 @@ enough to be reached within the run (PIXMESH_JOB_EVENT_TTL_S=300, PIXMESH_EVENTS
 so that what they bound levels off while it is watched. --outputs-retention SECONDS sets the soak
 tenant's retention of finished jobs and their outputs (`set-retention --outputs`), which bounds
 jobs.jobs and jobs.stages; with PIXMESH_TENANT_RETENTION_INTERVAL_S it applies within the run.
+--sources-retention SECONDS likewise sets the retention of its images (with their metadata, jobs
+and bytes), which bounds gateway.images and metadata.image_metadata; jobs then pick only images
+uploaded less than SECONDS - SOURCE_MARGIN_S ago, so that none is deleted under a job.
 
 Postgres memory is split so that its growth can be attributed: PSS of the whole tree; the sum of
 its processes' USS (private memory: catalog caches, work memory of each backend); its
@@ -85,6 +88,8 @@ OPERATION_MIX: list[tuple[float, list[dict[str, Any]]]] = [
     (0.15, [{"resize": {"width": 120}}, {"extract_metadata": {}}]),
 ]
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+# --sources-retention: jobs use images at least this much younger than the retention.
+SOURCE_MARGIN_S = 120
 TABLES = (
     "jobs.jobs",
     "jobs.stages",
@@ -92,6 +97,7 @@ TABLES = (
     "jobs.processed_events",
     "jobs.webhook_deliveries",
     "metadata.image_metadata",
+    "gateway.images",
 )
 
 
@@ -223,7 +229,7 @@ class Soak:
             timeout=120.0,
             limits=httpx.Limits(max_connections=args.max_inflight + 8),
         )
-        self.images: list[str] = []
+        self.images: list[tuple[float, str]] = []  # (uploaded at, image id), oldest first
         self.minutes: dict[int, Minute] = {}
         self.samples: list[Sample] = []
         self.done = 0
@@ -241,16 +247,20 @@ class Soak:
         )
         resp.raise_for_status()
         image_id: str = resp.json()["image"]["image_id"]
-        self.images.append(image_id)
+        self.images.append((time.monotonic(), image_id))
         return image_id
 
     async def one_job(self) -> None:
         self.inflight += 1
         try:
+            if self.args.sources_retention:
+                young = time.monotonic() - (self.args.sources_retention - SOURCE_MARGIN_S)
+                while self.images and self.images[0][0] < young:
+                    self.images.pop(0)
             if not self.images or self.rng.random() < self.args.new_uploads:
                 image_id = await self.upload()
             else:
-                image_id = self.rng.choice(self.images)
+                image_id = self.rng.choice(self.images)[1]
             began = time.monotonic()
             resp = await self.http.post(
                 "/v1/jobs", json={"image_id": image_id, "operations": pick_operations(self.rng)}
@@ -419,6 +429,7 @@ def report(soak: Soak, args: argparse.Namespace) -> None:
     )
     print(f"services' extra environment: {' '.join(args.env) or 'none'}")
     print(f"tenant retention of outputs: {args.outputs_retention or 'none'} s")
+    print(f"tenant retention of sources: {args.sources_retention or 'none'} s")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load avg {os.getloadavg()}")
     print(f"jobs finished: {soak.done}, not started (over --max-inflight): {soak.skipped}")
     print("\nper minute:   jobs  failed  errors  p50 s  p99 s  create p50  create p99")
@@ -532,6 +543,9 @@ def main() -> None:
     parser.add_argument(
         "--outputs-retention", type=int, default=0, metavar="SECONDS", help="0: none"
     )
+    parser.add_argument(
+        "--sources-retention", type=int, default=0, metavar="SECONDS", help="0: none"
+    )
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     tmp = Path(tempfile.mkdtemp(prefix="pixmesh-soak-"))
@@ -541,10 +555,12 @@ def main() -> None:
         stack.start_envoy()
         stack.start_services(SERVICES)
         soak = Soak(args, stack, stack.create_api_key("soak"))
-        if args.outputs_retention:
-            stack.gateway_admin(
-                "set-retention", "--tenant", "soak", "--outputs", str(args.outputs_retention)
-            )
+        retention = [
+            *(["--outputs", str(args.outputs_retention)] if args.outputs_retention else []),
+            *(["--sources", str(args.sources_retention)] if args.sources_retention else []),
+        ]
+        if retention:
+            stack.gateway_admin("set-retention", "--tenant", "soak", *retention)
         asyncio.run(soak.run())
         report(soak, args)
     finally:
