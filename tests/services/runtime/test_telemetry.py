@@ -1,0 +1,40 @@
+"""asyncpg spans carry a summary of their statement, not its SQL (services/runtime/telemetry.py)."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from services.jobs import repository
+from services.runtime.telemetry import ShortStatements, statement_summary
+
+LOCK_FOR_EVENT = repository._LOCK_FOR_EVENT  # a real statement: a CTE that writes, then reads
+
+
+def test_summary_names_the_tables_written_then_read() -> None:
+    assert statement_summary(LOCK_FOR_EVENT) == (
+        "INSERT jobs.processed_events; SELECT jobs.jobs jobs.stages jobs.webhook_deliveries"
+    )
+    # FOR UPDATE OF is a lock, not a write.
+    assert statement_summary("SELECT x FROM a.t FOR UPDATE OF t") == "SELECT a.t"
+    assert statement_summary("COMMIT;") == "COMMIT"
+
+
+def test_asyncpg_spans_lose_their_sql_and_others_keep_their_attributes() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(ShortStatements())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    asyncpg = provider.get_tracer("opentelemetry.instrumentation.asyncpg")
+    other = provider.get_tracer("services.jobs.service")
+
+    with asyncpg.start_as_current_span("WITH", attributes={"db.statement": LOCK_FOR_EVENT}):
+        pass
+    with other.start_as_current_span("WITH", attributes={"db.statement": LOCK_FOR_EVENT}):
+        pass
+
+    db, kept = exporter.get_finished_spans()
+    assert db.attributes is not None and kept.attributes is not None
+    assert db.name == db.attributes["db.statement"] == statement_summary(LOCK_FOR_EVENT)
+    assert (kept.name, kept.attributes["db.statement"]) == ("WITH", LOCK_FOR_EVENT)
