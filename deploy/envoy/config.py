@@ -256,9 +256,11 @@ def _routes(console_dir: str | None) -> list[Json]:
     return [*pages, *streams, upload, unary]
 
 
-def _tracing(service_name: str) -> Json:
+def _tracing(service_name: str, sampling_percent: float) -> Json:
     return {
-        "random_sampling": {"value": 100.0},  # dev: every request; lower it in production
+        # The head-sampling decision for a request that brings no traceparent; the services
+        # follow it (parent-based). A client's sampled traceparent is always traced.
+        "random_sampling": {"value": sampling_percent},
         # A client span per upstream call: the parent the gateway's server span continues from.
         "spawn_upstream_span": True,
         # Span names are evaluated after transcoding, so they are the gRPC method, never a REST
@@ -361,6 +363,7 @@ def _connection_manager(
     console_dir: str | None = None,
     cors_origins: Sequence[str] = (),
     max_request_bytes: int = 64 * 1024 * 1024,
+    trace_sampling_percent: float = 100.0,
 ) -> Json:
     virtual_host: Json = {"name": "pixmesh", "domains": ["*"], "routes": _routes(console_dir)}
     if replicas > 1:
@@ -376,7 +379,7 @@ def _connection_manager(
         "normalize_path": True,
         "merge_slashes": True,
         "access_log": [_access_log()],
-        "tracing": _tracing("pixmesh-envoy"),
+        "tracing": _tracing("pixmesh-envoy", trace_sampling_percent),
         "local_reply_config": {
             "mappers": [
                 *(_local_reply_mapper(s, "EQ", c) for s, c in _LOCAL_REPLY_CODES.items()),
@@ -433,6 +436,7 @@ def render_config(
     otlp_host: str = "127.0.0.1",
     console_dir: str | None = str(console.CONSOLE_SOURCE),
     cors_origins: Sequence[str] = (),
+    trace_sampling_percent: float = 100.0,
 ) -> str:
     """Return the Envoy bootstrap as JSON text (valid YAML too).
 
@@ -441,6 +445,8 @@ def render_config(
     `gateway_host`): one for a single node, several for the local cluster mode.
     `console_dir` is where Envoy reads the web console's files (None: no console);
     `cors_origins` lists the other origins whose pages may call the API (none by default).
+    `trace_sampling_percent` is the share of requests Envoy starts a sampled trace for (every
+    one by default: the local stack, compose and the tests; production overlays lower it).
     """
     if not gateway_ports:
         raise ValueError("gateway_ports: at least one gateway")
@@ -458,6 +464,7 @@ def render_config(
                             console_dir,
                             cors_origins,
                             max_request_bytes,
+                            trace_sampling_percent,
                         ),
                     }
                 ]

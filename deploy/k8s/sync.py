@@ -6,6 +6,9 @@ restriction), so deploy/k8s/base/envoy/ holds committed copies; a test fails whe
 - envoy.json: `deploy.envoy.config.render_config(**K8S)`: listens on all addresses, the gateway
   is the headless Service `gateway` (DNS: one address per ready pod, so Envoy balances over the
   replicas), traces go to the `otel-collector` Service.
+- overlays/prod/envoy/envoy.json: the same config with production's head sampling
+  (PROD_TRACE_SAMPLING_PERCENT of the requests that bring no sampled traceparent), merged over
+  the base's key by the prod overlay.
 - console/: the web console's files (deploy/console/), a ConfigMap of their own (envoy-console,
   about 80 KB) that Envoy reads at CONSOLE_MOUNT.
 - pixmesh.pb: deploy/envoy/pixmesh.pb without source code info (comments and line numbers, which
@@ -29,6 +32,11 @@ from deploy.envoy import console
 from deploy.envoy.config import COMPOSE, DEFAULT_DESCRIPTOR, render_config
 
 ENVOY_DIR = Path(__file__).parent / "base" / "envoy"
+PROD_ENVOY_DIR = Path(__file__).parent / "overlays" / "prod" / "envoy"
+# Production's share of traced requests. Tracing is the largest single cost of the mesh (issue
+# 10: a cheap job's server CPU -31% untraced); a client that sends a sampled traceparent is always
+# traced. The services' own roots (OTEL_TRACES_SAMPLER_ARG in overlays/prod) use the same ratio.
+PROD_TRACE_SAMPLING_PERCENT = 10.0
 # Where the Deployment mounts the ConfigMap (deploy/k8s/base/envoy.yaml).
 MOUNT = "/etc/envoy"
 CONSOLE_MOUNT = "/etc/envoy-console"
@@ -47,6 +55,10 @@ K8S: dict[str, Any] = {
 
 def envoy_config() -> str:
     return render_config(**K8S)
+
+
+def prod_envoy_config() -> str:
+    return render_config(**K8S, trace_sampling_percent=PROD_TRACE_SAMPLING_PERCENT)
 
 
 def stripped_descriptor(source: str | Path = DEFAULT_DESCRIPTOR) -> bytes:
@@ -107,12 +119,21 @@ def write(out_dir: Path = ENVOY_DIR) -> list[Path]:
     return [config, descriptor, *copies]
 
 
+def write_prod(out_dir: Path = PROD_ENVOY_DIR) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = out_dir / "envoy.json"
+    config.write_text(prod_envoy_config())
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deploy.k8s.sync", description=__doc__)
     p.add_argument("--out-dir", type=Path, default=ENVOY_DIR)
     a = p.parse_args(argv)
     for path in write(a.out_dir):
         print(path)
+    if a.out_dir == ENVOY_DIR:  # the committed tree, not a scratch folder
+        print(write_prod())
     return 0
 
 

@@ -493,6 +493,32 @@ def test_committed_envoy_files_are_current() -> None:
     copies = {p.name: p.read_bytes() for p in (envoy_dir / "console").iterdir()}
     assets = {a.name: (console.CONSOLE_SOURCE / a.name).read_bytes() for a in console.assets()}
     assert copies == assets, stale
+    prod = K8S / "overlays" / "prod" / "envoy" / "envoy.json"
+    assert prod.read_text() == sync.prod_envoy_config(), stale
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_head_sampling_is_envoys_and_the_services_follow_it(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    """dev traces every request; prod samples PROD_TRACE_SAMPLING_PERCENT at Envoy, and the
+    services keep Envoy's decision and start their own traces at the same ratio."""
+    objs = rendered[overlay]
+    envoy = _one(objs, "Deployment", "envoy")
+    (volume,) = [v for v in envoy["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"]
+    config = json.loads(_one(objs, "ConfigMap", volume["configMap"]["name"])["data"]["envoy.json"])
+    (listener,) = config["static_resources"]["listeners"]
+    tracing = listener["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]
+    percent = tracing["random_sampling"]["value"]
+    for name in SERVICES:
+        env = _env(objs, _one(objs, "Deployment", name))
+        if overlay == "dev":
+            assert percent == 100.0
+            assert env["OTEL_TRACES_SAMPLER"] == "parentbased_always_on", name
+        else:
+            assert 0 < percent == sync.PROD_TRACE_SAMPLING_PERCENT < 100
+            assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio", name
+            assert float(env["OTEL_TRACES_SAMPLER_ARG"]) * 100 == percent, name
 
 
 def test_console_config_map_lists_every_console_file(rendered: dict[str, list[Obj]]) -> None:
@@ -541,7 +567,8 @@ def test_envoy_mounts_its_generated_config(rendered: dict[str, list[Obj]], overl
     assert mounts["config"] == sync.MOUNT
     (volume,) = [v for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"]
     cm = _one(objs, "ConfigMap", volume["configMap"]["name"])
-    assert json.loads(cm["data"]["envoy.json"]) == json.loads(sync.envoy_config())
+    expected = sync.prod_envoy_config() if overlay == "prod" else sync.envoy_config()
+    assert json.loads(cm["data"]["envoy.json"]) == json.loads(expected)
     assert "pixmesh.pb" in cm["binaryData"]
     # Client-side `kubectl apply` keeps the whole object in an annotation of at most 256 KiB.
     assert len(json.dumps(cm)) < 200 * 1024
