@@ -63,30 +63,24 @@ async def delete_jobs(
         raise invalid("tenant_id", "required")
     if limit < 0:
         raise invalid("limit", "must not be negative")
+    where: list[str] = ["tenant_id = $1"]
+    args: list[object] = [tenant_id]
+    for column, op, value in (
+        ("job_id", "=", job_id),
+        ("image_id", "=", image_id),
+        ("finished_at", "<", finished_before),
+    ):
+        if value:  # one statement per selection, so each finds its index (no `$n = '' OR`)
+            args.append(value)
+            where.append(f"{column} {op} ${len(args)}")
+    query = f"SELECT job_id, state FROM jobs.jobs WHERE {' AND '.join(where)}"
+    if finished_before is not None and limit:
+        args.append(limit)
+        query += f" ORDER BY finished_at LIMIT ${len(args)} FOR UPDATE SKIP LOCKED"
+    else:
+        query += " FOR UPDATE"
     async with pool.acquire() as conn, conn.transaction():
-        if finished_before is not None and limit:
-            selected = await conn.fetch(
-                """SELECT job_id, state FROM jobs.jobs
-                   WHERE tenant_id = $1 AND finished_at < $2 AND ($3 = '' OR image_id = $3)
-                   ORDER BY finished_at LIMIT $4
-                   FOR UPDATE SKIP LOCKED""",
-                tenant_id,
-                finished_before,
-                image_id,
-                limit,
-            )
-        else:
-            selected = await conn.fetch(
-                """SELECT job_id, state FROM jobs.jobs
-                   WHERE tenant_id = $1 AND ($2 = '' OR job_id = $2)
-                     AND ($3 = '' OR image_id = $3)
-                     AND ($4::timestamptz IS NULL OR finished_at < $4)
-                   FOR UPDATE""",
-                tenant_id,
-                job_id,
-                image_id,
-                finished_before,
-            )
+        selected = await conn.fetch(query, *args)
         if job_id and not selected:
             raise errors.job_not_found(job_id)
         running = [r["job_id"] for r in selected if r["state"] in _OPEN]
