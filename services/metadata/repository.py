@@ -105,12 +105,18 @@ class MetadataRepository:
     async def delete(self, tenant_id: str, sha256: str | None) -> int:
         """Forget one image of the tenant (its row holds the similarity hashes too), or all of
         them (`sha256` None); returns how many rows went."""
-        status: str = await self._pool.execute(
-            "DELETE FROM metadata.image_metadata WHERE tenant_id = $1 AND ($2::text IS NULL"
-            " OR sha256 = $2)",
-            tenant_id,
-            sha256,
-        )
+        # Two statements, not `($2 IS NULL OR sha256 = $2)`: a generic plan of that cannot use
+        # the (tenant_id, sha256) index, and one image's delete would walk all the tenant's rows.
+        if sha256 is None:
+            status: str = await self._pool.execute(
+                "DELETE FROM metadata.image_metadata WHERE tenant_id = $1", tenant_id
+            )
+        else:
+            status = await self._pool.execute(
+                "DELETE FROM metadata.image_metadata WHERE tenant_id = $1 AND sha256 = $2",
+                tenant_id,
+                sha256,
+            )
         return int(status.rsplit(" ", 1)[1])
 
     async def search(
