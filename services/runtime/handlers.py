@@ -3,6 +3,7 @@ service tokens): grpc.aio has one handler constructor per call shape, chosen her
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,3 +46,37 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         raise NotImplementedError
+
+
+class ClosingStreams(WrappingInterceptor):
+    """Answers every streaming method by writing its responses itself (`context.write`) and
+    closing the handler's generator in the RPC's own task, whether the stream ends, the client
+    leaves or a write fails. grpc.aio iterates a handler's generator without ever closing it
+    (grpc/grpc#42295): a stream the client left stayed suspended at a `yield` until the garbage
+    collector closed it from another context, where the tracing interceptor's `with` blocks
+    could not restore theirs and logged "Failed to detach context" with a traceback
+    (open-telemetry/opentelemetry-python-contrib#2357). The outermost interceptor."""
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        return rewrap(handler, _unchanged, _written)
+
+
+def _unchanged(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    return behavior
+
+
+def _written(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def write_all(request: Any, context: grpc.aio.ServicerContext) -> None:
+        responses = behavior(request, context)
+        if inspect.isawaitable(responses):  # a handler that writes its responses itself
+            await responses
+            return
+        try:
+            async for response in responses:
+                await context.write(response)
+        finally:
+            await responses.aclose()
+
+    return write_all

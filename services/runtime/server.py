@@ -30,11 +30,11 @@ from grpc_reflection.v1alpha import reflection
 from pixmesh.errors import STATUS_DETAILS_KEY
 from services.runtime import metrics, trust
 from services.runtime.errors import ServiceError
-from services.runtime.handlers import WrappingInterceptor, rewrap
+from services.runtime.handlers import ClosingStreams, WrappingInterceptor, rewrap
 from services.runtime.logs import setup_logging
 from services.runtime.outage import as_unavailable
 from services.runtime.settings import ServiceSettings
-from services.runtime.telemetry import setup_telemetry, shutdown_telemetry
+from services.runtime.telemetry import server_interceptor, setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,11 @@ async def _serve_app(settings: S, build: AppFactory[S], stop: asyncio.Event) -> 
     trust.configure(settings.service_token_secret.get_secret_value(), settings.service_name)
     async with build(settings) as app:
         server = grpc.aio.server(
-            # Metrics first (outermost): it sees the final status, ErrorInterceptor's aborts too.
+            # Streams closed in their own task first (ClosingStreams), then tracing; metrics
+            # next: it sees the final status, ErrorInterceptor's aborts too.
             interceptors=[
+                ClosingStreams(),
+                server_interceptor(),
                 metrics.ServerMetricsInterceptor(),
                 trust.TrustInterceptor(frozenset(s.name for s in app.services if s.public), _abort),
                 ErrorInterceptor(),

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Mapping, MutableMapping
 
+import grpc
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
@@ -61,18 +62,24 @@ def _otlp_configured() -> bool:
 def _instrument() -> None:
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
-    from opentelemetry.instrumentation.grpc import (
-        GrpcAioInstrumentorClient,
-        GrpcAioInstrumentorServer,
-    )
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-    # These instrumentors' constructors are unannotated upstream (redis's is typed).
-    GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
+    # These instrumentors' constructors are unannotated upstream (redis's is typed). Servers
+    # are traced by `server_interceptor`, placed by services/runtime/server.py (the server
+    # instrumentor would put it first, where nothing can close its streams).
     GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
     AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
     RedisInstrumentor().instrument()
     BotocoreInstrumentor().instrument()  # type: ignore[no-untyped-call]
+
+
+def server_interceptor() -> grpc.aio.ServerInterceptor:
+    """The gRPC server interceptor that traces each call (a server span, the caller's trace
+    context restored from its metadata)."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return aio_server_interceptor()  # type: ignore[no-untyped-call]
 
 
 _ASYNCPG = "opentelemetry.instrumentation.asyncpg"
