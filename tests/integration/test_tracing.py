@@ -56,10 +56,24 @@ def orphans(spans: list[Span]) -> list[Span]:
     return [s for s in spans if s["parent_span_id"] and s["parent_span_id"] not in ids]
 
 
+# The workers continue the trace from the task's NATS headers, as consumers.
+WORKERS = ("imaging", "metadata")
+
+
+def consumers_of(spans: list[Span], worker: str) -> list[Span]:
+    return [s for s in spans if s["service"] == f"pixmesh-{worker}" and s["kind"] == "CONSUMER"]
+
+
 def complete(external_parents: int) -> Callable[[list[Span]], bool]:
-    """Every hop arrived, and every span's parent did too, but for `external_parents` spans
-    whose parent is the caller's."""
-    return lambda spans: services_of(spans) >= SERVICES and len(orphans(spans)) <= external_parents
+    """Every hop arrived, the workers' consumer spans too (a service may be in the trace by an
+    earlier span, e.g. a ListOperations the gateway made for this request, before its consumer
+    span is exported), and every span's parent did too, but for `external_parents` spans whose
+    parent is the caller's."""
+    return lambda spans: (
+        services_of(spans) >= SERVICES
+        and all(consumers_of(spans, worker) for worker in WORKERS)
+        and len(orphans(spans)) <= external_parents
+    )
 
 
 def describe(spans: list[Span]) -> str:
@@ -72,11 +86,8 @@ def assert_one_job_trace(spans: list[Span], external_parents: int) -> None:
     names = {(s["service"], s["name"]) for s in spans}
     assert ("pixmesh-gateway", CREATE_JOB) in names
     assert ("pixmesh-jobs", "/pixmesh.jobs.v1.JobsService/CreateJob") in names
-    # The workers continue the trace from the task's NATS headers, as consumers.
-    for worker in ("imaging", "metadata"):
-        consumers = [
-            s for s in spans if s["service"] == f"pixmesh-{worker}" and s["kind"] == "CONSUMER"
-        ]
+    for worker in WORKERS:
+        consumers = consumers_of(spans, worker)
         assert consumers, f"no consumer span of {worker}:\n{describe(spans)}"
         assert all(s["parent_span_id"] for s in consumers)  # children, not new roots
     # One tree: every span hangs off another span of the trace, but for the caller's own.
