@@ -6,7 +6,9 @@ bytes), uploaded a few at a time and grouped into server-side batches of `chunk`
 jobs the jobs service creates at the pace the workers take them (so the client never meets
 QUEUE_FULL and interactive users keep their lane). Each batch is followed to its end, its outputs
 downloaded into DEST under the source's relative path with the new extension (renditions:
-"<path without extension>/<rendition>.<ext>").
+"<path without extension>/<rendition>.<ext>"); where two sources differ only by their extension
+(photo.jpg, photo.png), each keeps it (photo.jpg.webp, photo.png.webp) rather than one
+overwriting the other.
 
 Bounded on the client: at most `concurrency` files read and uploaded at once, at most
 `concurrency` downloads, at most two batches in flight, and nothing kept of a finished image but
@@ -25,6 +27,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,27 +176,41 @@ class _Item:
 
 
 class _Journal:
-    """DEST/.pixmesh-batch.jsonl: one line per finished source (sha256, its outputs)."""
+    """DEST/.pixmesh-batch.jsonl: one line per finished source (sha256, its name, its outputs).
+    A file is done when its content is recorded under its name with the outputs there, or under
+    a name no longer in the source folder (the file was moved or renamed since). Two files with
+    the same bytes at two names are two files: each gets its outputs."""
 
     def __init__(self, dest: Path) -> None:
         self.path = dest / JOURNAL
-        self.done: dict[str, list[str]] = {}
+        self.done: dict[str, dict[str, list[str]]] = {}  # sha256 -> name -> outputs
         if self.path.exists():
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 try:
                     entry = json.loads(line)
                 except ValueError:
                     continue  # a line cut by a crash
-                self.done[entry["sha256"]] = entry["outputs"]
+                # "" for a line without its name (written before names were kept).
+                names = self.done.setdefault(entry["sha256"], {})
+                names[entry.get("name", "")] = entry["outputs"]
         self._file = self.path.open("a", encoding="utf-8")
 
-    def finished(self, sha256: str, dest: Path) -> bool:
-        outputs = self.done.get(sha256)
-        return outputs is not None and all((dest / o).exists() for o in outputs)
+    def finished(self, sha256: str, name: str, dest: Path, source: Path) -> bool:
+        def there(outputs: list[str]) -> bool:
+            return all((dest / o).exists() for o in outputs)
 
-    def record(self, sha256: str, outputs: list[str]) -> None:
-        self.done[sha256] = outputs
-        self._file.write(json.dumps({"sha256": sha256, "outputs": outputs}) + "\n")
+        names = self.done.get(sha256, {})
+        if name in names:
+            return there(names[name])
+        return any(
+            there(outputs) and (not other or not (source / other).exists())
+            for other, outputs in names.items()
+        )
+
+    def record(self, sha256: str, name: str, outputs: list[str]) -> None:
+        self.done.setdefault(sha256, {})[name] = outputs
+        line = {"sha256": sha256, "name": name, "outputs": outputs}
+        self._file.write(json.dumps(line) + "\n")
         self._file.flush()
 
     def close(self) -> None:
@@ -226,6 +243,7 @@ async def process_folder(
     destination.mkdir(parents=True, exist_ok=True)
     summary = FolderSummary(str(source), str(destination))
     files = list(walk(source, skip=destination.resolve()))
+    stems = Counter(os.path.splitext(p.relative_to(source).as_posix())[0] for p in files)
     progress = Progress(total=len(files))
     journal = _Journal(destination)
     reads = asyncio.Semaphore(concurrency)
@@ -250,7 +268,7 @@ async def process_folder(
             started = time.monotonic()
             data, sha = await asyncio.to_thread(_read, path, max_bytes)
             summary.images += 1
-            if journal.finished(sha, destination):
+            if journal.finished(sha, rel, destination, source):
                 summary.skipped += 1
                 progress.skipped += 1
                 report()
@@ -275,6 +293,8 @@ async def process_folder(
 
     async def save(item: _Item, job: Job) -> list[str]:
         stem = os.path.splitext(item.rel)[0]
+        if stems[stem] > 1:  # photo.jpg and photo.png: photo.jpg.webp and photo.png.webp
+            stem = item.rel
         names = []
         for output in job.outputs:
             name = (
@@ -300,17 +320,16 @@ async def process_folder(
                 renditions=branches,
             )
             summary.batch_ids.append(batch.batch_id)
-            by_image = {i.image_id: i for i in items}
             handled: set[int] = set()
 
             async def finish(entry: BatchItem) -> None:
                 job = await client.get_job(entry.job_id) if entry.job_id else None
-                item = by_image.get(job.image_id) if job is not None else None
-                if item is None:
-                    item = items[entry.index]
+                # By its position: two files with the same bytes are one image (uploads are
+                # deduplicated), but two items, each with its own name and outputs.
+                item = items[entry.index]
                 if job is not None and job.state == Job.SUCCEEDED:
                     outputs = await save(item, job)
-                    journal.record(item.sha256, outputs)
+                    journal.record(item.sha256, item.rel, outputs)
                     summary.succeeded += 1
                     summary.succeeded_bytes_in += item.size
                     summary.seconds.append(time.monotonic() - item.started)

@@ -71,6 +71,12 @@ def test_a_folder_with_broken_files(
         _photo(src / name, i, "PNG" if name.endswith(".png") else "JPEG")
     # A PNG named .jpg: taken by its content.
     _photo(src / "misnamed.jpg", 9, "PNG")
+    # The same bytes twice: one image for the server, two files with their own outputs.
+    (src / "copies").mkdir()
+    (src / "copies" / "a.jpg").write_bytes((src / "a.jpg").read_bytes())
+    # Two names that differ only by their extension: each output keeps it.
+    _photo(src / "same" / "x.jpg", 11, "JPEG")
+    _photo(src / "same" / "x.png", 12, "PNG")
     (src / "empty.jpg").write_bytes(b"")
     (src / "notes.txt").write_text("not an image\n")
     (src / "truncated.jpg").write_bytes((src / "a.jpg").read_bytes()[:300])
@@ -90,8 +96,8 @@ def test_a_folder_with_broken_files(
     )
     assert result.returncode == 1, result.stderr
     summary = json.loads((dest / "summary.json").read_text())
-    assert summary["images"] == 12
-    assert summary["succeeded"] == 6
+    assert summary["images"] == 15
+    assert summary["succeeded"] == 9
     assert summary["failed"] == 6
     reasons = {f["name"]: g["reason"] for g in summary["failures"] for f in g["failures"]}
     assert reasons["empty.jpg"] == "EMPTY_IMAGE"
@@ -111,7 +117,7 @@ def test_a_folder_with_broken_files(
     }
     assert summary["bytes_out"] > 0 and 0 < summary["compression_ratio"] < 1
     assert summary["bytes_saved"] > 0 and summary["space_saving_percent"] > 0
-    assert summary["error_rate_percent"] == 50.0
+    assert summary["error_rate_percent"] == pytest.approx(100 * 6 / 15)
     assert summary["p95_seconds"] >= summary["p50_seconds"] > 0
     assert summary["source"] == str(src) and summary["interrupted"] is False
 
@@ -133,10 +139,14 @@ def test_a_folder_with_broken_files(
     for key in ("bytes_in", "bytes_out", "bytes_saved"):
         assert server[key] == summary[key], key
     assert server["compression_ratio"] == summary["compression_ratio"]
-    for name in [*names, "misnamed.jpg"]:
+    for name in [*names, "misnamed.jpg", "copies/a.jpg"]:
         out = dest / (os.path.splitext(name)[0] + ".webp")
         with Image.open(out) as img:
             assert (img.format, img.width) == ("WEBP", 64)
+    for name in ("same/x.jpg.webp", "same/x.png.webp"):
+        with Image.open(dest / name) as img:
+            assert (img.format, img.width) == ("WEBP", 64)
+    assert not (dest / "same" / "x.webp").exists()
     # --json prints the same document.
     assert json.loads(result.stdout)["failures"] == summary["failures"]
 

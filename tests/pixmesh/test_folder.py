@@ -40,17 +40,28 @@ def test_walk_is_sorted_recursive_and_skips_the_destination(tmp_path: Path) -> N
 
 
 def test_the_journal_resumes_by_content_and_needs_the_outputs(tmp_path: Path) -> None:
-    journal = _Journal(tmp_path)
-    (tmp_path / "a.webp").write_bytes(b"out")
-    journal.record("sha-a", ["a.webp"])
-    journal.record("sha-b", ["b.webp"])  # its output was deleted since
+    src, dest = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    dest.mkdir()
+    for name in ("a.jpg", "b.jpg", "copy-of-a.jpg"):
+        (src / name).write_bytes(b"in")
+    (dest / "a.webp").write_bytes(b"out")
+    (dest / "gone.webp").write_bytes(b"out")
+    journal = _Journal(dest)
+    journal.record("sha-a", "a.jpg", ["a.webp"])
+    journal.record("sha-b", "b.jpg", ["b.webp"])  # its output was deleted since
+    journal.record("sha-g", "gone.jpg", ["gone.webp"])  # a file moved since
     journal.close()
-    with (tmp_path / ".pixmesh-batch.jsonl").open("a") as f:
+    with (dest / ".pixmesh-batch.jsonl").open("a") as f:
         f.write('{"sha256": "cut')  # a line cut by a crash is ignored
-    again = _Journal(tmp_path)
-    assert again.finished("sha-a", tmp_path)
-    assert not again.finished("sha-b", tmp_path)
-    assert not again.finished("sha-c", tmp_path)
+    again = _Journal(dest)
+    assert again.finished("sha-a", "a.jpg", dest, src)
+    assert not again.finished("sha-b", "b.jpg", dest, src)
+    assert not again.finished("sha-c", "c.jpg", dest, src)
+    # The same bytes under another name still in the folder: a file of its own, not done.
+    assert not again.finished("sha-a", "copy-of-a.jpg", dest, src)
+    # Content done under a name no longer in the folder: moved or renamed, not redone.
+    assert again.finished("sha-g", "moved/gone.jpg", dest, src)
     again.close()
 
 
