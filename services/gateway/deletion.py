@@ -30,7 +30,7 @@ from services.gateway import errors
 from services.gateway.repository import GatewayRepository
 from services.gateway.upload_rules import delete_tenant_rules
 from services.runtime import metrics
-from services.runtime.errors import FailedPrecondition, invalid, rpc_errors
+from services.runtime.errors import FailedPrecondition, NotFound, invalid, rpc_errors
 from services.runtime.storage import Storage, input_key
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,8 @@ class Deletion:
                             part = _counted(await self.delete_image(tenant_id, image_id, timeout))
                         except FailedPrecondition:
                             continue  # jobs running on it: next pass
+                        except NotFound:
+                            continue  # another replica's pass deleted it first
                         _add(total, part)
                         deleted += part.images_deleted
                     if not deleted:
