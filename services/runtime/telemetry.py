@@ -76,10 +76,14 @@ def _instrument() -> None:
 
 def server_interceptor() -> grpc.aio.ServerInterceptor:
     """The gRPC server interceptor that traces each call (a server span, the caller's trace
-    context restored from its metadata)."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    context restored from its metadata), but the health service's: a probe every few seconds is
+    no trace worth keeping, and the interceptor cannot wrap Health/Watch, which writes its
+    answers itself (`context.write`): through it, Watch failed with UNKNOWN
+    (open-telemetry/opentelemetry-python-contrib#3066)."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-    return aio_server_interceptor()  # type: ignore[no-untyped-call]
+    untraced = filters.negate(filters.service_name("grpc.health.v1.Health"))
+    return aio_server_interceptor(filter_=untraced)  # type: ignore[no-untyped-call]
 
 
 _ASYNCPG = "opentelemetry.instrumentation.asyncpg"
