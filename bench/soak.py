@@ -52,6 +52,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import itertools
 import json
 import os
 import platform
@@ -144,6 +145,9 @@ class Sample:
     # Postgres: (USS MB summed over its processes, MB of shared buffers holding a page,
     # processes, shared_buffers MB)
     pg: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)
+    # Postgres: autovacuum and autoanalyze runs so far, summed over the user tables
+    autovacuums: tuple[int, int] = (0, 0)
+    load1: float = 0.0  # the 1-minute load average
 
 
 def p(values: Sequence[float], q: float) -> float:
@@ -183,7 +187,9 @@ def process_tree(pid: int, pss: bool) -> tuple[float, int, float]:
             mem += proc.memory_full_info().pss if pss else proc.memory_info().rss
             fds += proc.num_fds()
             t = proc.cpu_times()
-            cpu += t.user + t.system
+            # children_*: what its reaped children used (Postgres's autovacuum workers, which
+            # come and go between samples), so a tree's CPU does not lose the processes that ended.
+            cpu += t.user + t.system + t.children_user + t.children_system
     return mem / 1e6, fds, cpu
 
 
@@ -301,6 +307,11 @@ class Soak:
             tables["database"] = (
                 await conn.fetchval("SELECT pg_database_size(current_database())")
             ) / 1e6
+            row = await conn.fetchrow(
+                "SELECT coalesce(sum(autovacuum_count), 0)::int AS v,"
+                " coalesce(sum(autoanalyze_count), 0)::int AS a FROM pg_stat_user_tables"
+            )
+            autovacuums = (row["v"], row["a"])
         finally:
             await conn.close()
         nc = await nats.connect(self.stack.nats_url)
@@ -346,6 +357,8 @@ class Soak:
                 job_events,
                 folders,
                 pg,
+                autovacuums,
+                os.getloadavg()[0],
             )
         )
 
@@ -520,6 +533,46 @@ def report(soak: Soak, args: argparse.Namespace) -> None:
     cpu0 = sum(v[2] for v in first.processes.values())
     cpu1 = sum(v[2] for v in last.processes.values())
     print(f"  CPU per job (every process of the stack): {(cpu1 - cpu0) * 1000 / jobs:.0f} ms")
+    cpu_per_interval(soak)
+
+
+def cpu_per_interval(soak: Soak) -> None:
+    """CPU per process between samples (ms per job finished in the interval), beside the
+    interval's job p99 and Postgres's autovacuum/autoanalyze runs: a latency bump that one
+    process's cost explains shows here."""
+    samples = soak.samples
+    names = list(samples[0].processes)
+    print(
+        "\nCPU per job by process between samples (ms), with job p99 (s) and autovacuum/analyze runs:"
+    )
+    print(
+        "  "
+        + f"{'min':>5}"
+        + "".join(f" {n[:9]:>9}" for n in names)
+        + "    total   p99  vac/an  load"
+    )
+    for a, b in itertools.pairwise(samples):
+        jobs = b.jobs_done - a.jobs_done
+        if jobs <= 0:
+            continue
+        per = [
+            (b.processes.get(n, (0.0, 0, 0.0))[2] - a.processes.get(n, (0.0, 0, 0.0))[2])
+            * 1000
+            / jobs
+            for n in names
+        ]
+        lat = [
+            x
+            for m, row in soak.minutes.items()
+            if a.at_min <= m + 0.5 < b.at_min
+            for x in row.latency
+        ]
+        vac = (b.autovacuums[0] - a.autovacuums[0], b.autovacuums[1] - a.autovacuums[1])
+        print(
+            f"  {b.at_min:>5.1f}"
+            + "".join(f" {x:>9.1f}" for x in per)
+            + f" {sum(per):>8.1f} {p(lat, 0.99):>5.2f}  {vac[0]:>2}/{vac[1]:<2}  {b.load1:>4.1f}"
+        )
 
 
 def main() -> None:
