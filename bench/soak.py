@@ -44,6 +44,14 @@ buffer cache (at most `shared_buffers`) plus the shared libraries.
 --seed-jobs N first copies one finished job of the warm-up N times straight into Postgres
 (jobs.jobs and jobs.stages, created over the past N seconds, then ANALYZE), so that a run on a
 registry holding N finished jobs can be compared with one on a fresh stack (issue 16, item 2).
+
+--prefill-min M runs the same load for M minutes first, unreported. With short retention horizons
+the first minutes of a stack are another regime: nothing is deleted yet and repeated jobs find
+their outputs, so a job costs less CPU than once retention runs (BENCHMARKS.md, the 643751e run:
+62 -> 73 ms). M past the longest horizon makes both windows steady state.
+
+After the figures: CPU per job by process between two samples (reaped children included), with
+the job p99 of those minutes, Postgres's autovacuum/autoanalyze runs and the load average.
 """
 
 from __future__ import annotations
@@ -412,13 +420,30 @@ class Soak:
             await self.seed(self.args.seed_jobs)
             self.minutes.clear()
             self.done = 0
+        if self.args.prefill_min:
+            # The same load before the measured hour, not counted: with retention horizons
+            # shorter than this, both of the report's windows see the steady state (deletions
+            # as many as creations, outputs of repeated jobs expired) instead of the first
+            # one seeing an empty stack.
+            self.start = time.monotonic()
+            await self.load(self.args.prefill_min * 60)
+            self.minutes.clear()
+            self.done = self.skipped = 0
         self.start = time.monotonic()
         stop = asyncio.Event()
         sampler = asyncio.create_task(self.sampler(stop))
+        await self.load(self.args.minutes * 60)
+        stop.set()
+        await sampler
+        await self.sample()
+        await self.http.aclose()
+
+    async def load(self, seconds: float) -> None:
+        """Start jobs open loop at --rate for `seconds`, then wait for them to finish."""
         tasks: set[asyncio.Task[None]] = set()
         interval = 1.0 / self.args.rate
-        end = self.start + self.args.minutes * 60
-        due = self.start
+        due = time.monotonic()
+        end = due + seconds
         while due < end:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             due += interval
@@ -429,16 +454,12 @@ class Soak:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.wait(tasks, timeout=120) if tasks else None
-        stop.set()
-        await sampler
-        await self.sample()
-        await self.http.aclose()
 
 
 def report(soak: Soak, args: argparse.Namespace) -> None:
     print(
         f"\n== soak: {args.minutes} min at {args.rate} jobs/s, {args.new_uploads:.0%} new uploads,"
-        f" {args.seed_jobs} finished jobs seeded"
+        f" {args.seed_jobs} finished jobs seeded, after {args.prefill_min} min of the same load"
     )
     print(f"services' extra environment: {' '.join(args.env) or 'none'}")
     print(f"tenant retention of outputs: {args.outputs_retention or 'none'} s")
@@ -583,6 +604,12 @@ def main() -> None:
     parser.add_argument("--max-inflight", type=int, default=200)
     parser.add_argument("--sample-s", type=float, default=60.0)
     parser.add_argument("--warmup-min", type=float, default=2.0)
+    parser.add_argument(
+        "--prefill-min",
+        type=float,
+        default=0.0,
+        help="minutes of the same load before the measured --minutes (not reported)",
+    )
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--seed-jobs", type=int, default=0, help="finished jobs to start with")
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder")
