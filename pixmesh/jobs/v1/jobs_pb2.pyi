@@ -451,6 +451,7 @@ class DeleteJobsRequest(_message.Message):
     FINISHED_BEFORE_FIELD_NUMBER: _builtins.int
     FAIL_IF_RUNNING_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    IMAGE_IDS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     job_id: _builtins.str
     """At most one of these; none: every finished job of the tenant."""
@@ -466,6 +467,13 @@ class DeleteJobsRequest(_message.Message):
     def finished_before(self) -> _timestamp_pb2.Timestamp:
         """Only jobs finished before this time (retention)."""
 
+    @_builtins.property
+    def image_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instead of image_id: the jobs of several images at once (retention deletes images in
+        batches). With fail_if_running, an image with a job PENDING or RUNNING keeps all its jobs
+        and is listed in images_running; the other images' jobs are deleted.
+        """
+
     def __init__(
         self,
         *,
@@ -475,10 +483,11 @@ class DeleteJobsRequest(_message.Message):
         finished_before: _timestamp_pb2.Timestamp | None = ...,
         fail_if_running: _builtins.bool = ...,
         limit: _builtins.int = ...,
+        image_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_before", b"finished_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_if_running", b"fail_if_running", "finished_before", b"finished_before", "image_id", b"image_id", "job_id", b"job_id", "limit", b"limit", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_if_running", b"fail_if_running", "finished_before", b"finished_before", "image_id", b"image_id", "image_ids", b"image_ids", "job_id", b"job_id", "limit", b"limit", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -492,6 +501,7 @@ class DeleteJobsResponse(_message.Message):
     JOBS_RUNNING_FIELD_NUMBER: _builtins.int
     UNREFERENCED_KEYS_FIELD_NUMBER: _builtins.int
     KEYS_KEPT_FIELD_NUMBER: _builtins.int
+    IMAGES_RUNNING_FIELD_NUMBER: _builtins.int
     jobs_deleted: _builtins.int
     jobs_running: _builtins.int
     """Jobs of the selection still PENDING or RUNNING (not deleted)."""
@@ -503,6 +513,10 @@ class DeleteJobsResponse(_message.Message):
         the caller deletes these objects.
         """
 
+    @_builtins.property
+    def images_running(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With image_ids and fail_if_running: the images whose jobs were kept because one runs."""
+
     def __init__(
         self,
         *,
@@ -510,10 +524,11 @@ class DeleteJobsResponse(_message.Message):
         jobs_running: _builtins.int = ...,
         unreferenced_keys: _abc.Iterable[_builtins.str] | None = ...,
         keys_kept: _builtins.int = ...,
+        images_running: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_deleted", b"jobs_deleted", "jobs_running", b"jobs_running", "keys_kept", b"keys_kept", "unreferenced_keys", b"unreferenced_keys"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_running", b"images_running", "jobs_deleted", b"jobs_deleted", "jobs_running", b"jobs_running", "keys_kept", b"keys_kept", "unreferenced_keys", b"unreferenced_keys"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -267,20 +267,26 @@ class DeleteImageMetadataRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     ALL_IMAGES_FIELD_NUMBER: _builtins.int
+    SHA256S_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     sha256: _builtins.str
     """Empty with all_images: every image of the tenant."""
     all_images: _builtins.bool
+    @_builtins.property
+    def sha256s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instead of sha256: several images at once (retention deletes images in batches)."""
+
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         sha256: _builtins.str = ...,
         all_images: _builtins.bool = ...,
+        sha256s: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_images", b"all_images", "sha256", b"sha256", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_images", b"all_images", "sha256", b"sha256", "sha256s", b"sha256s", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
