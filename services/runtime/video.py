@@ -264,8 +264,8 @@ def open_input(
                 "probesize": "5000000",
                 "analyzeduration": "2000000",
                 "max_streams": str(max_streams + 1),
-                # For a URL: FFmpeg's own HTTP client, which seeks with range requests; a read
-                # that stalls this long (microseconds) fails instead of hanging the task.
+                # For a URL string: FFmpeg's own HTTP client, which seeks with range requests; a
+                # read that stalls this long (microseconds) fails instead of hanging the task.
                 "rw_timeout": "30000000",
             },
             metadata_errors="replace",
@@ -280,8 +280,11 @@ def probe_video(
     """Check a video against the limits from its header; raise InvalidArgument if it fails.
 
     `source` is a path, a URL or a seekable binary file; `head` its first bytes when the caller
-    has them already (the gateway does).
+    has them already (the gateway does). A URL is read through a `RangeReader`.
     """
+    if isinstance(source, str) and is_url(source):
+        with RangeReader(source) as remote:
+            return probe_video(cast(IO[bytes], remote), limits, head=head)
     header, media = open_video(source, limits, head=head)
     media.close()
     return header
@@ -292,7 +295,10 @@ def open_video(
 ) -> tuple[VideoHeader, av.container.InputContainer]:
     """`probe_video`, and the container it read the header from, left open for decoding (the
     caller closes it): a worker that goes on to seek opens the video once, not twice (each open
-    reads the header and FFmpeg's stream-info probe again, by range requests for a URL)."""
+    reads the header and FFmpeg's stream-info probe again, by range requests for a URL).
+
+    A URL given as a string is opened by FFmpeg's own HTTP client (open-ended GETs); the
+    worker hands a `RangeReader` over it instead, which it closes after the container."""
     size = _size_of(source)
     if size == 0:
         raise _error(EMPTY_VIDEO, "the upload is empty")
@@ -490,14 +496,27 @@ def _read_head(source: str | IO[bytes]) -> bytes:
 
 
 class RangeReader(io.RawIOBase):
-    """A read-only, seekable file over HTTP range requests (a presigned GET URL), for the few
-    small reads the probe makes itself (magic bytes, box headers); FFmpeg opens the URL on its
-    own. One persistent connection; a read outside the block read last fetches `block` bytes
-    from where it starts (the box headers the probe walks are 8 bytes, mostly close together:
-    3-4 requests for an MP4 instead of one per header), and the first block comes with the
-    size."""
+    """A read-only, seekable file over HTTP range requests (a presigned GET URL), for the probe's
+    own small reads (magic bytes, box headers) and for FFmpeg, which the worker and the metadata
+    probe hand this file instead of the URL.
+
+    FFmpeg's own HTTP client opens with a GET from byte 0 to the end and seeks with new
+    open-ended GETs: whatever the server sent before each jump away is read from storage for
+    nothing (3.1 MB on the open of a 10-minute 1080p MP4 whose `moov` is at its end, several MB
+    per seek: BENCHMARKS.md, Video). Here every request has an end:
+
+    - the first block (`block` bytes; its answer gives the size) is held for the reader's life:
+      the magic bytes, the first box headers and FFmpeg's first reads come from it;
+    - a read of bytes not held fetches from where it starts: `block` bytes after a jump, twice
+      the previous fetch (at most `max_block`) when it reads on from where that fetch ended, so
+      a demuxer reading a GOP forward makes a few requests of growing size, and a jump away
+      leaves at most the rest of one fetch unread.
+
+    One persistent connection, opened again once when the server dropped it while idle.
+    `requests` and `received` count what was fetched (tests, benchmarks)."""
 
     block = 64 * 1024
+    max_block = 1024 * 1024
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
         parts = urllib.parse.urlsplit(url)
@@ -507,19 +526,39 @@ class RangeReader(io.RawIOBase):
         self._conn = factory(parts.netloc, timeout=timeout_s)
         self._path = parts.path + (f"?{parts.query}" if parts.query else "")
         self._pos = 0
-        self._buf, size = self._get(0, self.block - 1)
-        self._buf_at = 0
+        self.requests = self.received = 0
+        self._head, size = self._get(0, self.block - 1)
         self.size = int(size)
+        # The last fetch (the head to begin with) and how many bytes it asked for.
+        self._buf, self._buf_at, self._step = self._head, 0, self.block
 
     def _get(self, start: int, end: int) -> tuple[bytes, str]:
-        self._conn.request("GET", self._path, headers={"Range": f"bytes={start}-{end}"})
-        resp = self._conn.getresponse()
-        body = resp.read()
+        try:
+            resp, body = self._request(start, end)
+        except ConnectionError:
+            # A keep-alive connection the server closed while it was idle: once more on a new
+            # one (a GET can be repeated); a second failure is the server's.
+            self._conn.close()
+            resp, body = self._request(start, end)
+        self.requests += 1
+        self.received += len(body)
+        total = resp.getheader("Content-Range", "*/0").rsplit("/", 1)[-1]
         if resp.status == 416:
-            return b"", resp.getheader("Content-Range", "*/0").rsplit("/", 1)[-1]
+            return b"", total
         if resp.status != 206:
             raise OSError(f"range request answered {resp.status}")
-        return body, resp.getheader("Content-Range", "*/0").rsplit("/", 1)[-1]
+        return body, total
+
+    def _request(self, start: int, end: int) -> tuple[http.client.HTTPResponse, bytes]:
+        try:
+            self._conn.request("GET", self._path, headers={"Range": f"bytes={start}-{end}"})
+            resp = self._conn.getresponse()
+            return resp, resp.read()
+        except ConnectionError:  # first: http.client's RemoteDisconnected is both kinds
+            raise
+        except http.client.HTTPException as exc:  # a malformed or cut answer: an I/O error
+            self._conn.close()
+            raise OSError(f"range request failed: {exc!r}") from exc
 
     def readable(self) -> bool:
         return True
@@ -537,16 +576,37 @@ class RangeReader(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         end = self.size if size < 0 else min(self.size, self._pos + size)
-        if end <= self._pos:
-            return b""
-        if not self._buf_at <= self._pos or end > self._buf_at + len(self._buf):
-            fetch = max(end, min(self.size, self._pos + self.block))
-            self._buf, _ = self._get(self._pos, fetch - 1)
-            self._buf_at = self._pos
-        start = self._pos - self._buf_at
-        data = self._buf[start : start + end - self._pos]
-        self._pos += len(data)
-        return data
+        parts: list[bytes] = []
+        while self._pos < end:
+            part = self._held(self._pos, end)
+            if not part:
+                self._fetch(self._pos, end)
+                continue
+            parts.append(part)
+            self._pos += len(part)
+        return b"".join(parts)
+
+    def _held(self, start: int, end: int) -> bytes:
+        for at, data in ((self._buf_at, self._buf), (0, self._head)):
+            if at <= start < at + len(data):
+                return data[start - at : end - at]
+        return b""
+
+    def _fetch(self, start: int, end: int) -> None:
+        last_end = self._buf_at + len(self._buf)
+        if last_end <= start < last_end + self._step:
+            # Reading on from where the last fetch ended, or a little past it (a demuxer
+            # skipping a packet of a stream it does not read).
+            self._step = min(2 * self._step, self.max_block)
+        elif start == len(self._head):  # reading on from the head (an MP4's first samples)
+            self._step = min(2 * self.block, self.max_block)
+        else:
+            self._step = self.block
+        stop = min(self.size, max(end, start + self._step))
+        data, _ = self._get(start, stop - 1)
+        if not data:
+            raise OSError(f"range request for bytes {start}-{stop - 1} gave no data")
+        self._buf, self._buf_at = data, start
 
     def close(self) -> None:
         self._conn.close()

@@ -10,10 +10,13 @@ it and with which reason, at upload (`UPLOAD`: the header shows it) or in the wo
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import io
 import os
 import struct
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -138,6 +141,62 @@ def shown_at(frames: list[tuple[float, npt.NDArray[np.uint8]]], t: float) -> int
         if when >= t - 1e-9:
             return i
     return len(frames) - 1
+
+
+class RangeServer:
+    """Bytes served over HTTP range requests on loopback, as a presigned GET URL serves them,
+    each request's Range header recorded in `ranges`. With `drop_idle`, the server closes the
+    connection after each answer without saying so, as servers close idle keep-alive ones."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.ranges: list[str] = []
+        self.drop_idle = False
+        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _range_handler(self))
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+    def url(self, data: bytes, *, drop_idle: bool = False) -> str:
+        self.data, self.ranges, self.drop_idle = data, [], drop_idle
+        return f"http://127.0.0.1:{self._http.server_port}/video.mp4?X-Amz-Signature=x"
+
+    def sizes(self) -> list[int | None]:
+        """The length each request asked for (None: open-ended, `bytes=N-`)."""
+        spans = [r.removeprefix("bytes=").partition("-") for r in self.ranges]
+        return [int(last) - int(first) + 1 if last else None for first, _, last in spans]
+
+    def __enter__(self) -> RangeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
+def _range_handler(server: RangeServer) -> type[http.server.BaseHTTPRequestHandler]:
+    class Ranges(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            rng = self.headers.get("Range", "")
+            server.ranges.append(rng)
+            data = server.data
+            first, _, last = rng.removeprefix("bytes=").partition("-")
+            start = int(first or 0)
+            end = min(int(last) if last else len(data) - 1, len(data) - 1)
+            body = data[start : end + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # FFmpeg closes once it has read what it wanted
+                self.wfile.write(body)
+            if server.drop_idle:
+                self.close_connection = True
+
+    return Ranges
 
 
 # --- the hostile corpus ----------------------------------------------------------------------

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import http.server
 import io
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,7 +22,7 @@ from services.runtime.video import (
     sniff_video,
 )
 from tests.services.imaging import videos
-from tests.services.imaging.videos import HOSTILE, UPLOAD
+from tests.services.imaging.videos import HOSTILE, UPLOAD, RangeServer
 
 LIMITS = VideoLimits()
 
@@ -126,67 +123,69 @@ def test_a_gif_is_never_taken_for_an_mpeg_ts() -> None:
     assert is_video(videos.clip_bytes(1.0, container="mpegts"))
 
 
-class _Ranges(http.server.BaseHTTPRequestHandler):
-    """Serves `data` with HTTP range requests, counting them (what a presigned GET URL does)."""
-
-    protocol_version = "HTTP/1.1"
-    data = b""
-    ranges: list[str] = []
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        rng = self.headers.get("Range", "")
-        type(self).ranges.append(rng)
-        first, _, last = rng.removeprefix("bytes=").partition("-")
-        start = int(first or 0)
-        end = min(int(last) if last else len(self.data) - 1, len(self.data) - 1)
-        body = self.data[start : end + 1]
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {start}-{end}/{len(self.data)}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        with contextlib.suppress(OSError):  # FFmpeg closes once it has read what it wanted
-            self.wfile.write(body)
+class _Reader(RangeReader):
+    block = 64 * 1024  # the defaults may change with measurements; these tests fix them
+    max_block = 1024 * 1024
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[bytes], str]]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ranges)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    def url(data: bytes) -> str:
-        _Ranges.data, _Ranges.ranges = data, []
-        return f"http://127.0.0.1:{server.server_port}/video.mp4?X-Amz-Signature=x"
-
-    yield url
-    server.shutdown()
-    server.server_close()
+def served() -> Iterator[RangeServer]:
+    with RangeServer() as server:
+        yield server
 
 
-def test_range_reader_reads_blocks(serve: Callable[[bytes], str]) -> None:
+def test_range_reader_reads_blocks(served: RangeServer) -> None:
     data = bytes(range(256)) * 1024  # 256 KiB
-    with RangeReader(serve(data)) as f:
+    with _Reader(served.url(data)) as f:
         assert f.size == len(data)
-        assert len(_Ranges.ranges) == 1  # the size came with the first block
+        assert len(served.ranges) == 1  # the size came with the first block
         f.seek(100)
         assert f.read(8) == data[100:108]
         f.seek(70_000)
         assert f.read(8) == data[70_000:70_008]
         f.seek(70_100)
         assert f.read(8) == data[70_100:70_108]
-        assert len(_Ranges.ranges) == 2  # one block for both reads near 70 000
+        assert len(served.ranges) == 2  # one fetch for both reads near 70 000
         f.seek(len(data) - 4)
         assert f.read(100) == data[-4:]
         f.seek(10)
-        assert f.read(200_000) == data[10:200_010]  # longer than a block: one request
-        assert len(_Ranges.ranges) == 4
+        assert f.read(200_000) == data[10:200_010]  # the head, then one fetch for the rest
+        assert len(served.ranges) == 4
+        assert f.requests == 4
 
 
-def test_a_url_probes_like_the_bytes_and_opens_once(serve: Callable[[bytes], str]) -> None:
+def test_range_reader_grows_its_fetches_while_reading_on(served: RangeServer) -> None:
+    data = bytes(range(256)) * 16 * 1024  # 4 MiB
+    kib, mib = 1024, 1024 * 1024
+    with _Reader(served.url(data)) as f:
+        # Forward in 32 KiB reads, as FFmpeg's I/O buffer reads a GOP: fetches double from
+        # the first block up to max_block, and at most one fetch's worth is left unread.
+        got = b"".join(f.read(32 * kib) for _ in range(96))
+        assert got == data[: 3 * mib]
+        assert served.sizes() == [64 * kib, 128 * kib, 256 * kib, 512 * kib, mib, mib, mib]
+        assert f.received - len(got) < _Reader.max_block
+        # A jump back (a seek to another position) starts again from one block; the head
+        # stays held.
+        f.seek(mib)
+        assert f.read(10) == data[mib : mib + 10]
+        f.seek(100)
+        assert f.read(10) == data[100:110]
+        assert served.sizes()[7:] == [64 * kib]
+
+
+def test_range_reader_reconnects_when_the_server_dropped_the_connection(
+    served: RangeServer,
+) -> None:
+    data = bytes(range(256)) * 1024
+    with RangeReader(served.url(data, drop_idle=True)) as f:
+        for at in (100_000, 200_000, 150_000):
+            f.seek(at)
+            assert f.read(10) == data[at : at + 10]
+
+
+def test_a_url_probes_like_the_bytes_and_opens_once(served: RangeServer) -> None:
     data = videos.clip_bytes(2.0)
-    header, media = open_video(serve(data), LIMITS)
+    header, media = open_video(served.url(data), LIMITS)
     try:
         # FFmpeg's bit-rate estimate over HTTP now and then differs from a file's (seen in 1 of
         # 3 runs against this server); every other field is the same.
@@ -195,3 +194,22 @@ def test_a_url_probes_like_the_bytes_and_opens_once(serve: Callable[[bytes], str
         assert media.streams.video[0].codec_context.width == header.width
     finally:
         media.close()
+
+
+@pytest.mark.parametrize("faststart", [False, True], ids=["moov-at-end", "faststart"])
+def test_probing_a_url_asks_for_bounded_ranges_only(served: RangeServer, faststart: bool) -> None:
+    # FFmpeg's own HTTP client would GET from byte 0 to the end; the probe reads through a
+    # RangeReader, so no request is open-ended.
+    data = videos.clip_bytes(2.0, rotation=90, faststart=faststart)
+    header = probe_video(served.url(data), LIMITS)
+    assert header == probe_video(io.BytesIO(data), LIMITS)
+    assert served.ranges and None not in served.sizes()
+
+
+@pytest.mark.parametrize("case", [c for c in HOSTILE if c.stage == UPLOAD], ids=lambda c: c.name)
+def test_hostile_headers_are_refused_through_a_url(
+    served: RangeServer, case: videos.VideoCase
+) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        probe_video(served.url(case.make()), LIMITS)
+    assert err.value.reason == case.reason
