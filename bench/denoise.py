@@ -422,13 +422,15 @@ COLOUR_PATHS: tuple[tuple[str, dict[str, object], Denoise], ...] = (
 )  # fmt: skip
 
 
-def colour(crop: int, use_bm3d: bool) -> None:
+def colour(crop: int, use_bm3d: bool, paths: Sequence[str] = ()) -> None:
+    """`paths`: only the pixmesh rows whose label contains one of these (all when empty)."""
     held = {n: colour_photo(n, crop) for n in COLOUR_HELD_OUT}
     noisy = {
         sigma: {n: colour_noisy(c, sigma, 2000 + i) for i, (n, c) in enumerate(held.items())}
         for sigma in SIGMAS
     }
-    service_rows = asyncio.run(_colour_service(noisy))
+    chosen = [p for p in COLOUR_PATHS if not paths or any(s in p[0] for s in paths)]
+    service_rows = asyncio.run(_colour_service(noisy, chosen))
     print(
         f"\n## Colour quality: held-out photos {', '.join(COLOUR_HELD_OUT)} (RGB, crops "
         f"≤{crop}², noise independent in R, G, B, clipped to 8 bits); mean PSNR (dB)"
@@ -464,9 +466,10 @@ def colour(crop: int, use_bm3d: bool) -> None:
 
 async def _colour_service(
     noisy: dict[int, dict[str, np.ndarray]],
+    paths: Sequence[tuple[str, dict[str, object], Denoise]] = COLOUR_PATHS,
 ) -> dict[str, tuple[dict[int, dict[str, np.ndarray]], dict[int, set[str]], dict[int, float]]]:
     results = {}
-    for label, options, op in COLOUR_PATHS:
+    for label, options, op in paths:
         sp = await start_service(**options)  # type: ignore[arg-type]
         try:
             outs: dict[int, dict[str, np.ndarray]] = {}
@@ -500,19 +503,23 @@ def _png(x: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def sigma_estimates() -> None:
-    """The colour σ estimator on the held-out colour photos (whole photos, 8-bit, clipped)."""
+def sigma_estimates(tuning: bool = False) -> None:
+    """The colour σ estimator on the held-out colour photos (whole photos, 8-bit, clipped); with
+    `tuning`, on the tuning photos (where its settings are chosen) with other seeds instead."""
     sigmas = (5, 10, 15, 25, 35, 50)
-    print("\n## σ estimation on colour photos (held-out; estimate / true σ)\n")
-    print("Per opponent plane Y / C1 / C2, then per RGB channel (their RMS, `sigma_before`).\n")
-    print("| photo | " + " | ".join(f"σ={s}" for s in sigmas) + " |")
-    print("|---|" + "---|" * len(sigmas))
+    photos, seed = (COLOUR_TUNING, 4000) if tuning else (COLOUR_HELD_OUT, 3000)
+    kind = "TUNING" if tuning else "held-out"
+    print(f"\n## σ estimation on colour photos ({kind}; estimate / true σ)\n")
+    print("Per opponent plane Y / C1 / C2, then per RGB channel (their RMS, `sigma_before`); "
+          "clean: the clean photo's own estimates (absolute).\n")  # fmt: skip
+    print("| photo | clean | " + " | ".join(f"σ={s}" for s in sigmas) + " |")
+    print("|---|---|" + "---|" * len(sigmas))
     worst_plane = worst_rgb = worst_chroma = 0.0
-    for i, name in enumerate(COLOUR_HELD_OUT):
+    for i, name in enumerate(photos):
         clean = colour_photo(name, 100_000)
-        cells = []
+        cells = ["/".join(f"{e:.1f}" for e in noise.estimate_opponent_sigmas(clean))]
         for s in sigmas:
-            est = noise.estimate_opponent_sigmas(colour_noisy(clean, s, 3000 + i))
+            est = noise.estimate_opponent_sigmas(colour_noisy(clean, s, seed + i))
             rgb = noise.rgb_sigma(est)
             worst_plane = max(worst_plane, *(abs(e / s - 1) for e in est))
             worst_chroma = max(worst_chroma, *(abs(e / s - 1) for e in est[1:]))
@@ -521,6 +528,16 @@ def sigma_estimates() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"\nlargest error: per RGB channel {worst_rgb:.1%}, chroma planes {worst_chroma:.1%}, "
           f"any plane {worst_plane:.1%}")  # fmt: skip
+    from skimage import data
+
+    base = np.asarray(Image.fromarray(data.astronaut()).resize((4000, 3000)), np.float32)
+    for s in (5, 25):  # below PCA_BELOW the patch estimator runs too
+        x = colour_noisy(base, s, 7)
+        t0, c0 = time.perf_counter(), time.process_time()
+        est = noise.estimate_opponent_sigmas(x)
+        print(f"12 MP (astronaut resized to 4000x3000), σ = {s}: {time.perf_counter() - t0:.2f} s "
+              f"wall, {time.process_time() - c0:.2f} s CPU (estimates {est[0]:.1f} / {est[1]:.1f} "
+              f"/ {est[2]:.1f})")  # fmt: skip
 
 
 def colour_speed(side: int, big: int) -> None:
@@ -782,6 +799,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--big", type=int, default=12, help="colour-speed: MP of the big photo")
     parser.add_argument("--quick", action="store_true", help="small crops, no BM3D")
+    parser.add_argument("--no-bm3d", action="store_true", help="colour, quality: no BM3D rows")
+    parser.add_argument(
+        "--paths", nargs="+", default=(), help="colour: only the pixmesh rows whose label "
+        "contains one of these"
+    )  # fmt: skip
+    parser.add_argument(
+        "--tuning", action="store_true", help="sigma: the tuning photos instead of the held-out"
+    )
     parser.add_argument("--crop", type=int, default=320, help="quality: crop side (pixels)")
     parser.add_argument("--side", type=int, default=512, help="speed: image side (pixels)")
     parser.add_argument("--repeat", type=int, default=3)
@@ -802,15 +827,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# pixmesh denoising bench (python {platform.python_version()}, "
           f"onnxruntime {ort.__version__}, numpy {np.__version__})")  # fmt: skip
     if args.only in (None, "quality"):
-        quality(crop, use_bm3d=not args.quick)
+        quality(crop, use_bm3d=not (args.quick or args.no_bm3d))
     if args.only in (None, "speed"):
         speed(256 if args.quick else args.side, 1 if args.quick else args.repeat, args.batch)
     if args.only in (None, "memory"):
         memory((512, 1024) if args.quick else (1024, 2048, 3072))
     if args.only in (None, "colour"):
-        colour(128 if args.quick else 256, use_bm3d=not args.quick)
+        colour(128 if args.quick else 256, not (args.quick or args.no_bm3d), args.paths)
     if args.only in (None, "sigma"):
-        sigma_estimates()
+        sigma_estimates(args.tuning)
     if args.only in (None, "colour-speed"):
         colour_speed(256 if args.quick else 1024, 0 if args.quick else args.big)
     if args.only == "tune":

@@ -77,3 +77,28 @@ def test_opponent_sigmas_of_luma_only_noise_have_quiet_chroma() -> None:
     y, c1, c2 = noise.estimate_opponent_sigmas(noisy)
     assert y == pytest.approx(20 * np.sqrt(3), rel=0.1)  # the same noise in R, G and B adds up
     assert max(c1, c2) < 0.2 * y
+
+
+@pytest.mark.parametrize("sigma", [2.0, 5.0, 12.0])
+def test_low_noise_on_a_flat_colour_is_read_without_bias(sigma: float) -> None:
+    """Below PCA_BELOW the weak-texture patch estimator gives the planes' σ: white noise spreads
+    evenly over the patches' principal components."""
+    rng = np.random.default_rng(int(sigma * 10))
+    clean = np.broadcast_to(np.array([140.0, 110.0, 90.0]), (256, 320, 3))
+    noisy = np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+    assert sigma < noise.PCA_BELOW
+    # 8-bit rounding adds its own 1/12 to the variance of every plane.
+    expected = np.sqrt(sigma**2 + 1 / 12)
+    assert noise.estimate_opponent_sigmas(noisy) == pytest.approx([expected] * 3, rel=0.03)
+
+
+def test_low_noise_is_read_past_fine_texture() -> None:
+    """Fine texture everywhere lifts the block estimator's luma (it reads texture as noise);
+    the patch estimator keeps it to the few principal directions it occupies."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:256, 0:320]
+    texture = 8 * np.sin(2.2 * xx) * np.sin(2.5 * yy) + 20 * np.sin(xx / 9.0)  # fabric-like
+    clean = np.stack([128 + texture, 120 + 0.9 * texture, 110 + 0.8 * texture], axis=-1)
+    noisy = np.clip(np.round(clean + rng.normal(0, 4.0, clean.shape)), 0, 255).astype(np.uint8)
+    assert noise._block_sigmas(noisy)[0] > 1.2 * 4.0  # what the blocks alone read
+    assert noise.estimate_opponent_sigmas(noisy) == pytest.approx([4.0] * 3, rel=0.1)
