@@ -30,7 +30,7 @@ from services.gateway import errors
 from services.gateway.repository import GatewayRepository
 from services.gateway.upload_rules import delete_tenant_rules
 from services.runtime import metrics
-from services.runtime.errors import FailedPrecondition, NotFound, invalid, rpc_errors
+from services.runtime.errors import FailedPrecondition, invalid, rpc_errors
 from services.runtime.storage import Storage, input_key
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,10 @@ def jobs_running(what: str) -> FailedPrecondition:
     )
 
 
-# Retention: jobs per DeleteJobs batch, and the pause between two batches.
+# Retention: jobs per DeleteJobs batch, images per batch (each brings all its jobs, so fewer),
+# and the pause between two batches.
 RETENTION_BATCH = 200
+RETENTION_IMAGE_BATCH = 50
 RETENTION_PAUSE_S = 0.05
 
 
@@ -100,8 +102,7 @@ class Deletion:
         )
 
     async def _delete_source(self, sha256: str) -> None:
-        previews = await self.storage.keys(f"previews/{sha256}-")
-        await self.storage.delete_many([*previews, input_key(sha256)])
+        await self._delete_sources([sha256])
 
     async def delete_image(
         self, tenant_id: str, image_id: str, timeout: float
@@ -173,13 +174,56 @@ class Deletion:
 
     # ---- retention ------------------------------------------------------------------------
 
+    async def _expire_images(
+        self, tenant_id: str, due: list[tuple[str, str]], timeout: float
+    ) -> pb.DeletionReport:
+        """A batch of due images (id, sha256), as delete_image does one, in one call to each
+        of jobs, metadata and Postgres and a few S3 requests instead of ~6 round trips per
+        image (BENCHMARKS.md, "Soak and retention"). An image with a job still running is
+        left for a later pass."""
+        request = jobs_pb2.DeleteJobsRequest(
+            tenant_id=tenant_id, image_ids=[i for i, _ in due], fail_if_running=True
+        )
+        with rpc_errors():
+            resp: jobs_pb2.DeleteJobsResponse = await self.jobs.DeleteJobs(request, timeout=timeout)
+        await self.storage.delete_many(resp.unreferenced_keys)
+        busy = set(resp.images_running)
+        free = [(i, sha) for i, sha in due if i not in busy]
+        report = pb.DeletionReport(
+            jobs_deleted=resp.jobs_deleted,
+            objects_deleted=len(resp.unreferenced_keys),
+            objects_kept=resp.keys_kept,
+        )
+        if not free:
+            return report
+        with rpc_errors():
+            await self.metadata.DeleteImageMetadata(
+                metadata_pb2.DeleteImageMetadataRequest(
+                    tenant_id=tenant_id, sha256s=sorted({sha for _, sha in free})
+                ),
+                timeout=timeout,
+            )
+        images, sources = await self.repo.delete_images(
+            tenant_id, [i for i, _ in free], self._delete_sources
+        )
+        report.images_deleted = images
+        report.objects_deleted += sources
+        report.objects_kept += images - sources
+        return report
+
+    async def _delete_sources(self, sha256s: list[str]) -> None:
+        keys = [input_key(sha) for sha in sha256s]
+        for sha in sha256s:
+            keys += await self.storage.keys(f"previews/{sha}-")
+        await self.storage.delete_many(keys)
+
     async def apply_retention(self, timeout: float) -> pb.DeletionReport:
         """One pass over the tenants with a retention: finished jobs (and their outputs) older
         than their outputs' retention, images (with their jobs, outputs and metadata) older
         than their sources' retention; an image whose jobs still run waits for a later pass.
-        Jobs go RETENTION_BATCH at a time with a pause between batches, and images one at a
-        time, so a pass that finds hours of work due spreads it instead of competing with the
-        hot path in one burst (soak: BENCHMARKS.md, "Soak and retention")."""
+        Jobs and images go in batches with a pause between batches, so a pass
+        that finds hours of work due spreads it instead of competing with the hot path in one
+        burst (soak: BENCHMARKS.md, "Soak and retention")."""
         total = pb.DeletionReport()
         now = datetime.now(UTC)
         for tenant_id, outputs_s, sources_s in await self.repo.retention():
@@ -195,19 +239,12 @@ class Deletion:
                     await asyncio.sleep(RETENTION_PAUSE_S)
             if sources_s is not None:
                 before = now - timedelta(seconds=sources_s)
-                while ids := await self.repo.image_ids(tenant_id, before):
-                    deleted = 0
-                    for image_id in ids:
-                        try:
-                            part = _counted(await self.delete_image(tenant_id, image_id, timeout))
-                        except FailedPrecondition:
-                            continue  # jobs running on it: next pass
-                        except NotFound:
-                            continue  # another replica's pass deleted it first
-                        _add(total, part)
-                        deleted += part.images_deleted
-                    if not deleted:
+                while due := await self.repo.due_images(tenant_id, before, RETENTION_IMAGE_BATCH):
+                    part = _counted(await self._expire_images(tenant_id, due, timeout))
+                    _add(total, part)
+                    if not part.images_deleted:
                         break  # only images with jobs running are left
+                    await asyncio.sleep(RETENTION_PAUSE_S)
         return total
 
     async def run_retention(self, stop: asyncio.Event, interval_s: float, timeout: float) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -120,6 +120,52 @@ class GatewayRepository:
             if not shared:
                 await delete_source(sha)
             return str(sha), not shared
+
+    async def delete_images(
+        self,
+        tenant_id: str,
+        image_ids: Sequence[str],
+        delete_sources: Callable[[list[str]], Awaitable[None]],
+    ) -> tuple[int, int]:
+        """Several of the tenant's image rows in one transaction (retention's batches), as
+        delete_image does one: the bytes no other image (of any tenant) has left go, all in
+        one `delete_sources(sha256s)` call before the commit. Returns (images deleted, sources
+        deleted); rows another pass deleted first are not counted."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "DELETE FROM gateway.images WHERE tenant_id=$1 AND image_id = ANY($2::text[])"
+                " RETURNING sha256",
+                tenant_id,
+                list(image_ids),
+            )
+            shas = sorted({str(r["sha256"]) for r in rows})
+            for sha in shas:  # in one order, so two passes cannot deadlock
+                await conn.execute(_SOURCE_LOCK, sha)
+            shared = {
+                r["sha256"]
+                for r in await conn.fetch(
+                    "SELECT DISTINCT sha256 FROM gateway.images WHERE sha256 = ANY($1::text[])",
+                    shas,
+                )
+            }
+            gone = [sha for sha in shas if sha not in shared]
+            if gone:
+                await delete_sources(gone)
+            return len(rows), len(gone)
+
+    async def due_images(
+        self, tenant_id: str, created_before: datetime, limit: int
+    ) -> list[tuple[str, str]]:
+        """(image id, sha256) of the tenant's images created before `created_before`, oldest
+        first, at most `limit`."""
+        rows = await self.pool.fetch(
+            """SELECT image_id, sha256 FROM gateway.images
+               WHERE tenant_id=$1 AND created_at < $2 ORDER BY created_at LIMIT $3""",
+            tenant_id,
+            created_before,
+            limit,
+        )
+        return [(r["image_id"], r["sha256"]) for r in rows]
 
     async def image_ids(
         self, tenant_id: str, created_before: datetime | None = None, limit: int = 500

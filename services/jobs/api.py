@@ -44,6 +44,7 @@ class JobsApi(BatchApi, jobs_pb2_grpc.JobsServiceServicer):
             request.tenant_id,
             job_id=request.job_id,
             image_id=request.image_id,
+            image_ids=request.image_ids,
             finished_before=request.finished_before.ToDatetime(tzinfo=UTC)
             if request.HasField("finished_before")
             else None,
@@ -55,6 +56,7 @@ class JobsApi(BatchApi, jobs_pb2_grpc.JobsServiceServicer):
             jobs_running=done.jobs_running,
             unreferenced_keys=done.unreferenced_keys,
             keys_kept=done.keys_kept,
+            images_running=done.images_running,
         )
 
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:

@@ -18,7 +18,7 @@ check and the caller's object delete may find an object still stored, reuse it, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -37,6 +37,7 @@ class Deleted:
     jobs_running: int = 0
     unreferenced_keys: list[str] = field(default_factory=list)
     keys_kept: int = 0
+    images_running: list[str] = field(default_factory=list)
 
 
 def _keys(row: asyncpg.Record) -> Iterable[str]:
@@ -51,6 +52,7 @@ async def delete_jobs(
     *,
     job_id: str = "",
     image_id: str = "",
+    image_ids: Sequence[str] = (),
     finished_before: datetime | None = None,
     fail_if_running: bool = False,
     limit: int = 0,
@@ -58,11 +60,15 @@ async def delete_jobs(
     """Delete the tenant's finished jobs of the selection; see the module docstring. With
     `finished_before` and `limit`, at most `limit` jobs, those finished first, skipping rows
     another transaction holds (a retention batch: a replica running the same pass, or a job
-    being updated, is left for the next batch)."""
+    being updated, is left for the next batch). With `image_ids` (several images, retention's
+    batches) and `fail_if_running`, an image with a job still open keeps all its jobs and is
+    listed in `images_running`; the other images' jobs go."""
     if not tenant_id:
         raise invalid("tenant_id", "required")
     if limit < 0:
         raise invalid("limit", "must not be negative")
+    if image_ids and image_id:
+        raise invalid("image_ids", "not with image_id")
     where: list[str] = ["tenant_id = $1"]
     args: list[object] = [tenant_id]
     for column, op, value in (
@@ -73,7 +79,10 @@ async def delete_jobs(
         if value:  # one statement per selection, so each finds its index (no `$n = '' OR`)
             args.append(value)
             where.append(f"{column} {op} ${len(args)}")
-    query = f"SELECT job_id, state FROM jobs.jobs WHERE {' AND '.join(where)}"
+    if image_ids:
+        args.append(list(image_ids))
+        where.append(f"image_id = ANY(${len(args)}::text[])")
+    query = f"SELECT job_id, image_id, state FROM jobs.jobs WHERE {' AND '.join(where)}"
     if finished_before is not None and limit:
         args.append(limit)
         query += f" ORDER BY finished_at LIMIT ${len(args)} FOR UPDATE SKIP LOCKED"
@@ -84,11 +93,22 @@ async def delete_jobs(
         if job_id and not selected:
             raise errors.job_not_found(job_id)
         running = [r["job_id"] for r in selected if r["state"] in _OPEN]
-        done = [r["job_id"] for r in selected if r["state"] not in _OPEN]
-        if fail_if_running and running:
+        busy_images = sorted({r["image_id"] for r in selected if r["state"] in _OPEN})
+        if fail_if_running and image_ids:
+            # Per image: one with a job open keeps all its jobs, the others' jobs go.
+            busy = set(busy_images)
+            done = [
+                r["job_id"]
+                for r in selected
+                if r["state"] not in _OPEN and r["image_id"] not in busy
+            ]
+        elif fail_if_running and running:
             return Deleted(jobs_running=len(running))
+        else:
+            busy_images = []
+            done = [r["job_id"] for r in selected if r["state"] not in _OPEN]
         if not done:
-            return Deleted(jobs_running=len(running))
+            return Deleted(jobs_running=len(running), images_running=busy_images)
         stages = await conn.fetch(
             """SELECT s.job_id, s.idx, s.input_key, s.output_key, s.rendition_outputs
                FROM jobs.stages s WHERE s.job_id = ANY($1::text[]) ORDER BY s.job_id, s.idx""",
@@ -125,4 +145,5 @@ async def delete_jobs(
             jobs_running=len(running),
             unreferenced_keys=free,
             keys_kept=len(candidates) - len(free),
+            images_running=busy_images,
         )

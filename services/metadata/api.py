@@ -35,7 +35,9 @@ class MetadataApi(metadata_pb2_grpc.MetadataServiceServicer):
     async def DeleteImageMetadata(
         self, request: pb.DeleteImageMetadataRequest, context: Ctx
     ) -> pb.DeleteImageMetadataResponse:
-        deleted = await self.service.delete(request.tenant_id, request.sha256, request.all_images)
+        deleted = await self.service.delete(
+            request.tenant_id, request.sha256, request.all_images, request.sha256s
+        )
         return pb.DeleteImageMetadataResponse(deleted=deleted)
 
     async def SearchImages(

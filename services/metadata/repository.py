@@ -102,20 +102,22 @@ class MetadataRepository:
         row = await self._pool.fetchrow(_GET, tenant_id, sha256)
         return None if row is None else _document(row)
 
-    async def delete(self, tenant_id: str, sha256: str | None) -> int:
-        """Forget one image of the tenant (its row holds the similarity hashes too), or all of
-        them (`sha256` None); returns how many rows went."""
-        # Two statements, not `($2 IS NULL OR sha256 = $2)`: a generic plan of that cannot use
-        # the (tenant_id, sha256) index, and one image's delete would walk all the tenant's rows.
-        if sha256 is None:
+    async def delete(self, tenant_id: str, sha256s: list[str] | None) -> int:
+        """Forget images of the tenant by content (a row holds the similarity hashes too), or
+        all of them (`sha256s` None); returns how many rows went."""
+        # Two statements, not `($2 IS NULL OR sha256 = ANY($2))`: a generic plan of that cannot
+        # use the (tenant_id, sha256) index, and one image's delete would walk all the tenant's
+        # rows.
+        if sha256s is None:
             status: str = await self._pool.execute(
                 "DELETE FROM metadata.image_metadata WHERE tenant_id = $1", tenant_id
             )
         else:
             status = await self._pool.execute(
-                "DELETE FROM metadata.image_metadata WHERE tenant_id = $1 AND sha256 = $2",
+                "DELETE FROM metadata.image_metadata WHERE tenant_id = $1"
+                " AND sha256 = ANY($2::text[])",
                 tenant_id,
-                sha256,
+                sha256s,
             )
         return int(status.rsplit(" ", 1)[1])
 

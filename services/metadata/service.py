@@ -9,7 +9,7 @@ store, which scopes every query by it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from functools import partial
@@ -61,13 +61,21 @@ class MetadataService:
 
     # ---- writes ---------------------------------------------------------------------------
 
-    async def delete(self, tenant_id: str, sha256: str, all_images: bool) -> int:
-        """Erase one image's metadata (and so its similarity entry), or every image's of the
-        tenant; idempotent."""
+    async def delete(
+        self, tenant_id: str, sha256: str, all_images: bool, sha256s: Sequence[str] = ()
+    ) -> int:
+        """Erase one image's metadata (and so its similarity entry), several (`sha256s`), or
+        every image's of the tenant; idempotent."""
         tenant_id = errors.checked_tenant(tenant_id)
-        if not all_images and len(sha256) != 64:
+        if all_images:
+            return await self._store.delete(tenant_id, None)
+        if sha256s:
+            if sha256 or any(len(s) != 64 for s in sha256s):
+                raise invalid("sha256s", "64 hex characters each, and not with sha256")
+            return await self._store.delete(tenant_id, list(sha256s))
+        if len(sha256) != 64:
             raise invalid("sha256", "64 hex characters, or all_images")
-        return await self._store.delete(tenant_id, None if all_images else sha256)
+        return await self._store.delete(tenant_id, [sha256])
 
     async def extract_and_store(
         self, tenant_id: str, data: bytes, source: image_pb2.Image | None = None

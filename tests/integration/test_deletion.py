@@ -5,6 +5,7 @@ retention deletes what is due and nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import uuid
@@ -278,6 +279,72 @@ async def test_retention_deletes_due_jobs_in_batches_oldest_first(
     }
     assert left == {recent}
     assert client.download(recent).status_code == 200
+    client.close()
+
+
+async def _metadata_rows(pool: asyncpg.Pool, tenant: str, shas: list[str]) -> set[str]:
+    rows = await pool.fetch(
+        "SELECT sha256 FROM metadata.image_metadata WHERE tenant_id = $1 AND sha256 = ANY($2)",
+        tenant,
+        shas,
+    )
+    return {r["sha256"] for r in rows}
+
+
+async def test_retention_deletes_images_in_batches_and_waits_for_running_jobs(
+    stack: Stack, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = f"del-img-{uuid.uuid4().hex[:8]}"
+    client = _client(stack, tenant)
+    images = [client.upload(unique_jpeg()) for _ in range(3)]
+    shas = [i["sha256"] for i in images]
+    jobs = [finished_job(client, i["image_id"]) for i in images]
+    outputs = [await output_keys(pool, j) for j in jobs]
+    # Wait for the uploads' metadata, so that its deletion is what the test sees.
+    for _ in range(100):
+        if await _metadata_rows(pool, tenant, shas) == set(shas):
+            break
+        await asyncio.sleep(0.1)
+    assert await _metadata_rows(pool, tenant, shas) == set(shas)
+    # The middle image has a job still running: it and everything of it waits.
+    await pool.execute(
+        "UPDATE jobs.jobs SET state = 'RUNNING', finished_at = NULL WHERE job_id = $1", jobs[1]
+    )
+    for age, image in enumerate(images):  # oldest first: images[0], [1], [2]
+        await pool.execute(
+            "UPDATE gateway.images SET created_at = now() - interval '3 days' - $2 * interval"
+            " '1 minute' WHERE image_id = $1",
+            image["image_id"],
+            3 - age,
+        )
+    stack.gateway_admin("set-retention", "--tenant", tenant, "--sources", "2d")
+    # Batches of 2: [0, 1] deletes 0 and keeps 1; [1, 2] deletes 2; [1] deletes nothing: done.
+    monkeypatch.setattr("services.gateway.deletion.RETENTION_IMAGE_BATCH", 2)
+    async for deletion in _deletion(stack, pool):
+        report = await deletion.apply_retention(timeout=30)
+    assert report.images_deleted == 2 and report.jobs_deleted == 2
+    left = {
+        r["image_id"]
+        for r in await pool.fetch("SELECT image_id FROM gateway.images WHERE tenant_id=$1", tenant)
+    }
+    assert left == {images[1]["image_id"]}
+    assert await _metadata_rows(pool, tenant, shas) == {shas[1]}
+    assert [stored(stack, input_key(s)) for s in shas] == [False, True, False]
+    assert not any(stored(stack, k) for k in outputs[0] | outputs[2])
+    assert all(stored(stack, k) for k in outputs[1])
+    assert client.http.get(f"/v1/jobs/{jobs[1]}").status_code == 200
+
+    # Its job ends: the next pass takes it too.
+    await pool.execute(
+        "UPDATE jobs.jobs SET state = 'SUCCEEDED', finished_at = now() WHERE job_id = $1",
+        jobs[1],
+    )
+    async for deletion in _deletion(stack, pool):
+        report = await deletion.apply_retention(timeout=30)
+    assert report.images_deleted == 1 and report.jobs_deleted == 1
+    assert not stored(stack, input_key(shas[1]))
+    assert not any(stored(stack, k) for k in outputs[1])
+    assert await _metadata_rows(pool, tenant, shas) == set()
     client.close()
 
 
