@@ -492,11 +492,13 @@ def decided_by(reports: Sequence[job_pb2.OperationReport]) -> dict[str, str]:
             prefix = f"op{report.index}."
             decided[prefix + "model"] = f"{d.model}@{d.model_version}"
             decided[prefix + "execution_provider"] = d.execution_provider
-            # Colour: every plane's model, resolution and passes (self-ensemble), not only the
-            # first plane's model: each changes the bytes.
+            # Colour: every plane's model, resolution, passes (self-ensemble) and the σ it was
+            # given (estimated unless asked for: a better estimator changes the bytes of the
+            # same model), not only the first plane's model: each changes the bytes.
             if d.planes:
                 decided[prefix + "planes"] = ",".join(
-                    f"{p.plane}:{p.model}@{p.model_version}/{p.resolution:g}/x{p.passes}"
+                    f"{p.plane}:{p.model}@{p.model_version}"
+                    f"/{p.resolution:g}/x{p.passes}/s{p.sigma:g}"
                     if p.model
                     else f"{p.plane}:-"
                     for p in d.planes

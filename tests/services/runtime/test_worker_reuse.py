@@ -158,12 +158,13 @@ async def test_the_engine_and_what_the_stage_decided_are_part_of_the_key() -> No
     made = decided.output.provenance
     assert (made.model, made.model_version) == ("dncnn6-n", "1")
 
-    # Colour: what ran on each plane (model, resolution, passes) is part of it too.
+    # Colour: what ran on each plane (model, resolution, passes, the σ it was given) is part of
+    # it too.
     keys = set()
-    for passes in (1, 8):
+    for passes, sigma in ((1, 20.0), (8, 20.0), (8, 21.5)):
         planes = [
             job_pb2.DenoisePlaneReport(plane=name, model="dncnn6-n", model_version="1",
-                                       resolution=1.0, passes=passes)
+                                       resolution=1.0, passes=passes, sigma=sigma)
             for name in ("Y", "C1", "C2")
         ]  # fmt: skip
         report = job_pb2.OperationReport(
@@ -173,9 +174,9 @@ async def test_the_engine_and_what_the_stage_decided_are_part_of_the_key() -> No
         process.result = StageResult(image=ONE, reports=[report])
         done = await run(w, bus, task(operations=SHARED, recompute=True))
         keys.add(done.output_key)
-    assert len(keys) == 2 and decided.output_key not in keys
+    assert len(keys) == 3 and decided.output_key not in keys
     assert done.output.provenance.engine["op0.planes"] == ",".join(
-        f"{name}:dncnn6-n@1/1/x8" for name in ("Y", "C1", "C2")
+        f"{name}:dncnn6-n@1/1/x8/s21.5" for name in ("Y", "C1", "C2")
     )
 
 
