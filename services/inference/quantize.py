@@ -2,22 +2,29 @@
 
     .venv/bin/python -m services.inference.quantize      # needs the dev and bench extras
 
-For every fp32 model `<name>/1` it writes `<name>-int8/1/{model.onnx,config.json}`: onnxruntime's
-static quantisation (QDQ format: int8 weights per output channel, uint8 activations; the last
-convolution kept in fp32), with activation ranges calibrated (0.01..99.99 percentiles) on noisy
-crops of bench/denoise.py's TUNING photos only (grey, and the opponent chroma planes the colour
-path feeds the models), at the noise levels of the σ band `auto` uses the model in and its
-input gains there (`band_sigmas`). Against calibrating every model at σ = 5..50 with every
-convolution int8, this halved dncnn6-n's loss on the tuning photos' colour planes (0.84 ->
-0.34 dB at σ = 9, 0.55 -> 0.23 at σ = 15). The config is the fp32 model's with `precision: int8`, the
-new file's sha256 and the quantised model's error against the fp32 model on the converter's
-check image. Calibration is deterministic (seeded), so a rerun gives the same files.
+For every fp32 model `<name>/1` it writes `<name>-int8/<INT8_VERSION>/{model.onnx,config.json}`:
+onnxruntime's static quantisation (QDQ format: int8 weights per output channel, uint8
+activations; the last convolution kept in fp32), with activation ranges calibrated
+(0.01..99.99 percentiles) on noisy crops of bench/denoise.py's TUNING photos only (grey, and
+the opponent chroma planes the colour path feeds the models), at the noise levels of the σ
+band `auto` uses the model in and its input gains there (`band_sigmas`). Against calibrating
+every model at σ = 5..50 with every convolution int8, this halved dncnn6-n's loss on the tuning
+photos' colour planes (0.84 -> 0.34 dB at σ = 9, 0.55 -> 0.23 at σ = 15). The config is the
+fp32 model's with `precision: int8`, the new file's sha256 and the quantised model's error
+against the fp32 model on the converter's check image. Calibration is deterministic (seeded),
+so a rerun gives the same files.
+
+Then (`--rewire` does only this, on existing copies, without recalibrating): the circular
+padding's Slice/Concat copies of each activation keep the activation's uint8 grid instead of
+being rounded again onto their own (`padding_on_source_grid`, exact), and a σ-input copy gets the
+σ gain in SIGMA_GAINS written into its config (the service multiplies σ by it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -30,9 +37,20 @@ from services.inference import convert, noise
 from services.inference.repository import ModelConfig, file_sha256, scan
 
 SUFFIX = "-int8"
+# The int8 copies' version: a new one whenever the recipe changes their bytes, so that output
+# keys (which name model@version) never point at bytes an older copy made. 1: c0ecc07, bce4cd1;
+# 2: the padding on its source's grid, σ gains.
+INT8_VERSION = "2"
+# σ-input copies: the σ they are given is multiplied by this. Quantised, dncnn6-n under-denoises
+# at its σ: on the colour tuning photos' opponent planes (chelsea, rocket, 256², σ = 5 / 10 /
+# 15 / 25) the int8 copy lost -0.58 / -0.29 / -0.25 / -0.19 dB against its fp32 model at the true
+# σ, and -0.57 / -0.20 / -0.06 / -0.00 at 1.1 σ (1.05..1.15 swept; /tmp script, BENCHMARKS.md).
+SIGMA_GAINS = {"dncnn6-n": 1.1}
 CALIBRATION_PHOTOS = ("coins", "chelsea", "rocket")  # bench/denoise.py's TUNING photos
 CALIBRATION_SIGMAS = (5.0, 15.0, 25.0, 35.0, 50.0)
 CROP = 96
+# fold_sigma_input's nodes (σ × the first kernel's sums, added to the first convolution).
+SIGMA_NODES = ("sigma_bias_mul", "sigma_bias_add")
 
 
 def calibration_planes() -> list[np.ndarray]:
@@ -57,7 +75,10 @@ class Recipe:
     sigmas: tuple[float, ...] = ()  # calibration σ values (empty: `band_sigmas`)
     method: str = "Percentile"  # onnxruntime CalibrationMethod: MinMax, Entropy, Percentile
     percentile: float = 99.99
-    exclude: tuple[str, ...] = ("last",)  # "first", "last": convolutions kept in fp32
+    # Kept in fp32: "first", "last" (convolutions), "sigma" (a σ-input model's σ bias).
+    exclude: tuple[str, ...] = ("last",)
+    # The circular padding's copies stay on their source's uint8 grid.
+    padding_grid: bool = True
 
 
 def band_sigmas(config: ModelConfig) -> tuple[float, ...]:
@@ -120,10 +141,14 @@ def fold_sigma_input(model: Any) -> Any:
     inits[conv.input[1]].CopyFrom(numpy_helper.from_array(w[:, :1].copy(), conv.input[1]))
     g.initializer.append(numpy_helper.from_array(per_channel, "sigma_kernel_sums"))
     at = list(g.node).index(conv) + 1
-    g.node.insert(at, helper.make_node("Mul", [sigma4, "sigma_kernel_sums"], ["sigma_bias"]))
-    g.node.insert(
-        at + 1, helper.make_node("Add", [conv.output[0], "sigma_bias"], [conv.output[0] + "_sigma"])
+    mul = helper.make_node(
+        "Mul", [sigma4, "sigma_kernel_sums"], ["sigma_bias"], name=SIGMA_NODES[0]
     )
+    add = helper.make_node(
+        "Add", [conv.output[0], "sigma_bias"], [conv.output[0] + "_sigma"], name=SIGMA_NODES[1]
+    )
+    g.node.insert(at, mul)
+    g.node.insert(at + 1, add)
     g.node.remove(concat)
     g.node.remove(expand)
     used = {name for n in g.node for name in n.input}
@@ -160,7 +185,8 @@ def quantize(
             return next(self._it, None)
 
     name = config.name + SUFFIX
-    folder = out / name / config.version
+    folder = out / name / INT8_VERSION
+    _drop_other_versions(out / name)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "model.onnx"
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,6 +200,8 @@ def quantize(
         exclude = [convs[0]] * ("first" in recipe.exclude) + [convs[-1]] * (
             "last" in recipe.exclude
         )
+        if "sigma" in recipe.exclude and config.sigma_input:
+            exclude += SIGMA_NODES
         quantize_static(
             str(pre),
             str(target),
@@ -190,54 +218,165 @@ def quantize(
             extra_options={"CalibPercentile": recipe.percentile},
             nodes_to_exclude=exclude,
         )
-    # Against the fp32 model on the converter's check image (on [0, 1]).
-    sigma = 0.1
-    image = convert.check_input(sigma)
-    feed = {"image": image[None, None]}
+    onnx.save(fix_graph(onnx.load(str(target)), recipe.padding_grid), str(target))
+    sigma_input = "none"
     if config.sigma_input:
-        feed["sigma"] = np.array([sigma], np.float32)
-    runs = [
-        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0]
-        for p in (config.model_file, target)
-    ]
-    error = np.abs(runs[0] - runs[1])
-    digest = file_sha256(target)
+        sigma_input = "folded into the first convolution's output (exact)" + (
+            ", in fp32" if "sigma" in recipe.exclude else ""
+        )
+    quantization = {
+        "from": f"{config.key} (sha256 {config.sha256})",
+        "tool": f"onnxruntime.quantization.quantize_static {ort.__version__}",
+        "format": "QDQ",
+        "weights": "int8, per output channel",
+        "activations": f"uint8, {recipe.method.lower()} calibration"
+        + (
+            f" ({100 - recipe.percentile:g}..{recipe.percentile:g})"
+            if recipe.method == "Percentile"
+            else ""
+        ),
+        "fp32_convolutions": [e for e in recipe.exclude if e in ("first", "last")],
+        "sigma_input": sigma_input,
+        "padding": PADDING_NOTE if recipe.padding_grid else "calibrated on its own",
+        "calibration": f"{', '.join(CALIBRATION_PHOTOS)} (scikit-image), crops {CROP}², "
+        f"sigma {', '.join(f'{s:g}' for s in recipe.sigmas)}",
+    }
     raw = dict(config.raw)
     raw.update(
         name=name,
-        sha256=digest,
+        version=INT8_VERSION,
         precision="int8",
         description=raw["description"] + "; int8 (onnxruntime static quantisation, QDQ)",
-        quantization={
-            "from": f"{config.key} (sha256 {config.sha256})",
-            "tool": f"onnxruntime.quantization.quantize_static {ort.__version__}",
-            "format": "QDQ",
-            "weights": "int8, per output channel",
-            "activations": f"uint8, {recipe.method.lower()} calibration"
-            + (
-                f" ({100 - recipe.percentile:g}..{recipe.percentile:g})"
-                if recipe.method == "Percentile"
-                else ""
-            ),
-            "fp32_convolutions": list(recipe.exclude),
-            "sigma_input": "folded into the first convolution's output (exact)"
-            if config.sigma_input
-            else "none",
-            "calibration": f"{', '.join(CALIBRATION_PHOTOS)} (scikit-image), crops {CROP}², "
-            f"sigma {', '.join(f'{s:g}' for s in recipe.sigmas)}",
-            "max_abs_error_vs_fp32": float(error.max()),
-            "mean_abs_error_vs_fp32": float(error.mean()),
-        },
     )
-    (folder / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+    return _describe(config, raw, quantization, target)
+
+
+PADDING_NOTE = "circular padding on its source's uint8 grid (padding_on_source_grid)"
+
+
+def fix_graph(model: Any, padding: bool = True) -> Any:
+    """The exact rewrite of a QDQ model after onnxruntime's quantiser (it costs nothing)."""
+    if padding:
+        model = padding_on_source_grid(model)
+    return model
+
+
+def padding_on_source_grid(model: Any) -> Any:
+    """Quantise the circular padding's Slice and Concat outputs on their source's grid.
+
+    The converter pads each convolution's input circularly with two Slice+Concat pairs, and
+    the QDQ quantiser calibrates each of those tensors on its own: the padded copy of an
+    activation, made of the activation's own values, got a slightly different uint8 scale and
+    was rounded a second time before every convolution. On the source's scale and zero point
+    that re-quantisation is exact (the values are already on that grid).
+    """
+    from onnx import checker
+
+    g = model.graph
+    made_by = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+
+    def grid(dq: Any) -> tuple[str, ...]:
+        return tuple(dq.input[1:3])
+
+    changed = 0
+    for node in g.node:  # ONNX keeps nodes in topological order: sources come first
+        if node.op_type not in ("Slice", "Concat"):
+            continue
+        data = node.input[:1] if node.op_type == "Slice" else list(node.input)
+        sources = [made_by.get(name) for name in data]
+        if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
+            continue
+        grids = {grid(s) for s in sources}
+        users = consumers.get(node.output[0], [])
+        if len(grids) != 1 or not users or any(u.op_type != "QuantizeLinear" for u in users):
+            continue
+        shared = next(iter(grids))
+        for q in users:
+            ends = [
+                q,
+                *(d for d in consumers.get(q.output[0], []) if d.op_type == "DequantizeLinear"),
+            ]
+            for end in ends:
+                for i, name in enumerate(shared):
+                    end.input[1 + i] = name
+        changed += 1
+    if not changed:
+        raise ValueError("no quantised padding (Slice/Concat between Q/DQ pairs) found")
+    used = {name for n in g.node for name in n.input}
+    kept = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    checker.check_model(model, full_check=True)
+    return model
+
+
+def rewire(int8: ModelConfig, fp32: ModelConfig, padding: bool = True) -> dict[str, Any]:
+    """Apply `fix_graph` to a committed int8 copy (no recalibration: the quantised convolutions
+    and their ranges are unchanged) as version INT8_VERSION, with its σ gain; its config and
+    manifest entry are rewritten."""
+    import onnx
+
+    model = fix_graph(onnx.load(str(int8.model_file)), padding)
+    folder = int8.path.parent / INT8_VERSION
+    _drop_other_versions(int8.path.parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / int8.file
+    onnx.save(model, str(target))
+    quantization = dict(int8.raw["quantization"])
+    if padding:
+        quantization["padding"] = PADDING_NOTE
+    raw = dict(int8.raw)
+    raw["version"] = INT8_VERSION
+    return _describe(fp32, raw, quantization, target)
+
+
+def _drop_other_versions(model_dir: Path) -> None:
+    """Remove every version of a model but INT8_VERSION (the repository keeps one each)."""
+    if model_dir.is_dir():
+        for old in model_dir.iterdir():
+            if old.is_dir() and old.name != INT8_VERSION:
+                shutil.rmtree(old)
+
+
+def _describe(
+    fp32: ModelConfig, raw: dict[str, Any], quantization: dict[str, Any], target: Path
+) -> dict[str, Any]:
+    """Check `target` against the fp32 model on the converter's check image (on [0, 1]), write
+    its config.json from `raw` and `quantization`, and return its manifest entry."""
+    import onnxruntime as ort
+
+    sigma = 0.1
+    image = convert.check_input(sigma)
+    gain = SIGMA_GAINS.get(fp32.name, 1.0) if fp32.sigma_input else 1.0
+    if gain != 1.0:
+        raw["sigma_gain"] = gain
+    runs = []
+    for path, s in ((fp32.model_file, sigma), (target, sigma * gain)):  # as the service runs them
+        feed = {"image": image[None, None]}
+        if fp32.sigma_input:
+            feed["sigma"] = np.array([s], np.float32)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        runs.append(session.run(None, feed)[0])
+    error = np.abs(runs[0] - runs[1])
+    digest = file_sha256(target)
+    quantization.update(
+        max_abs_error_vs_fp32=float(error.max()), mean_abs_error_vs_fp32=float(error.mean())
+    )
+    raw.update(sha256=digest, quantization=quantization)
+    name, version = str(raw["name"]), str(raw["version"])
+    (target.parent / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
     print(f"{name}: {target.stat().st_size} bytes, max |int8 - fp32| = {error.max():.2e}")
     return {
         "name": name,
-        "version": config.version,
-        "path": f"{name}/{config.version}/model.onnx",
+        "version": version,
+        "path": f"{name}/{version}/model.onnx",
         "sha256": digest,
         "bytes": target.stat().st_size,
-        "quantized_from": config.key,
+        "quantized_from": fp32.key,
         "max_abs_error_vs_fp32": float(error.max()),
     }
 
@@ -249,16 +388,22 @@ def main(argv: list[str] | None = None) -> None:
         "models", nargs="*", help="fp32 models to quantise (default: all; the 17-layer ones "
         "need ~20 GB for percentile calibration)"
     )  # fmt: skip
+    parser.add_argument(
+        "--rewire", action="store_true", help="only rewrite the existing int8 copies' padding "
+        "(padding_on_source_grid) and σ gains, without recalibrating"
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    planes = calibration_planes()
+    configs = {m.config.name: m.config for m in scan(args.repo) if m.config is not None}
     fp32 = [
-        m.config
-        for m in scan(args.repo)
-        if m.config is not None
-        and m.config.precision == "fp32"
-        and (not args.models or m.config.name in args.models)
+        c
+        for c in configs.values()
+        if c.precision == "fp32" and (not args.models or c.name in args.models)
     ]
-    entries = [quantize(config, args.repo, planes) for config in fp32]
+    if args.rewire:
+        entries = [rewire(configs[c.name + SUFFIX], c) for c in fp32 if c.name + SUFFIX in configs]
+    else:
+        planes = calibration_planes()
+        entries = [quantize(config, args.repo, planes) for config in fp32]
     manifest_path = args.repo / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text())
     done = {e["name"] for e in entries}

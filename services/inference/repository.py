@@ -44,6 +44,9 @@ class ModelConfig:
     platform: str = "onnxruntime_onnx"
     # "fp32", or "int8" for a quantised copy of an fp32 model (faster on CPUs, same σ bands).
     precision: str = "fp32"
+    # σ-input models: the σ they are given is multiplied by this (an int8 copy whose response to
+    # σ quantisation weakened is calibrated back on the tuning photos; 1 for the fp32 models).
+    sigma_gain: float = 1.0
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -88,6 +91,7 @@ def parse_config(version_dir: Path, data: dict[str, Any]) -> ModelConfig:
             outputs=tuple(_tensor(t) for t in data["outputs"]),
             platform=str(data.get("platform", "onnxruntime_onnx")),
             precision=str(data.get("precision", "fp32")),
+            sigma_gain=float(data.get("sigma_gain", 1.0)),
             raw=data,
         )
     except (KeyError, TypeError, ValueError) as exc:

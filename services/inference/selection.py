@@ -77,8 +77,8 @@ def _distance(config: ModelConfig, sigma: float) -> float:
 
 
 def _for_model(config: ModelConfig, sigma: float, explicit_sigma: bool) -> Choice:
-    if config.sigma_input:
-        return Choice(config, sigma, min(sigma, SIGMA_INPUT_MAX), 1.0)
+    if config.sigma_input:  # sigma_gain: an int8 copy's calibration (repository.ModelConfig)
+        return Choice(config, sigma, min(sigma * config.sigma_gain, SIGMA_INPUT_MAX), 1.0)
     assert config.trained_sigma is not None
     scale = 1.0
     if explicit_sigma and sigma > 0:

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from services.inference import repository
+from services.inference import quantize, repository
 from services.inference.settings import InferenceSettings
 
 ROOT = InferenceSettings().models_dir
@@ -21,7 +21,8 @@ NAMES = [f"dncnn{d}-{v}" for d in (6, 17) for v in "lmhn"]
 def test_the_repository_holds_the_eight_models_and_their_int8_copies() -> None:
     scanned = repository.scan(ROOT)
     everything = sorted([*NAMES, *(n + "-int8" for n in NAMES)])
-    assert [(m.name, m.version) for m in scanned] == [(n, "1") for n in everything]
+    versions = [(n, quantize.INT8_VERSION if n.endswith("-int8") else "1") for n in everything]
+    assert [(m.name, m.version) for m in scanned] == versions
     assert all(m.config is not None for m in scanned), [m.error for m in scanned]
     precision = {m.name: m.config.precision for m in scanned if m.config is not None}
     assert {n: precision[n] for n in NAMES} == dict.fromkeys(NAMES, "fp32")
@@ -69,3 +70,35 @@ def test_int8_copy_stays_close_to_the_reference(name: str) -> None:
     error = np.abs(out - golden["reference"])
     assert error.mean() < 0.02, error.mean()
     assert np.abs(out - golden["image"]).mean() > 0.02
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_int8_copy_keeps_the_padding_on_its_source_grid(name: str) -> None:
+    """The exact rewrite of services.inference.quantize.fix_graph is in the committed copies: the
+    circular padding's copies keep their source's uint8 grid (no second rounding before a
+    convolution)."""
+    import onnx
+
+    scanned = repository.latest(repository.scan(ROOT), name + "-int8")
+    assert scanned is not None and scanned.config is not None
+    graph = onnx.load(str(scanned.config.model_file)).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    padded = 0
+    for n in graph.node:
+        if n.op_type not in ("Slice", "Concat"):
+            continue
+        data = n.input[:1] if n.op_type == "Slice" else n.input
+        sources = [made_by.get(i) for i in data]
+        if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
+            continue
+        quantised = users.get(n.output[0], [])
+        if not quantised or any(q.op_type != "QuantizeLinear" for q in quantised):
+            continue  # the fp32 last convolution's padding
+        for q in quantised:
+            assert all(q.input[1:3] == s.input[1:3] for s in sources if s is not None)
+            padded += 1
+    assert padded >= 4 * (scanned.config.depth - 1)  # two Slices and a Concat per side

@@ -77,3 +77,17 @@ def test_validate() -> None:
     for bad in (Denoise(auto=True, sigma=3), Denoise(sigma=-1), Denoise(sigma=256)):
         with pytest.raises(InvalidArgument):
             selection.validate(bad)
+
+
+def test_an_int8_copy_gets_sigma_times_its_gain_and_reports_sigma() -> None:
+    """`sigma_gain` (an int8 copy's calibration, written by services.inference.quantize) scales
+    what the σ-input model is fed, not the σ the report gives; the cap still holds."""
+    from dataclasses import replace
+
+    n6q = replace(N6, name="dncnn6-n-int8", precision="int8", sigma_gain=1.1)
+    choice = selection.choose(Denoise(auto=True), 20.0, [N6, n6q], 6, precision="int8")
+    assert choice.config.name == "dncnn6-n-int8"
+    assert (choice.sigma, choice.model_sigma) == (20.0, pytest.approx(22.0))
+    named = selection.choose(Denoise(model="dncnn6-n-int8", sigma=50), 0.0, [n6q], 6, n6q)
+    assert named.model_sigma == selection.SIGMA_INPUT_MAX
+    assert selection.choose(Denoise(auto=True), 20.0, [N6], 6).model_sigma == 20.0
