@@ -209,6 +209,8 @@ class Figures:
     mesh_wall: list[float] = field(default_factory=list)
     mesh_cpu: list[float] = field(default_factory=list)
     imaging_cpu: list[float] = field(default_factory=list)
+    # The storage server's share (SeaweedFS serving the child's range reads, the outputs' PUTs).
+    storage_cpu: list[float] = field(default_factory=list)
     peak_rss: int = 0
     peak_pss: int = 0
     peak_child: int = 0
@@ -220,9 +222,11 @@ class Figures:
         fw, mw = statistics.median(self.ffmpeg_wall), statistics.median(self.mesh_wall)
         fc, mc = statistics.median(self.ffmpeg_cpu), statistics.median(self.mesh_cpu)
         ic = statistics.median(self.imaging_cpu)
+        sc = statistics.median(self.storage_cpu)
         return (
             f"| {name} | {self.size_bytes / 1e6:.0f} MB | {fw:.2f} s | {mw:.2f} s | "
-            f"**{mw / fw:.2f}x** | {fc:.2f} s | {mc:.2f} s ({ic:.2f} imaging) | {mc / fc:.2f}x |"
+            f"**{mw / fw:.2f}x** | {fc:.2f} s | {mc:.2f} s ({ic:.2f} imaging, {sc:.2f} storage) "
+            f"| {mc / fc:.2f}x |"
         )
 
 
@@ -275,6 +279,7 @@ def bench(args: argparse.Namespace) -> dict[str, Figures]:
                     after = {name: tree_cpu([pid]) for name, pid in pids.items()}
                     fig.mesh_cpu.append(sum(after[n] - before[n] for n in pids))
                     fig.imaging_cpu.append(after["imaging"] - before["imaging"])
+                    fig.storage_cpu.append(after["seaweedfs"] - before["seaweedfs"])
                     outputs = job.get("outputs")
                     assert isinstance(outputs, list) and len(outputs) == 3, job
                     if isinstance(sampler, TreeSampler):
