@@ -1,17 +1,19 @@
-"""What deleting costs: CPU per image of one retention pass over N due images.
+"""What deleting costs: CPU per image (or job) of one retention pass over N due images.
 
     .venv/bin/python -m bench.retention --images 300
+    .venv/bin/python -m bench.retention --images 300 --passes jobs,images
 
 Starts a stack (bench.soak's way: free loopback ports, a temporary folder, Envoy and the five
 services), uploads N small JPEGs over REST and runs one job on each (resize -> PNG), waits for
 the uploads' metadata, ages the images by three days in Postgres and sets the tenant's sources
-retention to two days. Then it runs one retention pass in this process, with the gateway's own
-code (`services.gateway.deletion.Deletion.apply_retention`, what the gateway's retention loop
-calls), and prints the CPU seconds each process used during the pass: this process (the
-gateway's part: its RPCs, S3 calls and Postgres statements) and every process of the stack
-(jobs, metadata, Postgres with its backends, SeaweedFS, ...), per image deleted. CPU time, not
-wall time, so a loaded machine moves it little. Run it on two trees to compare them (BENCHMARKS.md,
-"Soak and retention")."""
+retention to two days (with `--passes jobs,images`, first the jobs' finished time by three days
+and the outputs' retention to one day, and a pass; then the images, and a second pass). It runs
+each pass in this process with the gateway's own code (`Deletion.apply_retention`, what the
+gateway's retention loop calls) and prints the CPU seconds each process used during it: this
+process (the gateway's part: its RPCs, S3 calls and Postgres statements) and every process of
+the stack (jobs, metadata, Postgres with its backends, SeaweedFS, ...), per image (or job)
+deleted. CPU time, not wall time, so a loaded machine moves it little. Run it on two trees to
+compare them (BENCHMARKS.md, "Soak and retention")."""
 
 from __future__ import annotations
 
@@ -77,11 +79,6 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
         if indexed >= len(set(shas)):
             break
         await asyncio.sleep(0.1)
-    await pool.execute(
-        "UPDATE gateway.images SET created_at = created_at - interval '3 days' WHERE tenant_id=$1",
-        TENANT,
-    )
-    stack.gateway_admin("set-retention", "--tenant", TENANT, "--sources", "2d")
     minter = trust.Minter(stack.service_token_secret(), "bench")
     jobs = grpc.aio.insecure_channel(
         stack.service_addr("jobs"), interceptors=trust.client_interceptors(minter)
@@ -101,25 +98,44 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
         announce,
     )
     await asyncio.sleep(2)  # let the stack settle after the fill
+    for what in args.passes.split(","):
+        if what == "jobs":  # finished jobs past the outputs' retention, the images kept
+            await pool.execute(
+                "UPDATE jobs.jobs SET finished_at = finished_at - interval '3 days'"
+                " WHERE tenant_id = $1",
+                TENANT,
+            )
+            stack.gateway_admin("set-retention", "--tenant", TENANT, "--outputs", "1d")
+        else:  # images past the sources' retention, with whatever jobs they still have
+            await pool.execute(
+                "UPDATE gateway.images SET created_at = created_at - interval '3 days'"
+                " WHERE tenant_id = $1",
+                TENANT,
+            )
+            stack.gateway_admin("set-retention", "--tenant", TENANT, "--sources", "2d")
+        await one_pass(stack, deletion, what)
+    await jobs.close()
+    await metadata.close()
+    await pool.close()
+
+
+async def one_pass(stack: Stack, deletion: Deletion, what: str) -> None:
     pids = stack.pids()
     before = {name: process_tree(pid, pss=False)[2] for name, pid in pids.items()}
     cpu0, wall0 = time.process_time(), time.monotonic()
     report = await deletion.apply_retention(timeout=60)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     after = {name: process_tree(pid, pss=False)[2] for name, pid in pids.items()}
-    await jobs.close()
-    await metadata.close()
-    await pool.close()
-
-    n = max(1, report.images_deleted)
+    n = max(1, report.images_deleted if what == "images" else report.jobs_deleted)
     print(
-        f"\n== retention pass: {report.images_deleted} images, {report.jobs_deleted} jobs,"
+        f"\n== retention pass ({what}): {report.images_deleted} images, {report.jobs_deleted} jobs,"
         f" {report.objects_deleted} objects deleted ({report.objects_kept} kept) in {wall:.2f} s"
     )
     spent = {"gateway (this process)": cpu} | {
         name: after[name] - before[name] for name in sorted(pids)
     }
-    print("CPU (s; ms per image deleted):")
+    unit = "image" if what == "images" else "job"
+    print(f"CPU (s; ms per {unit} deleted):")
     for name, s in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<24} {s:>7.3f}  {s * 1000 / n:>7.2f}")
     total = sum(spent.values())
@@ -130,6 +146,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.retention")
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument(
+        "--passes",
+        default="images",
+        help="images: one pass deleting the images with their jobs; jobs,images: first a pass"
+        " deleting the jobs (outputs' retention), then one deleting the images",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pixmesh-retention-"))
     # No retention loop of the gateway's own during the bench: the pass measured is this one.
