@@ -25,6 +25,7 @@ from deploy.local import Stack
 from pixmesh import ops
 from pixmesh.common.v1.job_pb2 import Job
 from pixmesh.common.v1.operations_pb2 import Denoise
+from services.inference.quantize import INT8_VERSION
 from tests.integration.rest import Json, Rest
 
 pytestmark = pytest.mark.integration
@@ -106,7 +107,7 @@ def test_rest_job_denoises_before_resize_and_convert(
     ]
     report = job["stages"][0]["reports"][0]["denoise"]
     # On a CPU `auto` prefers the int8 copies of the 6-layer models.
-    assert report["model"] == "dncnn6-n-int8" and report["model_version"] == "1"
+    assert report["model"] == "dncnn6-n-int8" and report["model_version"] == INT8_VERSION
     assert report["execution_provider"] == "CPUExecutionProvider"
     assert report["color_mode"] == "LUMINANCE"
     assert [p["plane"] for p in report["planes"]] == ["Y"]
