@@ -51,17 +51,23 @@ their outputs, so a job costs less CPU than once retention runs (BENCHMARKS.md, 
 62 -> 73 ms). M past the longest horizon makes both windows steady state.
 
 After the figures: CPU per job by process between two samples (reaped children included), with
-the job p99 of those minutes, Postgres's autovacuum/autoanalyze runs and the load average.
+the job p99 of those minutes, Postgres's autovacuum/autoanalyze runs, the load average and how
+long the sample took. Samples are taken in a process of their own: in the load's process their
+synchronous work (/proc of every process, folder walks, the stream's subject list) stalled the
+client for as long, and with it the latencies it measures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -156,6 +162,7 @@ class Sample:
     # Postgres: autovacuum and autoanalyze runs so far, summed over the user tables
     autovacuums: tuple[int, int] = (0, 0)
     load1: float = 0.0  # the 1-minute load average
+    took_s: float = 0.0  # how long taking the sample took (in the sampling process)
 
 
 def p(values: Sequence[float], q: float) -> float:
@@ -232,6 +239,90 @@ async def buffer_cache(superuser_dsn: str) -> tuple[float, float]:
         await conn.close()
 
 
+@dataclass(frozen=True)
+class Where:
+    """What a sample reads, picklable for the sampling process."""
+
+    pids: dict[str, int]
+    database_url: str
+    nats_url: str
+    data_dir: Path
+    run_dir: Path
+
+
+def take_sample(where: Where) -> Sample:
+    """Runs in the sampling process; at_min and jobs_done are the caller's."""
+    return asyncio.run(_sample(where))
+
+
+async def _sample(where: Where) -> Sample:
+    pids = where.pids
+    processes = {
+        name: process_tree(pid, pss=name == "postgres") for name, pid in sorted(pids.items())
+    }
+    conn = await asyncpg.connect(where.database_url)
+    try:
+        tables = {
+            t: (await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", t)) / 1e6
+            for t in TABLES
+        }
+        tables["database"] = (
+            await conn.fetchval("SELECT pg_database_size(current_database())")
+        ) / 1e6
+        row = await conn.fetchrow(
+            "SELECT coalesce(sum(autovacuum_count), 0)::int AS v,"
+            " coalesce(sum(autoanalyze_count), 0)::int AS a FROM pg_stat_user_tables"
+        )
+        autovacuums = (row["v"], row["a"])
+    finally:
+        await conn.close()
+    nc = await nats.connect(where.nats_url)
+    try:
+        js = nc.jetstream()
+        streams = {}
+        for name in busmod.STREAMS:
+            with contextlib.suppress(Exception):
+                st = (await js.stream_info(name)).state
+                streams[name] = (st.messages, st.bytes / 1e6)
+        job_events = 0
+        with contextlib.suppress(Exception):
+            info = await js.stream_info(
+                busmod.EVENTS_STREAM, subjects_filter=busmod.job_event_subject(">")
+            )
+            job_events = sum((info.state.subjects or {}).values())
+    finally:
+        await nc.close()
+    data = where.data_dir
+    folders = {
+        "nats": sum(folder_mb(d) for d in data.glob("nats*")),
+        "seaweedfs": folder_mb(data / "seaweedfs"),
+        "postgres": folder_mb(data / "postgres"),
+        "traces": sum(f.stat().st_size for f in where.run_dir.glob("traces.jsonl*")) / 1e6,
+    }
+    pg = (0.0, 0.0, 0, 0.0)
+    if "postgres" in pids:
+        uss, count = uss_tree(pids["postgres"])
+        superuser = where.database_url.replace(
+            f"//{servers.DB_ROLE}@", f"//{servers.PG_SUPERUSER}@", 1
+        )
+        used, total = (0.0, 0.0)
+        with contextlib.suppress(Exception):
+            used, total = await buffer_cache(superuser)
+        pg = (uss, used, count, total)
+    return Sample(
+        0.0,
+        0,
+        processes,
+        tables,
+        streams,
+        job_events,
+        folders,
+        pg,
+        autovacuums,
+        os.getloadavg()[0],
+    )
+
+
 class Soak:
     def __init__(self, args: argparse.Namespace, stack: Stack, api_key: str) -> None:
         self.args = args
@@ -250,6 +341,10 @@ class Soak:
         self.inflight = 0
         self.skipped = 0
         self.start = time.monotonic()
+        # One process of its own for the samples (spawned: nothing of this loop in it).
+        self.sampling = concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn")
+        )
 
     def minute(self) -> Minute:
         return self.minutes.setdefault(int((time.monotonic() - self.start) // 60), Minute())
@@ -302,71 +397,22 @@ class Soak:
             self.inflight -= 1
 
     async def sample(self) -> None:
-        pids = self.stack.pids()
-        processes = {
-            name: process_tree(pid, pss=name == "postgres") for name, pid in sorted(pids.items())
-        }
-        conn = await asyncpg.connect(self.stack.database_url)
-        try:
-            tables = {
-                t: (await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", t)) / 1e6
-                for t in TABLES
-            }
-            tables["database"] = (
-                await conn.fetchval("SELECT pg_database_size(current_database())")
-            ) / 1e6
-            row = await conn.fetchrow(
-                "SELECT coalesce(sum(autovacuum_count), 0)::int AS v,"
-                " coalesce(sum(autoanalyze_count), 0)::int AS a FROM pg_stat_user_tables"
-            )
-            autovacuums = (row["v"], row["a"])
-        finally:
-            await conn.close()
-        nc = await nats.connect(self.stack.nats_url)
-        try:
-            js = nc.jetstream()
-            streams = {}
-            for name in busmod.STREAMS:
-                with contextlib.suppress(Exception):
-                    st = (await js.stream_info(name)).state
-                    streams[name] = (st.messages, st.bytes / 1e6)
-            job_events = 0
-            with contextlib.suppress(Exception):
-                info = await js.stream_info(
-                    busmod.EVENTS_STREAM, subjects_filter=busmod.job_event_subject(">")
-                )
-                job_events = sum((info.state.subjects or {}).values())
-        finally:
-            await nc.close()
-        data = self.stack.data_dir
-        folders = {
-            "nats": sum(folder_mb(d) for d in data.glob("nats*")),
-            "seaweedfs": folder_mb(data / "seaweedfs"),
-            "postgres": folder_mb(data / "postgres"),
-            "traces": sum(f.stat().st_size for f in self.stack.run_dir.glob("traces.jsonl*")) / 1e6,
-        }
-        pg = (0.0, 0.0, 0, 0.0)
-        if "postgres" in pids:
-            uss, count = uss_tree(pids["postgres"])
-            superuser = self.stack.database_url.replace(
-                f"//{servers.DB_ROLE}@", f"//{servers.PG_SUPERUSER}@", 1
-            )
-            used, total = (0.0, 0.0)
-            with contextlib.suppress(Exception):
-                used, total = await buffer_cache(superuser)
-            pg = (uss, used, count, total)
+        """One sample, taken in another process (`take_sample`): reading every process's memory,
+        walking the data folders and parsing the stream's subject list take a few hundred ms
+        that, in this process, would stall the load and show in the very latencies measured."""
+        at_min, done, began = (time.monotonic() - self.start) / 60, self.done, time.monotonic()
+        where = Where(
+            self.stack.pids(),
+            self.stack.database_url,
+            self.stack.nats_url,
+            self.stack.data_dir,
+            self.stack.run_dir,
+        )
+        loop = asyncio.get_running_loop()
+        taken: Sample = await loop.run_in_executor(self.sampling, take_sample, where)
         self.samples.append(
-            Sample(
-                (time.monotonic() - self.start) / 60,
-                self.done,
-                processes,
-                tables,
-                streams,
-                job_events,
-                folders,
-                pg,
-                autovacuums,
-                os.getloadavg()[0],
+            dataclasses.replace(
+                taken, at_min=at_min, jobs_done=done, took_s=time.monotonic() - began
             )
         )
 
@@ -437,6 +483,7 @@ class Soak:
         await sampler
         await self.sample()
         await self.http.aclose()
+        self.sampling.shutdown()
 
     async def load(self, seconds: float) -> None:
         """Start jobs open loop at --rate for `seconds`, then wait for them to finish."""
@@ -570,7 +617,7 @@ def cpu_per_interval(soak: Soak) -> None:
         "  "
         + f"{'min':>5}"
         + "".join(f" {n[:9]:>9}" for n in names)
-        + "    total   p99  vac/an  load"
+        + "    total   p99  vac/an  load  sample s"
     )
     for a, b in itertools.pairwise(samples):
         jobs = b.jobs_done - a.jobs_done
@@ -592,7 +639,7 @@ def cpu_per_interval(soak: Soak) -> None:
         print(
             f"  {b.at_min:>5.1f}"
             + "".join(f" {x:>9.1f}" for x in per)
-            + f" {sum(per):>8.1f} {p(lat, 0.99):>5.2f}  {vac[0]:>2}/{vac[1]:<2}  {b.load1:>4.1f}"
+            + f" {sum(per):>8.1f} {p(lat, 0.99):>5.2f}  {vac[0]:>2}/{vac[1]:<2}  {b.load1:>4.1f}  {b.took_s:>8.2f}"
         )
 
 
