@@ -221,9 +221,9 @@ class Deletion:
         """One pass over the tenants with a retention: finished jobs (and their outputs) older
         than their outputs' retention, images (with their jobs, outputs and metadata) older
         than their sources' retention; an image whose jobs still run waits for a later pass.
-        Jobs and images go in batches with a pause between batches, so a pass
-        that finds hours of work due spreads it instead of competing with the hot path in one
-        burst (soak: BENCHMARKS.md, "Soak and retention")."""
+        Jobs and images go in batches with a pause between batches, so a pass that finds hours
+        of work due spreads it instead of competing with the hot path in one burst (soak:
+        BENCHMARKS.md, "Soak and retention")."""
         total = pb.DeletionReport()
         now = datetime.now(UTC)
         for tenant_id, outputs_s, sources_s in await self.repo.retention():
