@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import httpx
 
 from bench.soak import new_jpeg, process_tree
@@ -34,7 +33,7 @@ from pixmesh.jobs.v1 import jobs_pb2_grpc
 from pixmesh.metadata.v1 import metadata_pb2_grpc
 from services.gateway.deletion import Deletion
 from services.gateway.repository import GatewayRepository
-from services.runtime import db, trust
+from services.runtime import db
 from services.runtime.storage import Storage
 
 TENANT = "retention-bench"
@@ -79,12 +78,9 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
         if indexed >= len(set(shas)):
             break
         await asyncio.sleep(0.1)
-    minter = trust.Minter(stack.service_token_secret(), "bench")
-    jobs = grpc.aio.insecure_channel(
-        stack.service_addr("jobs"), interceptors=trust.client_interceptors(minter)
-    )
-    metadata = grpc.aio.insecure_channel(
-        stack.service_addr("metadata"), interceptors=trust.client_interceptors(minter)
+    jobs, metadata = (
+        stack.service_channel("jobs", "bench"),
+        stack.service_channel("metadata", "bench"),
     )
 
     async def announce(digest: str) -> None:

@@ -47,6 +47,7 @@ from deploy.local.process import ManagedProcess, ProcessSpec, StackError
 from deploy.local.state import read_state, stop_from_state, write_state
 
 if TYPE_CHECKING:
+    import grpc
     from mypy_boto3_s3 import S3Client
 
 INFRA_TIMEOUT_S = 30.0
@@ -242,6 +243,20 @@ class Stack:
                 **overrides,
                 **(extra or {}),
             },
+        )
+
+    def service_channel(self, name: str, caller: str = "local") -> grpc.aio.Channel:
+        """An asyncio channel to a service (its first replica's address when it has several),
+        whose calls carry a service token signed as `caller`, as the services' own calls to
+        each other do (services/runtime/trust.py): for tests and benches that call internal
+        APIs (DeleteJobs, DeleteImageMetadata) directly."""
+        import grpc
+
+        from services.runtime import trust
+
+        minter = trust.Minter(self.service_token_secret(), caller)
+        return grpc.aio.insecure_channel(
+            self.service_addr(name).split(",")[0], interceptors=trust.client_interceptors(minter)
         )
 
     def service_token_secret(self) -> str:

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import grpc
 import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
@@ -27,7 +26,7 @@ from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from pixmesh.metadata.v1 import metadata_pb2_grpc
 from services.gateway.deletion import Deletion
 from services.gateway.repository import GatewayRepository
-from services.runtime import db, metrics, trust
+from services.runtime import db, metrics
 from services.runtime.storage import Storage, input_key
 from tests.integration.rest import Rest, reason
 
@@ -157,12 +156,9 @@ def test_a_read_key_cannot_delete(stack: Stack, tenants: tuple[Rest, Rest]) -> N
 
 
 async def _deletion(stack: Stack, pool: asyncpg.Pool) -> AsyncIterator[Deletion]:
-    minter = trust.Minter(stack.service_token_secret(), "test")
-    jobs = grpc.aio.insecure_channel(
-        stack.service_addr("jobs"), interceptors=trust.client_interceptors(minter)
-    )
-    metadata = grpc.aio.insecure_channel(
-        stack.service_addr("metadata"), interceptors=trust.client_interceptors(minter)
+    jobs, metadata = (
+        stack.service_channel("jobs", "test"),
+        stack.service_channel("metadata", "test"),
     )
 
     async def announce(digest: str) -> None:
