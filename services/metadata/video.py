@@ -33,8 +33,8 @@ def extract_video_at(
     url: str, sha256: str, limits: VideoLimits | None = None
 ) -> metadata_pb2.ImageMetadata:
     """The same from a presigned GET URL of the stored video (content-addressed: `sha256` is
-    its key's): FFmpeg reads the header with HTTP range requests, so indexing a 1 GiB upload
-    reads a few megabytes, not the file."""
+    its key's): FFmpeg reads the header through bounded HTTP range requests (`RangeReader`),
+    so indexing a 1 GiB upload reads a few megabytes, not the file."""
     return _metadata(probe_video(url, limits or VideoLimits()), sha256)
 
 

@@ -10,21 +10,20 @@ stripping — is the same code, and a frame is an image like any upload. The
 output names of video_frames come from `services.runtime.video.frame_renditions`, the same
 function the gateway expanded the job with.
 
-`source` is the video's bytes, a path, or a presigned GET URL that FFmpeg reads itself with
-range requests: only the header and the GOPs around each position are fetched, so the worker
-never holds a long video in memory. FFmpeg's HTTP client streams each open-ended GET while the
-decoder works; a `RangeReader` handed to FFmpeg instead (every request bounded, a third of the
-bytes) made the job slower against SeaweedFS, each fetch waited for before decoding goes on
-(BENCHMARKS.md, Video, run 9).
+`source` is the video's bytes, a path, or a presigned GET URL that FFmpeg reads through a
+`RangeReader` (bounded range requests on one connection): only the header and the GOPs around
+each position are fetched, so the worker never holds a long video in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO, cast
 
 from PIL import Image
 
@@ -45,7 +44,13 @@ from services.imaging.video.preview import preview
 from services.imaging.video.sheet import contact_sheet
 from services.runtime.errors import InvalidArgument
 from services.runtime.imageprobe import Format, ImageHeader
-from services.runtime.video import VideoLimits, frame_renditions, video_operation
+from services.runtime.video import (
+    RangeReader,
+    VideoLimits,
+    frame_renditions,
+    is_url,
+    video_operation,
+)
 
 ImageFormat = image_pb2.ImageFormat
 _SELECT = {
@@ -112,9 +117,12 @@ def _run(
     )
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    media = io.BytesIO(source) if isinstance(source, bytes) else source
+    media = _media(source)
     reports: tuple[job_pb2.OperationReport, ...] = ()
-    with Video(media, video_limits or _video_limits(limits), deadline=deadline) as video:
+    with (
+        _closing(media),
+        Video(media, video_limits or _video_limits(limits), deadline=deadline) as video,
+    ):
         timings["probe"] = time.perf_counter() - began
         began = time.perf_counter()
         if name == "video_frames":
@@ -204,6 +212,23 @@ class _Images:
         return [
             (n, dataclasses.replace(r, source_format=unspecified)) for n, r in result.renditions
         ]
+
+
+def _media(source: bytes | str) -> str | IO[bytes]:
+    """What `Video` opens: bytes as a file; a presigned URL as a `RangeReader`, every request
+    with an end (FFmpeg's own HTTP client sends open-ended GETs, and what the storage server
+    sent before each seek away was read for nothing: BENCHMARKS.md, Video, run 9); a path as
+    it is."""
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
+    if is_url(source):
+        return cast(IO[bytes], RangeReader(source))
+    return source
+
+
+def _closing(media: str | IO[bytes]) -> contextlib.AbstractContextManager[object]:
+    """Closes what `_media` opened, after the container that reads it."""
+    return contextlib.nullcontext() if isinstance(media, str) else contextlib.closing(media)
 
 
 def _video_limits(limits: Limits) -> VideoLimits:

@@ -286,8 +286,9 @@ def test_frames_read_through_a_url_are_the_frames_of_the_bytes(
         assert all(not isinstance(frame, str) for frame in got)
 
 
-def test_a_job_on_a_url_gives_the_outputs_of_the_bytes(clip: bytes) -> None:
-    # The worker hands the child a presigned URL, which FFmpeg reads with its own HTTP client.
+def test_a_job_on_a_url_reads_it_through_bounded_range_requests(clip: bytes) -> None:
+    # The worker hands the child a presigned URL: the outputs are those of the bytes, and no
+    # request is FFmpeg's open-ended GET.
     from pixmesh.common.v1 import image_pb2, operations_pb2
     from services.imaging.limits import Limits
     from services.imaging.video.run import run
@@ -299,6 +300,7 @@ def test_a_job_on_a_url_gives_the_outputs_of_the_bytes(clip: bytes) -> None:
     with videos.RangeServer() as server:
         remote = run(server.url(clip), job, limits=Limits())
         assert server.ranges
+        assert None not in server.sizes()
     local = run(clip, job, limits=Limits())
     assert [n for n, _ in remote.renditions] == ["frame-1", "frame-2", "frame-3"]
     assert [r.data for _, r in remote.renditions] == [r.data for _, r in local.renditions]
