@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO
@@ -125,17 +126,43 @@ class Video:
 
     def _decode_from(self, target: int) -> Iterator[tuple[int, av.VideoFrame]]:
         """Seek to the keyframe at or before `target` (stream time base) and decode forward,
-        yielding the frame shown at `target` and everything after it."""
+        yielding the frame shown at `target` and everything after it.
+
+        Demuxers without an index (MPEG-TS) seek by bytes, and may land past the keyframe
+        before `target`: the decoder's first frame is then the next keyframe, after `target`
+        (a GOP late), or there is none (near the end). So the first frame is checked, and the
+        seek goes back further (1 s, then twice as far each time) until it is at or before
+        `target`, or the seek asks for a time before the first frame. Indexed containers land
+        right the first time."""
+        back = 0
+        while True:
+            decoded = self._seek(target - back)
+            first = next(decoded, None)
+            at_start = target - back < self._start  # a time before the first frame's
+            if first is not None and (first[0] <= target or at_start):
+                break
+            decoded.close()
+            if at_start:
+                return  # nothing decodable at all (callers refuse the video)
+            back = 2 * back if back else max(1, int(1 / self._time_base))
+        yield from self._forward(target, itertools.chain([first], decoded))
+
+    def _seek(self, target: int) -> Generator[tuple[int, av.VideoFrame]]:
         self.seeks += 1
         try:
             self._media.seek(target, stream=self.stream, backward=True, any_frame=False)
         except av.error.FFmpegError:
             # Unseekable (no index, a truncated file): decode from the start, still capped.
             self._media.seek(0, stream=self.stream, backward=True, any_frame=True)
+        return self._decoded()
+
+    def _forward(
+        self, target: int, decoded: Iterator[tuple[int, av.VideoFrame]]
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
         skipped = 0
         previous: tuple[int, av.VideoFrame] | None = None
         reached = False
-        for pts, frame in self._decoded():
+        for pts, frame in decoded:
             if reached:
                 yield pts, frame
                 continue
@@ -164,7 +191,7 @@ class Video:
                 )
             yield previous
 
-    def _decoded(self) -> Iterator[tuple[int, av.VideoFrame]]:
+    def _decoded(self) -> Generator[tuple[int, av.VideoFrame]]:
         try:
             for packet in self._media.demux(self.stream):
                 for frame in packet.decode():
