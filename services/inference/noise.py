@@ -116,8 +116,6 @@ PCA_KEEP = 0.99
 PCA_MARGIN = 3.0
 PCA_MIN_PATCHES = 256
 PCA_ITERATIONS = 8
-# Block clipping correction: invert the clipped local mean to the unclipped one first.
-INVERT_CLIPPED_MEAN = True
 
 
 def opponent_planes(rgb: np.ndarray) -> list[np.ndarray]:
@@ -204,8 +202,7 @@ def _block_sigmas(rgb: np.ndarray) -> tuple[float, float, float]:
             # The local mean of clipped pixels is pulled towards mid-grey (a white area reads
             # ~0.4σ darker): from it, clipping would look milder than it is, and the blocks
             # whose correction falls shortest are the ones the low quantile picks.
-            cells = _ratio_at_mean(mu, s) if INVERT_CLIPPED_MEAN else _clipped_variance_ratio(mu, s)
-            ratio = per_block(cells @ weights**2)
+            ratio = per_block(_ratio_at_mean(mu, s) @ weights**2)
             ok = ratio > MIN_CLIP_RATIO
             if np.count_nonzero(ok) < 16:
                 break
