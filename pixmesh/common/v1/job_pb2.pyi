@@ -468,6 +468,9 @@ class DenoisePlaneReport(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     RESOLUTION_FIELD_NUMBER: _builtins.int
     PASSES_FIELD_NUMBER: _builtins.int
+    BLEND_MODEL_FIELD_NUMBER: _builtins.int
+    BLEND_MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    BLEND_WEIGHT_FIELD_NUMBER: _builtins.int
     plane: _builtins.str
     """"grey", "Y", "C1", "C2" (orthonormal opponent planes), "R", "G" or "B"."""
     sigma_before: _builtins.float
@@ -486,6 +489,13 @@ class DenoisePlaneReport(_message.Message):
     """Orientations the plane was denoised in and averaged over (self-ensemble: flips and quarter
     turns); 1 for a single pass, 0 when the plane was left as it was.
     """
+    blend_model: _builtins.str
+    """Model blend (the GPU default, README "Denoising"): a second model that also denoised the
+    plane (as many passes, the same σ), and the share of the result that is its output, the
+    rest being `model`'s; empty and 0 when only `model` ran.
+    """
+    blend_model_version: _builtins.str
+    blend_weight: _builtins.float
     def __init__(
         self,
         *,
@@ -497,10 +507,13 @@ class DenoisePlaneReport(_message.Message):
         model_version: _builtins.str = ...,
         resolution: _builtins.float = ...,
         passes: _builtins.int = ...,
+        blend_model: _builtins.str = ...,
+        blend_model_version: _builtins.str = ...,
+        blend_weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_version", b"model_version", "passes", b"passes", "plane", b"plane", "resolution", b"resolution", "sigma", b"sigma", "sigma_after", b"sigma_after", "sigma_before", b"sigma_before"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blend_model", b"blend_model", "blend_model_version", b"blend_model_version", "blend_weight", b"blend_weight", "model", b"model", "model_version", b"model_version", "passes", b"passes", "plane", b"plane", "resolution", b"resolution", "sigma", b"sigma", "sigma_after", b"sigma_after", "sigma_before", b"sigma_before"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
