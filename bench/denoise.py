@@ -219,6 +219,7 @@ async def start_service(
     tile: int = 256,
     threads: int = 0,
     ensemble: int = 0,
+    blend: float = 0.0,
 ) -> ServicePath:
     executor = ThreadPoolExecutor(2)
     manager = ModelManager(
@@ -238,6 +239,7 @@ async def start_service(
         precision=precision,  # type: ignore[arg-type]
         chroma_scale=chroma_scale,
         ensemble=ensemble,
+        blend=blend,
     )
     return ServicePath(executor, manager, service)
 
@@ -411,6 +413,12 @@ COLOUR_PATHS: tuple[tuple[str, dict[str, object], Denoise], ...] = (
      Denoise(auto=True)),
     ("auto, 17 layers, fp32, full resolution, self-ensemble x8 (the GPU default)",
      {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8}, Denoise(auto=True)),
+    # Opt-in (PIXMESH_MODEL_BLEND): 0.1 had the best mean over σ = 15, 25, 50 on the tuning
+    # photos (+0.006 dB over 0; BENCHMARKS.md, issue 9, run 4).
+    ("auto, 17 + 6 layers blended (6-layer share 0.1, opt-in), fp32, full resolution, "
+     "self-ensemble x8",
+     {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8, "blend": 0.1},
+     Denoise(auto=True)),
     ("auto, 17 layers, fp32, full resolution, one pass",
      {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 1}, Denoise(auto=True)),
     ("auto, 6 layers, fp32, full resolution, self-ensemble x8",

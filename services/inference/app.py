@@ -68,6 +68,7 @@ async def build(settings: InferenceSettings) -> AsyncIterator[App]:
             precision=settings.precision,
             chroma_scale=settings.chroma_scale,
             ensemble=settings.ensemble,
+            blend=settings.model_blend,
         )
         consumer = await connect_worker(stack, settings, processor(service))
         api = InferenceApi(

@@ -31,6 +31,7 @@ from PIL import Image
 from pixmesh.common.v1 import job_pb2, operations_pb2
 from services.inference import errors, imageio, noise, selection, tiling
 from services.inference.imageio import Decoded, Encoded
+from services.inference.repository import ModelConfig
 from services.inference.models import LoadedModel, ModelManager
 from services.inference.runner import CUDA
 from services.runtime import metrics
@@ -97,6 +98,19 @@ ENSEMBLE_PASSES = 8
 class InferenceService:
     def __init__(
         self,
+# Model blend (opt-in, `blend` > 0): on a colour image where `auto` runs a deeper model on a
+# plane, the plane is also denoised by the BLEND_DEPTH model `auto` would pick for it (same σ,
+# same passes) and the two outputs are averaged, `blend` being the share of the shallow one,
+# for ~1.25x the 17-layer work. Off by default: on bench/denoise.py's colour tuning photos it
+# gained nothing at σ = 25 and 50 over the 17-layer models alone (BENCHMARKS.md, issue 9, run 4).
+BLEND_DEPTH = 6
+
+
+@dataclass(frozen=True)
+class _Blend:
+    choice: selection.Choice
+    model: LoadedModel
+    weight: float  # the share of this model's output in the plane's
         models: ModelManager,
         executor: Executor,
         limits: ProbeLimits,
@@ -111,7 +125,9 @@ class InferenceService:
         `chroma_scale`: OPPONENT's chroma planes with σ ≥ CHROMA_REDUCED_FROM_SIGMA are
         denoised at 1/chroma_scale of the image's width and height (0: 2 on a CPU, 1 on a
         GPU); `ensemble`: orientations each plane is denoised in and averaged over (1, or
-        ENSEMBLE_PASSES; 0: 8 on a GPU, 1 on a CPU)."""
+        blend: float = 0.0,
+        ENSEMBLE_PASSES; 0: 8 on a GPU, 1 on a CPU); `blend`: the model blend's share of
+        the BLEND_DEPTH model (0: off, the default everywhere)."""
         self.models = models
         self.executor = executor
         self.limits = limits
@@ -125,6 +141,7 @@ class InferenceService:
     def default_depth(self) -> int:
         if self._default_depth:
             return self._default_depth
+        self._blend = blend
         return 17 if self.models.provider == CUDA else 6
 
     @property
@@ -150,6 +167,10 @@ class InferenceService:
     async def denoise(
         self,
         data: bytes,
+    @property
+    def blend(self) -> float:
+        return self._blend
+
         operations: Sequence[operations_pb2.Denoise],
         *,
         deadline: float | None = None,
@@ -228,6 +249,9 @@ class InferenceService:
                     "pixmesh.model": first.config.key,
                     "pixmesh.execution_provider": first_model.provider,
                     "pixmesh.sigma": first.sigma,
+            blends: dict[int, _Blend] = {}  # by id(plane)
+            if named is None:
+                blends = self._blends(planes, work, op, loaded_configs, precision)
                     "pixmesh.width": decoded.width,
                     "pixmesh.height": decoded.height,
                     "pixmesh.color_mode": ColorMode.Name(planes.mode),
@@ -238,7 +262,9 @@ class InferenceService:
                 passes = self.ensemble
                 jobs = [
                     asyncio.create_task(
-                        self._denoise_plane(model, plane.data, choice, deadline, passes)
+                        self._denoise_blended(
+                            model, plane.data, choice, deadline, passes, blends.get(id(plane))
+                        )
                     )
                     for plane, choice, model in work
                 ]
@@ -252,7 +278,8 @@ class InferenceService:
                 result, after = await self._cpu(_finish, decoded, planes)
                 ok = True
             finally:
-                for model in {id(m): m for _, _, m in work}.values():
+                ran = [m for _, _, m in work] + [b.model for b in blends.values()]
+                for model in {id(m): m for m in ran}.values():
                     model.stats.record_request(time.monotonic() - started, ok)
         tiles = tiling.plan(decoded.height, decoded.width, self.tiles.size, 0, self.tiles.overlap)
         for plane, choice, model in work:
@@ -268,10 +295,15 @@ class InferenceService:
             c = chosen.get(id(plane))
             plane_reports.append(
                 job_pb2.DenoisePlaneReport(
+            if (b := blends.get(id(plane))) is not None:
+                metrics.INFERENCE_TILES(b.choice.config.name, b.model.provider).inc(
+                    len(plane_tiles) * passes
+                )
                     plane=plane.name,
                     sigma_before=round(plane.sigma_before, 3),
                     sigma_after=round(sigma_after, 3),
                     sigma=round(c.sigma / plane.sigma_scale, 3) if c else 0.0,
+            b = blends.get(id(plane))
                     model=c.config.name if c else "",
                     model_version=c.config.version if c else "",
                     resolution=plane.resolution,
@@ -282,6 +314,9 @@ class InferenceService:
             model=first.config.name,
             model_version=first.config.version,
             sigma=round(first.sigma / work[0][0].sigma_scale, 3),
+                    blend_model=b.choice.config.name if b else "",
+                    blend_model_version=b.choice.config.version if b else "",
+                    blend_weight=b.weight if b else 0.0,
             sigma_before=round(planes.sigma_before, 3),
             sigma_after=round(_summary(planes.mode, after), 3),
             execution_provider=first_model.provider,
@@ -298,6 +333,48 @@ class InferenceService:
         plane: np.ndarray,
         choice: selection.Choice,
         deadline: float | None,
+    def _blends(
+        self,
+        planes: _Planes,
+        work: Sequence[tuple[_Plane, selection.Choice, LoadedModel]],
+        op: operations_pb2.Denoise,
+        loaded: Sequence[ModelConfig],
+        precision: str,
+    ) -> dict[int, _Blend]:
+        """The model blend (colour images, models chosen by `auto`): for each plane given a
+        model deeper than BLEND_DEPTH, the BLEND_DEPTH model `auto` picks for the same σ."""
+        weight = self.blend
+        shallow = [c for c in loaded if c.depth == BLEND_DEPTH]
+        grey = planes.mode == operations_pb2.Denoise.COLOR_MODE_UNSPECIFIED
+        if weight <= 0 or not shallow or grey:  # grey images keep their single-model figures
+            return {}
+        blends: dict[int, _Blend] = {}
+        for plane, choice, _ in work:
+            if choice.config.depth <= BLEND_DEPTH:
+                continue
+            plane_op = operations_pb2.Denoise(auto=op.auto, sigma=op.sigma * plane.sigma_scale)
+            other = selection.choose(
+                plane_op, plane.model_sigma, shallow, BLEND_DEPTH, None, precision
+            )
+            blends[id(plane)] = _Blend(other, self.models.get(other.config.name), weight)
+        return blends
+
+    async def _denoise_blended(
+        self,
+        model: LoadedModel,
+        plane: np.ndarray,
+        choice: selection.Choice,
+        deadline: float | None,
+        passes: int,
+        blend: _Blend | None,
+    ) -> np.ndarray:
+        """The denoised plane; with a blend, (1 - w) × this model's + w × the blend model's."""
+        out = await self._denoise_plane(model, plane, choice, deadline, passes)
+        if blend is None:
+            return out
+        other = await self._denoise_plane(blend.model, plane, blend.choice, deadline, passes)
+        return await self._cpu(_mix, out, other, blend.weight)
+
         passes: int = 1,
     ) -> np.ndarray:
         """The denoised plane; with `passes` > 1, the mean over that many orientations
@@ -385,6 +462,13 @@ def _prepare(decoded: Decoded, mode: ColorMode.ValueType, chroma_scale: int) -> 
         grey = px.astype(np.float32)
         sigma = noise.estimate_sigma(grey)
         plane = _Plane("grey", grey, sigma, sigma, 1.0)
+def _mix(out: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) × out + weight × other, in `out` (the caller's own array)."""
+    out *= np.float32(1.0 - weight)
+    out += np.float32(weight) * other
+    return out
+
+
         return _Planes([plane], sigma, operations_pb2.Denoise.COLOR_MODE_UNSPECIFIED)
     if mode == operations_pb2.Denoise.PER_CHANNEL:
         planes = []

@@ -35,6 +35,11 @@ class InferenceSettings(WorkerSettings):
     # for 8x the model's work and ~0.1 dB (BENCHMARKS.md, "Denoising"); 0: 8 on a GPU, 1 (off)
     # on the CPU.
     ensemble: Literal[0, 1, 8] = 0
+    # Model blend (colour images, `auto`; opt-in): where a plane gets a 17-layer model, the share
+    # of it taken from the 6-layer model `auto` picks for the same σ (same passes), for ~1.25x
+    # the 17-layer work. 0 (off) by default: on the tuning photos it gained nothing at σ = 25
+    # and 50 over the 17-layer models alone (BENCHMARKS.md, issue 9, run 4).
+    model_blend: float = Field(default=0.0, ge=0.0, le=1.0)
 
     # Tiles: core side, overlap between neighbouring cores (cross-faded), and the context around
     # each core (0: the model's receptive radius, which makes tiling exact).

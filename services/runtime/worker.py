@@ -492,18 +492,22 @@ def decided_by(reports: Sequence[job_pb2.OperationReport]) -> dict[str, str]:
             prefix = f"op{report.index}."
             decided[prefix + "model"] = f"{d.model}@{d.model_version}"
             decided[prefix + "execution_provider"] = d.execution_provider
-            # Colour: every plane's model, resolution, passes (self-ensemble) and the σ it was
+            # Colour: every plane's model, resolution, passes (self-ensemble), the σ it was
             # given (estimated unless asked for: a better estimator changes the bytes of the
-            # same model), not only the first plane's model: each changes the bytes.
+            # same model) and any model blended in with its weight, not only the first plane's
+            # model: each changes the bytes.
             if d.planes:
-                decided[prefix + "planes"] = ",".join(
-                    f"{p.plane}:{p.model}@{p.model_version}"
-                    f"/{p.resolution:g}/x{p.passes}/s{p.sigma:g}"
-                    if p.model
-                    else f"{p.plane}:-"
-                    for p in d.planes
-                )
+                decided[prefix + "planes"] = ",".join(_plane_key(p) for p in d.planes)
     return decided
+
+
+def _plane_key(p: job_pb2.DenoisePlaneReport) -> str:
+    if not p.model:
+        return f"{p.plane}:-"
+    key = f"{p.plane}:{p.model}@{p.model_version}/{p.resolution:g}/x{p.passes}/s{p.sigma:g}"
+    if p.blend_model:
+        key += f"+{p.blend_model}@{p.blend_model_version}*{p.blend_weight:g}"
+    return key
 
 
 def _attach(

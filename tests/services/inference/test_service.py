@@ -14,7 +14,7 @@ from pixmesh.common.v1.operations_pb2 import Denoise
 from services.inference import tiling
 from services.inference.batcher import BatchingOptions
 from services.inference.models import ModelManager
-from services.inference.runner import RunnerOptions
+from services.inference.runner import CUDA, RunnerOptions
 from services.inference.service import (
     ENSEMBLE_PASSES,
     InferenceService,
@@ -274,3 +274,51 @@ async def test_self_ensemble_is_the_mean_of_the_eight_orientations(
     assert not np.array_equal(out, one)
     clean = grey_scene()
     assert psnr(out, clean) > psnr(one, clean)
+
+
+async def test_the_model_blend_mixes_the_6_layer_model_into_the_17_layer_one(
+    executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = ModelManager(
+        InferenceSettings().models_dir,
+        executor,
+        RunnerOptions("cpu", intra_op_threads=2),
+        BatchingOptions(max_batch_size=4, max_queue_delay_s=0.001),
+    )
+    await manager.load_many(("dncnn17-m", "dncnn6-n"))
+    tiles = TileOptions(size=64, overlap=8)  # one tile per plane: the 17 layers stay cheap
+    try:
+        # Off by default, on a GPU too (the tuning photos did not support it: run 4).
+        assert InferenceSettings().model_blend == 0.0
+        monkeypatch.setattr(ModelManager, "provider", property(lambda self: CUDA))
+        gpu = InferenceService(manager, executor, LIMITS, tiles)
+        assert (gpu.default_depth, gpu.precision, gpu.chroma_scale, gpu.ensemble, gpu.blend) == (
+            17, "fp32", 1, ENSEMBLE_PASSES, 0.0
+        )  # fmt: skip
+        noisy = encode(add_noise(scene(), 20, seed=8))
+        report = (await gpu.denoise(noisy, [Denoise(sigma=20)])).reports[0].denoise
+        assert not any(p.blend_model or p.blend_weight for p in report.planes)
+        # Asked for: the GPU path with the blend (one pass here, to keep it cheap).
+        blended = InferenceService(manager, executor, LIMITS, tiles, ensemble=1, blend=0.3)
+        out = await blended.denoise(noisy, [Denoise(sigma=20)])
+        planes = out.reports[0].denoise.planes
+        ran = [(p.plane, p.model, p.blend_model, p.blend_model_version, p.passes) for p in planes]
+        assert ran == [(name, "dncnn17-m", "dncnn6-n", "1", 1) for name in ("Y", "C1", "C2")]
+        assert all(p.blend_weight == pytest.approx(0.3) for p in planes)
+
+        # The same planes, each model alone (a named model is never blended), mixed by weight.
+        async def alone(model: str) -> np.ndarray:
+            result = await blended.denoise(noisy, [Denoise(model=model, sigma=20)])
+            assert not any(p.blend_model for p in result.reports[0].denoise.planes)
+            return decode(result.image.data).astype(np.float64)
+
+        deep, shallow = await alone("dncnn17-m"), await alone("dncnn6-n")
+        result = decode(out.image.data).astype(np.float64)
+        assert np.abs(result - (0.7 * deep + 0.3 * shallow)).max() <= 1.0  # rounded once vs twice
+        assert np.abs(result - deep).max() > 1.0 and np.abs(result - shallow).max() > 1.0
+        # Grey images are never blended.
+        grey = await blended.denoise(encode(add_noise(grey_scene(), 20)), [Denoise(sigma=20)])
+        [plane] = grey.reports[0].denoise.planes
+        assert (plane.model, plane.blend_model, plane.blend_weight) == ("dncnn17-m", "", 0.0)
+    finally:
+        await manager.close()

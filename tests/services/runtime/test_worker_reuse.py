@@ -158,13 +158,17 @@ async def test_the_engine_and_what_the_stage_decided_are_part_of_the_key() -> No
     made = decided.output.provenance
     assert (made.model, made.model_version) == ("dncnn6-n", "1")
 
-    # Colour: what ran on each plane (model, resolution, passes, the σ it was given) is part of
-    # it too.
+    # Colour: what ran on each plane (model, resolution, passes, the σ it was given, a model
+    # blended in and its weight) is part of it too.
     keys = set()
-    for passes, sigma in ((1, 20.0), (8, 20.0), (8, 21.5)):
+    blended = {}
+    for passes, sigma, weight in ((1, 20.0, 0.0), (8, 20.0, 0.3), (8, 20.0, 0.4), (8, 21.5, 0.0)):
         planes = [
             job_pb2.DenoisePlaneReport(plane=name, model="dncnn6-n", model_version="1",
-                                       resolution=1.0, passes=passes, sigma=sigma)
+                                       resolution=1.0, passes=passes, sigma=sigma,
+                                       blend_model="dncnn6-h" if weight else "",
+                                       blend_model_version="1" if weight else "",
+                                       blend_weight=weight)
             for name in ("Y", "C1", "C2")
         ]  # fmt: skip
         report = job_pb2.OperationReport(
@@ -174,7 +178,9 @@ async def test_the_engine_and_what_the_stage_decided_are_part_of_the_key() -> No
         process.result = StageResult(image=ONE, reports=[report])
         done = await run(w, bus, task(operations=SHARED, recompute=True))
         keys.add(done.output_key)
-    assert len(keys) == 3 and decided.output_key not in keys
+        blended[weight] = done.output.provenance.engine["op0.planes"]
+    assert len(keys) == 4 and decided.output_key not in keys
+    assert blended[0.3].startswith("Y:dncnn6-n@1/1/x8/s20+dncnn6-h@1*0.3,")
     assert done.output.provenance.engine["op0.planes"] == ",".join(
         f"{name}:dncnn6-n@1/1/x8/s21.5" for name in ("Y", "C1", "C2")
     )
