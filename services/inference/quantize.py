@@ -39,13 +39,21 @@ from services.inference.repository import ModelConfig, file_sha256, scan
 SUFFIX = "-int8"
 # The int8 copies' version: a new one whenever the recipe changes their bytes, so that output
 # keys (which name model@version) never point at bytes an older copy made. 1: c0ecc07, bce4cd1;
-# 2: the padding on its source's grid, σ gains.
-INT8_VERSION = "2"
+# 2: the padding on its source's grid, σ gains; 3: σ gains per plane kind (config only: the
+# ONNX files are version 2's).
+INT8_VERSION = "3"
 # σ-input copies: the σ they are given is multiplied by this. Quantised, dncnn6-n under-denoises
 # at its σ: on the colour tuning photos' opponent planes (chelsea, rocket, 256², σ = 5 / 10 /
 # 15 / 25) the int8 copy lost -0.58 / -0.29 / -0.25 / -0.19 dB against its fp32 model at the true
 # σ, and -0.57 / -0.20 / -0.06 / -0.00 at 1.1 σ (1.05..1.15 swept; /tmp script, BENCHMARKS.md).
 SIGMA_GAINS = {"dncnn6-n": 1.1}
+# ... per plane kind (the service's plane names, "@0.5" for half-resolution chroma), where the
+# tuning photos (chelsea, rocket, whole, σ = 10..50, through the service's planes) preferred
+# another: the luma 1.05, full-resolution chroma (below σ 17.5) 1.2, half-resolution chroma
+# (with its guided upsampling) 1.05 (BENCHMARKS.md, issue 9, run 4).
+PLANE_SIGMA_GAINS = {
+    "dncnn6-n": {"Y": 1.05, "C1": 1.2, "C2": 1.2, "C1@0.5": 1.05, "C2@0.5": 1.05},
+}
 CALIBRATION_PHOTOS = ("coins", "chelsea", "rocket")  # bench/denoise.py's TUNING photos
 CALIBRATION_SIGMAS = (5.0, 15.0, 25.0, 35.0, 50.0)
 CROP = 96
@@ -354,6 +362,9 @@ def _describe(
     gain = SIGMA_GAINS.get(fp32.name, 1.0) if fp32.sigma_input else 1.0
     if gain != 1.0:
         raw["sigma_gain"] = gain
+    planes = PLANE_SIGMA_GAINS.get(fp32.name, {}) if fp32.sigma_input else {}
+    if planes:
+        raw["plane_sigma_gains"] = dict(sorted(planes.items()))
     runs = []
     for path, s in ((fp32.model_file, sigma), (target, sigma * gain)):  # as the service runs them
         feed = {"image": image[None, None]}

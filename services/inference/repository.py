@@ -47,7 +47,14 @@ class ModelConfig:
     # σ-input models: the σ they are given is multiplied by this (an int8 copy whose response to
     # σ quantisation weakened is calibrated back on the tuning photos; 1 for the fp32 models).
     sigma_gain: float = 1.0
+    # ... and per plane kind where it differs ("Y", "C1", "C2", "grey", "R", ...: the service's
+    # plane names): config.json's `plane_sigma_gains`, sorted pairs.
+    plane_sigma_gains: tuple[tuple[str, float], ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def gain(self, plane: str = "") -> float:
+        """The σ gain for a plane of this kind (`sigma_gain` unless the config names it)."""
+        return dict(self.plane_sigma_gains).get(plane, self.sigma_gain)
 
     @property
     def model_file(self) -> Path:
@@ -92,6 +99,11 @@ def parse_config(version_dir: Path, data: dict[str, Any]) -> ModelConfig:
             platform=str(data.get("platform", "onnxruntime_onnx")),
             precision=str(data.get("precision", "fp32")),
             sigma_gain=float(data.get("sigma_gain", 1.0)),
+            plane_sigma_gains=tuple(
+                sorted(
+                    (str(k), float(v)) for k, v in dict(data.get("plane_sigma_gains", {})).items()
+                )
+            ),
             raw=data,
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -49,12 +49,14 @@ def choose(
     default_depth: int,
     named: ModelConfig | None = None,
     precision: str = "",
+    plane: str = "",
 ) -> Choice:
     """`named` is the loaded config of `params.model` (the caller resolves it); `precision`,
-    when models of it are loaded, restricts `auto` to them."""
+    when models of it are loaded, restricts `auto` to them; `plane`: the kind of plane
+    denoised ("Y", "C1", ...), for a σ gain per plane kind (ModelConfig.gain)."""
     sigma = float(params.sigma) if params.sigma > 0 else estimated
     if named is not None:
-        return _for_model(named, sigma, explicit_sigma=params.sigma > 0)
+        return _for_model(named, sigma, params.sigma > 0, plane)
     if not loaded:
         raise errors.no_model("no denoising model is loaded")
     preferred = [c for c in loaded if c.precision == precision]
@@ -64,8 +66,8 @@ def choose(
         family = [c for c in loaded if c.depth == depth]
         inside = [c for c in family if c.sigma_range[0] <= sigma < c.sigma_range[1]]
         if inside:
-            return _for_model(inside[0], sigma, explicit_sigma=True)
-        return _for_model(min(family, key=lambda c: _distance(c, sigma)), sigma, True)
+            return _for_model(inside[0], sigma, True, plane)
+        return _for_model(min(family, key=lambda c: _distance(c, sigma)), sigma, True, plane)
     raise AssertionError("unreachable: `loaded` is not empty")
 
 
@@ -76,9 +78,9 @@ def _distance(config: ModelConfig, sigma: float) -> float:
     return abs(config.trained_sigma - sigma)
 
 
-def _for_model(config: ModelConfig, sigma: float, explicit_sigma: bool) -> Choice:
+def _for_model(config: ModelConfig, sigma: float, explicit_sigma: bool, plane: str = "") -> Choice:
     if config.sigma_input:  # sigma_gain: an int8 copy's calibration (repository.ModelConfig)
-        return Choice(config, sigma, min(sigma * config.sigma_gain, SIGMA_INPUT_MAX), 1.0)
+        return Choice(config, sigma, min(sigma * config.gain(plane), SIGMA_INPUT_MAX), 1.0)
     assert config.trained_sigma is not None
     scale = 1.0
     if explicit_sigma and sigma > 0:

@@ -102,3 +102,17 @@ def test_int8_copy_keeps_the_padding_on_its_source_grid(name: str) -> None:
             assert all(q.input[1:3] == s.input[1:3] for s in sources if s is not None)
             padded += 1
     assert padded >= 4 * (scanned.config.depth - 1)  # two Slices and a Concat per side
+
+
+def test_the_int8_copies_carry_the_sigma_gains_of_the_recipe() -> None:
+    """quantize.SIGMA_GAINS and PLANE_SIGMA_GAINS are what the committed configs hold (the
+    service reads the configs; `ModelConfig.gain` falls back to `sigma_gain`)."""
+    for fp32 in NAMES:
+        scanned = repository.latest(repository.scan(ROOT), fp32 + "-int8")
+        assert scanned is not None and scanned.config is not None
+        config = scanned.config
+        assert config.sigma_gain == quantize.SIGMA_GAINS.get(fp32, 1.0)
+        assert dict(config.plane_sigma_gains) == quantize.PLANE_SIGMA_GAINS.get(fp32, {})
+        for plane, gain in quantize.PLANE_SIGMA_GAINS.get(fp32, {}).items():
+            assert config.gain(plane) == gain
+        assert config.gain("grey") == config.sigma_gain

@@ -91,3 +91,22 @@ def test_an_int8_copy_gets_sigma_times_its_gain_and_reports_sigma() -> None:
     named = selection.choose(Denoise(model="dncnn6-n-int8", sigma=50), 0.0, [n6q], 6, n6q)
     assert named.model_sigma == selection.SIGMA_INPUT_MAX
     assert selection.choose(Denoise(auto=True), 20.0, [N6], 6).model_sigma == 20.0
+
+
+def test_a_plane_kind_with_its_own_sigma_gain_gets_it() -> None:
+    """`plane_sigma_gains` (config.json) overrides `sigma_gain` for the planes it names; other
+    planes, and callers that name no plane, keep `sigma_gain`."""
+    from dataclasses import replace
+
+    n6q = replace(
+        N6, name="dncnn6-n-int8", precision="int8", sigma_gain=1.1, plane_sigma_gains=(("Y", 1.05),)
+    )
+    chosen = {
+        plane: selection.choose(Denoise(auto=True), 20.0, [n6q], 6, precision="int8", plane=plane)
+        for plane in ("Y", "C1", "")
+    }
+    assert {p: c.sigma for p, c in chosen.items()} == {"Y": 20.0, "C1": 20.0, "": 20.0}
+    assert chosen["Y"].model_sigma == pytest.approx(21.0)
+    assert chosen["C1"].model_sigma == chosen[""].model_sigma == pytest.approx(22.0)
+    named = selection.choose(Denoise(model="dncnn6-n-int8"), 20.0, [n6q], 6, n6q, plane="Y")
+    assert named.model_sigma == pytest.approx(21.0)
