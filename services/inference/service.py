@@ -26,13 +26,12 @@ from typing import Literal, TypeVar
 
 import numpy as np
 from opentelemetry import trace
-from PIL import Image
 
 from pixmesh.common.v1 import job_pb2, operations_pb2
-from services.inference import errors, imageio, noise, selection, tiling
+from services.inference import errors, imageio, noise, resample, selection, tiling
 from services.inference.imageio import Decoded, Encoded
-from services.inference.repository import ModelConfig
 from services.inference.models import LoadedModel, ModelManager
+from services.inference.repository import ModelConfig
 from services.inference.runner import CUDA
 from services.runtime import metrics
 from services.runtime.imageprobe import Format, ProbeLimits
@@ -68,6 +67,12 @@ class _Plane:
     resolution: float = 1.0  # `data`'s size relative to the image
     denoise: bool = True  # False: the plane's noise is negligible, it is left as it is
 
+    @property
+    def kind(self) -> str:
+        """For a σ gain per plane kind (ModelConfig.gain): the name, with "@<resolution>" when
+        the plane is denoised at reduced resolution ("C1@0.5")."""
+        return self.name if self.resolution == 1.0 else f"{self.name}@{self.resolution:g}"
+
 
 @dataclass(frozen=True)
 class _Planes:
@@ -93,11 +98,6 @@ Precision = Literal["auto", "fp32", "int8"]
 # invariant, so their errors partly average out: a known gain for DnCNN-type models, for 8x
 # the model's work (README, "Denoising").
 ENSEMBLE_PASSES = 8
-
-
-class InferenceService:
-    def __init__(
-        self,
 # Model blend (opt-in, `blend` > 0): on a colour image where `auto` runs a deeper model on a
 # plane, the plane is also denoised by the BLEND_DEPTH model `auto` would pick for it (same σ,
 # same passes) and the two outputs are averaged, `blend` being the share of the shallow one,
@@ -111,6 +111,11 @@ class _Blend:
     choice: selection.Choice
     model: LoadedModel
     weight: float  # the share of this model's output in the plane's
+
+
+class InferenceService:
+    def __init__(
+        self,
         models: ModelManager,
         executor: Executor,
         limits: ProbeLimits,
@@ -120,12 +125,12 @@ class _Blend:
         precision: Precision = "auto",
         chroma_scale: int = 0,
         ensemble: int = 0,
+        blend: float = 0.0,
     ) -> None:
         """`precision`: the models `auto` prefers (auto: int8 on a CPU, fp32 on a GPU);
         `chroma_scale`: OPPONENT's chroma planes with σ ≥ CHROMA_REDUCED_FROM_SIGMA are
         denoised at 1/chroma_scale of the image's width and height (0: 2 on a CPU, 1 on a
         GPU); `ensemble`: orientations each plane is denoised in and averaged over (1, or
-        blend: float = 0.0,
         ENSEMBLE_PASSES; 0: 8 on a GPU, 1 on a CPU); `blend`: the model blend's share of
         the BLEND_DEPTH model (0: off, the default everywhere)."""
         self.models = models
@@ -136,12 +141,12 @@ class _Blend:
         self._precision = precision
         self._chroma_scale = chroma_scale
         self._ensemble = ensemble
+        self._blend = blend
 
     @property
     def default_depth(self) -> int:
         if self._default_depth:
             return self._default_depth
-        self._blend = blend
         return 17 if self.models.provider == CUDA else 6
 
     @property
@@ -162,15 +167,15 @@ class _Blend:
             return self._ensemble
         return ENSEMBLE_PASSES if self.models.provider == CUDA else 1
 
+    @property
+    def blend(self) -> float:
+        return self._blend
+
     # ---- entry points ---------------------------------------------------------------------
 
     async def denoise(
         self,
         data: bytes,
-    @property
-    def blend(self) -> float:
-        return self._blend
-
         operations: Sequence[operations_pb2.Denoise],
         *,
         deadline: float | None = None,
@@ -230,6 +235,7 @@ class _Blend:
                     self.default_depth,
                     named,
                     precision,
+                    plane=plane.kind,
                 )
                 work.append((plane, choice, self.models.get(choice.config.name)))
             if not work:  # nothing noisy enough: still run the luma, as asked
@@ -240,18 +246,18 @@ class _Blend:
                 )
                 choice = selection.choose(
                     plane_op, plane.model_sigma, loaded_configs, self.default_depth, named,
-                    precision,
+                    precision, plane=plane.kind,
                 )  # fmt: skip
                 work.append((plane, choice, self.models.get(choice.config.name)))
+            blends: dict[int, _Blend] = {}  # by id(plane)
+            if named is None:
+                blends = self._blends(planes, work, op, loaded_configs, precision)
             first, first_model = work[0][1], work[0][2]
             span.set_attributes(
                 {
                     "pixmesh.model": first.config.key,
                     "pixmesh.execution_provider": first_model.provider,
                     "pixmesh.sigma": first.sigma,
-            blends: dict[int, _Blend] = {}  # by id(plane)
-            if named is None:
-                blends = self._blends(planes, work, op, loaded_configs, precision)
                     "pixmesh.width": decoded.width,
                     "pixmesh.height": decoded.height,
                     "pixmesh.color_mode": ColorMode.Name(planes.mode),
@@ -289,34 +295,34 @@ class _Blend:
             metrics.INFERENCE_TILES(choice.config.name, model.provider).inc(
                 len(plane_tiles) * passes
             )
-        chosen = {id(plane): choice for plane, choice, _ in work}
-        plane_reports = []
-        for plane, sigma_after in zip(planes.planes, after, strict=True):
-            c = chosen.get(id(plane))
-            plane_reports.append(
-                job_pb2.DenoisePlaneReport(
             if (b := blends.get(id(plane))) is not None:
                 metrics.INFERENCE_TILES(b.choice.config.name, b.model.provider).inc(
                     len(plane_tiles) * passes
                 )
+        chosen = {id(plane): choice for plane, choice, _ in work}
+        plane_reports = []
+        for plane, sigma_after in zip(planes.planes, after, strict=True):
+            c = chosen.get(id(plane))
+            b = blends.get(id(plane))
+            plane_reports.append(
+                job_pb2.DenoisePlaneReport(
                     plane=plane.name,
                     sigma_before=round(plane.sigma_before, 3),
                     sigma_after=round(sigma_after, 3),
                     sigma=round(c.sigma / plane.sigma_scale, 3) if c else 0.0,
-            b = blends.get(id(plane))
                     model=c.config.name if c else "",
                     model_version=c.config.version if c else "",
                     resolution=plane.resolution,
                     passes=passes if c else 0,
+                    blend_model=b.choice.config.name if b else "",
+                    blend_model_version=b.choice.config.version if b else "",
+                    blend_weight=b.weight if b else 0.0,
                 )
             )
         report = job_pb2.DenoiseReport(
             model=first.config.name,
             model_version=first.config.version,
             sigma=round(first.sigma / work[0][0].sigma_scale, 3),
-                    blend_model=b.choice.config.name if b else "",
-                    blend_model_version=b.choice.config.version if b else "",
-                    blend_weight=b.weight if b else 0.0,
             sigma_before=round(planes.sigma_before, 3),
             sigma_after=round(_summary(planes.mode, after), 3),
             execution_provider=first_model.provider,
@@ -327,12 +333,6 @@ class _Blend:
         )
         return result, report
 
-    async def _denoise_plane(
-        self,
-        model: LoadedModel,
-        plane: np.ndarray,
-        choice: selection.Choice,
-        deadline: float | None,
     def _blends(
         self,
         planes: _Planes,
@@ -354,7 +354,7 @@ class _Blend:
                 continue
             plane_op = operations_pb2.Denoise(auto=op.auto, sigma=op.sigma * plane.sigma_scale)
             other = selection.choose(
-                plane_op, plane.model_sigma, shallow, BLEND_DEPTH, None, precision
+                plane_op, plane.model_sigma, shallow, BLEND_DEPTH, None, precision, plane=plane.kind
             )
             blends[id(plane)] = _Blend(other, self.models.get(other.config.name), weight)
         return blends
@@ -375,6 +375,12 @@ class _Blend:
         other = await self._denoise_plane(blend.model, plane, blend.choice, deadline, passes)
         return await self._cpu(_mix, out, other, blend.weight)
 
+    async def _denoise_plane(
+        self,
+        model: LoadedModel,
+        plane: np.ndarray,
+        choice: selection.Choice,
+        deadline: float | None,
         passes: int = 1,
     ) -> np.ndarray:
         """The denoised plane; with `passes` > 1, the mean over that many orientations
@@ -456,12 +462,6 @@ def _accumulate(total: np.ndarray | None, out: np.ndarray, t: int) -> np.ndarray
     return total
 
 
-def _prepare(decoded: Decoded, mode: ColorMode.ValueType, chroma_scale: int) -> _Planes:
-    px = decoded.pixels
-    if px.ndim == 2:
-        grey = px.astype(np.float32)
-        sigma = noise.estimate_sigma(grey)
-        plane = _Plane("grey", grey, sigma, sigma, 1.0)
 def _mix(out: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:
     """(1 - weight) × out + weight × other, in `out` (the caller's own array)."""
     out *= np.float32(1.0 - weight)
@@ -469,6 +469,12 @@ def _mix(out: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
+def _prepare(decoded: Decoded, mode: ColorMode.ValueType, chroma_scale: int) -> _Planes:
+    px = decoded.pixels
+    if px.ndim == 2:
+        grey = px.astype(np.float32)
+        sigma = noise.estimate_sigma(grey)
+        plane = _Plane("grey", grey, sigma, sigma, 1.0)
         return _Planes([plane], sigma, operations_pb2.Denoise.COLOR_MODE_UNSPECIFIED)
     if mode == operations_pb2.Denoise.PER_CHANNEL:
         planes = []
@@ -491,7 +497,7 @@ def _mix(out: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:
         resolution = 1.0
         if k > 0 and chroma_scale > 1 and sigmas[k] >= CHROMA_REDUCED_FROM_SIGMA:
             # White noise averaged over n×n pixels has σ/n: the model gets that σ.
-            p = _downscale(p, chroma_scale)
+            p = resample.downscale(p, chroma_scale)
             resolution = 1.0 / chroma_scale
             scale *= resolution
         planes.append(
@@ -515,35 +521,24 @@ def _luminance(px: np.ndarray) -> _Planes:
     return _Planes([plane], before, operations_pb2.Denoise.LUMINANCE, luma)
 
 
-def _downscale(plane: np.ndarray, n: int) -> np.ndarray:
-    """Mean of n×n blocks (the edge repeated to a multiple of n)."""
-    h, w = plane.shape
-    ph, pw = -h % n, -w % n
-    if ph or pw:
-        plane = np.pad(plane, ((0, ph), (0, pw)), mode="edge")
-    out: np.ndarray = plane.reshape((h + ph) // n, n, (w + pw) // n, n).mean(axis=(1, 3))
-    return out.astype(np.float32)
-
-
-def _upscale(plane: np.ndarray, n: int, height: int, width: int) -> np.ndarray:
-    """Bilinear back to n times the size (pixel centres aligned), cropped to height×width."""
-    size = (plane.shape[1] * n, plane.shape[0] * n)
-    big = np.asarray(Image.fromarray(plane, "F").resize(size, Image.Resampling.BILINEAR))
-    return big[:height, :width]
-
-
 def _finish(decoded: Decoded, planes: _Planes) -> tuple[Decoded, list[float]]:
     """The denoised image and each plane's σ after."""
-    h, w = decoded.height, decoded.width
     if planes.mode == operations_pb2.Denoise.LUMINANCE:
         assert planes.luma is not None
         pixels = noise.replace_luminance(decoded.pixels, planes.luma, planes.planes[0].data)
         after = [noise.estimate_sigma(noise.luminance(pixels))]
     elif planes.mode == operations_pb2.Denoise.OPPONENT:
-        full = [
-            p.data if p.resolution == 1.0 else _upscale(p.data, round(1 / p.resolution), h, w)
-            for p in planes.planes
-        ]
+        luma = planes.planes[0].data  # Y: always at full resolution
+        guides: dict[int, resample.Guide] = {}
+        full = []
+        for p in planes.planes:
+            if p.resolution == 1.0:
+                full.append(p.data)
+                continue
+            n = round(1 / p.resolution)
+            if n not in guides:
+                guides[n] = resample.guide(luma, n)
+            full.append(resample.upscale_guided(p.data, guides[n]))
         pixels = noise.from_opponent(full)
         after = list(noise.estimate_opponent_sigmas(pixels))
     else:
