@@ -4,6 +4,7 @@ or fail. Results: BENCHMARKS.md (issue 16).
     .venv/bin/python -m bench.seaweedfs                       # 4,000 objects of 64 KiB per variant
     .venv/bin/python -m bench.seaweedfs --objects 8000 --size-kib 32
     .venv/bin/python -m bench.seaweedfs --memory off,256MiB,320MiB --rounds 2   # memory settings
+    .venv/bin/python -m bench.seaweedfs --churn 32 --rate 20 --horizon-s 60      # disk under churn
 
 For each variant of the local stack's `weed mini` flags (the old 16 MB volumes with the in-memory
 needle map; the current ones, deploy/local/servers.py) it starts a SeaweedFS of its own on free
@@ -19,6 +20,13 @@ gets a fresh server that takes the bulk bench's traffic in miniature: `--big-obj
 twice. It prints the server's peak RSS (VmHWM), its CPU seconds (user + system, /proc) and the
 driver's wall time; candidates run in turn, `--rounds` times, so that each round compares them
 at the same machine load.
+
+`--churn MINUTES` measures what retention leaves on disk: a server with the stack's flags takes
+`--rate` PUTs a second and each object is deleted `--horizon-s` after its PUT (one multi-delete
+per pass, as the tenant retention deletes); every 30 s it prints the bytes written, the bytes
+live and the data folder. A deleted object's bytes stay in its volume file until the master
+vacuums the volume (`--vacuum-s`, weed's default 840 s), so the folder is a sawtooth over the
+bytes live.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from deploy.local import Ports
 from deploy.local.servers import S3_ACCESS_KEY, S3_SECRET_KEY, s3_identities, seaweedfs_spec
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from mypy_boto3_s3 import S3Client
 
 VARIANTS = {"16MB-memory": (16, "memory"), "1024MB-leveldb": (1024, "leveldb")}
@@ -58,7 +68,12 @@ def _sample(pid: int, data_dir: Path) -> tuple[float, int, int]:
 
 
 def _start(
-    variant: str, data_dir: Path, ports: Ports, log: Path, go_env: dict[str, str] | None = None
+    variant: str,
+    data_dir: Path,
+    ports: Ports,
+    log: Path,
+    go_env: dict[str, str] | None = None,
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     size_mb, index = VARIANTS[variant]
     identities = data_dir.parent / "identities.json"
@@ -68,7 +83,8 @@ def _start(
     env = dict(spec.env or os.environ)
     if go_env is not None:  # exactly these Go settings, whatever the stack's default is
         env = {k: v for k, v in env.items() if k not in ("GOMEMLIMIT", "GOGC")} | go_env
-    proc = subprocess.Popen(spec.argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    argv = [*spec.argv, *extra]
+    proc = subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -187,6 +203,53 @@ def run(variant: str, objects: int, size: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def churn(minutes: float, rate: float, size: int, horizon_s: float, vacuum_s: int) -> None:
+    """What retention leaves on disk: PUT `rate` objects a second, DELETE each `horizon_s` after
+    its PUT (as the tenant retention does), and print the data folder against the bytes live."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-weed-churn-"))
+    ports = Ports.free()
+    data_dir = tmp / "data"
+    extra = [f"-master.vacuumIntervalSeconds={vacuum_s}"] if vacuum_s else []
+    proc = _start("1024MB-leveldb", data_dir, ports, tmp / "weed.log", extra=extra)
+    s3 = _s3(ports)
+    body = os.urandom(size)
+    print(f"\nchurn: {rate:g} PUT/s of {size // 1024} KiB, each deleted {horizon_s:g} s later,")
+    print(f"vacuum every {vacuum_s or 840} s (garbage threshold 0.3), {minutes:g} minutes")
+    print(f"{'min':>5} {'written MB':>10} {'live MB':>8} {'folder MB':>9} {'RSS MB':>7} {'fds':>4}")
+    live: list[tuple[float, str]] = []
+    written = 0
+    start = time.monotonic()
+    next_sample = start
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            i = 0
+            while (now := time.monotonic()) < start + minutes * 60:
+                due = int((now - start) * rate) - i
+                keys = [f"outputs/{k:08d}" for k in range(i, i + due)]
+                i += due
+                list(pool.map(lambda k: s3.put_object(Bucket="bench", Key=k, Body=body), keys))
+                written += len(keys) * size
+                live.extend((now, k) for k in keys)
+                old = [k for t, k in live if t < now - horizon_s]
+                live = live[len(old) :]
+                for chunk in range(0, len(old), 1000):
+                    batch = [{"Key": k} for k in old[chunk : chunk + 1000]]
+                    s3.delete_objects(Bucket="bench", Delete={"Objects": batch})
+                if now >= next_sample:
+                    rss, fds, _ = _sample(proc.pid, data_dir)
+                    folder = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
+                    print(
+                        f"{(now - start) / 60:>5.1f} {written / 1e6:>10.0f} "
+                        f"{len(live) * size / 1e6:>8.0f} {folder / 1e6:>9.0f} {rss:>7.0f} {fds:>4}",
+                        flush=True,
+                    )
+                    next_sample += 30
+                time.sleep(0.2)
+    finally:
+        _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.seaweedfs")
     parser.add_argument("--objects", type=int, default=4000)
@@ -196,8 +259,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--big-objects", type=int, default=90)
     parser.add_argument("--big-mib", type=int, default=4)
+    parser.add_argument("--churn", type=float, default=0, help="minutes of PUT + DELETE")
+    parser.add_argument("--rate", type=float, default=20, help="--churn: PUTs per second")
+    parser.add_argument("--horizon-s", type=float, default=60, help="--churn: object lifetime")
+    parser.add_argument("--vacuum-s", type=int, default=0, help="--churn: 0 is weed's default")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f}")
+    if args.churn:
+        churn(args.churn, args.rate, args.size_kib * 1024, args.horizon_s, args.vacuum_s)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
     if args.memory:
         size = args.big_mib * 1024 * 1024
         print(f"PUT {args.big_objects} x {args.big_mib} MiB (8 threads), then GET each twice")
