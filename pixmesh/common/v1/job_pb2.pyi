@@ -490,9 +490,9 @@ class DenoisePlaneReport(_message.Message):
     turns); 1 for a single pass, 0 when the plane was left as it was.
     """
     blend_model: _builtins.str
-    """Model blend (the GPU default, README "Denoising"): a second model that also denoised the
-    plane (as many passes, the same σ), and the share of the result that is its output, the
-    rest being `model`'s; empty and 0 when only `model` ran.
+    """Model blend (opt-in, PIXMESH_MODEL_BLEND; README "Denoising"): a second model that also
+    denoised the plane (as many passes, the same σ), and the share of the result that is its
+    output, the rest being `model`'s; empty and 0 when only `model` ran.
     """
     blend_model_version: _builtins.str
     blend_weight: _builtins.float
