@@ -4,7 +4,7 @@ Objects are content-addressed and shared, so each owner decides what nothing ref
 more: the jobs service for outputs (services/jobs/deletion.py: against every remaining job on
 the same source, keeping those a running job may reuse), the gateway for sources (an image's
 bytes go with the last image row of any tenant that has them, under a lock that uploads share:
-GatewayRepository.delete_image). The metadata service forgets the image's metadata and
+GatewayRepository.delete_images). The metadata service forgets the image's metadata and
 similarity entry; its previews (previews/<sha256>-<size>.webp) go with the source bytes.
 
 Every step is idempotent, so a deletion interrupted half-way is finished by calling it again:
@@ -101,9 +101,6 @@ class Deletion:
             objects_kept=resp.keys_kept,
         )
 
-    async def _delete_source(self, sha256: str) -> None:
-        await self._delete_sources([sha256])
-
     async def delete_image(
         self, tenant_id: str, image_id: str, timeout: float
     ) -> pb.DeletionReport:
@@ -121,13 +118,7 @@ class Deletion:
                 metadata_pb2.DeleteImageMetadataRequest(tenant_id=tenant_id, sha256=image.sha256),
                 timeout=timeout,
             )
-        gone = await self.repo.delete_image(tenant_id, image_id, self._delete_source)
-        if gone is not None:
-            report.images_deleted = 1
-            if gone[1]:
-                report.objects_deleted += 1
-            else:
-                report.objects_kept += 1
+        await self._delete_rows(tenant_id, [image_id], report)
         return report
 
     async def delete_job(self, tenant_id: str, job_id: str, timeout: float) -> pb.DeletionReport:
@@ -150,7 +141,8 @@ class Deletion:
                 metadata_pb2.DeleteImageMetadataRequest(tenant_id=tenant_id, all_images=True),
                 timeout=timeout,
             )
-        await self._delete_images(tenant_id, None, report)
+        while due := await self.repo.due_images(tenant_id, None, RETENTION_IMAGE_BATCH):
+            await self._delete_rows(tenant_id, [i for i, _ in due], report)
         # Its upload rules too: left behind, they would run on whatever it uploads next.
         await delete_tenant_rules(self.repo.pool, tenant_id)
         if delete_keys:
@@ -158,19 +150,15 @@ class Deletion:
                 await self.announce(digest)
         return report
 
-    async def _delete_images(
-        self, tenant_id: str, created_before: datetime | None, report: pb.DeletionReport
+    async def _delete_rows(
+        self, tenant_id: str, image_ids: list[str], report: pb.DeletionReport
     ) -> None:
-        while ids := await self.repo.image_ids(tenant_id, created_before):
-            for image_id in ids:
-                gone = await self.repo.delete_image(tenant_id, image_id, self._delete_source)
-                if gone is None:
-                    continue
-                report.images_deleted += 1
-                if gone[1]:
-                    report.objects_deleted += 1
-                else:
-                    report.objects_kept += 1
+        """The image rows, and the bytes no other image has left (GatewayRepository.
+        delete_images), counted into `report`."""
+        images, sources = await self.repo.delete_images(tenant_id, image_ids, self._delete_sources)
+        report.images_deleted += images
+        report.objects_deleted += sources
+        report.objects_kept += images - sources
 
     # ---- retention ------------------------------------------------------------------------
 
@@ -203,12 +191,7 @@ class Deletion:
                 ),
                 timeout=timeout,
             )
-        images, sources = await self.repo.delete_images(
-            tenant_id, [i for i, _ in free], self._delete_sources
-        )
-        report.images_deleted = images
-        report.objects_deleted += sources
-        report.objects_kept += images - sources
+        await self._delete_rows(tenant_id, [i for i, _ in free], report)
         return report
 
     async def _delete_sources(self, sha256s: list[str]) -> None:

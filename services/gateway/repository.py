@@ -30,7 +30,7 @@ LIMIT_COLUMNS = ("requests_per_second", "running_jobs", "jobs_per_day", "stored_
 
 
 # Transaction-scoped locks on one source's bytes (inputs/<sha256>): uploads share it, the
-# deletion of an image takes it alone (see save_image, delete_image).
+# deletion of an image takes it alone (see save_image, delete_images).
 _SOURCE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('pixmesh-source:' || $1, 0))"
 _SOURCE_LOCK_SHARED = (
     "SELECT pg_advisory_xact_lock_shared(hashtextextended('pixmesh-source:' || $1, 0))"
@@ -99,38 +99,16 @@ class GatewayRepository:
                 await store()
             return await self._save_image(conn, tenant_id, image)
 
-    async def delete_image(
-        self, tenant_id: str, image_id: str, delete_source: Callable[[str], Awaitable[None]]
-    ) -> tuple[str, bool] | None:
-        """Delete the tenant's image row; when no other image (of any tenant) has its bytes,
-        `delete_source(sha256)` removes them before the commit (if it raises, nothing is
-        deleted). Returns (sha256, whether the bytes went), None if there is no such image."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            sha = await conn.fetchval(
-                "DELETE FROM gateway.images WHERE tenant_id=$1 AND image_id=$2 RETURNING sha256",
-                tenant_id,
-                image_id,
-            )
-            if sha is None:
-                return None
-            await conn.execute(_SOURCE_LOCK, sha)
-            shared = await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM gateway.images WHERE sha256=$1)", sha
-            )
-            if not shared:
-                await delete_source(sha)
-            return str(sha), not shared
-
     async def delete_images(
         self,
         tenant_id: str,
         image_ids: Sequence[str],
         delete_sources: Callable[[list[str]], Awaitable[None]],
     ) -> tuple[int, int]:
-        """Several of the tenant's image rows in one transaction (retention's batches), as
-        delete_image does one: the bytes no other image (of any tenant) has left go, all in
-        one `delete_sources(sha256s)` call before the commit. Returns (images deleted, sources
-        deleted); rows another pass deleted first are not counted."""
+        """The tenant's image rows, in one transaction: the bytes no other image (of any
+        tenant) has left go, all in one `delete_sources(sha256s)` call before the commit (if it
+        raises, nothing is deleted). Returns (images deleted, sources deleted); rows another
+        pass deleted first are not counted."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "DELETE FROM gateway.images WHERE tenant_id=$1 AND image_id = ANY($2::text[])"
@@ -154,31 +132,19 @@ class GatewayRepository:
             return len(rows), len(gone)
 
     async def due_images(
-        self, tenant_id: str, created_before: datetime, limit: int
+        self, tenant_id: str, created_before: datetime | None, limit: int
     ) -> list[tuple[str, str]]:
-        """(image id, sha256) of the tenant's images created before `created_before`, oldest
-        first, at most `limit`."""
+        """(image id, sha256) of the tenant's images created before `created_before` (None:
+        all), oldest first, at most `limit`."""
         rows = await self.pool.fetch(
             """SELECT image_id, sha256 FROM gateway.images
-               WHERE tenant_id=$1 AND created_at < $2 ORDER BY created_at LIMIT $3""",
-            tenant_id,
-            created_before,
-            limit,
-        )
-        return [(r["image_id"], r["sha256"]) for r in rows]
-
-    async def image_ids(
-        self, tenant_id: str, created_before: datetime | None = None, limit: int = 500
-    ) -> list[str]:
-        rows = await self.pool.fetch(
-            """SELECT image_id FROM gateway.images
                WHERE tenant_id=$1 AND ($2::timestamptz IS NULL OR created_at < $2)
                ORDER BY created_at LIMIT $3""",
             tenant_id,
             created_before,
             limit,
         )
-        return [r["image_id"] for r in rows]
+        return [(r["image_id"], r["sha256"]) for r in rows]
 
     async def retention(self) -> list[tuple[str, int | None, int | None]]:
         """Tenants with a retention: (tenant, outputs seconds, sources seconds)."""
