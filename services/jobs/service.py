@@ -109,9 +109,12 @@ class JobsService:
             # Only the batch feeder passes it: the job's tasks take the batch lane.
             batch_id=batch_id,
         )
+        # The first task only: no JobStateChanged for the creation. Nobody can be watching a
+        # job before CreateJob returns its id, and WatchJob starts from a read of the job, so
+        # the event would be published, stored and expired unread (a publish, an ack and an
+        # outbox row per job).
         out = Outbox()
         out.task(job, 0)
-        created = out.job_event(job)
         try:
             await self.repo.insert(job, out, webhook.secret if webhook else None)
         except asyncpg.UniqueViolationError:
@@ -121,7 +124,7 @@ class JobsService:
                 raise
             return existing, False
         metrics.JOBS_CREATED().inc()
-        return created, True
+        return mapping.job_proto(job), True
 
     async def _by_key(self, tenant_id: str, key: str, req_hash: str) -> job_pb2.Job | None:
         job = await self.repo.find_by_key(tenant_id, key)

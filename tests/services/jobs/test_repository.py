@@ -147,11 +147,8 @@ async def test_create_plans_stages_and_enqueues_the_first_task(
     assert await service.get_job(TENANT, job.job_id) == job
 
     rows = await outbox(pool, job.job_id)
-    # The task first, then the job's first state: the relay publishes in this order.
-    assert [r["subject"] for r in rows] == [
-        "pixmesh.task.imaging",
-        f"pixmesh.event.job.{job.job_id}",
-    ]
+    # The first task alone: no JobStateChanged for the creation (no one can watch the job yet).
+    assert [r["subject"] for r in rows] == ["pixmesh.task.imaging"]
     assert rows[0]["msg_id"] == f"{job.job_id}.0"
     (task,) = await tasks(pool, job.job_id)
     assert task.task_id == f"{job.job_id}.0" and task.tenant_id == TENANT
@@ -159,8 +156,7 @@ async def test_create_plans_stages_and_enqueues_the_first_task(
     assert task.input_key == f"inputs/{img.sha256}" and task.source == img
     assert task.deadline.ToDatetime(UTC) == job.created_at.ToDatetime(UTC) + timedelta(seconds=600)
     assert not task.renditions
-    (event,) = await job_events(pool, job.job_id)
-    assert event.tenant_id == TENANT and event.job == job
+    assert await job_events(pool, job.job_id) == []
 
 
 async def test_events_run_the_stages_to_success(service: JobsService, pool: asyncpg.Pool) -> None:
@@ -205,10 +201,11 @@ async def test_events_run_the_stages_to_success(service: JobsService, pool: asyn
         (2, "imaging", "outputs/a.png"),
     ]
     events = await job_events(pool, job.job_id)
-    # created, then one per applied event; the last is the final state.
-    assert len(events) == 7
+    # One per applied event (none for the creation); the last is the final state.
+    assert len(events) == 6
     assert events[-1].job == done
-    assert [e.job.state for e in events] == [J.PENDING] + [J.RUNNING] * 5 + [J.SUCCEEDED]
+    assert [e.job.state for e in events] == [J.RUNNING] * 5 + [J.SUCCEEDED]
+    assert all(e.tenant_id == TENANT for e in events)
 
 
 def task_subjects(rows: list[asyncpg.Record]) -> list[str]:
@@ -450,10 +447,7 @@ async def test_outbox_is_claimed_in_order_and_deleted_on_commit(
     async with pool.acquire() as conn, conn.transaction():
         batch = await claim(conn, limit=10_000)
         mine = [m for m in batch if m.msg_id.startswith(job.job_id)]
-        assert [m.subject for m in mine] == [
-            "pixmesh.task.imaging",
-            f"pixmesh.event.job.{job.job_id}",
-        ]
+        assert [m.subject for m in mine] == ["pixmesh.task.imaging"]
         assert [m.id for m in batch] == sorted(m.id for m in batch)
         assert all(isinstance(m.headers, dict) for m in batch)
         # Claimed rows are locked: a concurrent relay skips them.
