@@ -140,6 +140,7 @@ def _batches(
             max_open=settings.batch_max_open,
             lane_backlog=settings.batch_lane_backlog,
             tick_s=settings.batch_tick_s,
+            idle_s=settings.batch_idle_s,
             max_renditions=settings.max_renditions,
             limits=ProbeLimits(settings.max_input_bytes, settings.max_pixels, settings.max_frames),
         ),

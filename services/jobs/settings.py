@@ -43,6 +43,9 @@ class JobsSettings(WorkerSettings):
     batch_lane_backlog: int = Field(default=2, ge=1)
     # How often a running batch is looked at when its last round had nothing to do.
     batch_tick_s: float = Field(default=0.1, gt=0)
+    # How often the feeder looks for batches when it holds none (a batch created on this
+    # replica wakes it at once).
+    batch_idle_s: float = Field(default=1.0, gt=0)
 
     @property
     def processed_events_floor_s(self) -> float:

@@ -1,0 +1,65 @@
+"""The batch feeder's pace against a real Postgres (tests/services/jobs/conftest.py): it looks
+again every `tick_s` while it holds a batch, every `idle_s` when it holds none, and a batch
+created on its replica wakes it at once (issue 10: the idle feeder no longer polls ten times a
+second)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+import asyncpg
+import pytest
+
+from pixmesh.jobs.v1 import batches_pb2
+from services.jobs.batches import Batches, BatchPolicy
+from services.jobs.connections import Bucket, ConnectionStore
+from services.jobs.service import JobsService
+from services.runtime.secrets import SecretBox
+from services.runtime.storage import Storage
+from tests.services.jobs.test_repository import TENANT, image, resize
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_batch_created_here_wakes_the_idle_feeder(
+    service: JobsService, pool: asyncpg.Pool
+) -> None:
+    # An images batch reads no storage: the platform's bucket and storage are never touched.
+    batches = Batches(
+        pool,
+        service,
+        cast(Storage, None),
+        cast(Bucket, None),
+        ConnectionStore(pool, SecretBox(())),
+        # Idle, the feeder would not look again within the test: only the wake-up can feed it.
+        policy=BatchPolicy(idle_s=3600.0),
+    )
+    stop = asyncio.Event()
+    feeder = asyncio.create_task(batches.feed(stop))
+    try:
+        # Its first rounds find nothing to hold (other tests' batches ended): it goes idle.
+        await asyncio.sleep(0.3)
+        assert not feeder.done()
+        batch, created = await batches.create(
+            batches_pb2.CreateBatchRequest(
+                tenant_id=TENANT, images=[image(), image()], operations=[resize(10)]
+            )
+        )
+        assert created
+        # Polled (nothing signals a submission): 30 s is far past `tick_s`, far short of idle_s.
+        for _ in range(600):
+            unsubmitted = await pool.fetchval(
+                "SELECT count(*) FROM jobs.batch_items WHERE batch_id = $1 AND job_id IS NULL",
+                batch.batch_id,
+            )
+            if not unsubmitted:
+                break
+            await asyncio.sleep(0.05)
+        assert unsubmitted == 0
+    finally:
+        stop.set()
+        # Stopping wakes it too: it ends without waiting out `idle_s`.
+        async with asyncio.timeout(10):
+            await feeder
+    await batches.cancel(TENANT, batch.batch_id)
