@@ -3,11 +3,16 @@ read from and written to its rows. The rules that change a job are the service's
 (services/jobs/service.py); what the records mean as protobuf is services/jobs/mapping.py.
 
 Round trips are the cost that matters here (each is also a span): a change reads the job and
-its stages in one statement (the job row locked; for a worker event, the event id recorded in
-the same statement), the service applies a rule of `statemachine` in memory, and `save` writes
-the changed rows, the outbox messages and the relay's NOTIFY in a second statement. BEGIN and
-the pool's reset of a connection on release are round trips that say nothing about a job: they
-are not traced (services/runtime/db.py).
+its stages in one statement, the service applies a rule of `statemachine` in memory, and `save`
+writes the changed rows, the outbox messages and the relay's NOTIFY in a second statement.
+Commands (cancel, retry, the deadline sweep) lock the job row and its stages in a transaction.
+A worker event, the hot path, takes no lock and no transaction: it reads the job with its
+version (the job row's `xmin`, the transaction that last wrote it: every change of a job or of
+its stages writes the job row), and its save is one statement that writes only if the job row
+still has that version, recording the event id in the same statement (two round trips instead
+of BEGIN, lock, save, COMMIT). A save that finds the job changed writes nothing and the service
+reads again. BEGIN and the pool's reset of a connection on release are round trips that say
+nothing about a job: they are not traced (services/runtime/db.py).
 """
 
 from __future__ import annotations
@@ -57,12 +62,14 @@ _BY_KEY = f"""SELECT {_JOB_COLUMNS} FROM jobs.jobs j {_JOIN_STAGES}
 _LOCK = f"""SELECT {_JOB_COLUMNS}, now() AS now FROM jobs.jobs j {_JOIN_STAGES}
     WHERE j.job_id = $1 {{}} ORDER BY s.idx FOR UPDATE OF j, s"""
 
-# A worker event: recorded as processed (a duplicate finds it there and reads nothing) and the
-# job locked, in one statement.
-_LOCK_FOR_EVENT = f"""WITH fresh AS (
-        INSERT INTO jobs.processed_events (event_id) VALUES ($2)
-        ON CONFLICT DO NOTHING RETURNING event_id)
-    {_LOCK.format("AND EXISTS (SELECT FROM fresh)")}"""
+# A worker event: the job as it is, unlocked, with its version and the statement's time; no
+# rows when the event was applied before (a duplicate). One snapshot: the job, its stages and
+# the processed-event check agree.
+_READ_FOR_EVENT = f"""SELECT {_JOB_COLUMNS}, now() AS now, j.xmin AS version
+    FROM jobs.jobs j {_JOIN_STAGES}
+    WHERE j.job_id = $1
+        AND NOT EXISTS (SELECT FROM jobs.processed_events WHERE event_id = $2)
+    ORDER BY s.idx"""
 
 _LOCK_OVERDUE = f"""WITH due AS (
         SELECT job_id FROM jobs.jobs
@@ -92,12 +99,20 @@ _CREATE = """WITH job AS (
 # Writes back what a transition changed: the job row, the changed stages, the messages. A job
 # that ends makes its webhook's delivery due (a replayed job that ends again delivers again), and
 # wakes the delivery loop; for other changes the webhook update is a no-op on a constant-false
-# condition.
+# condition. With a version ($28, a worker event's save), the job row is written only if it
+# still has it (Postgres re-checks the condition on the latest row after waiting for a
+# concurrent writer), and everything else only if the job row was: the event id ($29) is
+# recorded, the stages and messages written. `saved` says whether it was.
 _SAVE = (
     """WITH job AS (
         UPDATE jobs.jobs SET state = $2, metadata = $3, error_code = $4, error_reason = $5,
             error_message = $6, deadline = $7, updated_at = $8, finished_at = $9
-        WHERE job_id = $1
+        WHERE job_id = $1 AND ($28::xid IS NULL OR xmin = $28::xid)
+        RETURNING job_id
+    ), fresh AS (
+        INSERT INTO jobs.processed_events (event_id)
+        SELECT $29::text FROM job WHERE $29::text IS NOT NULL
+        ON CONFLICT DO NOTHING
     ), stages AS (
         UPDATE jobs.stages AS s SET state = v.state, attempts = v.attempts,
             input_key = v.input_key, output_key = v.output_key, output = v.output,
@@ -105,22 +120,25 @@ _SAVE = (
             error_code = v.error_code, error_reason = v.error_reason,
             error_message = v.error_message, started_at = v.started_at,
             finished_at = v.finished_at
-        FROM unnest($10::int[], $11::text[], $12::int[], $13::text[], $14::text[], $15::bytea[],
-                    $16::bytea[], $17::bytea[], $18::text[], $19::text[], $20::text[],
-                    $21::timestamptz[], $22::timestamptz[])
+        FROM job, unnest($10::int[], $11::text[], $12::int[], $13::text[], $14::text[],
+                    $15::bytea[], $16::bytea[], $17::bytea[], $18::text[], $19::text[],
+                    $20::text[], $21::timestamptz[], $22::timestamptz[])
             AS v(idx, state, attempts, input_key, output_key, output, reports, rendition_outputs,
                  error_code, error_reason, error_message, started_at, finished_at)
-        WHERE s.job_id = $1 AND s.idx = v.idx
+        WHERE s.job_id = job.job_id AND s.idx = v.idx
     ), webhook AS (
-        UPDATE jobs.webhook_deliveries SET state = 'PENDING', attempts = 0, last_error = NULL,
+        UPDATE jobs.webhook_deliveries w SET state = 'PENDING', attempts = 0, last_error = NULL,
             delivered_at = NULL, event_id = $27, next_attempt_at = $8
-        WHERE job_id = $1 AND $2 IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
-        RETURNING job_id
+        FROM job
+        WHERE w.job_id = job.job_id AND $2 IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+        RETURNING w.job_id
     ), """
-    + OUTBOX_CTE.format(headers="$26", source="", arrays="$23::text[], $24::text[], $25::bytea[]")
+    + OUTBOX_CTE.format(
+        headers="$26", source="job,", arrays="$23::text[], $24::text[], $25::bytea[]"
+    )
     + ", (SELECT pg_notify('"
     + WEBHOOK_CHANNEL
-    + "', '') FROM webhook)"
+    + "', '') FROM webhook), (SELECT count(*) FROM job) AS saved"
 )
 
 
@@ -156,8 +174,11 @@ _TRIM_PROCESSED = """DELETE FROM jobs.processed_events p
            ORDER BY processed_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
     WHERE p.event_id = due.event_id"""
 
-# A locked job (None: no such job, or a duplicate event) and the transaction's time.
+# A locked job (None: no such job) and the transaction's time.
 Locked = tuple[sm.JobRecord | None, datetime]
+# A job read for a worker event (None: no such job, or a duplicate event), the statement's time
+# and the job row's version.
+Read = tuple[sm.JobRecord | None, datetime, int]
 
 
 class JobsRepository:
@@ -211,10 +232,14 @@ class JobsRepository:
         return await _lock(conn, _LOCK.format("AND j.tenant_id = $2"), job_id, tenant_id)
 
     @staticmethod
-    async def lock_for_event(conn: asyncpg.Connection, job_id: str, event_id: str) -> Locked:
-        """The job locked for a worker event, the event recorded as processed; (None, now)
-        when the event was processed before (or the job is unknown)."""
-        return await _lock(conn, _LOCK_FOR_EVENT, job_id, event_id)
+    async def read_for_event(conn: asyncpg.Connection, job_id: str, event_id: str) -> Read:
+        """The job as it is for a worker event (not locked), the statement's time and the job
+        row's version, for `save(..., version=, event_id=)`; (None, now, 0) when the event was
+        applied before (or the job is unknown)."""
+        rows = await conn.fetch(_READ_FOR_EVENT, job_id, event_id)
+        if not rows:
+            return None, datetime.now(UTC), 0
+        return _records(rows)[0], rows[0]["now"], rows[0]["version"]
 
     @staticmethod
     async def lock_overdue(
@@ -226,15 +251,20 @@ class JobsRepository:
         return _records(rows), rows[0]["now"] if rows else datetime.now(UTC)
 
     @staticmethod
-    async def save(conn: asyncpg.Connection, job: sm.JobRecord, out: Outbox) -> None:
+    async def save(
+        conn: asyncpg.Connection,
+        job: sm.JobRecord,
+        out: Outbox,
+        *,
+        version: int | None = None,
+        event_id: str | None = None,
+    ) -> bool:
         """Write back what a transition changed (the job row, the changed stages) with the
-        messages announcing it; a job that ended makes its webhook delivery due."""
-        if job.state in sm.TERMINAL and job.finished_at is not None:
-            # Every caller locked an open job: a terminal state here is this transaction's doing.
-            state, seconds = job.state, (job.finished_at - job.created_at).total_seconds()
-            after_commit(lambda: metrics.job_finished(state, seconds))
+        messages announcing it; a job that ended makes its webhook delivery due. Given the
+        `version` `read_for_event` returned (no lock held), write only if the job row still has
+        it, recording `event_id` as applied; False when it did not (nothing written)."""
         stages = [job.stages[i] for i in sorted(job.changed)]
-        await conn.execute(
+        row = await conn.fetchrow(
             _SAVE,
             job.job_id,
             job.state,
@@ -248,8 +278,18 @@ class JobsRepository:
             *_columns(stages, _SAVED_STAGE_COLUMNS),
             *out.params(),
             out.job_event_id,
+            version,
+            event_id,
         )
+        assert row is not None
+        if not row["saved"]:
+            return False
+        if job.state in sm.TERMINAL and job.finished_at is not None:
+            # Every caller read an open job: a terminal state here is this change's doing.
+            state, seconds = job.state, (job.finished_at - job.created_at).total_seconds()
+            after_commit(lambda: metrics.job_finished(state, seconds))
         job.changed.clear()
+        return True
 
     # ---- reads ----------------------------------------------------------------------------
 

@@ -195,31 +195,42 @@ class JobsService:
             return await self._save(conn, job, Outbox())
 
     async def apply_event(self, event: events_pb2.TaskEvent) -> None:
-        """Apply a worker's event exactly once; duplicates and late events are no-ops."""
+        """Apply a worker's event exactly once; duplicates and late events are no-ops.
+
+        Without a lock or a transaction (services/jobs/repository.py): read the job with its
+        version, apply the rule, save if the job is still at that version (the event id is
+        recorded in the same statement); when another change came first (another event of the
+        job, a cancel, on any replica), nothing was written: read again and apply to what it
+        wrote. Each lost race means another change committed, so the loop ends."""
         kind = event.WhichOneof("outcome")
-        async with self.repo.transaction() as conn:
-            job, now = await self.repo.lock_for_event(conn, event.job_id, event.event_id)
-            # A duplicate, an unknown job, or a late event for a cancelled/failed job.
-            if job is None or job.state in sm.TERMINAL:
-                return
-            idx = event.stage_index
-            if kind is None or idx >= len(job.stages):
-                return
-            out = Outbox()
-            if kind == "started":
-                sm.start_stage(job, idx, event.started.attempt, now)
-            elif kind == "completed":
-                done = mapping.completion(event.completed)
-                nxt = sm.complete_stage(job, idx, done, mapping.source_key(job), now)
-                if nxt is not None:
-                    out.task(job, nxt)
-            else:
-                err = event.failed.error
-                sm.fail_stage(
-                    job, idx, event.failed.attempts, err.code, err.reason, err.message, now
+        async with db.connection(self.repo.pool) as conn:
+            while True:
+                job, now, version = await self.repo.read_for_event(
+                    conn, event.job_id, event.event_id
                 )
-            await self._save(conn, job, out)
-            db.after_commit(metrics.JOBS_EVENTS_APPLIED().inc)
+                # A duplicate, an unknown job, or a late event for a cancelled/failed job.
+                if job is None or job.state in sm.TERMINAL:
+                    return
+                idx = event.stage_index
+                if kind is None or idx >= len(job.stages):
+                    return
+                out = Outbox()
+                if kind == "started":
+                    sm.start_stage(job, idx, event.started.attempt, now)
+                elif kind == "completed":
+                    done = mapping.completion(event.completed)
+                    nxt = sm.complete_stage(job, idx, done, mapping.source_key(job), now)
+                    if nxt is not None:
+                        out.task(job, nxt)
+                else:
+                    err = event.failed.error
+                    sm.fail_stage(
+                        job, idx, event.failed.attempts, err.code, err.reason, err.message, now
+                    )
+                out.job_event(job)
+                if await self.repo.save(conn, job, out, version=version, event_id=event.event_id):
+                    metrics.JOBS_EVENTS_APPLIED().inc()
+                    return
 
     async def retry_failed(self, job_id: str) -> job_pb2.Job:
         """Run a FAILED job again from its failed stage (operators replaying a dead letter)."""

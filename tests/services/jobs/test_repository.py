@@ -12,8 +12,9 @@ import pytest
 
 from pixmesh.common.v1 import image_pb2, job_pb2, metadata_pb2, operations_pb2
 from pixmesh.events.v1 import events_pb2
+from services.jobs import statemachine as sm
 from services.jobs.batches import BATCH_KEY_PREFIX
-from services.jobs.outbox import claim
+from services.jobs.outbox import Outbox, claim
 from services.jobs.service import JobsService
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.pipeline import request_hash
@@ -641,3 +642,44 @@ async def test_an_event_that_waited_for_the_job_lock_sees_the_stages_the_other_w
         assert after.stages[0].state == S.SUCCEEDED
         assert after.stages[0].HasField("finished_at")
         assert after.stages[1].state == S.PENDING and after.state == J.RUNNING
+
+
+async def test_an_event_saved_over_a_job_another_change_wrote_writes_nothing(
+    service: JobsService, pool: asyncpg.Pool
+) -> None:
+    """A worker event takes no lock: its save writes only if the job row still has the version
+    it read. Read, then another event lands, then the stale save: nothing is written (not the
+    job, not the stages, not the event id, not a message), and applying it again reads the new
+    job."""
+    job, _ = await service.create_job(TENANT, image(), [resize(10), metadata_op()], "", "h")
+    await service.apply_event(started(job, 0))
+    late = started(job, 0, attempt=2)
+    async with pool.acquire() as conn:
+        stale, now, version = await service.repo.read_for_event(conn, job.job_id, late.event_id)
+        assert stale is not None
+        # Another change commits after the read (the stage succeeds)...
+        await service.apply_event(completed(job, 0, output_key="outputs/x.png", output=output(10)))
+        written = await outbox(pool, job.job_id)
+        # ...so the save of what the read saw (stage 0 back to RUNNING) writes nothing.
+        sm.start_stage(stale, 0, 2, now)
+        out = Outbox()
+        out.job_event(stale)
+        assert not await service.repo.save(
+            conn, stale, out, version=version, event_id=late.event_id
+        )
+    assert await outbox(pool, job.job_id) == written
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM jobs.processed_events WHERE event_id = $1", late.event_id
+    )
+    after = await service.get_job(TENANT, job.job_id)
+    assert after.stages[0].state == S.SUCCEEDED and after.stages[0].attempts == 1
+    # Applied for real, it reads the job as it is: the late start leaves the stage finished
+    # and is recorded, so a duplicate of it reads nothing.
+    await service.apply_event(late)
+    again = await service.get_job(TENANT, job.job_id)
+    assert again.stages[0].state == S.SUCCEEDED and again.stages[1].state == S.PENDING
+    assert await pool.fetchval(
+        "SELECT count(*) FROM jobs.processed_events WHERE event_id = $1", late.event_id
+    )
+    async with pool.acquire() as conn:
+        assert (await service.repo.read_for_event(conn, job.job_id, late.event_id))[0] is None
