@@ -89,10 +89,9 @@ class JobsService:
         req_hash = req_hash or request_hash(
             image, ops, renditions, webhook_url=webhook.url if webhook else ""
         )
-        if idempotency_key:
-            existing = await self._by_key(tenant_id, idempotency_key, req_hash)
-            if existing is not None:
-                return existing, False
+        # A key is not looked up first: the insert meets the job already under it (the unique
+        # constraint), and only then is it read (a round trip less for every new key: the batch
+        # feeder keys each of its jobs).
         now = datetime.now(UTC)
         job = mapping.new_job(
             tenant_id,
@@ -118,7 +117,7 @@ class JobsService:
         try:
             await self.repo.insert(job, out, webhook.secret if webhook else None)
         except asyncpg.UniqueViolationError:
-            # A concurrent request with the same key won the race: answer like a retry.
+            # A retry, or a concurrent request with the same key that won the race.
             existing = await self._by_key(tenant_id, idempotency_key, req_hash)
             if existing is None:
                 raise
