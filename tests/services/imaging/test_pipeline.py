@@ -160,6 +160,18 @@ def test_metadata_and_profile_are_stripped_by_default(
     assert "icc_profile" not in out.info  # sRGB pixels need no profile
 
 
+def test_an_untouched_decoded_file_is_stripped() -> None:
+    # No orientation, profile or operation makes a new image: the strip step gets the decoded
+    # file itself, whose own tags the TIFF encoder would copy (XMP, IPTC, Make).
+    tags = {0x010F: "camera make", 700: b"<x:xmpmeta/>", 33723: b"\x1c\x02"}
+    src = scene()
+    data = encode(src, "TIFF", tiffinfo=tags)
+    assert set(tags) <= set(decode(data).getexif())
+    out = decode(run(data, [], limits=LIMITS).image.data)
+    assert not set(tags) & set(out.getexif())
+    assert "xmp" not in out.info and out.tobytes() == src.tobytes()
+
+
 @pytest.mark.parametrize("target", WITH_METADATA)
 def test_keep_icc_and_copyright(target: image_pb2.ImageFormat.ValueType) -> None:
     icc = icc_profile("wide", SRGB_GREEN, SRGB_RED, SRGB_BLUE)
