@@ -19,8 +19,9 @@ and the jobs service: no gateway, no workers. This process plays both sides of t
            a 50 ms task sends its completion alone; --started-delay-ms 0 sends both, as every
            task did before), published to JetStream with their Nats-Msg-Id.
 
-So each job costs the service what it costs in the mesh: CreateJob, two task events through its
-durable consumer, the outbox relay (one task, three JobStateChanged), a WatchJob stream. The
+So each job costs the service what it costs in the mesh: CreateJob, its task events through its
+durable consumer (one for a task under --started-delay-ms, two above it), the outbox relay (the
+task, then a JobStateChanged per event applied: none for the creation), a WatchJob stream. The
 figures are the CPU time (user + system) of the jobs service process (and of its main thread,
 the event loop, apart: the rest is gRPC's and the span exporter's threads), of Postgres (the
 postmaster and its backends) and of the OTLP sink, read with psutil around each round, divided
