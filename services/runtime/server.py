@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import json
 import logging
@@ -143,6 +144,7 @@ async def _serve_app(settings: S, build: AppFactory[S], stop: asyncio.Event) -> 
         if port == 0:
             raise RuntimeError(f"cannot bind gRPC port {settings.grpc_address}")
         await server.start()
+        _freeze_startup_objects()
 
         workers = [
             asyncio.create_task(w(stop), name=f"worker-{i}") for i, w in enumerate(app.workers)
@@ -169,6 +171,15 @@ async def _serve_app(settings: S, build: AppFactory[S], stop: asyncio.Event) -> 
         log.info("stopped")
         if crashed:
             raise SystemExit(1)
+
+
+def _freeze_startup_objects() -> None:
+    """Move what start-up made (modules, protobuf descriptors, the S3 service model, channels,
+    pools: ~150,000 objects in a service) out of the collector's reach: they live as long as the
+    process, and every full collection scanned them all again, a pause of ~80 ms on the event
+    loop about once per 400 cheap jobs in each service (bench/gc.py)."""
+    gc.collect()
+    gc.freeze()
 
 
 def time_left(context: Ctx, default: float) -> float:
