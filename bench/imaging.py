@@ -44,6 +44,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -500,6 +501,15 @@ class Side:
         parts.append(f"client {self.client_cpu / self.jobs * 1000:.0f}")
         return ", ".join(parts)
 
+    def breakdown_fine(self) -> str:
+        """CPU ms per job of every process that used any, to a tenth of a millisecond."""
+        costs = sorted(self.server_cpu.items(), key=lambda kv: -kv[1])
+        return ", ".join(
+            f"{name} {cpu / self.jobs * 1000:.1f}"
+            for name, cpu in costs
+            if cpu >= 0.00005 * self.jobs
+        )
+
 
 class MemorySampler:
     """Peak memory of a process and all its descendants, sampled in a thread. RSS summed over
@@ -580,6 +590,8 @@ class CheapFigures:
     create_latencies: list[float] = field(default_factory=list)
     rate: float = 0.0
     late: int = 0  # requests the driver could not start on time (the driver was the limit)
+    # CreateJob alone: CPU of every process per request, its worker stopped (see create_only).
+    create: Side | None = None
 
 
 def open_loop(mesh: Mesh, image_ids: Sequence[str], rate: float, seconds: float) -> CheapFigures:
@@ -638,6 +650,44 @@ class StackFigures:
     renditions: RenditionFigures | None = None
     cheap: CheapFigures | None = None
     repeat: RepeatFigures | None = None
+
+
+# CreateJob alone: a one-stage job for the inference service, which is stopped meanwhile, so
+# that what the processes spend is the request's own work (Envoy, the gateway, imaging's plan,
+# the jobs service and Postgres, the outbox's publish to NATS), not the task's.
+CREATE_ONLY_OPERATIONS = [{"denoise": {"sigma": 25}}]
+
+
+def create_only(
+    mesh: Mesh, stack_pids: Mapping[str, int], image_ids: Sequence[str], count: int, clients: int
+) -> Side:
+    """CPU per CreateJob by process: `count` REST CreateJobs from `clients` threads, with the
+    inference service SIGSTOPped so that no task runs; the jobs are cancelled afterwards and the
+    service resumed (their tasks then end at once as cancelled)."""
+    pids = dict(stack_pids)
+    inference = pids.pop("inference")
+    body = {"operations": CREATE_ONLY_OPERATIONS, "reuse": False}
+    created: list[str] = []
+    lock = threading.Lock()
+
+    def one(http: httpx.Client, i: int) -> None:
+        resp = http.post("/v1/jobs", json={"image_id": image_ids[i % len(image_ids)], **body})
+        resp.raise_for_status()
+        with lock:
+            created.append(resp.json()["job"]["job_id"])
+
+    side = Side()
+    os.kill(inference, signal.SIGSTOP)
+    try:
+        drive(clients * 5, clients, one, mesh.client)  # warm-up
+        settle(pids)
+        side.measure(lambda: drive(count, clients, one, mesh.client), count, pids)
+    finally:
+        with mesh.client() as http:
+            for job_id in created:
+                http.post(f"/v1/jobs/{job_id}:cancel")
+        os.kill(inference, signal.SIGCONT)
+    return side
 
 
 def bench_stack(args: argparse.Namespace, work: Path) -> StackFigures:
@@ -721,6 +771,11 @@ def bench_stack(args: argparse.Namespace, work: Path) -> StackFigures:
                 figures.cheap.create_latencies = timed.create_latencies
                 figures.cheap.rate, figures.cheap.late = timed.rate, timed.late
                 settle(stack_pids, timeout_s=300)  # the jobs drain before the next round
+            if args.create_count:
+                figures.cheap.create = create_only(
+                    mesh, stack_pids, cheap_ids, args.create_count, args.clients
+                )
+                settle(stack_pids, timeout_s=300)
         if "repeat" in args.only:
             fresh = [photo(PHOTO_12MP, seed=500 + i) for i in range(args.repeat_images)]
             fresh_ids = mesh.upload(fresh)
@@ -954,6 +1009,14 @@ def _report_more(stack: StackFigures, args: argparse.Namespace) -> list[str]:
                 f"{q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms (target <= 50), max "
                 f"{max(c.create_latencies) * 1000:.1f} ms; requests started late: {c.late}"
             )
+        if c.create:
+            k = c.create
+            lines += [
+                f"    CreateJob alone ({k.jobs} requests, {args.clients} clients, a one-stage job"
+                f" whose worker is stopped): CPU per request {k.server_ms:4.1f} ms (target <= 4),"
+                f" client {k.client_cpu / k.jobs * 1000:3.1f} ms",
+                f"      CPU ms per request: {k.breakdown_fine()}",
+            ]
     rep = stack.repeat
     if rep:
         f, a = rep.first, rep.repeat
@@ -997,6 +1060,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rendition-count", type=int, default=24, help="(d) sources")
     parser.add_argument("--cheap-count", type=int, default=200, help="(e) jobs")
     parser.add_argument("--open-loop-rate", type=float, default=50, help="(e) CreateJob/s")
+    parser.add_argument(
+        "--create-count", type=int, default=200, help="(e) CreateJobs alone (0: skip)"
+    )
     parser.add_argument("--open-loop-seconds", type=float, default=10, help="(e) seconds")
     parser.add_argument("--repeat-images", type=int, default=8, help="(f) distinct sources")
     args = parser.parse_args(argv)
