@@ -502,6 +502,7 @@ class DeleteJobsResponse(_message.Message):
     UNREFERENCED_KEYS_FIELD_NUMBER: _builtins.int
     KEYS_KEPT_FIELD_NUMBER: _builtins.int
     IMAGES_RUNNING_FIELD_NUMBER: _builtins.int
+    RELEASED_SOURCES_FIELD_NUMBER: _builtins.int
     jobs_deleted: _builtins.int
     jobs_running: _builtins.int
     """Jobs of the selection still PENDING or RUNNING (not deleted)."""
@@ -517,6 +518,13 @@ class DeleteJobsResponse(_message.Message):
     def images_running(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """With image_ids and fail_if_running: the images whose jobs were kept because one runs."""
 
+    @_builtins.property
+    def released_sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sources (input keys, inputs/<sha256>) of the deleted jobs that no remaining job reads. Whether
+        an image still has one is the gateway's to say (it owns images): the caller deletes those
+        that no image has, such as the objects a batch took from a storage prefix.
+        """
+
     def __init__(
         self,
         *,
@@ -525,10 +533,11 @@ class DeleteJobsResponse(_message.Message):
         unreferenced_keys: _abc.Iterable[_builtins.str] | None = ...,
         keys_kept: _builtins.int = ...,
         images_running: _abc.Iterable[_builtins.str] | None = ...,
+        released_sources: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_running", b"images_running", "jobs_deleted", b"jobs_deleted", "jobs_running", b"jobs_running", "keys_kept", b"keys_kept", "unreferenced_keys", b"unreferenced_keys"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_running", b"images_running", "jobs_deleted", b"jobs_deleted", "jobs_running", b"jobs_running", "keys_kept", b"keys_kept", "released_sources", b"released_sources", "unreferenced_keys", b"unreferenced_keys"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
