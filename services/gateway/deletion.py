@@ -4,7 +4,9 @@ Objects are content-addressed and shared, so each owner decides what nothing ref
 more: the jobs service for outputs (services/jobs/deletion.py: against every remaining job on
 the same source, keeping those a running job may reuse), the gateway for sources (an image's
 bytes go with the last image row of any tenant that has them, under a lock that uploads share:
-GatewayRepository.delete_images). The metadata service forgets the image's metadata and
+GatewayRepository.delete_images; a source that no deleted job's successor reads and no image
+has, such as an object a batch took from a storage prefix, goes with its last job:
+DeleteJobsResponse.released_sources, GatewayRepository.release_sources). The metadata service forgets the image's metadata and
 similarity entry; its previews (previews/<sha256>-<size>.webp) go with the source bytes.
 
 Every step is idempotent, so a deletion interrupted half-way is finished by calling it again:
@@ -31,7 +33,7 @@ from services.gateway.repository import GatewayRepository
 from services.gateway.upload_rules import delete_tenant_rules
 from services.runtime import metrics
 from services.runtime.errors import FailedPrecondition, invalid, rpc_errors
-from services.runtime.storage import Storage, input_key
+from services.runtime.storage import Storage, input_key, input_sha256
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +96,17 @@ class Deletion:
             resp: jobs_pb2.DeleteJobsResponse = await self.jobs.DeleteJobs(request, timeout=timeout)
         if request.fail_if_running and resp.jobs_running:
             raise jobs_running(what)
+        return await self._deleted_jobs(resp)
+
+    async def _deleted_jobs(self, resp: jobs_pb2.DeleteJobsResponse) -> pb.DeletionReport:
+        """What DeleteJobs left to the gateway: the outputs nothing references, and the
+        released sources that no image has."""
         await self.storage.delete_many(resp.unreferenced_keys)
+        shas = [sha for sha in map(input_sha256, resp.released_sources) if sha]
+        sources = await self.repo.release_sources(shas, self._delete_sources)
         return pb.DeletionReport(
             jobs_deleted=resp.jobs_deleted,
-            objects_deleted=len(resp.unreferenced_keys),
+            objects_deleted=len(resp.unreferenced_keys) + sources,
             objects_kept=resp.keys_kept,
         )
 
@@ -174,14 +183,9 @@ class Deletion:
         )
         with rpc_errors():
             resp: jobs_pb2.DeleteJobsResponse = await self.jobs.DeleteJobs(request, timeout=timeout)
-        await self.storage.delete_many(resp.unreferenced_keys)
+        report = await self._deleted_jobs(resp)
         busy = set(resp.images_running)
         free = [(i, sha) for i, sha in due if i not in busy]
-        report = pb.DeletionReport(
-            jobs_deleted=resp.jobs_deleted,
-            objects_deleted=len(resp.unreferenced_keys),
-            objects_kept=resp.keys_kept,
-        )
         if not free:
             return report
         with rpc_errors():

@@ -116,20 +116,18 @@ class GatewayRepository:
                 tenant_id,
                 list(image_ids),
             )
-            shas = sorted({str(r["sha256"]) for r in rows})
-            for sha in shas:  # in one order, so two passes cannot deadlock
-                await conn.execute(_SOURCE_LOCK, sha)
-            shared = {
-                r["sha256"]
-                for r in await conn.fetch(
-                    "SELECT DISTINCT sha256 FROM gateway.images WHERE sha256 = ANY($1::text[])",
-                    shas,
-                )
-            }
-            gone = [sha for sha in shas if sha not in shared]
-            if gone:
-                await delete_sources(gone)
-            return len(rows), len(gone)
+            gone = await _unreferenced(conn, {str(r["sha256"]) for r in rows}, delete_sources)
+            return len(rows), gone
+
+    async def release_sources(
+        self, sha256s: Sequence[str], delete_sources: Callable[[list[str]], Awaitable[None]]
+    ) -> int:
+        """Sources that no job reads any more (DeleteJobsResponse.released_sources): those no
+        image (of any tenant) has go, as in `delete_images`; how many."""
+        if not sha256s:
+            return 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await _unreferenced(conn, set(sha256s), delete_sources)
 
     async def due_images(
         self, tenant_id: str, created_before: datetime | None, limit: int
@@ -301,3 +299,26 @@ def _image(row: asyncpg.Record) -> image_pb2.Image:
         image.video.ParseFromString(row["video"])
     image.created_at.FromDatetime(row["created_at"])
     return image
+
+
+async def _unreferenced(
+    conn: asyncpg.Connection,
+    sha256s: set[str],
+    delete_sources: Callable[[list[str]], Awaitable[None]],
+) -> int:
+    """Under the lock uploads share (a concurrent upload of the same bytes waits, then stores
+    them again), `delete_sources` the shas no image row has; how many. In the caller's
+    transaction."""
+    shas = sorted(sha256s)
+    for sha in shas:  # in one order, so two passes cannot deadlock
+        await conn.execute(_SOURCE_LOCK, sha)
+    shared = {
+        r["sha256"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT sha256 FROM gateway.images WHERE sha256 = ANY($1::text[])", shas
+        )
+    }
+    gone = [sha for sha in shas if sha not in shared]
+    if gone:
+        await delete_sources(gone)
+    return len(gone)

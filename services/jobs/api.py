@@ -57,6 +57,7 @@ class JobsApi(BatchApi, jobs_pb2_grpc.JobsServiceServicer):
             unreferenced_keys=done.unreferenced_keys,
             keys_kept=done.keys_kept,
             images_running=done.images_running,
+            released_sources=done.released_sources,
         )
 
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:

@@ -5,7 +5,9 @@ same bytes, of one tenant or of two, may share an object. A deleted job's object
 therefore checked against every remaining job on the same source (stage 0's input key, indexed
 by migration 0008): keys another job still lists are kept, and so is every key of a source on
 which a job is still PENDING or RUNNING (its worker may find one of them stored and reuse it).
-What is left is returned for the caller to delete from object storage.
+What is left is returned for the caller to delete from object storage. So are the deleted jobs'
+sources that no remaining job reads (`released_sources`): the gateway deletes those that no
+image has (a batch's objects taken from a storage prefix have none), since images are its own.
 
 One transaction: the selected job rows are locked (FOR UPDATE) and deleted (stages and webhook
 deliveries cascade) and the references read after the delete, so a concurrent deletion of the
@@ -38,6 +40,7 @@ class Deleted:
     unreferenced_keys: list[str] = field(default_factory=list)
     keys_kept: int = 0
     images_running: list[str] = field(default_factory=list)
+    released_sources: list[str] = field(default_factory=list)
 
 
 def _keys(row: asyncpg.Record) -> Iterable[str]:
@@ -120,7 +123,8 @@ async def delete_jobs(
             for key in _keys(r):
                 candidates[key] = source_of.get(r["job_id"], "")
         await conn.execute("DELETE FROM jobs.jobs WHERE job_id = ANY($1::text[])", done)
-        sources = sorted({s for s in candidates.values() if s})
+        # Every deleted job's source (one without outputs too), for what others still read.
+        sources = sorted({s for s in source_of.values() if s})
         others = await conn.fetch(
             """SELECT j.state, s.output_key, s.rendition_outputs, first.input_key AS source
                FROM jobs.stages first
@@ -131,6 +135,7 @@ async def delete_jobs(
         )
         referenced: set[str] = set()
         busy_sources: set[str] = set()
+        read = {r["source"] for r in others}
         for r in others:
             if r["state"] in _OPEN:
                 busy_sources.add(r["source"])
@@ -146,4 +151,5 @@ async def delete_jobs(
             unreferenced_keys=free,
             keys_kept=len(candidates) - len(free),
             images_running=busy_images,
+            released_sources=[s for s in sources if s not in read],
         )

@@ -38,8 +38,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+_INPUTS = "inputs/"
+
+
 def input_key(sha256: str) -> str:
-    return f"inputs/{sha256}"
+    return f"{_INPUTS}{sha256}"
+
+
+def input_sha256(key: str) -> str | None:
+    """The sha256 an input key names (None: not an input key)."""
+    return key.removeprefix(_INPUTS) if key.startswith(_INPUTS) else None
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ retention deletes what is due and nothing else."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -77,6 +79,10 @@ async def output_keys(pool: asyncpg.Pool, job_id: str) -> set[str]:
             made = events_pb2.TaskCompleted.FromString(r["rendition_outputs"])
             keys |= {m.key for m in made.rendition_outputs}
     return keys
+
+
+def image_sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def stored(stack: Stack, key: str) -> bool:
@@ -371,6 +377,57 @@ async def test_delete_tenant_data(stack: Stack, pool: asyncpg.Pool) -> None:
     assert await pool.fetchval(rules, tenant) == 0
     # Its keys were revoked with the data.
     assert admin.http.get("/v1/jobs").status_code == 401
+    admin.close()
+
+
+def _batch_jobs(client: Rest, prefix: str) -> dict[str, str]:
+    """A batch over `prefix` of the tenant's own area, to its end: file name -> job id."""
+    body = {"source": {"storage": {"prefix": prefix}}, "operations": RESIZE}
+    resp = client.http.post("/v1/batches", json=body)
+    assert resp.status_code == 200, resp.text
+    batch_id = resp.json()["batch"]["batch_id"]
+    for _ in range(300):
+        batch = client.http.get(f"/v1/batches/{batch_id}").json()["batch"]
+        if batch["state"] != "RUNNING":
+            break
+        time.sleep(0.1)
+    assert batch["state"] == "SUCCEEDED", batch
+    items = client.http.get(f"/v1/batches/{batch_id}/jobs").json()["items"]
+    return {i["name"]: i["job_id"] for i in items}
+
+
+async def test_a_batch_source_goes_with_the_last_job_that_read_it(
+    stack: Stack, pool: asyncpg.Pool
+) -> None:
+    """An object a batch took from a storage prefix has no image row: its stored copy goes with
+    the last job that read it, unless an image of the same bytes still needs it."""
+    tenant = f"del-batch-{uuid.uuid4().hex[:8]}"
+    admin = _client(stack, tenant, "read,write,admin")
+    alone, shared = unique_jpeg(), unique_jpeg()
+    image = admin.upload(shared)  # the same bytes as one of the prefix's objects
+    s3 = stack.s3_client()
+    for name, data in (("alone.jpg", alone), ("shared.jpg", shared)):
+        s3.put_object(Bucket=stack.s3_bucket, Key=f"tenants/{tenant}/in/{name}", Body=data)
+    jobs = _batch_jobs(admin, "in/")
+    alone_key, shared_key = input_key(image_sha(alone)), input_key(image["sha256"])
+    assert stored(stack, alone_key) and stored(stack, shared_key)
+    outputs = await output_keys(pool, jobs["alone.jpg"])
+
+    resp = admin.http.delete(f"/v1/jobs/{jobs['alone.jpg']}")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["report"]["objects_deleted"] == len(outputs) + 1  # outputs + the source
+    assert not stored(stack, alone_key) and not any(stored(stack, k) for k in outputs)
+
+    resp = admin.http.delete(f"/v1/jobs/{jobs['shared.jpg']}")
+    assert resp.status_code == 200, resp.text
+    assert stored(stack, shared_key)  # the uploaded image still has these bytes
+    assert admin.http.get(f"/v1/images/{image['image_id']}/content").status_code == 200
+
+    # Tenant deletion takes what is left; the prefix's own objects are the tenant's to keep.
+    resp = admin.http.post("/v1/tenant:deleteData", json={"confirm_tenant_id": tenant})
+    assert resp.status_code == 200, resp.text
+    assert not stored(stack, shared_key)
+    assert stored(stack, f"tenants/{tenant}/in/alone.jpg")
     admin.close()
 
 
