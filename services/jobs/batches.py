@@ -308,7 +308,9 @@ class Batches:
     ) -> None:
         """End a running batch now (CANCELLED by its owner, FAILED when its source became
         unusable): no queued item ever gets a job, its open jobs are cancelled (those that
-        ended keep their outcome), and it ends with its summary."""
+        ended keep their outcome), and it ends with its summary. One transaction holds the
+        batch row from the first statement to the last: readers see it running until it has
+        ended with its summary (never ended without one), and the feeder skips it meanwhile."""
         async with self.pool.acquire() as conn, conn.transaction():
             current = await conn.fetchval(
                 "SELECT state FROM jobs.batches WHERE tenant_id=$1 AND batch_id=$2 FOR UPDATE",
@@ -337,17 +339,21 @@ class Batches:
                 raise FailedPrecondition(
                     message=f"batch {batch_id} is already {current}", reason="BATCH_FINISHED"
                 )
-        open_jobs = await self.pool.fetch(
-            """SELECT i.idx, i.job_id FROM jobs.batch_items i JOIN jobs.jobs j USING (job_id)
-            WHERE i.batch_id=$1 AND i.state='SUBMITTED'""",
-            batch_id,
-        )
-        for row in open_jobs:
-            with contextlib.suppress(FailedPrecondition):
-                await self.jobs.cancel_job(tenant, row["job_id"])
-        claimed = _Claimed(batch_id, tenant, None, None, job_pb2.Job())
-        await self._settle(claimed, copy=False)
-        await self._finish(batch_id, state)
+            # The jobs and items below are other rows, written on other connections: nothing
+            # here waits on them, nor they on this transaction (a feeder creating a job for an
+            # item cancelled above waits for the commit, then finds the item cancelled).
+            open_jobs = await conn.fetch(
+                """SELECT i.idx, i.job_id FROM jobs.batch_items i JOIN jobs.jobs j USING (job_id)
+                WHERE i.batch_id=$1 AND i.state='SUBMITTED'""",
+                batch_id,
+            )
+            for row in open_jobs:
+                with contextlib.suppress(FailedPrecondition):
+                    await self.jobs.cancel_job(tenant, row["job_id"])
+            claimed = _Claimed(batch_id, tenant, None, None, job_pb2.Job())
+            await self._settle(claimed, copy=False)
+            # On this connection: it holds the batch row, and sees the items it cancelled.
+            await self._finish(batch_id, state, conn)
 
     # ---- queries --------------------------------------------------------------------------
 
@@ -885,9 +891,13 @@ class Batches:
         for state in (RUNNING, SUCCEEDED, FAILED, CANCELLED, *counts):
             metrics.BATCHES(state).set(counts.get(state, 0))
 
-    async def _finish(self, batch_id: str, state: str) -> None:
-        summary = await self._summary(batch_id)
-        await self.pool.execute(
+    async def _finish(
+        self, batch_id: str, state: str, conn: asyncpg.Connection | None = None
+    ) -> None:
+        """End the batch with its summary (on `conn` when given: the transaction of `_stop`)."""
+        db = conn or self.pool
+        summary = await self._summary(batch_id, db)
+        await db.execute(
             """UPDATE jobs.batches SET state = CASE WHEN state = 'RUNNING' THEN $2 ELSE state END,
                 summary = $3, updated_at = now(), finished_at = coalesce(finished_at, now()),
                 webhook_state = CASE WHEN webhook_url IS NOT NULL
@@ -902,8 +912,10 @@ class Batches:
         self._wake.set()
         log.info("batch ended", extra={"batch_id": batch_id, "state": state})
 
-    async def _summary(self, batch_id: str) -> batch_pb2.BatchSummary:
-        totals = await self.pool.fetchrow(
+    async def _summary(
+        self, batch_id: str, db: asyncpg.Connection | asyncpg.Pool
+    ) -> batch_pb2.BatchSummary:
+        totals = await db.fetchrow(
             """SELECT count(*) AS images,
                 count(*) FILTER (WHERE i.state = 'SUCCEEDED') AS succeeded,
                 count(*) FILTER (WHERE i.state = 'FAILED') AS failed,
@@ -947,7 +959,7 @@ class Batches:
         s.started_at.FromDatetime(totals["created_at"])
         s.finished_at.FromDatetime(totals["finished_at"])
         groups: dict[str, batch_pb2.BatchFailureGroup] = {}
-        for r in await self.pool.fetch(
+        for r in await db.fetch(
             """SELECT reason, n, name, message, job_id FROM (
                 SELECT coalesce(error_reason, 'FAILED') AS reason, name, error_message AS message,
                     job_id, idx, row_number() OVER w AS rn, count(*) OVER w AS n
