@@ -112,13 +112,16 @@ def thumbhash(rgba: npt.NDArray[np.uint8]) -> bytes:
 def _thumb_channel(channel: Floats, nx: int, ny: int) -> tuple[float, list[float], float]:
     h, w = channel.shape
     dc, ac = 0.0, []
+    # The same products as `fy @ channel @ fx` per coefficient (evaluated left to right), with
+    # each row's `fy @ channel` and each column basis computed once instead of per coefficient.
+    fxs = [np.cos(np.pi / w * cx * (np.arange(w) + 0.5)) for cx in range(nx)]
     for cy in range(ny):
         fy = np.cos(np.pi / h * cy * (np.arange(h) + 0.5))
+        row = fy @ channel
         cx = 0
         # A triangle of coefficients: cx * ny < nx * (ny - cy).
         while cx * ny < nx * (ny - cy):
-            fx = np.cos(np.pi / w * cx * (np.arange(w) + 0.5))
-            f = float(fy @ channel @ fx) / (w * h)
+            f = float(row @ fxs[cx]) / (w * h)
             if cx or cy:
                 ac.append(f)
             else:
