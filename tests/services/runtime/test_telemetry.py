@@ -6,10 +6,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.jobs import repository
 from services.runtime.telemetry import ShortStatements, statement_summary
 
-LOCK_FOR_EVENT = repository._LOCK_FOR_EVENT  # a real statement: a CTE that writes, then reads
+# A statement of the jobs service's shape: a CTE that writes, then a read that joins and locks.
+LOCK_FOR_EVENT = """WITH fresh AS (
+        INSERT INTO jobs.processed_events (event_id) VALUES ($2)
+        ON CONFLICT DO NOTHING RETURNING event_id)
+    SELECT j.job_id, s.idx, w.state FROM jobs.jobs j
+        JOIN jobs.stages s ON s.job_id = j.job_id
+        LEFT JOIN jobs.webhook_deliveries w ON w.job_id = j.job_id
+    WHERE j.job_id = $1 AND EXISTS (SELECT FROM fresh) ORDER BY s.idx FOR UPDATE OF j, s"""
 
 
 def test_summary_names_the_tables_written_then_read() -> None:
