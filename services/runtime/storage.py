@@ -25,9 +25,13 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
+from urllib.parse import quote
 
 import botocore.session
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.runtime.errors import NotFound, Unavailable
@@ -59,19 +63,53 @@ class ObjectHead:
     metadata: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class GetSigner:
+    """Signs presigned GET URLs with botocore's SigV4 query signer itself, skipping what the
+    client's generate_presigned_url does around it per call (parameter validation and
+    serialisation, endpoint rule resolution, event hooks): the imaging service signs one URL
+    per task for its pipeline child. Same URL shape and signature as the client's (SigV4,
+    path-style, the key quoted as botocore quotes it); only for a plain GET, optionally with
+    response-content-type."""
+
+    endpoint: str  # scheme://host[:port], no trailing slash
+    region: str
+    credentials: Credentials
+
+    def url(self, bucket: str, key: str, content_type: str, expires_s: int) -> str:
+        query = "?response-content-type=" + quote(content_type, safe="") if content_type else ""
+        path = f"/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
+        request = AWSRequest(method="GET", url=f"{self.endpoint}{path}{query}")
+        S3SigV4QueryAuth(self.credentials, "s3", self.region, expires=expires_s).add_auth(request)
+        return str(request.url)
+
+
 class Storage:
-    def __init__(self, client: Any, bucket: str, presigner: Any = None) -> None:
+    def __init__(
+        self, client: Any, bucket: str, presigner: Any = None, get_signer: GetSigner | None = None
+    ) -> None:
         self._s3 = client
         self.bucket = bucket
         # Signs URLs that clients use themselves (see `presigner`); the data client if None.
         self._presigner = presigner if presigner is not None else client
+        # Signs GET URLs for the presigner's endpoint (see GetSigner); None: the presigner does.
+        self._get_signer = get_signer
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings, public_endpoint: str = "") -> Storage:
         """`public_endpoint`: the S3 endpoint clients reach, used only to sign URLs (default: the
         services' own, `settings.s3_endpoint`)."""
-        presigner = presigner_client(settings, public_endpoint or settings.s3_endpoint)
-        return cls(s3_client(settings), settings.s3_bucket, presigner)
+        endpoint = public_endpoint or settings.s3_endpoint
+        presigner = presigner_client(settings, endpoint)
+        signer = GetSigner(
+            endpoint.rstrip("/"),
+            settings.s3_region,
+            Credentials(
+                settings.s3_access_key.get_secret_value(),
+                settings.s3_secret_key.get_secret_value(),
+            ),
+        )
+        return cls(s3_client(settings), settings.s3_bucket, presigner, signer)
 
     async def ensure_bucket(self) -> None:
         def create() -> None:
@@ -216,6 +254,8 @@ class Storage:
 
     def presign_get(self, key: str, content_type: str, expires_s: int) -> str:
         """A URL to GET `key`, answered with `content_type` as its Content-Type."""
+        if self._get_signer is not None:
+            return self._get_signer.url(self.bucket, key, content_type, expires_s)
         params = {"Bucket": self.bucket, "Key": key}
         if content_type:
             params["ResponseContentType"] = content_type

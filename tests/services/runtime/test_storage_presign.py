@@ -3,6 +3,7 @@ the last tests use them against the real SeaweedFS of the session stack."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,6 +49,29 @@ def test_without_a_public_endpoint_urls_use_the_services_one() -> None:
     assert q["response-content-type"] == "image/webp"
     assert q["X-Amz-Expires"] == "60"
     assert "response-content-type" not in query(storage.presign_get("outputs/x", "", 60))
+
+
+@pytest.mark.parametrize(
+    ("key", "content_type"),
+    [
+        ("inputs/" + "a" * 64, ""),
+        ("outputs/abc.webp", "image/webp"),
+        ("odd key/ü+x=1&y~z.png", "image/svg+xml; charset=utf-8"),
+    ],
+)
+def test_get_urls_are_the_clients_own(key: str, content_type: str) -> None:
+    """The direct signer (GetSigner) gives the URL the client's generate_presigned_url gives."""
+    fast = Storage.from_settings(SETTINGS, "https://files.example.com/")
+    client = Storage(fast._s3, fast.bucket, fast._presigner)
+    for _ in range(3):  # both in the same second (X-Amz-Date)
+        second = int(time.time())
+        ours, theirs = (
+            fast.presign_get(key, content_type, 600),
+            client.presign_get(key, content_type, 600),
+        )
+        if int(time.time()) == second:
+            break
+    assert ours == theirs
 
 
 def test_signing_sends_nothing() -> None:
