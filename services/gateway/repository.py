@@ -35,6 +35,7 @@ _SOURCE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('pixmesh-source:' 
 _SOURCE_LOCK_SHARED = (
     "SELECT pg_advisory_xact_lock_shared(hashtextextended('pixmesh-source:' || $1, 0))"
 )
+_SOURCE_KNOWN = "SELECT EXISTS (SELECT 1 FROM gateway.images WHERE sha256 = $1)"
 
 
 class GatewayRepository:
@@ -86,17 +87,21 @@ class GatewayRepository:
         self,
         tenant_id: str,
         image: image_pb2.Image,
-        store: Callable[[], Awaitable[None]] | None = None,
+        store: Callable[[bool], Awaitable[None]] | None = None,
     ) -> image_pb2.Image:
         """Record an upload; the same bytes uploaded again return the first record (given the
         orientation if it was recorded before orientations were kept). `store` (putting the
         bytes) runs first, under the source's shared lock, so a deletion of the last other image
         with these bytes (which takes it exclusively) either sees this row or runs before the
-        bytes are stored."""
+        bytes are stored. It is told whether an image row (of any tenant) has these bytes,
+        read after the lock is held: when none has, no image's bytes are stored under the key
+        and the caller can put them without asking storage first."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(_SOURCE_LOCK_SHARED, image.sha256)
             if store is not None:
-                await store()
+                # Its own statement, not part of the lock's: a statement reads the rows of
+                # when it started, and the lock may have waited for a deletion to commit.
+                await store(bool(await conn.fetchval(_SOURCE_KNOWN, image.sha256)))
             return await self._save_image(conn, tenant_id, image)
 
     async def delete_images(

@@ -49,10 +49,10 @@ class SavingRepo:
         self,
         tenant_id: str,
         image: image_pb2.Image,
-        store: Callable[[], Awaitable[None]] | None = None,
+        store: Callable[[bool], Awaitable[None]] | None = None,
     ) -> image_pb2.Image:
         if store is not None:
-            await store()
+            await store(any(i.sha256 == image.sha256 for i in self.saved))
         self.saved.append(image)
         return image
 

@@ -92,10 +92,10 @@ class Repo:
         self,
         tenant_id: str,
         image: image_pb2.Image,
-        store: Callable[[], Awaitable[None]] | None = None,
+        store: Callable[[bool], Awaitable[None]] | None = None,
     ) -> image_pb2.Image:
         if store is not None:
-            await store()
+            await store(any(i.sha256 == image.sha256 for i in self.images.values()))
         saved = image_pb2.Image()
         saved.CopyFrom(image)
         saved.image_id = f"img_{image.sha256[:8]}"
@@ -537,3 +537,64 @@ async def test_a_stream_over_the_limit_is_refused_while_it_arrives() -> None:
         await service.collect(chunks())
     assert err.value.reason == "IMAGE_TOO_LARGE"
     assert sent == 3
+
+
+class CountingStorage(Storage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def exists(self, key: str) -> bool:
+        self.calls.append("exists")
+        return await super().exists(key)
+
+    async def put(self, key: str, data: bytes | IO[bytes], content_type: str) -> None:
+        self.calls.append("put")
+        await super().put(key, data, content_type)
+
+
+async def test_bytes_no_image_has_are_put_without_asking_storage_first() -> None:
+    storage, repo = CountingStorage(), Repo()
+    service = gateway(repo, storage)
+    data = jpeg()
+    key = f"inputs/{hashlib.sha256(data).hexdigest()}"
+    first = await service.upload("tenant-a", Upload(data=data))
+    assert storage.calls == ["put"] and storage.objects == {key: data}
+    storage.calls.clear()
+    assert await service.upload("tenant-a", Upload(data=data)) == first
+    assert storage.calls == ["exists"]  # an image has them: stored already, not put again
+    del storage.objects[key]
+    storage.calls.clear()
+    await service.upload("tenant-a", Upload(data=data))
+    assert storage.calls == ["exists", "put"] and storage.objects == {key: data}
+
+
+async def test_save_image_tells_the_store_whether_an_image_has_the_bytes(
+    database_url: str,
+) -> None:
+    pool = await db.create_pool(database_url, max_size=2)
+    try:
+        await db.migrate(pool, "gateway", MIGRATIONS)
+        repo = GatewayRepository(pool)
+        tenant, other = (f"tenant-{uuid.uuid4().hex[:8]}" for _ in range(2))
+        for name in (tenant, other):
+            await repo.create_key(name)
+        told: list[bool] = []
+
+        async def store(known: bool) -> None:
+            told.append(known)
+
+        sha = uuid.uuid4().hex * 2
+        image = await repo.save_image(tenant, image_pb2.Image(sha256=sha), store)
+        await repo.save_image(other, image_pb2.Image(sha256=sha), store)
+        await repo.save_image(tenant, image_pb2.Image(sha256=uuid.uuid4().hex * 2), store)
+        assert told == [False, True, False]
+
+        async def delete_sources(shas: list[str]) -> None:
+            pass
+
+        await repo.delete_images(tenant, [image.image_id], delete_sources)
+        await repo.save_image(tenant, image_pb2.Image(sha256=sha), store)  # the other's row
+        assert told[-1] is True
+    finally:
+        await pool.close()

@@ -63,10 +63,10 @@ class Repo:
         self,
         tenant_id: str,
         image: image_pb2.Image,
-        store: Callable[[], Awaitable[None]] | None = None,
+        store: Callable[[bool], Awaitable[None]] | None = None,
     ) -> image_pb2.Image:
         if store is not None:
-            await store()
+            await store(False)
         saved = image_pb2.Image()
         saved.CopyFrom(image)
         saved.image_id = "img_saved"
