@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from deploy.local import Stack
-from services.runtime.errors import NotFound
+from services.runtime.errors import NotFound, Unavailable
 from services.runtime.settings import ServiceSettings
 from services.runtime.storage import Storage, input_key
 
@@ -87,3 +87,39 @@ async def test_delete_many_removes_exactly_the_keys_given(
     assert sorted(await storage.keys(prefix)) == keys[6:]
     await storage.delete_many([])
     assert sorted(await storage.keys(prefix)) == keys[6:]
+
+
+async def test_direct_head_answers_as_the_client_does(storage: Storage, infra: Stack) -> None:
+    """Storage.head (DirectHead: a presigned HEAD on urllib3) gives what a HEAD through the
+    client gives: size, content type, user metadata by lower-case name; None when missing."""
+    key = f"tests/head/{uuid.uuid4().hex}"
+    meta = {"sha256": "a" * 64, "size": "3", "Trace-Id": "0" * 32}
+    await storage.put(key, b"abc", "image/png", meta)
+    through_client = Storage(storage._s3, storage.bucket)
+
+    head = await storage.head(key)
+
+    assert head is not None
+    assert head == await through_client.head(key)
+    assert (head.size, head.content_type) == (3, "image/png")
+    assert head.metadata == {"sha256": "a" * 64, "size": "3", "trace-id": "0" * 32}
+    assert await storage.head(key + ".missing") is None
+    assert await through_client.head(key + ".missing") is None
+
+
+async def test_direct_head_refused_is_unavailable(infra: Stack) -> None:
+    """An answer other than 200 or 404 (here 403: a wrong secret) is a storage error, as it
+    is through the client."""
+    settings = ServiceSettings(
+        s3_endpoint=infra.s3_endpoint,
+        s3_bucket=infra.s3_bucket,
+        s3_access_key=SecretStr(infra.s3_access_key),
+        s3_secret_key=SecretStr("not-the-secret"),
+    )
+    wrong = Storage.from_settings(settings)
+
+    with pytest.raises(Unavailable) as err:
+        await wrong.head("tests/head/anything")
+    assert err.value.reason == "STORAGE_ERROR"
+    with pytest.raises(Unavailable):
+        await Storage(wrong._s3, wrong.bucket).head("tests/head/anything")

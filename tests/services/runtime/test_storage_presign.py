@@ -60,7 +60,7 @@ def test_without_a_public_endpoint_urls_use_the_services_one() -> None:
     ],
 )
 def test_get_urls_are_the_clients_own(key: str, content_type: str) -> None:
-    """The direct signer (GetSigner) gives the URL the client's generate_presigned_url gives."""
+    """The direct signer (QuerySigner) gives the URL the client's generate_presigned_url gives."""
     fast = Storage.from_settings(SETTINGS, "https://files.example.com/")
     client = Storage(fast._s3, fast.bucket, fast._presigner)
     for _ in range(3):  # both in the same second (X-Amz-Date)
