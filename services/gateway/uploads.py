@@ -49,24 +49,47 @@ SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 
 
 class Spool:
-    """Uploaded bytes as they arrive: hashed on the way, in memory up to SPOOL_MEMORY_BYTES and
-    in a temporary file beyond. A video is probed and stored from the file; an image (at most
-    max_input_bytes) is read back whole, as the image probe needs."""
+    """Uploaded bytes as they arrive: hashed on the way, held as the received chunks up to
+    SPOOL_MEMORY_BYTES and in a temporary file beyond. A video is probed and stored from the
+    file; an image (at most max_input_bytes) is read back whole, as the image probe needs: from
+    memory that is one join of the chunks (a single chunk is not copied at all), where writing
+    them into a SpooledTemporaryFile and reading them back copied every byte twice."""
 
     def __init__(self, file: IO[bytes] | None = None) -> None:
-        self.file: IO[bytes] = file or tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES)  # noqa: SIM115
+        self._file = file
+        self._chunks: list[bytes] = []
         self._sha = hashlib.sha256()
         self.size = 0
 
     @classmethod
     def of(cls, data: bytes) -> Spool:
-        spool = cls(io.BytesIO(data))  # shares the bytes' buffer: no copy
+        spool = cls()
+        spool._chunks.append(data)  # the caller's bytes, not a copy
         spool._sha.update(data)
         spool.size = len(data)
         return spool
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether `read` is a join in memory (no file I/O: no need for a worker thread)."""
+        return self._file is None
+
+    @property
+    def file(self) -> IO[bytes]:
+        """The bytes as a file (at its start for a fresh spool; seek before reading)."""
+        if self._file is None:
+            self._file = io.BytesIO(self.read())
+        return self._file
+
     def write(self, chunk: bytes) -> None:
-        self.file.write(chunk)
+        if self._file is None and self.size + len(chunk) <= SPOOL_MEMORY_BYTES:
+            self._chunks.append(chunk)
+        else:
+            if self._file is None:  # over the memory limit: the chunks so far go to a file
+                self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+                self._file.writelines(self._chunks)
+                self._chunks = []
+            self._file.write(chunk)
         self._sha.update(chunk)
         self.size += len(chunk)
 
@@ -75,15 +98,24 @@ class Spool:
         return self._sha.hexdigest()
 
     def head(self, size: int = 1024) -> bytes:
-        self.file.seek(0)
-        return self.file.read(size)
+        if self._file is None:
+            first = self._chunks[0] if self._chunks else b""
+            return first[:size] if len(first) >= size else self.read()[:size]
+        self._file.seek(0)
+        return self._file.read(size)
 
     def read(self) -> bytes:
-        self.file.seek(0)
-        return self.file.read()
+        if self._file is None:
+            if len(self._chunks) != 1:
+                self._chunks = [b"".join(self._chunks)]  # joined once, kept for the next read
+            return self._chunks[0]
+        self._file.seek(0)
+        return self._file.read()
 
     def close(self) -> None:
-        self.file.close()
+        if self._file is not None:
+            self._file.close()
+        self._chunks = []
 
     def __enter__(self) -> Spool:
         return self
@@ -180,7 +212,12 @@ class Uploads:
         else:
             if spool.size > self.limits.max_bytes:  # before reading it back whole
                 raise too_large(spool.size, self.limits.max_bytes)
-            body = data if isinstance(data, bytes) else await asyncio.to_thread(spool.read)
+            if isinstance(data, bytes):
+                body = data
+            elif spool.in_memory:  # a join in memory: not worth a worker thread
+                body = spool.read()
+            else:
+                body = await asyncio.to_thread(spool.read)
             header = probe(body, self.limits)
             mime = header.mime_type
             found = image_pb2.Image(

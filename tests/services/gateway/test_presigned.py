@@ -513,7 +513,7 @@ async def test_a_streamed_video_is_spooled_to_disk_and_stored_from_the_file(
             yield data[at : at + 700]
 
     with await service.collect(chunks()) as spool:
-        assert spool.file._rolled  # type: ignore[attr-defined]  # on disk, not in memory
+        assert not spool.in_memory  # on disk
         image = await service.upload("tenant-a", Upload(data=spool, filename="clip.mp4"))
 
     sha = hashlib.sha256(data).hexdigest()
@@ -537,6 +537,32 @@ async def test_a_stream_over_the_limit_is_refused_while_it_arrives() -> None:
         await service.collect(chunks())
     assert err.value.reason == "IMAGE_TOO_LARGE"
     assert sent == 3
+
+
+async def test_a_stream_under_the_memory_limit_is_read_back_from_its_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(uploads, "SPOOL_MEMORY_BYTES", 4096)
+    data = jpeg(64, 48)
+    parts = [data[at : at + 300] for at in range(0, len(data), 300)]
+
+    async def chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    service = gateway(Repo(), Storage())
+    with await service.collect(chunks(parts)) as spool:
+        assert spool.in_memory and len(parts) > 2
+        assert (spool.head(10), spool.read(), spool.read()) == (data[:10], data, data)
+        assert spool.sha256 == hashlib.sha256(data).hexdigest() and spool.size == len(data)
+        assert spool.file.read() == data
+    with await service.collect(chunks([data])) as spool:
+        assert spool.read() is data  # one chunk: not copied
+    big = data * (4096 // len(data) + 2)
+    with await service.collect(chunks([big[:3000], big[3000:]])) as spool:
+        assert not spool.in_memory  # past the limit: everything so far went to the file
+        assert (spool.head(5), spool.read()) == (big[:5], big)
+        assert spool.sha256 == hashlib.sha256(big).hexdigest()
 
 
 class CountingStorage(Storage):
