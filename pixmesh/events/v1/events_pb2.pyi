@@ -262,7 +262,9 @@ Global___TaskFailed: _TypeAlias = TaskFailed  # noqa: Y015
 
 @_typing.final
 class JobStateChanged(_message.Message):
-    """Published on pixmesh.event.job.<job_id> whenever a job changes."""
+    """Published on pixmesh.event.job.<job_id> whenever a job changes after its creation (nobody
+    can watch a job before CreateJob answers, and WatchJob starts from a read).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
