@@ -30,12 +30,12 @@ def to_srgb(img: Image.Image, *, keep_icc: bool = False) -> Image.Image:
         return out
     if not icc or keep_icc:
         return img
-    out = _from_profile(img, icc) or _same_pixels(img)
+    out = _from_profile(img, icc) or same_pixels(img)
     out.info = {k: v for k, v in img.info.items() if k != "icc_profile"}
     return out
 
 
-def _same_pixels(img: Image.Image) -> Image.Image:
+def same_pixels(img: Image.Image) -> Image.Image:
     """A new image over `img`'s pixels, not a copy of them (a 12 MP photo is 48 MB in Pillow):
     its `info` can differ from `img`'s, and nothing in the pipeline writes to an image it was
     given. A pixel map of a file (not made by the pipeline, which opens bytes) is copied, as it
@@ -64,7 +64,7 @@ def _transform(img: Image.Image, icc: bytes, mode: str) -> Image.Image | None:
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if "sRGB" in ImageCms.getProfileDescription(source) and img.mode == mode:
-            return _same_pixels(img)  # already sRGB: spare the transform
+            return same_pixels(img)  # already sRGB: spare the transform
         out = ImageCms.profileToProfile(img, source, _SRGB, outputMode=mode)
     except (ImageCms.PyCMSError, OSError, ValueError) as exc:
         # A broken or unusual profile is common and not worth failing a job for: the pixels are

@@ -41,7 +41,7 @@ from opentelemetry import trace
 from PIL import Image, ImageFile, ImageOps
 
 from pixmesh.common.v1 import image_pb2, operations_pb2
-from services.imaging.colour import profile_for, to_srgb
+from services.imaging.colour import profile_for, same_pixels, to_srgb
 from services.imaging.encode import (
     WEBP_EFFORT,
     MaxBytesUnreachable,
@@ -562,10 +562,7 @@ def strip(img: Image.Image) -> Image.Image:
     explicitly."""
     if isinstance(img, ImageFile.ImageFile):
         # Still the decoded file: encoders copy some tags straight from it (TIFF keeps XMP and
-        # IPTC), so hand them a plain image. A plain image over the same pixels, not a copy of
-        # them (a 12 MP photo is 48 MB in Pillow): nothing writes to them after this step. A
-        # pixel map of a file (not made here: files are opened from bytes) is copied, as it
-        # goes when the file closes.
-        img = img.copy() if img.readonly else img._new(img.im)
+        # IPTC), so hand them a plain image over the same pixels (colour.same_pixels).
+        img = same_pixels(img)
     img.info = {}
     return img
