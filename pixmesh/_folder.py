@@ -48,6 +48,12 @@ SUMMARY = "summary.json"
 BATCHES_IN_FLIGHT = 2
 # The pause before a batch's progress stream is opened again after it was cut.
 POLL_S = 0.25
+# A batch's jobs are listed (to download what ended) once this many more of them ended than
+# were handled, or this long after the last listing with any ended since: not on every
+# progress message (about one a second), where the listings cost the gateway, the jobs service
+# and Envoy ~7 ms of CPU per image (BENCHMARKS.md, "The gateway per batch image").
+COLLECT_AT = 8
+COLLECT_S = 5.0
 _ENDED = (Job.SUCCEEDED, Job.FAILED, Job.CANCELLED)
 
 
@@ -357,17 +363,24 @@ async def process_folder(
                 await asyncio.gather(*(finish(entry) for entry in ended))
 
             # Followed with WatchBatch (one stream; the jobs service looks at the batch once a
-            # second), and its jobs listed only when more of them ended than were handled:
+            # second), and its jobs listed only when COLLECT_AT more of them ended than were
+            # handled, or COLLECT_S after the last listing with some ended, or at its end:
             # polling GetBatch and listing every 0.25 s cost the jobs service, the gateway,
             # Envoy, Postgres and the CLI ~70 ms of CPU per image (BENCHMARKS.md, "Bulk").
             # A stream cut short (its deadline, a restarted gateway) is followed by
             # one GetBatch and a new stream.
+            listed = time.monotonic()
             while batch.state == batch.RUNNING:
                 try:
                     async for now in client.watch_batch(batch.batch_id):
                         p = now.progress
-                        if p.succeeded + p.failed + p.cancelled > len(handled):
+                        ended = p.succeeded + p.failed + p.cancelled - len(handled)
+                        # Everything left ended: the stream ends with the batch, collected then.
+                        if 0 < ended < len(items) - len(handled) and (
+                            ended >= COLLECT_AT or time.monotonic() - listed >= COLLECT_S
+                        ):
                             await collect(final=False)
+                            listed = time.monotonic()
                 except (errors.DeadlineExceeded, errors.Unavailable):
                     await asyncio.sleep(POLL_S)
                 batch = await client.get_batch(batch.batch_id)
