@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -271,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     finally:
         stack.stop()
+        # The photos, the outputs and the stack's data: ~1 GB for the folder, per run.
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
