@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
+import asyncpg
 import grpc
 import pytest
 from PIL import Image
@@ -18,12 +19,10 @@ from PIL import Image
 from pixmesh.common.v1 import image_pb2, job_pb2
 from pixmesh.jobs.v1 import jobs_pb2
 from services.gateway import uploads
-from services.gateway.app import MIGRATIONS
 from services.gateway.repository import GatewayRepository, PendingUpload
 from services.gateway.service import CLEANUP_BATCH, GatewayService, staging_key
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import Upload
-from services.runtime import db
 from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -422,79 +421,75 @@ async def test_output_url_passes_the_jobs_service_errors_on(
 
 
 @pytest.mark.integration
-async def test_repository_uploads_against_postgres(database_url: str) -> None:
-    pool = await db.create_pool(database_url, max_size=2)
-    try:
-        await db.migrate(pool, "gateway", MIGRATIONS)
-        repo = GatewayRepository(pool)
-        tenant = f"tenant-{uuid.uuid4().hex[:8]}"
-        await repo.create_key(tenant)
-        await repo.create_key("tenant-other")
-        now = datetime.now(UTC)
-        live, late, gone = (f"upl_{uuid.uuid4().hex}" for _ in range(3))
-        await repo.create_upload(tenant, live, "a.jpg", 123, now + timedelta(seconds=900))
-        await repo.create_upload(tenant, late, "", 1, now - timedelta(seconds=30))
-        await repo.create_upload(tenant, gone, "", 1, now - timedelta(seconds=120))
+async def test_repository_uploads_against_postgres(gateway_pool: asyncpg.Pool) -> None:
+    pool = gateway_pool
+    repo = GatewayRepository(pool)
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    await repo.create_key(tenant)
+    await repo.create_key("tenant-other")
+    now = datetime.now(UTC)
+    live, late, gone = (f"upl_{uuid.uuid4().hex}" for _ in range(3))
+    await repo.create_upload(tenant, live, "a.jpg", 123, now + timedelta(seconds=900))
+    await repo.create_upload(tenant, late, "", 1, now - timedelta(seconds=30))
+    await repo.create_upload(tenant, gone, "", 1, now - timedelta(seconds=120))
 
-        pending = await repo.get_upload(tenant, live, 60)
-        assert pending is not None
-        assert (pending.filename, pending.size_bytes, pending.image_id) == ("a.jpg", 123, None)
-        assert abs(pending.expires_at - (now + timedelta(seconds=900))) < timedelta(seconds=1)
-        assert await repo.get_upload("tenant-other", live, 60) is None
-        assert await repo.get_upload(tenant, late, 60) is not None  # within the grace period
-        assert await repo.get_upload(tenant, gone, 60) is None
+    pending = await repo.get_upload(tenant, live, 60)
+    assert pending is not None
+    assert (pending.filename, pending.size_bytes, pending.image_id) == ("a.jpg", 123, None)
+    assert abs(pending.expires_at - (now + timedelta(seconds=900))) < timedelta(seconds=1)
+    assert await repo.get_upload("tenant-other", live, 60) is None
+    assert await repo.get_upload(tenant, late, 60) is not None  # within the grace period
+    assert await repo.get_upload(tenant, gone, 60) is None
 
-        image = await repo.save_image(tenant, image_pb2.Image(sha256=uuid.uuid4().hex * 2))
-        await repo.register_upload(tenant, live, image.image_id)
-        registered = await repo.get_upload(tenant, live, 60)
-        assert registered is not None and registered.image_id == image.image_id
+    image = await repo.save_image(tenant, image_pb2.Image(sha256=uuid.uuid4().hex * 2))
+    await repo.register_upload(tenant, live, image.image_id)
+    registered = await repo.get_upload(tenant, live, 60)
+    assert registered is not None and registered.image_id == image.image_id
 
-        seen: list[list[tuple[str, str]]] = []
+    seen: list[list[tuple[str, str]]] = []
 
-        async def record(rows: list[tuple[str, str]]) -> None:
-            seen.append(rows)
+    async def record(rows: list[tuple[str, str]]) -> None:
+        seen.append(rows)
 
-        async def fail(rows: list[tuple[str, str]]) -> None:
-            raise OSError("S3 down")
+    async def fail(rows: list[tuple[str, str]]) -> None:
+        raise OSError("S3 down")
 
-        # Objects that could not be deleted keep their rows for a later pass.
-        with pytest.raises(OSError):
-            await repo.remove_expired_uploads(60, 100, fail)
-        assert await repo.get_upload(tenant, gone, 1e6) is not None
-        assert await repo.remove_expired_uploads(60, 100, record) >= 1
-        assert (tenant, gone) in seen[0]
-        assert {(tenant, live), (tenant, late)}.isdisjoint(seen[0])
-        assert await repo.get_upload(tenant, gone, 1e6) is None
-        assert await repo.remove_expired_uploads(60, 100, record) == 0
+    # Objects that could not be deleted keep their rows for a later pass.
+    with pytest.raises(OSError):
+        await repo.remove_expired_uploads(60, 100, fail)
+    assert await repo.get_upload(tenant, gone, 1e6) is not None
+    assert await repo.remove_expired_uploads(60, 100, record) >= 1
+    assert (tenant, gone) in seen[0]
+    assert {(tenant, live), (tenant, late)}.isdisjoint(seen[0])
+    assert await repo.get_upload(tenant, gone, 1e6) is None
+    assert await repo.remove_expired_uploads(60, 100, record) == 0
 
-        # Two replicas cleaning up at once take different rows: the first holds its claim
-        # while the second runs.
-        olds = [f"upl_{uuid.uuid4().hex}" for _ in range(4)]
-        for name in olds:
-            await repo.create_upload(tenant, name, "", 1, now - timedelta(seconds=600))
-        first_claimed = asyncio.Event()
-        release = asyncio.Event()
-        taken: dict[str, list[tuple[str, str]]] = {}
+    # Two replicas cleaning up at once take different rows: the first holds its claim
+    # while the second runs.
+    olds = [f"upl_{uuid.uuid4().hex}" for _ in range(4)]
+    for name in olds:
+        await repo.create_upload(tenant, name, "", 1, now - timedelta(seconds=600))
+    first_claimed = asyncio.Event()
+    release = asyncio.Event()
+    taken: dict[str, list[tuple[str, str]]] = {}
 
-        async def slow(rows: list[tuple[str, str]]) -> None:
-            taken["first"] = rows
-            first_claimed.set()
-            await release.wait()
+    async def slow(rows: list[tuple[str, str]]) -> None:
+        taken["first"] = rows
+        first_claimed.set()
+        await release.wait()
 
-        async def quick(rows: list[tuple[str, str]]) -> None:
-            taken["second"] = rows
+    async def quick(rows: list[tuple[str, str]]) -> None:
+        taken["second"] = rows
 
-        first = asyncio.create_task(repo.remove_expired_uploads(60, 2, slow))
-        await first_claimed.wait()
-        second = await repo.remove_expired_uploads(60, 100, quick)
-        release.set()
-        assert await first == 2
-        assert second == 2
-        assert set(taken["first"]).isdisjoint(taken["second"])
-        assert {u for _, u in taken["first"] + taken["second"]} == set(olds)
-        assert await repo.get_upload(tenant, late, 0) is None  # no grace: expired
-    finally:
-        await pool.close()
+    first = asyncio.create_task(repo.remove_expired_uploads(60, 2, slow))
+    await first_claimed.wait()
+    second = await repo.remove_expired_uploads(60, 100, quick)
+    release.set()
+    assert await first == 2
+    assert second == 2
+    assert set(taken["first"]).isdisjoint(taken["second"])
+    assert {u for _, u in taken["first"] + taken["second"]} == set(olds)
+    assert await repo.get_upload(tenant, late, 0) is None  # no grace: expired
 
 
 # ---- streamed uploads -------------------------------------------------------------------------
@@ -596,31 +591,27 @@ async def test_bytes_no_image_has_are_put_without_asking_storage_first() -> None
 
 
 async def test_save_image_tells_the_store_whether_an_image_has_the_bytes(
-    database_url: str,
+    gateway_pool: asyncpg.Pool,
 ) -> None:
-    pool = await db.create_pool(database_url, max_size=2)
-    try:
-        await db.migrate(pool, "gateway", MIGRATIONS)
-        repo = GatewayRepository(pool)
-        tenant, other = (f"tenant-{uuid.uuid4().hex[:8]}" for _ in range(2))
-        for name in (tenant, other):
-            await repo.create_key(name)
-        told: list[bool] = []
+    pool = gateway_pool
+    repo = GatewayRepository(pool)
+    tenant, other = (f"tenant-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for name in (tenant, other):
+        await repo.create_key(name)
+    told: list[bool] = []
 
-        async def store(known: bool) -> None:
-            told.append(known)
+    async def store(known: bool) -> None:
+        told.append(known)
 
-        sha = uuid.uuid4().hex * 2
-        image = await repo.save_image(tenant, image_pb2.Image(sha256=sha), store)
-        await repo.save_image(other, image_pb2.Image(sha256=sha), store)
-        await repo.save_image(tenant, image_pb2.Image(sha256=uuid.uuid4().hex * 2), store)
-        assert told == [False, True, False]
+    sha = uuid.uuid4().hex * 2
+    image = await repo.save_image(tenant, image_pb2.Image(sha256=sha), store)
+    await repo.save_image(other, image_pb2.Image(sha256=sha), store)
+    await repo.save_image(tenant, image_pb2.Image(sha256=uuid.uuid4().hex * 2), store)
+    assert told == [False, True, False]
 
-        async def delete_sources(shas: list[str]) -> None:
-            pass
+    async def delete_sources(shas: list[str]) -> None:
+        pass
 
-        await repo.delete_images(tenant, [image.image_id], delete_sources)
-        await repo.save_image(tenant, image_pb2.Image(sha256=sha), store)  # the other's row
-        assert told[-1] is True
-    finally:
-        await pool.close()
+    await repo.delete_images(tenant, [image.image_id], delete_sources)
+    await repo.save_image(tenant, image_pb2.Image(sha256=sha), store)  # the other's row
+    assert told[-1] is True
