@@ -48,7 +48,7 @@ def summarize(data: bytes, formats: list[str]) -> PixelSummary:
         upright.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.LANCZOS)
         # An opaque image has no RGBA copy: compositing onto white would change nothing, and
         # ThumbHash's alpha is all 255 (see _placeholders).
-        rgba = upright.convert("RGBA") if _has_alpha(upright) else None
+        rgba = upright.convert("RGBA") if upright.has_transparency_data else None
         rgb = upright.convert("RGB") if rgba is None else _on_white(rgba)
     return PixelSummary(
         colors=colors(rgb),
@@ -95,11 +95,6 @@ def _placeholders(rgb: Image.Image, rgba: Image.Image | None) -> metadata_pb2.Pl
         blurhash=placeholders.blurhash(np.asarray(small), x, y),
         thumbhash=placeholders.thumbhash(np.asarray(tiny.convert("RGBA"))),
     )
-
-
-def _has_alpha(image: Image.Image) -> bool:
-    """Whether convert("RGBA") can give pixels other than opaque ones."""
-    return image.has_transparency_data
 
 
 def _on_white(rgba: Image.Image) -> Image.Image:

@@ -177,7 +177,7 @@ def _freeze_startup_objects() -> None:
     """Move what start-up made (modules, protobuf descriptors, the S3 service model, channels,
     pools: ~150,000 objects in a service) out of the collector's reach: they live as long as the
     process, and every full collection scanned them all again, a pause of ~80 ms on the event
-    loop about once per 400 cheap jobs in each service (bench/gc.py)."""
+    loop about once per 400-1,000 cheap jobs in each service (bench/gc.py)."""
     gc.collect()
     gc.freeze()
 
