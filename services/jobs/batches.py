@@ -562,14 +562,9 @@ class Batches:
         finally:
             stopping.cancel()
 
-    async def feed_round(self) -> bool:
-        """One round over the running batches this replica could lease, and the webhooks of
-        batches that ended; True if it did work."""
-        busy, _ = await self._round()
-        return busy
-
     async def _round(self) -> tuple[bool, bool]:
-        """A round: whether it did work, and whether it held a batch."""
+        """One round over the running batches this replica could lease, and the webhooks of
+        batches that ended: whether it did work, and whether it held a batch."""
         posted = await self.deliver_webhooks() if self.webhooks is not None else 0
         fed, held = await self._feed_batches()
         return fed or posted > 0, held
