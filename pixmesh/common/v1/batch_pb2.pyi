@@ -460,6 +460,7 @@ class BatchItem(_message.Message):
     BYTES_IN_FIELD_NUMBER: _builtins.int
     BYTES_OUT_FIELD_NUMBER: _builtins.int
     DESTINATION_KEY_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     name: _builtins.str
     job_id: _builtins.str
@@ -471,6 +472,12 @@ class BatchItem(_message.Message):
     """The key written under the destination (when the batch has one and the image succeeded)."""
     @_builtins.property
     def error(self) -> _job_pb2.JobError: ...
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Output]:
+        """The job's outputs once it succeeded, as GetJob gives them (index, rendition, format, size,
+        sha256, download_path): a client downloads them without reading the job. Empty otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -482,10 +489,11 @@ class BatchItem(_message.Message):
         bytes_in: _builtins.int = ...,
         bytes_out: _builtins.int = ...,
         destination_key: _builtins.str = ...,
+        outputs: _abc.Iterable[_job_pb2.Output] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "destination_key", b"destination_key", "error", b"error", "index", b"index", "job_id", b"job_id", "name", b"name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_in", b"bytes_in", "bytes_out", b"bytes_out", "destination_key", b"destination_key", "error", b"error", "index", b"index", "job_id", b"job_id", "name", b"name", "outputs", b"outputs", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
