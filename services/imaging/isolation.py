@@ -12,7 +12,15 @@ a child process instead:
   reason); the slot gets a fresh process and the other tasks carry on.
 - Lanes: `workers` slots take any task; `interactive_slots` more take interactive tasks only,
   so that a batch (services/runtime/lanes.py), which may use every other slot, never makes an
-  interactive task wait for a slot: it shares the cores with the batch's tasks instead.
+  interactive task wait for a slot. It still shares the cores with the batch's tasks, so a
+  batch task runs in a process `batch_nice` steps nicer than the service: the scheduler gives
+  the interactive task's process (and the rest of the mesh) the CPU first, and the batch the
+  rest. An unprivileged process may raise its nice value but never lower it again (without
+  CAP_SYS_NICE or an RLIMIT_NICE, which containers do not have; SCHED_IDLE is as one-way), so
+  a slot's process is lowered when a batch task first takes it and stays so: batch tasks take
+  lowered slots first, interactive ones slots at the service's priority, and an interactive
+  task that finds only a lowered slot idle gets a fresh process in it (a fork of the
+  forkserver). At most `workers` slots are ever lowered, as at most that many batch tasks run.
 - RLIMIT_AS caps each child's address space, so a bomb that got past the header checks raises
   MemoryError (a permanent IMAGE_TOO_LARGE) instead of pushing the host into the OOM killer.
 - The pipeline checks the deadline between steps; a child still busy `kill_grace_s` after the
@@ -38,10 +46,12 @@ import select
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from PIL import Image
@@ -61,6 +71,9 @@ T = TypeVar("T")
 # systemd do; so does the test stack). The parent drains, then stops its children itself.
 _SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
+# The highest (nicest) nice value on Linux.
+_MAX_NICE = 19
+
 
 @dataclass(frozen=True)
 class IsolationConfig:
@@ -73,6 +86,8 @@ class IsolationConfig:
     kill_grace_s: float = 2.0
     # Slots beyond `workers` that batch-lane tasks never take (see the module doc).
     interactive_slots: int = 1
+    # How many steps nicer than the service a batch task's process runs (0: as the service).
+    batch_nice: int = 10
     # Modules the forkserver imports once, so that children start warm.
     preload: Sequence[str] = ("services.imaging.forkserver_init", "services.imaging.service")
     service_name: str = "imaging"
@@ -83,6 +98,8 @@ class IsolationConfig:
             raise ValueError("workers and max_tasks_per_child must be positive")
         if self.interactive_slots < 0:
             raise ValueError("interactive_slots must not be negative")
+        if not 0 <= self.batch_nice <= _MAX_NICE:
+            raise ValueError(f"batch_nice must be within 0-{_MAX_NICE}")
 
 
 @dataclass
@@ -99,7 +116,10 @@ class ProcessPool:
     def __init__(self, config: IsolationConfig) -> None:
         self.config = config
         self._context = multiprocessing.get_context("forkserver")
-        self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
+        self._idle = _IdleSlots()
+        # The nice value of a process forked from the forkserver (the service's, when it
+        # started) and that of a batch task's process; set in start().
+        self._nice = self._batch_nice = 0
         # Batch-lane tasks hold one of these while they wait for and use a slot.
         self._batch = asyncio.Semaphore(config.workers)
         self._slots: list[_Slot] = []
@@ -111,13 +131,15 @@ class ProcessPool:
         if self._started:
             return
         self._started = True
+        self._nice = os.getpriority(os.PRIO_PROCESS, 0)
+        self._batch_nice = min(_MAX_NICE, self._nice + self.config.batch_nice)
         try:
             self._slots = await asyncio.to_thread(self._start_children)
         except BaseException:
             self._started = False
             raise
         for slot in self._slots:
-            self._idle.put_nowait(slot)
+            self._idle.put(slot)
 
     async def run(self, fn: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
         """`fn(*args)` in a child; `deadline` is absolute on the `time.monotonic()` clock
@@ -132,17 +154,21 @@ class ProcessPool:
         await self.start()
         if in_batch_lane():
             async with self._batch:
-                return await self._take_slot(fn, args, deadline)
-        return await self._take_slot(fn, args, deadline)
+                return await self._take_slot(fn, args, deadline, batch=True)
+        return await self._take_slot(fn, args, deadline, batch=False)
 
     async def _take_slot(
-        self, fn: Callable[..., T], args: tuple[Any, ...], deadline: float | None
+        self, fn: Callable[..., T], args: tuple[Any, ...], deadline: float | None, *, batch: bool
     ) -> T:
-        slot = await self._idle.get()
+        slot = await self._idle.take(lowered=batch)
         try:
-            return await self._run_in(slot, fn, args, deadline)
+            if not batch and slot.lowered:
+                # Its process cannot be given its priority back: a fresh one takes its place.
+                slot.reset(kill=False)
+            nice = self._batch_nice if batch else self._nice
+            return await self._run_in(slot, fn, args, deadline, nice)
         finally:
-            self._idle.put_nowait(slot)
+            self._idle.put(slot)
 
     def close(self) -> None:
         """Stop every child; call after the consumer has drained (nothing is running)."""
@@ -151,9 +177,14 @@ class ProcessPool:
             slot.executor.shutdown(wait=True, cancel_futures=True)
 
     async def _run_in(
-        self, slot: _Slot, fn: Callable[..., T], args: tuple[Any, ...], deadline: float | None
+        self,
+        slot: _Slot,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        deadline: float | None,
+        nice: int,
     ) -> T:
-        future = asyncio.wrap_future(slot.submit(fn, args))
+        future = asyncio.wrap_future(slot.submit(fn, args, nice))
         try:
             finished = await self._wait(future, deadline)
         except asyncio.CancelledError:
@@ -208,7 +239,7 @@ class ProcessPool:
             ),
             max_tasks_per_child=c.max_tasks_per_child,
         )
-        return _Executor(executor, c.max_tasks_per_child)
+        return _Executor(executor, c.max_tasks_per_child, self._nice)
 
     def _start_children(self) -> list[_Slot]:
         self._context.set_forkserver_preload(list(self.config.preload))
@@ -216,7 +247,7 @@ class ProcessPool:
         slots = [_Slot(self._new_executor) for _ in range(count)]
         try:
             for slot in slots:
-                slot.submit(_ready, ()).result()
+                slot.submit(_ready, (), self._nice).result()
         except BrokenProcessPool as exc:
             raise RuntimeError(
                 "the pipeline processes died while starting (their error is logged above); "
@@ -225,21 +256,64 @@ class ProcessPool:
         return slots
 
 
+class _IdleSlots:
+    """The idle slots. `take(lowered=True)` (a batch task) prefers a slot whose process is
+    lowered, `take(lowered=False)` one at the service's priority; while none is idle, callers
+    wait in turn and the first gets the next slot put back, whichever it is."""
+
+    def __init__(self) -> None:
+        self._idle: list[_Slot] = []
+        # Never non-empty while a slot is idle: put() hands a slot to a waiter first.
+        self._waiters: deque[asyncio.Future[_Slot]] = deque()
+
+    def put(self, slot: _Slot) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self._idle.append(slot)
+
+    async def take(self, *, lowered: bool) -> _Slot:
+        if self._idle:
+            # The first (longest idle) of the preferred kind, else the first.
+            slot = next((s for s in self._idle if s.lowered == lowered), self._idle[0])
+            self._idle.remove(slot)
+            return slot
+        waiter: asyncio.Future[_Slot] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.put(waiter.result())  # handed over as the caller gave up: pass it on
+            raise
+
+
 @dataclass
 class _Executor:
     """A single-process executor and the tasks submitted to its current process: the
-    executor replaces the process after `max_tasks_per_child` of them (a recycle)."""
+    executor replaces the process after `max_tasks_per_child` of them (a recycle). `nice`: the
+    nice value of the process that runs the next task (a new one starts at the pool's)."""
 
     pool: ProcessPoolExecutor
     max_tasks_per_child: int
+    fresh_nice: int
     tasks: int = 0
+    nice: int = field(init=False)
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        future = self.pool.submit(fn, *args)
+    def __post_init__(self) -> None:
+        self.nice = self.fresh_nice
+
+    def submit(self, fn: Callable[..., T], nice: int, *args: Any) -> Future[T]:
+        future = self.pool.submit(_guarded, nice, fn, *args)
         self.tasks += 1
         if self.tasks == self.max_tasks_per_child:
             self.tasks = 0
+            self.nice = self.fresh_nice
             metrics.IMAGING_CHILD_RECYCLES().inc()
+        else:
+            self.nice = max(self.nice, nice)
         return future
 
 
@@ -254,14 +328,20 @@ class _Slot:
     def executor(self) -> ProcessPoolExecutor:
         return self._current.pool
 
-    def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> Future[T]:
+    @property
+    def lowered(self) -> bool:
+        """Whether the process that runs the next task is nicer than a fresh one."""
+        return self._current.nice > self._current.fresh_nice
+
+    def submit(self, fn: Callable[..., T], args: tuple[Any, ...], nice: int) -> Future[T]:
+        """`fn(*args)` in this slot's process, its nice value raised to `nice` first."""
         try:
-            return self._current.submit(_guarded, fn, *args)
+            return self._current.submit(fn, nice, *args)
         except BrokenProcessPool:
             # Its process died while idle (killed from outside): the task never ran there.
             metrics.IMAGING_CHILD_CRASHES().inc()
             self.reset(kill=False)
-            return self._current.submit(_guarded, fn, *args)
+            return self._current.submit(fn, nice, *args)
 
     def reset(self, *, kill: bool) -> None:
         old = self.executor
@@ -316,7 +396,8 @@ def address_space() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
-def _guarded(fn: Callable[..., T], *args: Any) -> T:
+def _guarded(nice: int, fn: Callable[..., T], *args: Any) -> T:
+    _lower_priority(nice)
     try:
         return fn(*args)
     except MemoryError:
@@ -325,6 +406,16 @@ def _guarded(fn: Callable[..., T], *args: Any) -> T:
         raise MemoryLimitExceeded(
             message="processing the image needs more memory than a worker may use"
         ) from None
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise this process's nice value to `nice`, if it is lower. On Linux a nice value belongs
+    to a thread, and a new thread takes its creator's: every thread now, the codecs' later."""
+    if os.getpriority(os.PRIO_PROCESS, 0) >= nice:
+        return
+    for tid in os.listdir("/proc/self/task"):
+        with suppress(ProcessLookupError):  # a thread that has just ended
+            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
 
 
 def _kill_workers(executor: ProcessPoolExecutor) -> None:

@@ -24,6 +24,9 @@ class ImagingSettings(WorkerSettings):
     # Pipeline children beyond cpu_workers that only interactive tasks use: a batch fills the
     # cpu_workers others and an interactive task never waits for a slot (isolation.py, "Lanes").
     worker_interactive_slots: int = Field(default=1, ge=0, le=16)
+    # How many steps nicer than the service (nice(1)) a batch task's pipeline process runs, so
+    # that interactive tasks and the rest of the mesh get the cores first (0: no lower).
+    worker_batch_nice: int = Field(default=10, ge=0, le=19)
     # WebP encoder effort (libwebp method) when a Convert does not set `effort`: lower trades
     # bytes for CPU (see encode.WEBP_EFFORT for the measured trade).
     webp_effort: int = Field(default=WEBP_EFFORT, ge=0, le=MAX_WEBP_EFFORT)
@@ -41,6 +44,7 @@ class ImagingSettings(WorkerSettings):
             max_tasks_per_child=self.worker_max_tasks,
             kill_grace_s=self.worker_kill_grace_s,
             interactive_slots=self.worker_interactive_slots,
+            batch_nice=self.worker_batch_nice,
             service_name=self.service_name,
             log_level=self.log_level,
         )

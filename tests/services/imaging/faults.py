@@ -48,3 +48,13 @@ def late() -> None:
     from services.runtime.errors import DeadlineExceeded
 
     raise DeadlineExceeded(message="the deadline passed before the encode step")
+
+
+def priority() -> tuple[int, int]:
+    """The pid and the nice value of the thread running the task."""
+    return os.getpid(), os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def nap_priority(seconds: float) -> tuple[int, int]:
+    time.sleep(seconds)
+    return priority()
