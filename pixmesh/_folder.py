@@ -37,7 +37,7 @@ from pixmesh import errors, ops, summaries
 from pixmesh._common import job_pipeline, write_atomically
 from pixmesh._render import extension
 from pixmesh.common.v1.batch_pb2 import BatchFailureGroup, BatchItem, BatchSummary
-from pixmesh.common.v1.job_pb2 import Job
+from pixmesh.common.v1.job_pb2 import Job, Output
 
 if TYPE_CHECKING:
     from pixmesh.aio import AsyncClient
@@ -297,25 +297,33 @@ async def process_folder(
             progress.bytes_in += len(data)
             return _Item(rel, sha, len(data), started, image.image_id)
 
-    async def save(item: _Item, job: Job) -> list[str]:
+    async def save(item: _Item, job_id: str, outputs: Iterable[Output]) -> list[str]:
         stem = os.path.splitext(item.rel)[0]
         if stems[stem] > 1:  # photo.jpg and photo.png: photo.jpg.webp and photo.png.webp
             stem = item.rel
         names = []
-        for output in job.outputs:
+        for output in outputs:
             name = (
                 f"{stem}/{output.rendition}.{extension(output)}"
                 if output.rendition
                 else f"{stem}.{extension(output)}"
             )
             async with downloads:
-                data = await client.download_output(job.job_id, output.index)
+                data = await client.download_output(job_id, output.index)
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(write_atomically, target, data)
             summary.bytes_out += len(data)
             names.append(name)
         return names
+
+    def succeeded(item: _Item, outputs: list[str]) -> None:
+        journal.record(item.sha256, item.rel, outputs)
+        summary.succeeded += 1
+        summary.succeeded_bytes_in += item.size
+        summary.seconds.append(time.monotonic() - item.started)
+        progress.done += 1
+        report()
 
     async def run_batch(items: list[_Item]) -> None:
         try:
@@ -329,18 +337,18 @@ async def process_folder(
             handled: set[int] = set()
 
             async def finish(entry: BatchItem) -> None:
-                job = await client.get_job(entry.job_id) if entry.job_id else None
+                # A succeeded item lists its job's outputs (a server before BatchItem.outputs,
+                # or a job that made none, sends none: the job is read then).
+                job = None
+                if entry.job_id and not (entry.state == Job.SUCCEEDED and entry.outputs):
+                    job = await client.get_job(entry.job_id)
                 # By its position: two files with the same bytes are one image (uploads are
                 # deduplicated), but two items, each with its own name and outputs.
                 item = items[entry.index]
-                if job is not None and job.state == Job.SUCCEEDED:
-                    outputs = await save(item, job)
-                    journal.record(item.sha256, item.rel, outputs)
-                    summary.succeeded += 1
-                    summary.succeeded_bytes_in += item.size
-                    summary.seconds.append(time.monotonic() - item.started)
-                    progress.done += 1
-                    report()
+                if job is None and entry.outputs:
+                    succeeded(item, await save(item, entry.job_id, entry.outputs))
+                elif job is not None and job.state == Job.SUCCEEDED:
+                    succeeded(item, await save(item, job.job_id, job.outputs))
                 else:
                     err = job.error if job is not None else entry.error
                     state = Job.State.Name(job.state if job is not None else entry.state)

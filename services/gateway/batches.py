@@ -23,6 +23,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import find_image
 from services.gateway.webhooks import check_webhook
 from services.runtime.errors import invalid, rpc_errors
+from services.runtime.routes import output_download_path
 from services.runtime.storage import Storage
 
 MAX_IMAGE_IDS = 10_000
@@ -140,6 +141,10 @@ class BatchRequests:
         )
         with rpc_errors():
             resp: jb.ListBatchJobsResponse = await self.jobs.ListBatchJobs(out, timeout=timeout)
+        # A succeeded item's outputs linked as GetJob links them.
+        for item in resp.items:
+            for output in item.outputs:
+                output.download_path = output_download_path(item.job_id, output.index)
         return gw.ListBatchJobsResponse(items=resp.items, next_page_token=resp.next_page_token)
 
     async def cancel_batch(self, tenant_id: str, batch_id: str, timeout: float) -> batch_pb2.Batch:

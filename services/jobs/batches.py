@@ -48,7 +48,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from pixmesh import summaries
 from pixmesh.common.v1 import batch_pb2, image_pb2, job_pb2
 from pixmesh.jobs.v1 import batches_pb2
-from services.jobs import webhooks
+from services.jobs import mapping, webhooks
 from services.jobs.connections import Bucket, ConnectionStore, tenant_area
 from services.jobs.webhooks import WebhookPolicy
 from services.runtime import metrics
@@ -425,7 +425,18 @@ class Batches:
             *args,
         )
         token = str(rows[page_size]["idx"]) if len(rows) > page_size else ""
-        return [_item(r) for r in rows[:page_size]], token
+        items = [_item(r) for r in rows[:page_size]]
+        # A succeeded item carries its job's outputs: recorded when the feeder settled it, read
+        # from the job when it succeeded since (or was settled before they were recorded).
+        unread = [
+            item
+            for item, r in zip(items, rows, strict=False)
+            if item.state == job_pb2.Job.SUCCEEDED and r["job_outputs"] is None and item.job_id
+        ]
+        jobs = await asyncio.gather(*(self.jobs.get_job(tenant, i.job_id) for i in unread))
+        for item, job in zip(unread, jobs, strict=True):
+            item.outputs.extend(job.outputs)
+        return items, token
 
     async def archive_entries(self, tenant: str, batch_id: str) -> list[batch_pb2.ArchiveEntry]:
         await self._owned(tenant, batch_id)
@@ -440,7 +451,7 @@ class Batches:
         return entries
 
     async def job_archive_entries(self, tenant: str, job_id: str) -> list[batch_pb2.ArchiveEntry]:
-        job = await self.jobs.get_job(tenant, job_id)
+        job, outputs = await self._read_job(tenant, job_id)
         if job.state != job_pb2.Job.SUCCEEDED:
             raise FailedPrecondition(
                 message=f"job {job_id} has not succeeded", reason="JOB_NOT_SUCCEEDED"
@@ -449,23 +460,15 @@ class Batches:
             "SELECT source FROM jobs.jobs WHERE job_id=$1 AND tenant_id=$2", job_id, tenant
         )
         image = image_pb2.Image.FromString(row or b"")
-        return await self._entries(tenant, job, image.filename or job.image_id)
+        return _entries(outputs, image.filename or job.image_id)
 
-    async def _entries(
-        self, tenant: str, job: job_pb2.Job, name: str
-    ) -> list[batch_pb2.ArchiveEntry]:
-        entries = []
-        for out in job.outputs:
-            output, key = await self.jobs.get_output(tenant, job.job_id, out.index)
-            entries.append(
-                batch_pb2.ArchiveEntry(
-                    name=archive_name(name, output.rendition, output.format),
-                    key=key,
-                    size_bytes=output.size_bytes,
-                    sha256=output.sha256,
-                )
-            )
-        return entries
+    async def _read_job(
+        self, tenant: str, job_id: str
+    ) -> tuple[job_pb2.Job, list[tuple[job_pb2.Output, str]]]:
+        """A job and its outputs with their object keys, in one read of it (GetJob and then a
+        GetOutput per output read it once each)."""
+        record = await self.jobs.repo.get(tenant, job_id)
+        return mapping.job_proto(record), mapping.outputs(record)
 
     async def _owned(self, tenant: str, batch_id: str) -> None:
         found = await self.pool.fetchval(
@@ -826,13 +829,13 @@ class Batches:
         return len(rows)
 
     async def _settle_one(self, batch: _Claimed, row: asyncpg.Record, dest: Bucket | None) -> None:
-        job = await self.jobs.get_job(batch.tenant_id, row["job_id"])
+        job, outputs = await self._read_job(batch.tenant_id, row["job_id"])
         state = job_pb2.Job.State.Name(job.state)
         entries: list[batch_pb2.ArchiveEntry] = []
         reason = message = None
         dest_key = None
         if job.state == job_pb2.Job.SUCCEEDED:
-            entries = await self._entries(batch.tenant_id, job, row["name"])
+            entries = _entries(outputs, row["name"])
             if dest is not None and batch.destination is not None:
                 base = self._prefix(batch.tenant_id, batch.destination)
                 if base and not base.endswith("/"):
@@ -862,7 +865,7 @@ class Batches:
             seconds = (job.finished_at.ToDatetime() - job.created_at.ToDatetime()).total_seconds()
         status = await self.pool.execute(
             """UPDATE jobs.batch_items SET state=$3, error_reason=$4, error_message=$5,
-                bytes_out=$6, seconds=$7, outputs=$8, destination_key=$9
+                bytes_out=$6, seconds=$7, outputs=$8, destination_key=$9, job_outputs=$10
             WHERE batch_id=$1 AND idx=$2 AND state='SUBMITTED'""",
             batch.batch_id,
             row["idx"],
@@ -873,6 +876,9 @@ class Batches:
             seconds,
             batches_pb2.ListArchiveEntriesResponse(entries=entries).SerializeToString(),
             dest_key,
+            batch_pb2.BatchItem(outputs=job.outputs).SerializeToString()
+            if state == SUCCEEDED
+            else None,
         )
         if status == "UPDATE 1":  # this round settled it (not a concurrent one)
             metrics.BATCH_IMAGES(state).inc()
@@ -981,6 +987,20 @@ def _location_name(stored: bytes | None) -> str:
     return f"{loc.connection_id}:{loc.prefix}"
 
 
+def _entries(
+    outputs: Sequence[tuple[job_pb2.Output, str]], name: str
+) -> list[batch_pb2.ArchiveEntry]:
+    return [
+        batch_pb2.ArchiveEntry(
+            name=archive_name(name, output.rendition, output.format),
+            key=key,
+            size_bytes=output.size_bytes,
+            sha256=output.sha256,
+        )
+        for output, key in outputs
+    ]
+
+
 def _item(r: asyncpg.Record) -> batch_pb2.BatchItem:
     state = r["state"]
     if state == QUEUED:
@@ -996,6 +1016,8 @@ def _item(r: asyncpg.Record) -> batch_pb2.BatchItem:
         bytes_out=r["bytes_out"],
         destination_key=r["destination_key"] or "",
     )
+    if item.state == job_pb2.Job.SUCCEEDED and r["job_outputs"] is not None:
+        item.MergeFromString(r["job_outputs"])
     if r["error_reason"]:
         item.error.code = "FAILED_PRECONDITION" if not r["job_id"] else "FAILED"
         item.error.reason = r["error_reason"]

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from deploy.local import Stack
 from tests.integration.rest import Rest
+from tests.integration.test_metrics import scrape
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +211,14 @@ def test_ctrl_c_finishes_the_images_in_flight_and_writes_the_summary(
     assert len(list(dest.glob("*.webp"))) == total
 
 
-def test_a_list_of_image_ids(rest: Rest, grpc_target: str, api_key: str, tmp_path: Path) -> None:
+def _get_jobs(stack: Stack) -> float:
+    """GetJob calls the gateway has answered."""
+    return scrape(stack, "gateway").sum("pixmesh_grpc_server_handled_total", grpc_method="GetJob")
+
+
+def test_a_list_of_image_ids(
+    rest: Rest, stack: Stack, grpc_target: str, api_key: str, tmp_path: Path
+) -> None:
     ids = []
     for seed in range(3):
         _photo(tmp_path / f"{seed}.jpg", 20 + seed)
@@ -217,6 +226,7 @@ def test_a_list_of_image_ids(rest: Rest, grpc_target: str, api_key: str, tmp_pat
     listing = tmp_path / "ids.txt"
     listing.write_text(f"# uploaded earlier\n{ids[0]}\n\n{ids[1]}  # the second\n{ids[0]}\n")
     dest = tmp_path / "out"
+    get_jobs = _get_jobs(stack)
     result = subprocess.run(
         _argv("batch", "--ids", str(listing), "--id", ids[2], "-o", str(dest), *OPS, "--json"),
         env=_env(grpc_target, api_key),
@@ -231,6 +241,8 @@ def test_a_list_of_image_ids(rest: Rest, grpc_target: str, api_key: str, tmp_pat
     assert summary["source"] == "images"
     outputs = sorted(p for p in dest.rglob("*.webp"))
     assert len(outputs) == 3
+    # The outputs came with the batch's listed items: no GetJob per image.
+    assert _get_jobs(stack) == get_jobs
     for out in outputs:
         with Image.open(out) as img:
             assert (img.format, img.width) == ("WEBP", 64)

@@ -261,6 +261,59 @@ def test_a_job_archive_holds_its_renditions(rest: Rest) -> None:
     assert _sha(archive.read(f"{stem}/web.webp")) == by_name["web"]
 
 
+def test_listed_items_carry_their_jobs_outputs(rest: Rest, database_url: str) -> None:
+    """ListBatchJobs gives a succeeded item its job's outputs as GetJob does (linked for REST),
+    so a client downloads them without reading each job: recorded when the feeder settled the
+    item, read from the job for one settled before they were recorded."""
+    ids = [rest.upload(_jpeg(300 + i, (200, 150)))["image_id"] for i in range(2)]
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"images": {"image_ids": ids}},
+            "renditions": [
+                {"name": "small", "operations": [{"resize": {"width": 40}}]},
+                {"name": "web", "operations": PIPELINE},
+            ],
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    batch_id = resp.json()["batch"]["batch_id"]
+    assert _wait(rest, batch_id)["state"] == "SUCCEEDED"
+
+    def listed() -> list[Json]:
+        resp = rest.http.get(f"/v1/batches/{batch_id}/jobs")
+        assert resp.status_code == 200, resp.text
+        items: list[Json] = resp.json()["items"]
+        return items
+
+    def job_outputs(job_id: str) -> list[Json]:
+        outputs: list[Json] = rest.http.get(f"/v1/jobs/{job_id}").json()["job"]["outputs"]
+        return outputs
+
+    items = listed()
+    assert [i["state"] for i in items] == ["SUCCEEDED", "SUCCEEDED"]
+    for item in items:
+        assert [o["rendition"] for o in item["outputs"]] == ["small", "web"]
+        assert item["outputs"] == job_outputs(item["job_id"])
+        for output in item["outputs"]:
+            assert output["download_path"] == f"/v1/jobs/{item['job_id']}/outputs/{output['index']}"
+
+    async def forget() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "UPDATE jobs.batch_items SET job_outputs = NULL WHERE batch_id = $1 AND idx = 0",
+                batch_id,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(forget())
+    again = listed()
+    assert again[0]["outputs"] == job_outputs(again[0]["job_id"])
+    assert again == items
+
+
 def test_bad_connections_and_sources_are_refused_with_the_reason(
     rest: Rest, stack: Stack, customer: str
 ) -> None:
