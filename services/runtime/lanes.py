@@ -2,7 +2,8 @@
 
 A batch's tasks go to `pixmesh.task.<service>.batch`, pulled by a durable of their own (the
 Consumer's `lanes`), so that a worker keeps capacity for interactive tasks while a batch fills
-the rest: the imaging pool has a slot that batch tasks never take (services/imaging/isolation.py).
+the rest: the imaging pool has a slot that batch tasks never take, and runs batch tasks in
+processes of a lower CPU priority (services/imaging/isolation.py).
 Kept apart from bus.py so that the imaging children, which read LANE's value through the pool,
 do not import the NATS client.
 """
