@@ -1623,6 +1623,13 @@ class Capabilities(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     INPUT_FORMATS_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMATS_FIELD_NUMBER: _builtins.int
+    PLAN_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    plan_fingerprint: _builtins.str
+    """For a service that plans pipelines (imaging's PlanPipeline): an opaque digest of everything
+    its plans depend on besides the request (its limits and defaults, the planning code). Two
+    answers under the same fingerprint plan the same request the same way, so a caller may
+    reuse a plan while the fingerprint holds. Empty: plans are not to be reused.
+    """
     @_builtins.property
     def operations(self) -> _containers.RepeatedCompositeFieldContainer[Global___OperationInfo]: ...
     @_builtins.property
@@ -1638,10 +1645,11 @@ class Capabilities(_message.Message):
         limits: _image_pb2.Limits | None = ...,
         input_formats: _abc.Iterable[_image_pb2.ImageFormat.ValueType] | None = ...,
         output_formats: _abc.Iterable[_image_pb2.ImageFormat.ValueType] | None = ...,
+        plan_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_formats", b"input_formats", "limits", b"limits", "operations", b"operations", "output_formats", b"output_formats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_formats", b"input_formats", "limits", b"limits", "operations", b"operations", "output_formats", b"output_formats", "plan_fingerprint", b"plan_fingerprint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from pixmesh.common.v1 import image_pb2 as pixmesh_dot_common_dot_v1_dot_image__
 from pixmesh.common.v1 import operations_pb2 as pixmesh_dot_common_dot_v1_dot_operations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pixmesh/imaging/v1/imaging.proto\x12\x12pixmesh.imaging.v1\x1a\x1dpixmesh/common/v1/image.proto\x1a\"pixmesh/common/v1/operations.proto\"\x17\n\x15ListOperationsRequest\"O\n\x16ListOperationsResponse\x12\x35\n\x0c\x63\x61pabilities\x18\x01 \x01(\x0b\x32\x1f.pixmesh.common.v1.Capabilities\"\xa2\x01\n\x13PlanPipelineRequest\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Image\x12\x30\n\noperations\x18\x02 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x30\n\nrenditions\x18\x03 \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\"E\n\x14PlanPipelineResponse\x12-\n\x04plan\x18\x01 \x01(\x0b\x32\x1f.pixmesh.common.v1.PipelinePlan2\xdc\x01\n\x0eImagingService\x12g\n\x0eListOperations\x12).pixmesh.imaging.v1.ListOperationsRequest\x1a*.pixmesh.imaging.v1.ListOperationsResponse\x12\x61\n\x0cPlanPipeline\x12\'.pixmesh.imaging.v1.PlanPipelineRequest\x1a(.pixmesh.imaging.v1.PlanPipelineResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pixmesh/imaging/v1/imaging.proto\x12\x12pixmesh.imaging.v1\x1a\x1dpixmesh/common/v1/image.proto\x1a\"pixmesh/common/v1/operations.proto\"\x17\n\x15ListOperationsRequest\"O\n\x16ListOperationsResponse\x12\x35\n\x0c\x63\x61pabilities\x18\x01 \x01(\x0b\x32\x1f.pixmesh.common.v1.Capabilities\"\xa2\x01\n\x13PlanPipelineRequest\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Image\x12\x30\n\noperations\x18\x02 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x30\n\nrenditions\x18\x03 \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\"_\n\x14PlanPipelineResponse\x12-\n\x04plan\x18\x01 \x01(\x0b\x32\x1f.pixmesh.common.v1.PipelinePlan\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t2\xdc\x01\n\x0eImagingService\x12g\n\x0eListOperations\x12).pixmesh.imaging.v1.ListOperationsRequest\x1a*.pixmesh.imaging.v1.ListOperationsResponse\x12\x61\n\x0cPlanPipeline\x12\'.pixmesh.imaging.v1.PlanPipelineRequest\x1a(.pixmesh.imaging.v1.PlanPipelineResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,7 +40,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANPIPELINEREQUEST']._serialized_start=230
   _globals['_PLANPIPELINEREQUEST']._serialized_end=392
   _globals['_PLANPIPELINERESPONSE']._serialized_start=394
-  _globals['_PLANPIPELINERESPONSE']._serialized_end=463
-  _globals['_IMAGINGSERVICE']._serialized_start=466
-  _globals['_IMAGINGSERVICE']._serialized_end=686
+  _globals['_PLANPIPELINERESPONSE']._serialized_end=489
+  _globals['_IMAGINGSERVICE']._serialized_start=492
+  _globals['_IMAGINGSERVICE']._serialized_end=712
 # @@protoc_insertion_point(module_scope)

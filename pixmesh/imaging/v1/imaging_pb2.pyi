@@ -98,16 +98,20 @@ class PlanPipelineResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PLAN_FIELD_NUMBER: _builtins.int
+    PLAN_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    plan_fingerprint: _builtins.str
+    """Capabilities.plan_fingerprint of the service that made this plan."""
     @_builtins.property
     def plan(self) -> _operations_pb2.PipelinePlan: ...
     def __init__(
         self,
         *,
         plan: _operations_pb2.PipelinePlan | None = ...,
+        plan_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "plan_fingerprint", b"plan_fingerprint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
