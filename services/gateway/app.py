@@ -26,6 +26,7 @@ from services.gateway.jobs import Planner
 from services.gateway.key_admin import KeyAdmin
 from services.gateway.keys import KeyStore
 from services.gateway.metadata import MetadataQueries
+from services.gateway.plans import PlanCache
 from services.gateway.quotas import Limits, Quotas, count_open_jobs, limits_from
 from services.gateway.repository import GatewayRepository
 from services.gateway.revocations import Revocations
@@ -49,18 +50,20 @@ def _fetch(stub: object, request: object) -> Fetch:
     return fetch
 
 
-def _planner(stub: imaging_pb2_grpc.ImagingServiceStub) -> Planner:
+def _planner(stub: imaging_pb2_grpc.ImagingServiceStub, capabilities: CapabilityCache) -> Planner:
+    """Imaging's PlanPipeline behind the plan cache (services/gateway/plans.py)."""
+
     async def plan(
         image: image_pb2.Image,
         ops: Sequence[operations_pb2.Operation],
         renditions: Sequence[operations_pb2.Rendition],
         timeout: float,
-    ) -> operations_pb2.PipelinePlan:
+    ) -> tuple[operations_pb2.PipelinePlan, str]:
         req = imaging_pb2.PlanPipelineRequest(image=image, operations=ops, renditions=renditions)
         resp: imaging_pb2.PlanPipelineResponse = await stub.PlanPipeline(req, timeout=timeout)
-        return resp.plan
+        return resp.plan, resp.plan_fingerprint
 
-    return plan
+    return PlanCache(plan, lambda: capabilities.plan_fingerprint("imaging"), capabilities.expire)
 
 
 def origin(url: str) -> str:
@@ -116,7 +119,7 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
             jobs_stub,
             capabilities,
             events,
-            _planner(imaging_stub),
+            _planner(imaging_stub, capabilities),
             Backpressure(
                 lambda service: bus.consumer_depth(task_durable(service)),
                 settings.max_queue_depth,

@@ -34,6 +34,7 @@ class CapabilityCache:
         self.timeout_s = timeout_s
         self._cached: tuple[float, list[operations_pb2.OperationInfo]] | None = None
         self._silent: set[str] = set()  # the services that did not answer the last time
+        self._fingerprints: dict[str, str] = {}  # Capabilities.plan_fingerprint by service
         self._lock = asyncio.Lock()
 
     async def operations(self) -> list[operations_pb2.OperationInfo]:
@@ -67,6 +68,7 @@ class CapabilityCache:
             )
             ops: list[operations_pb2.OperationInfo] = []
             self._silent = set()
+            self._fingerprints = {}
             for service, result in zip(self.sources, results, strict=True):
                 if isinstance(result, BaseException):
                     self._silent.add(service)
@@ -76,10 +78,21 @@ class CapabilityCache:
                     )
                     continue
                 ops.extend(result.operations)
+                self._fingerprints[service] = result.plan_fingerprint
             # Do not cache a partial answer: a worker that is starting up is asked again.
             if not self._silent:
                 self._cached = (time.monotonic() + self.ttl_s, ops)
             return ops
+
+    async def plan_fingerprint(self, service: str) -> str:
+        """What `service`'s plans depend on besides the request, as its last answer said
+        (services/gateway/plans.py); "" when it did not answer or does not plan."""
+        await self.answers()
+        return self._fingerprints.get(service, "")
+
+    def expire(self) -> None:
+        """Ask the services again on the next call (an answer showed this one out of date)."""
+        self._cached = None
 
     async def unavailable(self) -> dict[str, str]:
         """Op name -> reason, for ops a worker declared but cannot run now."""

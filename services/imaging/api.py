@@ -21,4 +21,4 @@ class ImagingApi(imaging_pb2_grpc.ImagingServiceServicer):
         self, request: pb.PlanPipelineRequest, context: Ctx
     ) -> pb.PlanPipelineResponse:
         plan = self.imaging.plan(request.image, request.operations, request.renditions)
-        return pb.PlanPipelineResponse(plan=plan)
+        return pb.PlanPipelineResponse(plan=plan, plan_fingerprint=self.imaging.plan_fingerprint)

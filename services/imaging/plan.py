@@ -16,9 +16,15 @@ because DnCNN on CPU costs two orders of magnitude more than a resize.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import pixmesh
+import services.imaging
+import services.runtime
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.imaging.encode import WEBP_EFFORT, writable_formats
 from services.imaging.limits import Limits
@@ -33,7 +39,7 @@ from services.imaging.validation import (
 )
 from services.imaging.video.plan import plan_video
 from services.runtime.errors import invalid
-from services.runtime.imageprobe import Format, ImageFormat, ImageHeader
+from services.runtime.imageprobe import Format, ImageFormat, ImageHeader, readable_formats
 from services.runtime.pipeline import IMAGING, INFERENCE, owner
 from services.runtime.video import check_video_job
 
@@ -54,6 +60,48 @@ DEFAULT_ENCODE_MS_PER_MP = 30.0
 # `webp_methods`; BENCHMARKS.md "Imaging": 0..6 took 15.8, 20.9, 27.4, 59.8, 59.9, 65.9 and
 # 118.2 ms, 6 and 5 in a later run where 4 took 59.1 ms). Lossless WebP is priced alike.
 WEBP_EFFORT_COST = {0: 0.26, 1: 0.35, 2: 0.46, 3: 1.0, 4: 1.0, 5: 1.15, 6: 2.0}
+
+
+# The code a plan comes from: the imaging package (ops, validation, this module), the shared
+# runtime (pipeline rules, probing, video checks) and the SDK's generated stubs and rules. A
+# deployment of any other version of them may plan differently.
+_PLANNING_CODE = (
+    Path(services.imaging.__file__).parent,
+    Path(services.runtime.__file__).parent,
+    Path(pixmesh.__file__).parent,
+)
+
+
+@functools.cache
+def _code_digest() -> bytes:
+    digest = hashlib.sha256()
+    for root in _PLANNING_CODE:
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root.parent)).encode())
+            digest.update(path.read_bytes())
+    return digest.digest()
+
+
+def plan_fingerprint(
+    limits: Limits, default_format: Format | None, webp_effort: int, video: object = None
+) -> str:
+    """Capabilities.plan_fingerprint: a digest of everything `plan_pipeline` answers from besides
+    its request: the limits, the default output format, the WebP effort that prices encodes, the
+    formats this build reads and writes, the video limits (`video`, as given to the service) and
+    the planning code itself. The gateway reuses a plan only under the fingerprint it was made
+    with, so a worker started with other settings or code is asked again (services/gateway/plans.py).
+    The code is read once per process (~150 small files, ~15 ms)."""
+    facts = repr(
+        (
+            limits,
+            default_format,
+            webp_effort,
+            video,
+            sorted(readable_formats()),
+            sorted(writable_formats()),
+        )
+    )
+    return hashlib.sha256(_code_digest() + facts.encode()).hexdigest()[:32]
 
 
 def header_of(image: image_pb2.Image) -> ImageHeader:

@@ -19,7 +19,7 @@ from services.imaging.isolation import ProcessPool
 from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY
 from services.imaging.pipeline import Outputs, output_attributes, run
-from services.imaging.plan import plan_pipeline
+from services.imaging.plan import plan_fingerprint, plan_pipeline
 from services.runtime import metrics
 from services.runtime.errors import NotFound, Unavailable
 from services.runtime.imageprobe import Format, extension_for, readable_formats
@@ -105,6 +105,8 @@ class ImagingProcessor:
         self.video_limits = video_limits
         self.default_format = default_format
         self.webp_effort = webp_effort
+        # What this worker's plans depend on besides the request (Capabilities.plan_fingerprint).
+        self.plan_fingerprint = plan_fingerprint(limits, default_format, webp_effort, video_limits)
 
     async def process(
         self,
@@ -169,7 +171,9 @@ class ImagingProcessor:
             return result
 
     def capabilities(self) -> operations_pb2.Capabilities:
-        return capabilities(self.limits, self.video_limits)
+        caps = capabilities(self.limits, self.video_limits)
+        caps.plan_fingerprint = self.plan_fingerprint
+        return caps
 
     def plan(
         self,

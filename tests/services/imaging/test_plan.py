@@ -1,5 +1,7 @@
 """PlanPipeline: the exact validation and the predicted output, from header facts only."""
 
+import asyncio
+
 import pytest
 
 from pixmesh.common.v1 import image_pb2
@@ -12,15 +14,20 @@ from pixmesh.common.v1.operations_pb2 import (
     Resize,
     Trim,
 )
+from pixmesh.imaging.v1.imaging_pb2 import ListOperationsRequest, PlanPipelineRequest
+from services.imaging.api import ImagingApi
 from services.imaging.limits import Limits
 from services.imaging.plan import (
     DECODE_MS_PER_MP,
     ENCODE_MS_PER_MP,
     INFERENCE_MS_PER_MP,
     OP_MS_PER_MP,
+    plan_fingerprint,
     plan_pipeline,
 )
+from services.imaging.service import ImagingProcessor
 from services.runtime.errors import InvalidArgument
+from services.runtime.video import VideoLimits
 
 from .samples import ops
 
@@ -103,3 +110,29 @@ def test_unresolved_auto_and_missing_header_facts_are_rejected() -> None:
     with pytest.raises(InvalidArgument) as err:
         plan_pipeline(image_pb2.Image(format=image_pb2.JPEG), ops(Resize(width=10)), LIMITS)
     assert err.value.violations[0].field == "image"
+
+
+def test_the_plan_fingerprint_changes_with_what_plans_depend_on() -> None:
+    # The gateway reuses a plan only under the fingerprint it was made with
+    # (services/gateway/plans.py): every setting a plan reads must move it.
+    base = plan_fingerprint(LIMITS, None, 4)
+    assert plan_fingerprint(Limits(max_output_dimension=2000, max_operations=6), None, 4) == base
+    others = {
+        plan_fingerprint(Limits(max_output_dimension=2001, max_operations=6), None, 4),
+        plan_fingerprint(LIMITS, image_pb2.WEBP, 4),
+        plan_fingerprint(LIMITS, None, 6),
+        plan_fingerprint(LIMITS, None, 4, video=VideoLimits(max_streams=3)),
+    }
+    assert base not in others and len(others) == 4
+
+
+def test_list_operations_and_every_plan_name_the_fingerprint() -> None:
+    # No pool: planning and ListOperations never use it.
+    imaging = ImagingProcessor(None, LIMITS, webp_effort=6)  # type: ignore[arg-type]
+    api = ImagingApi(imaging)
+    expected = plan_fingerprint(LIMITS, None, 6)
+    caps = asyncio.run(api.ListOperations(ListOperationsRequest(), None))
+    assert caps.capabilities.plan_fingerprint == expected
+    request = PlanPipelineRequest(image=PHOTO, operations=ops(Resize(width=800)))
+    resp = asyncio.run(api.PlanPipeline(request, None))
+    assert resp.plan_fingerprint == expected and resp.plan.output_width == 800
