@@ -22,9 +22,11 @@ what is in flight and still writes the summary. DEST/summary.json says what the 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
+import stat
 import sys
 import time
 from collections import Counter
@@ -223,9 +225,32 @@ class _Journal:
         self._file.close()
 
 
+class _Unreadable(Exception):
+    """A file of the folder that cannot be read: its failure's reason and message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
 def _read(path: Path, limit: int) -> tuple[bytes, str]:
-    with path.open("rb") as f:
-        data = f.read(limit + 1)
+    try:
+        # Non-blocking: opening a FIFO would otherwise wait for a writer forever (it is refused
+        # below); reads of a regular file are not affected.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        # A dangling or looping symlink, a file removed since the walk, one we may not read.
+        reason = "PERMISSION_DENIED" if exc.errno in (errno.EACCES, errno.EPERM) else "NOT_FOUND"
+        raise _Unreadable(reason, f"cannot open the file: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise _Unreadable("UNSUPPORTED_FORMAT", "not a regular file (a FIFO, socket or device)")
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise _Unreadable(
+                "STORAGE_ERROR", f"cannot read the file: {exc.strerror or exc}"
+            ) from exc
     return data, hashlib.sha256(data).hexdigest()
 
 
@@ -272,8 +297,12 @@ async def process_folder(
         rel = path.relative_to(source).as_posix()
         async with reads:
             started = time.monotonic()
-            data, sha = await asyncio.to_thread(_read, path, max_bytes)
             summary.images += 1
+            try:
+                data, sha = await asyncio.to_thread(_read, path, max_bytes)
+            except _Unreadable as exc:
+                failed(rel, exc.reason, exc.message)
+                return None
             if journal.finished(sha, rel, destination, source):
                 summary.skipped += 1
                 progress.skipped += 1

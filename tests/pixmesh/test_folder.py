@@ -3,12 +3,15 @@ destination out, the resume journal and the summary's figures."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
-from pixmesh._folder import FolderSummary, _Journal, sniff, walk
+from pixmesh._folder import FolderSummary, _Journal, process_folder, sniff, walk
 
 
 def _encoded(fmt: str, **kwargs: object) -> bytes:
@@ -98,3 +101,33 @@ def test_summary_figures() -> None:
     assert doc["wall_seconds"] == 2.0
     assert doc["interrupted"] is False
     assert doc["client_peak_rss_megabytes"] > 0
+
+
+async def test_files_that_cannot_be_read_fail_alone_with_a_reason(tmp_path: Path) -> None:
+    """A dangling symlink, a file that cannot be opened and a FIFO (whose open would wait for a
+    writer forever) each fail with a reason; the run neither stops nor hangs. None reaches the
+    server, so a client that answers nothing is enough."""
+    src, dest = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    (src / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (src / "loop.jpg").symlink_to(src / "loop.jpg")  # ELOOP on open
+    os.mkfifo(src / "pipe.jpg")
+    (src / "notes.txt").write_text("not an image\n")
+
+    client: Any = _NoServer()
+    summary = await asyncio.wait_for(process_folder(client, src, dest, ["grayscale"]), 10)
+
+    reasons = {f["name"]: f["reason"] for f in summary.failures}
+    assert reasons == {
+        "dangling.jpg": "NOT_FOUND",
+        "loop.jpg": "NOT_FOUND",
+        "pipe.jpg": "UNSUPPORTED_FORMAT",
+        "notes.txt": "UNSUPPORTED_FORMAT",
+    }
+    assert (summary.images, summary.failed) == (4, 4)
+    assert (dest / "summary.json").exists()
+
+
+class _NoServer:
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"no file should reach the server ({name})")
