@@ -12,11 +12,16 @@ import grpc
 Wrap = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def rewrap(handler: grpc.RpcMethodHandler, unary: Wrap, stream: Wrap) -> grpc.RpcMethodHandler:
+def rewrap(
+    handler: grpc.RpcMethodHandler,
+    unary: Wrap,
+    stream: Wrap,
+    deserializer: Callable[[bytes], Any] | None = None,
+) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour passed through `unary` (methods answering once) or `stream`
-    (methods streaming their answers); serializers kept. A handler without behaviour is returned
-    as it is."""
-    des, ser = handler.request_deserializer, handler.response_serializer
+    (methods streaming their answers); serializers kept unless `deserializer` replaces the
+    request's. A handler without behaviour is returned as it is."""
+    des, ser = deserializer or handler.request_deserializer, handler.response_serializer
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), des, ser)
     if handler.stream_unary:

@@ -24,13 +24,14 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pixmesh.errors import STATUS_DETAILS_KEY
 from services.runtime import metrics, trust
-from services.runtime.errors import ServiceError
+from services.runtime.errors import InvalidArgument, ServiceError
 from services.runtime.handlers import ClosingStreams, WrappingInterceptor, rewrap
 from services.runtime.logs import setup_logging
 from services.runtime.outage import as_unavailable
@@ -230,17 +231,47 @@ async def _abort(context: Ctx, exc: BaseException) -> None:
 
 
 class ErrorInterceptor(WrappingInterceptor):
-    """Maps ServiceError (and anything unexpected) to a google.rpc.Status with details."""
+    """Maps ServiceError (and anything unexpected) to a google.rpc.Status with details, and a
+    request that does not parse to INVALID_ARGUMENT."""
 
     def wrap(
         self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        return rewrap(handler, _wrap_unary, _wrap_stream)
+        parse = handler.request_deserializer
+        if parse is not None:
+            parse = _parsed(parse, streaming=handler.request_streaming)
+        return rewrap(handler, _wrap_unary, _wrap_stream, parse)
+
+
+_UNPARSABLE = (
+    "the request does not parse: a string field that is not UTF-8, or bytes that are not the "
+    "method's protobuf message"
+)
+
+
+class _Unparsable:
+    """What a unary request that does not parse becomes: grpc.aio answers a deserializer's
+    exception with UNKNOWN and the exception's text (a 500 through Envoy, e.g. for `%ff` in a
+    REST path), so the request is handed on as this and its handler's wrapper refuses it."""
+
+
+def _parsed(parse: Callable[[bytes], Any], *, streaming: bool) -> Callable[[bytes], Any]:
+    def parsed(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError:
+            if streaming:  # raised while the handler reads the stream: mapped by its wrapper
+                raise InvalidArgument(_UNPARSABLE) from None
+            return _Unparsable()
+
+    return parsed
 
 
 def _wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
     async def wrapper(request: Any, context: Ctx) -> Any:
         try:
+            if isinstance(request, _Unparsable):
+                raise InvalidArgument(_UNPARSABLE)
             return await fn(request, context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
@@ -253,6 +284,8 @@ def _wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
     async def wrapper(request: Any, context: Ctx) -> AsyncIterator[Any]:
         try:
+            if isinstance(request, _Unparsable):
+                raise InvalidArgument(_UNPARSABLE)
             async for item in fn(request, context):
                 yield item
         except (grpc.aio.AbortError, asyncio.CancelledError):

@@ -62,6 +62,25 @@ def test_unknown_image_is_404(rest: Rest) -> None:
     assert reason(resp) == "IMAGE_NOT_FOUND"
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/jobs/%ff"),  # a path parameter
+        ("GET", "/v1/jobs?page_token=%00%ff"),  # a query parameter
+        ("GET", "/v1/jobs/%c3%28/archive"),  # a streamed answer
+        ("POST", "/v1/images?filename=%ff"),  # beside a raw body
+    ],
+)
+def test_a_string_that_is_not_utf8_is_400(rest: Rest, method: str, path: str) -> None:
+    # Envoy's transcoder passes the bytes on; the gateway could not parse its request and
+    # answered UNKNOWN with the parser's text (500).
+    resp = rest.http.request(method, path, content=b"\xff\xd8\xff" if method == "POST" else None)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["code"] == 3  # INVALID_ARGUMENT
+    assert reason(resp) == "INVALID_ARGUMENT"
+    assert "DecodeError" not in resp.text
+
+
 def test_image_that_fails_to_decode_fails_the_job(rest: Rest, photo: bytes) -> None:
     # The header is intact, so the gateway (which never decodes pixels) accepts it ...
     broken = images.truncated_in_scan(photo)
