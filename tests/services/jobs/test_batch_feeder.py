@@ -63,3 +63,56 @@ async def test_a_batch_created_here_wakes_the_idle_feeder(
         async with asyncio.timeout(10):
             await feeder
     await batches.cancel(TENANT, batch.batch_id)
+
+
+async def test_a_round_submits_waits_then_settles_and_ends_the_batch(
+    service: JobsService, pool: asyncpg.Pool
+) -> None:
+    """A feeder round reads a batch's items once, with its lease: it submits what is queued,
+    leaves a batch whose jobs run as it is, and settles the jobs that ended and ends the batch
+    in the same round when nothing is left."""
+    batches = Batches(
+        pool,
+        service,
+        cast(Storage, None),
+        cast(Bucket, None),
+        ConnectionStore(pool, SecretBox(())),
+    )
+    batch, _ = await batches.create(
+        batches_pb2.CreateBatchRequest(
+            tenant_id=TENANT, images=[image(), image()], operations=[resize(10)]
+        )
+    )
+
+    async def items() -> list[tuple[str, str | None]]:
+        rows = await pool.fetch(
+            "SELECT state, job_id FROM jobs.batch_items WHERE batch_id = $1 ORDER BY idx",
+            batch.batch_id,
+        )
+        return [(r["state"], r["job_id"]) for r in rows]
+
+    async def state() -> str:
+        found: str = await pool.fetchval(
+            "SELECT state FROM jobs.batches WHERE batch_id = $1", batch.batch_id
+        )
+        return found
+
+    try:
+        assert await batches._round() == (True, True)
+        submitted = await items()
+        assert [s for s, _ in submitted] == ["SUBMITTED", "SUBMITTED"]
+        # Both jobs wait: nothing to settle, nothing to submit.
+        assert await batches._round() == (False, True)
+        assert await items() == submitted and await state() == "RUNNING"
+        await service.cancel_job(TENANT, str(submitted[0][1]))
+        # One ended, one still open: settled, the batch runs on.
+        assert await batches._round() == (True, True)
+        assert [s for s, _ in await items()] == ["CANCELLED", "SUBMITTED"]
+        assert await state() == "RUNNING"
+        await service.cancel_job(TENANT, str(submitted[1][1]))
+        assert await batches._round() == (True, True)
+        assert [s for s, _ in await items()] == ["CANCELLED", "CANCELLED"]
+        assert await state() == "SUCCEEDED"
+    finally:
+        if await state() == "RUNNING":
+            await batches.cancel(TENANT, batch.batch_id)
