@@ -191,7 +191,12 @@ def _standard_message(descriptor: FieldDescriptor, rule: str) -> str:
     """The project's wording for a standard rule ("must be between 0 and 1")."""
     if rule == "required":
         return "is required"
-    phrase = _phrase(descriptor)
+    own = field_rules(descriptor)
+    if own.WhichOneof("type") == "repeated" and not rule.startswith("repeated."):
+        # A rule of the list's items ("fractions[1]": "double.gte_lte"), not of the list.
+        phrase = _phrase(descriptor, rules=own.repeated.items)
+    else:
+        phrase = _phrase(descriptor)
     if not phrase:
         return ""
     if rule.startswith(("repeated.", "string.", "bytes.")):
@@ -285,10 +290,11 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def _phrase(descriptor: FieldDescriptor, compact: bool = False) -> str:
+def _phrase(descriptor: FieldDescriptor, compact: bool = False, rules: Any = None) -> str:
     """A field's standard rules in words: "between 0 and 1", "at most 100", "1..64 items"...
-    `compact` writes a closed range as ListOperations always has: "0..1"."""
-    rules = field_rules(descriptor)
+    `compact` writes a closed range as ListOperations always has: "0..1". `rules`: other rules
+    than the field's own (its items' when it is repeated)."""
+    rules = field_rules(descriptor) if rules is None else rules
     kind = rules.WhichOneof("type")
     if kind is None:
         return ""

@@ -206,3 +206,15 @@ def test_every_operation_has_a_json_example_in_its_proto_comment() -> None:
     for name, op in rules.OPERATIONS.items():
         assert op.examples, name
         assert "Example:" not in op.description, name
+
+
+def test_a_repeated_fields_item_rule_is_worded_as_the_items() -> None:
+    """An item of `fractions` out of 0..1 once read "must be at most 10 items" (the list's rule)."""
+    found = rules.violations(Op(video_frames=operations_pb2.VideoFrames(fractions=[0.5, 1.5])))
+    assert [(v.field, v.description) for v in found] == [
+        ("video_frames.fractions[1]", "must be between 0 and 1")
+    ]
+    found = rules.violations(Op(video_frames=operations_pb2.VideoFrames(fractions=[0.5] * 11)))
+    assert [(v.field, v.description) for v in found] == [
+        ("video_frames.fractions", "must have at most 10 items")
+    ]
