@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from pixmesh import rules
 from pixmesh.common.v1 import image_pb2, operations_pb2
-from services.runtime.errors import InvalidArgument, invalid
+from services.runtime.errors import FieldViolation, InvalidArgument, invalid
 from services.runtime.imageprobe import sniff
 
 if TYPE_CHECKING:
@@ -689,6 +690,16 @@ def check_video_job(
             "applies to videos; this source is an image",
             "INVALID_OPERATION",
         )
+    if first is not None:
+        # Its proto rules: PlanPipeline plans only what follows it, so they are checked here.
+        path = f"operations[0].{first}"
+        found = rules.violations(getattr(operations[0], first), path)
+        if found:
+            raise InvalidArgument(
+                message="; ".join(f"{v.field}: {v.description}" for v in found),
+                reason="INVALID_OPERATION",
+                violations=tuple(FieldViolation(v.field, v.description) for v in found),
+            )
     later = [(f"operations[{i}]", op) for i, op in enumerate(operations) if i > 0] + [
         (f"renditions[{i}].operations[{j}]", op)
         for i, r in enumerate(renditions)

@@ -143,6 +143,19 @@ def test_video_operations_need_a_video_and_come_first(rest: Rest, photo_id: str)
     assert (resp.status_code, reason(resp)) == (400, "INVALID_OPERATION")
 
 
+def test_a_video_operation_out_of_its_rules_is_400_before_a_job(rest: Rest) -> None:
+    # The video operation itself was never checked: fractions [1.5] made a job that ran.
+    video_id = rest.upload(clip())["image_id"]
+    for op in (
+        {"video_frames": {"fractions": [1.5]}},
+        {"video_frames": {"fractions": [0.5], "timestamps_s": [1]}},
+        {"video_preview": {"start_s": -1}},
+    ):
+        for path in ("/v1/jobs", "/v1/jobs:plan"):
+            resp = rest.http.post(path, json={"image_id": video_id, "operations": [op]})
+            assert (resp.status_code, reason(resp)) == (400, "INVALID_OPERATION"), resp.text
+
+
 def test_hostile_video_corpus(rest: Rest, stack: Stack, photo_id: str) -> None:
     imaging_pid = stack.pids()["imaging"]
     mismatches: list[str] = []
