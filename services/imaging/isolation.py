@@ -413,9 +413,16 @@ def _lower_priority(nice: int) -> None:
     to a thread, and a new thread takes its creator's: every thread now, the codecs' later."""
     if os.getpriority(os.PRIO_PROCESS, 0) >= nice:
         return
-    for tid in os.listdir("/proc/self/task"):
-        with suppress(ProcessLookupError):  # a thread that has just ended
-            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except FileNotFoundError:  # not Linux: there the call sets the whole process's
+        threads = [0]
+    try:
+        for tid in threads:
+            with suppress(ProcessLookupError):  # a thread that has just ended
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except OSError as exc:  # a sandbox that forbids it: the task runs all the same
+        log.warning("could not lower the pipeline process's priority: %s", exc)
 
 
 def _kill_workers(executor: ProcessPoolExecutor) -> None:
