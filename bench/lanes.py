@@ -14,7 +14,9 @@ interactive tasks one after another for `--seconds` / 2 on the idle pool (after 
 then `workers` batch-lane loops fill the workers and interactive tasks run again for `--seconds`;
 figures: the interactive p50/p95 idle and during the batch (wall time from the caller, slot wait
 included), and the batch images per second over that window. Rounds alternate the nice values
-so that a drift of the machine's load falls on each.
+so that a drift of the machine's load falls on each. Last, what a lowered process costs an
+interactive task that finds no other slot idle (a fresh process takes its place): one slot, the
+same interactive task after a batch task and after an interactive one, alternating.
 """
 
 from __future__ import annotations
@@ -98,6 +100,33 @@ async def one_round(
     return idle, busy, rate
 
 
+async def fresh_process_cost(small: bytes, rounds: int) -> tuple[list[float], list[float]]:
+    pool = ProcessPool(
+        IsolationConfig(workers=1, memory_limit_bytes=1024 * 1024 * 1024, max_pixels=50_000_000)
+    )
+    await pool.start()
+
+    async def batch() -> None:
+        LANE.set(BATCH_LANE)
+        await pool.run(convert, small, 320)
+
+    async def timed() -> float:
+        start = time.perf_counter()
+        await pool.run(convert, small, 320)
+        return time.perf_counter() - start
+
+    after_batch, after_interactive = [], []
+    try:
+        await pool.run(convert, small, 320)  # not counted
+        for _ in range(rounds):
+            await asyncio.create_task(batch())
+            after_batch.append(await timed())  # a fresh process in the lowered one's place
+            after_interactive.append(await timed())  # the same process again
+    finally:
+        pool.close()
+    return after_batch, after_interactive
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nice", type=int, nargs="+", default=[0, 10, 19, 19, 10, 0])
@@ -119,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({len(busy)}); p95 x{pct(busy, 0.95) / pct(idle, 0.95):.2f}; "
             f"batch {rate:.2f} images/s; load {os.getloadavg()[0]:.2f}"
         )
+    fresh, warm = asyncio.run(fresh_process_cost(small, 20))
+    print(
+        f"an interactive task in a fresh process (after a batch task in its slot): p50 "
+        f"{statistics.median(fresh) * 1000:.1f} ms p95 {pct(fresh, 0.95) * 1000:.1f} ms; in a warm "
+        f"one: p50 {statistics.median(warm) * 1000:.1f} ms p95 {pct(warm, 0.95) * 1000:.1f} ms"
+    )
     return 0
 
 
