@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from pixmesh.common.v1 import batch_pb2, operations_pb2
+from pixmesh.common.v1 import batch_pb2, image_pb2, operations_pb2
 from pixmesh.gateway.v1 import batches_pb2 as gw
 from pixmesh.jobs.v1 import batches_pb2 as jb
 from pixmesh.jobs.v1 import jobs_pb2_grpc
@@ -23,8 +23,10 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import find_image
 from services.gateway.webhooks import check_webhook
 from services.runtime.errors import invalid, rpc_errors
+from services.runtime.pipeline import check_renditions
 from services.runtime.routes import output_download_path
 from services.runtime.storage import Storage
+from services.runtime.video import check_video_job, frame_renditions, video_operation
 
 MAX_IMAGE_IDS = 10_000
 
@@ -77,7 +79,6 @@ class BatchRequests:
         out = jb.CreateBatchRequest(
             tenant_id=tenant_id,
             operations=ops,
-            renditions=renditions,
             idempotency_key=req.idempotency_key,
             webhook=webhook,
         )
@@ -87,11 +88,21 @@ class BatchRequests:
             if not ids or len(ids) > MAX_IMAGE_IDS:
                 raise invalid("source.images.image_ids", f"1..{MAX_IMAGE_IDS} image ids")
             for image_id in ids:
-                out.images.append(await find_image(self.repo, tenant_id, image_id))
+                image = await find_image(self.repo, tenant_id, image_id)
+                # As CreateJob: a video operation first, on videos only.
+                check_video_job(ops, renditions, image.kind)
+                out.images.append(image)
         elif kind == "storage":
+            check_video_job(ops, renditions, image_pb2.Image.IMAGE)  # objects are taken as images
             out.source.CopyFrom(req.source.storage)
         else:
             raise invalid("source", "required: images or storage")
+        if video_operation(ops) == "video_frames":
+            # Each frame is an output, as CreateJob makes it (frame-1, frame-2, ...): without
+            # them the worker made every frame and the job kept one.
+            renditions = frame_renditions(ops[0].video_frames, renditions)
+            check_renditions(renditions, self.settings.max_renditions)
+        out.renditions.extend(renditions)
         if req.HasField("destination"):
             out.destination.CopyFrom(req.destination)
         with rpc_errors():

@@ -338,3 +338,35 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
     assert result.returncode == 0, result.stderr
     return result
+
+
+def test_a_batch_of_videos_keeps_every_poster_frame(rest: Rest, photo_id: str) -> None:
+    # A batch's jobs did not get a video_frames job's frame-<n> outputs (CreateJob expands
+    # them): the worker made three frames and the job recorded one output.
+    video_id = rest.upload(clip())["image_id"]
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"images": {"image_ids": [video_id]}},
+            "operations": [{"video_frames": {}}],
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    batch_id = resp.json()["batch"]["batch_id"]
+    deadline = time.monotonic() + 60
+    while (batch := rest.http.get(f"/v1/batches/{batch_id}").json()["batch"])["state"] in (
+        "PENDING",
+        "RUNNING",
+    ):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.2)
+    assert batch["state"] == "SUCCEEDED", batch
+    [item] = rest.http.get(f"/v1/batches/{batch_id}/jobs").json()["items"]
+    job = rest.get_job(item["job_id"])
+    assert [o["rendition"] for o in job["outputs"]] == ["frame-1", "frame-2", "frame-3"]
+    # A video among images, or a video operation on images: refused before the batch exists.
+    for ids, op in (([video_id], {"grayscale": {}}), ([photo_id], {"video_frames": {}})):
+        resp = rest.http.post(
+            "/v1/batches", json={"source": {"images": {"image_ids": ids}}, "operations": [op]}
+        )
+        assert (resp.status_code, reason(resp)) == (400, "INVALID_OPERATION"), resp.text
