@@ -421,7 +421,7 @@ class Batches:
     ) -> tuple[list[batch_pb2.BatchItem], str]:
         await self._owned(tenant, batch_id)
         page_size = min(page_size or 100, 1000)
-        start = int(page_token) if page_token.isdigit() else 0
+        start = _item_token(page_token)
         where = "i.batch_id = $1 AND i.idx >= $2"
         args: list[Any] = [batch_id, start, page_size + 1]
         if state:
@@ -1058,6 +1058,16 @@ def _request_hash(req: batches_pb2.CreateBatchRequest) -> str:
 
 def _encode_token(created: datetime, batch_id: str) -> str:
     return base64.urlsafe_b64encode(f"{created.isoformat()}|{batch_id}".encode()).decode()
+
+
+def _item_token(token: str) -> int:
+    """ListBatchJobs' page token: the index of the next item (an int column). Anything else is
+    refused: it used to start again from the first item, or overflow in Postgres (a 500)."""
+    if not token:
+        return 0
+    if token.isascii() and token.isdigit() and len(token) <= 10 and int(token) < 2**31:
+        return int(token)
+    raise invalid("page_token", "not a token from ListBatchJobs", "BAD_PAGE_TOKEN")
 
 
 def _decode_token(token: str) -> tuple[datetime, str]:

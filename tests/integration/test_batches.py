@@ -516,3 +516,26 @@ def test_a_batch_webhook_is_posted_once_signed_when_it_ends(
     assert doc["batch"]["batch_id"] == batch["batch_id"]
     assert doc["batch"]["summary"]["succeeded"] == "3"
     assert "whsec-batch" not in body.decode()
+
+
+def test_batch_items_page_tokens_are_checked(rest: Rest) -> None:
+    # A token that is not ListBatchJobs' started again from the first item (a client paging
+    # with it looped); a long number was a 500 (an int overflow in Postgres).
+    ids = [rest.upload(_jpeg(70 + i, (40, 30)))["image_id"] for i in range(2)]
+    resp = rest.http.post(
+        "/v1/batches",
+        json={"source": {"images": {"image_ids": ids}}, "operations": [{"grayscale": {}}]},
+    )
+    assert resp.status_code == 200, resp.text
+    batch_id = resp.json()["batch"]["batch_id"]
+    first = rest.http.get(f"/v1/batches/{batch_id}/jobs", params={"page_size": 1}).json()
+    assert [i["index"] for i in first["items"]] == [0] and first["next_page_token"]
+    token = first["next_page_token"]
+    second = rest.http.get(
+        f"/v1/batches/{batch_id}/jobs", params={"page_size": 1, "page_token": token}
+    ).json()
+    assert [i["index"] for i in second["items"]] == [1] and not second.get("next_page_token")
+    for bad in ("garbage", "99999999999999999999", "-1", "9" * 5000):
+        resp = rest.http.get(f"/v1/batches/{batch_id}/jobs", params={"page_token": bad})
+        assert resp.status_code == 400, (bad[:30], resp.text)
+        assert _reason(resp) == "BAD_PAGE_TOKEN"
