@@ -5,7 +5,7 @@
 
 The scico wheel (BSD-3-Clause) ships `scico/data/flax/dncnn{6,17}{L,M,H,N}.mpk`. scico itself
 needs jax, so the wheel is only read as a zip file: this needs numpy, msgpack and onnx (the dev
-extra), never jax. For every variant it writes `<out>/<name>/1/{model.onnx,config.json}`, then
+extra), never jax. For every variant it writes `<out>/<name>/<version>/{model.onnx,config.json}`, then
 the repository's MANIFEST.json and the licence notice, and checks each ONNX model with
 onnxruntime against the separate numpy forward pass (`services.inference.reference`) on the
 original, unfolded weights; a model that differs by more than `TOLERANCE` is not written.
@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,26 @@ AUTO_BANDS: dict[str, tuple[float, float]] = {
     "dncnn17-h": (45.0, 255.0),
     "dncnn17-n": (0.0, 12.0),
 }
+
+# σ-input models: the σ they are given is multiplied by this on a colour image's full-resolution
+# opponent chroma planes (ModelConfig.gain; the int8 copies have their own, quantize.py). The
+# chroma of natural photos is smoother than the grey images the models learnt: fed the plane's
+# own σ they under-denoise it. On the colour tuning photos (chelsea, rocket, whole, 2 seeds, σ =
+# 10 / 15, one pass through the service's planes; gains 1.0 / 1.1 / 1.2 / 1.3 swept, the best
+# mean kept): dncnn6-n +0.18 / +0.14 dB, dncnn17-n +0.38 / +0.25 dB at 1.2; the luma is best
+# at 1.0 (BENCHMARKS.md, issue 9, run 5).
+PLANE_SIGMA_GAINS: dict[str, dict[str, float]] = {
+    "dncnn6-n": {"C1": 1.2, "C2": 1.2},
+    "dncnn17-n": {"C1": 1.2, "C2": 1.2},
+}
+# A model's version changes when its bytes or anything that changes its output (config.json's
+# gains) changes, so that output keys (model@version) never name other bytes: version 2 of the
+# σ-input models adds PLANE_SIGMA_GAINS (same ONNX files).
+MODEL_VERSIONS = {"dncnn6-n": "2", "dncnn17-n": "2"}
+
+
+def model_version(name: str) -> str:
+    return MODEL_VERSIONS.get(name, MODEL_VERSION)
 
 
 # ---- reading flax msgpack -----------------------------------------------------------------------
@@ -263,9 +284,9 @@ def model_config(v: Variant, onnx_bytes: bytes, source_sha: str, error: float) -
     else:
         trained = round(v.trained_sigma * 255, 2)
         kind = f"blind, trained at sigma {trained:g}"
-    return {
+    config: dict[str, Any] = {
         "name": v.name,
-        "version": MODEL_VERSION,
+        "version": model_version(v.name),
         "platform": "onnxruntime_onnx",
         "file": "model.onnx",
         "sha256": sha256(onnx_bytes),
@@ -292,6 +313,9 @@ def model_config(v: Variant, onnx_bytes: bytes, source_sha: str, error: float) -
             "max_abs_error_vs_numpy_reference": error,
         },
     }
+    if gains := PLANE_SIGMA_GAINS.get(v.name):
+        config["plane_sigma_gains"] = dict(sorted(gains.items()))
+    return config
 
 
 def convert(wheel: Path, out: Path, golden: Path | None = None) -> list[dict[str, Any]]:
@@ -308,7 +332,9 @@ def convert(wheel: Path, out: Path, golden: Path | None = None) -> list[dict[str
             if not error <= TOLERANCE:
                 raise SystemExit(f"{v.name}: ONNX differs from the reference by {error:.2e}")
             config = model_config(v, onnx_bytes, sha256(raw), error)
-            folder = out / v.name / MODEL_VERSION
+            version = model_version(v.name)
+            drop_other_versions(out / v.name, version)
+            folder = out / v.name / version
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "model.onnx").write_bytes(onnx_bytes)
             (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -317,8 +343,8 @@ def convert(wheel: Path, out: Path, golden: Path | None = None) -> list[dict[str
             manifest.append(
                 {
                     "name": v.name,
-                    "version": MODEL_VERSION,
-                    "path": f"{v.name}/{MODEL_VERSION}/model.onnx",
+                    "version": version,
+                    "path": f"{v.name}/{version}/model.onnx",
                     "sha256": config["sha256"],
                     "bytes": len(onnx_bytes),
                     "source_sha256": config["source"]["sha256"],
@@ -340,6 +366,14 @@ def convert(wheel: Path, out: Path, golden: Path | None = None) -> list[dict[str
         + "\n"
     )
     return manifest
+
+
+def drop_other_versions(model_dir: Path, keep: str) -> None:
+    """Remove every version of a model but `keep` (the repository keeps one of each)."""
+    if model_dir.is_dir():
+        for old in model_dir.iterdir():
+            if old.is_dir() and old.name != keep:
+                shutil.rmtree(old)
 
 
 def _save_golden(path: Path, variables: Mapping[str, Any], sigma: float | None) -> None:

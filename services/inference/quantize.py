@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -194,7 +193,7 @@ def quantize(
 
     name = config.name + SUFFIX
     folder = out / name / INT8_VERSION
-    _drop_other_versions(out / name)
+    convert.drop_other_versions(out / name, INT8_VERSION)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "model.onnx"
     with tempfile.TemporaryDirectory() as tmp:
@@ -330,7 +329,7 @@ def rewire(int8: ModelConfig, fp32: ModelConfig, padding: bool = True) -> dict[s
 
     model = fix_graph(onnx.load(str(int8.model_file)), padding)
     folder = int8.path.parent / INT8_VERSION
-    _drop_other_versions(int8.path.parent)
+    convert.drop_other_versions(int8.path.parent, INT8_VERSION)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / int8.file
     onnx.save(model, str(target))
@@ -340,14 +339,6 @@ def rewire(int8: ModelConfig, fp32: ModelConfig, padding: bool = True) -> dict[s
     raw = dict(int8.raw)
     raw["version"] = INT8_VERSION
     return _describe(fp32, raw, quantization, target)
-
-
-def _drop_other_versions(model_dir: Path) -> None:
-    """Remove every version of a model but INT8_VERSION (the repository keeps one each)."""
-    if model_dir.is_dir():
-        for old in model_dir.iterdir():
-            if old.is_dir() and old.name != INT8_VERSION:
-                shutil.rmtree(old)
 
 
 def _describe(
@@ -363,6 +354,7 @@ def _describe(
     if gain != 1.0:
         raw["sigma_gain"] = gain
     planes = PLANE_SIGMA_GAINS.get(fp32.name, {}) if fp32.sigma_input else {}
+    raw.pop("plane_sigma_gains", None)  # the fp32 model's (convert.py) are not the copy's
     if planes:
         raw["plane_sigma_gains"] = dict(sorted(planes.items()))
     runs = []

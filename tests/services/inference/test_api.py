@@ -84,7 +84,7 @@ async def test_server_and_model_metadata(stub: inference_pb2_grpc.InferenceServi
     assert "CPUExecutionProvider" in server.available_providers
     assert server.default_depth == 6 and server.batching.max_batch_size == 4
     meta = await stub.GetModelMetadata(pb.GetModelMetadataRequest(name="dncnn6-n"))
-    assert (meta.name, meta.version, list(meta.versions)) == ("dncnn6-n", "1", ["1"])
+    assert (meta.name, meta.version, list(meta.versions)) == ("dncnn6-n", "2", ["2"])
     assert meta.platform == "onnxruntime_onnx" and meta.state == READY
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
         ("image", "FP32", [-1, 1, -1, -1]),
@@ -101,8 +101,8 @@ async def test_server_and_model_metadata(stub: inference_pb2_grpc.InferenceServi
 
 async def test_model_ready(stub: inference_pb2_grpc.InferenceServiceStub) -> None:
     assert (await stub.ModelReady(pb.ModelReadyRequest(name="dncnn6-n"))).ready
-    assert (await stub.ModelReady(pb.ModelReadyRequest(name="dncnn6-n", version="1"))).ready
-    assert not (await stub.ModelReady(pb.ModelReadyRequest(name="dncnn6-n", version="2"))).ready
+    assert (await stub.ModelReady(pb.ModelReadyRequest(name="dncnn6-n", version="2"))).ready
+    assert not (await stub.ModelReady(pb.ModelReadyRequest(name="dncnn6-n", version="1"))).ready
     assert not (await stub.ModelReady(pb.ModelReadyRequest(name="dncnn6-m"))).ready
     code, _ = await error_of(stub.ModelReady(pb.ModelReadyRequest(name="nope")))
     assert code == grpc.StatusCode.NOT_FOUND

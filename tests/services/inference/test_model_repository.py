@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from services.inference import quantize, repository
+from services.inference import convert, quantize, repository
 from services.inference.settings import InferenceSettings
 
 ROOT = InferenceSettings().models_dir
@@ -21,7 +21,10 @@ NAMES = [f"dncnn{d}-{v}" for d in (6, 17) for v in "lmhn"]
 def test_the_repository_holds_the_eight_models_and_their_int8_copies() -> None:
     scanned = repository.scan(ROOT)
     everything = sorted([*NAMES, *(n + "-int8" for n in NAMES)])
-    versions = [(n, quantize.INT8_VERSION if n.endswith("-int8") else "1") for n in everything]
+    versions = [
+        (n, quantize.INT8_VERSION if n.endswith("-int8") else convert.model_version(n))
+        for n in everything
+    ]
     assert [(m.name, m.version) for m in scanned] == versions
     assert all(m.config is not None for m in scanned), [m.error for m in scanned]
     precision = {m.name: m.config.precision for m in scanned if m.config is not None}
@@ -116,3 +119,17 @@ def test_the_int8_copies_carry_the_sigma_gains_of_the_recipe() -> None:
         for plane, gain in quantize.PLANE_SIGMA_GAINS.get(fp32, {}).items():
             assert config.gain(plane) == gain
         assert config.gain("grey") == config.sigma_gain
+
+
+def test_the_fp32_models_carry_the_converter_s_chroma_gains() -> None:
+    """convert.PLANE_SIGMA_GAINS (full-resolution opponent chroma of σ-input models) is what the
+    committed fp32 configs hold, under the version convert.MODEL_VERSIONS gives them; other
+    planes and the blind models keep the plane's own σ."""
+    for name in NAMES:
+        scanned = repository.latest(repository.scan(ROOT), name)
+        assert scanned is not None and scanned.config is not None
+        config = scanned.config
+        assert config.version == convert.model_version(name)
+        assert dict(config.plane_sigma_gains) == convert.PLANE_SIGMA_GAINS.get(name, {})
+        assert config.gain("grey") == config.gain("Y") == config.gain("C1@0.5") == 1.0
+    assert convert.PLANE_SIGMA_GAINS["dncnn17-n"]["C1"] > 1.0

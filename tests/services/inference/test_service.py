@@ -53,7 +53,7 @@ async def test_auto_denoises_a_grey_image_and_reports_how(service: InferenceServ
     [op] = out.reports
     report = op.denoise
     assert op.index == 0
-    assert report.model == "dncnn6-n" and report.model_version == "1"
+    assert report.model == "dncnn6-n" and report.model_version == "2"
     assert report.sigma_before == pytest.approx(20, abs=3)
     assert report.sigma == report.sigma_before
     assert report.sigma_after < report.sigma_before / 3
@@ -303,7 +303,7 @@ async def test_the_model_blend_mixes_the_6_layer_model_into_the_17_layer_one(
         out = await blended.denoise(noisy, [Denoise(sigma=20)])
         planes = out.reports[0].denoise.planes
         ran = [(p.plane, p.model, p.blend_model, p.blend_model_version, p.passes) for p in planes]
-        assert ran == [(name, "dncnn17-m", "dncnn6-n", "1", 1) for name in ("Y", "C1", "C2")]
+        assert ran == [(name, "dncnn17-m", "dncnn6-n", "2", 1) for name in ("Y", "C1", "C2")]
         assert all(p.blend_weight == pytest.approx(0.3) for p in planes)
 
         # The same planes, each model alone (a named model is never blended), mixed by weight.
