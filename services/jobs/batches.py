@@ -35,6 +35,7 @@ import json
 import logging
 import posixpath
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -454,13 +455,25 @@ class Batches:
     async def archive_entries(self, tenant: str, batch_id: str) -> list[batch_pb2.ArchiveEntry]:
         await self._owned(tenant, batch_id)
         rows = await self.pool.fetch(
-            """SELECT outputs FROM jobs.batch_items
-            WHERE batch_id=$1 AND state='SUCCEEDED' ORDER BY idx""",
+            """SELECT name, state, outputs FROM jobs.batch_items WHERE batch_id=$1 ORDER BY idx""",
             batch_id,
         )
+        # Sources that differ only by their extension (photo.jpg, photo.png) keep it
+        # (photo.jpg.webp, photo.png.webp), as `pixmesh batch DIR` names them: their outputs'
+        # names were the same and one member overwrote the other when extracted. Counted over
+        # every item, so a member's name does not change as the batch goes on.
+        stems = Counter(posixpath.splitext(r["name"])[0] for r in rows)
         entries: list[batch_pb2.ArchiveEntry] = []
         for r in rows:
-            entries.extend(batches_pb2.ListArchiveEntriesResponse.FromString(r["outputs"]).entries)
+            if r["state"] != "SUCCEEDED" or r["outputs"] is None:
+                continue
+            own = batches_pb2.ListArchiveEntriesResponse.FromString(r["outputs"]).entries
+            stem = posixpath.splitext(r["name"])[0]
+            if stem and stems[stem] > 1:
+                for entry in own:
+                    if entry.name.startswith(stem):
+                        entry.name = r["name"] + entry.name[len(stem) :]
+            entries.extend(own)
         return entries
 
     async def job_archive_entries(self, tenant: str, job_id: str) -> list[batch_pb2.ArchiveEntry]:

@@ -539,3 +539,29 @@ def test_batch_items_page_tokens_are_checked(rest: Rest) -> None:
         resp = rest.http.get(f"/v1/batches/{batch_id}/jobs", params={"page_token": bad})
         assert resp.status_code == 400, (bad[:30], resp.text)
         assert _reason(resp) == "BAD_PAGE_TOKEN"
+
+
+def test_a_batch_archive_keeps_sources_differing_only_by_extension_apart(rest: Rest) -> None:
+    # photo.png and photo.jpg both became "photo.webp" in the zip: one overwrote the other
+    # when it was extracted. They keep their extension, as `pixmesh batch DIR` names them.
+    ids = []
+    for name, data in (("photo.png", _png(81)), ("photo.jpg", _jpeg(82, (40, 30)))):
+        resp = rest.http.post(f"/v1/images?filename={name}", content=data)
+        assert resp.status_code == 200, resp.text
+        ids.append(resp.json()["image"]["image_id"])
+    other = rest.http.post("/v1/images?filename=other.jpg", content=_jpeg(83, (40, 30)))
+    ids.append(other.json()["image"]["image_id"])
+    resp = rest.http.post(
+        "/v1/batches",
+        json={
+            "source": {"images": {"image_ids": ids}},
+            "operations": [{"convert": {"format": "WEBP"}}],
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    batch = _wait(rest, resp.json()["batch"]["batch_id"])
+    assert batch["state"] == "SUCCEEDED", batch
+    resp = rest.http.get(f"/v1/batches/{batch['batch_id']}/archive")
+    assert resp.status_code == 200, resp.text
+    names = zipfile.ZipFile(io.BytesIO(resp.content)).namelist()
+    assert names == ["photo.png.webp", "photo.jpg.webp", "other.webp"]
