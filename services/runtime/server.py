@@ -22,6 +22,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
+import asyncpg
 import grpc
 from google.protobuf.descriptor import FileDescriptor
 from google.protobuf.message import DecodeError
@@ -215,6 +216,11 @@ async def _abort(context: Ctx, exc: BaseException) -> None:
         # A dependency is down: UNAVAILABLE (retried by clients), its text only in the log.
         log.warning("dependency unavailable", exc_info=exc)
         err = outage
+    elif isinstance(exc, asyncpg.exceptions.CharacterNotInRepertoireError):
+        # Postgres text cannot hold U+0000: a string the caller sent (an id, a file name, an
+        # idempotency key) had one. The caller's error, not an internal one.
+        log.info("request refused: a NUL character", exc_info=exc)
+        err = InvalidArgument(NUL_IN_REQUEST)
     else:
         # Internal text never reaches clients; the log keeps it, joined by trace id.
         log.exception("unhandled error", exc_info=exc)
@@ -242,6 +248,8 @@ class ErrorInterceptor(WrappingInterceptor):
             parse = _parsed(parse, streaming=handler.request_streaming)
         return rewrap(handler, _wrap_unary, _wrap_stream, parse)
 
+
+NUL_IN_REQUEST = "a string in the request holds a NUL character (U+0000), which is not accepted"
 
 _UNPARSABLE = (
     "the request does not parse: a string field that is not UTF-8, or bytes that are not the "

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 
@@ -79,3 +80,30 @@ async def test_a_streamed_request_that_does_not_parse_is_invalid_argument(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         [r async for r in channel.unary_stream("/t/Repeat")(BAD_UTF8)]
     _refused(caught.value)
+
+
+async def test_a_nul_character_postgres_refuses_is_invalid_argument() -> None:
+    """Postgres text cannot hold U+0000: a request carrying one (an id, a file name, an
+    idempotency key) failed its query and was answered INTERNAL (500)."""
+
+    async def store(request: gw.GetJobRequest, context: Any) -> bytes:
+        raise asyncpg.exceptions.CharacterNotInRepertoireError(
+            'invalid byte sequence for encoding "UTF8": 0x00'
+        )
+
+    class Store(grpc.GenericRpcHandler):  # type: ignore[misc]
+        def service(self, details: grpc.HandlerCallDetails) -> Any:
+            return grpc.unary_unary_rpc_method_handler(store, gw.GetJobRequest.FromString)
+
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    server.add_generic_rpc_handlers((Store(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await ch.unary_unary("/t/Store")(gw.GetJobRequest(job_id="a\0").SerializeToString())
+    finally:
+        await server.stop(grace=None)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "0x00" not in (caught.value.details() or "")  # the driver's text stays in the log
