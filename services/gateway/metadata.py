@@ -19,7 +19,7 @@ from pixmesh.metadata.v1 import metadata_pb2 as mpb
 from pixmesh.metadata.v1 import metadata_pb2_grpc
 from services.gateway import errors
 from services.gateway.events import UploadEvents
-from services.runtime.errors import ServiceError, invalid, rpc_errors
+from services.runtime.errors import FailedPrecondition, ServiceError, invalid, rpc_errors
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,14 @@ class MetadataQueries:
     ) -> mpb.GetImagePreviewResponse:
         """A small WEBP of the caller's image (the metadata service renders and keeps it)."""
         image = await self._image(tenant_id, image_id)
+        if image.kind == image_pb2.Image.VIDEO:
+            # The metadata service decodes images only: it would read the whole video (up to
+            # max_video_bytes) into memory and answer that the image cannot be decoded.
+            raise FailedPrecondition(
+                message="a video has no preview: make a still of it with a video_frames or "
+                "video_sheet job",
+                reason="UNSUPPORTED_OPERATION",
+            )
         internal = mpb.GetImagePreviewRequest(sha256=image.sha256, max_size=max_size)
         with rpc_errors():
             resp: mpb.GetImagePreviewResponse = await self.metadata.GetImagePreview(

@@ -370,3 +370,12 @@ def test_a_batch_of_videos_keeps_every_poster_frame(rest: Rest, photo_id: str) -
             "/v1/batches", json={"source": {"images": {"image_ids": ids}}, "operations": [op]}
         )
         assert (resp.status_code, reason(resp)) == (400, "INVALID_OPERATION"), resp.text
+
+
+def test_a_video_has_no_preview_and_says_so(rest: Rest) -> None:
+    # GetImagePreview on a video was "the image cannot be decoded" (IMAGE_CORRUPT) after the
+    # metadata service had read the whole video (up to 1 GiB) into memory to try.
+    video_id = rest.upload(clip())["image_id"]
+    resp = rest.http.get(f"/v1/images/{video_id}/preview")
+    assert (resp.status_code, reason(resp)) == (400, "UNSUPPORTED_OPERATION"), resp.text
+    assert "video_frames" in resp.json()["message"]
