@@ -271,6 +271,13 @@ async def process_folder(
     pipeline, branches = job_pipeline(operations, preset, renditions)
     if not source.is_dir():
         raise ValueError(f"{source} is not a folder")
+    if destination.resolve() == source.resolve():
+        # Outputs beside their sources overwrite a source of the output's format (x.webp to
+        # WebP is x.webp) and are taken as sources by the next run.
+        raise ValueError(
+            f"the destination {destination} is the source folder: choose another one (a "
+            "folder inside it is fine)"
+        )
     destination.mkdir(parents=True, exist_ok=True)
     summary = FolderSummary(str(source), str(destination))
     files = list(walk(source, skip=destination.resolve()))

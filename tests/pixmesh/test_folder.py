@@ -131,3 +131,18 @@ async def test_files_that_cannot_be_read_fail_alone_with_a_reason(tmp_path: Path
 class _NoServer:
     def __getattr__(self, name: str) -> object:
         raise AssertionError(f"no file should reach the server ({name})")
+
+
+async def test_the_destination_cannot_be_the_source_folder(tmp_path: Path) -> None:
+    """Outputs written beside the sources overwrite a source of the output's format (x.webp
+    converted to WebP is written to x.webp) and are taken as sources by the next run."""
+    (tmp_path / "x.webp").write_bytes(_encoded("WEBP"))
+    client: Any = _NoServer()
+    for dest in (tmp_path, tmp_path / "." / "sub" / ".."):
+        try:
+            await process_folder(client, tmp_path, dest, ["grayscale"])
+        except ValueError as exc:
+            assert "destination" in str(exc)
+        else:
+            raise AssertionError("a destination that is the source folder was accepted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.webp"]
