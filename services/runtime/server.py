@@ -219,8 +219,8 @@ async def _abort(context: Ctx, exc: BaseException) -> None:
     elif isinstance(exc, asyncpg.exceptions.CharacterNotInRepertoireError):
         # Postgres text cannot hold U+0000: a string the caller sent (an id, a file name, an
         # idempotency key) had one. The caller's error, not an internal one.
-        log.info("request refused: a NUL character", exc_info=exc)
         err = InvalidArgument(NUL_IN_REQUEST)
+        log.info("request failed", extra={"code": err.code.name, "reason": err.reason})
     else:
         # Internal text never reaches clients; the log keeps it, joined by trace id.
         log.exception("unhandled error", exc_info=exc)
