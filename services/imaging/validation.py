@@ -50,7 +50,7 @@ from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY, Context, OpSpec, Size
 from services.runtime.errors import FieldViolation, InvalidArgument, invalid
 from services.runtime.imageprobe import Format, ImageFormat, ImageHeader
-from services.runtime.pipeline import IMAGING, check_renditions, op_name, owner
+from services.runtime.pipeline import IMAGING, INFERENCE, check_renditions, op_name, owner
 
 
 @dataclass(frozen=True)
@@ -326,6 +326,15 @@ def check_operation(
         if not allow_other_services:
             raise invalid(
                 path, f"runs on the {service} service, not imaging", UNSUPPORTED_OPERATION
+            )
+        if service == INFERENCE and frames is not None and frames > 1:
+            # The inference service denoises one picture: the animation came back as its
+            # first frame, in another format, where the plan promised every frame.
+            raise invalid(
+                path,
+                f"the image is an animation of {frames} frames and {name} runs on one picture: "
+                'keep one frame first with {"frames": {"count": 1}}',
+                ANIMATION_UNSUPPORTED,
             )
         return PlannedOp(index, name, params, None, size, frames)
     spec = REGISTRY.get(name)

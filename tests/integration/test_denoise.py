@@ -26,7 +26,7 @@ from pixmesh import ops
 from pixmesh.common.v1.job_pb2 import Job
 from pixmesh.common.v1.operations_pb2 import Denoise
 from services.inference.quantize import INT8_VERSION
-from tests.integration.rest import Json, Rest
+from tests.integration.rest import Json, Rest, reason
 
 pytestmark = pytest.mark.integration
 
@@ -201,3 +201,19 @@ def test_grpcurl_lists_and_describes_the_models(
     assert "sigma_before" in described and "execution_provider" in described
     ready = json.loads(grpcurl(*token, "-d", '{"name": "dncnn6-n"}', addr, f"{service}/ModelReady"))
     assert ready == {"ready": True}
+
+
+def test_denoise_of_an_animation_needs_one_frame_kept(rest: Rest) -> None:
+    # An animated GIF denoised came back as its first frame, a PNG: frames lost silently.
+    frames = [Image.new("RGB", (24, 16), (40 * i, 90, 200 - 30 * i)) for i in range(4)]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=80)
+    image = rest.upload(out.getvalue(), "image/gif")
+    assert image["frame_count"] == 4
+    resp = rest.create_job_response(image["image_id"], [{"denoise": {"auto": True}}])
+    assert resp.status_code == 400, resp.text
+    assert reason(resp) == "ANIMATION_UNSUPPORTED"
+    job = rest.create_job(
+        image["image_id"], [{"frames": {"count": 1}}, {"denoise": {"auto": True}}]
+    )
+    assert rest.wait_job(job["job_id"], timeout=60)["state"] == "SUCCEEDED"

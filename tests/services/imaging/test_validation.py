@@ -182,3 +182,15 @@ def test_the_last_convert_gives_the_options() -> None:
 
 
 JPEG_4K_SMALL = ImageHeader(image_pb2.JPEG, 1000, 800, 1, 10)
+
+
+def test_denoise_of_an_animation_is_refused_unless_one_frame_is_kept() -> None:
+    """The inference service denoises one picture: an animated GIF came back as its first
+    frame (a PNG) while the plan promised the animation."""
+    err = rejects(ops(Denoise(auto=True)), GIF_ANIMATION, allow_other_services=True)
+    assert err.reason == ANIMATION_UNSUPPORTED
+    assert err.violations[0].field == "operations[0].denoise"
+    plan = validate_pipeline(
+        ops(Frames(count=1), Denoise(auto=True)), GIF_ANIMATION, LIMITS, allow_other_services=True
+    )
+    assert plan.output_frames == 1
