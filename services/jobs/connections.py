@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 import botocore.session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from pixmesh.common.v1 import batch_pb2
 from services.runtime.errors import FailedPrecondition, NotFound, Unavailable, invalid
@@ -56,6 +56,9 @@ class Bucket:
             await asyncio.to_thread(self.client.list_objects_v2, Bucket=self.bucket, MaxKeys=1)
         except ClientError as exc:
             raise _refused(exc, self.bucket) from exc
+        except ParamValidationError as exc:
+            # botocore refuses the name itself (no request was sent): the caller's error.
+            raise invalid("bucket", f"{self.bucket[:100]!r} is not a valid bucket name") from exc
         except BotoCoreError as exc:
             raise FailedPrecondition(
                 message=f"storage endpoint unreachable: {type(exc).__name__}",
