@@ -253,7 +253,7 @@ def rendition_index(job: Job, rendition: str) -> int:
         if output.rendition == rendition:
             return output.index
     names = ", ".join(repr(o.rendition) for o in job.outputs if o.rendition) or "none"
-    raise errors.NotFound(
+    raise errors.OutputNotFound(
         f"job {job.job_id} has no output of rendition {rendition!r} (outputs: {names})",
         reason="OUTPUT_NOT_FOUND",
     )

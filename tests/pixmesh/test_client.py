@@ -334,3 +334,5 @@ def test_outputs_download_by_index_or_rendition_name(
             c.download_output(job.job_id, rendition="medium")
     assert info.value.reason == "OUTPUT_NOT_FOUND"
     assert "'small', 'large'" in info.value.message
+    # The reason's own class, as an unknown index raises (README: `except pixmesh.OutputNotFound`).
+    assert isinstance(info.value, errors.OutputNotFound)
