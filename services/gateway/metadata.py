@@ -81,6 +81,11 @@ class MetadataQueries:
         self, tenant_id: str, request: gateway_pb2.FindSimilarRequest, timeout: float
     ) -> gateway_pb2.FindSimilarResponse:
         image = await self._image(tenant_id, request.image_id)
+        if image.kind == image_pb2.Image.VIDEO:
+            raise FailedPrecondition(
+                message="a video has no perceptual hash: compare a still of it (video_frames)",
+                reason="NO_PERCEPTUAL_HASH",
+            )
         internal = mpb.FindSimilarRequest(
             tenant_id=tenant_id, sha256=image.sha256, page_size=request.page_size
         )

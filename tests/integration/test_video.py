@@ -379,3 +379,7 @@ def test_a_video_has_no_preview_and_says_so(rest: Rest) -> None:
     resp = rest.http.get(f"/v1/images/{video_id}/preview")
     assert (resp.status_code, reason(resp)) == (400, "UNSUPPORTED_OPERATION"), resp.text
     assert "video_frames" in resp.json()["message"]
+    # Nor a perceptual hash: said so, not "its pixels could not be decoded".
+    resp = rest.http.get(f"/v1/images/{video_id}:similar")
+    assert (resp.status_code, reason(resp)) == (400, "NO_PERCEPTUAL_HASH"), resp.text
+    assert "video" in resp.json()["message"]
