@@ -280,6 +280,16 @@ def job_state(state: int | str | None) -> Job.State.ValueType:
     return Job.State.ValueType(state)
 
 
+def utf8_text(name: str) -> str:
+    """`name` as protobuf can send it: a POSIX file name's bytes that are not UTF-8 (kept by
+    Python as surrogates) become U+FFFD, a lone surrogate "?"."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
+
+
 class UploadSource:
     """Bytes, a path or a binary file object, readable again when a retry needs it."""
 
@@ -301,7 +311,7 @@ class UploadSource:
             self._start = source.tell() if source.seekable() else None
             name = getattr(source, "name", None)
             default_name = Path(name).name if isinstance(name, str) else ""
-        self.filename = default_name if filename is None else filename
+        self.filename = utf8_text(default_name if filename is None else filename)
         guessed = mimetypes.guess_type(self.filename)[0] if self.filename else None
         self.content_type = guessed or ""  # informational only: the gateway sniffs the bytes
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixmesh import errors, ops, summaries
-from pixmesh._common import job_pipeline, write_atomically
+from pixmesh._common import job_pipeline, utf8_text, write_atomically
 from pixmesh._render import extension
 from pixmesh.common.v1.batch_pb2 import BatchFailureGroup, BatchItem, BatchSummary
 from pixmesh.common.v1.job_pb2 import Job, Output
@@ -119,6 +119,8 @@ class FolderSummary:
 
     def fail(self, name: str, reason: str, message: str, job_id: str = "") -> None:
         self.failed += 1
+        # A file name that is not UTF-8 as the summary's JSON can hold it (the upload's name).
+        name = utf8_text(name)
         self.failures.append({"name": name, "reason": reason, "message": message, "job_id": job_id})
 
     def to_proto(self) -> BatchSummary:

@@ -163,6 +163,21 @@ def test_upload_accepts_a_path_and_a_file_object(
     assert fake.images[by_path.image_id] == fake.images[by_file.image_id] == b"png bytes"
 
 
+def test_a_file_name_that_is_not_utf8_is_sent_readable(
+    sync_target: str, fake: FakeGateway, tmp_path: Path
+) -> None:
+    """A POSIX name may hold any bytes (Python keeps them as surrogates): protobuf could not
+    encode it, the upload's stream was cancelled and `pixmesh batch DIR` ended with a traceback."""
+    path = tmp_path / os.fsdecode(b"bad\xffname.png")
+    path.write_bytes(b"png bytes")
+    with client(sync_target) as c:
+        image = c.upload(path)
+        named = c.upload(b"png bytes", filename="odd\ud800.png")  # a lone surrogate
+    assert image.filename == "bad\ufffdname.png"
+    assert named.filename == "odd?.png"
+    assert fake.images[image.image_id] == b"png bytes"
+
+
 def test_upload_is_retried_by_hand_when_the_source_can_be_replayed(
     sync_target: str, fake: FakeGateway
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,16 @@ async def test_the_destination_cannot_be_the_source_folder(tmp_path: Path) -> No
         else:
             raise AssertionError("a destination that is the source folder was accepted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.webp"]
+
+
+async def test_a_failed_file_whose_name_is_not_utf8_is_in_the_summary(tmp_path: Path) -> None:
+    """The summary could not be written (its JSON cannot hold the name's surrogates): the run
+    ended with "'utf-8' codec can't encode character" and no summary.json."""
+    src, dest = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    (src / os.fsdecode(b"notes\xff.jpg")).write_text("not an image\n")
+    client: Any = _NoServer()
+    summary = await process_folder(client, src, dest, ["grayscale"])
+    assert [f["name"] for f in summary.failures] == ["notes\ufffd.jpg"]
+    doc = json.loads((dest / "summary.json").read_text(encoding="utf-8"))
+    assert doc["failures"][0]["failures"][0]["name"] == "notes\ufffd.jpg"
