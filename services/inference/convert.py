@@ -91,12 +91,13 @@ AUTO_BANDS: dict[str, tuple[float, float]] = {
 # σ-input models: the σ they are given is multiplied by this on a colour image's full-resolution
 # opponent chroma planes (ModelConfig.gain; the int8 copies have their own, quantize.py). The
 # chroma of natural photos is smoother than the grey images the models learnt: fed the plane's
-# own σ they under-denoise it. On the colour tuning photos (chelsea, rocket, whole, 2 seeds, σ =
-# 10 / 15, one pass through the service's planes; gains 1.0 / 1.1 / 1.2 / 1.3 swept, the best
-# mean kept): dncnn6-n +0.18 / +0.14 dB, dncnn17-n +0.38 / +0.25 dB at 1.2; the luma is best
-# at 1.0 (BENCHMARKS.md, issue 9, run 5).
+# own σ they under-denoise it. Chosen on the colour tuning photos (chelsea, rocket, whole, one
+# pass through the service's planes; gains 1.0 / 1.1 / 1.2 / 1.3, the best mean over the σ at
+# which `auto` gives each model chroma planes): dncnn17-n (planes below σ 12: images at σ = 10,
+# 15) +0.38 / +0.25 dB at 1.2; dncnn6-n (planes below 30: σ = 10, 15, 25) +0.12 / +0.15 / +0.12
+# at 1.1, where 1.2 lost 0.08 at σ = 25; the luma is best at 1.0 (BENCHMARKS.md, issue 9, run 5).
 PLANE_SIGMA_GAINS: dict[str, dict[str, float]] = {
-    "dncnn6-n": {"C1": 1.2, "C2": 1.2},
+    "dncnn6-n": {"C1": 1.1, "C2": 1.1},
     "dncnn17-n": {"C1": 1.2, "C2": 1.2},
 }
 # A model's version changes when its bytes or anything that changes its output (config.json's
