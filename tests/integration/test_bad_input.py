@@ -101,6 +101,19 @@ def test_a_nul_character_is_400(
         assert reason(resp) == "INVALID_ARGUMENT"
 
 
+def test_large_request_headers_are_served_up_to_envoys_limit(rest: Rest) -> None:
+    # Envoy passes every header on as gRPC metadata; the services' gRPC default (16 KiB) refused
+    # 20 KB of headers (a browser's cookies on the console's origin) as 429 RESOURCE_EXHAUSTED,
+    # which tells a client to retry. Up to Envoy's own limit (60 KiB) they are served; past
+    # it Envoy answers 431.
+    resp = rest.http.get("/v1/jobs/job_nope", headers={"x-big": "x" * 20_000})
+    assert (resp.status_code, reason(resp)) == (404, "JOB_NOT_FOUND"), resp.text
+    resp = rest.http.get("/v1/jobs/job_nope", headers={"x-big": "x" * 50_000})
+    assert resp.status_code == 404, resp.text
+    resp = rest.http.get("/v1/jobs/job_nope", headers={"x-big": "x" * 70_000})
+    assert resp.status_code == 431, resp.text
+
+
 def test_image_that_fails_to_decode_fails_the_job(rest: Rest, photo: bytes) -> None:
     # The header is intact, so the gateway (which never decodes pixels) accepts it ...
     broken = images.truncated_in_scan(photo)
