@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import cache
 from typing import Final
 
-from pixmesh.common.v1 import metadata_pb2
+from pixmesh.common.v1 import image_pb2, metadata_pb2
 from services.metadata.hashes import HASH_BITS
 from services.runtime.errors import FieldViolation, InvalidArgument, invalid
 
@@ -76,6 +76,12 @@ def check_filter(f: metadata_pb2.ImageSearchFilter) -> None:
     for low, high in (("min_width", "max_width"), ("min_height", "max_height")):
         if getattr(f, high) and getattr(f, low) > getattr(f, high):
             problems.append(FieldViolation(low, f"must not be above {high}"))
+    known = image_pb2.ImageFormat.values()
+    problems += [
+        FieldViolation(f"formats[{i}]", f"{fmt} is not an image format")
+        for i, fmt in enumerate(f.formats)
+        if fmt not in known
+    ]
     if (
         f.HasField("taken_after")
         and f.HasField("taken_before")

@@ -102,3 +102,10 @@ def test_probe_sizes_and_the_scan_threshold() -> None:
     assert [len(p) for p in search.band_probes(0, 3) or []] == [1] * 4
     assert [len(p) for p in search.band_probes(0, 15) or []] == [697] * 4
     assert search.band_probes(0, 16) is None  # radius 4: scanning is cheaper
+
+
+def test_a_format_number_that_is_no_format_is_refused() -> None:
+    # {"formats": [99]} through REST (enum numbers are accepted as JSON) was a 500: the query
+    # named the format with ImageFormat.Name(99).
+    assert violations(metadata_pb2.ImageSearchFilter(formats=[1, 99])) == {"formats[1]"}
+    search.check_filter(metadata_pb2.ImageSearchFilter(formats=[0, 1, 2]))
