@@ -311,7 +311,7 @@ def _phrase(descriptor: FieldDescriptor, compact: bool = False, rules: Any = Non
         return _range(typed, "min_items", "max_items") + " items"
     if kind in ("string", "bytes"):
         span = _range(typed, "min_len", "max_len")
-        return f"{span} characters" if span else ""
+        return f"{span} {'bytes' if kind == 'bytes' else 'characters'}" if span else ""
     fields = {f.name for f, _ in typed.ListFields()}
     lo = "gte" if "gte" in fields else "gt" if "gt" in fields else None
     hi = "lte" if "lte" in fields else "lt" if "lt" in fields else None

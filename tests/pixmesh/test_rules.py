@@ -218,3 +218,15 @@ def test_a_repeated_fields_item_rule_is_worded_as_the_items() -> None:
     assert [(v.field, v.description) for v in found] == [
         ("video_frames.fractions", "must have at most 10 items")
     ]
+
+
+def test_a_bytes_fields_length_is_in_bytes() -> None:
+    """The watermark's 256 KiB limit read "at most 262144 characters"."""
+    image = rules.OPERATIONS["watermark"].field("image")
+    assert image.constraint.startswith("at most 262144 bytes")
+    found = rules.violations(
+        Op(watermark=operations_pb2.Watermark(image=b"x" * 262145)), "operations[0]"
+    )
+    assert ("operations[0].watermark.image", "must have at most 262144 bytes") in [
+        (v.field, v.description) for v in found
+    ]
