@@ -132,6 +132,22 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> ServiceError:
     """Rebuild the ServiceError a downstream service raised, from its status and details,
     so a hop passes the code, reason and field violations on unchanged."""
     status = ErrorStatus.of(exc)
+    if not status.domain:
+        # No details trailer: a status gRPC made itself (the sibling down, a deadline, a
+        # transport failure), whose text names addresses and internals: not for clients.
+        if status.code == grpc.StatusCode.UNAVAILABLE:
+            return Unavailable(
+                message="a service this call needs is temporarily unavailable; retry shortly",
+                reason="DEPENDENCY_UNAVAILABLE",
+                metadata={"dependency": "service"},
+                retry_delay=1.0,
+            )
+        return ServiceError(
+            message=f"a call to another service failed ({status.code.name})",
+            reason=status.code.name,
+            code=status.code,
+            retryable=status.code == grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
     return ServiceError(
         message=status.message or status.code.name,
         reason=status.reason or status.code.name,

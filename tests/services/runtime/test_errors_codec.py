@@ -52,3 +52,29 @@ def test_what_a_service_raises_is_what_the_sdk_catches(
         raised.retry_delay,
     )
     assert again.retryable == (raised.code == grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def _bare(code: grpc.StatusCode, text: str) -> grpc.aio.AioRpcError:
+    """A status gRPC made itself (no details trailer): a sibling down, a transport failure."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), text)
+
+
+def test_grpcs_own_status_text_is_not_passed_on() -> None:
+    # A stopped metadata service gave REST clients "connections to all backends failing; last
+    # error: UNKNOWN: ipv4:127.0.0.1:50055: Failed to connect to remote host: ...".
+    text = (
+        "connections to all backends failing; last error: UNKNOWN: ipv4:127.0.0.1:50055: "
+        "Failed to connect to remote host: Connection refused"
+    )
+    down = service_errors.from_rpc_error(_bare(grpc.StatusCode.UNAVAILABLE, text))
+    assert (down.code, down.reason, down.retryable) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "DEPENDENCY_UNAVAILABLE",
+        True,
+    )
+    assert down.retry_delay is not None and "127.0.0.1" not in down.message
+    other = service_errors.from_rpc_error(
+        _bare(grpc.StatusCode.INTERNAL, "Received RST_STREAM with error code 2")
+    )
+    assert (other.code, other.reason) == (grpc.StatusCode.INTERNAL, "INTERNAL")
+    assert "RST_STREAM" not in other.message
