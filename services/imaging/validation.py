@@ -50,7 +50,15 @@ from services.imaging.limits import Limits
 from services.imaging.ops import REGISTRY, Context, OpSpec, Size
 from services.runtime.errors import FieldViolation, InvalidArgument, invalid
 from services.runtime.imageprobe import Format, ImageFormat, ImageHeader
-from services.runtime.pipeline import IMAGING, INFERENCE, check_renditions, op_name, owner
+from services.runtime.pipeline import (
+    IMAGING,
+    INFERENCE,
+    check_renditions,
+    inference_output_format,
+    op_name,
+    owner,
+    service_of,
+)
 
 
 @dataclass(frozen=True)
@@ -179,8 +187,39 @@ def _plan(
     requested = _format_of(convert) if convert else default_format
     if convert is None and frames and frames > 1 and requested not in ANIMATED:
         requested = None  # a deployment's default format does not flatten animations
-    fmt = choose_format(requested, header.format, None) if header else requested
+    if header is None:
+        fmt = requested
+    elif any(service_of(step.name) == INFERENCE for step in steps):
+        fmt = _format_through_stages(steps, header.format, default_format)
+    else:
+        fmt = choose_format(requested, header.format, None)
     return Plan(steps, size, fmt, requested, convert, input_frames, frames or 1, auto_orient)
+
+
+def _format_through_stages(
+    steps: Sequence[PlannedOp], source: Format, default_format: Format | None
+) -> Format:
+    """The output format of a pipeline that goes through the inference service: each stage
+    writes what the next one reads. An imaging stage writes its last Convert's format, else
+    the deployment's default, else what it was given if it can write it (choose_format); a
+    denoise stage keeps JPEG, PNG, WebP and TIFF and writes anything else as PNG
+    (services.runtime.pipeline.inference_output_format). A denoise runs on one frame (see
+    check_operation), so no animation rule applies here."""
+    fmt, stage = source, list[PlannedOp]()
+    for step in steps:
+        service = service_of(step.name)
+        if service == IMAGING:
+            stage.append(step)
+        elif service == INFERENCE:
+            if stage:
+                convert = last_convert(stage)
+                fmt = choose_format(_format_of(convert) if convert else default_format, fmt, None)
+                stage = []
+            fmt = inference_output_format(fmt)
+    if stage:
+        convert = last_convert(stage)
+        fmt = choose_format(_format_of(convert) if convert else default_format, fmt, None)
+    return fmt
 
 
 def head(

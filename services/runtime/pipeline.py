@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pixmesh import rules
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import invalid
+from services.runtime.imageprobe import Format
 
 IMAGING = "imaging"
 INFERENCE = "inference"
@@ -23,6 +24,21 @@ METADATA = "metadata"
 WORKER_SERVICES = (IMAGING, INFERENCE, METADATA)
 
 _OWNERS = {"extract_metadata": METADATA, "denoise": INFERENCE}
+
+# The formats the inference service writes: its input's format when it is one of these, else
+# PNG (GIF, BMP, ICO, HEIF, AVIF). The planner predicts a denoise stage's output from this, and
+# services/inference/imageio.py must write the same (tests/services/runtime/test_pipeline.py).
+INFERENCE_FORMATS = (image_pb2.JPEG, image_pb2.PNG, image_pb2.WEBP, image_pb2.TIFF)
+
+
+def inference_output_format(source: Format) -> Format:
+    """The format the inference service writes for an input of format `source`."""
+    return source if source in INFERENCE_FORMATS else image_pb2.PNG
+
+
+def service_of(name: str) -> str:
+    """The service that runs the operation called `name` (the Operation oneof's field)."""
+    return _OWNERS.get(name, IMAGING)
 
 
 def op_name(op: operations_pb2.Operation, index: int = 0, prefix: str = "") -> str:
@@ -36,7 +52,7 @@ def op_name(op: operations_pb2.Operation, index: int = 0, prefix: str = "") -> s
 
 
 def owner(op: operations_pb2.Operation, index: int = 0, prefix: str = "") -> str:
-    return _OWNERS.get(op_name(op, index, prefix), IMAGING)
+    return service_of(op_name(op, index, prefix))
 
 
 @dataclass

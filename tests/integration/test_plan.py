@@ -128,3 +128,17 @@ def test_sdk_plans_a_job(grpc_target: str, api_key: str, photo_id: str) -> None:
         resp = client.plan_job(photo_id, [ops.resize(400, 400), ops.convert("png")])
     assert (resp.plan.output_width, resp.plan.output_height) == (400, 300)
     assert resp.plan.output_format == image_pb2.PNG
+
+
+def test_plan_job_predicts_the_png_a_denoise_writes_for_a_gif(rest: Rest) -> None:
+    """The inference service writes a still GIF as PNG: the plan says so, not GIF."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, "GIF")
+    gif_id = rest.upload(buf.getvalue(), "image/gif")["image_id"]
+    denoise = {"denoise": {"auto": True}}
+    p = plan(rest, {"image_id": gif_id, "operations": [denoise]})["plan"]
+    assert (p["output_format"], p["output_width"]) == ("PNG", 64)
+    then_resize = [denoise, {"resize": {"width": 32}}]
+    assert plan(rest, {"image_id": gif_id, "operations": then_resize})["plan"]["output_format"] == (
+        "PNG"
+    )

@@ -194,3 +194,26 @@ def test_denoise_of_an_animation_is_refused_unless_one_frame_is_kept() -> None:
         ops(Frames(count=1), Denoise(auto=True)), GIF_ANIMATION, LIMITS, allow_other_services=True
     )
     assert plan.output_frames == 1
+
+
+def test_the_plan_predicts_the_format_a_denoise_stage_writes() -> None:
+    """The inference service writes JPEG, PNG, WebP or TIFF (anything else becomes PNG), and a
+    later imaging stage keeps what it was given: the plan says what the workers will write."""
+    gif = ImageHeader(image_pb2.GIF, 400, 300, 1, 10)
+    heif = ImageHeader(image_pb2.HEIF, 400, 300, 1, 10)
+    avif = ImageHeader(image_pb2.AVIF, 400, 300, 1, 10)
+
+    def fmt(pipeline: list[operations_pb2.Operation], header: ImageHeader) -> int | None:
+        plan = validate_pipeline(pipeline, header, LIMITS, allow_other_services=True)
+        return plan.output_format
+
+    for header in (gif, heif, avif):
+        assert fmt(ops(Denoise(auto=True)), header) == image_pb2.PNG
+        assert fmt(ops(Denoise(auto=True), Resize(width=100)), header) == image_pb2.PNG
+    assert fmt(ops(Denoise(auto=True)), JPEG_4K_SMALL) == image_pb2.JPEG
+    # a Convert before the denoise sets the format the inference service is given
+    assert fmt(ops(Convert(format=image_pb2.WEBP), Denoise(auto=True)), gif) == image_pb2.WEBP
+    # a Convert after it decides the output
+    assert fmt(ops(Denoise(auto=True), Convert(format=image_pb2.GIF)), gif) == image_pb2.GIF
+    # an imaging stage before the denoise keeps the source's format when it can write it
+    assert fmt(ops(Resize(width=100), Denoise(auto=True)), gif) == image_pb2.PNG

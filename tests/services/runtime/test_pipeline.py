@@ -96,3 +96,14 @@ def test_request_hash_covers_renditions() -> None:
     assert (
         len({plain, with_one, request_hash(img, [resize(100)], [rendition("b", resize(10))])}) == 3
     )
+
+
+def test_the_planners_inference_formats_are_what_the_inference_service_writes() -> None:
+    """The planner predicts a denoise stage's output with inference_output_format; the
+    inference service must write exactly that for every input format."""
+    from services.inference import imageio
+    from services.runtime.pipeline import INFERENCE_FORMATS, inference_output_format
+
+    assert set(imageio.WRITABLE_FORMATS) == set(INFERENCE_FORMATS)
+    for fmt in image_pb2.ImageFormat.values():
+        assert imageio.output_format(fmt) == inference_output_format(fmt)
