@@ -138,7 +138,19 @@ def violations(message: Message, path: str = "") -> list[Violation]:
             description = _standard_message(descriptor, rule) or description
         full = ".".join(p for p in (path, field) if p)
         found.append(Violation(full, description, rule))
-    return found
+    return [v for v in found if not any(_repeats(v, w) for w in found)]
+
+
+def _repeats(v: Violation, w: Violation) -> bool:
+    """Whether `w` already says what `v` says about the same field: a standard rule and a CEL
+    rule can both refuse one value (an empty watermark text breaks string.min_len, "must have
+    1..256 characters", and not_blank, "must have 1..256 characters, not only spaces")."""
+    return (
+        v is not w
+        and v.field == w.field
+        and w.description.startswith(v.description)
+        and len(w.description) > len(v.description)
+    )
 
 
 def check(message: Message, path: str = "") -> None:

@@ -230,3 +230,13 @@ def test_a_bytes_fields_length_is_in_bytes() -> None:
     assert ("operations[0].watermark.image", "must have at most 262144 bytes") in [
         (v.field, v.description) for v in found
     ]
+
+
+def test_empty_watermark_text_is_one_violation_not_two() -> None:
+    """string.min_len and the not_blank rule both refuse "": the client hears it once."""
+    found = rules.violations(operations_pb2.WatermarkText(text=""), "operations[0].watermark_text")
+    assert [(v.field, v.description) for v in found] == [
+        ("operations[0].watermark_text.text", "must have 1..256 characters, not only spaces")
+    ]
+    two = rules.violations(operations_pb2.Resize(width=0, height=0, dpr=9), "resize")
+    assert [v.field for v in two] == ["resize", "resize.dpr"]  # other fields' are all kept
