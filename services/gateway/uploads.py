@@ -36,7 +36,7 @@ from services.runtime.errors import (
     ServiceError,
     invalid,
 )
-from services.runtime.imageprobe import ProbeLimits, probe
+from services.runtime.imageprobe import EMPTY_IMAGE, ProbeLimits, probe
 from services.runtime.storage import Storage, input_key
 
 log = logging.getLogger(__name__)
@@ -265,8 +265,12 @@ class Uploads:
         self, tenant_id: str, filename: str, size_bytes: int
     ) -> gateway_pb2.CreateUploadUrlResponse:
         limit = videos.largest_upload(self.settings)
-        if size_bytes == 0:
-            raise invalid("size_bytes", "required: the size of the file to upload, in bytes")
+        if size_bytes == 0:  # unset, or an empty file: refused as a direct upload refuses it
+            raise invalid(
+                "size_bytes",
+                "is 0: the image is empty (give the size of the file to upload, in bytes)",
+                EMPTY_IMAGE,
+            )
         if size_bytes > limit:
             raise too_large(size_bytes, limit, "size_bytes")
         self._start_cleanup()

@@ -86,7 +86,8 @@ def test_unknown_upload_is_not_found(rest: Rest) -> None:
 def test_declared_size_is_checked(rest: Rest, size: int) -> None:
     resp = upload_url(rest, size)
     assert resp.status_code == 400, resp.text
-    assert reason(resp) == ("INVALID_ARGUMENT" if size == 0 else "IMAGE_TOO_LARGE")
+    # An empty file is refused as a direct upload refuses it (EMPTY_IMAGE).
+    assert reason(resp) == ("EMPTY_IMAGE" if size == 0 else "IMAGE_TOO_LARGE")
     violations = [
         v["field"]
         for d in resp.json()["details"]
@@ -160,6 +161,10 @@ def test_sdk_upload_via_url(grpc_target: str, api_key: str, tmp_path: Path) -> N
         assert image.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
         with pytest.raises(pixmesh.errors.NotFound):
             client.output_url("job_does_not_exist", 0)
+        (tmp_path / "empty.jpg").write_bytes(b"")
+        with pytest.raises(pixmesh.errors.InvalidArgument) as empty:
+            client.upload_via_url(tmp_path / "empty.jpg")
+        assert empty.value.reason == "EMPTY_IMAGE"
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
