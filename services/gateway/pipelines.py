@@ -36,6 +36,7 @@ PRESET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # In order of preference; the fallback is the input's format when pixmesh can write it.
 _AUTO_PREFERENCE = ((image_pb2.AVIF, "image/avif"), (image_pb2.WEBP, "image/webp"))
 _WRITABLE: frozenset[Format] = frozenset(rules.OUTPUT_FORMATS)  # Convert.format's proto rule
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # an Accept weight (RFC 9110 12.4.2)
 
 
 def parse_presets(raw: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Operation]]:
@@ -102,11 +103,21 @@ def expand_renditions(
 
 
 def accepted_formats(accept: str | None) -> frozenset[Format]:
-    """The formats an Accept header names explicitly with a non-zero quality."""
+    """The formats an Accept header names explicitly with a non-zero quality.
+
+    A weight (RFC 9110 section 12.4.2) is 0 to 1 with at most three decimals, and q=0 means
+    "not acceptable". A media range with any other weight (q=-1, q=2, q=0.0001, q=high) is
+    dropped, as if the client had not named it: an unreadable header never picks a format, and
+    the request is not refused for it."""
     found: set[Format] = set()
     for part in (accept or "").lower().split(","):
         media, *params = (p.strip() for p in part.split(";"))
-        if any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params):
+        weights = [
+            value.strip()
+            for name, _, value in (p.partition("=") for p in params)
+            if name.strip() == "q"
+        ]
+        if weights and not (_QVALUE.fullmatch(weights[0]) and float(weights[0]) > 0):
             continue
         found.update(fmt for fmt, mime in _AUTO_PREFERENCE if media == mime)
     return frozenset(found)

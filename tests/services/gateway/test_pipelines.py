@@ -101,3 +101,26 @@ def test_auto_with_a_format_is_rejected_and_headers_are_case_insensitive() -> No
         resolve_auto([Op(convert=operations_pb2.Convert(auto=True, format=image_pb2.PNG))], "", 1)
     assert err.value.violations[0].field == "operations[0].convert.format"
     assert accepted_formats("Image/WebP; q=1") == {image_pb2.WEBP}
+
+
+@pytest.mark.parametrize(
+    ("accept", "formats"),
+    [
+        ("image/webp;q=0.5,image/avif;q=1.000", {image_pb2.WEBP, image_pb2.AVIF}),
+        ("image/webp;q=1.", {image_pb2.WEBP}),
+        ("image/webp;q=0.", set()),
+        ("image/webp; Q = 0.001", {image_pb2.WEBP}),
+        ("image/webp;q=0, image/avif;q=0.000", set()),  # 0: not acceptable
+        # RFC 9110 weights are 0..1 with at most 3 decimals: another weight drops its range
+        ("image/webp;q=-1", set()),
+        ("image/webp;q=2", set()),
+        ("image/webp;q=1.5,image/avif", {image_pb2.AVIF}),
+        ("image/webp;q=0.0001", set()),
+        ("image/webp;q=1.001", set()),
+        ("image/webp;q=", set()),
+        ("image/webp;q=high", set()),
+        ("image/webp;q=1e-1", set()),
+    ],
+)
+def test_accept_weights_out_of_range_drop_their_media_range(accept: str, formats: set[int]) -> None:
+    assert accepted_formats(accept) == formats
