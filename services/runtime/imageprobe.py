@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TypeAlias
 
-from PIL import ExifTags, Image, ImageFile, features
+from PIL import ExifTags, Image, ImageFile, TiffImagePlugin, features
 
 from pixmesh.common.v1 import image_pb2
 from services.runtime.errors import InvalidArgument
@@ -219,7 +219,7 @@ def open_image(data: bytes, limits: ProbeLimits) -> tuple[ImageHeader, ImageFile
     fmt = sniff(data)
     if fmt is None or fmt not in readable_formats():
         raise _error(UNSUPPORTED_FORMAT, "the data is not an image in a supported format")
-    with _header_errors(fmt):
+    with _header_errors(fmt, data):
         image = Image.open(io.BytesIO(data), formats=[_PILLOW[fmt]])
         width, height = image.size
     if width <= 0 or height <= 0:
@@ -240,17 +240,41 @@ def open_image(data: bytes, limits: ProbeLimits) -> tuple[ImageHeader, ImageFile
 
 
 @contextmanager
-def _header_errors(fmt: Format) -> Iterator[None]:
-    """Turn whatever a Pillow plugin raises on a bad header into a client-safe error."""
+def _header_errors(fmt: Format, data: bytes = b"") -> Iterator[None]:
+    """Turn whatever a Pillow plugin raises on a bad header into a client-safe error; with the
+    image's `data`, a TIFF whose pixel layout Pillow has no mode for is UNSUPPORTED_FORMAT."""
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _error(TOO_MANY_PIXELS, "the image has too many pixels") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError) as exc:
+    except _HEADER_ERRORS as exc:
         # UnidentifiedImageError is an OSError: the magic bytes matched but the header did not.
+        if fmt == ImageFormat.TIFF and data and _unsupported_tiff_layout(data):
+            raise _error(
+                UNSUPPORTED_FORMAT,
+                "the TIFF's pixel layout (sample format, bits or samples per pixel) is not one "
+                "pixmesh can decode: convert it to 8- or 16-bit grey, RGB or RGBA",
+            ) from exc
         raise _error(
             IMAGE_CORRUPT, f"the {_PILLOW[fmt]} header is unreadable or truncated"
         ) from exc
+
+
+_HEADER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
+
+
+def _unsupported_tiff_layout(data: bytes) -> bool:
+    """Whether Pillow's TIFF plugin reads the header whole but has no mode for its pixel layout
+    (e.g. float64 samples, five samples per pixel): a valid TIFF, not a corrupt one. Image.open
+    hides the plugin's error, so the plugin is asked directly: its "unknown pixel mode" is the
+    one SyntaxError raised from the KeyError of its table of layouts (TiffImagePlugin.OPEN_INFO)."""
+    try:
+        TiffImagePlugin.TiffImageFile(io.BytesIO(data)).close()
+    except SyntaxError as exc:
+        return isinstance(exc.__cause__, KeyError)
+    except _HEADER_ERRORS:
+        return False
+    return False
 
 
 def _check_pixels(width: int, height: int, limits: ProbeLimits, what: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 import pixmesh
 from tests.integration import images
 from tests.integration.rest import Rest, reason
+from tests.services.runtime.test_imageprobe import tiff
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +23,7 @@ RANDOM_BYTES = random.Random(20240601).randbytes(4096)
         ("truncated-header", "IMAGE_CORRUPT"),
         ("random-bytes", "UNSUPPORTED_FORMAT"),
         ("zero-bytes", "EMPTY_IMAGE"),
+        ("float64-tiff", "UNSUPPORTED_FORMAT"),  # valid, but Pillow has no mode for it
     ],
 )
 def test_rejected_upload(rest: Rest, photo: bytes, kind: str, reason_expected: str) -> None:
@@ -29,6 +31,7 @@ def test_rejected_upload(rest: Rest, photo: bytes, kind: str, reason_expected: s
         "truncated-header": images.truncated_in_header(photo),
         "random-bytes": RANDOM_BYTES,
         "zero-bytes": b"",
+        "float64-tiff": tiff(bits=64, sample_format=3, samples=1),
     }[kind]
     jobs_before = len(list(rest.list_all()))
 

@@ -239,3 +239,39 @@ def test_mime_and_extension_helpers() -> None:
     assert imageprobe.extension_for(image_pb2.JPEG) == "jpg"
     assert imageprobe.mime_for(image_pb2.IMAGE_FORMAT_UNSPECIFIED) == "application/octet-stream"
     assert imageprobe.pillow_name(image_pb2.WEBP) == "WEBP"
+
+
+def tiff(bits: int, sample_format: int, samples: int, width: int = 4, height: int = 3) -> bytes:
+    """A minimal little-endian, uncompressed, one-strip TIFF of zeros, laid out as asked."""
+    pixels = bytes(width * height * samples * bits // 8)
+    short, long = 3, 4
+    tags = [
+        (256, short, width),  # ImageWidth
+        (257, short, height),  # ImageLength
+        (258, short, bits),  # BitsPerSample (one value: the same for every sample)
+        (259, short, 1),  # Compression: none
+        (262, short, 2 if samples == 3 else 1),  # Photometric: RGB, else BlackIsZero
+        (273, long, 0),  # StripOffsets, patched below
+        (277, short, samples),  # SamplesPerPixel
+        (278, short, height),  # RowsPerStrip
+        (279, long, len(pixels)),  # StripByteCounts
+        (339, short, sample_format),  # SampleFormat: 1 unsigned, 3 IEEE float
+    ]
+    offset = 8 + 2 + 12 * len(tags) + 4
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        value = offset if tag == 273 else value
+        ifd += struct.pack("<HHI", tag, kind, 1)
+        ifd += struct.pack("<HH", value, 0) if kind == short else struct.pack("<I", value)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + pixels
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_a_valid_tiff_pillow_has_no_mode_for_is_unsupported_not_corrupt() -> None:
+    """float64 samples, or five samples per pixel: a well-formed TIFF that Pillow cannot decode
+    is a permanent UNSUPPORTED_FORMAT, not IMAGE_CORRUPT (which reads as a damaged upload)."""
+    assert probe(tiff(8, 1, 1), LIMITS).format == image_pb2.TIFF  # the builder makes TIFFs
+    assert probe(tiff(8, 1, 3), LIMITS).format == image_pb2.TIFF
+    assert rejects(tiff(64, 3, 1)) == "UNSUPPORTED_FORMAT"
+    assert rejects(tiff(8, 1, 5)) == "UNSUPPORTED_FORMAT"
+    assert rejects(tiff(8, 1, 1)[:40]) == "IMAGE_CORRUPT"  # a cut IFD is still corrupt
