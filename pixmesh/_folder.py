@@ -1,9 +1,11 @@
 """A folder through the mesh: `AsyncClient.process_folder` / `Client.process_folder` and what
 `pixmesh batch DIR -o DEST` runs.
 
-Files are taken by content, not extension (JPEG, PNG, WebP, AVIF, HEIC, TIFF, GIF by their magic
-bytes), uploaded a few at a time and grouped into server-side batches of `chunk` images, whose
-jobs the jobs service creates at the pace the workers take them (so the client never meets
+The server checks the pipeline first (`check_pipeline`, before the first upload), so a refused
+one (a parameter over the deployment's limits, an unknown preset) ends the run with nothing
+uploaded. Files are taken by content, not extension (JPEG, PNG, WebP, AVIF, HEIC, TIFF, GIF by
+their magic bytes), uploaded a few at a time and grouped into server-side batches of `chunk`
+images, whose jobs the jobs service creates at the pace the workers take them (so the client never meets
 QUEUE_FULL and interactive users keep their lane). Each batch is followed to its end, its outputs
 downloaded into DEST under the source's relative path with the new extension (renditions:
 "<path without extension>/<rendition>.<ext>"); where two sources differ only by their extension
@@ -40,6 +42,7 @@ from pixmesh._common import job_pipeline, utf8_text, write_atomically
 from pixmesh._render import extension
 from pixmesh.common.v1.batch_pb2 import BatchFailureGroup, BatchItem, BatchSummary
 from pixmesh.common.v1.job_pb2 import Job, Output
+from pixmesh.common.v1.operations_pb2 import Operation, Rendition
 
 if TYPE_CHECKING:
     from pixmesh.aio import AsyncClient
@@ -256,6 +259,23 @@ def _read(path: Path, limit: int) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
+async def check_pipeline(
+    client: AsyncClient,
+    pipeline: list[Operation],
+    preset: str,
+    renditions: list[Rendition],
+) -> None:
+    """Raise the server's refusal of the pipeline (an unknown preset, a parameter over the
+    deployment's limits) before any file is uploaded for it. CreateBatch checks the pipeline
+    before its images (services/gateway/batches.py), so a request with no image is refused for
+    the missing images alone when the pipeline passes, and creates nothing."""
+    try:
+        await client.create_batch([], pipeline, preset=preset, renditions=renditions)
+    except errors.InvalidArgument as exc:
+        if [v.field for v in exc.violations] != ["source.images.image_ids"]:
+            raise
+
+
 async def process_folder(
     client: AsyncClient,
     source: Path,
@@ -291,6 +311,21 @@ async def process_folder(
     in_flight = asyncio.Semaphore(BATCHES_IN_FLIGHT)
     batches: set[asyncio.Task[None]] = set()
     stop = stop or asyncio.Event()
+    checked = asyncio.Lock()
+    check: list[BaseException | None] = []  # the server's answer, once asked
+
+    async def pipeline_accepted() -> bool:
+        """Ask the server once, before the first upload, whether it takes the pipeline: raise
+        its refusal (first caller), False for the callers after a refusal."""
+        async with checked:
+            if not check:
+                try:
+                    await check_pipeline(client, pipeline, preset, branches)
+                except BaseException as exc:
+                    check.append(exc)
+                    raise
+                check.append(None)
+        return check[0] is None
 
     def report() -> None:
         if on_progress is not None:
@@ -326,6 +361,8 @@ async def process_folder(
             if sniff(data[:32]) is None:
                 failed(rel, "UNSUPPORTED_FORMAT", "not an image pixmesh reads (by its content)")
                 return None
+            if not await pipeline_accepted():
+                return None  # refused: the run is ending with the refusal
             try:
                 image = await client.upload(data, filename=rel)
             except errors.PixmeshError as exc:
@@ -440,26 +477,31 @@ async def process_folder(
         batches.add(task)
         task.add_done_callback(batches.discard)
 
+    pending: list[_Item] = []
+    window: set[asyncio.Task[_Item | None]] = set()
     try:
-        pending: list[_Item] = []
-        window: set[asyncio.Task[_Item | None]] = set()
-        it = iter(files)
-        while True:
-            while not stop.is_set() and len(window) < concurrency:
-                path = next(it, None)
-                if path is None:
+        try:
+            it = iter(files)
+            while True:
+                while not stop.is_set() and len(window) < concurrency:
+                    path = next(it, None)
+                    if path is None:
+                        break
+                    window.add(asyncio.create_task(take(path)))
+                if not window:
                     break
-                window.add(asyncio.create_task(take(path)))
-            if not window:
-                break
-            done, window = await asyncio.wait(window, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                item = task.result()
-                if item is not None:
-                    pending.append(item)
-            if len(pending) >= chunk:
-                await flush(pending[:chunk])
-                pending = pending[chunk:]
+                done, window = await asyncio.wait(window, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    item = task.result()
+                    if item is not None:
+                        pending.append(item)
+                if len(pending) >= chunk:
+                    await flush(pending[:chunk])
+                    pending = pending[chunk:]
+        except BaseException:
+            for task in window:  # files still being read or waiting for the pipeline check
+                task.cancel()
+            raise
         if pending:
             await flush(pending)
         if batches:

@@ -75,6 +75,8 @@ class BatchRequests:
         webhook = req.webhook if req.HasField("webhook") else None
         if webhook is not None:
             await check_webhook(webhook, self.settings.webhook_allow_private, timeout)
+        # The pipeline is checked before the source: the SDK's folder runs send a request with
+        # no image first, to hear a refused pipeline before uploading (pixmesh/_folder.py).
         ops, renditions = await self._pipeline(req.preset, req.operations, req.renditions)
         out = jb.CreateBatchRequest(
             tenant_id=tenant_id,

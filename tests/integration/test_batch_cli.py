@@ -3,6 +3,8 @@ reason and exit status 1; a run killed mid-way and run again does only the rest.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import io
 import json
 import os
@@ -15,6 +17,7 @@ import time
 import zlib
 from pathlib import Path
 
+import asyncpg
 import pytest
 from PIL import Image
 
@@ -259,3 +262,36 @@ def _start_until_journaled(
         assert time.monotonic() < deadline, "no image finished within 60 s"
         time.sleep(0.05)
     return run
+
+
+def test_a_pipeline_the_server_refuses_uploads_no_file(
+    grpc_target: str, api_key: str, database_url: str, tmp_path: Path
+) -> None:
+    """A width over the deployment's max_output_dimension: the run ends with the server's
+    refusal before any file of the folder is uploaded (it used to upload them all first)."""
+    src, dest = tmp_path / "photos", tmp_path / "out"
+    src.mkdir()
+    for i in range(3):  # bytes no other test uploads
+        Image.frombytes("RGB", (16, 16), os.urandom(16 * 16 * 3)).save(src / f"{i}.png")
+    shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(src.iterdir())]
+    result = subprocess.run(
+        _argv("batch", str(src), "-o", str(dest), "--op", "resize=100000x"),
+        env=_env(grpc_target, api_key),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "operations[0].resize.width" in result.stderr
+
+    async def stored() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM gateway.images WHERE sha256 = ANY($1::text[])", shas
+            )
+            return count
+        finally:
+            await conn.close()
+
+    assert asyncio.run(stored()) == 0

@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from pixmesh import errors
 from pixmesh._folder import FolderSummary, _Journal, process_folder, sniff, walk
 
 
@@ -160,3 +161,39 @@ async def test_a_failed_file_whose_name_is_not_utf8_is_in_the_summary(tmp_path: 
     assert [f["name"] for f in summary.failures] == ["notes\ufffd.jpg"]
     doc = json.loads((dest / "summary.json").read_text(encoding="utf-8"))
     assert doc["failures"][0]["failures"][0]["name"] == "notes\ufffd.jpg"
+
+
+class _Refuses:
+    """A server whose CreateBatch refuses the pipeline (a width over the deployment's limit)
+    and which records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def create_batch(self, image_ids: list[str], *args: object, **kwargs: object) -> None:
+        self.calls.append(f"create_batch({len(image_ids)})")
+        raise errors.InvalidArgument(
+            "operations[0].resize.width: at most 16384",
+            violations=[errors.FieldViolation("operations[0].resize.width", "at most 16384")],
+        )
+
+    async def upload(self, data: bytes, filename: str = "") -> object:
+        self.calls.append(f"upload({filename})")
+        raise AssertionError("a file was uploaded before the server checked the pipeline")
+
+
+async def test_the_server_checks_the_pipeline_before_any_file_is_uploaded(tmp_path: Path) -> None:
+    """`pixmesh batch --op resize=100000x` uploaded the whole folder before CreateBatch refused
+    the width: the server's batch checks now run first, on a request with no images."""
+    src, dest = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (src / name).write_bytes(_encoded("PNG"))
+    client: Any = _Refuses()
+    try:
+        await asyncio.wait_for(process_folder(client, src, dest, ["resize=100000x"]), 10)
+    except errors.InvalidArgument as exc:
+        assert exc.violations[0].field == "operations[0].resize.width"
+    else:
+        raise AssertionError("the refused pipeline was not reported")
+    assert client.calls == ["create_batch(0)"]
