@@ -22,19 +22,27 @@ from tests.services.jobs.test_repository import TENANT, image, resize
 pytestmark = pytest.mark.integration
 
 
-async def test_a_batch_created_here_wakes_the_idle_feeder(
-    service: JobsService, pool: asyncpg.Pool
-) -> None:
-    # An images batch reads no storage: the platform's bucket and storage are never touched.
-    batches = Batches(
+def images_batches(
+    pool: asyncpg.Pool, service: JobsService, policy: BatchPolicy | None = None
+) -> Batches:
+    """Batches over image ids only: they read no storage, so the platform's bucket, storage
+    and connections are never touched."""
+    store = ConnectionStore(pool, SecretBox(()))
+    return Batches(
         pool,
         service,
         cast(Storage, None),
         cast(Bucket, None),
-        ConnectionStore(pool, SecretBox(())),
-        # Idle, the feeder would not look again within the test: only the wake-up can feed it.
-        policy=BatchPolicy(idle_s=3600.0),
+        store,
+        policy=policy or BatchPolicy(),
     )
+
+
+async def test_a_batch_created_here_wakes_the_idle_feeder(
+    service: JobsService, pool: asyncpg.Pool
+) -> None:
+    # Idle, the feeder would not look again within the test: only the wake-up can feed it.
+    batches = images_batches(pool, service, BatchPolicy(idle_s=3600.0))
     stop = asyncio.Event()
     feeder = asyncio.create_task(batches.feed(stop))
     try:
@@ -71,13 +79,7 @@ async def test_a_round_submits_waits_then_settles_and_ends_the_batch(
     """A feeder round reads a batch's items once, with its lease: it submits what is queued,
     leaves a batch whose jobs run as it is, and settles the jobs that ended and ends the batch
     in the same round when nothing is left."""
-    batches = Batches(
-        pool,
-        service,
-        cast(Storage, None),
-        cast(Bucket, None),
-        ConnectionStore(pool, SecretBox(())),
-    )
+    batches = images_batches(pool, service)
     batch, _ = await batches.create(
         batches_pb2.CreateBatchRequest(
             tenant_id=TENANT, images=[image(), image()], operations=[resize(10)]
