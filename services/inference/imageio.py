@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from services.runtime import imageprobe
+from services.runtime import imageprobe, pipeline
 from services.runtime.errors import InvalidArgument
 from services.runtime.imageprobe import Format, ImageFormat, ProbeLimits
 from services.runtime.pixels import normalize_mode
@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
 JPEG_QUALITY = 95
-# Formats the output may take (kept from the input, or asked for by the Denoise RPC).
-WRITABLE_FORMATS = (ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP, ImageFormat.TIFF)
+# Formats the output may take (kept from the input, or asked for by the Denoise RPC): the
+# planner's rule for a denoise stage (services.runtime.pipeline), so plans predict these bytes.
+WRITABLE_FORMATS = pipeline.INFERENCE_FORMATS
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def decode(data: bytes, limits: ProbeLimits) -> Decoded:
 def output_format(source: Format, requested: Format | None = None) -> Format:
     if requested:
         return requested
-    return source if source in WRITABLE_FORMATS else ImageFormat.PNG
+    return pipeline.inference_output_format(source)
 
 
 def encode(pixels: np.ndarray, alpha: np.ndarray | None, fmt: Format, icc: bytes | None) -> Encoded:
