@@ -26,7 +26,7 @@ from services.runtime.errors import invalid, rpc_errors
 from services.runtime.pipeline import check_renditions
 from services.runtime.routes import output_download_path
 from services.runtime.storage import Storage
-from services.runtime.video import check_video_job, frame_renditions, video_operation
+from services.runtime.video import check_video_job, job_renditions
 
 MAX_IMAGE_IDS = 10_000
 
@@ -99,12 +99,10 @@ class BatchRequests:
             out.source.CopyFrom(req.source.storage)
         else:
             raise invalid("source", "required: images or storage")
-        if video_operation(ops) == "video_frames":
-            # Each frame is an output, as CreateJob makes it (frame-1, frame-2, ...): without
-            # them the worker made every frame and the job kept one.
-            renditions = frame_renditions(ops[0].video_frames, renditions)
-            check_renditions(renditions, self.settings.max_renditions)
-        out.renditions.extend(renditions)
+        # As CreateJob: a video_frames job's frames are its outputs (frame-1, frame-2, ...).
+        runs = job_renditions(ops, renditions)
+        check_renditions(runs, self.settings.max_renditions)
+        out.renditions.extend(runs)
         if req.HasField("destination"):
             out.destination.CopyFrom(req.destination)
         with rpc_errors():

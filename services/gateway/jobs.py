@@ -42,7 +42,7 @@ from services.runtime.pipeline import check_renditions, plan_stages, request_has
 from services.runtime.routes import link_outputs as linked
 from services.runtime.routes import output_download_path as download_path
 from services.runtime.storage import Storage
-from services.runtime.video import check_video_job, frame_renditions, video_operation
+from services.runtime.video import check_video_job, job_renditions
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +145,9 @@ class JobRequests:
             expand_renditions(self.presets, renditions), accept, image.format
         )
         check_video_job(pipeline, branches, image.kind)
-        if video_operation(pipeline) == "video_frames":
-            # Each frame is an output: the job becomes one with a rendition per frame (times
-            # each rendition asked for), which jobs and workers handle like any other.
-            branches = frame_renditions(pipeline[0].video_frames, branches)
+        # Each frame of a video_frames job is an output: the job becomes one with a rendition
+        # per frame (times each rendition asked for), which jobs and workers handle as any other.
+        branches = job_renditions(pipeline, branches)
         await check_pipeline(s, self.capabilities, pipeline, branches)
         check_params(pipeline, s.max_output_dimension, skip_imaging=True)
         try:

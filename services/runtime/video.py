@@ -668,6 +668,17 @@ def frame_renditions(
     ]
 
 
+def job_renditions(
+    operations: Sequence[operations_pb2.Operation], renditions: Sequence[operations_pb2.Rendition]
+) -> list[operations_pb2.Rendition]:
+    """The renditions a job (or each job of a batch) runs: for a video_frames job its frames,
+    each an output (frame_renditions: without them the worker made every frame and the job
+    kept one); for any other job `renditions` as asked."""
+    if video_operation(operations) == "video_frames":
+        return frame_renditions(operations[0].video_frames, renditions)
+    return list(renditions)
+
+
 def check_video_job(
     operations: Sequence[operations_pb2.Operation],
     renditions: Sequence[operations_pb2.Rendition],
