@@ -5,6 +5,7 @@ service's own priority, and a lowered process is never handed to an interactive 
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,12 @@ def thread_nices(pid: int) -> set[int]:
     return nices
 
 
-def pool_of(
+@asynccontextmanager
+async def started(
     workers: int, interactive_slots: int, batch_nice: int = 5, max_tasks_per_child: int = 200
-) -> ProcessPool:
-    return ProcessPool(
+) -> AsyncIterator[ProcessPool]:
+    """A started pool, closed on the way out."""
+    p = ProcessPool(
         IsolationConfig(
             workers=workers,
             memory_limit_bytes=1024 * MiB,
@@ -43,14 +46,17 @@ def pool_of(
             max_tasks_per_child=max_tasks_per_child,
         )
     )
+    await p.start()
+    try:
+        yield p
+    finally:
+        p.close()
 
 
 @pytest.fixture
 async def pool() -> AsyncIterator[ProcessPool]:
-    p = pool_of(1, 1)
-    await p.start()
-    yield p
-    p.close()
+    async with started(1, 1) as p:
+        yield p
 
 
 async def in_batch_lane(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -74,9 +80,7 @@ async def test_a_batch_task_runs_nicer_than_an_interactive_one(pool: ProcessPool
 
 
 async def test_an_interactive_task_never_runs_in_a_lowered_process() -> None:
-    pool = pool_of(1, 0)  # one slot for both lanes
-    await pool.start()
-    try:
+    async with started(1, 0) as pool:  # one slot for both lanes
         batch_pid, batch_nice = await in_batch_lane(lambda: pool.run(faults.priority))
         assert batch_nice > BASE
         pid, nice = await pool.run(faults.priority)
@@ -84,14 +88,10 @@ async def test_an_interactive_task_never_runs_in_a_lowered_process() -> None:
         # its nice value again); the next batch task lowers that one.
         assert (nice, pid != batch_pid) == (BASE, True)
         assert await in_batch_lane(lambda: pool.run(faults.priority)) == (pid, batch_nice)
-    finally:
-        pool.close()
 
 
 async def test_each_lane_takes_its_own_kind_of_slot_first() -> None:
-    pool = pool_of(2, 1)
-    await pool.start()
-    try:
+    async with started(2, 1) as pool:
         batch_pid, _ = await in_batch_lane(lambda: pool.run(faults.priority))
         # Interactive tasks, one after another, take the slots at the service's priority: the
         # lowered one is left alone (not replaced) for the next batch task.
@@ -99,32 +99,22 @@ async def test_each_lane_takes_its_own_kind_of_slot_first() -> None:
         assert {nice for _, nice in interactive} == {BASE}
         assert batch_pid not in {pid for pid, _ in interactive}
         assert (await in_batch_lane(lambda: pool.run(faults.priority)))[0] == batch_pid
-    finally:
-        pool.close()
 
 
 async def test_a_recycled_process_starts_at_the_services_priority() -> None:
     # The start-up task is the first process's first; the batch task its last.
-    pool = pool_of(1, 0, max_tasks_per_child=2)
-    await pool.start()
-    try:
+    async with started(1, 0, max_tasks_per_child=2) as pool:
         batch_pid, batch_nice = await in_batch_lane(lambda: pool.run(faults.priority))
         assert batch_nice > BASE
         pid, nice = await pool.run(faults.priority)
         assert (nice, pid != batch_pid) == (BASE, True)
-    finally:
-        pool.close()
 
 
 async def test_batch_nice_zero_runs_batch_tasks_at_the_services_priority() -> None:
-    pool = pool_of(1, 0, batch_nice=0)
-    await pool.start()
-    try:
+    async with started(1, 0, batch_nice=0) as pool:
         batch_pid, batch_nice = await in_batch_lane(lambda: pool.run(faults.priority))
         assert batch_nice == BASE
         assert await pool.run(faults.priority) == (batch_pid, BASE)  # the same process kept
-    finally:
-        pool.close()
 
 
 def test_the_setting_reaches_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
