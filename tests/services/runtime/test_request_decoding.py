@@ -31,6 +31,13 @@ async def repeat(request: gw.GetJobRequest, context: Any) -> AsyncIterator[bytes
     yield request.job_id.encode()
 
 
+async def store(request: gw.GetJobRequest, context: Any) -> bytes:
+    """A handler whose query Postgres refused for the NUL in the request."""
+    raise asyncpg.exceptions.CharacterNotInRepertoireError(
+        'invalid byte sequence for encoding "UTF8": 0x00'
+    )
+
+
 class Handlers(grpc.GenericRpcHandler):  # type: ignore[misc]
     def service(self, details: grpc.HandlerCallDetails) -> Any:
         parse = gw.GetJobRequest.FromString
@@ -38,6 +45,7 @@ class Handlers(grpc.GenericRpcHandler):  # type: ignore[misc]
             "/t/Echo": grpc.unary_unary_rpc_method_handler(echo, parse),
             "/t/Count": grpc.stream_unary_rpc_method_handler(count, parse),
             "/t/Repeat": grpc.unary_stream_rpc_method_handler(repeat, parse),
+            "/t/Store": grpc.unary_unary_rpc_method_handler(store, parse),
         }.get(details.method)
 
 
@@ -82,28 +90,12 @@ async def test_a_streamed_request_that_does_not_parse_is_invalid_argument(
     _refused(caught.value)
 
 
-async def test_a_nul_character_postgres_refuses_is_invalid_argument() -> None:
+async def test_a_nul_character_postgres_refuses_is_invalid_argument(
+    channel: grpc.aio.Channel,
+) -> None:
     """Postgres text cannot hold U+0000: a request carrying one (an id, a file name, an
     idempotency key) failed its query and was answered INTERNAL (500)."""
-
-    async def store(request: gw.GetJobRequest, context: Any) -> bytes:
-        raise asyncpg.exceptions.CharacterNotInRepertoireError(
-            'invalid byte sequence for encoding "UTF8": 0x00'
-        )
-
-    class Store(grpc.GenericRpcHandler):  # type: ignore[misc]
-        def service(self, details: grpc.HandlerCallDetails) -> Any:
-            return grpc.unary_unary_rpc_method_handler(store, gw.GetJobRequest.FromString)
-
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
-    server.add_generic_rpc_handlers((Store(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await ch.unary_unary("/t/Store")(gw.GetJobRequest(job_id="a\0").SerializeToString())
-    finally:
-        await server.stop(grace=None)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channel.unary_unary("/t/Store")(gw.GetJobRequest(job_id="a\0").SerializeToString())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "0x00" not in (caught.value.details() or "")  # the driver's text stays in the log
