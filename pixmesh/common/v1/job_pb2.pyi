@@ -535,6 +535,7 @@ class Output(_message.Message):
     DOWNLOAD_PATH_FIELD_NUMBER: _builtins.int
     RENDITION_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_URL_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     format: _image_pb2.ImageFormat.ValueType
     content_type: _builtins.str
@@ -546,6 +547,11 @@ class Output(_message.Message):
     """REST path to download it through the front proxy."""
     rendition: _builtins.str
     """The rendition's name when the job has renditions; empty otherwise."""
+    download_url: _builtins.str
+    """A presigned GET URL of the bytes in object storage (signed for PIXMESH_S3_PUBLIC_ENDPOINT,
+    valid PIXMESH_DOWNLOAD_URL_TTL_S), where the request asked for one (ListBatchJobs
+    output_urls) and the gateway had it; empty otherwise: download through download_path.
+    """
     @_builtins.property
     def provenance(self) -> Global___Provenance:
         """How these bytes were made (see README, "Reuse and provenance")."""
@@ -563,10 +569,11 @@ class Output(_message.Message):
         download_path: _builtins.str = ...,
         rendition: _builtins.str = ...,
         provenance: Global___Provenance | None = ...,
+        download_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "download_path", b"download_path", "format", b"format", "height", b"height", "index", b"index", "provenance", b"provenance", "rendition", b"rendition", "sha256", b"sha256", "size_bytes", b"size_bytes", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "download_path", b"download_path", "download_url", b"download_url", "format", b"format", "height", b"height", "index", b"index", "provenance", b"provenance", "rendition", b"rendition", "sha256", b"sha256", "size_bytes", b"size_bytes", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,7 +28,7 @@ from pixmesh.common.v1 import job_pb2 as pixmesh_dot_common_dot_v1_dot_job__pb2
 from pixmesh.common.v1 import operations_pb2 as pixmesh_dot_common_dot_v1_dot_operations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pixmesh/gateway/v1/batches.proto\x12\x12pixmesh.gateway.v1\x1a\x19google/api/httpbody.proto\x1a\x1dpixmesh/common/v1/batch.proto\x1a\x1bpixmesh/common/v1/job.proto\x1a\"pixmesh/common/v1/operations.proto\"\xb7\x02\n\x12\x43reateBatchRequest\x12.\n\x06source\x18\x01 \x01(\x0b\x32\x1e.pixmesh.common.v1.BatchSource\x12\x37\n\x0b\x64\x65stination\x18\x02 \x01(\x0b\x32\".pixmesh.common.v1.StorageLocation\x12\x30\n\noperations\x18\x03 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x0e\n\x06preset\x18\x04 \x01(\t\x12\x30\n\nrenditions\x18\x05 \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12+\n\x07webhook\x18\x07 \x01(\x0b\x32\x1a.pixmesh.common.v1.Webhook\">\n\x13\x43reateBatchResponse\x12\'\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Batch\"#\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\";\n\x10GetBatchResponse\x12\'\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Batch\"*\n\x16GetBatchSummaryRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"o\n\x17GetBatchSummaryResponse\x12\x30\n\x07summary\x18\x01 \x01(\x0b\x32\x1f.pixmesh.common.v1.BatchSummary\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\";\n\x12ListBatchesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x13ListBatchesResponse\x12)\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x18.pixmesh.common.v1.Batch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x11WatchBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"=\n\x12WatchBatchResponse\x12\'\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Batch\"|\n\x14ListBatchJobsRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.pixmesh.common.v1.Job.State\"]\n\x15ListBatchJobsResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.pixmesh.common.v1.BatchItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x43\x61ncelBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\">\n\x13\x43\x61ncelBatchResponse\x12\'\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Batch\"+\n\x19\x44ownloadJobArchiveRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x1b\x44ownloadBatchArchiveRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"@\n\x1a\x44ownloadJobArchiveResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"B\n\x1c\x44ownloadBatchArchiveResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x9c\x01\n\x1e\x43reateStorageConnectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x0e\n\x06\x62ucket\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12:\n\x0b\x63redentials\x18\x05 \x01(\x0b\x32%.pixmesh.common.v1.StorageCredentials\"[\n\x1f\x43reateStorageConnectionResponse\x12\x38\n\nconnection\x18\x01 \x01(\x0b\x32$.pixmesh.common.v1.StorageConnection\"\x1f\n\x1dListStorageConnectionsRequest\"[\n\x1eListStorageConnectionsResponse\x12\x39\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32$.pixmesh.common.v1.StorageConnection\"7\n\x1e\x44\x65leteStorageConnectionRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\"!\n\x1f\x44\x65leteStorageConnectionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pixmesh/gateway/v1/batches.proto\x12\x12pixmesh.gateway.v1\x1a\x19google/api/httpbody.proto\x1a\x1dpixmesh/common/v1/batch.proto\x1a\x1bpixmesh/common/v1/job.proto\x1a\"pixmesh/common/v1/operations.proto\"\xb7\x02\n\x12\x43reateBatchRequest\x12.\n\x06source\x18\x01 \x01(\x0b\x32\x1e.pixmesh.common.v1.BatchSource\x12\x37\n\x0b\x64\x65stination\x18\x02 \x01(\x0b\x32\".pixmesh.common.v1.StorageLocation\x12\x30\n\noperations\x18\x03 \x03(\x0b\x32\x1c.pixmesh.common.v1.Operation\x12\x0e\n\x06preset\x18\x04 \x01(\t\x12\x30\n\nrenditions\x18\x05 \x03(\x0b\x32\x1c.pixmesh.common.v1.Rendition\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12+\n\x07webhook\x18\x07 \x01(\x0b\x32\x1a.pixmesh.common.v1.Webhook\">\n\x13\x43reateBatchResponse\x12\'\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Batch\"#\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\";\n\x10GetBatchResponse\x12\'\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Batch\"*\n\x16GetBatchSummaryRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"o\n\x17GetBatchSummaryResponse\x12\x30\n\x07summary\x18\x01 \x01(\x0b\x32\x1f.pixmesh.common.v1.BatchSummary\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\";\n\x12ListBatchesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x13ListBatchesResponse\x12)\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x18.pixmesh.common.v1.Batch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x11WatchBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"=\n\x12WatchBatchResponse\x12\'\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Batch\"\x91\x01\n\x14ListBatchJobsRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.pixmesh.common.v1.Job.State\x12\x13\n\x0boutput_urls\x18\x05 \x01(\x08\"]\n\x15ListBatchJobsResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.pixmesh.common.v1.BatchItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x43\x61ncelBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\">\n\x13\x43\x61ncelBatchResponse\x12\'\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.pixmesh.common.v1.Batch\"+\n\x19\x44ownloadJobArchiveRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x1b\x44ownloadBatchArchiveRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"@\n\x1a\x44ownloadJobArchiveResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"B\n\x1c\x44ownloadBatchArchiveResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x9c\x01\n\x1e\x43reateStorageConnectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x0e\n\x06\x62ucket\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12:\n\x0b\x63redentials\x18\x05 \x01(\x0b\x32%.pixmesh.common.v1.StorageCredentials\"[\n\x1f\x43reateStorageConnectionResponse\x12\x38\n\nconnection\x18\x01 \x01(\x0b\x32$.pixmesh.common.v1.StorageConnection\"\x1f\n\x1dListStorageConnectionsRequest\"[\n\x1eListStorageConnectionsResponse\x12\x39\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32$.pixmesh.common.v1.StorageConnection\"7\n\x1e\x44\x65leteStorageConnectionRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\"!\n\x1f\x44\x65leteStorageConnectionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,32 +55,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHBATCHREQUEST']._serialized_end=1001
   _globals['_WATCHBATCHRESPONSE']._serialized_start=1003
   _globals['_WATCHBATCHRESPONSE']._serialized_end=1064
-  _globals['_LISTBATCHJOBSREQUEST']._serialized_start=1066
-  _globals['_LISTBATCHJOBSREQUEST']._serialized_end=1190
-  _globals['_LISTBATCHJOBSRESPONSE']._serialized_start=1192
-  _globals['_LISTBATCHJOBSRESPONSE']._serialized_end=1285
-  _globals['_CANCELBATCHREQUEST']._serialized_start=1287
-  _globals['_CANCELBATCHREQUEST']._serialized_end=1325
-  _globals['_CANCELBATCHRESPONSE']._serialized_start=1327
-  _globals['_CANCELBATCHRESPONSE']._serialized_end=1389
-  _globals['_DOWNLOADJOBARCHIVEREQUEST']._serialized_start=1391
-  _globals['_DOWNLOADJOBARCHIVEREQUEST']._serialized_end=1434
-  _globals['_DOWNLOADBATCHARCHIVEREQUEST']._serialized_start=1436
-  _globals['_DOWNLOADBATCHARCHIVEREQUEST']._serialized_end=1483
-  _globals['_DOWNLOADJOBARCHIVERESPONSE']._serialized_start=1485
-  _globals['_DOWNLOADJOBARCHIVERESPONSE']._serialized_end=1549
-  _globals['_DOWNLOADBATCHARCHIVERESPONSE']._serialized_start=1551
-  _globals['_DOWNLOADBATCHARCHIVERESPONSE']._serialized_end=1617
-  _globals['_CREATESTORAGECONNECTIONREQUEST']._serialized_start=1620
-  _globals['_CREATESTORAGECONNECTIONREQUEST']._serialized_end=1776
-  _globals['_CREATESTORAGECONNECTIONRESPONSE']._serialized_start=1778
-  _globals['_CREATESTORAGECONNECTIONRESPONSE']._serialized_end=1869
-  _globals['_LISTSTORAGECONNECTIONSREQUEST']._serialized_start=1871
-  _globals['_LISTSTORAGECONNECTIONSREQUEST']._serialized_end=1902
-  _globals['_LISTSTORAGECONNECTIONSRESPONSE']._serialized_start=1904
-  _globals['_LISTSTORAGECONNECTIONSRESPONSE']._serialized_end=1995
-  _globals['_DELETESTORAGECONNECTIONREQUEST']._serialized_start=1997
-  _globals['_DELETESTORAGECONNECTIONREQUEST']._serialized_end=2052
-  _globals['_DELETESTORAGECONNECTIONRESPONSE']._serialized_start=2054
-  _globals['_DELETESTORAGECONNECTIONRESPONSE']._serialized_end=2087
+  _globals['_LISTBATCHJOBSREQUEST']._serialized_start=1067
+  _globals['_LISTBATCHJOBSREQUEST']._serialized_end=1212
+  _globals['_LISTBATCHJOBSRESPONSE']._serialized_start=1214
+  _globals['_LISTBATCHJOBSRESPONSE']._serialized_end=1307
+  _globals['_CANCELBATCHREQUEST']._serialized_start=1309
+  _globals['_CANCELBATCHREQUEST']._serialized_end=1347
+  _globals['_CANCELBATCHRESPONSE']._serialized_start=1349
+  _globals['_CANCELBATCHRESPONSE']._serialized_end=1411
+  _globals['_DOWNLOADJOBARCHIVEREQUEST']._serialized_start=1413
+  _globals['_DOWNLOADJOBARCHIVEREQUEST']._serialized_end=1456
+  _globals['_DOWNLOADBATCHARCHIVEREQUEST']._serialized_start=1458
+  _globals['_DOWNLOADBATCHARCHIVEREQUEST']._serialized_end=1505
+  _globals['_DOWNLOADJOBARCHIVERESPONSE']._serialized_start=1507
+  _globals['_DOWNLOADJOBARCHIVERESPONSE']._serialized_end=1571
+  _globals['_DOWNLOADBATCHARCHIVERESPONSE']._serialized_start=1573
+  _globals['_DOWNLOADBATCHARCHIVERESPONSE']._serialized_end=1639
+  _globals['_CREATESTORAGECONNECTIONREQUEST']._serialized_start=1642
+  _globals['_CREATESTORAGECONNECTIONREQUEST']._serialized_end=1798
+  _globals['_CREATESTORAGECONNECTIONRESPONSE']._serialized_start=1800
+  _globals['_CREATESTORAGECONNECTIONRESPONSE']._serialized_end=1891
+  _globals['_LISTSTORAGECONNECTIONSREQUEST']._serialized_start=1893
+  _globals['_LISTSTORAGECONNECTIONSREQUEST']._serialized_end=1924
+  _globals['_LISTSTORAGECONNECTIONSRESPONSE']._serialized_start=1926
+  _globals['_LISTSTORAGECONNECTIONSRESPONSE']._serialized_end=2017
+  _globals['_DELETESTORAGECONNECTIONREQUEST']._serialized_start=2019
+  _globals['_DELETESTORAGECONNECTIONREQUEST']._serialized_end=2074
+  _globals['_DELETESTORAGECONNECTIONRESPONSE']._serialized_start=2076
+  _globals['_DELETESTORAGECONNECTIONRESPONSE']._serialized_end=2109
 # @@protoc_insertion_point(module_scope)

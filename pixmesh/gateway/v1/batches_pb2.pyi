@@ -280,12 +280,18 @@ class ListBatchJobsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    OUTPUT_URLS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     page_size: _builtins.int
     """1..1000, default 100."""
     page_token: _builtins.str
     state: _job_pb2.Job.State.ValueType
     """Only images in this state (PENDING includes those whose job is not created yet)."""
+    output_urls: _builtins.bool
+    """Also a presigned GET URL of each listed output (Output.download_url), so that a client
+    fetches the bytes from object storage without a request per output (`pixmesh batch` does).
+    An output settled after the listing was read may have none.
+    """
     def __init__(
         self,
         *,
@@ -293,10 +299,11 @@ class ListBatchJobsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         state: _job_pb2.Job.State.ValueType = ...,
+        output_urls: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "output_urls", b"output_urls", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
