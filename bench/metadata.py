@@ -15,6 +15,13 @@ every query must skip), each with a realistic ~1 KB JSONB document. Then it time
                also times the scan at the default distance, for comparison.
   SearchImages the same way, for a camera + date range filter and for a GPS box.
 
+With --extract N it times indexing instead: the CPU of `extract` (what the metadata service runs
+on every upload) per image, in-process, on N photos made as bench.batch's folder (2-12 MP, one in
+ten a PNG); --against DIR also times another checkout (a `git archive` of an older commit) on the
+same files, one pass per checkout in turn, each in a fresh interpreter, for --rounds rounds:
+
+    .venv/bin/python -m bench.metadata --extract 40 --against /tmp/base --rounds 4
+
 Two pHash populations: "uniform" (independent random 64-bit hashes: the easy case for the band
 indexes) and "clustered" (2,000 bursts of similar pictures, each hash a centre with up to 12 bits
 flipped: many rows share bands, so probes return more candidates).
@@ -32,6 +39,8 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -298,6 +307,60 @@ async def run_queries(
         print(summary(f"SearchImages {name}, page of 20", latencies, mean))
 
 
+# One timed pass over a folder, run in the checkout being timed (its cwd): JSON of CPU seconds
+# per file suffix. Written against what every version of `extract` offers (bytes in).
+_EXTRACT_PASS = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, ".")
+from services.metadata.extract import extract
+files = sorted(p for p in Path(sys.argv[1]).rglob("*") if p.is_file())
+data = [(p.suffix.lstrip("."), p.read_bytes()) for p in files]
+extract(data[0][1])  # imports and plugin registration out of the timing
+cpu = {}
+for kind, blob in data:
+    start = time.process_time()
+    extract(blob)
+    cpu.setdefault(kind, []).append(time.process_time() - start)
+print(json.dumps(cpu))
+"""
+
+
+def extract_bench(args: argparse.Namespace) -> None:
+    from bench.batch import make_folder
+
+    trees = [Path.cwd(), *args.against]
+    cpu: dict[Path, dict[str, list[float]]] = {tree: {} for tree in trees}
+    with tempfile.TemporaryDirectory(prefix="pixmesh-bench-extract-") as folder:
+        size = make_folder(Path(folder), args.extract, args.max_mp)
+        loadavg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(
+            f"pixmesh extract bench: {args.extract} files, {size / 1e6:.1f} MB, {args.rounds} rounds"
+        )
+        print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average {loadavg}")
+        for round_ in range(args.rounds):
+            # Alternate which checkout goes first, so neither always runs on a warmer machine.
+            for tree in trees if round_ % 2 == 0 else trees[::-1]:
+                done = subprocess.run(
+                    [sys.executable, "-c", _EXTRACT_PASS, folder],
+                    cwd=tree,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                for kind, values in json.loads(done.stdout).items():
+                    cpu[tree].setdefault(kind, []).extend(values)
+    loadavg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average after: {loadavg}")
+    for tree in trees:
+        every = [v for values in cpu[tree].values() for v in values]
+        kinds = ", ".join(
+            f"{kind} {1000 * statistics.fmean(values):.1f} ({len(values) // args.rounds})"
+            for kind, values in sorted(cpu[tree].items())
+        )
+        print(f"  {tree!s:<40} {1000 * statistics.fmean(every):6.1f} ms CPU per image ({kinds})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.metadata", description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -306,7 +369,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--populations", nargs="+", default=["uniform", "clustered"])
     parser.add_argument("--force-scan", action="store_true", help="also time the scan at 10")
     parser.add_argument("--database-url", help="use this Postgres instead of starting one")
-    asyncio.run(bench(parser.parse_args(argv)))
+    parser.add_argument(
+        "--extract", type=int, metavar="FILES", help="time extract() per image instead"
+    )
+    parser.add_argument("--against", type=Path, action="append", default=[], metavar="DIR")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--max-mp", type=int, default=12)
+    args = parser.parse_args(argv)
+    if args.extract:
+        extract_bench(args)
+    else:
+        asyncio.run(bench(args))
 
 
 if __name__ == "__main__":
