@@ -74,11 +74,12 @@ async def build(settings: JobsSettings) -> AsyncIterator[App]:
             ),
             webhook_store=WebhookStore(pool, secrets),
         )
-        consumer = task_events_consumer(bus, service, settings)
+        batches = _batches(settings, pool, service, bus, secrets)
+        # The feeder is woken by the job events this replica applies.
+        consumer = task_events_consumer(bus, service, settings, batches.task_event)
         await consumer.setup()
         await board.start()
         api = JobsApi(service, Fleet(repo, bus, board), DeadLetters(bus.js, service))
-        batches = _batches(settings, pool, service, bus, secrets)
         # Batch webhooks: the jobs' policy, their own client (closed when the service stops).
         batch_hooks = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         batches.webhooks = (service.webhook_policy, batch_hooks)
@@ -139,8 +140,10 @@ def _batches(
             window=settings.batch_window,
             max_open=settings.batch_max_open,
             lane_backlog=settings.batch_lane_backlog,
+            resync_s=settings.batch_resync_s,
             tick_s=settings.batch_tick_s,
             idle_s=settings.batch_idle_s,
+            backlog_ttl_s=settings.batch_backlog_ttl_s,
             max_renditions=settings.max_renditions,
             limits=ProbeLimits(settings.max_input_bytes, settings.max_pixels, settings.max_frames),
         ),

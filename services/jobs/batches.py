@@ -2,7 +2,8 @@
 
 A batch is a parent row and one item row per image (jobs.batches, jobs.batch_items). Creating a
 batch writes them only; its jobs are created by the feeder (`Batches.feed`), a loop every replica
-runs, which holds a running batch under a short lease and, each round:
+runs, woken by the job events its replica applies (and looking every few seconds for what it
+does not hear of), which holds a running batch under a short lease and, each round:
 
 1. settles the items whose job ended: records the outputs (with their archive names), bytes
    and seconds, copies the outputs to the batch's destination when it has one;
@@ -34,6 +35,7 @@ import hashlib
 import json
 import logging
 import posixpath
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -48,6 +50,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from pixmesh import summaries
 from pixmesh.common.v1 import batch_pb2, image_pb2, job_pb2
+from pixmesh.events.v1 import events_pb2
 from pixmesh.jobs.v1 import batches_pb2
 from services.jobs import mapping, webhooks
 from services.jobs.connections import Bucket, ConnectionStore, tenant_area
@@ -82,6 +85,8 @@ SUMMARY_NAMES = 1000
 MAX_IMAGE_IDS = 10_000
 # The idempotency key of a batch's job: `batch:<batch id>:<index>` (dedup of the feeder only).
 BATCH_KEY_PREFIX = "batch:"
+# Batch webhooks a feeder round posts, at most (a full page: it goes round again at once).
+_WEBHOOKS_PER_ROUND = 8
 
 
 # Undelivered tasks on a worker service's queue ("imaging", ...).
@@ -98,12 +103,28 @@ class BatchPolicy:
     lane_backlog: int = 1
     max_items: int = 100_000
     lease_s: float = 30.0
-    # How soon a batch this replica holds is looked at again when a round had nothing to do.
+    # While a batch runs, the feeder is woken by what changes it here: a job event applied by
+    # this replica (`task_event`), a batch created or ended here. `resync_s` is how soon it
+    # looks again when nothing woke it: the safety net for what this replica does not hear of
+    # (another replica's job events, a retryable failure).
+    resync_s: float = 2.0
+    # How soon it looks again when a wake-up found the batch held by another replica (whose
+    # round may have begun before the change that woke this one); and how far apart rounds
+    # begin at least: the job events during a round or this soon after it begin one round
+    # (every job's events wake the feeder while a batch runs, interactive ones included).
     tick_s: float = 0.1
-    # How soon the feeder looks again when it holds no batch and posted no webhook (idle):
+    # How soon the feeder looks again when no batch runs and it posted no webhook (idle):
     # a batch created or ended on this replica wakes it at once, one created on another
     # replica waits this long at most (or for that replica's feeder).
     idle_s: float = 1.0
+    # How long a read of a lane's backlog is used (with the tasks submitted since added); a
+    # job event applied here makes it stale at once (a worker took a task or freed a slot).
+    backlog_ttl_s: float = 1.0
+    # WatchBatch: a look at the batch when this replica's feeder changed it, at most one every
+    # `watch_s` (at once when it ended), and one every `watch_resync_s` when nothing here
+    # changed it (another replica fed it).
+    watch_s: float = 1.0
+    watch_resync_s: float = 5.0
     # Running batches fed concurrently by one replica.
     batches_per_round: int = 8
     max_renditions: int = 10
@@ -132,6 +153,28 @@ def _unique_names(names: Sequence[str]) -> list[str]:
 
 def batch_not_found(batch_id: str) -> NotFound:
     return NotFound(message=f"batch {batch_id} not found", reason="BATCH_NOT_FOUND")
+
+
+@dataclass
+class _Watch:
+    """The WatchBatch streams of one batch on this replica: `changed` is set when the feeder
+    changed the batch here, `ended` when it ended here."""
+
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
+    streams: int = 0
+
+
+@dataclass(frozen=True)
+class Round:
+    """What a feeder round found: whether it did work, whether it held a batch, whether a
+    running batch was held by another replica, and whether it left work for the next round at
+    once (a full page of webhooks or of batches)."""
+
+    worked: bool
+    held: bool
+    elsewhere: bool = False
+    more: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,9 +235,36 @@ class Batches:
         self.connections = connections
         self.backlog = backlog
         self.policy = policy
-        # Set when this replica creates a batch or ends one (its webhook is due): wakes an
-        # idle feeder.
+        # Set when this replica creates a batch or ends one (its webhook is due), or applies a
+        # job event while a batch runs: wakes the feeder.
         self._wake = asyncio.Event()
+        # Whether a batch ran at the feeder's last round (here or on another replica): job
+        # events wake the feeder only then.
+        self._running = True
+        # Per worker service, the lane's backlog when it was read (time.monotonic()) plus the
+        # tasks submitted since.
+        self._backlogs: dict[str, tuple[int, float]] = {}
+        # Counts the job events applied here: a read that one overtook is not kept.
+        self._events = 0
+        # WatchBatch streams on this replica, by batch.
+        self._watches: dict[str, _Watch] = {}
+
+    def task_event(self, event: events_pb2.TaskEvent) -> None:
+        """A job event was applied here (services/jobs/consumers.py): wake the feeder if a batch
+        runs (the event does not say whether its job is a batch's; a round costs two statements
+        when it is not), and read the lanes' backlog again (a worker took a task, or freed a
+        slot and takes the next one)."""
+        self._events += 1
+        self._backlogs.clear()
+        if self._running:
+            self._wake.set()
+
+    def _changed(self, batch_id: str, *, ended: bool = False) -> None:
+        """Tell this replica's WatchBatch streams of `batch_id` that it changed (or ended)."""
+        watch = self._watches.get(batch_id)
+        if watch is not None:
+            watch.ended = watch.ended or ended
+            watch.changed.set()
 
     # ---- commands -------------------------------------------------------------------------
 
@@ -368,6 +438,8 @@ class Batches:
             await self._settle(claimed, copy=False)
             # On this connection: it holds the batch row, and sees the items it cancelled.
             await self._finish(batch_id, state, conn)
+        # Committed: a stream that looks now sees it ended.
+        self._changed(batch_id, ended=True)
 
     # ---- queries --------------------------------------------------------------------------
 
@@ -402,20 +474,36 @@ class Batches:
             token = _encode_token(last_row["created_at"], last_row["batch_id"])
         return [await self._proto(r) for r in rows[:page_size]], token
 
-    async def watch(
-        self, tenant: str, batch_id: str, poll_s: float = 1.0
-    ) -> AsyncIterator[batch_pb2.Batch]:
-        """The batch now, then on every change of its progress, until it ended."""
-        last = b""
-        while True:
-            batch = await self.get(tenant, batch_id)
-            seen = batch.progress.SerializeToString() + bytes([batch.state])
-            if seen != last:
-                last = seen
-                yield batch
-            if batch.state != batch_pb2.Batch.RUNNING:
-                return
-            await asyncio.sleep(poll_s)
+    async def watch(self, tenant: str, batch_id: str) -> AsyncIterator[batch_pb2.Batch]:
+        """The batch now, then on every change of its progress, until it ended. It is read
+        again when this replica's feeder changed it, at most every `watch_s` (at once when it
+        ended: the stream's last message is not held back), and every `watch_resync_s` when
+        nothing here changed it (another replica's feeder did). It used to be read every
+        second whatever happened."""
+        watch = self._watches.setdefault(batch_id, _Watch())
+        watch.streams += 1
+        try:
+            last = b""
+            while True:
+                # Cleared before the read: a change after this point wakes the next wait.
+                watch.changed.clear()
+                batch = await self.get(tenant, batch_id)
+                looked = time.monotonic()
+                seen = batch.progress.SerializeToString() + bytes([batch.state])
+                if seen != last:
+                    last = seen
+                    yield batch
+                if batch.state != batch_pb2.Batch.RUNNING:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.policy.watch_resync_s):
+                        await watch.changed.wait()
+                        if not watch.ended:
+                            await asyncio.sleep(looked + self.policy.watch_s - time.monotonic())
+        finally:
+            watch.streams -= 1
+            if not watch.streams:
+                self._watches.pop(batch_id, None)
 
     async def items(
         self, tenant: str, batch_id: str, page_size: int, page_token: str, state: int
@@ -565,38 +653,64 @@ class Batches:
 
     async def feed(self, stop: asyncio.Event) -> None:
         """Every replica runs this; a batch is fed by one replica at a time (its lease).
-        Rounds follow each other at once while they do work, every `tick_s` while this replica
-        holds a batch that waits on its jobs, and every `idle_s` when it holds none (most of
-        the time: two statements a second instead of twenty), or when `_wake` says a batch was
-        created or ended here."""
+        A round runs when something woke the feeder: a job event applied here while a batch
+        runs (`task_event`), a batch created or ended here, stopping; rounds begin `tick_s`
+        apart at least (a burst of events is one round). Otherwise every `resync_s` while a
+        batch runs (what this replica does not hear of: another replica's job events, a
+        retryable failure), `tick_s` after a wake-up that found the batch held by another
+        replica, and every `idle_s` when none runs. (Until issue 12's seventh pass a replica
+        holding a batch looked every 0.1 s: ~10 rounds a second, each reading the lane's
+        backlog from JetStream, whatever happened.)"""
         stopping = asyncio.create_task(stop.wait())
         stopping.add_done_callback(lambda _: self._wake.set())
+        # A wake-up not yet answered by a round that held the batches: until one did, another
+        # replica's round may have begun before the change that woke this one.
+        unanswered = False
+        began = -self.policy.tick_s
         try:
-            while not stop.is_set():
-                # Cleared before the round: a batch created during it wakes the next wait.
+            while True:
+                await asyncio.sleep(began + self.policy.tick_s - time.monotonic())
+                if stop.is_set():
+                    break
+                began = time.monotonic()
+                # Cleared before the round: a batch created or a job event during it wakes the
+                # next wait.
+                unanswered = unanswered or self._wake.is_set()
                 self._wake.clear()
                 try:
                     with suppress_instrumentation():
-                        busy, holding = await self._round()
+                        found = await self._round()
                 except Exception:
                     log.exception("batch feeder round failed; retrying")
-                    busy, holding = False, True
-                if busy or self._wake.is_set():
+                    found = Round(worked=False, held=True)
+                if found.held or not found.elsewhere:
+                    unanswered = False
+                if found.more or self._wake.is_set():
                     continue
+                if found.held:
+                    wait = self.policy.resync_s
+                elif found.elsewhere:
+                    wait = self.policy.tick_s if unanswered else self.policy.resync_s
+                else:
+                    wait = self.policy.idle_s
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(
-                        self.policy.tick_s if holding else self.policy.idle_s
-                    ):
+                    async with asyncio.timeout(wait):
                         await self._wake.wait()
         finally:
             stopping.cancel()
 
-    async def _round(self) -> tuple[bool, bool]:
+    async def _round(self) -> Round:
         """One round over the running batches this replica could lease, and the webhooks of
-        batches that ended: whether it did work, and whether it held a batch."""
+        batches that ended."""
         posted = await self.deliver_webhooks() if self.webhooks is not None else 0
-        fed, held = await self._feed_batches()
-        return fed or posted > 0, held
+        found = await self._feed_batches()
+        self._running = found.held or found.elsewhere
+        return Round(
+            worked=found.worked or posted > 0,
+            held=found.held,
+            elsewhere=found.elsewhere,
+            more=found.more or posted >= _WEBHOOKS_PER_ROUND,
+        )
 
     async def deliver_webhooks(self) -> int:
         """Post the due webhooks of ended batches (claimed SKIP LOCKED and leased past the
@@ -608,11 +722,12 @@ class Batches:
                 webhook_next_at = now() + make_interval(secs => $1)
             FROM (SELECT batch_id FROM jobs.batches
                   WHERE webhook_state = 'PENDING' AND webhook_next_at <= now()
-                  ORDER BY webhook_next_at LIMIT 8 FOR UPDATE SKIP LOCKED) due
+                  ORDER BY webhook_next_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
             WHERE b.batch_id = due.batch_id
             RETURNING b.batch_id, b.tenant_id, b.webhook_url, b.webhook_secret,
                 b.webhook_attempts""",
             policy.timeout_s + 30.0,
+            _WEBHOOKS_PER_ROUND,
         )
         await asyncio.gather(*(self._post(policy, client, r) for r in rows))
         return len(rows)
@@ -648,17 +763,19 @@ class Batches:
             webhooks.backoff_s(attempt, policy.backoff_s, policy.backoff_max_s) if retry else 0.0,
         )
 
-    async def _feed_batches(self) -> tuple[bool, bool]:
-        """Step the running batches this replica could lease: whether any did work, and
-        whether it leased any."""
+    async def _feed_batches(self) -> Round:
+        """Step the running batches this replica could lease."""
         # With each batch, its items as the round needs them (one statement, where reading them
-        # apart cost three a round: ~10 rounds a second while a batch runs).
+        # apart cost three a round), and how many batches run (whether another replica holds
+        # one: a row of NULLs then when none was leased here).
         rows = await self.pool.fetch(
-            """UPDATE jobs.batches b SET lease_until = now() + make_interval(secs => $1)
-            FROM (SELECT batch_id FROM jobs.batches
-                  WHERE state = 'RUNNING' AND lease_until < now()
-                  ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED) due,
-                LATERAL (
+            """WITH due AS (
+                SELECT batch_id FROM jobs.batches
+                WHERE state = 'RUNNING' AND lease_until < now()
+                ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED
+            ), claimed AS (
+                UPDATE jobs.batches b SET lease_until = now() + make_interval(secs => $1)
+                FROM due, LATERAL (
                     SELECT count(*) AS open,
                         count(*) FILTER (WHERE j.state = 'PENDING') AS pending,
                         count(*) FILTER (WHERE j.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED'))
@@ -667,12 +784,17 @@ class Batches:
                                 WHERE q.batch_id = due.batch_id AND q.state = 'QUEUED') AS queued
                     FROM jobs.batch_items i LEFT JOIN jobs.jobs j ON j.job_id = i.job_id
                     WHERE i.batch_id = due.batch_id AND i.state = 'SUBMITTED') items
-            WHERE b.batch_id = due.batch_id
-            RETURNING b.batch_id, b.tenant_id, b.source, b.destination, b.pipeline,
-                items.open, items.pending, items.ended, items.queued""",
+                WHERE b.batch_id = due.batch_id
+                RETURNING b.batch_id, b.tenant_id, b.source, b.destination, b.pipeline,
+                    items.open, items.pending, items.ended, items.queued
+            )
+            SELECT c.*, r.running
+            FROM (SELECT count(*) AS running FROM jobs.batches WHERE state = 'RUNNING') r
+                LEFT JOIN claimed c ON true""",
             self.policy.lease_s,
             self.policy.batches_per_round,
         )
+        running = rows[0]["running"] if rows else 0
         claimed = [
             _Claimed(
                 r["batch_id"],
@@ -685,18 +807,28 @@ class Batches:
                 _Open(r["open"], r["pending"], r["ended"], r["queued"]),
             )
             for r in rows
+            if r["batch_id"] is not None
         ]
         results = await asyncio.gather(*(self._step(c) for c in claimed), return_exceptions=True)
         for c, result in zip(claimed, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("batch step failed", extra={"batch_id": c.batch_id}, exc_info=result)
+            elif result:
+                self._changed(c.batch_id)
         # Released: due again next round, here or on another replica.
         if claimed:
             await self.pool.execute(
                 "UPDATE jobs.batches SET lease_until = '-infinity' WHERE batch_id = ANY($1)",
                 [c.batch_id for c in claimed],
             )
-        return any(r is True for r in results), bool(claimed)
+        worked = any(r is True for r in results)
+        return Round(
+            worked=worked,
+            held=bool(claimed),
+            elsewhere=running > len(claimed),
+            # A full page of batches, some of which had work: others may wait their turn.
+            more=worked and len(claimed) >= self.policy.batches_per_round,
+        )
 
     async def _step(self, batch: _Claimed) -> bool:
         items = batch.items
@@ -751,10 +883,10 @@ class Batches:
         room = min(self.policy.window - pending, self.policy.max_open - open_jobs)
         if room <= 0:
             return 0
+        service = ""
         if self.backlog is not None:
-            stages = plan_stages(batch.pipeline.operations, batch.pipeline.renditions)
-            waiting = await self.backlog(stages[0].service)
-            room = min(room, self.policy.lane_backlog - waiting)
+            service = plan_stages(batch.pipeline.operations, batch.pipeline.renditions)[0].service
+            room = min(room, self.policy.lane_backlog - await self._lane_backlog(service))
             if room <= 0:
                 return 0
         rows = await self.pool.fetch(
@@ -768,8 +900,28 @@ class Batches:
             if batch.source is not None
             else self.platform_bucket
         )
+        # Counted as waiting on the lane until the backlog is read again (each row gets a job
+        # or fails; a job's task is published by the outbox relay once it is committed).
+        if service in self._backlogs:
+            waiting, read_at = self._backlogs[service]
+            self._backlogs[service] = (waiting + len(rows), read_at)
         await asyncio.gather(*(self._submit_one(batch, bucket, r) for r in rows))
         return len(rows)
+
+    async def _lane_backlog(self, service: str) -> int:
+        """The undelivered tasks of `service`'s batch lane: read from JetStream (a consumer
+        info), or as read less than `backlog_ttl_s` ago with the tasks submitted since, unless
+        a job event applied here made that stale (`task_event`)."""
+        assert self.backlog is not None
+        cached = self._backlogs.get(service)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < self.policy.backlog_ttl_s:
+            return cached[0]
+        events = self._events
+        waiting = await self.backlog(service)
+        if events == self._events:
+            self._backlogs[service] = (waiting, now)
+        return waiting
 
     async def _submit_one(self, batch: _Claimed, bucket: Bucket, row: asyncpg.Record) -> None:
         idx = row["idx"]
@@ -946,6 +1098,9 @@ class Batches:
         )
         # Its webhook (if any) is due now.
         self._wake.set()
+        if conn is None:
+            # Written (`_stop` tells the streams once its transaction committed).
+            self._changed(batch_id, ended=True)
         log.info("batch ended", extra={"batch_id": batch_id, "state": state})
 
     async def _summary(

@@ -41,11 +41,18 @@ class JobsSettings(WorkerSettings):
     # 2: with 1 an imaging slot waited for each next job (the stack used ~1 of 2 cores; BENCHMARKS.md
     # "Bulk", lane backlog); interactive tasks have their own slot, so 2 keeps their p95.
     batch_lane_backlog: int = Field(default=2, ge=1)
-    # How often a running batch is looked at when its last round had nothing to do.
+    # The feeder is woken by the job events this replica applies while a batch runs, its
+    # rounds at least `batch_tick_s` apart; it looks at a running batch every `batch_resync_s`
+    # when nothing woke it (another replica's job events), and `batch_tick_s` after a wake-up
+    # that found the batch held by another replica.
+    batch_resync_s: float = Field(default=2.0, gt=0)
     batch_tick_s: float = Field(default=0.1, gt=0)
-    # How often the feeder looks for batches when it holds none (a batch created on this
-    # replica wakes it at once).
+    # How often the feeder looks for batches when none runs (a batch created on this replica
+    # wakes it at once).
     batch_idle_s: float = Field(default=1.0, gt=0)
+    # How long a read of a lane's backlog (a JetStream consumer info) is used, with the tasks
+    # submitted since; a job event applied here makes it stale at once.
+    batch_backlog_ttl_s: float = Field(default=1.0, ge=0)
 
     @property
     def processed_events_floor_s(self) -> float:
