@@ -5,9 +5,9 @@ group on shutdown (`make down`, systemd) would kill it with SIGTERM while the se
 draining, and the pool would take the forkserver's death for the death of every child. Children
 forked from here inherit the setting; the service stops them itself once it has drained.
 
-They inherit its malloc settings too (services/imaging/video/heap.py: frame-sized blocks in
-mappings of their own, unmapped when freed), and what it imported: the pipelines, PyAV and
-numpy, which the service process itself never imports. The objects imported so far are frozen
+They inherit what it imported: the pipelines, PyAV and numpy, which the service process itself
+never imports. Not its malloc settings: glibc's defaults serve image jobs best, and a video job
+sets its own while it runs (services/imaging/video/heap.py). The objects imported so far are frozen
 out of the garbage collector (gc.freeze), so that a child's collections do not write to, and so
 copy, the pages it shares with the forkserver and its siblings (not measured apart: the idle
 children's PSS in bench/video stayed within 2 MiB of what it was before).
@@ -18,8 +18,6 @@ import signal
 
 import services.imaging.service  # what a child unpickles its work from
 import services.imaging.video.run  # noqa: F401  (the service process never imports it)
-from services.imaging.video import heap
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-heap.tune()
 gc.freeze()

@@ -77,10 +77,11 @@ def run(
     For video_frames, `renditions` are the expanded outputs (frame_renditions); none given
     means the job's default frame-N outputs. Raises InvalidArgument for a bad video or
     operations, DeadlineExceeded when the deadline passes while decoding or between steps.
-    Whatever the job freed goes back to the OS when it ends (heap.trim): the child does not
-    keep a 4K job's heap while it waits for the next task.
+    It runs with the video settings of malloc, and whatever it freed goes back to the OS when
+    it ends (heap.video_job): the child does not keep a 4K job's heap while it waits for the
+    next task.
     """
-    try:
+    with heap.video_job():
         return _run(
             source,
             operations,
@@ -92,8 +93,6 @@ def run(
             provenance=provenance,
             video_limits=video_limits,
         )
-    finally:
-        heap.trim()
 
 
 def _run(

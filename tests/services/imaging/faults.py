@@ -58,3 +58,36 @@ def priority() -> tuple[int, int]:
 def nap_priority(seconds: float) -> tuple[int, int]:
     time.sleep(seconds)
     return priority()
+
+
+def refaulted_pages(nbytes: int) -> int:
+    """Pages the kernel faults in for a block of `nbytes` allocated and written after blocks of
+    the same size were allocated and freed twice (a photo's pixels, image after image; glibc's
+    dynamic threshold maps the first and takes the second from the heap): ~0 when malloc
+    reuses the freed memory, every page of it when each block is a fresh mapping."""
+    import ctypes
+    import resource
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    faults = 0
+    for _ in range(3):
+        block = libc.malloc(nbytes)
+        assert block
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        libc.memset(block, 1, nbytes)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        libc.free(block)
+    return faults
+
+
+def refaulted_pages_around_a_video_job(nbytes: int) -> tuple[int, int]:
+    """`refaulted_pages` during a video job's malloc settings, and after them."""
+    from services.imaging.video import heap
+
+    with heap.video_job():
+        during = refaulted_pages(nbytes)
+    return during, refaulted_pages(nbytes)
