@@ -5,7 +5,10 @@
   hitting one key at once are counted exactly; a token bucket or GCRA library with a redis-py
   asyncio backend was not found among well-kept packages). Over it: RESOURCE_EXHAUSTED
   RATE_LIMITED with RetryInfo = when the oldest request leaves the window (HTTP 429 and
-  `Retry-After`).
+  `Retry-After`). A replica leases a key's allowance in blocks (`Allowances`): one hit of cost
+  n in the window buys n requests spent locally for `LEASE_S`, so a busy key costs one round
+  trip per block, not per request (neither `limits` nor pyrate-limiter lease a shared limit
+  locally: both take one storage round trip per hit). The bound is in `Allowances`' doc.
 - Jobs per day: one Valkey counter per tenant and UTC day, INCR before the job is created
   (atomic across replicas; given back when the creation fails).
 - Running jobs: the tenant's PENDING and RUNNING jobs, counted by the jobs service (the source of
@@ -20,7 +23,9 @@ through (logged): availability of reads and uploads over exact limits for that w
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as redis
+from cachetools import LRUCache
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -42,6 +48,16 @@ from services.runtime.errors import ResourceExhausted, rpc_errors
 log = logging.getLogger(__name__)
 
 DAY_TTL_S = 2 * 24 * 3600
+
+# How long a leased block of a key's allowance may be spent (well inside the 1 s window, so
+# that a block's hits count in the window its requests are served in), and the largest block
+# as a share of the key's limit: keys limited below 2 x BLOCK_SHARE requests per second are
+# counted one request at a time, exactly as without leases.
+LEASE_S = 0.25
+BLOCK_SHARE = 20
+# Keys whose allowance a replica remembers (the least recently used is dropped: its unspent
+# hits stay counted until they leave the window, nothing more).
+ALLOWANCE_KEYS = 10_000
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,126 @@ def _next_midnight(now: datetime) -> datetime:
     return datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
 
 
+@dataclass(eq=False)
+class _Allowance:
+    """What one replica holds of a key's allowance."""
+
+    limit: int
+    left: int = 0  # leased requests not yet spent
+    lapses: float = 0.0  # (monotonic) when they may no longer be spent
+    started: float = 0.0  # when the last block was leased
+    used: int = 0  # requests spent from the last block
+    refused_until: float = 0.0  # (wall clock) the window is full until then
+    leasing: asyncio.Future[None] | None = None
+    waiting: int = 0  # requests waiting for the block being leased
+
+
+class Allowances:
+    """A key's per-second allowance, leased from the moving window in blocks.
+
+    A block of n is one hit of cost n in Valkey's window (all n counted at once, by one script,
+    exactly as n requests would be), spent by this replica's next requests of the key during
+    `lease_s`; what is left then lapses. A block is sized to the key's recent rate on this
+    replica (its requests in a lease period, at least those waiting), at most
+    `limit // BLOCK_SHARE`; when the window cannot take a block, one request is counted alone,
+    so a refusal means the window is full. Once refused, the key is refused here without a
+    round trip until the window's oldest hit leaves (`reset_time`: no replica can add a hit
+    before then). Leasing changes the limit's exactness, within a bound: with R replicas
+    serving a key, block b = limit // BLOCK_SHARE (so b - 1 = 24 for the default 500/s):
+    - no second admits more than limit + R x (b - 1) of the key's requests (hits counted in
+      the window, plus what each replica still held of one block leased before it);
+    - a request may be refused while the window holds hits leased and not (yet) spent: at
+      most R x (b - 1) held now, plus blocks that lapsed part-spent in the last second (a
+      rate that drops right after a lease; a steady rate leaves about nothing).
+    Keys limited below 2 x BLOCK_SHARE requests per second have b = 1: every request is a hit
+    of its own, exact across replicas as before.
+    """
+
+    def __init__(self, limiter: MovingWindowRateLimiter, lease_s: float = LEASE_S) -> None:
+        self.limiter = limiter
+        self.lease_s = lease_s
+        self._keys: LRUCache[str, _Allowance] = LRUCache(maxsize=ALLOWANCE_KEYS)
+
+    async def spend(self, key: str, limit: int) -> None:
+        """Admit one request of `key`, or raise RATE_LIMITED."""
+        block = limit // BLOCK_SHARE
+        if block <= 1 or self.lease_s <= 0:
+            if not await self._hit(key, limit, 1):
+                raise await self._refusal(key, limit)
+            return
+        held = self._keys.get(key)
+        if held is None or held.limit != limit:  # a new key, or its tenant's limit changed
+            held = self._keys[key] = _Allowance(limit)
+        while True:
+            if held.refused_until > time.time():
+                raise rate_limited(max(0.001, held.refused_until - time.time()), limit)
+            now = time.monotonic()
+            if held.left > 0 and now < held.lapses:
+                held.left -= 1
+                held.used += 1
+                return
+            if held.leasing is None:
+                return await self._lease(key, held, block, now)
+            held.waiting += 1
+            try:
+                # Shielded: a cancelled waiter does not cancel the lease others wait on.
+                await asyncio.shield(held.leasing)
+            finally:
+                held.waiting -= 1
+
+    async def _lease(self, key: str, held: _Allowance, block: int, now: float) -> None:
+        """Lease a block for `held` and spend its first request (the caller's)."""
+        size = self._size(held, now, block)
+        held.leasing = asyncio.get_running_loop().create_future()
+        try:
+            granted = await self._hit(key, held.limit, size)
+            if not granted and size > 1:
+                size = 1
+                granted = await self._hit(key, held.limit, 1)
+            if not granted:
+                refusal = await self._refusal(key, held.limit)
+                held.refused_until = time.time() + (refusal.retry_delay or 0.0)
+                raise refusal
+            now = time.monotonic()
+            held.left, held.used = size - 1, 1
+            held.started, held.lapses = now, now + self.lease_s
+        finally:
+            held.leasing.set_result(None)
+            held.leasing = None
+
+    def _size(self, held: _Allowance, now: float, block: int) -> int:
+        """The key's requests per lease period here, from the last block's pace (1 after a
+        pause), at least one per waiting request, at most `block`."""
+        want = 1
+        if held.started and now - held.started < 2 * self.lease_s:
+            elapsed = max(min(now - held.started, self.lease_s), 0.001)
+            want = math.ceil(held.used * self.lease_s / elapsed)
+        return max(1, min(block, max(want, held.waiting + 1)))
+
+    async def _hit(self, key: str, limit: int, cost: int) -> bool:
+        """Count `cost` hits of `key` in its window; False when they do not fit. With Valkey
+        down the request is let through (logged)."""
+        try:
+            # Untraced: a span per round trip (an EVALSHA) for bookkeeping that the request's
+            # own span already times; a refusal is an error on that span.
+            with suppress_instrumentation():
+                return await self.limiter.hit(RateLimitItemPerSecond(limit), key, cost=cost)
+        except redis.RedisError:
+            log.warning("rate limit not checked: Valkey unavailable", exc_info=True)
+            return True
+
+    async def _refusal(self, key: str, limit: int) -> ResourceExhausted:
+        """RATE_LIMITED, retry when the window's oldest hit leaves it."""
+        reset = time.time() + 1.0
+        try:
+            with suppress_instrumentation():
+                stats = await self.limiter.get_window_stats(RateLimitItemPerSecond(limit), key)
+            reset = stats.reset_time
+        except redis.RedisError:
+            log.warning("rate limit window not read: Valkey unavailable", exc_info=True)
+        return rate_limited(max(0.001, reset - time.time()), limit)
+
+
 class Quotas:
     def __init__(
         self,
@@ -94,7 +230,9 @@ class Quotas:
         running_jobs: RunningJobs,
         stored_bytes: StoredBytes,
         cache_ttl_s: float,
+        lease_s: float = LEASE_S,
     ) -> None:
+        """`lease_s` 0: every request is counted in Valkey as it comes (no leases)."""
         storage = RedisStorage(
             redis_url.replace("redis://", "async+redis://", 1),
             implementation="redispy",
@@ -102,6 +240,7 @@ class Quotas:
             socket_timeout=2.0,
         )
         self.limiter = MovingWindowRateLimiter(storage)
+        self.allowances = Allowances(self.limiter, lease_s)
         self.cache = cache
         self.limits_of = limits_of
         self.running_jobs = running_jobs
@@ -125,18 +264,7 @@ class Quotas:
         limit = (await self.limits(principal.tenant_id)).requests_per_second
         if limit <= 0:
             return
-        item = RateLimitItemPerSecond(limit)
-        try:
-            # Untraced: a span per request (an EVALSHA) for bookkeeping that the request's own
-            # span already times; a refusal is an error on that span.
-            with suppress_instrumentation():
-                if await self.limiter.hit(item, principal.key_id):
-                    return
-                stats = await self.limiter.get_window_stats(item, principal.key_id)
-        except redis.RedisError:
-            log.warning("rate limit not checked: Valkey unavailable", exc_info=True)
-            return
-        raise rate_limited(max(0.001, stats.reset_time - time.time()), limit)
+        await self.allowances.spend(principal.key_id, limit)
 
     # ---- jobs -----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Tenant limits against the real Valkey: the per-key rate (exact across two gateway
-instances hitting at once), the daily job count, running jobs, stored bytes, usage."""
+instances hitting at once for small limits; leased in blocks, within the documented bound,
+for larger ones), the daily job count, running jobs, stored bytes, usage."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import redis.asyncio as redis
 
 from services.gateway.auth import SCOPES, Principal
-from services.gateway.quotas import Limits, Quotas, limits_from
+from services.gateway.quotas import BLOCK_SHARE, Limits, Quotas, limits_from
 from services.runtime.errors import ResourceExhausted
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,9 @@ async def cache(redis_url: str) -> AsyncIterator[redis.Redis]:
     await client.aclose()
 
 
-def quotas(redis_url: str, cache: redis.Redis, limits: Limits, running: int = 0) -> Quotas:
+def quotas(
+    redis_url: str, cache: redis.Redis, limits: Limits, running: int = 0, **kw: float
+) -> Quotas:
     async def limits_of(tenant: str) -> Limits:
         return limits
 
@@ -35,7 +38,95 @@ def quotas(redis_url: str, cache: redis.Redis, limits: Limits, running: int = 0)
     async def stored(tenant: str) -> int:
         return 900
 
-    return Quotas(redis_url, cache, limits_of, running_jobs, stored, cache_ttl_s=30)
+    return Quotas(redis_url, cache, limits_of, running_jobs, stored, cache_ttl_s=30, **kw)
+
+
+def count_hits(q: Quotas) -> list[int]:
+    """Records the cost of every hit the replica sends to Valkey's window."""
+    costs: list[int] = []
+    hit = q.allowances.limiter.hit
+
+    async def counted(item: object, *ids: str, cost: int = 1) -> bool:
+        costs.append(cost)
+        return await hit(item, *ids, cost=cost)  # type: ignore[arg-type]
+
+    q.allowances.limiter.hit = counted  # type: ignore[method-assign]
+    return costs
+
+
+async def admitted(q: Quotas, caller: Principal) -> bool:
+    try:
+        await q.check_request(caller)
+    except ResourceExhausted as exc:
+        assert exc.reason == "RATE_LIMITED"
+        return False
+    return True
+
+
+async def test_a_busy_key_costs_one_round_trip_per_block_and_every_request_is_counted(
+    redis_url: str, cache: redis.Redis
+) -> None:
+    limit = 500
+    q = quotas(redis_url, cache, Limits(requests_per_second=limit))
+    costs = count_hits(q)
+    caller = principal()
+    results = [await admitted(q, caller) for _ in range(100)]
+    assert all(results)
+    # Blocks grow to the key's pace (at most limit / BLOCK_SHARE): not a round trip each.
+    assert len(costs) <= 100 // 5, costs
+    assert max(costs) <= limit // BLOCK_SHARE
+    # The window holds every admitted request (and no more than one block's spare).
+    usage = {u.name: u for u in (await q.usage(caller)).quotas}
+    assert 100 <= usage["requests_per_second"].used == sum(costs) < 100 + limit // BLOCK_SHARE
+
+
+async def test_leased_blocks_keep_a_burst_within_the_limit_across_replicas(
+    redis_url: str, cache: redis.Redis
+) -> None:
+    limit = 100  # blocks of at most 5
+    replicas = [quotas(redis_url, cache, Limits(requests_per_second=limit)) for _ in range(2)]
+    costs = [count_hits(q) for q in replicas]
+    caller = principal()
+    results = await asyncio.gather(*(admitted(replicas[i % 2], caller) for i in range(400)))
+    # Every admitted request was counted in the window, so a burst never passes the limit;
+    # what the replicas still hold unspent (at most a block less one each) may go unserved.
+    block = limit // BLOCK_SHARE
+    assert limit - 2 * (block - 1) <= sum(results) <= limit
+    assert sum(len(c) for c in costs) < 400 // 2
+    # Once refused, a replica refuses the key without a round trip until the window frees.
+    before = [len(c) for c in costs]
+    for q in replicas:
+        assert not await admitted(q, caller)
+    assert [len(c) for c in costs] == before
+    with pytest.raises(ResourceExhausted) as refused:
+        await replicas[0].check_request(caller)
+    assert refused.value.retry_delay is not None and 0 < refused.value.retry_delay <= 1.0
+    await asyncio.sleep(refused.value.retry_delay + 0.05)
+    assert await admitted(replicas[0], caller)
+
+
+async def test_a_leased_block_lapses_after_the_lease(redis_url: str, cache: redis.Redis) -> None:
+    q = quotas(redis_url, cache, Limits(requests_per_second=500), lease_s=0.1)
+    costs = count_hits(q)
+    caller = principal()
+    for _ in range(30):
+        assert await admitted(q, caller)
+    assert costs[-1] > 1  # a block
+    n = len(costs)
+    await asyncio.sleep(0.15)  # its unspent requests are no longer spent
+    assert await admitted(q, caller)
+    assert len(costs) == n + 1
+
+
+async def test_without_leases_every_request_is_a_round_trip(
+    redis_url: str, cache: redis.Redis
+) -> None:
+    q = quotas(redis_url, cache, Limits(requests_per_second=500), lease_s=0)
+    costs = count_hits(q)
+    caller = principal()
+    for _ in range(20):
+        assert await admitted(q, caller)
+    assert costs == [1] * 20
 
 
 def principal(key_id: str | None = None) -> Principal:
