@@ -80,10 +80,23 @@ def server_interceptor() -> grpc.aio.ServerInterceptor:
     no trace worth keeping, and the interceptor cannot wrap Health/Watch, which writes its
     answers itself (`context.write`): through it, Watch failed with UNKNOWN
     (open-telemetry/opentelemetry-python-contrib#3066)."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    untraced = filters.negate(filters.service_name("grpc.health.v1.Health"))
-    return aio_server_interceptor(filter_=untraced)  # type: ignore[no-untyped-call]
+    return aio_server_interceptor(filter_=traced_call)  # type: ignore[no-untyped-call]
+
+
+_UNTRACED_PREFIX = "/grpc.health.v1.Health/"
+
+
+def traced_call(details: object) -> bool:
+    """Whether the server traces a call: all but the health service's. One prefix test on the
+    call's method (`/<service>/<method>`): the instrumentation's own `negate(service_name(...))`
+    splits and normalises the path as a file path, with ABC isinstance checks, on every call
+    (~2% of a service's busy samples under CreateJob load)."""
+    method = getattr(details, "method", "")
+    if isinstance(method, bytes):
+        method = method.decode()
+    return not str(method).startswith(_UNTRACED_PREFIX)
 
 
 _ASYNCPG = "opentelemetry.instrumentation.asyncpg"
