@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from google.protobuf.message import Message
-from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from pixmesh.common.v1 import job_pb2
@@ -25,14 +24,11 @@ from services.jobs import statemachine as sm
 from services.runtime import bus as busmod
 from services.runtime import db, metrics
 from services.runtime.bus import Bus
-from services.runtime.telemetry import extract_context, inject_headers
-
-_tracer = trace.get_tracer(__name__)
+from services.runtime.telemetry import inject_headers
 
 OUTBOX_CHANNEL = "jobs_outbox"
 # Outbox rows claimed (and published, in order) per relay transaction.
 RELAY_BATCH = 100
-_TASK_PREFIX = busmod.task_subject("")
 
 # The outbox rows of one change, in order (ids follow ORDINALITY), then the relay's wake-up
 # (delivered at commit, like NOTIFY). `{headers}`: the JSON headers parameter; `{source}` a
@@ -128,8 +124,8 @@ class OutboxRelay:
         """Woken by NOTIFY, with a 1 s poll as the safety net."""
 
         async def batch() -> bool:
-            # The idle polling is not traced (it would be a one-span trace every second); each
-            # published message is, as a child of the request that wrote it.
+            # Not traced: the idle polling would be a one-span trace every second, and each
+            # message carries the trace context of the change that wrote it.
             with suppress_instrumentation():
                 return await self.relay_once() >= RELAY_BATCH
 
@@ -147,16 +143,12 @@ class OutboxRelay:
             # Deleted now, for good only when the transaction commits after them all.
             batch = await claim(conn, RELAY_BATCH)
             for m in batch:
-                if not m.subject.startswith(_TASK_PREFIX):
-                    # A job event ends its trace (watchers only read it): no span of its own,
-                    # the writer's trace context travels as it was stored.
-                    await self.bus.publish_raw(
-                        m.subject, m.payload, msg_id=m.msg_id, headers=m.headers, inject_trace=False
-                    )
-                    continue
-                # A task continues the trace of the request that wrote the row, through here.
-                with _tracer.start_as_current_span(
-                    "outbox relay", context=extract_context(m.headers)
-                ):
-                    await self.bus.publish_raw(m.subject, m.payload, msg_id=m.msg_id)
+                # No span of the relay's own: a message travels in the trace context of the
+                # change that wrote it, so a task's consumer span is the child of that request's
+                # span (the time between the two is the commit, the relay and the queue). A
+                # span per task here cost its start, its export and the sink's share, on every
+                # stage of every job, for one publish.
+                await self.bus.publish_raw(
+                    m.subject, m.payload, msg_id=m.msg_id, headers=m.headers, inject_trace=False
+                )
             return len(batch)
