@@ -8,12 +8,13 @@ and feeds their jobs. Archives are streamed here from object storage (services/g
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from pixmesh.common.v1 import batch_pb2, image_pb2, operations_pb2
+from pixmesh.common.v1 import batch_pb2, image_pb2, job_pb2, operations_pb2
 from pixmesh.gateway.v1 import batches_pb2 as gw
 from pixmesh.jobs.v1 import batches_pb2 as jb
-from pixmesh.jobs.v1 import jobs_pb2_grpc
+from pixmesh.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from services.gateway.archives import stream_archive
 from services.gateway.capabilities import CapabilityCache
 from services.gateway.jobs import check_all_params, check_pipeline
@@ -156,7 +157,49 @@ class BatchRequests:
         for item in resp.items:
             for output in item.outputs:
                 output.download_path = output_download_path(item.job_id, output.index)
+        if req.output_urls:
+            await self._sign_outputs(tenant_id, req.batch_id, resp.items, timeout)
         return gw.ListBatchJobsResponse(items=resp.items, next_page_token=resp.next_page_token)
+
+    async def _sign_outputs(
+        self, tenant_id: str, batch_id: str, items: Sequence[batch_pb2.BatchItem], timeout: float
+    ) -> None:
+        """A presigned GET URL on each listed output whose object the batch's archive entries
+        name (one ListArchiveEntries for the page, not a GetOutput per output: a download
+        through the gateway, or a GetOutputUrl, costs a request, the jobs service's lookup and,
+        for DownloadOutput, the bytes through botocore, gRPC and Envoy; BENCHMARKS.md, "The
+        batch's bytes off the gateway"). Entries are matched by the output's sha256: outputs are
+        content-addressed by the work that made them, so two keys may hold the same bytes, and
+        either gives them. An item whose job succeeded but which the batch's feeder had not
+        settled yet has no entry: its outputs' keys are asked of the jobs service one by one
+        (GetOutput), so that every listed output carries a URL."""
+        outputs = [(item.job_id, output) for item in items for output in item.outputs]
+        if not outputs:
+            return
+        req = jb.ListArchiveEntriesRequest(tenant_id=tenant_id, batch_id=batch_id)
+        with rpc_errors():
+            resp: jb.ListArchiveEntriesResponse = await self.jobs.ListArchiveEntries(
+                req, timeout=timeout
+            )
+        keys = {entry.sha256: entry.key for entry in resp.entries if entry.sha256}
+
+        async def key_of(job_id: str, output: job_pb2.Output) -> str:
+            key = keys.get(output.sha256)
+            if key is None:
+                lookup = jobs_pb2.GetOutputRequest(
+                    tenant_id=tenant_id, job_id=job_id, index=output.index
+                )
+                with rpc_errors():
+                    answer: jobs_pb2.GetOutputResponse = await self.jobs.GetOutput(
+                        lookup, timeout=timeout
+                    )
+                key = answer.key
+            return key
+
+        found = await asyncio.gather(*(key_of(job_id, output) for job_id, output in outputs))
+        ttl = self.settings.download_url_ttl_s
+        for (_, output), key in zip(outputs, found, strict=True):
+            output.download_url = self.storage.presign_get(key, output.content_type, ttl)
 
     async def cancel_batch(self, tenant_id: str, batch_id: str, timeout: float) -> batch_pb2.Batch:
         req = jb.CancelBatchRequest(tenant_id=tenant_id, batch_id=batch_id)
