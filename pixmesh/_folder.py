@@ -12,6 +12,17 @@ downloaded into DEST under the source's relative path with the new extension (re
 (photo.jpg, photo.png), each keeps it (photo.jpg.webp, photo.png.webp) rather than one
 overwriting the other.
 
+Outputs come straight from object storage, through the presigned GET URLs the batch's listing
+carries (ListBatchJobs output_urls): a download through the gateway cost the gateway, the jobs
+service, Envoy and the client a request and the bytes through botocore and gRPC (BENCHMARKS.md,
+"The batch's bytes off the gateway"). Where storage cannot be reached from here (the URL's host
+refuses, does not answer, or answers with an error), that output and every later one of the run
+are downloaded through the gateway (DownloadOutput) instead: no image fails for it. Either way
+the bytes are checked against the output's size and sha256 (a mismatch fails the image,
+OUTPUT_MISMATCH, and nothing is written under its name). Uploads go through the gateway's
+UploadImage: a presigned PUT costs more in all (its registration reads the object back and
+stores it again; same section).
+
 Bounded on the client: at most `concurrency` files read and uploaded at once, at most
 `concurrency` downloads, at most two batches in flight, and nothing kept of a finished image but
 its line in the journal. Resume: DEST/.pixmesh-batch.jsonl records each finished source by its
@@ -27,6 +38,7 @@ import asyncio
 import errno
 import hashlib
 import json
+import logging
 import os
 import stat
 import sys
@@ -37,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixmesh import errors, ops, summaries
+from pixmesh import _presigned, errors, ops, summaries
 from pixmesh._common import job_pipeline, utf8_text, write_atomically
 from pixmesh._render import extension
 from pixmesh.common.v1.batch_pb2 import BatchFailureGroup, BatchItem, BatchSummary
@@ -46,6 +58,8 @@ from pixmesh.common.v1.operations_pb2 import Operation, Rendition
 
 if TYPE_CHECKING:
     from pixmesh.aio import AsyncClient
+
+log = logging.getLogger(__name__)
 
 JOURNAL = ".pixmesh-batch.jsonl"
 SUMMARY = "summary.json"
@@ -313,6 +327,9 @@ async def process_folder(
     stop = stop or asyncio.Event()
     checked = asyncio.Lock()
     check: list[BaseException | None] = []  # the server's answer, once asked
+    # Whether outputs are fetched through their presigned URLs; False for the rest of the run
+    # once one could not be (storage not reachable from here).
+    direct = [True]
 
     async def pipeline_accepted() -> bool:
         """Ask the server once, before the first upload, whether it takes the pipeline: raise
@@ -383,14 +400,43 @@ async def process_folder(
                 if output.rendition
                 else f"{stem}.{extension(output)}"
             )
-            async with downloads:
-                data = await client.download_output(job_id, output.index)
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(write_atomically, target, data)
-            summary.bytes_out += len(data)
+            async with downloads:
+                # Awaited first: `x += await ...` would read x before the await and lose what
+                # concurrent downloads added meanwhile.
+                size = await fetch(job_id, output, target)
+            summary.bytes_out += size
             names.append(name)
         return names
+
+    async def fetch(job_id: str, output: Output, target: Path) -> int:
+        """One output into `target`, checked: from its presigned URL while storage can be
+        reached from here, else through the gateway; the bytes written."""
+        if output.download_url and direct[0]:
+            try:
+                return await asyncio.to_thread(
+                    _presigned.download,
+                    output.download_url,
+                    target,
+                    output.sha256,
+                    output.size_bytes,
+                    client.settings.timeout,
+                )
+            except errors.PixmeshError as exc:
+                if exc.reason == _presigned.MISMATCH:
+                    raise
+                if direct[0]:
+                    direct[0] = False
+                    log.warning(
+                        "object storage cannot be reached from here (%s): outputs are "
+                        "downloaded through the gateway for the rest of the run",
+                        exc,
+                    )
+        data = await client.download_output(job_id, output.index)
+        _presigned.check(data, output.sha256, output.size_bytes)
+        await asyncio.to_thread(write_atomically, target, data)
+        return len(data)
 
     def succeeded(item: _Item, outputs: list[str]) -> None:
         journal.record(item.sha256, item.rel, outputs)
@@ -420,10 +466,18 @@ async def process_folder(
                 # By its position: two files with the same bytes are one image (uploads are
                 # deduplicated), but two items, each with its own name and outputs.
                 item = items[entry.index]
-                if job is None and entry.outputs:
-                    succeeded(item, await save(item, entry.job_id, entry.outputs))
-                elif job is not None and job.state == Job.SUCCEEDED:
-                    succeeded(item, await save(item, job.job_id, job.outputs))
+                if (job is None and entry.outputs) or (
+                    job is not None and job.state == Job.SUCCEEDED
+                ):
+                    outputs = entry.outputs if job is None else job.outputs
+                    try:
+                        names = await save(item, entry.job_id, outputs)
+                    except errors.PixmeshError as exc:
+                        if exc.reason != _presigned.MISMATCH:
+                            raise
+                        failed(item.rel, exc.reason, exc.message, entry.job_id)
+                        return
+                    succeeded(item, names)
                 else:
                     err = job.error if job is not None else entry.error
                     state = Job.State.Name(job.state if job is not None else entry.state)
@@ -439,7 +493,7 @@ async def process_folder(
                 overlap the batch's processing."""
                 ended = [
                     entry
-                    async for entry in client.list_batch_jobs(batch.batch_id)
+                    async for entry in client.list_batch_jobs(batch.batch_id, output_urls=True)
                     if entry.index not in handled and (final or entry.state in _ENDED)
                 ]
                 handled.update(entry.index for entry in ended)

@@ -626,11 +626,15 @@ class AsyncClient:
         state: int | str | None = None,
         *,
         page_size: int = 500,
+        output_urls: bool = False,
         timeout: float | None = None,
     ) -> AsyncIterator[BatchItem]:
-        """The images of a batch in source order (their job, state, error), pages fetched lazily."""
+        """The images of a batch in source order (their job, state, error, and a succeeded
+        one's outputs), pages fetched lazily. `output_urls`: each output also carries a
+        presigned GET URL (`download_url`) to fetch its bytes from object storage, not through
+        the gateway (see `pixmesh._presigned.download`)."""
         request = bt.ListBatchJobsRequest(
-            batch_id=batch_id, page_size=page_size, state=job_state(state)
+            batch_id=batch_id, page_size=page_size, state=job_state(state), output_urls=output_urls
         )
         while True:
             resp: bt.ListBatchJobsResponse = await self._unary(

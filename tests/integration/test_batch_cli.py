@@ -10,6 +10,7 @@ import json
 import os
 import random
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import zlib
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 from PIL import Image
 
@@ -295,3 +297,84 @@ def test_a_pipeline_the_server_refuses_uploads_no_file(
             await conn.close()
 
     assert asyncio.run(stored()) == 0
+
+
+def _gateway_calls(stack: Stack, method: str) -> float:
+    """Calls of `method` the gateway has answered."""
+    return scrape(stack, "gateway").sum("pixmesh_grpc_server_handled_total", grpc_method=method)
+
+
+def test_outputs_come_straight_from_object_storage(
+    rest: Rest, stack: Stack, grpc_target: str, api_key: str, tmp_path: Path
+) -> None:
+    """The listing carries a presigned GET URL of each output and the CLI downloads from it:
+    no DownloadOutput through the gateway, the same outputs and byte counts as before."""
+    src, dest = tmp_path / "photos", tmp_path / "out"
+    for i in range(6):
+        _photo(src / f"p{i}.jpg", 120 + i)
+    downloads = _gateway_calls(stack, "DownloadOutput")
+    result = subprocess.run(
+        _argv("batch", str(src), "-o", str(dest), *OPS, "--chunk", "3", "--json"),
+        env=_env(grpc_target, api_key),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert _gateway_calls(stack, "DownloadOutput") == downloads
+    assert "through the gateway" not in result.stderr
+    summary = json.loads((dest / "summary.json").read_text())
+    assert (summary["succeeded"], summary["failed"]) == (6, 0)
+    written = {p.name: p.read_bytes() for p in dest.glob("*.webp")}
+    assert sorted(written) == [f"p{i}.webp" for i in range(6)]
+    assert summary["bytes_out"] == sum(len(data) for data in written.values())
+    assert not list(dest.rglob("*.part"))
+    # The same listing over REST: every output has a URL any HTTP client can fetch, no API key.
+    for batch_id in summary["batch_ids"]:
+        resp = rest.http.get(f"/v1/batches/{batch_id}/jobs", params={"output_urls": "true"})
+        assert resp.status_code == 200, resp.text
+        for item in resp.json()["items"]:
+            [output] = item["outputs"]
+            body = httpx.get(output["download_url"], timeout=10).content
+            assert hashlib.sha256(body).hexdigest() == output["sha256"]
+            assert body == written[os.path.splitext(item["name"])[0] + ".webp"]
+        # Without asking, none.
+        plain = rest.http.get(f"/v1/batches/{batch_id}/jobs").json()["items"]
+        assert not any(o.get("download_url") for item in plain for o in item["outputs"])
+
+
+def test_storage_out_of_reach_falls_back_to_the_gateway(
+    stack: Stack, grpc_target: str, api_key: str, tmp_path: Path
+) -> None:
+    """Object storage cannot be reached from the client (here: its HTTP goes through a proxy
+    that refuses connections; gRPC does not): the first output that fails is downloaded through
+    the gateway, and so is every later one, said once on stderr; no image fails for it."""
+    src, dest = tmp_path / "photos", tmp_path / "out"
+    for i in range(5):
+        _photo(src / f"p{i}.jpg", 140 + i)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    proxy = f"http://127.0.0.1:{closed}"
+    env = _env(grpc_target, api_key)
+    env.update(http_proxy=proxy, HTTP_PROXY=proxy, no_proxy="", NO_PROXY="")
+    env["no_grpc_proxy"] = "127.0.0.1,localhost"
+    downloads = _gateway_calls(stack, "DownloadOutput")
+    result = subprocess.run(
+        _argv("batch", str(src), "-o", str(dest), *OPS, "--chunk", "5", "--json"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((dest / "summary.json").read_text())
+    assert (summary["succeeded"], summary["failed"]) == (5, 0)
+    assert _gateway_calls(stack, "DownloadOutput") - downloads == 5
+    assert result.stderr.count("downloaded through the gateway for the rest of the run") == 1
+    written = sorted(dest.glob("*.webp"))
+    assert [p.name for p in written] == [f"p{i}.webp" for i in range(5)]
+    assert summary["bytes_out"] == sum(p.stat().st_size for p in written)
+    for out in written:
+        with Image.open(out) as img:
+            assert (img.format, img.width) == ("WEBP", 64)

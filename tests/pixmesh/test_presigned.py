@@ -3,6 +3,7 @@ of a local HTTP server standing in for S3."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import threading
@@ -17,7 +18,7 @@ import grpc
 import pytest
 
 import pixmesh
-from pixmesh import errors
+from pixmesh import _presigned, errors
 from pixmesh.cli import main
 from pixmesh.common.v1 import image_pb2, job_pb2
 from pixmesh.gateway.v1 import gateway_pb2 as gw
@@ -80,6 +81,15 @@ def bucket() -> Iterator[Bucket]:
             self.send_response(state.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
+
+        def do_GET(self) -> None:
+            key = self.path.split("?")[0]
+            status = state.status if key in state.objects else 404
+            body = state.objects[key][0] if status == 200 else b"<Error/>"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -236,3 +246,54 @@ def test_cli_upload_presigned(
     assert code == 0
     assert json.loads(capsys.readouterr().out)["image_id"] == "img_upl_1"
     assert bucket.objects["/uploads/upl_1"][0] == b"jpeg bytes"
+
+
+# ---- an output's GET (what `pixmesh batch` does with the URLs its listing carries) ---------------
+
+BODY = bytes(range(256)) * 2500  # 640,000 bytes: several reads of READ_SIZE
+
+
+def test_a_download_is_streamed_into_place_and_checked(bucket: Bucket, tmp_path: Path) -> None:
+    bucket.objects["/outputs/a.webp"] = (BODY, {})
+    target = tmp_path / "a.webp"
+    sha = hashlib.sha256(BODY).hexdigest()
+    got = _presigned.download(
+        f"{bucket.url}/outputs/a.webp?X-Amz-Signature=s", target, sha, len(BODY), 5
+    )
+    assert got == len(BODY) and target.read_bytes() == BODY
+    assert list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("declared", ["sha256", "size", "longer"])
+def test_bytes_that_are_not_the_output_are_an_error_and_write_nothing(
+    bucket: Bucket, tmp_path: Path, declared: str
+) -> None:
+    bucket.objects["/outputs/a.webp"] = (BODY, {})
+    sha, size = hashlib.sha256(BODY).hexdigest(), len(BODY)
+    if declared == "sha256":
+        sha = hashlib.sha256(b"other").hexdigest()
+    elif declared == "size":
+        size += 1
+    else:  # the body is longer than the output: stopped as soon as it is
+        size -= 1
+    target = tmp_path / "a.webp"
+    with pytest.raises(errors.PixmeshError) as err:
+        _presigned.download(f"{bucket.url}/outputs/a.webp", target, sha, size, 5)
+    assert (err.value.reason, err.value.code) == (_presigned.MISMATCH, grpc.StatusCode.DATA_LOSS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_download_raises_and_writes_nothing(bucket: Bucket, tmp_path: Path) -> None:
+    bucket.objects["/outputs/a.webp"] = (BODY, {})
+    bucket.status = 403
+    with pytest.raises(errors.PermissionDenied) as err:
+        _presigned.download(f"{bucket.url}/outputs/a.webp", tmp_path / "a.webp", "", 0, 5)
+    assert err.value.reason == "DOWNLOAD_URL_REFUSED"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_storage_out_of_reach_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(errors.Unavailable) as err:
+        _presigned.download("http://127.0.0.1:9/outputs/a.webp", tmp_path / "a.webp", "", 0, 5)
+    assert err.value.reason == "STORAGE_UNREACHABLE"
+    assert list(tmp_path.iterdir()) == []
