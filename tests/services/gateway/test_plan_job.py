@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
+from pixmesh import rules
 from pixmesh.common.v1 import image_pb2, operations_pb2
 from services.runtime.errors import FailedPrecondition, InvalidArgument, ServiceError, invalid
 from tests.services.gateway.fakes import IMAGE, Jobs, Op, Planner, gateway, rpc_error
@@ -83,3 +85,42 @@ async def test_list_operations_shows_the_presets() -> None:
 
 async def _no_ops() -> list[operations_pb2.OperationInfo]:
     return []
+
+
+async def _nothing_unavailable() -> dict[str, str]:
+    return {}
+
+
+async def test_a_pipeline_whose_parameters_passed_is_not_checked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[str] = []
+    real = rules.violations
+
+    def counting(message: Message, path: str = "") -> list[rules.Violation]:
+        checked.append(path)
+        return real(message, path)
+
+    monkeypatch.setattr(rules, "violations", counting)
+    jobs = Jobs()
+    service = gateway(Planner(), jobs)
+    service.capabilities.unavailable = _nothing_unavailable  # type: ignore[method-assign]
+    resize = Op(resize=operations_pb2.Resize(width=64))
+
+    def denoise(sigma: float, auto: bool = False) -> list[operations_pb2.Operation]:
+        return [Op(denoise=operations_pb2.Denoise(sigma=sigma, auto=auto)), resize]
+
+    for _ in range(3):
+        await service.create_job("t", "img_1", denoise(25), "", 5.0)
+    await service.plan_job("t", "img_1", "", denoise(25), None, 5.0)
+    assert checked == ["operations[0]"]  # the denoise once; imaging plans the resize
+    # Another parameter is another pipeline.
+    await service.create_job("t", "img_1", denoise(30), "", 5.0)
+    assert len(checked) == 2
+    # A refusal is not kept: checked (and refused) every time.
+    for _ in range(2):
+        with pytest.raises(InvalidArgument) as err:
+            await service.create_job("t", "img_1", denoise(25, auto=True), "", 5.0)
+        assert err.value.violations[0].field == "operations[0].denoise.sigma"
+    assert len(checked) == 4
+    assert len(jobs.created) == 4
