@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import uuid
 from typing import Any
 
@@ -56,7 +57,8 @@ async def test_missing_object_is_not_found(storage: Storage) -> None:
 async def test_no_flexible_checksum_on_put_or_get(storage: Storage) -> None:
     sent = _headers_sent(storage)
     key = f"tests/{uuid.uuid4().hex}"
-    await storage.put(key, b"x" * 100_000, "application/octet-stream")
+    # A file: bytes skip the client (Direct), files and GETs still go through it.
+    await storage.put(key, io.BytesIO(b"x" * 100_000), "application/octet-stream")
     await storage.get(key)
     put, get = sent[-2], sent[-1]
     # botocore's default ("when_supported") adds a CRC32 of the body to every PUT and asks
@@ -87,6 +89,48 @@ async def test_delete_many_removes_exactly_the_keys_given(
     assert sorted(await storage.keys(prefix)) == keys[6:]
     await storage.delete_many([])
     assert sorted(await storage.keys(prefix)) == keys[6:]
+
+
+async def test_a_put_of_bytes_skips_the_client_and_stores_what_it_would(storage: Storage) -> None:
+    """Storage.put of bytes (Direct: a presigned PUT on urllib3, its headers signed) stores
+    what a PUT through the client stores: the bytes, content type, user metadata; a file
+    object still goes through the client."""
+    sent = _headers_sent(storage)
+    data = uuid.uuid4().bytes * 40_000  # 640 KB, a photo's WebP
+    meta = {"sha256": hashlib.sha256(data).hexdigest(), "Size": str(len(data)), "format": "3"}
+    direct, through_client = f"tests/put/{uuid.uuid4().hex}", f"tests/put/{uuid.uuid4().hex}"
+
+    await storage.put(direct, data, "image/webp", meta)
+    assert sent == []
+    await storage.put(through_client, io.BytesIO(data), "image/webp", meta)
+    assert len(sent) == 1
+
+    assert await storage.get(direct) == data
+    head, expected = await storage.head(direct), await storage.head(through_client)
+    assert head is not None and head == expected
+    assert (head.size, head.content_type) == (len(data), "image/webp")
+    assert head.metadata == {"sha256": meta["sha256"], "size": str(len(data)), "format": "3"}
+    # Metadata that is not ASCII is not a header S3 takes: the client refuses it, as before.
+    with pytest.raises(Unavailable):
+        await storage.put(f"tests/put/{uuid.uuid4().hex}", b"x", "text/plain", {"who": "Zoë"})
+
+
+async def test_direct_put_refused_is_unavailable(infra: Stack) -> None:
+    """A PUT answered 403 (a wrong secret) is a storage error, as it is through the client."""
+    settings = ServiceSettings(
+        s3_endpoint=infra.s3_endpoint,
+        s3_bucket=infra.s3_bucket,
+        s3_access_key=SecretStr(infra.s3_access_key),
+        s3_secret_key=SecretStr("not-the-secret"),
+    )
+    wrong = Storage.from_settings(settings)
+    assert wrong._direct is not None
+
+    with pytest.raises(Unavailable) as err:
+        await wrong.put("tests/put/anything", b"abc", "text/plain", {"sha256": "a" * 64})
+    assert err.value.reason == "STORAGE_ERROR"
+    with pytest.raises(Unavailable):
+        await Storage(wrong._s3, wrong.bucket).put("tests/put/anything", b"abc", "text/plain")
 
 
 async def test_direct_head_answers_as_the_client_does(storage: Storage, infra: Stack) -> None:
