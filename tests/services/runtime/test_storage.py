@@ -57,9 +57,10 @@ async def test_missing_object_is_not_found(storage: Storage) -> None:
 async def test_no_flexible_checksum_on_put_or_get(storage: Storage) -> None:
     sent = _headers_sent(storage)
     key = f"tests/{uuid.uuid4().hex}"
-    # A file: bytes skip the client (Direct), files and GETs still go through it.
+    # A file: bytes skip the client (Direct), files still go through it; a GET through a
+    # storage without Direct (an HTTPS endpoint's).
     await storage.put(key, io.BytesIO(b"x" * 100_000), "application/octet-stream")
-    await storage.get(key)
+    await Storage(storage._s3, storage.bucket).get(key)
     put, get = sent[-2], sent[-1]
     # botocore's default ("when_supported") adds a CRC32 of the body to every PUT and asks
     # for one back (x-amz-checksum-mode) on every GET, then checks it: CPU for nothing here.
@@ -167,3 +168,36 @@ async def test_direct_head_refused_is_unavailable(infra: Stack) -> None:
     assert err.value.reason == "STORAGE_ERROR"
     with pytest.raises(Unavailable):
         await Storage(wrong._s3, wrong.bucket).head("tests/head/anything")
+
+
+async def test_a_get_skips_the_client_and_reads_what_it_would(
+    storage: Storage, infra: Stack
+) -> None:
+    """Storage.get (Direct: a presigned GET on urllib3) returns the bytes a GET through the
+    client returns; a missing object is NotFound either way; a refused GET (a wrong secret) is
+    a storage error, as it is through the client."""
+    sent = _headers_sent(storage)
+    data = uuid.uuid4().bytes * 75_000  # 1.2 MB, an upload
+    key = f"tests/get/{uuid.uuid4().hex}"
+    await storage.put(key, data, "image/jpeg")
+    through_client = Storage(storage._s3, storage.bucket)
+
+    assert await storage.get(key) == data
+    assert sent == []  # neither the PUT of bytes nor the GET went through the client
+    assert await through_client.get(key) == data
+    for s in (storage, through_client):
+        with pytest.raises(NotFound):
+            await s.get(key + ".missing")
+
+    settings = ServiceSettings(
+        s3_endpoint=infra.s3_endpoint,
+        s3_bucket=infra.s3_bucket,
+        s3_access_key=SecretStr(infra.s3_access_key),
+        s3_secret_key=SecretStr("not-the-secret"),
+    )
+    wrong = Storage.from_settings(settings)
+    with pytest.raises(Unavailable) as err:
+        await wrong.get(key)
+    assert err.value.reason == "STORAGE_ERROR"
+    with pytest.raises(Unavailable):
+        await Storage(wrong._s3, wrong.bucket).get(key)
