@@ -7,6 +7,13 @@ availability, loaded models), or, while that service does not answer, as the pro
 operation whose service says it cannot run (e.g. Denoise while no model is loaded) with
 FAILED_PRECONDITION up front, instead of queueing work that can only fail; a service that does
 not answer is not taken for one that cannot run.
+
+The answers are kept `ttl_s`; once that has passed, the next call is answered with them at once
+while one refresh runs in the background (stale while revalidate), so a worker that hangs
+without refusing (a stopped process: each ask waits `timeout_s`) never holds CreateJob or
+ListOperations. A partial answer (a service did not answer) is kept only PARTIAL_TTL_S before
+the next refresh, so a worker that is starting up is seen within about a second. Only the first
+call, with nothing to answer from, and a call after `expire()` wait for the services.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ log = logging.getLogger(__name__)
 
 Fetch = Callable[[float], Awaitable[operations_pb2.Capabilities]]
 
+# How long a partial answer (a service did not answer) is kept before the services are asked
+# again (in the background).
+PARTIAL_TTL_S = 1.0
+
 
 class CapabilityCache:
     def __init__(self, sources: Mapping[str, Fetch], ttl_s: float, timeout_s: float = 2.0) -> None:
@@ -36,6 +47,7 @@ class CapabilityCache:
         self._silent: set[str] = set()  # the services that did not answer the last time
         self._fingerprints: dict[str, str] = {}  # Capabilities.plan_fingerprint by service
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None  # the background refresh in flight
 
     async def operations(self) -> list[operations_pb2.OperationInfo]:
         """Every operation of the contract (see the module's docstring)."""
@@ -59,30 +71,42 @@ class CapabilityCache:
         return out
 
     async def answers(self) -> Sequence[operations_pb2.OperationInfo]:
-        """The operations the workers described, as they answered (cached)."""
+        """The operations the workers described, as they answered (cached: see the module's
+        docstring)."""
+        cached = self._cached
+        if cached is not None:
+            if cached[0] <= time.monotonic() and (self._refresh is None or self._refresh.done()):
+                self._refresh = asyncio.create_task(self._fetch())
+            return cached[1]
         async with self._lock:
-            if self._cached and self._cached[0] > time.monotonic():
-                return self._cached[1]
-            results = await asyncio.gather(
-                *(fetch(self.timeout_s) for fetch in self.sources.values()), return_exceptions=True
-            )
-            ops: list[operations_pb2.OperationInfo] = []
-            self._silent = set()
-            self._fingerprints = {}
-            for service, result in zip(self.sources, results, strict=True):
-                if isinstance(result, BaseException):
-                    self._silent.add(service)
-                    code = result.code().name if isinstance(result, grpc.RpcError) else "ERROR"
-                    log.warning(
-                        "capabilities unavailable", extra={"service": service, "code": code}
-                    )
-                    continue
-                ops.extend(result.operations)
-                self._fingerprints[service] = result.plan_fingerprint
-            # Do not cache a partial answer: a worker that is starting up is asked again.
-            if not self._silent:
-                self._cached = (time.monotonic() + self.ttl_s, ops)
-            return ops
+            if self._cached is None:  # nobody answered meanwhile
+                await self._ask()
+            assert self._cached is not None
+            return self._cached[1]
+
+    async def _fetch(self) -> None:
+        async with self._lock:
+            await self._ask()
+
+    async def _ask(self) -> None:
+        """Ask every service (under the lock) and keep what they answered."""
+        results = await asyncio.gather(
+            *(fetch(self.timeout_s) for fetch in self.sources.values()), return_exceptions=True
+        )
+        ops: list[operations_pb2.OperationInfo] = []
+        silent: set[str] = set()
+        fingerprints: dict[str, str] = {}
+        for service, result in zip(self.sources, results, strict=True):
+            if isinstance(result, BaseException):
+                silent.add(service)
+                code = result.code().name if isinstance(result, grpc.RpcError) else "ERROR"
+                log.warning("capabilities unavailable", extra={"service": service, "code": code})
+                continue
+            ops.extend(result.operations)
+            fingerprints[service] = result.plan_fingerprint
+        self._silent, self._fingerprints = silent, fingerprints
+        keep = min(self.ttl_s, PARTIAL_TTL_S) if silent else self.ttl_s
+        self._cached = (time.monotonic() + keep, ops)
 
     async def plan_fingerprint(self, service: str) -> str:
         """What `service`'s plans depend on besides the request, as its last answer said
