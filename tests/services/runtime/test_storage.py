@@ -18,15 +18,20 @@ from services.runtime.storage import Storage, input_key
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def storage(infra: Stack) -> Storage:
+def _storage(infra: Stack, secret: str = "") -> Storage:
+    """The stack's storage as a service makes it; `secret`: a wrong secret key instead."""
     settings = ServiceSettings(
         s3_endpoint=infra.s3_endpoint,
         s3_bucket=infra.s3_bucket,
         s3_access_key=SecretStr(infra.s3_access_key),
-        s3_secret_key=SecretStr(infra.s3_secret_key),
+        s3_secret_key=SecretStr(secret or infra.s3_secret_key),
     )
     return Storage.from_settings(settings)
+
+
+@pytest.fixture
+def storage(infra: Stack) -> Storage:
+    return _storage(infra)
 
 
 def _headers_sent(storage: Storage) -> list[dict[str, str]]:
@@ -118,13 +123,7 @@ async def test_a_put_of_bytes_skips_the_client_and_stores_what_it_would(storage:
 
 async def test_direct_put_refused_is_unavailable(infra: Stack) -> None:
     """A PUT answered 403 (a wrong secret) is a storage error, as it is through the client."""
-    settings = ServiceSettings(
-        s3_endpoint=infra.s3_endpoint,
-        s3_bucket=infra.s3_bucket,
-        s3_access_key=SecretStr(infra.s3_access_key),
-        s3_secret_key=SecretStr("not-the-secret"),
-    )
-    wrong = Storage.from_settings(settings)
+    wrong = _storage(infra, secret="not-the-secret")
     assert wrong._direct is not None
 
     with pytest.raises(Unavailable) as err:
@@ -155,13 +154,7 @@ async def test_direct_head_answers_as_the_client_does(storage: Storage, infra: S
 async def test_direct_head_refused_is_unavailable(infra: Stack) -> None:
     """An answer other than 200 or 404 (here 403: a wrong secret) is a storage error, as it
     is through the client."""
-    settings = ServiceSettings(
-        s3_endpoint=infra.s3_endpoint,
-        s3_bucket=infra.s3_bucket,
-        s3_access_key=SecretStr(infra.s3_access_key),
-        s3_secret_key=SecretStr("not-the-secret"),
-    )
-    wrong = Storage.from_settings(settings)
+    wrong = _storage(infra, secret="not-the-secret")
 
     with pytest.raises(Unavailable) as err:
         await wrong.head("tests/head/anything")
@@ -189,13 +182,7 @@ async def test_a_get_skips_the_client_and_reads_what_it_would(
         with pytest.raises(NotFound):
             await s.get(key + ".missing")
 
-    settings = ServiceSettings(
-        s3_endpoint=infra.s3_endpoint,
-        s3_bucket=infra.s3_bucket,
-        s3_access_key=SecretStr(infra.s3_access_key),
-        s3_secret_key=SecretStr("not-the-secret"),
-    )
-    wrong = Storage.from_settings(settings)
+    wrong = _storage(infra, secret="not-the-secret")
     with pytest.raises(Unavailable) as err:
         await wrong.get(key)
     assert err.value.reason == "STORAGE_ERROR"
