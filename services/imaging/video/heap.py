@@ -54,8 +54,12 @@ def _libc() -> ctypes.CDLL | None:
 
 @contextmanager
 def video_job() -> Iterator[None]:
-    """Around a video job: the fixed mmap threshold while it runs (see the module doc), then
-    its freed memory back to the OS (`trim`) and the image settings for the jobs after it."""
+    """Around a video job: what image jobs left free in the heap back to the OS first (under
+    the dynamic threshold their freed pixel blocks stay mapped for the next image; a video job
+    would hold them beside its own frames), the fixed mmap threshold while it runs (see the
+    module doc), then its freed memory back to the OS (`trim`) and the image settings for the
+    jobs after it."""
+    trim()
     tune()
     try:
         yield

@@ -91,3 +91,21 @@ def refaulted_pages_around_a_video_job(nbytes: int) -> tuple[int, int]:
     with heap.video_job():
         during = refaulted_pages(nbytes)
     return during, refaulted_pages(nbytes)
+
+
+def rss_around_entering_a_video_job(nbytes: int) -> tuple[int, int]:
+    """The process's resident bytes after image-like blocks of `nbytes` were freed (kept in the
+    heap for the next image), and just inside a video job's malloc settings."""
+    import os
+
+    from services.imaging.video import heap
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    refaulted_pages(nbytes)
+    before = rss()
+    with heap.video_job():
+        inside = rss()
+    return before, inside
