@@ -17,10 +17,10 @@ stack (SeaweedFS, 12 MP JPEG inputs of 2.2 MB, 40 KB outputs; bench/imaging.py):
   datetimes with dateutil: nothing here reads them, and the parse cost ~0.2 ms per call.
 - HEADs, GETs, PUTs of bytes and presigned GET URLs skip the client: botocore's SigV4 query
   signer signs them directly (`QuerySigner`) and a HEAD, GET or PUT goes out on urllib3
-  (`Direct`), ~0.5 ms of CPU less per HEAD (every worker task makes one), ~1.4 ms less per PUT of
-  a 900 KB output (every computed output is one), ~0.9 ms less per GET of a 1.2 MB upload
-  (2.1-2.4 -> 1.2-1.5 ms; the metadata service reads every upload) and 0.12 ms less per URL; the HEAD, GET and PUT only
-  where the endpoint is plain HTTP and unproxied (`_direct`): over HTTPS the client's TLS
+  (`Direct`), ~0.5 ms of CPU less per HEAD (every worker task makes one), ~1.4 ms less per PUT
+  of a 900 KB output (every computed output is one), ~0.9 ms less per GET of a 1.2 MB upload
+  (the metadata service reads every upload) and 0.12 ms less per URL; the HEAD, GET and PUT
+  only where the endpoint is plain HTTP and unproxied (`_direct`): over HTTPS the client's TLS
   settings and proxies apply. Everything else (PUTs of files, streamed reads, deletes, listings)
   goes through the client.
 """
@@ -115,8 +115,9 @@ class Direct:
     answers like its standard mode (3 attempts). A HEAD through the client cost ~1.1 ms of CPU,
     ~0.55 here (span included): the worker looks up every stage's outputs with one before
     anything else, a reused stage is little more than that. A PUT of a 900 KB output cost ~2.6
-    ms through the client, ~1.2 here: every computed output is one. The spans are the ones the
-    botocore instrumentation made (`S3.HeadObject`, `S3.PutObject`, the same attributes)."""
+    ms through the client, ~1.2 here: every computed output is one; a GET of a 1.2 MB upload
+    ~2.2 and ~1.3. The spans are the ones the botocore instrumentation made (`S3.HeadObject`,
+    `S3.GetObject`, `S3.PutObject`, the same attributes)."""
 
     def __init__(self, signer: QuerySigner) -> None:
         self._signer = signer
@@ -157,14 +158,7 @@ class Direct:
         body shorter than its Content-Length (urllib3 checks it)."""
         with self._span("GetObject", bucket, key) as span:
             url = self._signer.url("GET", bucket, key, _DIRECT_URL_S)
-            try:
-                # (typed upstream; mypy reads the types-urllib3 that botocore-stubs pulls in)
-                resp = self._http.request("GET", url)  # type: ignore[no-untyped-call]
-            except urllib3.exceptions.HTTPError as exc:
-                raise Unavailable(
-                    message="object storage unreachable", reason="STORAGE_ERROR"
-                ) from exc
-            span.set_attribute("http.status_code", resp.status)
+            resp = self._send(span, "GET", url, read=True)
             if resp.status == 404:
                 return None
             if resp.status != 200:
@@ -205,31 +199,32 @@ class Direct:
             f"S3.{operation}", kind=SpanKind.CLIENT, attributes=attributes
         )
 
-    def _send(self, span: Span, method: str, url: str, **kwargs: Any) -> Any:
-        """The answer (its body not read, its connection back in the pool)."""
+    def _send(self, span: Span, method: str, url: str, read: bool = False, **kwargs: Any) -> Any:
+        """The answer, its connection back in the pool: its body read (`read`) or discarded."""
         try:
             # (typed upstream; mypy reads the types-urllib3 that botocore-stubs pulls in)
-            resp = self._http.request(method, url, preload_content=False, **kwargs)  # type: ignore[no-untyped-call]
+            resp = self._http.request(method, url, preload_content=read, **kwargs)  # type: ignore[no-untyped-call]
         except urllib3.exceptions.HTTPError as exc:
             raise Unavailable(message="object storage unreachable", reason="STORAGE_ERROR") from exc
-        resp.drain_conn()
-        resp.release_conn()
+        if not read:
+            resp.drain_conn()
+            resp.release_conn()
         span.set_attribute("http.status_code", resp.status)
         return resp
 
 
 def _direct(endpoint: str) -> bool:
-    """Whether HEADs, GETs and PUTs may skip the client (Direct): a plain-HTTP endpoint (the in-cluster or
-    local store) that no proxy variable applies to. Over HTTPS the client's TLS settings
-    (botocore's CA bundle, AWS_CA_BUNDLE) and proxies are botocore's business, so it keeps
-    them."""
+    """Whether HEADs, GETs and PUTs may skip the client (Direct): a plain-HTTP endpoint (the
+    in-cluster or local store) that no proxy variable applies to. Over HTTPS the client's TLS
+    settings (botocore's CA bundle, AWS_CA_BUNDLE) and proxies are botocore's business, so it
+    keeps them."""
     host = urlsplit(endpoint).hostname or ""
     return endpoint.startswith("http://") and not (
         urllib.request.getproxies().get("http") and not urllib.request.proxy_bypass(host)
     )
 
 
-# A HEAD's or PUT's URL is used at once; its signature only has to outlive the retries.
+# A HEAD's, GET's or PUT's URL is used at once; its signature only has to outlive the retries.
 _DIRECT_URL_S = 300
 _META = "x-amz-meta-"
 
@@ -249,7 +244,7 @@ class Storage:
         self._presigner = presigner if presigner is not None else client
         # Signs GET URLs for the presigner's endpoint (see QuerySigner); None: the presigner does.
         self._get_signer = get_signer
-        # Sends HEADs and PUTs of bytes to the data endpoint (see Direct); None: the client does.
+        # Sends HEADs, GETs and PUTs of bytes to the data endpoint (see Direct); None: the client does.
         self._direct = direct
 
     @classmethod
