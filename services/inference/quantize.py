@@ -124,6 +124,11 @@ def feeds(
             yield feed
 
 
+def with_sigma(conv_output: str) -> str:
+    """The name `fold_sigma_input` gives the first convolution's output once σ is added."""
+    return conv_output + "_sigma"
+
+
 def fold_sigma_input(model: Any) -> Any:
     """An exact rewrite of a σ-input model for quantisation: the converter concatenates a
     constant σ plane to the image before the first convolution; a 3x3 convolution of a constant
@@ -143,7 +148,7 @@ def fold_sigma_input(model: Any) -> Any:
             if name == concat.output[0]:
                 n.input[i] = "image"
             elif name == conv.output[0]:
-                n.input[i] = conv.output[0] + "_sigma"
+                n.input[i] = with_sigma(conv.output[0])
     inits = {t.name: t for t in g.initializer}
     w = numpy_helper.to_array(inits[conv.input[1]])
     per_channel = w[:, 1].sum(axis=(1, 2)).reshape(1, -1, 1, 1).astype(np.float32)
@@ -154,7 +159,7 @@ def fold_sigma_input(model: Any) -> Any:
         "Mul", [sigma4, "sigma_kernel_sums"], ["sigma_bias"], name=SIGMA_NODES[0]
     )
     add = helper.make_node(
-        "Add", [conv.output[0], "sigma_bias"], [conv.output[0] + "_sigma"], name=SIGMA_NODES[1]
+        "Add", [conv.output[0], "sigma_bias"], [with_sigma(conv.output[0])], name=SIGMA_NODES[1]
     )
     g.node.insert(at, mul)
     g.node.insert(at + 1, add)
@@ -351,7 +356,8 @@ def fit_to_fp32(
     before; a convolution without a bias gets one in that form (a float one where it is fp32).
     Returns the model and the mean squared error of its output against the fp32 model's on the
     calibration inputs (0..255 scale) before and after; where the corrected copy is not closer
-    to the fp32 model than the copy given, the copy given (after = before)."""
+    to the fp32 model than the copy given, the copy given (after = before). `model` is edited
+    in place."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -394,7 +400,7 @@ def fit_to_fp32(
         ours, theirs = conv.output[0], ref_conv.output[0]
         adds = [n for n in g.node if n.op_type == "Add" and ours in graph.sources(n)]
         if adds:
-            ours, theirs = adds[0].output[0], theirs + "_sigma"
+            ours, theirs = adds[0].output[0], with_sigma(theirs)
         mine, ref = session(model, [ours]), session(reference, [theirs])
         pairs = [(mine.run(None, f)[0], ref.run(None, f)[0]) for f in inputs]
         graph.shift(conv, _fit_shift(pairs, relu=not last))
