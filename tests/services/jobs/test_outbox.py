@@ -3,12 +3,11 @@ with no span of its own (services/jobs/outbox.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import cast
 
 import asyncpg
 import pytest
-from opentelemetry import propagate
+from nats.aio.client import Client as NatsClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,25 +19,19 @@ from services.runtime.bus import Bus, task_subject
 from tests.services.jobs.test_repository import TENANT, image, resize
 
 
-class RecordingBus:
-    """Bus.publish_raw's header handling, recording what would be published."""
+class RecordingJetStream:
+    """A JetStream context that records what the real Bus publishes through it."""
 
     def __init__(self) -> None:
         self.published: list[tuple[str, str, dict[str, str]]] = []
 
-    async def publish_raw(
-        self,
-        subject: str,
-        payload: bytes,
-        *,
-        msg_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        inject_trace: bool = True,
+    def jetstream(self) -> RecordingJetStream:  # as a NATS client gives its context
+        return self
+
+    async def publish(
+        self, subject: str, payload: bytes, *, headers: dict[str, str], timeout: float
     ) -> None:
-        hdrs = dict(headers or {})
-        if inject_trace:
-            propagate.inject(hdrs)
-        self.published.append((subject, msg_id or "", hdrs))
+        self.published.append((subject, headers.get("Nats-Msg-Id", ""), dict(headers)))
 
 
 async def test_a_task_travels_in_its_writers_trace_context_without_a_relay_span(
@@ -53,14 +46,14 @@ async def test_a_task_travels_in_its_writers_trace_context_without_a_relay_span(
     )
     with provider.get_tracer("test").start_as_current_span("CreateJob") as request:
         job, _ = await service.create_job(TENANT, image(), [resize(10)], "", "h")
-    bus = RecordingBus()
-    await OutboxRelay(pool, cast(Bus, bus)).relay_once()
+    recorder = RecordingJetStream()
+    await OutboxRelay(pool, Bus(cast(NatsClient, recorder))).relay_once()
 
     ctx = request.get_span_context()
     writer = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
     (task,) = [
         h
-        for subject, msg_id, h in bus.published
+        for subject, msg_id, h in recorder.published
         if subject.startswith(task_subject("")) and msg_id.startswith(job.job_id)
     ]
     assert task["traceparent"] == writer
