@@ -22,6 +22,7 @@ from services.gateway.capabilities import CapabilityCache, Fetch
 from services.gateway.deletion import Deletion
 from services.gateway.events import BusUploadEvents
 from services.gateway.idempotency import IdempotencyCache
+from services.gateway.image_rows import ImageRows
 from services.gateway.jobs import Planner
 from services.gateway.key_admin import KeyAdmin
 from services.gateway.keys import KeyStore
@@ -109,7 +110,8 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
             },
             ttl_s=settings.cache_ttl_s,
         )
-        repo = GatewayRepository(pool)
+        # Image rows kept between requests, dropped on every replica when deleted (revocations).
+        repo = GatewayRepository(pool, ImageRows(settings.cache_ttl_s))
         jobs_stub = jobs_pb2_grpc.JobsServiceStub(jobs)
         service = GatewayService(
             settings,
@@ -126,7 +128,7 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
             ),
         )
         queries = MetadataQueries(repo, metadata_stub, events)
-        revocations = Revocations(bus.nc, service.auth)
+        revocations = Revocations(bus.nc, service.auth, repo.images)
         keys = KeyAdmin(KeyStore(pool), revocations.announce)
         defaults = Limits(
             requests_per_second=settings.rate_limit_rps,
@@ -146,7 +148,14 @@ async def build(settings: GatewaySettings) -> AsyncIterator[App]:
             repo.stored_bytes,
             settings.cache_ttl_s,
         )
-        deletion = Deletion(repo, storage, jobs_stub, metadata_stub, revocations.announce)
+        deletion = Deletion(
+            repo,
+            storage,
+            jobs_stub,
+            metadata_stub,
+            revocations.announce,
+            revocations.announce_images,
+        )
         api = GatewayApi(service, settings, queries, keys, quotas, deletion)
         api.enable_batches(
             BatchRequests(settings, repo, jobs_stub, capabilities, storage, service.presets)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 
 # Revoke keys in every replica's cache (Revocations.announce).
 Announce = Callable[[str], Awaitable[None]]
+# Drop deleted image rows from every replica's kept rows (Revocations.announce_images).
+AnnounceImages = Callable[[Sequence[str]], Awaitable[None]]
+
+
+async def _nobody(image_ids: Sequence[str]) -> None:
+    """No replica keeps image rows (a deletion run outside the gateway's process)."""
 
 
 def jobs_running(what: str) -> FailedPrecondition:
@@ -82,12 +88,14 @@ class Deletion:
         jobs: jobs_pb2_grpc.JobsServiceStub,
         metadata: metadata_pb2_grpc.MetadataServiceStub,
         announce: Announce,
+        announce_images: AnnounceImages = _nobody,
     ) -> None:
         self.repo = repo
         self.storage = storage
         self.jobs = jobs
         self.metadata = metadata
         self.announce = announce
+        self.announce_images = announce_images
 
     async def _delete_jobs(
         self, request: jobs_pb2.DeleteJobsRequest, timeout: float, what: str
@@ -163,8 +171,10 @@ class Deletion:
         self, tenant_id: str, image_ids: list[str], report: pb.DeletionReport
     ) -> None:
         """The image rows, and the bytes no other image has left (GatewayRepository.
-        delete_images), counted into `report`."""
+        delete_images), counted into `report`; once committed, every replica is told to drop
+        the rows it keeps (services/gateway/image_rows.py)."""
         images, sources = await self.repo.delete_images(tenant_id, image_ids, self._delete_sources)
+        await self.announce_images(image_ids)
         report.images_deleted += images
         report.objects_deleted += sources
         report.objects_kept += images - sources

@@ -11,6 +11,7 @@ import asyncpg
 
 from pixmesh.common.v1 import image_pb2
 from services.gateway.auth import DEFAULT_SCOPES, Principal
+from services.gateway.image_rows import ImageRows
 from services.gateway.keys import KeyStore
 
 
@@ -39,8 +40,12 @@ _SOURCE_KNOWN = "SELECT EXISTS (SELECT 1 FROM gateway.images WHERE sha256 = $1)"
 
 
 class GatewayRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, images: ImageRows | None = None) -> None:
         self.pool = pool
+        # Image rows kept between requests (services/gateway/image_rows.py); None: none kept.
+        # Deleting rows (delete_images) does not drop them: the caller announces the deletion
+        # (Revocations.announce_images), which drops them here and on every other replica.
+        self.images = images
 
     async def create_key(self, tenant_id: str, name: str = "") -> str:
         """Create the tenant if needed and a new API key for it with the default scopes;
@@ -95,14 +100,19 @@ class GatewayRepository:
         with these bytes (which takes it exclusively) either sees this row or runs before the
         bytes are stored. It is told whether an image row (of any tenant) has these bytes,
         read after the lock is held: when none has, no image's bytes are stored under the key
-        and the caller can put them without asking storage first."""
+        and the caller can put them without asking storage first. The row is kept for the
+        jobs that follow (`images`)."""
+        generation = None if self.images is None else self.images.generation()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(_SOURCE_LOCK_SHARED, image.sha256)
             if store is not None:
                 # Its own statement, not part of the lock's: a statement reads the rows of
                 # when it started, and the lock may have waited for a deletion to commit.
                 await store(bool(await conn.fetchval(_SOURCE_KNOWN, image.sha256)))
-            return await self._save_image(conn, tenant_id, image)
+            saved = await self._save_image(conn, tenant_id, image)
+        if self.images is not None and generation is not None:
+            self.images.remember(tenant_id, saved, generation)
+        return saved
 
     async def delete_images(
         self,
@@ -205,10 +215,19 @@ class GatewayRepository:
         return _image(row)
 
     async def get_image(self, tenant_id: str, image_id: str) -> image_pb2.Image | None:
-        row = await self.pool.fetchrow(
-            "SELECT * FROM gateway.images WHERE tenant_id=$1 AND image_id=$2", tenant_id, image_id
-        )
-        return None if row is None else _image(row)
+        """The tenant's image, from the kept rows (`images`) when there."""
+
+        async def read() -> image_pb2.Image | None:
+            row = await self.pool.fetchrow(
+                "SELECT * FROM gateway.images WHERE tenant_id=$1 AND image_id=$2",
+                tenant_id,
+                image_id,
+            )
+            return None if row is None else _image(row)
+
+        if self.images is None:
+            return await read()
+        return await self.images.get(tenant_id, image_id, read)
 
     # ---- presigned uploads ----------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""API key lifecycle across two gateway replicas (`make up-cluster`): a revoked key fails on
-both within a second, though each replica caches keys for 30 s; a rotated key's old value works
-on both during its grace period and on neither after it."""
+"""Revocation notices across two gateway replicas (`make up-cluster`). API keys: a revoked key
+fails on both within a second, though each replica caches keys for 30 s; a rotated key's old
+value works on both during its grace period and on neither after it. Image rows: a deleted image
+is not found by either replica at once, though both kept its row (services/gateway/image_rows.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
+import pixmesh
 from deploy.local import Stack
+from pixmesh import ops
 from pixmesh.gateway.v1 import gateway_pb2 as gw
 from pixmesh.gateway.v1.gateway_pb2_grpc import GatewayServiceStub
+from tests.integration.images import camera_jpeg
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +98,27 @@ def test_a_rotated_key_works_for_its_grace_period_only(
     # After it: the old key fails on both at once (cached entries end at the key's expiry).
     assert not any(_accepted(stub, made.secret) for stub in replicas)
     assert all(_accepted(stub, rotated.secret) for stub in replicas)
+
+
+def test_a_deleted_image_is_not_served_from_either_replicas_kept_rows(
+    cluster: Stack, replicas: list[GatewayServiceStub]
+) -> None:
+    key = cluster.create_api_key("acme-rows")
+    with pixmesh.Client(cluster.grpc_target, key, timeout=10) as client:
+        image = client.upload(camera_jpeg(96, 64, description="kept rows"))
+    operations = [ops.resize(width=32), ops.convert("png")]
+    plan = gw.PlanJobRequest(image_id=image.image_id, operations=operations)
+    create = gw.CreateJobRequest(image_id=image.image_id, operations=operations)
+    for stub in replicas:  # each replica reads the row, and keeps it
+        for _ in range(2):
+            assert stub.PlanJob(plan, metadata=_meta(key), timeout=10).image == image
+    deleted = replicas[1].DeleteImage(
+        gw.DeleteImageRequest(image_id=image.image_id), metadata=_meta(key), timeout=30
+    )
+    assert deleted.report.images_deleted == 1
+    # At once, on the replica that did not delete it first, then on the one that did.
+    for stub in (replicas[0], replicas[1]):
+        for call, request in ((stub.CreateJob, create), (stub.PlanJob, plan)):
+            with pytest.raises(grpc.RpcError) as refused:
+                call(request, metadata=_meta(key), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.NOT_FOUND, refused.value
