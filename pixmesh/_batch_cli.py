@@ -130,6 +130,8 @@ def _s3(url: str, connection: str) -> StorageLocation:
 
 
 def _bar() -> Progress:
+    # Progress on stderr; stdout is for results (the summary, --json).
+    console = Console(stderr=True)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -138,9 +140,12 @@ def _bar() -> Progress:
         TextColumn("failed {task.fields[failed]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        # Progress on stderr; stdout is for results (the summary, --json).
-        console=Console(stderr=True),
+        console=console,
         transient=False,
+        # Redrawn ten times a second where it is seen. Elsewhere (stderr a pipe, a file, a CI
+        # log, a dumb terminal) rich prints only the final line at the end, but its refresh
+        # thread still rebuilt the bar ten times a second for nothing, through the whole run.
+        auto_refresh=console.is_terminal and not console.is_dumb_terminal,
     )
 
 
