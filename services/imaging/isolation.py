@@ -21,6 +21,15 @@ a child process instead:
   lowered slots first, interactive ones slots at the service's priority, and an interactive
   task that finds only a lowered slot idle gets a fresh process in it (a fork of the
   forkserver). At most `workers` slots are ever lowered, as at most that many batch tasks run.
+  A lowered process also leaves the service's scheduling group: where Linux groups processes by
+  session for the CPU (autogroup, the default on a desktop or a plain host when the processes sit
+  in no cpu cgroup of their own, as `make up` and the bench run them), nice values weigh only
+  inside a group, and the groups share the CPU equally: the batch's processes, in the service's
+  group, held that whole group's share against the gateway's, the jobs service's, SeaweedFS's
+  and every other group that serves the interactive job. A lowered process starts a session of
+  its own (setsid) and gives its group the same nice value (/proc/self/autogroup), so the batch
+  takes the CPU the rest of the machine leaves. Under a cpu cgroup (a container) autogroup does
+  not apply: there the nice value alone ranks it against the processes of its container.
 - RLIMIT_AS caps each child's address space, so a bomb that got past the header checks raises
   MemoryError (a permanent IMAGE_TOO_LARGE) instead of pushing the host into the OOM killer.
 - The pipeline checks the deadline between steps; a child still busy `kill_grace_s` after the
@@ -423,6 +432,42 @@ def _lower_priority(nice: int) -> None:
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError as exc:  # a sandbox that forbids it: the task runs all the same
         log.warning("could not lower the pipeline process's priority: %s", exc)
+        return
+    _own_scheduling_group(nice)
+
+
+# An unprivileged write to /proc/PID/autogroup is refused (EAGAIN) within 100 ms of another one
+# anywhere on the machine (kernel/sched/autogroup.c): two slots lowered at once wait their turn.
+_AUTOGROUP_TRIES = 10
+_AUTOGROUP_RETRY_S = 0.05
+
+
+def _own_scheduling_group(nice: int) -> None:
+    """Leave the service's session, and so its autogroup, for one of this process's own at
+    `nice` (see the module doc). Where there is no autogroup (another kernel, the file absent)
+    the new session changes nothing else: the child still exits with the service (_exit_with)
+    and ignores the signals a process manager sends to the service's group."""
+    try:
+        os.setsid()
+    except OSError as exc:  # already a session leader: not a process forked for a slot
+        log.warning("could not give the pipeline process a scheduling group: %s", exc)
+        return
+    for _ in range(_AUTOGROUP_TRIES):
+        try:
+            fd = os.open("/proc/self/autogroup", os.O_WRONLY)
+        except OSError:  # no autogroup support
+            return
+        try:
+            os.write(fd, str(nice).encode())
+            return
+        except BlockingIOError:
+            time.sleep(_AUTOGROUP_RETRY_S)
+        except OSError as exc:
+            log.warning("could not lower the pipeline process's scheduling group: %s", exc)
+            return
+        finally:
+            os.close(fd)
+    log.warning("could not lower the pipeline process's scheduling group: refused (EAGAIN)")
 
 
 def _kill_workers(executor: ProcessPoolExecutor) -> None:

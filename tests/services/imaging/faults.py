@@ -109,3 +109,10 @@ def rss_around_entering_a_video_job(nbytes: int) -> tuple[int, int]:
     with heap.video_job():
         inside = rss()
     return before, inside
+
+
+def scheduling_group() -> tuple[int, int, str]:
+    """The pid, the session id and the autogroup (its name and nice value, as
+    /proc/self/autogroup reads: "/autogroup-123 nice 5") of the process running the task."""
+    with open("/proc/self/autogroup") as f:
+        return os.getpid(), os.getsid(0), f.read().strip()

@@ -79,6 +79,39 @@ async def test_a_batch_task_runs_nicer_than_an_interactive_one(pool: ProcessPool
     assert thread_nices(pid) == {BASE}
 
 
+def own_group() -> str:
+    with open("/proc/self/autogroup") as f:
+        return f.read().strip()
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroup (Linux)")
+async def test_a_batch_task_runs_in_a_scheduling_group_of_its_own(pool: ProcessPool) -> None:
+    # Autogroup groups by session, and nice values weigh only inside a group: a lowered process
+    # in the service's group would hold that group's whole share against the other services'.
+    service_sid, service_group = os.getsid(0), own_group()
+    batch_pid, batch_sid, batch_group = await in_batch_lane(
+        lambda: pool.run(faults.scheduling_group)
+    )
+    assert batch_sid == batch_pid != service_sid  # a session (and so an autogroup) of its own
+    assert batch_group != service_group
+    assert batch_group.endswith(f" nice {min(19, BASE + 5)}")
+    # The next batch task in that process finds it there already.
+    assert await in_batch_lane(lambda: pool.run(faults.scheduling_group)) == (
+        batch_pid,
+        batch_sid,
+        batch_group,
+    )
+    # An interactive task runs in the service's session and group, in another process.
+    pid, sid, group = await pool.run(faults.scheduling_group)
+    assert (pid != batch_pid, sid, group) == (True, service_sid, service_group)
+
+
+async def test_batch_nice_zero_keeps_batch_tasks_in_the_services_group() -> None:
+    async with started(1, 0, batch_nice=0) as pool:
+        _, sid, _ = await in_batch_lane(lambda: pool.run(faults.scheduling_group))
+        assert sid == os.getsid(0)
+
+
 async def test_an_interactive_task_never_runs_in_a_lowered_process() -> None:
     async with started(1, 0) as pool:  # one slot for both lanes
         batch_pid, batch_nice = await in_batch_lane(lambda: pool.run(faults.priority))
