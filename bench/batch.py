@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import multiprocessing
 import os
 import resource
@@ -39,12 +40,15 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 from PIL import Image
 
 from bench.imaging import photo
+from deploy.observability.spans import read_spans
 
 SIZES_MP = (2, 3, 4, 6, 8, 12)
 
@@ -146,24 +150,168 @@ def nice_values(pid: int) -> list[int]:
     return sorted(values)
 
 
-def interactive(target: str, key: str, n: int, image: bytes) -> list[float]:
+@dataclass
+class Sample:
+    """One interactive job, timed by the client (time.time_ns, the clock the spans use): its
+    start, upload done, CreateJob answered, terminal state seen by WatchJob."""
+
+    job_id: str
+    size: int
+    start_ns: int
+    uploaded_ns: int
+    created_ns: int
+    end_ns: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+def interactive(target: str, key: str, n: int, image: bytes, fresh: bool = False) -> list[Sample]:
+    """N small jobs one after another (upload, CreateJob, WatchJob to the end), what
+    Client.process does, with the steps timed. With `fresh`, each job has an image of its own
+    (another seed), so its output is computed, not found stored from the previous job."""
     from pixmesh import Client
 
-    latencies = []
+    samples = []
     with Client(target, key) as client:
         for i in range(n):
-            start = time.perf_counter()
-            job = client.process(
-                image, ["resize=320x", "convert=webp"], idempotency_key=f"i{time.time()}{i}"
+            data = (
+                photo((640, 480), seed=20_000 + i + int(time.time()) % 10_000) if fresh else image
             )
+            start = time.time_ns()
+            uploaded = client.upload(data)
+            up_ns = time.time_ns()
+            job = client.create_job(
+                uploaded.image_id, ["resize=320x", "convert=webp"], f"i{time.time()}{i}"
+            )
+            created_ns = time.time_ns()
+            for update in client.watch_job(job.job_id):
+                job = update
             assert job.state == job.SUCCEEDED, job
-            latencies.append(time.perf_counter() - start)
-    return latencies
+            samples.append(Sample(job.job_id, len(data), start, up_ns, created_ns, time.time_ns()))
+    return samples
+
+
+# The hops of an interactive job, from the client's timestamps and the stack's spans (the OTLP
+# sink's file), in the order a job takes them; a name with "." is a part of the hop before it.
+HOPS = (
+    "upload",  # client: UploadImage through Envoy and the gateway
+    "upload.gateway",  # the gateway's UploadImage span
+    "upload.S3",  # the gateway's S3 calls in it (HEAD of a stored input, or the PUT)
+    "create",  # client: CreateJob through Envoy, the gateway and the jobs service
+    "to worker",  # the jobs service's CreateJob answered -> imaging's consumer span starts
+    # (outbox relay, NATS, the worker's pull and handler slot)
+    "worker",  # imaging's consumer span (input, pipeline or stored output, PUT, publish)
+    "worker.S3",  # imaging's S3 calls in it (the stored output's HEAD, the output's PUT)
+    "to jobs",  # imaging published TaskCompleted -> the jobs service's consumer span starts
+    "apply",  # the jobs service applying the event (its consumer span)
+    "to client",  # the event applied -> the client sees the terminal state (JobStateChanged,
+    # WatchJob through the jobs service, the gateway and Envoy)
+)
+
+
+def _dur(span: dict[str, Any]) -> int:
+    return int(span["end_ns"]) - int(span["start_ns"])
+
+
+def hops(samples: Sequence[Sample], spans: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """Milliseconds per hop for each sample whose spans are all there. The upload's trace is
+    the Envoy UploadImage span that started in the sample's upload with its request size (the
+    batch's uploads run beside it, other sizes)."""
+    traces: dict[str, list[dict[str, Any]]] = {}
+    for s in spans:
+        traces.setdefault(s["trace_id"], []).append(s)
+    job_trace: dict[str, str] = {}
+    envoy_uploads = []
+    for trace_id, group in traces.items():
+        for s in group:
+            job = s["attributes"].get("pixmesh.job_id")
+            if job and s["service"] == "pixmesh-imaging" and s["kind"] == "CONSUMER":
+                job_trace[job] = trace_id
+            if (
+                s["service"] == "pixmesh-envoy"
+                and s["kind"] == "SERVER"
+                and s["name"].endswith("/UploadImage")
+            ):
+                envoy_uploads.append(s)
+
+    def one(group: list[dict[str, Any]], service: str, pred: Any) -> dict[str, Any] | None:
+        return next((s for s in group if s["service"] == service and pred(s)), None)
+
+    out = []
+    for sample in samples:
+        group = traces.get(job_trace.get(sample.job_id, ""), [])
+        create = one(group, "pixmesh-jobs", lambda s: s["name"].endswith("JobsService/CreateJob"))
+        worker = one(group, "pixmesh-imaging", lambda s: s["kind"] == "CONSUMER")
+        publish = one(group, "pixmesh-imaging", lambda s: s["name"].startswith("publish "))
+        apply = one(
+            group, "pixmesh-jobs", lambda s: s["name"] == "process pixmesh.event.task.completed"
+        )
+        envoy = next(
+            (
+                s
+                for s in envoy_uploads
+                if sample.start_ns <= s["start_ns"] <= sample.uploaded_ns
+                and 0 <= int(s["attributes"].get("request_size", -1)) - sample.size < 4096
+            ),
+            None,
+        )
+        if None in (create, worker, publish, apply, envoy):
+            continue
+        assert create and worker and publish and apply and envoy
+        up = traces[envoy["trace_id"]]
+        gateway = one(up, "pixmesh-gateway", lambda s: s["kind"] == "SERVER")
+        if gateway is None:
+            continue
+        ns = [
+            sample.uploaded_ns - sample.start_ns,
+            _dur(gateway),
+            sum(_dur(s) for s in up if s["service"] == "pixmesh-gateway" and "S3." in s["name"]),
+            sample.created_ns - sample.uploaded_ns,
+            worker["start_ns"] - create["end_ns"],
+            _dur(worker),
+            sum(_dur(s) for s in group if s["service"] == "pixmesh-imaging" and "S3." in s["name"]),
+            apply["start_ns"] - publish["end_ns"],
+            _dur(apply),
+            sample.end_ns - apply["end_ns"],
+        ]
+        out.append({name: v / 1e6 for name, v in zip(HOPS, ns, strict=True)})
+    return out
+
+
+def print_hops(idle: Sequence[Sample], busy: Sequence[Sample], trace_file: Path) -> None:
+    from deploy.observability.otlp_sink import rotated
+
+    spans = [r for f in rotated(trace_file, keep=9) for r in read_spans(f)]
+    rows = {"idle": hops(idle, spans), "batch": hops(busy, spans)}
+    print(
+        f"interactive hops (ms, p50 / p95; spans found for {len(rows['idle'])} / "
+        f"{len(rows['batch'])} jobs):"
+    )
+    for name in HOPS:
+        idle_v = [r[name] for r in rows["idle"]]
+        busy_v = [r[name] for r in rows["batch"]]
+        if not idle_v or not busy_v:
+            continue
+        label = f"  of which {name.partition('.')[2]}" if "." in name else name
+        print(
+            f"  {label:<18} idle {statistics.median(idle_v):6.1f} / {pct(idle_v, 0.95):6.1f}"
+            f"   batch {statistics.median(busy_v):6.1f} / {pct(busy_v, 0.95):6.1f}"
+        )
+    # Where the slowest jobs of the batch round spent their time.
+    for row in sorted(rows["batch"], key=lambda r: -sum(r[n] for n in HOPS if "." not in n))[:3]:
+        print("  a slow one: " + ", ".join(f"{n} {row[n]:.0f}" for n in HOPS))
 
 
 def pct(values: Sequence[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
+
+
+def nearest_rank(values: Sequence[float], q: float) -> float:
+    s = sorted(values)
+    return s[max(0, math.ceil(q * len(s)) - 1)] if s else 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,6 +321,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--interactive", type=int, default=0, metavar="N")
     parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="each interactive job a new image (its output computed, not found stored)",
+    )
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        help="keep the photos here and use them again if the folder holds `count` files "
+        "(they take minutes to make)",
+    )
+    parser.add_argument(
+        "--no-bare", action="store_true", help="skip the bare loop (no ratio): the lane alone"
+    )
+    parser.add_argument(
         "--lane-backlog", type=int, default=0, help="PIXMESH_BATCH_LANE_BACKLOG (0: the default)"
     )
     args = parser.parse_args(argv)
@@ -180,19 +342,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     from deploy.local import SERVICES, Ports, Stack
 
     work = Path(tempfile.mkdtemp(prefix="pixmesh-bench-batch-"))
-    folder = work / "photos"
-    total = make_folder(folder, args.count, args.max_mp)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    folder = args.folder or work / "photos"
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if args.folder else []
+    if len(files) != args.count:
+        shutil.rmtree(folder, ignore_errors=True)
+        make_folder(folder, args.count, args.max_mp)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+    total = sum(f.stat().st_size for f in files)
     cores = os.cpu_count() or 1
     print(f"{len(files)} files, {total / 1e6:.1f} MB, {cores} cores, load {os.getloadavg()}")
 
-    bare_s, bare_out, bare_cpu = run_bare(files)
-    print(
-        f"bare Pillow pool: {bare_s:.1f} s, {total / 1e6 / bare_s:.2f} MB/s "
-        f"({total / 1e6 / bare_s / cores:.2f} MB/s per core), {len(files) / bare_s:.2f} images/s, "
-        f"out {bare_out / 1e6:.1f} MB; CPU {bare_cpu:.1f} s "
-        f"({bare_cpu / len(files) * 1000:.0f} ms per image)"
-    )
+    bare_s, bare_out, bare_cpu = run_bare(files) if not args.no_bare else (0.0, 0, 0.0)
+    if not args.no_bare:
+        print(
+            f"bare Pillow pool: {bare_s:.1f} s, {total / 1e6 / bare_s:.2f} MB/s "
+            f"({total / 1e6 / bare_s / cores:.2f} MB/s per core), "
+            f"{len(files) / bare_s:.2f} images/s, out {bare_out / 1e6:.1f} MB; "
+            f"CPU {bare_cpu:.1f} s ({bare_cpu / len(files) * 1000:.0f} ms per image)"
+        )
 
     env = {"jobs": {"PIXMESH_BATCH_LANE_BACKLOG": str(args.lane_backlog)}}
     stack = Stack(
@@ -205,13 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         key = stack.create_api_key("bench")
         env = {**os.environ, "PIXMESH_TARGET": stack.grpc_target, "PIXMESH_API_KEY": key}
         small = photo((640, 480), seed=10_000)
-        idle: list[float] = []
+        idle: list[Sample] = []
         if args.interactive:
             # One job first, not counted: a fresh stack's first request pays for cold paths (the
             # gateway's first S3 PUT alone took ~230 ms against ~15 after), and with 20 jobs the
             # p95 is the slowest one.
             interactive(stack.grpc_target, key, 1, small)
-            idle = interactive(stack.grpc_target, key, args.interactive, small)
+            idle = interactive(stack.grpc_target, key, args.interactive, small, args.fresh)
         sampler = RssSampler(stack.pids())
         sampler.start()
         cpu_before = cpu_snapshot(stack.pids())
@@ -221,11 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         proc = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         sampler.pids["cli"] = proc.pid
-        busy: list[float] = []
+        busy: list[Sample] = []
         if args.interactive:
             time.sleep(3.0)  # the batch under way
             nices = nice_values(stack.pids()["imaging"])
-            busy = interactive(stack.grpc_target, key, args.interactive, small)
+            busy = interactive(stack.grpc_target, key, args.interactive, small, args.fresh)
         cli_usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         stdout, _ = proc.communicate(timeout=3600)
         wall = time.perf_counter() - start
@@ -251,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{summary['failed']} failed; out {summary['bytes_out'] / 1e6:.1f} MB; "
             f"exit {proc.returncode}"
         )
-        print(f"ratio pixmesh / bare (MB/s): {bare_s / wall:.2f}x")
+        if not args.no_bare:
+            print(f"ratio pixmesh / bare (MB/s): {bare_s / wall:.2f}x")
         print(f"load after: {os.getloadavg()}")
         print(
             "peak RSS (MB): "
@@ -277,13 +445,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (" (interactive jobs included)" if args.interactive else "")
         )
         if args.interactive:
+            idle_s = [x.seconds for x in idle]
+            busy_s = [x.seconds for x in busy]
             print(
-                f"interactive job (640x480 -> 320 px WebP), {args.interactive} one after another: "
-                f"idle p50 {statistics.median(idle) * 1000:.0f} ms p95 {pct(idle, 0.95) * 1000:.0f} ms; "
-                f"during the batch p50 {statistics.median(busy) * 1000:.0f} ms "
-                f"p95 {pct(busy, 0.95) * 1000:.0f} ms "
-                f"(x{pct(busy, 0.95) / max(pct(idle, 0.95), 1e-9):.2f})"
+                f"interactive job (640x480 -> 320 px WebP), {args.interactive} one after another"
+                + (", each a new image" if args.fresh else "")
+                + f": idle p50 {statistics.median(idle_s) * 1000:.0f} ms "
+                f"p95 {pct(idle_s, 0.95) * 1000:.0f} ms; "
+                f"during the batch p50 {statistics.median(busy_s) * 1000:.0f} ms "
+                f"p95 {pct(busy_s, 0.95) * 1000:.0f} ms "
+                f"(x{pct(busy_s, 0.95) / max(pct(idle_s, 0.95), 1e-9):.2f})"
             )
+            # pct's p95 is s[int(0.95 n)]: with 20 jobs the slowest one. The nearest-rank p95
+            # (the ceil(0.95 n)-th, the 19th of 20) beside it, and the slowest, for the noise.
+            print(
+                f"  nearest-rank p95: idle {nearest_rank(idle_s, 0.95) * 1000:.0f} ms, "
+                f"batch {nearest_rank(busy_s, 0.95) * 1000:.0f} ms "
+                f"(x{nearest_rank(busy_s, 0.95) / max(nearest_rank(idle_s, 0.95), 1e-9):.2f}); "
+                f"slowest: idle {max(idle_s) * 1000:.0f} ms, batch {max(busy_s) * 1000:.0f} ms"
+            )
+            time.sleep(1.5)  # the services export their spans every second
+            print_hops(idle, busy, stack.trace_file)
             print(f"imaging's forkserver and pipeline processes' nice values in the batch: {nices}")
     finally:
         stack.stop()
