@@ -70,9 +70,12 @@ POLL_S = 0.25
 # A batch's jobs are listed (to download what ended) once this many more of them ended than
 # were handled, or this long after the last listing with any ended since: not on every
 # progress message (about one a second), where the listings cost the gateway, the jobs service
-# and Envoy ~7 ms of CPU per image (BENCHMARKS.md, "The gateway per batch image").
-COLLECT_AT = 8
-COLLECT_S = 5.0
+# and Envoy ~7 ms of CPU per image (BENCHMARKS.md, "The gateway per batch image"). Each listing
+# (every item of the batch, with its outputs' signed URLs) costs ~20 ms of CPU in all: at 8 and
+# 5 s a 32-image batch running ~30 s (two in flight share the workers) was listed ~10 times;
+# at 16 and 15 s ~3 (BENCHMARKS.md, "The storage requests, the CLI and the child").
+COLLECT_AT = 16
+COLLECT_S = 15.0
 _ENDED = (Job.SUCCEEDED, Job.FAILED, Job.CANCELLED)
 
 
