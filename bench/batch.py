@@ -5,6 +5,8 @@ same files in the same run. It prints figures, it does not pass or fail. Results
     .venv/bin/python -m bench.batch                          # 48 photos of 2-6 MP
     .venv/bin/python -m bench.batch --count 300 --max-mp 12  # the issue's folder (>= 300 MB)
     .venv/bin/python -m bench.batch --interactive 20         # + interactive p95, idle vs batch
+    .venv/bin/python -m bench.batch --count 300 --max-mp 12 --interactive 40 --no-bare \
+        --folder /tmp/photos300                              # the lane alone, photos kept
 
 Order: the bare loop (a Pool of one process per core: open, convert to RGB where needed, save
 WEBP quality 80 method 4, Pillow's defaults otherwise), then the stack started like
@@ -20,6 +22,10 @@ after another on an idle stack and the same while the batch runs (the lane: batc
 created only while the imaging queue holds fewer than a few undelivered tasks, and run in
 pipeline processes PIXMESH_WORKER_BATCH_NICE steps nicer than the interactive one's: the
 environment reaches the services, so PIXMESH_WORKER_BATCH_NICE=0 measures without it).
+With --interactive, each job's hops too (upload, create, to the worker, the worker, to the jobs
+service, apply, to the client), idle and during the batch, from the client's timestamps and the
+stack's spans (its OTLP sink's file). The interactive jobs upload one image: after the first,
+its output is found stored and no pipeline runs; --fresh gives each job an image of its own.
 """
 
 from __future__ import annotations
