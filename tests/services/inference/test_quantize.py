@@ -105,4 +105,58 @@ def test_the_committed_copies_were_fitted() -> None:
             assert fit["mse_vs_fp32_after"] < fit["mse_vs_fp32_before"], config.name
         else:  # the fit did not bring it closer: the copy stays as quantised
             assert fit["mse_vs_fp32_after"] == fit["mse_vs_fp32_before"], config.name
-    assert sum(c.raw["quantization"]["fit"]["applied"] for c in copies) >= 6
+    # Where the last convolution is fp32 (the 6-layer copies) its input's grid is filled
+    # channel by channel (version 5), which brought every such copy closer.
+    readout = [c for c in copies if "last" in c.raw["quantization"].get("fp32_convolutions", [])]
+    assert len(readout) == 4 and all(c.raw["quantization"]["fit"]["applied"] for c in readout)
+
+
+def _mse_vs_fp32(model: onnx.ModelProto, fp32: repository.ModelConfig, feeds: list) -> float:
+    reference = quantize.fold_sigma_input(onnx.load(str(fp32.model_file)))
+    ours, theirs = (quantize._session(m, [m.graph.output[0].name]) for m in (model, reference))
+    errors = [np.mean((ours.run(None, f)[0] - theirs.run(None, f)[0]) ** 2) for f in feeds]
+    return float(np.mean(errors) * 255**2)
+
+
+def test_the_readout_grid_is_filled_channel_by_channel() -> None:
+    model, fp32 = _copy()
+    feeds = list(quantize.feeds(fp32, _planes(), (10.0, 20.0)))
+    graph = quantize._Graph(model.graph)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    before, last = convs[-2], convs[-1]
+    # Spread the channels' ranges, exactly in real arithmetic: channel c of the activation the
+    # fp32 last convolution reads is multiplied by a_c, and its weights there divided by a_c.
+    a = np.random.default_rng(3).uniform(0.2, 1.6, 64).astype(np.float32)
+    w_scale = graph.dequantized(before.input[1]).input[1]
+    b_scale = graph.dequantized(before.input[2]).input[1]
+    ints = graph.array(graph.dequantized(before.input[1]).input[0]).copy()
+    reference = quantize.fold_sigma_input(onnx.load(str(fp32.model_file)))
+    ref_conv = [n for n in reference.graph.node if n.op_type == "Conv"][-2]
+    ref_weights = quantize._Graph(reference.graph).array(ref_conv.input[1])
+    units = graph.units(before, ref_weights)
+    for name in (w_scale, b_scale):
+        graph.put(name, graph.array(name) * a)
+    graph.put(last.input[1], graph.array(last.input[1]) / a[None, :, None, None])
+    spread = _mse_vs_fp32(model, fp32, feeds)
+    # The fit reads the scaling back from the weight scales (what it compares the fp32 model's
+    # channels in).
+    np.testing.assert_allclose(
+        graph.units(before, ref_weights), units * a[None, :, None, None], rtol=1e-5
+    )
+
+    quantize._equalise_readout(model, feeds)
+    onnx.checker.check_model(model, full_check=True)
+    assert _mse_vs_fp32(model, fp32, feeds) < 0.8 * spread
+    # Only the scales moved: the int8 weights are the ones given.
+    np.testing.assert_array_equal(graph.array(graph.dequantized(before.input[1]).input[0]), ints)
+    # Each channel's own 99.99th percentile now reaches the grid's range.
+    grid = 255 * float(graph.array(graph.dequantized(last.input[0]).input[1]))
+    reading = quantize._session(model, [before.output[0]])
+    acts = np.concatenate(
+        [np.maximum(reading.run(None, f)[0], 0).swapaxes(0, 1).reshape(64, -1) for f in feeds], 1
+    )
+    top = np.percentile(acts, quantize.READOUT_PERCENTILE, axis=1)
+    # (but a channel that would need more than 64x, the bound on a_c)
+    filled = np.isclose(top, grid, rtol=1e-3)
+    assert filled.sum() > 48, top
+    assert (top <= grid * 1.001).all(), top
