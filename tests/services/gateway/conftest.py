@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from services.gateway.app import MIGRATIONS
 from services.runtime import db
+from tests.services.gateway.fakes import Clock
 
 
 @pytest.fixture
@@ -20,3 +21,8 @@ async def gateway_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    yield Clock()

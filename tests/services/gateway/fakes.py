@@ -129,3 +129,13 @@ def gateway(
         None,  # type: ignore[arg-type]  # events
         planner,
     )
+
+
+class Clock:
+    """A monotonic clock the test moves (`now`), for caches' timers."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -5,7 +5,6 @@ from another replica's cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import nats
@@ -14,6 +13,7 @@ import pytest
 from services.gateway.auth import Authenticator, Principal, hash_key
 from services.gateway.revocations import Revocations
 from services.runtime.errors import Unauthenticated
+from tests.services.gateway.fakes import Clock
 
 
 class Keys:
@@ -29,19 +29,6 @@ class Keys:
         if digest in self.revoked:
             return None
         return Principal("t", f"key_{digest[:6]}", frozenset({"read"}), self.expires_at)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    yield Clock()
 
 
 def bearer(key: str) -> str:

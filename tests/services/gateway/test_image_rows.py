@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -20,6 +20,7 @@ from services.gateway.auth import Authenticator
 from services.gateway.image_rows import ImageRows
 from services.gateway.repository import GatewayRepository
 from services.gateway.revocations import Revocations
+from tests.services.gateway.fakes import Clock
 
 
 class Rows:
@@ -41,19 +42,6 @@ class Rows:
             return None if row is None else image_pb2.Image.FromString(row.SerializeToString())
 
         return read
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    yield Clock()
 
 
 def hearing(rows: ImageRows, heard: list[bool] | None = None) -> ImageRows:
