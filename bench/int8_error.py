@@ -38,20 +38,6 @@ from services.inference.settings import InferenceSettings
 WINDOW = 268  # the service's tile (256) plus the overlap on each side
 
 
-def _session(model: onnx.ModelProto, threads: int = 0) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-
-
-def _outputs(model: onnx.ModelProto, inputs: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    session = _session(model)
-    return [session.run(None, feed)[0] for feed in inputs]
-
-
 def weights_only(fp32: onnx.ModelProto) -> onnx.ModelProto:
     """The fp32 model with its weights rounded as the int8 copy's are (symmetric int8, one
     scale per output channel), the last convolution left as it is."""
@@ -61,7 +47,7 @@ def weights_only(fp32: onnx.ModelProto) -> onnx.ModelProto:
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     for conv in convs[:-1]:
         w = numpy_helper.to_array(inits[conv.input[1]])
-        scale = np.abs(w).reshape(len(w), -1).max(axis=1).reshape(-1, 1, 1, 1) / 127
+        scale = quantize.int8_weight_scales(w).reshape(-1, 1, 1, 1)
         rounded = (np.clip(np.round(w / scale), -127, 127) * scale).astype(np.float32)
         inits[conv.input[1]].CopyFrom(numpy_helper.from_array(rounded, conv.input[1]))
     return model
@@ -108,7 +94,11 @@ def without_rounding(copy: onnx.ModelProto, grid: str) -> onnx.ModelProto:
 
 
 def batch_time(model: onnx.ModelProto, config: ModelConfig, repeat: int) -> float:
-    session = _session(model, threads=2)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     rng = np.random.default_rng(0)
     feed = {"image": rng.random((4, 1, WINDOW, WINDOW), np.float32)}
     if config.sigma_input:
@@ -126,13 +116,10 @@ def report(fp32: ModelConfig, int8: ModelConfig, planes: list[np.ndarray], repea
     inputs = list(quantize.feeds(fp32, planes, quantize.band_sigmas(fp32)))
     reference = onnx.load(str(fp32.model_file))
     copy = onnx.load(str(int8.model_file))
-    expected = _outputs(reference, inputs)
+    expected = quantize.outputs(reference, inputs)
 
     def mse(model: onnx.ModelProto) -> float:
-        outs = _outputs(model, inputs)
-        return float(
-            np.mean([np.mean((a - b) ** 2) for a, b in zip(outs, expected, strict=True)]) * 255**2
-        )
+        return quantize.output_error(model, expected, inputs)
 
     print(f"\n## {int8.key}: MSE against {fp32.key} on the calibration inputs (0..255)\n")
     print("| variant | MSE |")

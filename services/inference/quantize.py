@@ -372,21 +372,12 @@ def fit_to_fp32(
     if fp32.sigma_input:
         reference = fold_sigma_input(reference)
     inputs = list(feeds(fp32, planes, sigmas))
-
-    def outputs(m: Any) -> list[np.ndarray]:
-        s = _session(m, [m.graph.output[0].name])
-        return [s.run(None, f)[0] for f in inputs]
-
-    expected = outputs(reference)
-
-    def error(m: Any) -> float:
-        diffs = [np.mean((a - b) ** 2) for a, b in zip(outputs(m), expected, strict=True)]
-        return float(np.mean(diffs) * 255**2)
-
-    before = error(model)
+    expected = outputs(reference, inputs)
+    before = output_error(model, expected, inputs)
     given = type(model)()
     given.CopyFrom(model)
     g = model.graph
+    ref_graph = _Graph(reference.graph)
     ref_convs = [n for n in reference.graph.node if n.op_type == "Conv"]
     convs = [n for n in g.node if n.op_type == "Conv"]
     if len(convs) != len(ref_convs):
@@ -402,11 +393,33 @@ def fit_to_fp32(
         if adds:
             ours, theirs = adds[0].output[0], with_sigma(theirs)
         mine, ref = _session(model, [ours]), _session(reference, [theirs])
-        units = graph.units(conv, _Graph(reference.graph).array(ref_conv.input[1]))
+        units = graph.units(conv, ref_graph.array(ref_conv.input[1]))
         pairs = [(mine.run(None, f)[0], ref.run(None, f)[0] * units) for f in inputs]
         graph.shift(conv, _fit_shift(pairs, relu=not last))
-    after = error(model)
+    after = output_error(model, expected, inputs)
     return (model, before, after) if after < before else (given, before, before)
+
+
+def outputs(model: Any, inputs: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """`model`'s first output for each feed of `inputs`."""
+    session = _session(model, [model.graph.output[0].name])
+    return [session.run(None, feed)[0] for feed in inputs]
+
+
+def output_error(
+    model: Any, expected: list[np.ndarray], inputs: list[dict[str, np.ndarray]]
+) -> float:
+    """Mean squared error of `model`'s outputs on `inputs` against `expected` (the fp32
+    model's), on the 0..255 scale."""
+    diffs = [np.mean((a - b) ** 2) for a, b in zip(outputs(model, inputs), expected, strict=True)]
+    return float(np.mean(diffs) * 255**2)
+
+
+def int8_weight_scales(weights: np.ndarray) -> np.ndarray:
+    """The scale onnxruntime's quantiser rounds a convolution's weights on, per output channel
+    (symmetric int8): max |w| / 127."""
+    scales: np.ndarray = np.abs(weights).reshape(len(weights), -1).max(axis=1) / 127
+    return scales
 
 
 def _session(model: Any, outputs: list[str]) -> Any:
@@ -531,20 +544,16 @@ class _Graph:
         node = self.made_by.get(name)
         return node if node is not None and node.op_type == "DequantizeLinear" else None
 
-    def weights(self, conv: Any) -> np.ndarray:
-        dq = self.dequantized(conv.input[1])
-        return self.array(dq.input[0] if dq is not None else conv.input[1])
-
     def units(self, conv: Any, reference: np.ndarray) -> np.ndarray:
         """conv's output channels over the fp32 model's (`reference`: its weights), broadcast
-        over NCHW: 1 but where `_equalise_readout` scaled them. The quantiser rounds each
-        channel's weights on max |w| / 127 (symmetric int8), so the weight scale tells."""
+        over NCHW: 1 but where `_equalise_readout` scaled them, which the weight scale tells
+        against the quantiser's (`int8_weight_scales`)."""
         dq = self.dequantized(conv.input[1])
-        top = np.abs(reference).reshape(len(reference), -1).max(axis=1)
+        quantiser = int8_weight_scales(reference.astype(np.float64))
         if dq is None:
-            return np.ones((1, len(top), 1, 1), np.float32)
+            return np.ones((1, len(quantiser), 1, 1), np.float32)
         scale = self.array(dq.input[1]).astype(np.float64)
-        ratio = np.where(top > 0, scale * 127 / np.where(top > 0, top, 1.0), 1.0)
+        ratio = np.where(quantiser > 0, scale / np.where(quantiser > 0, quantiser, 1.0), 1.0)
         return ratio.reshape(1, -1, 1, 1).astype(np.float32)
 
     def shift(self, conv: Any, shift: np.ndarray) -> None:
