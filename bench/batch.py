@@ -25,7 +25,11 @@ environment reaches the services, so PIXMESH_WORKER_BATCH_NICE=0 measures withou
 With --interactive, each job's hops too (upload, create, to the worker, the worker, to the jobs
 service, apply, to the client), idle and during the batch, from the client's timestamps and the
 stack's spans (its OTLP sink's file). The interactive jobs upload one image: after the first,
-its output is found stored and no pipeline runs; --fresh gives each job an image of its own.
+its output is found stored and no pipeline runs; --fresh gives each job an image of its own
+(the idle round and the batch round different ones: a batch-round job that uploads an idle
+round's image finds its output stored), and the hops say for how many a pipeline ran. --gap S
+spaces the jobs S seconds apart in both rounds, so that the batch round spreads over the batch;
+a batch-round job that ends after the batch is not counted.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,18 +177,33 @@ class Sample:
         return (self.end_ns - self.start_ns) / 1e9
 
 
-def interactive(target: str, key: str, n: int, image: bytes, fresh: bool = False) -> list[Sample]:
+def interactive(
+    target: str,
+    key: str,
+    n: int,
+    image: bytes,
+    fresh: bool = False,
+    *,
+    seed0: int = 0,
+    gap: float = 0.0,
+    running: Callable[[], bool] | None = None,
+) -> list[Sample]:
     """N small jobs one after another (upload, CreateJob, WatchJob to the end), what
-    Client.process does, with the steps timed. With `fresh`, each job has an image of its own
-    (another seed), so its output is computed, not found stored from the previous job."""
+    Client.process does, with the steps timed, `gap` seconds apart. With `fresh`, each job has
+    an image of its own (seed `seed0 + i`: give each round its own range, or a later round's
+    jobs find the earlier one's input and output stored and run no pipeline), so its output is
+    computed. With `running`, stop when it turns false (the batch ended) and keep only the jobs
+    that ended before it did."""
     from pixmesh import Client
 
     samples = []
     with Client(target, key) as client:
         for i in range(n):
-            data = (
-                photo((640, 480), seed=20_000 + i + int(time.time()) % 10_000) if fresh else image
-            )
+            if running is not None and not running():
+                break
+            data = photo((640, 480), seed=20_000 + seed0 + i) if fresh else image
+            if i and gap:
+                time.sleep(gap)
             start = time.time_ns()
             uploaded = client.upload(data)
             up_ns = time.time_ns()
@@ -195,6 +214,8 @@ def interactive(target: str, key: str, n: int, image: bytes, fresh: bool = False
             for update in client.watch_job(job.job_id):
                 job = update
             assert job.state == job.SUCCEEDED, job
+            if running is not None and not running():
+                break
             samples.append(Sample(job.job_id, len(data), start, up_ns, created_ns, time.time_ns()))
     return samples
 
@@ -209,7 +230,11 @@ HOPS = (
     "to worker",  # the jobs service's CreateJob answered -> imaging's consumer span starts
     # (outbox relay, NATS, the worker's pull and handler slot)
     "worker",  # imaging's consumer span (input, pipeline or stored output, PUT, publish)
-    "worker.S3",  # imaging's S3 calls in it (the stored output's HEAD, the output's PUT)
+    "worker.S3",  # imaging's S3 calls in it (the input's GET, the stored output's HEAD, the
+    # output's PUT)
+    "worker.pipeline",  # imaging's pipeline span (to a pipeline process and back; 0 when the
+    # output was found stored)
+    "worker.steps",  # the pipeline's steps in the child (its events' durations: the pixels)
     "to jobs",  # imaging published TaskCompleted -> the jobs service's consumer span starts
     "apply",  # the jobs service applying the event (its consumer span)
     "to client",  # the event applied -> the client sees the terminal state (JobStateChanged,
@@ -251,6 +276,7 @@ def hops(samples: Sequence[Sample], spans: Sequence[dict[str, Any]]) -> list[dic
         create = one(group, "pixmesh-jobs", lambda s: s["name"].endswith("JobsService/CreateJob"))
         worker = one(group, "pixmesh-imaging", lambda s: s["kind"] == "CONSUMER")
         publish = one(group, "pixmesh-imaging", lambda s: s["name"].startswith("publish "))
+        pipeline = one(group, "pixmesh-imaging", lambda s: s["name"] == "imaging.pipeline")
         apply = one(
             group, "pixmesh-jobs", lambda s: s["name"] == "process pixmesh.event.task.completed"
         )
@@ -278,6 +304,14 @@ def hops(samples: Sequence[Sample], spans: Sequence[dict[str, Any]]) -> list[dic
             worker["start_ns"] - create["end_ns"],
             _dur(worker),
             sum(_dur(s) for s in group if s["service"] == "pixmesh-imaging" and "S3." in s["name"]),
+            _dur(pipeline) if pipeline else 0,
+            int(
+                sum(
+                    e["attributes"].get("pixmesh.duration_ms", 0.0) * 1e6
+                    for e in (pipeline or {}).get("events", [])
+                    if e["name"] != "imaging.fetch"
+                )
+            ),
             apply["start_ns"] - publish["end_ns"],
             _dur(apply),
             sample.end_ns - apply["end_ns"],
@@ -291,9 +325,10 @@ def print_hops(idle: Sequence[Sample], busy: Sequence[Sample], trace_file: Path)
 
     spans = [r for f in rotated(trace_file, keep=9) for r in read_spans(f)]
     rows = {"idle": hops(idle, spans), "batch": hops(busy, spans)}
+    ran = {k: sum(1 for r in v if r["worker.pipeline"] > 0) for k, v in rows.items()}
     print(
         f"interactive hops (ms, p50 / p95; spans found for {len(rows['idle'])} / "
-        f"{len(rows['batch'])} jobs):"
+        f"{len(rows['batch'])} jobs, a pipeline ran for {ran['idle']} / {ran['batch']}):"
     )
     for name in HOPS:
         idle_v = [r[name] for r in rows["idle"]]
@@ -330,6 +365,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fresh",
         action="store_true",
         help="each interactive job a new image (its output computed, not found stored)",
+    )
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds between interactive jobs, both rounds (spread them over the batch)",
     )
     parser.add_argument(
         "--folder",
@@ -384,7 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # gateway's first S3 PUT alone took ~230 ms against ~15 after), and with 20 jobs the
             # p95 is the slowest one.
             interactive(stack.grpc_target, key, 1, small)
-            idle = interactive(stack.grpc_target, key, args.interactive, small, args.fresh)
+            idle = interactive(
+                stack.grpc_target, key, args.interactive, small, args.fresh, gap=args.gap
+            )
         sampler = RssSampler(stack.pids())
         sampler.start()
         cpu_before = cpu_snapshot(stack.pids())
@@ -398,7 +442,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.interactive:
             time.sleep(3.0)  # the batch under way
             nices = nice_values(stack.pids()["imaging"])
-            busy = interactive(stack.grpc_target, key, args.interactive, small, args.fresh)
+            busy = interactive(
+                stack.grpc_target,
+                key,
+                args.interactive,
+                small,
+                args.fresh,
+                seed0=args.interactive,
+                gap=args.gap,
+                running=lambda: proc.poll() is None,
+            )
         cli_usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         stdout, _ = proc.communicate(timeout=3600)
         wall = time.perf_counter() - start
@@ -454,7 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle_s = [x.seconds for x in idle]
             busy_s = [x.seconds for x in busy]
             print(
-                f"interactive job (640x480 -> 320 px WebP), {args.interactive} one after another"
+                f"interactive job (640x480 -> 320 px WebP), {len(idle)} idle / {len(busy)} "
+                f"during the batch, one after another"
+                + (f" {args.gap:g} s apart" if args.gap else "")
                 + (", each a new image" if args.fresh else "")
                 + f": idle p50 {statistics.median(idle_s) * 1000:.0f} ms "
                 f"p95 {pct(idle_s, 0.95) * 1000:.0f} ms; "
