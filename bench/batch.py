@@ -129,9 +129,10 @@ class RssSampler(threading.Thread):
 
 
 def tree_cpu(pid: int) -> tuple[float, float]:
-    """User + system CPU seconds of a process itself, and of its children: the live ones plus
-    what its reaped ones used (`children_user`/`children_system`; the imaging pipeline
-    processes, Postgres backends)."""
+    """User + system CPU seconds of a process itself, and of its descendants: the live ones
+    plus what each of them and the process reaped (`children_user`/`children_system`: the
+    imaging pipeline processes the forkserver replaced every max_tasks_per_child tasks,
+    Postgres backends)."""
     own = children = 0.0
     with suppress(psutil.NoSuchProcess):
         proc = psutil.Process(pid)
@@ -141,7 +142,7 @@ def tree_cpu(pid: int) -> tuple[float, float]:
         for child in proc.children(recursive=True):
             with suppress(psutil.NoSuchProcess):
                 c = child.cpu_times()
-                children += c.user + c.system
+                children += c.user + c.system + c.children_user + c.children_system
     return own, children
 
 
@@ -383,6 +384,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-bare", action="store_true", help="skip the bare loop (no ratio): the lane alone"
     )
     parser.add_argument(
+        "--group-nice",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="an experiment: give a process's scheduling group (its session's autogroup; each "
+        "server and service runs in a session of its own) nice N after the stack starts, "
+        "e.g. metadata=19",
+    )
+    parser.add_argument(
         "--lane-backlog", type=int, default=0, help="PIXMESH_BATCH_LANE_BACKLOG (0: the default)"
     )
     args = parser.parse_args(argv)
@@ -418,6 +428,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.start_envoy()
         stack.start_services(SERVICES)
         key = stack.create_api_key("bench")
+        for item in args.group_nice:
+            name, _, nice = item.partition("=")
+            Path(f"/proc/{stack.pids()[name]}/autogroup").write_text(nice)
+            print(f"{name}: {Path(f'/proc/{stack.pids()[name]}/autogroup').read_text().strip()}")
         env = {**os.environ, "PIXMESH_TARGET": stack.grpc_target, "PIXMESH_API_KEY": key}
         small = photo((640, 480), seed=10_000)
         idle: list[Sample] = []
