@@ -24,10 +24,10 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -78,7 +78,7 @@ async def _echo(request: bytes, context: Any) -> bytes:
     return request
 
 
-def _server(config: Config) -> grpc.aio.Server:
+def _server_interceptors(config: Config) -> list[Any]:
     chosen: list[tuple[str, Callable[[], Any]]] = [
         ("", ClosingStreams),
         ("otel-server", telemetry.server_interceptor),
@@ -86,8 +86,11 @@ def _server(config: Config) -> grpc.aio.Server:
         ("trust", lambda: trust.TrustInterceptor(frozenset(), _abort)),
         ("errors", ErrorInterceptor),
     ]
-    interceptors = [make() for piece, make in chosen if piece not in config.without]
-    server = grpc.aio.server(interceptors=interceptors)
+    return [make() for piece, make in chosen if piece not in config.without]
+
+
+def _server(config: Config) -> grpc.aio.Server:
+    server = grpc.aio.server(interceptors=_server_interceptors(config))
     handler = grpc.unary_unary_rpc_method_handler(_echo)
     service, _, method = METHOD.lstrip("/").partition("/")
     server.add_generic_rpc_handlers(
@@ -141,7 +144,7 @@ async def _run(args: argparse.Namespace) -> None:
     for r in range(args.rounds):
         order = chosen if r % 2 == 0 else list(reversed(chosen))
         for config in order:
-            results[config.name].append(await _run_one(config, args.calls, payload))
+            results[config.name].append(await _run_one(config, args.calls, payload, args.chain))
     width = max(len(n) for n in results)
     base = statistics.median(results["full"]) if "full" in results else None
     for name, values in results.items():
@@ -151,13 +154,64 @@ async def _run(args: argparse.Namespace) -> None:
         print(f"{name:<{width}}  median {med:7.1f} us/call  [{runs}]{delta}")
 
 
-async def _run_one(config: Config, calls: int, payload: bytes) -> float:
-    value = await _round(config, calls, payload)
+async def _run_one(config: Config, calls: int, payload: bytes, chain: bool) -> float:
+    value = await (_chain_round if chain else _round)(config, calls, payload)
     # Let the exporter drain what this round recorded before the next is timed.
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
         provider.force_flush()
     return value
+
+
+class _Metadatum(NamedTuple):
+    key: str
+    value: str
+
+
+class _Details(NamedTuple):
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...]
+
+
+class _Context:
+    """What the server interceptors read of a grpc.aio servicer context, for `--chain`."""
+
+    def __init__(self, metadata: tuple[_Metadatum, ...]) -> None:
+        self._metadata = metadata
+
+    def invocation_metadata(self) -> tuple[_Metadatum, ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
+    def code(self) -> None:
+        return None
+
+
+async def _chain_round(config: Config, calls: int, payload: bytes) -> float:
+    """The server's interceptors without gRPC: what grpc.aio does per call (ask each for the
+    handler, then call it), with a context that carries a caller's traceparent and token."""
+    interceptors = _server_interceptors(config)
+    handler = grpc.unary_unary_rpc_method_handler(_echo)
+    metadata: dict[str, str] = {}
+    with trace.get_tracer("bench").start_as_current_span("caller"):
+        propagate.inject(metadata)
+    metadata[trust.HEADER] = trust._minter.token() if trust._minter else ""
+    context = _Context(tuple(_Metadatum(k, v) for k, v in metadata.items()))
+    call = _Details(METHOD, tuple(metadata.items()))
+
+    async def step(i: int, d: Any) -> Any:
+        if i == len(interceptors):
+            return handler
+        return await interceptors[i].intercept_service(lambda dd: step(i + 1, dd), d)
+
+    for _ in range(50):
+        await (await step(0, call)).unary_unary(payload, context)
+    started = time.process_time()
+    for _ in range(calls):
+        await (await step(0, call)).unary_unary(payload, context)
+    return (time.process_time() - started) / calls * 1e6
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,6 +221,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--payload", type=int, default=200, help="request bytes")
     parser.add_argument(
         "--only", type=lambda s: s.split(","), help="configurations to run, comma separated"
+    )
+    parser.add_argument(
+        "--chain",
+        action="store_true",
+        help="the server's interceptors alone, called as grpc.aio does, without gRPC",
     )
     parser.add_argument("--export", choices=("encode", "otlp", "none"), default="encode")
     args = parser.parse_args(argv)

@@ -535,15 +535,24 @@ class ServerMetricsInterceptor(WrappingInterceptor):
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._methods = _Methods(GRPC_SERVER_HANDLED, GRPC_SERVER_SECONDS)
         self._service = _service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if self._service != _service:  # configure() was called again (tests)
+            self._methods.clear()
+            self.forget()  # the kept handlers record into the former service's children
+            self._service = _service
+        return await super().intercept_service(continuation, handler_call_details)
 
     def wrap(
         self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        if self._service != _service:  # configure() was called again (tests)
-            self._methods.clear()
-            self._service = _service
         method = self._methods.get(details.method)
         return rewrap(
             handler,
