@@ -5,8 +5,8 @@ same files in the same run. It prints figures, it does not pass or fail. Results
     .venv/bin/python -m bench.batch                          # 48 photos of 2-6 MP
     .venv/bin/python -m bench.batch --count 300 --max-mp 12  # the folder (>= 300 MB)
     .venv/bin/python -m bench.batch --interactive 20         # + interactive p95, idle vs batch
-    .venv/bin/python -m bench.batch --count 300 --max-mp 12 --interactive 40 --no-bare \
-        --folder /tmp/photos300                              # the lane alone, photos kept
+    .venv/bin/python -m bench.batch --count 300 --max-mp 12 --interactive 60 --fresh \
+        --gap 1.0 --no-bare --folder /tmp/photos300          # the lane alone, photos kept
 
 Order: the bare loop (a Pool of one process per core: open, convert to RGB where needed, save
 WEBP quality 80 method 4, Pillow's defaults otherwise), then the stack started like
