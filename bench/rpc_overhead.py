@@ -10,8 +10,10 @@ ClosingStreams, the OTel server interceptor, metrics, trust, errors; channel: me
 interceptors, plus the OTel client interceptors `GrpcAioInstrumentorClient` adds), with one piece
 taken out, and `bare` (none of them). Spans are recorded by the SDK's TracerProvider with the
 services' span processors and exported by a BatchSpanProcessor to an exporter that encodes them
-as OTLP protobuf and drops the bytes (`--export otlp` sends them to an in-process OTLP gRPC
-trace service instead, gzip or not per OTEL_EXPORTER_OTLP_COMPRESSION). Configurations alternate
+as OTLP protobuf and drops the bytes (`--export otlp` sends them with the OTLP gRPC exporter to
+the endpoint the standard variables name, which must be listening: e.g. a `make up` stack's
+sink, gzip or not per OTEL_EXPORTER_OTLP_COMPRESSION; `--export none` records spans and exports
+nothing). Configurations alternate
 within every round; the figure is microseconds of process CPU per call.
 """
 
@@ -22,7 +24,7 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -34,8 +36,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from services.runtime import metrics, telemetry, trust
-from services.runtime.handlers import ClosingStreams
-from services.runtime.server import ErrorInterceptor, _abort
+from services.runtime.server import ErrorInterceptor, channel_interceptors, server_interceptors
 
 METHOD = "/pixmesh.bench.v1.Echo/Unary"
 PIECES = ("otel-server", "otel-client", "metrics-server", "metrics-client", "trust", "errors")
@@ -79,14 +80,15 @@ async def _echo(request: bytes, context: Any) -> bytes:
 
 
 def _server_interceptors(config: Config) -> list[Any]:
-    chosen: list[tuple[str, Callable[[], Any]]] = [
-        ("", ClosingStreams),
-        ("otel-server", telemetry.server_interceptor),
-        ("metrics-server", metrics.ServerMetricsInterceptor),
-        ("trust", lambda: trust.TrustInterceptor(frozenset(), _abort)),
-        ("errors", ErrorInterceptor),
-    ]
-    return [make() for piece, make in chosen if piece not in config.without]
+    """The services' own list (`server_interceptors`), less the pieces `config` leaves out."""
+    kinds: dict[str, type] = {
+        "otel-server": type(telemetry.server_interceptor()),
+        "metrics-server": metrics.ServerMetricsInterceptor,
+        "trust": trust.TrustInterceptor,
+        "errors": ErrorInterceptor,
+    }
+    dropped = tuple(kinds[p] for p in config.without if p in kinds)
+    return [i for i in server_interceptors(frozenset()) if not isinstance(i, dropped)]
 
 
 def _server(config: Config) -> grpc.aio.Server:
@@ -100,15 +102,17 @@ def _server(config: Config) -> grpc.aio.Server:
 
 
 def _client_interceptors(config: Config) -> list[Any]:
+    """The services' channel list (`channel_interceptors`), less the pieces `config` leaves
+    out, then OTel's: GrpcAioInstrumentorClient appends its own after a channel's (instrumented
+    insecure_channel: interceptors + aio_client_interceptors())."""
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    out: list[Any] = []
-    if "metrics-client" not in config.without:
-        out += metrics.client_interceptors()
-    if "trust" not in config.without:
-        out += trust.client_interceptors()
-    # GrpcAioInstrumentorClient appends its own after the channel's (instrumented
-    # insecure_channel: interceptors + aio_client_interceptors()).
+    kinds = {
+        "metrics-client": {type(i) for i in metrics.client_interceptors()},
+        "trust": {type(i) for i in trust.client_interceptors()},
+    }
+    dropped = tuple(t for p in config.without for t in kinds.get(p, ()))
+    out: list[Any] = [i for i in channel_interceptors() if not isinstance(i, dropped)]
     if "otel-client" not in config.without:
         out += aio_client_interceptors()  # type: ignore[no-untyped-call]
     return out

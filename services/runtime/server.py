@@ -110,20 +110,30 @@ async def _serve(settings: S, build: AppFactory[S]) -> None:
             metrics_server.stop()
 
 
+def server_interceptors(public: frozenset[str]) -> list[grpc.aio.ServerInterceptor]:
+    """Every service's server interceptors, outermost first (`public`: the services callers
+    outside the mesh may reach). Streams closed in their own task first (ClosingStreams), then
+    tracing; metrics next: it sees the final status, ErrorInterceptor's aborts too."""
+    return [
+        ClosingStreams(),
+        server_interceptor(),
+        metrics.ServerMetricsInterceptor(),
+        trust.TrustInterceptor(public, _abort),
+        ErrorInterceptor(),
+    ]
+
+
+def channel_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors of every channel to a sibling service (`channel`)."""
+    return [*metrics.client_interceptors(), *trust.client_interceptors()]
+
+
 async def _serve_app(settings: S, build: AppFactory[S], stop: asyncio.Event) -> None:
     # Before build: the app's channels sign their calls with this process's service token.
     trust.configure(settings.service_token_secret.get_secret_value(), settings.service_name)
     async with build(settings) as app:
         server = grpc.aio.server(
-            # Streams closed in their own task first (ClosingStreams), then tracing; metrics
-            # next: it sees the final status, ErrorInterceptor's aborts too.
-            interceptors=[
-                ClosingStreams(),
-                server_interceptor(),
-                metrics.ServerMetricsInterceptor(),
-                trust.TrustInterceptor(frozenset(s.name for s in app.services if s.public), _abort),
-                ErrorInterceptor(),
-            ],
+            interceptors=server_interceptors(frozenset(s.name for s in app.services if s.public)),
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -370,7 +380,7 @@ async def channel(target: str) -> AsyncIterator[grpc.aio.Channel]:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
         ],
-        interceptors=[*metrics.client_interceptors(), *trust.client_interceptors()],
+        interceptors=channel_interceptors(),
     )
     try:
         yield ch
