@@ -220,6 +220,7 @@ async def start_service(
     threads: int = 0,
     ensemble: int = 0,
     blend: float = 0.0,
+    chroma_refine: str = "auto",
 ) -> ServicePath:
     executor = ThreadPoolExecutor(2)
     manager = ModelManager(
@@ -240,6 +241,7 @@ async def start_service(
         chroma_scale=chroma_scale,
         ensemble=ensemble,
         blend=blend,
+        chroma_refine=chroma_refine,  # type: ignore[arg-type]
     )
     return ServicePath(executor, manager, service)
 
@@ -345,13 +347,22 @@ COLOUR_TUNING = ("chelsea", "rocket")
 COLOUR_HELD_OUT = ("astronaut", "coffee", "motorcycle_left")
 
 
-def colour_photo(name: str, crop: int) -> np.ndarray:
-    """A scikit-image colour photo, uint8 RGB, centre-cropped to at most crop x crop."""
+# Crops of the tuning photos `--only colour --tuning` scores (centre and corners): ten in all,
+# more than two centre crops to choose on.
+TUNING_CROPS = ("centre", "top left", "top right", "bottom left", "bottom right")
+
+
+def colour_photo(name: str, crop: int, where: str = "centre") -> np.ndarray:
+    """A scikit-image colour photo, uint8 RGB, cropped to at most crop x crop: at its centre
+    or a corner (TUNING_CROPS)."""
     from skimage import data
 
     img = data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(data, name)()
     h, w = img.shape[:2]
     top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+    if where != "centre":
+        top = 0 if where.startswith("top") else max(0, h - crop)
+        left = 0 if where.endswith("left") else max(0, w - crop)
     return np.ascontiguousarray(img[top : top + crop, left : left + crop, :3])
 
 
@@ -364,6 +375,20 @@ def colour_noisy(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
 def psnr8(clean: np.ndarray, x: np.ndarray) -> float:
     mse = float(np.mean((clean.astype(np.float64) - np.clip(np.round(x), 0, 255)) ** 2))
     return 10 * np.log10(255.0**2 / mse)
+
+
+def plane_psnr(clean: dict[str, np.ndarray], outs: dict[str, np.ndarray]) -> list[float]:
+    """PSNR (dB) of each orthonormal opponent plane (Y, C1, C2) over the photos (their squared
+    errors pooled). The planes' MSEs average to the RGB MSE (the transform is orthonormal), so
+    this says which plane a method's loss is in: a grey model run per plane against CBM3D,
+    whose chroma borrows the luma's block matching."""
+    sq = np.zeros(3)
+    count = 0
+    for n, c in clean.items():
+        diff = c.astype(np.float64) - np.clip(np.round(outs[n]), 0, 255)
+        sq += np.square(diff.reshape(-1, 3) @ noise.OPPONENT.T).sum(axis=0)
+        count += diff.shape[0] * diff.shape[1]
+    return [float(10 * np.log10(255.0**2 / (v / count))) for v in sq]
 
 
 ColourMethod = Callable[[np.ndarray, float], np.ndarray]  # (noisy uint8 RGB, true σ) -> RGB
@@ -411,18 +436,25 @@ COLOUR_PATHS: tuple[tuple[str, dict[str, object], Denoise], ...] = (
      Denoise(auto=True)),
     ("auto, fp32, full resolution (the float path)", {"precision": "fp32", "chroma_scale": 1},
      Denoise(auto=True)),
-    ("auto, 17 layers, fp32, full resolution, self-ensemble x8 (the GPU default)",
+    ("auto, 17 layers, fp32, full resolution, self-ensemble x8, chroma refined (the GPU "
+     "default)",
      {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8}, Denoise(auto=True)),
+    ("auto, 17 layers, fp32, full resolution, self-ensemble x8, chroma not refined",
+     {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8,
+      "chroma_refine": "off"}, Denoise(auto=True)),
     # Opt-in (PIXMESH_MODEL_BLEND): 0.1 had the best mean over σ = 15, 25, 50 on the tuning
     # photos (+0.006 dB over 0; BENCHMARKS.md, issue 9, run 4).
     ("auto, 17 + 6 layers blended (6-layer share 0.1, opt-in), fp32, full resolution, "
-     "self-ensemble x8",
+     "self-ensemble x8, chroma refined",
      {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8, "blend": 0.1},
      Denoise(auto=True)),
     ("auto, 17 layers, fp32, full resolution, one pass",
      {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 1}, Denoise(auto=True)),
-    ("auto, 6 layers, fp32, full resolution, self-ensemble x8",
+    ("auto, 6 layers, fp32, full resolution, self-ensemble x8, chroma refined",
      {"precision": "fp32", "chroma_scale": 1, "ensemble": 8}, Denoise(auto=True)),
+    ("auto, 6 layers, fp32, full resolution, self-ensemble x8, chroma not refined",
+     {"precision": "fp32", "chroma_scale": 1, "ensemble": 8, "chroma_refine": "off"},
+     Denoise(auto=True)),
     ("PER_CHANNEL, auto, fp32 (before)", {"precision": "fp32"},
      Denoise(auto=True, color_mode=Denoise.PER_CHANNEL)),
     ("LUMINANCE, auto, fp32 (the default before)", {"precision": "fp32"},
@@ -430,44 +462,55 @@ COLOUR_PATHS: tuple[tuple[str, dict[str, object], Denoise], ...] = (
 )  # fmt: skip
 
 
-def colour(crop: int, use_bm3d: bool, paths: Sequence[str] = ()) -> None:
-    """`paths`: only the pixmesh rows whose label contains one of these (all when empty)."""
-    held = {n: colour_photo(n, crop) for n in COLOUR_HELD_OUT}
+def colour(crop: int, use_bm3d: bool, paths: Sequence[str] = (), tuning: bool = False) -> None:
+    """`paths`: only the pixmesh rows whose label contains one of these (all when empty);
+    `tuning`: on the tuning photos' TUNING_CROPS (other seeds), where parameters are chosen,
+    instead of the held-out photos."""
+    if tuning:
+        held = {
+            f"{n} ({where})": colour_photo(n, crop, where)
+            for n in COLOUR_TUNING
+            for where in TUNING_CROPS
+        }
+        seed = 7000
+    else:
+        held = {n: colour_photo(n, crop) for n in COLOUR_HELD_OUT}
+        seed = 2000
     noisy = {
-        sigma: {n: colour_noisy(c, sigma, 2000 + i) for i, (n, c) in enumerate(held.items())}
+        sigma: {n: colour_noisy(c, sigma, seed + i) for i, (n, c) in enumerate(held.items())}
         for sigma in SIGMAS
     }
     chosen = [p for p in COLOUR_PATHS if not paths or any(s in p[0] for s in paths)]
     service_rows = asyncio.run(_colour_service(noisy, chosen))
+    kind = f"TUNING crops {', '.join(held)}" if tuning else f"held-out photos {', '.join(held)}"
     print(
-        f"\n## Colour quality: held-out photos {', '.join(COLOUR_HELD_OUT)} (RGB, crops "
-        f"≤{crop}², noise independent in R, G, B, clipped to 8 bits); mean PSNR (dB)"
+        f"\n## Colour quality: {kind} (RGB, crops ≤{crop}², noise independent in R, G, B, "
+        "clipped to 8 bits); mean PSNR (dB)"
     )
     print(f"   tuning photos (classical settings only): {', '.join(COLOUR_TUNING)}\n")  # fmt: skip
     for sigma in SIGMAS:
-        rows: list[tuple[str, float, float]] = []
+        rows: list[tuple[str, dict[str, np.ndarray], float]] = []  # label, outputs, seconds
         for family, (method, label) in colour_classical(sigma).items():
             t0 = time.perf_counter()
-            p = np.mean([psnr8(held[n], method(noisy[sigma][n], sigma)) for n in held])
-            rows.append((f"{family} ({label})", p, time.perf_counter() - t0))
+            outs = {n: method(noisy[sigma][n], sigma) for n in held}
+            rows.append((f"{family} ({label})", outs, time.perf_counter() - t0))
         if use_bm3d:
             import bm3d
 
             t0 = time.perf_counter()
             outs = {n: bm3d.bm3d_rgb(noisy[sigma][n] / 255.0, sigma / 255.0) * 255 for n in held}
-            rows.append(("CBM3D (bm3d_rgb, true σ)",
-                         np.mean([psnr8(held[n], outs[n]) for n in held]),
-                         time.perf_counter() - t0))  # fmt: skip
+            rows.append(("CBM3D (bm3d_rgb, true σ)", outs, time.perf_counter() - t0))
         for label, (outs_by_sigma, picked, secs) in service_rows.items():
-            outs = outs_by_sigma[sigma]
-            p = np.mean([psnr8(held[n], outs[n]) for n in held])
-            rows.append((f"{label} [{', '.join(sorted(picked[sigma]))}]", p, secs[sigma]))
+            rows.append((f"{label} [{', '.join(sorted(picked[sigma]))}]", outs_by_sigma[sigma],
+                         secs[sigma]))  # fmt: skip
         base = np.mean([psnr8(held[n], noisy[sigma][n]) for n in held])
         print(f"### σ = {sigma} (noisy: {base:.2f} dB)\n")
-        print("| method | PSNR (dB) | gain (dB) | time (s) |")
-        print("|---|---|---|---|")
-        for label, p, secs in rows:
-            print(f"| {label} | **{p:.2f}** | {p - base:+.2f} | {secs:.1f} |")
+        print("| method | PSNR (dB) | gain (dB) | Y / C1 / C2 (dB) | time (s) |")
+        print("|---|---|---|---|---|")
+        for label, outs, secs in rows:
+            p = np.mean([psnr8(held[n], outs[n]) for n in held])
+            planes = " / ".join(f"{v:.2f}" for v in plane_psnr(held, outs))
+            print(f"| {label} | **{p:.2f}** | {p - base:+.2f} | {planes} | {secs:.1f} |")
         print()
         sys.stdout.flush()
 
@@ -813,7 +856,9 @@ def main(argv: list[str] | None = None) -> None:
         "contains one of these"
     )  # fmt: skip
     parser.add_argument(
-        "--tuning", action="store_true", help="sigma: the tuning photos instead of the held-out"
+        "--tuning",
+        action="store_true",
+        help="sigma, colour: the tuning photos instead of the held-out",
     )
     parser.add_argument("--crop", type=int, default=320, help="quality: crop side (pixels)")
     parser.add_argument("--side", type=int, default=512, help="speed: image side (pixels)")
@@ -841,7 +886,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "memory"):
         memory((512, 1024) if args.quick else (1024, 2048, 3072))
     if args.only in (None, "colour"):
-        colour(128 if args.quick else 256, not (args.quick or args.no_bm3d), args.paths)
+        colour(128 if args.quick else 256, not (args.quick or args.no_bm3d), args.paths,
+               args.tuning)  # fmt: skip
     if args.only in (None, "sigma"):
         sigma_estimates(args.tuning)
     if args.only in (None, "colour-speed"):

@@ -69,6 +69,7 @@ async def build(settings: InferenceSettings) -> AsyncIterator[App]:
             chroma_scale=settings.chroma_scale,
             ensemble=settings.ensemble,
             blend=settings.model_blend,
+            chroma_refine=settings.chroma_refine,
         )
         consumer = await connect_worker(stack, settings, processor(service))
         api = InferenceApi(

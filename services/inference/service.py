@@ -28,7 +28,7 @@ import numpy as np
 from opentelemetry import trace
 
 from pixmesh.common.v1 import job_pb2, operations_pb2
-from services.inference import errors, imageio, noise, resample, selection, tiling
+from services.inference import errors, imageio, noise, refine, resample, selection, tiling
 from services.inference.imageio import Decoded, Encoded
 from services.inference.models import LoadedModel, ModelManager
 from services.inference.repository import ModelConfig
@@ -93,6 +93,7 @@ MIN_PLANE_SIGMA = 0.5
 # between σ = 15 and 20 on bench/denoise.py's colour tuning photos).
 CHROMA_REDUCED_FROM_SIGMA = 17.5
 Precision = Literal["auto", "fp32", "int8"]
+ChromaRefine = Literal["auto", "on", "off"]
 # Geometric self-ensemble: each plane denoised in the 8 orientations of the square (4 quarter
 # turns, each also transposed), mapped back and averaged. The models are not rotation
 # invariant, so their errors partly average out: a known gain for DnCNN-type models, for 8x
@@ -126,13 +127,16 @@ class InferenceService:
         chroma_scale: int = 0,
         ensemble: int = 0,
         blend: float = 0.0,
+        chroma_refine: ChromaRefine = "auto",
     ) -> None:
         """`precision`: the models `auto` prefers (auto: int8 on a CPU, fp32 on a GPU);
         `chroma_scale`: OPPONENT's chroma planes with σ ≥ CHROMA_REDUCED_FROM_SIGMA are
         denoised at 1/chroma_scale of the image's width and height (0: 2 on a CPU, 1 on a
         GPU); `ensemble`: orientations each plane is denoised in and averaged over (1, or
         ENSEMBLE_PASSES; 0: 8 on a GPU, 1 on a CPU); `blend`: the model blend's share of
-        the BLEND_DEPTH model (0: off, the default everywhere)."""
+        the BLEND_DEPTH model (0: off, the default everywhere); `chroma_refine`: OPPONENT's
+        denoised chroma refined by `refine` (auto: with the self-ensemble, the best path; it
+        needs the chroma at full resolution)."""
         self.models = models
         self.executor = executor
         self.limits = limits
@@ -142,6 +146,7 @@ class InferenceService:
         self._chroma_scale = chroma_scale
         self._ensemble = ensemble
         self._blend = blend
+        self._chroma_refine = chroma_refine
 
     @property
     def default_depth(self) -> int:
@@ -170,6 +175,16 @@ class InferenceService:
     @property
     def blend(self) -> float:
         return self._blend
+
+    def refines(self, planes: _Planes, passes: int) -> bool:
+        """Whether OPPONENT's denoised chroma gets `refine`'s pass: asked for, or (auto) with
+        the self-ensemble; only with all three planes denoised at full resolution."""
+        wanted = self._chroma_refine == "on" or (self._chroma_refine == "auto" and passes > 1)
+        return (
+            wanted
+            and planes.mode == operations_pb2.Denoise.OPPONENT
+            and all(p.denoise and p.resolution == 1.0 for p in planes.planes)
+        )
 
     # ---- entry points ---------------------------------------------------------------------
 
@@ -281,6 +296,9 @@ class InferenceService:
                         job.cancel()
                 for (plane, _, _), out in zip(work, outs, strict=True):
                     plane.data = out
+                refined = self.refines(planes, passes)
+                if refined:
+                    await self._refine_chroma(planes, deadline)
                 result, after = await self._cpu(_finish, decoded, planes)
                 ok = True
             finally:
@@ -330,6 +348,7 @@ class InferenceService:
             tiles=len(tiles),
             seconds=time.monotonic() - started,
             planes=plane_reports,
+            chroma_refinement=refine.DESCRIPTION if refined else "",
         )
         return result, report
 
@@ -358,6 +377,24 @@ class InferenceService:
             )
             blends[id(plane)] = _Blend(other, self.models.get(other.config.name), weight)
         return blends
+
+    async def _refine_chroma(self, planes: _Planes, deadline: float | None) -> None:
+        """C1 and C2 replaced by `refine`'s, in row strips on the executor."""
+        data = [p.data for p in planes.planes]
+        sigma = planes.sigma_before
+        with _tracer.start_as_current_span("inference.refine_chroma"):
+            jobs = [
+                asyncio.ensure_future(self._cpu(refine.chroma_rows, data, sigma, start, end))
+                for start, end in refine.strips(data[0].shape[0])
+            ]
+            try:
+                parts = await asyncio.gather(*jobs)
+            finally:
+                for job in jobs:
+                    job.cancel()
+        _check(deadline)
+        for k in (1, 2):
+            planes.planes[k].data = np.concatenate([part[k - 1] for part in parts])
 
     async def _denoise_blended(
         self,

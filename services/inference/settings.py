@@ -40,6 +40,11 @@ class InferenceSettings(WorkerSettings):
     # the 17-layer work. 0 (off) by default: on the tuning photos it gained nothing at σ = 25
     # and 50 over the 17-layer models alone (BENCHMARKS.md, issue 9, run 4).
     model_blend: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Colour (OPPONENT): the denoised chroma refined by non-local means guided by the denoised
+    # colour image (services/inference/refine.py), ~1 CPU-second per megapixel for ~0.1-0.3 dB
+    # on the tuning photos; "auto": with the self-ensemble (the best path), where it costs
+    # little beside the 8 passes. Needs full-resolution chroma (CHROMA_SCALE=1, a GPU's default).
+    chroma_refine: Literal["auto", "on", "off"] = "auto"
 
     # Tiles: core side, overlap between neighbouring cores (cross-faded), and the context around
     # each core (0: the model's receptive radius, which makes tiling exact).

@@ -480,8 +480,8 @@ class _Timings:
 
 def decided_by(reports: Sequence[job_pb2.OperationReport]) -> dict[str, str]:
     """What a stage decided while it ran that its bytes depend on: the model and execution
-    provider of a Denoise (auto picks one from the image) and, per plane, the model, the
-    resolution and the passes it ran at. Part of the output key."""
+    provider of a Denoise (auto picks one from the image), per plane, the model, the
+    resolution and the passes it ran at, and the chroma refinement. Part of the output key."""
     decided: dict[str, str] = {}
     for report in reports:
         if report.WhichOneof("report") == "denoise":
@@ -498,6 +498,8 @@ def decided_by(reports: Sequence[job_pb2.OperationReport]) -> dict[str, str]:
             # model: each changes the bytes.
             if d.planes:
                 decided[prefix + "planes"] = ",".join(_plane_key(p) for p in d.planes)
+            if d.chroma_refinement:
+                decided[prefix + "chroma_refinement"] = d.chroma_refinement
     return decided
 
 

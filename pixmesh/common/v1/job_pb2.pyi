@@ -408,6 +408,7 @@ class DenoiseReport(_message.Message):
     TILES_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
     PLANES_FIELD_NUMBER: _builtins.int
+    CHROMA_REFINEMENT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model that ran, e.g. "dncnn6-n", and its version."""
     model_version: _builtins.str
@@ -426,6 +427,11 @@ class DenoiseReport(_message.Message):
     """Tiles the image was cut into (per plane)."""
     seconds: _builtins.float
     """Wall time of the operation (estimates, tiles, recombination), decoding and encoding aside."""
+    chroma_refinement: _builtins.str
+    """The chroma refinement that ran after the models (OPPONENT, the best path; README
+    "Denoising"): non-local means of the denoised C1 and C2 weighted by patch distances on all
+    three denoised planes, as "nlm/r<search radius>/p<patch side>/w<weight>"; empty when none ran.
+    """
     @_builtins.property
     def planes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DenoisePlaneReport]:
         """Each plane the noise was estimated on (colour images: Y, C1, C2 of the opponent space, or
@@ -445,10 +451,11 @@ class DenoiseReport(_message.Message):
         tiles: _builtins.int = ...,
         seconds: _builtins.float = ...,
         planes: _abc.Iterable[Global___DenoisePlaneReport] | None = ...,
+        chroma_refinement: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["color_mode", b"color_mode", "execution_provider", b"execution_provider", "model", b"model", "model_version", b"model_version", "planes", b"planes", "seconds", b"seconds", "sigma", b"sigma", "sigma_after", b"sigma_after", "sigma_before", b"sigma_before", "tiles", b"tiles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chroma_refinement", b"chroma_refinement", "color_mode", b"color_mode", "execution_provider", b"execution_provider", "model", b"model", "model_version", b"model_version", "planes", b"planes", "seconds", b"seconds", "sigma", b"sigma", "sigma_after", b"sigma_after", "sigma_before", b"sigma_before", "tiles", b"tiles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,7 +11,7 @@ import pytest
 
 from pixmesh.common.v1 import image_pb2
 from pixmesh.common.v1.operations_pb2 import Denoise
-from services.inference import tiling
+from services.inference import noise, refine, tiling
 from services.inference.batcher import BatchingOptions
 from services.inference.models import ModelManager
 from services.inference.runner import CUDA, RunnerOptions
@@ -238,6 +238,43 @@ async def test_tiles_of_concurrent_requests_share_batches(executor: ThreadPoolEx
         assert list(stats.batch_sizes) == [3]
     finally:
         await manager.close()
+
+
+async def test_the_chroma_refinement_runs_on_the_best_path_and_says_so(
+    models: ModelManager, executor: ThreadPoolExecutor
+) -> None:
+    # What it gains is measured on photos (bench/denoise.py; test_refine.py has a synthetic
+    # case): here, that it runs where it should, on the chroma only, and is reported.
+    noisy = encode(add_noise(scene(), 25, seed=9))
+    op = [Denoise(sigma=25)]
+
+    def service(**options: object) -> InferenceService:
+        tiles = TileOptions(size=32, overlap=8)
+        return InferenceService(models, executor, LIMITS, tiles, chroma_scale=1, **options)  # type: ignore[arg-type]
+
+    off = await service(chroma_refine="off").denoise(noisy, op)
+    on = await service(chroma_refine="on").denoise(noisy, op)
+    assert off.reports[0].denoise.chroma_refinement == ""
+    assert on.reports[0].denoise.chroma_refinement == refine.DESCRIPTION == "nlm/r8/p3/w0.049"
+    plain, refined = decode(off.image.data), decode(on.image.data)
+    # The luma is the models' own: only the chroma planes moved.
+    y_plain, y_refined = noise.opponent_planes(plain)[0], noise.opponent_planes(refined)[0]
+    assert np.abs(y_plain - y_refined).max() <= 1.0  # rounding to 8 bits aside
+    assert np.abs(noise.opponent_planes(plain)[1] - noise.opponent_planes(refined)[1]).max() > 2
+    # auto: with the self-ensemble (the GPU default's best path), not with one pass (a CPU's).
+    best = await service(ensemble=8).denoise(noisy, op)
+    assert best.reports[0].denoise.chroma_refinement == refine.DESCRIPTION
+    assert (await service().denoise(noisy, op)).reports[0].denoise.chroma_refinement == ""
+    # Chroma denoised at half resolution, or a grey image: nothing to refine, even when asked.
+    half = InferenceService(
+        models, executor, LIMITS, TileOptions(size=32, overlap=8), chroma_scale=2,
+        chroma_refine="on",
+    )  # fmt: skip
+    report = (await half.denoise(noisy, op)).reports[0].denoise
+    assert [p.resolution for p in report.planes] == [1.0, 0.5, 0.5]
+    assert report.chroma_refinement == ""
+    grey = await service(chroma_refine="on").denoise(encode(add_noise(grey_scene(), 25)), op)
+    assert grey.reports[0].denoise.chroma_refinement == ""
 
 
 def test_the_eight_orientations_turn_back_exactly() -> None:

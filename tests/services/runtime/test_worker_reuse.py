@@ -184,6 +184,13 @@ async def test_the_engine_and_what_the_stage_decided_are_part_of_the_key() -> No
     assert done.output.provenance.engine["op0.planes"] == ",".join(
         f"{name}:dncnn6-n@1/1/x8/s21.5" for name in ("Y", "C1", "C2")
     )
+    # The chroma refinement that ran after the models (the best path) too.
+    report.denoise.chroma_refinement = "nlm/r8/p3/w0.049"
+    process.result = StageResult(image=ONE, reports=[report])
+    refined = await run(w, bus, task(operations=SHARED, recompute=True))
+    assert refined.output_key not in keys | {done.output_key}
+    assert refined.output.provenance.engine["op0.chroma_refinement"] == "nlm/r8/p3/w0.049"
+    assert "op0.chroma_refinement" not in done.output.provenance.engine
 
 
 async def test_an_object_without_its_sha256_is_not_trusted() -> None:
