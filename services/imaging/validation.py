@@ -53,10 +53,12 @@ from services.runtime.imageprobe import Format, ImageFormat, ImageHeader
 from services.runtime.pipeline import (
     IMAGING,
     INFERENCE,
+    METADATA,
     check_renditions,
     inference_output_format,
     op_name,
     owner,
+    plan_stages,
     service_of,
 )
 
@@ -126,11 +128,13 @@ def validate_pipeline(
     *,
     allow_other_services: bool = False,
     default_format: Format | None = None,
+    writes_image: bool = True,
 ) -> Plan:
     """Raise InvalidArgument (with the offending field) unless every operation can run.
 
     `header` None checks the parameters alone. Operations of other services are accepted only
-    with `allow_other_services`, and are assumed to keep the image size.
+    with `allow_other_services`, and are assumed to keep the image size. `writes_image` False
+    (a job of metadata operations alone: no output) leaves out the output size limit.
     """
     if len(operations) > limits.max_operations:
         raise invalid(
@@ -156,7 +160,7 @@ def validate_pipeline(
         )
         steps.append(step)
         size, frames = step.size, step.frames
-    if size is not None:
+    if size is not None and writes_image:
         check_output(size, limits)
     plan = _plan(tuple(steps), size, header, default_format, input_frames or 1, frames, auto_orient)
     convert, fmt = plan.convert, plan.output_format
@@ -281,6 +285,11 @@ def validate_job(
             f"{shared} operations; the limit is {limits.max_operations}",
             TOO_MANY_OPERATIONS,
         )
+    # A job whose stages are all metadata's writes no image (the last stage that makes one
+    # gives the outputs): a 30000x1 strip may have its metadata extracted without a resize.
+    # An imaging stage always writes one, its operations empty or not.
+    stages = plan_stages(operations, renditions)
+    writes_image = not stages or any(stage.service != METADATA for stage in stages)
     plans = []
     for i, rendition in enumerate(outputs_of(renditions)):
         own = len(rendition.operations)
@@ -299,6 +308,7 @@ def validate_job(
                     limits,
                     allow_other_services=allow_other_services,
                     default_format=default_format,
+                    writes_image=writes_image,
                 )
             )
     keep_icc = plans[0].options.keep_icc

@@ -21,7 +21,7 @@ from services.imaging.errors import (
 )
 from services.imaging.limits import Limits
 from services.imaging.ops import Size
-from services.imaging.validation import validate_pipeline
+from services.imaging.validation import validate_job, validate_pipeline
 from services.runtime.errors import InvalidArgument
 from services.runtime.imageprobe import ImageHeader
 
@@ -81,6 +81,24 @@ def test_a_large_input_is_fine_if_the_pipeline_shrinks_it() -> None:
     err = rejects(ops(Rotate(angle=90)))
     assert err.reason == OUTPUT_TOO_LARGE
     assert err.violations[0].field == "operations"
+
+
+def test_a_metadata_only_job_has_no_output_to_limit() -> None:
+    # A 30000x1 strip: a job of metadata operations writes no pixels, so the output limit
+    # does not apply...
+    strip = ImageHeader(image_pb2.PNG, 30000, 1, 1, 200)
+    (plan,) = validate_job(ops(ExtractMetadata()), (), strip, LIMITS, allow_other_services=True)
+    assert plan.operations[0].name == "extract_metadata"
+    # ... while any operation or rendition that writes pixels brings it back.
+    with pytest.raises(InvalidArgument) as err:
+        validate_job(
+            ops(ExtractMetadata(), Rotate(angle=180)), (), strip, LIMITS, allow_other_services=True
+        )
+    assert err.value.reason == OUTPUT_TOO_LARGE
+    thumb = operations_pb2.Rendition(name="thumb")
+    with pytest.raises(InvalidArgument) as err:
+        validate_job(ops(ExtractMetadata()), [thumb], strip, LIMITS, allow_other_services=True)
+    assert err.value.reason == OUTPUT_TOO_LARGE
 
 
 def test_too_many_operations() -> None:
