@@ -317,9 +317,15 @@ async def process_folder(
             f"the destination {destination} is the source folder: choose another one (a "
             "folder inside it is fine)"
         )
+    files = list(walk(source, skip=destination.resolve()))
+    if not files:
+        # As a server batch refuses an empty prefix (SOURCE_EMPTY): most likely a wrong path,
+        # not a run that succeeded with nothing to do.
+        raise ValueError(
+            f"{source} holds no file to process (hidden files and folders are skipped)"
+        )
     destination.mkdir(parents=True, exist_ok=True)
     summary = FolderSummary(str(source), str(destination))
-    files = list(walk(source, skip=destination.resolve()))
     stems = Counter(os.path.splitext(p.relative_to(source).as_posix())[0] for p in files)
     progress = Progress(total=len(files))
     journal = _Journal(destination)

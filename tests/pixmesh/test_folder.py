@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from pixmesh import errors
@@ -148,6 +149,19 @@ async def test_the_destination_cannot_be_the_source_folder(tmp_path: Path) -> No
         else:
             raise AssertionError("a destination that is the source folder was accepted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.webp"]
+
+
+async def test_an_empty_folder_is_refused(tmp_path: Path) -> None:
+    """A folder with no file (or only hidden ones) is most likely a wrong path: the run was
+    "0 succeeded ... of 0", exit status 0 and a summary.json."""
+    source, dest = tmp_path / "photos", tmp_path / "out"
+    (source / ".hidden").mkdir(parents=True)
+    (source / ".hidden" / "x.jpg").write_bytes(_encoded("JPEG"))
+    (source / ".DS_Store").write_bytes(b"finder")
+    client: Any = _NoServer()
+    with pytest.raises(ValueError, match="no file to process"):
+        await process_folder(client, source, dest, ["grayscale"])
+    assert not dest.exists()
 
 
 async def test_a_failed_file_whose_name_is_not_utf8_is_in_the_summary(tmp_path: Path) -> None:
