@@ -3,8 +3,8 @@
 
 The server checks the pipeline first (`check_pipeline`, before the first upload), so a refused
 one (a parameter over the deployment's limits, an unknown preset) ends the run with nothing
-uploaded. Files are taken by content, not extension (JPEG, PNG, WebP, AVIF, HEIC, TIFF, GIF by
-their magic bytes), uploaded a few at a time and grouped into server-side batches of `chunk`
+uploaded. Files are taken by content, not extension (JPEG, PNG, WebP, AVIF, HEIC, TIFF, GIF, BMP,
+ICO by their magic bytes: `pixmesh.formats.sniff`, the gateway's own rule), uploaded a few at a time and grouped into server-side batches of `chunk`
 images, whose jobs the jobs service creates at the pace the workers take them (so the client never meets
 QUEUE_FULL and interactive users keep their lane). Each batch is followed to its end, its outputs
 downloaded into DEST under the source's relative path with the new extension (renditions:
@@ -55,6 +55,7 @@ from pixmesh._render import extension
 from pixmesh.common.v1.batch_pb2 import BatchFailureGroup, BatchItem, BatchSummary
 from pixmesh.common.v1.job_pb2 import Job, Output
 from pixmesh.common.v1.operations_pb2 import Operation, Rendition
+from pixmesh.formats import HEAD_BYTES, sniff
 
 if TYPE_CHECKING:
     from pixmesh.aio import AsyncClient
@@ -77,27 +78,6 @@ POLL_S = 0.25
 COLLECT_AT = 16
 COLLECT_S = 15.0
 _ENDED = (Job.SUCCEEDED, Job.FAILED, Job.CANCELLED)
-
-
-def sniff(head: bytes) -> str | None:
-    """The image format of a file by its first bytes, None when it is not one pixmesh reads."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "avif"
-        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis"):
-            return "heic"
-    return None
 
 
 def walk(root: Path, skip: Path | None = None) -> Iterator[Path]:
@@ -384,7 +364,7 @@ async def process_folder(
             if len(data) > max_bytes:
                 failed(rel, "IMAGE_TOO_LARGE", f"larger than {max_bytes} bytes")
                 return None
-            if sniff(data[:32]) is None:
+            if sniff(data[:HEAD_BYTES]) is None:
                 failed(rel, "UNSUPPORTED_FORMAT", "not an image pixmesh reads (by its content)")
                 return None
             if not await pipeline_accepted():

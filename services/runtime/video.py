@@ -28,8 +28,8 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from pixmesh import rules
 from pixmesh.common.v1 import image_pb2, operations_pb2
+from pixmesh.formats import sniff
 from services.runtime.errors import FieldViolation, InvalidArgument, invalid
-from services.runtime.imageprobe import sniff
 
 if TYPE_CHECKING:
     import av.container

@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from pixmesh import errors
-from pixmesh._folder import FolderSummary, _Journal, process_folder, sniff, walk
+from pixmesh._folder import FolderSummary, _Journal, process_folder, walk
+from pixmesh.common.v1.image_pb2 import ImageFormat
+from pixmesh.formats import sniff
 
 
 def _encoded(fmt: str, **kwargs: object) -> bytes:
@@ -24,15 +26,42 @@ def _encoded(fmt: str, **kwargs: object) -> bytes:
 
 
 def test_formats_are_known_by_their_content() -> None:
-    assert sniff(_encoded("JPEG")[:32]) == "jpeg"
-    assert sniff(_encoded("PNG")[:32]) == "png"
-    assert sniff(_encoded("GIF")[:32]) == "gif"
-    assert sniff(_encoded("WEBP")[:32]) == "webp"
-    assert sniff(_encoded("TIFF")[:32]) == "tiff"
-    assert sniff(b"\x00\x00\x00\x1cftypavif" + b"\x00" * 20) == "avif"
-    assert sniff(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 20) == "heic"
+    assert sniff(_encoded("JPEG")) == ImageFormat.JPEG
+    assert sniff(_encoded("PNG")) == ImageFormat.PNG
+    assert sniff(_encoded("GIF")) == ImageFormat.GIF
+    assert sniff(_encoded("WEBP")) == ImageFormat.WEBP
+    assert sniff(_encoded("TIFF")) == ImageFormat.TIFF
+    assert sniff(b"\x00\x00\x00\x1cftypavif" + b"\x00" * 20) == ImageFormat.AVIF
+    assert sniff(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 20) == ImageFormat.HEIF
     assert sniff(b"not an image at all, whatever its name") is None
     assert sniff(b"") is None
+
+
+async def test_the_folder_takes_every_format_an_upload_takes(tmp_path: Path) -> None:
+    """BMP and ICO, which uploads take, were failed as UNSUPPORTED_FORMAT before reaching the
+    server: the folder had a sniffer of its own."""
+    source, dest = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for fmt in ("BMP", "ICO", "JPEG"):
+        (source / f"x.{fmt.lower()}").write_bytes(_encoded(fmt))
+    (source / "notes.txt").write_bytes(b"not an image at all")
+    taken: list[str] = []
+
+    class _Refusing:  # takes the pipeline, refuses every upload
+        async def create_batch(self, *args: object, **kwargs: object) -> None:
+            field = "source.images.image_ids"
+            raise errors.InvalidArgument("no images", violations=[errors.FieldViolation(field, "")])
+
+        async def upload(self, data: bytes, filename: str = "") -> Any:
+            taken.append(filename)
+            raise errors.Unavailable("down", reason="DEPENDENCY_UNAVAILABLE")
+
+    client: Any = _Refusing()
+    summary = await process_folder(client, source, dest, ["grayscale"])
+    assert sorted(taken) == ["x.bmp", "x.ico", "x.jpeg"]
+    assert [f["name"] for f in summary.failures if f["reason"] == "UNSUPPORTED_FORMAT"] == [
+        "notes.txt"
+    ]
 
 
 def test_walk_is_sorted_recursive_and_skips_the_destination(tmp_path: Path) -> None:
