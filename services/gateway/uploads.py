@@ -19,7 +19,7 @@ import logging
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import IO
 
@@ -36,7 +36,13 @@ from services.runtime.errors import (
     ServiceError,
     invalid,
 )
-from services.runtime.imageprobe import EMPTY_IMAGE, ProbeLimits, probe
+from services.runtime.imageprobe import (
+    EMPTY_IMAGE,
+    IMAGE_CORRUPT,
+    UNSUPPORTED_FORMAT,
+    ProbeLimits,
+    probe,
+)
 from services.runtime.storage import Storage, input_key
 
 log = logging.getLogger(__name__)
@@ -147,6 +153,27 @@ def too_large(size: int, limit: int, field: str | None = None) -> InvalidArgumen
     )
 
 
+# Content-Types of an HTML form: what `curl -F file=@photo.jpg` (the file wrapped in a multipart
+# form) and `curl -d @photo.jpg` (a url-encoded form, CR and LF stripped) send. The bytes are
+# then not the image, and the probe's "not an image" alone would send the caller looking at the
+# file rather than at the request.
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def with_form_hint(exc: InvalidArgument, content_type: str) -> InvalidArgument:
+    """`exc` (an upload the probe refused), with how to send the image when the request's
+    Content-Type says the body is a form: the upload's body must be the file's bytes."""
+    declared = content_type.split(";", 1)[0].strip().lower()
+    if declared not in _FORM_TYPES or exc.reason not in (UNSUPPORTED_FORMAT, IMAGE_CORRUPT):
+        return exc
+    hint = (
+        f" (the request's Content-Type is {declared}: the body must be the image's bytes "
+        "themselves, not a form, e.g. curl --data-binary @photo.jpg -H 'content-type: "
+        "image/jpeg')"
+    )
+    return replace(exc, message=exc.message + hint)
+
+
 async def find_image(repo: GatewayRepository, tenant_id: str, image_id: str) -> image_pb2.Image:
     """One of the tenant's images, or INVALID_ARGUMENT (no id) / NOT_FOUND (IMAGE_NOT_FOUND)."""
     if not image_id:
@@ -218,7 +245,10 @@ class Uploads:
                 body = spool.read()
             else:
                 body = await asyncio.to_thread(spool.read)
-            header = probe(body, self.limits)
+            try:
+                header = probe(body, self.limits)
+            except InvalidArgument as exc:
+                raise with_form_hint(exc, upload.content_type) from None
             mime = header.mime_type
             found = image_pb2.Image(
                 format=header.format,

@@ -588,6 +588,33 @@ async def test_bytes_no_image_has_are_put_without_asking_storage_first() -> None
     assert storage.calls == ["exists", "put"] and storage.objects == {key: data}
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data; boundary=x", "application/x-www-form-urlencoded", "image/jpeg", ""],
+)
+async def test_an_image_sent_as_a_form_is_refused_with_how_to_send_it(content_type: str) -> None:
+    """`curl -F file=@photo.jpg` (a multipart form around the file) and `curl -d @photo.jpg`
+    (CR and LF stripped) were refused as "not an image" alone, which points at the file; the
+    Content-Type the request declared says what went wrong."""
+    service = gateway(Repo(), Storage())
+    photo = jpeg()
+    form = b"--x\r\nContent-Disposition: form-data; name=file\r\n\r\n" + photo + b"\r\n--x--\r\n"
+    stripped = photo.replace(b"\r", b"").replace(b"\n", b"")[:40]
+    declared = content_type.split(";")[0]
+    for body, reason in ((form, "UNSUPPORTED_FORMAT"), (stripped, "IMAGE_CORRUPT")):
+        with pytest.raises(InvalidArgument) as err:
+            await service.upload("tenant-a", Upload(data=body, content_type=content_type))
+        assert err.value.reason == reason
+        form_type = declared in ("multipart/form-data", "application/x-www-form-urlencoded")
+        assert (f"Content-Type is {declared}" in err.value.message) == form_type
+        assert ("--data-binary" in err.value.message) == form_type
+    # An image is an image whatever the label says, and the limits' refusals keep their text.
+    assert (await service.upload("tenant-a", Upload(data=photo, content_type=content_type))).width
+    with pytest.raises(InvalidArgument) as err:
+        await service.upload("tenant-a", Upload(data=b"", content_type=content_type))
+    assert err.value.message == "the image is empty"
+
+
 async def test_save_image_tells_the_store_whether_an_image_has_the_bytes(
     gateway_pool: asyncpg.Pool,
 ) -> None:
