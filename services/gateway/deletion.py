@@ -47,11 +47,14 @@ async def _nobody(image_ids: Sequence[str]) -> None:
     """No replica keeps image rows (a deletion run outside the gateway's process)."""
 
 
-def jobs_running(what: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        message=f"{what} has jobs still running: cancel them (or wait) and delete again",
-        reason="JOBS_RUNNING",
+def jobs_running(what: str, *, a_job: bool = False) -> FailedPrecondition:
+    """`what` ("job job_…", "image img_…", "tenant acme") cannot be deleted while it runs."""
+    message = (
+        f"{what} is still running: cancel it (or wait) and delete again"
+        if a_job
+        else f"{what} has jobs still running: cancel them (or wait) and delete again"
     )
+    return FailedPrecondition(message=message, reason="JOBS_RUNNING")
 
 
 # Retention: jobs per DeleteJobs batch, images per batch (each brings all its jobs, so fewer),
@@ -103,7 +106,7 @@ class Deletion:
         with rpc_errors():
             resp: jobs_pb2.DeleteJobsResponse = await self.jobs.DeleteJobs(request, timeout=timeout)
         if request.fail_if_running and resp.jobs_running:
-            raise jobs_running(what)
+            raise jobs_running(what, a_job=bool(request.job_id))
         return await self._deleted_jobs(resp)
 
     async def _deleted_jobs(self, resp: jobs_pb2.DeleteJobsResponse) -> pb.DeletionReport:
