@@ -393,10 +393,19 @@ class Storage:
 
     def chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
         """The object's bytes in chunks, read as they are consumed (blocking: iterate it in a
-        thread). For streams whose memory must not grow with the object (zip archives)."""
-        body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
-        with body:
-            yield from body.iter_chunks(chunk_size)
+        thread). For streams whose memory must not grow with the object (zip archives). A
+        missing object is NOT_FOUND and a storage failure UNAVAILABLE, as for `get` (an
+        archive of a lost output was INTERNAL)."""
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            with body:
+                yield from body.iter_chunks(chunk_size)
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise NotFound(message="object not found", reason="OBJECT_NOT_FOUND") from exc
+            raise _unavailable(exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(exc) from exc
 
     async def keys(self, prefix: str, limit: int = 1000) -> list[str]:
         """Keys under `prefix` (at most `limit`, in key order)."""
@@ -435,9 +444,16 @@ class Storage:
         except ClientError as exc:
             if _is_missing(exc):
                 raise
-            raise Unavailable(message="object storage error", reason="STORAGE_ERROR") from exc
+            raise _unavailable(exc) from exc
         except BotoCoreError as exc:
-            raise Unavailable(message="object storage unreachable", reason="STORAGE_ERROR") from exc
+            raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: ClientError | BotoCoreError) -> Unavailable:
+    """A storage call that failed, not for a missing object: the service answers UNAVAILABLE."""
+    if isinstance(exc, ClientError):
+        return Unavailable(message="object storage error", reason="STORAGE_ERROR")
+    return Unavailable(message="object storage unreachable", reason="STORAGE_ERROR")
 
 
 # Keys per DeleteObjects request (S3 allows 1,000).

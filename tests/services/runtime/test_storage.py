@@ -59,6 +59,20 @@ async def test_missing_object_is_not_found(storage: Storage) -> None:
         await storage.get(f"inputs/missing-{uuid.uuid4().hex}")
 
 
+async def test_a_missing_object_read_in_chunks_is_not_found(storage: Storage, infra: Stack) -> None:
+    """An archive whose output was lost (the README's known limit) was INTERNAL: the chunks'
+    NoSuchKey escaped unmapped."""
+    with pytest.raises(NotFound) as err:
+        list(storage.chunks(f"outputs/missing-{uuid.uuid4().hex}.webp"))
+    assert err.value.reason == "OBJECT_NOT_FOUND"
+    data = uuid.uuid4().bytes * 100
+    key = input_key(hashlib.sha256(data).hexdigest())
+    await storage.put(key, data, "image/png")
+    assert b"".join(storage.chunks(key, 512)) == data
+    with pytest.raises(Unavailable):  # refused (a wrong key): not INTERNAL either
+        list(_storage(infra, secret="wrong").chunks(key))
+
+
 async def test_no_flexible_checksum_on_put_or_get(storage: Storage) -> None:
     sent = _headers_sent(storage)
     key = f"tests/{uuid.uuid4().hex}"
