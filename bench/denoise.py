@@ -221,6 +221,7 @@ async def start_service(
     ensemble: int = 0,
     blend: float = 0.0,
     chroma_refine: str = "auto",
+    luma_pair: str = "auto",
 ) -> ServicePath:
     executor = ThreadPoolExecutor(2)
     manager = ModelManager(
@@ -242,6 +243,7 @@ async def start_service(
         ensemble=ensemble,
         blend=blend,
         chroma_refine=chroma_refine,  # type: ignore[arg-type]
+        luma_pair=luma_pair,  # type: ignore[arg-type]
     )
     return ServicePath(executor, manager, service)
 
@@ -436,17 +438,22 @@ COLOUR_PATHS: tuple[tuple[str, dict[str, object], Denoise], ...] = (
      Denoise(auto=True)),
     ("auto, fp32, full resolution (the float path)", {"precision": "fp32", "chroma_scale": 1},
      Denoise(auto=True)),
-    ("auto, 17 layers, fp32, full resolution, self-ensemble x8, chroma refined (the GPU "
-     "default)",
+    ("auto, 17 layers, fp32, full resolution, self-ensemble x8, luma paired, chroma refined "
+     "(the GPU default)",
      {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8}, Denoise(auto=True)),
-    ("auto, 17 layers, fp32, full resolution, self-ensemble x8, chroma not refined",
-     {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8,
+    ("auto, 17 layers, fp32, full resolution, self-ensemble x8, luma not paired, chroma refined",
+     {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8, "luma_pair": "off"},
+     Denoise(auto=True)),
+    ("auto, 17 layers, fp32, full resolution, self-ensemble x8, luma not paired, chroma not "
+     "refined (the GPU default before)",
+     {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8, "luma_pair": "off",
       "chroma_refine": "off"}, Denoise(auto=True)),
     # Opt-in (PIXMESH_MODEL_BLEND): 0.1 had the best mean over σ = 15, 25, 50 on the tuning
     # photos (+0.006 dB over 0; BENCHMARKS.md, issue 9, run 4).
     ("auto, 17 + 6 layers blended (6-layer share 0.1, opt-in), fp32, full resolution, "
      "self-ensemble x8, chroma refined",
-     {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8, "blend": 0.1},
+     {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 8, "blend": 0.1,
+      "luma_pair": "off"},
      Denoise(auto=True)),
     ("auto, 17 layers, fp32, full resolution, one pass",
      {"precision": "fp32", "chroma_scale": 1, "depth": 17, "ensemble": 1}, Denoise(auto=True)),

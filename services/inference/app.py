@@ -70,6 +70,7 @@ async def build(settings: InferenceSettings) -> AsyncIterator[App]:
             ensemble=settings.ensemble,
             blend=settings.model_blend,
             chroma_refine=settings.chroma_refine,
+            luma_pair=settings.luma_pair,
         )
         consumer = await connect_worker(stack, settings, processor(service))
         api = InferenceApi(

@@ -93,7 +93,7 @@ MIN_PLANE_SIGMA = 0.5
 # between σ = 15 and 20 on bench/denoise.py's colour tuning photos).
 CHROMA_REDUCED_FROM_SIGMA = 17.5
 Precision = Literal["auto", "fp32", "int8"]
-ChromaRefine = Literal["auto", "on", "off"]
+Switch = Literal["auto", "on", "off"]  # a feature forced on or off, or decided by the service
 # Geometric self-ensemble: each plane denoised in the 8 orientations of the square (4 quarter
 # turns, each also transposed), mapped back and averaged. The models are not rotation
 # invariant, so their errors partly average out: a known gain for DnCNN-type models, for 8x
@@ -105,6 +105,15 @@ ENSEMBLE_PASSES = 8
 # for ~1.25x the 17-layer work. Off by default: on bench/denoise.py's colour tuning photos it
 # gained nothing at σ = 25 and 50 over the 17-layer models alone (BENCHMARKS.md, issue 9, run 4).
 BLEND_DEPTH = 6
+# Luma pair (the best path, `luma_pair`): where `auto` gives a colour image's luma a
+# LUMA_PAIR_DEPTH-layer model, the luma is also denoised by the same depth's model of the other
+# kind (σ-input ↔ blind, the blind one scaled to its training σ), with as many passes, and the
+# two are averaged with equal weights. The two kinds err differently (on bench/denoise.py's
+# extended tuning crops the blind model led on dark scenes and the σ-input one on bright ones),
+# and their mean beat the better of them at σ = 15, 25 and 50 on every set of tuning crops
+# (BENCHMARKS.md, issue 9, run 8), for a third more model work (4 planes' passes instead of 3).
+LUMA_PAIR_DEPTH = 17
+LUMA_PAIR_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,8 @@ class InferenceService:
         chroma_scale: int = 0,
         ensemble: int = 0,
         blend: float = 0.0,
-        chroma_refine: ChromaRefine = "auto",
+        chroma_refine: Switch = "auto",
+        luma_pair: Switch = "auto",
     ) -> None:
         """`precision`: the models `auto` prefers (auto: int8 on a CPU, fp32 on a GPU);
         `chroma_scale`: OPPONENT's chroma planes with σ ≥ CHROMA_REDUCED_FROM_SIGMA are
@@ -136,7 +146,8 @@ class InferenceService:
         ENSEMBLE_PASSES; 0: 8 on a GPU, 1 on a CPU); `blend`: the model blend's share of
         the BLEND_DEPTH model (0: off, the default everywhere); `chroma_refine`: OPPONENT's
         denoised chroma refined by `refine` (auto: with the self-ensemble, the best path; it
-        needs the chroma at full resolution)."""
+        needs the chroma at full resolution); `luma_pair`: the luma pair above (auto: with the
+        self-ensemble)."""
         self.models = models
         self.executor = executor
         self.limits = limits
@@ -147,6 +158,7 @@ class InferenceService:
         self._ensemble = ensemble
         self._blend = blend
         self._chroma_refine = chroma_refine
+        self._luma_pair = luma_pair
 
     @property
     def default_depth(self) -> int:
@@ -175,6 +187,10 @@ class InferenceService:
     @property
     def blend(self) -> float:
         return self._blend
+
+    @property
+    def pairs_luma(self) -> bool:
+        return self._luma_pair == "on" or (self._luma_pair == "auto" and self.ensemble > 1)
 
     def refines(self, planes: _Planes, passes: int) -> bool:
         """Whether OPPONENT's denoised chroma gets `refine`'s pass: asked for, or (auto) with
@@ -360,22 +376,36 @@ class InferenceService:
         loaded: Sequence[ModelConfig],
         precision: str,
     ) -> dict[int, _Blend]:
-        """The model blend (colour images, models chosen by `auto`): for each plane given a
-        model deeper than BLEND_DEPTH, the BLEND_DEPTH model `auto` picks for the same σ."""
-        weight = self.blend
-        shallow = [c for c in loaded if c.depth == BLEND_DEPTH]
-        grey = planes.mode == operations_pb2.Denoise.COLOR_MODE_UNSPECIFIED
-        if weight <= 0 or not shallow or grey:  # grey images keep their single-model figures
-            return {}
+        """Second models (colour images, models chosen by `auto`): the luma pair (above) and
+        the opt-in model blend, for each plane given a model deeper than BLEND_DEPTH (and not
+        paired), the BLEND_DEPTH model `auto` picks for the same σ."""
+        if planes.mode == operations_pb2.Denoise.COLOR_MODE_UNSPECIFIED:
+            return {}  # grey images keep their single-model figures
         blends: dict[int, _Blend] = {}
+        shallow = [c for c in loaded if c.depth == BLEND_DEPTH]
         for plane, choice, _ in work:
-            if choice.config.depth <= BLEND_DEPTH:
-                continue
             plane_op = operations_pb2.Denoise(auto=op.auto, sigma=op.sigma * plane.sigma_scale)
-            other = selection.choose(
-                plane_op, plane.model_sigma, shallow, BLEND_DEPTH, None, precision, plane=plane.kind
-            )
-            blends[id(plane)] = _Blend(other, self.models.get(other.config.name), weight)
+            config = choice.config
+            if self.pairs_luma and plane.name == "Y" and config.depth == LUMA_PAIR_DEPTH:
+                other = [
+                    c for c in loaded
+                    if c.depth == config.depth and c.precision == config.precision
+                    and c.sigma_input != config.sigma_input
+                ]  # fmt: skip
+                if other and (config.sigma_input or choice.sigma <= selection.SIGMA_INPUT_MAX):
+                    pair = selection.choose(
+                        plane_op, plane.model_sigma, other, config.depth, None, precision,
+                        plane=plane.kind,
+                    )  # fmt: skip
+                    model = self.models.get(pair.config.name)
+                    blends[id(plane)] = _Blend(pair, model, LUMA_PAIR_WEIGHT)
+                    continue
+            if self.blend > 0 and shallow and config.depth > BLEND_DEPTH:
+                other_choice = selection.choose(
+                    plane_op, plane.model_sigma, shallow, BLEND_DEPTH, None, precision, plane=plane.kind
+                )  # fmt: skip
+                model = self.models.get(other_choice.config.name)
+                blends[id(plane)] = _Blend(other_choice, model, self.blend)
         return blends
 
     async def _refine_chroma(self, planes: _Planes, deadline: float | None) -> None:

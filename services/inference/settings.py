@@ -45,6 +45,10 @@ class InferenceSettings(WorkerSettings):
     # on the tuning photos; "auto": with the self-ensemble (the best path), where it costs
     # little beside the 8 passes. Needs full-resolution chroma (CHROMA_SCALE=1, a GPU's default).
     chroma_refine: Literal["auto", "on", "off"] = "auto"
+    # Colour: the luma denoised by both 17-layer kinds (σ-input and blind) and averaged, for a
+    # third more model work and ~0.1-0.2 dB on the luma (services/inference/service.py,
+    # LUMA_PAIR_*); "auto": with the self-ensemble (the best path).
+    luma_pair: Literal["auto", "on", "off"] = "auto"
 
     # Tiles: core side, overlap between neighbouring cores (cross-faded), and the context around
     # each core (0: the model's receptive radius, which makes tiling exact).

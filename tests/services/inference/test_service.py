@@ -277,6 +277,61 @@ async def test_the_chroma_refinement_runs_on_the_best_path_and_says_so(
     assert grey.reports[0].denoise.chroma_refinement == ""
 
 
+async def test_the_luma_pair_averages_both_17_layer_kinds_on_the_luma(
+    executor: ThreadPoolExecutor,
+) -> None:
+    manager = ModelManager(
+        InferenceSettings().models_dir,
+        executor,
+        RunnerOptions("cpu", intra_op_threads=2),
+        BatchingOptions(max_batch_size=4, max_queue_delay_s=0.001),
+    )
+    await manager.load_many(("dncnn17-m", "dncnn17-n"))
+    tiles = TileOptions(size=64, overlap=8)  # one tile per plane: the 17 layers stay cheap
+    try:
+
+        def service(**options: object) -> InferenceService:
+            return InferenceService(
+                manager, executor, LIMITS, tiles, default_depth=17, precision="fp32",
+                chroma_scale=1, chroma_refine="off", **options,  # type: ignore[arg-type]
+            )  # fmt: skip
+
+        # auto: with the self-ensemble (the best path) only.
+        assert service(ensemble=8).pairs_luma and not service(ensemble=1).pairs_luma
+        assert not service(ensemble=8, luma_pair="off").pairs_luma
+        noisy = encode(add_noise(scene(), 25, seed=8))
+        paired = await service(ensemble=1, luma_pair="on").denoise(noisy, [Denoise(auto=True)])
+        planes = paired.reports[0].denoise.planes
+        ran = [(p.plane, p.model, p.blend_model, p.blend_weight) for p in planes]
+        # σ 25 per RGB channel is ~14 on the luma: auto's blind dncnn17-m, paired with dncnn17-n.
+        assert ran == [
+            ("Y", "dncnn17-m", "dncnn17-n", 0.5),
+            ("C1", "dncnn17-m", "", 0.0),
+            ("C2", "dncnn17-m", "", 0.0),
+        ]
+        alone = await service(ensemble=1, luma_pair="off").denoise(noisy, [Denoise(auto=True)])
+        assert not any(p.blend_model for p in alone.reports[0].denoise.planes)
+        # The luma is the mean of the two models' lumas (each model alone, the same σ).
+        sigma = planes[0].sigma
+
+        async def luma(model: str) -> np.ndarray:
+            op = Denoise(model=model, sigma=sigma)  # per RGB channel, as reported
+            out = await service(ensemble=1).denoise(noisy, [op])
+            return noise.opponent_planes(decode(out.image.data))[0]
+
+        mean = (await luma("dncnn17-m") + await luma("dncnn17-n")) / 2
+        y = noise.opponent_planes(decode(paired.image.data))[0]
+        assert np.abs(y - mean).max() <= 1.0  # rounded once vs twice
+        assert np.abs(y - noise.opponent_planes(decode(alone.image.data))[0]).max() > 1.0
+        # Grey images keep one model.
+        grey = await service(ensemble=1, luma_pair="on").denoise(
+            encode(add_noise(grey_scene(), 25)), [Denoise(auto=True)]
+        )
+        assert grey.reports[0].denoise.planes[0].blend_model == ""
+    finally:
+        await manager.close()
+
+
 def test_the_eight_orientations_turn_back_exactly() -> None:
     plane = np.arange(6 * 10, dtype=np.float32).reshape(6, 10)
     total = None
