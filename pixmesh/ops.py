@@ -430,6 +430,9 @@ def parse(spec: str) -> Operation:
         return _parse(name, op, args.strip())
     except ValueError as exc:
         raise ValueError(f"bad operation {spec!r}: {exc}") from None
+    except OSError as exc:  # a file the spec names (a watermark's image) cannot be read
+        reason = exc.strerror or exc.__class__.__name__
+        raise ValueError(f"bad operation {spec!r}: cannot read {exc.filename}: {reason}") from None
 
 
 def spellings() -> str:

@@ -120,6 +120,20 @@ def test_a_bad_op_is_a_usage_error(sync_target: str, capsys: pytest.CaptureFixtu
     assert "resize needs WIDTHxHEIGHT" in capsys.readouterr().err
 
 
+def test_an_op_naming_a_missing_file_is_a_usage_error(
+    sync_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The CLI ended in a FileNotFoundError traceback while parsing its arguments.
+    logo = tmp_path / "logo.png"
+    for args in (["--op", f"watermark={logo}"], ["--rendition", f"a=watermark={logo}"]):
+        with pytest.raises(SystemExit) as info:
+            run(sync_target, "process", "x.jpg", *args)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"cannot read {logo}: No such file or directory" in err
+        assert "Traceback" not in err
+
+
 def test_a_missing_file_exits_non_zero(
     sync_target: str, fake: FakeGateway, capsys: pytest.CaptureFixture[str]
 ) -> None:
