@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 JOURNAL = ".pixmesh-batch.jsonl"
 SUMMARY = "summary.json"
 # Batches of the client in flight at once (each holds `chunk` images).
+# Images per server batch: CreateBatch takes 1..10000 image ids (ImageIdList in batch.proto).
+MAX_CHUNK = 10_000
 BATCHES_IN_FLIGHT = 2
 # The pause before a batch's progress stream is opened again after it was cut.
 POLL_S = 0.25
@@ -288,6 +290,12 @@ async def process_folder(
     stop: asyncio.Event | None = None,
 ) -> FolderSummary:
     pipeline, branches = job_pipeline(operations, preset, renditions)
+    # 0 files at a time took none and ended "0 of 0" (exit 0); a chunk of 0 or over the
+    # server's images per batch was refused by CreateBatch only after the uploads.
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    if not 1 <= chunk <= MAX_CHUNK:
+        raise ValueError(f"chunk must be 1..{MAX_CHUNK} images per batch, not {chunk}")
     if not source.is_dir():
         raise ValueError(f"{source} is not a folder")
     if destination.resolve() == source.resolve():

@@ -193,6 +193,25 @@ async def test_an_empty_folder_is_refused(tmp_path: Path) -> None:
     assert not dest.exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be at least 1"),
+        ({"chunk": 0}, "chunk must be 1..10000"),
+        ({"chunk": 10_001}, "chunk must be 1..10000"),
+    ],
+)
+async def test_concurrency_and_chunk_are_checked_first(
+    tmp_path: Path, option: dict[str, int], message: str
+) -> None:
+    """--concurrency 0 took no file and ended "0 succeeded ... of 0" with exit 0; --chunk 0
+    uploaded every file before CreateBatch refused the empty batch (with a traceback)."""
+    (tmp_path / "x.png").write_bytes(_encoded("PNG"))
+    client: Any = _NoServer()
+    with pytest.raises(ValueError, match=message):
+        await process_folder(client, tmp_path, tmp_path / "out", ["grayscale"], **option)  # type: ignore[arg-type]
+
+
 async def test_a_failed_file_whose_name_is_not_utf8_is_in_the_summary(tmp_path: Path) -> None:
     """The summary could not be written (its JSON cannot hold the name's surrogates): the run
     ended with "'utf-8' codec can't encode character" and no summary.json."""
