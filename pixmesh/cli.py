@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     job_commands = jobs.add_subparsers(title="commands", required=True, metavar="COMMAND")
     listing = job_commands.add_parser("list", parents=[common], help="list jobs, newest first")
     listing.add_argument("--state", choices=[s.lower() for s in Job.State.keys()[1:]])
-    listing.add_argument("--limit", type=int, default=20, help="at most N jobs (0: all)")
+    listing.add_argument("--limit", type=_count, default=20, help="at most N jobs (0: all)")
     listing.add_argument("--json", action="store_true", help='as JSON: {"jobs": [...]}')
     listing.set_defaults(command=_jobs_list)
     for name, handler, text in (
@@ -242,6 +242,17 @@ def _positive(text: str) -> float:
         value = 0.0
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number >= 0 (a negative --limit listed every job, as 0 does)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
 
 

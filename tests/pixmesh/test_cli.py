@@ -134,6 +134,18 @@ def test_an_op_naming_a_missing_file_is_a_usage_error(
         assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("limit", ["-5", "ten"])
+def test_a_negative_limit_is_a_usage_error(
+    sync_target: str, fake: FakeGateway, limit: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # -5 listed every job of the tenant, as --limit 0 does.
+    with pytest.raises(SystemExit) as info:
+        run(sync_target, "jobs", "list", "--limit", limit)
+    assert info.value.code == 2
+    assert "expected a whole number >= 0" in capsys.readouterr().err
+    assert fake.calls == []
+
+
 def test_a_missing_file_exits_non_zero(
     sync_target: str, fake: FakeGateway, capsys: pytest.CaptureFixture[str]
 ) -> None:
