@@ -375,6 +375,9 @@ def _connection_manager(
         ".v3.HttpConnectionManager",
         "stat_prefix": "ingress",
         "codec_type": "AUTO",  # HTTP/1.1 for curl, h2c prior knowledge for gRPC, same port
+        # HTTP/1.0 clients (ab, curl -0, old proxies) too: Envoy answered them 426 "Upgrade
+        # Required", a JSON error with code UNKNOWN. A 1.0 request without a Host gets this one.
+        "http_protocol_options": {"accept_http_10": True, "default_host_for_http_10": "pixmesh"},
         "use_remote_address": True,
         "normalize_path": True,
         "merge_slashes": True,

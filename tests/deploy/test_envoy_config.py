@@ -397,6 +397,30 @@ async def test_upload_over_limit_is_413(stack: Stack, http: httpx.AsyncClient) -
 
 
 @pytest.mark.integration
+async def test_an_http_1_0_client_is_served(stack: Stack) -> None:
+    """`curl -0`, ab and old proxies speak HTTP/1.0: Envoy answered 426 Upgrade Required (a
+    JSON error with code UNKNOWN) before the request reached the transcoder."""
+    host, port = stack.url.removeprefix("http://").split(":")
+    body = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    for host_header in (b"Host: pixmesh\r\n", b""):  # with and without a Host
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/images?filename=old.png HTTP/1.0\r\n"
+            + host_header
+            + b"Content-Type: image/png\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 10)  # 1.0: the server closes
+        writer.close()
+        head, _, payload = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+        assert json.loads(payload)["image"]["filename"] == "old.png"
+
+
+@pytest.mark.integration
 async def test_get_job_prints_primitive_fields(http: httpx.AsyncClient) -> None:
     resp = await http.get("/v1/jobs/job_1")
     assert resp.status_code == 200
