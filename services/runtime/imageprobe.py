@@ -261,8 +261,15 @@ def _count_frames(image: ImageFile.ImageFile, data: bytes, fmt: Format, limits: 
         # PNG (acTL), WebP (demuxer), AVIF/HEIF (container): counted from headers.
         frames = int(getattr(image, "n_frames", 1))
     if frames > limits.max_frames:
+        # GIF blocks and TIFF pages are walked only up to the limit + 1: "more than" the limit
+        # (a 250-frame GIF was said to have 101); the other formats' counts are exact.
+        counted = (
+            f"more than {limits.max_frames}"
+            if fmt in (ImageFormat.GIF, ImageFormat.TIFF)
+            else str(frames)
+        )
         raise _error(
-            TOO_MANY_FRAMES, f"the image has {frames} frames; the limit is {limits.max_frames}"
+            TOO_MANY_FRAMES, f"the image has {counted} frames; the limit is {limits.max_frames}"
         )
     if frames > 1 and width * height * frames > limits.max_pixels:
         raise _error(

@@ -145,6 +145,19 @@ def test_frame_count(fmt: str) -> None:
     assert rejects(data, ProbeLimits(10**7, 3000, 10)) == "TOO_MANY_PIXELS"
 
 
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF"])
+def test_frames_counted_up_to_the_limit_are_reported_as_more_than_it(fmt: str) -> None:
+    """GIF blocks and TIFF pages are walked only to the limit + 1: a 250-frame GIF was
+    refused as "the image has 101 frames; the limit is 100"."""
+    data = animation(fmt, frames=9)
+    with pytest.raises(InvalidArgument) as err:
+        probe(data, ProbeLimits(10**7, 10**7, 4))
+    assert err.value.message == "the image has more than 4 frames; the limit is 4"
+    with pytest.raises(InvalidArgument) as err:  # counted exactly elsewhere
+        probe(animation("WEBP", frames=9), ProbeLimits(10**7, 10**7, 4))
+    assert err.value.message == "the image has 9 frames; the limit is 4"
+
+
 def test_mpo_extra_images_are_not_frames() -> None:
     # Phone JPEGs carry gain or depth maps as MPF images; Pillow opens them as 2-frame MPOs.
     primary, gain_map = Image.new("RGB", (64, 48), "red"), Image.new("RGB", (32, 24), "blue")
