@@ -18,10 +18,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import botocore.session
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    InvalidRegionError,
+    ParamValidationError,
+)
+from botocore.utils import (
+    is_valid_endpoint_url,
+    is_valid_ipv6_endpoint_url,
+    validate_region_name,
+)
 
 from pixmesh.common.v1 import batch_pb2
 from services.runtime.errors import FailedPrecondition, NotFound, Unavailable, invalid
@@ -181,6 +192,28 @@ class Connection:
         )
 
 
+def check_location(endpoint: str, region: str) -> None:
+    """Refuse (INVALID_ARGUMENT, on its field) an endpoint or region botocore would refuse when
+    the client is made or the first request sent: "https://" (no host), "http://[::1" or a port
+    over 65535 were a ValueError from botocore or urllib, and the caller got 500 INTERNAL."""
+    if endpoint:
+        try:
+            parts = urlsplit(endpoint)
+            parts.port  # noqa: B018  (raises ValueError for a port out of range)
+        except ValueError as exc:
+            raise invalid("endpoint", f"not a URL: {exc}") from None
+        valid = is_valid_endpoint_url(endpoint) or is_valid_ipv6_endpoint_url(endpoint)
+        if parts.scheme not in ("http", "https") or not valid:
+            raise invalid("endpoint", "an http:// or https:// URL with a valid host")
+    if region:
+        try:
+            validate_region_name(region)
+        except InvalidRegionError:
+            raise invalid(
+                "region", "letters, digits and '-', at most 63 (e.g. eu-west-1)"
+            ) from None
+
+
 def s3_client(
     endpoint: str, region: str, access_key_id: str, secret: str, session_token: str = ""
 ) -> Any:
@@ -216,8 +249,7 @@ class ConnectionStore:
     ) -> batch_pb2.StorageConnection:
         if not bucket:
             raise invalid("bucket", "required")
-        if endpoint and not endpoint.startswith(("http://", "https://")):
-            raise invalid("endpoint", "an http:// or https:// URL")
+        check_location(endpoint, region)
         if not credentials.access_key_id or not credentials.secret_access_key:
             raise invalid("credentials", "access_key_id and secret_access_key are required")
         conn = Connection(
