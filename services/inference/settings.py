@@ -41,7 +41,7 @@ class InferenceSettings(WorkerSettings):
     # and 50 over the 17-layer models alone (BENCHMARKS.md, issue 9, run 4).
     model_blend: float = Field(default=0.0, ge=0.0, le=1.0)
     # Colour (OPPONENT): the denoised chroma refined by non-local means guided by the denoised
-    # colour image (services/inference/refine.py), ~1 CPU-second per megapixel for ~0.1-0.3 dB
+    # colour image (services/inference/refine.py), ~1.4 CPU-seconds per megapixel for ~0.1-0.3 dB
     # on the tuning photos; "auto": with the self-ensemble (the best path), where it costs
     # little beside the 8 passes. Needs full-resolution chroma (CHROMA_SCALE=1, a GPU's default).
     chroma_refine: Literal["auto", "on", "off"] = "auto"
