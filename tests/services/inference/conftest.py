@@ -3,6 +3,7 @@ noisy test images. Tiles are made tiny so every image is cut into several of the
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -65,17 +66,26 @@ def executor() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
-@pytest.fixture(scope="module")
-async def models(executor: ThreadPoolExecutor) -> AsyncIterator[ModelManager]:
+@contextlib.asynccontextmanager
+async def loaded(executor: ThreadPoolExecutor, *names: str) -> AsyncIterator[ModelManager]:
+    """A model manager on the CPU with these models loaded, closed on the way out."""
     manager = ModelManager(
         InferenceSettings().models_dir,
         executor,
         RunnerOptions("cpu", intra_op_threads=2),
         BatchingOptions(max_batch_size=4, max_queue_delay_s=0.001),
     )
-    await manager.load_many(MODELS)
-    yield manager
-    await manager.close()
+    await manager.load_many(names)
+    try:
+        yield manager
+    finally:
+        await manager.close()
+
+
+@pytest.fixture(scope="module")
+async def models(executor: ThreadPoolExecutor) -> AsyncIterator[ModelManager]:
+    async with loaded(executor, *MODELS) as manager:
+        yield manager
 
 
 @pytest.fixture(scope="module")

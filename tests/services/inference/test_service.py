@@ -34,6 +34,7 @@ from tests.services.inference.conftest import (
     add_noise,
     decode,
     encode,
+    loaded,
     psnr,
     scene,
 )
@@ -41,6 +42,10 @@ from tests.services.inference.conftest import (
 
 def grey_scene() -> np.ndarray:
     return scene()[..., 0]
+
+
+# One tile per plane on the tests' small scenes: the 17-layer models stay cheap.
+TILES_17 = TileOptions(size=64, overlap=8)
 
 
 async def test_auto_denoises_a_grey_image_and_reports_how(service: InferenceService) -> None:
@@ -280,15 +285,8 @@ async def test_the_chroma_refinement_runs_on_the_best_path_and_says_so(
 async def test_the_luma_pair_averages_both_17_layer_kinds_on_the_luma(
     executor: ThreadPoolExecutor,
 ) -> None:
-    manager = ModelManager(
-        InferenceSettings().models_dir,
-        executor,
-        RunnerOptions("cpu", intra_op_threads=2),
-        BatchingOptions(max_batch_size=4, max_queue_delay_s=0.001),
-    )
-    await manager.load_many(("dncnn17-m", "dncnn17-n"))
-    tiles = TileOptions(size=64, overlap=8)  # one tile per plane: the 17 layers stay cheap
-    try:
+    tiles = TILES_17  # one tile per plane: the 17 layers stay cheap
+    async with loaded(executor, "dncnn17-m", "dncnn17-n") as manager:
 
         def service(**options: object) -> InferenceService:
             return InferenceService(
@@ -328,8 +326,6 @@ async def test_the_luma_pair_averages_both_17_layer_kinds_on_the_luma(
             encode(add_noise(grey_scene(), 25)), [Denoise(auto=True)]
         )
         assert grey.reports[0].denoise.planes[0].blend_model == ""
-    finally:
-        await manager.close()
 
 
 def test_the_eight_orientations_turn_back_exactly() -> None:
@@ -371,15 +367,8 @@ async def test_self_ensemble_is_the_mean_of_the_eight_orientations(
 async def test_the_model_blend_mixes_the_6_layer_model_into_the_17_layer_one(
     executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    manager = ModelManager(
-        InferenceSettings().models_dir,
-        executor,
-        RunnerOptions("cpu", intra_op_threads=2),
-        BatchingOptions(max_batch_size=4, max_queue_delay_s=0.001),
-    )
-    await manager.load_many(("dncnn17-m", "dncnn6-n"))
-    tiles = TileOptions(size=64, overlap=8)  # one tile per plane: the 17 layers stay cheap
-    try:
+    tiles = TILES_17
+    async with loaded(executor, "dncnn17-m", "dncnn6-n") as manager:
         # Off by default, on a GPU too (the tuning photos did not support it: run 4).
         assert InferenceSettings().model_blend == 0.0
         monkeypatch.setattr(ModelManager, "provider", property(lambda self: CUDA))
@@ -412,5 +401,3 @@ async def test_the_model_blend_mixes_the_6_layer_model_into_the_17_layer_one(
         grey = await blended.denoise(encode(add_noise(grey_scene(), 20)), [Denoise(sigma=20)])
         [plane] = grey.reports[0].denoise.planes
         assert (plane.model, plane.blend_model, plane.blend_weight) == ("dncnn17-m", "", 0.0)
-    finally:
-        await manager.close()
