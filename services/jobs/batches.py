@@ -381,7 +381,7 @@ class Batches:
     async def _bucket(self, tenant: str, loc: batch_pb2.StorageLocation) -> Bucket:
         if not loc.connection_id:
             return self.platform_bucket
-        return (await self.connections.get(tenant, loc.connection_id)).open()
+        return await (await self.connections.get(tenant, loc.connection_id)).open()
 
     async def cancel(self, tenant: str, batch_id: str) -> batch_pb2.Batch:
         await self._stop(tenant, batch_id, CANCELLED)

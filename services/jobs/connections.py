@@ -35,6 +35,7 @@ from botocore.utils import (
 )
 
 from pixmesh.common.v1 import batch_pb2
+from services.runtime import addresses
 from services.runtime.errors import FailedPrecondition, NotFound, Unavailable, invalid
 from services.runtime.secrets import SecretBox
 from services.runtime.storage import CLIENT_CONFIG
@@ -179,7 +180,12 @@ class Connection:
         msg.created_at.FromDatetime(self.created_at)
         return msg
 
-    def open(self) -> Bucket:
+    async def open(self) -> Bucket:
+        """The connection's bucket; a FailedPrecondition (ENDPOINT_REFUSED) when the endpoint
+        is, or now resolves to, a link-local address (checked on every use: DNS may change)."""
+        why = await endpoint_refusal(self.endpoint)
+        if why:
+            raise FailedPrecondition(message=why, reason="ENDPOINT_REFUSED")
         return Bucket(
             s3_client(
                 self.endpoint,
@@ -212,6 +218,22 @@ def check_location(endpoint: str, region: str) -> None:
             raise invalid(
                 "region", "letters, digits and '-', at most 63 (e.g. eu-west-1)"
             ) from None
+
+
+# The longest a storage endpoint's host may take to resolve before it is judged.
+RESOLVE_TIMEOUT_S = 2.0
+
+
+async def endpoint_refusal(endpoint: str) -> str | None:
+    """Why the endpoint's host may not be used (addresses.link_local), or None; "" (AWS's own
+    endpoints) is fine."""
+    if not endpoint:
+        return None
+    parts = urlsplit(endpoint)
+    if not parts.hostname:
+        return None  # check_location refuses it
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return await addresses.link_local(parts.hostname, port, RESOLVE_TIMEOUT_S)
 
 
 def s3_client(
@@ -250,6 +272,8 @@ class ConnectionStore:
         if not bucket:
             raise invalid("bucket", "required")
         check_location(endpoint, region)
+        if why := await endpoint_refusal(endpoint):
+            raise invalid("endpoint", why)
         if not credentials.access_key_id or not credentials.secret_access_key:
             raise invalid("credentials", "access_key_id and secret_access_key are required")
         conn = Connection(
@@ -264,7 +288,7 @@ class ConnectionStore:
             session_token=credentials.session_token,
             created_at=datetime.now().astimezone(),
         )
-        await conn.open().check()
+        await (await conn.open()).check()
         row = await self.pool.fetchrow(
             f"""INSERT INTO jobs.storage_connections (connection_id, tenant_id, name, endpoint,
                 bucket, region, access_key_id, secret, session_token)
