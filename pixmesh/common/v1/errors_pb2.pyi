@@ -60,6 +60,7 @@ class Error(_message.Message):
         DEPENDENCY_UNAVAILABLE: Error._Reason.ValueType  # 22
         DUPLICATE_RENDITION: Error._Reason.ValueType  # 23
         EMPTY_IMAGE: Error._Reason.ValueType  # 24
+        ENDPOINT_REFUSED: Error._Reason.ValueType  # 96
         EVENTS_UNAVAILABLE: Error._Reason.ValueType  # 25
         FAILED_PRECONDITION: Error._Reason.ValueType  # 26
         GPS_DISABLED: Error._Reason.ValueType  # 27
@@ -160,6 +161,7 @@ class Error(_message.Message):
     DEPENDENCY_UNAVAILABLE: Error.Reason.ValueType  # 22
     DUPLICATE_RENDITION: Error.Reason.ValueType  # 23
     EMPTY_IMAGE: Error.Reason.ValueType  # 24
+    ENDPOINT_REFUSED: Error.Reason.ValueType  # 96
     EVENTS_UNAVAILABLE: Error.Reason.ValueType  # 25
     FAILED_PRECONDITION: Error.Reason.ValueType  # 26
     GPS_DISABLED: Error.Reason.ValueType  # 27
