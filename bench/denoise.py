@@ -52,12 +52,18 @@ import onnxruntime as ort
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Denoise
-from services.inference import noise, tiling
+from services.inference import noise, refine, tiling
 from services.inference.batcher import BatchingOptions
 from services.inference.models import ModelManager
 from services.inference.repository import scan
 from services.inference.runner import OnnxModel, RunnerOptions
-from services.inference.service import InferenceService, TileOptions
+from services.inference.service import (
+    ENSEMBLE_PASSES,
+    InferenceService,
+    TileOptions,
+    _accumulate,
+    _orient,
+)
 from services.inference.settings import InferenceSettings
 from services.runtime.imageprobe import ProbeLimits
 
@@ -814,6 +820,104 @@ def _memory_child(side: int) -> None:
     print(f"{before:.1f} {rss('VmHWM'):.1f}")
 
 
+# ---- (f) the best path's colour steps: how they were chosen (tuning crops only) ----------------
+
+# The chroma refinement's settings swept (search radius, patch side, strength h: weight 0.1 h²).
+REFINE_SWEEP = ((8, 3, 0.3), (8, 3, 0.5), (8, 3, 0.7), (11, 5, 0.5))
+# The luma pair per σ: auto's 17-layer luma model beside dncnn17-n, and the passes.
+LUMA_PAIRS = ((15, "dncnn17-l", 1), (25, "dncnn17-m", 8), (50, "dncnn17-m", 1))
+PAIR_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def extended_tuning() -> list[tuple[str, np.ndarray, int]]:
+    """(name, crop, seed): the ten tuning crops (seeds 7000+), then crops with bright areas,
+    which those lack (seeds 9000+): immunohistochemistry's five and the ten brightened."""
+    base = [(f"{n} ({w})", colour_photo(n, 256, w)) for n in COLOUR_TUNING for w in TUNING_CROPS]
+    extra = [(f"immunohistochemistry ({w})", colour_photo("immunohistochemistry", 256, w))
+             for w in TUNING_CROPS]  # fmt: skip
+    extra += [(f"{n}, gamma 0.5", np.round(255 * (c / 255.0) ** 0.5).astype(np.uint8))
+              for n, c in base]  # fmt: skip
+    extra += [(f"{n}, +60", np.clip(c.astype(int) + 60, 0, 255).astype(np.uint8)) for n, c in base]
+    return [(n, c, 7000 + i) for i, (n, c) in enumerate(base)] + [
+        (n, c, 9000 + i) for i, (n, c) in enumerate(extra)
+    ]
+
+
+def whole_plane(model: OnnxModel, plane: np.ndarray, sigma: float, passes: int) -> np.ndarray:
+    """An opponent plane (0..255) through one model as one window (24 pixels of reflection
+    around), `passes` orientations averaged; a blind model gets the plane scaled to its
+    training σ (as `selection` does), a σ-input one the σ."""
+    config = model.config
+    gain = 1.0
+    if config.trained_sigma:
+        gain = min(4.0, max(0.25, config.trained_sigma / sigma))
+    scale = np.float32(gain / 255.0)
+    total = np.zeros(plane.shape, np.float32)
+    for t in range(passes):
+        x = np.pad(_orient(plane, t), 24, mode="reflect") * scale
+        out = model.run(x[None, None], np.array([min(sigma, 51.0) / 255.0], np.float32))
+        total = _accumulate(total, out[0, 0, 24:-24, 24:-24] / scale, t)
+    return total / np.float32(passes)
+
+
+def colour_choices() -> None:
+    """The two tables the best path's colour steps were chosen from (BENCHMARKS.md, issue 9,
+    run 8): the chroma refinement's sweep on the ten tuning crops, and the luma pair's share
+    on the extended tuning crops. Models run per plane, as one window (no tiles, no batcher):
+    the 17-layer model auto's σ bands pick (without the chroma σ gains)."""
+    models = Sessions().models
+    crops = extended_tuning()
+    print("\n## The chroma refinement's settings (ten TUNING crops, 17-layer planes x8)\n")
+    print("Mean RGB PSNR gain over the unrefined planes (dB), the worst crop in brackets.\n")
+    print("| R, patch, h (weight 0.1 h²) | " + " | ".join(f"σ = {s}" for s in SIGMAS) + " |")
+    print("|---|" + "---|" * len(SIGMAS))
+    gains: dict[tuple[int, int, float], list[str]] = {c: [] for c in REFINE_SWEEP}
+    for sigma in SIGMAS:
+        found: dict[tuple[int, int, float], list[float]] = {c: [] for c in REFINE_SWEEP}
+        for _, clean, seed in crops[:10]:
+            noisy = colour_noisy(clean, sigma, seed)
+            est = noise.estimate_opponent_sigmas(noisy)
+            planes = []
+            for k, plane in enumerate(noise.opponent_planes(noisy)):
+                s = est[k] * noise.PLANE_SCALE[k]
+                name = "dncnn17-n" if s < 12 else "dncnn17-m" if s < 45 else "dncnn17-h"
+                planes.append(whole_plane(models[name], plane, s, ENSEMBLE_PASSES))
+            before = psnr8(clean, noise.from_opponent(planes))
+            for radius, patch, h in REFINE_SWEEP:
+                c1, c2 = refine.chroma_rows(
+                    planes, noise.rgb_sigma(est), 0, clean.shape[0], radius=radius, patch=patch,
+                    weight=0.1 * h * h,
+                )  # fmt: skip
+                after = psnr8(clean, noise.from_opponent([planes[0], c1, c2]))
+                found[(radius, patch, h)].append(after - before)
+        for config, values in found.items():
+            gains[config].append(f"{np.mean(values):+.3f} ({min(values):+.3f})")
+    for (radius, patch, h), cells in gains.items():
+        print(f"| {radius}, {patch}, {h} | " + " | ".join(cells) + " |")
+    sys.stdout.flush()
+
+    print(f"\n## The luma pair ({len(crops)} TUNING crops: ten, then bright ones)\n")
+    print("Mean luma (orthonormal Y) PSNR (dB) by the share of dncnn17-n beside the other model.\n")
+    print("| σ, models, passes | " + " | ".join(f"{w:g}" for w in PAIR_SHARES) + " |")
+    print("|---|" + "---|" * len(PAIR_SHARES))
+    s0 = noise.PLANE_SCALE[0]
+    for sigma, partner, passes in LUMA_PAIRS:
+        scores: dict[float, list[float]] = {w: [] for w in PAIR_SHARES}
+        for _, clean, seed in crops:
+            noisy = colour_noisy(clean, sigma, seed)
+            s = noise.estimate_opponent_sigmas(noisy)[0] * s0
+            y = noise.opponent_planes(noisy)[0]
+            truth = noise.opponent_planes(clean)[0]
+            a = whole_plane(models[partner], y, s, passes)
+            b = whole_plane(models["dncnn17-n"], y, s, passes)
+            for w in PAIR_SHARES:
+                mse = float(np.mean(((1 - w) * a + w * b - truth) ** 2)) / s0**2
+                scores[w].append(10 * np.log10(255.0**2 / mse))
+        row = " | ".join(f"{np.mean(v):.3f}" for v in scores.values())
+        print(f"| {sigma}, {partner} + dncnn17-n, x{passes} | {row} |")
+        sys.stdout.flush()
+
+
 # ---- (d) tune -------------------------------------------------------------------------------
 
 
@@ -853,7 +957,17 @@ def tune(crop: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--only", choices=("quality", "speed", "memory", "tune", "colour", "colour-speed", "sigma")
+        "--only",
+        choices=(
+            "quality",
+            "speed",
+            "memory",
+            "tune",
+            "colour",
+            "colour-speed",
+            "sigma",
+            "colour-choices",
+        ),
     )
     parser.add_argument("--big", type=int, default=12, help="colour-speed: MP of the big photo")
     parser.add_argument("--quick", action="store_true", help="small crops, no BM3D")
@@ -901,6 +1015,8 @@ def main(argv: list[str] | None = None) -> None:
         colour_speed(256 if args.quick else 1024, 0 if args.quick else args.big)
     if args.only == "tune":
         tune(crop)
+    if args.only == "colour-choices":
+        colour_choices()
 
 
 if __name__ == "__main__":

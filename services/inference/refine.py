@@ -13,7 +13,7 @@ on the tuning photos).
 
 The parameters were chosen on bench/denoise.py's colour TUNING photos only (chelsea and rocket,
 ten 256² crops, the self-ensembled 17-layer planes, σ = 15, 25, 50): mean gains of +0.28 /
-+0.09 / +0.10 dB with R = 8, PATCH = 3 and WEIGHT = 0.049 (BENCHMARKS.md, issue 9, run 5).
++0.09 / +0.10 dB with R = 8, PATCH = 3 and WEIGHT = 0.049 (BENCHMARKS.md, issue 9, run 8).
 It costs ~1.4 CPU-seconds per megapixel in numpy (a 12 MP photo: 16.6 CPU-s, 8.7 s on two
 threads), in row strips (bounded memory, run in parallel on the executor), so it belongs with
 the self-ensemble's best path, not the fast CPU default (service.py decides).
@@ -43,29 +43,37 @@ def strips(height: int, rows: int = STRIP_ROWS) -> list[tuple[int, int]]:
 
 
 def chroma_rows(
-    planes: Sequence[np.ndarray], sigma: float, start: int, end: int
+    planes: Sequence[np.ndarray],
+    sigma: float,
+    start: int,
+    end: int,
+    *,
+    radius: int = SEARCH_RADIUS,
+    patch: int = PATCH,
+    weight: float = WEIGHT,
 ) -> list[np.ndarray]:
-    """Rows [start, end) of the refined C1 and C2 planes.
+    """Rows [start, end) of the refined C1 and C2 planes (other parameters: bench.denoise's
+    sweep, `--only colour-choices`).
 
     `planes`: the denoised Y, C1 and C2 as the models see them (float32, 0..255, full
     resolution: noise.PLANE_SCALE and PLANE_OFFSET map them to the orthonormal planes); `sigma`:
     the noise per RGB channel before denoising. The result depends only on the rows asked for,
     not on how the image is cut into strips."""
     width = planes[0].shape[1]
-    margin = SEARCH_RADIUS + PATCH // 2
+    margin = radius + patch // 2
     window = [_rows(p, start, end, margin) for p in planes]
     rows = end - start
-    half = PATCH // 2
+    half = patch // 2
     # Guides in orthonormal units (the offsets cancel in differences).
     guides = [w / np.float32(s) for w, s in zip(window, noise.PLANE_SCALE, strict=True)]
-    inv = np.float32(-1.0 / max(WEIGHT * sigma * sigma, 1e-6))
+    inv = np.float32(-1.0 / max(weight * sigma * sigma, 1e-6))
     # Distances are needed for the core rows and `half` around them (the patch sums).
-    lo, span_r, span_c = SEARCH_RADIUS, rows + 2 * half, width + 2 * half
+    lo, span_r, span_c = radius, rows + 2 * half, width + 2 * half
     acc = [np.zeros((rows, width), np.float32) for _ in range(2)]
     total = np.zeros((rows, width), np.float32)
     distance = np.empty((span_r, span_c), np.float32)
-    for dy in range(-SEARCH_RADIUS, SEARCH_RADIUS + 1):
-        for dx in range(-SEARCH_RADIUS, SEARCH_RADIUS + 1):
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
             distance.fill(0)
             for g in guides:
                 diff = (
@@ -73,15 +81,12 @@ def chroma_rows(
                     - g[lo : lo + span_r, lo : lo + span_c]
                 )
                 distance += diff * diff
-            weight = _patch_mean(distance, PATCH)
-            weight *= inv
-            np.exp(weight, out=weight)
-            total += weight
+            w = _patch_mean(distance, patch)
+            w *= inv
+            np.exp(w, out=w)
+            total += w
             for a, target in zip(acc, window[1:], strict=True):
-                a += (
-                    weight
-                    * target[margin + dy : margin + dy + rows, margin + dx : margin + dx + width]
-                )
+                a += w * target[margin + dy : margin + dy + rows, margin + dx : margin + dx + width]
     for a in acc:
         a /= total
     return acc
