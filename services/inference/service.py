@@ -188,16 +188,19 @@ class InferenceService:
     def blend(self) -> float:
         return self._blend
 
+    def _best_path(self, switch: Switch) -> bool:
+        """A step of the best path: forced on or off, or (auto) with the self-ensemble."""
+        return switch == "on" or (switch == "auto" and self.ensemble > 1)
+
     @property
     def pairs_luma(self) -> bool:
-        return self._luma_pair == "on" or (self._luma_pair == "auto" and self.ensemble > 1)
+        return self._best_path(self._luma_pair)
 
-    def refines(self, planes: _Planes, passes: int) -> bool:
-        """Whether OPPONENT's denoised chroma gets `refine`'s pass: asked for, or (auto) with
-        the self-ensemble; only with all three planes denoised at full resolution."""
-        wanted = self._chroma_refine == "on" or (self._chroma_refine == "auto" and passes > 1)
+    def refines(self, planes: _Planes) -> bool:
+        """Whether OPPONENT's denoised chroma gets `refine`'s pass (a best-path step); only
+        with all three planes denoised at full resolution."""
         return (
-            wanted
+            self._best_path(self._chroma_refine)
             and planes.mode == operations_pb2.Denoise.OPPONENT
             and all(p.denoise and p.resolution == 1.0 for p in planes.planes)
         )
@@ -312,7 +315,7 @@ class InferenceService:
                         job.cancel()
                 for (plane, _, _), out in zip(work, outs, strict=True):
                     plane.data = out
-                refined = self.refines(planes, passes)
+                refined = self.refines(planes)
                 if refined:
                     await self._refine_chroma(planes, deadline)
                 result, after = await self._cpu(_finish, decoded, planes)

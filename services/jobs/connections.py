@@ -186,6 +186,10 @@ class Connection:
         why = await endpoint_refusal(self.endpoint)
         if why:
             raise FailedPrecondition(message=why, reason="ENDPOINT_REFUSED")
+        return self.bucket_unchecked()
+
+    def bucket_unchecked(self) -> Bucket:
+        """The bucket without judging the endpoint (for a caller that just did)."""
         return Bucket(
             s3_client(
                 self.endpoint,
@@ -288,7 +292,7 @@ class ConnectionStore:
             session_token=credentials.session_token,
             created_at=datetime.now().astimezone(),
         )
-        await (await conn.open()).check()
+        await conn.bucket_unchecked().check()  # its endpoint was judged above
         row = await self.pool.fetchrow(
             f"""INSERT INTO jobs.storage_connections (connection_id, tenant_id, name, endpoint,
                 bucket, region, access_key_id, secret, session_token)

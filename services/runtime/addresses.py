@@ -17,19 +17,23 @@ import socket
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def _unmapped(ip: IPAddress) -> IPAddress:
+    """An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as its IPv4 address, to be judged as one."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def is_public(ip: IPAddress) -> bool:
     """False for private, loopback, link-local, shared, reserved, multicast and unspecified
-    addresses (an IPv4-mapped IPv6 address is judged as its IPv4 address)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    addresses."""
+    ip = _unmapped(ip)
     return ip.is_global and not ip.is_multicast
 
 
 def is_link_local(ip: IPAddress) -> bool:
-    """169.254.0.0/16 or fe80::/10 (an IPv4-mapped IPv6 address is judged as its IPv4 address)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_link_local
+    """169.254.0.0/16 or fe80::/10."""
+    return _unmapped(ip).is_link_local
 
 
 async def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
