@@ -52,7 +52,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from pixmesh.common.v1.operations_pb2 import Denoise
-from services.inference import noise, refine, tiling
+from services.inference import noise, refine, selection, tiling
 from services.inference.batcher import BatchingOptions
 from services.inference.models import ModelManager
 from services.inference.repository import scan
@@ -475,16 +475,21 @@ COLOUR_PATHS: tuple[tuple[str, dict[str, object], Denoise], ...] = (
 )  # fmt: skip
 
 
+def tuning_crops(crop: int) -> dict[str, np.ndarray]:
+    """The tuning photos' TUNING_CROPS by name ("chelsea (top left)", ...)."""
+    return {
+        f"{n} ({where})": colour_photo(n, crop, where)
+        for n in COLOUR_TUNING
+        for where in TUNING_CROPS
+    }
+
+
 def colour(crop: int, use_bm3d: bool, paths: Sequence[str] = (), tuning: bool = False) -> None:
     """`paths`: only the pixmesh rows whose label contains one of these (all when empty);
     `tuning`: on the tuning photos' TUNING_CROPS (other seeds), where parameters are chosen,
     instead of the held-out photos."""
     if tuning:
-        held = {
-            f"{n} ({where})": colour_photo(n, crop, where)
-            for n in COLOUR_TUNING
-            for where in TUNING_CROPS
-        }
+        held = tuning_crops(crop)
         seed = 7000
     else:
         held = {n: colour_photo(n, crop) for n in COLOUR_HELD_OUT}
@@ -832,7 +837,7 @@ PAIR_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 def extended_tuning() -> list[tuple[str, np.ndarray, int]]:
     """(name, crop, seed): the ten tuning crops (seeds 7000+), then crops with bright areas,
     which those lack (seeds 9000+): immunohistochemistry's five and the ten brightened."""
-    base = [(f"{n} ({w})", colour_photo(n, 256, w)) for n in COLOUR_TUNING for w in TUNING_CROPS]
+    base = list(tuning_crops(256).items())
     extra = [(f"immunohistochemistry ({w})", colour_photo("immunohistochemistry", 256, w))
              for w in TUNING_CROPS]  # fmt: skip
     extra += [(f"{n}, gamma 0.5", np.round(255 * (c / 255.0) ** 0.5).astype(np.uint8))
@@ -843,19 +848,25 @@ def extended_tuning() -> list[tuple[str, np.ndarray, int]]:
     ]
 
 
-def whole_plane(model: OnnxModel, plane: np.ndarray, sigma: float, passes: int) -> np.ndarray:
+def whole_plane(
+    models: dict[str, OnnxModel], name: str, plane: np.ndarray, sigma: float, passes: int
+) -> np.ndarray:
     """An opponent plane (0..255) through one model as one window (24 pixels of reflection
-    around), `passes` orientations averaged; a blind model gets the plane scaled to its
-    training σ (as `selection` does), a σ-input one the σ."""
-    config = model.config
-    gain = 1.0
-    if config.trained_sigma:
-        gain = min(4.0, max(0.25, config.trained_sigma / sigma))
-    scale = np.float32(gain / 255.0)
+    around), `passes` orientations averaged, the model given the plane's σ as `selection`
+    gives it (a blind one the plane scaled to its training σ); `name` "auto17": the 17-layer
+    fp32 model `auto` picks for that σ."""
+    op = Denoise(auto=True, sigma=sigma)
+    if name == "auto17":
+        configs = [m.config for m in models.values()]
+        choice = selection.choose(op, sigma, configs, 17, precision="fp32")
+    else:
+        choice = selection.choose(op, sigma, [], 17, named=models[name].config)
+    model = models[choice.config.name]
+    scale = np.float32(choice.scale / 255.0)
     total = np.zeros(plane.shape, np.float32)
     for t in range(passes):
         x = np.pad(_orient(plane, t), 24, mode="reflect") * scale
-        out = model.run(x[None, None], np.array([min(sigma, 51.0) / 255.0], np.float32))
+        out = model.run(x[None, None], np.array([choice.model_sigma / 255.0], np.float32))
         total = _accumulate(total, out[0, 0, 24:-24, 24:-24] / scale, t)
     return total / np.float32(passes)
 
@@ -880,8 +891,7 @@ def colour_choices() -> None:
             planes = []
             for k, plane in enumerate(noise.opponent_planes(noisy)):
                 s = est[k] * noise.PLANE_SCALE[k]
-                name = "dncnn17-n" if s < 12 else "dncnn17-m" if s < 45 else "dncnn17-h"
-                planes.append(whole_plane(models[name], plane, s, ENSEMBLE_PASSES))
+                planes.append(whole_plane(models, "auto17", plane, s, ENSEMBLE_PASSES))
             before = psnr8(clean, noise.from_opponent(planes))
             for radius, patch, h in REFINE_SWEEP:
                 c1, c2 = refine.chroma_rows(
@@ -908,8 +918,8 @@ def colour_choices() -> None:
             s = noise.estimate_opponent_sigmas(noisy)[0] * s0
             y = noise.opponent_planes(noisy)[0]
             truth = noise.opponent_planes(clean)[0]
-            a = whole_plane(models[partner], y, s, passes)
-            b = whole_plane(models["dncnn17-n"], y, s, passes)
+            a = whole_plane(models, partner, y, s, passes)
+            b = whole_plane(models, "dncnn17-n", y, s, passes)
             for w in PAIR_SHARES:
                 mse = float(np.mean(((1 - w) * a + w * b - truth) ** 2)) / s0**2
                 scores[w].append(10 * np.log10(255.0**2 / mse))
